@@ -1,0 +1,153 @@
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+/// The cold backend a store keeps its blocks in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum BackendKind {
+    /// sled 0.34: the default.
+    #[default]
+    Sled,
+    /// parity-db 0.5 (btree column).
+    ParityDb,
+    /// rocksdb, only in builds with the `rocksdb` cargo feature.
+    RocksDb,
+}
+
+impl BackendKind {
+    /// Every backend, whether or not this build includes it.
+    pub const ALL: [BackendKind; 3] = [BackendKind::Sled, BackendKind::ParityDb, BackendKind::RocksDb];
+
+    /// The name written in the data directory's metadata and accepted on command lines.
+    pub const fn name(self) -> &'static str {
+        match self {
+            BackendKind::Sled => "sled",
+            BackendKind::ParityDb => "parity-db",
+            BackendKind::RocksDb => "rocksdb",
+        }
+    }
+}
+
+impl fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for BackendKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        BackendKind::ALL
+            .into_iter()
+            .find(|k| k.name() == s)
+            .ok_or_else(|| format!("unknown backend {s:?} (expected sled, parity-db or rocksdb)"))
+    }
+}
+
+/// When a write is acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Acknowledge after the write is synced to disk. Concurrent writes still share one sync.
+    Sync,
+    /// Group commit: wait up to `max_delay` (or until `max_ops` writes are queued) to gather
+    /// writes, then one write and one sync for all of them, then acknowledge every waiter.
+    Batch {
+        /// Longest a write waits for companions before its group is written.
+        max_delay: Duration,
+        /// A group is written as soon as this many writes are queued.
+        max_ops: usize,
+    },
+    /// Acknowledge once the write is handed to the storage, before any sync: a crash may lose
+    /// acknowledged writes.
+    None,
+}
+
+impl Default for Durability {
+    fn default() -> Self {
+        Durability::Batch {
+            max_delay: Duration::from_micros(500),
+            max_ops: 1024,
+        }
+    }
+}
+
+/// Configuration of an engine. Every memory budget is here, so an edge device can bound them.
+///
+/// `Config::new(dir)` gives defaults sensible for a laptop; a path converts into a `Config`.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The data directory (created if missing; must be empty or an ipfrs store).
+    pub data_dir: PathBuf,
+    /// Number of shards. `None`: the count recorded in an existing store, or one per core for
+    /// a new one. May exceed the core count (shards then share cores).
+    pub shards: Option<usize>,
+    /// The cold backend.
+    pub backend: BackendKind,
+    /// Block cache budget in bytes, split evenly between shards.
+    pub cache_bytes: u64,
+    /// Memory the cold backend may use for its own cache, split evenly between shards.
+    pub backend_cache_bytes: u64,
+    /// Blocks the bloom filters are sized for, across all shards.
+    pub bloom_expected_items: u64,
+    /// The bloom filters' false-positive rate at `bloom_expected_items`.
+    pub bloom_fp_rate: f64,
+    /// Largest block accepted by `put`, in bytes (default 2 MiB, the bitswap limit).
+    pub max_block_size: usize,
+    /// When writes are acknowledged.
+    pub durability: Durability,
+    /// Memory glommio registers with io_uring per shard. Registered memory counts against the
+    /// memlock limit (`ulimit -l`); glommio's own default (10 MiB) exceeds common limits.
+    pub io_memory_per_shard: usize,
+    /// Threads in each shard's blocking pool (cold-backend calls run there).
+    pub blocking_threads_per_shard: usize,
+    /// Pin shard `i` to core `i % cores` (glommio `Placement::Fixed`); off: let the OS place them.
+    pub pin_shards: bool,
+    /// Requests that may wait in a shard's queue before senders wait (back-pressure).
+    pub queue_depth: usize,
+}
+
+impl Config {
+    /// Defaults for a laptop, storing in `data_dir`.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Config {
+        Config {
+            data_dir: data_dir.into(),
+            shards: None,
+            backend: BackendKind::default(),
+            cache_bytes: 64 << 20,
+            backend_cache_bytes: 64 << 20,
+            bloom_expected_items: 1_000_000,
+            bloom_fp_rate: 0.01,
+            max_block_size: 2 << 20,
+            durability: Durability::default(),
+            io_memory_per_shard: 1 << 20,
+            blocking_threads_per_shard: 2,
+            pin_shards: true,
+            queue_depth: 1024,
+        }
+    }
+}
+
+impl From<&Path> for Config {
+    fn from(path: &Path) -> Config {
+        Config::new(path)
+    }
+}
+
+impl From<PathBuf> for Config {
+    fn from(path: PathBuf) -> Config {
+        Config::new(path)
+    }
+}
+
+impl From<&PathBuf> for Config {
+    fn from(path: &PathBuf) -> Config {
+        Config::new(path.clone())
+    }
+}
+
+impl From<&str> for Config {
+    fn from(path: &str) -> Config {
+        Config::new(path)
+    }
+}

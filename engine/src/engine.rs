@@ -1,0 +1,345 @@
+//! The engine: opens the store, starts one shard per core, routes requests and shuts down.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use ipfrs_core_types::key::{Key, identity_data, key_of, shard_of};
+use ipfrs_core_types::{Block, BlockError, Cid, Config};
+use ipfrs_shards::protocol::{Reply, Request};
+use ipfrs_shards::{ShardHandle, ShardStats, ShardThread, start_shard};
+
+use crate::directory::{Directory, Meta};
+use crate::{Error, Result, Stats};
+
+/// The storage engine: a handle to a running set of shards over one data directory.
+///
+/// Cheap to clone (an `Arc`); every clone is the same engine. Methods take `&self` and may be
+/// called from any thread and any async runtime (tokio, glommio, ...); see
+/// [`crate::BlockStore`] for the operations and [`Engine::blocking`] for plain threads.
+///
+/// The engine shuts down when [`crate::BlockStore::close`] is called or when the last clone is
+/// dropped: in-flight writes finish, every shard flushes its backend, threads are joined.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: Config,
+    shards: Vec<ShardHandle>,
+    threads: Mutex<Vec<ShardThread>>,
+    closed: AtomicBool,
+    // Dropped last (fields drop in order): the lock outlives the shards.
+    _directory: Directory,
+}
+
+impl Engine {
+    /// Opens the store in a directory (created if missing), or with a full [`Config`].
+    ///
+    /// ```
+    /// use ipfrs_storage::{Block, BlockStore, Engine};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let path = dir.path();
+    /// let store = Engine::open(path)?;
+    /// let block = Block::new(&b"hello"[..])?;
+    /// futures_lite::future::block_on(async {
+    ///     store.put(&block).await?;
+    ///     let got = store.get(block.cid()).await?;
+    ///     assert_eq!(got.as_deref(), Some(&b"hello"[..]));
+    ///     assert!(store.has(block.cid()).await?);
+    ///     store.close().await
+    /// })?;
+    /// # Ok::<(), ipfrs_storage::Error>(())
+    /// ```
+    ///
+    /// Errors: [`Error::NotOurDirectory`], [`Error::Locked`] (another engine has it open),
+    /// [`Error::BackendMismatch`], [`Error::ShardCountMismatch`],
+    /// [`Error::IncompatibleFormat`], [`Error::IoUringUnavailable`], [`Error::MemlockTooLow`],
+    /// [`Error::InvalidConfig`], [`Error::BackendNotCompiled`].
+    pub fn open(config: impl Into<Config>) -> Result<Engine> {
+        let mut config = config.into();
+        validate(&config)?;
+        if !ipfrs_tiering::backends::is_compiled(config.backend) {
+            return Err(Error::BackendNotCompiled(config.backend));
+        }
+        let directory = Directory::lock(&config.data_dir)?;
+        let shards = match directory.read_meta()? {
+            Some(meta) => {
+                if meta.backend != config.backend {
+                    return Err(Error::BackendMismatch {
+                        path: config.data_dir.clone(),
+                        recorded: meta.backend,
+                        requested: config.backend,
+                    });
+                }
+                if let Some(requested) = config.shards.filter(|&n| n != meta.shards) {
+                    return Err(Error::ShardCountMismatch {
+                        path: config.data_dir.clone(),
+                        recorded: meta.shards,
+                        requested,
+                    });
+                }
+                meta.shards
+            }
+            None => {
+                let shards = config.shards.unwrap_or_else(|| {
+                    std::thread::available_parallelism().map_or(1, |n| n.get())
+                });
+                directory.write_meta(&Meta {
+                    backend: config.backend,
+                    shards,
+                })?;
+                shards
+            }
+        };
+        config.shards = Some(shards);
+        let threads = start_all(&config, &directory, shards)?;
+        let handles = threads.iter().map(|t| t.handle().clone()).collect();
+        Ok(Engine {
+            inner: Arc::new(Inner {
+                config,
+                shards: handles,
+                threads: Mutex::new(threads),
+                closed: AtomicBool::new(false),
+                _directory: directory,
+            }),
+        })
+    }
+
+    /// The configuration in force (with the shard count resolved).
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// The number of shards.
+    pub fn shard_count(&self) -> usize {
+        self.inner.shards.len()
+    }
+
+    fn check_open(&self) -> Result<()> {
+        if self.inner.closed.load(Ordering::Acquire) {
+            Err(Error::Closed)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Per-key requests, split per shard (one message per shard), answered in input order.
+    /// Identity CIDs are answered by `inline` from the CID itself.
+    pub(crate) async fn keyed<T: Send + 'static>(
+        &self,
+        cids: &[Cid],
+        make: fn(Vec<Key>, Reply<Vec<T>>) -> Request,
+        inline: impl Fn(&[u8]) -> T + Send,
+    ) -> Result<Vec<T>> {
+        self.check_open()?;
+        let n = self.inner.shards.len();
+        let mut out: Vec<Option<T>> = (0..cids.len()).map(|_| None).collect();
+        let mut groups: Vec<(Vec<usize>, Vec<Key>)> = vec![(Vec::new(), Vec::new()); n];
+        for (i, cid) in cids.iter().enumerate() {
+            match identity_data(cid) {
+                Some(data) => out[i] = Some(inline(data)),
+                None => {
+                    let (positions, keys) = &mut groups[shard_of(cid, n)];
+                    positions.push(i);
+                    keys.push(key_of(cid));
+                }
+            }
+        }
+        let mut pending = Vec::new();
+        for (shard, (positions, keys)) in groups.into_iter().enumerate() {
+            if !keys.is_empty() {
+                let reply = self.inner.shards[shard].send(|r| make(keys, r)).await?;
+                pending.push((positions, reply));
+            }
+        }
+        for (positions, reply) in pending {
+            for (i, value) in positions.into_iter().zip(reply.wait().await?) {
+                out[i] = Some(value);
+            }
+        }
+        out.into_iter()
+            .collect::<Option<Vec<T>>>()
+            .ok_or_else(|| Error::Storage("a shard answered with too few values".into()))
+    }
+
+    /// Stores blocks: checked against the size limit first (all or nothing), then one message
+    /// per shard; returns once every shard has acknowledged under the durability mode.
+    pub(crate) async fn put_blocks(&self, blocks: &[Block]) -> Result<()> {
+        self.check_open()?;
+        let limit = self.inner.config.max_block_size;
+        if let Some(big) = blocks.iter().find(|b| b.len() > limit) {
+            return Err(BlockError::TooLarge {
+                size: big.len(),
+                limit,
+            }
+            .into());
+        }
+        let n = self.inner.shards.len();
+        let mut groups: Vec<Vec<(Key, Bytes)>> = vec![Vec::new(); n];
+        for block in blocks {
+            if identity_data(block.cid()).is_none() {
+                groups[shard_of(block.cid(), n)].push((key_of(block.cid()), block.data().clone()));
+            }
+        }
+        let mut pending = Vec::new();
+        for (shard, items) in groups.into_iter().enumerate() {
+            if !items.is_empty() {
+                let reply = self.inner.shards[shard]
+                    .send(|reply| Request::Put { items, reply })
+                    .await?;
+                pending.push(reply);
+            }
+        }
+        for reply in pending {
+            reply.wait().await?;
+        }
+        Ok(())
+    }
+
+    /// One request to every shard, replies in shard order.
+    pub(crate) async fn broadcast<T: Send + 'static>(
+        &self,
+        make: fn(Reply<T>) -> Request,
+    ) -> Result<Vec<T>> {
+        self.check_open()?;
+        let mut pending = Vec::with_capacity(self.inner.shards.len());
+        for shard in &self.inner.shards {
+            pending.push(shard.send(make).await?);
+        }
+        let mut out = Vec::with_capacity(pending.len());
+        for reply in pending {
+            out.push(reply.wait().await?);
+        }
+        Ok(out)
+    }
+
+    /// Keys of one shard after `after`, at most `limit`.
+    pub(crate) async fn scan(
+        &self,
+        shard: usize,
+        after: Option<Key>,
+        limit: usize,
+    ) -> Result<Vec<Key>> {
+        self.check_open()?;
+        Ok(self.inner.shards[shard]
+            .call(|reply| Request::Scan {
+                after,
+                limit,
+                reply,
+            })
+            .await?)
+    }
+
+    pub(crate) async fn stats(&self) -> Result<Stats> {
+        let shards: Vec<ShardStats> = self.broadcast(|reply| Request::Stats { reply }).await?;
+        Ok(Stats::from_shards(shards))
+    }
+
+    /// Stops every shard after in-flight work and a final flush; idempotent.
+    pub(crate) async fn close(&self) -> Result<()> {
+        if self.inner.closed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        let mut first_error = None;
+        for shard in &self.inner.shards {
+            if let Err(e) = shard.call(|reply| Request::Shutdown { reply }).await {
+                first_error.get_or_insert(e);
+            }
+        }
+        self.inner.join_threads();
+        match first_error {
+            None | Some(ipfrs_shards::Error::Stopped { .. }) => Ok(()),
+            Some(e) => Err(e.into()),
+        }
+    }
+}
+
+impl Inner {
+    fn join_threads(&self) {
+        let threads = match self.threads.lock() {
+            Ok(mut guard) => std::mem::take(&mut *guard),
+            Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
+        };
+        for thread in threads {
+            thread.join();
+        }
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if !self.closed.swap(true, Ordering::AcqRel) {
+            for shard in &self.shards {
+                let _ = futures_lite::future::block_on(
+                    shard.call(|reply| Request::Shutdown { reply }),
+                );
+            }
+        }
+        self.join_threads();
+    }
+}
+
+fn validate(config: &Config) -> Result<()> {
+    let invalid = |field, reason: &str| {
+        Err(Error::InvalidConfig {
+            field,
+            reason: reason.to_string(),
+        })
+    };
+    if config.shards == Some(0) {
+        return invalid("shards", "must be at least 1");
+    }
+    if !(config.bloom_fp_rate > 0.0 && config.bloom_fp_rate < 1.0) {
+        return invalid("bloom_fp_rate", "must be between 0 and 1 (exclusive)");
+    }
+    if config.max_block_size == 0 {
+        return invalid("max_block_size", "must be at least 1");
+    }
+    Ok(())
+}
+
+/// Starts every shard in parallel (each rebuilds its bloom filter from its backend); if one
+/// fails, the others are shut down and the first failure is returned.
+fn start_all(config: &Config, directory: &Directory, shards: usize) -> Result<Vec<ShardThread>> {
+    let results: Vec<ipfrs_shards::Result<ShardThread>> = std::thread::scope(|scope| {
+        let starting: Vec<_> = (0..shards)
+            .map(|id| {
+                let dir = directory.shard_dir(id, config.backend);
+                scope.spawn(move || start_shard(id, shards, config, dir))
+            })
+            .collect();
+        starting
+            .into_iter()
+            .map(|handle| {
+                handle.join().unwrap_or_else(|_| {
+                    Err(ipfrs_shards::Error::Executor {
+                        shard: usize::MAX,
+                        message: "shard start-up panicked".into(),
+                    })
+                })
+            })
+            .collect()
+    });
+    let mut started = Vec::new();
+    let mut failure = None;
+    for result in results {
+        match result {
+            Ok(thread) => started.push(thread),
+            Err(e) => {
+                failure.get_or_insert(e);
+            }
+        }
+    }
+    let Some(failure) = failure else {
+        return Ok(started);
+    };
+    for thread in started {
+        let _ = futures_lite::future::block_on(
+            thread.handle().call(|reply| Request::Shutdown { reply }),
+        );
+        thread.join();
+    }
+    Err(failure.into())
+}

@@ -1,0 +1,122 @@
+use std::path::PathBuf;
+
+use ipfrs_core_types::{BackendKind, BlockError};
+
+/// Errors of the engine. Every error is returned before anything is stored or changed, unless
+/// its documentation says otherwise.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The block or CID handed in is invalid (hash mismatch, too large, unsupported hash,
+    /// malformed CID).
+    #[error(transparent)]
+    Block(#[from] BlockError),
+    /// A configuration value is out of range.
+    #[error("invalid configuration: {field}: {reason}")]
+    InvalidConfig {
+        /// The field of [`crate::Config`].
+        field: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The data directory holds files that are not an ipfrs store.
+    #[error(
+        "{path} is not an ipfrs store: it is not empty and has no ipfrs.meta; \
+         choose an empty or new directory"
+    )]
+    NotOurDirectory {
+        /// The directory.
+        path: PathBuf,
+    },
+    /// Another engine (this process or another) has the store open.
+    #[error("{path} is locked by another open engine; close it first")]
+    Locked {
+        /// The lock file.
+        path: PathBuf,
+    },
+    /// The store was created with another backend.
+    #[error("{path} was created with the {recorded} backend, not {requested}")]
+    BackendMismatch {
+        /// The data directory.
+        path: PathBuf,
+        /// The backend recorded in the store.
+        recorded: BackendKind,
+        /// The backend asked for.
+        requested: BackendKind,
+    },
+    /// The store's on-disk format is not one this build reads.
+    #[error("{path} has store format {found}; this build reads format {supported}")]
+    IncompatibleFormat {
+        /// The data directory.
+        path: PathBuf,
+        /// The format found (or the unreadable metadata).
+        found: String,
+        /// The format this build reads.
+        supported: u32,
+    },
+    /// The store was created with another shard count (blocks are routed by it).
+    #[error("{path} has {recorded} shards, not {requested}; leave Config::shards unset to use the recorded count")]
+    ShardCountMismatch {
+        /// The data directory.
+        path: PathBuf,
+        /// The recorded count.
+        recorded: usize,
+        /// The count asked for.
+        requested: usize,
+    },
+    /// The backend is not compiled into this build.
+    #[error("backend {0} is not in this build (enable the cargo feature `{0}`)")]
+    BackendNotCompiled(BackendKind),
+    /// io_uring cannot be used on this machine.
+    #[error("io_uring is unavailable: {reason}")]
+    IoUringUnavailable {
+        /// The cause and how to fix it.
+        reason: String,
+    },
+    /// The memlock limit is too low for the shards' io_uring rings.
+    #[error(
+        "memlock limit too low: {have} bytes allowed, at least {need} needed for io_uring; \
+         raise it (`ulimit -l`, or LimitMEMLOCK= in a systemd unit) or lower \
+         Config::io_memory_per_shard"
+    )]
+    MemlockTooLow {
+        /// The current limit in bytes.
+        have: u64,
+        /// What is needed.
+        need: u64,
+    },
+    /// A shard refuses writes after a failed sync; reads still work. Reopen the engine.
+    #[error("shard {shard} is read-only after a failed sync: {reason}; reopen the engine")]
+    ReadOnly {
+        /// The shard.
+        shard: usize,
+        /// The sync's error.
+        reason: String,
+    },
+    /// The storage below failed (backend error, executor failure).
+    #[error("storage error: {0}")]
+    Storage(String),
+    /// A file operation on the data directory failed.
+    #[error("I/O error on {path}: {source}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The engine is closed.
+    #[error("the engine is closed")]
+    Closed,
+}
+
+impl From<ipfrs_shards::Error> for Error {
+    fn from(err: ipfrs_shards::Error) -> Error {
+        use ipfrs_shards::Error as S;
+        match err {
+            S::IoUringUnavailable { reason } => Error::IoUringUnavailable { reason },
+            S::MemlockTooLow { have, need } => Error::MemlockTooLow { have, need },
+            S::ReadOnly { shard, reason } => Error::ReadOnly { shard, reason },
+            S::Stopped { .. } => Error::Closed,
+            other @ (S::Backend { .. } | S::Executor { .. }) => Error::Storage(other.to_string()),
+        }
+    }
+}

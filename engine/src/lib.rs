@@ -1,0 +1,53 @@
+//! ipfrs-storage: the persistent block store of IPFRS.
+//!
+//! An io_uring, thread-per-core storage engine for content-addressed blocks. CIDs are routed
+//! by `xxh3(multihash digest) % shards` to shards, each a glommio executor pinned to a core
+//! that owns its block cache, bloom filter and cold-backend handle (sled by default,
+//! parity-db, or rocksdb with the `rocksdb` feature).
+//!
+//! ```
+//! use ipfrs_storage::{Block, BlockStore, Engine};
+//! # let dir = tempfile::tempdir().unwrap();
+//! # let path = dir.path();
+//! let store = Engine::open(path)?;
+//! let block = Block::new(&b"some data"[..])?;
+//! let cid = *block.cid();
+//! futures_lite::future::block_on(async {
+//!     store.put(&block).await?;
+//!     let got = store.get(block.cid()).await?;
+//!     assert_eq!(got.as_ref(), Some(block.data()));
+//!     if store.has(&cid).await? {
+//!         store.delete(&cid).await?;
+//!     }
+//!     store.close().await
+//! })?;
+//! # Ok::<(), ipfrs_storage::Error>(())
+//! ```
+//!
+//! The crate re-exports the shared vocabulary (`Block`, `Cid`, `Config`, key helpers), so an
+//! embedder needs only this crate.
+
+mod blocking;
+mod directory;
+mod engine;
+mod error;
+mod stats;
+mod store;
+
+pub use blocking::BlockingStore;
+pub use engine::Engine;
+pub use error::Error;
+pub use ipfrs_core_types::{
+    BackendKind, Block, BlockError, Cid, Codec, Config, Durability, HashAlgorithm, key, verify,
+};
+pub use ipfrs_shards::ShardStats;
+pub use stats::Stats;
+pub use store::{BlockStore, CidPage, CidStream, Cursor};
+
+/// The result type of the engine.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Which cold backends this build includes.
+pub fn compiled_backends() -> Vec<BackendKind> {
+    ipfrs_tiering::backends::compiled()
+}

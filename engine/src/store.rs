@@ -1,0 +1,229 @@
+//! The embedder's contract: [`BlockStore`], and its implementation by [`Engine`].
+
+use std::collections::VecDeque;
+use std::future::Future;
+
+use bytes::Bytes;
+use ipfrs_core_types::key::{Key, cid_of_key};
+use ipfrs_core_types::{Block, Cid};
+use ipfrs_shards::protocol::Request;
+
+use crate::{Engine, Result, Stats};
+
+/// Where a listing of CIDs stands: opaque, returned by [`BlockStore::cid_page`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Cursor {
+    shard: usize,
+    after: Option<Key>,
+}
+
+/// One page of a listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CidPage {
+    /// CIDv1 raw of each stored multihash (blocks are stored under their multihash).
+    pub cids: Vec<Cid>,
+    /// Where the next page starts; `None` when the listing is complete.
+    pub next: Option<Cursor>,
+}
+
+/// A content-addressed block store.
+///
+/// Every future is `Send`, so the store can be used from tokio, glommio or any executor;
+/// [`Engine::blocking`] serves plain threads. Blocks are keyed by multihash: the same bytes
+/// under two codecs are one block. Identity CIDs are answered from the CID itself and never
+/// stored.
+pub trait BlockStore: Send + Sync {
+    /// Stores a block. The block's hash was verified when it was built ([`Block::new`],
+    /// [`Block::from_parts`]); the store refuses blocks over `Config::max_block_size`.
+    /// Returns once the block is durable under the configured `Durability`.
+    ///
+    /// ```
+    /// # use ipfrs_storage::{Block, BlockStore, Engine};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let store = Engine::open(dir.path())?;
+    /// let block = Block::new(vec![7u8; 1024])?;
+    /// futures_lite::future::block_on(store.put(&block))?;
+    /// # Ok::<(), ipfrs_storage::Error>(())
+    /// ```
+    fn put(&self, block: &Block) -> impl Future<Output = Result<()>> + Send {
+        self.put_many(std::slice::from_ref(block))
+    }
+
+    /// Stores blocks; all are checked before any is written. Returns once all are durable.
+    fn put_many(&self, blocks: &[Block]) -> impl Future<Output = Result<()>> + Send;
+
+    /// Verifies that `data` hashes to `cid`, then stores it: a mismatch is an error and
+    /// nothing is stored.
+    fn put_data(&self, cid: &Cid, data: Bytes) -> impl Future<Output = Result<()>> + Send {
+        async move {
+            let block = Block::from_parts(*cid, data)?;
+            self.put(&block).await
+        }
+    }
+
+    /// The block's bytes, `None` if absent.
+    fn get(&self, cid: &Cid) -> impl Future<Output = Result<Option<Bytes>>> + Send {
+        async move { Ok(self.get_many(std::slice::from_ref(cid)).await?.pop().flatten()) }
+    }
+
+    /// The blocks' bytes, in input order.
+    fn get_many(&self, cids: &[Cid]) -> impl Future<Output = Result<Vec<Option<Bytes>>>> + Send;
+
+    /// Whether the block is stored.
+    fn has(&self, cid: &Cid) -> impl Future<Output = Result<bool>> + Send {
+        async move { Ok(self.has_many(std::slice::from_ref(cid)).await?.pop() == Some(true)) }
+    }
+
+    /// Whether each block is stored, in input order.
+    fn has_many(&self, cids: &[Cid]) -> impl Future<Output = Result<Vec<bool>>> + Send;
+
+    /// The block's size in bytes, `None` if absent.
+    fn get_size(&self, cid: &Cid) -> impl Future<Output = Result<Option<u64>>> + Send;
+
+    /// Removes a block; returns whether it was stored. Durable like a put.
+    fn delete(&self, cid: &Cid) -> impl Future<Output = Result<bool>> + Send {
+        async move { Ok(self.delete_many(std::slice::from_ref(cid)).await?.pop() == Some(true)) }
+    }
+
+    /// Removes blocks; returns whether each was stored, in input order.
+    fn delete_many(&self, cids: &[Cid]) -> impl Future<Output = Result<Vec<bool>>> + Send;
+
+    /// One page of the listing of every stored block, starting at `cursor`
+    /// (`Cursor::default()` for the first page).
+    fn cid_page(
+        &self,
+        cursor: Cursor,
+        limit: usize,
+    ) -> impl Future<Output = Result<CidPage>> + Send;
+
+    /// A stream of every stored block's CID (CIDv1 raw), read page by page.
+    fn cids(&self) -> CidStream<'_, Self>
+    where
+        Self: Sized,
+    {
+        CidStream {
+            store: self,
+            next: Some(Cursor::default()),
+            buffer: VecDeque::new(),
+        }
+    }
+
+    /// Counters: blocks, bytes, cache and bloom figures, per shard and in total.
+    fn stats(&self) -> impl Future<Output = Result<Stats>> + Send;
+
+    /// Makes every acknowledged write durable, whatever the durability mode.
+    fn flush(&self) -> impl Future<Output = Result<()>> + Send;
+
+    /// Finishes in-flight work, flushes, and stops the store; later calls fail with
+    /// `Error::Closed`. Idempotent.
+    fn close(&self) -> impl Future<Output = Result<()>> + Send;
+}
+
+/// The CIDs of every stored block, fetched a page at a time (bounded memory).
+pub struct CidStream<'a, S> {
+    store: &'a S,
+    next: Option<Cursor>,
+    buffer: VecDeque<Cid>,
+}
+
+/// CIDs fetched per page by [`CidStream`].
+const PAGE: usize = 1024;
+
+impl<S: BlockStore> CidStream<'_, S> {
+    /// The next CID, `None` at the end.
+    pub async fn next(&mut self) -> Option<Result<Cid>> {
+        while self.buffer.is_empty() {
+            let cursor = self.next.take()?;
+            match self.store.cid_page(cursor, PAGE).await {
+                Ok(page) => {
+                    self.buffer.extend(page.cids);
+                    self.next = page.next;
+                }
+                Err(e) => return Some(Err(e)),
+            }
+        }
+        self.buffer.pop_front().map(Ok)
+    }
+}
+
+impl BlockStore for Engine {
+    fn put_many(&self, blocks: &[Block]) -> impl Future<Output = Result<()>> + Send {
+        self.put_blocks(blocks)
+    }
+
+    fn get_many(&self, cids: &[Cid]) -> impl Future<Output = Result<Vec<Option<Bytes>>>> + Send {
+        self.keyed(
+            cids,
+            |keys, reply| Request::Get { keys, reply },
+            |data| Some(Bytes::copy_from_slice(data)),
+        )
+    }
+
+    fn has_many(&self, cids: &[Cid]) -> impl Future<Output = Result<Vec<bool>>> + Send {
+        self.keyed(cids, |keys, reply| Request::Has { keys, reply }, |_| true)
+    }
+
+    fn get_size(&self, cid: &Cid) -> impl Future<Output = Result<Option<u64>>> + Send {
+        async move {
+            let sizes = self
+                .keyed(
+                    std::slice::from_ref(cid),
+                    |keys, reply| Request::Size { keys, reply },
+                    |data| Some(data.len() as u64),
+                )
+                .await?;
+            Ok(sizes.into_iter().next().flatten())
+        }
+    }
+
+    fn delete_many(&self, cids: &[Cid]) -> impl Future<Output = Result<Vec<bool>>> + Send {
+        // Identity blocks are never stored, so there is nothing to delete.
+        self.keyed(cids, |keys, reply| Request::Delete { keys, reply }, |_| false)
+    }
+
+    fn cid_page(
+        &self,
+        cursor: Cursor,
+        limit: usize,
+    ) -> impl Future<Output = Result<CidPage>> + Send {
+        async move {
+            let limit = limit.max(1);
+            let mut cursor = cursor;
+            let mut cids = Vec::new();
+            while cursor.shard < self.shard_count() && cids.len() < limit {
+                let keys = self
+                    .scan(cursor.shard, cursor.after.take(), limit - cids.len())
+                    .await?;
+                let exhausted = keys.len() < limit - cids.len();
+                for key in &keys {
+                    cids.push(cid_of_key(key)?);
+                }
+                if exhausted {
+                    cursor = Cursor {
+                        shard: cursor.shard + 1,
+                        after: None,
+                    };
+                } else {
+                    cursor.after = keys.last().cloned();
+                }
+            }
+            let next = (cursor.shard < self.shard_count()).then_some(cursor);
+            Ok(CidPage { cids, next })
+        }
+    }
+
+    fn stats(&self) -> impl Future<Output = Result<Stats>> + Send {
+        Engine::stats(self)
+    }
+
+    fn flush(&self) -> impl Future<Output = Result<()>> + Send {
+        async move {
+            self.broadcast(|reply| Request::Flush { reply }).await?;
+            Ok(())
+        }
+    }
+
+    fn close(&self) -> impl Future<Output = Result<()>> + Send {
+        Engine::close(self)
+    }
+}

@@ -1,0 +1,374 @@
+//! A shard's write path: one writer, group commit.
+//!
+//! Puts, deletes and flushes are queued in arrival order. A single committer task drains the
+//! queue in groups: each group is one backend batch (puts and deletes collapsed per key to the
+//! group's final state) and, unless durability is `None`, one sync; only then are the bloom
+//! filter, the cache and the counters updated and every waiter of the group acknowledged.
+//!
+//! ```text
+//!   idle --write queued--> gathering --(Batch: max_ops queued or max_delay passed;
+//!                                        Sync/None: at once)--> committing --queue empty--> idle
+//!                                                                    |  queue not empty
+//!                                                                    +--> gathering
+//! ```
+//!
+//! A failed sync poisons the shard (read-only until reopened): after a failed fsync the kernel
+//! may have dropped the dirty pages, so retrying and acknowledging could lose data silently.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
+use hashbrown::HashMap;
+use ipfrs_core_types::Durability;
+use ipfrs_core_types::key::{Key, bloom_hash};
+use ipfrs_tiering::ColdBackend;
+
+use crate::protocol::Reply;
+use crate::shard::{Shard, bump};
+use crate::{Error, Result};
+
+/// A queued write.
+enum Pending {
+    Put(Vec<(Key, Bytes)>),
+    Delete(Vec<Key>),
+    Flush,
+}
+
+/// Whom to acknowledge for a queued write.
+enum Ack {
+    Done(Reply<()>),
+    Deleted(Reply<Vec<bool>>),
+}
+
+impl Ack {
+    fn fail(self, err: Error) {
+        match self {
+            Ack::Done(reply) => {
+                let _ = reply.send(Err(err));
+            }
+            Ack::Deleted(reply) => {
+                let _ = reply.send(Err(err));
+            }
+        }
+    }
+}
+
+struct WriteOp {
+    pending: Pending,
+    ack: Ack,
+}
+
+impl WriteOp {
+    fn weight(&self) -> usize {
+        match &self.pending {
+            Pending::Put(items) => items.len(),
+            Pending::Delete(keys) => keys.len(),
+            Pending::Flush => 1,
+        }
+    }
+}
+
+/// The write queue of one shard.
+pub(crate) struct WriteQueue {
+    durability: Durability,
+    pending: RefCell<VecDeque<WriteOp>>,
+    /// Blocks and keys queued (the unit of `Durability::Batch::max_ops`).
+    queued: Cell<usize>,
+    /// When the oldest queued write arrived.
+    oldest: Cell<Option<Instant>>,
+    committer_running: Cell<bool>,
+    /// Set after a failed sync; every later write is refused with this reason.
+    poisoned: RefCell<Option<String>>,
+    /// Wakes a gathering committer early once `max_ops` are queued.
+    wake_tx: LocalSender<()>,
+    wake_rx: LocalReceiver<()>,
+}
+
+impl WriteQueue {
+    pub(crate) fn new(durability: Durability) -> WriteQueue {
+        let (wake_tx, wake_rx) = local_channel::new_bounded(1);
+        WriteQueue {
+            durability,
+            pending: RefCell::default(),
+            queued: Cell::new(0),
+            oldest: Cell::new(None),
+            committer_running: Cell::new(false),
+            poisoned: RefCell::new(None),
+            wake_tx,
+            wake_rx,
+        }
+    }
+
+    pub(crate) fn read_only(&self) -> Option<String> {
+        self.poisoned.borrow().clone()
+    }
+
+    /// How long the committer should still gather before writing, if at all.
+    fn gather_for(&self) -> Option<Duration> {
+        let Durability::Batch { max_delay, max_ops } = self.durability else {
+            return None;
+        };
+        if self.queued.get() >= max_ops {
+            return None;
+        }
+        let oldest = self.oldest.get()?;
+        max_delay.checked_sub(oldest.elapsed()).filter(|d| !d.is_zero())
+    }
+}
+
+/// One write of a group as the blocking writer sees it. The flag says whether the bloom
+/// filter may contain the key: when it cannot, the writer skips the backend lookup.
+enum OpData {
+    Put(Vec<(Key, Bytes, bool)>),
+    Delete(Vec<(Key, bool)>),
+    Flush,
+}
+
+/// What a committed group changed.
+#[derive(Default)]
+struct GroupOutcome {
+    /// Per delete op, whether each key was present.
+    deleted_flags: Vec<Vec<bool>>,
+    /// Bloom hashes of every key put.
+    put_hashes: Vec<u64>,
+    /// Keys removed from the backend.
+    removed: Vec<Key>,
+    blocks_delta: i64,
+    bytes_delta: i64,
+}
+
+enum GroupError {
+    Write(ipfrs_tiering::Error),
+    Sync(ipfrs_tiering::Error),
+}
+
+/// Applies a group to the backend in order, as one batch of final states, then syncs.
+///
+/// Puts of blocks already stored are not rewritten (content addressing: same key, same
+/// bytes); deletes of absent keys change nothing.
+fn apply_group(
+    backend: &dyn ColdBackend,
+    ops: Vec<OpData>,
+    sync: bool,
+) -> Result<GroupOutcome, GroupError> {
+    // Key -> size after the ops seen so far (None: absent), and what to write.
+    let mut state: HashMap<Key, Option<u64>> = HashMap::new();
+    let mut writes: HashMap<Key, Option<Bytes>> = HashMap::new();
+    let mut outcome = GroupOutcome::default();
+    let prior = |state: &HashMap<Key, Option<u64>>, key: &Key, maybe: bool| match state.get(key) {
+        Some(known) => Ok(*known),
+        None if maybe => backend.size(key).map_err(GroupError::Write),
+        None => Ok(None),
+    };
+    for op in ops {
+        match op {
+            OpData::Put(items) => {
+                for (key, value, maybe) in items {
+                    outcome.put_hashes.push(bloom_hash(&key));
+                    if prior(&state, &key, maybe)?.is_none() {
+                        outcome.blocks_delta += 1;
+                        outcome.bytes_delta += value.len() as i64;
+                        state.insert(key.clone(), Some(value.len() as u64));
+                        writes.insert(key, Some(value));
+                    }
+                }
+            }
+            OpData::Delete(keys) => {
+                let mut flags = Vec::with_capacity(keys.len());
+                for (key, maybe) in keys {
+                    let size = prior(&state, &key, maybe)?;
+                    flags.push(size.is_some());
+                    if let Some(size) = size {
+                        outcome.blocks_delta -= 1;
+                        outcome.bytes_delta -= size as i64;
+                        state.insert(key.clone(), None);
+                        writes.insert(key, None);
+                    }
+                }
+                outcome.deleted_flags.push(flags);
+            }
+            OpData::Flush => {}
+        }
+    }
+    let mut puts = Vec::new();
+    for (key, value) in writes {
+        match value {
+            Some(value) => puts.push((key, value)),
+            None => outcome.removed.push(key),
+        }
+    }
+    if !puts.is_empty() {
+        backend.put_batch(&puts).map_err(GroupError::Write)?;
+    }
+    if !outcome.removed.is_empty() {
+        backend.delete_batch(&outcome.removed).map_err(GroupError::Write)?;
+    }
+    if sync {
+        backend.flush().map_err(GroupError::Sync)?;
+    }
+    Ok(outcome)
+}
+
+fn apply_delta(cell: &Cell<u64>, delta: i64) {
+    cell.set(cell.get().saturating_add_signed(delta));
+}
+
+impl Shard {
+    fn enqueue(self: &Rc<Self>, op: WriteOp) {
+        let q = &self.writes;
+        if let Some(reason) = q.read_only() {
+            let err = Error::ReadOnly {
+                shard: self.id,
+                reason,
+            };
+            op.ack.fail(err);
+            return;
+        }
+        q.queued.set(q.queued.get() + op.weight());
+        if q.oldest.get().is_none() {
+            q.oldest.set(Some(Instant::now()));
+        }
+        q.pending.borrow_mut().push_back(op);
+        if let Durability::Batch { max_ops, .. } = q.durability
+            && q.queued.get() >= max_ops
+        {
+            // Full channel means a wake-up is already pending: nothing to add.
+            let _ = q.wake_tx.try_send(());
+        }
+        if !q.committer_running.replace(true) {
+            self.spawn(async move |shard| shard.run_committer().await);
+        }
+    }
+
+    pub(crate) fn enqueue_put(self: &Rc<Self>, items: Vec<(Key, Bytes)>, reply: Reply<()>) {
+        self.enqueue(WriteOp {
+            pending: Pending::Put(items),
+            ack: Ack::Done(reply),
+        });
+    }
+
+    pub(crate) fn enqueue_delete(self: &Rc<Self>, keys: Vec<Key>, reply: Reply<Vec<bool>>) {
+        self.enqueue(WriteOp {
+            pending: Pending::Delete(keys),
+            ack: Ack::Deleted(reply),
+        });
+    }
+
+    pub(crate) fn enqueue_flush(self: &Rc<Self>, reply: Reply<()>) {
+        self.enqueue(WriteOp {
+            pending: Pending::Flush,
+            ack: Ack::Done(reply),
+        });
+    }
+
+    async fn run_committer(self: Rc<Self>) {
+        let q = &self.writes;
+        loop {
+            if q.pending.borrow().is_empty() {
+                q.committer_running.set(false);
+                return;
+            }
+            if let Some(wait) = q.gather_for() {
+                futures_lite::future::or(glommio::timer::sleep(wait), async {
+                    let _ = q.wake_rx.recv().await;
+                })
+                .await;
+                continue;
+            }
+            let group: Vec<WriteOp> = q.pending.borrow_mut().drain(..).collect();
+            q.queued.set(0);
+            q.oldest.set(None);
+            self.commit_group(group).await;
+        }
+    }
+
+    async fn commit_group(&self, group: Vec<WriteOp>) {
+        let mut data = Vec::with_capacity(group.len());
+        let mut replies = Vec::with_capacity(group.len());
+        let mut sync = self.writes.durability != Durability::None;
+        let may_contain = |key: &Key| self.bloom.borrow().contains_hash(bloom_hash(key));
+        for op in group {
+            data.push(match op.pending {
+                Pending::Put(items) => OpData::Put(
+                    items
+                        .into_iter()
+                        .map(|(k, v)| {
+                            let maybe = may_contain(&k);
+                            (k, v, maybe)
+                        })
+                        .collect(),
+                ),
+                Pending::Delete(keys) => OpData::Delete(
+                    keys.into_iter()
+                        .map(|k| {
+                            let maybe = may_contain(&k);
+                            (k, maybe)
+                        })
+                        .collect(),
+                ),
+                Pending::Flush => {
+                    sync = true;
+                    OpData::Flush
+                }
+            });
+            replies.push(op.ack);
+        }
+        let ops = replies.len() as u64;
+        let backend = std::sync::Arc::clone(&self.backend);
+        let result = glommio::executor()
+            .spawn_blocking(move || apply_group(&*backend, data, sync))
+            .await;
+        match result {
+            Ok(outcome) => {
+                {
+                    let mut bloom = self.bloom.borrow_mut();
+                    for hash in &outcome.put_hashes {
+                        bloom.insert_hash(*hash);
+                    }
+                }
+                if !outcome.removed.is_empty() {
+                    let mut cache = self.cache.borrow_mut();
+                    for key in &outcome.removed {
+                        cache.remove(key);
+                    }
+                    self.delete_epoch.set(self.delete_epoch.get() + 1);
+                }
+                apply_delta(&self.counters.blocks, outcome.blocks_delta);
+                apply_delta(&self.counters.bytes, outcome.bytes_delta);
+                bump(&self.counters.write_groups, 1);
+                bump(&self.counters.write_ops, ops);
+                let mut flags = outcome.deleted_flags.into_iter();
+                for ack in replies {
+                    match ack {
+                        Ack::Done(reply) => {
+                            let _ = reply.send(Ok(()));
+                        }
+                        Ack::Deleted(reply) => {
+                            let _ = reply.send(Ok(flags.next().unwrap_or_default()));
+                        }
+                    }
+                }
+            }
+            Err(err) => {
+                let err = match err {
+                    GroupError::Write(e) => self.backend_error(e),
+                    GroupError::Sync(e) => {
+                        let reason = e.to_string();
+                        *self.writes.poisoned.borrow_mut() = Some(reason.clone());
+                        Error::ReadOnly {
+                            shard: self.id,
+                            reason,
+                        }
+                    }
+                };
+                for ack in replies {
+                    ack.fail(err.clone());
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,53 @@
+/// Errors of the shards.
+#[derive(Debug, thiserror::Error, Clone)]
+pub enum Error {
+    /// The cold backend failed.
+    #[error("shard {shard}: {message}")]
+    Backend {
+        /// The shard.
+        shard: usize,
+        /// The backend's error.
+        message: String,
+    },
+    /// io_uring cannot be used on this machine.
+    #[error("io_uring is unavailable: {reason}")]
+    IoUringUnavailable {
+        /// The cause and how to fix it.
+        reason: String,
+    },
+    /// The memlock limit is below what the shards' io_uring rings need.
+    #[error(
+        "memlock limit too low: {have} bytes allowed, at least {need} needed for io_uring; \
+         raise it (`ulimit -l`, or LimitMEMLOCK= in a systemd unit) or lower \
+         Config::io_memory_per_shard"
+    )]
+    MemlockTooLow {
+        /// The current limit in bytes.
+        have: u64,
+        /// What glommio needs.
+        need: u64,
+    },
+    /// The executor could not be started for another reason.
+    #[error("shard {shard}: could not start its executor: {message}")]
+    Executor {
+        /// The shard.
+        shard: usize,
+        /// What failed.
+        message: String,
+    },
+    /// A sync of the backend failed: the shard refuses writes until the engine is reopened,
+    /// because after a failed fsync the kernel may have dropped the unwritten pages.
+    #[error("shard {shard} is read-only after a failed sync: {reason}; reopen the engine")]
+    ReadOnly {
+        /// The shard.
+        shard: usize,
+        /// The failed sync's error.
+        reason: String,
+    },
+    /// The shard has stopped (engine closed, or its thread died).
+    #[error("shard {shard} has stopped")]
+    Stopped {
+        /// The shard.
+        shard: usize,
+    },
+}

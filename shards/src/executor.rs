@@ -1,0 +1,219 @@
+//! Starting a shard: its thread, its glommio executor and its state.
+//!
+//! The executor is built inside the shard's own thread (`LocalExecutorBuilder::make`), so a
+//! ring setup failure comes back as an error naming its cause instead of a panic in a thread.
+//! Before it serves anything, the shard opens its backend and walks its keys once to rebuild
+//! the bloom filter and the counters: a filter that could miss a key is never consulted.
+
+use std::cell::{Cell, RefCell};
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use fastbloom::BloomFilter;
+use glommio::{GlommioError, LocalExecutorBuilder, Placement, PoolPlacement, ReactorErrorKind};
+use ipfrs_core_types::Config;
+use ipfrs_core_types::key::bloom_hash;
+use ipfrs_tiering::{BackendOptions, ColdBackend, open_backend};
+
+use crate::cache::BlockCache;
+use crate::commit::WriteQueue;
+use crate::protocol::{Request, ShardHandle};
+use crate::shard::{Counters, Shard};
+use crate::{Error, Result};
+
+/// A running shard: its handle and its thread.
+pub struct ShardThread {
+    handle: ShardHandle,
+    thread: JoinHandle<()>,
+}
+
+impl ShardThread {
+    /// The client side of the shard.
+    pub fn handle(&self) -> &ShardHandle {
+        &self.handle
+    }
+
+    /// Waits for the shard's thread to end (after a `Shutdown` request or once every handle is
+    /// dropped).
+    pub fn join(self) {
+        // A panic in the shard thread has already been reported by the panic hook; there is
+        // nothing left to recover at join time.
+        let _ = self.thread.join();
+    }
+}
+
+/// What the shard sends back once it is ready (or could not start).
+type Ready = std::sync::mpsc::SyncSender<Result<()>>;
+
+/// Starts shard `id` of `shards` over the backend directory `dir`, and waits until it serves
+/// requests (bloom filter and counters rebuilt) or has failed to start.
+pub fn start_shard(id: usize, shards: usize, config: &Config, dir: PathBuf) -> Result<ShardThread> {
+    let (tx, rx) = flume::bounded(config.queue_depth.max(1));
+    let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
+    let config = config.clone();
+    let thread = std::thread::Builder::new()
+        .name(format!("ipfrs-shard-{id}"))
+        .spawn(move || run_shard(id, shards, &config, dir, rx, ready_tx))
+        .map_err(|e| Error::Executor {
+            shard: id,
+            message: format!("cannot spawn its thread: {e}"),
+        })?;
+    let started = ready_rx.recv().unwrap_or(Err(Error::Stopped { shard: id }));
+    match started {
+        Ok(()) => Ok(ShardThread {
+            handle: ShardHandle::new(id, tx),
+            thread,
+        }),
+        Err(err) => {
+            let _ = thread.join();
+            Err(err)
+        }
+    }
+}
+
+fn run_shard(
+    id: usize,
+    shards: usize,
+    config: &Config,
+    dir: PathBuf,
+    rx: flume::Receiver<Request>,
+    ready: Ready,
+) {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let placement = if config.pin_shards {
+        Placement::Fixed(id % cores)
+    } else {
+        Placement::Unbound
+    };
+    let executor = LocalExecutorBuilder::new(placement)
+        .name(&format!("ipfrs-shard-{id}"))
+        .io_memory(config.io_memory_per_shard)
+        .blocking_thread_pool_placement(PoolPlacement::Unbound(
+            config.blocking_threads_per_shard.max(1),
+        ))
+        .make();
+    let executor = match executor {
+        Ok(executor) => executor,
+        Err(err) => {
+            let _ = ready.send(Err(classify(id, err)));
+            return;
+        }
+    };
+    let share = |total: u64| total / shards as u64;
+    let options = BackendOptions {
+        cache_bytes: share(config.backend_cache_bytes).max(1 << 20),
+    };
+    let backend: Arc<dyn ColdBackend> = match open_backend(config.backend, &dir, &options) {
+        Ok(backend) => Arc::from(backend),
+        Err(err) => {
+            let _ = ready.send(Err(Error::Backend {
+                shard: id,
+                message: err.to_string(),
+            }));
+            return;
+        }
+    };
+    let mut bloom = BloomFilter::with_false_pos(config.bloom_fp_rate)
+        .expected_items(share(config.bloom_expected_items).max(1024) as usize);
+    let counters = Counters::default();
+    let walk = backend.iterate(None, &mut |key, len| {
+        bloom.insert_hash(bloom_hash(key));
+        counters.blocks.set(counters.blocks.get() + 1);
+        counters.bytes.set(counters.bytes.get() + len);
+        true
+    });
+    if let Err(err) = walk {
+        let _ = ready.send(Err(Error::Backend {
+            shard: id,
+            message: err.to_string(),
+        }));
+        return;
+    }
+    let shard = Rc::new(Shard {
+        id,
+        backend,
+        cache: RefCell::new(BlockCache::new(share(config.cache_bytes))),
+        bloom: RefCell::new(bloom),
+        counters,
+        delete_epoch: Cell::new(0),
+        writes: WriteQueue::new(config.durability),
+        gate: glommio::sync::Gate::new(),
+    });
+    executor.run(async move {
+        let _ = ready.send(Ok(()));
+        serve(shard, rx).await;
+    });
+}
+
+/// The shard's main loop: dispatch until `Shutdown` (or until every sender is gone), then
+/// let in-flight work finish, flush the backend and acknowledge the shutdown.
+async fn serve(shard: Rc<Shard>, rx: flume::Receiver<Request>) {
+    let mut shutdown_reply = None;
+    while let Ok(request) = rx.recv_async().await {
+        match request {
+            Request::Shutdown { reply } => {
+                shutdown_reply = Some(reply);
+                break;
+            }
+            request => shard.dispatch(request),
+        }
+    }
+    // Waits for the committer and every read task spawned through the gate.
+    let _ = shard.gate.close().await;
+    let result = shard.blocking(|backend| backend.flush()).await;
+    if let Some(reply) = shutdown_reply {
+        let _ = reply.send(result);
+    }
+}
+
+/// Turns an executor construction failure into an error that names its cause and its fix.
+fn classify(shard: usize, err: GlommioError<()>) -> Error {
+    let io = match err {
+        GlommioError::ReactorError(ReactorErrorKind::MemLockLimit(have, need)) => {
+            return Error::MemlockTooLow { have, need };
+        }
+        GlommioError::IoError(io) => io,
+        GlommioError::EnhancedIoError { source, .. } => source,
+        other => {
+            return Error::Executor {
+                shard,
+                message: other.to_string(),
+            };
+        }
+    };
+    let reason = match io.raw_os_error() {
+        Some(libc_errno::EPERM) => {
+            "io_uring_setup was refused (EPERM): the sysctl kernel.io_uring_disabled is set \
+             (set it to 0), or a seccomp profile blocks io_uring (containers: allow io_uring \
+             in the profile or run with --security-opt seccomp=unconfined)"
+        }
+        Some(libc_errno::ENOSYS) => {
+            "the kernel has no io_uring (ENOSYS): Linux 5.8 or later built with CONFIG_IO_URING \
+             is required, or a seccomp profile hides the syscall"
+        }
+        Some(libc_errno::EOPNOTSUPP) => "this host does not support io_uring (EOPNOTSUPP)",
+        Some(libc_errno::ENOMEM) => {
+            "io_uring could not lock its memory (ENOMEM): raise the memlock limit (`ulimit -l`) \
+             or lower Config::io_memory_per_shard"
+        }
+        _ => {
+            return Error::Executor {
+                shard,
+                message: io.to_string(),
+            };
+        }
+    };
+    Error::IoUringUnavailable {
+        reason: reason.to_string(),
+    }
+}
+
+/// The errno values `classify` distinguishes (Linux numbering).
+mod libc_errno {
+    pub const EPERM: i32 = 1;
+    pub const ENOMEM: i32 = 12;
+    pub const ENOSYS: i32 = 38;
+    pub const EOPNOTSUPP: i32 = 95;
+}

@@ -1,0 +1,29 @@
+//! Thread-per-core shards of the ipfrs engine.
+//!
+//! Each shard is one glommio `LocalExecutor` on its own thread, pinned to a core
+//! (`Placement::Fixed`). It owns everything its blocks need: the cold-backend handle, a block
+//! cache with a byte budget, a bloom filter, counters and the write queue. Nothing is shared
+//! between shards; requests arrive over a flume channel from any thread or runtime and each
+//! carries its own reply channel.
+//!
+//! - [`protocol`]: the messages and the client side ([`ShardHandle`]).
+//! - `executor`: starting a shard thread, and turning io_uring setup failures into errors
+//!   that name their cause.
+//! - `shard`: the read path (bloom -> cache -> backend on the blocking pool).
+//! - `commit`: the write path (one writer per shard, group commit).
+//!
+//! The shard count may exceed the core count: shards then share cores.
+
+mod cache;
+mod commit;
+mod error;
+mod executor;
+pub mod protocol;
+mod shard;
+
+pub use error::Error;
+pub use executor::{ShardThread, start_shard};
+pub use protocol::{PendingReply, ShardHandle, ShardStats};
+
+/// The result type of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,260 @@
+//! A shard's state and its read path.
+//!
+//! Reads run concurrently: bloom filter ("absent" answers at once), then the cache, then the
+//! cold backend on the executor's blocking pool. Writes go through the shard's single writer
+//! (`commit`), so the order of puts and deletes is the order they arrived in.
+//!
+//! A read that misses the cache fills it only if no delete committed while it was reading
+//! (`delete_epoch`), so a deleted block can never come back through a late cache fill.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use fastbloom::BloomFilter;
+use glommio::sync::Gate;
+use ipfrs_core_types::key::{Key, bloom_hash};
+use ipfrs_tiering::ColdBackend;
+
+use crate::cache::BlockCache;
+use crate::commit::WriteQueue;
+use crate::protocol::{Request, ShardStats};
+use crate::{Error, Result};
+
+/// Counters of one shard; `Cell`s because the shard is single-threaded.
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub(crate) blocks: Cell<u64>,
+    pub(crate) bytes: Cell<u64>,
+    pub(crate) cache_hits: Cell<u64>,
+    pub(crate) cache_misses: Cell<u64>,
+    pub(crate) bloom_negatives: Cell<u64>,
+    pub(crate) write_groups: Cell<u64>,
+    pub(crate) write_ops: Cell<u64>,
+}
+
+pub(crate) fn bump(cell: &Cell<u64>, by: u64) {
+    cell.set(cell.get() + by);
+}
+
+/// Everything one shard owns.
+pub(crate) struct Shard {
+    pub(crate) id: usize,
+    pub(crate) backend: Arc<dyn ColdBackend>,
+    pub(crate) cache: RefCell<BlockCache>,
+    pub(crate) bloom: RefCell<BloomFilter>,
+    pub(crate) counters: Counters,
+    /// Incremented each time a group that deleted something commits.
+    pub(crate) delete_epoch: Cell<u64>,
+    pub(crate) writes: WriteQueue,
+    /// Tasks serving requests; closing it waits for them (clean shutdown).
+    pub(crate) gate: Gate,
+}
+
+impl Shard {
+    pub(crate) fn backend_error(&self, err: impl std::fmt::Display) -> Error {
+        Error::Backend {
+            shard: self.id,
+            message: err.to_string(),
+        }
+    }
+
+    /// False only when the key is certainly absent.
+    pub(crate) fn may_contain(&self, key: &[u8]) -> bool {
+        let present = self.bloom.borrow().contains_hash(bloom_hash(key));
+        if !present {
+            bump(&self.counters.bloom_negatives, 1);
+        }
+        present
+    }
+
+    /// Runs a backend call on the blocking pool: the shard's core never blocks on it.
+    pub(crate) async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&dyn ColdBackend) -> ipfrs_tiering::Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let backend = Arc::clone(&self.backend);
+        glommio::executor()
+            .spawn_blocking(move || f(&*backend))
+            .await
+            .map_err(|e| self.backend_error(e))
+    }
+
+    /// Serves one request. Writes are queued for the writer; reads run as their own tasks.
+    pub(crate) fn dispatch(self: &Rc<Self>, request: Request) {
+        match request {
+            Request::Put { items, reply } => self.enqueue_put(items, reply),
+            Request::Delete { keys, reply } => self.enqueue_delete(keys, reply),
+            Request::Flush { reply } => self.enqueue_flush(reply),
+            Request::Get { keys, reply } => self.spawn(async move |s| {
+                let _ = reply.send(s.get_many(keys).await);
+            }),
+            Request::Has { keys, reply } => self.spawn(async move |s| {
+                let _ = reply.send(s.has_many(keys).await);
+            }),
+            Request::Size { keys, reply } => self.spawn(async move |s| {
+                let _ = reply.send(s.size_many(keys).await);
+            }),
+            Request::Scan {
+                after,
+                limit,
+                reply,
+            } => self.spawn(async move |s| {
+                let _ = reply.send(s.scan(after, limit).await);
+            }),
+            Request::Stats { reply } => {
+                let _ = reply.send(Ok(self.stats()));
+            }
+            // Handled by the shard's main loop, which owns the shutdown sequence.
+            Request::Shutdown { reply } => {
+                let _ = reply.send(Err(Error::Stopped { shard: self.id }));
+            }
+        }
+    }
+
+    pub(crate) fn spawn(self: &Rc<Self>, task: impl AsyncFnOnce(Rc<Shard>) + 'static) {
+        let shard = Rc::clone(self);
+        // A closed gate means the shard is shutting down: the request's reply channel is
+        // dropped with the task and the caller sees `Stopped`.
+        if let Ok(task) = self.gate.spawn(async move { task(shard).await }) {
+            task.detach();
+        }
+    }
+
+    async fn get_many(&self, keys: Vec<Key>) -> Result<Vec<Option<Bytes>>> {
+        let mut out = vec![None; keys.len()];
+        let mut misses = Vec::new();
+        {
+            let cache = self.cache.borrow();
+            for (i, key) in keys.iter().enumerate() {
+                if !self.may_contain(key) {
+                    continue;
+                }
+                match cache.get(key) {
+                    Some(value) => {
+                        bump(&self.counters.cache_hits, 1);
+                        out[i] = Some(value);
+                    }
+                    None => misses.push(i),
+                }
+            }
+        }
+        if misses.is_empty() {
+            return Ok(out);
+        }
+        bump(&self.counters.cache_misses, misses.len() as u64);
+        let epoch = self.delete_epoch.get();
+        let miss_keys: Vec<Key> = misses.iter().map(|&i| keys[i].clone()).collect();
+        let (miss_keys, values) = self
+            .blocking(move |backend| {
+                let values = miss_keys
+                    .iter()
+                    .map(|key| backend.get(key))
+                    .collect::<ipfrs_tiering::Result<Vec<_>>>()?;
+                Ok((miss_keys, values))
+            })
+            .await?;
+        let fill = epoch == self.delete_epoch.get();
+        let mut cache = self.cache.borrow_mut();
+        for ((i, key), value) in misses.into_iter().zip(miss_keys).zip(values) {
+            if let (true, Some(value)) = (fill, &value) {
+                cache.insert(key, value.clone());
+            }
+            out[i] = value;
+        }
+        Ok(out)
+    }
+
+    async fn has_many(&self, keys: Vec<Key>) -> Result<Vec<bool>> {
+        let mut out = vec![false; keys.len()];
+        let mut unsure = Vec::new();
+        for (i, key) in keys.iter().enumerate() {
+            if !self.may_contain(key) {
+                continue;
+            }
+            if self.cache.borrow().contains(key) {
+                out[i] = true;
+            } else {
+                unsure.push(i);
+            }
+        }
+        if unsure.is_empty() {
+            return Ok(out);
+        }
+        let unsure_keys: Vec<Key> = unsure.iter().map(|&i| keys[i].clone()).collect();
+        let found = self
+            .blocking(move |backend| {
+                unsure_keys
+                    .iter()
+                    .map(|key| backend.contains(key))
+                    .collect::<ipfrs_tiering::Result<Vec<_>>>()
+            })
+            .await?;
+        for (i, present) in unsure.into_iter().zip(found) {
+            out[i] = present;
+        }
+        Ok(out)
+    }
+
+    async fn size_many(&self, keys: Vec<Key>) -> Result<Vec<Option<u64>>> {
+        let mut out = vec![None; keys.len()];
+        let mut unsure = Vec::new();
+        for (i, key) in keys.iter().enumerate() {
+            if !self.may_contain(key) {
+                continue;
+            }
+            match self.cache.borrow().get(key) {
+                Some(value) => out[i] = Some(value.len() as u64),
+                None => unsure.push(i),
+            }
+        }
+        if unsure.is_empty() {
+            return Ok(out);
+        }
+        let unsure_keys: Vec<Key> = unsure.iter().map(|&i| keys[i].clone()).collect();
+        let sizes = self
+            .blocking(move |backend| {
+                unsure_keys
+                    .iter()
+                    .map(|key| backend.size(key))
+                    .collect::<ipfrs_tiering::Result<Vec<_>>>()
+            })
+            .await?;
+        for (i, size) in unsure.into_iter().zip(sizes) {
+            out[i] = size;
+        }
+        Ok(out)
+    }
+
+    async fn scan(&self, after: Option<Key>, limit: usize) -> Result<Vec<Key>> {
+        self.blocking(move |backend| {
+            let mut keys = Vec::with_capacity(limit.min(4096));
+            backend.iterate(after.as_deref(), &mut |key, _| {
+                keys.push(key.to_vec());
+                keys.len() < limit
+            })?;
+            Ok(keys)
+        })
+        .await
+    }
+
+    pub(crate) fn stats(&self) -> ShardStats {
+        let c = &self.counters;
+        let (cache_bytes, cache_entries) = self.cache.borrow().usage();
+        ShardStats {
+            shard: self.id,
+            blocks: c.blocks.get(),
+            bytes: c.bytes.get(),
+            cache_bytes,
+            cache_entries,
+            cache_hits: c.cache_hits.get(),
+            cache_misses: c.cache_misses.get(),
+            bloom_negatives: c.bloom_negatives.get(),
+            bloom_bits: self.bloom.borrow().num_bits() as u64,
+            write_groups: c.write_groups.get(),
+            write_ops: c.write_ops.get(),
+            read_only: self.writes.read_only().is_some(),
+        }
+    }
+}

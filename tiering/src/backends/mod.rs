@@ -1,0 +1,49 @@
+//! The cold backends, one file each, and [`open_backend`] to open one by kind.
+
+mod paritydb;
+#[cfg(feature = "rocksdb")]
+mod rocksdb;
+mod sled;
+
+use std::path::Path;
+
+use ipfrs_core_types::BackendKind;
+
+pub use self::paritydb::ParityDbBackend;
+#[cfg(feature = "rocksdb")]
+pub use self::rocksdb::RocksDbBackend;
+pub use self::sled::SledBackend;
+use crate::{BackendOptions, ColdBackend, Error, Result};
+
+/// Whether this build includes `kind`.
+pub const fn is_compiled(kind: BackendKind) -> bool {
+    match kind {
+        BackendKind::Sled | BackendKind::ParityDb => true,
+        BackendKind::RocksDb => cfg!(feature = "rocksdb"),
+    }
+}
+
+/// The backends this build includes.
+pub fn compiled() -> Vec<BackendKind> {
+    BackendKind::ALL.into_iter().filter(|k| is_compiled(*k)).collect()
+}
+
+/// Opens (creating if needed) the backend of `kind` in directory `dir`.
+pub fn open_backend(
+    kind: BackendKind,
+    dir: &Path,
+    options: &BackendOptions,
+) -> Result<Box<dyn ColdBackend>> {
+    std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    match kind {
+        BackendKind::Sled => Ok(Box::new(SledBackend::open(dir, options)?)),
+        BackendKind::ParityDb => Ok(Box::new(ParityDbBackend::open(dir, options)?)),
+        #[cfg(feature = "rocksdb")]
+        BackendKind::RocksDb => Ok(Box::new(RocksDbBackend::open(dir, options)?)),
+        #[cfg(not(feature = "rocksdb"))]
+        BackendKind::RocksDb => Err(Error::NotCompiled(kind)),
+    }
+}

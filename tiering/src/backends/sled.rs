@@ -1,0 +1,87 @@
+//! sled 0.34: the default cold backend. `flush` is sled's own fsync of its log.
+
+use std::ops::Bound;
+use std::path::Path;
+
+use bytes::Bytes;
+use ipfrs_core_types::BackendKind;
+
+use crate::{BackendOptions, ColdBackend, Error, Result};
+
+const KIND: BackendKind = BackendKind::Sled;
+
+/// A cold backend over one sled database.
+pub struct SledBackend {
+    db: sled::Db,
+}
+
+impl SledBackend {
+    /// Opens or creates the database in `dir`.
+    pub fn open(dir: &Path, options: &BackendOptions) -> Result<SledBackend> {
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(options.cache_bytes)
+            .open()
+            .map_err(|e| Error::backend(KIND, e))?;
+        Ok(SledBackend { db })
+    }
+}
+
+impl ColdBackend for SledBackend {
+    fn kind(&self) -> BackendKind {
+        KIND
+    }
+
+    fn get(&self, key: &[u8]) -> Result<Option<Bytes>> {
+        let value = self.db.get(key).map_err(|e| Error::backend(KIND, e))?;
+        Ok(value.map(|v| Bytes::copy_from_slice(&v)))
+    }
+
+    fn size(&self, key: &[u8]) -> Result<Option<u64>> {
+        let value = self.db.get(key).map_err(|e| Error::backend(KIND, e))?;
+        Ok(value.map(|v| v.len() as u64))
+    }
+
+    fn contains(&self, key: &[u8]) -> Result<bool> {
+        self.db.contains_key(key).map_err(|e| Error::backend(KIND, e))
+    }
+
+    fn put_batch(&self, items: &[(Vec<u8>, Bytes)]) -> Result<()> {
+        let mut batch = sled::Batch::default();
+        for (key, value) in items {
+            batch.insert(key.as_slice(), value.as_ref());
+        }
+        self.db.apply_batch(batch).map_err(|e| Error::backend(KIND, e))
+    }
+
+    fn delete_batch(&self, keys: &[Vec<u8>]) -> Result<()> {
+        let mut batch = sled::Batch::default();
+        for key in keys {
+            batch.remove(key.as_slice());
+        }
+        self.db.apply_batch(batch).map_err(|e| Error::backend(KIND, e))
+    }
+
+    fn iterate(
+        &self,
+        after: Option<&[u8]>,
+        f: &mut dyn FnMut(&[u8], u64) -> bool,
+    ) -> Result<()> {
+        let start = match after {
+            Some(key) => Bound::Excluded(key),
+            None => Bound::Unbounded,
+        };
+        for entry in self.db.range::<&[u8], _>((start, Bound::Unbounded)) {
+            let (key, value) = entry.map_err(|e| Error::backend(KIND, e))?;
+            if !f(&key, value.len() as u64) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn flush(&self) -> Result<()> {
+        self.db.flush().map_err(|e| Error::backend(KIND, e))?;
+        Ok(())
+    }
+}
