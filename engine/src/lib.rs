@@ -44,6 +44,11 @@ pub use ipfrs_shards::ShardStats;
 pub use stats::Stats;
 pub use store::{BlockStore, CidPage, CidStream, Cursor};
 
+/// The README's embedding example, compiled and run as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;
+
 /// The result type of the engine.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 

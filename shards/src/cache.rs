@@ -1,6 +1,6 @@
 //! The per-shard block cache: quick_cache's unsync cache with a byte weighter.
 //!
-//! quick_cache evicts with S3-FIFO (CLOCK-PRO-like ghost entries), which keeps a frequently read hot set resident while a
+//! quick_cache evicts with S3-FIFO, which keeps a frequently read hot set resident while a
 //! scan of one-off reads passes through, where plain LRU would let the scan flush it.
 
 use bytes::Bytes;

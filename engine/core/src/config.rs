@@ -17,7 +17,11 @@ pub enum BackendKind {
 
 impl BackendKind {
     /// Every backend, whether or not this build includes it.
-    pub const ALL: [BackendKind; 3] = [BackendKind::Sled, BackendKind::ParityDb, BackendKind::RocksDb];
+    pub const ALL: [BackendKind; 3] = [
+        BackendKind::Sled,
+        BackendKind::ParityDb,
+        BackendKind::RocksDb,
+    ];
 
     /// The name written in the data directory's metadata and accepted on command lines.
     pub const fn name(self) -> &'static str {

@@ -10,7 +10,7 @@
 //! - [`BlockError`]: what is wrong with a block or CID given by a caller.
 
 mod block;
-pub use block::verify;
+pub use block::{sha256_accelerated, verify};
 mod config;
 mod error;
 pub mod key;
