@@ -69,7 +69,9 @@ impl Directory {
             .map_err(io_err(&lock_path))?;
         match lock.try_lock() {
             Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => return Err(Error::Locked { path: lock_path }),
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(Error::Locked { path: lock_path });
+            }
             Err(std::fs::TryLockError::Error(source)) => {
                 return Err(Error::Io {
                     path: lock_path,
@@ -143,6 +145,8 @@ impl Directory {
 
     /// Where shard `id` keeps its backend.
     pub(crate) fn shard_dir(&self, id: usize, backend: BackendKind) -> PathBuf {
-        self.path.join(format!("shard-{id:03}")).join(backend.name())
+        self.path
+            .join(format!("shard-{id:03}"))
+            .join(backend.name())
     }
 }

@@ -83,9 +83,9 @@ impl Engine {
                 meta.shards
             }
             None => {
-                let shards = config.shards.unwrap_or_else(|| {
-                    std::thread::available_parallelism().map_or(1, |n| n.get())
-                });
+                let shards = config
+                    .shards
+                    .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
                 directory.write_meta(&Meta {
                     backend: config.backend,
                     shards,
@@ -272,9 +272,8 @@ impl Drop for Inner {
     fn drop(&mut self) {
         if !self.closed.swap(true, Ordering::AcqRel) {
             for shard in &self.shards {
-                let _ = futures_lite::future::block_on(
-                    shard.call(|reply| Request::Shutdown { reply }),
-                );
+                let _ =
+                    futures_lite::future::block_on(shard.call(|reply| Request::Shutdown { reply }));
             }
         }
         self.join_threads();

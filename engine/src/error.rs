@@ -54,7 +54,9 @@ pub enum Error {
         supported: u32,
     },
     /// The store was created with another shard count (blocks are routed by it).
-    #[error("{path} has {recorded} shards, not {requested}; leave Config::shards unset to use the recorded count")]
+    #[error(
+        "{path} has {recorded} shards, not {requested}; leave Config::shards unset to use the recorded count"
+    )]
     ShardCountMismatch {
         /// The data directory.
         path: PathBuf,

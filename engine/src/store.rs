@@ -63,7 +63,13 @@ pub trait BlockStore: Send + Sync {
 
     /// The block's bytes, `None` if absent.
     fn get(&self, cid: &Cid) -> impl Future<Output = Result<Option<Bytes>>> + Send {
-        async move { Ok(self.get_many(std::slice::from_ref(cid)).await?.pop().flatten()) }
+        async move {
+            Ok(self
+                .get_many(std::slice::from_ref(cid))
+                .await?
+                .pop()
+                .flatten())
+        }
     }
 
     /// The blocks' bytes, in input order.
@@ -178,7 +184,11 @@ impl BlockStore for Engine {
 
     fn delete_many(&self, cids: &[Cid]) -> impl Future<Output = Result<Vec<bool>>> + Send {
         // Identity blocks are never stored, so there is nothing to delete.
-        self.keyed(cids, |keys, reply| Request::Delete { keys, reply }, |_| false)
+        self.keyed(
+            cids,
+            |keys, reply| Request::Delete { keys, reply },
+            |_| false,
+        )
     }
 
     fn cid_page(

@@ -116,7 +116,9 @@ impl WriteQueue {
             return None;
         }
         let oldest = self.oldest.get()?;
-        max_delay.checked_sub(oldest.elapsed()).filter(|d| !d.is_zero())
+        max_delay
+            .checked_sub(oldest.elapsed())
+            .filter(|d| !d.is_zero())
     }
 }
 
@@ -205,7 +207,9 @@ fn apply_group(
         backend.put_batch(&puts).map_err(GroupError::Write)?;
     }
     if !outcome.removed.is_empty() {
-        backend.delete_batch(&outcome.removed).map_err(GroupError::Write)?;
+        backend
+            .delete_batch(&outcome.removed)
+            .map_err(GroupError::Write)?;
     }
     if sync {
         backend.flush().map_err(GroupError::Sync)?;

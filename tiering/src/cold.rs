@@ -55,8 +55,7 @@ pub trait ColdBackend: Send + Sync + 'static {
 
     /// Calls `f(key, value length)` for each key after `after` (all keys if `None`) in
     /// ascending order, until `f` returns false.
-    fn iterate(&self, after: Option<&[u8]>, f: &mut dyn FnMut(&[u8], u64) -> bool)
-    -> Result<()>;
+    fn iterate(&self, after: Option<&[u8]>, f: &mut dyn FnMut(&[u8], u64) -> bool) -> Result<()>;
 
     /// Makes every earlier write durable.
     fn flush(&self) -> Result<()>;

@@ -25,7 +25,10 @@ pub const fn is_compiled(kind: BackendKind) -> bool {
 
 /// The backends this build includes.
 pub fn compiled() -> Vec<BackendKind> {
-    BackendKind::ALL.into_iter().filter(|k| is_compiled(*k)).collect()
+    BackendKind::ALL
+        .into_iter()
+        .filter(|k| is_compiled(*k))
+        .collect()
 }
 
 /// Opens (creating if needed) the backend of `kind` in directory `dir`.

@@ -62,11 +62,7 @@ impl ColdBackend for ParityDbBackend {
             .map_err(|e| Error::backend(KIND, e))
     }
 
-    fn iterate(
-        &self,
-        after: Option<&[u8]>,
-        f: &mut dyn FnMut(&[u8], u64) -> bool,
-    ) -> Result<()> {
+    fn iterate(&self, after: Option<&[u8]>, f: &mut dyn FnMut(&[u8], u64) -> bool) -> Result<()> {
         let mut iter = self.db.iter(COLUMN).map_err(|e| Error::backend(KIND, e))?;
         match after {
             Some(key) => iter.seek(key),

@@ -35,12 +35,18 @@ impl ColdBackend for RocksDbBackend {
     }
 
     fn get(&self, key: &[u8]) -> Result<Option<Bytes>> {
-        let value = self.db.get_pinned(key).map_err(|e| Error::backend(KIND, e))?;
+        let value = self
+            .db
+            .get_pinned(key)
+            .map_err(|e| Error::backend(KIND, e))?;
         Ok(value.map(|v| Bytes::copy_from_slice(&v)))
     }
 
     fn size(&self, key: &[u8]) -> Result<Option<u64>> {
-        let value = self.db.get_pinned(key).map_err(|e| Error::backend(KIND, e))?;
+        let value = self
+            .db
+            .get_pinned(key)
+            .map_err(|e| Error::backend(KIND, e))?;
         Ok(value.map(|v| v.len() as u64))
     }
 
@@ -60,11 +66,7 @@ impl ColdBackend for RocksDbBackend {
         self.db.write(batch).map_err(|e| Error::backend(KIND, e))
     }
 
-    fn iterate(
-        &self,
-        after: Option<&[u8]>,
-        f: &mut dyn FnMut(&[u8], u64) -> bool,
-    ) -> Result<()> {
+    fn iterate(&self, after: Option<&[u8]>, f: &mut dyn FnMut(&[u8], u64) -> bool) -> Result<()> {
         let mode = match after {
             Some(key) => IteratorMode::From(key, Direction::Forward),
             None => IteratorMode::Start,

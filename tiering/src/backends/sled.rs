@@ -43,7 +43,9 @@ impl ColdBackend for SledBackend {
     }
 
     fn contains(&self, key: &[u8]) -> Result<bool> {
-        self.db.contains_key(key).map_err(|e| Error::backend(KIND, e))
+        self.db
+            .contains_key(key)
+            .map_err(|e| Error::backend(KIND, e))
     }
 
     fn put_batch(&self, items: &[(Vec<u8>, Bytes)]) -> Result<()> {
@@ -51,7 +53,9 @@ impl ColdBackend for SledBackend {
         for (key, value) in items {
             batch.insert(key.as_slice(), value.as_ref());
         }
-        self.db.apply_batch(batch).map_err(|e| Error::backend(KIND, e))
+        self.db
+            .apply_batch(batch)
+            .map_err(|e| Error::backend(KIND, e))
     }
 
     fn delete_batch(&self, keys: &[Vec<u8>]) -> Result<()> {
@@ -59,14 +63,12 @@ impl ColdBackend for SledBackend {
         for key in keys {
             batch.remove(key.as_slice());
         }
-        self.db.apply_batch(batch).map_err(|e| Error::backend(KIND, e))
+        self.db
+            .apply_batch(batch)
+            .map_err(|e| Error::backend(KIND, e))
     }
 
-    fn iterate(
-        &self,
-        after: Option<&[u8]>,
-        f: &mut dyn FnMut(&[u8], u64) -> bool,
-    ) -> Result<()> {
+    fn iterate(&self, after: Option<&[u8]>, f: &mut dyn FnMut(&[u8], u64) -> bool) -> Result<()> {
         let start = match after {
             Some(key) => Bound::Excluded(key),
             None => Bound::Unbounded,
