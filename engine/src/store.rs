@@ -169,17 +169,15 @@ impl BlockStore for Engine {
         self.keyed(cids, |keys, reply| Request::Has { keys, reply }, |_| true)
     }
 
-    fn get_size(&self, cid: &Cid) -> impl Future<Output = Result<Option<u64>>> + Send {
-        async move {
-            let sizes = self
-                .keyed(
-                    std::slice::from_ref(cid),
-                    |keys, reply| Request::Size { keys, reply },
-                    |data| Some(data.len() as u64),
-                )
-                .await?;
-            Ok(sizes.into_iter().next().flatten())
-        }
+    async fn get_size(&self, cid: &Cid) -> Result<Option<u64>> {
+        let sizes = self
+            .keyed(
+                std::slice::from_ref(cid),
+                |keys, reply| Request::Size { keys, reply },
+                |data| Some(data.len() as u64),
+            )
+            .await?;
+        Ok(sizes.into_iter().next().flatten())
     }
 
     fn delete_many(&self, cids: &[Cid]) -> impl Future<Output = Result<Vec<bool>>> + Send {
@@ -191,46 +189,38 @@ impl BlockStore for Engine {
         )
     }
 
-    fn cid_page(
-        &self,
-        cursor: Cursor,
-        limit: usize,
-    ) -> impl Future<Output = Result<CidPage>> + Send {
-        async move {
-            let limit = limit.max(1);
-            let mut cursor = cursor;
-            let mut cids = Vec::new();
-            while cursor.shard < self.shard_count() && cids.len() < limit {
-                let keys = self
-                    .scan(cursor.shard, cursor.after.take(), limit - cids.len())
-                    .await?;
-                let exhausted = keys.len() < limit - cids.len();
-                for key in &keys {
-                    cids.push(cid_of_key(key)?);
-                }
-                if exhausted {
-                    cursor = Cursor {
-                        shard: cursor.shard + 1,
-                        after: None,
-                    };
-                } else {
-                    cursor.after = keys.last().cloned();
-                }
+    async fn cid_page(&self, cursor: Cursor, limit: usize) -> Result<CidPage> {
+        let limit = limit.max(1);
+        let mut cursor = cursor;
+        let mut cids = Vec::new();
+        while cursor.shard < self.shard_count() && cids.len() < limit {
+            let keys = self
+                .scan(cursor.shard, cursor.after.take(), limit - cids.len())
+                .await?;
+            let exhausted = keys.len() < limit - cids.len();
+            for key in &keys {
+                cids.push(cid_of_key(key)?);
             }
-            let next = (cursor.shard < self.shard_count()).then_some(cursor);
-            Ok(CidPage { cids, next })
+            if exhausted {
+                cursor = Cursor {
+                    shard: cursor.shard + 1,
+                    after: None,
+                };
+            } else {
+                cursor.after = keys.last().cloned();
+            }
         }
+        let next = (cursor.shard < self.shard_count()).then_some(cursor);
+        Ok(CidPage { cids, next })
     }
 
     fn stats(&self) -> impl Future<Output = Result<Stats>> + Send {
         Engine::stats(self)
     }
 
-    fn flush(&self) -> impl Future<Output = Result<()>> + Send {
-        async move {
-            self.broadcast(|reply| Request::Flush { reply }).await?;
-            Ok(())
-        }
+    async fn flush(&self) -> Result<()> {
+        self.broadcast(|reply| Request::Flush { reply }).await?;
+        Ok(())
     }
 
     fn close(&self) -> impl Future<Output = Result<()>> + Send {

@@ -87,7 +87,11 @@ fn run_shard(
     } else {
         Placement::Unbound
     };
-    let executor = LocalExecutorBuilder::new(placement)
+    let mut builder = LocalExecutorBuilder::new(placement);
+    if let Some(spin) = config.spin_before_park {
+        builder = builder.spin_before_park(spin);
+    }
+    let executor = builder
         .name(&format!("ipfrs-shard-{id}"))
         .io_memory(config.io_memory_per_shard)
         .blocking_thread_pool_placement(PoolPlacement::Unbound(
