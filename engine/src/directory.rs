@@ -21,6 +21,8 @@ use crate::{Error, Result};
 pub(crate) const FORMAT_VERSION: u32 = 1;
 const META_FILE: &str = "ipfrs.meta";
 const LOCK_FILE: &str = "LOCK";
+/// Where the metadata is written before its rename; left behind by a crash in between.
+const META_TMP_FILE: &str = "ipfrs.meta.tmp";
 const MAGIC: &str = "ipfrs-storage";
 
 /// What a store records about itself.
@@ -53,7 +55,7 @@ impl Directory {
             let foreign = std::fs::read_dir(path)
                 .map_err(io_err(path))?
                 .filter_map(|entry| entry.ok())
-                .any(|entry| entry.file_name() != LOCK_FILE);
+                .any(|entry| entry.file_name() != LOCK_FILE && entry.file_name() != META_TMP_FILE);
             if foreign {
                 return Err(Error::NotOurDirectory {
                     path: path.to_path_buf(),
@@ -128,7 +130,7 @@ impl Directory {
     /// Records the metadata of a new store: written to a temporary file, synced, renamed into
     /// place, and the directory synced, so a crash leaves either no metadata or all of it.
     pub(crate) fn write_meta(&self, meta: &Meta) -> Result<()> {
-        let tmp = self.path.join(format!("{META_FILE}.tmp"));
+        let tmp = self.path.join(META_TMP_FILE);
         let text = format!(
             "{MAGIC}\nformat={FORMAT_VERSION}\nbackend={}\nshards={}\n",
             meta.backend, meta.shards

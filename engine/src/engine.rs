@@ -30,8 +30,9 @@ struct Inner {
     shards: Vec<ShardHandle>,
     threads: Mutex<Vec<ShardThread>>,
     closed: AtomicBool,
-    // Dropped last (fields drop in order): the lock outlives the shards.
-    _directory: Directory,
+    /// The locked directory: released by `close` once the shards have stopped, or when the
+    /// engine is dropped, so a closed store can be reopened while old handles linger.
+    directory: Mutex<Option<Directory>>,
 }
 
 impl Engine {
@@ -102,7 +103,7 @@ impl Engine {
                 shards: handles,
                 threads: Mutex::new(threads),
                 closed: AtomicBool::new(false),
-                _directory: directory,
+                directory: Mutex::new(Some(directory)),
             }),
         })
     }
@@ -249,6 +250,7 @@ impl Engine {
             }
         }
         self.inner.join_threads();
+        self.inner.release_directory();
         match first_error {
             None | Some(ipfrs_shards::Error::Stopped { .. }) => Ok(()),
             Some(e) => Err(e.into()),
@@ -257,6 +259,13 @@ impl Engine {
 }
 
 impl Inner {
+    fn release_directory(&self) {
+        match self.directory.lock() {
+            Ok(mut guard) => drop(guard.take()),
+            Err(poisoned) => drop(poisoned.into_inner().take()),
+        }
+    }
+
     fn join_threads(&self) {
         let threads = match self.threads.lock() {
             Ok(mut guard) => std::mem::take(&mut *guard),
@@ -277,6 +286,7 @@ impl Drop for Inner {
             }
         }
         self.join_threads();
+        self.release_directory();
     }
 }
 

@@ -87,6 +87,10 @@ fn run_shard(
     } else {
         Placement::Unbound
     };
+    if let Err(err) = preflight(id) {
+        let _ = ready.send(Err(err));
+        return;
+    }
     let mut builder = LocalExecutorBuilder::new(placement);
     if let Some(spin) = config.spin_before_park {
         builder = builder.spin_before_park(spin);
@@ -172,6 +176,45 @@ async fn serve(shard: Rc<Shard>, rx: flume::Receiver<Request>) {
     }
 }
 
+/// The memlock limit below which glommio 0.9 refuses to build an executor (it checks this
+/// itself, even for root), in bytes.
+const GLOMMIO_MIN_MEMLOCK: u64 = 512 << 10;
+
+/// Checks what glommio needs before asking it for an executor. glommio reports a low memlock
+/// limit as an untyped `io::Error`, and when the process's first ring is refused it panics in
+/// a one-time probe that then stays poisoned for the whole process: both must be caught here.
+fn preflight(shard: usize) -> Result<()> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit only writes the struct it is given.
+    if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut limit) } == 0
+        && limit.rlim_cur < GLOMMIO_MIN_MEMLOCK
+    {
+        return Err(Error::MemlockTooLow {
+            have: limit.rlim_cur,
+            need: GLOMMIO_MIN_MEMLOCK,
+        });
+    }
+    probe_io_uring(shard)
+}
+
+/// Creates and closes a one-entry ring, so a blocked io_uring is reported with its cause.
+fn probe_io_uring(shard: usize) -> Result<()> {
+    // struct io_uring_params is 120 bytes; all zero asks for the defaults.
+    let mut params = [0u8; 120];
+    // SAFETY: io_uring_setup reads and writes the params buffer it is given (the size the
+    // kernel expects) and returns a new file descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_io_uring_setup, 1u32, params.as_mut_ptr()) };
+    if fd < 0 {
+        return Err(classify_errno(shard, std::io::Error::last_os_error()));
+    }
+    // SAFETY: fd is the ring just created, owned by nobody else.
+    unsafe { libc::close(fd as libc::c_int) };
+    Ok(())
+}
+
 /// Turns an executor construction failure into an error that names its cause and its fix.
 fn classify(shard: usize, err: GlommioError<()>) -> Error {
     let io = match err {
@@ -187,37 +230,34 @@ fn classify(shard: usize, err: GlommioError<()>) -> Error {
             };
         }
     };
+    classify_errno(shard, io)
+}
+
+/// Names the cause of an io_uring setup error and its fix.
+fn classify_errno(shard: usize, io: std::io::Error) -> Error {
     let reason = match io.raw_os_error() {
-        Some(libc_errno::EPERM) => {
+        Some(libc::EPERM) => {
             "io_uring_setup was refused (EPERM): the sysctl kernel.io_uring_disabled is set \
              (set it to 0), or a seccomp profile blocks io_uring (containers: allow io_uring \
              in the profile or run with --security-opt seccomp=unconfined)"
         }
-        Some(libc_errno::ENOSYS) => {
+        Some(libc::ENOSYS) => {
             "the kernel has no io_uring (ENOSYS): Linux 5.8 or later built with CONFIG_IO_URING \
              is required, or a seccomp profile hides the syscall"
         }
-        Some(libc_errno::EOPNOTSUPP) => "this host does not support io_uring (EOPNOTSUPP)",
-        Some(libc_errno::ENOMEM) => {
+        Some(libc::EOPNOTSUPP) => "this host does not support io_uring (EOPNOTSUPP)",
+        Some(libc::ENOMEM) => {
             "io_uring could not lock its memory (ENOMEM): raise the memlock limit (`ulimit -l`) \
              or lower Config::io_memory_per_shard"
         }
         _ => {
             return Error::Executor {
                 shard,
-                message: io.to_string(),
+                message: format!("io_uring setup failed: {io}"),
             };
         }
     };
     Error::IoUringUnavailable {
         reason: reason.to_string(),
     }
-}
-
-/// The errno values `classify` distinguishes (Linux numbering).
-mod libc_errno {
-    pub const EPERM: i32 = 1;
-    pub const ENOMEM: i32 = 12;
-    pub const ENOSYS: i32 = 38;
-    pub const EOPNOTSUPP: i32 = 95;
 }

@@ -58,16 +58,32 @@ pub fn cid_of_key(key: &[u8]) -> Result<Cid, BlockError> {
     Ok(Cid::new_v1(Codec::Raw.code(), mh))
 }
 
-/// Parses a CID from its binary form, with a typed error.
+/// Parses a CID from its binary form, with a typed error. Trailing bytes are refused (as
+/// Kubo's `cid.Cast` does): the cid crate reads a prefix and would drop them silently.
 pub fn parse_cid_bytes(bytes: &[u8]) -> Result<Cid, BlockError> {
-    Cid::try_from(bytes).map_err(|e| BlockError::MalformedCid {
+    let cid = Cid::try_from(bytes).map_err(|e| BlockError::MalformedCid {
         reason: e.to_string(),
-    })
+    })?;
+    let used = cid.encoded_len();
+    if used != bytes.len() {
+        return Err(BlockError::MalformedCid {
+            reason: format!("{} bytes after the CID's {used}", bytes.len() - used),
+        });
+    }
+    Ok(cid)
 }
 
 /// Parses a CID from its text form (base32 `bafy...`, base58 `Qm...`), with a typed error.
+/// Trailing bytes inside the encoding are refused, as by [`parse_cid_bytes`].
 pub fn parse_cid(text: &str) -> Result<Cid, BlockError> {
-    Cid::try_from(text).map_err(|e| BlockError::MalformedCid {
+    let malformed = |e: &dyn std::fmt::Display| BlockError::MalformedCid {
         reason: e.to_string(),
-    })
+    };
+    let cid = Cid::try_from(text).map_err(|e| malformed(&e))?;
+    // CIDv0 is bare base58btc of exactly the multihash; CIDv1 text is a multibase string.
+    let bytes = match cid.version() {
+        cid::Version::V0 => return Ok(cid),
+        cid::Version::V1 => cid::multibase::decode(text).map_err(|e| malformed(&e))?.1,
+    };
+    parse_cid_bytes(&bytes)
 }
