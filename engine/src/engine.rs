@@ -64,6 +64,8 @@ impl Engine {
         if !ipfrs_tiering::backends::is_compiled(config.backend) {
             return Err(Error::BackendNotCompiled(config.backend));
         }
+        // Before touching the directory: a machine without io_uring changes nothing on disk.
+        ipfrs_shards::preflight(0)?;
         let directory = Directory::lock(&config.data_dir)?;
         let shards = match directory.read_meta()? {
             Some(meta) => {

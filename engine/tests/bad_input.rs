@@ -236,6 +236,25 @@ fn cid_bytes_with_trailing_junk_are_malformed() {
     );
 }
 
+/// Multibase text whose bytes are a CIDv0 (`0x12 0x20` + digest) followed by junk is
+/// malformed: only the bare base58 `Qm...` form is read as CIDv0 text.
+#[test]
+fn multibase_cid_v0_bytes_with_trailing_junk_are_malformed() {
+    let good = Block::new(&b"x"[..]).unwrap();
+    let v0 = Cid::new_v0(*good.cid().hash()).unwrap();
+    let mut bytes = v0.to_bytes();
+    assert_eq!(bytes.len(), 34);
+    // The exact bytes in multibase form are a valid way to write the CIDv0.
+    assert_eq!(parse_cid(&base32_multibase(&bytes)).unwrap(), v0);
+    bytes.extend_from_slice(b"junk");
+    let text = base32_multibase(&bytes);
+    assert!(
+        matches!(parse_cid(&text), Err(BlockError::MalformedCid { .. })),
+        "{text} parsed as {:?}",
+        parse_cid(&text)
+    );
+}
+
 /// Multibase base32 (prefix `b`, RFC 4648 lowercase, no padding), as CIDv1 text uses.
 fn base32_multibase(bytes: &[u8]) -> String {
     const ALPHABET: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";

@@ -61,6 +61,8 @@ fn a_low_memlock_limit_is_reported_with_its_fix() {
     assert!(message.contains("ulimit -l"), "{message}");
     assert!(message.contains("io_memory_per_shard"), "{message}");
     assert!(message.contains(&LOW.to_string()), "{message}");
+    // Refused before anything was written: the directory is still empty.
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 
     // Raising a hard limit needs CAP_SYS_RESOURCE: only then can the fix be checked here.
     match set_memlock(original) {

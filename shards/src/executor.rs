@@ -180,10 +180,12 @@ async fn serve(shard: Rc<Shard>, rx: flume::Receiver<Request>) {
 /// itself, even for root), in bytes.
 const GLOMMIO_MIN_MEMLOCK: u64 = 512 << 10;
 
-/// Checks what glommio needs before asking it for an executor. glommio reports a low memlock
+/// Checks what glommio needs before asking it for an executor (`shard` names the caller in
+/// errors). Call it before changing anything on disk, so a machine that cannot run shards
+/// refuses the open without side effects. glommio reports a low memlock
 /// limit as an untyped `io::Error`, and when the process's first ring is refused it panics in
 /// a one-time probe that then stays poisoned for the whole process: both must be caught here.
-fn preflight(shard: usize) -> Result<()> {
+pub fn preflight(shard: usize) -> Result<()> {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,

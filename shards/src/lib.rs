@@ -22,7 +22,7 @@ pub mod protocol;
 mod shard;
 
 pub use error::Error;
-pub use executor::{ShardThread, start_shard};
+pub use executor::{ShardThread, preflight, start_shard};
 pub use protocol::{PendingReply, ShardHandle, ShardStats};
 
 /// The result type of this crate.

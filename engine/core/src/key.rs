@@ -79,11 +79,13 @@ pub fn parse_cid(text: &str) -> Result<Cid, BlockError> {
     let malformed = |e: &dyn std::fmt::Display| BlockError::MalformedCid {
         reason: e.to_string(),
     };
-    let cid = Cid::try_from(text).map_err(|e| malformed(&e))?;
-    // CIDv0 is bare base58btc of exactly the multihash; CIDv1 text is a multibase string.
-    let bytes = match cid.version() {
-        cid::Version::V0 => return Ok(cid),
-        cid::Version::V1 => cid::multibase::decode(text).map_err(|e| malformed(&e))?.1,
+    // A bare CIDv0 is base58btc of exactly the 34-byte multihash; anything else is multibase.
+    let bytes = if text.len() == 46 && text.starts_with("Qm") {
+        cid::multibase::Base::Base58Btc
+            .decode(text)
+            .map_err(|e| malformed(&e))?
+    } else {
+        cid::multibase::decode(text).map_err(|e| malformed(&e))?.1
     };
     parse_cid_bytes(&bytes)
 }

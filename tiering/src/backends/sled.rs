@@ -2,6 +2,7 @@
 
 use std::ops::Bound;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use ipfrs_core_types::BackendKind;
@@ -10,6 +11,9 @@ use crate::{BackendOptions, ColdBackend, Error, Result};
 
 const KIND: BackendKind = BackendKind::Sled;
 
+/// How long an open waits for a just-closed handle's file lock to go.
+pub const LOCK_RETRY: Duration = Duration::from_secs(2);
+
 /// A cold backend over one sled database.
 pub struct SledBackend {
     db: sled::Db,
@@ -17,13 +21,28 @@ pub struct SledBackend {
 
 impl SledBackend {
     /// Opens or creates the database in `dir`.
+    ///
+    /// sled's background flusher may hold the database's file lock for a moment after the
+    /// previous handle was dropped, so a reopen right after a close retries that one error
+    /// for up to [`LOCK_RETRY`] (the engine's own directory lock already rules out a second
+    /// live engine).
     pub fn open(dir: &Path, options: &BackendOptions) -> Result<SledBackend> {
-        let db = sled::Config::new()
+        let config = sled::Config::new()
             .path(dir)
-            .cache_capacity(options.cache_bytes)
-            .open()
-            .map_err(|e| Error::backend(KIND, e))?;
-        Ok(SledBackend { db })
+            .cache_capacity(options.cache_bytes);
+        let started = Instant::now();
+        loop {
+            match config.open() {
+                Ok(db) => return Ok(SledBackend { db }),
+                Err(e)
+                    if e.to_string().contains("could not acquire lock")
+                        && started.elapsed() < LOCK_RETRY =>
+                {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(e) => return Err(Error::backend(KIND, e)),
+            }
+        }
     }
 }
 
