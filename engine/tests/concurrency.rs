@@ -38,6 +38,12 @@ fn config(dir: &std::path::Path, shards: usize) -> Config {
     config
 }
 
+/// Checks that none of `cids` is stored.
+fn assert_none_present(engine: &Engine, cids: &[Cid]) {
+    let present = engine.blocking().has_many(cids).unwrap();
+    assert!(present.iter().all(|h| !h), "a deleted block is present");
+}
+
 /// Checks every block reads back bit-exact, the count of stored blocks and the listing.
 fn assert_exactly(engine: &Engine, blocks: &BTreeMap<Cid, Bytes>) {
     let store = engine.blocking();
@@ -170,27 +176,13 @@ fn threads_and_tokio_share_one_engine() {
     let distinct = (2 * WORKERS_PER_KIND * OWN + SHARED) as usize;
     assert_eq!(expected.len(), distinct);
     assert_exactly(&engine, &expected);
-    assert!(
-        engine
-            .blocking()
-            .has_many(&deleted)
-            .unwrap()
-            .iter()
-            .all(|h| !h)
-    );
+    assert_none_present(&engine, &deleted);
 
     engine.blocking().close().unwrap();
     drop(engine);
     let engine = Engine::open(config(dir.path(), 4)).unwrap();
     assert_exactly(&engine, &expected);
-    assert!(
-        engine
-            .blocking()
-            .has_many(&deleted)
-            .unwrap()
-            .iter()
-            .all(|h| !h)
-    );
+    assert_none_present(&engine, &deleted);
     // Runtime dropped after the engine: nothing in the engine depends on it.
     drop(runtime);
     engine.blocking().close().unwrap();
