@@ -11,6 +11,7 @@
 pub mod backends;
 mod cold;
 mod error;
+pub mod segment;
 
 pub use backends::open_backend;
 pub use cold::{BackendOptions, ColdBackend};
