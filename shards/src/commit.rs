@@ -291,6 +291,16 @@ impl Shard {
     }
 
     async fn commit_group(&self, group: Vec<WriteOp>) {
+        // Writes queued before a sync failed must not reach the backend after it.
+        if let Some(reason) = self.writes.read_only() {
+            for op in group {
+                op.ack.fail(Error::ReadOnly {
+                    shard: self.id,
+                    reason: reason.clone(),
+                });
+            }
+            return;
+        }
         let mut data = Vec::with_capacity(group.len());
         let mut replies = Vec::with_capacity(group.len());
         let mut sync = self.writes.durability != Durability::None;
