@@ -2,7 +2,7 @@
 //! block on its stdout; the parent kills it with SIGKILL at a random moment, reopens the store
 //! and checks that every acknowledged block reads back bit-exact and the store takes writes.
 //!
-//! Kills: `IPFRS_CRASH_KILLS` (default 12) per backend whose sync makes writes durable (sled,
+//! Kills: `IPFRS_CRASH_KILLS` (default 50) per backend whose sync makes writes durable (sled,
 //! rocksdb). parity-db is left out: its commits are acknowledged before its background writer
 //! has them (see the README's Durability section).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -63,7 +63,7 @@ fn crash_campaign(backend: BackendKind) {
     let kills: usize = std::env::var("IPFRS_CRASH_KILLS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(12);
+        .unwrap_or(50);
     let seed: u64 = rand::random();
     eprintln!("crash campaign on {backend}: {kills} kills, seed {seed}");
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
