@@ -304,14 +304,13 @@ impl Shard {
         let mut data = Vec::with_capacity(group.len());
         let mut replies = Vec::with_capacity(group.len());
         let mut sync = self.writes.durability != Durability::None;
-        let may_contain = |key: &Key| self.bloom.borrow().contains_hash(bloom_hash(key));
         for op in group {
             data.push(match op.pending {
                 Pending::Put(items) => OpData::Put(
                     items
                         .into_iter()
                         .map(|(k, v)| {
-                            let maybe = may_contain(&k);
+                            let maybe = self.bloom_may_contain(&k);
                             (k, v, maybe)
                         })
                         .collect(),
@@ -319,7 +318,7 @@ impl Shard {
                 Pending::Delete(keys) => OpData::Delete(
                     keys.into_iter()
                         .map(|k| {
-                            let maybe = may_contain(&k);
+                            let maybe = self.bloom_may_contain(&k);
                             (k, maybe)
                         })
                         .collect(),

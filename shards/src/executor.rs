@@ -20,7 +20,7 @@ use ipfrs_tiering::{BackendOptions, ColdBackend, open_backend};
 use crate::cache::BlockCache;
 use crate::commit::WriteQueue;
 use crate::protocol::{Request, ShardHandle};
-use crate::shard::{Counters, Shard};
+use crate::shard::{Counters, Shard, bump};
 use crate::{Error, Result};
 
 /// A running shard: its handle and its thread.
@@ -128,8 +128,8 @@ fn run_shard(
     let counters = Counters::default();
     let walk = backend.iterate(None, &mut |key, len| {
         bloom.insert_hash(bloom_hash(key));
-        counters.blocks.set(counters.blocks.get() + 1);
-        counters.bytes.set(counters.bytes.get() + len);
+        bump(&counters.blocks, 1);
+        bump(&counters.bytes, len);
         true
     });
     if let Err(err) = walk {

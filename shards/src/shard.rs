@@ -60,9 +60,15 @@ impl Shard {
         }
     }
 
-    /// False only when the key is certainly absent.
+    /// False only when the key is certainly absent. Not counted in the stats: the writer
+    /// asks this too, and only lookups should count as bloom negatives.
+    pub(crate) fn bloom_may_contain(&self, key: &[u8]) -> bool {
+        self.bloom.borrow().contains_hash(bloom_hash(key))
+    }
+
+    /// [`Self::bloom_may_contain`] for a lookup, counting the negatives.
     pub(crate) fn may_contain(&self, key: &[u8]) -> bool {
-        let present = self.bloom.borrow().contains_hash(bloom_hash(key));
+        let present = self.bloom_may_contain(key);
         if !present {
             bump(&self.counters.bloom_negatives, 1);
         }
@@ -167,45 +173,43 @@ impl Shard {
     }
 
     async fn has_many(&self, keys: Vec<Key>) -> Result<Vec<bool>> {
-        let mut out = vec![false; keys.len()];
-        let mut unsure = Vec::new();
-        for (i, key) in keys.iter().enumerate() {
-            if !self.may_contain(key) {
-                continue;
-            }
-            if self.cache.borrow().contains(key) {
-                out[i] = true;
-            } else {
-                unsure.push(i);
-            }
-        }
-        if unsure.is_empty() {
-            return Ok(out);
-        }
-        let unsure_keys: Vec<Key> = unsure.iter().map(|&i| keys[i].clone()).collect();
-        let found = self
-            .blocking(move |backend| {
-                unsure_keys
-                    .iter()
-                    .map(|key| backend.contains(key))
-                    .collect::<ipfrs_tiering::Result<Vec<_>>>()
-            })
-            .await?;
-        for (i, present) in unsure.into_iter().zip(found) {
-            out[i] = present;
-        }
-        Ok(out)
+        self.lookup_many(
+            keys,
+            false,
+            |cache, key| cache.contains(key).then_some(true),
+            |backend, key| backend.contains(key),
+        )
+        .await
     }
 
     async fn size_many(&self, keys: Vec<Key>) -> Result<Vec<Option<u64>>> {
-        let mut out = vec![None; keys.len()];
+        self.lookup_many(
+            keys,
+            None,
+            |cache, key| cache.get(key).map(|value| Some(value.len() as u64)),
+            |backend, key| backend.size(key),
+        )
+        .await
+    }
+
+    /// Answers each key from the first tier that can: `absent` where the bloom filter rules
+    /// the key out, `from_cache` where the cache knows it, and one blocking batch of
+    /// `from_backend` calls for the rest.
+    async fn lookup_many<T: Clone + Send + 'static>(
+        &self,
+        keys: Vec<Key>,
+        absent: T,
+        from_cache: impl Fn(&BlockCache, &[u8]) -> Option<T>,
+        from_backend: fn(&dyn ColdBackend, &[u8]) -> ipfrs_tiering::Result<T>,
+    ) -> Result<Vec<T>> {
+        let mut out = vec![absent; keys.len()];
         let mut unsure = Vec::new();
         for (i, key) in keys.iter().enumerate() {
             if !self.may_contain(key) {
                 continue;
             }
-            match self.cache.borrow().get(key) {
-                Some(value) => out[i] = Some(value.len() as u64),
+            match from_cache(&self.cache.borrow(), key) {
+                Some(value) => out[i] = value,
                 None => unsure.push(i),
             }
         }
@@ -213,16 +217,16 @@ impl Shard {
             return Ok(out);
         }
         let unsure_keys: Vec<Key> = unsure.iter().map(|&i| keys[i].clone()).collect();
-        let sizes = self
+        let answers = self
             .blocking(move |backend| {
                 unsure_keys
                     .iter()
-                    .map(|key| backend.size(key))
+                    .map(|key| from_backend(backend, key))
                     .collect::<ipfrs_tiering::Result<Vec<_>>>()
             })
             .await?;
-        for (i, size) in unsure.into_iter().zip(sizes) {
-            out[i] = size;
+        for (i, answer) in unsure.into_iter().zip(answers) {
+            out[i] = answer;
         }
         Ok(out)
     }
