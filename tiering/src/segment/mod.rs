@@ -1,8 +1,9 @@
-//! The hot tier's log-structured segment files: for now, their on-disk record format.
+//! The hot tier's log-structured segment files: record format, index, mapping and recovery.
 //!
 //! A shard appends blocks to its active segment as self-checking records (see [`record`] for
-//! the byte layout). This module knows only bytes in buffers: opening, preallocating, mapping
-//! and syncing segment files belong to the writer and recovery code built on top of it.
+//! the byte layout). This module has no executor in it: the DMA writer and the compaction task
+//! live in the shards crate, which owns the event loop; everything here is plain functions over
+//! buffers and files, so recovery can be tested byte by byte.
 //!
 //! - [`record`]: the record format, [`encode_into`] / [`encode_at`] to write one record and
 //!   [`decode`] to read one back, zero copy.
@@ -10,13 +11,22 @@
 //! - [`Scanner`]: walks a segment buffer record by record and says why it stopped
 //!   ([`ScanEnd`]): a clean end, a torn tail to truncate, or corruption to report.
 //! - [`RecordError`]: everything that can be wrong with a record, with its offset.
+//! - [`index`]: the per-shard map from key fingerprint to record location ([`HotIndex`]).
+//! - [`file`]: segment file names, read-only mappings handing out zero-copy `Bytes`.
+//! - [`recover`]: rebuilding the index from segment files, torn tail vs corruption.
 
 mod align;
 mod error;
+pub mod file;
+pub mod index;
 pub mod record;
+pub mod recover;
 mod scan;
 
 pub use align::Alignment;
 pub use error::{LengthField, RecordError};
-pub use record::{Decoded, Payload, decode, encode_at, encode_into, encoded_len};
+pub use file::MappedSegment;
+pub use index::{HotIndex, Loc};
+pub use record::{Decoded, Payload, decode, encode_at, encode_header, encode_into, encoded_len};
+pub use recover::{Position, Recovered, SegmentScan, replay, scan_segment};
 pub use scan::{ScanEnd, Scanner};

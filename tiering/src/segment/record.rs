@@ -185,14 +185,42 @@ pub fn encode_at(
         });
     };
 
+    let (header, rest) = dst.split_at_mut(HEADER_LEN);
+    header.copy_from_slice(&header_bytes(seq, key, payload));
+    let (key_dst, rest) = rest.split_at_mut(key.len());
+    key_dst.copy_from_slice(key);
+    let (data_dst, padding) = rest.split_at_mut(data.len());
+    data_dst.copy_from_slice(data);
+    padding.fill(0);
+    Ok(len)
+}
+
+/// The header of a record, for writers that copy key and payload into place themselves (a
+/// record straddling two DMA buffers): the bytes written are `header`, `key`, `payload`, then
+/// zeros up to [`encoded_len`].
+///
+/// # Errors
+/// [`RecordError::LengthOutOfRange`] for an empty key or a key or payload over its limit.
+pub fn encode_header(
+    seq: u64,
+    key: &[u8],
+    payload: Payload<'_>,
+) -> Result<[u8; HEADER_LEN], RecordError> {
+    check_lengths(0, key.len(), payload.bytes().len(), payload.is_tombstone())?;
+    Ok(header_bytes(seq, key, payload))
+}
+
+/// The header for lengths already checked.
+fn header_bytes(seq: u64, key: &[u8], payload: Payload<'_>) -> [u8; HEADER_LEN] {
+    let data = payload.bytes();
     let flags = if payload.is_tombstone() {
         FLAG_TOMBSTONE
     } else {
         0
     };
-    // Both casts are lossless: check_encodable bounded the lengths by MAX_KEY_LEN (< u16::MAX)
+    let mut header = [0u8; HEADER_LEN];
+    // Both casts are lossless: callers checked the lengths against MAX_KEY_LEN (< u16::MAX)
     // and MAX_PAYLOAD_LEN (< u32::MAX).
-    let (header, rest) = dst.split_at_mut(HEADER_LEN);
     header[0..4].copy_from_slice(&MAGIC.to_le_bytes());
     header[4] = VERSION;
     header[5] = flags;
@@ -201,13 +229,7 @@ pub fn encode_at(
     header[12..20].copy_from_slice(&seq.to_le_bytes());
     let checksum = checksum(&header[..CHECKSUMMED_HEADER_LEN], key, data);
     header[20..28].copy_from_slice(&checksum.to_le_bytes());
-
-    let (key_dst, rest) = rest.split_at_mut(key.len());
-    key_dst.copy_from_slice(key);
-    let (data_dst, padding) = rest.split_at_mut(data.len());
-    data_dst.copy_from_slice(data);
-    padding.fill(0);
-    Ok(len)
+    header
 }
 
 /// Reads the record starting at `buf[offset..]`, checking everything the format promises:

@@ -1,0 +1,231 @@
+//! Segment files on disk: their names, their read-only mappings, and truncating a torn tail.
+//!
+//! ```text
+//! shard-NNN/segments/00000001.seg   preallocated to the segment size, mapped once, read-only
+//! ```
+//! A mapping is shared through an `Arc`: every `Bytes` handed out by [`MappedSegment::slice`]
+//! holds it, so a block a caller holds stays readable after compaction removes its file (the
+//! kernel keeps an unlinked file's pages while a mapping of them lives).
+
+use std::fs::File;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use memmap2::Mmap;
+
+/// The extension of segment files.
+const EXTENSION: &str = "seg";
+
+/// The path of segment `id` in `dir`: eight decimal digits, so names sort in segment order.
+pub fn segment_path(dir: &Path, id: u32) -> PathBuf {
+    dir.join(format!("{id:08}.{EXTENSION}"))
+}
+
+/// The segment files in `dir`, in ascending number order. Other files are ignored.
+pub fn list_segments(dir: &Path) -> io::Result<Vec<(u32, PathBuf)>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.extension().and_then(|e| e.to_str()) != Some(EXTENSION) {
+            continue;
+        }
+        let id = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .and_then(|s| s.parse::<u32>().ok());
+        if let Some(id) = id {
+            out.push((id, path));
+        }
+    }
+    out.sort_by_key(|(id, _)| *id);
+    Ok(out)
+}
+
+/// A read-only mapping of a whole segment file.
+#[derive(Clone)]
+pub struct MappedSegment {
+    id: u32,
+    map: Arc<Mmap>,
+}
+
+/// A byte range of a mapping that owns a share of it: what `Bytes` hands back to callers.
+struct MappedSlice {
+    map: Arc<Mmap>,
+    start: usize,
+    end: usize,
+}
+
+impl AsRef<[u8]> for MappedSlice {
+    fn as_ref(&self) -> &[u8] {
+        &self.map[self.start..self.end]
+    }
+}
+
+impl MappedSegment {
+    /// Maps the file at `path` (its current length) read-only.
+    pub fn open(id: u32, path: &Path) -> io::Result<MappedSegment> {
+        let file = File::open(path)?;
+        // SAFETY: the mapping is read-only and segment files are only ever appended to by this
+        // shard's writer, in regions no reader has been given yet (a record is indexed only
+        // after its write completed), or zeroed past the end of the valid records during
+        // recovery before the mapping is made. Bytes a reader holds never change.
+        let map = unsafe { Mmap::map(&file)? };
+        // Reads are point lookups: read-ahead would only pull in neighbours nobody asked for.
+        let _ = map.advise(memmap2::Advice::Random);
+        Ok(MappedSegment {
+            id,
+            map: Arc::new(map),
+        })
+    }
+
+    /// The segment's number.
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+
+    /// The whole mapping.
+    pub fn bytes(&self) -> &[u8] {
+        &self.map
+    }
+
+    /// The mapped length.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Whether the mapping is empty.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// `len` bytes at `offset` as a `Bytes` that borrows the mapping (no copy, no syscall), or
+    /// `None` if the range is outside it.
+    pub fn slice(&self, offset: usize, len: usize) -> Option<Bytes> {
+        let end = offset.checked_add(len)?;
+        if end > self.map.len() {
+            return None;
+        }
+        Some(Bytes::from_owner(MappedSlice {
+            map: Arc::clone(&self.map),
+            start: offset,
+            end,
+        }))
+    }
+}
+
+/// Makes sure `path` is at least `len` bytes long with its blocks allocated, as a segment's
+/// creation does: a crash between creating a segment file and preallocating it leaves a short
+/// file, which the writer must not resume in (its mapping would not cover new records).
+pub fn ensure_allocated(path: &Path, len: u64) -> io::Result<()> {
+    let file = std::fs::OpenOptions::new().write(true).open(path)?;
+    if file.metadata()?.len() >= len {
+        return Ok(());
+    }
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&file);
+    // SAFETY: fallocate on a file descriptor we own; no memory is passed.
+    let rc = unsafe { libc::fallocate(fd, 0, 0, len as libc::off_t) };
+    if rc != 0 {
+        let err = io::Error::last_os_error();
+        if err.raw_os_error() != Some(libc::EOPNOTSUPP) {
+            return Err(err);
+        }
+        file.set_len(len)?;
+    }
+    file.sync_all()
+}
+
+/// Zeroes `path` from `from` to its end and makes that durable: a torn tail must not be met
+/// again by the next recovery once new records are appended before it.
+pub fn zero_tail(path: &Path, from: u64) -> io::Result<()> {
+    let file = std::fs::OpenOptions::new().write(true).open(path)?;
+    let len = file.metadata()?.len();
+    if from >= len {
+        return Ok(());
+    }
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&file);
+    // SAFETY: fallocate on a file descriptor we own; no memory is passed.
+    let rc = unsafe {
+        libc::fallocate(
+            fd,
+            libc::FALLOC_FL_ZERO_RANGE | libc::FALLOC_FL_KEEP_SIZE,
+            from as libc::off_t,
+            (len - from) as libc::off_t,
+        )
+    };
+    if rc != 0 {
+        // Not every file system zeroes ranges (tmpfs does not): write the zeros instead.
+        let err = io::Error::last_os_error();
+        if err.raw_os_error() != Some(libc::EOPNOTSUPP) {
+            return Err(err);
+        }
+        write_zeros(&file, from, len)?;
+    }
+    file.sync_data()
+}
+
+fn write_zeros(file: &File, from: u64, to: u64) -> io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let zeros = vec![0u8; 1 << 20];
+    let mut at = from;
+    while at < to {
+        let n = (to - at).min(zeros.len() as u64) as usize;
+        file.write_all_at(&zeros[..n], at)?;
+        at += n as u64;
+    }
+    Ok(())
+}
+
+/// Makes a directory's entries durable (after creating, renaming or removing a file in it).
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_sort_and_list_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        for id in [10u32, 2, 1] {
+            std::fs::write(segment_path(dir.path(), id), b"x").unwrap();
+        }
+        std::fs::write(dir.path().join("notes.txt"), b"ignored").unwrap();
+        std::fs::write(dir.path().join("junk.seg"), b"ignored").unwrap();
+        let ids: Vec<u32> = list_segments(dir.path())
+            .unwrap()
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        assert_eq!(ids, vec![1, 2, 10]);
+        assert!(segment_path(dir.path(), 2).ends_with("00000002.seg"));
+    }
+
+    #[test]
+    fn slices_outlive_the_file_and_the_segment_handle() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = segment_path(dir.path(), 1);
+        std::fs::write(&path, b"hello mapped world").unwrap();
+        let seg = MappedSegment::open(1, &path).unwrap();
+        let slice = seg.slice(6, 6).unwrap();
+        assert!(seg.slice(10, 100).is_none());
+        drop(seg);
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(&slice[..], b"mapped");
+    }
+
+    #[test]
+    fn zero_tail_clears_only_the_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.seg");
+        std::fs::write(&path, vec![0xabu8; 10_000]).unwrap();
+        zero_tail(&path, 4000).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(bytes.len(), 10_000);
+        assert!(bytes[..4000].iter().all(|&b| b == 0xab));
+        assert!(bytes[4000..].iter().all(|&b| b == 0));
+    }
+}

@@ -1,0 +1,506 @@
+//! Rebuilding a shard's hot index from its segment files.
+//!
+//! Recovery runs in two steps:
+//! 1. [`scan_segment`] reads one segment buffer (a read-only map of the file) into the records
+//!    it holds and the bad regions between them, resynchronising after a bad region at the
+//!    next record that decodes, so damage in the middle of a segment does not hide the records
+//!    after it.
+//! 2. [`replay`] walks every segment in order and decides, with the durable mark, what each bad
+//!    region is. The writer starts each group with a *mark record* ([`MARK_KEY`]) naming the
+//!    position up to which everything was durable before that group. The highest mark found
+//!    anywhere is the recovery's durable mark: a bad region before it held durable (perhaps
+//!    acknowledged) records, so it is **corruption** and is reported; a bad region at or past
+//!    it is a **torn tail** (a write cut short by the crash, never acknowledged) and the
+//!    segment is truncated there, dropping anything after it.
+//!
+//! A damaged record whose header still reads (magic, version, lengths) is indexed anyway, so a
+//! read of its key finds it, fails the checksum and reports the block as corrupt instead of
+//! calling it absent. Replay keeps the last record of each key (file order is sequence order):
+//! a put points the index at it, a tombstone removes the key and lists it in
+//! [`Recovered::tombstoned`] so the caller can redo the delete on the cold backend.
+
+use super::align::Alignment;
+use super::error::RecordError;
+use super::index::{HotIndex, Loc, fingerprint};
+use super::record::{
+    FLAG_TOMBSTONE, HEADER_LEN, MAGIC, MAX_KEY_LEN, MAX_PAYLOAD_LEN, Payload, VERSION, decode,
+    encoded_len, first_nonzero,
+};
+
+/// The key of mark records. `00 00` is the identity multihash of zero bytes: the engine answers
+/// identity CIDs from the CID itself and never stores them, so no block can have this key.
+pub const MARK_KEY: &[u8] = &[0x00, 0x00];
+
+/// A position in a shard's hot log: segments in number order, offsets within a segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Position {
+    /// The segment number.
+    pub segment: u32,
+    /// The offset in that segment.
+    pub offset: u64,
+}
+
+/// The payload of a mark record: the durable position, 12 bytes little-endian.
+pub fn encode_mark(durable: Position) -> [u8; 12] {
+    let mut out = [0u8; 12];
+    out[..4].copy_from_slice(&durable.segment.to_le_bytes());
+    out[4..].copy_from_slice(&durable.offset.to_le_bytes());
+    out
+}
+
+/// Reads a mark payload back.
+pub fn decode_mark(payload: &[u8]) -> Option<Position> {
+    let bytes: &[u8; 12] = payload.try_into().ok()?;
+    let (segment, offset) = bytes.split_at(4);
+    Some(Position {
+        segment: u32::from_le_bytes(segment.try_into().ok()?),
+        offset: u64::from_le_bytes(offset.try_into().ok()?),
+    })
+}
+
+/// What a record found by the scan is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A block, with its payload length.
+    Put {
+        /// The payload's length.
+        len: u32,
+    },
+    /// A delete of its key.
+    Tombstone,
+    /// The writer's durable mark at the start of a group.
+    Mark(Position),
+    /// A record whose header reads but whose bytes fail their check: indexed so that reads
+    /// report it as corrupt.
+    Damaged {
+        /// The payload length its header claims.
+        len: u32,
+    },
+}
+
+/// A record found by [`scan_segment`], borrowing its key from the segment buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Found<'a> {
+    /// Where the record starts.
+    pub offset: usize,
+    /// Its sequence number (as its header says, for a damaged record).
+    pub seq: u64,
+    /// The key bytes.
+    pub key: &'a [u8],
+    /// What the record is.
+    pub kind: Kind,
+}
+
+/// Bytes between records that are not a valid record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadRegion {
+    /// Where the bad bytes start.
+    pub offset: usize,
+    /// Why they do not decode.
+    pub cause: RecordError,
+}
+
+/// One segment buffer read record by record.
+#[derive(Debug, Clone, Default)]
+pub struct SegmentScan<'a> {
+    /// Every record that decoded (or whose header reads), in file order.
+    pub found: Vec<Found<'a>>,
+    /// Every bad region, in file order. `found` entries after a region's offset come from
+    /// resynchronising past it.
+    pub bad: Vec<BadRegion>,
+    /// Where the records end: the first byte after the last record, all zeros from here on
+    /// if `bad` is empty.
+    pub end: usize,
+}
+
+/// Reads `buf` (a segment's bytes from its start) into its records and bad regions.
+pub fn scan_segment(buf: &[u8], align: Alignment) -> SegmentScan<'_> {
+    let mut scan = SegmentScan::default();
+    let mut pos = 0;
+    while pos < buf.len() {
+        match decode(buf, pos, align) {
+            Ok(record) => {
+                let kind = match record.payload {
+                    Payload::Tombstone => Kind::Tombstone,
+                    Payload::Data(data) if record.key == MARK_KEY => match decode_mark(data) {
+                        Some(mark) => Kind::Mark(mark),
+                        // A record under the mark key that is not a mark: nothing this code
+                        // writes, so it is damage.
+                        None => {
+                            scan.bad.push(BadRegion {
+                                offset: pos,
+                                cause: RecordError::StrayData {
+                                    offset: pos,
+                                    at: pos,
+                                },
+                            });
+                            pos = record.next_offset;
+                            continue;
+                        }
+                    },
+                    // Lengths were checked against MAX_PAYLOAD_LEN (< u32::MAX) by decode.
+                    Payload::Data(data) => Kind::Put {
+                        len: data.len() as u32,
+                    },
+                };
+                scan.found.push(Found {
+                    offset: pos,
+                    seq: record.seq,
+                    key: record.key,
+                    kind,
+                });
+                pos = record.next_offset;
+                scan.end = pos;
+            }
+            Err(cause) => {
+                let rest = &buf[pos..];
+                if first_nonzero(rest).is_none() {
+                    break;
+                }
+                scan.bad.push(BadRegion { offset: pos, cause });
+                if let Some((key, len, next)) = readable_header(buf, pos, align) {
+                    let seq = buf[pos + 12..pos + 20]
+                        .try_into()
+                        .map_or(0, u64::from_le_bytes);
+                    scan.found.push(Found {
+                        offset: pos,
+                        seq,
+                        key,
+                        kind: Kind::Damaged { len },
+                    });
+                    pos = next;
+                } else {
+                    match resync(buf, pos + align.get(), align) {
+                        Some(next) => pos = next,
+                        None => pos = buf.len(),
+                    }
+                }
+                scan.end = pos.min(buf.len());
+            }
+        }
+    }
+    scan
+}
+
+/// The key, payload length and end of a record whose header fields are plausible (magic,
+/// version, lengths in range, record inside the buffer) even though the record fails its
+/// checks.
+fn readable_header(buf: &[u8], offset: usize, align: Alignment) -> Option<(&[u8], u32, usize)> {
+    let header = buf.get(offset..)?.first_chunk::<HEADER_LEN>()?;
+    let magic = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
+    if magic != MAGIC || header[4] != VERSION || header[5] & FLAG_TOMBSTONE != header[5] {
+        return None;
+    }
+    let key_len = usize::from(u16::from_le_bytes([header[6], header[7]]));
+    let len = u32::from_le_bytes([header[8], header[9], header[10], header[11]]);
+    if key_len == 0 || key_len > MAX_KEY_LEN || len as usize > MAX_PAYLOAD_LEN {
+        return None;
+    }
+    let next = offset.checked_add(encoded_len(key_len, len as usize, align))?;
+    if next > buf.len() || header[5] & FLAG_TOMBSTONE != 0 {
+        return None;
+    }
+    let key = buf.get(offset + HEADER_LEN..offset + HEADER_LEN + key_len)?;
+    Some((key, len, next))
+}
+
+/// The first offset at or after `from` (aligned) where a record decodes.
+fn resync(buf: &[u8], from: usize, align: Alignment) -> Option<usize> {
+    let magic = MAGIC.to_le_bytes();
+    let mut pos = align.round_up(from)?;
+    while pos + HEADER_LEN <= buf.len() {
+        if buf[pos..pos + 4] == magic && decode(buf, pos, align).is_ok() {
+            return Some(pos);
+        }
+        pos += align.get();
+    }
+    None
+}
+
+/// What to do with one segment after replay.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentOutcome {
+    /// The segment number.
+    pub segment: u32,
+    /// Where appending may continue: the end of the kept records.
+    pub append_at: usize,
+    /// A torn tail to zero from this offset on before appending, if any.
+    pub torn_at: Option<usize>,
+    /// Live records and tombstones this segment holds after replay (its share of the index).
+    pub records: usize,
+}
+
+/// A bad region before the durable mark: data that was durable is damaged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Corruption {
+    /// The segment number.
+    pub segment: u32,
+    /// Where the bad bytes start.
+    pub offset: usize,
+    /// Why they do not decode.
+    pub cause: RecordError,
+}
+
+/// The outcome of [`replay`].
+#[derive(Default)]
+pub struct Recovered {
+    /// The rebuilt index.
+    pub index: HotIndex,
+    /// Keys whose last record is a tombstone: the caller redoes these deletes on the cold
+    /// backend (the delete may have been acknowledged before the backend made it durable).
+    pub tombstoned: Vec<Vec<u8>>,
+    /// One outcome per segment, in the order given.
+    pub segments: Vec<SegmentOutcome>,
+    /// Damage before the durable mark, reported, never dropped silently.
+    pub corruption: Vec<Corruption>,
+    /// The durable mark: the highest mark record found.
+    pub durable: Position,
+    /// Records that were dropped because they lay past a torn tail.
+    pub dropped_after_tear: usize,
+    /// The highest sequence number kept: the writer continues after it.
+    pub max_seq: u64,
+}
+
+/// Replays scanned segments (ascending segment numbers) into an index. `on_put` sees the key of
+/// every block record kept, live or not: the caller feeds its bloom filter, which may hold
+/// extra keys but must never miss one.
+pub fn replay<'a>(
+    segments: &[(u32, SegmentScan<'a>)],
+    mut on_put: impl FnMut(&'a [u8]),
+) -> Recovered {
+    let mut out = Recovered {
+        durable: segments
+            .iter()
+            .flat_map(|(_, scan)| scan.found.iter())
+            .filter_map(|found| match found.kind {
+                Kind::Mark(mark) => Some(mark),
+                _ => None,
+            })
+            .max()
+            .unwrap_or_default(),
+        ..Recovered::default()
+    };
+    let mut tombstoned: hashbrown::HashMap<u128, &'a [u8]> = hashbrown::HashMap::new();
+    for (segment, scan) in segments {
+        let segment = *segment;
+        let at = |offset: usize| Position {
+            segment,
+            offset: offset as u64,
+        };
+        // The first bad region at or past the durable mark is where this segment's valid
+        // records end; the ones before it are corruption.
+        let tear = scan
+            .bad
+            .iter()
+            .find(|bad| at(bad.offset) >= out.durable)
+            .map(|bad| bad.offset);
+        for bad in &scan.bad {
+            if tear.is_none_or(|torn| bad.offset < torn) {
+                out.corruption.push(Corruption {
+                    segment,
+                    offset: bad.offset,
+                    cause: bad.cause.clone(),
+                });
+            }
+        }
+        let mut records = 0;
+        for found in &scan.found {
+            if tear.is_some_and(|torn| found.offset >= torn) {
+                out.dropped_after_tear += 1;
+                continue;
+            }
+            out.max_seq = out.max_seq.max(found.seq);
+            let fp = fingerprint(found.key);
+            let put = |len: u32| Loc {
+                segment,
+                // Segments are at most 4 GiB (the writer's limit), so offsets fit.
+                offset: found.offset as u32,
+                len,
+                key_len: found.key.len() as u16,
+                hits: 0,
+            };
+            match found.kind {
+                Kind::Put { len } | Kind::Damaged { len } => {
+                    out.index.insert_fingerprint(fp, put(len));
+                    tombstoned.remove(&fp);
+                    on_put(found.key);
+                    records += 1;
+                }
+                Kind::Tombstone => {
+                    out.index.remove_fingerprint(fp);
+                    tombstoned.insert(fp, found.key);
+                    records += 1;
+                }
+                Kind::Mark(_) => {}
+            }
+        }
+        out.segments.push(SegmentOutcome {
+            segment,
+            append_at: tear.unwrap_or(scan.end),
+            torn_at: tear,
+            records,
+        });
+    }
+    out.tombstoned = tombstoned.into_values().map(<[u8]>::to_vec).collect();
+    out
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::segment::encode_into;
+
+    const A: Alignment = Alignment::WORD;
+
+    fn put(buf: &mut Vec<u8>, seq: u64, key: &[u8], data: &[u8]) -> usize {
+        let at = buf.len();
+        encode_into(buf, seq, key, Payload::Data(data), A).unwrap();
+        at
+    }
+
+    fn mark(buf: &mut Vec<u8>, seq: u64, durable: Position) {
+        encode_into(buf, seq, MARK_KEY, Payload::Data(&encode_mark(durable)), A).unwrap();
+    }
+
+    fn tomb(buf: &mut Vec<u8>, seq: u64, key: &[u8]) {
+        encode_into(buf, seq, key, Payload::Tombstone, A).unwrap();
+    }
+
+    #[test]
+    fn mark_round_trips() {
+        let p = Position {
+            segment: 7,
+            offset: 1 << 40,
+        };
+        assert_eq!(decode_mark(&encode_mark(p)), Some(p));
+        assert_eq!(decode_mark(&[0; 11]), None);
+    }
+
+    #[test]
+    fn clean_segment_replays_last_record_per_key() {
+        let mut buf = Vec::new();
+        mark(&mut buf, 1, Position::default());
+        put(&mut buf, 2, b"a", b"one");
+        put(&mut buf, 3, b"b", b"two");
+        tomb(&mut buf, 4, b"a");
+        let c = put(&mut buf, 5, b"c", b"three");
+        let end = buf.len();
+        buf.resize(end + 4096, 0);
+        let scan = scan_segment(&buf, A);
+        assert!(scan.bad.is_empty());
+        assert_eq!(scan.end, end);
+        let mut puts = Vec::new();
+        let rec = replay(&[(0, scan)], |k| puts.push(k.to_vec()));
+        assert_eq!(puts.len(), 3);
+        assert!(rec.index.get(b"a").is_none());
+        assert_eq!(rec.index.get(b"c").unwrap().offset as usize, c);
+        assert_eq!(rec.index.len(), 2);
+        assert_eq!(rec.tombstoned, vec![b"a".to_vec()]);
+        assert!(rec.corruption.is_empty());
+        assert_eq!(rec.segments[0].append_at, end);
+    }
+
+    #[test]
+    fn damage_past_the_mark_is_a_torn_tail_and_is_truncated() {
+        let mut buf = Vec::new();
+        mark(&mut buf, 1, Position::default());
+        put(&mut buf, 2, b"a", b"acked");
+        let second_group = buf.len();
+        mark(
+            &mut buf,
+            3,
+            Position {
+                segment: 0,
+                offset: second_group as u64,
+            },
+        );
+        let torn = put(&mut buf, 4, b"b", &[7u8; 100]);
+        put(&mut buf, 5, b"c", b"after the tear");
+        buf.resize(buf.len() + 512, 0);
+        buf[torn + HEADER_LEN + 1 + 50] ^= 1;
+        let scan = scan_segment(&buf, A);
+        let rec = replay(&[(0, scan)], |_| {});
+        assert!(rec.corruption.is_empty(), "{:?}", rec.corruption);
+        assert_eq!(rec.segments[0].torn_at, Some(torn));
+        assert_eq!(rec.segments[0].append_at, torn);
+        assert!(rec.index.contains(b"a"));
+        assert!(!rec.index.contains(b"b"));
+        assert!(
+            !rec.index.contains(b"c"),
+            "records past a tear were never synced"
+        );
+        assert_eq!(rec.dropped_after_tear, 2);
+    }
+
+    #[test]
+    fn damage_before_the_mark_is_corruption_and_later_records_survive() {
+        let mut buf = Vec::new();
+        mark(&mut buf, 1, Position::default());
+        let a = put(&mut buf, 2, b"a", &[1u8; 64]);
+        put(&mut buf, 3, b"b", &[2u8; 64]);
+        let durable = buf.len();
+        mark(
+            &mut buf,
+            4,
+            Position {
+                segment: 0,
+                offset: durable as u64,
+            },
+        );
+        put(&mut buf, 5, b"c", b"tail");
+        buf.resize(buf.len() + 64, 0);
+        // Payload damage: the header still reads, so the key is indexed and reads report it.
+        buf[a + HEADER_LEN + 1 + 3] ^= 0x80;
+        let scan = scan_segment(&buf, A);
+        let rec = replay(&[(0, scan)], |_| {});
+        assert_eq!(rec.corruption.len(), 1);
+        assert_eq!(rec.corruption[0].offset, a);
+        assert!(rec.index.contains(b"a"), "damaged record stays findable");
+        assert!(rec.index.contains(b"b") && rec.index.contains(b"c"));
+        assert_eq!(rec.segments[0].torn_at, None);
+    }
+
+    #[test]
+    fn smashed_header_before_the_mark_resyncs_at_the_next_record() {
+        let mut buf = Vec::new();
+        mark(&mut buf, 1, Position::default());
+        let a = put(&mut buf, 2, b"a", &[1u8; 64]);
+        put(&mut buf, 3, b"b", &[2u8; 64]);
+        let next = Position {
+            segment: 1,
+            offset: 0,
+        };
+        buf.resize(buf.len() + 64, 0);
+        buf[a..a + 8].fill(0xee);
+        let mut later = Vec::new();
+        mark(&mut later, 4, next);
+        later.resize(64, 0);
+        let rec = replay(
+            &[(0, scan_segment(&buf, A)), (1, scan_segment(&later, A))],
+            |_| {},
+        );
+        assert_eq!(rec.durable, next);
+        assert_eq!(rec.corruption.len(), 1);
+        assert!(
+            !rec.index.contains(b"a"),
+            "its header is gone: not indexable"
+        );
+        assert!(rec.index.contains(b"b"));
+    }
+
+    #[test]
+    fn later_segments_override_earlier_ones() {
+        let mut s0 = Vec::new();
+        put(&mut s0, 1, b"k", b"old");
+        let mut s1 = Vec::new();
+        let at = put(&mut s1, 2, b"k", b"new!");
+        let rec = replay(
+            &[(3, scan_segment(&s0, A)), (4, scan_segment(&s1, A))],
+            |_| {},
+        );
+        let loc = rec.index.get(b"k").unwrap();
+        assert_eq!((loc.segment, loc.offset as usize, loc.len), (4, at, 4));
+        assert_eq!(rec.index.bytes(), 4);
+    }
+}
