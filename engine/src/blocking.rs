@@ -92,6 +92,11 @@ impl BlockingStore {
         block_on(BlockStore::stats(&self.engine))
     }
 
+    /// See [`Engine::compact`].
+    pub fn compact(&self) -> Result<u64> {
+        block_on(self.engine.compact())
+    }
+
     /// See [`BlockStore::flush`].
     pub fn flush(&self) -> Result<()> {
         block_on(BlockStore::flush(&self.engine))

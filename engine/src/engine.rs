@@ -235,6 +235,21 @@ impl Engine {
             .await?)
     }
 
+    /// Compacts every sealed hot segment now, whatever the hot budget: blocks read since they
+    /// were written stay hot (rewritten), the rest move into the cold backend, and the emptied
+    /// segment files are removed. Returns the number of segments compacted. Without a hot
+    /// tier there is nothing to do.
+    ///
+    /// Background compaction does the same by itself whenever the hot area passes its budget;
+    /// this is for operators (`ipfrs-store repo compact`) and tests.
+    ///
+    /// # Errors
+    /// A backend or segment error; the segment being compacted is then left in place.
+    pub async fn compact(&self) -> Result<u64> {
+        let per_shard: Vec<u64> = self.broadcast(|reply| Request::Compact { reply }).await?;
+        Ok(per_shard.into_iter().sum())
+    }
+
     pub(crate) async fn stats(&self) -> Result<Stats> {
         let shards: Vec<ShardStats> = self.broadcast(|reply| Request::Stats { reply }).await?;
         Ok(Stats::from_shards(shards))
@@ -307,6 +322,34 @@ fn validate(config: &Config) -> Result<()> {
     }
     if config.max_block_size == 0 {
         return invalid("max_block_size", "must be at least 1");
+    }
+    if let Some(hot) = &config.hot_tier {
+        if config.max_block_size > ipfrs_tiering::segment::record::MAX_PAYLOAD_LEN {
+            return invalid(
+                "max_block_size",
+                "must be at most 1 GiB with the hot tier (the segment record limit)",
+            );
+        }
+        // A record is header + key (< 1 KiB) + block; a segment must hold two of the
+        // largest so that a roll-over always makes room.
+        let least = 2 * (config.max_block_size as u64 + 4096);
+        if hot.segment_bytes % 4096 != 0 || hot.segment_bytes < least {
+            return invalid(
+                "hot_tier.segment_bytes",
+                &format!(
+                    "must be a multiple of 4096 and at least {least} (two of the largest blocks)"
+                ),
+            );
+        }
+        if hot.segment_bytes > u64::from(u32::MAX) + 1 {
+            return invalid("hot_tier.segment_bytes", "must be at most 4 GiB");
+        }
+        if hot.write_chunk_bytes < 4096 || hot.write_chunk_bytes % 4096 != 0 {
+            return invalid(
+                "hot_tier.write_chunk_bytes",
+                "must be a multiple of 4096, at least 4096",
+            );
+        }
     }
     Ok(())
 }

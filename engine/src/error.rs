@@ -94,6 +94,29 @@ pub enum Error {
         /// The sync's error.
         reason: String,
     },
+    /// The disk is full: the write was not stored. Everything acknowledged before stays
+    /// readable, reads keep working, and writes succeed again once space is freed.
+    #[error("no space left on the device (shard {shard}, {path}): the write was not stored")]
+    NoSpace {
+        /// The shard.
+        shard: usize,
+        /// The file that could not be allocated.
+        path: String,
+    },
+    /// A stored block failed its check (checksum or key): its bytes are not served.
+    #[error("block {cid} is corrupt on disk: {reason}")]
+    Corrupt {
+        /// The block's CID (CIDv1 raw of its multihash).
+        cid: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The store has a hot tier but was opened with `Config::hot_tier` set to `None`.
+    #[error("{path} holds hot segments: open the store with the hot tier enabled")]
+    HotTierRequired {
+        /// The segments directory.
+        path: String,
+    },
     /// The storage below failed (backend error, executor failure).
     #[error("storage error: {0}")]
     Storage(String),
@@ -118,7 +141,16 @@ impl From<ipfrs_shards::Error> for Error {
             S::MemlockTooLow { have, need } => Error::MemlockTooLow { have, need },
             S::ReadOnly { shard, reason } => Error::ReadOnly { shard, reason },
             S::Stopped { .. } => Error::Closed,
-            other @ (S::Backend { .. } | S::Executor { .. }) => Error::Storage(other.to_string()),
+            S::NoSpace { shard, path } => Error::NoSpace { shard, path },
+            S::HotTierRequired { path } => Error::HotTierRequired { path },
+            S::Corrupt { key, reason } => Error::Corrupt {
+                cid: ipfrs_core_types::key::cid_of_key(&key)
+                    .map_or_else(|_| format!("key {key:02x?}"), |cid| cid.to_string()),
+                reason,
+            },
+            other @ (S::Backend { .. } | S::Executor { .. } | S::SegmentIo { .. }) => {
+                Error::Storage(other.to_string())
+            }
         }
     }
 }

@@ -38,7 +38,7 @@ pub use blocking::BlockingStore;
 pub use engine::Engine;
 pub use error::Error;
 pub use ipfrs_core_types::{
-    BackendKind, Block, BlockError, Cid, Codec, Config, Durability, HashAlgorithm, key,
+    BackendKind, Block, BlockError, Cid, Codec, Config, Durability, HashAlgorithm, HotTier, key,
     sha256_accelerated, verify,
 };
 pub use ipfrs_shards::ShardStats;

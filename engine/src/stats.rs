@@ -1,7 +1,7 @@
 use ipfrs_shards::ShardStats;
 
 /// A snapshot of the engine's counters.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Stats {
     /// Blocks stored (identity blocks are never stored).
     pub blocks: u64,
@@ -15,14 +15,51 @@ pub struct Stats {
     pub bloom_negatives: u64,
     /// Bytes held by the block caches.
     pub cache_bytes: u64,
+    /// Blocks in the hot tier.
+    pub hot_blocks: u64,
+    /// Bytes of block data in the hot tier.
+    pub hot_bytes: u64,
+    /// Bytes of block data only in the cold backend (`bytes - hot_bytes`).
+    pub cold_bytes: u64,
+    /// Disk bytes the hot segments take (preallocated).
+    pub hot_disk_bytes: u64,
+    /// Memory held by the hot indexes.
+    pub hot_index_bytes: u64,
+    /// Block bytes compaction moved into the cold backends.
+    pub compaction_cold_bytes: u64,
+    /// Block bytes compaction rewrote into the hot tier.
+    pub compaction_rewritten_bytes: u64,
+    /// Cold blocks copied back into the hot tier.
+    pub promotions: u64,
+    /// Damaged hot records found.
+    pub corrupt_records: u64,
+    /// Bytes written to disk by the engine (segments, compaction's cold writes) per byte
+    /// accepted by puts; 0 before any put. The cold backend's own amplification comes on top.
+    pub write_amplification: f64,
     /// Each shard's own figures.
     pub shards: Vec<ShardStats>,
 }
 
 impl Stats {
     pub(crate) fn from_shards(shards: Vec<ShardStats>) -> Stats {
-        let sum = |f: fn(&ShardStats) -> u64| shards.iter().map(f).sum();
+        let sum = |f: fn(&ShardStats) -> u64| shards.iter().map(f).sum::<u64>();
+        let put_bytes = sum(|s| s.put_bytes);
+        let written = sum(|s| s.segment_write_bytes) + sum(|s| s.compaction_cold_bytes);
         Stats {
+            hot_blocks: sum(|s| s.hot_blocks),
+            hot_bytes: sum(|s| s.hot_bytes),
+            cold_bytes: sum(|s| s.bytes).saturating_sub(sum(|s| s.hot_bytes)),
+            hot_disk_bytes: sum(|s| s.hot_disk_bytes),
+            hot_index_bytes: sum(|s| s.hot_index_bytes),
+            compaction_cold_bytes: sum(|s| s.compaction_cold_bytes),
+            compaction_rewritten_bytes: sum(|s| s.compaction_rewritten_bytes),
+            promotions: sum(|s| s.promotions),
+            corrupt_records: sum(|s| s.corrupt_records),
+            write_amplification: if put_bytes == 0 {
+                0.0
+            } else {
+                written as f64 / put_bytes as f64
+            },
             blocks: sum(|s| s.blocks),
             bytes: sum(|s| s.bytes),
             cache_hits: sum(|s| s.cache_hits),

@@ -4,11 +4,12 @@ use std::collections::VecDeque;
 use std::future::Future;
 
 use bytes::Bytes;
-use ipfrs_core_types::key::{Key, cid_of_key};
+use ipfrs_core_types::key::{Key, cid_of_key, key_of};
 use ipfrs_core_types::{Block, Cid};
+use ipfrs_shards::Fetched;
 use ipfrs_shards::protocol::Request;
 
-use crate::{Engine, Result, Stats};
+use crate::{Engine, Error, Result, Stats};
 
 /// Where a listing of CIDs stands: opaque, returned by [`BlockStore::cid_page`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -157,12 +158,27 @@ impl BlockStore for Engine {
         self.put_blocks(blocks)
     }
 
-    fn get_many(&self, cids: &[Cid]) -> impl Future<Output = Result<Vec<Option<Bytes>>>> + Send {
-        self.keyed(
-            cids,
-            |keys, reply| Request::Get { keys, reply },
-            |data| Some(Bytes::copy_from_slice(data)),
-        )
+    async fn get_many(&self, cids: &[Cid]) -> Result<Vec<Option<Bytes>>> {
+        let fetched = self
+            .keyed(
+                cids,
+                |keys, reply| Request::Get { keys, reply },
+                |data| Some(Fetched::Data(Bytes::copy_from_slice(data))),
+            )
+            .await?;
+        // Hot records are checked here, on the caller's thread (see `Fetched`).
+        fetched
+            .into_iter()
+            .zip(cids)
+            .map(|(found, cid)| match found {
+                Some(Fetched::Record(record)) => Fetched::Record(record)
+                    .into_data(&key_of(cid))
+                    .map(Some)
+                    .map_err(Error::from),
+                Some(Fetched::Data(data)) => Ok(Some(data)),
+                None => Ok(None),
+            })
+            .collect()
     }
 
     fn has_many(&self, cids: &[Cid]) -> impl Future<Output = Result<Vec<bool>>> + Send {

@@ -11,7 +11,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use ipfrs_storage::{BackendKind, Block, Config, Durability, Engine};
+use ipfrs_storage::{BackendKind, Block, Config, Durability, Engine, HotTier};
 use rand::{Rng, SeedableRng};
 
 const CHILD_DIR: &str = "IPFRS_CRASH_CHILD_DIR";
@@ -22,6 +22,14 @@ fn config(dir: &std::path::Path, backend: BackendKind) -> Config {
     config.backend = backend;
     config.shards = Some(4);
     config.durability = Durability::Sync;
+    // Small segments and a small hot budget, so the child rolls segments over and compacts
+    // into the cold backend while it is being killed.
+    config.max_block_size = 64 << 10;
+    config.hot_tier = Some(HotTier {
+        segment_bytes: 1 << 20,
+        budget_bytes: 4 * (3 << 20),
+        ..HotTier::default()
+    });
     config
 }
 

@@ -5,7 +5,9 @@ use std::collections::{HashMap, HashSet};
 
 use bytes::Bytes;
 use ipfrs_storage::key::{IDENTITY_CODE, cid_of_key, key_of, parse_cid_bytes};
-use ipfrs_storage::{BackendKind, Block, Cid, Codec, Config, Cursor, Engine, HashAlgorithm};
+use ipfrs_storage::{
+    BackendKind, Block, Cid, Codec, Config, Cursor, Engine, HashAlgorithm, HotTier,
+};
 use proptest::prelude::*;
 
 /// How a block of the pool is addressed.
@@ -111,6 +113,8 @@ enum Op {
     /// List every CID page by page with this page size.
     List(usize),
     Flush,
+    /// Seal the active hot segments and compact them: blocks move to the cold backend.
+    Compact,
 }
 
 fn spec() -> impl Strategy<Value = Spec> {
@@ -141,6 +145,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => any::<bool>().prop_map(Op::Reopen),
         2 => (1usize..6).prop_map(Op::List),
         1 => Just(Op::Flush),
+        2 => Just(Op::Compact),
     ]
 }
 
@@ -179,8 +184,31 @@ impl Model {
     }
 }
 
-fn config(dir: &std::path::Path, backend: BackendKind, explicit_shards: bool) -> Config {
+/// Which tiers a run uses.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Tiers {
+    /// Hot segments over the cold backend, segments small enough to roll over within a run.
+    Hot,
+    /// The cold backend alone.
+    ColdOnly,
+}
+
+fn config(
+    dir: &std::path::Path,
+    backend: BackendKind,
+    explicit_shards: bool,
+    tiers: Tiers,
+) -> Config {
     let mut config = Config::new(dir);
+    config.max_block_size = 4096;
+    config.hot_tier = match tiers {
+        Tiers::Hot => Some(HotTier {
+            segment_bytes: 16 << 10,
+            budget_bytes: 8 * 2 * (16 << 10),
+            ..HotTier::default()
+        }),
+        Tiers::ColdOnly => None,
+    };
     config.backend = backend;
     config.shards = explicit_shards.then_some(8);
     // Small budgets: many engines are opened, and 8 shards share 2 cores.
@@ -233,9 +261,9 @@ fn check_stats(engine: &Engine, model: &Model, context: &str) {
     );
 }
 
-fn run(backend: BackendKind, ops: Vec<Op>) {
+fn run(backend: BackendKind, tiers: Tiers, ops: Vec<Op>) {
     let dir = tempfile::tempdir().unwrap();
-    let mut engine = Engine::open(config(dir.path(), backend, true)).unwrap();
+    let mut engine = Engine::open(config(dir.path(), backend, true, tiers)).unwrap();
     assert_eq!(engine.shard_count(), 8);
     let mut model = Model::default();
     for (step, op) in ops.into_iter().enumerate() {
@@ -301,7 +329,7 @@ fn run(backend: BackendKind, ops: Vec<Op>) {
                 store.close().unwrap();
                 drop(store);
                 drop(engine);
-                engine = Engine::open(config(dir.path(), backend, *explicit)).unwrap();
+                engine = Engine::open(config(dir.path(), backend, *explicit, tiers)).unwrap();
                 assert_eq!(engine.shard_count(), 8, "{context}");
                 assert_eq!(engine.config().shards, Some(8), "{context}");
                 // Everything the model holds is readable again, byte for byte.
@@ -317,6 +345,15 @@ fn run(backend: BackendKind, ops: Vec<Op>) {
                 check_listing(streamed, &model);
             }
             Op::Flush => store.flush().unwrap(),
+            Op::Compact => {
+                let compacted = store.compact().unwrap();
+                if tiers == Tiers::ColdOnly {
+                    assert_eq!(compacted, 0, "{context}");
+                }
+                let stats = store.stats().unwrap();
+                // Only blocks read since their write may stay hot.
+                assert!(stats.hot_blocks <= stats.blocks, "{context}");
+            }
         }
         check_stats(&engine, &model, &context);
     }
@@ -329,7 +366,7 @@ fn run(backend: BackendKind, ops: Vec<Op>) {
             store.close().unwrap();
             drop(store);
             drop(engine);
-            engine = Engine::open(config(dir.path(), backend, true)).unwrap();
+            engine = Engine::open(config(dir.path(), backend, true, tiers)).unwrap();
         }
     }
     engine.blocking().close().unwrap();
@@ -349,18 +386,25 @@ proptest! {
 
     #[test]
     fn engine_over_sled_matches_the_model(ops in prop::collection::vec(op(), 1..40)) {
-        run(BackendKind::Sled, ops);
+        run(BackendKind::Sled, Tiers::Hot, ops);
+    }
+
+    #[test]
+    fn engine_over_sled_without_hot_tier_matches_the_model(
+        ops in prop::collection::vec(op(), 1..40)
+    ) {
+        run(BackendKind::Sled, Tiers::ColdOnly, ops);
     }
 
     #[test]
     fn engine_over_paritydb_matches_the_model(ops in prop::collection::vec(op(), 1..40)) {
-        run(BackendKind::ParityDb, ops);
+        run(BackendKind::ParityDb, Tiers::Hot, ops);
     }
 
     #[cfg(feature = "rocksdb")]
     #[test]
     fn engine_over_rocksdb_matches_the_model(ops in prop::collection::vec(op(), 1..40)) {
-        run(BackendKind::RocksDb, ops);
+        run(BackendKind::RocksDb, Tiers::Hot, ops);
     }
 }
 
@@ -380,7 +424,7 @@ fn every_compiled_backend_is_modelled() {
 fn codecs_share_a_block_and_identity_stores_nothing() {
     for backend in ipfrs_storage::compiled_backends() {
         let dir = tempfile::tempdir().unwrap();
-        let engine = Engine::open(config(dir.path(), backend, true)).unwrap();
+        let engine = Engine::open(config(dir.path(), backend, true, Tiers::Hot)).unwrap();
         let store = engine.blocking();
         let raw = Spec {
             data: 5,

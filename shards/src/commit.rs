@@ -32,20 +32,52 @@ use crate::shard::{Shard, bump};
 use crate::{Error, Result};
 
 /// A queued write.
-enum Pending {
+pub(crate) enum Pending {
     Put(Vec<(Key, Bytes)>),
     Delete(Vec<Key>),
     Flush,
+    /// Hot tier: copy a cold block back into the hot tier, unless a delete committed since it
+    /// was read (`epoch` is the shard's delete epoch at the read).
+    Promote {
+        key: Key,
+        data: Bytes,
+        epoch: u64,
+    },
+    /// Hot tier compaction: move these records (key, offset) of `segment` out of it, if the
+    /// index still points at them. Runs as a group of its own.
+    Migrate {
+        segment: u32,
+        records: Vec<(Key, u32)>,
+    },
+    /// Hot tier compaction: remove `segment`, now empty of live records. Runs alone.
+    Retire {
+        segment: u32,
+    },
+    /// Hot tier: seal the active segment and start a new one, so that an explicit compaction
+    /// reaches every record. Runs alone.
+    Seal,
+}
+
+impl Pending {
+    /// Whether this op runs as a group of its own (compaction steps).
+    pub(crate) fn runs_alone(&self) -> bool {
+        matches!(
+            self,
+            Pending::Migrate { .. } | Pending::Retire { .. } | Pending::Seal
+        )
+    }
 }
 
 /// Whom to acknowledge for a queued write.
-enum Ack {
+pub(crate) enum Ack {
     Done(Reply<()>),
     Deleted(Reply<Vec<bool>>),
+    /// Nobody waits (promotions).
+    Nobody,
 }
 
 impl Ack {
-    fn fail(self, err: Error) {
+    pub(crate) fn fail(self, err: Error) {
         match self {
             Ack::Done(reply) => {
                 let _ = reply.send(Err(err));
@@ -53,13 +85,14 @@ impl Ack {
             Ack::Deleted(reply) => {
                 let _ = reply.send(Err(err));
             }
+            Ack::Nobody => {}
         }
     }
 }
 
-struct WriteOp {
-    pending: Pending,
-    ack: Ack,
+pub(crate) struct WriteOp {
+    pub(crate) pending: Pending,
+    pub(crate) ack: Ack,
 }
 
 impl WriteOp {
@@ -67,7 +100,8 @@ impl WriteOp {
         match &self.pending {
             Pending::Put(items) => items.len(),
             Pending::Delete(keys) => keys.len(),
-            Pending::Flush => 1,
+            Pending::Migrate { records, .. } => records.len(),
+            Pending::Flush | Pending::Promote { .. } | Pending::Retire { .. } | Pending::Seal => 1,
         }
     }
 }
@@ -105,6 +139,38 @@ impl WriteQueue {
 
     pub(crate) fn read_only(&self) -> Option<String> {
         self.poisoned.borrow().clone()
+    }
+
+    /// Makes the shard refuse writes from now on.
+    pub(crate) fn poison(&self, reason: String) {
+        self.poisoned.borrow_mut().get_or_insert(reason);
+    }
+
+    /// The durability mode.
+    pub(crate) fn durability(&self) -> Durability {
+        self.durability
+    }
+
+    /// Takes the next group: every queued op up to the first that runs alone, or that op by
+    /// itself if it is first.
+    fn take_group(&self) -> Vec<WriteOp> {
+        let mut pending = self.pending.borrow_mut();
+        let alone = pending.front().is_some_and(|op| op.pending.runs_alone());
+        let take = if alone {
+            1
+        } else {
+            pending
+                .iter()
+                .position(|op| op.pending.runs_alone())
+                .unwrap_or(pending.len())
+        };
+        let group: Vec<WriteOp> = pending.drain(..take).collect();
+        let weight: usize = group.iter().map(WriteOp::weight).sum();
+        self.queued.set(self.queued.get().saturating_sub(weight));
+        if pending.is_empty() {
+            self.oldest.set(None);
+        }
+        group
     }
 
     /// How long the committer should still gather before writing, if at all.
@@ -217,12 +283,12 @@ fn apply_group(
     Ok(outcome)
 }
 
-fn apply_delta(cell: &Cell<u64>, delta: i64) {
+pub(crate) fn apply_delta(cell: &Cell<u64>, delta: i64) {
     cell.set(cell.get().saturating_add_signed(delta));
 }
 
 impl Shard {
-    fn enqueue(self: &Rc<Self>, op: WriteOp) {
+    pub(crate) fn enqueue(self: &Rc<Self>, op: WriteOp) {
         let q = &self.writes;
         if let Some(reason) = q.read_only() {
             let err = Error::ReadOnly {
@@ -283,10 +349,11 @@ impl Shard {
                 .await;
                 continue;
             }
-            let group: Vec<WriteOp> = q.pending.borrow_mut().drain(..).collect();
-            q.queued.set(0);
-            q.oldest.set(None);
-            self.commit_group(group).await;
+            let group = q.take_group();
+            match &self.hot {
+                Some(hot) => self.commit_group_hot(hot, group).await,
+                None => self.commit_group(group).await,
+            }
         }
     }
 
@@ -327,6 +394,11 @@ impl Shard {
                     sync = true;
                     OpData::Flush
                 }
+                // Only the hot tier queues these; without one there is nothing to do.
+                Pending::Promote { .. }
+                | Pending::Migrate { .. }
+                | Pending::Retire { .. }
+                | Pending::Seal => OpData::Flush,
             });
             replies.push(op.ack);
         }
@@ -363,6 +435,7 @@ impl Shard {
                         Ack::Deleted(reply) => {
                             let _ = reply.send(Ok(flags.next().unwrap_or_default()));
                         }
+                        Ack::Nobody => {}
                     }
                 }
             }
@@ -371,7 +444,7 @@ impl Shard {
                     GroupError::Write(e) => self.backend_error(e),
                     GroupError::Sync(e) => {
                         let reason = e.to_string();
-                        *self.writes.poisoned.borrow_mut() = Some(reason.clone());
+                        self.writes.poison(reason.clone());
                         Error::ReadOnly {
                             shard: self.id,
                             reason,

@@ -44,10 +44,49 @@ pub enum Error {
         /// The failed sync's error.
         reason: String,
     },
+    /// The disk is full: a new hot segment could not be allocated. The write was not stored;
+    /// everything acknowledged before stays readable, and writes succeed again once space is
+    /// freed.
+    #[error(
+        "shard {shard}: no space left on the device for a new hot segment ({path}); the write was not stored"
+    )]
+    NoSpace {
+        /// The shard.
+        shard: usize,
+        /// The segment file that could not be allocated.
+        path: String,
+    },
+    /// A hot segment file could not be read, created or removed.
+    #[error("shard {shard}: hot segment error: {message}")]
+    SegmentIo {
+        /// The shard.
+        shard: usize,
+        /// What failed.
+        message: String,
+    },
+    /// A stored record failed its check; its bytes are not served.
+    #[error("corrupt record for key {}: {reason}", hex(key))]
+    Corrupt {
+        /// The block's key (multihash bytes).
+        key: Vec<u8>,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The store has hot segments but was opened with the hot tier off: its newest blocks
+    /// would be invisible.
+    #[error("{path} holds hot segments: open it with the hot tier enabled (Config::hot_tier)")]
+    HotTierRequired {
+        /// The segments directory.
+        path: String,
+    },
     /// The shard has stopped (engine closed, or its thread died).
     #[error("shard {shard} has stopped")]
     Stopped {
         /// The shard.
         shard: usize,
     },
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

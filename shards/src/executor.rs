@@ -12,13 +12,17 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use fastbloom::BloomFilter;
-use glommio::{GlommioError, LocalExecutorBuilder, Placement, PoolPlacement, ReactorErrorKind};
+use glommio::{
+    GlommioError, Latency, LocalExecutorBuilder, Placement, PoolPlacement, ReactorErrorKind, Shares,
+};
 use ipfrs_core_types::Config;
 use ipfrs_core_types::key::bloom_hash;
+use ipfrs_tiering::segment::file::list_segments;
 use ipfrs_tiering::{BackendOptions, ColdBackend, open_backend};
 
 use crate::cache::BlockCache;
 use crate::commit::WriteQueue;
+use crate::hot::{HotTier, compaction};
 use crate::protocol::{Request, ShardHandle};
 use crate::shard::{Counters, Shard, bump};
 use crate::{Error, Result};
@@ -126,19 +130,70 @@ fn run_shard(
     let mut bloom = BloomFilter::with_false_pos(config.bloom_fp_rate)
         .expected_items(share(config.bloom_expected_items).max(1024) as usize);
     let counters = Counters::default();
+    let segments_dir = segments_dir(&dir);
+    let recovery = match config.hot_tier {
+        Some(hot) => {
+            match HotTier::recover(id, &segments_dir, hot, share(hot.budget_bytes), &mut bloom) {
+                Ok(recovery) => Some(recovery),
+                Err(err) => {
+                    let _ = ready.send(Err(Error::SegmentIo {
+                        shard: id,
+                        message: format!("recovering {}: {err}", segments_dir.display()),
+                    }));
+                    return;
+                }
+            }
+        }
+        None => {
+            let has_segments = list_segments(&segments_dir).is_ok_and(|s| !s.is_empty());
+            if has_segments {
+                let _ = ready.send(Err(Error::HotTierRequired {
+                    path: segments_dir.display().to_string(),
+                }));
+                return;
+            }
+            None
+        }
+    };
+    let backend_error = |err: ipfrs_tiering::Error| Error::Backend {
+        shard: id,
+        message: err.to_string(),
+    };
+    if let Some(recovery) = &recovery {
+        let index = recovery.tier.index.borrow();
+        bump(&counters.blocks, index.len() as u64);
+        bump(&counters.bytes, index.bytes());
+        // A delete is acknowledged once its tombstone is durable; its cold copy may not have
+        // been deleted yet when the process died.
+        if !recovery.tombstoned.is_empty() {
+            let redo = backend
+                .delete_batch(&recovery.tombstoned)
+                .and_then(|()| backend.flush());
+            if let Err(err) = redo {
+                let _ = ready.send(Err(backend_error(err)));
+                return;
+            }
+        }
+    }
+    let hot_index = recovery.as_ref().map(|r| r.tier.index.borrow());
     let walk = backend.iterate(None, &mut |key, len| {
         bloom.insert_hash(bloom_hash(key));
-        bump(&counters.blocks, 1);
-        bump(&counters.bytes, len);
+        // A block both hot and cold (mid-compaction, or promoted) is counted once.
+        if !hot_index.as_ref().is_some_and(|index| index.contains(key)) {
+            bump(&counters.blocks, 1);
+            bump(&counters.bytes, len);
+        }
         true
     });
+    drop(hot_index);
     if let Err(err) = walk {
-        let _ = ready.send(Err(Error::Backend {
-            shard: id,
-            message: err.to_string(),
-        }));
+        let _ = ready.send(Err(backend_error(err)));
         return;
     }
+    let (hot, resume, next_seq) = match recovery {
+        Some(r) => (Some(r.tier), r.resume, r.next_seq),
+        None => (None, None, 0),
+    };
     let shard = Rc::new(Shard {
         id,
         backend,
@@ -147,9 +202,27 @@ fn run_shard(
         counters,
         delete_epoch: Cell::new(0),
         writes: WriteQueue::new(config.durability),
+        hot,
         gate: glommio::sync::Gate::new(),
     });
     executor.run(async move {
+        if let Some(hot) = &shard.hot {
+            if let Err(err) = hot.start_writer(resume, next_seq).await {
+                let _ = ready.send(Err(Error::SegmentIo {
+                    shard: id,
+                    message: format!("starting the hot segment writer: {err:?}"),
+                }));
+                return;
+            }
+            let queue = glommio::executor().create_task_queue(
+                Shares::Static(COMPACTION_SHARES),
+                Latency::NotImportant,
+                "ipfrs-compaction",
+            );
+            if let Ok(task) = glommio::spawn_local_into(compaction::run(Rc::clone(&shard)), queue) {
+                *hot.compaction.borrow_mut() = Some(task);
+            }
+        }
         let _ = ready.send(Ok(()));
         serve(shard, rx).await;
     });
@@ -168,12 +241,56 @@ async fn serve(shard: Rc<Shard>, rx: flume::Receiver<Request>) {
             request => shard.dispatch(request),
         }
     }
+    // Compaction stops first (a step already queued still completes in the committer).
+    let compaction = shard
+        .hot
+        .as_ref()
+        .and_then(|hot| hot.compaction.borrow_mut().take());
+    if let Some(task) = compaction {
+        task.cancel().await;
+    }
     // Waits for the committer and every read task spawned through the gate.
     let _ = shard.gate.close().await;
-    let result = shard.blocking(|backend| backend.flush()).await;
+    let mut result = Ok(());
+    if let Some(hot) = &shard.hot {
+        // Writes acknowledged under durability None become durable at a clean close.
+        // The closing mark (an append of no records) names everything before it durable, so
+        // the next recovery reports damage anywhere in the log as corruption: without it, the
+        // last group's records could only be told apart from a torn write by the next group.
+        let writer = hot.writer.borrow_mut().take();
+        let clean = shard.writes.read_only().is_none();
+        if let Some(mut writer) = writer
+            && clean
+        {
+            let closed = match writer.sync().await {
+                Ok(()) => writer.append(&[], true).await.map(|_| ()),
+                Err(e) => Err(e),
+            };
+            if let Err(err) = closed {
+                result = Err(Error::SegmentIo {
+                    shard: shard.id,
+                    message: format!("final sync: {err:?}"),
+                });
+            }
+        }
+    }
+    let flushed = shard.blocking(|backend| backend.flush()).await;
+    let result = result.and(flushed);
     if let Some(reply) = shutdown_reply {
         let _ = reply.send(result);
     }
+}
+
+/// Compaction's share of its core against the foreground queue's default of 1000: it gets
+/// about a tenth of the core while requests are waiting, all of it when the shard is idle.
+const COMPACTION_SHARES: usize = 100;
+
+/// Where a shard keeps its hot segments: `shard-NNN/segments`, next to its backend directory
+/// `shard-NNN/<backend>`.
+fn segments_dir(backend_dir: &std::path::Path) -> PathBuf {
+    backend_dir
+        .parent()
+        .map_or_else(|| backend_dir.join("segments"), |p| p.join("segments"))
 }
 
 /// The memlock limit below which glommio 0.9 refuses to build an executor (it checks this

@@ -11,6 +11,8 @@
 //!   that name their cause.
 //! - `shard`: the read path (bloom -> cache -> backend on the blocking pool).
 //! - `commit`: the write path (one writer per shard, group commit).
+//! - `hot`: the hot tier (segments, index, recovery, group commit into segments,
+//!   compaction into the cold backend).
 //!
 //! The shard count may exceed the core count: shards then share cores.
 
@@ -18,12 +20,13 @@ mod cache;
 mod commit;
 mod error;
 mod executor;
+mod hot;
 pub mod protocol;
 mod shard;
 
 pub use error::Error;
 pub use executor::{ShardThread, preflight, start_shard};
-pub use protocol::{PendingReply, ShardHandle, ShardStats};
+pub use protocol::{Fetched, PendingReply, ShardHandle, ShardStats};
 
 /// The result type of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

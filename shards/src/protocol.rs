@@ -26,7 +26,7 @@ pub enum Request {
         /// Keys to read.
         keys: Vec<Key>,
         /// The blocks, in key order.
-        reply: Reply<Vec<Option<Bytes>>>,
+        reply: Reply<Vec<Option<Fetched>>>,
     },
     /// Test presence.
     Has {
@@ -63,6 +63,12 @@ pub enum Request {
         /// The snapshot.
         reply: Reply<ShardStats>,
     },
+    /// Compact every sealed hot segment now (blocks not read since written move to the cold
+    /// backend). Replies with the number of segments compacted.
+    Compact {
+        /// Segments compacted.
+        reply: Reply<u64>,
+    },
     /// Make every acknowledged write durable, whatever the durability mode.
     Flush {
         /// Acknowledgement.
@@ -73,6 +79,55 @@ pub enum Request {
         /// Acknowledgement, sent just before the shard's thread ends.
         reply: Reply<()>,
     },
+}
+
+/// A block as a shard answers a read: plain bytes (cache, cold backend, identity CID), or a
+/// hot-segment record (header, key, payload), a zero-copy slice of the segment's mapping, that
+/// the caller checks with [`Fetched::into_data`]. Checking on the caller's side keeps the
+/// checksum work and the page faults of a first read off the shard's core.
+#[derive(Debug, Clone)]
+pub enum Fetched {
+    /// The block's bytes.
+    Data(Bytes),
+    /// A hot record, not yet checked.
+    Record(Bytes),
+}
+
+impl Fetched {
+    /// The block's bytes, after checking a hot record against its checksum and `key`.
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] if the record is damaged or holds another key: its bytes are never
+    /// handed out.
+    pub fn into_data(self, key: &[u8]) -> Result<Bytes> {
+        let record = match self {
+            Fetched::Data(data) => return Ok(data),
+            Fetched::Record(record) => record,
+        };
+        let corrupt = |reason: String| Error::Corrupt {
+            key: key.to_vec(),
+            reason,
+        };
+        // Records are read back over their exact extent, without the padding.
+        let exact =
+            ipfrs_tiering::segment::Alignment::new(1).map_err(|e| corrupt(e.to_string()))?;
+        let range = match ipfrs_tiering::segment::decode(&record, 0, exact) {
+            Ok(decoded) if decoded.key != key => {
+                return Err(corrupt("the record holds another key".into()));
+            }
+            Ok(decoded) => match decoded.payload {
+                ipfrs_tiering::segment::Payload::Data(data) => {
+                    let start = data.as_ptr() as usize - record.as_ptr() as usize;
+                    start..start + data.len()
+                }
+                ipfrs_tiering::segment::Payload::Tombstone => {
+                    return Err(corrupt("the index points at a tombstone".into()));
+                }
+            },
+            Err(e) => return Err(corrupt(e.to_string())),
+        };
+        Ok(record.slice(range))
+    }
 }
 
 /// A snapshot of one shard's counters.
@@ -102,6 +157,32 @@ pub struct ShardStats {
     pub write_ops: u64,
     /// Whether the shard refuses writes after a failed sync.
     pub read_only: bool,
+    /// Blocks in the hot tier (some may also have a cold copy).
+    pub hot_blocks: u64,
+    /// Bytes of block data in the hot tier.
+    pub hot_bytes: u64,
+    /// Hot segment files.
+    pub hot_segments: u64,
+    /// Disk bytes the hot segments take (preallocated).
+    pub hot_disk_bytes: u64,
+    /// Memory held by the hot index.
+    pub hot_index_bytes: u64,
+    /// Bytes written to hot segments (records, padding, sector rewrites).
+    pub segment_write_bytes: u64,
+    /// Record bytes compaction read from the segments it emptied.
+    pub compaction_read_bytes: u64,
+    /// Block bytes compaction moved into the cold backend.
+    pub compaction_cold_bytes: u64,
+    /// Block bytes compaction rewrote into the hot tier (still hot).
+    pub compaction_rewritten_bytes: u64,
+    /// Segments compaction removed.
+    pub segments_compacted: u64,
+    /// Cold blocks copied back into the hot tier.
+    pub promotions: u64,
+    /// Damaged hot records found (at recovery, or dropped by compaction).
+    pub corrupt_records: u64,
+    /// Block bytes accepted by puts (the denominator of write amplification).
+    pub put_bytes: u64,
 }
 
 /// The client side of a shard: cheap to clone, usable from any thread.

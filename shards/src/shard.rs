@@ -11,15 +11,15 @@ use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use fastbloom::BloomFilter;
 use glommio::sync::Gate;
 use ipfrs_core_types::key::{Key, bloom_hash};
 use ipfrs_tiering::ColdBackend;
 
 use crate::cache::BlockCache;
-use crate::commit::WriteQueue;
-use crate::protocol::{Request, ShardStats};
+use crate::commit::{Ack, Pending, WriteOp, WriteQueue};
+use crate::hot::HotTier;
+use crate::protocol::{Fetched, Request, ShardStats};
 use crate::{Error, Result};
 
 /// Counters of one shard; `Cell`s because the shard is single-threaded.
@@ -32,6 +32,7 @@ pub(crate) struct Counters {
     pub(crate) bloom_negatives: Cell<u64>,
     pub(crate) write_groups: Cell<u64>,
     pub(crate) write_ops: Cell<u64>,
+    pub(crate) put_bytes: Cell<u64>,
 }
 
 pub(crate) fn bump(cell: &Cell<u64>, by: u64) {
@@ -48,6 +49,8 @@ pub(crate) struct Shard {
     /// Incremented each time a group that deleted something commits.
     pub(crate) delete_epoch: Cell<u64>,
     pub(crate) writes: WriteQueue,
+    /// The hot tier, if configured.
+    pub(crate) hot: Option<HotTier>,
     /// Tasks serving requests; closing it waits for them (clean shutdown).
     pub(crate) gate: Gate,
 }
@@ -90,7 +93,13 @@ impl Shard {
     /// Serves one request. Writes are queued for the writer; reads run as their own tasks.
     pub(crate) fn dispatch(self: &Rc<Self>, request: Request) {
         match request {
-            Request::Put { items, reply } => self.enqueue_put(items, reply),
+            Request::Put { items, reply } => {
+                bump(
+                    &self.counters.put_bytes,
+                    items.iter().map(|(_, v)| v.len() as u64).sum(),
+                );
+                self.enqueue_put(items, reply)
+            }
             Request::Delete { keys, reply } => self.enqueue_delete(keys, reply),
             Request::Flush { reply } => self.enqueue_flush(reply),
             Request::Get { keys, reply } => self.spawn(async move |s| {
@@ -108,6 +117,9 @@ impl Shard {
                 reply,
             } => self.spawn(async move |s| {
                 let _ = reply.send(s.scan(after, limit).await);
+            }),
+            Request::Compact { reply } => self.spawn(async move |s| {
+                let _ = reply.send(crate::hot::compaction::compact_all(&s).await);
             }),
             Request::Stats { reply } => {
                 let _ = reply.send(Ok(self.stats()));
@@ -128,7 +140,7 @@ impl Shard {
         }
     }
 
-    async fn get_many(&self, keys: Vec<Key>) -> Result<Vec<Option<Bytes>>> {
+    async fn get_many(self: &Rc<Self>, keys: Vec<Key>) -> Result<Vec<Option<Fetched>>> {
         let mut out = vec![None; keys.len()];
         let mut misses = Vec::new();
         {
@@ -137,10 +149,14 @@ impl Shard {
                 if !self.may_contain(key) {
                     continue;
                 }
+                if let Some(record) = self.hot.as_ref().and_then(|hot| hot.fetch(key)) {
+                    out[i] = Some(Fetched::Record(record));
+                    continue;
+                }
                 match cache.get(key) {
                     Some(value) => {
                         bump(&self.counters.cache_hits, 1);
-                        out[i] = Some(value);
+                        out[i] = Some(Fetched::Data(value));
                     }
                     None => misses.push(i),
                 }
@@ -162,12 +178,26 @@ impl Shard {
             })
             .await?;
         let fill = epoch == self.delete_epoch.get();
-        let mut cache = self.cache.borrow_mut();
-        for ((i, key), value) in misses.into_iter().zip(miss_keys).zip(values) {
-            if let (true, Some(value)) = (fill, &value) {
-                cache.insert(key, value.clone());
+        let mut promote = Vec::new();
+        {
+            let mut cache = self.cache.borrow_mut();
+            for ((i, key), value) in misses.into_iter().zip(miss_keys).zip(values) {
+                if let (true, Some(value)) = (fill, &value) {
+                    if let Some(hot) = &self.hot
+                        && hot.count_cold_read(&key)
+                    {
+                        promote.push((key.clone(), value.clone()));
+                    }
+                    cache.insert(key, value.clone());
+                }
+                out[i] = value.map(Fetched::Data);
             }
-            out[i] = value;
+        }
+        for (key, data) in promote {
+            self.enqueue(WriteOp {
+                pending: Pending::Promote { key, data, epoch },
+                ack: Ack::Nobody,
+            });
         }
         Ok(out)
     }
@@ -176,6 +206,7 @@ impl Shard {
         self.lookup_many(
             keys,
             false,
+            |hot, key| hot.index.borrow().contains(key).then_some(true),
             |cache, key| cache.contains(key).then_some(true),
             |backend, key| backend.contains(key),
         )
@@ -186,6 +217,12 @@ impl Shard {
         self.lookup_many(
             keys,
             None,
+            |hot, key| {
+                hot.index
+                    .borrow()
+                    .get(key)
+                    .map(|loc| Some(u64::from(loc.len)))
+            },
             |cache, key| cache.get(key).map(|value| Some(value.len() as u64)),
             |backend, key| backend.size(key),
         )
@@ -193,12 +230,13 @@ impl Shard {
     }
 
     /// Answers each key from the first tier that can: `absent` where the bloom filter rules
-    /// the key out, `from_cache` where the cache knows it, and one blocking batch of
-    /// `from_backend` calls for the rest.
+    /// the key out, `from_hot` where the hot index knows it, `from_cache` where the cache
+    /// does, and one blocking batch of `from_backend` calls for the rest.
     async fn lookup_many<T: Clone + Send + 'static>(
         &self,
         keys: Vec<Key>,
         absent: T,
+        from_hot: impl Fn(&HotTier, &[u8]) -> Option<T>,
         from_cache: impl Fn(&BlockCache, &[u8]) -> Option<T>,
         from_backend: fn(&dyn ColdBackend, &[u8]) -> ipfrs_tiering::Result<T>,
     ) -> Result<Vec<T>> {
@@ -206,6 +244,10 @@ impl Shard {
         let mut unsure = Vec::new();
         for (i, key) in keys.iter().enumerate() {
             if !self.may_contain(key) {
+                continue;
+            }
+            if let Some(value) = self.hot.as_ref().and_then(|hot| from_hot(hot, key)) {
+                out[i] = value;
                 continue;
             }
             match from_cache(&self.cache.borrow(), key) {
@@ -231,14 +273,49 @@ impl Shard {
         Ok(out)
     }
 
+    /// Keys after `after` in ascending order, from both tiers, without duplicates.
     async fn scan(&self, after: Option<Key>, limit: usize) -> Result<Vec<Key>> {
+        // Hot keys are read from the record headers in the segment mappings, on the blocking
+        // pool (page faults), then merged with the cold backend's ordered walk.
+        let hot_source = self.hot.as_ref().map(|hot| {
+            let segments = hot.segments.borrow().clone();
+            let locs: Vec<_> = hot.index.borrow().iter().map(|(_, loc)| loc).collect();
+            (segments, locs)
+        });
         self.blocking(move |backend| {
-            let mut keys = Vec::with_capacity(limit.min(4096));
+            let mut hot_keys: Vec<Key> = match hot_source {
+                Some((segments, locs)) => crate::hot::keys_of(&segments, &locs),
+                None => Vec::new(),
+            };
+            if let Some(after) = &after {
+                hot_keys.retain(|k| k > after);
+            }
+            hot_keys.sort_unstable();
+            hot_keys.truncate(limit);
+            let mut cold = Vec::with_capacity(limit.min(4096));
             backend.iterate(after.as_deref(), &mut |key, _| {
-                keys.push(key.to_vec());
-                keys.len() < limit
+                cold.push(key.to_vec());
+                cold.len() < limit
             })?;
-            Ok(keys)
+            let mut merged = Vec::with_capacity(limit.min(hot_keys.len() + cold.len()));
+            let (mut h, mut c) = (hot_keys.into_iter().peekable(), cold.into_iter().peekable());
+            while merged.len() < limit {
+                let next = match (h.peek(), c.peek()) {
+                    (Some(a), Some(b)) if a == b => {
+                        c.next();
+                        h.next()
+                    }
+                    (Some(a), Some(b)) if a < b => h.next(),
+                    (Some(_), Some(_)) | (None, Some(_)) => c.next(),
+                    (Some(_), None) => h.next(),
+                    (None, None) => None,
+                };
+                match next {
+                    Some(key) => merged.push(key),
+                    None => break,
+                }
+            }
+            Ok(merged)
         })
         .await
     }
@@ -246,7 +323,7 @@ impl Shard {
     pub(crate) fn stats(&self) -> ShardStats {
         let c = &self.counters;
         let (cache_bytes, cache_entries) = self.cache.borrow().usage();
-        ShardStats {
+        let mut stats = ShardStats {
             shard: self.id,
             blocks: c.blocks.get(),
             bytes: c.bytes.get(),
@@ -259,6 +336,25 @@ impl Shard {
             write_groups: c.write_groups.get(),
             write_ops: c.write_ops.get(),
             read_only: self.writes.read_only().is_some(),
+            put_bytes: c.put_bytes.get(),
+            ..ShardStats::default()
+        };
+        if let Some(hot) = &self.hot {
+            let index = hot.index.borrow();
+            let h = &hot.counters;
+            stats.hot_blocks = index.len() as u64;
+            stats.hot_bytes = index.bytes();
+            stats.hot_index_bytes = index.memory_bytes();
+            stats.hot_segments = hot.segments.borrow().len() as u64;
+            stats.hot_disk_bytes = hot.disk_footprint();
+            stats.segment_write_bytes = h.disk_bytes.get();
+            stats.compaction_read_bytes = h.compaction_read_bytes.get();
+            stats.compaction_cold_bytes = h.compaction_cold_bytes.get();
+            stats.compaction_rewritten_bytes = h.compaction_rewritten_bytes.get();
+            stats.segments_compacted = h.segments_compacted.get();
+            stats.promotions = h.promotions.get();
+            stats.corrupt_records = h.corrupt_records.get();
         }
+        stats
     }
 }

@@ -113,6 +113,41 @@ pub struct Config {
     /// the next request (a cross-core wake-up, tens of microseconds in a VM); spinning trades
     /// CPU for single-request latency. Off by default.
     pub spin_before_park: Option<Duration>,
+    /// The hot tier: new blocks go to log-structured segment files (io_uring DMA writes,
+    /// zero-copy mmap reads) and move to the cold backend when the hot area passes its budget.
+    /// `None`: every write goes straight to the cold backend.
+    pub hot_tier: Option<HotTier>,
+}
+
+/// The hot tier's budget and knobs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HotTier {
+    /// Disk bytes the hot segments may take, across all shards. Past it, compaction moves the
+    /// oldest segment's blocks into the cold backend (still-hot ones are rewritten instead).
+    /// Each shard keeps at least two segments whatever the budget.
+    pub budget_bytes: u64,
+    /// Size of one segment file (preallocated): a multiple of 4096, at most 4 GiB, and larger
+    /// than two blocks of `max_block_size`.
+    pub segment_bytes: u64,
+    /// Size of one DMA write; a group commit larger than this is several writes in flight.
+    pub write_chunk_bytes: usize,
+    /// Reads since its write that keep a block hot when compaction reaches its segment.
+    pub keep_hot_reads: u16,
+    /// Reads of a cold block (while it is tracked) after which it is copied back into the hot
+    /// tier. 0 turns promotion off.
+    pub promote_after_reads: u16,
+}
+
+impl Default for HotTier {
+    fn default() -> Self {
+        HotTier {
+            budget_bytes: 1 << 30,
+            segment_bytes: 64 << 20,
+            write_chunk_bytes: 1 << 20,
+            keep_hot_reads: 2,
+            promote_after_reads: 2,
+        }
+    }
 }
 
 impl Config {
@@ -133,6 +168,7 @@ impl Config {
             pin_shards: true,
             queue_depth: 1024,
             spin_before_park: None,
+            hot_tier: Some(HotTier::default()),
         }
     }
 }

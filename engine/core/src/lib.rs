@@ -17,5 +17,5 @@ pub mod key;
 
 pub use block::{Block, Codec, HashAlgorithm};
 pub use cid::Cid;
-pub use config::{BackendKind, Config, Durability};
+pub use config::{BackendKind, Config, Durability, HotTier};
 pub use error::BlockError;

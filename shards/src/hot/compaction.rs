@@ -1,0 +1,326 @@
+//! Compaction: keeping the hot segments within their budget.
+//!
+//! ```text
+//!   idle --woken after a commit, over budget--> scan oldest sealed segment (blocking pool)
+//!     --> migrate its live records, a few MiB per step, each step a write group of its own:
+//!           still hot (read since written)  -> rewritten into the active segment, synced
+//!           cold                            -> put into the cold backend, flushed
+//!           damaged                         -> dropped from the index, counted
+//!     --> retire: drop the segment from the map, unlink the file, sync the directory
+//!     --> over budget still? next oldest : idle
+//! ```
+//! Each step goes through the shard's write queue, so it is ordered with puts and deletes (a
+//! delete can never be undone by a late move) and a step never holds the writer for long.
+//! The task runs in a task queue with a small share of the core, so foreground requests keep
+//! priority. A segment is removed only after every record it held is durable elsewhere, and
+//! tombstones in it are dropped with it: it is the oldest segment, so no older record of
+//! their keys remains in the hot tier, and their cold deletes are already durable.
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use ipfrs_core_types::key::Key;
+use ipfrs_tiering::segment::file::sync_dir;
+use ipfrs_tiering::segment::recover::Kind;
+use ipfrs_tiering::segment::{Loc, Payload, decode, scan_segment};
+
+use super::HotTier;
+use super::writer::{RECORD_ALIGN, Record};
+use crate::commit::{Ack, Pending, WriteOp};
+use crate::shard::{Shard, bump};
+use crate::{Error, Result};
+
+/// Bytes of records moved per step: small enough that a step holds the writer for a few
+/// milliseconds, large enough that the cold backend gets real batches.
+const STEP_BYTES: u64 = 4 << 20;
+
+/// How long compaction waits after a failure before trying again.
+const RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// The compaction task of one shard; runs until the shard stops.
+pub(crate) async fn run(shard: Rc<Shard>) {
+    let Some(hot) = shard.hot.as_ref() else {
+        return;
+    };
+    loop {
+        if !hot.over_budget() && hot.wake_rx.recv().await.is_none() {
+            return;
+        }
+        while hot.over_budget() {
+            let oldest = {
+                let active = hot.writer.borrow().as_ref().map(|w| w.active());
+                let segments = hot.segments.borrow();
+                segments.keys().copied().find(|id| Some(*id) != active)
+            };
+            let Some(segment) = oldest else {
+                break;
+            };
+            if let Err(e) = compact_segment(&shard, segment).await {
+                if matches!(e, Error::ReadOnly { .. } | Error::Stopped { .. }) {
+                    return;
+                }
+                eprintln!(
+                    "ipfrs shard {}: compaction of segment {segment} failed: {e}",
+                    shard.id
+                );
+                glommio::timer::sleep(RETRY_AFTER).await;
+                break;
+            }
+        }
+    }
+}
+
+/// Seals the active segment and compacts every sealed one now, whatever the budget (an
+/// operator's `compact`): blocks read since written stay hot, the rest moves to the cold
+/// backend.
+pub(crate) async fn compact_all(shard: &Rc<Shard>) -> Result<u64> {
+    let Some(hot) = shard.hot.as_ref() else {
+        return Ok(0);
+    };
+    submit(shard, Pending::Seal).await?;
+    let sealed: Vec<u32> = {
+        let active = hot.writer.borrow().as_ref().map(|w| w.active());
+        hot.segments
+            .borrow()
+            .keys()
+            .copied()
+            .filter(|id| Some(*id) != active)
+            .collect()
+    };
+    for &segment in &sealed {
+        compact_segment(shard, segment).await?;
+    }
+    Ok(sealed.len() as u64)
+}
+
+/// Moves every live record out of `segment`, then removes it.
+async fn compact_segment(shard: &Rc<Shard>, segment: u32) -> Result<()> {
+    let Some(hot) = shard.hot.as_ref() else {
+        return Ok(());
+    };
+    let Some(map) = hot.segments.borrow().get(&segment).cloned() else {
+        return Ok(());
+    };
+    let found: Vec<(Key, u32, u32)> = glommio::executor()
+        .spawn_blocking(move || {
+            scan_segment(map.bytes(), RECORD_ALIGN)
+                .found
+                .into_iter()
+                .filter_map(|f| match f.kind {
+                    Kind::Put { len } | Kind::Damaged { len } => {
+                        Some((f.key.to_vec(), f.offset as u32, len))
+                    }
+                    Kind::Tombstone | Kind::Mark(_) => None,
+                })
+                .collect()
+        })
+        .await;
+    let mut step = Vec::new();
+    let mut step_bytes = 0u64;
+    for (key, offset, len) in found {
+        step_bytes += u64::from(len);
+        step.push((key, offset));
+        if step_bytes >= STEP_BYTES {
+            let records = std::mem::take(&mut step);
+            step_bytes = 0;
+            submit(shard, Pending::Migrate { segment, records }).await?;
+        }
+    }
+    if !step.is_empty() {
+        submit(
+            shard,
+            Pending::Migrate {
+                segment,
+                records: step,
+            },
+        )
+        .await?;
+    }
+    submit(shard, Pending::Retire { segment }).await
+}
+
+/// Queues a compaction step on the shard's writer and waits for it.
+async fn submit(shard: &Rc<Shard>, pending: Pending) -> Result<()> {
+    let (reply, rx) = flume::bounded(1);
+    shard.enqueue(WriteOp {
+        pending,
+        ack: Ack::Done(reply),
+    });
+    rx.recv_async()
+        .await
+        .map_err(|_| Error::Stopped { shard: shard.id })?
+}
+
+/// A record read back for a move, checked.
+struct Moving {
+    key: Key,
+    offset: u32,
+    loc: Loc,
+    /// The payload, a slice of the segment's mapping; `None` if the record is damaged.
+    data: Option<Bytes>,
+}
+
+impl Shard {
+    /// One compaction step (runs as the writer's group): moves the records of `segment` that
+    /// the index still points at.
+    pub(crate) async fn migrate(
+        &self,
+        hot: &HotTier,
+        segment: u32,
+        records: Vec<(Key, u32)>,
+    ) -> Result<()> {
+        let Some(map) = hot.segments.borrow().get(&segment).cloned() else {
+            return Ok(());
+        };
+        let live: Vec<(Key, u32, Loc)> = {
+            let index = hot.index.borrow();
+            records
+                .into_iter()
+                .filter_map(|(key, offset)| {
+                    let loc = index.get(&key)?;
+                    (loc.segment == segment && loc.offset == offset).then_some((key, offset, loc))
+                })
+                .collect()
+        };
+        if live.is_empty() {
+            return Ok(());
+        }
+        // Keep blocks read since their write, unless hot data alone fills half the budget
+        // (then everything moves, so compaction always makes progress).
+        let keep_reads = hot.config.keep_hot_reads;
+        let room_for_hot = hot.index.borrow().bytes() < hot.budget_share() / 2;
+        // Read and check every record on the blocking pool (page faults and checksums stay
+        // off the shard's core), and put the cold ones into the backend there, durably.
+        let (moving, cold_bytes) = self
+            .blocking(move |backend| {
+                let mut moving = Vec::with_capacity(live.len());
+                let mut cold = Vec::new();
+                for (key, offset, loc) in live {
+                    let data = decode(map.bytes(), offset as usize, RECORD_ALIGN)
+                        .ok()
+                        .filter(|r| r.key == key.as_slice())
+                        .and_then(|r| match r.payload {
+                            Payload::Data(d) => {
+                                let start = offset as usize
+                                    + ipfrs_tiering::segment::record::HEADER_LEN
+                                    + key.len();
+                                map.slice(start, d.len())
+                            }
+                            Payload::Tombstone => None,
+                        });
+                    let stays_hot = room_for_hot && keep_reads > 0 && loc.hits >= keep_reads;
+                    if let (Some(data), false) = (&data, stays_hot) {
+                        cold.push((key.clone(), data.clone()));
+                    }
+                    moving.push(Moving {
+                        key,
+                        offset,
+                        loc,
+                        data,
+                    });
+                }
+                let cold_bytes: u64 = cold.iter().map(|(_, d)| d.len() as u64).sum();
+                if !cold.is_empty() {
+                    backend.put_batch(&cold)?;
+                    backend.flush()?;
+                }
+                Ok((moving, cold_bytes))
+            })
+            .await?;
+        let stays = |m: &Moving| {
+            m.data.is_some() && room_for_hot && keep_reads > 0 && m.loc.hits >= keep_reads
+        };
+        let rewrite: Vec<&Moving> = moving.iter().filter(|m| stays(m)).collect();
+        let records: Vec<Record<'_>> = rewrite
+            .iter()
+            .map(|m| Record {
+                key: &m.key,
+                payload: Payload::Data(m.data.as_deref().unwrap_or(&[])),
+            })
+            .collect();
+        // Rewritten records must be durable before their old segment can be removed.
+        let appended = if records.is_empty() {
+            None
+        } else {
+            Some(self.append(hot, &records, true).await?)
+        };
+        let mut index = hot.index.borrow_mut();
+        let mut rewritten_bytes = 0u64;
+        if let Some(appended) = &appended {
+            for (m, &(new_segment, new_offset)) in rewrite.iter().zip(&appended.locations) {
+                rewritten_bytes += u64::from(m.loc.len);
+                index.insert(
+                    &m.key,
+                    Loc {
+                        segment: new_segment,
+                        offset: new_offset,
+                        // Halved at each move: a block must keep being read to stay hot.
+                        hits: m.loc.hits / 2,
+                        ..m.loc
+                    },
+                );
+            }
+        }
+        let mut damaged = 0u64;
+        for m in moving.iter().filter(|m| !stays(m)) {
+            index.remove_if_at(&m.key, segment, m.offset);
+            if m.data.is_none() {
+                // The block cannot be moved without serving damaged bytes: it is dropped
+                // and counted, never copied.
+                damaged += 1;
+                eprintln!(
+                    "ipfrs shard {}: dropped a corrupt hot record in segment {segment} at \
+                     offset {}",
+                    self.id, m.offset
+                );
+                crate::commit::apply_delta(&self.counters.blocks, -1);
+                crate::commit::apply_delta(&self.counters.bytes, -i64::from(m.loc.len));
+            }
+        }
+        let read_bytes: u64 = moving.iter().map(|m| m.loc.record_len() as u64).sum();
+        bump(&hot.counters.corrupt_records, damaged);
+        bump(&hot.counters.compaction_read_bytes, read_bytes);
+        bump(&hot.counters.compaction_cold_bytes, cold_bytes);
+        bump(&hot.counters.compaction_rewritten_bytes, rewritten_bytes);
+        Ok(())
+    }
+
+    /// Removes a compacted segment (runs as the writer's group).
+    pub(crate) async fn retire(&self, hot: &HotTier, segment: u32) -> Result<()> {
+        let active = hot.writer.borrow().as_ref().map(|w| w.active());
+        // Already retired (two compactions of one segment), or still being written.
+        if active == Some(segment) || !hot.segments.borrow().contains_key(&segment) {
+            return Ok(());
+        }
+        let still_live = hot
+            .index
+            .borrow()
+            .iter()
+            .any(|(_, loc)| loc.segment == segment);
+        if still_live {
+            // A record was added to the index after the scan (cannot happen: segments are
+            // sealed) — keep the file rather than lose it.
+            return Err(Error::SegmentIo {
+                shard: self.id,
+                message: format!("segment {segment} still has live records after compaction"),
+            });
+        }
+        // Readers holding blocks of this segment keep its mapping alive.
+        hot.segments.borrow_mut().remove(&segment);
+        let path = ipfrs_tiering::segment::file::segment_path(&hot.dir, segment);
+        let dir = hot.dir.clone();
+        glommio::executor()
+            .spawn_blocking(move || {
+                std::fs::remove_file(&path)?;
+                sync_dir(&dir)
+            })
+            .await
+            .map_err(|e| Error::SegmentIo {
+                shard: self.id,
+                message: format!("removing segment {segment}: {e}"),
+            })?;
+        bump(&hot.counters.segments_compacted, 1);
+        Ok(())
+    }
+}

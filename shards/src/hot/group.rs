@@ -1,0 +1,408 @@
+//! Group commit into the hot tier.
+//!
+//! A group is every write queued since the last one (see `commit`). It is committed in four
+//! steps, and acknowledged only after the last:
+//! 1. **Resolve**: which keys exist. The hot index answers for hot keys; keys the bloom filter
+//!    cannot rule out are looked up in the cold backend, all in one blocking call.
+//! 2. **Plan**: replay the group's ops in order against that state: a put of a stored block
+//!    writes nothing (same key, same bytes), a delete of a stored block writes a tombstone.
+//! 3. **Append**: one mark record and every planned record, in DMA writes, then one fdatasync
+//!    (unless durability is None and nothing asked for a flush).
+//! 4. **Cold deletes**: blocks deleted that may also be in the cold backend are deleted there
+//!    (and flushed) after their tombstones are durable; if the process dies in between,
+//!    recovery redoes them from the tombstones.
+//!
+//! Then the index, bloom filter, cache and counters are updated and every waiter answered.
+
+use std::rc::Rc;
+
+use bytes::Bytes;
+use hashbrown::{HashMap, HashSet};
+use ipfrs_core_types::Durability;
+use ipfrs_core_types::key::{Key, bloom_hash};
+use ipfrs_tiering::segment::{Loc, Payload};
+
+use super::HotTier;
+use super::writer::{AppendError, Appended, Record};
+use crate::commit::{Ack, Pending, WriteOp, apply_delta};
+use crate::shard::{Shard, bump};
+use crate::{Error, Result};
+
+/// Where a key is, as far as the group has seen.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Tier {
+    Hot,
+    Cold,
+    /// Written by this group.
+    New,
+}
+
+/// What a planned record does to the index once it is durable.
+enum Effect {
+    Put { key: Key, len: u32, hits: u16 },
+    Tombstone { key: Key },
+}
+
+/// The plan of one group.
+#[derive(Default)]
+struct Plan {
+    /// Records to append, with what each does.
+    records: Vec<(Effect, Option<Bytes>)>,
+    /// Keys to delete from the cold backend.
+    cold_deletes: Vec<Key>,
+    /// Per delete op, whether each key was present.
+    deleted_flags: Vec<Vec<bool>>,
+    blocks_delta: i64,
+    bytes_delta: i64,
+    promotions: u64,
+    sync: bool,
+    /// A flush was asked for: the cold backend is flushed too (deletes made under
+    /// durability None).
+    flush_cold: bool,
+}
+
+impl Shard {
+    /// Commits one group into the hot tier (see the module documentation).
+    pub(crate) async fn commit_group_hot(self: &Rc<Self>, hot: &HotTier, group: Vec<WriteOp>) {
+        if let Some(reason) = self.writes.read_only() {
+            for op in group {
+                op.ack.fail(Error::ReadOnly {
+                    shard: self.id,
+                    reason: reason.clone(),
+                });
+            }
+            return;
+        }
+        if let [
+            WriteOp {
+                pending: Pending::Migrate { .. } | Pending::Retire { .. } | Pending::Seal,
+                ..
+            },
+        ] = group.as_slice()
+        {
+            let Some(op) = group.into_iter().next() else {
+                return;
+            };
+            let result = match op.pending {
+                Pending::Migrate { segment, records } => self.migrate(hot, segment, records).await,
+                Pending::Retire { segment } => self.retire(hot, segment).await,
+                Pending::Seal => self.seal(hot).await,
+                _ => Ok(()),
+            };
+            match (result, op.ack) {
+                (Ok(()), Ack::Done(reply)) => {
+                    let _ = reply.send(Ok(()));
+                }
+                (Err(e), ack) => ack.fail(e),
+                _ => {}
+            }
+            return;
+        }
+        let ops = group.len() as u64;
+        let (pendings, acks): (Vec<Pending>, Vec<Ack>) =
+            group.into_iter().map(|op| (op.pending, op.ack)).unzip();
+        let result = self.commit_hot(hot, pendings).await;
+        match result {
+            Ok(mut flags) => {
+                bump(&self.counters.write_groups, 1);
+                bump(&self.counters.write_ops, ops);
+                flags.reverse();
+                for ack in acks {
+                    match ack {
+                        Ack::Done(reply) => {
+                            let _ = reply.send(Ok(()));
+                        }
+                        Ack::Deleted(reply) => {
+                            let _ = reply.send(Ok(flags.pop().unwrap_or_default()));
+                        }
+                        Ack::Nobody => {}
+                    }
+                }
+            }
+            Err(err) => {
+                for ack in acks {
+                    ack.fail(err.clone());
+                }
+            }
+        }
+        if hot.over_budget() {
+            let _ = hot.wake_tx.try_send(());
+        }
+    }
+
+    /// Resolves, plans, appends and applies one group; returns the delete flags.
+    async fn commit_hot(&self, hot: &HotTier, ops: Vec<Pending>) -> Result<Vec<Vec<bool>>> {
+        let cold = self.resolve_cold(hot, &ops).await?;
+        let plan = self.plan(hot, ops, &cold);
+        let records: Vec<Record<'_>> = plan
+            .records
+            .iter()
+            .map(|(effect, data)| match effect {
+                Effect::Put { key, .. } => Record {
+                    key,
+                    payload: Payload::Data(data.as_deref().unwrap_or(&[])),
+                },
+                Effect::Tombstone { key } => Record {
+                    key,
+                    payload: Payload::Tombstone,
+                },
+            })
+            .collect();
+        let appended = self.append(hot, &records, plan.sync).await?;
+        drop(records);
+        if !plan.cold_deletes.is_empty() || plan.flush_cold {
+            let keys = plan.cold_deletes.clone();
+            let sync = plan.sync;
+            let deleted = self
+                .blocking(move |backend| {
+                    if !keys.is_empty() {
+                        backend.delete_batch(&keys)?;
+                    }
+                    if sync {
+                        backend.flush()?;
+                    }
+                    Ok(())
+                })
+                .await;
+            if let Err(e) = deleted {
+                // The tombstones are durable but the cold copies may still be served:
+                // refuse writes until a reopen redoes the deletes from the tombstones.
+                let reason = format!("deleting from the cold backend failed: {e}");
+                self.writes.poison(reason.clone());
+                return Err(Error::ReadOnly {
+                    shard: self.id,
+                    reason,
+                });
+            }
+        }
+        self.apply(hot, plan.records, &appended);
+        apply_delta(&self.counters.blocks, plan.blocks_delta);
+        apply_delta(&self.counters.bytes, plan.bytes_delta);
+        bump(&hot.counters.promotions, plan.promotions);
+        Ok(plan.deleted_flags)
+    }
+
+    /// Sizes in the cold backend of the keys the group touches that are not hot and that the
+    /// bloom filter cannot rule out: one blocking call for the whole group.
+    async fn resolve_cold(
+        &self,
+        hot: &HotTier,
+        ops: &[Pending],
+    ) -> Result<HashMap<Key, Option<u64>>> {
+        let mut unsure: HashSet<Key> = HashSet::new();
+        {
+            let index = hot.index.borrow();
+            let mut consider = |key: &Key| {
+                if !index.contains(key) && self.bloom_may_contain(key) {
+                    unsure.insert(key.clone());
+                }
+            };
+            for op in ops {
+                match op {
+                    Pending::Put(items) => items.iter().for_each(|(key, _)| consider(key)),
+                    Pending::Delete(keys) => keys.iter().for_each(&mut consider),
+                    _ => {}
+                }
+            }
+        }
+        if unsure.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let keys: Vec<Key> = unsure.into_iter().collect();
+        self.blocking(move |backend| {
+            keys.into_iter()
+                .map(|key| {
+                    let size = backend.size(&key)?;
+                    Ok((key, size))
+                })
+                .collect()
+        })
+        .await
+    }
+
+    /// Replays the group's ops in order against the known state.
+    fn plan(&self, hot: &HotTier, ops: Vec<Pending>, cold: &HashMap<Key, Option<u64>>) -> Plan {
+        let mut plan = Plan {
+            sync: self.writes.durability() != Durability::None,
+            ..Plan::default()
+        };
+        let index = hot.index.borrow();
+        let mut state: HashMap<Key, Option<(u64, Tier)>> = HashMap::new();
+        let prior = |state: &HashMap<Key, Option<(u64, Tier)>>, key: &Key| {
+            if let Some(known) = state.get(key) {
+                return *known;
+            }
+            if let Some(loc) = index.get(key) {
+                return Some((u64::from(loc.len), Tier::Hot));
+            }
+            cold.get(key)
+                .copied()
+                .flatten()
+                .map(|len| (len, Tier::Cold))
+        };
+        let epoch = self.delete_epoch.get();
+        for op in ops {
+            match op {
+                Pending::Put(items) => {
+                    for (key, data) in items {
+                        if prior(&state, &key).is_some() {
+                            continue;
+                        }
+                        plan.blocks_delta += 1;
+                        plan.bytes_delta += data.len() as i64;
+                        state.insert(key.clone(), Some((data.len() as u64, Tier::New)));
+                        // The engine's block size limit is far below 4 GiB.
+                        let len = data.len() as u32;
+                        plan.records
+                            .push((Effect::Put { key, len, hits: 0 }, Some(data)));
+                    }
+                }
+                Pending::Delete(keys) => {
+                    let mut flags = Vec::with_capacity(keys.len());
+                    for key in keys {
+                        let Some((len, tier)) = prior(&state, &key) else {
+                            flags.push(false);
+                            continue;
+                        };
+                        flags.push(true);
+                        plan.blocks_delta -= 1;
+                        plan.bytes_delta -= len as i64;
+                        // A hot block may also have a cold copy (promoted blocks keep theirs).
+                        if tier == Tier::Cold || self.bloom_may_contain(&key) {
+                            plan.cold_deletes.push(key.clone());
+                        }
+                        state.insert(key.clone(), None);
+                        plan.records.push((Effect::Tombstone { key }, None));
+                    }
+                    plan.deleted_flags.push(flags);
+                }
+                Pending::Flush => {
+                    plan.sync = true;
+                    plan.flush_cold = true;
+                }
+                Pending::Promote {
+                    key,
+                    data,
+                    epoch: read_at,
+                } => {
+                    // Only a block still cold, with no delete committed since it was read.
+                    let still_cold = state.get(&key).is_none() && !index.contains(&key);
+                    if read_at == epoch && still_cold {
+                        plan.promotions += 1;
+                        let len = data.len() as u32;
+                        state.insert(key.clone(), Some((u64::from(len), Tier::Hot)));
+                        plan.records
+                            .push((Effect::Put { key, len, hits: 0 }, Some(data)));
+                    }
+                }
+                Pending::Migrate { .. } | Pending::Retire { .. } | Pending::Seal => {}
+            }
+        }
+        plan
+    }
+
+    /// Seals the active segment (see `Pending::Seal`).
+    async fn seal(&self, hot: &HotTier) -> Result<()> {
+        let Some(mut writer) = hot.writer.borrow_mut().take() else {
+            return Ok(());
+        };
+        let result = writer.seal().await;
+        *hot.writer.borrow_mut() = Some(writer);
+        match result {
+            Ok(Some(map)) => {
+                hot.segments.borrow_mut().insert(map.id(), map);
+                Ok(())
+            }
+            Ok(None) => Ok(()),
+            Err(e) => Err(self.append_error(e)),
+        }
+    }
+
+    /// Appends records with the shard's writer, mapping failures to shard errors (a failed
+    /// write or sync makes the shard read-only; a full disk only fails this group).
+    pub(crate) async fn append(
+        &self,
+        hot: &HotTier,
+        records: &[Record<'_>],
+        sync: bool,
+    ) -> Result<Appended> {
+        let Some(mut writer) = hot.writer.borrow_mut().take() else {
+            return Err(Error::ReadOnly {
+                shard: self.id,
+                reason: "the hot tier's writer is not running".into(),
+            });
+        };
+        let result = writer.append(records, sync).await;
+        *hot.writer.borrow_mut() = Some(writer);
+        match result {
+            Ok(appended) => {
+                bump(&hot.counters.disk_bytes, appended.disk_bytes);
+                let mut segments = hot.segments.borrow_mut();
+                for map in &appended.new_segments {
+                    segments.insert(map.id(), map.clone());
+                }
+                Ok(appended)
+            }
+            Err(e) => Err(self.append_error(e)),
+        }
+    }
+
+    /// The shard error for an append failure; a failed write or sync poisons the shard.
+    fn append_error(&self, err: AppendError) -> Error {
+        let reason = match err {
+            AppendError::NoSpace(path) => {
+                return Error::NoSpace {
+                    shard: self.id,
+                    path: path.display().to_string(),
+                };
+            }
+            AppendError::Invalid(reason) => {
+                return Error::SegmentIo {
+                    shard: self.id,
+                    message: format!("record refused: {reason}"),
+                };
+            }
+            AppendError::Write(e) => format!("writing a hot segment failed: {e}"),
+            AppendError::Sync(e) => format!("syncing a hot segment failed: {e}"),
+        };
+        self.writes.poison(reason.clone());
+        Error::ReadOnly {
+            shard: self.id,
+            reason,
+        }
+    }
+
+    /// Points the index at the appended records, feeds the bloom filter, and drops deleted
+    /// blocks from the cache.
+    fn apply(&self, hot: &HotTier, records: Vec<(Effect, Option<Bytes>)>, appended: &Appended) {
+        let mut index = hot.index.borrow_mut();
+        let mut bloom = self.bloom.borrow_mut();
+        let mut deleted = false;
+        for ((effect, _), &(segment, offset)) in records.into_iter().zip(&appended.locations) {
+            match effect {
+                Effect::Put { key, len, hits } => {
+                    bloom.insert_hash(bloom_hash(&key));
+                    index.insert(
+                        &key,
+                        Loc {
+                            segment,
+                            offset,
+                            len,
+                            // Keys are multihashes, far below u16::MAX bytes.
+                            key_len: key.len() as u16,
+                            hits,
+                        },
+                    );
+                }
+                Effect::Tombstone { key } => {
+                    index.remove(&key);
+                    self.cache.borrow_mut().remove(&key);
+                    deleted = true;
+                }
+            }
+        }
+        if deleted {
+            self.delete_epoch.set(self.delete_epoch.get() + 1);
+        }
+    }
+}

@@ -1,0 +1,267 @@
+//! A shard's hot tier: its segments, its index, recovery at start, and reads.
+//!
+//! ```text
+//! shard-NNN/segments/00000001.seg ...   log-structured, appended by `writer`
+//!            index: key fingerprint -> (segment, offset, len, hits)
+//! ```
+//! New blocks are appended to the active segment by the shard's committer (`group`), which
+//! updates the index only after the append is durable under the durability mode. Reads find a
+//! hot block in the index and answer with a `Bytes` slice of the segment's mapping: no copy,
+//! no syscall on the shard. The client side checks the record (checksum, key) before handing
+//! out the payload, so the page faults and the checksum work land on the caller's thread and a
+//! damaged record is reported, never served. Compaction (`compaction`) keeps the segments
+//! within the hot budget by moving the oldest segment's blocks into the cold backend.
+
+pub(crate) mod compaction;
+pub(crate) mod group;
+pub(crate) mod writer;
+
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use fastbloom::BloomFilter;
+use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
+use hashbrown::HashMap;
+use ipfrs_core_types::HotTier as HotConfig;
+use ipfrs_core_types::key::bloom_hash;
+use ipfrs_tiering::segment::file::{MappedSegment, ensure_allocated, list_segments, zero_tail};
+use ipfrs_tiering::segment::index::fingerprint;
+use ipfrs_tiering::segment::{HotIndex, Loc, SegmentScan, replay, scan_segment};
+
+use writer::{DMA_ALIGN, RECORD_ALIGN, Writer};
+
+/// Cold keys whose reads are counted for promotion, at most; the counts are forgotten when the
+/// table fills, which is also how old counts decay.
+const PROMOTION_TRACKED_KEYS: usize = 16 * 1024;
+
+/// Counters of the hot tier (single-threaded, so `Cell`s).
+#[derive(Default)]
+pub(crate) struct HotCounters {
+    /// Bytes written to segment files (records, padding and sector rewrites).
+    pub(crate) disk_bytes: Cell<u64>,
+    /// Record bytes compaction read from segments it emptied.
+    pub(crate) compaction_read_bytes: Cell<u64>,
+    /// Block bytes compaction moved into the cold backend.
+    pub(crate) compaction_cold_bytes: Cell<u64>,
+    /// Block bytes compaction rewrote into the active segment (still hot).
+    pub(crate) compaction_rewritten_bytes: Cell<u64>,
+    /// Segments compaction removed.
+    pub(crate) segments_compacted: Cell<u64>,
+    /// Cold blocks copied back into the hot tier.
+    pub(crate) promotions: Cell<u64>,
+    /// Damaged records found (at recovery, by reads, or by compaction).
+    pub(crate) corrupt_records: Cell<u64>,
+}
+
+/// The hot tier of one shard.
+pub(crate) struct HotTier {
+    pub(crate) config: HotConfig,
+    pub(crate) dir: PathBuf,
+    pub(crate) index: RefCell<HotIndex>,
+    /// Every segment file, the active one included, by number.
+    pub(crate) segments: RefCell<BTreeMap<u32, MappedSegment>>,
+    /// The appender; the committer takes it out for the length of an append.
+    pub(crate) writer: RefCell<Option<Writer>>,
+    /// This shard's share of the hot budget, in bytes.
+    pub(crate) budget: u64,
+    /// Segments this shard may keep before compaction starts (its share of the budget).
+    pub(crate) max_segments: usize,
+    pub(crate) counters: HotCounters,
+    /// Reads of cold blocks, by key fingerprint, for promotion.
+    pub(crate) cold_reads: RefCell<HashMap<u128, u16>>,
+    /// The compaction task, cancelled at shutdown (it holds the shard alive otherwise).
+    pub(crate) compaction: RefCell<Option<glommio::Task<()>>>,
+    /// Wakes the compaction task after a commit that may have passed the budget.
+    pub(crate) wake_tx: LocalSender<()>,
+    pub(crate) wake_rx: LocalReceiver<()>,
+}
+
+/// What recovery found, for the shard to finish opening.
+pub(crate) struct Recovery {
+    pub(crate) tier: HotTier,
+    /// Where to resume appending: (active segment, position, its partial last sector), or
+    /// `None` for a new store (the first segment is created once the executor runs).
+    pub(crate) resume: Option<(u32, u64, Vec<u8>)>,
+    /// The next sequence number.
+    pub(crate) next_seq: u64,
+    /// Keys whose last record is a tombstone: deletes to redo on the cold backend.
+    pub(crate) tombstoned: Vec<Vec<u8>>,
+}
+
+impl HotTier {
+    /// Rebuilds the hot tier of the shard whose segments are in `dir`, feeding every hot key to
+    /// `bloom`. Torn tails are zeroed; corruption is counted and reported on stderr (it stays
+    /// findable: reads of a damaged record report it as corrupt).
+    pub(crate) fn recover(
+        shard: usize,
+        dir: &Path,
+        config: HotConfig,
+        budget: u64,
+        bloom: &mut BloomFilter,
+    ) -> io::Result<Recovery> {
+        std::fs::create_dir_all(dir)?;
+        let mut maps = Vec::new();
+        let listed = list_segments(dir)?;
+        if let Some((_, last)) = listed.last() {
+            ensure_allocated(last, config.segment_bytes)?;
+        }
+        for (id, path) in listed {
+            maps.push((id, path.clone(), MappedSegment::open(id, &path)?));
+        }
+        let scans: Vec<(u32, SegmentScan<'_>)> = maps
+            .iter()
+            .map(|(id, _, map)| (*id, scan_segment(map.bytes(), RECORD_ALIGN)))
+            .collect();
+        let recovered = replay(&scans, |key| {
+            bloom.insert_hash(bloom_hash(key));
+        });
+        drop(scans);
+        let counters = HotCounters::default();
+        counters
+            .corrupt_records
+            .set(recovered.corruption.len() as u64);
+        for bad in recovered.corruption.iter().take(10) {
+            eprintln!(
+                "ipfrs shard {shard}: corrupt hot record in segment {} at offset {}: {}",
+                bad.segment, bad.offset, bad.cause
+            );
+        }
+        let mut segments = BTreeMap::new();
+        for ((id, path, map), outcome) in maps.into_iter().zip(&recovered.segments) {
+            let map = match outcome.torn_at {
+                Some(torn) => {
+                    // Unmap before zeroing so no reader could see the bytes change.
+                    drop(map);
+                    zero_tail(&path, torn as u64)?;
+                    MappedSegment::open(id, &path)?
+                }
+                None => map,
+            };
+            segments.insert(id, map);
+        }
+        let resume = match (segments.last_key_value(), recovered.segments.last()) {
+            (Some((&id, map)), Some(outcome)) => {
+                let pos = outcome.append_at as u64;
+                let from = (pos & !(DMA_ALIGN - 1)) as usize;
+                Some((id, pos, map.bytes()[from..outcome.append_at].to_vec()))
+            }
+            _ => None,
+        };
+        let (wake_tx, wake_rx) = local_channel::new_bounded(1);
+        Ok(Recovery {
+            tier: HotTier {
+                config,
+                dir: dir.to_path_buf(),
+                index: RefCell::new(recovered.index),
+                segments: RefCell::new(segments),
+                writer: RefCell::new(None),
+                budget,
+                // The active segment plus at least one sealed one.
+                max_segments: ((budget / config.segment_bytes.max(1)) as usize).max(2),
+                counters,
+                cold_reads: RefCell::default(),
+                compaction: RefCell::new(None),
+                wake_tx,
+                wake_rx,
+            },
+            resume,
+            next_seq: recovered.max_seq + 1,
+            tombstoned: recovered.tombstoned,
+        })
+    }
+
+    /// Starts the appender (inside the executor): resumes the active segment, or creates the
+    /// first one.
+    pub(crate) async fn start_writer(
+        &self,
+        resume: Option<(u32, u64, Vec<u8>)>,
+        seq: u64,
+    ) -> Result<(), writer::AppendError> {
+        let (segment_bytes, chunk) = (self.config.segment_bytes, self.config.write_chunk_bytes);
+        let (id, pos, tail) = match resume {
+            Some(resume) => resume,
+            None => {
+                let (file, map) = Writer::create_segment(&self.dir, 1, segment_bytes).await?;
+                let _ = file.close().await;
+                self.segments.borrow_mut().insert(1, map);
+                (1, 0, Vec::new())
+            }
+        };
+        let writer = Writer::resume(&self.dir, id, pos, tail, seq, segment_bytes, chunk)
+            .await
+            .map_err(writer::AppendError::Write)?;
+        *self.writer.borrow_mut() = Some(writer);
+        Ok(())
+    }
+
+    /// The record of a hot key as a zero-copy slice of its segment, counting the read.
+    pub(crate) fn fetch(&self, key: &[u8]) -> Option<Bytes> {
+        let loc = self.index.borrow_mut().touch(key)?;
+        Some(self.record_bytes(&loc))
+    }
+
+    /// The bytes of the record at `loc` (empty if its segment is gone, which the client's
+    /// check then reports as corrupt rather than serving anything).
+    pub(crate) fn record_bytes(&self, loc: &Loc) -> Bytes {
+        self.segments
+            .borrow()
+            .get(&loc.segment)
+            .and_then(|map| map.slice(loc.offset as usize, loc.record_len()))
+            .unwrap_or_default()
+    }
+
+    /// Counts a read of a cold block; true when it has been read often enough to be copied
+    /// back into the hot tier.
+    pub(crate) fn count_cold_read(&self, key: &[u8]) -> bool {
+        let threshold = self.config.promote_after_reads;
+        if threshold == 0 {
+            return false;
+        }
+        let mut reads = self.cold_reads.borrow_mut();
+        if reads.len() >= PROMOTION_TRACKED_KEYS {
+            reads.clear();
+        }
+        let fp = fingerprint(key);
+        let count = reads.entry(fp).or_insert(0);
+        *count = count.saturating_add(1);
+        if *count >= threshold {
+            reads.remove(&fp);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// This shard's share of the hot budget, in bytes.
+    pub(crate) fn budget_share(&self) -> u64 {
+        self.budget
+    }
+
+    /// Whether the segments take more than this shard's share of the budget.
+    pub(crate) fn over_budget(&self) -> bool {
+        self.segments.borrow().len() > self.max_segments
+    }
+
+    /// Disk bytes the segments take (each is preallocated to full size).
+    pub(crate) fn disk_footprint(&self) -> u64 {
+        self.segments.borrow().len() as u64 * self.config.segment_bytes
+    }
+}
+
+/// The keys of the records at `locs`, read from their headers in the segment mappings (for
+/// listing; run it on the blocking pool, the reads may fault pages in).
+pub(crate) fn keys_of(segments: &BTreeMap<u32, MappedSegment>, locs: &[Loc]) -> Vec<Vec<u8>> {
+    let header = ipfrs_tiering::segment::record::HEADER_LEN;
+    locs.iter()
+        .filter_map(|loc| {
+            let map = segments.get(&loc.segment)?;
+            let at = loc.offset as usize + header;
+            map.bytes()
+                .get(at..at + usize::from(loc.key_len))
+                .map(<[u8]>::to_vec)
+        })
+        .collect()
+}

@@ -1,0 +1,415 @@
+//! The hot tier's appender: records into the active segment with io_uring DMA writes.
+//!
+//! Records are packed at 8-byte alignment, but O_DIRECT writes must start and end on 4096-byte
+//! boundaries. So each append starts at the 4096-byte boundary at or before the append
+//! position and first re-writes the bytes already there (`tail`, kept in memory): the rewritten
+//! sector holds the same bytes as before, so a torn rewrite cannot change a synced record.
+//! An append is cut into DMA buffers of `write_chunk_bytes`, each written as soon as it is
+//! full, all in flight together; then one fdatasync covers them (unless durability is None).
+//!
+//! Every append starts with a mark record naming the position up to which the log was durable
+//! before it (see `ipfrs_tiering::segment::recover`): that is how recovery tells a torn tail
+//! from corruption. When a record does not fit in the active segment, the segment is sealed
+//! (it is synced with the rest of the append) and a new one is created, preallocated and its
+//! directory entry synced before anything in it can be acknowledged.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use glommio::io::{DmaBuffer, DmaFile, OpenOptions};
+use glommio::task::JoinHandle;
+use ipfrs_tiering::segment::file::{segment_path, sync_dir};
+use ipfrs_tiering::segment::recover::{MARK_KEY, Position, encode_mark};
+use ipfrs_tiering::segment::{Alignment, MappedSegment, Payload, encode_header, encoded_len};
+
+/// O_DIRECT granularity: every write starts and ends on a multiple of this.
+pub(crate) const DMA_ALIGN: u64 = 4096;
+
+/// Records are padded to 8 bytes (see `Alignment::WORD`).
+pub(crate) const RECORD_ALIGN: Alignment = Alignment::WORD;
+
+fn align_down(v: u64) -> u64 {
+    v & !(DMA_ALIGN - 1)
+}
+
+fn align_up(v: u64) -> u64 {
+    (v + DMA_ALIGN - 1) & !(DMA_ALIGN - 1)
+}
+
+/// One record to append.
+pub(crate) struct Record<'a> {
+    pub(crate) key: &'a [u8],
+    pub(crate) payload: Payload<'a>,
+}
+
+/// Why an append failed.
+#[derive(Debug)]
+pub(crate) enum AppendError {
+    /// A new segment could not be allocated: the disk is full. Nothing was written, the log is
+    /// unchanged, later appends may succeed once space is freed.
+    NoSpace(PathBuf),
+    /// A record cannot be encoded (key or payload length out of range); nothing was written.
+    Invalid(String),
+    /// A write failed or came up short. Some of the append may be on disk past the append
+    /// position: the caller must stop writing (the shard goes read-only).
+    Write(io::Error),
+    /// The sync failed: after a failed fsync the kernel may have dropped dirty pages, so
+    /// nothing unsynced may be acknowledged, ever (the shard goes read-only).
+    Sync(io::Error),
+}
+
+/// Where each appended record landed, and the segments the append created.
+pub(crate) struct Appended {
+    /// Per record, in input order: (segment, offset).
+    pub(crate) locations: Vec<(u32, u32)>,
+    /// Segments created by this append, to be registered for reads.
+    pub(crate) new_segments: Vec<MappedSegment>,
+    /// Bytes written to disk, rewrites of partial sectors included.
+    pub(crate) disk_bytes: u64,
+}
+
+/// The appender of one shard.
+pub(crate) struct Writer {
+    dir: PathBuf,
+    segment_bytes: u64,
+    chunk_bytes: usize,
+    file: Rc<DmaFile>,
+    active: u32,
+    /// Where the next record goes in the active segment.
+    pos: u64,
+    /// The bytes between `align_down(pos)` and `pos`, rewritten by the next append.
+    tail: Vec<u8>,
+    /// Everything before this position is durable.
+    durable: Position,
+    /// Sealed segments written since the last sync.
+    unsynced: Vec<Rc<DmaFile>>,
+    seq: u64,
+}
+
+impl Writer {
+    /// Resumes appending to segment `active` at `pos`, whose last partial sector is `tail`.
+    pub(crate) async fn resume(
+        dir: &Path,
+        active: u32,
+        pos: u64,
+        tail: Vec<u8>,
+        seq: u64,
+        segment_bytes: u64,
+        chunk_bytes: usize,
+    ) -> io::Result<Writer> {
+        let path = segment_path(dir, active);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .dma_open(&path)
+            .await?;
+        Ok(Writer {
+            dir: dir.to_path_buf(),
+            segment_bytes,
+            chunk_bytes,
+            file: Rc::new(file),
+            active,
+            pos,
+            tail,
+            // Recovery synced or zeroed everything before `pos`.
+            durable: Position {
+                segment: active,
+                offset: pos,
+            },
+            unsynced: Vec::new(),
+            seq,
+        })
+    }
+
+    /// Creates segment `id` (preallocated, directory entry durable) and maps it.
+    pub(crate) async fn create_segment(
+        dir: &Path,
+        id: u32,
+        segment_bytes: u64,
+    ) -> Result<(DmaFile, MappedSegment), AppendError> {
+        let path = segment_path(dir, id);
+        let no_space = |e: &io::Error| e.raw_os_error() == Some(libc::ENOSPC);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .dma_open(&path)
+            .await
+            .map_err(io::Error::from)
+            .map_err(|e| {
+                if no_space(&e) {
+                    AppendError::NoSpace(path.clone())
+                } else {
+                    AppendError::Write(e)
+                }
+            })?;
+        if let Err(e) = file.pre_allocate(segment_bytes, false).await {
+            let e = io::Error::from(e);
+            // Leave no half-made segment behind: recovery would map a short file.
+            let _ = file.close().await;
+            let _ = std::fs::remove_file(&path);
+            return Err(if no_space(&e) {
+                AppendError::NoSpace(path)
+            } else {
+                AppendError::Write(e)
+            });
+        }
+        let dir_owned = dir.to_path_buf();
+        let synced = glommio::executor()
+            .spawn_blocking(move || sync_dir(&dir_owned))
+            .await;
+        synced.map_err(AppendError::Sync)?;
+        let map = MappedSegment::open(id, &path).map_err(AppendError::Write)?;
+        Ok((file, map))
+    }
+
+    /// The active segment's number.
+    pub(crate) fn active(&self) -> u32 {
+        self.active
+    }
+
+    /// Appends `records` after a mark record, in order, and syncs if `sync`.
+    pub(crate) async fn append(
+        &mut self,
+        records: &[Record<'_>],
+        sync: bool,
+    ) -> Result<Appended, AppendError> {
+        let mut out = Appended {
+            locations: Vec::with_capacity(records.len()),
+            new_segments: Vec::new(),
+            disk_bytes: 0,
+        };
+        if let Some(bad) = records
+            .iter()
+            .find_map(|r| encode_header(0, r.key, r.payload).err())
+        {
+            return Err(AppendError::Invalid(bad.to_string()));
+        }
+        let mark = encode_mark(self.durable);
+        let mark_record = Record {
+            key: MARK_KEY,
+            payload: Payload::Data(&mark),
+        };
+        let mut next = 0;
+        let mut first = true;
+        while first || next < records.len() {
+            let start = align_down(self.pos);
+            let mut chunks = Chunks::new(Rc::clone(&self.file), start, self.chunk_bytes);
+            chunks.put(&self.tail);
+            let mut pos = self.pos;
+            if first {
+                first = false;
+                let len = encoded_len(MARK_KEY.len(), mark.len(), RECORD_ALIGN) as u64;
+                if pos + len <= self.segment_bytes {
+                    self.put_record(&mut chunks, &mark_record, len);
+                    pos += len;
+                }
+            }
+            while let Some(record) = records.get(next) {
+                let data_len = record.payload.data().map_or(0, <[u8]>::len);
+                let len = encoded_len(record.key.len(), data_len, RECORD_ALIGN) as u64;
+                if pos + len > self.segment_bytes {
+                    if pos == 0 {
+                        // Config validation keeps blocks far below the segment size.
+                        return Err(AppendError::Write(io::Error::other(
+                            "record larger than a whole segment",
+                        )));
+                    }
+                    break;
+                }
+                self.put_record(&mut chunks, record, len);
+                // Segments are at most 4 GiB (config validation), so offsets fit in u32.
+                out.locations.push((self.active, pos as u32));
+                pos += len;
+                next += 1;
+            }
+            let (tail, written) = chunks.finish(pos).await.map_err(AppendError::Write)?;
+            out.disk_bytes += written;
+            self.pos = pos;
+            self.tail = tail;
+            if next < records.len() {
+                self.roll_over(&mut out).await?;
+            }
+        }
+        if sync {
+            self.sync().await?;
+        }
+        Ok(out)
+    }
+
+    /// Makes everything appended so far durable.
+    pub(crate) async fn sync(&mut self) -> Result<(), AppendError> {
+        for file in self.unsynced.drain(..) {
+            file.fdatasync()
+                .await
+                .map_err(|e| AppendError::Sync(e.into()))?;
+        }
+        self.file
+            .fdatasync()
+            .await
+            .map_err(|e| AppendError::Sync(e.into()))?;
+        self.durable = Position {
+            segment: self.active,
+            offset: self.pos,
+        };
+        Ok(())
+    }
+
+    /// Seals the active segment (synced) and starts a new one, if the active one holds
+    /// anything; returns the new segment's mapping.
+    pub(crate) async fn seal(&mut self) -> Result<Option<MappedSegment>, AppendError> {
+        if self.pos == 0 {
+            return Ok(None);
+        }
+        self.sync().await?;
+        let mut out = Appended {
+            locations: Vec::new(),
+            new_segments: Vec::new(),
+            disk_bytes: 0,
+        };
+        self.roll_over(&mut out).await?;
+        self.sync().await?;
+        Ok(out.new_segments.pop())
+    }
+
+    /// Seals the active segment and continues in a new one.
+    async fn roll_over(&mut self, out: &mut Appended) -> Result<(), AppendError> {
+        let id = self.active + 1;
+        let (file, map) = Writer::create_segment(&self.dir, id, self.segment_bytes).await?;
+        let sealed = std::mem::replace(&mut self.file, Rc::new(file));
+        self.unsynced.push(sealed);
+        out.new_segments.push(map);
+        self.active = id;
+        self.pos = 0;
+        self.tail.clear();
+        Ok(())
+    }
+
+    fn put_record(&mut self, chunks: &mut Chunks, record: &Record<'_>, len: u64) {
+        // Lengths were checked by the engine (block size limit far below the record limit).
+        // `append` checked every record before writing any, so this cannot fail; a zero header
+        // would read as the end of the log, which is why it is checked up front.
+        let header = encode_header(self.seq, record.key, record.payload)
+            .unwrap_or([0u8; ipfrs_tiering::segment::record::HEADER_LEN]);
+        self.seq += 1;
+        chunks.put(&header);
+        chunks.put(record.key);
+        let data = record.payload.data().unwrap_or(&[]);
+        chunks.put(data);
+        let unpadded = header.len() + record.key.len() + data.len();
+        chunks.zeros(len as usize - unpadded);
+    }
+}
+
+/// DMA buffers being filled for one contiguous write, each sent to the disk when full.
+struct Chunks {
+    file: Rc<DmaFile>,
+    chunk_bytes: usize,
+    current: Option<DmaBuffer>,
+    /// File position of `current`'s first byte.
+    current_at: u64,
+    /// Bytes filled in `current`.
+    filled: usize,
+    writes: Vec<(JoinHandle<glommio::Result<usize, ()>>, usize)>,
+}
+
+impl Chunks {
+    fn new(file: Rc<DmaFile>, at: u64, chunk_bytes: usize) -> Chunks {
+        Chunks {
+            file,
+            chunk_bytes: chunk_bytes.max(DMA_ALIGN as usize),
+            current: None,
+            current_at: at,
+            filled: 0,
+            writes: Vec::new(),
+        }
+    }
+
+    fn buffer(&mut self) -> &mut DmaBuffer {
+        let chunk = self.chunk_bytes;
+        let file = &self.file;
+        self.current
+            .get_or_insert_with(|| file.alloc_dma_buffer(chunk))
+    }
+
+    fn put(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            let filled = self.filled;
+            let buf = self.buffer();
+            let room = buf.len() - filled;
+            let n = room.min(bytes.len());
+            buf.as_bytes_mut()[filled..filled + n].copy_from_slice(&bytes[..n]);
+            self.filled += n;
+            bytes = &bytes[n..];
+            if self.filled == self.chunk_bytes {
+                self.send();
+            }
+        }
+    }
+
+    fn zeros(&mut self, mut n: usize) {
+        while n > 0 {
+            let filled = self.filled;
+            let buf = self.buffer();
+            let k = (buf.len() - filled).min(n);
+            buf.as_bytes_mut()[filled..filled + k].fill(0);
+            self.filled += k;
+            n -= k;
+            if self.filled == self.chunk_bytes {
+                self.send();
+            }
+        }
+    }
+
+    /// Starts writing the current buffer (trimmed to whole sectors, zero padded).
+    fn send(&mut self) {
+        let Some(mut buf) = self.current.take() else {
+            return;
+        };
+        let len = align_up(self.filled as u64) as usize;
+        buf.as_bytes_mut()[self.filled..len].fill(0);
+        buf.trim_to_size(len);
+        let file = Rc::clone(&self.file);
+        let at = self.current_at;
+        let task = glommio::spawn_local(async move { file.write_at(buf, at).await }).detach();
+        self.writes.push((task, len));
+        self.current_at += len as u64;
+        self.filled = 0;
+    }
+
+    /// Sends the last buffer and waits for every write. Returns the bytes of the partial last
+    /// sector before `end` (the next append's `tail`) and the bytes written.
+    async fn finish(mut self, end: u64) -> io::Result<(Vec<u8>, u64)> {
+        let tail_from = align_down(end);
+        let mut tail = Vec::new();
+        if let Some(buf) = &self.current {
+            let from = (tail_from - self.current_at) as usize;
+            tail.extend_from_slice(&buf.as_bytes()[from..self.filled]);
+        }
+        self.send();
+        let mut written = 0u64;
+        let mut failure = None;
+        for (task, len) in self.writes.drain(..) {
+            match task.await {
+                Some(Ok(n)) if n == len => written += n as u64,
+                Some(Ok(n)) => {
+                    failure.get_or_insert(io::Error::new(
+                        io::ErrorKind::WriteZero,
+                        format!("short write: {n} of {len} bytes"),
+                    ));
+                }
+                Some(Err(e)) => {
+                    failure.get_or_insert(e.into());
+                }
+                None => {
+                    failure.get_or_insert(io::Error::other("write task was cancelled"));
+                }
+            }
+        }
+        match failure {
+            Some(e) => Err(e),
+            None => Ok((tail, written)),
+        }
+    }
+}
