@@ -141,6 +141,21 @@ fn crash_campaign(backend: BackendKind) {
         store.close().unwrap();
     }
     assert!(acked > 0, "the child never acknowledged a write");
+    let engine = Engine::open(config(dir.path(), backend)).unwrap();
+    let stats = engine.blocking().stats().unwrap();
+    eprintln!(
+        "{acked} blocks acknowledged, {} hot, {} in the cold backend",
+        stats.hot_blocks,
+        stats.blocks - stats.hot_blocks
+    );
+    engine.blocking().close().unwrap();
+    if kills >= 50 {
+        // Enough was written to pass the hot budget: compaction ran while children died.
+        assert!(
+            stats.hot_blocks < stats.blocks,
+            "nothing reached the cold backend"
+        );
+    }
 }
 
 #[test]

@@ -37,6 +37,22 @@ fn align_up(v: u64) -> u64 {
     (v + DMA_ALIGN - 1) & !(DMA_ALIGN - 1)
 }
 
+/// A full disk is `NoSpace` (nothing was written, writing may resume once space is freed);
+/// anything else is a write failure. glommio wraps the OS error with its context, so the
+/// errno is looked for in the source.
+fn classify(err: glommio::GlommioError<()>, path: &Path) -> AppendError {
+    let errno = match &err {
+        glommio::GlommioError::IoError(e) => e.raw_os_error(),
+        glommio::GlommioError::EnhancedIoError { source, .. } => source.raw_os_error(),
+        _ => None,
+    };
+    if matches!(errno, Some(libc::ENOSPC) | Some(libc::EDQUOT)) {
+        AppendError::NoSpace(path.to_path_buf())
+    } else {
+        AppendError::Write(err.into())
+    }
+}
+
 /// One record to append.
 pub(crate) struct Record<'a> {
     pub(crate) key: &'a [u8],
@@ -129,31 +145,18 @@ impl Writer {
         segment_bytes: u64,
     ) -> Result<(DmaFile, MappedSegment), AppendError> {
         let path = segment_path(dir, id);
-        let no_space = |e: &io::Error| e.raw_os_error() == Some(libc::ENOSPC);
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create_new(true)
             .dma_open(&path)
             .await
-            .map_err(io::Error::from)
-            .map_err(|e| {
-                if no_space(&e) {
-                    AppendError::NoSpace(path.clone())
-                } else {
-                    AppendError::Write(e)
-                }
-            })?;
+            .map_err(|e| classify(e, &path))?;
         if let Err(e) = file.pre_allocate(segment_bytes, false).await {
-            let e = io::Error::from(e);
             // Leave no half-made segment behind: recovery would map a short file.
             let _ = file.close().await;
             let _ = std::fs::remove_file(&path);
-            return Err(if no_space(&e) {
-                AppendError::NoSpace(path)
-            } else {
-                AppendError::Write(e)
-            });
+            return Err(classify(e, &path));
         }
         let dir_owned = dir.to_path_buf();
         let synced = glommio::executor()

@@ -1,0 +1,146 @@
+//! A full disk: on a small loop-mounted ext4 image, writes fail with `Error::NoSpace` once no
+//! new hot segment can be allocated, everything acknowledged before stays readable, the engine
+//! keeps serving reads, and the store reopens.
+//!
+//! Needs root (mkfs.ext4, mount -o loop). Where mounting is impossible the test fails with the
+//! reason, unless `IPFRS_ALLOW_NO_LOOP_MOUNT=1` is set, in which case it says loudly that it
+//! did not run.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use ipfrs_storage::{Block, Config, Durability, Engine, Error, HotTier};
+
+/// The image's size: room for a few segments and the cold backend's files.
+const IMAGE_BYTES: u64 = 40 << 20;
+
+/// Unmounts on drop, so a failing assertion does not leave a mount behind.
+struct Mount {
+    point: PathBuf,
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.point).status();
+    }
+}
+
+fn run(cmd: &mut Command) -> Result<(), String> {
+    match cmd.output() {
+        Ok(out) if out.status.success() => Ok(()),
+        Ok(out) => Err(format!(
+            "{cmd:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )),
+        Err(e) => Err(format!("{cmd:?} could not run: {e}")),
+    }
+}
+
+fn mount_small_ext4(dir: &Path) -> Result<Mount, String> {
+    let image = dir.join("disk.img");
+    let point = dir.join("mnt");
+    std::fs::create_dir_all(&point).map_err(|e| e.to_string())?;
+    let file = std::fs::File::create(&image).map_err(|e| e.to_string())?;
+    file.set_len(IMAGE_BYTES).map_err(|e| e.to_string())?;
+    drop(file);
+    run(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&image))?;
+    run(Command::new("mount")
+        .args(["-o", "loop"])
+        .arg(&image)
+        .arg(&point))?;
+    Ok(Mount { point })
+}
+
+fn config(dir: &Path) -> Config {
+    let mut config = Config::new(dir);
+    config.shards = Some(1);
+    config.durability = Durability::Sync;
+    config.max_block_size = 64 << 10;
+    // A budget far above the disk: the hot tier fills it before compaction would start.
+    config.hot_tier = Some(HotTier {
+        segment_bytes: 1 << 20,
+        budget_bytes: 1 << 30,
+        ..HotTier::default()
+    });
+    config
+}
+
+fn block(i: usize) -> Block {
+    let data: Vec<u8> = (0..32 << 10).map(|j| (i * 7 + j * 13) as u8).collect();
+    Block::new([data, (i as u64).to_le_bytes().to_vec()].concat()).unwrap()
+}
+
+#[test]
+fn a_full_disk_fails_writes_cleanly_and_keeps_everything_acknowledged() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mount = match mount_small_ext4(tmp.path()) {
+        Ok(mount) => mount,
+        Err(reason) if std::env::var_os("IPFRS_ALLOW_NO_LOOP_MOUNT").is_some() => {
+            eprintln!(
+                "\n*** full-disk test DID NOT RUN: cannot mount a loop ext4 image: {reason}\n"
+            );
+            return;
+        }
+        Err(reason) => panic!(
+            "cannot mount a loop ext4 image ({reason}); run as root, or set \
+             IPFRS_ALLOW_NO_LOOP_MOUNT=1 to skip this test knowingly"
+        ),
+    };
+    let store_dir = mount.point.join("store");
+    // Space someone else holds, freed later to show that writing resumes.
+    let filler = mount.point.join("filler");
+    std::fs::write(&filler, vec![1u8; 4 << 20]).unwrap();
+    let engine = Engine::open(config(&store_dir)).unwrap();
+    let store = engine.blocking();
+    let mut acked = Vec::new();
+    let mut failure = None;
+    for batch in 0..1000 {
+        let blocks: Vec<Block> = (batch * 4..batch * 4 + 4).map(block).collect();
+        match store.put_many(&blocks) {
+            Ok(()) => acked.extend(blocks),
+            Err(e) => {
+                failure = Some(e);
+                break;
+            }
+        }
+    }
+    let failure = failure.expect("a 40 MiB disk must fill up");
+    assert!(
+        matches!(failure, Error::NoSpace { .. }),
+        "expected NoSpace, got {failure}"
+    );
+    assert!(failure.to_string().contains("no space left"), "{failure}");
+    assert!(acked.len() > 100, "only {} blocks fit", acked.len());
+
+    // Reads keep working, every acknowledged block is intact, and the shard is not read-only:
+    // a later write fails the same clean way.
+    for b in &acked {
+        assert_eq!(store.get(b.cid()).unwrap().as_ref(), Some(b.data()));
+    }
+    let stats = store.stats().unwrap();
+    assert_eq!(stats.blocks, acked.len() as u64);
+    assert!(!stats.shards[0].read_only);
+    let again = store.put(&block(1_000_000));
+    assert!(matches!(again, Err(Error::NoSpace { .. })), "{again:?}");
+    // Once space is freed, the same engine takes writes again.
+    std::fs::remove_file(&filler).unwrap();
+    let late = block(2_000_000);
+    store.put(&late).unwrap();
+    acked.push(late);
+    store.close().unwrap();
+    drop(store);
+    drop(engine);
+
+    // The store reopens on the full disk with everything acknowledged.
+    let engine = Engine::open(config(&store_dir)).unwrap();
+    let store = engine.blocking();
+    let cids: Vec<_> = acked.iter().map(|b| *b.cid()).collect();
+    for (b, got) in acked.iter().zip(store.get_many(&cids).unwrap()) {
+        assert_eq!(got.as_ref(), Some(b.data()));
+    }
+    store.close().unwrap();
+    drop(store);
+    drop(engine);
+    drop(mount);
+}
