@@ -23,9 +23,11 @@ pub enum BenchError {
     Backend(ipfrs_tiering::Error),
     /// A block could not be built.
     Block(ipfrs_storage::BlockError),
+    /// The disk ceiling's O_DIRECT I/O failed.
+    Disk(String),
     /// A result was wrong (a stored block missing, an absent one found).
     Check(String),
-    /// Anything else (a latency histogram error, a panicked client thread).
+    /// Anything else (a latency histogram error, a panicked client thread, a bad report file).
     Internal(String),
 }
 
@@ -60,6 +62,7 @@ impl fmt::Display for BenchError {
             BenchError::Engine(err) => format!("engine: {err}"),
             BenchError::Backend(err) => format!("raw backend: {err}"),
             BenchError::Block(err) => format!("block: {err}"),
+            BenchError::Disk(msg) => format!("disk ceiling: {msg}"),
             BenchError::Check(msg) => format!("check failed: {msg}"),
             BenchError::Internal(msg) => msg.clone(),
         };

@@ -1,0 +1,69 @@
+//! Peak resident memory per target: the kernel's high-water mark (`VmHWM`), reset before each
+//! target by writing "5" to `/proc/self/clear_refs` (Linux 4.0+), so a target's figure is its
+//! own peak, not an earlier target's.
+
+/// A target's memory, in KiB.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Peak {
+    /// Resident memory when measuring began (the generated blocks, earlier leftovers).
+    pub start_kib: u64,
+    /// The highest resident memory since then.
+    pub peak_kib: u64,
+}
+
+/// Starts a measurement: resets the high-water mark. `None` where the kernel does not allow
+/// it (not Linux, or /proc not mounted): then no peak is reported rather than a wrong one.
+pub fn start() -> Option<u64> {
+    std::fs::write("/proc/self/clear_refs", "5").ok()?;
+    status_kib("VmRSS:")
+}
+
+/// Ends a measurement begun at `start_kib`.
+pub fn finish(start_kib: Option<u64>) -> Option<Peak> {
+    Some(Peak {
+        start_kib: start_kib?,
+        peak_kib: status_kib("VmHWM:")?,
+    })
+}
+
+/// A `kB` field of `/proc/self/status`.
+fn status_kib(field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    parse_kib(&status, field)
+}
+
+fn parse_kib(status: &str, field: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn status_fields_parse() {
+        let status = "Name:\tx\nVmHWM:\t   12345 kB\nVmRSS:\t  999 kB\n";
+        assert_eq!(parse_kib(status, "VmHWM:"), Some(12345));
+        assert_eq!(parse_kib(status, "VmRSS:"), Some(999));
+        assert_eq!(parse_kib(status, "VmSwap:"), None);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn peak_sees_a_large_allocation() {
+        let Some(start_kib) = start() else { return };
+        let big = vec![1u8; 64 << 20];
+        std::hint::black_box(&big);
+        drop(big);
+        let peak = finish(Some(start_kib)).unwrap();
+        assert!(peak.peak_kib >= peak.start_kib + (60 << 10), "{peak:?}");
+    }
+}
