@@ -57,19 +57,24 @@ pub struct RunArgs {
     #[arg(long = "workload", short = 'w', value_enum, value_name = "NAME")]
     pub workloads: Vec<WorkloadKind>,
 
-    /// Blocks stored per round (also the op count of get, has and mixed unless --duration).
+    /// Blocks stored per round.
     #[arg(long, value_name = "N", default_value_t = 1_000)]
     pub blocks: u64,
+
+    /// Run each read workload (get, get-zipf, has-absent, mixed) for exactly this many ops
+    /// instead of for --duration.
+    #[arg(long, value_name = "N")]
+    pub ops: Option<u64>,
 
     /// Block sizes: `ipfs` (a mix of 256 KiB raw chunks and small dag-pb / dag-cbor nodes) or
     /// one fixed size (bytes; K/KiB and M/MiB suffixes accepted).
     #[arg(long, value_name = "SIZE|ipfs", default_value = "ipfs", value_parser = parse_size_spec)]
     pub size: SizeSpec,
 
-    /// Run each read workload (get, get-zipf, has-absent, mixed) this long instead of a fixed
-    /// op count, e.g. `2s` or `500ms`.
-    #[arg(long, value_name = "TIME", value_parser = parse_duration)]
-    pub duration: Option<Duration>,
+    /// How long each read workload (get, get-zipf, has-absent, mixed) runs per target and
+    /// round, e.g. `2s` or `500ms`.
+    #[arg(long, value_name = "TIME", default_value = "400ms", value_parser = parse_duration)]
+    pub duration: Duration,
 
     /// Run each read workload this long, unmeasured, before measuring it.
     #[arg(long, value_name = "TIME", default_value = "0s", value_parser = parse_duration)]
@@ -196,6 +201,10 @@ impl DurabilityArg {
     }
 }
 
+/// Ops in the list a timed read workload cycles through: long enough that the cycle does not
+/// shape the access pattern, small enough to generate in a blink.
+const TIMED_OPS: usize = 100_000;
+
 /// The validated command line: everything a run needs.
 #[derive(Debug, Clone)]
 pub struct Plan {
@@ -205,8 +214,11 @@ pub struct Plan {
     pub blocks: usize,
     /// Block sizes.
     pub size: SizeSpec,
-    /// Time per read workload, instead of an op count.
+    /// Time per read workload; `None` with `--ops`.
     pub duration: Option<Duration>,
+    /// Length of each read workload's op list: `--ops`, or a long list that a timed run
+    /// cycles through.
+    pub read_ops: usize,
     /// Unmeasured time before each read workload.
     pub warmup: Duration,
     /// Rounds.
@@ -289,8 +301,11 @@ impl Plan {
         if args.shards == Some(0) {
             return usage("--shards must be at least 1 (got 0)".into());
         }
-        if args.duration == Some(Duration::ZERO) {
+        if args.duration.is_zero() {
             return usage("--duration must be longer than 0".into());
+        }
+        if args.ops == Some(0) {
+            return usage("--ops must be at least 1 (got 0)".into());
         }
         if let Some(rate) = args.rate
             && !(rate.is_finite() && rate > 0.0)
@@ -337,7 +352,10 @@ impl Plan {
             workloads,
             blocks,
             size: args.size,
-            duration: args.duration,
+            duration: args.ops.is_none().then_some(args.duration),
+            read_ops: args.ops.map_or(TIMED_OPS.max(blocks), |n| {
+                usize::try_from(n).unwrap_or(usize::MAX)
+            }),
             warmup: args.warmup,
             rounds: args.rounds,
             threads: args.threads,
@@ -468,7 +486,10 @@ mod tests {
         assert_eq!(plan.backends, ipfrs_storage::compiled_backends());
         assert_eq!(plan.durability, DurabilityArg::Batch);
         assert_eq!(plan.baseline, "raw");
-        assert!(plan.ceilings && plan.rate.is_none() && plan.duration.is_none());
+        assert!(plan.ceilings && plan.rate.is_none());
+        assert_eq!(plan.duration, Some(Duration::from_millis(400)));
+        let plan = super::tests::plan(&["--ops", "7"]).unwrap();
+        assert_eq!((plan.duration, plan.read_ops), (None, 7));
     }
 
     #[test]
@@ -518,6 +539,7 @@ mod tests {
             &["--zipf-skew", "-1"],
             &["--read-ratio", "1.5"],
             &["--duration", "0s"],
+            &["--ops", "0"],
             &["-w", "car"],
             &["-w", "car", "--car", "/nonexistent/file.car"],
         ] {

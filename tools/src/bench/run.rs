@@ -46,9 +46,9 @@ pub fn run(plan: &Plan, command: Vec<String>) -> Result<()> {
         .filter(|t| !(*t == TargetKind::Disk && disk_unavailable.is_some()))
         .collect();
 
-    let ops = plan.blocks;
+    let ops = plan.read_ops;
     let extra = if plan.workloads.contains(&WorkloadKind::Mixed) {
-        mixed_extra(ops, plan.read_ratio)
+        mixed_extra(ops, plan.read_ratio, plan.blocks)
     } else {
         0
     };
@@ -231,7 +231,7 @@ fn settings(plan: &Plan, data: &Dataset) -> Settings {
 fn describe(workload: WorkloadKind, plan: &Plan, data: &Dataset) -> String {
     let amount = match plan.duration {
         Some(d) if workload.is_timed() => format!("for {:.1} s", d.as_secs_f64()),
-        _ => format!("{} ops", plan.blocks),
+        _ => format!("{} ops", plan.read_ops),
     };
     let loop_kind = match plan.rate {
         Some(rate) => format!("open loop at {rate:.0} ops/s"),
@@ -252,9 +252,10 @@ fn describe(workload: WorkloadKind, plan: &Plan, data: &Dataset) -> String {
             format!("has-absent: has() of never-stored CIDs, {amount}, {loop_kind}")
         }
         WorkloadKind::Mixed => format!(
-            "mixed: {:.0}% gets / {:.0}% puts of new blocks, {amount}, {loop_kind}",
+            "mixed: {:.0}% gets / {:.0}% puts of {} new blocks (cycled), {amount}, {loop_kind}",
             plan.read_ratio * 100.0,
-            (1.0 - plan.read_ratio) * 100.0
+            (1.0 - plan.read_ratio) * 100.0,
+            data.len() - data.stored
         ),
         WorkloadKind::Scan => format!(
             "scan: list every stored CID, one thread, latency per page of {}",

@@ -327,14 +327,15 @@ pub fn ops_of(
         }
         WorkloadKind::HasAbsent => (0..ops).map(|i| Op::HasAbsent(i as u32)).collect(),
         WorkloadKind::Mixed => {
-            let mut next_new = n;
+            let extra = data.len() - n;
+            let mut puts = 0;
             (0..ops)
                 .map(|_| {
-                    if rng.random_bool(read_ratio) || next_new >= data.len() {
+                    if extra == 0 || rng.random_bool(read_ratio) {
                         Op::Get(rng.random_range(0..n) as u32)
                     } else {
-                        next_new += 1;
-                        Op::Put((next_new - 1) as u32)
+                        puts += 1;
+                        Op::Put((n + (puts - 1) % extra) as u32)
                     }
                 })
                 .collect()
@@ -343,15 +344,15 @@ pub fn ops_of(
     }
 }
 
-/// Extra blocks the mixed workload needs for `ops` operations.
-pub fn mixed_extra(ops: usize, read_ratio: f64) -> usize {
-    // A margin of 5% plus 16 so that sampling noise rarely runs out; when it does, the op
-    // falls back to a get (see `ops_of`).
-    let expected = ops as f64 * (1.0 - read_ratio);
-    if expected <= 0.0 {
+/// New blocks the mixed workload puts: enough for `ops` operations, but at most a quarter of
+/// the `stored` blocks (memory: every block is generated up front). Puts past them cycle
+/// through them again (see `ops_of`).
+pub fn mixed_extra(ops: usize, read_ratio: f64, stored: usize) -> usize {
+    let expected = (ops as f64 * (1.0 - read_ratio)).ceil() as usize;
+    if expected == 0 || read_ratio >= 1.0 {
         0
     } else {
-        (expected * 1.05) as usize + 16
+        expected.min((stored / 4).max(16))
     }
 }
 
@@ -413,7 +414,10 @@ mod tests {
 
     #[test]
     fn op_sequences_cover_the_store() {
-        let d = Dataset::generate(SizeSpec::Fixed(10), 100, mixed_extra(200, 0.5), 200, 1).unwrap();
+        assert_eq!(mixed_extra(200, 0.5, 1000), 100);
+        assert_eq!(mixed_extra(200, 0.5, 100), 25);
+        assert_eq!(mixed_extra(200, 1.0, 100), 0);
+        let d = Dataset::generate(SizeSpec::Fixed(10), 100, 25, 200, 1).unwrap();
         let ingest = ops_of(WorkloadKind::Ingest, &d, 32, 200, 1.0, 0.5, 1);
         assert_eq!(ingest.len(), 4);
         assert_eq!(ingest[3], Op::Ingest { first: 96, len: 4 });
@@ -427,8 +431,10 @@ mod tests {
             })
             .collect();
         assert!((60..140).contains(&puts.len()), "{} puts", puts.len());
-        // Puts store new blocks, each once.
-        assert!(puts.windows(2).all(|w| w[1] == w[0] + 1) && puts[0] == 100);
+        // Puts store the new blocks in turn, cycling through the 25 of them.
+        for (k, &i) in puts.iter().enumerate() {
+            assert_eq!(i as usize, 100 + k % 25);
+        }
         assert!(mixed.iter().all(|op| match op {
             Op::Get(i) => (*i as usize) < d.stored,
             _ => true,
