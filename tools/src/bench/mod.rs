@@ -57,12 +57,20 @@ fn compare_main(args: &cli::CompareArgs) -> error::Result<ExitCode> {
     let old = compare::load(&args.old)?;
     let new = compare::load(&args.new)?;
     let changes = compare::changes(&old, &new, args.threshold);
-    println!("{}", compare::render(&old, &new, &changes, args.threshold));
+    emit(&compare::render(&old, &new, &changes, args.threshold));
     Ok(if changes.iter().any(|c| c.regression) {
         ExitCode::from(EXIT_FAILURE)
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// Prints a line on stdout. A closed stdout (`ipfrs-bench | head`) is not an error worth a
+/// panic: the output is simply dropped.
+pub fn emit(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{text}").and_then(|()| out.flush());
 }
 
 /// Prints clap's `--help`/`--version` in full, and any parse error as its first line only.
@@ -72,7 +80,8 @@ fn clap_exit(err: &clap::Error) -> ExitCode {
         ErrorKind::DisplayHelp
         | ErrorKind::DisplayVersion
         | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
-            print!("{}", err.render());
+            use std::io::Write;
+            let _ = write!(std::io::stdout().lock(), "{}", err.render());
             ExitCode::SUCCESS
         }
         _ => {

@@ -277,7 +277,7 @@ struct Printer {
 impl Printer {
     fn line(&self, text: &str) {
         if !self.quiet {
-            println!("{text}");
+            super::emit(text);
         }
     }
 }
