@@ -55,7 +55,14 @@ fn check_figures(r: &Value, rounds: usize, what: &str) {
         assert!(num(&round["ops"], what) >= 1.0, "{what}: ops");
         assert!(num(&round["seconds"], what) > 0.0);
         assert!(num(&round["ops_per_s"], what) > 0.0);
-        assert!(round.get("mib_per_s").is_some() && round.get("start_rss_mib").is_some());
+        for key in [
+            "mib_per_s",
+            "start_rss_mib",
+            "peak_rss_mib",
+            "rss_growth_mib",
+        ] {
+            assert!(round.get(key).is_some(), "{what}: rounds[].{key}");
+        }
     }
     let ops = &r["ops_per_s"];
     let (median, min, max) = (

@@ -156,6 +156,8 @@ pub struct RoundFigures {
     pub peak_rss_mib: Option<f64>,
     /// Resident memory when the target's round began, MiB.
     pub start_rss_mib: Option<f64>,
+    /// `peak_rss_mib - start_rss_mib`: the target's own memory at its peak.
+    pub rss_growth_mib: Option<f64>,
 }
 
 impl RoundFigures {
@@ -179,6 +181,7 @@ impl RoundFigures {
             },
             peak_rss_mib: peak.map(|p| mib(p.peak_kib)),
             start_rss_mib: peak.map(|p| mib(p.start_kib)),
+            rss_growth_mib: peak.map(|p| mib(p.growth_kib())),
         }
     }
 }
@@ -200,6 +203,8 @@ pub struct TargetFigures {
     pub latency_us: Latency,
     /// Peak resident memory, MiB.
     pub peak_rss_mib: Option<Spread>,
+    /// Peak resident memory above the start of the target's round, MiB.
+    pub rss_growth_mib: Option<Spread>,
     /// The target the `vs_baseline` ratio divides by.
     pub baseline: Option<String>,
     /// Median ops/s over the baseline's median ops/s.
@@ -232,6 +237,7 @@ impl TargetFigures {
                 max: med(&|l| l.max),
             },
             peak_rss_mib: spread(&|r| r.peak_rss_mib),
+            rss_growth_mib: spread(&|r| r.rss_growth_mib),
             target,
             is_ceiling,
             rounds,
@@ -318,6 +324,7 @@ mod tests {
             },
             peak_rss_mib: Some(ops_per_s),
             start_rss_mib: Some(1.0),
+            rss_growth_mib: Some(ops_per_s - 1.0),
         }
     }
 

@@ -95,7 +95,7 @@ pub fn table(w: &WorkloadReport) -> String {
         "p99 us",
         "p99.9",
         "max us",
-        "RSS MiB",
+        "+RSS MiB",
         "vs base",
         "vs ceil",
     );
@@ -112,7 +112,7 @@ pub fn table(w: &WorkloadReport) -> String {
             n(l.p99),
             n(l.p99_9),
             n(l.max),
-            opt(r.peak_rss_mib.map(|m| m.median), |x| format!("{x:.0}")),
+            opt(r.rss_growth_mib.map(|m| m.median), |x| format!("{x:.0}")),
             opt(r.vs_baseline, |x| format!("{x:.2}x")),
             opt(r.vs_ceiling, |x| format!("{:.0}%", x * 100.0)),
         );
@@ -126,12 +126,19 @@ pub fn table(w: &WorkloadReport) -> String {
 /// The closing lines: how to read the tables, what is missing, the total time.
 pub fn footer(doc: &Document) -> String {
     let s = &doc.settings;
+    let start_rss = doc
+        .workloads
+        .iter()
+        .flat_map(|w| &w.results)
+        .flat_map(|r| &r.rounds)
+        .filter_map(|r| r.start_rss_mib)
+        .fold(0.0, f64::max);
     let mut out = format!(
         "\nFigures are medians over {} rounds, targets interleaved; ops/s shows the rounds' \
          min-max.\n\
          Latency per call (per batch for ingest/delete, per page for scan){}.\n\
-         RSS: the process's peak resident memory while the target ran (VmHWM, reset per \
-         target), generated blocks included.\n\
+         +RSS: the target's peak resident memory (VmHWM, reset per target) above the process's \
+         memory when the target opened ({:.0} MiB at most: the generated blocks and the tool).\n\
          vs base: ops/s over the baseline's ({}); above 1 = faster. vs ceil: MiB/s over the \
          slowest ceiling's (disk/o_direct = O_DIRECT writes / page-cache-free reads at the same \
          queue depth, cpu/sha2-256 = hashing alone); reads above 100% come from memory.",
@@ -140,6 +147,7 @@ pub fn footer(doc: &Document) -> String {
             Some(_) => ", from each op's intended start (open loop)",
             None => "",
         },
+        start_rss,
         if s.baseline == "raw" {
             "the raw backend under the same engine"
         } else {
