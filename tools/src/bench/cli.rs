@@ -17,7 +17,6 @@ use super::workload::{SizeSpec, WorkloadKind};
 #[command(
     name = "ipfrs-bench",
     version,
-    about,
     long_about = None,
     args_conflicts_with_subcommands = true
 )]
@@ -522,6 +521,15 @@ mod tests {
         assert!(parse_percent("-1%").is_err());
         assert_eq!(parse_size_spec("IPFS"), Ok(SizeSpec::Ipfs));
         assert_eq!(parse_size_spec("4K"), Ok(SizeSpec::Fixed(4096)));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn sizes_round_trip(n in 0usize..1 << 20) {
+            proptest::prop_assert_eq!(parse_size(&n.to_string()), Ok(n));
+            proptest::prop_assert_eq!(parse_size(&format!("{n}K")), Ok(n << 10));
+            proptest::prop_assert_eq!(parse_size(&format!("{n}MiB")), Ok(n << 20));
+        }
     }
 
     #[test]

@@ -338,6 +338,21 @@ mod tests {
         assert!(Spread::of(&[f64::NAN]).is_none());
     }
 
+    proptest::proptest! {
+        #[test]
+        fn spread_brackets_the_median_whatever_the_order(
+            mut values in proptest::collection::vec(0.0f64..1e9, 1..20),
+            rotate in 0usize..20,
+        ) {
+            let s = Spread::of(&values).unwrap();
+            proptest::prop_assert!(s.min <= s.median && s.median <= s.max);
+            proptest::prop_assert_eq!(s.min, values.iter().copied().fold(f64::INFINITY, f64::min));
+            let k = rotate % values.len();
+            values.rotate_left(k);
+            proptest::prop_assert_eq!(Spread::of(&values), Some(s));
+        }
+    }
+
     #[test]
     fn figures_take_the_median_round() {
         let f = TargetFigures::new(

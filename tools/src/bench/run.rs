@@ -230,6 +230,9 @@ fn settings(plan: &Plan, data: &Dataset) -> Settings {
 /// A workload's title line.
 fn describe(workload: WorkloadKind, plan: &Plan, data: &Dataset) -> String {
     let amount = match plan.duration {
+        Some(d) if workload.is_timed() && d.as_millis() < 10_000 => {
+            format!("for {} ms", d.as_millis())
+        }
         Some(d) if workload.is_timed() => format!("for {:.1} s", d.as_secs_f64()),
         _ => format!("{} ops", plan.read_ops),
     };

@@ -412,6 +412,41 @@ mod tests {
         assert!(top10 < 300, "{top10} of 10000 in the top 10 at skew 0");
     }
 
+    proptest::proptest! {
+        /// Ingest and delete batches cover every stored block exactly once, in order, and no
+        /// read op names a block or absent CID outside the dataset.
+        #[test]
+        fn batches_partition_the_store(stored in 1usize..200, batch in 1usize..70, ops in 1usize..300) {
+            let d = Dataset::generate(SizeSpec::Fixed(8), stored, 3, ops, 5).unwrap();
+            for kind in [WorkloadKind::Ingest, WorkloadKind::Delete] {
+                let mut next = 0;
+                for op in ops_of(kind, &d, batch, ops, 0.99, 0.5, 1) {
+                    let (first, len) = match op {
+                        Op::Ingest { first, len } | Op::Delete { first, len } => (first, len),
+                        other => panic!("{other:?} in {kind:?}"),
+                    };
+                    proptest::prop_assert_eq!(first as usize, next);
+                    proptest::prop_assert!(len >= 1 && len as usize <= batch);
+                    next += len as usize;
+                }
+                proptest::prop_assert_eq!(next, stored);
+            }
+            for kind in [WorkloadKind::Get, WorkloadKind::GetZipf, WorkloadKind::HasAbsent, WorkloadKind::Mixed] {
+                let list = ops_of(kind, &d, batch, ops, 0.99, 0.5, 1);
+                proptest::prop_assert_eq!(list.len(), ops);
+                for op in list {
+                    let ok = match op {
+                        Op::Get(i) => (i as usize) < stored,
+                        Op::Put(i) => (stored..d.len()).contains(&(i as usize)),
+                        Op::HasAbsent(i) => (i as usize) < ops,
+                        _ => false,
+                    };
+                    proptest::prop_assert!(ok, "{:?} in {:?}", op, kind);
+                }
+            }
+        }
+    }
+
     #[test]
     fn op_sequences_cover_the_store() {
         assert_eq!(mixed_extra(200, 0.5, 1000), 100);
