@@ -1,8 +1,9 @@
 //! `ipfrs-bench compare old.json new.json`: the change of every figure present in both
 //! reports, with regressions past the threshold flagged (and a non-zero exit).
 //!
-//! Figures compared per workload and target: median ops/s (higher is better) and median p99
-//! latency (lower is better). A figure only in one report is listed, never flagged.
+//! Figures compared per workload and target: median ops/s (higher is better), median p99
+//! latency and the target's median memory growth (+RSS; both lower is better). A figure only in
+//! one report is skipped.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -17,7 +18,7 @@ pub struct Change {
     pub workload: String,
     /// Target name.
     pub target: String,
-    /// `ops/s` or `p99 us`.
+    /// `ops/s`, `p99 us` or `+RSS MiB`.
     pub metric: &'static str,
     /// The old value.
     pub old: f64,
@@ -51,9 +52,13 @@ pub fn changes(old: &Document, new: &Document, threshold: f64) -> Vec<Change> {
             let Some(old_r) = old_w.results.iter().find(|o| o.target == r.target) else {
                 continue;
             };
+            let rss = |f: &crate::bench::doc::TargetFigures| {
+                f.rss_growth_mib.map_or(f64::NAN, |s| s.median)
+            };
             let figures = [
                 ("ops/s", old_r.ops_per_s.median, r.ops_per_s.median, true),
                 ("p99 us", old_r.latency_us.p99, r.latency_us.p99, false),
+                ("+RSS MiB", rss(old_r), rss(r), false),
             ];
             for (metric, old_v, new_v, higher_is_better) in figures {
                 if !(old_v > 0.0 && new_v.is_finite()) {
@@ -96,13 +101,13 @@ pub fn render(old: &Document, new: &Document, changes: &[Change], threshold: f64
     }
     let _ = write!(
         out,
-        "  {:<11} {:<18} {:<7} {:>12} {:>12} {:>8}",
+        "  {:<11} {:<18} {:<8} {:>12} {:>12} {:>8}",
         "workload", "target", "figure", "old", "new", "change"
     );
     for c in changes {
         let _ = write!(
             out,
-            "\n  {:<11} {:<18} {:<7} {:>12.1} {:>12.1} {:>+7.1}%{}",
+            "\n  {:<11} {:<18} {:<8} {:>12.1} {:>12.1} {:>+7.1}%{}",
             c.workload,
             c.target,
             c.metric,
@@ -162,6 +167,7 @@ mod tests {
     fn slower_or_later_is_a_regression_past_the_threshold() {
         let old = doc(1000.0, 100.0);
         let same = changes(&old, &doc(950.0, 105.0), 0.10);
+        // No memory figures in these documents: ops/s and p99 only.
         assert_eq!(same.len(), 2);
         assert!(same.iter().all(|c| !c.regression));
         let slower = changes(&old, &doc(800.0, 100.0), 0.10);

@@ -20,7 +20,7 @@ pub fn header(
     let mut out = format!(
         "ipfrs-bench {}: {} cores ({}), kernel {}, {} MiB available{}\n\
          data directory {} ({}; removed afterwards)\n\
-         {} rounds of: {}\n\
+         {} round{} of: {}\n\
          {} blocks per round ({:.0} MiB; {}), {} client threads x {} in flight, batches \
          of {}, durability {}, shards {}, seed {}",
         env!("CARGO_PKG_VERSION"),
@@ -36,6 +36,7 @@ pub fn header(
         dir.display(),
         m.fs_type,
         s.rounds,
+        if s.rounds == 1 { "" } else { "s" },
         names.join(", "),
         s.blocks,
         s.stored_bytes as f64 / (1 << 20) as f64,
