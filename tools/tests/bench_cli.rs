@@ -118,6 +118,7 @@ fn tiny_run_writes_every_field() {
         "raw/parity-db",
         "cpu/sha2-256",
         "vs base",
+        "major page faults",
         "Not measured yet: car",
         "Total wall time",
     ] {

@@ -151,6 +151,8 @@ mod tests {
             peak_rss_mib: None,
             start_rss_mib: None,
             rss_growth_mib: None,
+            target_cpu_s: None,
+            target_major_faults: None,
         };
         let text = include_str!("testdata/minimal.json");
         let mut d: Document = serde_json::from_str(text).unwrap();

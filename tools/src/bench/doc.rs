@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::driver::Measurement;
 use super::machine::Machine;
 use super::rss::Peak;
+use super::usage::Usage;
 
 /// The whole report.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -158,11 +159,15 @@ pub struct RoundFigures {
     pub start_rss_mib: Option<f64>,
     /// `peak_rss_mib - start_rss_mib`: the target's own memory at its peak.
     pub rss_growth_mib: Option<f64>,
+    /// CPU seconds (user + system, all threads) the target's round used, all its workloads.
+    pub target_cpu_s: Option<f64>,
+    /// Major page faults during the target's round, all its workloads.
+    pub target_major_faults: Option<u64>,
 }
 
 impl RoundFigures {
     /// The figures of a measurement and the target's memory peak.
-    pub fn new(m: &Measurement, peak: Option<Peak>) -> RoundFigures {
+    pub fn new(m: &Measurement, peak: Option<Peak>, used: Option<Usage>) -> RoundFigures {
         let seconds = m.wall.as_secs_f64().max(1e-9);
         let us = |q: f64| m.hist.value_at_quantile(q) as f64 / 1000.0;
         let mib = |kib: u64| kib as f64 / 1024.0;
@@ -182,6 +187,8 @@ impl RoundFigures {
             peak_rss_mib: peak.map(|p| mib(p.peak_kib)),
             start_rss_mib: peak.map(|p| mib(p.start_kib)),
             rss_growth_mib: peak.map(|p| mib(p.growth_kib())),
+            target_cpu_s: used.map(|u| u.cpu.as_secs_f64()),
+            target_major_faults: used.map(|u| u.major_faults),
         }
     }
 }
@@ -325,6 +332,8 @@ mod tests {
             peak_rss_mib: Some(ops_per_s),
             start_rss_mib: Some(1.0),
             rss_growth_mib: Some(ops_per_s - 1.0),
+            target_cpu_s: None,
+            target_major_faults: None,
         }
     }
 

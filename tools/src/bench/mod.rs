@@ -12,6 +12,7 @@ mod report;
 mod rss;
 mod run;
 mod target;
+mod usage;
 mod workload;
 
 use std::process::ExitCode;

@@ -124,6 +124,42 @@ pub fn table(w: &WorkloadReport) -> String {
     out
 }
 
+/// Per target, what one round of all its workloads cost the process: CPU seconds, major page
+/// faults, and the memory peak (medians over rounds).
+pub fn resources(doc: &Document) -> String {
+    let mut out = format!(
+        "\nper target and round (all workloads): median CPU seconds, major page faults, memory\n  \
+         {:<18} {:>8} {:>13} {:>9} {:>9}",
+        "target", "CPU s", "major faults", "peak MiB", "+RSS MiB"
+    );
+    for name in &doc.targets {
+        // Every workload of a target carries the same per-round figures: take the first.
+        let Some(r) = doc
+            .workloads
+            .iter()
+            .flat_map(|w| &w.results)
+            .find(|r| &r.target == name)
+        else {
+            continue;
+        };
+        let median = |f: &dyn Fn(&super::doc::RoundFigures) -> Option<f64>| {
+            Spread::of(&r.rounds.iter().filter_map(f).collect::<Vec<_>>()).map(|s| s.median)
+        };
+        let _ = write!(
+            out,
+            "\n  {:<18} {:>8} {:>13} {:>9} {:>9}",
+            name,
+            opt(median(&|x| x.target_cpu_s), |v| format!("{v:.2}")),
+            opt(median(&|x| x.target_major_faults.map(|f| f as f64)), |v| {
+                format!("{v:.0}")
+            }),
+            opt(median(&|x| x.peak_rss_mib), |v| format!("{v:.0}")),
+            opt(median(&|x| x.rss_growth_mib), |v| format!("{v:.0}")),
+        );
+    }
+    out
+}
+
 /// The closing lines: how to read the tables, what is missing, the total time.
 pub fn footer(doc: &Document) -> String {
     let s = &doc.settings;

@@ -18,6 +18,7 @@ use super::machine::Machine;
 use super::report;
 use super::rss;
 use super::target::TargetKind;
+use super::usage::Usage;
 use super::workload::{Dataset, Op, SizeSpec, WorkloadKind, mixed_extra, ops_of};
 
 /// What this version does not measure, said in every report.
@@ -106,6 +107,7 @@ pub fn run(plan: &Plan, command: Vec<String>) -> Result<()> {
                 .path()
                 .join(format!("r{round}-{}", target.name().replace('/', "-")));
             let rss_start = rss::start();
+            let usage_start = Usage::now();
             let mut measured = Vec::new();
             let mut session = target.open(plan, &data, &dir)?;
             let mut outcome = Ok(());
@@ -135,8 +137,11 @@ pub fn run(plan: &Plan, command: Vec<String>) -> Result<()> {
             outcome?;
             closed?;
             let peak = rss::finish(rss_start);
+            let used = Usage::now()
+                .zip(usage_start)
+                .map(|(now, start)| now.since(start));
             for (w, m) in measured {
-                figures[t][w].push(RoundFigures::new(&m, peak));
+                figures[t][w].push(RoundFigures::new(&m, peak, used));
             }
             remove_dir(&dir)?;
             progress.inc(1);
@@ -184,6 +189,7 @@ pub fn run(plan: &Plan, command: Vec<String>) -> Result<()> {
     for w in &doc.workloads {
         out.line(&report::table(w));
     }
+    out.line(&report::resources(&doc));
     out.line(&report::footer(&doc));
     if let Some((path, mut file)) = json_file {
         let text = serde_json::to_string_pretty(&doc)
