@@ -31,11 +31,9 @@ fn config() -> Criterion {
 pub fn keys(n: usize) -> Vec<Vec<u8>> {
     (0..n as u64)
         .map(|i| {
-            let cid = *ipfrs_storage::Block::new(i.to_le_bytes().to_vec())
-                .map(|b| *b.cid())
-                .unwrap_or_else(|e| panic!("block {i}: {e}"))
-                .hash();
-            cid.to_bytes()
+            let block = ipfrs_storage::Block::new(i.to_le_bytes().to_vec())
+                .unwrap_or_else(|e| panic!("block {i}: {e}"));
+            ipfrs_storage::key::key_of(block.cid())
         })
         .collect()
 }
