@@ -95,8 +95,11 @@ fn check_figures(r: &Value, rounds: usize, what: &str) {
 fn tiny_run_writes_every_field() {
     let tmp = tempfile::tempdir().unwrap();
     let json = tmp.path().join("out.json");
+    let md = tmp.path().join("out.md");
     let data = tmp.path().join("data");
     let stdout = succeed(&[
+        "--markdown",
+        md.to_str().unwrap(),
         "--blocks",
         "40",
         "--ops",
@@ -128,6 +131,21 @@ fn tiny_run_writes_every_field() {
         std::fs::read_dir(&data).unwrap().next().is_none(),
         "the run's directory was left behind"
     );
+
+    let md = std::fs::read_to_string(&md).unwrap();
+    let rows: Vec<&str> = md.lines().collect();
+    assert!(rows[0].starts_with("| target | ingest MiB/s | get ops/s | get p99 µs |"));
+    assert!(
+        rows[0].ends_with("| scan CIDs/s | delete blocks/s |"),
+        "{md}"
+    );
+    assert!(
+        rows.iter().any(|r| r.starts_with("| `engine/sled` |")),
+        "{md}"
+    );
+    // The header row and the alignment row, then a row per target, every row as wide.
+    let width = rows[0].matches('|').count();
+    assert!(rows.iter().all(|r| r.matches('|').count() == width), "{md}");
 
     let doc = read_json(&json);
     assert_eq!(doc["tool"], "ipfrs-bench");
@@ -168,6 +186,7 @@ fn tiny_run_writes_every_field() {
     assert!(m["crate_versions"]["sled"].is_string());
     assert!(m.get("sha_ni").is_some() && m["release_build"].is_boolean());
     assert_eq!(doc["missing"].as_array().unwrap().len(), 1);
+    assert_eq!(rows.len(), 2 + doc["targets"].as_array().unwrap().len());
     assert!(num(&doc["wall_seconds"], "wall") > 0.0);
 
     let targets: Vec<&str> = doc["targets"]
@@ -470,4 +489,5 @@ fn unwritable_dir_fails_with_one_line() {
 
     let json = tmp.path().join("missing").join("out.json");
     assert_one_line_error(&["--json", json.to_str().unwrap()], "--json");
+    assert_one_line_error(&["--markdown", json.to_str().unwrap()], "--markdown");
 }

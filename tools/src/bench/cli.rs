@@ -159,6 +159,10 @@ pub struct RunArgs {
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
 
+    /// Also write a one-table Markdown summary (a row per target) to this file.
+    #[arg(long, value_name = "FILE")]
+    pub markdown: Option<PathBuf>,
+
     /// Print nothing on stdout and no progress bar (errors still go to stderr).
     #[arg(long, short)]
     pub quiet: bool,
@@ -254,6 +258,8 @@ pub struct Plan {
     pub seed: u64,
     /// JSON output file.
     pub json: Option<PathBuf>,
+    /// Markdown summary file.
+    pub markdown: Option<PathBuf>,
     /// No stdout output, no progress bar.
     pub quiet: bool,
 }
@@ -373,6 +379,7 @@ impl Plan {
             dir: args.dir,
             seed: args.seed,
             json: args.json,
+            markdown: args.markdown,
             quiet: args.quiet,
         })
     }

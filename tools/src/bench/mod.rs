@@ -8,6 +8,7 @@ mod doc;
 mod driver;
 mod error;
 mod machine;
+mod markdown;
 mod report;
 mod rss;
 mod run;

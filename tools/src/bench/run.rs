@@ -15,6 +15,7 @@ use super::disk;
 use super::doc::{Document, RoundFigures, Settings, TargetFigures, WorkloadReport};
 use super::error::{BenchError, Result};
 use super::machine::Machine;
+use super::markdown;
 use super::report;
 use super::rss;
 use super::target::TargetKind;
@@ -33,6 +34,13 @@ pub fn run(plan: &Plan, command: Vec<String>) -> Result<()> {
         Some(path) => Some((
             path,
             File::create(path).map_err(|e| BenchError::io("cannot create --json", path, e))?,
+        )),
+        None => None,
+    };
+    let markdown_file = match &plan.markdown {
+        Some(path) => Some((
+            path,
+            File::create(path).map_err(|e| BenchError::io("cannot create --markdown", path, e))?,
         )),
         None => None,
     };
@@ -198,6 +206,11 @@ pub fn run(plan: &Plan, command: Vec<String>) -> Result<()> {
             .and_then(|()| file.write_all(b"\n"))
             .and_then(|()| file.sync_all())
             .map_err(|e| BenchError::io("cannot write --json", path, e))?;
+    }
+    if let Some((path, mut file)) = markdown_file {
+        file.write_all(markdown::table(&doc).as_bytes())
+            .and_then(|()| file.sync_all())
+            .map_err(|e| BenchError::io("cannot write --markdown", path, e))?;
     }
     let root_path = root.path().to_path_buf();
     root.close()
