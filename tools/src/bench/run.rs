@@ -13,6 +13,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use super::cli::Plan;
 use super::disk;
 use super::doc::{Document, RoundFigures, Settings, TargetFigures, WorkloadReport};
+use super::driver::Measurement;
 use super::error::{BenchError, Result};
 use super::machine::Machine;
 use super::markdown;
@@ -116,34 +117,7 @@ pub fn run(plan: &Plan, command: Vec<String>) -> Result<()> {
                 .join(format!("r{round}-{}", target.name().replace('/', "-")));
             let rss_start = rss::start();
             let usage_start = Usage::now();
-            let mut measured = Vec::new();
-            let mut session = target.open(plan, &data, &dir)?;
-            let mut outcome = Ok(());
-            for (w, &workload) in sequence.iter().enumerate() {
-                if !target.supports(workload) {
-                    continue;
-                }
-                let timed = workload.is_timed();
-                if timed && !plan.warmup.is_zero() {
-                    outcome = session
-                        .run(workload, &op_lists[w], Some(plan.warmup))
-                        .map(drop);
-                }
-                let duration = if timed { plan.duration } else { None };
-                match outcome.and_then(|()| session.run(workload, &op_lists[w], duration)) {
-                    Ok(m) => {
-                        measured.push((w, m));
-                        outcome = Ok(());
-                    }
-                    Err(err) => {
-                        outcome = Err(err);
-                        break;
-                    }
-                }
-            }
-            let closed = session.close();
-            outcome?;
-            closed?;
+            let measured = target_round(plan, target, &data, &sequence, &op_lists, &dir)?;
             let peak = rss::finish(rss_start);
             let used = Usage::now()
                 .zip(usage_start)
@@ -216,6 +190,39 @@ pub fn run(plan: &Plan, command: Vec<String>) -> Result<()> {
     root.close()
         .map_err(|e| BenchError::io("cannot remove", root_path, e))?;
     Ok(())
+}
+
+/// One target's round: opened fresh in `dir`, every workload it supports in order, closed.
+fn target_round(
+    plan: &Plan,
+    target: TargetKind,
+    data: &Dataset,
+    sequence: &[WorkloadKind],
+    op_lists: &[Vec<Op>],
+    dir: &Path,
+) -> Result<Vec<(usize, Measurement)>> {
+    let mut session = target.open(plan, data, dir)?;
+    let mut run_all = || -> Result<Vec<(usize, Measurement)>> {
+        let mut measured = Vec::new();
+        for (w, &workload) in sequence.iter().enumerate() {
+            if !target.supports(workload) {
+                continue;
+            }
+            let timed = workload.is_timed();
+            if timed && !plan.warmup.is_zero() {
+                session.run(workload, &op_lists[w], Some(plan.warmup))?;
+            }
+            let duration = if timed { plan.duration } else { None };
+            measured.push((w, session.run(workload, &op_lists[w], duration)?));
+        }
+        Ok(measured)
+    };
+    let measured = run_all();
+    // Close even after a failure, so the engine's shards stop before the error is reported.
+    let closed = session.close();
+    let measured = measured?;
+    closed?;
+    Ok(measured)
 }
 
 /// The settings part of the report.
