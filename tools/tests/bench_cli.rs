@@ -450,6 +450,9 @@ fn bad_arguments_fail_with_one_line() {
     assert_one_line_error(&["--duration", "soon"], "soon");
     assert_one_line_error(&["--durability", "sometimes"], "sometimes");
     assert_one_line_error(&["--backend", "nosuch"], "nosuch");
+    if !cfg!(feature = "rocksdb") {
+        assert_one_line_error(&["--backend", "rocksdb"], "--features rocksdb");
+    }
     assert_one_line_error(&["--no-such-flag"], "--no-such-flag");
     assert_one_line_error(&["compare", "only-one.json"], "required");
 }

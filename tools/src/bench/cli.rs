@@ -97,9 +97,9 @@ pub struct RunArgs {
     #[arg(long, value_name = "N", default_value_t = 32)]
     pub batch: usize,
 
-    /// Open loop: issue this many requests per second in total (each from its intended start
-    /// time, so stalls count fully: no coordinated omission). Default: closed loop, as fast as
-    /// the target answers.
+    /// Open loop: issue this many calls per second in total (an ingest or delete batch is one
+    /// call), each timed from its intended start, so stalls count fully: no coordinated
+    /// omission. Default: closed loop, as fast as the target answers.
     #[arg(long, value_name = "OPS")]
     pub rate: Option<f64>,
 
