@@ -38,8 +38,9 @@ impl TargetKind {
             targets.push(TargetKind::Raw(backend));
             // HOT-TIER: when Config gains the hot segment tier's on/off knob, add the two engine
             // variants here (e.g. `Engine { backend, hot: true }` and `hot: false`), name them in
-            // `name()` ("engine+hot/sled") and set the knob in `open_engine`. Nothing else in
-            // the tool needs to change: rounds, tables, JSON and compare work per target name.
+            // `name()` (e.g. "engine+hot/sled": `--baseline raw` pairs any "engine.../B" with
+            // "raw/B") and set the knob in `EngineTarget::open`. Nothing else needs to change:
+            // rounds, tables, JSON, --markdown and compare all work per target name.
             targets.push(TargetKind::Engine(backend));
         }
         if plan.ceilings {
