@@ -389,6 +389,8 @@ mod tests {
                 t("engine/sled", false, 150.0, 15.0),
                 t("raw/parity-db", false, 50.0, 5.0),
                 t("engine/parity-db", false, 25.0, 2.5),
+                // The hot-tier variants the lead adds compare with the same raw backend.
+                t("engine+hot/sled", false, 200.0, 20.0),
                 t("disk/o_direct", true, 1000.0, 100.0),
                 t("cpu/sha2-256", true, 500.0, 50.0),
             ],
@@ -399,6 +401,7 @@ mod tests {
         assert_eq!(get("engine/sled").vs_baseline, Some(1.5));
         assert_eq!(get("engine/sled").baseline.as_deref(), Some("raw/sled"));
         assert_eq!(get("engine/parity-db").vs_baseline, Some(0.5));
+        assert_eq!(get("engine+hot/sled").vs_baseline, Some(2.0));
         assert_eq!(get("raw/sled").vs_baseline, None);
         assert_eq!(get("engine/sled").vs_ceiling, Some(0.3));
         assert_eq!(get("disk/o_direct").vs_ceiling, None);
