@@ -1,10 +1,13 @@
-//! Runs the built `ipfrs-bench` binary: a tiny run with `--json` must report every target,
-//! phase and field, and bad arguments must fail with one line on stderr.
+//! Runs the built `ipfrs-bench` binary: a tiny run's `--json` document must have every field
+//! (parsed with serde_json), `compare` must flag a regression with its exit code, and bad
+//! arguments must fail with one line on stderr. Counts are tiny; nothing asserts speed.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
 use std::process::{Command, Output};
+
+use serde_json::Value;
 
 fn bench(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_ipfrs-bench"))
@@ -13,318 +16,277 @@ fn bench(args: &[&str]) -> Output {
         .expect("run ipfrs-bench")
 }
 
-/// A JSON value, parsed by the small parser below (the tools crate has no serde).
-#[derive(Debug, Clone, PartialEq)]
-enum Json {
-    Null,
-    Bool(bool),
-    Num(f64),
-    Str(String),
-    Arr(Vec<Json>),
-    Obj(Vec<(String, Json)>),
+fn succeed(args: &[&str]) -> String {
+    let out = bench(args);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{args:?}\nstdout:\n{stdout}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
 }
 
-impl Json {
-    fn get(&self, key: &str) -> &Json {
-        match self {
-            Json::Obj(fields) => fields
-                .iter()
-                .find(|(k, _)| k == key)
-                .map(|(_, v)| v)
-                .unwrap_or_else(|| panic!("missing field {key:?} in {self:?}")),
-            other => panic!("{other:?} is not an object (looking for {key:?})"),
-        }
-    }
-
-    fn num(&self) -> f64 {
-        match self {
-            Json::Num(x) => *x,
-            other => panic!("{other:?} is not a number"),
-        }
-    }
-
-    fn str(&self) -> &str {
-        match self {
-            Json::Str(s) => s,
-            other => panic!("{other:?} is not a string"),
-        }
-    }
-
-    fn arr(&self) -> &[Json] {
-        match self {
-            Json::Arr(items) => items,
-            other => panic!("{other:?} is not an array"),
-        }
-    }
+fn read_json(path: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
-struct Parser<'a> {
-    text: &'a [u8],
-    pos: usize,
+fn num(v: &Value, what: &str) -> f64 {
+    v.as_f64()
+        .unwrap_or_else(|| panic!("{what} is not a number: {v}"))
 }
 
-impl Parser<'_> {
-    fn parse(text: &str) -> Json {
-        let mut p = Parser {
-            text: text.as_bytes(),
-            pos: 0,
-        };
-        let value = p.value();
-        p.ws();
-        assert_eq!(
-            p.pos,
-            p.text.len(),
-            "trailing characters after the JSON document"
-        );
-        value
-    }
+const ALL_WORKLOADS: [&str; 7] = [
+    "ingest",
+    "get",
+    "get-zipf",
+    "has-absent",
+    "mixed",
+    "scan",
+    "delete",
+];
 
-    fn ws(&mut self) {
-        while self.pos < self.text.len() && self.text[self.pos].is_ascii_whitespace() {
-            self.pos += 1;
+/// Checks a target's figures on a workload: every round present, the spread consistent, the
+/// percentiles in order.
+fn check_figures(r: &Value, rounds: usize, what: &str) {
+    let all = r["rounds"].as_array().unwrap();
+    assert_eq!(all.len(), rounds, "{what}: rounds");
+    for round in all {
+        assert!(num(&round["ops"], what) >= 1.0, "{what}: ops");
+        assert!(num(&round["seconds"], what) > 0.0);
+        assert!(num(&round["ops_per_s"], what) > 0.0);
+        for key in [
+            "mib_per_s",
+            "start_rss_mib",
+            "peak_rss_mib",
+            "rss_growth_mib",
+        ] {
+            assert!(round.get(key).is_some(), "{what}: rounds[].{key}");
         }
     }
-
-    fn eat(&mut self, c: u8) {
-        self.ws();
-        assert_eq!(
-            self.text.get(self.pos).copied(),
-            Some(c),
-            "expected {:?} at byte {}",
-            c as char,
-            self.pos
-        );
-        self.pos += 1;
-    }
-
-    fn peek(&mut self) -> u8 {
-        self.ws();
-        *self.text.get(self.pos).expect("unexpected end of JSON")
-    }
-
-    fn value(&mut self) -> Json {
-        match self.peek() {
-            b'{' => {
-                self.eat(b'{');
-                let mut fields = Vec::new();
-                if self.peek() == b'}' {
-                    self.eat(b'}');
-                    return Json::Obj(fields);
-                }
-                loop {
-                    let key = self.string();
-                    self.eat(b':');
-                    fields.push((key, self.value()));
-                    if self.peek() == b',' {
-                        self.eat(b',');
-                    } else {
-                        self.eat(b'}');
-                        return Json::Obj(fields);
-                    }
-                }
-            }
-            b'[' => {
-                self.eat(b'[');
-                let mut items = Vec::new();
-                if self.peek() == b']' {
-                    self.eat(b']');
-                    return Json::Arr(items);
-                }
-                loop {
-                    items.push(self.value());
-                    if self.peek() == b',' {
-                        self.eat(b',');
-                    } else {
-                        self.eat(b']');
-                        return Json::Arr(items);
-                    }
-                }
-            }
-            b'"' => Json::Str(self.string()),
-            _ => {
-                let start = self.pos;
-                while self.pos < self.text.len() && !b",]} \n\r\t".contains(&self.text[self.pos]) {
-                    self.pos += 1;
-                }
-                let word = std::str::from_utf8(&self.text[start..self.pos]).unwrap();
-                match word {
-                    "null" => Json::Null,
-                    "true" => Json::Bool(true),
-                    "false" => Json::Bool(false),
-                    _ => Json::Num(
-                        word.parse()
-                            .unwrap_or_else(|_| panic!("bad token {word:?}")),
-                    ),
-                }
-            }
-        }
-    }
-
-    fn string(&mut self) -> String {
-        self.eat(b'"');
-        let mut out = String::new();
-        loop {
-            let c = self.text[self.pos];
-            self.pos += 1;
-            match c {
-                b'"' => return out,
-                b'\\' => {
-                    let e = self.text[self.pos];
-                    self.pos += 1;
-                    match e {
-                        b'n' => out.push('\n'),
-                        b'u' => {
-                            let hex = std::str::from_utf8(&self.text[self.pos..self.pos + 4]);
-                            let code = u32::from_str_radix(hex.unwrap(), 16).unwrap();
-                            out.push(char::from_u32(code).unwrap());
-                            self.pos += 4;
-                        }
-                        other => out.push(other as char),
-                    }
-                }
-                _ => out.push(c as char),
-            }
-        }
-    }
-}
-
-const PHASES: [&str; 5] = ["ingest", "get", "has_absent", "get_many", "has_many_absent"];
-
-/// Checks the whole document of a run with the given block sizes.
-fn check_report(doc: &Json, sizes: &[u64]) {
-    assert_eq!(doc.get("tool").str(), "ipfrs-bench");
-    assert!(!doc.get("version").str().is_empty());
-    let settings = doc.get("settings");
-    for field in ["threads", "batch", "seed", "scale"] {
-        assert!(settings.get(field).num() > 0.0, "settings.{field}");
-    }
-    assert!(["sync", "batch", "none"].contains(&settings.get("durability").str()));
-    let _ = settings.get("shards");
-    let backends: Vec<&str> = settings
-        .get("backends")
-        .arr()
+    let ops = &r["ops_per_s"];
+    let (median, min, max) = (
+        num(&ops["median"], what),
+        num(&ops["min"], what),
+        num(&ops["max"], what),
+    );
+    assert!(min > 0.0 && min <= median && median <= max, "{what}: {ops}");
+    let l = &r["latency_us"];
+    let p: Vec<f64> = ["p50", "p90", "p99", "p99_9", "max"]
         .iter()
-        .map(Json::str)
+        .map(|k| num(&l[k], what))
         .collect();
-    assert!(backends.contains(&"sled") && backends.contains(&"parity-db"));
-    let cpu = doc.get("cpu");
-    assert!(cpu.get("sha256_mb_per_s").num() > 0.0);
-    assert!(matches!(cpu.get("sha_ni"), Json::Bool(_) | Json::Null));
-    assert!(doc.get("wall_seconds").num() > 0.0);
-
-    let results = doc.get("results").arr();
-    assert_eq!(results.len(), sizes.len() * backends.len() * 2);
-    for &size in sizes {
-        for &backend in &backends {
-            for target in ["engine", "raw"] {
-                let r = results
-                    .iter()
-                    .find(|r| {
-                        r.get("block_size").num() == size as f64
-                            && r.get("backend").str() == backend
-                            && r.get("target").str() == target
-                    })
-                    .unwrap_or_else(|| panic!("no result for {target}/{backend} at {size} B"));
-                let blocks = r.get("blocks").num();
-                assert!(blocks >= 1.0);
-                for phase in PHASES {
-                    let p = r.get("phases").get(phase);
-                    assert_eq!(p.get("ops").num(), blocks, "{target}/{backend} {phase}");
-                    assert!(p.get("seconds").num() > 0.0);
-                    assert!(p.get("ops_per_s").num() > 0.0, "{target}/{backend} {phase}");
-                    assert!(p.get("p50_us").num() > 0.0);
-                    assert!(p.get("p99_us").num() >= p.get("p50_us").num());
-                    assert!(p.get("max_us").num() >= p.get("p99_us").num());
-                    match phase {
-                        "has_absent" | "has_many_absent" => {
-                            assert_eq!(p.get("mib_per_s"), &Json::Null)
-                        }
-                        _ => {
-                            assert!(p.get("mib_per_s").num() > 0.0);
-                            assert_eq!(p.get("bytes").num(), blocks * size as f64);
-                        }
-                    }
-                }
-                let ratios = r.get("engine_over_raw_ops");
-                if target == "engine" {
-                    assert!(r.get("shards").num() >= 1.0);
-                    for phase in PHASES {
-                        assert!(ratios.get(phase).num() > 0.0, "ratio {backend} {phase}");
-                    }
-                } else {
-                    assert_eq!(r.get("shards"), &Json::Null);
-                    assert_eq!(ratios, &Json::Null);
-                }
-            }
-        }
+    assert!(p[0] > 0.0, "{what}: p50");
+    assert!(p.windows(2).all(|w| w[0] <= w[1]), "{what}: {l}");
+    // Linux: the peak is measured; it is at least the memory the blocks take.
+    assert!(num(&r["peak_rss_mib"]["median"], what) > 1.0, "{what}: rss");
+    for key in [
+        "baseline",
+        "vs_baseline",
+        "vs_ceiling",
+        "mib_per_s",
+        "is_ceiling",
+    ] {
+        assert!(r.get(key).is_some(), "{what}: no {key}");
     }
-}
-
-/// Whether `dir` is empty (the run's subdirectory was removed).
-fn is_empty(dir: &Path) -> bool {
-    std::fs::read_dir(dir).unwrap().next().is_none()
 }
 
 #[test]
-fn tiny_run_reports_every_target_and_phase() {
+fn tiny_run_writes_every_field() {
     let tmp = tempfile::tempdir().unwrap();
     let json = tmp.path().join("out.json");
+    let md = tmp.path().join("out.md");
     let data = tmp.path().join("data");
-    let out = bench(&[
-        "--scale",
-        "0.002",
+    let stdout = succeed(&[
+        "--markdown",
+        md.to_str().unwrap(),
+        "--blocks",
+        "40",
+        "--ops",
+        "50",
+        "--rounds",
+        "2",
+        "--shards",
+        "2",
         "--json",
         json.to_str().unwrap(),
         "--dir",
         data.to_str().unwrap(),
-        "--shards",
-        "2",
     ]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
     for needle in [
-        "CPU ceiling",
-        "SHA-NI",
-        "4 KiB blocks x 40",
-        "256 KiB blocks x 4",
+        "IPFS mix",
+        "ingest: 40 blocks",
+        "get-zipf",
         "engine/sled",
         "raw/parity-db",
-        "has_absent",
-        "engine/raw",
+        "cpu/sha2-256",
+        "vs base",
+        "major page faults",
+        "Not measured yet: car",
         "Total wall time",
     ] {
-        assert!(
-            stdout.contains(needle),
-            "{needle:?} missing from:\n{stdout}"
-        );
+        assert!(stdout.contains(needle), "{needle:?} missing:\n{stdout}");
     }
-    let doc = Parser::parse(&std::fs::read_to_string(&json).unwrap());
-    check_report(&doc, &[4096, 256 << 10]);
-    assert_eq!(doc.get("settings").get("shards").num(), 2.0);
-    assert!(is_empty(&data), "the run's directory was left behind");
+    assert!(
+        std::fs::read_dir(&data).unwrap().next().is_none(),
+        "the run's directory was left behind"
+    );
+
+    let md = std::fs::read_to_string(&md).unwrap();
+    let rows: Vec<&str> = md.lines().collect();
+    assert!(rows[0].starts_with("| target | ingest MiB/s | get ops/s | get p99 µs |"));
+    assert!(
+        rows[0].ends_with("| scan CIDs/s | delete blocks/s |"),
+        "{md}"
+    );
+    assert!(
+        rows.iter().any(|r| r.starts_with("| `engine/sled` |")),
+        "{md}"
+    );
+    // The header row and the alignment row, then a row per target, every row as wide.
+    let width = rows[0].matches('|').count();
+    assert!(rows.iter().all(|r| r.matches('|').count() == width), "{md}");
+
+    let doc = read_json(&json);
+    assert_eq!(doc["tool"], "ipfrs-bench");
+    assert!(!doc["version"].as_str().unwrap().is_empty());
+    assert!(doc["command"].as_array().unwrap().len() > 1);
+    let s = &doc["settings"];
+    assert_eq!(s["blocks"], 40);
+    assert_eq!(s["size"], "ipfs");
+    assert_eq!(s["rounds"], 2);
+    assert_eq!(s["shards"], 2);
+    assert_eq!(s["duration_s"], Value::Null);
+    assert!(num(&s["stored_bytes"], "stored_bytes") > 0.0);
+    for key in [
+        "warmup_s",
+        "threads",
+        "in_flight",
+        "batch",
+        "rate",
+        "zipf_skew",
+        "read_ratio",
+        "durability",
+        "cache_bytes",
+        "seed",
+        "baseline",
+        "backends",
+        "size_description",
+    ] {
+        assert!(s.get(key).is_some(), "settings.{key}");
+    }
+    let m = &doc["machine"];
+    assert!(num(&m["cores"], "cores") >= 1.0);
+    for key in ["cpu_model", "kernel", "fs_type"] {
+        assert!(!m[key].as_str().unwrap().is_empty(), "machine.{key}");
+    }
+    assert!(num(&m["mem_available_mib"], "mem") > 0.0);
+    assert!(num(&m["mem_free_mib"], "mem") >= 0.0);
+    assert!(m["crate_versions"]["glommio"].is_string());
+    assert!(m["crate_versions"]["sled"].is_string());
+    assert!(m.get("sha_ni").is_some() && m["release_build"].is_boolean());
+    assert_eq!(doc["missing"].as_array().unwrap().len(), 1);
+    assert_eq!(rows.len(), 2 + doc["targets"].as_array().unwrap().len());
+    assert!(num(&doc["wall_seconds"], "wall") > 0.0);
+
+    let targets: Vec<&str> = doc["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    let disk = doc["disk_ceiling_unavailable"].is_null();
+    for t in [
+        "raw/sled",
+        "engine/sled",
+        "raw/parity-db",
+        "engine/parity-db",
+    ] {
+        assert!(targets.contains(&t), "{t} not in {targets:?}");
+    }
+    assert_eq!(targets.contains(&"disk/o_direct"), disk);
+    assert!(targets.contains(&"cpu/sha2-256"));
+
+    let workloads = doc["workloads"].as_array().unwrap();
+    let names: Vec<&str> = workloads
+        .iter()
+        .map(|w| w["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ALL_WORKLOADS);
+    for w in workloads {
+        let name = w["name"].as_str().unwrap();
+        let results = w["results"].as_array().unwrap();
+        let of = |t: &str| results.iter().find(|r| r["target"] == t);
+        for backend in ["sled", "parity-db"] {
+            let engine = of(&format!("engine/{backend}")).unwrap();
+            let raw = of(&format!("raw/{backend}")).unwrap();
+            check_figures(engine, 2, &format!("{name} engine/{backend}"));
+            check_figures(raw, 2, &format!("{name} raw/{backend}"));
+            assert_eq!(engine["baseline"], format!("raw/{backend}"));
+            assert!(num(&engine["vs_baseline"], "vs_baseline") > 0.0);
+            assert_eq!(raw["vs_baseline"], Value::Null);
+            let ops = num(&engine["rounds"][0]["ops"], "ops");
+            match name {
+                "ingest" | "delete" => assert_eq!(ops, 40.0, "{name}"),
+                "scan" => assert!(ops >= 40.0, "{name}: {ops}"),
+                _ => assert_eq!(ops, 50.0, "{name}"),
+            }
+        }
+        let ceilings: Vec<&str> = results
+            .iter()
+            .filter(|r| r["is_ceiling"] == true)
+            .map(|r| r["target"].as_str().unwrap())
+            .collect();
+        match name {
+            "ingest" => {
+                assert!(ceilings.contains(&"cpu/sha2-256"));
+                assert_eq!(ceilings.contains(&"disk/o_direct"), disk);
+                assert!(w["ceiling"].is_string());
+                let engine = of("engine/sled").unwrap();
+                assert!(num(&engine["vs_ceiling"], "vs_ceiling") > 0.0);
+            }
+            "get" | "get-zipf" => assert_eq!(ceilings.contains(&"disk/o_direct"), disk),
+            _ => {
+                assert!(ceilings.is_empty(), "{name}: {ceilings:?}");
+                assert_eq!(w["ceiling"], Value::Null);
+            }
+        }
+    }
 }
 
 #[test]
-fn quiet_run_prints_nothing_and_honours_flags() {
+fn flags_shape_the_run_and_quiet_prints_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let json = tmp.path().join("quiet.json");
     let out = bench(&[
         "--quiet",
-        "--small-count",
+        "--blocks",
         "30",
-        "--large-count",
-        "3",
-        "--small-size",
+        "--size",
         "1000",
-        "--large-size",
-        "64K",
+        "-w",
+        "has-absent",
+        "-w",
+        "get",
+        "--duration",
+        "50ms",
+        "--rate",
+        "2000",
         "--batch",
         "7",
         "--threads",
         "3",
+        "--in-flight",
+        "1",
         "--durability",
         "none",
+        "--backend",
+        "sled",
+        "--baseline",
+        "engine/sled",
+        "--no-ceiling",
+        "--rounds",
+        "1",
         "--seed",
         "9",
         "--json",
@@ -336,13 +298,113 @@ fn quiet_run_prints_nothing_and_honours_flags() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(out.stdout.is_empty(), "--quiet printed on stdout");
-    let doc = Parser::parse(&std::fs::read_to_string(&json).unwrap());
-    check_report(&doc, &[1000, 64 << 10]);
-    let settings = doc.get("settings");
-    assert_eq!(settings.get("durability").str(), "none");
-    assert_eq!(settings.get("batch").num(), 7.0);
-    assert_eq!(settings.get("threads").num(), 3.0);
-    assert_eq!(settings.get("seed").num(), 9.0);
+    assert!(out.stderr.is_empty(), "--quiet printed on stderr");
+    let doc = read_json(&json);
+    let s = &doc["settings"];
+    assert_eq!(s["durability"], "none");
+    assert_eq!(s["size"], "1000");
+    assert_eq!(s["batch"], 7);
+    assert_eq!(s["threads"], 3);
+    assert_eq!(s["in_flight"], 1);
+    assert_eq!(s["seed"], 9);
+    assert_eq!(s["rate"], 2000.0);
+    assert_eq!(s["duration_s"], 0.05);
+    assert_eq!(s["stored_bytes"], 30_000);
+    assert_eq!(
+        doc["targets"],
+        serde_json::json!(["raw/sled", "engine/sled"])
+    );
+    // Ingest ran (the reads need it) but only the chosen workloads are reported.
+    let names: Vec<&str> = doc["workloads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["get", "has-absent"]);
+    let get = &doc["workloads"][0]["results"];
+    let raw = get
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["target"] == "raw/sled")
+        .unwrap();
+    assert_eq!(raw["baseline"], "engine/sled");
+    // Open loop at 2000/s for 50 ms: at most 100 ops were due.
+    let ops = num(&raw["rounds"][0]["ops"], "ops");
+    assert!((1.0..=100.0).contains(&ops), "{ops} ops");
+}
+
+#[test]
+fn compare_flags_regressions_with_its_exit_code() {
+    let tmp = tempfile::tempdir().unwrap();
+    let old = tmp.path().join("old.json");
+    let new = tmp.path().join("new.json");
+    succeed(&[
+        "--quiet",
+        "--blocks",
+        "20",
+        "--ops",
+        "20",
+        "--rounds",
+        "1",
+        "--backend",
+        "sled",
+        "-w",
+        "get",
+        "--no-ceiling",
+        "--json",
+        old.to_str().unwrap(),
+    ]);
+    let same = succeed(&["compare", old.to_str().unwrap(), old.to_str().unwrap()]);
+    // ops/s and p99 of both targets, and +RSS where a target grew at all.
+    let compared: usize = same
+        .lines()
+        .find_map(|l| l.strip_prefix("0 of "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no summary in {same}"));
+    assert!((4..=6).contains(&compared), "{same}");
+    assert!(!same.contains("REGRESSION"));
+
+    // The engine's get got 3x slower.
+    let mut doc = read_json(&old);
+    let result = doc["workloads"][0]["results"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .find(|r| r["target"] == "engine/sled")
+        .unwrap();
+    let ops = num(&result["ops_per_s"]["median"], "ops");
+    result["ops_per_s"]["median"] = serde_json::json!(ops / 3.0);
+    std::fs::write(&new, serde_json::to_string(&doc).unwrap()).unwrap();
+
+    let out = bench(&["compare", old.to_str().unwrap(), new.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    let flagged: Vec<&str> = text.lines().filter(|l| l.contains("REGRESSION")).collect();
+    assert_eq!(flagged.len(), 1, "{text}");
+    assert!(flagged[0].contains("engine/sled") && flagged[0].contains("-66.7%"));
+
+    let lenient = bench(&[
+        "compare",
+        "--threshold",
+        "70%",
+        old.to_str().unwrap(),
+        new.to_str().unwrap(),
+    ]);
+    assert!(lenient.status.success());
+
+    std::fs::write(&new, "{\"not\": \"a report\"}").unwrap();
+    assert_one_line_error(
+        &["compare", old.to_str().unwrap(), new.to_str().unwrap()],
+        "not an ipfrs-bench --json report",
+    );
+    let missing = tmp.path().join("missing.json");
+    assert_one_line_error(
+        &["compare", old.to_str().unwrap(), missing.to_str().unwrap()],
+        "cannot read",
+    );
 }
 
 /// Asserts a failed run: non-zero exit (not a panic), nothing on stdout, exactly one line on
@@ -371,16 +433,39 @@ fn assert_one_line_error(args: &[&str], needle: &str) {
 
 #[test]
 fn bad_arguments_fail_with_one_line() {
-    assert_one_line_error(&["--small-count", "0"], "--small-count");
-    assert_one_line_error(&["--large-count", "0"], "--large-count");
-    assert_one_line_error(&["--scale", "0.00001"], "--scale");
-    assert_one_line_error(&["--scale", "-1"], "--scale");
-    assert_one_line_error(&["--large-size", "3MiB"], "maximum block size");
+    assert_one_line_error(&["--blocks", "0"], "--blocks");
+    assert_one_line_error(&["--ops", "0"], "--ops");
+    assert_one_line_error(&["--size", "3MiB"], "maximum block size");
+    assert_one_line_error(&["--size", "0"], "--size");
+    assert_one_line_error(&["-w", "car"], "--car FILE");
+    assert_one_line_error(
+        &["-w", "car", "--car", "/nonexistent/blocks.car"],
+        "/nonexistent/blocks.car",
+    );
     assert_one_line_error(&["--threads", "0"], "--threads");
+    assert_one_line_error(&["--in-flight", "0"], "--in-flight");
     assert_one_line_error(&["--batch", "0"], "--batch");
+    assert_one_line_error(&["--rounds", "0"], "--rounds");
+    assert_one_line_error(&["--rate", "0"], "--rate");
+    assert_one_line_error(&["--duration", "soon"], "soon");
     assert_one_line_error(&["--durability", "sometimes"], "sometimes");
     assert_one_line_error(&["--backend", "nosuch"], "nosuch");
+    if !cfg!(feature = "rocksdb") {
+        assert_one_line_error(&["--backend", "rocksdb"], "--features rocksdb");
+    }
     assert_one_line_error(&["--no-such-flag"], "--no-such-flag");
+    assert_one_line_error(&["compare", "only-one.json"], "required");
+}
+
+#[test]
+fn an_existing_car_file_is_refused_until_the_reader_is_wired() {
+    let tmp = tempfile::tempdir().unwrap();
+    let car = tmp.path().join("x.car");
+    std::fs::write(&car, b"not really a car").unwrap();
+    assert_one_line_error(
+        &["-w", "car", "--car", car.to_str().unwrap()],
+        "not available",
+    );
 }
 
 #[test]
@@ -407,4 +492,5 @@ fn unwritable_dir_fails_with_one_line() {
 
     let json = tmp.path().join("missing").join("out.json");
     assert_one_line_error(&["--json", json.to_str().unwrap()], "--json");
+    assert_one_line_error(&["--markdown", json.to_str().unwrap()], "--markdown");
 }

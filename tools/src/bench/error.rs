@@ -1,31 +1,42 @@
 //! The benchmark's error type: every failure ends as one line on stderr.
 
-use std::fmt;
 use std::path::PathBuf;
 
-/// What went wrong. `Display` gives one line, without a trailing newline.
-#[derive(Debug)]
+/// What went wrong. `Display` gives one line (library messages can span several: they are
+/// joined), without a trailing newline.
+#[derive(Debug, thiserror::Error)]
 pub enum BenchError {
     /// A command-line value is out of range or inconsistent.
+    #[error("{}", one_line(.0))]
     Usage(String),
     /// A file or directory operation failed.
+    #[error("{} {}: {}", one_line(what), path.display(), one_line(&source.to_string()))]
     Io {
-        /// What was being done, e.g. "cannot create --dir /x".
+        /// What was being done, e.g. "cannot create --dir".
         what: String,
         /// The path involved.
         path: PathBuf,
         /// The error.
+        #[source]
         source: std::io::Error,
     },
     /// The engine failed.
-    Engine(ipfrs_storage::Error),
+    #[error("engine: {}", one_line(&.0.to_string()))]
+    Engine(#[from] ipfrs_storage::Error),
     /// A raw backend failed.
-    Backend(ipfrs_tiering::Error),
+    #[error("raw backend: {}", one_line(&.0.to_string()))]
+    Backend(#[from] ipfrs_tiering::Error),
     /// A block could not be built.
-    Block(ipfrs_storage::BlockError),
+    #[error("block: {}", one_line(&.0.to_string()))]
+    Block(#[from] ipfrs_storage::BlockError),
+    /// The disk ceiling's O_DIRECT I/O failed.
+    #[error("disk ceiling: {}", one_line(.0))]
+    Disk(String),
     /// A result was wrong (a stored block missing, an absent one found).
+    #[error("check failed: {}", one_line(.0))]
     Check(String),
-    /// Anything else (a latency histogram error, a panicked client thread).
+    /// Anything else (a latency histogram error, a panicked client thread, a bad report file).
+    #[error("{}", one_line(.0))]
     Internal(String),
 }
 
@@ -50,43 +61,6 @@ fn one_line(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-impl fmt::Display for BenchError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let text = match self {
-            BenchError::Usage(msg) => msg.clone(),
-            BenchError::Io { what, path, source } => {
-                format!("{what} {}: {source}", path.display())
-            }
-            BenchError::Engine(err) => format!("engine: {err}"),
-            BenchError::Backend(err) => format!("raw backend: {err}"),
-            BenchError::Block(err) => format!("block: {err}"),
-            BenchError::Check(msg) => format!("check failed: {msg}"),
-            BenchError::Internal(msg) => msg.clone(),
-        };
-        f.write_str(&one_line(&text))
-    }
-}
-
-impl std::error::Error for BenchError {}
-
-impl From<ipfrs_storage::Error> for BenchError {
-    fn from(err: ipfrs_storage::Error) -> Self {
-        BenchError::Engine(err)
-    }
-}
-
-impl From<ipfrs_tiering::Error> for BenchError {
-    fn from(err: ipfrs_tiering::Error) -> Self {
-        BenchError::Backend(err)
-    }
-}
-
-impl From<ipfrs_storage::BlockError> for BenchError {
-    fn from(err: ipfrs_storage::BlockError) -> Self {
-        BenchError::Block(err)
-    }
-}
-
 /// The result type of the benchmark.
 pub type Result<T, E = BenchError> = std::result::Result<T, E>;
 
@@ -99,5 +73,8 @@ mod tests {
         let err = BenchError::Check("first\nsecond  line".into());
         assert_eq!(err.to_string(), "check failed: first second line");
         assert!(BenchError::Usage("x".into()).is_usage());
+        let io = BenchError::io("cannot create --dir", "/x", std::io::Error::other("a\nb"));
+        assert_eq!(io.to_string(), "cannot create --dir /x: a b");
+        assert!(std::error::Error::source(&io).is_some());
     }
 }

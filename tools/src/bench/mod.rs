@@ -1,9 +1,19 @@
-//! The benchmark's pieces: command line, workload, targets and phases, report.
+//! The benchmark's pieces: command line, workloads, targets, the lane driver, rounds, the
+//! report (tables and JSON) and the comparison of two reports.
 
 mod cli;
+mod compare;
+mod disk;
+mod doc;
+mod driver;
 mod error;
+mod machine;
+mod markdown;
 mod report;
+mod rss;
 mod run;
+mod target;
+mod usage;
 mod workload;
 
 use std::process::ExitCode;
@@ -12,18 +22,27 @@ use clap::Parser;
 
 /// Exit code for bad arguments (as clap uses).
 const EXIT_USAGE: u8 = 2;
-/// Exit code for a failure while running.
+/// Exit code for a failure while running, and for a comparison that found a regression.
 const EXIT_FAILURE: u8 = 1;
 
-/// Parses the command line, runs the benchmark, and turns any error into one line on stderr
-/// and a non-zero exit code.
+/// Parses the command line, runs the benchmark or the comparison, and turns any error into
+/// one line on stderr and a non-zero exit code.
 pub fn main() -> ExitCode {
-    let args = match cli::Args::try_parse() {
-        Ok(args) => args,
+    let cli = match cli::Cli::try_parse() {
+        Ok(cli) => cli,
         Err(err) => return clap_exit(&err),
     };
-    match cli::Plan::from_args(args).and_then(|plan| run::run(&plan)) {
-        Ok(()) => ExitCode::SUCCESS,
+    let outcome = match cli.command {
+        Some(cli::Command::Compare(args)) => compare_main(&args),
+        None => {
+            let command: Vec<String> = std::env::args().collect();
+            cli::Plan::from_args(cli.run)
+                .and_then(|plan| run::run(&plan, command))
+                .map(|()| ExitCode::SUCCESS)
+        }
+    };
+    match outcome {
+        Ok(code) => code,
         Err(err) => {
             eprintln!("ipfrs-bench: error: {err}");
             ExitCode::from(if err.is_usage() {
@@ -35,6 +54,27 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// `compare`: prints every change; exit code 1 if any figure regressed.
+fn compare_main(args: &cli::CompareArgs) -> error::Result<ExitCode> {
+    let old = compare::load(&args.old)?;
+    let new = compare::load(&args.new)?;
+    let changes = compare::changes(&old, &new, args.threshold);
+    emit(&compare::render(&old, &new, &changes, args.threshold));
+    Ok(if changes.iter().any(|c| c.regression) {
+        ExitCode::from(EXIT_FAILURE)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// Prints a line on stdout. A closed stdout (`ipfrs-bench | head`) is not an error worth a
+/// panic: the output is simply dropped.
+pub fn emit(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{text}").and_then(|()| out.flush());
+}
+
 /// Prints clap's `--help`/`--version` in full, and any parse error as its first line only.
 fn clap_exit(err: &clap::Error) -> ExitCode {
     use clap::error::ErrorKind;
@@ -42,7 +82,8 @@ fn clap_exit(err: &clap::Error) -> ExitCode {
         ErrorKind::DisplayHelp
         | ErrorKind::DisplayVersion
         | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
-            print!("{}", err.render());
+            use std::io::Write;
+            let _ = write!(std::io::stdout().lock(), "{}", err.render());
             ExitCode::SUCCESS
         }
         _ => {

@@ -1,259 +1,200 @@
-//! The printed tables and the JSON document.
+//! The printed report: a header (machine, settings, targets), one table per workload, and a
+//! footer that says how to read them.
 
 use std::fmt::Write as _;
 use std::path::Path;
-use std::time::Duration;
 
-use super::cli::{Plan, SizeClass};
-use super::run::{Phase, TargetKind, TargetResult};
-
-/// What the CPU alone allows: sha2-256 throughput on one core.
-#[derive(Debug, Clone)]
-pub struct CpuCeiling {
-    /// sha2-256 on 256 KiB buffers, decimal MB per second, one core.
-    pub sha256_mb_per_s: f64,
-    /// Whether the CPU has SHA-NI; `None` off x86-64.
-    pub sha_ni: Option<bool>,
-}
-
-/// Everything the final report and the JSON need.
-pub struct Report<'a> {
-    /// The run's settings.
-    pub plan: &'a Plan,
-    /// The CPU ceiling.
-    pub cpu: &'a CpuCeiling,
-    /// Every target's results, in run order.
-    pub results: &'a [TargetResult],
-    /// Wall time of the whole run.
-    pub elapsed: Duration,
-}
-
-/// A size in bytes as "4 KiB", "256 KiB", "2 MiB" or "1000 B".
-fn size_name(bytes: usize) -> String {
-    if bytes >= 1 << 20 && bytes.is_multiple_of(1 << 20) {
-        format!("{} MiB", bytes >> 20)
-    } else if bytes >= 1 << 10 && bytes.is_multiple_of(1 << 10) {
-        format!("{} KiB", bytes >> 10)
-    } else {
-        format!("{bytes} B")
-    }
-}
+use super::doc::{Document, Settings, Spread, WorkloadReport};
+use super::machine::Machine;
+use super::target::TargetKind;
 
 /// The lines printed before any measurement.
-pub fn header(plan: &Plan, dir: &Path, cpu: &CpuCeiling) -> String {
-    let backends: Vec<&str> = plan.backends.iter().map(|b| b.name()).collect();
-    let shards = plan
-        .shards
-        .map_or_else(|| "one per core".to_string(), |n| n.to_string());
-    let sha_ni = match cpu.sha_ni {
-        Some(true) => "yes",
-        Some(false) => "no (portable sha2 code, about 5x slower)",
-        None => "n/a (not x86-64)",
-    };
-    format!(
-        "ipfrs-bench {}: {} client threads, batches of {}, durability {}, seed {}\n\
-         backends: {}; engine shards: {}; directory {} (removed afterwards)\n\
-         CPU ceiling: sha2-256 alone hashes {:.0} MB/s on one core (256 KiB buffers); SHA-NI: {}",
+pub fn header(
+    s: &Settings,
+    m: &Machine,
+    dir: &Path,
+    targets: &[TargetKind],
+    disk_unavailable: Option<&str>,
+) -> String {
+    let names: Vec<String> = targets.iter().map(|t| t.name()).collect();
+    let mut out = format!(
+        "ipfrs-bench {}: {} cores ({}), kernel {}, {} MiB available{}\n\
+         data directory {} ({}; removed afterwards)\n\
+         {} round{} of: {}\n\
+         {} blocks per round ({:.0} MiB; {}), {} client threads x {} in flight, batches \
+         of {}, durability {}, shards {}, seed {}",
         env!("CARGO_PKG_VERSION"),
-        plan.threads,
-        plan.batch,
-        plan.durability.name(),
-        plan.seed,
-        backends.join(", "),
-        shards,
+        m.cores,
+        m.cpu_model,
+        m.kernel,
+        m.mem_available_mib,
+        if m.release_build {
+            ""
+        } else {
+            " -- DEBUG BUILD: figures mean little, use --release"
+        },
         dir.display(),
-        cpu.sha256_mb_per_s,
-        sha_ni,
-    )
+        m.fs_type,
+        s.rounds,
+        if s.rounds == 1 { "" } else { "s" },
+        names.join(", "),
+        s.blocks,
+        s.stored_bytes as f64 / (1 << 20) as f64,
+        s.size_description,
+        s.threads,
+        s.in_flight,
+        s.batch,
+        s.durability,
+        s.shards
+            .map_or_else(|| "one per core".into(), |n| n.to_string()),
+        s.seed,
+    );
+    if let Some(reason) = disk_unavailable {
+        let _ = write!(out, "\ndisk ceiling NOT measured: {reason}");
+    }
+    if m.sha_ni == Some(false) {
+        out.push_str("\nno SHA-NI on this CPU: sha2-256 runs the portable code, about 5x slower");
+    }
+    out
 }
 
-/// The title and column heads of a size class's table.
-pub fn class_header(class: SizeClass) -> String {
-    format!(
-        "\n{} blocks x {} ({:.1} MiB)\n  {:<18} {:<11} {:>10} {:>9} {:>10} {:>10} {:>11}",
-        size_name(class.size),
-        class.count,
-        (class.size * class.count) as f64 / (1 << 20) as f64,
+/// A number for a table cell: no decimals from 100 on, one below.
+fn n(x: f64) -> String {
+    if x >= 100.0 {
+        format!("{x:.0}")
+    } else {
+        format!("{x:.1}")
+    }
+}
+
+/// Ops/s with the rounds' range, compactly: "12345 (11.9k-13.0k)".
+fn ops_cell(s: &Spread) -> String {
+    let short = |x: f64| {
+        if x >= 10_000.0 {
+            format!("{:.1}k", x / 1000.0)
+        } else {
+            format!("{x:.0}")
+        }
+    };
+    format!("{:.0} ({}-{})", s.median, short(s.min), short(s.max))
+}
+
+fn opt(x: Option<f64>, f: impl Fn(f64) -> String) -> String {
+    x.map_or_else(|| "-".into(), f)
+}
+
+/// One workload's table.
+pub fn table(w: &WorkloadReport) -> String {
+    let mut out = format!(
+        "\n{}\n  {:<18} {:>24} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7} {:>7} {:>7}",
+        w.description,
         "target",
-        "phase",
-        "ops/s",
+        "ops/s (min-max)",
         "MiB/s",
         "p50 us",
+        "p90 us",
         "p99 us",
-        "engine/raw",
-    )
-}
-
-/// The engine's ops/s over the raw backend's for `phase`.
-fn ratio(engine: &TargetResult, raw: Option<&TargetResult>, phase: Phase) -> Option<f64> {
-    let raw = raw?.phase(phase)?.ops_per_s();
-    let engine = engine.phase(phase)?.ops_per_s();
-    (raw > 0.0).then(|| engine / raw)
-}
-
-/// A latency for the table: one decimal below 100 us, none above.
-fn latency(us: f64) -> String {
-    if us < 100.0 {
-        format!("{us:.1}")
-    } else {
-        format!("{us:.0}")
-    }
-}
-
-/// One table row per phase of a target; engine rows carry the ratio to `raw`.
-pub fn rows(result: &TargetResult, raw: Option<&TargetResult>) -> String {
-    let label = format!("{}/{}", result.target.name(), result.backend.name());
-    let mut out = String::new();
-    for (i, p) in result.phases.iter().enumerate() {
-        let mib = p
-            .mib_per_s()
-            .map_or_else(|| "-".into(), |m| format!("{m:.1}"));
-        let ratio = match result.target {
-            TargetKind::Engine => {
-                ratio(result, raw, p.phase).map_or_else(|| "-".into(), |r| format!("{r:.2}x"))
-            }
-            TargetKind::Raw => String::new(),
-        };
-        if i > 0 {
-            out.push('\n');
-        }
-        let _ = write!(
-            out,
-            "  {:<18} {:<11} {:>10.0} {:>9} {:>10} {:>10} {:>11}",
-            label,
-            p.phase.name(),
-            p.ops_per_s(),
-            mib,
-            latency(p.p50_us),
-            latency(p.p99_us),
-            ratio
-        );
-    }
-    out
-}
-
-/// The closing lines: how to read the table and the total time.
-pub fn footer(report: &Report<'_>) -> String {
-    format!(
-        "\nops/s and MiB/s: all {} threads together, blocks stored/read per second of wall time.\n\
-         Latency is per call: per batch of {} blocks for ingest (sha2-256 hashing included) \
-         and for get_many / has_many_absent, per single call for get and has_absent.\n\
-         engine/raw: the engine's ops/s over the raw backend's (same keys, batches, flushes; \
-         above 1 = engine faster).\n\
-         Total wall time {:.1} s.",
-        report.plan.threads,
-        report.plan.batch,
-        report.elapsed.as_secs_f64()
-    )
-}
-
-/// A JSON number, `null` if not finite.
-fn num(x: f64) -> String {
-    if x.is_finite() {
-        format!("{x:.3}")
-    } else {
-        "null".into()
-    }
-}
-
-/// A JSON string literal.
-fn string(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
-/// `Some(x)` as a JSON value, `None` as `null`.
-fn opt<T>(x: Option<T>, f: impl Fn(T) -> String) -> String {
-    x.map_or_else(|| "null".into(), f)
-}
-
-/// The whole report as a JSON document (written by hand: the tools crate has no serde).
-pub fn json(report: &Report<'_>) -> String {
-    let plan = report.plan;
-    let backends: Vec<String> = plan.backends.iter().map(|b| string(b.name())).collect();
-    let mut out = String::new();
-    let _ = write!(
-        out,
-        "{{\n  \"tool\": \"ipfrs-bench\",\n  \"version\": {},\n  \"settings\": {{\"threads\": {}, \
-         \"batch\": {}, \"durability\": {}, \"shards\": {}, \"seed\": {}, \"scale\": {}, \
-         \"backends\": [{}]}},\n  \"cpu\": {{\"sha256_mb_per_s\": {}, \"sha_ni\": {}, \
-         \"buffer_bytes\": {}}},\n  \"wall_seconds\": {},\n  \"results\": [",
-        string(env!("CARGO_PKG_VERSION")),
-        plan.threads,
-        plan.batch,
-        string(plan.durability.name()),
-        opt(plan.shards, |n| n.to_string()),
-        plan.seed,
-        num(plan.scale),
-        backends.join(", "),
-        num(report.cpu.sha256_mb_per_s),
-        opt(report.cpu.sha_ni, |b| b.to_string()),
-        256 << 10,
-        num(report.elapsed.as_secs_f64()),
+        "p99.9",
+        "max us",
+        "+RSS MiB",
+        "vs base",
+        "vs ceil",
     );
-    for (i, r) in report.results.iter().enumerate() {
-        let raw = report
-            .results
+    for r in &w.results {
+        let l = &r.latency_us;
+        let _ = write!(
+            out,
+            "\n  {:<18} {:>24} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7} {:>7} {:>7}",
+            r.target,
+            ops_cell(&r.ops_per_s),
+            opt(r.mib_per_s.map(|m| m.median), n),
+            n(l.p50),
+            n(l.p90),
+            n(l.p99),
+            n(l.p99_9),
+            n(l.max),
+            opt(r.rss_growth_mib.map(|m| m.median), |x| format!("{x:.0}")),
+            opt(r.vs_baseline, |x| format!("{x:.2}x")),
+            opt(r.vs_ceiling, |x| format!("{:.0}%", x * 100.0)),
+        );
+    }
+    if let Some(ceiling) = &w.ceiling {
+        let _ = write!(out, "\n  (ceiling: {ceiling})");
+    }
+    out
+}
+
+/// Per target, what one round of all its workloads cost the process: CPU seconds, major page
+/// faults, and the memory peak (medians over rounds).
+pub fn resources(doc: &Document) -> String {
+    let mut out = format!(
+        "\nper target and round (all workloads): median CPU seconds, major page faults, memory\n  \
+         {:<18} {:>8} {:>13} {:>9} {:>9}",
+        "target", "CPU s", "major faults", "peak MiB", "+RSS MiB"
+    );
+    for name in &doc.targets {
+        // Every workload of a target carries the same per-round figures: take the first.
+        let Some(r) = doc
+            .workloads
             .iter()
-            .find(|x| x.class == r.class && x.backend == r.backend && x.target == TargetKind::Raw);
-        let phases: Vec<String> = r
-            .phases
-            .iter()
-            .map(|p| {
-                format!(
-                    "\n        {}: {{\"ops\": {}, \"bytes\": {}, \"seconds\": {:.6}, \
-                     \"ops_per_s\": {}, \"mib_per_s\": {}, \"p50_us\": {}, \"p99_us\": {}, \
-                     \"max_us\": {}}}",
-                    string(p.phase.name()),
-                    p.ops,
-                    p.bytes,
-                    p.seconds,
-                    num(p.ops_per_s()),
-                    opt(p.mib_per_s(), num),
-                    num(p.p50_us),
-                    num(p.p99_us),
-                    num(p.max_us),
-                )
-            })
-            .collect();
-        let ratios = match r.target {
-            TargetKind::Engine => {
-                let items: Vec<String> = Phase::ALL
-                    .iter()
-                    .map(|&p| format!("{}: {}", string(p.name()), opt(ratio(r, raw, p), num)))
-                    .collect();
-                format!("{{{}}}", items.join(", "))
-            }
-            TargetKind::Raw => "null".into(),
+            .flat_map(|w| &w.results)
+            .find(|r| &r.target == name)
+        else {
+            continue;
+        };
+        let median = |f: &dyn Fn(&super::doc::RoundFigures) -> Option<f64>| {
+            Spread::of(&r.rounds.iter().filter_map(f).collect::<Vec<_>>()).map(|s| s.median)
         };
         let _ = write!(
             out,
-            "{}\n    {{\"block_size\": {}, \"blocks\": {}, \"backend\": {}, \"target\": {}, \
-             \"shards\": {}, \"phases\": {{{}\n      }},\n      \"engine_over_raw_ops\": {}}}",
-            if i > 0 { "," } else { "" },
-            r.class.size,
-            r.class.count,
-            string(r.backend.name()),
-            string(r.target.name()),
-            opt(r.shards, |n| n.to_string()),
-            phases.join(","),
-            ratios,
+            "\n  {:<18} {:>8} {:>13} {:>9} {:>9}",
+            name,
+            opt(median(&|x| x.target_cpu_s), |v| format!("{v:.2}")),
+            opt(median(&|x| x.target_major_faults.map(|f| f as f64)), |v| {
+                format!("{v:.0}")
+            }),
+            opt(median(&|x| x.peak_rss_mib), |v| format!("{v:.0}")),
+            opt(median(&|x| x.rss_growth_mib), |v| format!("{v:.0}")),
         );
     }
-    out.push_str("\n  ]\n}\n");
+    out
+}
+
+/// The closing lines: how to read the tables, what is missing, the total time.
+pub fn footer(doc: &Document) -> String {
+    let s = &doc.settings;
+    let start_rss = doc
+        .workloads
+        .iter()
+        .flat_map(|w| &w.results)
+        .flat_map(|r| &r.rounds)
+        .filter_map(|r| r.start_rss_mib)
+        .fold(0.0, f64::max);
+    let mut out = format!(
+        "\nFigures are medians over {} rounds, targets interleaved; ops/s shows the rounds' \
+         min-max.\n\
+         Latency per call (per batch for ingest/delete, per page for scan){}.\n\
+         +RSS: the target's peak resident memory (VmHWM, reset per target) above the process's \
+         memory when the target opened ({:.0} MiB at most: the generated blocks and the tool).\n\
+         vs base: ops/s over the baseline's ({}); above 1 = faster. vs ceil: MiB/s over the \
+         slowest ceiling's (disk/o_direct = O_DIRECT writes / page-cache-free reads at the same \
+         queue depth, cpu/sha2-256 = hashing alone); reads above 100% come from memory.",
+        s.rounds,
+        match s.rate {
+            Some(_) => ", from each op's intended start (open loop)",
+            None => "",
+        },
+        start_rss,
+        if s.baseline == "raw" {
+            "the raw backend under the same engine"
+        } else {
+            &s.baseline
+        },
+    );
+    for m in &doc.missing {
+        let _ = write!(out, "\nNot measured yet: {m}");
+    }
+    let _ = write!(out, "\nTotal wall time {:.1} s.", doc.wall_seconds);
     out
 }
 
@@ -262,17 +203,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sizes_read_naturally() {
-        assert_eq!(size_name(4096), "4 KiB");
-        assert_eq!(size_name(256 << 10), "256 KiB");
-        assert_eq!(size_name(2 << 20), "2 MiB");
-        assert_eq!(size_name(1000), "1000 B");
-    }
-
-    #[test]
-    fn json_strings_are_escaped() {
-        assert_eq!(string("a\"b\\c\n\u{1}"), "\"a\\\"b\\\\c\\n\\u0001\"");
-        assert_eq!(num(f64::NAN), "null");
-        assert_eq!(num(1.5), "1.500");
+    fn cells_read_naturally() {
+        assert_eq!(n(1234.56), "1235");
+        assert_eq!(n(12.34), "12.3");
+        let s = Spread {
+            median: 12_345.0,
+            min: 11_900.0,
+            max: 13_020.0,
+        };
+        assert_eq!(ops_cell(&s), "12345 (11.9k-13.0k)");
+        assert_eq!(opt(None, n), "-");
     }
 }

@@ -1,50 +1,254 @@
-//! The data of a run: block contents generated up front from a seeded RNG, and the CIDs of
-//! blocks that are never stored.
+//! What a run does: the workloads, the blocks (generated up front from a seeded RNG, so every
+//! target stores the same bytes), and the operation sequences each workload replays.
 
 use bytes::Bytes;
-use ipfrs_storage::{Block, Cid};
+use clap::ValueEnum;
+use ipfrs_storage::{Block, Cid, Codec, HashAlgorithm};
 use rand::rngs::StdRng;
-use rand::{RngCore, SeedableRng};
+use rand::seq::SliceRandom;
+use rand::{Rng, RngCore, SeedableRng};
 
-use super::cli::SizeClass;
 use super::error::Result;
 
-/// The blocks of one size class, as one buffer sliced into blocks (no copy per block).
-///
-/// The contents are fixed by the seed, so every target stores the same blocks. Hashing is not
-/// done here: targets build their `Block`s (sha2-256) inside the timed ingest.
-pub struct Workload {
-    /// The size class.
-    pub class: SizeClass,
-    data: Bytes,
+/// The workloads, in the order a round runs them (the derived `Ord`): ingest fills the store
+/// the later ones read, delete empties it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, ValueEnum)]
+pub enum WorkloadKind {
+    /// Store every block in batches (hashing included).
+    Ingest,
+    /// Single gets of stored blocks, uniform at random.
+    Get,
+    /// Single gets of stored blocks, zipfian (a hot set; --zipf-skew).
+    GetZipf,
+    /// `has` of CIDs never stored.
+    HasAbsent,
+    /// Gets of stored blocks and puts of new ones (--read-ratio).
+    Mixed,
+    /// List every stored CID.
+    Scan,
+    /// Delete every ingested block in batches.
+    Delete,
+    /// Ingest every block of a CAR file (--car); not wired in yet.
+    Car,
 }
 
-impl Workload {
-    /// Generates `class.count` random blocks of `class.size` bytes.
-    pub fn generate(class: SizeClass, seed: u64) -> Workload {
-        let mut rng = StdRng::seed_from_u64(seed ^ (class.size as u64).rotate_left(32));
-        let mut data = vec![0u8; class.count * class.size];
-        rng.fill_bytes(&mut data);
-        Workload {
-            class,
-            data: Bytes::from(data),
+impl WorkloadKind {
+    /// What runs without `--workload`.
+    pub const DEFAULT: [WorkloadKind; 7] = [
+        WorkloadKind::Ingest,
+        WorkloadKind::Get,
+        WorkloadKind::GetZipf,
+        WorkloadKind::HasAbsent,
+        WorkloadKind::Mixed,
+        WorkloadKind::Scan,
+        WorkloadKind::Delete,
+    ];
+
+    /// The name in tables, JSON and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            WorkloadKind::Ingest => "ingest",
+            WorkloadKind::Get => "get",
+            WorkloadKind::GetZipf => "get-zipf",
+            WorkloadKind::HasAbsent => "has-absent",
+            WorkloadKind::Mixed => "mixed",
+            WorkloadKind::Scan => "scan",
+            WorkloadKind::Delete => "delete",
+            WorkloadKind::Car => "car",
         }
     }
 
-    /// The bytes of block `i` (`i < count`).
-    pub fn block(&self, i: usize) -> Bytes {
-        let size = self.class.size;
-        self.data.slice(i * size..(i + 1) * size)
+    /// Whether the workload only reads (then `--duration` and `--warmup` apply to it).
+    pub fn is_timed(self) -> bool {
+        matches!(
+            self,
+            WorkloadKind::Get
+                | WorkloadKind::GetZipf
+                | WorkloadKind::HasAbsent
+                | WorkloadKind::Mixed
+        )
+    }
+}
+
+/// The block sizes of a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SizeSpec {
+    /// Every block this many bytes, CIDv1 raw.
+    Fixed(usize),
+    /// What an IPFS node stores: by count, half 256 KiB raw file chunks, 30% dag-pb nodes of
+    /// 256 B to 8 KiB (UnixFS directories and file roots), 20% dag-cbor nodes of 64 B to 1 KiB.
+    Ipfs,
+}
+
+/// The IPFS chunker's default chunk size.
+const CHUNK: usize = 256 << 10;
+
+impl SizeSpec {
+    /// The largest block this spec makes.
+    pub fn max_len(self) -> usize {
+        match self {
+            SizeSpec::Fixed(n) => n,
+            SizeSpec::Ipfs => CHUNK,
+        }
     }
 
-    /// The bytes of blocks `range`.
-    pub fn blocks(&self, range: std::ops::Range<usize>) -> Vec<Bytes> {
-        range.map(|i| self.block(i)).collect()
+    /// How the spec reads in a table title.
+    pub fn describe(self) -> String {
+        match self {
+            SizeSpec::Fixed(n) => format!("{} blocks", size_name(n)),
+            SizeSpec::Ipfs => "IPFS mix (50% 256 KiB raw, 30% dag-pb 256 B-8 KiB, 20% \
+                               dag-cbor 64 B-1 KiB)"
+                .into(),
+        }
+    }
+
+    /// The codec and length of the next block.
+    fn sample(self, rng: &mut StdRng) -> (Codec, usize) {
+        match self {
+            SizeSpec::Fixed(n) => (Codec::Raw, n),
+            SizeSpec::Ipfs => match rng.random_range(0..10u32) {
+                0..5 => (Codec::Raw, CHUNK),
+                5..8 => (Codec::DagPb, rng.random_range(256..=8 << 10)),
+                _ => (Codec::DagCbor, rng.random_range(64..=1 << 10)),
+            },
+        }
+    }
+}
+
+/// A size as "4 KiB", "256 KiB", "2 MiB" or "1000 B".
+pub fn size_name(bytes: usize) -> String {
+    if bytes >= 1 << 20 && bytes.is_multiple_of(1 << 20) {
+        format!("{} MiB", bytes >> 20)
+    } else if bytes >= 1 << 10 && bytes.is_multiple_of(1 << 10) {
+        format!("{} KiB", bytes >> 10)
+    } else {
+        format!("{bytes} B")
+    }
+}
+
+/// One timed operation; block numbers index the [`Dataset`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    /// Hash and store blocks `first..first + len` in one call.
+    Ingest {
+        /// First block.
+        first: u32,
+        /// Block count.
+        len: u32,
+    },
+    /// Get stored block `i`.
+    Get(u32),
+    /// `has` of absent CID `i`.
+    HasAbsent(u32),
+    /// Hash and store one block `i`.
+    Put(u32),
+    /// Delete blocks `first..first + len` in one call.
+    Delete {
+        /// First block.
+        first: u32,
+        /// Block count.
+        len: u32,
+    },
+}
+
+/// The blocks of a run: `stored` blocks ingested, then the blocks mixed-workload puts add;
+/// one buffer sliced per block (no copy), and the CIDs computed once here so reads know them.
+pub struct Dataset {
+    /// Blocks ingested by `ingest`.
+    pub stored: usize,
+    data: Bytes,
+    /// (codec, offset in `data`, length) per block.
+    spans: Vec<(Codec, usize, usize)>,
+    cids: Vec<Cid>,
+    absent: Vec<Cid>,
+}
+
+impl Dataset {
+    /// `stored + extra` blocks drawn from `size`, and `absent` CIDs never stored.
+    pub fn generate(
+        size: SizeSpec,
+        stored: usize,
+        extra: usize,
+        absent: usize,
+        seed: u64,
+    ) -> Result<Dataset> {
+        let mut rng = StdRng::seed_from_u64(seed ^ 0x1bf5_da7a);
+        let total = stored + extra;
+        let mut spans = Vec::with_capacity(total);
+        let mut offset = 0;
+        for _ in 0..total {
+            let (codec, len) = size.sample(&mut rng);
+            spans.push((codec, offset, len));
+            offset += len;
+        }
+        let mut data = vec![0u8; offset];
+        rng.fill_bytes(&mut data);
+        let data = Bytes::from(data);
+        let mut cids = Vec::with_capacity(total);
+        for &(codec, start, len) in &spans {
+            let slice = data.slice(start..start + len);
+            cids.push(*Block::with(codec, HashAlgorithm::Sha2_256, slice)?.cid());
+        }
+        Ok(Dataset {
+            stored,
+            data,
+            spans,
+            cids,
+            absent: absent_cids(absent, seed)?,
+        })
+    }
+
+    /// Every block, stored and extra.
+    pub fn len(&self) -> usize {
+        self.spans.len()
+    }
+
+    /// Bytes of block `i`.
+    pub fn data(&self, i: usize) -> Bytes {
+        let (_, start, len) = self.spans[i];
+        self.data.slice(start..start + len)
+    }
+
+    /// Length of block `i`.
+    pub fn block_len(&self, i: usize) -> usize {
+        self.spans[i].2
+    }
+
+    /// Bytes of blocks `first..first + len` together.
+    pub fn bytes_of(&self, first: usize, len: usize) -> u64 {
+        self.spans[first..first + len]
+            .iter()
+            .map(|s| s.2 as u64)
+            .sum()
+    }
+
+    /// Block `i`, hashed now: the hashing is part of the timed work, as for a real ingest.
+    pub fn block(&self, i: usize) -> Result<Block> {
+        Ok(Block::with(
+            self.spans[i].0,
+            HashAlgorithm::Sha2_256,
+            self.data(i),
+        )?)
+    }
+
+    /// The CID of block `i`.
+    pub fn cid(&self, i: usize) -> &Cid {
+        &self.cids[i]
+    }
+
+    /// Absent CID `i`.
+    pub fn absent(&self, i: usize) -> &Cid {
+        &self.absent[i]
+    }
+
+    /// Bytes of all stored blocks.
+    pub fn stored_bytes(&self) -> u64 {
+        self.bytes_of(0, self.stored)
     }
 }
 
 /// `n` CIDs of blocks no target ever stores: sha2-256 of random 40-byte strings.
-pub fn absent_cids(n: usize, seed: u64) -> Result<Vec<Cid>> {
+fn absent_cids(n: usize, seed: u64) -> Result<Vec<Cid>> {
     let mut rng = StdRng::seed_from_u64(seed ^ 0xab5e_17c1_d5ee_d000);
     let mut cids = Vec::with_capacity(n);
     for _ in 0..n {
@@ -56,6 +260,102 @@ pub fn absent_cids(n: usize, seed: u64) -> Result<Vec<Cid>> {
     Ok(cids)
 }
 
+/// Samples ranks `0..n` with probability proportional to `1 / (rank + 1)^skew`, from the
+/// cumulative distribution (exact, `n` floats of memory).
+pub struct Zipf {
+    cdf: Vec<f64>,
+}
+
+impl Zipf {
+    /// The distribution over `n > 0` ranks.
+    pub fn new(n: usize, skew: f64) -> Zipf {
+        let mut total = 0.0;
+        let mut cdf = Vec::with_capacity(n);
+        for rank in 0..n {
+            total += 1.0 / ((rank + 1) as f64).powf(skew);
+            cdf.push(total);
+        }
+        for c in &mut cdf {
+            *c /= total;
+        }
+        Zipf { cdf }
+    }
+
+    /// One rank.
+    pub fn sample(&self, rng: &mut impl Rng) -> usize {
+        let u: f64 = rng.random();
+        self.cdf
+            .partition_point(|&c| c < u)
+            .min(self.cdf.len().saturating_sub(1))
+    }
+}
+
+/// The operation sequence of a workload, the same for every target.
+///
+/// `ops` is the op count of reading workloads (a `--duration` run cycles through the list).
+pub fn ops_of(
+    kind: WorkloadKind,
+    data: &Dataset,
+    batch: usize,
+    ops: usize,
+    zipf_skew: f64,
+    read_ratio: f64,
+    seed: u64,
+) -> Vec<Op> {
+    let mut rng = StdRng::seed_from_u64(seed ^ (kind as u64 + 1).wrapping_mul(0x9e37_79b9));
+    let n = data.stored;
+    let batches = |make: fn(u32, u32) -> Op| -> Vec<Op> {
+        (0..n)
+            .step_by(batch)
+            .map(|first| make(first as u32, batch.min(n - first) as u32))
+            .collect()
+    };
+    match kind {
+        WorkloadKind::Ingest => batches(|first, len| Op::Ingest { first, len }),
+        WorkloadKind::Delete => batches(|first, len| Op::Delete { first, len }),
+        WorkloadKind::Get => (0..ops)
+            .map(|_| Op::Get(rng.random_range(0..n) as u32))
+            .collect(),
+        WorkloadKind::GetZipf => {
+            // Hot ranks map to blocks scattered over the store, not to the first ones ingested.
+            let mut blocks: Vec<u32> = (0..n as u32).collect();
+            blocks.shuffle(&mut rng);
+            let zipf = Zipf::new(n, zipf_skew);
+            (0..ops)
+                .map(|_| Op::Get(blocks[zipf.sample(&mut rng)]))
+                .collect()
+        }
+        WorkloadKind::HasAbsent => (0..ops).map(|i| Op::HasAbsent(i as u32)).collect(),
+        WorkloadKind::Mixed => {
+            let extra = data.len() - n;
+            let mut puts = 0;
+            (0..ops)
+                .map(|_| {
+                    if extra == 0 || rng.random_bool(read_ratio) {
+                        Op::Get(rng.random_range(0..n) as u32)
+                    } else {
+                        puts += 1;
+                        Op::Put((n + (puts - 1) % extra) as u32)
+                    }
+                })
+                .collect()
+        }
+        WorkloadKind::Scan | WorkloadKind::Car => Vec::new(),
+    }
+}
+
+/// New blocks the mixed workload puts: enough for `ops` operations, but at most a quarter of
+/// the `stored` blocks (memory: every block is generated up front). Puts past them cycle
+/// through them again (see `ops_of`).
+pub fn mixed_extra(ops: usize, read_ratio: f64, stored: usize) -> usize {
+    let expected = (ops as f64 * (1.0 - read_ratio)).ceil() as usize;
+    if expected == 0 || read_ratio >= 1.0 {
+        0
+    } else {
+        expected.min((stored / 4).max(16))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -63,24 +363,116 @@ mod tests {
     use super::*;
 
     #[test]
-    fn workload_is_fixed_by_the_seed() {
-        let class = SizeClass {
-            size: 100,
-            count: 5,
-        };
-        let a = Workload::generate(class, 7);
-        let b = Workload::generate(class, 7);
-        let c = Workload::generate(class, 8);
-        assert_eq!(a.blocks(0..5), b.blocks(0..5));
-        assert_ne!(a.block(0), c.block(0));
-        assert_ne!(a.block(0), a.block(1));
-        assert_eq!(a.block(4).len(), 100);
+    fn dataset_is_fixed_by_the_seed() {
+        let a = Dataset::generate(SizeSpec::Ipfs, 20, 5, 3, 7).unwrap();
+        let b = Dataset::generate(SizeSpec::Ipfs, 20, 5, 3, 7).unwrap();
+        let c = Dataset::generate(SizeSpec::Ipfs, 20, 5, 3, 8).unwrap();
+        assert_eq!(a.len(), 25);
+        assert_eq!(a.data(3), b.data(3));
+        assert_ne!(a.data(0), c.data(0));
+        for i in 0..a.len() {
+            assert_eq!(a.block(i).unwrap().cid(), a.cid(i));
+            assert_eq!(a.data(i).len(), a.block_len(i));
+        }
+        assert_eq!(
+            a.stored_bytes(),
+            (0..20).map(|i| a.block_len(i) as u64).sum::<u64>()
+        );
     }
 
     #[test]
-    fn absent_cids_are_distinct() {
-        let cids = absent_cids(100, 1).unwrap();
-        let set: std::collections::HashSet<_> = cids.iter().collect();
-        assert_eq!(set.len(), 100);
+    fn ipfs_mix_has_chunks_and_small_nodes() {
+        let d = Dataset::generate(SizeSpec::Ipfs, 400, 0, 0, 1).unwrap();
+        let chunks = (0..400).filter(|&i| d.block_len(i) == CHUNK).count();
+        let small = (0..400).filter(|&i| d.block_len(i) <= 8 << 10).count();
+        assert!((150..250).contains(&chunks), "{chunks} chunks");
+        assert_eq!(chunks + small, 400);
+        let codecs: std::collections::HashSet<u64> = (0..400).map(|i| d.cid(i).codec()).collect();
+        assert_eq!(codecs.len(), 3);
+    }
+
+    #[test]
+    fn absent_cids_are_distinct_and_not_stored() {
+        let d = Dataset::generate(SizeSpec::Fixed(100), 50, 0, 100, 1).unwrap();
+        let absent: std::collections::HashSet<_> = (0..100).map(|i| *d.absent(i)).collect();
+        assert_eq!(absent.len(), 100);
+        assert!((0..50).all(|i| !absent.contains(d.cid(i))));
+    }
+
+    #[test]
+    fn zipf_prefers_low_ranks_and_zero_skew_is_uniform() {
+        let mut rng = StdRng::seed_from_u64(3);
+        let hot = Zipf::new(1000, 1.2);
+        let draws: Vec<usize> = (0..10_000).map(|_| hot.sample(&mut rng)).collect();
+        assert!(draws.iter().all(|&r| r < 1000));
+        let top10 = draws.iter().filter(|&&r| r < 10).count();
+        assert!(top10 > 5_000, "{top10} of 10000 in the top 10");
+        let flat = Zipf::new(1000, 0.0);
+        let top10 = (0..10_000).filter(|_| flat.sample(&mut rng) < 10).count();
+        assert!(top10 < 300, "{top10} of 10000 in the top 10 at skew 0");
+    }
+
+    proptest::proptest! {
+        /// Ingest and delete batches cover every stored block exactly once, in order, and no
+        /// read op names a block or absent CID outside the dataset.
+        #[test]
+        fn batches_partition_the_store(stored in 1usize..200, batch in 1usize..70, ops in 1usize..300) {
+            let d = Dataset::generate(SizeSpec::Fixed(8), stored, 3, ops, 5).unwrap();
+            for kind in [WorkloadKind::Ingest, WorkloadKind::Delete] {
+                let mut next = 0;
+                for op in ops_of(kind, &d, batch, ops, 0.99, 0.5, 1) {
+                    let (first, len) = match op {
+                        Op::Ingest { first, len } | Op::Delete { first, len } => (first, len),
+                        other => panic!("{other:?} in {kind:?}"),
+                    };
+                    proptest::prop_assert_eq!(first as usize, next);
+                    proptest::prop_assert!(len >= 1 && len as usize <= batch);
+                    next += len as usize;
+                }
+                proptest::prop_assert_eq!(next, stored);
+            }
+            for kind in [WorkloadKind::Get, WorkloadKind::GetZipf, WorkloadKind::HasAbsent, WorkloadKind::Mixed] {
+                let list = ops_of(kind, &d, batch, ops, 0.99, 0.5, 1);
+                proptest::prop_assert_eq!(list.len(), ops);
+                for op in list {
+                    let ok = match op {
+                        Op::Get(i) => (i as usize) < stored,
+                        Op::Put(i) => (stored..d.len()).contains(&(i as usize)),
+                        Op::HasAbsent(i) => (i as usize) < ops,
+                        _ => false,
+                    };
+                    proptest::prop_assert!(ok, "{:?} in {:?}", op, kind);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn op_sequences_cover_the_store() {
+        assert_eq!(mixed_extra(200, 0.5, 1000), 100);
+        assert_eq!(mixed_extra(200, 0.5, 100), 25);
+        assert_eq!(mixed_extra(200, 1.0, 100), 0);
+        let d = Dataset::generate(SizeSpec::Fixed(10), 100, 25, 200, 1).unwrap();
+        let ingest = ops_of(WorkloadKind::Ingest, &d, 32, 200, 1.0, 0.5, 1);
+        assert_eq!(ingest.len(), 4);
+        assert_eq!(ingest[3], Op::Ingest { first: 96, len: 4 });
+        let mixed = ops_of(WorkloadKind::Mixed, &d, 32, 200, 1.0, 0.5, 1);
+        assert_eq!(mixed.len(), 200);
+        let puts: Vec<u32> = mixed
+            .iter()
+            .filter_map(|op| match op {
+                Op::Put(i) => Some(*i),
+                _ => None,
+            })
+            .collect();
+        assert!((60..140).contains(&puts.len()), "{} puts", puts.len());
+        // Puts store the new blocks in turn, cycling through the 25 of them.
+        for (k, &i) in puts.iter().enumerate() {
+            assert_eq!(i as usize, 100 + k % 25);
+        }
+        assert!(mixed.iter().all(|op| match op {
+            Op::Get(i) => (*i as usize) < d.stored,
+            _ => true,
+        }));
     }
 }

@@ -1,0 +1,394 @@
+//! The targets measured: the engine over a backend, a raw backend called directly with the
+//! engine's keys, and the two ceilings (the disk through glommio DMA, the CPU's hash).
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use ipfrs_storage::key::{cid_of_key, key_of};
+use ipfrs_storage::{BackendKind, BlockStore, Config, Cursor, Engine};
+use ipfrs_tiering::{BackendOptions, ColdBackend};
+
+use super::cli::Plan;
+use super::disk::DiskTarget;
+use super::driver::{Lanes, Measurement, OpFuture, OpTarget, drive, drive_scan};
+use super::error::{BenchError, Result};
+use super::workload::{Dataset, Op, WorkloadKind};
+
+/// CIDs per page of the scan workload.
+const SCAN_PAGE: usize = 1024;
+
+/// One measured thing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TargetKind {
+    /// The engine over a backend.
+    Engine(BackendKind),
+    /// The backend's `ColdBackend` called directly, as a shard would, with the same keys.
+    Raw(BackendKind),
+    /// glommio O_DIRECT sequential writes and random reads of the same bytes: the disk.
+    Disk,
+    /// sha2-256 of the same blocks and nothing else: the CPU.
+    Cpu,
+}
+
+impl TargetKind {
+    /// Every target of a run, in the order each round runs them.
+    pub fn all(plan: &Plan) -> Vec<TargetKind> {
+        let mut targets = Vec::new();
+        for &backend in &plan.backends {
+            targets.push(TargetKind::Raw(backend));
+            // HOT-TIER: when Config gains the hot segment tier's on/off knob, add the two engine
+            // variants here (e.g. `Engine { backend, hot: true }` and `hot: false`), name them in
+            // `name()` (e.g. "engine+hot/sled": `--baseline raw` pairs any "engine.../B" with
+            // "raw/B") and set the knob in `EngineTarget::open`. Nothing else needs to change:
+            // rounds, tables, JSON, --markdown and compare all work per target name.
+            targets.push(TargetKind::Engine(backend));
+        }
+        if plan.ceilings {
+            targets.push(TargetKind::Disk);
+            targets.push(TargetKind::Cpu);
+        }
+        targets
+    }
+
+    /// The target's name in tables and JSON, e.g. `engine/sled`.
+    pub fn name(self) -> String {
+        match self {
+            TargetKind::Engine(b) => format!("engine/{b}"),
+            TargetKind::Raw(b) => format!("raw/{b}"),
+            TargetKind::Disk => "disk/o_direct".into(),
+            TargetKind::Cpu => "cpu/sha2-256".into(),
+        }
+    }
+
+    /// Whether this is a ceiling (what the hardware allows) rather than a store.
+    pub fn is_ceiling(self) -> bool {
+        matches!(self, TargetKind::Disk | TargetKind::Cpu)
+    }
+
+    /// Whether the target can run `workload`.
+    pub fn supports(self, workload: WorkloadKind) -> bool {
+        match self {
+            TargetKind::Engine(_) | TargetKind::Raw(_) => workload != WorkloadKind::Car,
+            TargetKind::Disk => matches!(
+                workload,
+                WorkloadKind::Ingest | WorkloadKind::Get | WorkloadKind::GetZipf
+            ),
+            TargetKind::Cpu => workload == WorkloadKind::Ingest,
+        }
+    }
+
+    /// Opens the target in `dir` (which must not exist yet) for one round.
+    pub fn open<'d>(self, plan: &Plan, data: &'d Dataset, dir: &Path) -> Result<Session<'d>> {
+        let lanes = Lanes {
+            threads: plan.threads,
+            in_flight: plan.in_flight,
+            rate: plan.rate,
+        };
+        let inner = match self {
+            TargetKind::Engine(backend) => {
+                Inner::Engine(EngineTarget::open(plan, backend, dir, data)?)
+            }
+            TargetKind::Raw(backend) => {
+                let options = BackendOptions {
+                    cache_bytes: Config::new(dir).backend_cache_bytes,
+                };
+                Inner::Raw(RawTarget {
+                    backend: ipfrs_tiering::open_backend(backend, dir, &options)?,
+                    flush: plan.durability.syncs(),
+                    data,
+                })
+            }
+            TargetKind::Disk => Inner::Disk(DiskTarget::new(dir, data, plan)?),
+            TargetKind::Cpu => Inner::Cpu(CpuTarget { data }),
+        };
+        Ok(Session { inner, lanes })
+    }
+}
+
+/// An open target for one round.
+pub struct Session<'d> {
+    inner: Inner<'d>,
+    lanes: Lanes,
+}
+
+enum Inner<'d> {
+    Engine(EngineTarget<'d>),
+    Raw(RawTarget<'d>),
+    Disk(DiskTarget<'d>),
+    Cpu(CpuTarget<'d>),
+}
+
+impl Session<'_> {
+    /// Runs one pass of `workload` over `ops` (or a scan), for `duration` if given.
+    pub fn run(
+        &mut self,
+        workload: WorkloadKind,
+        ops: &[Op],
+        duration: Option<Duration>,
+    ) -> Result<Measurement> {
+        let target: &dyn OpTarget = match &mut self.inner {
+            Inner::Disk(disk) => return disk.run(ops, self.lanes, duration),
+            Inner::Engine(t) => t,
+            Inner::Raw(t) => t,
+            Inner::Cpu(t) => t,
+        };
+        match workload {
+            WorkloadKind::Scan => drive_scan(target, SCAN_PAGE),
+            _ => drive(target, ops, self.lanes, duration),
+        }
+    }
+
+    /// Closes the target (the engine shuts its shards down; the raw backend flushes).
+    pub fn close(self) -> Result<()> {
+        match self.inner {
+            Inner::Engine(t) => Ok(t.engine.blocking().close()?),
+            Inner::Raw(t) => Ok(t.backend.flush()?),
+            Inner::Disk(t) => t.close(),
+            Inner::Cpu(_) => Ok(()),
+        }
+    }
+}
+
+/// The engine, called through its async `BlockStore` futures (so a thread can keep several
+/// requests in flight).
+struct EngineTarget<'d> {
+    engine: Engine,
+    data: &'d Dataset,
+}
+
+impl<'d> EngineTarget<'d> {
+    fn open(plan: &Plan, backend: BackendKind, dir: &Path, data: &'d Dataset) -> Result<Self> {
+        let mut config = Config::new(dir);
+        config.backend = backend;
+        config.durability = plan.durability.durability();
+        config.shards = plan.shards;
+        config.spin_before_park = plan.spin_us.map(Duration::from_micros);
+        if let Some(cache) = plan.cache {
+            config.cache_bytes = cache as u64;
+        }
+        // Size the bloom filters for what the run stores, as an operator would.
+        config.bloom_expected_items = config.bloom_expected_items.max(data.len() as u64);
+        Ok(EngineTarget {
+            engine: Engine::open(config)?,
+            data,
+        })
+    }
+}
+
+/// The check every target makes of a get.
+fn check_get(data: &Dataset, i: u32, got: Option<usize>) -> Result<u64> {
+    let want = data.block_len(i as usize);
+    if got != Some(want) {
+        return Err(BenchError::Check(format!(
+            "get {}: expected {want} bytes, got {got:?}",
+            data.cid(i as usize)
+        )));
+    }
+    Ok(want as u64)
+}
+
+/// The check every target makes of `has` on an absent CID.
+fn check_absent(data: &Dataset, i: u32, found: bool) -> Result<u64> {
+    if found {
+        return Err(BenchError::Check(format!(
+            "has {}: a never-stored CID is present",
+            data.absent(i as usize)
+        )));
+    }
+    Ok(0)
+}
+
+impl OpTarget for EngineTarget<'_> {
+    fn call(&self, op: Op) -> OpFuture<'_> {
+        let data = self.data;
+        Box::pin(async move {
+            match op {
+                Op::Ingest { first, len } => {
+                    let range = first as usize..(first + len) as usize;
+                    let blocks = range.map(|i| data.block(i)).collect::<Result<Vec<_>>>()?;
+                    self.engine.put_many(&blocks).await?;
+                    Ok(data.bytes_of(first as usize, len as usize))
+                }
+                Op::Put(i) => {
+                    self.engine.put(&data.block(i as usize)?).await?;
+                    Ok(data.block_len(i as usize) as u64)
+                }
+                Op::Get(i) => {
+                    let got = self.engine.get(data.cid(i as usize)).await?;
+                    check_get(data, i, got.map(|b| b.len()))
+                }
+                Op::HasAbsent(i) => {
+                    let found = self.engine.has(data.absent(i as usize)).await?;
+                    check_absent(data, i, found)
+                }
+                Op::Delete { first, len } => {
+                    let range = first as usize..(first + len) as usize;
+                    let cids: Vec<_> = range.map(|i| *data.cid(i)).collect();
+                    let deleted = self.engine.delete_many(&cids).await?;
+                    if let Some((cid, _)) = cids.iter().zip(&deleted).find(|(_, d)| !**d) {
+                        return Err(BenchError::Check(format!("delete {cid}: was not stored")));
+                    }
+                    Ok(0)
+                }
+            }
+        })
+    }
+
+    fn blocking(&self) -> bool {
+        false
+    }
+
+    fn scan(&self, page: usize, on_page: &mut dyn FnMut(Duration, usize)) -> Result<u64> {
+        let store = self.engine.blocking();
+        let mut cursor = Some(Cursor::default());
+        let mut total = 0;
+        while let Some(at) = cursor {
+            let start = Instant::now();
+            let got = store.cid_page(at, page)?;
+            on_page(start.elapsed(), got.cids.len());
+            total += got.cids.len() as u64;
+            cursor = got.next;
+        }
+        Ok(total)
+    }
+}
+
+/// A raw backend with the engine's keys (multihash bytes) and batching.
+struct RawTarget<'d> {
+    backend: Box<dyn ColdBackend>,
+    /// Flush after each batch (every durability setting but `none`).
+    flush: bool,
+    data: &'d Dataset,
+}
+
+impl RawTarget<'_> {
+    fn call_now(&self, op: Op) -> Result<u64> {
+        let data = self.data;
+        match op {
+            Op::Ingest { first, len } => {
+                let range = first as usize..(first + len) as usize;
+                let mut items = Vec::with_capacity(len as usize);
+                for i in range {
+                    // Hash as the engine's callers do, so both pay for it.
+                    let (cid, bytes) = data.block(i)?.into_parts();
+                    items.push((key_of(&cid), bytes));
+                }
+                self.backend.put_batch(&items)?;
+                if self.flush {
+                    self.backend.flush()?;
+                }
+                Ok(data.bytes_of(first as usize, len as usize))
+            }
+            Op::Put(i) => self.call_now(Op::Ingest { first: i, len: 1 }),
+            Op::Get(i) => {
+                let got = self.backend.get(&key_of(data.cid(i as usize)))?;
+                check_get(data, i, got.map(|b| b.len()))
+            }
+            Op::HasAbsent(i) => {
+                let found = self.backend.contains(&key_of(data.absent(i as usize)))?;
+                check_absent(data, i, found)
+            }
+            Op::Delete { first, len } => {
+                let range = first as usize..(first + len) as usize;
+                let keys: Vec<_> = range.map(|i| key_of(data.cid(i))).collect();
+                self.backend.delete_batch(&keys)?;
+                if self.flush {
+                    self.backend.flush()?;
+                }
+                Ok(0)
+            }
+        }
+    }
+}
+
+impl OpTarget for RawTarget<'_> {
+    fn call(&self, op: Op) -> OpFuture<'_> {
+        let result = self.call_now(op);
+        Box::pin(async move { result })
+    }
+
+    fn blocking(&self) -> bool {
+        true
+    }
+
+    fn scan(&self, page: usize, on_page: &mut dyn FnMut(Duration, usize)) -> Result<u64> {
+        let mut after: Option<Vec<u8>> = None;
+        let mut total = 0;
+        loop {
+            let start = Instant::now();
+            let mut keys = Vec::with_capacity(page);
+            self.backend.iterate(after.as_deref(), &mut |key, _| {
+                keys.push(key.to_vec());
+                keys.len() < page
+            })?;
+            // Turn keys into CIDs as the engine's listing does, so both do the same work.
+            for key in &keys {
+                cid_of_key(key)?;
+            }
+            on_page(start.elapsed(), keys.len());
+            total += keys.len() as u64;
+            if keys.len() < page {
+                return Ok(total);
+            }
+            after = keys.pop();
+        }
+    }
+}
+
+/// sha2-256 of the blocks and nothing else.
+struct CpuTarget<'d> {
+    data: &'d Dataset,
+}
+
+impl OpTarget for CpuTarget<'_> {
+    fn call(&self, op: Op) -> OpFuture<'_> {
+        let data = self.data;
+        let result = match op {
+            Op::Ingest { first, len } => (first..first + len)
+                .try_for_each(|i| {
+                    data.block(i as usize)
+                        .map(|b| drop(std::hint::black_box(b)))
+                })
+                .map(|()| data.bytes_of(first as usize, len as usize)),
+            other => Err(BenchError::Internal(format!(
+                "the CPU ceiling has no {other:?}"
+            ))),
+        };
+        Box::pin(async move { result })
+    }
+
+    fn blocking(&self) -> bool {
+        true
+    }
+
+    fn scan(&self, _: usize, _: &mut dyn FnMut(Duration, usize)) -> Result<u64> {
+        Err(BenchError::Internal("the CPU ceiling cannot scan".into()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn names_are_unique_and_ceilings_support_only_their_workloads() {
+        let names: Vec<String> = [
+            TargetKind::Engine(BackendKind::Sled),
+            TargetKind::Raw(BackendKind::Sled),
+            TargetKind::Engine(BackendKind::ParityDb),
+            TargetKind::Disk,
+            TargetKind::Cpu,
+        ]
+        .iter()
+        .map(|t| t.name())
+        .collect();
+        let set: std::collections::HashSet<_> = names.iter().collect();
+        assert_eq!(set.len(), names.len());
+        assert!(TargetKind::Disk.supports(WorkloadKind::GetZipf));
+        assert!(!TargetKind::Disk.supports(WorkloadKind::HasAbsent));
+        assert!(!TargetKind::Cpu.supports(WorkloadKind::Get));
+        assert!(TargetKind::Raw(BackendKind::Sled).supports(WorkloadKind::Scan));
+    }
+}
