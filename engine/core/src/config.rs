@@ -136,6 +136,11 @@ pub struct HotTier {
     /// Reads of a cold block (while it is tracked) after which it is copied back into the hot
     /// tier. 0 turns promotion off.
     pub promote_after_reads: u16,
+    /// After each write, ask the kernel to read the written records into the page cache in
+    /// the background. Segments are written with O_DIRECT, which leaves nothing cached, so
+    /// without it the first read of each new block is a disk read (a major page fault). Costs
+    /// disk read bandwidth equal to the bytes written; turn it off for write-only ingest.
+    pub prefetch_written: bool,
 }
 
 impl Default for HotTier {
@@ -146,6 +151,7 @@ impl Default for HotTier {
             write_chunk_bytes: 1 << 20,
             keep_hot_reads: 2,
             promote_after_reads: 2,
+            prefetch_written: true,
         }
     }
 }

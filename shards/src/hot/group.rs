@@ -28,6 +28,9 @@ use crate::commit::{Ack, Pending, WriteOp, apply_delta};
 use crate::shard::{Shard, bump};
 use crate::{Error, Result};
 
+/// Bytes per readahead request after a write (see `HotTier::prefetch_written`).
+const PREFETCH_STEP: usize = 1 << 20;
+
 /// Where a key is, as far as the group has seen.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Tier {
@@ -340,6 +343,29 @@ impl Shard {
                 let mut segments = hot.segments.borrow_mut();
                 for map in &appended.new_segments {
                     segments.insert(map.id(), map.clone());
+                }
+                if hot.config.prefetch_written {
+                    let ranges: Vec<_> = appended
+                        .ranges
+                        .iter()
+                        .filter_map(|&(id, start, end)| {
+                            Some((segments.get(&id)?.clone(), start, end))
+                        })
+                        .collect();
+                    // A detached task on the blocking pool: the commit does not wait for
+                    // the readahead. (glommio only queues a blocking call once its future is
+                    // polled, so the future is handed to a task rather than dropped.)
+                    let prefetch = glommio::executor().spawn_blocking(move || {
+                        for (map, start, end) in ranges {
+                            // One call per MiB: a single large MADV_WILLNEED is cut short at
+                            // the device's readahead limit.
+                            let (start, end) = (start as usize, end as usize);
+                            for at in (start..end).step_by(PREFETCH_STEP) {
+                                map.prefetch(at, PREFETCH_STEP.min(end - at));
+                            }
+                        }
+                    });
+                    glommio::spawn_local(prefetch).detach();
                 }
                 Ok(appended)
             }

@@ -83,6 +83,8 @@ pub(crate) struct Appended {
     pub(crate) new_segments: Vec<MappedSegment>,
     /// Bytes written to disk, rewrites of partial sectors included.
     pub(crate) disk_bytes: u64,
+    /// The byte ranges appended, per segment: (segment, start, end).
+    pub(crate) ranges: Vec<(u32, u64, u64)>,
 }
 
 /// The appender of one shard.
@@ -182,6 +184,7 @@ impl Writer {
             locations: Vec::with_capacity(records.len()),
             new_segments: Vec::new(),
             disk_bytes: 0,
+            ranges: Vec::new(),
         };
         if let Some(bad) = records
             .iter()
@@ -229,6 +232,7 @@ impl Writer {
             }
             let (tail, written) = chunks.finish(pos).await.map_err(AppendError::Write)?;
             out.disk_bytes += written;
+            out.ranges.push((self.active, self.pos, pos));
             self.pos = pos;
             self.tail = tail;
             if next < records.len() {
@@ -270,6 +274,7 @@ impl Writer {
             locations: Vec::new(),
             new_segments: Vec::new(),
             disk_bytes: 0,
+            ranges: Vec::new(),
         };
         self.roll_over(&mut out).await?;
         self.sync().await?;

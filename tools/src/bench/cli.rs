@@ -138,6 +138,16 @@ pub struct RunArgs {
     #[arg(long, value_name = "BYTES", value_parser = parse_size)]
     pub cache: Option<usize>,
 
+    /// Which engine variants to measure: with the hot segment tier (`engine+hot/B`), without
+    /// it (`engine/B`, straight into the cold backend), or both.
+    #[arg(long, value_enum, default_value_t = HotArg::Both)]
+    pub hot_tier: HotArg,
+
+    /// The hot tier's disk budget across all shards (bytes; K/M/G suffixes). Default: the
+    /// engine's (1 GiB).
+    #[arg(long, value_name = "BYTES", value_parser = parse_size)]
+    pub hot_budget: Option<usize>,
+
     /// Let idle engine shards spin this many microseconds before sleeping.
     #[arg(long, value_name = "US")]
     pub spin_us: Option<u64>,
@@ -166,6 +176,28 @@ pub struct RunArgs {
     /// Print nothing on stdout and no progress bar (errors still go to stderr).
     #[arg(long, short)]
     pub quiet: bool,
+}
+
+/// Which engine variants a run measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum HotArg {
+    /// The engine with its hot segment tier (the default configuration).
+    On,
+    /// The engine writing straight into the cold backend.
+    Off,
+    /// Both, side by side.
+    Both,
+}
+
+impl HotArg {
+    /// The variants to run: `true` is hot tier on.
+    pub fn variants(self) -> &'static [bool] {
+        match self {
+            HotArg::On => &[true],
+            HotArg::Off => &[false],
+            HotArg::Both => &[true, false],
+        }
+    }
 }
 
 /// The `--durability` values.
@@ -250,6 +282,10 @@ pub struct Plan {
     pub shards: Option<usize>,
     /// Engine cache budget; `None`: the engine's default.
     pub cache: Option<usize>,
+    /// Engine variants: hot tier on, off, or both.
+    pub hot_tier: HotArg,
+    /// Hot tier budget; `None`: the engine's default.
+    pub hot_budget: Option<usize>,
     /// Engine shards' spin before parking, in microseconds.
     pub spin_us: Option<u64>,
     /// Where to make the run's directory; `None`: the system's temporary directory.
@@ -375,6 +411,8 @@ impl Plan {
             durability: args.durability,
             shards: args.shards,
             cache: args.cache,
+            hot_tier: args.hot_tier,
+            hot_budget: args.hot_budget,
             spin_us: args.spin_us,
             dir: args.dir,
             seed: args.seed,

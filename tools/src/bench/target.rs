@@ -20,8 +20,13 @@ const SCAN_PAGE: usize = 1024;
 /// One measured thing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TargetKind {
-    /// The engine over a backend.
-    Engine(BackendKind),
+    /// The engine over a backend, with (`hot: true`) or without its hot segment tier.
+    Engine {
+        /// The cold backend.
+        backend: BackendKind,
+        /// Whether the hot tier is on.
+        hot: bool,
+    },
     /// The backend's `ColdBackend` called directly, as a shard would, with the same keys.
     Raw(BackendKind),
     /// glommio O_DIRECT sequential writes and random reads of the same bytes: the disk.
@@ -36,12 +41,9 @@ impl TargetKind {
         let mut targets = Vec::new();
         for &backend in &plan.backends {
             targets.push(TargetKind::Raw(backend));
-            // HOT-TIER: when Config gains the hot segment tier's on/off knob, add the two engine
-            // variants here (e.g. `Engine { backend, hot: true }` and `hot: false`), name them in
-            // `name()` (e.g. "engine+hot/sled": `--baseline raw` pairs any "engine.../B" with
-            // "raw/B") and set the knob in `EngineTarget::open`. Nothing else needs to change:
-            // rounds, tables, JSON, --markdown and compare all work per target name.
-            targets.push(TargetKind::Engine(backend));
+            for &hot in plan.hot_tier.variants() {
+                targets.push(TargetKind::Engine { backend, hot });
+            }
         }
         if plan.ceilings {
             targets.push(TargetKind::Disk);
@@ -53,7 +55,11 @@ impl TargetKind {
     /// The target's name in tables and JSON, e.g. `engine/sled`.
     pub fn name(self) -> String {
         match self {
-            TargetKind::Engine(b) => format!("engine/{b}"),
+            TargetKind::Engine { backend, hot: true } => format!("engine+hot/{backend}"),
+            TargetKind::Engine {
+                backend,
+                hot: false,
+            } => format!("engine/{backend}"),
             TargetKind::Raw(b) => format!("raw/{b}"),
             TargetKind::Disk => "disk/o_direct".into(),
             TargetKind::Cpu => "cpu/sha2-256".into(),
@@ -68,7 +74,7 @@ impl TargetKind {
     /// Whether the target can run `workload`.
     pub fn supports(self, workload: WorkloadKind) -> bool {
         match self {
-            TargetKind::Engine(_) | TargetKind::Raw(_) => workload != WorkloadKind::Car,
+            TargetKind::Engine { .. } | TargetKind::Raw(_) => workload != WorkloadKind::Car,
             TargetKind::Disk => matches!(
                 workload,
                 WorkloadKind::Ingest | WorkloadKind::Get | WorkloadKind::GetZipf
@@ -85,8 +91,8 @@ impl TargetKind {
             rate: plan.rate,
         };
         let inner = match self {
-            TargetKind::Engine(backend) => {
-                Inner::Engine(EngineTarget::open(plan, backend, dir, data)?)
+            TargetKind::Engine { backend, hot } => {
+                Inner::Engine(EngineTarget::open(plan, backend, hot, dir, data)?)
             }
             TargetKind::Raw(backend) => {
                 let options = BackendOptions {
@@ -157,8 +163,23 @@ struct EngineTarget<'d> {
 }
 
 impl<'d> EngineTarget<'d> {
-    fn open(plan: &Plan, backend: BackendKind, dir: &Path, data: &'d Dataset) -> Result<Self> {
+    fn open(
+        plan: &Plan,
+        backend: BackendKind,
+        hot: bool,
+        dir: &Path,
+        data: &'d Dataset,
+    ) -> Result<Self> {
         let mut config = Config::new(dir);
+        config.hot_tier = match (hot, config.hot_tier) {
+            (false, _) | (true, None) => None,
+            (true, Some(mut tier)) => {
+                if let Some(budget) = plan.hot_budget {
+                    tier.budget_bytes = budget as u64;
+                }
+                Some(tier)
+            }
+        };
         config.backend = backend;
         config.durability = plan.durability.durability();
         config.shards = plan.shards;
@@ -375,9 +396,19 @@ mod tests {
     #[test]
     fn names_are_unique_and_ceilings_support_only_their_workloads() {
         let names: Vec<String> = [
-            TargetKind::Engine(BackendKind::Sled),
+            TargetKind::Engine {
+                backend: BackendKind::Sled,
+                hot: true,
+            },
+            TargetKind::Engine {
+                backend: BackendKind::Sled,
+                hot: false,
+            },
             TargetKind::Raw(BackendKind::Sled),
-            TargetKind::Engine(BackendKind::ParityDb),
+            TargetKind::Engine {
+                backend: BackendKind::ParityDb,
+                hot: true,
+            },
             TargetKind::Disk,
             TargetKind::Cpu,
         ]
