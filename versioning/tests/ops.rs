@@ -371,3 +371,28 @@ fn cli_layer_drives_a_repository_directory() {
     let gc = cli.gc(&[], false).unwrap();
     assert!(gc.swept.is_empty());
 }
+
+#[test]
+fn a_chain_of_deltas_reuses_payloads_of_chunks_unchanged_since_the_parent() {
+    let fx = Fixture::new();
+    let m1 = model(12);
+    fx.commit("main", &m1, "v1");
+    let m2 = nudge(&m1, &[0], 1e-3);
+    let c2 = fx.commit("main", &m2, "v2");
+    let m3 = nudge(&m2, &[40], 1e-3);
+    let c3 = fx.commit("main", &m3, "v3");
+    let delta_of = |c: cid::Cid| {
+        let s = block_on(fx.repo.commit_state(&c)).unwrap();
+        match block_on(fx.repo.tensor_object(&s.tensors["layer0.weight"])).unwrap() {
+            TensorObject::Delta(d) => d,
+            TensorObject::Full(_) => panic!("expected a delta"),
+        }
+    };
+    let (d2, d3) = (delta_of(c2.commit), delta_of(c3.commit));
+    assert_eq!(d2.base, d3.base, "both against the first, full version");
+    assert!(d2.chunks[0].xor.is_some());
+    assert_eq!(d3.chunks[0], d2.chunks[0], "chunk 0 unchanged since v2: entry reused");
+    assert!(d3.chunks[10].xor.is_some() && d2.chunks[10].xor.is_none());
+    assert_eq!(fx.checkout("main"), m3);
+    assert_eq!(fx.checkout(&c2.commit.to_string()), m2);
+}

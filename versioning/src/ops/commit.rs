@@ -183,8 +183,10 @@ impl<S: BlockStore, R: RefStore, L: Ledger> Repo<S, R, L> {
             dtype == t.dtype && shape == t.shape.as_slice() && bytes == chunk as u64
         };
 
-        // The full version a delta would be based on, and how many versions back it is.
+        // The full version a delta would be based on, how many versions back it is, and the
+        // parent's delta against it (whose entries are reused for chunks unchanged since).
         let mut base: Option<(Cid, Tensor, u32)> = None;
+        let mut parent_delta: Option<Delta> = None;
         if let Some(prev_cid) = previous {
             let prev = self.tensor_object(prev_cid).await?;
             if layout(prev.dtype(), prev.shape(), prev.chunk_bytes()) {
@@ -195,7 +197,9 @@ impl<S: BlockStore, R: RefStore, L: Ledger> Repo<S, R, L> {
                     TensorObject::Full(full) => Some((*prev_cid, full, 1)),
                     TensorObject::Delta(d) => {
                         let full = self.full_tensor(&d.base).await?;
-                        Some((d.base, full, d.depth.saturating_add(1)))
+                        let found = (d.base, full, d.depth.saturating_add(1));
+                        parent_delta = Some(d);
+                        Some(found)
                     }
                 };
             }
@@ -204,7 +208,9 @@ impl<S: BlockStore, R: RefStore, L: Ledger> Repo<S, R, L> {
             && depth < self.config.snapshot_every
             && layout(base.dtype, &base.shape, base.chunk_bytes)
         {
-            let (entries, payloads) = self.encode_delta(t, &parts, &cids, &base).await?;
+            let (entries, payloads) = self
+                .encode_delta(t, &parts, &cids, &base, parent_delta.as_ref())
+                .await?;
             if entries.iter().any(|e| e.xor.is_some()) {
                 let mut to_store = payloads;
                 for (e, b) in entries.iter().zip(&blocks) {
@@ -257,17 +263,29 @@ impl<S: BlockStore, R: RefStore, L: Ledger> Repo<S, R, L> {
         parts: &[Bytes],
         cids: &[Cid],
         base: &Tensor,
+        parent: Option<&Delta>,
     ) -> Result<(Vec<DeltaChunk>, Vec<Block>)> {
         let elem = t.dtype.size();
-        let changed: Vec<usize> = (0..cids.len())
-            .filter(|&i| base.chunks.get(i) != Some(&cids[i]))
-            .collect();
         let mut entries: Vec<DeltaChunk> = cids
             .iter()
             .map(|c| DeltaChunk {
                 chunk: *c,
                 xor: None,
             })
+            .collect();
+        // A chunk unchanged since the parent keeps the parent's entry (same base, so its XOR
+        // payload is still right): a chain of small updates encodes only what each changed.
+        let mut settled = vec![false; cids.len()];
+        if let Some(p) = parent.filter(|p| p.chunks.len() == cids.len()) {
+            for ((e, pc), done) in entries.iter_mut().zip(&p.chunks).zip(&mut settled) {
+                if pc.chunk == e.chunk {
+                    e.xor = pc.xor;
+                    *done = true;
+                }
+            }
+        }
+        let changed: Vec<usize> = (0..cids.len())
+            .filter(|&i| !settled[i] && base.chunks.get(i) != Some(&cids[i]))
             .collect();
         let mut payloads = Vec::new();
         for batch in changed.chunks(self.config.batch_blocks.max(1)) {
