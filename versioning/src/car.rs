@@ -229,8 +229,8 @@ impl<S: BlockStore, R: RefStore, L: Ledger> Repo<S, R, L> {
                 && !self.is_ancestor(&cur, &root).await?
             {
                 return Err(Error::NotFastForward {
-                    ours: cur,
-                    theirs: root,
+                    ours: Box::new(cur),
+                    theirs: Box::new(root),
                 });
             }
             self.refs.compare_and_swap(&name, current, Some(root))?;

@@ -69,7 +69,7 @@ fn unplane_xor(planes: &[u8], base: &[u8], elem: usize) -> Vec<u8> {
 /// `new` itself (then the chunk is better stored as is). `None` also for chunks of different
 /// lengths, which cannot be XORed.
 pub fn encode(new: &[u8], base: &[u8], elem: usize, level: i32) -> Option<Vec<u8>> {
-    if new.len() != base.len() || elem == 0 || new.len() % elem != 0 {
+    if new.len() != base.len() || elem == 0 || !new.len().is_multiple_of(elem) {
         return None;
     }
     let planes = xor_planes(new, base, elem);
@@ -80,7 +80,7 @@ pub fn encode(new: &[u8], base: &[u8], elem: usize, level: i32) -> Option<Vec<u8
 /// Rebuilds the chunk from `base` and a payload made by [`encode`]. Errors say why the
 /// payload does not fit (corrupt, wrong length).
 pub fn decode(payload: &[u8], base: &[u8], elem: usize) -> Result<Vec<u8>, String> {
-    if elem == 0 || base.len() % elem != 0 {
+    if elem == 0 || !base.len().is_multiple_of(elem) {
         return Err(format!(
             "base chunk of {} bytes is not whole {elem}-byte elements",
             base.len()

@@ -25,8 +25,8 @@ pub enum Error {
     /// A block does not decode as the versioning object it should be.
     #[error("block {cid} is not a valid {expected} object: {reason}")]
     Decode {
-        /// The block.
-        cid: Cid,
+        /// The block (boxed: keeps the error small).
+        cid: Box<Cid>,
         /// The kind of object that was expected.
         expected: &'static str,
         /// What the decoder said.
@@ -73,8 +73,8 @@ pub enum Error {
     /// A delta does not fit the tensor it is based on, or its payload is corrupt.
     #[error("delta {cid}: {reason}")]
     BadDelta {
-        /// The delta object.
-        cid: Cid,
+        /// The delta object (boxed: keeps the error small).
+        cid: Box<Cid>,
         /// What does not fit.
         reason: String,
     },
@@ -103,10 +103,10 @@ pub enum Error {
     /// A merge that is not a fast-forward was asked to fast-forward only.
     #[error("{ours} cannot be fast-forwarded to {theirs}: the histories have diverged")]
     NotFastForward {
-        /// Our tip.
-        ours: Cid,
+        /// Our tip (boxed: keeps the error small).
+        ours: Box<Cid>,
         /// Their tip.
-        theirs: Cid,
+        theirs: Box<Cid>,
     },
     /// A merge weight outside [0, 1].
     #[error("merge weight {0} is not in [0, 1]")]
@@ -130,10 +130,10 @@ pub enum Error {
     Conflict {
         /// The ref.
         name: String,
-        /// The value the writer expected.
-        expected: Option<Cid>,
+        /// The value the writer expected (boxed: keeps the error small).
+        expected: Option<Box<Cid>>,
         /// The value found.
-        found: Option<Cid>,
+        found: Option<Box<Cid>>,
     },
     /// No commit on the branch is as old as the timestamp asked for.
     #[error("no commit of {rev} at or before timestamp {timestamp_ms} ms")]

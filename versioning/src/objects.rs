@@ -147,7 +147,7 @@ impl Object {
     /// Decodes a block's bytes; `expected` names the kind the caller wanted, for the error.
     pub fn decode(cid: &Cid, data: &[u8], expected: &'static str) -> Result<Object> {
         serde_ipld_dagcbor::from_slice(data).map_err(|e| Error::Decode {
-            cid: *cid,
+            cid: Box::new(*cid),
             expected,
             reason: e.to_string(),
         })

@@ -99,8 +99,8 @@ impl RefStore for MemRefStore {
         if found != expected {
             return Err(Error::Conflict {
                 name: name.to_string(),
-                expected,
-                found,
+                expected: expected.map(Box::new),
+                found: found.map(Box::new),
             });
         }
         match new {

@@ -42,8 +42,6 @@ impl FileRefStore {
         let text = match fs::read_to_string(&path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            // A directory where a ref would be (`heads/a` when `heads/a/b` exists).
-            Err(e) if path.is_dir() => return Err(Error::io(&path)(e)),
             Err(e) => return Err(Error::io(&path)(e)),
         };
         let cid = ipfrs_storage::key::parse_cid(text.trim()).map_err(|e| Error::Io {
@@ -106,10 +104,11 @@ impl FileRefStore {
                 .replace(std::path::MAIN_SEPARATOR, "/");
             if path.is_dir() {
                 self.collect(&path, prefix, out)?;
-            } else if name.starts_with(prefix) && validate_name(&name).is_ok() {
-                if let Some(cid) = self.read(&name)? {
-                    out.push((name, cid));
-                }
+            } else if name.starts_with(prefix)
+                && validate_name(&name).is_ok()
+                && let Some(cid) = self.read(&name)?
+            {
+                out.push((name, cid));
             }
         }
         Ok(())
@@ -137,8 +136,8 @@ impl RefStore for FileRefStore {
         if found != expected {
             return Err(Error::Conflict {
                 name: name.to_string(),
-                expected,
-                found,
+                expected: expected.map(Box::new),
+                found: found.map(Box::new),
             });
         }
         match new {

@@ -142,7 +142,7 @@ impl<S: BlockStore, R: RefStore, L: Ledger> Repo<S, R, L> {
         match self.tensor_object(cid).await? {
             TensorObject::Full(t) => Ok(t),
             TensorObject::Delta(_) => Err(Error::BadDelta {
-                cid: *cid,
+                cid: Box::new(*cid),
                 reason: "a delta's base must be a full tensor, found another delta".into(),
             }),
         }
@@ -235,7 +235,7 @@ pub fn tag_ref(name: &str) -> String {
 
 fn wrong(cid: &Cid, expected: &'static str, found: &Object) -> Error {
     Error::Decode {
-        cid: *cid,
+        cid: Box::new(*cid),
         expected,
         reason: format!("it is a {} object", found.kind()),
     }

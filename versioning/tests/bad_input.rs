@@ -235,7 +235,7 @@ fn delta_whose_layout_differs_from_its_base_is_refused() {
         )
         .unwrap_err();
         assert!(
-            matches!(err, Error::BadDelta { cid, .. } if cid == *delta_block.cid()),
+            matches!(err, Error::BadDelta { ref cid, .. } if **cid == *delta_block.cid()),
             "{err}"
         );
         assert!(!out.exists());

@@ -391,7 +391,10 @@ fn a_chain_of_deltas_reuses_payloads_of_chunks_unchanged_since_the_parent() {
     let (d2, d3) = (delta_of(c2.commit), delta_of(c3.commit));
     assert_eq!(d2.base, d3.base, "both against the first, full version");
     assert!(d2.chunks[0].xor.is_some());
-    assert_eq!(d3.chunks[0], d2.chunks[0], "chunk 0 unchanged since v2: entry reused");
+    assert_eq!(
+        d3.chunks[0], d2.chunks[0],
+        "chunk 0 unchanged since v2: entry reused"
+    );
     assert!(d3.chunks[10].xor.is_some() && d2.chunks[10].xor.is_none());
     assert_eq!(fx.checkout("main"), m3);
     assert_eq!(fx.checkout(&c2.commit.to_string()), m2);

@@ -21,7 +21,7 @@ fn suite(store: &dyn RefStore) {
         .compare_and_swap("heads/main", None, Some(cid(2)))
         .unwrap_err();
     assert!(
-        matches!(err, Error::Conflict { found: Some(f), .. } if f == cid(1)),
+        matches!(err, Error::Conflict { found: Some(ref f), .. } if **f == cid(1)),
         "{err}"
     );
     let err = store

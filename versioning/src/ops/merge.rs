@@ -100,7 +100,12 @@ impl<S: BlockStore, R: RefStore, L: Ledger> Repo<S, R, L> {
             });
         }
         let weight = match strategy {
-            MergeStrategy::FastForwardOnly => return Err(Error::NotFastForward { ours, theirs }),
+            MergeStrategy::FastForwardOnly => {
+                return Err(Error::NotFastForward {
+                    ours: Box::new(ours),
+                    theirs: Box::new(theirs),
+                });
+            }
             MergeStrategy::WeightedAverage { theirs } => theirs,
         };
         if !(0.0..=1.0).contains(&weight) {

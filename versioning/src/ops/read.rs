@@ -67,7 +67,7 @@ impl<S: BlockStore, R: RefStore, L: Ledger> Repo<S, R, L> {
                         let payload = got.next().unwrap_or_default();
                         let data = delta::decode(&payload, &first, elem).map_err(|reason| {
                             Error::BadDelta {
-                                cid: x,
+                                cid: Box::new(x),
                                 reason: format!("chunk {i}: {reason}"),
                             }
                         })?;
@@ -87,7 +87,7 @@ impl<S: BlockStore, R: RefStore, L: Ledger> Repo<S, R, L> {
         let obj = self.tensor_object(cid).await?;
         let indices: Vec<usize> = (0..obj.chunk_cids().len()).collect();
         let len = tensor_len(obj.dtype(), obj.shape()).ok_or_else(|| Error::Decode {
-            cid: *cid,
+            cid: Box::new(*cid),
             expected: "tensor",
             reason: "shape overflows".into(),
         })?;
@@ -97,7 +97,7 @@ impl<S: BlockStore, R: RefStore, L: Ledger> Repo<S, R, L> {
         }
         if data.len() as u64 != len {
             return Err(Error::Decode {
-                cid: *cid,
+                cid: Box::new(*cid),
                 expected: "tensor",
                 reason: format!("chunks hold {} bytes, shape needs {len}", data.len()),
             });
@@ -112,7 +112,12 @@ impl<S: BlockStore, R: RefStore, L: Ledger> Repo<S, R, L> {
 
 /// A delta must describe the same layout as its base.
 pub(crate) fn check_delta(cid: &Cid, d: &Delta, base: &Tensor) -> Result<()> {
-    let bad = |reason: String| Err(Error::BadDelta { cid: *cid, reason });
+    let bad = |reason: String| {
+        Err(Error::BadDelta {
+            cid: Box::new(*cid),
+            reason,
+        })
+    };
     if d.encoding != delta::ENCODING {
         return bad(format!("unknown encoding {:?}", d.encoding));
     }
