@@ -8,7 +8,7 @@ use ipfrs_storage::{BlockStore, Codec};
 
 use crate::error::Result;
 use crate::ledger::Ledger;
-use crate::objects::Object;
+use crate::objects::{ChunkSource, Object};
 use crate::refs::RefStore;
 use crate::repo::Repo;
 
@@ -81,7 +81,14 @@ impl<S: BlockStore, R: RefStore, L: Ledger> Repo<S, R, L> {
                 }
                 Object::Delta(d) => {
                     for c in d.chunks {
-                        leaf(c.xor.unwrap_or(c.chunk), &mut seen, &mut out);
+                        match c.from {
+                            // The base's chunk: reached through the base.
+                            ChunkSource::Base => {}
+                            ChunkSource::Raw => leaf(c.chunk, &mut seen, &mut out),
+                            ChunkSource::Xor(x) | ChunkSource::Sub(x) => {
+                                leaf(x, &mut seen, &mut out)
+                            }
+                        }
                     }
                     stack.push(d.base);
                 }

@@ -43,7 +43,9 @@ pub mod tensors;
 pub use dtype::DType;
 pub use error::{Error, Result};
 pub use ledger::{FileLedger, Ledger, MemLedger};
-pub use objects::{Commit, Delta, DeltaChunk, Object, Provenance, State, Tensor, TensorObject};
+pub use objects::{
+    ChunkSource, Commit, Delta, DeltaChunk, Object, Provenance, State, Tensor, TensorObject,
+};
 pub use ops::blame::{Blame, BlameEntry};
 pub use ops::branches::RefList;
 pub use ops::checkout::CheckoutSummary;

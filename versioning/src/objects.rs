@@ -14,6 +14,7 @@ use cid::Cid;
 use ipfrs_storage::{Block, Codec, HashAlgorithm};
 use serde::{Deserialize, Serialize};
 
+use crate::delta::Transform;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 
@@ -31,27 +32,56 @@ pub struct Tensor {
     pub chunks: Vec<Cid>,
 }
 
+/// Where the bytes of one chunk of a [`Delta`] come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChunkSource {
+    /// Identical to the base's chunk at the same index: nothing stored here.
+    Base,
+    /// The block `chunk` itself is stored (a changed chunk no delta made smaller).
+    Raw,
+    /// The block holds the chunk XOR the base's chunk, byte-plane grouped and zstd-compressed.
+    Xor(Cid),
+    /// The block holds the chunk minus the base's chunk (wrapping integer difference of the
+    /// element bit patterns), byte-plane grouped and zstd-compressed.
+    Sub(Cid),
+}
+
+impl ChunkSource {
+    /// The stored payload block and its transform, for delta-coded chunks.
+    pub fn payload(&self) -> Option<(Transform, Cid)> {
+        match self {
+            ChunkSource::Xor(c) => Some((Transform::Xor, *c)),
+            ChunkSource::Sub(c) => Some((Transform::Sub, *c)),
+            ChunkSource::Base | ChunkSource::Raw => None,
+        }
+    }
+}
+
 /// One chunk of a [`Delta`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeltaChunk {
     /// The CID of the chunk's reconstructed bytes: the same CID a full [`Tensor`] would list,
     /// so unchanged chunks are recognised without decoding, and a reconstruction is verified.
     pub chunk: Cid,
-    /// `None`: the block `chunk` itself is stored (shared with the base or new).
-    /// `Some(x)`: block `x` holds the chunk XOR the base's chunk at the same index, byte-plane
-    /// grouped and zstd-compressed; the block `chunk` is not stored.
-    pub xor: Option<Cid>,
+    /// Where its bytes come from.
+    pub from: ChunkSource,
 }
 
-/// A tensor stored as an exact difference against a full [`Tensor`] (its base).
+/// A tensor stored as an exact difference against an earlier full version of it.
+///
+/// The base is the full [`Tensor`] the parent's version refers to: the parent's own tensor
+/// when that is full, else the parent delta's base. So a delta is never based on a delta and
+/// a checkout decodes at most one delta per chunk, however long the history; chunks that did
+/// not change since the parent keep the parent's entries (no re-encoding, no new payload).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Delta {
-    /// The full tensor object this delta applies to. Always a [`Tensor`], never a delta: a
-    /// checkout decodes at most one delta per tensor.
+    /// The full tensor object this delta applies to.
     pub base: Cid,
-    /// The encoding of the XOR blocks; see [`crate::delta::ENCODING`].
+    /// The encoding of the payload blocks; see [`crate::delta::ENCODING`].
     pub encoding: String,
-    /// Versions of this tensor since `base` was stored in full (1 for the first delta).
+    /// Versions of this tensor since `base` was stored (1 for the first delta on it).
+    /// Bounded by `RepoConfig::snapshot_every`.
     pub depth: u32,
     /// Element type (must equal the base's).
     pub dtype: DType,

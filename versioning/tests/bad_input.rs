@@ -8,8 +8,8 @@ use futures_lite::future::block_on;
 use ipfrs_storage::BlockStore;
 use ipfrs_versioning::car::{decode_car, encode_car};
 use ipfrs_versioning::{
-    Commit, DType, Delta, DeltaChunk, Error, MergeStrategy, Object, Provenance, RefStore, Revision,
-    State, TensorData, TensorObject, write_safetensors,
+    ChunkSource, Commit, DType, Delta, DeltaChunk, Error, MergeStrategy, Object, Provenance,
+    RefStore, Revision, State, TensorData, TensorObject, write_safetensors,
 };
 
 fn stored_bytes(fx: &Fixture) -> u64 {
@@ -197,7 +197,7 @@ fn delta_whose_layout_differs_from_its_base_is_refused() {
             .iter()
             .map(|c| DeltaChunk {
                 chunk: *c,
-                xor: None,
+                from: ChunkSource::Base,
             })
             .collect(),
     };

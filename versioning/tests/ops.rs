@@ -8,8 +8,8 @@ use futures_lite::future::block_on;
 use ipfrs_storage::BlockStore;
 use ipfrs_versioning::cli::parse_provenance;
 use ipfrs_versioning::{
-    Change, CommitInfo, MergeOutcome, MergeStrategy, Revision, TensorObject, read_safetensors,
-    write_safetensors,
+    Change, ChunkSource, CommitInfo, MergeOutcome, MergeStrategy, Revision, TensorObject,
+    read_safetensors, write_safetensors,
 };
 
 #[test]
@@ -390,12 +390,13 @@ fn a_chain_of_deltas_reuses_payloads_of_chunks_unchanged_since_the_parent() {
     };
     let (d2, d3) = (delta_of(c2.commit), delta_of(c3.commit));
     assert_eq!(d2.base, d3.base, "both against the first, full version");
-    assert!(d2.chunks[0].xor.is_some());
+    assert!(d2.chunks[0].from.payload().is_some());
     assert_eq!(
         d3.chunks[0], d2.chunks[0],
         "chunk 0 unchanged since v2: entry reused"
     );
-    assert!(d3.chunks[10].xor.is_some() && d2.chunks[10].xor.is_none());
+    assert!(d3.chunks[10].from.payload().is_some());
+    assert_eq!(d2.chunks[10].from, ChunkSource::Base);
     assert_eq!(fx.checkout("main"), m3);
     assert_eq!(fx.checkout(&c2.commit.to_string()), m2);
 }

@@ -18,7 +18,9 @@ use crate::chunking::{chunk_len, split};
 use crate::delta;
 use crate::error::Result;
 use crate::ledger::Ledger;
-use crate::objects::{Commit, Delta, DeltaChunk, Object, Provenance, State, Tensor, TensorObject};
+use crate::objects::{
+    ChunkSource, Commit, Delta, DeltaChunk, Object, Provenance, State, Tensor, TensorObject,
+};
 use crate::refs::RefStore;
 use crate::repo::{Repo, branch_ref};
 use crate::tensors::{TensorData, Tensors};
@@ -211,11 +213,10 @@ impl<S: BlockStore, R: RefStore, L: Ledger> Repo<S, R, L> {
             let (entries, payloads) = self
                 .encode_delta(t, &parts, &cids, &base, parent_delta.as_ref())
                 .await?;
-            if entries.iter().any(|e| e.xor.is_some()) {
+            if entries.iter().any(|e| e.from.payload().is_some()) {
                 let mut to_store = payloads;
                 for (e, b) in entries.iter().zip(&blocks) {
-                    // Chunks not shared with the base and not delta-coded are stored raw.
-                    if e.xor.is_none() {
+                    if e.from == ChunkSource::Raw {
                         to_store.push(b.clone());
                     }
                 }
@@ -268,33 +269,44 @@ impl<S: BlockStore, R: RefStore, L: Ledger> Repo<S, R, L> {
         let elem = t.dtype.size();
         let mut entries: Vec<DeltaChunk> = cids
             .iter()
-            .map(|c| DeltaChunk {
+            .zip(&base.chunks)
+            .map(|(c, b)| DeltaChunk {
                 chunk: *c,
-                xor: None,
+                from: if c == b {
+                    ChunkSource::Base
+                } else {
+                    ChunkSource::Raw
+                },
             })
             .collect();
-        // A chunk unchanged since the parent keeps the parent's entry (same base, so its XOR
+        // A chunk unchanged since the parent keeps the parent's entry (same base, so its
         // payload is still right): a chain of small updates encodes only what each changed.
-        let mut settled = vec![false; cids.len()];
+        let mut settled: Vec<bool> = entries
+            .iter()
+            .map(|e| e.from == ChunkSource::Base)
+            .collect();
         if let Some(p) = parent.filter(|p| p.chunks.len() == cids.len()) {
             for ((e, pc), done) in entries.iter_mut().zip(&p.chunks).zip(&mut settled) {
                 if pc.chunk == e.chunk {
-                    e.xor = pc.xor;
+                    e.from = pc.from;
                     *done = true;
                 }
             }
         }
-        let changed: Vec<usize> = (0..cids.len())
-            .filter(|&i| !settled[i] && base.chunks.get(i) != Some(&cids[i]))
-            .collect();
+        let changed: Vec<usize> = (0..cids.len()).filter(|&i| !settled[i]).collect();
         let mut payloads = Vec::new();
         for batch in changed.chunks(self.config.batch_blocks.max(1)) {
             let base_cids: Vec<Cid> = batch.iter().map(|&i| base.chunks[i]).collect();
             let base_data = self.blocks(&base_cids).await?;
             for (&i, old) in batch.iter().zip(&base_data) {
-                if let Some(payload) = delta::encode(&parts[i], old, elem, self.config.zstd_level) {
+                if let Some((transform, payload)) =
+                    delta::encode(&parts[i], old, elem, self.config.zstd_level)
+                {
                     let block = Block::new(payload)?;
-                    entries[i].xor = Some(*block.cid());
+                    entries[i].from = match transform {
+                        delta::Transform::Xor => ChunkSource::Xor(*block.cid()),
+                        delta::Transform::Sub => ChunkSource::Sub(*block.cid()),
+                    };
                     payloads.push(block);
                 }
             }

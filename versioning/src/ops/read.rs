@@ -8,7 +8,7 @@ use crate::chunking::tensor_len;
 use crate::delta;
 use crate::error::{Error, Result};
 use crate::ledger::Ledger;
-use crate::objects::{Delta, Tensor, TensorObject};
+use crate::objects::{ChunkSource, Delta, Tensor, TensorObject};
 use crate::refs::RefStore;
 use crate::repo::Repo;
 use crate::tensors::TensorData;
@@ -49,9 +49,10 @@ impl<S: BlockStore, R: RefStore, L: Ledger> Repo<S, R, L> {
             let mut wanted = Vec::with_capacity(batch.len() * 2);
             for &i in batch {
                 let c = &d.chunks[i];
-                match c.xor {
-                    None => wanted.push(c.chunk),
-                    Some(x) => {
+                match c.from {
+                    ChunkSource::Base => wanted.push(base.chunks[i]),
+                    ChunkSource::Raw => wanted.push(c.chunk),
+                    ChunkSource::Xor(x) | ChunkSource::Sub(x) => {
                         wanted.push(base.chunks[i]);
                         wanted.push(x);
                     }
@@ -61,22 +62,21 @@ impl<S: BlockStore, R: RefStore, L: Ledger> Repo<S, R, L> {
             for &i in batch {
                 let c = &d.chunks[i];
                 let first = got.next().unwrap_or_default();
-                match c.xor {
-                    None => out.push(first),
-                    Some(x) => {
-                        let payload = got.next().unwrap_or_default();
-                        let data = delta::decode(&payload, &first, elem).map_err(|reason| {
-                            Error::BadDelta {
-                                cid: Box::new(x),
-                                reason: format!("chunk {i}: {reason}"),
-                            }
-                        })?;
-                        // The recorded CID makes the reconstruction self-checking.
-                        let block = Block::from_parts(c.chunk, data)
-                            .map_err(|_| Error::ChunkMismatch { cid: c.chunk })?;
-                        out.push(block.into_parts().1);
+                let Some((transform, x)) = c.from.payload() else {
+                    out.push(first);
+                    continue;
+                };
+                let payload = got.next().unwrap_or_default();
+                let data = delta::decode(transform, &payload, &first, elem).map_err(|reason| {
+                    Error::BadDelta {
+                        cid: Box::new(x),
+                        reason: format!("chunk {i}: {reason}"),
                     }
-                }
+                })?;
+                // The recorded CID makes the reconstruction self-checking.
+                let block = Block::from_parts(c.chunk, data)
+                    .map_err(|_| Error::ChunkMismatch { cid: c.chunk })?;
+                out.push(block.into_parts().1);
             }
         }
         Ok(out)
