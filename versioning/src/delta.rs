@@ -87,6 +87,20 @@ fn to_planes(t: Transform, new: &[u8], base: &[u8], elem: usize) -> Vec<u8> {
         }
         return out;
     }
+    if elem == 4 {
+        // The common case (f32), with fixed-size planes the compiler can keep in registers.
+        let (p0, rest) = out.split_at_mut(n);
+        let (p1, rest) = rest.split_at_mut(n);
+        let (p2, p3) = rest.split_at_mut(n);
+        for (i, (a, b)) in new.chunks_exact(4).zip(base.chunks_exact(4)).enumerate() {
+            let a = u32::from_le_bytes([a[0], a[1], a[2], a[3]]);
+            let b = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+            let d = apply(t, u64::from(a), u64::from(b), 32) as u32;
+            let d = d.to_le_bytes();
+            (p0[i], p1[i], p2[i], p3[i]) = (d[0], d[1], d[2], d[3]);
+        }
+        return out;
+    }
     for (i, (a, b)) in new
         .chunks_exact(elem)
         .zip(base.chunks_exact(elem))
@@ -108,6 +122,22 @@ fn from_planes(t: Transform, planes: &[u8], base: &[u8], elem: usize) -> Vec<u8>
     if elem == 1 {
         for ((o, &p), &b) in out.iter_mut().zip(planes).zip(base) {
             *o = invert(t, u64::from(p), u64::from(b), 8) as u8;
+        }
+        return out;
+    }
+    if elem == 4 {
+        let (p0, rest) = planes.split_at(n);
+        let (p1, rest) = rest.split_at(n);
+        let (p2, p3) = rest.split_at(n);
+        for (i, (o, b)) in out
+            .chunks_exact_mut(4)
+            .zip(base.chunks_exact(4))
+            .enumerate()
+        {
+            let d = u32::from_le_bytes([p0[i], p1[i], p2[i], p3[i]]);
+            let b = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+            let v = invert(t, u64::from(d), u64::from(b), 32) as u32;
+            o.copy_from_slice(&v.to_le_bytes());
         }
         return out;
     }

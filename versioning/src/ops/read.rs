@@ -5,7 +5,7 @@ use cid::Cid;
 use ipfrs_storage::{Block, BlockStore};
 
 use crate::chunking::tensor_len;
-use crate::delta;
+use crate::delta::{self, Transform};
 use crate::error::{Error, Result};
 use crate::ledger::Ledger;
 use crate::objects::{ChunkSource, Delta, Tensor, TensorObject};
@@ -59,25 +59,25 @@ impl<S: BlockStore, R: RefStore, L: Ledger> Repo<S, R, L> {
                 }
             }
             let mut got = self.blocks(&wanted).await?.into_iter();
-            for &i in batch {
+            // Stored chunks go straight out; coded ones are decoded below, in parallel.
+            let mut slots: Vec<Option<Bytes>> = Vec::with_capacity(batch.len());
+            let mut jobs = Vec::new();
+            for (slot, &i) in batch.iter().enumerate() {
                 let c = &d.chunks[i];
                 let first = got.next().unwrap_or_default();
-                let Some((transform, x)) = c.from.payload() else {
-                    out.push(first);
-                    continue;
-                };
-                let payload = got.next().unwrap_or_default();
-                let data = delta::decode(transform, &payload, &first, elem).map_err(|reason| {
-                    Error::BadDelta {
-                        cid: Box::new(x),
-                        reason: format!("chunk {i}: {reason}"),
+                match c.from.payload() {
+                    None => slots.push(Some(first)),
+                    Some((transform, x)) => {
+                        let payload = got.next().unwrap_or_default();
+                        jobs.push((slot, i, transform, x, c.chunk, first, payload));
+                        slots.push(None);
                     }
-                })?;
-                // The recorded CID makes the reconstruction self-checking.
-                let block = Block::from_parts(c.chunk, data)
-                    .map_err(|_| Error::ChunkMismatch { cid: c.chunk })?;
-                out.push(block.into_parts().1);
+                }
             }
+            for (slot, data) in decode_all(jobs, elem)? {
+                slots[slot] = Some(data);
+            }
+            out.extend(slots.into_iter().map(Option::unwrap_or_default));
         }
         Ok(out)
     }
@@ -137,4 +137,50 @@ pub(crate) fn check_delta(cid: &Cid, d: &Delta, base: &Tensor) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// One coded chunk to rebuild: (slot, index, transform, payload CID, chunk CID, base bytes,
+/// payload bytes).
+type Job = (usize, usize, Transform, Cid, Cid, Bytes, Bytes);
+
+/// Decodes and verifies coded chunks, spread over the cores: decoding (zstd, the inverse
+/// transform, SHA-256 of the result) is CPU work that dominates a checkout of deltas.
+fn decode_all(jobs: Vec<Job>, elem: usize) -> Result<Vec<(usize, Bytes)>> {
+    let decode = |(slot, i, transform, x, chunk, base, payload): Job| -> Result<(usize, Bytes)> {
+        let data =
+            delta::decode(transform, &payload, &base, elem).map_err(|reason| Error::BadDelta {
+                cid: Box::new(x),
+                reason: format!("chunk {i}: {reason}"),
+            })?;
+        // The recorded CID makes the reconstruction self-checking.
+        let block =
+            Block::from_parts(chunk, data).map_err(|_| Error::ChunkMismatch { cid: chunk })?;
+        Ok((slot, block.into_parts().1))
+    };
+    let threads = std::thread::available_parallelism()
+        .map(usize::from)
+        .unwrap_or(1)
+        .min(jobs.len());
+    if threads <= 1 {
+        return jobs.into_iter().map(decode).collect();
+    }
+    let per = jobs.len().div_ceil(threads);
+    let mut groups: Vec<Vec<Job>> = Vec::new();
+    let mut jobs = jobs.into_iter().peekable();
+    while jobs.peek().is_some() {
+        groups.push(jobs.by_ref().take(per).collect());
+    }
+    std::thread::scope(|s| {
+        let handles: Vec<_> = groups
+            .into_iter()
+            .map(|g| s.spawn(move || g.into_iter().map(decode).collect::<Result<Vec<_>>>()))
+            .collect();
+        let mut out = Vec::new();
+        for h in handles {
+            // A panic in a decoder thread is a bug; re-raise it on this thread.
+            let part = h.join().unwrap_or_else(|e| std::panic::resume_unwind(e))?;
+            out.extend(part);
+        }
+        Ok(out)
+    })
 }
