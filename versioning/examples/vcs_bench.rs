@@ -202,6 +202,7 @@ fn main() {
     // 2. 1% of rows rewritten with fresh values.
     let rows = (total_rows(&m0) / 100).max(1);
     let m1 = touch_rows(&m0, rows, &mut rng, &mut |_, r| 0.02 * r.normal());
+    drop(m0);
     let (t1, b1, s1) = commit(&m1, "1% rows");
     println!(
         "2. 1% rows ({rows} rows) changed: {:.2} MiB new = {:.3}% of the model (goal <= 2%), {:.2} s; {} delta / {} full / {} unchanged tensors",
@@ -232,6 +233,7 @@ fn main() {
             )
         })
         .collect();
+    drop(m1);
     let (t2, b2, _) = commit(&m2, "dense step");
     let tz = Instant::now();
     let zstd_bytes: u64 = m2
@@ -273,23 +275,28 @@ fn main() {
             max_depth = max_depth.max(d.depth);
         }
     }
-    let t = Instant::now();
-    let (_, out) = block_on(repo.checkout(&Revision::Branch("main".into()))).unwrap();
-    let checkout = t.elapsed();
-    assert!(out == m, "checkout is not bit-exact");
-    let t = Instant::now();
-    let mut raw_total = 0;
-    for cids in &raw_cids {
-        let mut buf = BytesMut::new();
-        for batch in cids.chunks(config.batch_blocks) {
-            for b in block_on(raw.get_many(batch)).unwrap() {
-                buf.extend_from_slice(&b.unwrap());
+    // Best of three of each, alternating: the machine is shared and noisy.
+    let (mut checkout, mut raw_read) = (Duration::MAX, Duration::MAX);
+    for _ in 0..3 {
+        let t = Instant::now();
+        let (_, out) = block_on(repo.checkout(&Revision::Branch("main".into()))).unwrap();
+        checkout = checkout.min(t.elapsed());
+        assert!(out == m, "checkout is not bit-exact");
+        drop(out);
+        let t = Instant::now();
+        let mut raw_total = 0;
+        for cids in &raw_cids {
+            let mut buf = BytesMut::new();
+            for batch in cids.chunks(config.batch_blocks) {
+                for b in block_on(raw.get_many(batch)).unwrap() {
+                    buf.extend_from_slice(&b.unwrap());
+                }
             }
+            raw_total += buf.len();
         }
-        raw_total += buf.len();
+        raw_read = raw_read.min(t.elapsed());
+        assert_eq!(raw_total as u64, size);
     }
-    let raw_read = t.elapsed();
-    assert_eq!(raw_total as u64, size);
     println!(
         "4. chain of {chain} commits (1% rows each): {:.1} s, {:.1} MiB new in all ({:.2}% of the model per commit); tip: {deltas}/{} tensors are deltas, depth <= {max_depth}",
         secs(chain_time),
@@ -298,7 +305,7 @@ fn main() {
         state.tensors.len()
     );
     println!(
-        "   checkout of the tip {:.2} s vs raw read {:.2} s: {:.2}x (goal <= 1.5x)",
+        "   checkout of the tip {:.2} s vs raw read {:.2} s (best of 3): {:.2}x (goal <= 1.5x)",
         secs(checkout),
         secs(raw_read),
         secs(checkout) / secs(raw_read)
