@@ -209,6 +209,7 @@ impl<S: BlockStore, R: RefStore, L: Ledger> Repo<S, R, L> {
         if let Some((base_cid, base, depth)) = base
             && depth < self.config.snapshot_every
             && layout(base.dtype, &base.shape, base.chunk_bytes)
+            && base.chunks.len() == cids.len()
         {
             let (entries, payloads) = self
                 .encode_delta(t, &parts, &cids, &base, parent_delta.as_ref())

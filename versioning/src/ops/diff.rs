@@ -125,6 +125,7 @@ impl<S: BlockStore, R: RefStore, L: Ledger> Repo<S, R, L> {
             let change = if a.dtype() != b.dtype()
                 || a.shape() != b.shape()
                 || a.chunk_bytes() != b.chunk_bytes()
+                || a.chunk_cids().len() != b.chunk_cids().len()
             {
                 Change::Relaid {
                     from: (a.dtype(), a.shape().to_vec()),
