@@ -43,6 +43,13 @@ pub fn open_engine(repo: &Path) -> Result<VersionCli<Engine>> {
     VersionCli::open(repo, engine, RepoConfig::default())
 }
 
+/// Creates (or reopens) the repository at `repo`: the engine's directory, the ref directory
+/// and the ledger. Idempotent; no branch exists until the first commit.
+pub fn init(repo: &Path) -> Result<VersionCli<Engine>> {
+    std::fs::create_dir_all(repo).map_err(Error::io(repo))?;
+    open_engine(repo)
+}
+
 /// Parses provenance arguments: `dataset=<cid>`, `gradient=<cid>`, `hparam.<key>=<value>`,
 /// `meta.<key>=<value>`.
 pub fn parse_provenance(args: &[String]) -> Result<Provenance> {

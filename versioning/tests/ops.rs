@@ -345,7 +345,9 @@ fn car_export_and_import_into_another_store() {
 fn cli_layer_drives_a_repository_directory() {
     let dir = tempfile::tempdir().unwrap();
     let repo_dir = dir.path().join("repo");
-    let cli = ipfrs_versioning::cli::open_engine(&repo_dir).unwrap();
+    let cli = ipfrs_versioning::cli::init(&repo_dir).unwrap();
+    assert!(repo_dir.join("blocks").is_dir() && repo_dir.join("refs").is_dir());
+    assert!(cli.branch_list().unwrap().refs.is_empty());
     let m = model(11);
     let src = dir.path().join("m.safetensors");
     write_safetensors(&src, &m).unwrap();
