@@ -1,0 +1,63 @@
+//! Cutting tensor data into fixed, element-aligned chunks.
+//!
+//! Chunk boundaries depend only on the chunk size and the byte offset, never on content: the
+//! same region of two versions of a tensor falls in the same chunk, so an update touching a
+//! few rows changes a few chunks and the rest deduplicate (same bytes, same raw CID).
+
+use bytes::Bytes;
+
+use crate::dtype::DType;
+
+/// Default bytes per chunk: 256 KiB, small enough that a sparse update rewrites little and
+/// far below the engine's 2 MiB block limit, large enough that a 1 GiB model is 4096 blocks
+/// and a tensor object of 64 GiB of data still fits in one block.
+pub const DEFAULT_CHUNK_BYTES: usize = 256 * 1024;
+
+/// The chunk size actually used for `dtype`: `requested` rounded down to a whole number of
+/// elements (at least one element), so no element straddles two chunks.
+pub fn chunk_len(dtype: DType, requested: usize) -> usize {
+    let elem = dtype.size();
+    (requested - requested % elem).max(elem)
+}
+
+/// Bytes a tensor of `dtype` and `shape` occupies, `None` on overflow.
+pub fn tensor_len(dtype: DType, shape: &[u64]) -> Option<u64> {
+    shape
+        .iter()
+        .try_fold(dtype.size() as u64, |acc, &d| acc.checked_mul(d))
+}
+
+/// The data cut into chunks of `chunk` bytes (the last may be shorter), without copying.
+/// An empty tensor has no chunks.
+pub fn split(data: &Bytes, chunk: usize) -> Vec<Bytes> {
+    let mut out = Vec::with_capacity(data.len().div_ceil(chunk.max(1)));
+    let mut at = 0;
+    while at < data.len() {
+        let end = (at + chunk).min(data.len());
+        out.push(data.slice(at..end));
+        at = end;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_are_element_aligned_and_cover_the_data() {
+        assert_eq!(chunk_len(DType::F32, 10), 8);
+        assert_eq!(chunk_len(DType::F64, 3), 8);
+        assert_eq!(chunk_len(DType::U8, 3), 3);
+        let data = Bytes::from((0u8..=99).collect::<Vec<_>>());
+        let parts = split(&data, 32);
+        assert_eq!(
+            parts.iter().map(Bytes::len).collect::<Vec<_>>(),
+            [32, 32, 32, 4]
+        );
+        assert_eq!(parts.concat(), data.to_vec());
+        assert!(split(&Bytes::new(), 32).is_empty());
+        assert_eq!(tensor_len(DType::F32, &[3, 5]), Some(60));
+        assert_eq!(tensor_len(DType::F32, &[u64::MAX, 2]), None);
+    }
+}

@@ -1,0 +1,208 @@
+//! The CLI-facing layer: blocking calls taking paths and strings, returning printable
+//! reports, for `ipfrs-store version ...`. No argument parser here: the binary owns clap.
+//!
+//! Repository layout: `<repo>/blocks` is the engine's data directory, `<repo>/refs` the ref
+//! files and `<repo>/ledger` the list of blocks this layer stored (see [`crate::ledger`]).
+
+use std::path::{Path, PathBuf};
+
+use cid::Cid;
+use futures_lite::future::block_on;
+use ipfrs_storage::{BlockStore, Engine};
+
+use crate::car::CarSummary;
+use crate::error::{Error, Result};
+use crate::ledger::FileLedger;
+use crate::objects::Provenance;
+use crate::ops::blame::Blame;
+use crate::ops::branches::RefList;
+use crate::ops::checkout::CheckoutSummary;
+use crate::ops::commit::{CommitInfo, CommitSummary};
+use crate::ops::diff::Diff;
+use crate::ops::gc::GcReport;
+use crate::ops::log::Log;
+use crate::ops::merge::{MergeOutcome, MergeStrategy};
+use crate::refs_file::FileRefStore;
+use crate::repo::{Repo, RepoConfig};
+use crate::tensors::read_safetensors;
+
+/// A repository on disk, driven by blocking calls.
+pub struct VersionCli<S> {
+    repo: Repo<S, FileRefStore, FileLedger>,
+}
+
+/// The engine's data directory inside a repository.
+pub fn blocks_dir(repo: &Path) -> PathBuf {
+    repo.join("blocks")
+}
+
+/// Opens the repository at `repo` with an [`Engine`] on `<repo>/blocks`, creating what is
+/// missing (so it is also `init`).
+pub fn open_engine(repo: &Path) -> Result<VersionCli<Engine>> {
+    let engine = Engine::open(blocks_dir(repo))?;
+    VersionCli::open(repo, engine, RepoConfig::default())
+}
+
+/// Creates (or reopens) the repository at `repo`: the engine's directory, the ref directory
+/// and the ledger. Idempotent; no branch exists until the first commit.
+pub fn init(repo: &Path) -> Result<VersionCli<Engine>> {
+    std::fs::create_dir_all(repo).map_err(Error::io(repo))?;
+    open_engine(repo)
+}
+
+/// Parses provenance arguments: `dataset=<cid>`, `gradient=<cid>`, `hparam.<key>=<value>`,
+/// `meta.<key>=<value>`.
+pub fn parse_provenance(args: &[String]) -> Result<Provenance> {
+    let mut p = Provenance::default();
+    for arg in args {
+        let bad = |reason: &str| Error::BadArgument {
+            arg: arg.clone(),
+            reason: reason.to_string(),
+        };
+        let (key, value) = arg
+            .split_once('=')
+            .ok_or_else(|| bad("expected key=value"))?;
+        let cid = || ipfrs_storage::key::parse_cid(value).map_err(|e| bad(&e.to_string()));
+        if key == "dataset" {
+            p.datasets.push(cid()?);
+        } else if key == "gradient" {
+            p.gradients.push(cid()?);
+        } else if let Some(k) = key.strip_prefix("hparam.").filter(|k| !k.is_empty()) {
+            p.hyperparameters.insert(k.to_string(), value.to_string());
+        } else if let Some(k) = key.strip_prefix("meta.").filter(|k| !k.is_empty()) {
+            p.metadata.insert(k.to_string(), value.to_string());
+        } else {
+            return Err(bad("key must be dataset, gradient, hparam.<k> or meta.<k>"));
+        }
+    }
+    Ok(p)
+}
+
+fn cids(args: &[String]) -> Result<Vec<Cid>> {
+    args.iter()
+        .map(|a| ipfrs_storage::key::parse_cid(a).map_err(Error::from))
+        .collect()
+}
+
+impl<S: BlockStore> VersionCli<S> {
+    /// Opens the refs and ledger of `repo` (creating them) over `store`.
+    pub fn open(repo: &Path, store: S, config: RepoConfig) -> Result<VersionCli<S>> {
+        let refs = FileRefStore::open(repo.join("refs"))?;
+        let ledger = FileLedger::open(repo.join("ledger"))?;
+        Ok(VersionCli {
+            repo: Repo::new(store, refs, ledger, config),
+        })
+    }
+
+    /// The library-level repository, for anything not wrapped here.
+    pub fn repo(&self) -> &Repo<S, FileRefStore, FileLedger> {
+        &self.repo
+    }
+
+    /// Commits a safetensors file on `branch`.
+    pub fn commit(
+        &self,
+        file: &Path,
+        branch: &str,
+        author: &str,
+        message: &str,
+        provenance: &[String],
+    ) -> Result<CommitSummary> {
+        let provenance = parse_provenance(provenance)?;
+        let tensors = read_safetensors(file)?;
+        let info = CommitInfo {
+            author: author.to_string(),
+            message: message.to_string(),
+            provenance,
+            timestamp_ms: None,
+        };
+        block_on(self.repo.commit(branch, &tensors, info))
+    }
+
+    /// History of `rev` (`HEAD`, branch, tag, CID, `<rev>@<ms>`).
+    pub fn log(&self, rev: &str, limit: Option<usize>) -> Result<Log> {
+        block_on(self.repo.log(&rev.parse()?, limit))
+    }
+
+    /// Writes `rev` to a safetensors file.
+    pub fn checkout(&self, rev: &str, out: &Path) -> Result<CheckoutSummary> {
+        block_on(self.repo.checkout_to_file(&rev.parse()?, out))
+    }
+
+    /// Creates a branch at `at`.
+    pub fn branch_create(&self, name: &str, at: &str) -> Result<Cid> {
+        block_on(self.repo.create_branch(name, &at.parse()?))
+    }
+
+    /// Lists branches.
+    pub fn branch_list(&self) -> Result<RefList> {
+        self.repo.branches()
+    }
+
+    /// Deletes a branch.
+    pub fn branch_delete(&self, name: &str) -> Result<Cid> {
+        self.repo.delete_branch(name)
+    }
+
+    /// Creates a tag at `at`.
+    pub fn tag_create(&self, name: &str, at: &str) -> Result<Cid> {
+        block_on(self.repo.create_tag(name, &at.parse()?))
+    }
+
+    /// Lists tags.
+    pub fn tag_list(&self) -> Result<RefList> {
+        self.repo.tags()
+    }
+
+    /// Deletes a tag.
+    pub fn tag_delete(&self, name: &str) -> Result<Cid> {
+        self.repo.delete_tag(name)
+    }
+
+    /// Differences from `from` to `to`.
+    pub fn diff(&self, from: &str, to: &str) -> Result<Diff> {
+        block_on(self.repo.diff(&from.parse()?, &to.parse()?))
+    }
+
+    /// Merges `theirs` into `branch`: fast-forward only without `weight`, else a weighted
+    /// average with their weight.
+    pub fn merge(
+        &self,
+        branch: &str,
+        theirs: &str,
+        weight: Option<f64>,
+        author: &str,
+        message: &str,
+    ) -> Result<MergeOutcome> {
+        let strategy = match weight {
+            None => MergeStrategy::FastForwardOnly,
+            Some(w) => MergeStrategy::WeightedAverage { theirs: w },
+        };
+        let info = CommitInfo {
+            author: author.to_string(),
+            message: message.to_string(),
+            ..CommitInfo::default()
+        };
+        block_on(self.repo.merge(branch, &theirs.parse()?, strategy, info))
+    }
+
+    /// Who last changed each tensor of `rev`.
+    pub fn blame(&self, rev: &str) -> Result<Blame> {
+        block_on(self.repo.blame(&rev.parse()?))
+    }
+
+    /// Collects garbage, keeping also what `extra_roots` (CIDs) reach.
+    pub fn gc(&self, extra_roots: &[String], dry_run: bool) -> Result<GcReport> {
+        block_on(self.repo.gc(&cids(extra_roots)?, dry_run))
+    }
+
+    /// Exports `rev`'s DAG as a CARv1 file.
+    pub fn export(&self, rev: &str, out: &Path) -> Result<CarSummary> {
+        block_on(self.repo.export_car(&rev.parse()?, out))
+    }
+
+    /// Imports a CARv1 file, optionally setting `branch` to its root.
+    pub fn import(&self, file: &Path, branch: Option<&str>) -> Result<CarSummary> {
+        block_on(self.repo.import_car(file, branch))
+    }
+}

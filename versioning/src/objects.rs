@@ -1,0 +1,236 @@
+//! The versioning objects, stored as DAG-CBOR blocks (codec 0x71, sha2-256).
+//!
+//! Every object is encoded as a one-key map naming its kind (`{"tensor": {...}}`,
+//! `{"delta": {...}}`, `{"state": {...}}`, `{"commit": {...}}`), so any block can be decoded
+//! without knowing beforehand what it is, and a future format can add kinds. Tensor data
+//! chunks are plain raw blocks (codec 0x55) and are not objects.
+//!
+//! Links between objects are real IPLD links (CBOR tag 42), so the objects travel in CAR
+//! files and other IPLD tools can walk them.
+
+use std::collections::BTreeMap;
+
+use cid::Cid;
+use ipfrs_storage::{Block, Codec, HashAlgorithm};
+use serde::{Deserialize, Serialize};
+
+use crate::delta::Transform;
+use crate::dtype::DType;
+use crate::error::{Error, Result};
+
+/// A tensor stored in full: its data cut into `chunk_bytes`-sized raw blocks (the last one
+/// may be shorter).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tensor {
+    /// Element type.
+    pub dtype: DType,
+    /// Shape, outermost dimension first.
+    pub shape: Vec<u64>,
+    /// Bytes per chunk, a multiple of the element size.
+    pub chunk_bytes: u64,
+    /// The data chunks in order (raw CIDs).
+    pub chunks: Vec<Cid>,
+}
+
+/// Where the bytes of one chunk of a [`Delta`] come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChunkSource {
+    /// Identical to the base's chunk at the same index: nothing stored here.
+    Base,
+    /// The block `chunk` itself is stored (a changed chunk no delta made smaller).
+    Raw,
+    /// The block holds the chunk XOR the base's chunk, byte-plane grouped and zstd-compressed.
+    Xor(Cid),
+    /// The block holds the chunk minus the base's chunk (wrapping integer difference of the
+    /// element bit patterns), byte-plane grouped and zstd-compressed.
+    Sub(Cid),
+}
+
+impl ChunkSource {
+    /// The stored payload block and its transform, for delta-coded chunks.
+    pub fn payload(&self) -> Option<(Transform, Cid)> {
+        match self {
+            ChunkSource::Xor(c) => Some((Transform::Xor, *c)),
+            ChunkSource::Sub(c) => Some((Transform::Sub, *c)),
+            ChunkSource::Base | ChunkSource::Raw => None,
+        }
+    }
+}
+
+/// One chunk of a [`Delta`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeltaChunk {
+    /// The CID of the chunk's reconstructed bytes: the same CID a full [`Tensor`] would list,
+    /// so unchanged chunks are recognised without decoding, and a reconstruction is verified.
+    pub chunk: Cid,
+    /// Where its bytes come from.
+    pub from: ChunkSource,
+}
+
+/// A tensor stored as an exact difference against an earlier full version of it.
+///
+/// The base is the full [`Tensor`] the parent's version refers to: the parent's own tensor
+/// when that is full, else the parent delta's base. So a delta is never based on a delta and
+/// a checkout decodes at most one delta per chunk, however long the history; chunks that did
+/// not change since the parent keep the parent's entries (no re-encoding, no new payload).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Delta {
+    /// The full tensor object this delta applies to.
+    pub base: Cid,
+    /// The encoding of the payload blocks; see [`crate::delta::ENCODING`].
+    pub encoding: String,
+    /// Versions of this tensor since `base` was stored (1 for the first delta on it).
+    /// Bounded by `RepoConfig::snapshot_every`.
+    pub depth: u32,
+    /// Element type (must equal the base's).
+    pub dtype: DType,
+    /// Shape (must equal the base's).
+    pub shape: Vec<u64>,
+    /// Bytes per chunk (must equal the base's).
+    pub chunk_bytes: u64,
+    /// The chunks, index for index with the base's.
+    pub chunks: Vec<DeltaChunk>,
+}
+
+/// One model state: tensor name to tensor object ([`Tensor`] or [`Delta`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    /// Tensors by name, sorted (a `BTreeMap`, and DAG-CBOR sorts map keys canonically).
+    pub tensors: BTreeMap<String, Cid>,
+}
+
+/// Where a commit's weights came from.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Provenance {
+    /// Training-data CIDs (datasets, shards) the update was computed from.
+    pub datasets: Vec<Cid>,
+    /// Hyperparameters as text (`lr` -> `3e-4`): text keeps every value exact and printable.
+    pub hyperparameters: BTreeMap<String, String>,
+    /// Gradient or update tensors (object or block CIDs) that produced this state.
+    pub gradients: Vec<Cid>,
+    /// Free key/value metadata.
+    pub metadata: BTreeMap<String, String>,
+}
+
+impl Provenance {
+    /// Whether nothing is recorded.
+    pub fn is_empty(&self) -> bool {
+        self.datasets.is_empty()
+            && self.hyperparameters.is_empty()
+            && self.gradients.is_empty()
+            && self.metadata.is_empty()
+    }
+}
+
+/// A commit: a state, its parents and who made it, when and from what.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Commit {
+    /// The [`State`] object.
+    pub state: Cid,
+    /// Parent commits: none for a root, one usually, two for a merge (ours first).
+    pub parents: Vec<Cid>,
+    /// Who made it.
+    pub author: String,
+    /// Why.
+    pub message: String,
+    /// Milliseconds since the Unix epoch.
+    pub timestamp_ms: u64,
+    /// Where the weights came from.
+    pub provenance: Provenance,
+}
+
+/// Any versioning object, as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Object {
+    /// A full tensor.
+    Tensor(Tensor),
+    /// A tensor as a delta.
+    Delta(Delta),
+    /// A model state.
+    State(State),
+    /// A commit.
+    Commit(Commit),
+}
+
+impl Object {
+    /// The object's kind, for messages.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Object::Tensor(_) => "tensor",
+            Object::Delta(_) => "delta",
+            Object::State(_) => "state",
+            Object::Commit(_) => "commit",
+        }
+    }
+
+    /// The object as a DAG-CBOR block.
+    pub fn to_block(&self) -> Result<Block> {
+        let bytes = serde_ipld_dagcbor::to_vec(self).map_err(|e| Error::Encode {
+            what: self.kind(),
+            reason: e.to_string(),
+        })?;
+        Ok(Block::with(Codec::DagCbor, HashAlgorithm::Sha2_256, bytes)?)
+    }
+
+    /// Decodes a block's bytes; `expected` names the kind the caller wanted, for the error.
+    pub fn decode(cid: &Cid, data: &[u8], expected: &'static str) -> Result<Object> {
+        serde_ipld_dagcbor::from_slice(data).map_err(|e| Error::Decode {
+            cid: Box::new(*cid),
+            expected,
+            reason: e.to_string(),
+        })
+    }
+}
+
+/// A tensor object of either representation, with what both share.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TensorObject {
+    /// Stored in full.
+    Full(Tensor),
+    /// Stored as a delta.
+    Delta(Delta),
+}
+
+impl TensorObject {
+    /// Element type.
+    pub fn dtype(&self) -> DType {
+        match self {
+            TensorObject::Full(t) => t.dtype,
+            TensorObject::Delta(d) => d.dtype,
+        }
+    }
+
+    /// Shape.
+    pub fn shape(&self) -> &[u64] {
+        match self {
+            TensorObject::Full(t) => &t.shape,
+            TensorObject::Delta(d) => &d.shape,
+        }
+    }
+
+    /// Bytes per chunk.
+    pub fn chunk_bytes(&self) -> u64 {
+        match self {
+            TensorObject::Full(t) => t.chunk_bytes,
+            TensorObject::Delta(d) => d.chunk_bytes,
+        }
+    }
+
+    /// The CIDs of the logical (reconstructed) chunks, whatever the representation: two
+    /// tensor objects hold the same data exactly when these, dtype and shape are equal.
+    pub fn chunk_cids(&self) -> Vec<Cid> {
+        match self {
+            TensorObject::Full(t) => t.chunks.clone(),
+            TensorObject::Delta(d) => d.chunks.iter().map(|c| c.chunk).collect(),
+        }
+    }
+
+    /// Whether two tensor objects hold the same data.
+    pub fn same_content(&self, other: &TensorObject) -> bool {
+        self.dtype() == other.dtype()
+            && self.shape() == other.shape()
+            && self.chunk_cids() == other.chunk_cids()
+    }
+}

@@ -1,0 +1,62 @@
+//! Checkout: a commit's tensors, to memory or to a safetensors file.
+
+use std::fmt;
+use std::path::Path;
+
+use cid::Cid;
+use ipfrs_storage::BlockStore;
+
+use crate::error::Result;
+use crate::ledger::Ledger;
+use crate::refs::RefStore;
+use crate::repo::Repo;
+use crate::revision::Revision;
+use crate::tensors::{Tensors, write_safetensors};
+
+/// What a checkout produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckoutSummary {
+    /// The commit checked out.
+    pub commit: Cid,
+    /// Tensors written.
+    pub tensors: usize,
+    /// Bytes of tensor data.
+    pub bytes: u64,
+}
+
+impl fmt::Display for CheckoutSummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "checked out {}: {} tensors, {} bytes",
+            self.commit, self.tensors, self.bytes
+        )
+    }
+}
+
+impl<S: BlockStore, R: RefStore, L: Ledger> Repo<S, R, L> {
+    /// The tensors of the commit `rev` names, reconstructed bit for bit. HEAD is not moved
+    /// (see [`Repo::checkout_to_file`]).
+    pub async fn checkout(&self, rev: &Revision) -> Result<(Cid, Tensors)> {
+        let commit = self.resolve(rev).await?;
+        let state = self.commit_state(&commit).await?;
+        let mut out = Tensors::new();
+        for (name, cid) in &state.tensors {
+            out.insert(name.clone(), self.read_tensor(cid).await?);
+        }
+        Ok((commit, out))
+    }
+
+    /// Writes the commit `rev` names to a safetensors file and points HEAD at it. Every block
+    /// is read before the file is written, so a missing block leaves no file and HEAD as is.
+    pub async fn checkout_to_file(&self, rev: &Revision, path: &Path) -> Result<CheckoutSummary> {
+        let (commit, tensors) = self.checkout(rev).await?;
+        write_safetensors(path, &tensors)?;
+        self.set_head(commit)?;
+        Ok(CheckoutSummary {
+            commit,
+            tensors: tensors.len(),
+            bytes: tensors.values().map(|t| t.data.len() as u64).sum(),
+        })
+    }
+}

@@ -1,0 +1,112 @@
+//! Log: the history of a commit, newest first, with provenance.
+
+use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::fmt;
+
+use cid::Cid;
+use ipfrs_storage::BlockStore;
+
+use crate::error::Result;
+use crate::ledger::Ledger;
+use crate::objects::{Commit, Provenance};
+use crate::refs::RefStore;
+use crate::repo::Repo;
+use crate::revision::Revision;
+
+/// One commit of a log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogEntry {
+    /// Its CID.
+    pub cid: Cid,
+    /// The commit.
+    pub commit: Commit,
+}
+
+/// A history, newest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Log {
+    /// The commits.
+    pub entries: Vec<LogEntry>,
+}
+
+pub(crate) fn fmt_provenance(
+    f: &mut fmt::Formatter<'_>,
+    p: &Provenance,
+    indent: &str,
+) -> fmt::Result {
+    for d in &p.datasets {
+        writeln!(f, "{indent}dataset: {d}")?;
+    }
+    for (k, v) in &p.hyperparameters {
+        writeln!(f, "{indent}hyperparameter: {k}={v}")?;
+    }
+    for g in &p.gradients {
+        writeln!(f, "{indent}gradient: {g}")?;
+    }
+    for (k, v) in &p.metadata {
+        writeln!(f, "{indent}meta: {k}={v}")?;
+    }
+    Ok(())
+}
+
+impl fmt::Display for LogEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let c = &self.commit;
+        writeln!(f, "commit {}", self.cid)?;
+        if c.parents.len() > 1 {
+            let ps: Vec<String> = c.parents.iter().map(Cid::to_string).collect();
+            writeln!(f, "Merge: {}", ps.join(" "))?;
+        }
+        writeln!(f, "Author: {}", c.author)?;
+        writeln!(f, "Date:   {} ms", c.timestamp_ms)?;
+        writeln!(f)?;
+        for line in c.message.lines() {
+            writeln!(f, "    {line}")?;
+        }
+        fmt_provenance(f, &c.provenance, "    ")
+    }
+}
+
+impl fmt::Display for Log {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.entries.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl<S: BlockStore, R: RefStore, L: Ledger> Repo<S, R, L> {
+    /// Every ancestor of `rev` (itself included), newest timestamp first, at most `limit`.
+    pub async fn log(&self, rev: &Revision, limit: Option<usize>) -> Result<Log> {
+        let start = self.resolve(rev).await?;
+        let limit = limit.unwrap_or(usize::MAX);
+        let mut seen = HashSet::from([start]);
+        let mut loaded = HashMap::new();
+        let mut heap = BinaryHeap::new();
+        let first = self.commit_object(&start).await?;
+        heap.push((first.timestamp_ms, start));
+        loaded.insert(start, first);
+        let mut entries = Vec::new();
+        while let Some((_, cid)) = heap.pop() {
+            if entries.len() >= limit {
+                break;
+            }
+            let Some(commit) = loaded.remove(&cid) else {
+                continue;
+            };
+            for p in &commit.parents {
+                if seen.insert(*p) {
+                    let pc = self.commit_object(p).await?;
+                    heap.push((pc.timestamp_ms, *p));
+                    loaded.insert(*p, pc);
+                }
+            }
+            entries.push(LogEntry { cid, commit });
+        }
+        Ok(Log { entries })
+    }
+}

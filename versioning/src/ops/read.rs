@@ -1,0 +1,186 @@
+//! Reading tensor data back: full tensors directly, deltas against their base.
+
+use bytes::{Bytes, BytesMut};
+use cid::Cid;
+use ipfrs_storage::{Block, BlockStore};
+
+use crate::chunking::tensor_len;
+use crate::delta::{self, Transform};
+use crate::error::{Error, Result};
+use crate::ledger::Ledger;
+use crate::objects::{ChunkSource, Delta, Tensor, TensorObject};
+use crate::refs::RefStore;
+use crate::repo::Repo;
+use crate::tensors::TensorData;
+
+impl<S: BlockStore, R: RefStore, L: Ledger> Repo<S, R, L> {
+    /// The logical bytes of the chunks at `indices` of a tensor object (every index must be
+    /// below its chunk count), reconstructed bit for bit. Delta chunks are verified against
+    /// their recorded CIDs.
+    pub async fn read_chunks(
+        &self,
+        cid: &Cid,
+        obj: &TensorObject,
+        indices: &[usize],
+    ) -> Result<Vec<Bytes>> {
+        match obj {
+            TensorObject::Full(t) => {
+                let cids: Vec<Cid> = indices.iter().map(|&i| t.chunks[i]).collect();
+                self.blocks(&cids).await
+            }
+            TensorObject::Delta(d) => {
+                let base = self.full_tensor(&d.base).await?;
+                check_delta(cid, d, &base)?;
+                self.read_delta_chunks(d, &base, indices).await
+            }
+        }
+    }
+
+    async fn read_delta_chunks(
+        &self,
+        d: &Delta,
+        base: &Tensor,
+        indices: &[usize],
+    ) -> Result<Vec<Bytes>> {
+        let elem = d.dtype.size();
+        let mut out = Vec::with_capacity(indices.len());
+        for batch in indices.chunks(self.config.batch_blocks.max(1)) {
+            // One request for the batch: stored chunks, and base + payload for XOR chunks.
+            let mut wanted = Vec::with_capacity(batch.len() * 2);
+            for &i in batch {
+                let c = &d.chunks[i];
+                match c.from {
+                    ChunkSource::Base => wanted.push(base.chunks[i]),
+                    ChunkSource::Raw => wanted.push(c.chunk),
+                    ChunkSource::Xor(x) | ChunkSource::Sub(x) => {
+                        wanted.push(base.chunks[i]);
+                        wanted.push(x);
+                    }
+                }
+            }
+            let mut got = self.blocks(&wanted).await?.into_iter();
+            // Stored chunks go straight out; coded ones are decoded below, in parallel.
+            let mut slots: Vec<Option<Bytes>> = Vec::with_capacity(batch.len());
+            let mut jobs = Vec::new();
+            for (slot, &i) in batch.iter().enumerate() {
+                let c = &d.chunks[i];
+                let first = got.next().unwrap_or_default();
+                match c.from.payload() {
+                    None => slots.push(Some(first)),
+                    Some((transform, x)) => {
+                        let payload = got.next().unwrap_or_default();
+                        jobs.push((slot, i, transform, x, c.chunk, first, payload));
+                        slots.push(None);
+                    }
+                }
+            }
+            for (slot, data) in decode_all(jobs, elem)? {
+                slots[slot] = Some(data);
+            }
+            out.extend(slots.into_iter().map(Option::unwrap_or_default));
+        }
+        Ok(out)
+    }
+
+    /// A whole tensor, reconstructed.
+    pub async fn read_tensor(&self, cid: &Cid) -> Result<TensorData> {
+        let obj = self.tensor_object(cid).await?;
+        let indices: Vec<usize> = (0..obj.chunk_cids().len()).collect();
+        let len = tensor_len(obj.dtype(), obj.shape()).ok_or_else(|| Error::Decode {
+            cid: Box::new(*cid),
+            expected: "tensor",
+            reason: "shape overflows".into(),
+        })?;
+        let mut data = BytesMut::with_capacity(usize::try_from(len).unwrap_or(0));
+        for part in self.read_chunks(cid, &obj, &indices).await? {
+            data.extend_from_slice(&part);
+        }
+        if data.len() as u64 != len {
+            return Err(Error::Decode {
+                cid: Box::new(*cid),
+                expected: "tensor",
+                reason: format!("chunks hold {} bytes, shape needs {len}", data.len()),
+            });
+        }
+        Ok(TensorData {
+            dtype: obj.dtype(),
+            shape: obj.shape().to_vec(),
+            data: data.freeze(),
+        })
+    }
+}
+
+/// A delta must describe the same layout as its base.
+pub(crate) fn check_delta(cid: &Cid, d: &Delta, base: &Tensor) -> Result<()> {
+    let bad = |reason: String| {
+        Err(Error::BadDelta {
+            cid: Box::new(*cid),
+            reason,
+        })
+    };
+    if d.encoding != delta::ENCODING {
+        return bad(format!("unknown encoding {:?}", d.encoding));
+    }
+    if d.dtype != base.dtype || d.shape != base.shape {
+        return bad(format!(
+            "delta is {} {:?} but its base {} is {} {:?}",
+            d.dtype, d.shape, d.base, base.dtype, base.shape
+        ));
+    }
+    if d.chunk_bytes != base.chunk_bytes || d.chunks.len() != base.chunks.len() {
+        return bad(format!(
+            "delta has {} chunks of {} bytes, its base {} of {}",
+            d.chunks.len(),
+            d.chunk_bytes,
+            base.chunks.len(),
+            base.chunk_bytes
+        ));
+    }
+    Ok(())
+}
+
+/// One coded chunk to rebuild: (slot, index, transform, payload CID, chunk CID, base bytes,
+/// payload bytes).
+type Job = (usize, usize, Transform, Cid, Cid, Bytes, Bytes);
+
+/// Decodes and verifies coded chunks, spread over the cores: decoding (zstd, the inverse
+/// transform, SHA-256 of the result) is CPU work that dominates a checkout of deltas.
+fn decode_all(jobs: Vec<Job>, elem: usize) -> Result<Vec<(usize, Bytes)>> {
+    let decode = |(slot, i, transform, x, chunk, base, payload): Job| -> Result<(usize, Bytes)> {
+        let data =
+            delta::decode(transform, &payload, &base, elem).map_err(|reason| Error::BadDelta {
+                cid: Box::new(x),
+                reason: format!("chunk {i}: {reason}"),
+            })?;
+        // The recorded CID makes the reconstruction self-checking.
+        let block =
+            Block::from_parts(chunk, data).map_err(|_| Error::ChunkMismatch { cid: chunk })?;
+        Ok((slot, block.into_parts().1))
+    };
+    let threads = std::thread::available_parallelism()
+        .map(usize::from)
+        .unwrap_or(1)
+        .min(jobs.len());
+    if threads <= 1 {
+        return jobs.into_iter().map(decode).collect();
+    }
+    let per = jobs.len().div_ceil(threads);
+    let mut groups: Vec<Vec<Job>> = Vec::new();
+    let mut jobs = jobs.into_iter().peekable();
+    while jobs.peek().is_some() {
+        groups.push(jobs.by_ref().take(per).collect());
+    }
+    std::thread::scope(|s| {
+        let handles: Vec<_> = groups
+            .into_iter()
+            .map(|g| s.spawn(move || g.into_iter().map(decode).collect::<Result<Vec<_>>>()))
+            .collect();
+        let mut out = Vec::new();
+        for h in handles {
+            // A panic in a decoder thread is a bug; re-raise it on this thread.
+            let part = h.join().unwrap_or_else(|e| std::panic::resume_unwind(e))?;
+            out.extend(part);
+        }
+        Ok(out)
+    })
+}

@@ -1,0 +1,156 @@
+//! Tensors in memory, and their safetensors files.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::path::Path;
+
+use bytes::Bytes;
+
+use crate::chunking::tensor_len;
+use crate::dtype::DType;
+use crate::error::{Error, Result};
+
+/// One tensor's data: little-endian, C order, as in safetensors.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TensorData {
+    /// Element type.
+    pub dtype: DType,
+    /// Shape, outermost dimension first.
+    pub shape: Vec<u64>,
+    /// The bytes: exactly `size(dtype) * product(shape)`.
+    pub data: Bytes,
+}
+
+/// A model state in memory, by tensor name.
+pub type Tensors = BTreeMap<String, TensorData>;
+
+impl TensorData {
+    /// A tensor, checked: the data length must match dtype and shape.
+    pub fn new(
+        name: &str,
+        dtype: DType,
+        shape: Vec<u64>,
+        data: impl Into<Bytes>,
+    ) -> Result<TensorData> {
+        let t = TensorData {
+            dtype,
+            shape,
+            data: data.into(),
+        };
+        t.check(name)?;
+        Ok(t)
+    }
+
+    /// Checks the data length against dtype and shape.
+    pub fn check(&self, name: &str) -> Result<()> {
+        let expected = tensor_len(self.dtype, &self.shape);
+        if expected != Some(self.data.len() as u64) {
+            return Err(Error::ShapeMismatch {
+                name: name.to_string(),
+                dtype: self.dtype.to_string(),
+                shape: self.shape.clone(),
+                expected: expected.unwrap_or(u64::MAX),
+                got: self.data.len() as u64,
+            });
+        }
+        Ok(())
+    }
+
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        self.data.len() / self.dtype.size()
+    }
+
+    /// Whether the tensor has no elements.
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+}
+
+/// Reads a safetensors file. A corrupt or truncated file, an unsupported dtype or a tensor
+/// whose bytes do not match its shape is an error naming the file.
+pub fn read_safetensors(path: &Path) -> Result<Tensors> {
+    let bytes = fs::read(path).map_err(Error::io(path))?;
+    parse_safetensors(path, &bytes)
+}
+
+/// Parses safetensors bytes; `path` only names the source in errors.
+pub fn parse_safetensors(path: &Path, bytes: &[u8]) -> Result<Tensors> {
+    let bad = |reason: String| Error::Safetensors {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let st = safetensors::SafeTensors::deserialize(bytes).map_err(|e| bad(e.to_string()))?;
+    let mut out = Tensors::new();
+    for (name, view) in st.iter() {
+        let dtype = DType::try_from(view.dtype()).map_err(|d| Error::UnsupportedDtype {
+            name: name.to_string(),
+            dtype: d,
+        })?;
+        let shape = view.shape().iter().map(|&d| d as u64).collect();
+        let t = TensorData::new(name, dtype, shape, Bytes::copy_from_slice(view.data()))?;
+        out.insert(name.to_string(), t);
+    }
+    Ok(out)
+}
+
+struct View<'a>(&'a TensorData, Vec<usize>);
+
+impl safetensors::View for View<'_> {
+    fn dtype(&self) -> safetensors::Dtype {
+        self.0.dtype.into()
+    }
+    fn shape(&self) -> &[usize] {
+        &self.1
+    }
+    fn data(&self) -> Cow<'_, [u8]> {
+        Cow::Borrowed(&self.0.data)
+    }
+    fn data_len(&self) -> usize {
+        self.0.data.len()
+    }
+}
+
+/// Writes tensors as a safetensors file, atomically: a temporary file next to `path` is
+/// written, fsynced and renamed over it, so `path` is never left half-written.
+pub fn write_safetensors(path: &Path, tensors: &Tensors) -> Result<()> {
+    let views = tensors
+        .iter()
+        .map(|(name, t)| {
+            let shape = t
+                .shape
+                .iter()
+                .map(|&d| usize::try_from(d))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|_| Error::ShapeMismatch {
+                    name: name.clone(),
+                    dtype: t.dtype.to_string(),
+                    shape: t.shape.clone(),
+                    expected: u64::MAX,
+                    got: t.data.len() as u64,
+                })?;
+            Ok((name.as_str(), View(t, shape)))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{file_name}.tmp-{}", std::process::id()));
+    let result = safetensors::serialize_to_file(views, None, &tmp)
+        .map_err(|e| Error::Safetensors {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })
+        .and_then(|()| {
+            File::open(&tmp)
+                .and_then(|f| f.sync_all())
+                .and_then(|()| fs::rename(&tmp, path))
+                .map_err(Error::io(path))
+        });
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}

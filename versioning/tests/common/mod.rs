@@ -1,0 +1,122 @@
+//! Shared fixtures: a real engine on a temporary directory, file refs and ledger beside it.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::PathBuf;
+
+use bytes::Bytes;
+use futures_lite::future::block_on;
+use ipfrs_storage::Engine;
+use ipfrs_versioning::{
+    CommitInfo, CommitSummary, DType, FileLedger, FileRefStore, Repo, RepoConfig, Revision,
+    TensorData, Tensors,
+};
+use rand::{Rng, SeedableRng, rngs::StdRng};
+
+pub type TestRepo = Repo<Engine, FileRefStore, FileLedger>;
+
+/// A repository in a temporary directory: `<dir>/blocks` (engine), `<dir>/refs`,
+/// `<dir>/ledger`, as the CLI lays it out.
+pub struct Fixture {
+    pub dir: tempfile::TempDir,
+    pub repo: TestRepo,
+}
+
+/// Small chunks so that small test tensors span several chunks.
+pub fn small_config() -> RepoConfig {
+    RepoConfig {
+        chunk_bytes: 256,
+        snapshot_every: 4,
+        ..RepoConfig::default()
+    }
+}
+
+impl Fixture {
+    pub fn new() -> Fixture {
+        Fixture::with_config(small_config())
+    }
+
+    pub fn with_config(config: RepoConfig) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::open(dir.path().join("blocks")).unwrap();
+        let refs = FileRefStore::open(dir.path().join("refs")).unwrap();
+        let ledger = FileLedger::open(dir.path().join("ledger")).unwrap();
+        Fixture {
+            repo: Repo::new(engine, refs, ledger, config),
+            dir,
+        }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn commit(&self, branch: &str, tensors: &Tensors, message: &str) -> CommitSummary {
+        block_on(self.repo.commit(branch, tensors, info(message))).unwrap()
+    }
+
+    pub fn checkout(&self, rev: &str) -> Tensors {
+        block_on(self.repo.checkout(&rev.parse().unwrap()))
+            .unwrap()
+            .1
+    }
+
+    pub fn resolve(&self, rev: &str) -> cid::Cid {
+        block_on(self.repo.resolve(&rev.parse::<Revision>().unwrap())).unwrap()
+    }
+}
+
+pub fn info(message: &str) -> CommitInfo {
+    CommitInfo {
+        author: "tester".into(),
+        message: message.into(),
+        ..CommitInfo::default()
+    }
+}
+
+pub fn f32_tensor(values: &[f32], shape: Vec<u64>) -> TensorData {
+    let data: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    TensorData::new("t", DType::F32, shape, Bytes::from(data)).unwrap()
+}
+
+pub fn f32_values(t: &TensorData) -> Vec<f32> {
+    t.data
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect()
+}
+
+/// A small model: two f32 matrices, a bf16 vector and an i64 counter.
+pub fn model(seed: u64) -> Tensors {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut m = Tensors::new();
+    let w: Vec<f32> = (0..64 * 16).map(|_| rng.random_range(-1.0..1.0)).collect();
+    m.insert("layer0.weight".into(), f32_tensor(&w, vec![64, 16]));
+    let b: Vec<f32> = (0..16).map(|_| rng.random_range(-1.0..1.0)).collect();
+    m.insert("layer0.bias".into(), f32_tensor(&b, vec![16]));
+    let e: Vec<u8> = (0..100)
+        .flat_map(|_| half::bf16::from_f32(rng.random_range(-1.0..1.0)).to_le_bytes())
+        .collect();
+    m.insert(
+        "embed".into(),
+        TensorData::new("embed", DType::BF16, vec![100], e).unwrap(),
+    );
+    m.insert(
+        "step".into(),
+        TensorData::new("step", DType::I64, vec![1], 7i64.to_le_bytes().to_vec()).unwrap(),
+    );
+    m
+}
+
+/// `m` with `rows` rows of `layer0.weight` changed by a small step.
+pub fn nudge(m: &Tensors, rows: &[usize], step: f32) -> Tensors {
+    let mut out = m.clone();
+    let w = &m["layer0.weight"];
+    let mut v = f32_values(w);
+    for &r in rows {
+        for x in &mut v[r * 16..(r + 1) * 16] {
+            *x += step;
+        }
+    }
+    out.insert("layer0.weight".into(), f32_tensor(&v, w.shape.clone()));
+    out
+}

@@ -1,0 +1,404 @@
+//! Each operation end to end on a real engine.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::*;
+use futures_lite::future::block_on;
+use ipfrs_storage::BlockStore;
+use ipfrs_versioning::cli::parse_provenance;
+use ipfrs_versioning::{
+    Change, ChunkSource, CommitInfo, MergeOutcome, MergeStrategy, Revision, TensorObject,
+    read_safetensors, write_safetensors,
+};
+
+#[test]
+fn commit_and_checkout_round_trip_through_safetensors() {
+    let fx = Fixture::new();
+    let m = model(1);
+    let src = fx.path("in.safetensors");
+    write_safetensors(&src, &m).unwrap();
+    let tensors = read_safetensors(&src).unwrap();
+    assert_eq!(tensors, m);
+    let c = fx.commit("main", &tensors, "first");
+    assert_eq!(c.full, 4);
+    assert!(c.parents.is_empty());
+    assert_eq!(fx.resolve("main"), c.commit);
+    assert_eq!(fx.resolve("HEAD"), c.commit);
+    let out = fx.path("out.safetensors");
+    let s = block_on(fx.repo.checkout_to_file(&"main".parse().unwrap(), &out)).unwrap();
+    assert_eq!(s.commit, c.commit);
+    assert_eq!(read_safetensors(&out).unwrap(), m);
+    // The chunk size is 256 bytes: the 4 KiB weight spans 16 chunks.
+    let state = block_on(fx.repo.commit_state(&c.commit)).unwrap();
+    let w = block_on(fx.repo.tensor_object(&state.tensors["layer0.weight"])).unwrap();
+    assert_eq!(w.chunk_cids().len(), 16);
+}
+
+#[test]
+fn sparse_update_is_a_delta_and_unchanged_tensors_are_reused() {
+    let fx = Fixture::new();
+    let m1 = model(2);
+    let c1 = fx.commit("main", &m1, "v1");
+    let m2 = nudge(&m1, &[3], 1e-3);
+    let c2 = fx.commit("main", &m2, "v2");
+    assert_eq!((c2.deltas, c2.unchanged, c2.full), (1, 3, 0));
+    assert_eq!(c2.parents, vec![c1.commit]);
+    // One changed row (64 bytes) of a 4 KiB weight: the new bytes are the delta payload and
+    // the objects (a delta lists 16 chunk CIDs), well under the weight's own size.
+    assert!(c2.new_bytes < 2048, "{} new bytes", c2.new_bytes);
+    assert_eq!(fx.checkout("main"), m2);
+    assert_eq!(fx.checkout(&c1.commit.to_string()), m1);
+    let s1 = block_on(fx.repo.commit_state(&c1.commit)).unwrap();
+    let s2 = block_on(fx.repo.commit_state(&c2.commit)).unwrap();
+    assert_eq!(s1.tensors["embed"], s2.tensors["embed"]);
+    assert!(matches!(
+        block_on(fx.repo.tensor_object(&s2.tensors["layer0.weight"])).unwrap(),
+        TensorObject::Delta(_)
+    ));
+}
+
+#[test]
+fn deltas_are_cut_by_periodic_snapshots() {
+    let fx = Fixture::new(); // snapshot_every = 4
+    let mut m = model(3);
+    let mut depths = Vec::new();
+    for i in 0..9 {
+        m = nudge(&m, &[i % 64], 1e-3);
+        let c = fx.commit("main", &m, &format!("step {i}"));
+        let s = block_on(fx.repo.commit_state(&c.commit)).unwrap();
+        let depth = match block_on(fx.repo.tensor_object(&s.tensors["layer0.weight"])).unwrap() {
+            TensorObject::Full(_) => 0,
+            TensorObject::Delta(d) => d.depth,
+        };
+        depths.push(depth);
+        assert_eq!(fx.checkout("main"), m);
+    }
+    assert_eq!(depths, [0, 1, 2, 3, 0, 1, 2, 3, 0]);
+}
+
+#[test]
+fn log_lists_history_with_provenance() {
+    let fx = Fixture::new();
+    let m = model(4);
+    fx.commit("main", &m, "one");
+    let data_cid = ipfrs_storage::Block::new(&b"dataset shard"[..]).unwrap();
+    let provenance = parse_provenance(&[
+        format!("dataset={}", data_cid.cid()),
+        "hparam.lr=3e-4".into(),
+        "meta.run=alpha".into(),
+    ])
+    .unwrap();
+    let info = CommitInfo {
+        author: "alice".into(),
+        message: "two".into(),
+        provenance: provenance.clone(),
+        timestamp_ms: None,
+    };
+    block_on(fx.repo.commit("main", &nudge(&m, &[1], 0.5), info)).unwrap();
+    let log = block_on(fx.repo.log(&Revision::Head, None)).unwrap();
+    let messages: Vec<&str> = log
+        .entries
+        .iter()
+        .map(|e| e.commit.message.as_str())
+        .collect();
+    assert_eq!(messages, ["two", "one"]);
+    assert_eq!(log.entries[0].commit.provenance, provenance);
+    let text = log.to_string();
+    assert!(text.contains("hyperparameter: lr=3e-4"), "{text}");
+    assert!(
+        text.contains(&format!("dataset: {}", data_cid.cid())),
+        "{text}"
+    );
+    assert_eq!(
+        block_on(fx.repo.log(&Revision::Head, Some(1)))
+            .unwrap()
+            .entries
+            .len(),
+        1
+    );
+}
+
+#[test]
+fn checkout_as_of_a_timestamp() {
+    let fx = Fixture::new();
+    let m = model(5);
+    let mut cids = Vec::new();
+    for (i, ts) in [1000u64, 2000, 3000].iter().enumerate() {
+        let info = CommitInfo {
+            timestamp_ms: Some(*ts),
+            ..info("t")
+        };
+        let c = block_on(fx.repo.commit("main", &nudge(&m, &[i], 1.0), info)).unwrap();
+        cids.push(c.commit);
+    }
+    assert_eq!(fx.resolve("main@2500"), cids[1]);
+    assert_eq!(fx.resolve("main@3000"), cids[2]);
+    assert_eq!(fx.resolve("main@1000"), cids[0]);
+    assert_eq!(fx.checkout("main@1999"), nudge(&m, &[0], 1.0));
+    let err = block_on(fx.repo.resolve(&"main@999".parse().unwrap())).unwrap_err();
+    assert!(
+        matches!(err, ipfrs_versioning::Error::NothingAsOf { .. }),
+        "{err}"
+    );
+}
+
+#[test]
+fn branches_and_tags() {
+    let fx = Fixture::new();
+    let m = model(6);
+    let c1 = fx.commit("main", &m, "one");
+    block_on(fx.repo.create_branch("exp/lr", &"main".parse().unwrap())).unwrap();
+    block_on(fx.repo.create_tag("v1", &"main".parse().unwrap())).unwrap();
+    let c2 = fx.commit("exp/lr", &nudge(&m, &[0], 1.0), "exp");
+    assert_eq!(fx.resolve("main"), c1.commit);
+    assert_eq!(fx.resolve("exp/lr"), c2.commit);
+    assert_eq!(fx.resolve("v1"), c1.commit);
+    let branches = fx.repo.branches().unwrap();
+    let names: Vec<&str> = branches.refs.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["exp/lr", "main"]);
+    assert_eq!(
+        fx.repo.tags().unwrap().refs,
+        vec![("v1".to_string(), c1.commit)]
+    );
+    let err = block_on(fx.repo.create_tag("v1", &"exp/lr".parse().unwrap())).unwrap_err();
+    assert!(
+        matches!(err, ipfrs_versioning::Error::RefExists(_)),
+        "{err}"
+    );
+    assert_eq!(fx.repo.delete_branch("exp/lr").unwrap(), c2.commit);
+    assert_eq!(fx.repo.delete_tag("v1").unwrap(), c1.commit);
+    assert_eq!(fx.repo.branches().unwrap().refs.len(), 1);
+    assert!(fx.repo.tags().unwrap().refs.is_empty());
+    assert!(fx.repo.delete_tag("v1").is_err());
+}
+
+#[test]
+fn diff_reports_changed_chunks_and_norms() {
+    let fx = Fixture::new();
+    let m1 = model(7);
+    let c1 = fx.commit("main", &m1, "one");
+    let mut m2 = nudge(&m1, &[0, 40], 0.5);
+    m2.remove("step");
+    m2.insert("new".into(), f32_tensor(&[1.0, 2.0], vec![2]));
+    let c2 = fx.commit("main", &m2, "two");
+    let d = block_on(
+        fx.repo
+            .diff(&Revision::Commit(c1.commit), &Revision::Commit(c2.commit)),
+    )
+    .unwrap();
+    let names: Vec<&str> = d.tensors.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(names, ["layer0.weight", "new", "step"]);
+    match &d.tensors[0].change {
+        Change::Changed {
+            chunks,
+            total_chunks,
+            l2,
+            max_abs,
+        } => {
+            // Rows 0 and 40 of 16 floats (64 bytes) sit in 256-byte chunks 0 and 10.
+            assert_eq!(chunks, &[0, 10]);
+            assert_eq!(*total_chunks, 16);
+            // 32 elements moved by 0.5 (up to f32 rounding).
+            assert!((l2 - (32.0f64 * 0.25).sqrt()).abs() < 1e-4, "{l2}");
+            assert!((max_abs - 0.5).abs() < 1e-4, "{max_abs}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(d.tensors[1].change, Change::Added { .. }));
+    assert!(matches!(d.tensors[2].change, Change::Removed));
+    assert!(d.to_string().contains("M layer0.weight chunks 2/16"));
+}
+
+#[test]
+fn merge_fast_forwards_and_averages() {
+    let fx = Fixture::new();
+    let m = model(8);
+    fx.commit("main", &m, "base");
+    block_on(fx.repo.create_branch("a", &"main".parse().unwrap())).unwrap();
+    block_on(fx.repo.create_branch("b", &"main".parse().unwrap())).unwrap();
+    let ca = fx.commit("a", &nudge(&m, &[0], 1.0), "a");
+    // main is behind a: fast-forward.
+    let out = block_on(fx.repo.merge(
+        "main",
+        &"a".parse().unwrap(),
+        MergeStrategy::FastForwardOnly,
+        info("ff"),
+    ))
+    .unwrap();
+    assert_eq!(
+        out,
+        MergeOutcome::FastForward {
+            from: fx.resolve("b"),
+            to: ca.commit
+        }
+    );
+    assert_eq!(fx.resolve("main"), ca.commit);
+    let up = block_on(fx.repo.merge(
+        "main",
+        &"b".parse().unwrap(),
+        MergeStrategy::FastForwardOnly,
+        info("x"),
+    ))
+    .unwrap();
+    assert_eq!(up, MergeOutcome::UpToDate(ca.commit));
+    // b diverges: fast-forward only refuses, weighted average merges.
+    let cb = fx.commit("b", &nudge(&m, &[0], 3.0), "b");
+    let err = block_on(fx.repo.merge(
+        "a",
+        &"b".parse().unwrap(),
+        MergeStrategy::FastForwardOnly,
+        info("x"),
+    ))
+    .unwrap_err();
+    assert!(
+        matches!(err, ipfrs_versioning::Error::NotFastForward { .. }),
+        "{err}"
+    );
+    let out = block_on(fx.repo.merge(
+        "a",
+        &"b".parse().unwrap(),
+        MergeStrategy::WeightedAverage { theirs: 0.25 },
+        info("avg"),
+    ))
+    .unwrap();
+    let MergeOutcome::Merged(s) = out else {
+        panic!("{out:?}")
+    };
+    assert_eq!(s.parents, vec![ca.commit, cb.commit]);
+    let merged = fx.checkout("a");
+    let (orig, got) = (
+        f32_values(&m["layer0.weight"]),
+        f32_values(&merged["layer0.weight"]),
+    );
+    for i in 0..16 {
+        let want = 0.75 * (orig[i] + 1.0) + 0.25 * (orig[i] + 3.0);
+        assert!((got[i] - want).abs() < 1e-5, "{i}: {} vs {want}", got[i]);
+    }
+    assert_eq!(got[16..], orig[16..]);
+    assert_eq!(merged["step"], m["step"]);
+    let log = block_on(fx.repo.log(&"a".parse().unwrap(), None)).unwrap();
+    assert_eq!(log.entries.len(), 4);
+}
+
+#[test]
+fn blame_names_the_commit_that_last_changed_each_tensor() {
+    let fx = Fixture::new();
+    let m1 = model(9);
+    let c1 = fx.commit("main", &m1, "init");
+    let mut m2 = m1.clone();
+    m2.insert("layer0.bias".into(), f32_tensor(&[0.5; 16], vec![16]));
+    let info2 = CommitInfo {
+        provenance: parse_provenance(&["hparam.lr=0.1".into()]).unwrap(),
+        ..info("bias")
+    };
+    let c2 = block_on(fx.repo.commit("main", &m2, info2)).unwrap();
+    let c3 = fx.commit("main", &nudge(&m2, &[2], 1.0), "weight");
+    // Reverting the bias to v1 is a change too (content differs from the parent).
+    let mut m4 = nudge(&m2, &[2], 1.0);
+    m4.insert("layer0.bias".into(), m1["layer0.bias"].clone());
+    let c4 = fx.commit("main", &m4, "revert bias");
+    let blame = block_on(fx.repo.blame(&Revision::Head)).unwrap();
+    let by: std::collections::BTreeMap<_, _> = blame
+        .entries
+        .iter()
+        .map(|e| (e.tensor.as_str(), e.commit))
+        .collect();
+    assert_eq!(by["embed"], c1.commit);
+    assert_eq!(by["layer0.weight"], c3.commit);
+    assert_eq!(by["layer0.bias"], c4.commit);
+    let at3 = block_on(fx.repo.blame(&Revision::Commit(c3.commit))).unwrap();
+    let e = at3
+        .entries
+        .iter()
+        .find(|e| e.tensor == "layer0.bias")
+        .unwrap();
+    assert_eq!(e.commit, c2.commit);
+    assert_eq!(e.info.provenance.hyperparameters["lr"], "0.1");
+    assert!(at3.to_string().contains("hyperparameter: lr=0.1"));
+}
+
+#[test]
+fn car_export_and_import_into_another_store() {
+    let fx = Fixture::new();
+    let m1 = model(10);
+    fx.commit("main", &m1, "one");
+    let m2 = nudge(&m1, &[5], 0.25);
+    let c2 = fx.commit("main", &m2, "two");
+    let car = fx.path("model.car");
+    let exported = block_on(fx.repo.export_car(&"main".parse().unwrap(), &car)).unwrap();
+    assert_eq!(exported.root, c2.commit);
+    let other = Fixture::new();
+    let imported = block_on(other.repo.import_car(&car, Some("imported"))).unwrap();
+    assert_eq!(imported.root, c2.commit);
+    assert_eq!(imported.blocks, exported.blocks);
+    assert_eq!(other.checkout("imported"), m2);
+    let first = block_on(other.repo.log(&"imported".parse().unwrap(), None)).unwrap();
+    assert_eq!(first.entries.len(), 2);
+    assert_eq!(other.checkout(&first.entries[1].cid.to_string()), m1);
+    // Every block of the DAG came along.
+    let stats = block_on(other.repo.store().stats()).unwrap();
+    assert_eq!(stats.blocks as usize, exported.blocks);
+}
+
+#[test]
+fn cli_layer_drives_a_repository_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo_dir = dir.path().join("repo");
+    let cli = ipfrs_versioning::cli::init(&repo_dir).unwrap();
+    assert!(repo_dir.join("blocks").is_dir() && repo_dir.join("refs").is_dir());
+    assert!(cli.branch_list().unwrap().refs.is_empty());
+    let m = model(11);
+    let src = dir.path().join("m.safetensors");
+    write_safetensors(&src, &m).unwrap();
+    let s = cli
+        .commit(&src, "main", "bob", "first", &["meta.k=v".to_string()])
+        .unwrap();
+    assert!(s.to_string().contains("[main]"));
+    cli.tag_create("v1", "main").unwrap();
+    assert_eq!(cli.tag_list().unwrap().refs[0].1, s.commit);
+    assert!(repo_dir.join("refs/heads/main").is_file());
+    assert!(repo_dir.join("refs/tags/v1").is_file());
+    let out = dir.path().join("out.safetensors");
+    cli.checkout("v1", &out).unwrap();
+    assert_eq!(read_safetensors(&out).unwrap(), m);
+    assert!(
+        cli.log("HEAD", None)
+            .unwrap()
+            .to_string()
+            .contains("meta: k=v")
+    );
+    assert!(cli.blame("main").unwrap().entries.len() == 4);
+    assert!(cli.diff("main", "v1").unwrap().tensors.is_empty());
+    let gc = cli.gc(&[], false).unwrap();
+    assert!(gc.swept.is_empty());
+}
+
+#[test]
+fn a_chain_of_deltas_reuses_payloads_of_chunks_unchanged_since_the_parent() {
+    let fx = Fixture::new();
+    let m1 = model(12);
+    fx.commit("main", &m1, "v1");
+    let m2 = nudge(&m1, &[0], 1e-3);
+    let c2 = fx.commit("main", &m2, "v2");
+    let m3 = nudge(&m2, &[40], 1e-3);
+    let c3 = fx.commit("main", &m3, "v3");
+    let delta_of = |c: cid::Cid| {
+        let s = block_on(fx.repo.commit_state(&c)).unwrap();
+        match block_on(fx.repo.tensor_object(&s.tensors["layer0.weight"])).unwrap() {
+            TensorObject::Delta(d) => d,
+            TensorObject::Full(_) => panic!("expected a delta"),
+        }
+    };
+    let (d2, d3) = (delta_of(c2.commit), delta_of(c3.commit));
+    assert_eq!(d2.base, d3.base, "both against the first, full version");
+    assert!(d2.chunks[0].from.payload().is_some());
+    assert_eq!(
+        d3.chunks[0], d2.chunks[0],
+        "chunk 0 unchanged since v2: entry reused"
+    );
+    assert!(d3.chunks[10].from.payload().is_some());
+    assert_eq!(d2.chunks[10].from, ChunkSource::Base);
+    assert_eq!(fx.checkout("main"), m3);
+    assert_eq!(fx.checkout(&c2.commit.to_string()), m2);
+}
