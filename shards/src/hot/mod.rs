@@ -113,7 +113,12 @@ impl HotTier {
         }
         let scans: Vec<(u32, SegmentScan<'_>)> = maps
             .iter()
-            .map(|(id, _, map)| (*id, scan_segment(map.bytes(), RECORD_ALIGN)))
+            .map(|(id, _, map)| {
+                map.reading_sequentially();
+                let scan = scan_segment(map.bytes(), RECORD_ALIGN);
+                map.reading_randomly();
+                (*id, scan)
+            })
             .collect();
         let recovered = replay(&scans, |key| {
             bloom.insert_hash(bloom_hash(key));

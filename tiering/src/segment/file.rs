@@ -100,6 +100,18 @@ impl MappedSegment {
         self.map.is_empty()
     }
 
+    /// Tells the kernel the whole mapping is about to be read front to back (recovery's
+    /// scan): large readahead instead of one page per fault. [`Self::reading_randomly`] undoes
+    /// it.
+    pub fn reading_sequentially(&self) {
+        let _ = self.map.advise(memmap2::Advice::Sequential);
+    }
+
+    /// Back to point lookups: no readahead around faults.
+    pub fn reading_randomly(&self) {
+        let _ = self.map.advise(memmap2::Advice::Random);
+    }
+
     /// Asks the kernel to read `len` bytes at `offset` into the page cache in the background
     /// (MADV_WILLNEED). Records written with O_DIRECT bypass the page cache, so without this
     /// the first read of each one is a major page fault on the reader's thread.

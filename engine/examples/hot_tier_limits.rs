@@ -1,0 +1,174 @@
+//! Two measurements of the hot tier that ipfrs-bench's rounds cannot make: recovery time per
+//! GiB of hot data, and peak memory while ingesting millions of blocks under a memory budget.
+//!
+//! ```text
+//! cargo run --release -p ipfrs-storage --example hot_tier_limits -- recovery [GiB] [dir]
+//! cargo run --release -p ipfrs-storage --example hot_tier_limits -- memory [blocks] [dir]
+//! ```
+//! `recovery` ingests GiB of 256 KiB blocks into the hot tier, closes, then times reopening
+//! with the page cache dropped (root only: /proc/sys/vm/drop_caches) and warm, and the same
+//! with the hot tier off (the open walks the cold backend's keys instead).
+//! `memory` ingests `blocks` 1 KiB blocks (generated on the fly, batches of 256) with a 256 MiB
+//! budget (cache 128 MiB, backend cache 64 MiB, hot budget 1 GiB of disk) and prints the peak
+//! resident memory (VmHWM) next to the budget and the hot index's own size.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use ipfrs_storage::{Block, Config, Durability, Engine, HotTier};
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let mode = args.get(1).map(String::as_str).unwrap_or("recovery");
+    let dir = args
+        .get(3)
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
+    let dir = tempfile::tempdir_in(dir).unwrap();
+    match mode {
+        "recovery" => {
+            let gib: f64 = args.get(2).map_or(1.0, |s| s.parse().unwrap());
+            recovery(dir.path(), gib);
+        }
+        "memory" => {
+            let blocks: usize = args.get(2).map_or(2_000_000, |s| s.parse().unwrap());
+            memory(dir.path(), blocks);
+        }
+        other => panic!("unknown mode {other}: recovery or memory"),
+    }
+}
+
+fn block(i: usize, size: usize) -> Block {
+    let mut data = vec![0u8; size];
+    let seed = (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    for (j, chunk) in data.chunks_mut(8).enumerate() {
+        let v = seed ^ (j as u64).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        chunk.copy_from_slice(&v.to_le_bytes()[..chunk.len()]);
+    }
+    Block::new(data).unwrap()
+}
+
+fn drop_caches() -> bool {
+    // Flush dirty pages first so dropping really empties the cache.
+    // SAFETY: sync(2) takes no arguments and cannot fail.
+    unsafe { libc::sync() };
+    std::fs::write("/proc/sys/vm/drop_caches", "3").is_ok()
+}
+
+fn recovery(root: &Path, gib: f64) {
+    let size = 256 << 10;
+    let count = ((gib * (1u64 << 30) as f64) / size as f64) as usize;
+    for hot in [true, false] {
+        let dir = root.join(if hot { "hot" } else { "cold" });
+        let mut config = Config::new(&dir);
+        config.durability = Durability::None;
+        config.hot_tier = hot.then(|| HotTier {
+            budget_bytes: 4 * (gib * (1u64 << 30) as f64) as u64 + (1 << 30),
+            prefetch_written: false,
+            ..HotTier::default()
+        });
+        let engine = Engine::open(config.clone()).unwrap();
+        let store = engine.blocking();
+        let mut batch = Vec::with_capacity(32);
+        for i in 0..count {
+            batch.push(block(i, size));
+            if batch.len() == 32 {
+                store.put_many(&batch).unwrap();
+                batch.clear();
+            }
+        }
+        store.put_many(&batch).unwrap();
+        let stats = store.stats().unwrap();
+        let hot_gib = stats.hot_bytes as f64 / (1u64 << 30) as f64;
+        let all_gib = stats.bytes as f64 / (1u64 << 30) as f64;
+        store.close().unwrap();
+        drop(store);
+        drop(engine);
+        for cold_cache in [true, false] {
+            let dropped = cold_cache && drop_caches();
+            if cold_cache && !dropped {
+                println!("(page cache not dropped: not root)");
+            }
+            let started = Instant::now();
+            let engine = Engine::open(config.clone()).unwrap();
+            let took = started.elapsed().as_secs_f64();
+            let blocks = engine.blocking().stats().unwrap().blocks;
+            assert_eq!(blocks, count as u64);
+            engine.blocking().close().unwrap();
+            let per_gib = took / all_gib;
+            println!(
+                "hot tier {}: reopen of {count} blocks ({all_gib:.2} GiB, {hot_gib:.2} GiB hot), \
+                 page cache {}: {took:.3} s = {per_gib:.3} s/GiB",
+                if hot { "on " } else { "off" },
+                if dropped { "dropped" } else { "warm   " },
+            );
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
+
+fn vm_hwm_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn memory(root: &Path, count: usize) {
+    let mut config = Config::new(root.join("store"));
+    config.cache_bytes = 128 << 20;
+    config.backend_cache_bytes = 64 << 20;
+    config.bloom_expected_items = count as u64;
+    config.hot_tier = Some(HotTier {
+        budget_bytes: 1 << 30,
+        prefetch_written: false,
+        ..HotTier::default()
+    });
+    let budget = config.cache_bytes + config.backend_cache_bytes + (64 << 20);
+    let before = vm_hwm_kib();
+    let engine = Engine::open(config).unwrap();
+    let store = engine.blocking();
+    let started = Instant::now();
+    let mut batch = Vec::with_capacity(256);
+    let mut peak_index = 0;
+    for i in 0..count {
+        batch.push(block(i, 1024));
+        if batch.len() == 256 {
+            store.put_many(&batch).unwrap();
+            batch.clear();
+            if i % (256 * 1024) == 255 {
+                let stats = store.stats().unwrap();
+                peak_index = peak_index.max(stats.hot_index_bytes);
+                println!(
+                    "{:>9} blocks  {:>6.1} s  VmHWM {:>5} MiB  hot index {:>4} MiB  hot {:>5} MiB  cold {:>5} MiB",
+                    i + 1,
+                    started.elapsed().as_secs_f64(),
+                    vm_hwm_kib() / 1024,
+                    stats.hot_index_bytes >> 20,
+                    stats.hot_bytes >> 20,
+                    stats.cold_bytes >> 20,
+                );
+            }
+        }
+    }
+    store.put_many(&batch).unwrap();
+    let stats = store.stats().unwrap();
+    peak_index = peak_index.max(stats.hot_index_bytes);
+    let took = started.elapsed().as_secs_f64();
+    let hwm = vm_hwm_kib();
+    println!(
+        "{count} blocks of 1 KiB in {took:.1} s ({:.0} blocks/s); peak RSS {} MiB (process \
+         before open {} MiB); budget {} MiB (cache 128 + backend cache 64 + 64 for buffers, \
+         bloom and the process) + hot index {} MiB at its peak, {:.1} bytes per hot block",
+        count as f64 / took,
+        hwm / 1024,
+        before / 1024,
+        budget >> 20,
+        peak_index >> 20,
+        stats.hot_index_bytes as f64 / stats.hot_blocks.max(1) as f64,
+    );
+    store.close().unwrap();
+}
