@@ -38,8 +38,8 @@ pub use blocking::BlockingStore;
 pub use engine::Engine;
 pub use error::Error;
 pub use ipfrs_core_types::{
-    BackendKind, Block, BlockError, Cid, Codec, Config, Durability, HashAlgorithm, key,
-    sha256_accelerated, verify,
+    BackendKind, Block, BlockError, Cid, Codec, Config, ConfigFileError, Durability, HashAlgorithm,
+    key, sha256_accelerated, verify,
 };
 pub use ipfrs_shards::ShardStats;
 pub use stats::Stats;
