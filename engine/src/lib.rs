@@ -31,6 +31,7 @@ mod blocking;
 mod directory;
 mod engine;
 mod error;
+mod metrics;
 mod stats;
 mod store;
 
@@ -42,6 +43,7 @@ pub use ipfrs_core_types::{
     key, sha256_accelerated, verify,
 };
 pub use ipfrs_shards::ShardStats;
+pub use metrics::{MetricsSnapshot, Op, OpSnapshot};
 pub use stats::Stats;
 pub use store::{BlockStore, CidPage, CidStream, Cursor};
 
