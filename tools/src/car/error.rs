@@ -78,12 +78,12 @@ pub enum CarError {
     /// The block's bytes do not hash to its CID, or its hash is unsupported.
     #[error("bad block {cid} in section at byte {offset}: {source}")]
     BadBlock {
-        /// The CID the section claims.
-        cid: Cid,
+        /// The CID the section claims (boxed: CIDs are large and errors travel by value).
+        cid: Box<Cid>,
         /// Where the section starts.
         offset: u64,
         /// Why the block was refused.
-        source: BlockError,
+        source: Box<BlockError>,
     },
 }
 

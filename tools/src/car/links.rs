@@ -13,8 +13,8 @@ const RAW: u64 = 0x55;
 #[derive(Debug, thiserror::Error)]
 #[error("block {cid} does not decode as its codec 0x{codec:x}: {reason}")]
 pub struct LinkError {
-    /// The block.
-    pub cid: Cid,
+    /// The block (boxed: CIDs are large and errors travel by value).
+    pub cid: Box<Cid>,
     /// Its codec.
     pub codec: u64,
     /// What the decoder said.
@@ -25,7 +25,7 @@ pub struct LinkError {
 /// `Ok(None)` for any other codec: the block is kept, its links (if any) cannot be followed.
 pub fn links(cid: &Cid, data: &[u8]) -> Result<Option<Vec<Cid>>, LinkError> {
     let fail = |reason: String| LinkError {
-        cid: *cid,
+        cid: Box::new(*cid),
         codec: cid.codec(),
         reason,
     };
@@ -36,12 +36,7 @@ pub fn links(cid: &Cid, data: &[u8]) -> Result<Option<Vec<Cid>>, LinkError> {
             ipld_dagpb::links(data, &mut out).map_err(|e| fail(e.to_string()))?;
             Ok(Some(out))
         }
-        DAG_CBOR => {
-            use ipld_core::codec::Links;
-            let found = serde_ipld_dagcbor::codec::DagCborCodec::links(data)
-                .map_err(|e| fail(e.to_string()))?;
-            Ok(Some(found.collect()))
-        }
+        DAG_CBOR => super::cbor_links::links(data).map(Some).map_err(fail),
         _ => Ok(None),
     }
 }

@@ -15,6 +15,7 @@
 //! (unchecked subtractions of header fields) and trusts section lengths up to 1 GiB before
 //! allocating; the format is small enough that a careful reader is less risk.
 
+mod cbor_links;
 mod error;
 mod header;
 mod links;

@@ -220,9 +220,9 @@ impl<R: Read> CarReader<R> {
         // A slice of the section: no copy, the CID's few bytes ride along in the allocation.
         let data = Bytes::from(section).slice(cid_len..);
         let block = Block::from_parts(cid, data).map_err(|source| CarError::BadBlock {
-            cid,
+            cid: Box::new(cid),
             offset: start,
-            source,
+            source: Box::new(source),
         })?;
         Ok(Some(block))
     }
