@@ -160,3 +160,202 @@ fn truncation_anywhere_is_an_error_never_a_panic() {
         }
     }
 }
+
+// ---- Through the `ipfrs-store` binary: import, verify, export, compare. ----
+
+mod cli {
+    use super::*;
+    use serde_json::Value;
+    use std::path::Path;
+    use std::process::{Command, Output};
+
+    fn run(repo: &Path, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_ipfrs-store"))
+            .env_remove("IPFRS_STORE_REPO")
+            .arg("--repo")
+            .arg(repo)
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    fn json(repo: &Path, args: &[&str]) -> Value {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        let out = run(repo, &all);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    fn new_repo() -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = dir.path().join("repo");
+        json(&repo, &["init"]);
+        (dir, repo)
+    }
+
+    fn stored_blocks(repo: &Path) -> u64 {
+        json(repo, &["repo", "stat"])["blocks"].as_u64().unwrap()
+    }
+
+    fn blocks_of(path: &Path) -> BTreeMap<Cid, Vec<u8>> {
+        car::read(std::fs::File::open(path).unwrap())
+            .unwrap()
+            .map(|b| {
+                let b = b.unwrap();
+                (*b.cid(), b.data().to_vec())
+            })
+            .collect()
+    }
+
+    /// Imports `name`, checks the report and the store, exports the roots' DAG (v1 and v2)
+    /// and compares the (CID, bytes) sets with the original file's.
+    fn round_trip(name: &str, sections: u64, root: &str) {
+        let (dir, repo) = new_repo();
+        let report = json(&repo, &["car", "import", fixture(name).to_str().unwrap()]);
+        let file = &report["files"][0];
+        assert_eq!(file["blocks"], sections, "{name}");
+        assert_eq!(file["roots"][0], root);
+        json(&repo, &["block", "stat", root]);
+        let verify = json(&repo, &["repo", "verify"]);
+        assert_eq!(verify["corrupt"].as_array().unwrap().len(), 0);
+        assert_eq!(verify["checked"].as_u64().unwrap(), stored_blocks(&repo));
+
+        let original = blocks_of(&fixture(name));
+        for v2 in [false, true] {
+            let out = dir.path().join(format!("export-{v2}.car"));
+            let mut args = vec!["car", "export", root, "-o", out.to_str().unwrap()];
+            if v2 {
+                args.push("--v2");
+            }
+            let exported = json(&repo, &args);
+            assert_eq!(exported["blocks"].as_u64().unwrap(), original.len() as u64);
+            let header = car::read(std::fs::File::open(&out).unwrap())
+                .unwrap()
+                .header()
+                .clone();
+            let want = if v2 { CarVersion::V2 } else { CarVersion::V1 };
+            assert_eq!(header.version, want);
+            assert_eq!(header.roots, vec![root.parse::<Cid>().unwrap()]);
+            assert_eq!(blocks_of(&out), original, "{name} v2={v2}");
+        }
+    }
+
+    #[test]
+    fn sample_v1_imports_verifies_and_round_trips() {
+        round_trip("sample-v1.car", 1049, SAMPLE_ROOT);
+    }
+
+    #[test]
+    fn sample_wrapped_v2_imports_verifies_and_round_trips() {
+        round_trip("sample-wrapped-v2.car", 1049, SAMPLE_ROOT);
+    }
+
+    #[test]
+    fn simple_unixfs_round_trips() {
+        round_trip(
+            "simple-unixfs.car",
+            22,
+            "QmPLPpnptHc1DMhJAWNYMTqBTqqRQNy5WsY7F9pZgsBfMT",
+        );
+    }
+
+    #[test]
+    fn bad_files_name_problem_and_offset_and_import_nothing() {
+        let (_dir, repo) = new_repo();
+        for (name, needle) in [
+            ("badheaderlength.car", "bad CAR header length"),
+            ("badsectionlength.car", "bad section length"),
+            ("sample-corrupt-pragma.car", "truncated CAR header"),
+        ] {
+            // A good file first on the same command line: all or nothing means it is not
+            // imported either.
+            let good = fixture("simple-unixfs.car");
+            let bad = fixture(name);
+            let out = run(
+                &repo,
+                &[
+                    "car",
+                    "import",
+                    good.to_str().unwrap(),
+                    bad.to_str().unwrap(),
+                ],
+            );
+            let stderr = String::from_utf8(out.stderr).unwrap();
+            assert_eq!(out.status.code(), Some(1), "{name}");
+            assert_eq!(stderr.lines().count(), 1, "{stderr}");
+            assert!(stderr.contains(needle), "{stderr}");
+            assert!(stderr.contains("at byte "), "{stderr}");
+            assert!(stderr.contains(name), "{stderr}");
+            assert_eq!(stored_blocks(&repo), 0, "{name}");
+        }
+    }
+
+    #[test]
+    fn a_bad_block_late_in_a_file_imports_nothing_unless_partial() {
+        let (dir, repo) = new_repo();
+        let mut bytes = std::fs::read(fixture("sample-v1.car")).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0xff;
+        let bad = dir.path().join("bad-last-block.car");
+        std::fs::write(&bad, &bytes).unwrap();
+        let out = run(&repo, &["car", "import", bad.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(1));
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert!(stderr.contains("does not match its CID"), "{stderr}");
+        assert_eq!(stored_blocks(&repo), 0);
+
+        let out = run(
+            &repo,
+            &[
+                "--json",
+                "car",
+                "import",
+                "--partial",
+                bad.to_str().unwrap(),
+            ],
+        );
+        assert_eq!(out.status.code(), Some(1));
+        let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let file = &report["files"][0];
+        assert_eq!(file["blocks"], 1048);
+        assert!(file["error"].as_str().unwrap().contains("at byte"));
+        assert!(stored_blocks(&repo) > 1000);
+    }
+
+    #[test]
+    fn export_of_an_incomplete_dag_fails_and_leaves_no_file() {
+        let (dir, repo) = new_repo();
+        json(
+            &repo,
+            &[
+                "car",
+                "import",
+                fixture("simple-unixfs.car").to_str().unwrap(),
+            ],
+        );
+        // Remove one block below the root: the DAG is now incomplete.
+        let root = "QmPLPpnptHc1DMhJAWNYMTqBTqqRQNy5WsY7F9pZgsBfMT";
+        let blocks = blocks_of(&fixture("simple-unixfs.car"));
+        let leaf = blocks
+            .keys()
+            .map(ToString::to_string)
+            .find(|cid| cid != root)
+            .unwrap();
+        json(&repo, &["block", "rm", &leaf]);
+        let out_path = dir.path().join("out.car");
+        let out = run(
+            &repo,
+            &["car", "export", root, "-o", out_path.to_str().unwrap()],
+        );
+        assert_eq!(out.status.code(), Some(1));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("is not in the store"));
+        assert!(!out_path.exists());
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(leftovers.len(), 1, "only the repo remains: {leftovers:?}");
+    }
+}
