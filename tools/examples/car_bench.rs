@@ -6,7 +6,11 @@
 //! 2. one ingest pass alone (what `--partial` does),
 //! 3. the engine's `put_many` of the same blocks in the same batch size (blocks built and
 //!    hashed outside the timed region, so this is the store's own ceiling),
+//!    with a second line that includes generating and hashing them,
 //! 4. `car export` of the root's DAG to a file.
+//!
+//! Between phases it runs `sync` and waits 2 s so one phase's writeback does not land in the
+//! next one's time.
 //!
 //! ```text
 //! cargo run --release -p ipfrs-tools --example car_bench -- --mib 1024 --dir /path/on/disk
@@ -103,6 +107,13 @@ fn open(dir: &Path, shards: usize) -> Result<Engine, BoxError> {
     Ok(Engine::open(config)?)
 }
 
+/// Lets the previous phase's dirty pages reach the disk, so one phase's writeback does not
+/// slow the next one down.
+fn settle() {
+    let _ = std::process::Command::new("sync").status();
+    std::thread::sleep(Duration::from_secs(2));
+}
+
 fn line(what: &str, blocks: u64, bytes: u64, took: Duration) {
     let secs = took.as_secs_f64();
     println!(
@@ -133,6 +144,7 @@ fn main() -> Result<(), BoxError> {
     let data_bytes = leaves * size as u64;
 
     // 1. The CLI's import: validation pass + ingest pass.
+    settle();
     let engine = open(&args.dir.join("store-import"), args.shards)?;
     let t = Instant::now();
     let (report, failure) = import::run(&engine, std::slice::from_ref(&car), false)?;
@@ -151,6 +163,7 @@ fn main() -> Result<(), BoxError> {
     block_on(BlockStore::close(&engine))?;
 
     // 2. One ingest pass (what --partial does).
+    settle();
     let engine = open(&args.dir.join("store-ingest"), args.shards)?;
     let options = ReadOptions {
         max_block_size: engine.config().max_block_size,
@@ -166,6 +179,7 @@ fn main() -> Result<(), BoxError> {
     );
 
     // 4. Export of the root's DAG from that store.
+    settle();
     let out = args.dir.join("export.car");
     let t = Instant::now();
     let (w, walked) = export::write_car(
@@ -185,6 +199,7 @@ fn main() -> Result<(), BoxError> {
     block_on(BlockStore::close(&engine))?;
 
     // 3. The engine's own put_many of the same blocks, same batch size.
+    settle();
     let engine = open(&args.dir.join("store-put"), args.shards)?;
     let mut put_time = Duration::ZERO;
     let t = Instant::now();

@@ -161,6 +161,38 @@ fn truncation_anywhere_is_an_error_never_a_panic() {
     }
 }
 
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+    /// Flipped bytes anywhere in a real file: the reader errors or yields verified blocks,
+    /// never panics, and never allocates for a section beyond the block limit.
+    #[test]
+    fn mutated_files_never_panic(
+        flips in proptest::collection::vec((0usize..1933, proptest::prelude::any::<u8>()), 1..6)
+    ) {
+        let mut bytes = std::fs::read(fixture("simple-unixfs.car")).unwrap();
+        for (at, x) in flips {
+            let at = at % bytes.len();
+            bytes[at] ^= x;
+        }
+        if let Ok(reader) = car::read(Cursor::new(bytes)) {
+            for block in reader.flatten() {
+                proptest::prop_assert!(ipfrs_storage::verify(block.cid(), block.data()).is_ok());
+            }
+        }
+    }
+
+    /// Arbitrary bytes after a valid CARv2 pragma and header exercise the v2 paths.
+    #[test]
+    fn arbitrary_v2_headers_never_panic(tail in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..128)) {
+        let mut bytes = std::fs::read(fixture("sample-wrapped-v2.car")).unwrap()[..11].to_vec();
+        bytes.extend(tail);
+        if let Ok(reader) = car::read(Cursor::new(bytes)) {
+            let _ = reader.count();
+        }
+    }
+}
+
 // ---- Through the `ipfrs-store` binary: import, verify, export, compare. ----
 
 mod cli {

@@ -71,7 +71,8 @@ pub enum BlockCommand {
         #[arg(long, default_value = "sha2-256")]
         mhtype: HashAlgorithm,
     },
-    /// Write a block's bytes to stdout (or to --output).
+    /// Write a block's raw bytes to stdout, also with --json (or to --output, which with
+    /// --json prints the CID and size).
     Get {
         /// The block's CID.
         cid: String,

@@ -86,17 +86,30 @@ fn open(path: &Path, options: ReadOptions) -> Result<car::CarReader<std::io::Buf
     })
 }
 
+/// Batches read ahead of the store: the reader thread parses and hashes the next batch while
+/// the store writes the current one. Memory: at most this many batches queued, plus one being
+/// filled and one being written (3 x [`BATCH_BYTES`] = 48 MiB at most).
+const READ_AHEAD: usize = 1;
+
+/// A batch of verified blocks from the reader thread, the file offset after them, and the
+/// error that ended the file early, if any.
+struct Batch {
+    blocks: Vec<Block>,
+    offset: u64,
+    error: Option<CarError>,
+}
+
 /// Imports one CAR file into `store` in one pass, `put_many` in batches; every block was
-/// verified by the reader. Returns the file's figures; a CAR error past the header comes back
-/// in [`FileImport::error`] with the figures of the blocks stored before it. Store failures
-/// and unreadable headers are errors.
+/// verified by the reader, which runs on its own thread one batch ahead. Returns the file's
+/// figures; a CAR error past the header comes back in [`FileImport::error`] with the figures
+/// of the blocks stored before it. Store failures and unreadable headers are errors.
 pub fn ingest<S: BlockStore>(
     store: &S,
     path: &Path,
     options: ReadOptions,
     progress: &ProgressBar,
 ) -> Result<FileImport> {
-    let mut reader = open(path, options)?;
+    let reader = open(path, options)?;
     let header = reader.header().clone();
     let mut report = FileImport {
         path: path.to_path_buf(),
@@ -106,45 +119,66 @@ pub fn ingest<S: BlockStore>(
         bytes: 0,
         error: None,
     };
-    let mut batch: Vec<Block> = Vec::with_capacity(BATCH_BLOCKS);
-    let mut batch_bytes = 0;
-    let mut start = reader.offset();
-    let flush = |batch: &mut Vec<Block>, report: &mut FileImport| -> Result<()> {
-        block_on(store.put_many(batch))?;
-        report.blocks += batch.len() as u64;
-        report.bytes += batch.iter().map(|b| b.len() as u64).sum::<u64>();
-        batch.clear();
-        Ok(())
-    };
-    loop {
-        let next = reader.next();
-        progress.inc(reader.offset() - start);
-        start = reader.offset();
-        match next {
-            None => break,
-            Some(Ok(block)) => {
-                batch_bytes += block.len();
-                batch.push(block);
-                if batch.len() >= BATCH_BLOCKS || batch_bytes >= BATCH_BYTES {
-                    flush(&mut batch, &mut report)?;
-                    batch_bytes = 0;
-                }
+    let mut done = reader.offset();
+    progress.inc(done);
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Batch>(READ_AHEAD);
+    std::thread::scope(|scope| {
+        scope.spawn(move || read_batches(reader, &tx));
+        // `rx` is consumed here: if the store fails, it is dropped on return, the reader's
+        // next send fails, and the reader thread ends.
+        for batch in rx {
+            if !batch.blocks.is_empty() {
+                block_on(store.put_many(&batch.blocks))?;
+                report.blocks += batch.blocks.len() as u64;
+                report.bytes += batch.blocks.iter().map(|b| b.len() as u64).sum::<u64>();
             }
-            Some(Err(source)) => {
-                // Blocks before the error are whole and verified: store them, then report.
-                flush(&mut batch, &mut report)?;
+            progress.inc(batch.offset.saturating_sub(done));
+            done = batch.offset;
+            if let Some(source) = batch.error {
+                // Blocks before the error were whole and verified, and are stored.
                 let err = Error::Car {
                     path: path.to_path_buf(),
                     source: Box::new(source),
                     stored: report.blocks,
                 };
                 report.error = Some(err.to_string());
-                return Ok(report);
+                break;
+            }
+        }
+        Ok(report)
+    })
+}
+
+/// The reader thread: batches of at most [`BATCH_BLOCKS`] blocks or [`BATCH_BYTES`] bytes,
+/// the last one carrying the error that ended the file, if any.
+fn read_batches<R: std::io::Read>(
+    mut reader: car::CarReader<R>,
+    tx: &std::sync::mpsc::SyncSender<Batch>,
+) {
+    let mut blocks = Vec::with_capacity(BATCH_BLOCKS);
+    let mut bytes = 0;
+    loop {
+        let (last, error) = match reader.next() {
+            None => (true, None),
+            Some(Err(e)) => (true, Some(e)),
+            Some(Ok(block)) => {
+                bytes += block.len();
+                blocks.push(block);
+                (false, None)
+            }
+        };
+        if last || blocks.len() >= BATCH_BLOCKS || bytes >= BATCH_BYTES {
+            let batch = Batch {
+                blocks: std::mem::replace(&mut blocks, Vec::with_capacity(BATCH_BLOCKS)),
+                offset: reader.offset(),
+                error,
+            };
+            bytes = 0;
+            if tx.send(batch).is_err() || last {
+                return;
             }
         }
     }
-    flush(&mut batch, &mut report)?;
-    Ok(report)
 }
 
 /// Reads the whole file, verifying framing and every block's hash; stores nothing.
