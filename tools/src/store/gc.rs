@@ -6,6 +6,10 @@
 //! collection before anything is removed: what it links to cannot be known. Blocks of other
 //! codecs are kept, but their links are not followed (and what only they reach is removed).
 //! Memory: the set of reachable multihashes.
+//!
+//! Writers must not run meanwhile: a block stored after the mark and before the sweep would
+//! be removed. The CLI holds the store's lock (one open engine per directory), so nothing else
+//! writes; an embedder calling [`collect`] must stop its own writers first.
 
 use std::collections::HashSet;
 use std::path::Path;
