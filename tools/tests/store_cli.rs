@@ -109,6 +109,52 @@ fn init_creates_the_layout_and_refuses_twice() {
 }
 
 #[test]
+fn init_records_the_backend_and_a_bad_one_creates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("pdb");
+    let init = json(&repo, &["init", "--backend", "parity-db", "--shards", "1"]);
+    assert_eq!(init["backend"], "parity-db");
+    assert_eq!(init["shards"], 1);
+    ok(&repo, &["block", "ls"]);
+    let config = std::fs::read_to_string(repo.join("config.toml")).unwrap();
+    assert!(config.contains("backend = \"parity-db\""), "{config}");
+
+    // A configuration file in force wins over nothing: a contradicting flag is refused.
+    let other = dir.path().join("other");
+    std::fs::create_dir(&other).unwrap();
+    std::fs::write(other.join("config.toml"), "backend = \"sled\"\n").unwrap();
+    fails(&other, &["init", "--backend", "parity-db"], "contradicts");
+    assert!(!other.join("blocks").exists());
+
+    let bad = dir.path().join("bad");
+    assert_eq!(fails(&bad, &["init", "--backend", "lmdb"], "lmdb"), 2);
+    assert!(!bad.exists());
+}
+
+#[test]
+fn progress_and_noise_stay_off_a_piped_stderr() {
+    let (_dir, repo) = new_repo();
+    let car = fixture("sample-v1.car");
+    for args in [
+        vec!["car", "import", car.as_str()],
+        vec!["repo", "verify"],
+        vec![
+            "repo",
+            "gc",
+            "bafy2bzaced4ueelaegfs5fqu4tzsh6ywbbpfk3cxppupmxfdhbpbhzawfw5oy",
+        ],
+    ] {
+        let out = run_in(&repo, &args, None);
+        assert!(out.status.success());
+        assert!(
+            out.stderr.is_empty(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[test]
 fn block_put_get_stat_ls_rm() {
     let (dir, repo) = new_repo();
     let file = dir.path().join("data");

@@ -46,7 +46,9 @@ pub enum Command {
 /// `init` options.
 #[derive(Debug, ClapArgs)]
 pub struct InitArgs {
-    /// Cold backend: sled, parity-db or rocksdb (overrides the config file).
+    /// Cold backend: sled, parity-db or rocksdb. Written to <repo>/config.toml when no
+    /// configuration file is in force (later commands must open the same backend); must
+    /// agree with the file when one is.
     #[arg(long)]
     pub backend: Option<String>,
     /// Number of shards, fixed for the store's life (overrides the config file; default: one

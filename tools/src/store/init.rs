@@ -41,8 +41,24 @@ pub fn run(repo: &Repo, args: &InitArgs) -> Result<Initialized> {
         });
     }
     let mut config = repo.config()?;
+    // The engine must be opened with the backend the store was created with, so a --backend
+    // flag has to outlive this command: it goes into <repo>/config.toml when no file is in
+    // force, and must agree with the file when one is.
+    let mut write_backend = None;
     if let Some(name) = &args.backend {
-        config.backend = name.parse::<BackendKind>().map_err(Error::Usage)?;
+        let backend = name.parse::<BackendKind>().map_err(Error::Usage)?;
+        match repo.config_file() {
+            Some(file) if backend != config.backend => {
+                return Err(Error::Usage(format!(
+                    "--backend {backend} contradicts {} (backend = {}): edit the file instead",
+                    file.display(),
+                    config.backend
+                )));
+            }
+            Some(_) => {}
+            None => write_backend = Some(backend),
+        }
+        config.backend = backend;
     }
     if let Some(shards) = args.shards {
         config.shards = Some(shards);
@@ -61,6 +77,14 @@ pub fn run(repo: &Repo, args: &InitArgs) -> Result<Initialized> {
             return Err(e.into());
         }
     };
+    if let Some(backend) = write_backend {
+        let path = repo.default_config_file();
+        let text = format!(
+            "# Engine configuration of this repository (keys: see ipfrs-store's README section).\n\
+             # The backend is fixed when the store is created.\nbackend = \"{backend}\"\n"
+        );
+        std::fs::write(&path, text).map_err(|e| Error::io("cannot write", &path, e))?;
+    }
     let report = Initialized {
         repo: repo.root().to_path_buf(),
         backend: engine.config().backend.to_string(),

@@ -62,13 +62,24 @@ impl Repo {
         self.blocks_dir().is_dir()
     }
 
-    /// The engine configuration: --config, else `<repo>/config.toml` if present, else the
-    /// defaults; the data directory is always `<repo>/blocks`.
+    /// The repository's own configuration file, `<repo>/config.toml`.
+    pub fn default_config_file(&self) -> PathBuf {
+        self.root.join("config.toml")
+    }
+
+    /// The configuration file in force: --config, else `<repo>/config.toml` if present.
+    pub fn config_file(&self) -> Option<PathBuf> {
+        let default = self.default_config_file();
+        self.config_file
+            .clone()
+            .or_else(|| default.is_file().then_some(default))
+    }
+
+    /// The engine configuration: from [`Repo::config_file`], else the defaults; the data
+    /// directory is always `<repo>/blocks`.
     pub fn config(&self) -> Result<Config> {
-        let default = self.root.join("config.toml");
-        match &self.config_file {
-            Some(path) => Ok(Config::from_toml_file(path, self.blocks_dir())?),
-            None if default.is_file() => Ok(Config::from_toml_file(&default, self.blocks_dir())?),
+        match self.config_file() {
+            Some(path) => Ok(Config::from_toml_file(&path, self.blocks_dir())?),
             None => Ok(Config::new(self.blocks_dir())),
         }
     }
