@@ -4,16 +4,16 @@
 //! under a tree of dag-cbor nodes, then measures on fresh stores in `--dir`:
 //! 1. `car import` as the CLI runs it (validation pass, then ingest pass),
 //! 2. one ingest pass alone (what `--partial` does),
-//! 3. the engine's `put_many` of the same blocks in the same batch size (blocks built and
-//!    hashed outside the timed region, so this is the store's own ceiling),
-//!    with a second line that includes generating and hashing them,
-//! 4. `car export` of the root's DAG to a file.
+//! 3. `car export` of the root's DAG to a file (from the store of 2),
+//! 4. the engine's `put_many` of the same blocks in the same batch size (blocks built and
+//!    hashed outside the timed region, so this is the store's own ceiling), with a second
+//!    line that includes generating and hashing them.
 //!
 //! Between phases it runs `sync` and waits 2 s so one phase's writeback does not land in the
 //! next one's time.
 //!
 //! ```text
-//! cargo run --release -p ipfrs-tools --example car_bench -- --mib 1024 --dir /path/on/disk
+//! cargo run --release -p ipfrs-tools --example car_bench -- --mib 1024 --rounds 3 --dir /path/on/disk
 //! ```
 
 use std::fs::File;
@@ -45,6 +45,9 @@ struct Args {
     /// Where the CAR file and the stores go (a real disk, not tmpfs).
     #[arg(long)]
     dir: PathBuf,
+    /// Rounds of every phase (a median is printed when more than one).
+    #[arg(long, default_value_t = 1)]
+    rounds: usize,
     /// Shards of the stores.
     #[arg(long, default_value_t = 2)]
     shards: usize,
@@ -125,41 +128,53 @@ fn line(what: &str, blocks: u64, bytes: u64, took: Duration) {
     );
 }
 
-fn main() -> Result<(), BoxError> {
-    let args = Args::parse();
-    std::fs::create_dir_all(&args.dir)?;
-    let size = args.block_kib << 10;
-    let leaves = (args.mib << 20) / size as u64;
-    let car = args.dir.join("bench.car");
-    let t = Instant::now();
-    let (root, blocks, car_bytes) = generate(&car, leaves, size)?;
-    println!(
-        "generated {} ({blocks} blocks, {:.1} MiB, {} KiB leaves) in {:.1} s; {} shards, default durability (group commit)",
-        car.display(),
-        car_bytes as f64 / (1 << 20) as f64,
-        args.block_kib,
-        t.elapsed().as_secs_f64(),
-        args.shards
-    );
-    let data_bytes = leaves * size as u64;
+/// One timed phase.
+struct Measure {
+    what: String,
+    blocks: u64,
+    bytes: u64,
+    took: Duration,
+}
+
+impl Measure {
+    fn new(what: &str, blocks: u64, bytes: u64, took: Duration) -> Measure {
+        Measure {
+            what: what.to_string(),
+            blocks,
+            bytes,
+            took,
+        }
+    }
+}
+
+/// One round of every phase, each on a fresh store.
+fn round_once(
+    args: &Args,
+    car: &Path,
+    root: Cid,
+    leaves: u64,
+    size: usize,
+    data_bytes: u64,
+) -> Result<Vec<Measure>, BoxError> {
+    let mut out = Vec::new();
 
     // 1. The CLI's import: validation pass + ingest pass.
     settle();
     let engine = open(&args.dir.join("store-import"), args.shards)?;
     let t = Instant::now();
-    let (report, failure) = import::run(&engine, std::slice::from_ref(&car), false)?;
+    let (report, failure) = import::run(&engine, &[car.to_path_buf()], false)?;
     block_on(BlockStore::flush(&engine))?;
     let took = t.elapsed();
     if let Some(e) = failure {
         return Err(e.into());
     }
     let file = report.files.first().ok_or("no report")?;
-    line(
+    out.push(Measure::new(
         "car import (verify pass + ingest pass)",
         file.blocks,
         file.bytes,
         took,
-    );
+    ));
     block_on(BlockStore::close(&engine))?;
 
     // 2. One ingest pass (what --partial does).
@@ -169,36 +184,36 @@ fn main() -> Result<(), BoxError> {
         max_block_size: engine.config().max_block_size,
     };
     let t = Instant::now();
-    let file = import::ingest(&engine, &car, options, &ProgressBar::hidden())?;
+    let file = import::ingest(&engine, car, options, &ProgressBar::hidden())?;
     block_on(BlockStore::flush(&engine))?;
-    line(
+    out.push(Measure::new(
         "car ingest, one pass (--partial)",
         file.blocks,
         file.bytes,
         t.elapsed(),
-    );
+    ));
 
-    // 4. Export of the root's DAG from that store.
+    // 3. Export of the root's DAG from that store.
     settle();
-    let out = args.dir.join("export.car");
+    let exported = args.dir.join("export.car");
     let t = Instant::now();
     let (w, walked) = export::write_car(
         &engine,
         &[root],
-        BufWriter::new(File::create(&out)?),
+        BufWriter::new(File::create(&exported)?),
         false,
-        &out,
+        &exported,
     )?;
     w.into_inner().map_err(|e| e.into_error())?.sync_all()?;
-    line(
+    out.push(Measure::new(
         "car export (CARv1, BFS, get_many of 64)",
         walked.blocks,
         walked.bytes,
         t.elapsed(),
-    );
+    ));
     block_on(BlockStore::close(&engine))?;
 
-    // 3. The engine's own put_many of the same blocks, same batch size.
+    // 4. The engine's own put_many of the same blocks, same batch size.
     settle();
     let engine = open(&args.dir.join("store-put"), args.shards)?;
     let mut put_time = Duration::ZERO;
@@ -221,24 +236,70 @@ fn main() -> Result<(), BoxError> {
     block_on(BlockStore::flush(&engine))?;
     put_time += s.elapsed();
     let total = t.elapsed();
-    line(
+    out.push(Measure::new(
         "engine put_many, timed calls only",
         sent,
         data_bytes,
         put_time,
-    );
-    line(
+    ));
+    out.push(Measure::new(
         "engine put_many incl. generating + hashing",
         sent,
         data_bytes,
         total,
-    );
+    ));
     block_on(BlockStore::close(&engine))?;
+
+    std::fs::remove_file(&exported)?;
+    Ok(out)
+}
+
+fn main() -> Result<(), BoxError> {
+    let args = Args::parse();
+    std::fs::create_dir_all(&args.dir)?;
+    let size = args.block_kib << 10;
+    let leaves = (args.mib << 20) / size as u64;
+    let car = args.dir.join("bench.car");
+    let t = Instant::now();
+    let (root, blocks, car_bytes) = generate(&car, leaves, size)?;
+    println!(
+        "generated {} ({blocks} blocks, {:.1} MiB, {} KiB leaves) in {:.1} s; {} shards, default durability (group commit)",
+        car.display(),
+        car_bytes as f64 / (1 << 20) as f64,
+        args.block_kib,
+        t.elapsed().as_secs_f64(),
+        args.shards
+    );
+    let data_bytes = leaves * size as u64;
+    let mut results: Vec<Measure> = Vec::new();
+    for round in 1..=args.rounds {
+        println!("round {round}:");
+        for m in round_once(&args, &car, root, leaves, size, data_bytes)? {
+            line(&m.what, m.blocks, m.bytes, m.took);
+            results.push(m);
+        }
+    }
+    if args.rounds > 1 {
+        println!("median of {} rounds:", args.rounds);
+        let mut seen: Vec<&str> = Vec::new();
+        for m in &results {
+            if seen.contains(&m.what.as_str()) {
+                continue;
+            }
+            seen.push(&m.what);
+            let mut times: Vec<Duration> = results
+                .iter()
+                .filter(|r| r.what == m.what)
+                .map(|r| r.took)
+                .collect();
+            times.sort();
+            line(&m.what, m.blocks, m.bytes, times[times.len() / 2]);
+        }
+    }
 
     for d in ["store-import", "store-ingest", "store-put"] {
         std::fs::remove_dir_all(args.dir.join(d))?;
     }
     std::fs::remove_file(&car)?;
-    std::fs::remove_file(&out)?;
     Ok(())
 }
