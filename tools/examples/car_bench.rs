@@ -48,6 +48,10 @@ struct Args {
     /// Rounds of every phase (a median is printed when more than one).
     #[arg(long, default_value_t = 1)]
     rounds: usize,
+    /// Keep the generated CAR file (e.g. to import it with `ipfrs-store` under a memory
+    /// profiler).
+    #[arg(long)]
+    keep: bool,
     /// Shards of the stores.
     #[arg(long, default_value_t = 2)]
     shards: usize,
@@ -300,6 +304,10 @@ fn main() -> Result<(), BoxError> {
     for d in ["store-import", "store-ingest", "store-put"] {
         std::fs::remove_dir_all(args.dir.join(d))?;
     }
-    std::fs::remove_file(&car)?;
+    if args.keep {
+        println!("kept {} (root {root})", car.display());
+    } else {
+        std::fs::remove_file(&car)?;
+    }
     Ok(())
 }
