@@ -8,8 +8,8 @@
 //!
 //! [`read`] yields blocks one at a time with one section in memory, each block's hash verified
 //! before it is handed out ([`ipfrs_storage::Block::from_parts`]); every error names the byte
-//! offset where the problem is. [`CarWriter`] writes CARv1, [`CarV2Writer`] CARv2 (without an
-//! index). [`links`] lists the CIDs a dag-pb, dag-cbor or raw block refers to.
+//! offset where the problem is. [`CarWriter`] writes CARv1, [`CarV2Writer`] CARv2 with the
+//! MultihashIndexSorted index go-car writes. [`links`] lists the CIDs a dag-pb, dag-cbor or raw block refers to.
 //!
 //! Why not rs-car-sync: its errors carry no offsets, it panics on some malformed headers
 //! (unchecked subtractions of header fields) and trusts section lengths up to 1 GiB before
@@ -18,6 +18,7 @@
 mod cbor_links;
 mod error;
 mod header;
+mod index;
 mod links;
 mod read;
 mod varint;

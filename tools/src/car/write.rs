@@ -1,4 +1,4 @@
-//! CAR writers: CARv1 to any `Write`, CARv2 (no index) to a seekable one.
+//! CAR writers: CARv1 to any `Write`, CARv2 (with its index) to a seekable one.
 
 use std::io::{Seek, SeekFrom, Write};
 
@@ -6,6 +6,7 @@ use ipfrs_storage::Cid;
 
 use super::error::CarError;
 use super::header::{V1Header, V2_HEADER_LEN, V2_PRAGMA, V2Header};
+use super::index::Index;
 use super::varint;
 
 /// Writes a CARv1 stream: the header at creation, then one section per block.
@@ -75,11 +76,14 @@ impl<W: Write> CarWriter<W> {
     }
 }
 
-/// Writes a CARv2 file without an index: pragma, fixed header, then a CARv1 payload; the
-/// header's data size is filled in by [`CarV2Writer::finish`], hence the `Seek` bound.
+/// Writes a CARv2 file as go-car does: pragma, fixed header, a CARv1 payload, then a
+/// MultihashIndexSorted index; the header's sizes and offsets are filled in by
+/// [`CarV2Writer::finish`], hence the `Seek` bound. The index is held in memory until then
+/// (about 80 bytes per block).
 pub struct CarV2Writer<W: Write + Seek> {
     payload: CarWriter<W>,
     start: u64,
+    index: Index,
 }
 
 impl<W: Write + Seek> CarV2Writer<W> {
@@ -92,24 +96,33 @@ impl<W: Write + Seek> CarV2Writer<W> {
         Ok(CarV2Writer {
             payload: CarWriter::new(out, roots)?,
             start,
+            index: Index::default(),
         })
     }
 
-    /// Appends one section to the payload.
+    /// Appends one section to the payload and records it in the index.
     pub fn write_block(&mut self, cid: &Cid, data: &[u8]) -> Result<(), CarError> {
+        self.index.add(cid, self.payload.bytes_written());
         self.payload.write_block(cid, data)
     }
 
-    /// Fills in the header, flushes, and returns the output positioned at the end.
+    /// Writes the index, fills in the header, flushes, and returns the output positioned at
+    /// the end.
     pub fn finish(self) -> Result<W, CarError> {
+        let data_offset = (V2_PRAGMA.len() + V2_HEADER_LEN) as u64;
         let data_size = self.payload.bytes_written();
         let mut out = self.payload.finish()?;
         let header = V2Header {
             characteristics: 0,
-            data_offset: (V2_PRAGMA.len() + V2_HEADER_LEN) as u64,
+            data_offset,
             data_size,
-            index_offset: 0,
+            index_offset: data_offset + data_size,
         };
+        out.write_all(&self.index.encode())
+            .map_err(|source| CarError::Io {
+                offset: header.index_offset,
+                source,
+            })?;
         let io = |source| CarError::Io {
             offset: V2_PRAGMA.len() as u64,
             source,

@@ -122,7 +122,7 @@ pub enum CarCommand {
         /// The CAR file to write (replaced only once the export is complete).
         #[arg(short, long)]
         output: PathBuf,
-        /// Write CARv2 (without an index) instead of CARv1.
+        /// Write CARv2 with a MultihashIndexSorted index (as go-car does) instead of CARv1.
         #[arg(long)]
         v2: bool,
     },
