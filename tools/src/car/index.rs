@@ -17,11 +17,14 @@ use super::varint;
 /// The multicodec of MultihashIndexSorted.
 const MULTIHASH_INDEX_SORTED: u64 = 0x0401;
 
+/// One digest length's entries: digest -> section offset, sorted by digest.
+type Bucket = BTreeMap<Vec<u8>, u64>;
+
 /// Sections' offsets by multihash code, digest length and digest. Memory: about 80 bytes per
 /// block (digest, offset and map overhead), held until the file is finished.
 #[derive(Debug, Default)]
 pub(crate) struct Index {
-    entries: BTreeMap<(u64, usize), BTreeMap<Vec<u8>, u64>>,
+    entries: BTreeMap<(u64, usize), Bucket>,
 }
 
 impl Index {
@@ -43,7 +46,7 @@ impl Index {
     pub(crate) fn encode(&self) -> Vec<u8> {
         let mut out = Vec::new();
         varint::write(MULTIHASH_INDEX_SORTED, &mut out);
-        let mut codes: BTreeMap<u64, Vec<(usize, &BTreeMap<Vec<u8>, u64>)>> = BTreeMap::new();
+        let mut codes: BTreeMap<u64, Vec<(usize, &Bucket)>> = BTreeMap::new();
         for (&(code, len), bucket) in &self.entries {
             codes.entry(code).or_default().push((len, bucket));
         }
