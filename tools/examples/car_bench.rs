@@ -210,7 +210,7 @@ fn round_once(
     )?;
     w.into_inner().map_err(|e| e.into_error())?.sync_all()?;
     out.push(Measure::new(
-        "car export (CARv1, BFS, get_many of 64)",
+        "car export (CARv1, DFS, get_many of 64)",
         walked.blocks,
         walked.bytes,
         t.elapsed(),

@@ -295,6 +295,24 @@ mod cli {
             assert_eq!(header.version, want);
             assert_eq!(header.roots, vec![root.parse::<Cid>().unwrap()]);
             assert_eq!(blocks_of(&out), original, "{name} v2={v2}");
+            // Depth-first in link order, as go-car wrote the fixtures: the same bytes.
+            let again = std::fs::read(&out).unwrap();
+            let expected = match (name, v2) {
+                ("simple-unixfs.car", false) => Some(std::fs::read(fixture(name)).unwrap()),
+                ("sample-v1.car" | "sample-wrapped-v2.car", false) => {
+                    Some(std::fs::read(fixture("sample-v1.car")).unwrap())
+                }
+                ("sample-v1.car" | "sample-wrapped-v2.car", true) => {
+                    Some(std::fs::read(fixture("sample-wrapped-v2.car")).unwrap())
+                }
+                _ => None,
+            };
+            if let Some(expected) = expected {
+                assert!(
+                    again == expected,
+                    "{name} v2={v2}: export differs from go-car's file"
+                );
+            }
         }
     }
 

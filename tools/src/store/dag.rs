@@ -1,6 +1,6 @@
 //! Walking the DAGs under roots through a block store (for export and gc).
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 
 use bytes::Bytes;
 use futures_lite::future::block_on;
@@ -9,9 +9,10 @@ use ipfrs_storage::{BlockStore, Cid};
 use super::error::{Error, Result};
 use crate::car::links;
 
-/// Blocks fetched per `get_many` round trip: enough to keep every shard busy, small enough
-/// that a batch of 2 MiB blocks stays well under a gigabyte.
+/// Blocks fetched per `get_many` round trip: enough to keep every shard busy.
 const BATCH: usize = 64;
+/// Prefetched blocks kept at most (2 MiB blocks: 256 MiB at worst, typically a few MiB).
+const CACHED: usize = 128;
 
 /// What to do when a linked block is not stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,8 +36,11 @@ pub struct Walked {
     pub unfollowed: u64,
 }
 
-/// Visits every block reachable from `roots` once (by CID), breadth first, fetching in
-/// batches. Memory: the set of CIDs seen and the frontier, never block data beyond a batch.
+/// Visits every block reachable from `roots` once (by CID), depth first in link order (the
+/// order go-car and Kubo's `dag export` write, so an export of a DAG imported from such a file
+/// gives back the same file). Blocks are fetched in batches: when the next block is not at
+/// hand, it is fetched with the next entries of the stack. Memory: the set of CIDs seen, the
+/// stack, and at most [`CACHED`] prefetched blocks.
 pub fn walk<S: BlockStore>(
     store: &S,
     roots: &[Cid],
@@ -44,45 +48,60 @@ pub fn walk<S: BlockStore>(
     mut visit: impl FnMut(&Cid, &Bytes) -> Result<()>,
 ) -> Result<Walked> {
     let mut seen: HashSet<Cid> = HashSet::new();
-    let mut queue: VecDeque<(Cid, Cid)> = VecDeque::new();
-    for root in roots {
-        if seen.insert(*root) {
-            queue.push_back((*root, *root));
-        }
-    }
+    // (block, the block that links to it); the top of the stack is visited next.
+    let mut stack: Vec<(Cid, Cid)> = roots.iter().rev().map(|r| (*r, *r)).collect();
+    let mut cache: HashMap<Cid, Option<Bytes>> = HashMap::new();
     let mut walked = Walked::default();
-    while !queue.is_empty() {
-        let batch: Vec<(Cid, Cid)> = queue.drain(..queue.len().min(BATCH)).collect();
-        let cids: Vec<Cid> = batch.iter().map(|(cid, _)| *cid).collect();
-        let found = block_on(store.get_many(&cids))?;
-        for ((cid, parent), data) in batch.into_iter().zip(found) {
-            let Some(data) = data else {
-                match on_missing {
-                    OnMissing::Fail => {
-                        return Err(Error::MissingBlock {
-                            cid: Box::new(cid),
-                            parent: Box::new(parent),
-                        });
+    while let Some((cid, parent)) = stack.pop() {
+        if !seen.insert(cid) {
+            continue;
+        }
+        let data = match cache.remove(&cid) {
+            Some(data) => data,
+            None => {
+                let room = CACHED.saturating_sub(cache.len()).clamp(1, BATCH);
+                let mut wanted = vec![cid];
+                for (next, _) in stack.iter().rev() {
+                    if wanted.len() >= room {
+                        break;
                     }
-                    OnMissing::Note => {
-                        walked.missing.push(cid);
-                        continue;
-                    }
-                }
-            };
-            visit(&cid, &data)?;
-            walked.blocks += 1;
-            walked.bytes += data.len() as u64;
-            match links(&cid, &data)? {
-                Some(children) => {
-                    for child in children {
-                        if seen.insert(child) {
-                            queue.push_back((child, cid));
-                        }
+                    if !seen.contains(next) && !cache.contains_key(next) && !wanted.contains(next) {
+                        wanted.push(*next);
                     }
                 }
-                None => walked.unfollowed += 1,
+                let found = block_on(store.get_many(&wanted))?;
+                let mut found = wanted.into_iter().zip(found);
+                let first = found.next().and_then(|(_, data)| data);
+                cache.extend(found);
+                first
             }
+        };
+        let Some(data) = data else {
+            match on_missing {
+                OnMissing::Fail => {
+                    return Err(Error::MissingBlock {
+                        cid: Box::new(cid),
+                        parent: Box::new(parent),
+                    });
+                }
+                OnMissing::Note => {
+                    walked.missing.push(cid);
+                    continue;
+                }
+            }
+        };
+        visit(&cid, &data)?;
+        walked.blocks += 1;
+        walked.bytes += data.len() as u64;
+        match links(&cid, &data)? {
+            Some(children) => {
+                for child in children.into_iter().rev() {
+                    if !seen.contains(&child) {
+                        stack.push((child, cid));
+                    }
+                }
+            }
+            None => walked.unfollowed += 1,
         }
     }
     Ok(walked)

@@ -71,7 +71,8 @@ impl<W: Write + std::io::Seek> Sink<W> {
 }
 
 /// Writes every block reachable from `roots` in `store` to `out` as CARv1 (CARv2 with `v2`),
-/// each block once, breadth first, with its bytes as stored. A missing block is an error.
+/// each block once, depth first in link order (as go-car), with its bytes as stored. A missing
+/// block is an error.
 pub fn write_car<S: BlockStore, W: Write + std::io::Seek>(
     store: &S,
     roots: &[Cid],
