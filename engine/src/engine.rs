@@ -10,6 +10,7 @@ use ipfrs_shards::protocol::{Reply, Request};
 use ipfrs_shards::{ShardHandle, ShardStats, ShardThread, start_shard};
 
 use crate::directory::{Directory, Meta};
+use crate::metrics::{Metrics, MetricsSnapshot, Op};
 use crate::{Error, Result, Stats};
 
 /// The storage engine: a handle to a running set of shards over one data directory.
@@ -33,6 +34,7 @@ struct Inner {
     /// The locked directory: released by `close` once the shards have stopped, or when the
     /// engine is dropped, so a closed store can be reopened while old handles linger.
     directory: Mutex<Option<Directory>>,
+    metrics: Metrics,
 }
 
 impl Engine {
@@ -106,6 +108,7 @@ impl Engine {
                 threads: Mutex::new(threads),
                 closed: AtomicBool::new(false),
                 directory: Mutex::new(Some(directory)),
+                metrics: Metrics::new(),
             }),
         })
     }
@@ -118,6 +121,31 @@ impl Engine {
     /// The number of shards.
     pub fn shard_count(&self) -> usize {
         self.inner.shards.len()
+    }
+
+    /// Operation counters and latency histograms since open, with the shards' counters
+    /// (cache hits, bloom negatives); [`MetricsSnapshot::to_prometheus`] renders it.
+    pub async fn metrics(&self) -> Result<MetricsSnapshot> {
+        let stats = self.stats().await?;
+        Ok(self.inner.metrics.snapshot(stats))
+    }
+
+    /// Runs one public operation, recording it in the metrics: `items` CIDs or blocks, and
+    /// the bytes `bytes` reports from a successful result.
+    pub(crate) async fn timed<T>(
+        &self,
+        op: Op,
+        items: usize,
+        work: impl Future<Output = Result<T>>,
+        bytes: impl FnOnce(&T) -> u64,
+    ) -> Result<T> {
+        let start = std::time::Instant::now();
+        let result = work.await;
+        let moved = result.as_ref().map_or(0, bytes);
+        self.inner
+            .metrics
+            .record(op, result.is_ok(), items, moved, start.elapsed());
+        result
     }
 
     fn check_open(&self) -> Result<()> {

@@ -31,6 +31,7 @@ mod blocking;
 mod directory;
 mod engine;
 mod error;
+mod metrics;
 mod stats;
 mod store;
 
@@ -38,10 +39,11 @@ pub use blocking::BlockingStore;
 pub use engine::Engine;
 pub use error::Error;
 pub use ipfrs_core_types::{
-    BackendKind, Block, BlockError, Cid, Codec, Config, Durability, HashAlgorithm, HotTier, key,
-    sha256_accelerated, verify,
+    BackendKind, Block, BlockError, Cid, Codec, Config, ConfigFileError, Durability, HashAlgorithm,
+    HotTier, key, sha256_accelerated, verify,
 };
 pub use ipfrs_shards::ShardStats;
+pub use metrics::{MetricsSnapshot, Op, OpSnapshot};
 pub use stats::Stats;
 pub use store::{BlockStore, CidPage, CidStream, Cursor};
 

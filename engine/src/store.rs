@@ -9,6 +9,7 @@ use ipfrs_core_types::{Block, Cid};
 use ipfrs_shards::Fetched;
 use ipfrs_shards::protocol::Request;
 
+use crate::metrics::Op;
 use crate::{Engine, Error, Result, Stats};
 
 /// Where a listing of CIDs stands: opaque, returned by [`BlockStore::cid_page`].
@@ -153,12 +154,10 @@ impl<S: BlockStore> CidStream<'_, S> {
     }
 }
 
-impl BlockStore for Engine {
-    fn put_many(&self, blocks: &[Block]) -> impl Future<Output = Result<()>> + Send {
-        self.put_blocks(blocks)
-    }
-
-    async fn get_many(&self, cids: &[Cid]) -> Result<Vec<Option<Bytes>>> {
+impl Engine {
+    /// Reads blocks (the work behind `get_many`). Hot records are checked here, on the
+    /// caller's thread (see `Fetched`): a damaged one is `Error::Corrupt`, never served.
+    async fn fetch_many(&self, cids: &[Cid]) -> Result<Vec<Option<Bytes>>> {
         let fetched = self
             .keyed(
                 cids,
@@ -166,12 +165,11 @@ impl BlockStore for Engine {
                 |data| Some(Fetched::Data(Bytes::copy_from_slice(data))),
             )
             .await?;
-        // Hot records are checked here, on the caller's thread (see `Fetched`).
         fetched
             .into_iter()
             .zip(cids)
             .map(|(found, cid)| match found {
-                Some(Fetched::Record(record)) => Fetched::Record(record)
+                Some(record @ Fetched::Record(_)) => record
                     .into_data(&key_of(cid))
                     .map(Some)
                     .map_err(Error::from),
@@ -181,31 +179,8 @@ impl BlockStore for Engine {
             .collect()
     }
 
-    fn has_many(&self, cids: &[Cid]) -> impl Future<Output = Result<Vec<bool>>> + Send {
-        self.keyed(cids, |keys, reply| Request::Has { keys, reply }, |_| true)
-    }
-
-    async fn get_size(&self, cid: &Cid) -> Result<Option<u64>> {
-        let sizes = self
-            .keyed(
-                std::slice::from_ref(cid),
-                |keys, reply| Request::Size { keys, reply },
-                |data| Some(data.len() as u64),
-            )
-            .await?;
-        Ok(sizes.into_iter().next().flatten())
-    }
-
-    fn delete_many(&self, cids: &[Cid]) -> impl Future<Output = Result<Vec<bool>>> + Send {
-        // Identity blocks are never stored, so there is nothing to delete.
-        self.keyed(
-            cids,
-            |keys, reply| Request::Delete { keys, reply },
-            |_| false,
-        )
-    }
-
-    async fn cid_page(&self, cursor: Cursor, limit: usize) -> Result<CidPage> {
+    /// One page of the listing (the work behind `cid_page`).
+    async fn list_page(&self, cursor: Cursor, limit: usize) -> Result<CidPage> {
         let limit = limit.max(1);
         let mut cursor = cursor;
         let mut cids = Vec::new();
@@ -229,14 +204,70 @@ impl BlockStore for Engine {
         let next = (cursor.shard < self.shard_count()).then_some(cursor);
         Ok(CidPage { cids, next })
     }
+}
+
+impl BlockStore for Engine {
+    fn put_many(&self, blocks: &[Block]) -> impl Future<Output = Result<()>> + Send {
+        let bytes: u64 = blocks.iter().map(|b| b.len() as u64).sum();
+        self.timed(Op::Put, blocks.len(), self.put_blocks(blocks), move |_| {
+            bytes
+        })
+    }
+
+    fn get_many(&self, cids: &[Cid]) -> impl Future<Output = Result<Vec<Option<Bytes>>>> + Send {
+        let work = self.fetch_many(cids);
+        self.timed(Op::Get, cids.len(), work, |found| {
+            found.iter().flatten().map(|b| b.len() as u64).sum()
+        })
+    }
+
+    fn has_many(&self, cids: &[Cid]) -> impl Future<Output = Result<Vec<bool>>> + Send {
+        let work = self.keyed(cids, |keys, reply| Request::Has { keys, reply }, |_| true);
+        self.timed(Op::Has, cids.len(), work, |_| 0)
+    }
+
+    async fn get_size(&self, cid: &Cid) -> Result<Option<u64>> {
+        let work = async {
+            let sizes = self
+                .keyed(
+                    std::slice::from_ref(cid),
+                    |keys, reply| Request::Size { keys, reply },
+                    |data| Some(data.len() as u64),
+                )
+                .await?;
+            Ok(sizes.into_iter().next().flatten())
+        };
+        self.timed(Op::Size, 1, work, |_| 0).await
+    }
+
+    fn delete_many(&self, cids: &[Cid]) -> impl Future<Output = Result<Vec<bool>>> + Send {
+        // Identity blocks are never stored, so there is nothing to delete.
+        let work = self.keyed(
+            cids,
+            |keys, reply| Request::Delete { keys, reply },
+            |_| false,
+        );
+        self.timed(Op::Delete, cids.len(), work, |_| 0)
+    }
+
+    fn cid_page(
+        &self,
+        cursor: Cursor,
+        limit: usize,
+    ) -> impl Future<Output = Result<CidPage>> + Send {
+        self.timed(Op::List, limit, self.list_page(cursor, limit), |_| 0)
+    }
 
     fn stats(&self) -> impl Future<Output = Result<Stats>> + Send {
         Engine::stats(self)
     }
 
     async fn flush(&self) -> Result<()> {
-        self.broadcast(|reply| Request::Flush { reply }).await?;
-        Ok(())
+        let work = async {
+            self.broadcast(|reply| Request::Flush { reply }).await?;
+            Ok(())
+        };
+        self.timed(Op::Flush, 0, work, |_| 0).await
     }
 
     fn close(&self) -> impl Future<Output = Result<()>> + Send {

@@ -6,16 +6,18 @@
 //!
 //! - [`Block`]: bytes and the CID they hash to, verified at construction.
 //! - [`key`]: blocks are stored under their multihash (as Kubo/boxo do), never the whole CID.
-//! - [`Config`]: every budget and knob of the engine.
+//! - [`Config`]: every budget and knob of the engine, also read from TOML files.
 //! - [`BlockError`]: what is wrong with a block or CID given by a caller.
 
 mod block;
 pub use block::{sha256_accelerated, verify};
 mod config;
+mod config_file;
 mod error;
 pub mod key;
 
 pub use block::{Block, Codec, HashAlgorithm};
 pub use cid::Cid;
 pub use config::{BackendKind, Config, Durability, HotTier};
+pub use config_file::ConfigFileError;
 pub use error::BlockError;

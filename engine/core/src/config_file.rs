@@ -1,0 +1,360 @@
+//! [`Config`] from a TOML file.
+//!
+//! Every key is optional; a missing key keeps the default of [`Config::new`]. Unknown keys are
+//! refused with the key named, so a typo never silently leaves a default in force. The data
+//! directory is not read from the file: whoever opens the store decides it.
+//!
+//! ```toml
+//! shards = 4                      # fixed when the store is created; later opens must match
+//! backend = "sled"                # "sled", "parity-db" or "rocksdb"
+//! cache_bytes = 67108864          # block cache, all shards together
+//! backend_cache_bytes = 67108864  # the cold backend's own cache, all shards together
+//! bloom_expected_items = 1000000  # blocks the bloom filters are sized for
+//! bloom_fp_rate = 0.01            # false-positive rate at that count
+//! max_block_size = 2097152        # largest block `put` accepts
+//! durability = "batch"            # "sync", "batch" (group commit) or "none"
+//! batch_max_delay = "500us"       # batch only: a duration string or an integer of microseconds
+//! batch_max_ops = 1024            # batch only: a group is written at this many writes
+//! io_memory_per_shard = 1048576   # io_uring registered memory per shard (counts in ulimit -l)
+//! blocking_threads_per_shard = 2  # threads running cold-backend calls, per shard
+//! pin_shards = true               # pin shard i to core i % cores
+//! queue_depth = 1024              # requests queued per shard before senders wait
+//! spin_before_park = "50us"       # idle spin before sleeping; absent: never spin
+//! hot_tier = true                 # hot segment tier on (default) or off (cold backend only)
+//! hot_budget_bytes = 1073741824   # disk the hot segments may take, all shards together
+//! hot_segment_bytes = 67108864    # one segment file (multiple of 4096, at most 4 GiB)
+//! hot_write_chunk_bytes = 1048576 # one DMA write
+//! hot_keep_reads = 2              # reads since written that keep a block hot at compaction
+//! hot_promote_after_reads = 2     # cold reads that copy a block back (0: never)
+//! hot_prefetch_written = true     # read new records into the page cache after writing
+//! ```
+//!
+//! Durations are either strings in humantime's syntax (`"500us"`, `"2ms"`, `"1s 500ms"`) or
+//! integers counting microseconds (`500`).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::{BackendKind, Config, Durability};
+
+/// Why a configuration file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigFileError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML, has an unknown key, or a value of the wrong type or range.
+    #[error("{origin}: line {line}: {message}")]
+    Invalid {
+        /// The file, or `<string>` for text given directly.
+        origin: String,
+        /// The 1-based line of the offending key or value.
+        line: usize,
+        /// What is wrong (for an unknown key: the key and the keys allowed).
+        message: String,
+    },
+}
+
+/// The file's keys: [`Config`]'s fields, flattened so the file stays a list of `key = value`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigFile {
+    shards: Option<usize>,
+    backend: Option<String>,
+    cache_bytes: Option<u64>,
+    backend_cache_bytes: Option<u64>,
+    bloom_expected_items: Option<u64>,
+    bloom_fp_rate: Option<f64>,
+    max_block_size: Option<usize>,
+    durability: Option<DurabilityName>,
+    batch_max_delay: Option<DurationValue>,
+    batch_max_ops: Option<usize>,
+    io_memory_per_shard: Option<usize>,
+    blocking_threads_per_shard: Option<usize>,
+    pin_shards: Option<bool>,
+    queue_depth: Option<usize>,
+    spin_before_park: Option<DurationValue>,
+    hot_tier: Option<bool>,
+    hot_budget_bytes: Option<u64>,
+    hot_segment_bytes: Option<u64>,
+    hot_write_chunk_bytes: Option<usize>,
+    hot_keep_reads: Option<u16>,
+    hot_promote_after_reads: Option<u16>,
+    hot_prefetch_written: Option<bool>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum DurabilityName {
+    Sync,
+    Batch,
+    None,
+}
+
+/// A duration written as a humantime string or an integer of microseconds.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum DurationValue {
+    Micros(u64),
+    Text(String),
+}
+
+impl DurationValue {
+    fn resolve(&self) -> Result<Duration, String> {
+        match self {
+            DurationValue::Micros(us) => Ok(Duration::from_micros(*us)),
+            DurationValue::Text(text) => humantime::parse_duration(text)
+                .map_err(|e| format!("bad duration {text:?}: {e} (e.g. \"500us\" or 500)")),
+        }
+    }
+}
+
+impl Config {
+    /// Reads a TOML configuration file; the store lives in `data_dir`.
+    ///
+    /// Errors: [`ConfigFileError::Io`] if the file cannot be read, [`ConfigFileError::Invalid`]
+    /// (naming the line and the key) for bad TOML, unknown keys and bad values.
+    pub fn from_toml_file(
+        path: &Path,
+        data_dir: impl Into<PathBuf>,
+    ) -> Result<Config, ConfigFileError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigFileError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        parse(&text, &path.display().to_string(), data_dir.into())
+    }
+
+    /// Parses TOML text as [`Config::from_toml_file`] does.
+    pub fn from_toml_str(
+        text: &str,
+        data_dir: impl Into<PathBuf>,
+    ) -> Result<Config, ConfigFileError> {
+        parse(text, "<string>", data_dir.into())
+    }
+}
+
+fn parse(text: &str, origin: &str, data_dir: PathBuf) -> Result<Config, ConfigFileError> {
+    let file: ConfigFile = toml::from_str(text).map_err(|e| ConfigFileError::Invalid {
+        origin: origin.to_string(),
+        line: e.span().map_or(1, |span| line_of(text, span.start)),
+        message: e.message().trim().to_string(),
+    })?;
+    let invalid = |key: &str, message: String| ConfigFileError::Invalid {
+        origin: origin.to_string(),
+        line: key_line(text, key),
+        message: format!("{key}: {message}"),
+    };
+    let mut config = Config::new(data_dir);
+    macro_rules! take {
+        ($($field:ident),*) => { $( if let Some(v) = file.$field { config.$field = v; } )* };
+    }
+    take!(
+        cache_bytes,
+        backend_cache_bytes,
+        bloom_expected_items,
+        bloom_fp_rate,
+        max_block_size,
+        io_memory_per_shard,
+        blocking_threads_per_shard,
+        pin_shards,
+        queue_depth
+    );
+    config.shards = file.shards;
+    if file.hot_tier == Some(false) {
+        config.hot_tier = None;
+    } else if let Some(hot) = &mut config.hot_tier {
+        macro_rules! hot {
+            ($($key:ident => $field:ident),*) => {
+                $( if let Some(v) = file.$key { hot.$field = v; } )*
+            };
+        }
+        hot!(
+            hot_budget_bytes => budget_bytes,
+            hot_segment_bytes => segment_bytes,
+            hot_write_chunk_bytes => write_chunk_bytes,
+            hot_keep_reads => keep_hot_reads,
+            hot_promote_after_reads => promote_after_reads,
+            hot_prefetch_written => prefetch_written
+        );
+    }
+    if let Some(name) = &file.backend {
+        config.backend = name
+            .parse::<BackendKind>()
+            .map_err(|e| invalid("backend", e))?;
+    }
+    if let Some(spin) = &file.spin_before_park {
+        config.spin_before_park = Some(spin.resolve().map_err(|e| invalid("spin_before_park", e))?);
+    }
+    let batch_keys = file.batch_max_delay.is_some() || file.batch_max_ops.is_some();
+    config.durability = match file.durability {
+        Some(DurabilityName::Sync) | Some(DurabilityName::None) if batch_keys => {
+            let key = if file.batch_max_delay.is_some() {
+                "batch_max_delay"
+            } else {
+                "batch_max_ops"
+            };
+            return Err(invalid(
+                key,
+                "applies only to durability = \"batch\"".to_string(),
+            ));
+        }
+        Some(DurabilityName::Sync) => Durability::Sync,
+        Some(DurabilityName::None) => Durability::None,
+        Some(DurabilityName::Batch) | None => {
+            let Durability::Batch {
+                mut max_delay,
+                mut max_ops,
+            } = Durability::default()
+            else {
+                unreachable!("the default durability is Batch");
+            };
+            if let Some(delay) = &file.batch_max_delay {
+                max_delay = delay.resolve().map_err(|e| invalid("batch_max_delay", e))?;
+            }
+            if let Some(ops) = file.batch_max_ops {
+                max_ops = ops;
+            }
+            Durability::Batch { max_delay, max_ops }
+        }
+    };
+    Ok(config)
+}
+
+/// The 1-based line holding byte `offset`.
+fn line_of(text: &str, offset: usize) -> usize {
+    text.as_bytes()[..offset.min(text.len())]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
+
+/// The line where `key` is set (for errors found after parsing), else 1.
+fn key_line(text: &str, key: &str) -> usize {
+    text.lines()
+        .position(|l| {
+            l.trim_start()
+                .strip_prefix(key)
+                .is_some_and(|rest| rest.trim_start().starts_with('='))
+        })
+        .map_or(1, |i| i + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_the_defaults() {
+        let config = Config::from_toml_str("", "/d").unwrap();
+        let default = Config::new("/d");
+        assert_eq!(config.cache_bytes, default.cache_bytes);
+        assert_eq!(config.durability, default.durability);
+        assert_eq!(config.shards, None);
+    }
+
+    #[test]
+    fn every_key_is_read() {
+        let text = r#"
+shards = 3
+backend = "parity-db"
+cache_bytes = 1000
+backend_cache_bytes = 2000
+bloom_expected_items = 3000
+bloom_fp_rate = 0.05
+max_block_size = 4000
+durability = "batch"
+batch_max_delay = "2ms"
+batch_max_ops = 7
+io_memory_per_shard = 5000
+blocking_threads_per_shard = 4
+pin_shards = false
+queue_depth = 9
+spin_before_park = 250
+hot_budget_bytes = 5000000
+hot_segment_bytes = 8192000
+hot_write_chunk_bytes = 65536
+hot_keep_reads = 3
+hot_promote_after_reads = 0
+hot_prefetch_written = false
+"#;
+        let c = Config::from_toml_str(text, "/d").unwrap();
+        assert_eq!(c.shards, Some(3));
+        assert_eq!(c.backend, BackendKind::ParityDb);
+        assert_eq!(
+            (c.cache_bytes, c.backend_cache_bytes, c.bloom_expected_items),
+            (1000, 2000, 3000)
+        );
+        assert_eq!(c.bloom_fp_rate, 0.05);
+        assert_eq!(c.max_block_size, 4000);
+        assert_eq!(
+            c.durability,
+            Durability::Batch {
+                max_delay: Duration::from_millis(2),
+                max_ops: 7
+            }
+        );
+        assert_eq!(c.io_memory_per_shard, 5000);
+        assert_eq!(c.blocking_threads_per_shard, 4);
+        assert!(!c.pin_shards);
+        assert_eq!(c.queue_depth, 9);
+        assert_eq!(c.spin_before_park, Some(Duration::from_micros(250)));
+        let hot = c.hot_tier.unwrap();
+        assert_eq!(
+            (hot.budget_bytes, hot.segment_bytes, hot.write_chunk_bytes),
+            (5_000_000, 8_192_000, 65_536)
+        );
+        assert_eq!((hot.keep_hot_reads, hot.promote_after_reads), (3, 0));
+        assert!(!hot.prefetch_written);
+        let off = Config::from_toml_str("hot_tier = false", "/d").unwrap();
+        assert!(off.hot_tier.is_none());
+    }
+
+    #[test]
+    fn unknown_key_is_named_with_its_line() {
+        let err = Config::from_toml_str("cache_bytes = 1\ncache_byts = 2\n", "/d").unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("cache_byts"), "{text}");
+        assert!(text.contains("line 2"), "{text}");
+        assert_eq!(text.lines().count(), 1, "{text}");
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_the_key() {
+        for (text, key) in [
+            ("backend = \"lmdb\"", "backend"),
+            ("durability = \"sync\"\nbatch_max_ops = 3", "batch_max_ops"),
+            ("spin_before_park = \"soon\"", "spin_before_park"),
+            ("durability = \"eventually\"", "eventually"),
+            ("cache_bytes = \"big\"", "string"),
+        ] {
+            let err = Config::from_toml_str(text, "/d").unwrap_err().to_string();
+            assert!(err.contains(key), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn sync_and_none_durability() {
+        let c = Config::from_toml_str("durability = \"sync\"", "/d").unwrap();
+        assert_eq!(c.durability, Durability::Sync);
+        let c = Config::from_toml_str("durability = \"none\"", "/d").unwrap();
+        assert_eq!(c.durability, Durability::None);
+    }
+
+    #[test]
+    fn missing_file_is_an_io_error_naming_it() {
+        let err = Config::from_toml_file(Path::new("/nonexistent/x.toml"), "/d").unwrap_err();
+        assert!(matches!(err, ConfigFileError::Io { .. }));
+        assert!(err.to_string().contains("/nonexistent/x.toml"));
+    }
+}

@@ -1,0 +1,177 @@
+//! The errors of `ipfrs-store`: each prints as one line.
+
+use std::path::PathBuf;
+
+use ipfrs_storage::{Cid, ConfigFileError};
+
+use crate::car::{CarError, LinkError};
+
+/// What went wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A command-line value is wrong (exit code 2).
+    #[error("{0}")]
+    Usage(String),
+    /// A text is not a CID.
+    #[error("bad CID {text:?}: {reason}")]
+    BadCid {
+        /// The text given.
+        text: String,
+        /// What the parser said.
+        reason: String,
+    },
+    /// The configuration file is unreadable or invalid.
+    #[error(transparent)]
+    Config(#[from] Box<ConfigFileError>),
+    /// The engine failed.
+    #[error("{0}")]
+    Engine(#[from] ipfrs_storage::Error),
+    /// A block could not be built from the input.
+    #[error("{0}")]
+    Block(#[from] Box<ipfrs_storage::BlockError>),
+    /// A file operation failed.
+    #[error("{what} {}: {source}", path.display())]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// A CAR file is malformed; nothing of it was imported (unless --partial said otherwise).
+    #[error("{}: {source}{}", path.display(), partial_note(*stored))]
+    Car {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, with the byte offset.
+        source: Box<CarError>,
+        /// Blocks of this file stored before the error (0 unless --partial, or unless the
+        /// file changed between the validation and the ingest pass).
+        stored: u64,
+    },
+    /// A CAR file failed in the ingest pass after passing validation: it changed meanwhile.
+    #[error("{0} (the file changed after it was verified)")]
+    Changed(String),
+    /// A block does not decode as its codec (so its links cannot be followed).
+    #[error(transparent)]
+    Links(#[from] Box<LinkError>),
+    /// The repository has no block store yet.
+    #[error("{} is not an initialized repository (run `ipfrs-store init --repo {}`)", repo.display(), repo.display())]
+    NotInitialized {
+        /// The repository.
+        repo: PathBuf,
+    },
+    /// `init` on an existing repository.
+    #[error("{} is already initialized", repo.display())]
+    AlreadyInitialized {
+        /// The repository.
+        repo: PathBuf,
+    },
+    /// A block asked for is not stored.
+    #[error("block {cid} is not in the store")]
+    NotFound {
+        /// The block.
+        cid: Box<Cid>,
+    },
+    /// A block the export needs is not stored.
+    #[error("cannot export: block {cid} (linked from {parent}) is not in the store")]
+    MissingBlock {
+        /// The absent block.
+        cid: Box<Cid>,
+        /// The block linking to it (or the root itself).
+        parent: Box<Cid>,
+    },
+    /// `repo gc` without any root: it would remove everything.
+    #[error(
+        "no roots: give ROOT arguments or a pins file (--pins, or <repo>/pins); refusing to remove every block"
+    )]
+    NoRoots,
+    /// A pins file line is not a CID.
+    #[error("{}:{line}: bad CID {text:?}: {reason}", path.display())]
+    BadPin {
+        /// The pins file.
+        path: PathBuf,
+        /// 1-based line.
+        line: usize,
+        /// The text.
+        text: String,
+        /// What the parser said.
+        reason: String,
+    },
+    /// `repo verify` found damage (the report lists it).
+    #[error("verify found {corrupt} corrupt and {missing} missing blocks")]
+    Damaged {
+        /// Blocks whose bytes do not hash to their CID.
+        corrupt: usize,
+        /// Blocks listed but unreadable.
+        missing: usize,
+    },
+    /// Some files of a --partial import failed (each was reported).
+    #[error("{failed} of {total} CAR files failed to import")]
+    PartialImport {
+        /// Files with an error.
+        failed: usize,
+        /// Files given.
+        total: usize,
+    },
+}
+
+fn partial_note(stored: u64) -> String {
+    if stored > 0 {
+        format!(" ({stored} blocks of this file read before the error were stored)")
+    } else {
+        String::new()
+    }
+}
+
+impl Error {
+    /// An I/O error on `path` while doing `what`.
+    pub fn io(what: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Error {
+        Error::Io {
+            what,
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// The process exit code for this error: 2 for usage, 1 otherwise.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::Usage(_) | Error::BadCid { .. } => 2,
+            _ => 1,
+        }
+    }
+}
+
+impl From<ipfrs_storage::BlockError> for Error {
+    fn from(err: ipfrs_storage::BlockError) -> Error {
+        Error::Block(Box::new(err))
+    }
+}
+
+impl From<LinkError> for Error {
+    fn from(err: LinkError) -> Error {
+        Error::Links(Box::new(err))
+    }
+}
+
+impl From<ConfigFileError> for Error {
+    fn from(err: ConfigFileError) -> Error {
+        Error::Config(Box::new(err))
+    }
+}
+
+/// The result type of the CLI.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Parses a CID given on the command line.
+pub fn parse_cid(text: &str) -> Result<Cid> {
+    ipfrs_storage::key::parse_cid(text.trim()).map_err(|e| Error::BadCid {
+        text: text.to_string(),
+        reason: match e {
+            ipfrs_storage::BlockError::MalformedCid { reason } => reason,
+            other => other.to_string(),
+        },
+    })
+}

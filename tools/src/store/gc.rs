@@ -1,0 +1,139 @@
+//! `repo gc`: remove every block not reachable from the roots.
+//!
+//! Mark: walk the DAGs under the roots (dag-pb, dag-cbor and raw links), collecting the
+//! multihashes reached (blocks are keyed by multihash). Sweep: list every stored block and
+//! delete the unmarked ones in batches. A block that does not decode as its codec stops the
+//! collection before anything is removed: what it links to cannot be known. Blocks of other
+//! codecs are kept, but their links are not followed (and what only they reach is removed).
+//! Memory: the set of reachable multihashes.
+//!
+//! Writers must not run meanwhile: a block stored after the mark and before the sweep would
+//! be removed. The CLI holds the store's lock (one open engine per directory), so nothing else
+//! writes; an embedder calling [`collect`] must stop its own writers first.
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use futures_lite::future::block_on;
+use ipfrs_storage::key::{Key, key_of};
+use ipfrs_storage::{BlockStore, Cid};
+use serde::Serialize;
+
+use super::dag::{self, OnMissing};
+use super::error::{Error, Result};
+use super::progress;
+
+/// Blocks deleted per `delete_many`.
+const BATCH: usize = 1024;
+
+/// What `repo gc` did (or would do, with --dry-run).
+#[derive(Debug, Serialize)]
+pub struct Collected {
+    /// The roots kept.
+    pub roots: Vec<String>,
+    /// Blocks reachable from them (kept).
+    pub reachable: u64,
+    /// Blocks removed (or to be removed with --dry-run).
+    pub removed: u64,
+    /// Linked blocks that were not stored.
+    pub missing: Vec<String>,
+    /// Reachable blocks whose links could not be followed (other codecs).
+    pub unfollowed: u64,
+    /// Whether nothing was removed on purpose.
+    pub dry_run: bool,
+}
+
+impl super::output::Report for Collected {
+    fn human(&self) -> String {
+        let verb = if self.dry_run {
+            "would remove"
+        } else {
+            "removed"
+        };
+        let mut out = format!(
+            "{} roots, {} reachable blocks kept, {verb} {} blocks\n",
+            self.roots.len(),
+            self.reachable,
+            self.removed
+        );
+        if !self.missing.is_empty() {
+            out.push_str(&format!(
+                "note: {} linked blocks are not in the store\n",
+                self.missing.len()
+            ));
+        }
+        if self.unfollowed > 0 {
+            out.push_str(&format!(
+                "note: {} kept blocks have codecs whose links are not followed\n",
+                self.unfollowed
+            ));
+        }
+        out
+    }
+}
+
+/// Reads a pins file: one CID a line; blank lines and `#` comments are skipped.
+pub fn read_pins(path: &Path) -> Result<Vec<Cid>> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io("cannot read", path, e))?;
+    let mut pins = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let entry = line.split('#').next().unwrap_or("").trim();
+        if entry.is_empty() {
+            continue;
+        }
+        let cid = ipfrs_storage::key::parse_cid(entry).map_err(|e| Error::BadPin {
+            path: path.to_path_buf(),
+            line: i + 1,
+            text: entry.to_string(),
+            reason: e.to_string(),
+        })?;
+        pins.push(cid);
+    }
+    Ok(pins)
+}
+
+/// Marks from `roots`, then sweeps every unmarked block (unless `dry_run`).
+pub fn collect<S: BlockStore>(store: &S, roots: &[Cid], dry_run: bool) -> Result<Collected> {
+    if roots.is_empty() {
+        return Err(Error::NoRoots);
+    }
+    let mut marked: HashSet<Key> = HashSet::new();
+    let walked = dag::walk(store, roots, OnMissing::Note, |cid, _| {
+        marked.insert(key_of(cid));
+        Ok(())
+    })?;
+    let bar = progress::bar("collecting", None, false);
+    let mut removed = 0u64;
+    let mut doomed: Vec<Cid> = Vec::with_capacity(BATCH);
+    let mut stream = store.cids();
+    loop {
+        let next = block_on(stream.next()).transpose()?;
+        if let Some(cid) = next {
+            bar.inc(1);
+            if !marked.contains(&key_of(&cid)) {
+                doomed.push(cid);
+            }
+        }
+        if doomed.len() >= BATCH || (next.is_none() && !doomed.is_empty()) {
+            removed += doomed.len() as u64;
+            // The listing resumes after the last key it returned, so deleting keys it has
+            // already passed does not disturb it.
+            if !dry_run {
+                block_on(store.delete_many(&doomed))?;
+            }
+            doomed.clear();
+        }
+        if next.is_none() {
+            break;
+        }
+    }
+    bar.finish_and_clear();
+    Ok(Collected {
+        roots: roots.iter().map(ToString::to_string).collect(),
+        reachable: marked.len() as u64,
+        removed,
+        missing: walked.missing.iter().map(ToString::to_string).collect(),
+        unfollowed: walked.unfollowed,
+        dry_run,
+    })
+}

@@ -1,0 +1,172 @@
+//! `ipfrs-store`, the admin command line of an ipfrs block store.
+//!
+//! Each subcommand lives in its own file and returns a [`output::Report`] (text for people,
+//! `--json` for scripts); every error ends as one line on stderr and a non-zero exit code
+//! (2 for bad usage, 1 for failures). The pieces are public so tests and tools can run a
+//! subcommand's logic against any [`ipfrs_storage::BlockStore`].
+
+pub mod block;
+pub mod cli;
+pub mod dag;
+pub mod error;
+pub mod export;
+pub mod gc;
+pub mod import;
+pub mod init;
+pub mod output;
+pub mod progress;
+pub mod repo;
+pub mod stat;
+pub mod verify;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use futures_lite::future::block_on;
+use ipfrs_storage::{BlockStore, Engine};
+
+use cli::{Args, BlockCommand, CarCommand, Command, RepoCommand};
+use error::{Error, Result};
+use output::print;
+use repo::Repo;
+
+/// Parses the command line, runs the subcommand, prints its result; errors become one line
+/// on stderr and exit code 1 (2 for bad usage).
+pub fn main() -> ExitCode {
+    let args = match Args::try_parse() {
+        Ok(args) => args,
+        Err(err) => return clap_exit(&err),
+    };
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            let text = err.to_string();
+            let line = text.split_whitespace().collect::<Vec<_>>().join(" ");
+            eprintln!("ipfrs-store: error: {line}");
+            ExitCode::from(err.exit_code())
+        }
+    }
+}
+
+/// Prints clap's `--help`/`--version` in full, and a parse error as its first line only.
+fn clap_exit(err: &clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    match err.kind() {
+        ErrorKind::DisplayHelp
+        | ErrorKind::DisplayVersion
+        | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            print!("{}", err.render());
+            ExitCode::SUCCESS
+        }
+        _ => {
+            let text = err.render().to_string();
+            let line = text
+                .lines()
+                .map(str::trim)
+                .find(|l| !l.is_empty())
+                .unwrap_or("invalid arguments");
+            let line = line.strip_prefix("error: ").unwrap_or(line);
+            eprintln!("ipfrs-store: error: {line} (see --help)");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Runs one parsed command line.
+pub fn run(args: Args) -> Result<()> {
+    let repo = Repo::locate(args.repo, args.config)?;
+    let json = args.json;
+    if let Command::Init(init) = &args.command {
+        return print(&init::run(&repo, init)?, json);
+    }
+    let engine = repo.open()?;
+    let result = dispatch(&engine, &repo, args.command, json);
+    // Close even after a failure, so every acknowledged write is flushed; the first error
+    // wins.
+    let closed = block_on(engine.close());
+    result?;
+    Ok(closed?)
+}
+
+fn dispatch(engine: &Engine, repo: &Repo, command: Command, json: bool) -> Result<()> {
+    match command {
+        Command::Init(_) => Err(Error::Usage("init runs before the store is opened".into())),
+        Command::Block(cmd) => match cmd {
+            BlockCommand::Put {
+                file,
+                cid_codec,
+                mhtype,
+            } => print(
+                &block::put(engine, file.as_ref(), &cid_codec, mhtype)?,
+                json,
+            ),
+            BlockCommand::Get { cid, output } => match block::get(engine, &cid, output.as_deref())?
+            {
+                Some(info) => print(&info, json),
+                None => Ok(()),
+            },
+            BlockCommand::Stat { cid } => print(&block::stat(engine, &cid)?, json),
+            BlockCommand::Rm { cids, force } => print(&block::rm(engine, &cids, force)?, json),
+            BlockCommand::Ls => block::ls(engine, json),
+        },
+        Command::Car(cmd) => match cmd {
+            CarCommand::Import { files, partial } => {
+                let (report, failure) = import::run(engine, &files, partial)?;
+                print(&report, json)?;
+                failure.map_or(Ok(()), Err)
+            }
+            CarCommand::Export { roots, output, v2 } => {
+                print(&export::run(engine, &roots, &output, v2)?, json)
+            }
+        },
+        Command::Repo(cmd) => match cmd {
+            RepoCommand::Stat { prometheus: true } => {
+                let metrics = block_on(engine.metrics())?;
+                output::write_stdout(metrics.to_prometheus().as_bytes())
+            }
+            RepoCommand::Stat { prometheus: false } => {
+                let stats = block_on(BlockStore::stats(engine))?;
+                print(
+                    &stat::RepoStat::new(repo.root().to_path_buf(), &stats),
+                    json,
+                )
+            }
+            RepoCommand::Compact => {
+                let segments = block_on(engine.compact())?;
+                let stats = block_on(BlockStore::stats(engine))?;
+                print(&stat::Compacted::new(segments, &stats), json)
+            }
+            RepoCommand::Verify => {
+                let total = block_on(BlockStore::stats(engine))?.blocks;
+                let report = verify::verify(engine, Some(total))?;
+                print(&report, json)?;
+                if report.is_clean() {
+                    Ok(())
+                } else {
+                    Err(Error::Damaged {
+                        corrupt: report.corrupt.len(),
+                        missing: report.missing.len(),
+                    })
+                }
+            }
+            RepoCommand::Gc {
+                roots,
+                pins,
+                dry_run,
+            } => {
+                let mut cids = roots
+                    .iter()
+                    .map(|r| error::parse_cid(r))
+                    .collect::<Result<Vec<_>>>()?;
+                match pins {
+                    Some(path) => cids.extend(gc::read_pins(&path)?),
+                    None if repo.pins_file().is_file() => {
+                        cids.extend(gc::read_pins(&repo.pins_file())?)
+                    }
+                    None => {}
+                }
+                print(&gc::collect(engine, &cids, dry_run)?, json)
+            }
+        },
+    }
+}
