@@ -198,8 +198,10 @@ fn tiny_run_writes_every_field() {
     let disk = doc["disk_ceiling_unavailable"].is_null();
     for t in [
         "raw/sled",
+        "engine+hot/sled",
         "engine/sled",
         "raw/parity-db",
+        "engine+hot/parity-db",
         "engine/parity-db",
     ] {
         assert!(targets.contains(&t), "{t} not in {targets:?}");
@@ -220,10 +222,13 @@ fn tiny_run_writes_every_field() {
         for backend in ["sled", "parity-db"] {
             let engine = of(&format!("engine/{backend}")).unwrap();
             let raw = of(&format!("raw/{backend}")).unwrap();
-            check_figures(engine, 2, &format!("{name} engine/{backend}"));
             check_figures(raw, 2, &format!("{name} raw/{backend}"));
-            assert_eq!(engine["baseline"], format!("raw/{backend}"));
-            assert!(num(&engine["vs_baseline"], "vs_baseline") > 0.0);
+            for variant in ["engine", "engine+hot"] {
+                let e = of(&format!("{variant}/{backend}")).unwrap();
+                check_figures(e, 2, &format!("{name} {variant}/{backend}"));
+                assert_eq!(e["baseline"], format!("raw/{backend}"));
+                assert!(num(&e["vs_baseline"], "vs_baseline") > 0.0);
+            }
             assert_eq!(raw["vs_baseline"], Value::Null);
             let ops = num(&engine["rounds"][0]["ops"], "ops");
             match name {
@@ -312,7 +317,7 @@ fn flags_shape_the_run_and_quiet_prints_nothing() {
     assert_eq!(s["stored_bytes"], 30_000);
     assert_eq!(
         doc["targets"],
-        serde_json::json!(["raw/sled", "engine/sled"])
+        serde_json::json!(["raw/sled", "engine+hot/sled", "engine/sled"])
     );
     // Ingest ran (the reads need it) but only the chosen workloads are reported.
     let names: Vec<&str> = doc["workloads"]
@@ -357,14 +362,15 @@ fn compare_flags_regressions_with_its_exit_code() {
         old.to_str().unwrap(),
     ]);
     let same = succeed(&["compare", old.to_str().unwrap(), old.to_str().unwrap()]);
-    // ops/s and p99 of both targets, and +RSS where a target grew at all.
+    // ops/s and p99 of the three targets (raw, engine with and without its hot tier), and
+    // +RSS where a target grew at all.
     let compared: usize = same
         .lines()
         .find_map(|l| l.strip_prefix("0 of "))
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no summary in {same}"));
-    assert!((4..=6).contains(&compared), "{same}");
+    assert!((6..=9).contains(&compared), "{same}");
     assert!(!same.contains("REGRESSION"));
 
     // The engine's get got 3x slower.
