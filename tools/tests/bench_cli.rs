@@ -36,11 +36,13 @@ fn num(v: &Value, what: &str) -> f64 {
         .unwrap_or_else(|| panic!("{what} is not a number: {v}"))
 }
 
-const ALL_WORKLOADS: [&str; 7] = [
+const ALL_WORKLOADS: [&str; 9] = [
     "ingest",
     "get",
+    "get-many",
     "get-zipf",
     "has-absent",
+    "has-many-absent",
     "mixed",
     "scan",
     "delete",
@@ -117,6 +119,8 @@ fn tiny_run_writes_every_field() {
         "IPFS mix",
         "ingest: 40 blocks",
         "get-zipf",
+        "get-many: get_many of 32 uniform random blocks per call",
+        "has-many-absent: has_many of 32 never-stored CIDs per call",
         "engine/sled",
         "raw/parity-db",
         "cpu/sha2-256",
@@ -139,6 +143,9 @@ fn tiny_run_writes_every_field() {
         rows[0].ends_with("| scan CIDs/s | delete blocks/s |"),
         "{md}"
     );
+    for head in ["| get-many blocks/s |", "| has-many-absent CIDs/s |"] {
+        assert!(rows[0].contains(head), "{head} not in {md}");
+    }
     assert!(
         rows.iter().any(|r| r.starts_with("| `engine/sled` |")),
         "{md}"
@@ -230,11 +237,21 @@ fn tiny_run_writes_every_field() {
                 assert!(num(&e["vs_baseline"], "vs_baseline") > 0.0);
             }
             assert_eq!(raw["vs_baseline"], Value::Null);
-            let ops = num(&engine["rounds"][0]["ops"], "ops");
-            match name {
-                "ingest" | "delete" => assert_eq!(ops, 40.0, "{name}"),
-                "scan" => assert!(ops >= 40.0, "{name}: {ops}"),
-                _ => assert_eq!(ops, 50.0, "{name}"),
+            // --ops 50: 50 calls, or 50 keys in calls of --batch 32 for the batched reads.
+            for r in [engine, raw] {
+                let ops = num(&r["rounds"][0]["ops"], "ops");
+                match name {
+                    "ingest" | "delete" => assert_eq!(ops, 40.0, "{name}"),
+                    "scan" => assert!(ops >= 40.0, "{name}: {ops}"),
+                    _ => assert_eq!(ops, 50.0, "{name}"),
+                }
+                let mib = &r["rounds"][0]["mib_per_s"];
+                match name {
+                    // Every block read is counted with its bytes.
+                    "get" | "get-many" | "get-zipf" => assert!(num(mib, name) > 0.0),
+                    "has-absent" | "has-many-absent" => assert!(mib.is_null(), "{name}"),
+                    _ => {}
+                }
             }
         }
         let ceilings: Vec<&str> = results
@@ -250,7 +267,14 @@ fn tiny_run_writes_every_field() {
                 let engine = of("engine/sled").unwrap();
                 assert!(num(&engine["vs_ceiling"], "vs_ceiling") > 0.0);
             }
-            "get" | "get-zipf" => assert_eq!(ceilings.contains(&"disk/o_direct"), disk),
+            "get" | "get-many" | "get-zipf" => {
+                assert_eq!(ceilings.contains(&"disk/o_direct"), disk);
+                if disk {
+                    let disk = of("disk/o_direct").unwrap();
+                    check_figures(disk, 2, &format!("{name} disk/o_direct"));
+                    assert_eq!(num(&disk["rounds"][0]["ops"], "ops"), 50.0, "{name}");
+                }
+            }
             _ => {
                 assert!(ceilings.is_empty(), "{name}: {ceilings:?}");
                 assert_eq!(w["ceiling"], Value::Null);
@@ -273,6 +297,10 @@ fn flags_shape_the_run_and_quiet_prints_nothing() {
         "has-absent",
         "-w",
         "get",
+        "-w",
+        "has-many-absent",
+        "-w",
+        "get-many",
         "--duration",
         "50ms",
         "--rate",
@@ -326,7 +354,7 @@ fn flags_shape_the_run_and_quiet_prints_nothing() {
         .iter()
         .map(|w| w["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["get", "has-absent"]);
+    assert_eq!(names, ["get", "get-many", "has-absent", "has-many-absent"]);
     let get = &doc["workloads"][0]["results"];
     let raw = get
         .as_array()
@@ -338,6 +366,26 @@ fn flags_shape_the_run_and_quiet_prints_nothing() {
     // Open loop at 2000/s for 50 ms: at most 100 ops were due.
     let ops = num(&raw["rounds"][0]["ops"], "ops");
     assert!((1.0..=100.0).contains(&ops), "{ops} ops");
+    // The batched reads: at most 100 calls were due, each of --batch 7 keys (the op list of
+    // 100,000 keys ends with a short call no 50 ms run reaches), and ops count keys.
+    for (w, name) in [(1, "get-many"), (3, "has-many-absent")] {
+        let workload = &doc["workloads"][w];
+        assert_eq!(workload["name"], name);
+        for r in workload["results"].as_array().unwrap() {
+            let round = &r["rounds"][0];
+            let ops = num(&round["ops"], name);
+            let what = format!("{name} {}: {ops} ops", r["target"]);
+            assert!((7.0..=700.0).contains(&ops), "{what}");
+            assert_eq!(ops % 7.0, 0.0, "{what}");
+            let bytes = num(&round["bytes"], name);
+            let want = if name == "get-many" {
+                ops * 1000.0
+            } else {
+                0.0
+            };
+            assert_eq!(bytes, want, "{what}");
+        }
+    }
 }
 
 #[test]

@@ -173,7 +173,8 @@ pub fn footer(doc: &Document) -> String {
     let mut out = format!(
         "\nFigures are medians over {} rounds, targets interleaved; ops/s shows the rounds' \
          min-max.\n\
-         Latency per call (per batch for ingest/delete, per page for scan){}.\n\
+         Latency per call (per batch for ingest/delete/get-many/has-many-absent, whose ops \
+         are blocks or CIDs; per page for scan){}.\n\
          +RSS: the target's peak resident memory (VmHWM, reset per target) above the process's \
          memory when the target opened ({:.0} MiB at most: the generated blocks and the tool).\n\
          vs base: ops/s over the baseline's ({}); above 1 = faster. vs ceil: MiB/s over the \
