@@ -52,8 +52,14 @@ pub struct CompareArgs {
 /// The flags of a benchmark run.
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// A workload to run; repeat for several. Default: all but `car`.
-    #[arg(long = "workload", short = 'w', value_enum, value_name = "NAME")]
+    /// A workload to run; repeat or separate with commas for several. Default: all but `car`.
+    #[arg(
+        long = "workload",
+        short = 'w',
+        value_enum,
+        value_name = "NAME",
+        value_delimiter = ','
+    )]
     pub workloads: Vec<WorkloadKind>,
 
     /// Blocks stored per round.
@@ -553,7 +559,7 @@ mod tests {
 
     #[test]
     fn batched_reads_are_named_and_run_after_their_single_forms() {
-        let plan = plan(&["-w", "has-many-absent", "-w", "get-many", "-w", "get"]).unwrap();
+        let plan = plan(&["-w", "has-many-absent,get-many", "--workload", "get"]).unwrap();
         assert_eq!(
             plan.workloads,
             vec![
