@@ -79,7 +79,7 @@ pub struct RunArgs {
 
     /// How long each read workload (get, get-many, get-zipf, has-absent, has-many-absent, mixed)
     /// runs per target and round, e.g. `2s` or `500ms`.
-    #[arg(long, value_name = "TIME", default_value = "250ms", value_parser = parse_duration)]
+    #[arg(long, value_name = "TIME", default_value = "200ms", value_parser = parse_duration)]
     pub duration: Duration,
 
     /// Run each read workload this long, unmeasured, before measuring it.
@@ -539,7 +539,7 @@ mod tests {
         assert_eq!(plan.durability, DurabilityArg::Batch);
         assert_eq!(plan.baseline, "raw");
         assert!(plan.ceilings && plan.rate.is_none());
-        assert_eq!(plan.duration, Some(Duration::from_millis(250)));
+        assert_eq!(plan.duration, Some(Duration::from_millis(200)));
         let plan = super::tests::plan(&["--ops", "7"]).unwrap();
         assert_eq!((plan.duration, plan.read_ops), (None, 7));
     }
