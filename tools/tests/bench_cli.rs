@@ -36,11 +36,13 @@ fn num(v: &Value, what: &str) -> f64 {
         .unwrap_or_else(|| panic!("{what} is not a number: {v}"))
 }
 
-const ALL_WORKLOADS: [&str; 7] = [
+const ALL_WORKLOADS: [&str; 9] = [
     "ingest",
     "get",
+    "get-many",
     "get-zipf",
     "has-absent",
+    "has-many-absent",
     "mixed",
     "scan",
     "delete",
@@ -117,6 +119,8 @@ fn tiny_run_writes_every_field() {
         "IPFS mix",
         "ingest: 40 blocks",
         "get-zipf",
+        "get-many: get_many of 32 uniform random blocks per call",
+        "has-many-absent: has_many of 32 never-stored CIDs per call",
         "engine/sled",
         "raw/parity-db",
         "cpu/sha2-256",
@@ -139,6 +143,9 @@ fn tiny_run_writes_every_field() {
         rows[0].ends_with("| scan CIDs/s | delete blocks/s |"),
         "{md}"
     );
+    for head in ["| get-many blocks/s |", "| has-many-absent CIDs/s |"] {
+        assert!(rows[0].contains(head), "{head} not in {md}");
+    }
     assert!(
         rows.iter().any(|r| r.starts_with("| `engine/sled` |")),
         "{md}"
@@ -198,8 +205,10 @@ fn tiny_run_writes_every_field() {
     let disk = doc["disk_ceiling_unavailable"].is_null();
     for t in [
         "raw/sled",
+        "engine+hot/sled",
         "engine/sled",
         "raw/parity-db",
+        "engine+hot/parity-db",
         "engine/parity-db",
     ] {
         assert!(targets.contains(&t), "{t} not in {targets:?}");
@@ -220,16 +229,29 @@ fn tiny_run_writes_every_field() {
         for backend in ["sled", "parity-db"] {
             let engine = of(&format!("engine/{backend}")).unwrap();
             let raw = of(&format!("raw/{backend}")).unwrap();
-            check_figures(engine, 2, &format!("{name} engine/{backend}"));
             check_figures(raw, 2, &format!("{name} raw/{backend}"));
-            assert_eq!(engine["baseline"], format!("raw/{backend}"));
-            assert!(num(&engine["vs_baseline"], "vs_baseline") > 0.0);
+            for variant in ["engine", "engine+hot"] {
+                let e = of(&format!("{variant}/{backend}")).unwrap();
+                check_figures(e, 2, &format!("{name} {variant}/{backend}"));
+                assert_eq!(e["baseline"], format!("raw/{backend}"));
+                assert!(num(&e["vs_baseline"], "vs_baseline") > 0.0);
+            }
             assert_eq!(raw["vs_baseline"], Value::Null);
-            let ops = num(&engine["rounds"][0]["ops"], "ops");
-            match name {
-                "ingest" | "delete" => assert_eq!(ops, 40.0, "{name}"),
-                "scan" => assert!(ops >= 40.0, "{name}: {ops}"),
-                _ => assert_eq!(ops, 50.0, "{name}"),
+            // --ops 50: 50 calls, or 50 keys in calls of --batch 32 for the batched reads.
+            for r in [engine, raw] {
+                let ops = num(&r["rounds"][0]["ops"], "ops");
+                match name {
+                    "ingest" | "delete" => assert_eq!(ops, 40.0, "{name}"),
+                    "scan" => assert!(ops >= 40.0, "{name}: {ops}"),
+                    _ => assert_eq!(ops, 50.0, "{name}"),
+                }
+                let mib = &r["rounds"][0]["mib_per_s"];
+                match name {
+                    // Every block read is counted with its bytes.
+                    "get" | "get-many" | "get-zipf" => assert!(num(mib, name) > 0.0),
+                    "has-absent" | "has-many-absent" => assert!(mib.is_null(), "{name}"),
+                    _ => {}
+                }
             }
         }
         let ceilings: Vec<&str> = results
@@ -245,7 +267,14 @@ fn tiny_run_writes_every_field() {
                 let engine = of("engine/sled").unwrap();
                 assert!(num(&engine["vs_ceiling"], "vs_ceiling") > 0.0);
             }
-            "get" | "get-zipf" => assert_eq!(ceilings.contains(&"disk/o_direct"), disk),
+            "get" | "get-many" | "get-zipf" => {
+                assert_eq!(ceilings.contains(&"disk/o_direct"), disk);
+                if disk {
+                    let disk = of("disk/o_direct").unwrap();
+                    check_figures(disk, 2, &format!("{name} disk/o_direct"));
+                    assert_eq!(num(&disk["rounds"][0]["ops"], "ops"), 50.0, "{name}");
+                }
+            }
             _ => {
                 assert!(ceilings.is_empty(), "{name}: {ceilings:?}");
                 assert_eq!(w["ceiling"], Value::Null);
@@ -268,6 +297,10 @@ fn flags_shape_the_run_and_quiet_prints_nothing() {
         "has-absent",
         "-w",
         "get",
+        "-w",
+        "has-many-absent",
+        "-w",
+        "get-many",
         "--duration",
         "50ms",
         "--rate",
@@ -312,7 +345,7 @@ fn flags_shape_the_run_and_quiet_prints_nothing() {
     assert_eq!(s["stored_bytes"], 30_000);
     assert_eq!(
         doc["targets"],
-        serde_json::json!(["raw/sled", "engine/sled"])
+        serde_json::json!(["raw/sled", "engine+hot/sled", "engine/sled"])
     );
     // Ingest ran (the reads need it) but only the chosen workloads are reported.
     let names: Vec<&str> = doc["workloads"]
@@ -321,7 +354,7 @@ fn flags_shape_the_run_and_quiet_prints_nothing() {
         .iter()
         .map(|w| w["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["get", "has-absent"]);
+    assert_eq!(names, ["get", "get-many", "has-absent", "has-many-absent"]);
     let get = &doc["workloads"][0]["results"];
     let raw = get
         .as_array()
@@ -333,6 +366,26 @@ fn flags_shape_the_run_and_quiet_prints_nothing() {
     // Open loop at 2000/s for 50 ms: at most 100 ops were due.
     let ops = num(&raw["rounds"][0]["ops"], "ops");
     assert!((1.0..=100.0).contains(&ops), "{ops} ops");
+    // The batched reads: at most 100 calls were due, each of --batch 7 keys (the op list of
+    // 100,000 keys ends with a short call no 50 ms run reaches), and ops count keys.
+    for (w, name) in [(1, "get-many"), (3, "has-many-absent")] {
+        let workload = &doc["workloads"][w];
+        assert_eq!(workload["name"], name);
+        for r in workload["results"].as_array().unwrap() {
+            let round = &r["rounds"][0];
+            let ops = num(&round["ops"], name);
+            let what = format!("{name} {}: {ops} ops", r["target"]);
+            assert!((7.0..=700.0).contains(&ops), "{what}");
+            assert_eq!(ops % 7.0, 0.0, "{what}");
+            let bytes = num(&round["bytes"], name);
+            let want = if name == "get-many" {
+                ops * 1000.0
+            } else {
+                0.0
+            };
+            assert_eq!(bytes, want, "{what}");
+        }
+    }
 }
 
 #[test]
@@ -357,14 +410,15 @@ fn compare_flags_regressions_with_its_exit_code() {
         old.to_str().unwrap(),
     ]);
     let same = succeed(&["compare", old.to_str().unwrap(), old.to_str().unwrap()]);
-    // ops/s and p99 of both targets, and +RSS where a target grew at all.
+    // ops/s and p99 of the three targets (raw, engine with and without its hot tier), and
+    // +RSS where a target grew at all.
     let compared: usize = same
         .lines()
         .find_map(|l| l.strip_prefix("0 of "))
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no summary in {same}"));
-    assert!((4..=6).contains(&compared), "{same}");
+    assert!((6..=9).contains(&compared), "{same}");
     assert!(!same.contains("REGRESSION"));
 
     // The engine's get got 3x slower.

@@ -52,16 +52,23 @@ pub struct CompareArgs {
 /// The flags of a benchmark run.
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// A workload to run; repeat for several. Default: all but `car`.
-    #[arg(long = "workload", short = 'w', value_enum, value_name = "NAME")]
+    /// A workload to run; repeat or separate with commas for several. Default: all but `car`.
+    #[arg(
+        long = "workload",
+        short = 'w',
+        value_enum,
+        value_name = "NAME",
+        value_delimiter = ','
+    )]
     pub workloads: Vec<WorkloadKind>,
 
     /// Blocks stored per round.
     #[arg(long, value_name = "N", default_value_t = 1_000)]
     pub blocks: u64,
 
-    /// Run each read workload (get, get-zipf, has-absent, mixed) for exactly this many ops
-    /// instead of for --duration.
+    /// Run each read workload (get, get-many, get-zipf, has-absent, has-many-absent, mixed) for
+    /// exactly this many ops instead of for --duration (keys for the batched ones: get-many
+    /// makes ops / batch calls).
     #[arg(long, value_name = "N")]
     pub ops: Option<u64>,
 
@@ -70,9 +77,9 @@ pub struct RunArgs {
     #[arg(long, value_name = "SIZE|ipfs", default_value = "ipfs", value_parser = parse_size_spec)]
     pub size: SizeSpec,
 
-    /// How long each read workload (get, get-zipf, has-absent, mixed) runs per target and
-    /// round, e.g. `2s` or `500ms`.
-    #[arg(long, value_name = "TIME", default_value = "250ms", value_parser = parse_duration)]
+    /// How long each read workload (get, get-many, get-zipf, has-absent, has-many-absent, mixed)
+    /// runs per target and round, e.g. `2s` or `500ms`.
+    #[arg(long, value_name = "TIME", default_value = "200ms", value_parser = parse_duration)]
     pub duration: Duration,
 
     /// Run each read workload this long, unmeasured, before measuring it.
@@ -93,7 +100,8 @@ pub struct RunArgs {
     #[arg(long, value_name = "N", default_value_t = 2)]
     pub in_flight: usize,
 
-    /// Blocks per ingest / delete call (put_many, raw put_batch + flush).
+    /// Blocks or CIDs per batched call: ingest / delete (put_many, raw put_batch + flush),
+    /// get-many and has-many-absent (get_many / has_many, raw: one call per key).
     #[arg(long, value_name = "N", default_value_t = 32)]
     pub batch: usize,
 
@@ -531,7 +539,7 @@ mod tests {
         assert_eq!(plan.durability, DurabilityArg::Batch);
         assert_eq!(plan.baseline, "raw");
         assert!(plan.ceilings && plan.rate.is_none());
-        assert_eq!(plan.duration, Some(Duration::from_millis(250)));
+        assert_eq!(plan.duration, Some(Duration::from_millis(200)));
         let plan = super::tests::plan(&["--ops", "7"]).unwrap();
         assert_eq!((plan.duration, plan.read_ops), (None, 7));
     }
@@ -547,6 +555,22 @@ mod tests {
                 WorkloadKind::Delete
             ]
         );
+    }
+
+    #[test]
+    fn batched_reads_are_named_and_run_after_their_single_forms() {
+        let plan = plan(&["-w", "has-many-absent,get-many", "--workload", "get"]).unwrap();
+        assert_eq!(
+            plan.workloads,
+            vec![
+                WorkloadKind::Get,
+                WorkloadKind::GetMany,
+                WorkloadKind::HasManyAbsent
+            ]
+        );
+        assert!(plan.workloads.iter().all(|w| w.is_timed()));
+        let names: Vec<&str> = WorkloadKind::DEFAULT.iter().map(|w| w.name()).collect();
+        assert!(names.contains(&"get-many") && names.contains(&"has-many-absent"));
     }
 
     #[test]

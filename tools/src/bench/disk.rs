@@ -1,6 +1,7 @@
 //! The disk ceiling: the same blocks written sequentially and read back at random with
 //! glommio's O_DIRECT `DmaFile`, at the same queue depth (`threads x in_flight` requests in
-//! flight) as the stores, so "vs ceiling" says how much of the disk a store gets.
+//! flight; for get-many, each request a batch of reads issued together) as the stores, so
+//! "vs ceiling" says how much of the disk a store gets.
 //!
 //! Each block sits at its own 4 KiB-aligned offset of one file, in ingest order; an ingest
 //! batch is written block by block and then `fdatasync`ed (unless `--durability none`), as the
@@ -158,24 +159,35 @@ impl<'d> DiskTarget<'d> {
                 }
                 Ok(bytes)
             }
-            Op::Get(i) => {
-                let i = i as usize;
-                let want = self.data.data(i);
-                let got = file
-                    .read_at_aligned(self.offsets[i], aligned(want.len() as u64) as usize)
-                    .await
-                    .map_err(|e| glommio_error("cannot read", &self.path, e))?;
-                if got.len() < want.len() || got[..want.len()] != want[..] {
-                    return Err(BenchError::Check(format!(
-                        "disk ceiling: block {i} read back wrong"
-                    )));
-                }
-                Ok(want.len() as u64)
+            Op::Get(i) => self.read(file, i as usize).await,
+            // A batch's reads are all issued at once: the disk sees the batch as a queue.
+            Op::GetMany { first, len } => {
+                let blocks = self.data.sample_blocks(first as usize, len as usize);
+                let reads = blocks
+                    .iter()
+                    .map(|&i| self.read(file, i as usize))
+                    .collect();
+                join_all(reads).await.into_iter().sum()
             }
             other => Err(BenchError::Internal(format!(
                 "the disk ceiling has no {other:?}"
             ))),
         }
+    }
+
+    /// Reads block `i` back and checks its bytes; returns its length.
+    async fn read(&self, file: &DmaFile, i: usize) -> Result<u64> {
+        let want = self.data.data(i);
+        let got = file
+            .read_at_aligned(self.offsets[i], aligned(want.len() as u64) as usize)
+            .await
+            .map_err(|e| glommio_error("cannot read", &self.path, e))?;
+        if got.len() < want.len() || got[..want.len()] != want[..] {
+            return Err(BenchError::Check(format!(
+                "disk ceiling: block {i} read back wrong"
+            )));
+        }
+        Ok(want.len() as u64)
     }
 
     /// Removes the file.

@@ -141,7 +141,7 @@ impl Spread {
 /// One round of one target on one workload.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RoundFigures {
-    /// Operations (blocks for ingest and delete, keys for scan).
+    /// Operations (blocks or CIDs for batched calls, keys for scan).
     pub ops: u64,
     /// Block bytes moved.
     pub bytes: u64,
@@ -151,7 +151,7 @@ pub struct RoundFigures {
     pub ops_per_s: f64,
     /// MiB of block data per second; `None` for workloads that move none.
     pub mib_per_s: Option<f64>,
-    /// Latency per call (per batch for ingest and delete, per page for scan).
+    /// Latency per call (per batch for batched workloads, per page for scan).
     pub latency_us: Latency,
     /// Peak resident memory during the target's round (all its workloads), MiB.
     pub peak_rss_mib: Option<f64>,

@@ -38,7 +38,7 @@ pub trait OpTarget: Sync {
 
 /// What one measured pass did.
 pub struct Measurement {
-    /// Operations completed (blocks for ingest and delete, keys for scan).
+    /// Operations completed (blocks or keys for batched calls, keys for scan).
     pub ops: u64,
     /// Block bytes moved.
     pub bytes: u64,
@@ -180,7 +180,10 @@ where
 /// Ops an op counts for: blocks for batch calls, else one.
 pub fn op_weight(op: Op) -> u64 {
     match op {
-        Op::Ingest { len, .. } | Op::Delete { len, .. } => u64::from(len),
+        Op::Ingest { len, .. }
+        | Op::Delete { len, .. }
+        | Op::GetMany { len, .. }
+        | Op::HasManyAbsent { len, .. } => u64::from(len),
         _ => 1,
     }
 }
@@ -409,6 +412,13 @@ mod tests {
         };
         let m = drive(&target, &ops, lanes, None).unwrap();
         assert_eq!((m.ops, m.hist.len()), (7, 2));
+        let ops = [
+            Op::GetMany { first: 0, len: 5 },
+            Op::HasManyAbsent { first: 0, len: 6 },
+            Op::Get(20),
+        ];
+        let m = drive(&target, &ops, lanes, None).unwrap();
+        assert_eq!((m.ops, m.hist.len()), (12, 3));
     }
 
     #[test]

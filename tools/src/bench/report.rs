@@ -86,7 +86,7 @@ fn opt(x: Option<f64>, f: impl Fn(f64) -> String) -> String {
 /// One workload's table.
 pub fn table(w: &WorkloadReport) -> String {
     let mut out = format!(
-        "\n{}\n  {:<18} {:>24} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7} {:>7} {:>7}",
+        "\n{}\n  {:<20} {:>24} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7} {:>7} {:>7}",
         w.description,
         "target",
         "ops/s (min-max)",
@@ -104,7 +104,7 @@ pub fn table(w: &WorkloadReport) -> String {
         let l = &r.latency_us;
         let _ = write!(
             out,
-            "\n  {:<18} {:>24} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7} {:>7} {:>7}",
+            "\n  {:<20} {:>24} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7} {:>7} {:>7}",
             r.target,
             ops_cell(&r.ops_per_s),
             opt(r.mib_per_s.map(|m| m.median), n),
@@ -129,7 +129,7 @@ pub fn table(w: &WorkloadReport) -> String {
 pub fn resources(doc: &Document) -> String {
     let mut out = format!(
         "\nper target and round (all workloads): median CPU seconds, major page faults, memory\n  \
-         {:<18} {:>8} {:>13} {:>9} {:>9}",
+         {:<20} {:>8} {:>13} {:>9} {:>9}",
         "target", "CPU s", "major faults", "peak MiB", "+RSS MiB"
     );
     for name in &doc.targets {
@@ -147,7 +147,7 @@ pub fn resources(doc: &Document) -> String {
         };
         let _ = write!(
             out,
-            "\n  {:<18} {:>8} {:>13} {:>9} {:>9}",
+            "\n  {:<20} {:>8} {:>13} {:>9} {:>9}",
             name,
             opt(median(&|x| x.target_cpu_s), |v| format!("{v:.2}")),
             opt(median(&|x| x.target_major_faults.map(|f| f as f64)), |v| {
@@ -173,7 +173,8 @@ pub fn footer(doc: &Document) -> String {
     let mut out = format!(
         "\nFigures are medians over {} rounds, targets interleaved; ops/s shows the rounds' \
          min-max.\n\
-         Latency per call (per batch for ingest/delete, per page for scan){}.\n\
+         Latency per call (per batch for ingest/delete/get-many/has-many-absent, whose ops \
+         are blocks or CIDs; per page for scan){}.\n\
          +RSS: the target's peak resident memory (VmHWM, reset per target) above the process's \
          memory when the target opened ({:.0} MiB at most: the generated blocks and the tool).\n\
          vs base: ops/s over the baseline's ({}); above 1 = faster. vs ceil: MiB/s over the \

@@ -62,12 +62,18 @@ pub fn run(plan: &Plan, command: Vec<String>) -> Result<()> {
     } else {
         0
     };
-    let absent = if plan.workloads.contains(&WorkloadKind::HasAbsent) {
+    let wants = |kinds: &[WorkloadKind]| kinds.iter().any(|k| plan.workloads.contains(k));
+    let absent = if wants(&[WorkloadKind::HasAbsent, WorkloadKind::HasManyAbsent]) {
         ops
     } else {
         0
     };
-    let data = Dataset::generate(plan.size, plan.blocks, extra, absent, plan.seed)?;
+    let sampled = if wants(&[WorkloadKind::GetMany]) {
+        ops
+    } else {
+        0
+    };
+    let data = Dataset::generate(plan.size, plan.blocks, extra, absent, sampled, plan.seed)?;
     // Ingest always runs: the other workloads read what it stores. Only chosen ones report.
     let mut sequence = vec![WorkloadKind::Ingest];
     sequence.extend(
@@ -260,6 +266,7 @@ fn describe(workload: WorkloadKind, plan: &Plan, data: &Dataset) -> String {
             format!("for {} ms", d.as_millis())
         }
         Some(d) if workload.is_timed() => format!("for {:.1} s", d.as_secs_f64()),
+        _ if workload.is_batched() && workload.is_timed() => format!("{} keys", plan.read_ops),
         _ => format!("{} ops", plan.read_ops),
     };
     let loop_kind = match plan.rate {
@@ -273,6 +280,11 @@ fn describe(workload: WorkloadKind, plan: &Plan, data: &Dataset) -> String {
             data.stored, plan.batch
         ),
         WorkloadKind::Get => format!("get: uniform random single gets, {amount}, {loop_kind}"),
+        WorkloadKind::GetMany => format!(
+            "get-many: get_many of {} uniform random blocks per call (raw: a get per key; disk: \
+             the batch's reads at once), {amount}, {loop_kind}; ops = blocks, latency per call",
+            plan.batch
+        ),
         WorkloadKind::GetZipf => format!(
             "get-zipf: zipfian single gets (skew {}), {amount}, {loop_kind}",
             plan.zipf_skew
@@ -280,6 +292,11 @@ fn describe(workload: WorkloadKind, plan: &Plan, data: &Dataset) -> String {
         WorkloadKind::HasAbsent => {
             format!("has-absent: has() of never-stored CIDs, {amount}, {loop_kind}")
         }
+        WorkloadKind::HasManyAbsent => format!(
+            "has-many-absent: has_many of {} never-stored CIDs per call (raw: a contains per \
+             key), {amount}, {loop_kind}; ops = CIDs, latency per call",
+            plan.batch
+        ),
         WorkloadKind::Mixed => format!(
             "mixed: {:.0}% gets / {:.0}% puts of {} new blocks (cycled), {amount}, {loop_kind}",
             plan.read_ratio * 100.0,

@@ -77,7 +77,10 @@ impl TargetKind {
             TargetKind::Engine { .. } | TargetKind::Raw(_) => workload != WorkloadKind::Car,
             TargetKind::Disk => matches!(
                 workload,
-                WorkloadKind::Ingest | WorkloadKind::Get | WorkloadKind::GetZipf
+                WorkloadKind::Ingest
+                    | WorkloadKind::Get
+                    | WorkloadKind::GetMany
+                    | WorkloadKind::GetZipf
             ),
             TargetKind::Cpu => workload == WorkloadKind::Ingest,
         }
@@ -219,6 +222,43 @@ fn check_absent(data: &Dataset, i: u32, found: bool) -> Result<u64> {
     Ok(0)
 }
 
+/// A batched call must answer once per key asked, in order.
+fn check_count(what: &str, asked: usize, answered: usize) -> Result<()> {
+    if asked != answered {
+        return Err(BenchError::Check(format!(
+            "{what} of {asked} CIDs answered {answered} values"
+        )));
+    }
+    Ok(())
+}
+
+/// The check of a get-many call: every block found with its length; returns the bytes.
+fn check_get_many(
+    data: &Dataset,
+    blocks: &[u32],
+    got: impl ExactSizeIterator<Item = Option<usize>>,
+) -> Result<u64> {
+    check_count("get_many", blocks.len(), got.len())?;
+    blocks
+        .iter()
+        .zip(got)
+        .try_fold(0, |bytes, (&i, len)| Ok(bytes + check_get(data, i, len)?))
+}
+
+/// The check of a has-many-absent call over absent CIDs `first..`: none found.
+fn check_absent_many(
+    data: &Dataset,
+    first: u32,
+    len: u32,
+    found: impl ExactSizeIterator<Item = bool>,
+) -> Result<u64> {
+    check_count("has_many", len as usize, found.len())?;
+    for (i, found) in (first..first + len).zip(found) {
+        check_absent(data, i, found)?;
+    }
+    Ok(0)
+}
+
 impl OpTarget for EngineTarget<'_> {
     fn call(&self, op: Op) -> OpFuture<'_> {
         let data = self.data;
@@ -238,9 +278,23 @@ impl OpTarget for EngineTarget<'_> {
                     let got = self.engine.get(data.cid(i as usize)).await?;
                     check_get(data, i, got.map(|b| b.len()))
                 }
+                Op::GetMany { first, len } => {
+                    let (first, len) = (first as usize, len as usize);
+                    let got = self.engine.get_many(data.sample_cids(first, len)).await?;
+                    check_get_many(
+                        data,
+                        data.sample_blocks(first, len),
+                        got.iter().map(|b| b.as_ref().map(|b| b.len())),
+                    )
+                }
                 Op::HasAbsent(i) => {
                     let found = self.engine.has(data.absent(i as usize)).await?;
                     check_absent(data, i, found)
+                }
+                Op::HasManyAbsent { first, len } => {
+                    let cids = data.absent_run(first as usize, len as usize);
+                    let found = self.engine.has_many(cids).await?;
+                    check_absent_many(data, first, len, found.into_iter())
                 }
                 Op::Delete { first, len } => {
                     let range = first as usize..(first + len) as usize;
@@ -305,9 +359,29 @@ impl RawTarget<'_> {
                 let got = self.backend.get(&key_of(data.cid(i as usize)))?;
                 check_get(data, i, got.map(|b| b.len()))
             }
+            // A shard answers a batch with one backend call per key: so does the raw target.
+            Op::GetMany { first, len } => {
+                let (first, len) = (first as usize, len as usize);
+                let mut bytes = 0;
+                for (&i, cid) in data
+                    .sample_blocks(first, len)
+                    .iter()
+                    .zip(data.sample_cids(first, len))
+                {
+                    let got = self.backend.get(&key_of(cid))?;
+                    bytes += check_get(data, i, got.map(|b| b.len()))?;
+                }
+                Ok(bytes)
+            }
             Op::HasAbsent(i) => {
                 let found = self.backend.contains(&key_of(data.absent(i as usize)))?;
                 check_absent(data, i, found)
+            }
+            Op::HasManyAbsent { first, len } => {
+                for (i, cid) in (first..).zip(data.absent_run(first as usize, len as usize)) {
+                    check_absent(data, i, self.backend.contains(&key_of(cid))?)?;
+                }
+                Ok(0)
             }
             Op::Delete { first, len } => {
                 let range = first as usize..(first + len) as usize;
@@ -392,6 +466,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+    use crate::bench::workload::SizeSpec;
 
     #[test]
     fn names_are_unique_and_ceilings_support_only_their_workloads() {
@@ -419,7 +494,45 @@ mod tests {
         assert_eq!(set.len(), names.len());
         assert!(TargetKind::Disk.supports(WorkloadKind::GetZipf));
         assert!(!TargetKind::Disk.supports(WorkloadKind::HasAbsent));
+        assert!(TargetKind::Disk.supports(WorkloadKind::GetMany));
+        assert!(!TargetKind::Disk.supports(WorkloadKind::HasManyAbsent));
+        assert!(!TargetKind::Cpu.supports(WorkloadKind::GetMany));
         assert!(!TargetKind::Cpu.supports(WorkloadKind::Get));
         assert!(TargetKind::Raw(BackendKind::Sled).supports(WorkloadKind::Scan));
+    }
+
+    #[test]
+    fn batched_checks_catch_a_wrong_or_missing_answer() {
+        let d = Dataset::generate(SizeSpec::Fixed(10), 4, 0, 6, 8, 1).unwrap();
+        let blocks = d.sample_blocks(0, 8);
+        let right = || blocks.iter().map(|_| Some(10));
+        assert_eq!(check_get_many(&d, blocks, right()).unwrap(), 80);
+        let short = right().take(7);
+        assert!(matches!(
+            check_get_many(&d, blocks, short),
+            Err(BenchError::Check(_))
+        ));
+        let missing = right().enumerate().map(|(k, l)| l.filter(|_| k != 5));
+        assert!(matches!(
+            check_get_many(&d, blocks, missing),
+            Err(BenchError::Check(_))
+        ));
+        let wrong = right()
+            .enumerate()
+            .map(|(k, l)| if k == 2 { Some(9) } else { l });
+        assert!(matches!(
+            check_get_many(&d, blocks, wrong),
+            Err(BenchError::Check(_))
+        ));
+        assert_eq!(
+            check_absent_many(&d, 2, 4, [false; 4].into_iter()).unwrap(),
+            0
+        );
+        for found in [&[false, false, true, false][..], &[false; 3]] {
+            assert!(matches!(
+                check_absent_many(&d, 2, 4, found.iter().copied()),
+                Err(BenchError::Check(_))
+            ));
+        }
     }
 }

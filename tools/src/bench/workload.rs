@@ -18,10 +18,14 @@ pub enum WorkloadKind {
     Ingest,
     /// Single gets of stored blocks, uniform at random.
     Get,
+    /// `get_many` of `--batch` stored blocks per call, uniform at random.
+    GetMany,
     /// Single gets of stored blocks, zipfian (a hot set; --zipf-skew).
     GetZipf,
     /// `has` of CIDs never stored.
     HasAbsent,
+    /// `has_many` of `--batch` CIDs never stored per call.
+    HasManyAbsent,
     /// Gets of stored blocks and puts of new ones (--read-ratio).
     Mixed,
     /// List every stored CID.
@@ -34,11 +38,13 @@ pub enum WorkloadKind {
 
 impl WorkloadKind {
     /// What runs without `--workload`.
-    pub const DEFAULT: [WorkloadKind; 7] = [
+    pub const DEFAULT: [WorkloadKind; 9] = [
         WorkloadKind::Ingest,
         WorkloadKind::Get,
+        WorkloadKind::GetMany,
         WorkloadKind::GetZipf,
         WorkloadKind::HasAbsent,
+        WorkloadKind::HasManyAbsent,
         WorkloadKind::Mixed,
         WorkloadKind::Scan,
         WorkloadKind::Delete,
@@ -49,8 +55,10 @@ impl WorkloadKind {
         match self {
             WorkloadKind::Ingest => "ingest",
             WorkloadKind::Get => "get",
+            WorkloadKind::GetMany => "get-many",
             WorkloadKind::GetZipf => "get-zipf",
             WorkloadKind::HasAbsent => "has-absent",
+            WorkloadKind::HasManyAbsent => "has-many-absent",
             WorkloadKind::Mixed => "mixed",
             WorkloadKind::Scan => "scan",
             WorkloadKind::Delete => "delete",
@@ -63,10 +71,41 @@ impl WorkloadKind {
         matches!(
             self,
             WorkloadKind::Get
+                | WorkloadKind::GetMany
                 | WorkloadKind::GetZipf
                 | WorkloadKind::HasAbsent
+                | WorkloadKind::HasManyAbsent
                 | WorkloadKind::Mixed
         )
+    }
+
+    /// Whether one call carries `--batch` keys (then ops count keys, latency is per call).
+    pub fn is_batched(self) -> bool {
+        matches!(
+            self,
+            WorkloadKind::Ingest
+                | WorkloadKind::GetMany
+                | WorkloadKind::HasManyAbsent
+                | WorkloadKind::Delete
+        )
+    }
+
+    /// Salt of the workload's access-pattern RNG. Fixed per workload, not the variant's
+    /// position, so that adding a workload leaves every other workload's op sequence (and so
+    /// its figures' comparability with older reports) unchanged.
+    fn salt(self) -> u64 {
+        match self {
+            WorkloadKind::Ingest => 0,
+            WorkloadKind::Get => 1,
+            WorkloadKind::GetZipf => 2,
+            WorkloadKind::HasAbsent => 3,
+            WorkloadKind::Mixed => 4,
+            WorkloadKind::Scan => 5,
+            WorkloadKind::Delete => 6,
+            WorkloadKind::Car => 7,
+            WorkloadKind::GetMany => 8,
+            WorkloadKind::HasManyAbsent => 9,
+        }
     }
 }
 
@@ -138,8 +177,23 @@ pub enum Op {
     },
     /// Get stored block `i`.
     Get(u32),
+    /// Get the blocks of sample entries `first..first + len` (see [`Dataset::sample_blocks`])
+    /// in one call.
+    GetMany {
+        /// First sample entry.
+        first: u32,
+        /// Key count.
+        len: u32,
+    },
     /// `has` of absent CID `i`.
     HasAbsent(u32),
+    /// `has` of absent CIDs `first..first + len` in one call.
+    HasManyAbsent {
+        /// First absent CID.
+        first: u32,
+        /// Key count.
+        len: u32,
+    },
     /// Hash and store one block `i`.
     Put(u32),
     /// Delete blocks `first..first + len` in one call.
@@ -153,6 +207,9 @@ pub enum Op {
 
 /// The blocks of a run: `stored` blocks ingested, then the blocks mixed-workload puts add;
 /// one buffer sliced per block (no copy), and the CIDs computed once here so reads know them.
+///
+/// Batched reads take their keys as slices of lists made here (a uniform sample of stored
+/// blocks, the absent CIDs), so a timed call copies no keys before it reaches the store.
 pub struct Dataset {
     /// Blocks ingested by `ingest`.
     pub stored: usize,
@@ -161,15 +218,21 @@ pub struct Dataset {
     spans: Vec<(Codec, usize, usize)>,
     cids: Vec<Cid>,
     absent: Vec<Cid>,
+    /// Stored block numbers drawn uniformly (with replacement), for get-many.
+    sample: Vec<u32>,
+    /// `cids[sample[k]]` for each `k`.
+    sample_cids: Vec<Cid>,
 }
 
 impl Dataset {
-    /// `stored + extra` blocks drawn from `size`, and `absent` CIDs never stored.
+    /// `stored + extra` blocks drawn from `size`, `absent` CIDs never stored, and a uniform
+    /// sample of `sampled` stored blocks (none if nothing is stored).
     pub fn generate(
         size: SizeSpec,
         stored: usize,
         extra: usize,
         absent: usize,
+        sampled: usize,
         seed: u64,
     ) -> Result<Dataset> {
         let mut rng = StdRng::seed_from_u64(seed ^ 0x1bf5_da7a);
@@ -189,12 +252,23 @@ impl Dataset {
             let slice = data.slice(start..start + len);
             cids.push(*Block::with(codec, HashAlgorithm::Sha2_256, slice)?.cid());
         }
+        let mut sample_rng = StdRng::seed_from_u64(seed ^ 0x5a3b_1e5a_3b1e);
+        let sample: Vec<u32> = if stored == 0 {
+            Vec::new()
+        } else {
+            (0..sampled)
+                .map(|_| sample_rng.random_range(0..stored) as u32)
+                .collect()
+        };
+        let sample_cids = sample.iter().map(|&i| cids[i as usize]).collect();
         Ok(Dataset {
             stored,
             data,
             spans,
             cids,
             absent: absent_cids(absent, seed)?,
+            sample,
+            sample_cids,
         })
     }
 
@@ -239,6 +313,21 @@ impl Dataset {
     /// Absent CID `i`.
     pub fn absent(&self, i: usize) -> &Cid {
         &self.absent[i]
+    }
+
+    /// Absent CIDs `first..first + len`.
+    pub fn absent_run(&self, first: usize, len: usize) -> &[Cid] {
+        &self.absent[first..first + len]
+    }
+
+    /// Block numbers of sample entries `first..first + len`.
+    pub fn sample_blocks(&self, first: usize, len: usize) -> &[u32] {
+        &self.sample[first..first + len]
+    }
+
+    /// CIDs of sample entries `first..first + len` (the CIDs of `sample_blocks`).
+    pub fn sample_cids(&self, first: usize, len: usize) -> &[Cid] {
+        &self.sample_cids[first..first + len]
     }
 
     /// Bytes of all stored blocks.
@@ -302,20 +391,29 @@ pub fn ops_of(
     read_ratio: f64,
     seed: u64,
 ) -> Vec<Op> {
-    let mut rng = StdRng::seed_from_u64(seed ^ (kind as u64 + 1).wrapping_mul(0x9e37_79b9));
+    let mut rng = StdRng::seed_from_u64(seed ^ (kind.salt() + 1).wrapping_mul(0x9e37_79b9));
     let n = data.stored;
-    let batches = |make: fn(u32, u32) -> Op| -> Vec<Op> {
-        (0..n)
+    // Calls of `batch` consecutive entries of a list of `count`, the last one shorter.
+    let batches = |count: usize, make: fn(u32, u32) -> Op| -> Vec<Op> {
+        (0..count)
             .step_by(batch)
-            .map(|first| make(first as u32, batch.min(n - first) as u32))
+            .map(|first| make(first as u32, batch.min(count - first) as u32))
             .collect()
     };
     match kind {
-        WorkloadKind::Ingest => batches(|first, len| Op::Ingest { first, len }),
-        WorkloadKind::Delete => batches(|first, len| Op::Delete { first, len }),
+        WorkloadKind::Ingest => batches(n, |first, len| Op::Ingest { first, len }),
+        WorkloadKind::Delete => batches(n, |first, len| Op::Delete { first, len }),
         WorkloadKind::Get => (0..ops)
             .map(|_| Op::Get(rng.random_range(0..n) as u32))
             .collect(),
+        // `ops` keys (the dataset's sample / absent CIDs), `batch` per call.
+        WorkloadKind::GetMany => batches(ops.min(data.sample.len()), |first, len| Op::GetMany {
+            first,
+            len,
+        }),
+        WorkloadKind::HasManyAbsent => batches(ops.min(data.absent.len()), |first, len| {
+            Op::HasManyAbsent { first, len }
+        }),
         WorkloadKind::GetZipf => {
             // Hot ranks map to blocks scattered over the store, not to the first ones ingested.
             let mut blocks: Vec<u32> = (0..n as u32).collect();
@@ -364,9 +462,9 @@ mod tests {
 
     #[test]
     fn dataset_is_fixed_by_the_seed() {
-        let a = Dataset::generate(SizeSpec::Ipfs, 20, 5, 3, 7).unwrap();
-        let b = Dataset::generate(SizeSpec::Ipfs, 20, 5, 3, 7).unwrap();
-        let c = Dataset::generate(SizeSpec::Ipfs, 20, 5, 3, 8).unwrap();
+        let a = Dataset::generate(SizeSpec::Ipfs, 20, 5, 3, 9, 7).unwrap();
+        let b = Dataset::generate(SizeSpec::Ipfs, 20, 5, 3, 9, 7).unwrap();
+        let c = Dataset::generate(SizeSpec::Ipfs, 20, 5, 3, 9, 8).unwrap();
         assert_eq!(a.len(), 25);
         assert_eq!(a.data(3), b.data(3));
         assert_ne!(a.data(0), c.data(0));
@@ -378,11 +476,55 @@ mod tests {
             a.stored_bytes(),
             (0..20).map(|i| a.block_len(i) as u64).sum::<u64>()
         );
+        assert_eq!(a.sample_blocks(0, 9), b.sample_blocks(0, 9));
+        // The sample names stored blocks only, and its CIDs are theirs.
+        for (&i, cid) in a.sample_blocks(0, 9).iter().zip(a.sample_cids(0, 9)) {
+            assert!((i as usize) < a.stored, "sample entry {i}");
+            assert_eq!(cid, a.cid(i as usize));
+        }
+    }
+
+    #[test]
+    fn sample_is_uniform_over_the_stored_blocks() {
+        let d = Dataset::generate(SizeSpec::Fixed(8), 10, 5, 0, 20_000, 3).unwrap();
+        let mut hits = [0usize; 10];
+        for &i in d.sample_blocks(0, 20_000) {
+            hits[i as usize] += 1;
+        }
+        // 2000 expected per block; a standard deviation is about 42.
+        assert!(hits.iter().all(|&h| (1700..2300).contains(&h)), "{hits:?}");
+        let empty = Dataset::generate(SizeSpec::Fixed(8), 0, 0, 0, 50, 3).unwrap();
+        assert!(empty.sample_blocks(0, 0).is_empty());
+    }
+
+    #[test]
+    fn adding_workloads_keeps_the_older_op_sequences() {
+        // The op sequences of these seeds as the workloads' RNG salts made them before
+        // get-many and has-many-absent existed (salt = the variant's old position).
+        let d = Dataset::generate(SizeSpec::Fixed(8), 1000, 0, 0, 0, 1).unwrap();
+        for (kind, salt) in [(WorkloadKind::Get, 1u64), (WorkloadKind::GetZipf, 2)] {
+            let mut rng = StdRng::seed_from_u64(4 ^ (salt + 1).wrapping_mul(0x9e37_79b9));
+            let ops = ops_of(kind, &d, 8, 50, 0.99, 0.5, 4);
+            if kind == WorkloadKind::Get {
+                let want: Vec<Op> = (0..50)
+                    .map(|_| Op::Get(rng.random_range(0..1000) as u32))
+                    .collect();
+                assert_eq!(ops, want);
+            } else {
+                let mut blocks: Vec<u32> = (0..1000).collect();
+                blocks.shuffle(&mut rng);
+                let zipf = Zipf::new(1000, 0.99);
+                let want: Vec<Op> = (0..50)
+                    .map(|_| Op::Get(blocks[zipf.sample(&mut rng)]))
+                    .collect();
+                assert_eq!(ops, want);
+            }
+        }
     }
 
     #[test]
     fn ipfs_mix_has_chunks_and_small_nodes() {
-        let d = Dataset::generate(SizeSpec::Ipfs, 400, 0, 0, 1).unwrap();
+        let d = Dataset::generate(SizeSpec::Ipfs, 400, 0, 0, 0, 1).unwrap();
         let chunks = (0..400).filter(|&i| d.block_len(i) == CHUNK).count();
         let small = (0..400).filter(|&i| d.block_len(i) <= 8 << 10).count();
         assert!((150..250).contains(&chunks), "{chunks} chunks");
@@ -393,7 +535,7 @@ mod tests {
 
     #[test]
     fn absent_cids_are_distinct_and_not_stored() {
-        let d = Dataset::generate(SizeSpec::Fixed(100), 50, 0, 100, 1).unwrap();
+        let d = Dataset::generate(SizeSpec::Fixed(100), 50, 0, 100, 0, 1).unwrap();
         let absent: std::collections::HashSet<_> = (0..100).map(|i| *d.absent(i)).collect();
         assert_eq!(absent.len(), 100);
         assert!((0..50).all(|i| !absent.contains(d.cid(i))));
@@ -417,21 +559,38 @@ mod tests {
         /// read op names a block or absent CID outside the dataset.
         #[test]
         fn batches_partition_the_store(stored in 1usize..200, batch in 1usize..70, ops in 1usize..300) {
-            let d = Dataset::generate(SizeSpec::Fixed(8), stored, 3, ops, 5).unwrap();
-            for kind in [WorkloadKind::Ingest, WorkloadKind::Delete] {
+            let d = Dataset::generate(SizeSpec::Fixed(8), stored, 3, ops, ops, 5).unwrap();
+            // Batched workloads: ingest and delete cover the store, get-many and
+            // has-many-absent cover their `ops` keys.
+            for (kind, keys) in [
+                (WorkloadKind::Ingest, stored),
+                (WorkloadKind::Delete, stored),
+                (WorkloadKind::GetMany, ops),
+                (WorkloadKind::HasManyAbsent, ops),
+            ] {
+                proptest::prop_assert!(kind.is_batched());
                 let mut next = 0;
                 for op in ops_of(kind, &d, batch, ops, 0.99, 0.5, 1) {
-                    let (first, len) = match op {
-                        Op::Ingest { first, len } | Op::Delete { first, len } => (first, len),
-                        other => panic!("{other:?} in {kind:?}"),
+                    let (first, len) = match (kind, op) {
+                        (WorkloadKind::Ingest, Op::Ingest { first, len })
+                        | (WorkloadKind::Delete, Op::Delete { first, len })
+                        | (WorkloadKind::GetMany, Op::GetMany { first, len })
+                        | (WorkloadKind::HasManyAbsent, Op::HasManyAbsent { first, len }) => {
+                            (first, len)
+                        }
+                        (_, other) => panic!("{other:?} in {kind:?}"),
                     };
                     proptest::prop_assert_eq!(first as usize, next);
                     proptest::prop_assert!(len >= 1 && len as usize <= batch);
                     next += len as usize;
                 }
-                proptest::prop_assert_eq!(next, stored);
+                proptest::prop_assert_eq!(next, keys);
+            }
+            for &i in d.sample_blocks(0, ops) {
+                proptest::prop_assert!((i as usize) < stored);
             }
             for kind in [WorkloadKind::Get, WorkloadKind::GetZipf, WorkloadKind::HasAbsent, WorkloadKind::Mixed] {
+                proptest::prop_assert!(!kind.is_batched() && kind.is_timed());
                 let list = ops_of(kind, &d, batch, ops, 0.99, 0.5, 1);
                 proptest::prop_assert_eq!(list.len(), ops);
                 for op in list {
@@ -452,7 +611,7 @@ mod tests {
         assert_eq!(mixed_extra(200, 0.5, 1000), 100);
         assert_eq!(mixed_extra(200, 0.5, 100), 25);
         assert_eq!(mixed_extra(200, 1.0, 100), 0);
-        let d = Dataset::generate(SizeSpec::Fixed(10), 100, 25, 200, 1).unwrap();
+        let d = Dataset::generate(SizeSpec::Fixed(10), 100, 25, 200, 200, 1).unwrap();
         let ingest = ops_of(WorkloadKind::Ingest, &d, 32, 200, 1.0, 0.5, 1);
         assert_eq!(ingest.len(), 4);
         assert_eq!(ingest[3], Op::Ingest { first: 96, len: 4 });

@@ -1,10 +1,11 @@
 //! `ipfrs-bench`: measures the ipfrs storage engine against the raw cold backends it runs on.
 //!
-//! For each block size class (4 KiB and 256 KiB by default) and each compiled backend, it runs
-//! three phases on the raw backend (called directly, as the engine's shards would) and on the
-//! engine over that backend: batched ingest (sha2-256 hashing included), uniform random gets,
-//! and lookups of absent CIDs. It prints ops/s, MiB/s, p50 and p99 latency and the engine/raw
-//! ratio, plus the CPU's sha2-256 ceiling. `--help` lists the flags.
+//! For each compiled backend it runs the workloads (batched ingest with sha2-256 hashing,
+//! single and batched gets, zipfian gets, single and batched `has` of absent CIDs, a get/put
+//! mix, a scan, a delete) on the raw backend (called directly, as the engine's shards would)
+//! and on the engine over that backend with and without its hot tier, plus the disk and CPU
+//! ceilings, in interleaved rounds. It prints ops/s, MiB/s, latency percentiles, memory and
+//! the ratios to the raw backend and the ceiling. `--help` lists the flags.
 
 #[path = "../bench/mod.rs"]
 mod bench;
