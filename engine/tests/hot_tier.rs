@@ -363,3 +363,52 @@ fn every_backend_serves_hot_and_cold_blocks() {
         }
     }
 }
+
+#[test]
+fn sealed_segments_get_hint_files_and_a_bad_hint_is_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    let all = blocks(100, 8 << 10, 10); // ~800 KiB: three sealed 256 KiB segments
+    {
+        let engine = Engine::open(config(dir.path())).unwrap();
+        engine.blocking().put_many(&all[..50]).unwrap();
+        engine.blocking().put_many(&all[50..]).unwrap();
+        engine.blocking().close().unwrap();
+    }
+    let segs = dir.path().join("shard-000/segments");
+    // Hints are written in the background after the sync; wait for them.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let hints = || -> Vec<PathBuf> {
+        let mut h: Vec<PathBuf> = std::fs::read_dir(&segs)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "hint"))
+            .collect();
+        h.sort();
+        h
+    };
+    while hints().len() < 2 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let found = hints();
+    assert!(found.len() >= 2, "hints: {found:?}");
+    assert!(
+        found.len() < segments(dir.path()).len(),
+        "the active segment has no hint"
+    );
+
+    // A damaged hint is ignored: that segment is scanned instead.
+    let mut bytes = std::fs::read(&found[0]).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&found[0], bytes).unwrap();
+    let engine = Engine::open(config(dir.path())).unwrap();
+    let store = engine.blocking();
+    assert_eq!(store.stats().unwrap().blocks, 100);
+    for block in &all {
+        assert_eq!(store.get(block.cid()).unwrap().as_ref(), Some(block.data()));
+    }
+    // Compaction removes a segment's hint with it.
+    store.compact().unwrap();
+    assert!(hints().is_empty(), "{:?}", hints());
+    store.close().unwrap();
+}

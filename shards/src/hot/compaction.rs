@@ -313,6 +313,13 @@ impl Shard {
         glommio::executor()
             .spawn_blocking(move || {
                 std::fs::remove_file(&path)?;
+                // The hint may never have been written.
+                let hint = ipfrs_tiering::segment::hint::hint_path(&dir, segment);
+                match std::fs::remove_file(hint) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e),
+                }
                 sync_dir(&dir)
             })
             .await

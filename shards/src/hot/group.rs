@@ -23,10 +23,23 @@ use ipfrs_core_types::key::{Key, bloom_hash};
 use ipfrs_tiering::segment::{Loc, Payload};
 
 use super::HotTier;
-use super::writer::{AppendError, Appended, Record};
+use super::writer::{AppendError, Appended, RECORD_ALIGN, Record};
 use crate::commit::{Ack, Pending, WriteOp, apply_delta};
 use crate::shard::{Shard, bump};
 use crate::{Error, Result};
+
+/// Writes the hint file of a sealed, synced segment on the blocking pool, not awaited: a
+/// missing hint only means recovery scans that segment.
+fn write_hint_later(dir: &std::path::Path, sealed: ipfrs_tiering::segment::MappedSegment) {
+    let dir = dir.to_path_buf();
+    let task = glommio::executor().spawn_blocking(move || {
+        let scan = ipfrs_tiering::segment::scan_segment(sealed.bytes(), RECORD_ALIGN);
+        if let Some(hint) = ipfrs_tiering::segment::hint::encode_hint(&scan) {
+            let _ = ipfrs_tiering::segment::hint::write_hint(&dir, sealed.id(), &hint);
+        }
+    });
+    glommio::spawn_local(task).detach();
+}
 
 /// Bytes per readahead request after a write (see `HotTier::prefetch_written`).
 const PREFETCH_STEP: usize = 1 << 20;
@@ -313,7 +326,11 @@ impl Shard {
         *hot.writer.borrow_mut() = Some(writer);
         match result {
             Ok(Some(map)) => {
-                hot.segments.borrow_mut().insert(map.id(), map);
+                let mut segments = hot.segments.borrow_mut();
+                if let Some(sealed) = map.id().checked_sub(1).and_then(|id| segments.get(&id)) {
+                    write_hint_later(&hot.dir, sealed.clone());
+                }
+                segments.insert(map.id(), map);
                 Ok(())
             }
             Ok(None) => Ok(()),
@@ -343,6 +360,17 @@ impl Shard {
                 let mut segments = hot.segments.borrow_mut();
                 for map in &appended.new_segments {
                     segments.insert(map.id(), map.clone());
+                }
+                if sync {
+                    // Segments this append sealed are synced now: give each a hint file, in
+                    // the background, so recovery need not read their payloads.
+                    for map in &appended.new_segments {
+                        if let Some(sealed) =
+                            map.id().checked_sub(1).and_then(|id| segments.get(&id))
+                        {
+                            write_hint_later(&hot.dir, sealed.clone());
+                        }
+                    }
                 }
                 if hot.config.prefetch_written {
                     let ranges: Vec<_> = appended

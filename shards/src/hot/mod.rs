@@ -28,6 +28,7 @@ use hashbrown::HashMap;
 use ipfrs_core_types::HotTier as HotConfig;
 use ipfrs_core_types::key::bloom_hash;
 use ipfrs_tiering::segment::file::{MappedSegment, ensure_allocated, list_segments, zero_tail};
+use ipfrs_tiering::segment::hint::{decode_hint, hint_path, proven_durable};
 use ipfrs_tiering::segment::index::fingerprint;
 use ipfrs_tiering::segment::{HotIndex, Loc, SegmentScan, replay, scan_segment};
 
@@ -111,15 +112,52 @@ impl HotTier {
         for (id, path) in listed {
             maps.push((id, path.clone(), MappedSegment::open(id, &path)?));
         }
-        let scans: Vec<(u32, SegmentScan<'_>)> = maps
+        // Sealed segments with a hint file are read from the hint (not their payloads); the
+        // active one, and any segment whose hint is missing or damaged, is scanned.
+        let hints: Vec<Option<Vec<u8>>> = maps
             .iter()
-            .map(|(id, _, map)| {
-                map.reading_sequentially();
-                let scan = scan_segment(map.bytes(), RECORD_ALIGN);
-                map.reading_randomly();
-                (*id, scan)
+            .enumerate()
+            .map(|(i, (id, _, _))| {
+                let sealed = i + 1 < maps.len();
+                sealed
+                    .then(|| std::fs::read(hint_path(dir, *id)).ok())
+                    .flatten()
             })
             .collect();
+        fn scan_of(map: &MappedSegment) -> SegmentScan<'_> {
+            map.reading_sequentially();
+            let scan = scan_segment(map.bytes(), RECORD_ALIGN);
+            map.reading_randomly();
+            scan
+        }
+        let mut scans: Vec<(u32, SegmentScan<'_>, bool)> = maps
+            .iter()
+            .zip(&hints)
+            .map(
+                |((id, _, map), hint)| match hint.as_deref().and_then(decode_hint) {
+                    Some(scan) => (*id, scan, true),
+                    None => (*id, scan_of(map), false),
+                },
+            )
+            .collect();
+        // A hint is trusted only for a segment the durable mark proves complete on disk.
+        let durable = scans
+            .iter()
+            .flat_map(|(_, scan, _)| scan.found.iter())
+            .filter_map(|f| match f.kind {
+                ipfrs_tiering::segment::recover::Kind::Mark(mark) => Some(mark),
+                _ => None,
+            })
+            .max()
+            .unwrap_or_default();
+        for ((id, scan, hinted), (_, _, map)) in scans.iter_mut().zip(&maps) {
+            if *hinted && !proven_durable(*id, durable) {
+                *scan = scan_of(map);
+                *hinted = false;
+            }
+        }
+        let scans: Vec<(u32, SegmentScan<'_>)> =
+            scans.into_iter().map(|(id, scan, _)| (id, scan)).collect();
         let recovered = replay(&scans, |key| {
             bloom.insert_hash(bloom_hash(key));
         });

@@ -14,10 +14,12 @@
 //! - [`index`]: the per-shard map from key fingerprint to record location ([`HotIndex`]).
 //! - [`file`]: segment file names, read-only mappings handing out zero-copy `Bytes`.
 //! - [`recover`]: rebuilding the index from segment files, torn tail vs corruption.
+//! - [`hint`]: a sealed segment's record list, so recovery need not read the payloads.
 
 mod align;
 mod error;
 pub mod file;
+pub mod hint;
 pub mod index;
 pub mod record;
 pub mod recover;
