@@ -62,7 +62,8 @@ fn recovery(root: &Path, gib: f64) {
     for hot in [true, false] {
         let dir = root.join(if hot { "hot" } else { "cold" });
         let mut config = Config::new(&dir);
-        config.durability = Durability::None;
+        // Batch (the default): sealed segments are synced, so they get their hint files.
+        config.durability = Durability::default();
         config.hot_tier = hot.then(|| HotTier {
             budget_bytes: 4 * (gib * (1u64 << 30) as f64) as u64 + (1 << 30),
             prefetch_written: false,

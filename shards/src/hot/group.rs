@@ -28,17 +28,19 @@ use crate::commit::{Ack, Pending, WriteOp, apply_delta};
 use crate::shard::{Shard, bump};
 use crate::{Error, Result};
 
-/// Writes the hint file of a sealed, synced segment on the blocking pool, not awaited: a
-/// missing hint only means recovery scans that segment.
-fn write_hint_later(dir: &std::path::Path, sealed: ipfrs_tiering::segment::MappedSegment) {
+/// Writes the hint file of a sealed, synced segment on the blocking pool. Run it with
+/// `Shard::background`: a missing hint only means recovery scans that segment.
+fn write_hint(
+    dir: &std::path::Path,
+    sealed: ipfrs_tiering::segment::MappedSegment,
+) -> impl std::future::Future<Output = ()> + 'static {
     let dir = dir.to_path_buf();
-    let task = glommio::executor().spawn_blocking(move || {
+    glommio::executor().spawn_blocking(move || {
         let scan = ipfrs_tiering::segment::scan_segment(sealed.bytes(), RECORD_ALIGN);
         if let Some(hint) = ipfrs_tiering::segment::hint::encode_hint(&scan) {
             let _ = ipfrs_tiering::segment::hint::write_hint(&dir, sealed.id(), &hint);
         }
-    });
-    glommio::spawn_local(task).detach();
+    })
 }
 
 /// Bytes per readahead request after a write (see `HotTier::prefetch_written`).
@@ -317,6 +319,17 @@ impl Shard {
         plan
     }
 
+    /// Runs background work (readahead, hint files) that nobody waits for, inside the shard's
+    /// gate, so shutdown waits for it instead of leaving a blocking call to answer an
+    /// executor that is gone. (glommio only queues a blocking call once its future is
+    /// polled, so the future is handed to a task rather than dropped.) A shard already
+    /// shutting down skips it.
+    fn background(&self, work: impl std::future::Future<Output = ()> + 'static) {
+        if let Ok(task) = self.gate.spawn(work) {
+            task.detach();
+        }
+    }
+
     /// Seals the active segment (see `Pending::Seal`).
     async fn seal(&self, hot: &HotTier) -> Result<()> {
         let Some(mut writer) = hot.writer.borrow_mut().take() else {
@@ -328,7 +341,7 @@ impl Shard {
             Ok(Some(map)) => {
                 let mut segments = hot.segments.borrow_mut();
                 if let Some(sealed) = map.id().checked_sub(1).and_then(|id| segments.get(&id)) {
-                    write_hint_later(&hot.dir, sealed.clone());
+                    self.background(write_hint(&hot.dir, sealed.clone()));
                 }
                 segments.insert(map.id(), map);
                 Ok(())
@@ -368,7 +381,7 @@ impl Shard {
                         if let Some(sealed) =
                             map.id().checked_sub(1).and_then(|id| segments.get(&id))
                         {
-                            write_hint_later(&hot.dir, sealed.clone());
+                            self.background(write_hint(&hot.dir, sealed.clone()));
                         }
                     }
                 }
@@ -380,9 +393,7 @@ impl Shard {
                             Some((segments.get(&id)?.clone(), start, end))
                         })
                         .collect();
-                    // A detached task on the blocking pool: the commit does not wait for
-                    // the readahead. (glommio only queues a blocking call once its future is
-                    // polled, so the future is handed to a task rather than dropped.)
+                    // The commit does not wait for the readahead.
                     let prefetch = glommio::executor().spawn_blocking(move || {
                         for (map, start, end) in ranges {
                             // One call per MiB: a single large MADV_WILLNEED is cut short at
@@ -393,7 +404,7 @@ impl Shard {
                             }
                         }
                     });
-                    glommio::spawn_local(prefetch).detach();
+                    self.background(prefetch);
                 }
                 Ok(appended)
             }
