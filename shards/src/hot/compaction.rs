@@ -104,7 +104,7 @@ async fn compact_segment(shard: &Rc<Shard>, segment: u32) -> Result<()> {
     };
     let found: Vec<(Key, u32, u32)> = glommio::executor()
         .spawn_blocking(move || {
-            scan_segment(map.bytes(), RECORD_ALIGN)
+            let found: Vec<(Key, u32, u32)> = scan_segment(map.bytes(), RECORD_ALIGN)
                 .found
                 .into_iter()
                 .filter_map(|f| match f.kind {
@@ -113,7 +113,9 @@ async fn compact_segment(shard: &Rc<Shard>, segment: u32) -> Result<()> {
                     }
                     Kind::Tombstone | Kind::Mark(_) => None,
                 })
-                .collect()
+                .collect();
+            map.release();
+            found
         })
         .await;
     let mut step = Vec::new();

@@ -40,6 +40,8 @@ fn write_hint(
         if let Some(hint) = ipfrs_tiering::segment::hint::encode_hint(&scan) {
             let _ = ipfrs_tiering::segment::hint::write_hint(&dir, sealed.id(), &hint);
         }
+        drop(scan);
+        sealed.release();
     })
 }
 

@@ -128,6 +128,7 @@ impl HotTier {
             map.reading_sequentially();
             let scan = scan_segment(map.bytes(), RECORD_ALIGN);
             map.reading_randomly();
+            map.release();
             scan
         }
         let mut scans: Vec<(u32, SegmentScan<'_>, bool)> = maps

@@ -112,6 +112,20 @@ impl MappedSegment {
         let _ = self.map.advise(memmap2::Advice::Random);
     }
 
+    /// Drops this process's page-table entries for the whole mapping (MADV_DONTNEED) after a
+    /// background pass over it (hint file, compaction scan, recovery): the pages stay in the
+    /// page cache, but they no longer count in the process's resident memory until read
+    /// again.
+    pub fn release(&self) {
+        // SAFETY: the mapping is shared and read-only, so MADV_DONTNEED discards no data: a
+        // later access (including through a `Bytes` a reader holds) faults the same file bytes
+        // back in from the page cache or the disk.
+        let _ = unsafe {
+            self.map
+                .unchecked_advise(memmap2::UncheckedAdvice::DontNeed)
+        };
+    }
+
     /// Asks the kernel to read `len` bytes at `offset` into the page cache in the background
     /// (MADV_WILLNEED). Records written with O_DIRECT bypass the page cache, so without this
     /// the first read of each one is a major page fault on the reader's thread.
