@@ -154,7 +154,18 @@ impl Writer {
             .dma_open(&path)
             .await
             .map_err(|e| classify(e, &path))?;
-        if let Err(e) = file.pre_allocate(segment_bytes, false).await {
+        // Fault injection (tests): a full disk when a segment is allocated.
+        let injected: Option<glommio::GlommioError<()>> = (|| {
+            fail::fail_point!("hot-preallocate", |_| Some(glommio::GlommioError::IoError(
+                io::Error::from_raw_os_error(libc::ENOSPC)
+            )));
+            None
+        })();
+        let allocated = match injected {
+            Some(e) => Err(e),
+            None => file.pre_allocate(segment_bytes, false).await,
+        };
+        if let Err(e) = allocated {
             // Leave no half-made segment behind: recovery would map a short file.
             let _ = file.close().await;
             let _ = std::fs::remove_file(&path);
@@ -247,6 +258,10 @@ impl Writer {
 
     /// Makes everything appended so far durable.
     pub(crate) async fn sync(&mut self) -> Result<(), AppendError> {
+        // Fault injection (tests): fdatasync reports an error (EIO).
+        fail::fail_point!("hot-sync", |_| Err(AppendError::Sync(
+            io::Error::from_raw_os_error(libc::EIO)
+        )));
         for file in self.unsynced.drain(..) {
             file.fdatasync()
                 .await
@@ -399,7 +414,23 @@ impl Chunks {
         let mut written = 0u64;
         let mut failure = None;
         for (task, len) in self.writes.drain(..) {
-            match task.await {
+            // Fault injection (tests): the write fails (EIO) or comes up short.
+            let injected: Option<Option<glommio::Result<usize, ()>>> = (|| {
+                fail::fail_point!("hot-write", |_| Some(Some(Err(
+                    glommio::GlommioError::IoError(io::Error::from_raw_os_error(libc::EIO))
+                ))));
+                fail::fail_point!("hot-short-write", |_| Some(Some(Ok(len / 2))));
+                None
+            })();
+            let outcome = match injected {
+                Some(outcome) => {
+                    // The real write still runs to completion before the error is reported.
+                    let _ = task.await;
+                    outcome
+                }
+                None => task.await,
+            };
+            match outcome {
                 Some(Ok(n)) if n == len => written += n as u64,
                 Some(Ok(n)) => {
                     failure.get_or_insert(io::Error::new(

@@ -1,0 +1,149 @@
+//! Fault injection in the hot tier's file operations (the `failpoints` feature of
+//! ipfrs-shards, enabled for these tests only): a failed fdatasync, a failed or short write,
+//! and a full disk when a segment is allocated. In every case the write is refused, nothing
+//! unpersisted is acknowledged or served, the shard's earlier blocks stay readable, and after
+//! a reopen (with the fault cleared) the store is whole and writable.
+//!
+//! Fail points are global to the process, so the scenarios run one after the other in a
+//! single test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+
+use ipfrs_storage::{Block, Config, Durability, Engine, Error, HotTier};
+
+fn config(dir: &Path) -> Config {
+    let mut config = Config::new(dir);
+    config.shards = Some(1);
+    config.durability = Durability::Sync;
+    config.max_block_size = 64 << 10;
+    config.hot_tier = Some(HotTier {
+        segment_bytes: 256 << 10,
+        budget_bytes: 64 << 20,
+        ..HotTier::default()
+    });
+    config
+}
+
+fn block(i: usize, size: usize) -> Block {
+    let data: Vec<u8> = (0..size).map(|j| (i * 17 + j * 5) as u8).collect();
+    Block::new([data, (i as u64).to_le_bytes().to_vec()].concat()).unwrap()
+}
+
+/// What a fault must do to the write that meets it and to the shard.
+struct Fault {
+    point: &'static str,
+    /// Whether the shard refuses later writes (a failed write or sync: the kernel may have
+    /// dropped the data) or takes them again (a full disk: nothing was written).
+    poisons: bool,
+    /// Blocks stored before the fault, and their size: enough to make the faulty write need a
+    /// new segment where that matters.
+    before: usize,
+    size: usize,
+}
+
+fn run(fault: &Fault) {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(config(dir.path())).unwrap();
+    let store = engine.blocking();
+    let stored: Vec<Block> = (0..fault.before).map(|i| block(i, fault.size)).collect();
+    store.put_many(&stored).unwrap();
+
+    fail::cfg(fault.point, "return").unwrap();
+    let doomed = vec![block(1000, fault.size), block(1001, fault.size)];
+    let err = store
+        .put_many(&doomed)
+        .expect_err("a write meeting a fault must fail");
+    fail::remove(fault.point);
+    match (&err, fault.poisons) {
+        (Error::ReadOnly { .. }, true) | (Error::NoSpace { .. }, false) => {}
+        _ => panic!("{}: unexpected error {err}", fault.point),
+    }
+    // Nothing of the failed write is served; everything before it is.
+    for b in &doomed {
+        assert!(
+            !store.has(b.cid()).unwrap(),
+            "{}: unacknowledged block served",
+            fault.point
+        );
+    }
+    for b in &stored {
+        assert_eq!(
+            store.get(b.cid()).unwrap().as_ref(),
+            Some(b.data()),
+            "{}",
+            fault.point
+        );
+    }
+    let later = block(2000, 100);
+    let again = store.put(&later);
+    assert_eq!(again.is_err(), fault.poisons, "{}: {again:?}", fault.point);
+    assert_eq!(store.stats().unwrap().shards[0].read_only, fault.poisons);
+    let _ = store.close();
+    drop(store);
+    drop(engine);
+
+    // Reopened with the fault gone: whole and writable.
+    let engine = Engine::open(config(dir.path())).unwrap();
+    let store = engine.blocking();
+    for b in &stored {
+        assert_eq!(
+            store.get(b.cid()).unwrap().as_ref(),
+            Some(b.data()),
+            "{}",
+            fault.point
+        );
+    }
+    assert_eq!(
+        store.has(later.cid()).unwrap(),
+        !fault.poisons,
+        "{}",
+        fault.point
+    );
+    let after = block(3000, 100);
+    store.put(&after).unwrap();
+    assert!(store.has(after.cid()).unwrap());
+    // A failed write's bytes may have reached the disk; if recovery finds them they are whole
+    // records, so reading them must never fail as corrupt.
+    for b in &doomed {
+        if let Some(got) = store.get(b.cid()).unwrap() {
+            assert_eq!(got, b.data(), "{}", fault.point);
+        }
+    }
+    store.close().unwrap();
+}
+
+#[test]
+fn faults_refuse_the_write_and_keep_what_was_acknowledged() {
+    let scenario = fail::FailScenario::setup();
+    for fault in [
+        Fault {
+            point: "hot-sync",
+            poisons: true,
+            before: 5,
+            size: 4000,
+        },
+        Fault {
+            point: "hot-write",
+            poisons: true,
+            before: 5,
+            size: 4000,
+        },
+        Fault {
+            point: "hot-short-write",
+            poisons: true,
+            before: 5,
+            size: 4000,
+        },
+        // Three 60 KiB blocks fill most of a 256 KiB segment: two more need a new one.
+        Fault {
+            point: "hot-preallocate",
+            poisons: false,
+            before: 3,
+            size: 60 << 10,
+        },
+    ] {
+        run(&fault);
+    }
+    scenario.teardown();
+}
