@@ -1,0 +1,187 @@
+//! Soak: millions of mixed operations under a memory budget, with compaction running all along.
+//! Prints one line per window: throughput, p50/p99/max latency, resident memory (anonymous and
+//! mapped segment pages), hot and cold bytes, compaction progress. Growth of memory or p99 over
+//! the windows is what it is for.
+//!
+//! ```text
+//! cargo run --release -p ipfrs-storage --example soak -- [ops] [dir]
+//! ```
+//! Defaults: 10,000,000 operations; 4 client threads; a pool of 400,000 block ids (1-8 KiB);
+//! 55% get, 30% put, 15% delete; budget: cache 256 MiB, backend cache 128 MiB, hot tier 256
+//! MiB of disk (so compaction never stops); durability None (single puts from a few threads
+//! would otherwise each wait for an fdatasync, and the soak is about memory and latency over
+//! many operations, not durability, which the crash tests cover).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use ipfrs_storage::{Block, Config, Engine, HotTier};
+use rand::{Rng, SeedableRng};
+
+const POOL: u64 = 400_000;
+const THREADS: u64 = 4;
+const WINDOW_OPS: u64 = 500_000;
+
+fn block(id: u64) -> Block {
+    let len = 1024 + (id.wrapping_mul(2_654_435_761) % 7168) as usize;
+    let mut data = vec![0u8; len];
+    for (j, chunk) in data.chunks_mut(8).enumerate() {
+        let v = id.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ (j as u64);
+        chunk.copy_from_slice(&v.to_le_bytes()[..chunk.len()]);
+    }
+    Block::new(data).unwrap()
+}
+
+fn status_kib(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let total: u64 = args.get(1).map_or(10_000_000, |s| s.parse().unwrap());
+    let root = args
+        .get(2)
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
+    let dir = tempfile::tempdir_in(root).unwrap();
+    let mut config = Config::new(dir.path());
+    config.cache_bytes = 256 << 20;
+    config.backend_cache_bytes = 128 << 20;
+    config.bloom_expected_items = POOL;
+    config.durability = ipfrs_storage::Durability::None;
+    config.hot_tier = Some(HotTier {
+        budget_bytes: 256 << 20,
+        segment_bytes: 32 << 20,
+        ..HotTier::default()
+    });
+    let engine = Engine::open(config).unwrap();
+    let done = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    println!(
+        "{:>10} {:>8} {:>9} {:>8} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "ops",
+        "secs",
+        "ops/s",
+        "p50 us",
+        "p99 us",
+        "max us",
+        "anon MiB",
+        "file MiB",
+        "hot MiB",
+        "cold MiB",
+        "compacted"
+    );
+    let workers: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let store = engine.blocking();
+            let done = Arc::clone(&done);
+            std::thread::spawn(move || {
+                let mut rng = rand::rngs::StdRng::seed_from_u64(t);
+                let mut hist = Histogram::<u64>::new(3).unwrap();
+                let mut window = Vec::new();
+                while done.load(Ordering::Relaxed) < total {
+                    let id = rng.random_range(0..POOL);
+                    let roll: u32 = rng.random_range(0..100);
+                    let began = Instant::now();
+                    if roll < 55 {
+                        let cid = *block(id).cid();
+                        if let Some(got) = store.get(&cid).unwrap() {
+                            assert_eq!(got.len(), block(id).len());
+                        }
+                    } else if roll < 85 {
+                        store.put(&block(id)).unwrap();
+                    } else {
+                        store.delete(block(id).cid()).unwrap();
+                    }
+                    let _ = hist.record(began.elapsed().as_micros() as u64);
+                    let n = done.fetch_add(1, Ordering::Relaxed) + 1;
+                    if n.is_multiple_of(WINDOW_OPS) {
+                        window.push((n, hist.clone()));
+                        hist.reset();
+                    }
+                }
+                window
+            })
+        })
+        .collect();
+    // The reporter: one line per window of WINDOW_OPS operations.
+    let store = engine.blocking();
+    let mut last = (0u64, Instant::now());
+    let mut peak_anon = 0;
+    while done.load(Ordering::Relaxed) < total {
+        std::thread::sleep(Duration::from_millis(200));
+        let n = done.load(Ordering::Relaxed);
+        peak_anon = peak_anon.max(status_kib("RssAnon:"));
+        if n / WINDOW_OPS > last.0 / WINDOW_OPS {
+            let stats = store.stats().unwrap();
+            let rate = (n - last.0) as f64 / last.1.elapsed().as_secs_f64();
+            println!(
+                "{:>10} {:>8.1} {:>9.0} {:>8} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+                n,
+                started.elapsed().as_secs_f64(),
+                rate,
+                "-",
+                "-",
+                "-",
+                status_kib("RssAnon:") / 1024,
+                status_kib("RssFile:") / 1024,
+                stats.hot_bytes >> 20,
+                stats.cold_bytes >> 20,
+                stats
+                    .shards
+                    .iter()
+                    .map(|s| s.segments_compacted)
+                    .sum::<u64>(),
+            );
+            last = (n, Instant::now());
+        }
+    }
+    let mut windows: std::collections::BTreeMap<u64, Histogram<u64>> = Default::default();
+    for worker in workers {
+        for (n, hist) in worker.join().unwrap() {
+            // Each thread closes its own windows; merge by window number.
+            let key = n / WINDOW_OPS;
+            windows
+                .entry(key)
+                .and_modify(|h| h.add(&hist).unwrap())
+                .or_insert(hist);
+        }
+    }
+    println!("latency per window (both threads' windows merged):");
+    for (w, h) in &windows {
+        println!(
+            "  window {w:>3}: p50 {:>6} us  p99 {:>6} us  p99.9 {:>7} us  max {:>8} us",
+            h.value_at_quantile(0.5),
+            h.value_at_quantile(0.99),
+            h.value_at_quantile(0.999),
+            h.max()
+        );
+    }
+    let stats = store.stats().unwrap();
+    println!(
+        "{total} ops in {:.1} s; peak RSS {} MiB, peak anonymous (sampled) {} MiB; budget 256 \
+         cache + 128 backend cache + hot index {} MiB ({} hot blocks); {} blocks, {} segments \
+         compacted, write amplification {:.2}",
+        started.elapsed().as_secs_f64(),
+        status_kib("VmHWM:") / 1024,
+        peak_anon / 1024,
+        stats.hot_index_bytes >> 20,
+        stats.hot_blocks,
+        stats.blocks,
+        stats
+            .shards
+            .iter()
+            .map(|s| s.segments_compacted)
+            .sum::<u64>(),
+        stats.write_amplification,
+    );
+    store.close().unwrap();
+}
