@@ -4,7 +4,7 @@ use std::collections::VecDeque;
 use std::future::Future;
 
 use bytes::Bytes;
-use ipfrs_core_types::key::{Key, cid_of_key, key_of};
+use ipfrs_core_types::key::{Key, cid_of_key};
 use ipfrs_core_types::{Block, Cid};
 use ipfrs_shards::Fetched;
 use ipfrs_shards::protocol::Request;
@@ -169,10 +169,16 @@ impl Engine {
             .into_iter()
             .zip(cids)
             .map(|(found, cid)| match found {
-                Some(record @ Fetched::Record(_)) => record
-                    .into_data(&key_of(cid))
-                    .map(Some)
-                    .map_err(Error::from),
+                Some(record @ Fetched::Record(_)) => {
+                    // The key is the multihash's bytes: written to the stack, not allocated
+                    // (multihash-codetable digests are at most 64 bytes).
+                    let mut key = [0u8; 80];
+                    let len = cid.hash().write(&mut key[..]).unwrap_or(0);
+                    record
+                        .into_data(&key[..len])
+                        .map(Some)
+                        .map_err(Error::from)
+                }
                 Some(Fetched::Data(data)) => Ok(Some(data)),
                 None => Ok(None),
             })

@@ -48,18 +48,17 @@ pub fn list_segments(dir: &Path) -> io::Result<Vec<(u32, PathBuf)>> {
 pub struct MappedSegment {
     id: u32,
     map: Arc<Mmap>,
+    /// The whole mapping as one `Bytes` (owning a share of the mapping): every slice handed
+    /// to a reader is a slice of it, which costs a reference-count increment, no allocation.
+    whole: Bytes,
 }
 
-/// A byte range of a mapping that owns a share of it: what `Bytes` hands back to callers.
-struct MappedSlice {
-    map: Arc<Mmap>,
-    start: usize,
-    end: usize,
-}
+/// The owner `Bytes` keeps alive: a share of the mapping.
+struct MappedBytes(Arc<Mmap>);
 
-impl AsRef<[u8]> for MappedSlice {
+impl AsRef<[u8]> for MappedBytes {
     fn as_ref(&self) -> &[u8] {
-        &self.map[self.start..self.end]
+        &self.0
     }
 }
 
@@ -74,9 +73,11 @@ impl MappedSegment {
         let map = unsafe { Mmap::map(&file)? };
         // Reads are point lookups: read-ahead would only pull in neighbours nobody asked for.
         let _ = map.advise(memmap2::Advice::Random);
+        let map = Arc::new(map);
         Ok(MappedSegment {
             id,
-            map: Arc::new(map),
+            whole: Bytes::from_owner(MappedBytes(Arc::clone(&map))),
+            map,
         })
     }
 
@@ -147,11 +148,7 @@ impl MappedSegment {
         if end > self.map.len() {
             return None;
         }
-        Some(Bytes::from_owner(MappedSlice {
-            map: Arc::clone(&self.map),
-            start: offset,
-            end,
-        }))
+        Some(self.whole.slice(offset..end))
     }
 }
 
