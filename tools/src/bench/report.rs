@@ -49,6 +49,13 @@ pub fn header(
             .map_or_else(|| "one per core".into(), |n| n.to_string()),
         s.seed,
     );
+    if let (Some(file), Some(blocks), Some(bytes)) = (&s.car_file, s.car_blocks, s.car_bytes) {
+        let _ = write!(
+            out,
+            "\ncar: {file}, {blocks} blocks ({:.1} MiB), ingested into a fresh store per target",
+            bytes as f64 / (1 << 20) as f64
+        );
+    }
     if let Some(reason) = disk_unavailable {
         let _ = write!(out, "\ndisk ceiling NOT measured: {reason}");
     }
@@ -173,8 +180,8 @@ pub fn footer(doc: &Document) -> String {
     let mut out = format!(
         "\nFigures are medians over {} rounds, targets interleaved; ops/s shows the rounds' \
          min-max.\n\
-         Latency per call (per batch for ingest/delete/get-many/has-many-absent, whose ops \
-         are blocks or CIDs; per page for scan){}.\n\
+         Latency per call (per batch for ingest/car/delete/get-many/has-many-absent, whose \
+         ops are blocks or CIDs; per page for scan){}.\n\
          +RSS: the target's peak resident memory (VmHWM, reset per target) above the process's \
          memory when the target opened ({:.0} MiB at most: the generated blocks and the tool).\n\
          vs base: ops/s over the baseline's ({}); above 1 = faster. vs ceil: MiB/s over the \
