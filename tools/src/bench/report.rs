@@ -21,8 +21,7 @@ pub fn header(
         "ipfrs-bench {}: {} cores ({}), kernel {}, {} MiB available{}\n\
          data directory {} ({}; removed afterwards)\n\
          {} round{} of: {}\n\
-         {} blocks per round ({:.0} MiB; {}), {} client threads x {} in flight, batches \
-         of {}, durability {}, shards {}, seed {}",
+         {}{} client threads x {} in flight, batches of {}, durability {}, shards {}, seed {}",
         env!("CARGO_PKG_VERSION"),
         m.cores,
         m.cpu_model,
@@ -38,9 +37,17 @@ pub fn header(
         s.rounds,
         if s.rounds == 1 { "" } else { "s" },
         names.join(", "),
-        s.blocks,
-        s.stored_bytes as f64 / (1 << 20) as f64,
-        s.size_description,
+        // A run of only the car workload generates no blocks.
+        if s.blocks > 0 {
+            format!(
+                "{} blocks per round ({:.0} MiB; {}), ",
+                s.blocks,
+                s.stored_bytes as f64 / (1 << 20) as f64,
+                s.size_description
+            )
+        } else {
+            String::new()
+        },
         s.threads,
         s.in_flight,
         s.batch,
