@@ -126,7 +126,6 @@ fn tiny_run_writes_every_field() {
         "cpu/sha2-256",
         "vs base",
         "major page faults",
-        "Not measured yet: car",
         "Total wall time",
     ] {
         assert!(stdout.contains(needle), "{needle:?} missing:\n{stdout}");
@@ -192,7 +191,9 @@ fn tiny_run_writes_every_field() {
     assert!(m["crate_versions"]["glommio"].is_string());
     assert!(m["crate_versions"]["sled"].is_string());
     assert!(m.get("sha_ni").is_some() && m["release_build"].is_boolean());
-    assert_eq!(doc["missing"].as_array().unwrap().len(), 1);
+    assert_eq!(doc["missing"], serde_json::json!([]));
+    assert!(!stdout.contains("Not measured yet"), "{stdout}");
+    assert_eq!(s["car_file"], Value::Null);
     assert_eq!(rows.len(), 2 + doc["targets"].as_array().unwrap().len());
     assert!(num(&doc["wall_seconds"], "wall") > 0.0);
 
@@ -511,15 +512,106 @@ fn bad_arguments_fail_with_one_line() {
     assert_one_line_error(&["compare", "only-one.json"], "required");
 }
 
+fn car_fixture(name: &str) -> String {
+    format!("{}/tests/fixtures/car/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
 #[test]
-fn an_existing_car_file_is_refused_until_the_reader_is_wired() {
+fn car_workload_ingests_every_block_of_the_file_into_each_target() {
+    let tmp = tempfile::tempdir().unwrap();
+    let json = tmp.path().join("car.json");
+    let data = tmp.path().join("data");
+    let car = car_fixture("sample-v1.car");
+    let stdout = succeed(&[
+        "-w",
+        "car,get",
+        "--car",
+        &car,
+        "--blocks",
+        "20",
+        "--ops",
+        "20",
+        "--rounds",
+        "2",
+        "--backend",
+        "sled",
+        "--json",
+        json.to_str().unwrap(),
+        "--dir",
+        data.to_str().unwrap(),
+    ]);
+    assert!(stdout.contains("car: ingest of"), "{stdout}");
+    assert!(stdout.contains("1049 blocks"), "{stdout}");
+    assert!(
+        std::fs::read_dir(&data).unwrap().next().is_none(),
+        "the run's directory was left behind"
+    );
+    let doc = read_json(&json);
+    let s = &doc["settings"];
+    assert_eq!(s["car_file"], car.as_str());
+    assert_eq!(s["car_blocks"], 1049);
+    let car_bytes = num(&s["car_bytes"], "car_bytes");
+    // The blocks are most of the file (the rest: header, CIDs and length prefixes).
+    let file_len = std::fs::metadata(&car).unwrap().len() as f64;
+    assert!(
+        car_bytes > 0.8 * file_len && car_bytes < file_len,
+        "{car_bytes}"
+    );
+    let names: Vec<&str> = doc["workloads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["get", "car"]);
+    let w = &doc["workloads"][1];
+    let results = w["results"].as_array().unwrap();
+    let targets: Vec<&str> = results
+        .iter()
+        .map(|r| r["target"].as_str().unwrap())
+        .collect();
+    let disk = doc["disk_ceiling_unavailable"].is_null();
+    let mut want = vec!["raw/sled", "engine+hot/sled", "engine/sled"];
+    if disk {
+        want.push("disk/o_direct");
+    }
+    want.push("cpu/sha2-256");
+    assert_eq!(targets, want);
+    for r in results {
+        let what = format!("car {}", r["target"]);
+        check_figures(r, 2, &what);
+        for round in r["rounds"].as_array().unwrap() {
+            // Every block of the file, with all its bytes, in every round.
+            assert_eq!(num(&round["ops"], &what), 1049.0, "{what}");
+            assert_eq!(num(&round["bytes"], &what), car_bytes, "{what}");
+            assert!(num(&round["mib_per_s"], &what) > 0.0, "{what}");
+        }
+    }
+    let engine = results
+        .iter()
+        .find(|r| r["target"] == "engine/sled")
+        .unwrap();
+    assert_eq!(engine["baseline"], "raw/sled");
+    assert!(num(&engine["vs_ceiling"], "vs_ceiling") > 0.0);
+    // The get workload ran over the generated blocks, as without car.
+    let get = &doc["workloads"][0]["results"][0];
+    assert_eq!(num(&get["rounds"][0]["ops"], "get ops"), 20.0);
+}
+
+#[test]
+fn a_bad_car_file_fails_with_one_line_naming_it() {
     let tmp = tempfile::tempdir().unwrap();
     let car = tmp.path().join("x.car");
     std::fs::write(&car, b"not really a car").unwrap();
+    let path = car.to_str().unwrap();
+    assert_one_line_error(&["-w", "car", "--car", path, "--rounds", "1"], path);
+    let bad = car_fixture("badsectionlength.car");
+    assert_one_line_error(&["-w", "car", "--car", &bad], "badsectionlength.car");
     assert_one_line_error(
-        &["-w", "car", "--car", car.to_str().unwrap()],
-        "not available",
+        &["-w", "car", "--car", tmp.path().to_str().unwrap()],
+        "not a file",
     );
+    assert_one_line_error(&["-w", "get", "--car", &bad], "--workload car");
 }
 
 #[test]

@@ -52,7 +52,8 @@ pub struct CompareArgs {
 /// The flags of a benchmark run.
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// A workload to run; repeat or separate with commas for several. Default: all but `car`.
+    /// A workload to run; repeat or separate with commas for several. Default: all but `car`
+    /// (added by --car).
     #[arg(
         long = "workload",
         short = 'w',
@@ -165,7 +166,9 @@ pub struct RunArgs {
     #[arg(long, value_name = "PATH")]
     pub dir: Option<PathBuf>,
 
-    /// CAR file for the `car` workload.
+    /// CAR file (v1 or v2, at most 2 GiB: its blocks are held in memory) for the `car`
+    /// workload: every block ingested into a fresh store per target. Without --workload, the
+    /// default workloads run and `car` too.
     #[arg(long, value_name = "FILE")]
     pub car: Option<PathBuf>,
 
@@ -298,6 +301,8 @@ pub struct Plan {
     pub spin_us: Option<u64>,
     /// Where to make the run's directory; `None`: the system's temporary directory.
     pub dir: Option<PathBuf>,
+    /// The CAR file of the `car` workload (present exactly when it runs).
+    pub car: Option<PathBuf>,
     /// RNG seed.
     pub seed: u64,
     /// JSON output file.
@@ -374,13 +379,21 @@ impl Plan {
             ));
         }
         let mut workloads: Vec<WorkloadKind> = if args.workloads.is_empty() {
-            WorkloadKind::DEFAULT.to_vec()
+            let mut all = WorkloadKind::DEFAULT.to_vec();
+            if args.car.is_some() {
+                all.push(WorkloadKind::Car);
+            }
+            all
         } else {
             args.workloads.clone()
         };
-        if workloads.contains(&WorkloadKind::Car) {
-            check_car(args.car.as_ref())?;
-        }
+        let car = if workloads.contains(&WorkloadKind::Car) {
+            Some(check_car(args.car)?)
+        } else if args.car.is_some() {
+            return usage("--car is for the car workload: add `--workload car`".into());
+        } else {
+            None
+        };
         workloads.sort();
         workloads.dedup();
         let mut backends: Vec<BackendKind> = Vec::new();
@@ -423,6 +436,7 @@ impl Plan {
             hot_budget: args.hot_budget,
             spin_us: args.spin_us,
             dir: args.dir,
+            car,
             seed: args.seed,
             json: args.json,
             markdown: args.markdown,
@@ -431,20 +445,16 @@ impl Plan {
     }
 }
 
-/// The `car` workload: its file must exist, and its reader is not in this branch yet.
-fn check_car(car: Option<&PathBuf>) -> Result<()> {
+/// The `car` workload needs its file, readable and small enough to hold in memory (it is
+/// read only when the run starts, after every flag is checked).
+fn check_car(car: Option<PathBuf>) -> Result<PathBuf> {
     let Some(path) = car else {
         return Err(BenchError::Usage(
             "--workload car needs the CAR file: --car FILE".into(),
         ));
     };
-    std::fs::metadata(path).map_err(|e| BenchError::io("cannot read --car", path, e))?;
-    // MISSING(car): the CAR reader lives in tools/src/car on another branch; the lead wires the
-    // `car` workload (ingest of every block of the file) here.
-    Err(BenchError::Usage(
-        "the car workload is not available in this build yet (the CAR reader is not wired in)"
-            .into(),
-    ))
+    super::car::check(&path)?;
+    Ok(path)
 }
 
 /// Parses a backend name.
@@ -619,10 +629,29 @@ mod tests {
             &["--ops", "0"],
             &["-w", "car"],
             &["-w", "car", "--car", "/nonexistent/file.car"],
+            &["-w", "car", "--car", "/"],
+            &["-w", "get", "--car", "Cargo.toml"],
         ] {
             let err = plan(args).unwrap_err();
             assert!(!err.to_string().contains('\n'), "{args:?}: {err}");
         }
+    }
+
+    #[test]
+    fn car_runs_last_and_joins_the_defaults_when_given_alone() {
+        let car = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/car/sample-v1.car"
+        );
+        let only = plan(&["-w", "car", "--car", car]).unwrap();
+        assert_eq!(only.workloads, vec![WorkloadKind::Car]);
+        assert_eq!(only.car.as_deref(), Some(std::path::Path::new(car)));
+        let all = plan(&["--car", car]).unwrap();
+        assert_eq!(all.workloads.len(), WorkloadKind::DEFAULT.len() + 1);
+        assert_eq!(all.workloads.last(), Some(&WorkloadKind::Car));
+        let mixed = plan(&["-w", "car,get", "--car", car]).unwrap();
+        assert_eq!(mixed.workloads, vec![WorkloadKind::Get, WorkloadKind::Car]);
+        assert!(plan(&[]).unwrap().car.is_none());
     }
 
     #[test]

@@ -75,6 +75,12 @@ pub struct Settings {
     pub baseline: String,
     /// Backends measured.
     pub backends: Vec<String>,
+    /// The `car` workload's file, if it ran (absent in older reports).
+    pub car_file: Option<String>,
+    /// Blocks in that file.
+    pub car_blocks: Option<usize>,
+    /// Bytes of those blocks.
+    pub car_bytes: Option<u64>,
 }
 
 /// One workload's results.

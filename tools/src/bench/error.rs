@@ -29,6 +29,9 @@ pub enum BenchError {
     /// A block could not be built.
     #[error("block: {}", one_line(&.0.to_string()))]
     Block(#[from] ipfrs_storage::BlockError),
+    /// The CAR file of the `car` workload is malformed (the message names the byte offset).
+    #[error("CAR file {}", one_line(.0))]
+    Car(String),
     /// The disk ceiling's O_DIRECT I/O failed.
     #[error("disk ceiling: {}", one_line(.0))]
     Disk(String),

@@ -42,6 +42,7 @@ fn columns(workload: &str) -> Vec<(String, Cell)> {
     }
     match workload {
         "ingest" => vec![("ingest MiB/s".into(), ingest)],
+        "car" => vec![("car MiB/s".into(), ingest)],
         "get" => vec![("get ops/s".into(), ops), ("get p99 µs".into(), p99)],
         "get-many" => vec![("get-many blocks/s".into(), ops)],
         "has-many-absent" => vec![("has-many-absent CIDs/s".into(), ops)],

@@ -1,6 +1,7 @@
 //! The benchmark's pieces: command line, workloads, targets, the lane driver, rounds, the
 //! report (tables and JSON) and the comparison of two reports.
 
+mod car;
 mod cli;
 mod compare;
 mod disk;

@@ -21,8 +21,7 @@ pub fn header(
         "ipfrs-bench {}: {} cores ({}), kernel {}, {} MiB available{}\n\
          data directory {} ({}; removed afterwards)\n\
          {} round{} of: {}\n\
-         {} blocks per round ({:.0} MiB; {}), {} client threads x {} in flight, batches \
-         of {}, durability {}, shards {}, seed {}",
+         {}{} client threads x {} in flight, batches of {}, durability {}, shards {}, seed {}",
         env!("CARGO_PKG_VERSION"),
         m.cores,
         m.cpu_model,
@@ -38,9 +37,17 @@ pub fn header(
         s.rounds,
         if s.rounds == 1 { "" } else { "s" },
         names.join(", "),
-        s.blocks,
-        s.stored_bytes as f64 / (1 << 20) as f64,
-        s.size_description,
+        // A run of only the car workload generates no blocks.
+        if s.blocks > 0 {
+            format!(
+                "{} blocks per round ({:.0} MiB; {}), ",
+                s.blocks,
+                s.stored_bytes as f64 / (1 << 20) as f64,
+                s.size_description
+            )
+        } else {
+            String::new()
+        },
         s.threads,
         s.in_flight,
         s.batch,
@@ -49,6 +56,13 @@ pub fn header(
             .map_or_else(|| "one per core".into(), |n| n.to_string()),
         s.seed,
     );
+    if let (Some(file), Some(blocks), Some(bytes)) = (&s.car_file, s.car_blocks, s.car_bytes) {
+        let _ = write!(
+            out,
+            "\ncar: {file}, {blocks} blocks ({:.1} MiB), ingested into a fresh store per target",
+            bytes as f64 / (1 << 20) as f64
+        );
+    }
     if let Some(reason) = disk_unavailable {
         let _ = write!(out, "\ndisk ceiling NOT measured: {reason}");
     }
@@ -173,8 +187,8 @@ pub fn footer(doc: &Document) -> String {
     let mut out = format!(
         "\nFigures are medians over {} rounds, targets interleaved; ops/s shows the rounds' \
          min-max.\n\
-         Latency per call (per batch for ingest/delete/get-many/has-many-absent, whose ops \
-         are blocks or CIDs; per page for scan){}.\n\
+         Latency per call (per batch for ingest/car/delete/get-many/has-many-absent, whose \
+         ops are blocks or CIDs; per page for scan){}.\n\
          +RSS: the target's peak resident memory (VmHWM, reset per target) above the process's \
          memory when the target opened ({:.0} MiB at most: the generated blocks and the tool).\n\
          vs base: ops/s over the baseline's ({}); above 1 = faster. vs ceil: MiB/s over the \

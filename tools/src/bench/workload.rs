@@ -32,7 +32,8 @@ pub enum WorkloadKind {
     Scan,
     /// Delete every ingested block in batches.
     Delete,
-    /// Ingest every block of a CAR file (--car); not wired in yet.
+    /// Ingest every block of a CAR file (--car) in batches into a fresh store, each block's
+    /// hash verified against its CID (hashing included, as in an import).
     Car,
 }
 
@@ -87,6 +88,7 @@ impl WorkloadKind {
                 | WorkloadKind::GetMany
                 | WorkloadKind::HasManyAbsent
                 | WorkloadKind::Delete
+                | WorkloadKind::Car
         )
     }
 
@@ -205,6 +207,16 @@ pub enum Op {
     },
 }
 
+/// How [`Dataset::block`] makes a block, hashing included.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Hashing {
+    /// Generated data: hashed with sha2-256 under the span's codec.
+    Generated,
+    /// Blocks read from a file: verified against their own CID (any hash function and codec),
+    /// as an import does.
+    Verified,
+}
+
 /// The blocks of a run: `stored` blocks ingested, then the blocks mixed-workload puts add;
 /// one buffer sliced per block (no copy), and the CIDs computed once here so reads know them.
 ///
@@ -222,6 +234,7 @@ pub struct Dataset {
     sample: Vec<u32>,
     /// `cids[sample[k]]` for each `k`.
     sample_cids: Vec<Cid>,
+    hashing: Hashing,
 }
 
 impl Dataset {
@@ -269,6 +282,33 @@ impl Dataset {
             absent: absent_cids(absent, seed)?,
             sample,
             sample_cids,
+            hashing: Hashing::Generated,
+        })
+    }
+
+    /// A dataset of given blocks (a CAR file's, in file order), all stored by ingest, in one
+    /// buffer of their total size; [`Dataset::block`] verifies each against its CID. Nothing
+    /// is sampled or absent: only ingest runs over it.
+    pub fn of_blocks(blocks: impl IntoIterator<Item = Result<Block>>) -> Result<Dataset> {
+        let mut buffer = Vec::new();
+        let mut spans = Vec::new();
+        let mut cids = Vec::new();
+        for block in blocks {
+            let block = block?;
+            // The span's codec serves generated hashing only; the CID carries the real one.
+            spans.push((Codec::Raw, buffer.len(), block.len()));
+            buffer.extend_from_slice(block.data());
+            cids.push(*block.cid());
+        }
+        Ok(Dataset {
+            stored: spans.len(),
+            data: Bytes::from(buffer),
+            spans,
+            cids,
+            absent: Vec::new(),
+            sample: Vec::new(),
+            sample_cids: Vec::new(),
+            hashing: Hashing::Verified,
         })
     }
 
@@ -298,11 +338,12 @@ impl Dataset {
 
     /// Block `i`, hashed now: the hashing is part of the timed work, as for a real ingest.
     pub fn block(&self, i: usize) -> Result<Block> {
-        Ok(Block::with(
-            self.spans[i].0,
-            HashAlgorithm::Sha2_256,
-            self.data(i),
-        )?)
+        Ok(match self.hashing {
+            Hashing::Generated => {
+                Block::with(self.spans[i].0, HashAlgorithm::Sha2_256, self.data(i))?
+            }
+            Hashing::Verified => Block::from_parts(self.cids[i], self.data(i))?,
+        })
     }
 
     /// The CID of block `i`.
@@ -401,7 +442,10 @@ pub fn ops_of(
             .collect()
     };
     match kind {
-        WorkloadKind::Ingest => batches(n, |first, len| Op::Ingest { first, len }),
+        // Car: the same batches over the CAR file's dataset.
+        WorkloadKind::Ingest | WorkloadKind::Car => {
+            batches(n, |first, len| Op::Ingest { first, len })
+        }
         WorkloadKind::Delete => batches(n, |first, len| Op::Delete { first, len }),
         WorkloadKind::Get => (0..ops)
             .map(|_| Op::Get(rng.random_range(0..n) as u32))
@@ -438,7 +482,7 @@ pub fn ops_of(
                 })
                 .collect()
         }
-        WorkloadKind::Scan | WorkloadKind::Car => Vec::new(),
+        WorkloadKind::Scan => Vec::new(),
     }
 }
 

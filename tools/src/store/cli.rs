@@ -5,11 +5,13 @@ use std::path::PathBuf;
 use clap::{Args as ClapArgs, Parser, Subcommand};
 use ipfrs_storage::HashAlgorithm;
 
-/// ipfrs-store: administer an ipfrs block store (blocks, CAR files, statistics, verify, gc).
+/// ipfrs-store: administer an ipfrs block store (blocks, CAR files, statistics, verify, gc,
+/// versioned model checkpoints).
 ///
 /// The repository is `--repo DIR`, else $IPFRS_STORE_REPO, else $XDG_DATA_HOME/ipfrs-store
 /// (~/.local/share/ipfrs-store). Inside: blocks/ (the engine's data directory), config.toml
-/// (optional engine configuration), pins (optional, one root CID a line, for `repo gc`).
+/// (optional engine configuration), pins (optional, one root CID a line, for `repo gc`),
+/// refs/ and ledger (the versioning layer's refs and the list of blocks it stored).
 #[derive(Debug, Parser)]
 #[command(name = "ipfrs-store", version)]
 pub struct Args {
@@ -41,6 +43,10 @@ pub enum Command {
     /// The whole store: stat, verify, gc.
     #[command(subcommand)]
     Repo(RepoCommand),
+    /// Versioned model checkpoints (Git-for-Tensors): commit safetensors files, log,
+    /// checkout, branches, tags, diff, merge, blame, gc, CAR export/import.
+    #[command(subcommand)]
+    Version(VersionCommand),
 }
 
 /// `init` options.
@@ -143,7 +149,8 @@ pub enum RepoCommand {
     /// remove the emptied segment files (background compaction does this past the budget).
     Compact,
     /// Remove every block not reachable from the roots (ROOT arguments, and the pins file).
-    /// Versioning refs are not roots yet: pin them.
+    /// Every versioning ref (branch, tag, HEAD) is a root too, so a versioned model is never
+    /// removed; ROOT arguments or a pins file are still required.
     Gc {
         /// Root CIDs to keep (with everything they link to).
         roots: Vec<String>,
@@ -153,5 +160,151 @@ pub enum RepoCommand {
         /// Report what would be removed, remove nothing.
         #[arg(long)]
         dry_run: bool,
+    },
+}
+
+/// `version` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum VersionCommand {
+    /// Prepare the repository for versioning: the block store (as `init` does, if it does not
+    /// exist yet), the ref directory and the ledger. Idempotent.
+    Init,
+    /// Commit the tensors of a safetensors file on a branch (created by its first commit).
+    Commit(CommitArgs),
+    /// History of a revision, newest first.
+    Log {
+        /// Where the history starts: HEAD, a branch, a tag or a commit CID.
+        #[arg(default_value = "HEAD")]
+        rev: String,
+        /// Show at most this many commits.
+        #[arg(short = 'n', long, value_name = "N")]
+        limit: Option<usize>,
+    },
+    /// Write a commit's tensors to a safetensors file (bit-exact) and point HEAD at it.
+    Checkout {
+        /// HEAD, a branch, a tag or a commit CID.
+        #[arg(default_value = "HEAD")]
+        rev: String,
+        /// The newest commit of REV's first-parent history made at or before this time:
+        /// milliseconds since the Unix epoch, or an RFC 3339 time (2026-11-24T18:00:00Z).
+        #[arg(long, value_name = "TIME")]
+        as_of: Option<String>,
+        /// The safetensors file to write (replaced atomically).
+        #[arg(short, long)]
+        output: PathBuf,
+    },
+    /// Branches: create, list, delete.
+    #[command(subcommand)]
+    Branch(RefCommand),
+    /// Tags: create, list, delete.
+    #[command(subcommand)]
+    Tag(RefCommand),
+    /// Per-tensor differences between two commits: added, removed, changed chunks, L2 norm
+    /// and largest absolute change.
+    Diff {
+        /// The old revision.
+        from: String,
+        /// The new revision.
+        #[arg(default_value = "HEAD")]
+        to: String,
+    },
+    /// Merge a revision into a branch: fast-forward only, or with --weighted a weighted
+    /// average of the two states as a two-parent commit.
+    Merge {
+        /// The revision to merge in.
+        theirs: String,
+        /// The branch that receives the merge.
+        #[arg(long, default_value = "main")]
+        branch: String,
+        /// Their weight in [0, 1]: each float element becomes (1 - ALPHA) * ours + ALPHA *
+        /// theirs. Without it, only a fast-forward is done.
+        #[arg(long, value_name = "ALPHA")]
+        weighted: Option<f64>,
+        /// Author of a merge commit (default: $USER).
+        #[arg(long)]
+        author: Option<String>,
+        /// Message of a merge commit.
+        #[arg(short, long)]
+        message: Option<String>,
+    },
+    /// For each tensor, the commit that last changed it, with its provenance.
+    Blame {
+        /// The revision.
+        #[arg(default_value = "HEAD")]
+        rev: String,
+    },
+    /// Remove the blocks this layer stored that no ref (branch, tag, HEAD) or ROOT reaches.
+    /// Blocks it did not store (other users' blocks) are never removed.
+    Gc {
+        /// Extra root CIDs to keep.
+        roots: Vec<String>,
+        /// Report what would be removed, remove nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Export a commit and everything it reaches (history included) as a CARv1 file.
+    Export {
+        /// The revision.
+        #[arg(default_value = "HEAD")]
+        rev: String,
+        /// The CAR file to write (replaced only once complete).
+        #[arg(short, long)]
+        output: PathBuf,
+    },
+    /// Import a CARv1 file made by `version export`, optionally setting a branch to its root.
+    Import {
+        /// The CAR file.
+        file: PathBuf,
+        /// The branch to create or move to the imported commit.
+        #[arg(long)]
+        branch: Option<String>,
+    },
+}
+
+/// `version commit` options.
+#[derive(Debug, ClapArgs)]
+pub struct CommitArgs {
+    /// The safetensors file.
+    pub file: PathBuf,
+    /// Why.
+    #[arg(short, long, default_value = "")]
+    pub message: String,
+    /// Who (default: $USER).
+    #[arg(long)]
+    pub author: Option<String>,
+    /// The branch to commit on.
+    #[arg(short, long, default_value = "main")]
+    pub branch: String,
+    /// A training-data CID the weights were computed from (repeatable).
+    #[arg(long, value_name = "CID")]
+    pub dataset: Vec<String>,
+    /// A gradient or update CID that produced the weights (repeatable).
+    #[arg(long, value_name = "CID")]
+    pub gradient: Vec<String>,
+    /// A hyperparameter, KEY=VALUE (repeatable).
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub param: Vec<String>,
+    /// Free metadata, KEY=VALUE (repeatable).
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub meta: Vec<String>,
+}
+
+/// `version branch` and `version tag` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum RefCommand {
+    /// Create one at a revision.
+    Create {
+        /// Its name.
+        name: String,
+        /// Where it points.
+        #[arg(long, default_value = "HEAD")]
+        at: String,
+    },
+    /// List them; `*` marks the one at HEAD's commit.
+    List,
+    /// Delete one (the commits stay until gc).
+    Delete {
+        /// Its name.
+        name: String,
     },
 }

@@ -84,7 +84,7 @@ pub enum Error {
     },
     /// `repo gc` without any root: it would remove everything.
     #[error(
-        "no roots: give ROOT arguments or a pins file (--pins, or <repo>/pins); refusing to remove every block"
+        "no roots: give ROOT arguments or a pins file (--pins, or <repo>/pins); refusing to remove every block no versioning ref reaches"
     )]
     NoRoots,
     /// A pins file line is not a CID.
@@ -107,6 +107,10 @@ pub enum Error {
         /// Blocks listed but unreadable.
         missing: usize,
     },
+    /// The versioning layer refused or failed (unknown revision, bad safetensors file, a
+    /// merge that is not a fast-forward, ...).
+    #[error("{0}")]
+    Version(#[from] ipfrs_versioning::Error),
     /// Some files of a --partial import failed (each was reported).
     #[error("{failed} of {total} CAR files failed to import")]
     PartialImport {
@@ -139,6 +143,12 @@ impl Error {
     pub fn exit_code(&self) -> u8 {
         match self {
             Error::Usage(_) | Error::BadCid { .. } => 2,
+            // Malformed text given on the command line, as for a bad CID.
+            Error::Version(
+                ipfrs_versioning::Error::BadArgument { .. }
+                | ipfrs_versioning::Error::InvalidRefName { .. }
+                | ipfrs_versioning::Error::BadWeight(_),
+            ) => 2,
             _ => 1,
         }
     }

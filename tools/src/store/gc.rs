@@ -1,7 +1,9 @@
 //! `repo gc`: remove every block not reachable from the roots.
 //!
 //! Mark: walk the DAGs under the roots (dag-pb, dag-cbor and raw links), collecting the
-//! multihashes reached (blocks are keyed by multihash). Sweep: list every stored block and
+//! multihashes reached (blocks are keyed by multihash), and add what the versioning refs
+//! reach (branches, tags, HEAD: see [`super::version::ref_roots`], walked by the versioning
+//! layer, which knows its objects), so a versioned model is never removed. Sweep: list every stored block and
 //! delete the unmarked ones in batches. A block that does not decode as its codec stops the
 //! collection before anything is removed: what it links to cannot be known. Blocks of other
 //! codecs are kept, but their links are not followed (and what only they reach is removed).
@@ -22,6 +24,7 @@ use serde::Serialize;
 use super::dag::{self, OnMissing};
 use super::error::{Error, Result};
 use super::progress;
+use super::version::RefRoots;
 
 /// Blocks deleted per `delete_many`.
 const BATCH: usize = 1024;
@@ -31,6 +34,10 @@ const BATCH: usize = 1024;
 pub struct Collected {
     /// The roots kept.
     pub roots: Vec<String>,
+    /// The versioning refs kept as roots too, as `name=commit`.
+    pub refs: Vec<String>,
+    /// Blocks the versioning refs reach (kept; also counted in `reachable`).
+    pub versioned: u64,
     /// Blocks reachable from them (kept).
     pub reachable: u64,
     /// Blocks removed (or to be removed with --dry-run).
@@ -51,9 +58,12 @@ impl super::output::Report for Collected {
             "removed"
         };
         let mut out = format!(
-            "{} roots, {} reachable blocks kept, {verb} {} blocks\n",
+            "{} roots and {} versioning refs, {} reachable blocks kept ({} versioned), {verb} {} \
+             blocks\n",
             self.roots.len(),
+            self.refs.len(),
             self.reachable,
+            self.versioned,
             self.removed
         );
         if !self.missing.is_empty() {
@@ -92,12 +102,19 @@ pub fn read_pins(path: &Path) -> Result<Vec<Cid>> {
     Ok(pins)
 }
 
-/// Marks from `roots`, then sweeps every unmarked block (unless `dry_run`).
-pub fn collect<S: BlockStore>(store: &S, roots: &[Cid], dry_run: bool) -> Result<Collected> {
+/// Marks from `roots` and `kept` (what the versioning refs reach), then sweeps every unmarked
+/// block (unless `dry_run`). `roots` must not be empty: the refs alone are not enough, so that
+/// a `repo gc` without roots never silently removes every unversioned block.
+pub fn collect<S: BlockStore>(
+    store: &S,
+    roots: &[Cid],
+    kept: &RefRoots,
+    dry_run: bool,
+) -> Result<Collected> {
     if roots.is_empty() {
         return Err(Error::NoRoots);
     }
-    let mut marked: HashSet<Key> = HashSet::new();
+    let mut marked: HashSet<Key> = kept.keys.clone();
     let walked = dag::walk(store, roots, OnMissing::Note, |cid, _| {
         marked.insert(key_of(cid));
         Ok(())
@@ -130,6 +147,12 @@ pub fn collect<S: BlockStore>(store: &S, roots: &[Cid], dry_run: bool) -> Result
     bar.finish_and_clear();
     Ok(Collected {
         roots: roots.iter().map(ToString::to_string).collect(),
+        refs: kept
+            .refs
+            .iter()
+            .map(|(name, cid)| format!("{name}={cid}"))
+            .collect(),
+        versioned: kept.keys.len() as u64,
         reachable: marked.len() as u64,
         removed,
         missing: walked.missing.iter().map(ToString::to_string).collect(),

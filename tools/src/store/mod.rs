@@ -18,6 +18,7 @@ pub mod progress;
 pub mod repo;
 pub mod stat;
 pub mod verify;
+pub mod version;
 
 use std::process::ExitCode;
 
@@ -25,7 +26,7 @@ use clap::Parser;
 use futures_lite::future::block_on;
 use ipfrs_storage::{BlockStore, Engine};
 
-use cli::{Args, BlockCommand, CarCommand, Command, RepoCommand};
+use cli::{Args, BlockCommand, CarCommand, Command, InitArgs, RepoCommand, VersionCommand};
 use error::{Error, Result};
 use output::print;
 use repo::Repo;
@@ -79,8 +80,21 @@ pub fn run(args: Args) -> Result<()> {
     if let Command::Init(init) = &args.command {
         return print(&init::run(&repo, init)?, json);
     }
+    // `version init` makes the block store too when there is none (as `init` would, with the
+    // configuration in force), then opens it like every other command.
+    let mut created_store = false;
+    if let Command::Version(VersionCommand::Init) = &args.command
+        && !repo.is_initialized()
+    {
+        let defaults = InitArgs {
+            backend: None,
+            shards: None,
+        };
+        init::run(&repo, &defaults)?;
+        created_store = true;
+    }
     let engine = repo.open()?;
-    let result = dispatch(&engine, &repo, args.command, json);
+    let result = dispatch(&engine, &repo, args.command, json, created_store);
     // Close even after a failure, so every acknowledged write is flushed; the first error
     // wins.
     let closed = block_on(engine.close());
@@ -88,7 +102,13 @@ pub fn run(args: Args) -> Result<()> {
     Ok(closed?)
 }
 
-fn dispatch(engine: &Engine, repo: &Repo, command: Command, json: bool) -> Result<()> {
+fn dispatch(
+    engine: &Engine,
+    repo: &Repo,
+    command: Command,
+    json: bool,
+    created_store: bool,
+) -> Result<()> {
     match command {
         Command::Init(_) => Err(Error::Usage("init runs before the store is opened".into())),
         Command::Block(cmd) => match cmd {
@@ -165,8 +185,12 @@ fn dispatch(engine: &Engine, repo: &Repo, command: Command, json: bool) -> Resul
                     }
                     None => {}
                 }
-                print(&gc::collect(engine, &cids, dry_run)?, json)
+                // Every versioning ref is a root too: `repo gc` never removes a versioned
+                // model.
+                let kept = version::ref_roots(repo, engine)?;
+                print(&gc::collect(engine, &cids, &kept, dry_run)?, json)
             }
         },
+        Command::Version(cmd) => version::run(engine, repo, cmd, json, created_store),
     }
 }

@@ -1,0 +1,418 @@
+//! `version`: versioned model checkpoints (Git-for-Tensors, crate ipfrs-versioning) over the
+//! repository's engine.
+//!
+//! The versioning layer keeps its refs in `<repo>/refs` and its ledger (the blocks it stored,
+//! the only ones its gc may remove) in `<repo>/ledger`, next to the engine's `<repo>/blocks`,
+//! which holds its objects and chunks like any other blocks. It runs over the engine `run`
+//! opened with the repository's configuration, so one process holds the store and its lock.
+//! Every subcommand prints the layer's own text for people, or JSON with CIDs as strings.
+//!
+//! `repo gc` keeps what the refs reach ([`ref_roots`]): it walks from them with the layer's
+//! own walker, which knows that a delta names reconstructed chunks it does not store.
+
+mod json;
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::time::UNIX_EPOCH;
+
+use futures_lite::future::block_on;
+use ipfrs_storage::key::Key;
+use ipfrs_storage::{Cid, Engine};
+use ipfrs_versioning::cli::VersionCli;
+use ipfrs_versioning::{FileRefStore, MemLedger, RefStore, RepoConfig};
+use serde::Serialize;
+
+use json::{
+    BlameJson, CarJson, CheckoutJson, CommitJson, DiffJson, GcJson, LogJson, MergeJson,
+    RefChangeJson, RefsJson,
+};
+
+use super::cli::{CommitArgs, RefCommand, VersionCommand};
+use super::error::{self, Error, Result};
+use super::output::{Report, print};
+use super::repo::Repo;
+
+/// The ref directory of a repository.
+pub fn refs_dir(repo: &Repo) -> PathBuf {
+    repo.root().join("refs")
+}
+
+/// The ledger file of a repository.
+pub fn ledger_file(repo: &Repo) -> PathBuf {
+    repo.root().join("ledger")
+}
+
+/// Opens the versioning layer of `repo` over `engine` (creating its ref directory and ledger
+/// if they do not exist).
+pub fn open(repo: &Repo, engine: &Engine) -> Result<VersionCli<Engine>> {
+    Ok(VersionCli::open(
+        repo.root(),
+        engine.clone(),
+        RepoConfig::default(),
+    )?)
+}
+
+/// A result: JSON from `data`, and the versioning layer's own text for people.
+#[derive(Debug, Serialize)]
+pub struct Shown<T> {
+    #[serde(flatten)]
+    data: T,
+    #[serde(skip)]
+    text: String,
+}
+
+impl<T: Serialize> Report for Shown<T> {
+    fn human(&self) -> String {
+        self.text.clone()
+    }
+}
+
+fn shown<T>(data: T, text: impl Into<String>) -> Shown<T> {
+    let mut text = text.into();
+    if !text.is_empty() && !text.ends_with('\n') {
+        text.push('\n');
+    }
+    Shown { data, text }
+}
+
+/// Runs one `version` subcommand and prints its result. `created_store` says whether
+/// `version init` has just created the block store.
+pub fn run(
+    engine: &Engine,
+    repo: &Repo,
+    command: VersionCommand,
+    json: bool,
+    created_store: bool,
+) -> Result<()> {
+    let vcs = open(repo, engine)?;
+    match command {
+        VersionCommand::Init => print(&init(repo, &vcs, created_store)?, json),
+        VersionCommand::Commit(args) => print(&commit(&vcs, &args)?, json),
+        VersionCommand::Log { rev, limit } => {
+            let log = vcs.log(&rev, limit)?;
+            print(&shown(LogJson::new(&log), log.to_string()), json)
+        }
+        VersionCommand::Checkout { rev, as_of, output } => {
+            let rev = match as_of {
+                Some(time) => format!("{rev}@{}", parse_time(&time)?),
+                None => rev,
+            };
+            let done = vcs.checkout(&rev, &output)?;
+            let data = CheckoutJson {
+                commit: done.commit.to_string(),
+                tensors: done.tensors,
+                bytes: done.bytes,
+                output: output.clone(),
+            };
+            let text = format!("{done} to {}", output.display());
+            print(&shown(data, text), json)
+        }
+        VersionCommand::Branch(cmd) => refs(&vcs, RefKind::Branch, cmd, json),
+        VersionCommand::Tag(cmd) => refs(&vcs, RefKind::Tag, cmd, json),
+        VersionCommand::Diff { from, to } => {
+            let diff = vcs.diff(&from, &to)?;
+            print(&shown(DiffJson::new(&diff), diff.to_string()), json)
+        }
+        VersionCommand::Merge {
+            theirs,
+            branch,
+            weighted,
+            author,
+            message,
+        } => {
+            let message = message.unwrap_or_else(|| format!("merge {theirs} into {branch}"));
+            let outcome = vcs.merge(
+                &branch,
+                &theirs,
+                weighted,
+                &author.unwrap_or_else(default_author),
+                &message,
+            )?;
+            print(&shown(MergeJson::new(&outcome), outcome.to_string()), json)
+        }
+        VersionCommand::Blame { rev } => {
+            let blame = vcs.blame(&rev)?;
+            print(&shown(BlameJson::new(&blame), blame.to_string()), json)
+        }
+        VersionCommand::Gc { roots, dry_run } => {
+            for root in &roots {
+                error::parse_cid(root)?;
+            }
+            let report = vcs.gc(&roots, dry_run)?;
+            print(&shown(GcJson::new(&report), report.to_string()), json)
+        }
+        VersionCommand::Export { rev, output } => {
+            let summary = vcs.export(&rev, &output)?;
+            let text = format!("exported {summary} to {}", output.display());
+            print(&shown(CarJson::new(&summary, &output, None), text), json)
+        }
+        VersionCommand::Import { file, branch } => {
+            let summary = vcs.import(&file, branch.as_deref())?;
+            let mut text = format!("imported {summary} from {}", file.display());
+            if let Some(b) = &branch {
+                text.push_str(&format!("; branch {b} -> {}", summary.root));
+            }
+            print(
+                &shown(CarJson::new(&summary, &file, branch.clone()), text),
+                json,
+            )
+        }
+    }
+}
+
+/// `version init`'s result.
+#[derive(Debug, Serialize)]
+pub struct Initialized {
+    /// The repository.
+    pub repo: PathBuf,
+    /// Whether the block store was created by this command (else it existed).
+    pub created_store: bool,
+    /// The ref directory.
+    pub refs: PathBuf,
+    /// The ledger file.
+    pub ledger: PathBuf,
+    /// Branches that already exist.
+    pub branches: usize,
+}
+
+impl Report for Initialized {
+    fn human(&self) -> String {
+        format!(
+            "versioning ready in {} ({}; {} branches)\n",
+            self.repo.display(),
+            if self.created_store {
+                "block store created"
+            } else {
+                "existing block store"
+            },
+            self.branches
+        )
+    }
+}
+
+fn init(repo: &Repo, vcs: &VersionCli<Engine>, created_store: bool) -> Result<Initialized> {
+    Ok(Initialized {
+        repo: repo.root().to_path_buf(),
+        created_store,
+        refs: refs_dir(repo),
+        ledger: ledger_file(repo),
+        branches: vcs.branch_list()?.refs.len(),
+    })
+}
+
+/// $USER, else "unknown": who a commit is by when --author is not given.
+fn default_author() -> String {
+    std::env::var("USER")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// The versioning layer's provenance arguments from the flags of `version commit`.
+fn provenance_args(args: &CommitArgs) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for (key, cids) in [("dataset", &args.dataset), ("gradient", &args.gradient)] {
+        for text in cids {
+            // Checked here so a bad one is reported as a CID, with the usage exit code.
+            let cid = error::parse_cid(text)?;
+            out.push(format!("{key}={cid}"));
+        }
+    }
+    for (flag, prefix, pairs) in [
+        ("--param", "hparam.", &args.param),
+        ("--meta", "meta.", &args.meta),
+    ] {
+        for pair in pairs {
+            let (key, value) = pair
+                .split_once('=')
+                .filter(|(k, _)| !k.is_empty())
+                .ok_or_else(|| Error::Usage(format!("{flag} {pair:?}: expected KEY=VALUE")))?;
+            out.push(format!("{prefix}{key}={value}"));
+        }
+    }
+    Ok(out)
+}
+
+fn commit(vcs: &VersionCli<Engine>, args: &CommitArgs) -> Result<Shown<CommitJson>> {
+    let provenance = provenance_args(args)?;
+    let author = args.author.clone().unwrap_or_else(default_author);
+    let summary = vcs.commit(
+        &args.file,
+        &args.branch,
+        &author,
+        &args.message,
+        &provenance,
+    )?;
+    Ok(shown(CommitJson::new(&summary), summary.to_string()))
+}
+
+/// Parses --as-of: milliseconds since the Unix epoch, or an RFC 3339 time.
+pub fn parse_time(text: &str) -> Result<u64> {
+    let text = text.trim();
+    if let Ok(ms) = text.parse::<u64>() {
+        return Ok(ms);
+    }
+    let bad = || {
+        Error::Usage(format!(
+            "--as-of {text:?}: expected milliseconds since the Unix epoch or an RFC 3339 time \
+             (2026-11-24T18:00:00Z)"
+        ))
+    };
+    let time = humantime::parse_rfc3339_weak(text).map_err(|_| bad())?;
+    let since = time.duration_since(UNIX_EPOCH).map_err(|_| bad())?;
+    u64::try_from(since.as_millis()).map_err(|_| bad())
+}
+
+/// Branches or tags.
+#[derive(Debug, Clone, Copy)]
+enum RefKind {
+    Branch,
+    Tag,
+}
+
+impl RefKind {
+    fn name(self) -> &'static str {
+        match self {
+            RefKind::Branch => "branch",
+            RefKind::Tag => "tag",
+        }
+    }
+}
+
+fn refs(vcs: &VersionCli<Engine>, kind: RefKind, command: RefCommand, json: bool) -> Result<()> {
+    let changed = |action: &'static str, name: String, commit: Cid| {
+        let text = match action {
+            "created" => format!("created {} {name} at {commit}", kind.name()),
+            _ => format!("deleted {} {name} (was {commit})", kind.name()),
+        };
+        let data = RefChangeJson {
+            action,
+            kind: kind.name(),
+            name,
+            commit: commit.to_string(),
+        };
+        shown(data, text)
+    };
+    match command {
+        RefCommand::Create { name, at } => {
+            let commit = match kind {
+                RefKind::Branch => vcs.branch_create(&name, &at)?,
+                RefKind::Tag => vcs.tag_create(&name, &at)?,
+            };
+            print(&changed("created", name, commit), json)
+        }
+        RefCommand::Delete { name } => {
+            let commit = match kind {
+                RefKind::Branch => vcs.branch_delete(&name)?,
+                RefKind::Tag => vcs.tag_delete(&name)?,
+            };
+            print(&changed("deleted", name, commit), json)
+        }
+        RefCommand::List => {
+            let list = match kind {
+                RefKind::Branch => vcs.branch_list()?,
+                RefKind::Tag => vcs.tag_list()?,
+            };
+            let text = if list.refs.is_empty() {
+                format!("no {}s", kind.name())
+            } else {
+                list.to_string()
+            };
+            print(&shown(RefsJson::new(&list), text), json)
+        }
+    }
+}
+
+/// What the versioning refs of a repository keep: their names and the storage keys of
+/// every block they reach.
+#[derive(Debug, Default)]
+pub struct RefRoots {
+    /// Every ref (`heads/<branch>`, `tags/<tag>`, `HEAD`) with its commit.
+    pub refs: Vec<(String, Cid)>,
+    /// The storage keys (multihashes) of every block the refs reach.
+    pub keys: HashSet<Key>,
+}
+
+/// The blocks the versioning refs of `repo` reach, for `repo gc`. Nothing is created: a
+/// repository without a ref directory has no refs. A ref whose objects are missing is an
+/// error (nothing can be said about what it reaches), so gc stops before removing anything.
+pub fn ref_roots(repo: &Repo, engine: &Engine) -> Result<RefRoots> {
+    let dir = refs_dir(repo);
+    if !dir.is_dir() {
+        return Ok(RefRoots::default());
+    }
+    let refs = FileRefStore::open(&dir)?;
+    let listed = refs.list("")?;
+    if listed.is_empty() {
+        return Ok(RefRoots::default());
+    }
+    let roots: Vec<Cid> = listed.iter().map(|(_, c)| *c).collect();
+    // Only the walk is used: the ledger is irrelevant to it.
+    let vcs = ipfrs_versioning::Repo::new(
+        engine.clone(),
+        refs,
+        MemLedger::new(),
+        RepoConfig::default(),
+    );
+    let keys = block_on(vcs.reachable(&roots))?.keys();
+    Ok(RefRoots { refs: listed, keys })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn args(dataset: &[&str], param: &[&str], meta: &[&str]) -> CommitArgs {
+        let own = |v: &[&str]| v.iter().map(|s| s.to_string()).collect();
+        CommitArgs {
+            file: PathBuf::from("m.safetensors"),
+            message: String::new(),
+            author: None,
+            branch: "main".into(),
+            dataset: own(dataset),
+            gradient: Vec::new(),
+            param: own(param),
+            meta: own(meta),
+        }
+    }
+
+    #[test]
+    fn provenance_flags_become_the_layers_arguments() {
+        let cid = "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku";
+        let got = provenance_args(&args(&[cid], &["lr=3e-4", "opt=adam=w"], &["run=7"])).unwrap();
+        assert_eq!(
+            got,
+            [
+                format!("dataset={cid}"),
+                "hparam.lr=3e-4".into(),
+                "hparam.opt=adam=w".into(),
+                "meta.run=7".into()
+            ]
+        );
+        let parsed = ipfrs_versioning::cli::parse_provenance(&got).unwrap();
+        assert_eq!(parsed.hyperparameters["opt"], "adam=w");
+        for bad in [
+            args(&["not-a-cid"], &[], &[]),
+            args(&[], &["lr"], &[]),
+            args(&[], &[], &["=v"]),
+        ] {
+            let err = provenance_args(&bad).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{err}");
+        }
+    }
+
+    #[test]
+    fn as_of_takes_milliseconds_or_rfc3339() {
+        assert_eq!(parse_time("1700000000000").unwrap(), 1_700_000_000_000);
+        assert_eq!(parse_time("1970-01-01T00:00:01Z").unwrap(), 1000);
+        assert_eq!(
+            parse_time("2023-11-14T22:13:20Z").unwrap(),
+            1_700_000_000_000
+        );
+        assert!(matches!(parse_time("yesterday"), Err(Error::Usage(_))));
+        assert!(matches!(parse_time("-5"), Err(Error::Usage(_))));
+    }
+}
