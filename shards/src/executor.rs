@@ -205,14 +205,19 @@ fn run_shard(
         hot,
         gate: glommio::sync::Gate::new(),
     });
-    executor.run(async move {
+    // After the executor stops, segments kept for a backend without durable flushes are
+    // removed, once that backend is really closed (dropped: parity-db writes everything out
+    // when it is dropped).
+    let backend_alive = Arc::downgrade(&shard.backend);
+    let segments = segments_dir.clone();
+    let deferred = executor.run(async move {
         if let Some(hot) = &shard.hot {
             if let Err(err) = hot.start_writer(resume, next_seq).await {
                 let _ = ready.send(Err(Error::SegmentIo {
                     shard: id,
                     message: format!("starting the hot segment writer: {err:?}"),
                 }));
-                return;
+                return Vec::new();
             }
             let queue = glommio::executor().create_task_queue(
                 Shares::Static(COMPACTION_SHARES),
@@ -224,13 +229,21 @@ fn run_shard(
             }
         }
         let _ = ready.send(Ok(()));
-        serve(shard, rx).await;
+        serve(shard, rx).await
     });
+    if backend_alive.upgrade().is_none() && !deferred.is_empty() {
+        for id in deferred {
+            let _ = std::fs::remove_file(ipfrs_tiering::segment::file::segment_path(&segments, id));
+            let _ = std::fs::remove_file(ipfrs_tiering::segment::hint::hint_path(&segments, id));
+        }
+        let _ = ipfrs_tiering::segment::file::sync_dir(&segments);
+    }
 }
 
 /// The shard's main loop: dispatch until `Shutdown` (or until every sender is gone), then
-/// let in-flight work finish, flush the backend and acknowledge the shutdown.
-async fn serve(shard: Rc<Shard>, rx: flume::Receiver<Request>) {
+/// let in-flight work finish, flush the backend and acknowledge the shutdown. Returns the
+/// compacted segments whose files wait for the backend to be closed.
+async fn serve(shard: Rc<Shard>, rx: flume::Receiver<Request>) -> Vec<u32> {
     let mut shutdown_reply = None;
     while let Ok(request) = rx.recv_async().await {
         match request {
@@ -276,9 +289,16 @@ async fn serve(shard: Rc<Shard>, rx: flume::Receiver<Request>) {
     }
     let flushed = shard.blocking(|backend| backend.flush()).await;
     let result = result.and(flushed);
+    let deferred = shard
+        .hot
+        .as_ref()
+        .map(|hot| std::mem::take(&mut *hot.deferred.borrow_mut()))
+        .unwrap_or_default();
+    drop(shard);
     if let Some(reply) = shutdown_reply {
         let _ = reply.send(result);
     }
+    deferred
 }
 
 /// Compaction's share of its core against the foreground queue's default of 1000: it gets

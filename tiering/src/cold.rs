@@ -59,4 +59,12 @@ pub trait ColdBackend: Send + Sync + 'static {
 
     /// Makes every earlier write durable.
     fn flush(&self) -> Result<()>;
+
+    /// Whether a successful [`ColdBackend::flush`] makes every earlier write durable. A
+    /// backend that cannot promise it (parity-db 0.5, whose background writer has no public
+    /// wait) makes the hot tier keep compacted segment files until the backend has been
+    /// closed cleanly, so a crash never loses blocks that were moved out of them.
+    fn flush_is_durable(&self) -> bool {
+        true
+    }
 }

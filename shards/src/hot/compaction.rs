@@ -310,6 +310,13 @@ impl Shard {
         }
         // Readers holding blocks of this segment keep its mapping alive.
         hot.segments.borrow_mut().remove(&segment);
+        if !self.backend.flush_is_durable() {
+            // The moved blocks may still be only in the backend's memory: keep the file (and
+            // its hint) until the backend has been closed; recovery replays it if we crash.
+            hot.deferred.borrow_mut().push(segment);
+            bump(&hot.counters.segments_compacted, 1);
+            return Ok(());
+        }
         let path = ipfrs_tiering::segment::file::segment_path(&hot.dir, segment);
         let dir = hot.dir.clone();
         glommio::executor()

@@ -73,6 +73,10 @@ pub(crate) struct HotTier {
     pub(crate) counters: HotCounters,
     /// Reads of cold blocks, by key fingerprint, for promotion.
     pub(crate) cold_reads: RefCell<HashMap<u128, u16>>,
+    /// Compacted segments whose files are kept until the cold backend has been closed
+    /// cleanly, because its flush does not make the moved blocks durable (see
+    /// `ColdBackend::flush_is_durable`). A crash replays them as hot segments.
+    pub(crate) deferred: RefCell<Vec<u32>>,
     /// The compaction task, cancelled at shutdown (it holds the shard alive otherwise).
     pub(crate) compaction: RefCell<Option<glommio::Task<()>>>,
     /// Wakes the compaction task after a commit that may have passed the budget.
@@ -208,6 +212,7 @@ impl HotTier {
                 counters,
                 cold_reads: RefCell::default(),
                 compaction: RefCell::new(None),
+                deferred: RefCell::default(),
                 wake_tx,
                 wake_rx,
             },

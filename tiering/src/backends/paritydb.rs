@@ -85,4 +85,8 @@ impl ColdBackend for ParityDbBackend {
         // See the module documentation: nothing public to wait on in parity-db 0.5.
         Ok(())
     }
+
+    fn flush_is_durable(&self) -> bool {
+        false
+    }
 }
