@@ -145,9 +145,18 @@ fn plan(seed: u64, kill: u64, last: bool) -> Plan {
     }
 }
 
-/// Runs a campaign; `Err(Ok(failure))` is a failed check, `Err(Err(e))` a campaign that could
-/// not run (the store may hold useful evidence either way).
-pub fn run(opts: &Options) -> std::result::Result<Summary, std::result::Result<Failure, Error>> {
+/// How a campaign ended.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Every check passed.
+    Passed(Summary),
+    /// A check failed.
+    Failed(Failure),
+}
+
+/// Runs a campaign. An error means it could not run (a child could not be started, its log
+/// was unreadable); the store may still hold useful evidence.
+pub fn run(opts: &Options) -> Result<Outcome> {
     let mut c = Campaign {
         opts,
         model: Model::new(opts.mode.acks_are_durable()),
@@ -158,23 +167,23 @@ pub fn run(opts: &Options) -> std::result::Result<Summary, std::result::Result<F
     };
     for kill in 0..opts.kills {
         let plan = plan(opts.seed, kill, kill + 1 == opts.kills);
-        let problems = c.kill_one(plan).map_err(Err)?;
+        let problems = c.kill_one(plan)?;
         let problems = if problems.is_empty() && plan.check {
-            c.check().map_err(Err)?
+            c.check()?
         } else {
             problems
         };
         c.summary.kills = kill + 1;
         (c.summary.acked_puts, c.summary.acked_deletes) = c.model.acks();
         if !problems.is_empty() {
-            return Err(Ok(Failure {
+            return Ok(Outcome::Failed(Failure {
                 kill,
                 problems,
                 summary: c.summary,
             }));
         }
     }
-    Ok(c.summary)
+    Ok(Outcome::Passed(c.summary))
 }
 
 struct Campaign<'a> {

@@ -20,6 +20,7 @@
 //!   bit-exact, no `Error::Corrupt`, no failed read), nothing listed that was never put, and
 //!   nothing that a previous check saw and the parent closed cleanly since (which is durable
 //!   in every mode) has changed; the store reopens and is writable.
+//!
 //! In every mode an operation in flight at the kill may or may not have happened; a check
 //! settles it to what it saw, and from then on it must stay so.
 //!
@@ -39,7 +40,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use campaign::{Failure, Options, Summary};
+use campaign::{Failure, Options, Outcome, Summary};
 use child::ChildArgs;
 use cli::{Args, Command};
 pub use error::{Error, Result};
@@ -122,11 +123,16 @@ fn campaign_main(args: &Args) -> Result<ExitCode> {
         opts.store().display()
     );
     let result = campaign::run(&opts);
-    let passed = result.is_ok();
+    let passed = matches!(result, Ok(Outcome::Passed(_)));
+    let code = match &result {
+        Ok(Outcome::Passed(_)) => ExitCode::SUCCESS,
+        Ok(Outcome::Failed(_)) => ExitCode::from(1),
+        Err(_) => ExitCode::from(3),
+    };
     match result {
-        Ok(summary) => println!("{}", summary_line(&opts, &summary)),
-        Err(Ok(failure)) => report_failure(&opts, &failure),
-        Err(Err(e)) => {
+        Ok(Outcome::Passed(summary)) => println!("{}", summary_line(&opts, &summary)),
+        Ok(Outcome::Failed(failure)) => report_failure(&opts, &failure),
+        Err(e) => {
             eprintln!("ipfrs-torture: error (seed {seed}): {e}");
             eprintln!("  replay: {}", replay(&opts, opts.kills));
         }
@@ -142,10 +148,7 @@ fn campaign_main(args: &Args) -> Result<ExitCode> {
         let kept = temp.keep();
         eprintln!("ipfrs-torture: kept {}", kept.display());
     }
-    Ok(match (passed, &args.dir) {
-        (true, _) => ExitCode::SUCCESS,
-        _ => ExitCode::from(1),
-    })
+    Ok(code)
 }
 
 fn replay(opts: &Options, kills: u64) -> String {
