@@ -57,11 +57,15 @@ fn campaign(durability: &str, kills: u64) -> String {
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr);
     eprintln!("{stderr}{stdout}");
-    assert!(
-        out.status.success(),
-        "campaign failed ({}):\n{stderr}{stdout}",
-        out.status
-    );
+    if !out.status.success() {
+        // Keep the evidence: the store after the failed check.
+        let kept = dir.keep();
+        panic!(
+            "campaign failed ({}), store kept in {}:\n{stderr}{stdout}",
+            out.status,
+            kept.display()
+        );
+    }
     let line = stdout
         .lines()
         .find(|l| l.starts_with("ipfrs-torture: passed"))
