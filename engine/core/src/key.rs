@@ -51,23 +51,48 @@ pub fn bloom_hash(key: &[u8]) -> u64 {
 }
 
 /// The CID a key is listed as: CIDv1 raw over the stored multihash.
+///
+/// A key that is not the canonical encoding of its multihash is refused (see
+/// [`parse_cid_bytes`]): its CID would map back to a different key, one `get` cannot find.
 pub fn cid_of_key(key: &[u8]) -> Result<Cid, BlockError> {
     let mh = Multihash::<64>::from_bytes(key).map_err(|e| BlockError::MalformedCid {
         reason: e.to_string(),
     })?;
+    if mh.to_bytes() != key {
+        return Err(BlockError::MalformedCid {
+            reason: NON_CANONICAL.into(),
+        });
+    }
     Ok(Cid::new_v1(Codec::Raw.code(), mh))
 }
 
+/// Why a CID or multihash that decodes is still refused. unsigned-varint 0.8 drops the high
+/// bits of a 10-byte varint's last byte instead of reporting an overflow
+/// (paritytech/unsigned-varint#73), so two spellings (e.g. a 10-byte multihash code that
+/// truncates to 0x12, sha2-256) decode to the same value; only the re-encoded bytes tell.
+const NON_CANONICAL: &str = "not the canonical encoding (a varint overflows 64 bits)";
+
 /// Parses a CID from its binary form, with a typed error. Trailing bytes are refused (as
-/// Kubo's `cid.Cast` does): the cid crate reads a prefix and would drop them silently.
+/// Kubo's `cid.Cast` does): the cid crate reads a prefix and would drop them silently. So are
+/// bytes that decode but are not the CID's own encoding (an overflowing varint), so one CID
+/// has one binary form.
 pub fn parse_cid_bytes(bytes: &[u8]) -> Result<Cid, BlockError> {
-    let cid = Cid::try_from(bytes).map_err(|e| BlockError::MalformedCid {
+    let mut rest = bytes;
+    let cid = Cid::read_bytes(&mut rest).map_err(|e| BlockError::MalformedCid {
         reason: e.to_string(),
     })?;
-    let used = cid.encoded_len();
-    if used != bytes.len() {
+    if !rest.is_empty() {
         return Err(BlockError::MalformedCid {
-            reason: format!("{} bytes after the CID's {used}", bytes.len() - used),
+            reason: format!(
+                "{} bytes after the CID's {}",
+                rest.len(),
+                bytes.len() - rest.len()
+            ),
+        });
+    }
+    if cid.to_bytes() != bytes {
+        return Err(BlockError::MalformedCid {
+            reason: NON_CANONICAL.into(),
         });
     }
     Ok(cid)
@@ -88,4 +113,74 @@ pub fn parse_cid(text: &str) -> Result<Cid, BlockError> {
         cid::multibase::decode(text).map_err(|e| malformed(&e))?.1
     };
     parse_cid_bytes(&bytes)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::Block;
+
+    /// A 10-byte varint whose last byte carries a bit past 2^63 that the decoder drops:
+    /// `low` (7 bits) in the first byte, bit 63 set, and bit 64 set in the spelling only. The
+    /// canonical encoding of the decoded value has the same length and ends in 0x01.
+    fn overflowing_varint(low: u8) -> Vec<u8> {
+        let mut out = vec![low | 0x80];
+        out.extend([0x80; 8]);
+        out.push(0x03);
+        out
+    }
+
+    /// Found by the cid_parse fuzz target: a CID whose codec varint overflows 64 bits parsed,
+    /// and its bytes were not the CID's encoding (a second binary spelling of one CID).
+    #[test]
+    fn overflowing_varints_are_malformed_not_aliases() {
+        let block = Block::new(&b"x"[..]).unwrap();
+        let mut bytes = vec![0x01];
+        bytes.extend(overflowing_varint(0x55));
+        bytes.extend(block.cid().hash().to_bytes());
+        // The cid crate alone accepts it, as a CID with another encoding: the reason for
+        // the check.
+        let aliased = Cid::try_from(&bytes[..]).unwrap();
+        assert_eq!(aliased.codec(), 0x55 | 1 << 63);
+        assert_eq!(aliased.to_bytes().len(), bytes.len());
+        assert_ne!(aliased.to_bytes(), bytes);
+        assert_eq!(
+            parse_cid_bytes(&bytes),
+            Err(BlockError::MalformedCid {
+                reason: NON_CANONICAL.into()
+            })
+        );
+        // The same in a storage key: a multihash code that overflows.
+        let digest = block.cid().hash().digest();
+        let mut key = overflowing_varint(0x12);
+        key.push(digest.len() as u8);
+        key.extend(digest);
+        assert!(Multihash::<64>::from_bytes(&key).is_ok());
+        assert_eq!(
+            cid_of_key(&key),
+            Err(BlockError::MalformedCid {
+                reason: NON_CANONICAL.into()
+            })
+        );
+        // The canonical forms still parse.
+        let canonical = aliased.to_bytes();
+        assert_eq!(parse_cid_bytes(&canonical), Ok(aliased));
+        assert_eq!(parse_cid_bytes(&block.cid().to_bytes()), Ok(*block.cid()));
+        assert_eq!(
+            cid_of_key(&key_of(block.cid())).map(|c| *c.hash()),
+            Ok(*block.cid().hash())
+        );
+    }
+
+    #[test]
+    fn trailing_bytes_are_still_named() {
+        let block = Block::new(&b"x"[..]).unwrap();
+        let mut bytes = block.cid().to_bytes();
+        bytes.extend(b"junk");
+        let Err(BlockError::MalformedCid { reason }) = parse_cid_bytes(&bytes) else {
+            panic!("trailing bytes accepted");
+        };
+        assert!(reason.starts_with("4 bytes after"), "{reason}");
+    }
 }
