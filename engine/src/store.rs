@@ -174,10 +174,7 @@ impl Engine {
                     // (multihash-codetable digests are at most 64 bytes).
                     let mut key = [0u8; 80];
                     let len = cid.hash().write(&mut key[..]).unwrap_or(0);
-                    record
-                        .into_data(&key[..len])
-                        .map(Some)
-                        .map_err(Error::from)
+                    record.into_data(&key[..len]).map(Some).map_err(Error::from)
                 }
                 Some(Fetched::Data(data)) => Ok(Some(data)),
                 None => Ok(None),
