@@ -76,6 +76,23 @@ pub(crate) enum Ack {
     Nobody,
 }
 
+/// Answers every waiter of a committed group: `flags` holds, in order, whether each key of
+/// each delete op was present.
+pub(crate) fn acknowledge(acks: Vec<Ack>, flags: Vec<Vec<bool>>) {
+    let mut flags = flags.into_iter();
+    for ack in acks {
+        match ack {
+            Ack::Done(reply) => {
+                let _ = reply.send(Ok(()));
+            }
+            Ack::Deleted(reply) => {
+                let _ = reply.send(Ok(flags.next().unwrap_or_default()));
+            }
+            Ack::Nobody => {}
+        }
+    }
+}
+
 impl Ack {
     pub(crate) fn fail(self, err: Error) {
         match self {
@@ -426,18 +443,7 @@ impl Shard {
                 apply_delta(&self.counters.bytes, outcome.bytes_delta);
                 bump(&self.counters.write_groups, 1);
                 bump(&self.counters.write_ops, ops);
-                let mut flags = outcome.deleted_flags.into_iter();
-                for ack in replies {
-                    match ack {
-                        Ack::Done(reply) => {
-                            let _ = reply.send(Ok(()));
-                        }
-                        Ack::Deleted(reply) => {
-                            let _ = reply.send(Ok(flags.next().unwrap_or_default()));
-                        }
-                        Ack::Nobody => {}
-                    }
-                }
+                acknowledge(replies, outcome.deleted_flags);
             }
             Err(err) => {
                 let err = match err {

@@ -24,7 +24,7 @@ use ipfrs_tiering::segment::{Loc, Payload};
 
 use super::HotTier;
 use super::writer::{AppendError, Appended, RECORD_ALIGN, Record};
-use crate::commit::{Ack, Pending, WriteOp, apply_delta};
+use crate::commit::{Ack, Pending, WriteOp, acknowledge, apply_delta};
 use crate::shard::{Shard, bump};
 use crate::{Error, Result};
 
@@ -123,21 +123,10 @@ impl Shard {
             group.into_iter().map(|op| (op.pending, op.ack)).unzip();
         let result = self.commit_hot(hot, pendings).await;
         match result {
-            Ok(mut flags) => {
+            Ok(flags) => {
                 bump(&self.counters.write_groups, 1);
                 bump(&self.counters.write_ops, ops);
-                flags.reverse();
-                for ack in acks {
-                    match ack {
-                        Ack::Done(reply) => {
-                            let _ = reply.send(Ok(()));
-                        }
-                        Ack::Deleted(reply) => {
-                            let _ = reply.send(Ok(flags.pop().unwrap_or_default()));
-                        }
-                        Ack::Nobody => {}
-                    }
-                }
+                acknowledge(acks, flags);
             }
             Err(err) => {
                 for ack in acks {

@@ -53,6 +53,24 @@ fn classify(err: glommio::GlommioError<()>, path: &Path) -> AppendError {
     }
 }
 
+/// Fault injection (tests only, the `failpoints` feature): a full disk at preallocation.
+fn injected_preallocate_failure() -> Option<glommio::GlommioError<()>> {
+    fail::fail_point!("hot-preallocate", |_| Some(glommio::GlommioError::IoError(
+        io::Error::from_raw_os_error(libc::ENOSPC)
+    )));
+    None
+}
+
+/// Fault injection (tests only): a write of `len` bytes that fails (EIO) or comes up short.
+#[cfg_attr(not(feature = "failpoints"), allow(unused_variables))]
+fn injected_write_outcome(len: usize) -> Option<Option<glommio::Result<usize, ()>>> {
+    fail::fail_point!("hot-write", |_| Some(Some(Err(
+        glommio::GlommioError::IoError(io::Error::from_raw_os_error(libc::EIO))
+    ))));
+    fail::fail_point!("hot-short-write", |_| Some(Some(Ok(len / 2))));
+    None
+}
+
 /// One record to append.
 pub(crate) struct Record<'a> {
     pub(crate) key: &'a [u8],
@@ -155,13 +173,7 @@ impl Writer {
             .await
             .map_err(|e| classify(e, &path))?;
         // Fault injection (tests): a full disk when a segment is allocated.
-        let injected: Option<glommio::GlommioError<()>> = (|| {
-            fail::fail_point!("hot-preallocate", |_| Some(glommio::GlommioError::IoError(
-                io::Error::from_raw_os_error(libc::ENOSPC)
-            )));
-            None
-        })();
-        let allocated = match injected {
+        let allocated = match injected_preallocate_failure() {
             Some(e) => Err(e),
             None => file.pre_allocate(segment_bytes, false).await,
         };
@@ -415,14 +427,7 @@ impl Chunks {
         let mut failure = None;
         for (task, len) in self.writes.drain(..) {
             // Fault injection (tests): the write fails (EIO) or comes up short.
-            let injected: Option<Option<glommio::Result<usize, ()>>> = (|| {
-                fail::fail_point!("hot-write", |_| Some(Some(Err(
-                    glommio::GlommioError::IoError(io::Error::from_raw_os_error(libc::EIO))
-                ))));
-                fail::fail_point!("hot-short-write", |_| Some(Some(Ok(len / 2))));
-                None
-            })();
-            let outcome = match injected {
+            let outcome = match injected_write_outcome(len) {
                 Some(outcome) => {
                     // The real write still runs to completion before the error is reported.
                     let _ = task.await;
