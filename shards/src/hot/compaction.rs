@@ -161,6 +161,9 @@ struct Moving {
     loc: Loc,
     /// The payload, a slice of the segment's mapping; `None` if the record is damaged.
     data: Option<Bytes>,
+    /// Whether it is rewritten into the hot tier (intact and read since written) rather than
+    /// moved to the cold backend (or, damaged, dropped).
+    stays_hot: bool,
 }
 
 impl Shard {
@@ -211,7 +214,8 @@ impl Shard {
                             }
                             Payload::Tombstone => None,
                         });
-                    let stays_hot = room_for_hot && keep_reads > 0 && loc.hits >= keep_reads;
+                    let stays_hot =
+                        data.is_some() && room_for_hot && keep_reads > 0 && loc.hits >= keep_reads;
                     if let (Some(data), false) = (&data, stays_hot) {
                         cold.push((key.clone(), data.clone()));
                     }
@@ -220,6 +224,7 @@ impl Shard {
                         offset,
                         loc,
                         data,
+                        stays_hot,
                     });
                 }
                 let cold_bytes: u64 = cold.iter().map(|(_, d)| d.len() as u64).sum();
@@ -230,10 +235,7 @@ impl Shard {
                 Ok((moving, cold_bytes))
             })
             .await?;
-        let stays = |m: &Moving| {
-            m.data.is_some() && room_for_hot && keep_reads > 0 && m.loc.hits >= keep_reads
-        };
-        let rewrite: Vec<&Moving> = moving.iter().filter(|m| stays(m)).collect();
+        let rewrite: Vec<&Moving> = moving.iter().filter(|m| m.stays_hot).collect();
         let records: Vec<Record<'_>> = rewrite
             .iter()
             .map(|m| Record {
@@ -265,7 +267,7 @@ impl Shard {
             }
         }
         let mut damaged = 0u64;
-        for m in moving.iter().filter(|m| !stays(m)) {
+        for m in moving.iter().filter(|m| !m.stays_hot) {
             index.remove_if_at(&m.key, segment, m.offset);
             if m.data.is_none() {
                 // The block cannot be moved without serving damaged bytes: it is dropped

@@ -30,6 +30,7 @@ use ipfrs_core_types::key::bloom_hash;
 use ipfrs_tiering::segment::file::{MappedSegment, ensure_allocated, list_segments, zero_tail};
 use ipfrs_tiering::segment::hint::{decode_hint, hint_path, proven_durable};
 use ipfrs_tiering::segment::index::fingerprint;
+use ipfrs_tiering::segment::recover::durable_mark;
 use ipfrs_tiering::segment::{HotIndex, Loc, SegmentScan, replay, scan_segment};
 
 use writer::{DMA_ALIGN, RECORD_ALIGN, Writer};
@@ -146,15 +147,7 @@ impl HotTier {
             )
             .collect();
         // A hint is trusted only for a segment the durable mark proves complete on disk.
-        let durable = scans
-            .iter()
-            .flat_map(|(_, scan, _)| scan.found.iter())
-            .filter_map(|f| match f.kind {
-                ipfrs_tiering::segment::recover::Kind::Mark(mark) => Some(mark),
-                _ => None,
-            })
-            .max()
-            .unwrap_or_default();
+        let durable = durable_mark(scans.iter().map(|(_, scan, _)| scan));
         for ((id, scan, hinted), (_, _, map)) in scans.iter_mut().zip(&maps) {
             if *hinted && !proven_durable(*id, durable) {
                 *scan = scan_of(map);

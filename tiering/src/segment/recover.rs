@@ -261,6 +261,20 @@ pub struct Recovered {
     pub max_seq: u64,
 }
 
+/// The durable mark of a set of scans: the highest mark record any of them holds (the start
+/// of the log if none does).
+pub fn durable_mark<'s, 'a: 's>(scans: impl IntoIterator<Item = &'s SegmentScan<'a>>) -> Position {
+    scans
+        .into_iter()
+        .flat_map(|scan| scan.found.iter())
+        .filter_map(|found| match found.kind {
+            Kind::Mark(mark) => Some(mark),
+            _ => None,
+        })
+        .max()
+        .unwrap_or_default()
+}
+
 /// Replays scanned segments (ascending segment numbers) into an index. `on_put` sees the key of
 /// every block record kept, live or not: the caller feeds its bloom filter, which may hold
 /// extra keys but must never miss one.
@@ -269,15 +283,7 @@ pub fn replay<'a>(
     mut on_put: impl FnMut(&'a [u8]),
 ) -> Recovered {
     let mut out = Recovered {
-        durable: segments
-            .iter()
-            .flat_map(|(_, scan)| scan.found.iter())
-            .filter_map(|found| match found.kind {
-                Kind::Mark(mark) => Some(mark),
-                _ => None,
-            })
-            .max()
-            .unwrap_or_default(),
+        durable: durable_mark(segments.iter().map(|(_, scan)| scan)),
         ..Recovered::default()
     };
     let mut tombstoned: hashbrown::HashMap<u128, &'a [u8]> = hashbrown::HashMap::new();
