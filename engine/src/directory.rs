@@ -4,6 +4,7 @@
 //! data_dir/
 //!   ipfrs.meta            "ipfrs-storage", format, backend, shards (written once, atomically)
 //!   LOCK                  flock'ed while an engine has the store open
+//!   metadata.log          small named values with compare-and-swap (see `metadata.rs`)
 //!   shard-000/<backend>/  each shard's cold backend
 //! ```
 //! The metadata makes reopening with another backend, shard count or format a clear error

@@ -10,6 +10,7 @@ use ipfrs_shards::protocol::{Reply, Request};
 use ipfrs_shards::{ShardHandle, ShardStats, ShardThread, start_shard};
 
 use crate::directory::{Directory, Meta};
+use crate::metadata::{MetaLog, MetaService};
 use crate::metrics::{Metrics, MetricsSnapshot, Op};
 use crate::{Error, Result, Stats};
 
@@ -35,6 +36,8 @@ struct Inner {
     /// engine is dropped, so a closed store can be reopened while old handles linger.
     directory: Mutex<Option<Directory>>,
     metrics: Metrics,
+    /// Stopped after the shards and before the directory is released.
+    metadata: MetaService,
 }
 
 impl Engine {
@@ -99,7 +102,15 @@ impl Engine {
             }
         };
         config.shards = Some(shards);
+        let metadata = MetaLog::open(&config.data_dir)?;
         let threads = start_all(&config, &directory, shards)?;
+        let metadata = match MetaService::start(metadata) {
+            Ok(m) => m,
+            Err(e) => {
+                stop_all(threads);
+                return Err(e);
+            }
+        };
         let handles = threads.iter().map(|t| t.handle().clone()).collect();
         Ok(Engine {
             inner: Arc::new(Inner {
@@ -109,6 +120,7 @@ impl Engine {
                 closed: AtomicBool::new(false),
                 directory: Mutex::new(Some(directory)),
                 metrics: Metrics::new(),
+                metadata,
             }),
         })
     }
@@ -146,6 +158,10 @@ impl Engine {
             .metrics
             .record(op, result.is_ok(), items, moved, start.elapsed());
         result
+    }
+
+    pub(crate) fn metadata(&self) -> &MetaService {
+        &self.inner.metadata
     }
 
     fn check_open(&self) -> Result<()> {
@@ -295,6 +311,7 @@ impl Engine {
             }
         }
         self.inner.join_threads();
+        self.inner.metadata.stop();
         self.inner.release_directory();
         match first_error {
             None | Some(ipfrs_shards::Error::Stopped { .. }) => Ok(()),
@@ -331,6 +348,7 @@ impl Drop for Inner {
             }
         }
         self.join_threads();
+        self.metadata.stop();
         self.release_directory();
     }
 }
@@ -417,11 +435,16 @@ fn start_all(config: &Config, directory: &Directory, shards: usize) -> Result<Ve
     let Some(failure) = failure else {
         return Ok(started);
     };
+    stop_all(started);
+    Err(failure.into())
+}
+
+/// Shuts down shards that started when the engine cannot open after all.
+fn stop_all(started: Vec<ShardThread>) {
     for thread in started {
         let _ = futures_lite::future::block_on(
             thread.handle().call(|reply| Request::Shutdown { reply }),
         );
         thread.join();
     }
-    Err(failure.into())
 }

@@ -131,6 +131,29 @@ pub enum Error {
     /// The engine is closed.
     #[error("the engine is closed")]
     Closed,
+    /// A metadata key or value is out of bounds; nothing was changed.
+    #[error("invalid metadata: {reason}")]
+    InvalidMetadata {
+        /// What is wrong.
+        reason: String,
+    },
+    /// The change would take live metadata past its in-memory budget; nothing was changed.
+    #[error("the metadata store is full ({limit} bytes of keys and values)")]
+    MetadataFull {
+        /// The budget in bytes.
+        limit: usize,
+    },
+    /// The metadata log is damaged before its last record: no metadata is served or changed
+    /// until an operator repairs or removes the file (blocks are unaffected).
+    #[error("the metadata log {path} is corrupt at byte {offset}: {reason}")]
+    MetadataCorrupt {
+        /// The log file.
+        path: PathBuf,
+        /// Where the first damaged record starts.
+        offset: u64,
+        /// What is wrong with it.
+        reason: String,
+    },
 }
 
 impl From<ipfrs_shards::Error> for Error {

@@ -31,6 +31,7 @@ mod blocking;
 mod directory;
 mod engine;
 mod error;
+mod metadata;
 mod metrics;
 mod stats;
 mod store;
@@ -43,6 +44,9 @@ pub use ipfrs_core_types::{
     HotTier, key, sha256_accelerated, verify,
 };
 pub use ipfrs_shards::ShardStats;
+pub use metadata::{
+    MAX_METADATA_BYTES, MAX_METADATA_KEY_BYTES, MAX_METADATA_VALUE_BYTES, MetadataStore, Swap,
+};
 pub use metrics::{MetricsSnapshot, Op, OpSnapshot};
 pub use stats::Stats;
 pub use store::{BlockStore, CidPage, CidStream, Cursor};
