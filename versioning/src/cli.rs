@@ -1,14 +1,16 @@
 //! The CLI-facing layer: blocking calls taking paths and strings, returning printable
 //! reports, for `ipfrs-store version ...`. No argument parser here: the binary owns clap.
 //!
-//! Repository layout: `<repo>/blocks` is the engine's data directory, `<repo>/refs` the ref
-//! files and `<repo>/ledger` the list of blocks this layer stored (see [`crate::ledger`]).
+//! Repository layout: `<repo>/blocks` is the engine's data directory, which also holds the
+//! refs (in its metadata store, see [`crate::MetadataRefStore`]), and `<repo>/ledger` the list
+//! of blocks this layer stored (see [`crate::ledger`]). A `<repo>/refs` directory of ref files
+//! from earlier versions is imported once, then renamed to `refs.imported`.
 
 use std::path::{Path, PathBuf};
 
 use cid::Cid;
 use futures_lite::future::block_on;
-use ipfrs_storage::{BlockStore, Engine};
+use ipfrs_storage::{BlockStore, Engine, MetadataStore};
 
 use crate::car::CarSummary;
 use crate::error::{Error, Result};
@@ -22,13 +24,15 @@ use crate::ops::diff::Diff;
 use crate::ops::gc::GcReport;
 use crate::ops::log::Log;
 use crate::ops::merge::{MergeOutcome, MergeStrategy};
+use crate::refs::RefStore;
+use crate::refs_engine::MetadataRefStore;
 use crate::refs_file::FileRefStore;
 use crate::repo::{Repo, RepoConfig};
 use crate::tensors::read_safetensors;
 
 /// A repository on disk, driven by blocking calls.
 pub struct VersionCli<S> {
-    repo: Repo<S, FileRefStore, FileLedger>,
+    repo: Repo<S, MetadataRefStore<S>, FileLedger>,
 }
 
 /// The engine's data directory inside a repository.
@@ -43,8 +47,8 @@ pub fn open_engine(repo: &Path) -> Result<VersionCli<Engine>> {
     VersionCli::open(repo, engine, RepoConfig::default())
 }
 
-/// Creates (or reopens) the repository at `repo`: the engine's directory, the ref directory
-/// and the ledger. Idempotent; no branch exists until the first commit.
+/// Creates (or reopens) the repository at `repo`: the engine's directory (which keeps the
+/// refs) and the ledger. Idempotent; no branch exists until the first commit.
 pub fn init(repo: &Path) -> Result<VersionCli<Engine>> {
     std::fs::create_dir_all(repo).map_err(Error::io(repo))?;
     open_engine(repo)
@@ -84,10 +88,33 @@ fn cids(args: &[String]) -> Result<Vec<Cid>> {
         .collect()
 }
 
-impl<S: BlockStore> VersionCli<S> {
-    /// Opens the refs and ledger of `repo` (creating them) over `store`.
+/// Moves the ref files of an earlier layout (`<repo>/refs`) into `refs` (a ref already there
+/// wins), then renames their directory to `refs.imported` so that a branch deleted later is
+/// not imported again. Without such a directory it does nothing.
+///
+/// # Errors
+/// Reading the files, or storing a ref.
+pub fn import_ref_files(repo: &Path, refs: &impl RefStore) -> Result<()> {
+    let dir = repo.join("refs");
+    if !dir.is_dir() {
+        return Ok(());
+    }
+    for (name, cid) in FileRefStore::open(&dir)?.list("")? {
+        match refs.compare_and_swap(&name, None, Some(cid)) {
+            Ok(()) | Err(Error::Conflict { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let done = repo.join("refs.imported");
+    std::fs::rename(&dir, &done).map_err(Error::io(&done))
+}
+
+impl<S: BlockStore + MetadataStore + Clone> VersionCli<S> {
+    /// Opens the refs (in `store`'s metadata) and the ledger of `repo` (creating it) over
+    /// `store`.
     pub fn open(repo: &Path, store: S, config: RepoConfig) -> Result<VersionCli<S>> {
-        let refs = FileRefStore::open(repo.join("refs"))?;
+        let refs = MetadataRefStore::new(store.clone());
+        import_ref_files(repo, &refs)?;
         let ledger = FileLedger::open(repo.join("ledger"))?;
         Ok(VersionCli {
             repo: Repo::new(store, refs, ledger, config),
@@ -95,7 +122,7 @@ impl<S: BlockStore> VersionCli<S> {
     }
 
     /// The library-level repository, for anything not wrapped here.
-    pub fn repo(&self) -> &Repo<S, FileRefStore, FileLedger> {
+    pub fn repo(&self) -> &Repo<S, MetadataRefStore<S>, FileLedger> {
         &self.repo
     }
 

@@ -125,6 +125,14 @@ pub enum Error {
     /// A branch or tag that should not exist yet does.
     #[error("ref {0} already exists")]
     RefExists(String),
+    /// A stored ref does not hold a CID (the metadata was written by something else).
+    #[error("ref {name} does not hold a commit CID: {reason}")]
+    BadRefValue {
+        /// The ref.
+        name: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// A compare-and-swap found another value: someone else moved the ref first.
     #[error("conflict on ref {name}: expected {expected:?}, found {found:?}; reload and retry")]
     Conflict {

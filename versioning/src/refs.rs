@@ -1,7 +1,8 @@
 //! Refs: named pointers to commits (branches, tags, HEAD), moved only by compare-and-swap.
 //!
-//! The engine has no metadata store yet, so refs live behind the small [`RefStore`] trait:
-//! [`crate::FileRefStore`] keeps one file per ref, [`MemRefStore`] serves tests. Names are
+//! Refs live behind the small [`RefStore`] trait: [`crate::MetadataRefStore`] keeps them in
+//! the engine's metadata store (what `ipfrs-store version` uses), [`crate::FileRefStore`] in
+//! files beside any other block store, [`MemRefStore`] in memory for tests. Names are
 //! `heads/<branch>`, `tags/<tag>` and `HEAD`.
 
 use std::collections::BTreeMap;

@@ -346,7 +346,7 @@ fn cli_layer_drives_a_repository_directory() {
     let dir = tempfile::tempdir().unwrap();
     let repo_dir = dir.path().join("repo");
     let cli = ipfrs_versioning::cli::init(&repo_dir).unwrap();
-    assert!(repo_dir.join("blocks").is_dir() && repo_dir.join("refs").is_dir());
+    assert!(repo_dir.join("blocks").is_dir() && !repo_dir.join("refs").exists());
     assert!(cli.branch_list().unwrap().refs.is_empty());
     let m = model(11);
     let src = dir.path().join("m.safetensors");
@@ -357,8 +357,8 @@ fn cli_layer_drives_a_repository_directory() {
     assert!(s.to_string().contains("[main]"));
     cli.tag_create("v1", "main").unwrap();
     assert_eq!(cli.tag_list().unwrap().refs[0].1, s.commit);
-    assert!(repo_dir.join("refs/heads/main").is_file());
-    assert!(repo_dir.join("refs/tags/v1").is_file());
+    // The refs are in the engine's metadata log, inside the block store's directory.
+    assert!(repo_dir.join("blocks/metadata.log").is_file());
     let out = dir.path().join("out.safetensors");
     cli.checkout("v1", &out).unwrap();
     assert_eq!(read_safetensors(&out).unwrap(), m);
@@ -401,4 +401,43 @@ fn a_chain_of_deltas_reuses_payloads_of_chunks_unchanged_since_the_parent() {
     assert_eq!(d2.chunks[10].from, ChunkSource::Base);
     assert_eq!(fx.checkout("main"), m3);
     assert_eq!(fx.checkout(&c2.commit.to_string()), m2);
+}
+
+#[test]
+fn ref_files_of_the_earlier_layout_are_imported_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo_dir = dir.path().join("repo");
+    let m = model(13);
+    let src = dir.path().join("m.safetensors");
+    write_safetensors(&src, &m).unwrap();
+    let commit = {
+        let cli = ipfrs_versioning::cli::init(&repo_dir).unwrap();
+        cli.commit(&src, "main", "ann", "first", &[])
+            .unwrap()
+            .commit
+    };
+    // What an earlier version left: refs as files, none in the engine yet.
+    let old = ipfrs_versioning::FileRefStore::open(repo_dir.join("refs")).unwrap();
+    use ipfrs_versioning::RefStore;
+    old.compare_and_swap("heads/old", None, Some(commit))
+        .unwrap();
+    old.compare_and_swap("tags/kept", None, Some(commit))
+        .unwrap();
+
+    let cli = ipfrs_versioning::cli::open_engine(&repo_dir).unwrap();
+    let branches: Vec<String> = cli
+        .branch_list()
+        .unwrap()
+        .refs
+        .into_iter()
+        .map(|r| r.0)
+        .collect();
+    assert_eq!(branches, vec!["main".to_string(), "old".to_string()]);
+    assert_eq!(cli.tag_list().unwrap().refs[0].1, commit);
+    assert!(!repo_dir.join("refs").exists() && repo_dir.join("refs.imported").is_dir());
+    // A branch deleted after the import stays deleted.
+    cli.branch_delete("old").unwrap();
+    drop(cli);
+    let cli = ipfrs_versioning::cli::open_engine(&repo_dir).unwrap();
+    assert_eq!(cli.branch_list().unwrap().refs.len(), 1);
 }

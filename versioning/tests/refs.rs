@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use ipfrs_storage::Block;
-use ipfrs_versioning::{Error, FileRefStore, MemRefStore, RefStore};
+use ipfrs_versioning::{Error, FileRefStore, MemRefStore, MetadataRefStore, RefStore};
 
 fn cid(n: u8) -> cid::Cid {
     *Block::new(vec![n]).unwrap().cid()
@@ -64,6 +64,18 @@ fn suite(store: &dyn RefStore) {
 #[test]
 fn memory_ref_store() {
     suite(&MemRefStore::new());
+}
+
+#[test]
+fn engine_metadata_ref_store_persists_and_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = ipfrs_storage::Engine::open(dir.path()).unwrap();
+    suite(&MetadataRefStore::new(engine.clone()));
+    futures_lite::future::block_on(ipfrs_storage::BlockStore::close(&engine)).unwrap();
+    let engine = ipfrs_storage::Engine::open(dir.path()).unwrap();
+    let again = MetadataRefStore::new(engine);
+    assert_eq!(again.get("heads/main").unwrap(), Some(cid(2)));
+    assert_eq!(again.list("").unwrap().len(), 3);
 }
 
 #[test]

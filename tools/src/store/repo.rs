@@ -2,7 +2,7 @@
 //!
 //! Layout: `<repo>/blocks` is the engine's data directory (owned by the engine: nothing else
 //! is written there), `<repo>/config.toml` the optional engine configuration, `<repo>/pins`
-//! the optional pins file for `repo gc`; `<repo>/refs` is reserved for the versioning layer.
+//! the optional pins file for `repo gc`; `<repo>/ledger` belongs to the versioning layer.
 
 use std::path::{Path, PathBuf};
 

@@ -7,12 +7,12 @@ use bytes::Bytes;
 use futures_lite::future::block_on;
 use ipfrs_storage::Engine;
 use ipfrs_versioning::{
-    CommitInfo, CommitSummary, DType, FileLedger, FileRefStore, Repo, RepoConfig, Revision,
+    CommitInfo, CommitSummary, DType, FileLedger, MetadataRefStore, Repo, RepoConfig, Revision,
     TensorData, Tensors,
 };
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
-pub type TestRepo = Repo<Engine, FileRefStore, FileLedger>;
+pub type TestRepo = Repo<Engine, MetadataRefStore<Engine>, FileLedger>;
 
 /// A repository in a temporary directory: `<dir>/blocks` (engine), `<dir>/refs`,
 /// `<dir>/ledger`, as the CLI lays it out.
@@ -38,7 +38,7 @@ impl Fixture {
     pub fn with_config(config: RepoConfig) -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         let engine = Engine::open(dir.path().join("blocks")).unwrap();
-        let refs = FileRefStore::open(dir.path().join("refs")).unwrap();
+        let refs = MetadataRefStore::new(engine.clone());
         let ledger = FileLedger::open(dir.path().join("ledger")).unwrap();
         Fixture {
             repo: Repo::new(engine, refs, ledger, config),

@@ -20,7 +20,7 @@ use futures_lite::future::block_on;
 use ipfrs_storage::key::Key;
 use ipfrs_storage::{Cid, Engine};
 use ipfrs_versioning::cli::VersionCli;
-use ipfrs_versioning::{FileRefStore, MemLedger, RefStore, RepoConfig};
+use ipfrs_versioning::{MemLedger, MetadataRefStore, RefStore, RepoConfig};
 use serde::Serialize;
 
 use json::{
@@ -33,18 +33,13 @@ use super::error::{self, Error, Result};
 use super::output::{Report, print};
 use super::repo::Repo;
 
-/// The ref directory of a repository.
-pub fn refs_dir(repo: &Repo) -> PathBuf {
-    repo.root().join("refs")
-}
-
 /// The ledger file of a repository.
 pub fn ledger_file(repo: &Repo) -> PathBuf {
     repo.root().join("ledger")
 }
 
-/// Opens the versioning layer of `repo` over `engine` (creating its ref directory and ledger
-/// if they do not exist).
+/// Opens the versioning layer of `repo` over `engine` (creating its ledger if it does not
+/// exist; the refs are in the engine's metadata).
 pub fn open(repo: &Repo, engine: &Engine) -> Result<VersionCli<Engine>> {
     Ok(VersionCli::open(
         repo.root(),
@@ -168,8 +163,6 @@ pub struct Initialized {
     pub repo: PathBuf,
     /// Whether the block store was created by this command (else it existed).
     pub created_store: bool,
-    /// The ref directory.
-    pub refs: PathBuf,
     /// The ledger file.
     pub ledger: PathBuf,
     /// Branches that already exist.
@@ -195,7 +188,6 @@ fn init(repo: &Repo, vcs: &VersionCli<Engine>, created_store: bool) -> Result<In
     Ok(Initialized {
         repo: repo.root().to_path_buf(),
         created_store,
-        refs: refs_dir(repo),
         ledger: ledger_file(repo),
         branches: vcs.branch_list()?.refs.len(),
     })
@@ -334,15 +326,12 @@ pub struct RefRoots {
     pub keys: HashSet<Key>,
 }
 
-/// The blocks the versioning refs of `repo` reach, for `repo gc`. Nothing is created: a
-/// repository without a ref directory has no refs. A ref whose objects are missing is an
+/// The blocks the versioning refs in `engine`'s metadata reach, for `repo gc`. A ref whose objects are missing is an
 /// error (nothing can be said about what it reaches), so gc stops before removing anything.
 pub fn ref_roots(repo: &Repo, engine: &Engine) -> Result<RefRoots> {
-    let dir = refs_dir(repo);
-    if !dir.is_dir() {
-        return Ok(RefRoots::default());
-    }
-    let refs = FileRefStore::open(&dir)?;
+    let refs = MetadataRefStore::new(engine.clone());
+    // Ref files of an earlier layout are roots too: import them before anything is swept.
+    ipfrs_versioning::cli::import_ref_files(repo.root(), &refs)?;
     let listed = refs.list("")?;
     if listed.is_empty() {
         return Ok(RefRoots::default());
