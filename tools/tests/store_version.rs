@@ -486,6 +486,9 @@ fn repo_gc_keeps_every_versioned_block() {
     );
     // Nothing is left for a second pass, and every ref still resolves.
     assert_eq!(f.json(&["repo", "gc", &pinned])["removed"], 0);
+    // The swept versioning blocks left the ledger: the layer's own gc finds nothing to do.
+    let after = f.json(&["version", "gc", "--dry-run"]);
+    assert_eq!(after["swept"].as_array().unwrap().len(), 0, "{after}");
     // Without roots, repo gc still refuses, refs or not.
     fails(&f.repo, &["repo", "gc"], "no roots");
 }

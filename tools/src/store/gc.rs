@@ -105,11 +105,15 @@ pub fn read_pins(path: &Path) -> Result<Vec<Cid>> {
 /// Marks from `roots` and `kept` (what the versioning refs reach), then sweeps every unmarked
 /// block (unless `dry_run`). `roots` must not be empty: the refs alone are not enough, so that
 /// a `repo gc` without roots never silently removes every unversioned block.
+///
+/// `swept` receives the multihash of every block removed, so the caller can drop them from
+/// the versioning ledger.
 pub fn collect<S: BlockStore>(
     store: &S,
     roots: &[Cid],
     kept: &RefRoots,
     dry_run: bool,
+    swept: &mut HashSet<Vec<u8>>,
 ) -> Result<Collected> {
     if roots.is_empty() {
         return Err(Error::NoRoots);
@@ -137,6 +141,7 @@ pub fn collect<S: BlockStore>(
             // already passed does not disturb it.
             if !dry_run {
                 block_on(store.delete_many(&doomed))?;
+                swept.extend(doomed.iter().map(|c| c.hash().to_bytes()));
             }
             doomed.clear();
         }

@@ -188,7 +188,17 @@ fn dispatch(
                 // Every versioning ref is a root too: `repo gc` never removes a versioned
                 // model.
                 let kept = version::ref_roots(repo, engine)?;
-                print(&gc::collect(engine, &cids, &kept, dry_run)?, json)
+                let mut swept = std::collections::HashSet::new();
+                let collected = gc::collect(engine, &cids, &kept, dry_run, &mut swept)?;
+                // Swept blocks the versioning layer stored leave its ledger too, so the
+                // ledger does not grow with blocks that are gone.
+                if !swept.is_empty() && version::ledger_file(repo).is_file() {
+                    ipfrs_versioning::Ledger::forget(
+                        &ipfrs_versioning::FileLedger::open(version::ledger_file(repo))?,
+                        &swept,
+                    )?;
+                }
+                print(&collected, json)
             }
         },
         Command::Version(cmd) => version::run(engine, repo, cmd, json, created_store),
