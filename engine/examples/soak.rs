@@ -4,11 +4,12 @@
 //! the windows is what it is for.
 //!
 //! ```text
-//! cargo run --release -p ipfrs-storage --example soak -- [ops] [dir]
+//! cargo run --release -p ipfrs-storage --example soak -- [ops] [dir] [threads] [budget MiB] [backend cache MiB]
 //! ```
-//! Defaults: 10,000,000 operations; 4 client threads; a pool of 400,000 block ids (1-8 KiB);
-//! 55% get, 30% put, 15% delete; budget: cache 256 MiB, backend cache 128 MiB, hot tier 256
-//! MiB of disk (so compaction never stops); durability None (single puts from a few threads
+//! Defaults: 10,000,000 operations; 16 client threads (each op is a round trip, so threads
+//! keep the shards busy); a pool of 400,000 block ids (1-8 KiB); 55% get, 30% put, 15%
+//! delete; a 512 MiB memory budget split as block cache 3/8, cold-backend cache 1/8, and the
+//! hot tier's mapped pages 1/2 (its disk budget, so compaction never stops); durability None (single puts from a few threads
 //! would otherwise each wait for an fdatasync, and the soak is about memory and latency over
 //! many operations, not durability, which the crash tests cover).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -22,7 +23,6 @@ use ipfrs_storage::{Block, Config, Engine, HotTier};
 use rand::{Rng, SeedableRng};
 
 const POOL: u64 = 400_000;
-const THREADS: u64 = 4;
 const WINDOW_OPS: u64 = 500_000;
 
 fn block(id: u64) -> Block {
@@ -51,14 +51,20 @@ fn main() {
         .get(2)
         .map(std::path::PathBuf::from)
         .unwrap_or_else(std::env::temp_dir);
+    let threads: u64 = args.get(3).map_or(16, |s| s.parse().unwrap());
+    let budget: u64 = args.get(4).map_or(512, |s| s.parse().unwrap()) << 20;
     let dir = tempfile::tempdir_in(root).unwrap();
     let mut config = Config::new(dir.path());
-    config.cache_bytes = 256 << 20;
-    config.backend_cache_bytes = 128 << 20;
+    config.cache_bytes = budget / 8 * 3;
+    // sled 0.34 holds several times its cache_capacity (spacejam/sled#986, #1309): a fifth
+    // argument sets the backend's cache alone, to measure how its memory follows it.
+    config.backend_cache_bytes = args
+        .get(5)
+        .map_or(budget / 8, |s| s.parse::<u64>().unwrap() << 20);
     config.bloom_expected_items = POOL;
     config.durability = ipfrs_storage::Durability::None;
     config.hot_tier = Some(HotTier {
-        budget_bytes: 256 << 20,
+        budget_bytes: budget / 2,
         segment_bytes: 32 << 20,
         ..HotTier::default()
     });
@@ -79,7 +85,7 @@ fn main() {
         "cold MiB",
         "compacted"
     );
-    let workers: Vec<_> = (0..THREADS)
+    let workers: Vec<_> = (0..threads)
         .map(|t| {
             let store = engine.blocking();
             let done = Arc::clone(&done);
@@ -155,7 +161,7 @@ fn main() {
                 .or_insert(hist);
         }
     }
-    println!("latency per window (both threads' windows merged):");
+    println!("latency per window (every thread's windows merged):");
     for (w, h) in &windows {
         println!(
             "  window {w:>3}: p50 {:>6} us  p99 {:>6} us  p99.9 {:>7} us  max {:>8} us",
@@ -167,12 +173,13 @@ fn main() {
     }
     let stats = store.stats().unwrap();
     println!(
-        "{total} ops in {:.1} s; peak RSS {} MiB, peak anonymous (sampled) {} MiB; budget 256 \
-         cache + 128 backend cache + hot index {} MiB ({} hot blocks); {} blocks, {} segments \
-         compacted, write amplification {:.2}",
+        "{total} ops in {:.1} s; peak RSS {} MiB, peak anonymous (sampled) {} MiB; budget {} MiB \
+         + hot index {} MiB ({} hot blocks); {} blocks, {} segments compacted, write \
+         amplification {:.2}",
         started.elapsed().as_secs_f64(),
         status_kib("VmHWM:") / 1024,
         peak_anon / 1024,
+        budget >> 20,
         stats.hot_index_bytes >> 20,
         stats.hot_blocks,
         stats.blocks,
