@@ -167,6 +167,35 @@ fn a_flipped_byte_is_a_hash_mismatch_at_its_section() {
     assert!(results[..results.len() - 1].iter().all(Result::is_ok));
 }
 
+/// A second spelling of a CID would be a second key for one block. (The cid crate's reader
+/// refuses overlong varints itself; this pins that down.)
+#[test]
+fn a_cid_with_an_overlong_varint_is_refused() {
+    let block = ipfrs_storage::Block::new(&b"one block"[..]).unwrap();
+    let mut writer = CarWriter::new(Vec::new(), &[*block.cid()]).unwrap();
+    writer.write_block(block.cid(), block.data()).unwrap();
+    let bytes = writer.finish().unwrap();
+    // The only section is the tail: length varint, CID (0x01 version, 0x55 raw codec, ...),
+    // data.
+    let cid_bytes = block.cid().to_bytes();
+    let section_len = cid_bytes.len() + block.data().len();
+    let at = bytes.len() - section_len - 1;
+    assert_eq!(bytes[at] as usize, section_len);
+    assert_eq!(&bytes[at + 1..at + 3], &[0x01, 0x55]);
+    let mut bad = bytes[..at].to_vec();
+    bad.push(section_len as u8 + 1);
+    // The raw codec spelled in two bytes: 0xd5 0x00.
+    bad.extend_from_slice(&[0x01, 0xd5, 0x00]);
+    bad.extend_from_slice(&bytes[at + 3..]);
+    let results: Vec<_> = car::read(Cursor::new(bad)).unwrap().collect();
+    let err = results[0].as_ref().unwrap_err();
+    assert!(matches!(err, CarError::BadCid { .. }), "{err}");
+    // The canonical file reads back.
+    let good: Vec<_> = car::read(Cursor::new(bytes)).unwrap().collect();
+    assert_eq!(good.len(), 1);
+    assert!(good[0].is_ok());
+}
+
 #[test]
 fn truncation_anywhere_is_an_error_never_a_panic() {
     let bytes = std::fs::read(fixture("simple-unixfs.car")).unwrap();
