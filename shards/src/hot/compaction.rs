@@ -297,12 +297,7 @@ impl Shard {
         if active == Some(segment) || !hot.segments.borrow().contains_key(&segment) {
             return Ok(());
         }
-        let still_live = hot
-            .index
-            .borrow()
-            .iter()
-            .any(|(_, loc)| loc.segment == segment);
-        if still_live {
+        if hot.index.borrow().live_in(segment) > 0 {
             // A record was added to the index after the scan (cannot happen: segments are
             // sealed) — keep the file rather than lose it.
             return Err(Error::SegmentIo {

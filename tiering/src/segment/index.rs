@@ -72,6 +72,9 @@ pub struct HotIndex {
     map: HashMap<u128, Loc, BuildHasherDefault<PassThrough>>,
     /// Sum of the payload lengths of every indexed record.
     bytes: u64,
+    /// Indexed records per segment, so retiring a segment checks it has none in O(1)
+    /// instead of walking every entry on the shard's core.
+    live: HashMap<u32, u64>,
 }
 
 /// Bytes of index memory per entry slot: fingerprint and location. The table adds one control
@@ -109,11 +112,27 @@ impl HotIndex {
     /// [`Self::insert`] by fingerprint.
     pub fn insert_fingerprint(&mut self, fp: u128, loc: Loc) -> Option<Loc> {
         self.bytes += u64::from(loc.len);
+        *self.live.entry(loc.segment).or_default() += 1;
         let old = self.map.insert(fp, loc);
         if let Some(old) = old {
-            self.bytes -= u64::from(old.len);
+            self.forget(&old);
         }
         old
+    }
+
+    fn forget(&mut self, old: &Loc) {
+        self.bytes -= u64::from(old.len);
+        if let Some(n) = self.live.get_mut(&old.segment) {
+            *n -= 1;
+            if *n == 0 {
+                self.live.remove(&old.segment);
+            }
+        }
+    }
+
+    /// How many indexed records are in `segment`.
+    pub fn live_in(&self, segment: u32) -> u64 {
+        self.live.get(&segment).copied().unwrap_or(0)
     }
 
     /// Forgets the key, returning where its record was.
@@ -124,8 +143,8 @@ impl HotIndex {
     /// [`Self::remove`] by fingerprint.
     pub fn remove_fingerprint(&mut self, fp: u128) -> Option<Loc> {
         let old = self.map.remove(&fp);
-        if let Some(old) = old {
-            self.bytes -= u64::from(old.len);
+        if let Some(old) = &old {
+            self.forget(old);
         }
         old
     }
@@ -187,6 +206,33 @@ mod tests {
     fn entry_is_32_bytes() {
         assert_eq!(std::mem::size_of::<Loc>(), 16);
         assert_eq!(ENTRY_BYTES, 32);
+    }
+
+    #[test]
+    fn live_counts_per_segment_match_the_entries() {
+        let mut index = HotIndex::new();
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = |n: u64| {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1);
+            (state >> 33) % n
+        };
+        for step in 0..20_000u32 {
+            let key = next(300).to_le_bytes();
+            let segment = next(6) as u32;
+            match next(3) {
+                0 => drop(index.remove(&key)),
+                1 => drop(index.remove_if_at(&key, segment, 0)),
+                _ => drop(index.insert(&key, loc(segment, 0, 1 + step % 50))),
+            }
+        }
+        for segment in 0..7 {
+            let counted = index.iter().filter(|(_, l)| l.segment == segment).count() as u64;
+            assert_eq!(index.live_in(segment), counted, "segment {segment}");
+        }
+        let bytes: u64 = index.iter().map(|(_, l)| u64::from(l.len)).sum();
+        assert_eq!(index.bytes(), bytes);
     }
 
     #[test]
