@@ -77,6 +77,24 @@ pub fn start_shard(id: usize, shards: usize, config: &Config, dir: PathBuf) -> R
     }
 }
 
+/// The CPUs this thread may run on (its affinity mask, inherited from the thread that opened
+/// the engine), in ascending order. Under `taskset -c 2,3` or a container's cpuset these are
+/// not 0..n, and pinning a shard to a CPU outside them fails.
+pub(crate) fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; sched_getaffinity writes at most
+    // size_of::<cpu_set_t>() bytes into it, and CPU_ISSET reads within it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+            return (0..n).collect();
+        }
+        (0..libc::CPU_SETSIZE as usize)
+            .filter(|&cpu| libc::CPU_ISSET(cpu, &set))
+            .collect()
+    }
+}
+
 fn run_shard(
     id: usize,
     shards: usize,
@@ -85,9 +103,9 @@ fn run_shard(
     rx: flume::Receiver<Request>,
     ready: Ready,
 ) {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let placement = if config.pin_shards {
-        Placement::Fixed(id % cores)
+        let cpus = allowed_cpus();
+        Placement::Fixed(cpus.get(id % cpus.len().max(1)).copied().unwrap_or(0))
     } else {
         Placement::Unbound
     };
@@ -398,5 +416,34 @@ fn classify_errno(shard: usize, io: std::io::Error) -> Error {
     };
     Error::IoUringUnavailable {
         reason: reason.to_string(),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::allowed_cpus;
+
+    #[test]
+    fn allowed_cpus_follow_the_affinity_mask() {
+        let all = allowed_cpus();
+        assert!(!all.is_empty());
+        let last = *all.last().unwrap();
+        // A thread restricted to one CPU, as `taskset -c <last>` would restrict the process.
+        let seen = std::thread::spawn(move || {
+            // SAFETY: a zeroed cpu_set_t is an empty set; CPU_SET writes within it.
+            unsafe {
+                let mut set: libc::cpu_set_t = std::mem::zeroed();
+                libc::CPU_SET(last, &mut set);
+                assert_eq!(
+                    libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set),
+                    0
+                );
+            }
+            allowed_cpus()
+        })
+        .join()
+        .unwrap();
+        assert_eq!(seen, vec![last]);
     }
 }
