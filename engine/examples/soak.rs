@@ -4,7 +4,7 @@
 //! the windows is what it is for.
 //!
 //! ```text
-//! cargo run --release -p ipfrs-storage --example soak -- [ops] [dir] [threads] [budget MiB] [backend cache MiB]
+//! cargo run --release -p ipfrs-storage --example soak -- [ops] [dir] [threads] [budget MiB] [backend cache MiB|-] [backend]
 //! ```
 //! Defaults: 10,000,000 operations; 16 client threads (each op is a round trip, so threads
 //! keep the shards busy); a pool of 400,000 block ids (1-8 KiB); 55% get, 30% put, 15%
@@ -60,14 +60,19 @@ fn main() {
     // argument sets the backend's cache alone, to measure how its memory follows it.
     config.backend_cache_bytes = args
         .get(5)
+        .filter(|s| *s != "-")
         .map_or(budget / 8, |s| s.parse::<u64>().unwrap() << 20);
     config.bloom_expected_items = POOL;
+    if let Some(backend) = args.get(6) {
+        config.backend = backend.parse().unwrap();
+    }
     config.durability = ipfrs_storage::Durability::None;
     config.hot_tier = Some(HotTier {
         budget_bytes: budget / 2,
         segment_bytes: 32 << 20,
         ..HotTier::default()
     });
+    let config_backend = config.backend;
     let engine = Engine::open(config).unwrap();
     let done = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
@@ -173,9 +178,10 @@ fn main() {
     }
     let stats = store.stats().unwrap();
     println!(
-        "{total} ops in {:.1} s; peak RSS {} MiB, peak anonymous (sampled) {} MiB; budget {} MiB \
+        "{total} ops on {} in {:.1} s; peak RSS {} MiB, peak anonymous (sampled) {} MiB; budget {} MiB \
          + hot index {} MiB ({} hot blocks); {} blocks, {} segments compacted, write \
          amplification {:.2}",
+        config_backend,
         started.elapsed().as_secs_f64(),
         status_kib("VmHWM:") / 1024,
         peak_anon / 1024,
