@@ -330,11 +330,13 @@ fn smoke(target: &str) {
     let seeds = corpus(target);
     let started = Instant::now();
     let outcome = run(target, *body, &seeds, settings, &out_dir());
+    let inputs = match settings.only_case {
+        Some(case) => format!("case {case} only"),
+        None => format!("{} seeds, then mutations", seeds.len()),
+    };
     eprintln!(
-        "{target}: {} execs ({} seeds, {} mutated, seed {:#x}) in {:.1} s",
+        "{target}: {} execs ({inputs}, seed {:#x}) in {:.1} s",
         outcome.execs,
-        seeds.len(),
-        settings.cases,
         settings.seed,
         started.elapsed().as_secs_f64()
     );
