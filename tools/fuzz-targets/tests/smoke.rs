@@ -5,8 +5,9 @@
 //! this catches a change that makes a body panic on inputs near the seeds, on every CI build,
 //! for the price of the workspace's own debug build.
 //!
-//! Each mutated input is a function of (seed, target, case index) alone, so one failing case
-//! replays by itself. Environment:
+//! Each mutated input is a function of (seed, target, case index) and the committed seeds
+//! alone, so one failing case replays by itself on any checkout of the same commit.
+//! Environment:
 //! - `IPFRS_FUZZ_SMOKE_SEED`: the seed (decimal or 0x-hex) instead of [`DEFAULT_SEED`];
 //! - `IPFRS_FUZZ_SMOKE_CASES`: mutated inputs per target instead of [`DEFAULT_CASES`];
 //! - `IPFRS_FUZZ_SMOKE_CASE`: run only this case index (and no seeds), to replay a failure.
@@ -291,6 +292,13 @@ fn run(
     outcome
 }
 
+/// libFuzzer names what it adds to a corpus by its SHA-1 (40 hex digits); `fuzz/.gitignore`
+/// keeps those out of git, and the smoke skips them too, so its cases are numbered the same on
+/// every checkout of a commit whatever local campaigns left behind.
+fn is_libfuzzer_growth(name: &str) -> bool {
+    name.len() == 40 && name.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
 /// The committed seeds of a target, sorted by name so the case numbering never depends on the
 /// order the file system lists them in.
 fn corpus(target: &str) -> Vec<(String, Vec<u8>)> {
@@ -298,21 +306,22 @@ fn corpus(target: &str) -> Vec<(String, Vec<u8>)> {
         .join("../../fuzz/corpus")
         .join(target);
     let entries = fs::read_dir(&dir).unwrap_or_else(|e| panic!("corpus {dir:?}: {e}"));
-    let mut seeds: Vec<(String, Vec<u8>)> = entries
-        .map(|entry| {
-            let path = entry
-                .unwrap_or_else(|e| panic!("corpus {dir:?}: {e}"))
-                .path();
-            let bytes = fs::read(&path).unwrap_or_else(|e| panic!("{path:?}: {e}"));
-            (
-                path.file_name()
-                    .unwrap_or_default()
-                    .to_string_lossy()
-                    .into_owned(),
-                bytes,
-            )
-        })
-        .collect();
+    let mut seeds = Vec::new();
+    for entry in entries {
+        let path = entry
+            .unwrap_or_else(|e| panic!("corpus {dir:?}: {e}"))
+            .path();
+        let name = path
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        if name.starts_with('.') || is_libfuzzer_growth(&name) || !path.is_file() {
+            continue;
+        }
+        let bytes = fs::read(&path).unwrap_or_else(|e| panic!("{path:?}: {e}"));
+        seeds.push((name, bytes));
+    }
     seeds.sort();
     seeds
 }
@@ -406,6 +415,11 @@ fn every_target_has_a_smoke_test_and_a_corpus() {
     for name in names {
         assert!(!corpus(name).is_empty(), "{name} has no seeds");
     }
+    assert!(is_libfuzzer_growth(
+        "da39a3ee5e6b4b0d3255bfef95601890afd80709"
+    ));
+    assert!(!is_libfuzzer_growth("raw-word-torn"));
+    assert!(!is_libfuzzer_growth(&"z".repeat(40)));
 }
 
 /// A body that panics on any input not starting with the seed's first byte: the mutations
