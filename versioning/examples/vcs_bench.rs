@@ -3,11 +3,13 @@
 //! ```text
 //! cargo run --release -p ipfrs-versioning --example vcs_bench -- --mib 1024 [--chain 100] [--dir PATH]
 //!     [--chain-rows PCT] [--snapshot-every N] [--hot-budget-mib N]
+//! cargo run --release -p ipfrs-versioning --example vcs_bench -- --layouts
 //! ```
 //!
 //! `--chain-rows` is the percentage of rows each chain commit changes (default 1);
 //! `--snapshot-every` overrides the repository's default; `--hot-budget-mib` the engines'
-//! hot-tier budget (past it, compaction moves blocks into the cold backend). The bench prints the disk use of
+//! hot-tier budget (past it, compaction moves blocks into the cold backend). `--layouts` only
+//! compares the delta encodings' size and decode time on single chunks. The bench prints the disk use of
 //! both engine directories as it goes, since a long chain on a large model writes a lot.
 //!
 //! Builds a synthetic f32 model (64 MiB matrices of 4096 columns, weights ~ N(0, 0.02)) and
@@ -195,6 +197,70 @@ fn secs(d: Duration) -> f64 {
     d.as_secs_f64()
 }
 
+/// Sizes and decode times of v1 and v2 on one 256 KiB chunk (16 rows), for a dense step and
+/// for a sparse update (one row moved by 1e-3, as the chain does): what the per-chunk
+/// layout choice trades.
+fn layout_costs(rng: &mut Rng) {
+    let n = 16 * COLS;
+    let base: Vec<u8> = (0..n)
+        .flat_map(|_| (0.02 * rng.normal()).to_le_bytes())
+        .collect();
+    let mut step = |scale: f32, rows: usize| -> Vec<u8> {
+        base.chunks_exact(4)
+            .enumerate()
+            .flat_map(|(i, b)| {
+                let x = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+                let y = if i / COLS < rows {
+                    x + scale * rng.normal()
+                } else {
+                    x
+                };
+                y.to_le_bytes()
+            })
+            .collect()
+    };
+    let cases = [
+        ("dense 1e-4", step(1e-4, 16)),
+        ("one row 1e-3", step(1e-3, 1)),
+    ];
+    let timed = |f: &dyn Fn()| {
+        median(
+            (0..21)
+                .map(|_| {
+                    let t = Instant::now();
+                    f();
+                    t.elapsed()
+                })
+                .collect(),
+        )
+    };
+    for (name, new) in cases {
+        let (t1, v1) = delta::encode_v1(&new, &base, 4, 3).unwrap();
+        let (t2, v2) = delta::encode(&new, &base, 4, 3).unwrap();
+        let d1 = timed(&|| {
+            assert_eq!(
+                delta::decode(delta::Version::V1, t1, &v1, &base, 4).unwrap(),
+                new
+            );
+        });
+        let d2 = timed(&|| {
+            assert_eq!(
+                delta::decode(delta::Version::V2, t2, &v2, &base, 4).unwrap(),
+                new
+            );
+        });
+        println!(
+            "   chunk, {name}: v1 {:.1}% of the chunk, decode {:.0} us; v2 ({:?}) {:.1}%, decode {:.0} us (median of 21, load {})",
+            100.0 * v1.len() as f64 / new.len() as f64,
+            d1.as_secs_f64() * 1e6,
+            delta::layout(delta::Version::V2, &v2).unwrap(),
+            100.0 * v2.len() as f64 / new.len() as f64,
+            d2.as_secs_f64() * 1e6,
+            load()
+        );
+    }
+}
+
 fn main() {
     let mut mib = 1024usize;
     let mut chain = 100usize;
@@ -202,6 +268,7 @@ fn main() {
     let mut chain_pct = 1.0f64;
     let mut snapshot_every: Option<u32> = None;
     let mut hot_budget: Option<u64> = None;
+    let mut layouts_only = false;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -218,6 +285,7 @@ fn main() {
                 snapshot_every = args.next().and_then(|v| v.parse().ok());
                 assert!(snapshot_every.is_some(), "--snapshot-every N");
             }
+            "--layouts" => layouts_only = true,
             "--hot-budget-mib" => {
                 hot_budget = args
                     .next()
@@ -229,6 +297,10 @@ fn main() {
                 "unknown argument {other}; use --mib N --chain N --dir PATH --chain-rows PCT --snapshot-every N --hot-budget-mib N"
             ),
         }
+    }
+    if layouts_only {
+        layout_costs(&mut Rng(0x2545_f491_4f6c_dd1d));
+        return;
     }
     let tmp = match &dir {
         Some(d) => tempfile::tempdir_in(d).unwrap(),

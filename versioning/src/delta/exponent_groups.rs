@@ -243,7 +243,9 @@ pub(super) fn encode(new: &[u8], base: &[u8], level: i32) -> Option<Vec<u8>> {
 pub(super) fn decode(payload: &[u8], base: &[u8]) -> Result<Vec<u8>, String> {
     let (group_of, sizes) = groups(base);
     let mut zstd = Decompressor::new().map_err(|e| e.to_string())?;
-    let mut tokens: Vec<Vec<u8>> = Vec::with_capacity(sizes.len());
+    // All groups' tokens in one buffer; each group's cursor starts at its offset.
+    let mut tokens: Vec<u8> = Vec::with_capacity(base.len() / 4);
+    let mut cursor: Vec<usize> = Vec::with_capacity(sizes.len());
     let mut at = 0;
     let mut frame = Vec::new();
     for (g, &size) in sizes.iter().enumerate() {
@@ -265,10 +267,10 @@ pub(super) fn decode(payload: &[u8], base: &[u8]) -> Result<Vec<u8>, String> {
                 group.len()
             ));
         }
-        tokens.push(group);
+        cursor.push(tokens.len());
+        tokens.extend_from_slice(&group);
     }
     let table = untoken_table();
-    let mut cursor = vec![0usize; sizes.len()];
     let raw = &payload[at..];
     let mut bits = BitReader {
         data: raw,
@@ -280,10 +282,10 @@ pub(super) fn decode(payload: &[u8], base: &[u8]) -> Result<Vec<u8>, String> {
     let mut out = vec![0u8; base.len()];
     for (o, b) in out.chunks_exact_mut(4).zip(base.chunks_exact(4)) {
         let b = word(b);
-        let g = usize::from(group_of[exponent(b)]);
+        let c = &mut cursor[usize::from(group_of[exponent(b)])];
         // Each group holds exactly as many tokens as the base has elements in it.
-        let t = tokens[g][cursor[g]];
-        cursor[g] += 1;
+        let t = tokens[*c];
+        *c += 1;
         let (high, extra) = table[usize::from(t)].ok_or_else(|| format!("bad token {t}"))?;
         let d = high | bits.take(extra)?;
         o.copy_from_slice(&unzigzag(d).wrapping_add(b).to_le_bytes());
