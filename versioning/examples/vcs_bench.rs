@@ -9,7 +9,8 @@
 //! `--chain-rows` is the percentage of rows each chain commit changes (default 1);
 //! `--snapshot-every` overrides the repository's default; `--hot-budget-mib` the engines'
 //! hot-tier budget (past it, compaction moves blocks into the cold backend). `--layouts` only
-//! compares the delta encodings' size and decode time on single chunks. The bench prints the disk use of
+//! compares the delta encodings' size and decode time on single chunks; `--ingest-only R`
+//! runs only the first step (full commit vs raw ingest), R times, and prints medians. The bench prints the disk use of
 //! both engine directories as it goes, since a long chain on a large model writes a lot.
 //!
 //! Builds a synthetic f32 model (64 MiB matrices of 4096 columns, weights ~ N(0, 0.02)) and
@@ -189,6 +190,28 @@ fn load() -> String {
         .unwrap_or_default()
 }
 
+/// Stores the model's chunks as raw blocks, as the repository would cut them; their CIDs
+/// per tensor.
+fn put_raw(raw: &Engine, m: &Tensors, config: &RepoConfig) -> Vec<Vec<ipfrs_storage::Cid>> {
+    let mut raw_cids = Vec::new();
+    for tensor in m.values() {
+        let mut cids = Vec::new();
+        let mut batch = Vec::new();
+        for part in tensor.data.chunks(config.chunk_bytes) {
+            let b = Block::new(tensor.data.slice_ref(part)).unwrap();
+            cids.push(*b.cid());
+            batch.push(b);
+            if batch.len() == config.batch_blocks {
+                block_on(raw.put_many(&batch)).unwrap();
+                batch.clear();
+            }
+        }
+        block_on(raw.put_many(&batch)).unwrap();
+        raw_cids.push(cids);
+    }
+    raw_cids
+}
+
 fn stored(e: &Engine) -> u64 {
     block_on(BlockStore::stats(e)).unwrap().bytes
 }
@@ -269,6 +292,7 @@ fn main() {
     let mut snapshot_every: Option<u32> = None;
     let mut hot_budget: Option<u64> = None;
     let mut layouts_only = false;
+    let mut ingest_rounds = 0usize;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -286,6 +310,12 @@ fn main() {
                 assert!(snapshot_every.is_some(), "--snapshot-every N");
             }
             "--layouts" => layouts_only = true,
+            "--ingest-only" => {
+                ingest_rounds = args
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .expect("--ingest-only ROUNDS")
+            }
             "--hot-budget-mib" => {
                 hot_budget = args
                     .next()
@@ -294,7 +324,7 @@ fn main() {
                 assert!(hot_budget.is_some(), "--hot-budget-mib N");
             }
             other => panic!(
-                "unknown argument {other}; use --mib N --chain N --dir PATH --chain-rows PCT --snapshot-every N --hot-budget-mib N"
+                "unknown argument {other}; use --mib N --chain N --dir PATH --chain-rows PCT --snapshot-every N --hot-budget-mib N --layouts --ingest-only R"
             ),
         }
     }
@@ -337,24 +367,45 @@ fn main() {
         }
         c
     };
-    let raw = Engine::open(engine_config("raw")).unwrap();
-    let t = Instant::now();
-    let mut raw_cids: Vec<Vec<ipfrs_storage::Cid>> = Vec::new();
-    for tensor in m0.values() {
-        let mut cids = Vec::new();
-        let mut batch = Vec::new();
-        for part in tensor.data.chunks(config.chunk_bytes) {
-            let b = Block::new(tensor.data.slice_ref(part)).unwrap();
-            cids.push(*b.cid());
-            batch.push(b);
-            if batch.len() == config.batch_blocks {
-                block_on(raw.put_many(&batch)).unwrap();
-                batch.clear();
+    if ingest_rounds > 0 {
+        // Step 1 only, in fresh engines each round (removed after), for medians.
+        let (mut raws, mut fulls) = (Vec::new(), Vec::new());
+        for round in 0..ingest_rounds {
+            let raw = Engine::open(engine_config(&format!("raw{round}"))).unwrap();
+            let t = Instant::now();
+            put_raw(&raw, &m0, &config);
+            raws.push(t.elapsed());
+            block_on(raw.close()).unwrap();
+            let engine = Engine::open(engine_config(&format!("repo{round}"))).unwrap();
+            let repo = Repo::new(engine, MemRefStore::new(), MemLedger::new(), config.clone());
+            let t = Instant::now();
+            block_on(repo.commit("main", &m0, CommitInfo::default())).unwrap();
+            fulls.push(t.elapsed());
+            block_on(repo.store().close()).unwrap();
+            println!(
+                "   round {round}: full commit {:.2} s, raw put_many {:.2} s (load {})",
+                secs(fulls[round]),
+                secs(raws[round]),
+                load()
+            );
+            for name in ["raw", "repo"] {
+                std::fs::remove_dir_all(tmp.path().join(format!("{name}{round}"))).unwrap();
             }
         }
-        block_on(raw.put_many(&batch)).unwrap();
-        raw_cids.push(cids);
+        let (full, raw) = (median(fulls), median(raws));
+        println!(
+            "1. full commit {:.2} s ({:.0} MiB/s) vs raw put_many {:.2} s ({:.0} MiB/s), medians of {ingest_rounds}: {:.2}x",
+            secs(full),
+            size as f64 / (1 << 20) as f64 / secs(full),
+            secs(raw),
+            size as f64 / (1 << 20) as f64 / secs(raw),
+            secs(full) / secs(raw)
+        );
+        return;
     }
+    let raw = Engine::open(engine_config("raw")).unwrap();
+    let t = Instant::now();
+    let raw_cids = put_raw(&raw, &m0, &config);
     let raw_put = t.elapsed();
     let engine = Engine::open(engine_config("repo")).unwrap();
     let repo = Repo::new(engine, MemRefStore::new(), MemLedger::new(), config.clone());
