@@ -10,7 +10,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use bytes::Bytes;
 use common::*;
 use futures_lite::future::block_on;
-use ipfrs_versioning::{DType, RepoConfig, TensorData, TensorObject, Tensors, delta};
+use ipfrs_storage::{Block, BlockStore};
+use ipfrs_versioning::{
+    ChunkSource, DType, Delta, DeltaChunk, Error, Object, RepoConfig, TensorData, TensorObject,
+    Tensors, delta,
+};
 use proptest::prelude::*;
 
 /// Bit patterns of f32 weighted towards the awkward ones.
@@ -110,9 +114,162 @@ proptest! {
         // `None` (not smaller) means the chunk is stored as is, which is exact by definition.
         if let Some((transform, payload)) = delta::encode(&new, &old, elem, 3) {
             prop_assert!(payload.len() < new.len());
-            prop_assert_eq!(delta::decode(transform, &payload, &old, elem).unwrap(), new);
+            prop_assert_eq!(delta::decode(delta::Version::V2, transform, &payload, &old, elem).unwrap(), new);
         }
     }
+}
+
+/// An f32 base spread over many exponents (weights from 1e-6 to 10, and specials) and a
+/// dense small step on it, as an optimizer makes; some elements are replaced by any bit
+/// pattern, including the special values.
+fn dense_versions() -> impl Strategy<Value = (Vec<u8>, Vec<u8>)> {
+    let elem = (
+        prop_oneof![
+            8 => (-6.0f32..1.0, any::<bool>()).prop_map(|(l, neg)| {
+                let v = 10f32.powf(l);
+                if neg { -v } else { v }
+            }).prop_map(f32::to_bits),
+            1 => f32_bits(),
+        ],
+        0u8..10,
+        -1.0f32..1.0,
+        f32_bits(),
+    );
+    prop::collection::vec(elem, 1..6000).prop_map(|elems| {
+        let (mut old, mut new) = (Vec::new(), Vec::new());
+        for (base, how, step, other) in elems {
+            let next = match how {
+                0 => other,
+                1 => base,
+                _ => (f32::from_bits(base) + 1e-4 * step).to_bits(),
+            };
+            old.extend_from_slice(&base.to_le_bytes());
+            new.extend_from_slice(&next.to_le_bytes());
+        }
+        (old, new)
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn dense_steps_round_trip_bit_exactly((old, new) in dense_versions()) {
+        if let Some((transform, payload)) = delta::encode(&new, &old, 4, 3) {
+            prop_assert!(payload.len() < new.len());
+            prop_assert!(delta::layout(delta::Version::V2, &payload).is_some());
+            prop_assert_eq!(delta::decode(delta::Version::V2, transform, &payload, &old, 4).unwrap(), new);
+        }
+    }
+
+    /// Deltas written by the first encoding still decode.
+    #[test]
+    fn v1_payloads_still_decode((kind, old, new) in versions()) {
+        let elem = kind.dtype().size();
+        if let Some((transform, payload)) = delta::encode_v1(&new, &old, elem, 3) {
+            prop_assert_eq!(delta::layout(delta::Version::V1, &payload), Some(delta::Layout::BytePlanes));
+            prop_assert_eq!(delta::decode(delta::Version::V1, transform, &payload, &old, elem).unwrap(), new);
+        }
+    }
+}
+
+/// Deterministic weights ~ 0.02 * (roughly normal) and a dense step of 1e-4 on each.
+fn dense_step(n: usize) -> (Vec<u8>, Vec<u8>) {
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let mut normal = move || {
+        let mut sum = 0.0f32;
+        for _ in 0..4 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            sum += (x >> 40) as f32 / (1u64 << 24) as f32;
+        }
+        (sum - 2.0) * 1.732
+    };
+    let (mut old, mut new) = (Vec::new(), Vec::new());
+    for _ in 0..n {
+        let w = 0.02 * normal();
+        old.extend_from_slice(&w.to_le_bytes());
+        new.extend_from_slice(&(w + 1e-4 * normal()).to_le_bytes());
+    }
+    (old, new)
+}
+
+#[test]
+fn a_dense_step_uses_exponent_groups_and_beats_byte_planes() {
+    // Guards the properties above against passing with the new layout never chosen.
+    let (old, new) = dense_step(65536);
+    let (t, payload) = delta::encode(&new, &old, 4, 3).unwrap();
+    assert_eq!(
+        delta::layout(delta::Version::V2, &payload),
+        Some(delta::Layout::ExponentGroups)
+    );
+    let (_, v1) = delta::encode_v1(&new, &old, 4, 3).unwrap();
+    assert!(
+        payload.len() < v1.len(),
+        "{} vs {}",
+        payload.len(),
+        v1.len()
+    );
+    assert_eq!(
+        delta::decode(delta::Version::V2, t, &payload, &old, 4).unwrap(),
+        new
+    );
+    // A v2 payload is not a v1 one: the versions are told apart by the Delta's name.
+    assert!(delta::decode(delta::Version::V1, t, &payload, &old, 4).is_err());
+}
+
+#[test]
+fn a_delta_stored_with_the_v1_encoding_still_checks_out() {
+    let fx = Fixture::with_config(RepoConfig {
+        chunk_bytes: 4096,
+        ..RepoConfig::default()
+    });
+    let (old, new) = dense_step(3000);
+    let mut m = Tensors::new();
+    m.insert(
+        "w".into(),
+        TensorData::new("w", DType::F32, vec![3000], Bytes::from(old.clone())).unwrap(),
+    );
+    let c = fx.commit("main", &m, "v1");
+    let base_cid = block_on(fx.repo.commit_state(&c.commit)).unwrap().tensors["w"];
+    let TensorObject::Full(base) = block_on(fx.repo.tensor_object(&base_cid)).unwrap() else {
+        panic!("a first version is stored in full")
+    };
+    // A delta as the first encoding wrote it, stored by hand.
+    let mut chunks = Vec::new();
+    let mut blocks = Vec::new();
+    for (n, o) in new.chunks(4096).zip(old.chunks(4096)) {
+        let chunk = *Block::new(Bytes::copy_from_slice(n)).unwrap().cid();
+        let (t, payload) = delta::encode_v1(n, o, 4, 3).unwrap();
+        let p = Block::new(Bytes::from(payload)).unwrap();
+        let from = match t {
+            delta::Transform::Xor => ChunkSource::Xor(*p.cid()),
+            delta::Transform::Sub => ChunkSource::Sub(*p.cid()),
+        };
+        chunks.push(DeltaChunk { chunk, from });
+        blocks.push(p);
+    }
+    let delta = |encoding: &str| Delta {
+        base: base_cid,
+        encoding: encoding.into(),
+        depth: 1,
+        dtype: DType::F32,
+        shape: vec![3000],
+        chunk_bytes: base.chunk_bytes,
+        chunks: chunks.clone(),
+    };
+    let v1 = Object::Delta(delta(delta::ENCODING_V1)).to_block().unwrap();
+    let bogus = Object::Delta(delta("bogus/v9")).to_block().unwrap();
+    let (v1_cid, bogus_cid) = (*v1.cid(), *bogus.cid());
+    blocks.extend([v1, bogus]);
+    block_on(fx.repo.store().put_many(&blocks)).unwrap();
+    let got = block_on(fx.repo.read_tensor(&v1_cid)).unwrap();
+    assert_eq!(got.data.as_ref(), new.as_slice());
+    assert!(matches!(
+        block_on(fx.repo.read_tensor(&bogus_cid)),
+        Err(Error::BadDelta { .. })
+    ));
 }
 
 /// One engine for all cases of the repository property; each case uses its own branch.

@@ -30,8 +30,8 @@ impl<S: BlockStore, R: RefStore, L: Ledger> Repo<S, R, L> {
             }
             TensorObject::Delta(d) => {
                 let base = self.full_tensor(&d.base).await?;
-                check_delta(cid, d, &base)?;
-                self.read_delta_chunks(d, &base, indices).await
+                let version = check_delta(cid, d, &base)?;
+                self.read_delta_chunks(d, version, &base, indices).await
             }
         }
     }
@@ -39,6 +39,7 @@ impl<S: BlockStore, R: RefStore, L: Ledger> Repo<S, R, L> {
     async fn read_delta_chunks(
         &self,
         d: &Delta,
+        version: delta::Version,
         base: &Tensor,
         indices: &[usize],
     ) -> Result<Vec<Bytes>> {
@@ -74,7 +75,7 @@ impl<S: BlockStore, R: RefStore, L: Ledger> Repo<S, R, L> {
                     }
                 }
             }
-            for (slot, data) in decode_all(jobs, elem)? {
+            for (slot, data) in decode_all(jobs, version, elem)? {
                 slots[slot] = Some(data);
             }
             out.extend(slots.into_iter().map(Option::unwrap_or_default));
@@ -110,17 +111,18 @@ impl<S: BlockStore, R: RefStore, L: Ledger> Repo<S, R, L> {
     }
 }
 
-/// A delta must describe the same layout as its base.
-pub(crate) fn check_delta(cid: &Cid, d: &Delta, base: &Tensor) -> Result<()> {
+/// A delta must name an encoding this code decodes (returned) and describe the same layout
+/// as its base.
+pub(crate) fn check_delta(cid: &Cid, d: &Delta, base: &Tensor) -> Result<delta::Version> {
     let bad = |reason: String| {
         Err(Error::BadDelta {
             cid: Box::new(*cid),
             reason,
         })
     };
-    if d.encoding != delta::ENCODING {
+    let Some(version) = delta::Version::of(&d.encoding) else {
         return bad(format!("unknown encoding {:?}", d.encoding));
-    }
+    };
     if d.dtype != base.dtype || d.shape != base.shape {
         return bad(format!(
             "delta is {} {:?} but its base {} is {} {:?}",
@@ -136,7 +138,7 @@ pub(crate) fn check_delta(cid: &Cid, d: &Delta, base: &Tensor) -> Result<()> {
             base.chunk_bytes
         ));
     }
-    Ok(())
+    Ok(version)
 }
 
 /// One coded chunk to rebuild: (slot, index, transform, payload CID, chunk CID, base bytes,
@@ -145,13 +147,14 @@ type Job = (usize, usize, Transform, Cid, Cid, Bytes, Bytes);
 
 /// Decodes and verifies coded chunks, spread over the cores: decoding (zstd, the inverse
 /// transform, SHA-256 of the result) is CPU work that dominates a checkout of deltas.
-fn decode_all(jobs: Vec<Job>, elem: usize) -> Result<Vec<(usize, Bytes)>> {
+fn decode_all(jobs: Vec<Job>, version: delta::Version, elem: usize) -> Result<Vec<(usize, Bytes)>> {
     let decode = |(slot, i, transform, x, chunk, base, payload): Job| -> Result<(usize, Bytes)> {
-        let data =
-            delta::decode(transform, &payload, &base, elem).map_err(|reason| Error::BadDelta {
+        let data = delta::decode(version, transform, &payload, &base, elem).map_err(|reason| {
+            Error::BadDelta {
                 cid: Box::new(x),
                 reason: format!("chunk {i}: {reason}"),
-            })?;
+            }
+        })?;
         // The recorded CID makes the reconstruction self-checking.
         let block =
             Block::from_parts(chunk, data).map_err(|_| Error::ChunkMismatch { cid: chunk })?;
