@@ -67,9 +67,15 @@ fn delta_payload(bytes: &[u8]) {
     } else {
         ELEMS[usize::from(elem & 3)]
     };
+    // Payloads of both encoding versions are read back from stores.
+    let version = if t & 2 == 0 {
+        delta::Version::V2
+    } else {
+        delta::Version::V1
+    };
     let base_len = usize::from(u16::from_be_bytes([*hi, *lo])) % (rest.len() + 1);
     let (base, payload) = rest.split_at(base_len);
-    if let Ok(chunk) = delta::decode(transform, payload, base, elem) {
+    if let Ok(chunk) = delta::decode(version, transform, payload, base, elem) {
         assert_eq!(chunk.len(), base.len());
     }
 }
@@ -94,14 +100,22 @@ fn delta_round_trip(bytes: &[u8]) {
         })
         .collect();
     let level = i32::from(level % 4);
-    let Some((transform, payload)) = delta::encode(&new, base, elem, level) else {
+    let (version, encoded) = if e & 8 == 0 {
+        (delta::Version::V2, delta::encode(&new, base, elem, level))
+    } else {
+        (
+            delta::Version::V1,
+            delta::encode_v1(&new, base, elem, level),
+        )
+    };
+    let Some((transform, payload)) = encoded else {
         return;
     };
     assert!(
         payload.len() < new.len(),
         "encode keeps only smaller deltas"
     );
-    match delta::decode(transform, &payload, base, elem) {
+    match delta::decode(version, transform, &payload, base, elem) {
         Ok(back) => assert!(back == new, "delta round trip is not exact"),
         Err(e) => panic!("a delta encode made does not decode: {e}"),
     }
@@ -109,7 +123,7 @@ fn delta_round_trip(bytes: &[u8]) {
         let mut damaged = payload.clone();
         let at = usize::from(*e) % damaged.len();
         damaged[at] ^= 0x5a;
-        if let Ok(chunk) = delta::decode(transform, &damaged, base, elem) {
+        if let Ok(chunk) = delta::decode(version, transform, &damaged, base, elem) {
             assert_eq!(chunk.len(), base.len());
         }
     }
