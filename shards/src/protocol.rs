@@ -85,6 +85,10 @@ pub enum Request {
 /// hot-segment record (header, key, payload), a zero-copy slice of the segment's mapping, that
 /// the caller checks with [`Fetched::into_data`]. Checking on the caller's side keeps the
 /// checksum work and the page faults of a first read off the shard's core.
+///
+/// `Data` is already checked: the shard hashes every block it reads from the cold backend
+/// against its key on the blocking pool (a mismatch is [`Error::Corrupt`]), and the cache
+/// holds only bytes that passed.
 #[derive(Debug, Clone)]
 pub enum Fetched {
     /// The block's bytes.
@@ -183,6 +187,9 @@ pub struct ShardStats {
     pub corrupt_records: u64,
     /// Block bytes accepted by puts (the denominator of write amplification).
     pub put_bytes: u64,
+    /// Cold reads refused as corrupt: the backend returned bytes that do not hash to the
+    /// key (counted per read, so a damaged block read twice counts twice).
+    pub corrupt_cold_reads: u64,
 }
 
 /// The client side of a shard: cheap to clone, usable from any thread.
