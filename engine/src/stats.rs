@@ -33,6 +33,9 @@ pub struct Stats {
     pub promotions: u64,
     /// Damaged hot records found.
     pub corrupt_records: u64,
+    /// Cold reads refused because the backend returned bytes that do not hash to the block's
+    /// multihash (each refused read counts).
+    pub corrupt_cold_reads: u64,
     /// Bytes written to disk by the engine (segments, compaction's cold writes) per byte
     /// accepted by puts; 0 before any put. The cold backend's own amplification comes on top.
     pub write_amplification: f64,
@@ -55,6 +58,7 @@ impl Stats {
             compaction_rewritten_bytes: sum(|s| s.compaction_rewritten_bytes),
             promotions: sum(|s| s.promotions),
             corrupt_records: sum(|s| s.corrupt_records),
+            corrupt_cold_reads: sum(|s| s.corrupt_cold_reads),
             write_amplification: if put_bytes == 0 {
                 0.0
             } else {

@@ -56,10 +56,16 @@ type Ready = std::sync::mpsc::SyncSender<Result<()>>;
 pub fn start_shard(id: usize, shards: usize, config: &Config, dir: PathBuf) -> Result<ShardThread> {
     let (tx, rx) = flume::bounded(config.queue_depth.max(1));
     let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
+    // Its sender lives exactly as long as the thread (dropped on return or unwind): waiters
+    // watch it to learn that no reply can come any more (see `PendingReply::wait`).
+    let (thread_alive, stopped) = flume::bounded::<()>(0);
     let config = config.clone();
     let thread = std::thread::Builder::new()
         .name(format!("ipfrs-shard-{id}"))
-        .spawn(move || run_shard(id, shards, &config, dir, rx, ready_tx))
+        .spawn(move || {
+            let _alive = thread_alive;
+            run_shard(id, shards, &config, dir, rx, ready_tx)
+        })
         .map_err(|e| Error::Executor {
             shard: id,
             message: format!("cannot spawn its thread: {e}"),
@@ -67,7 +73,7 @@ pub fn start_shard(id: usize, shards: usize, config: &Config, dir: PathBuf) -> R
     let started = ready_rx.recv().unwrap_or(Err(Error::Stopped { shard: id }));
     match started {
         Ok(()) => Ok(ShardThread {
-            handle: ShardHandle::new(id, tx),
+            handle: ShardHandle::new(id, tx, stopped),
             thread,
         }),
         Err(err) => {

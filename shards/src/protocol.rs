@@ -85,6 +85,10 @@ pub enum Request {
 /// hot-segment record (header, key, payload), a zero-copy slice of the segment's mapping, that
 /// the caller checks with [`Fetched::into_data`]. Checking on the caller's side keeps the
 /// checksum work and the page faults of a first read off the shard's core.
+///
+/// `Data` is already checked: the shard hashes every block it reads from the cold backend
+/// against its key on the blocking pool (a mismatch is [`Error::Corrupt`]), and the cache
+/// holds only bytes that passed.
 #[derive(Debug, Clone)]
 pub enum Fetched {
     /// The block's bytes.
@@ -183,6 +187,9 @@ pub struct ShardStats {
     pub corrupt_records: u64,
     /// Block bytes accepted by puts (the denominator of write amplification).
     pub put_bytes: u64,
+    /// Cold reads refused as corrupt: the backend returned bytes that do not hash to the
+    /// key (counted per read, so a damaged block read twice counts twice).
+    pub corrupt_cold_reads: u64,
 }
 
 /// The client side of a shard: cheap to clone, usable from any thread.
@@ -190,11 +197,20 @@ pub struct ShardStats {
 pub struct ShardHandle {
     id: usize,
     tx: flume::Sender<Request>,
+    /// Never receives a message: it disconnects when the shard's thread ends (see
+    /// [`PendingReply::wait`]).
+    stopped: flume::Receiver<()>,
 }
 
 impl ShardHandle {
-    pub(crate) fn new(id: usize, tx: flume::Sender<Request>) -> ShardHandle {
-        ShardHandle { id, tx }
+    /// `stopped` must disconnect (its sender dropped) once the shard will answer nothing
+    /// more: when its thread ends.
+    pub(crate) fn new(
+        id: usize,
+        tx: flume::Sender<Request>,
+        stopped: flume::Receiver<()>,
+    ) -> ShardHandle {
+        ShardHandle { id, tx, stopped }
     }
 
     /// The shard's index.
@@ -210,7 +226,11 @@ impl ShardHandle {
             .send_async(make(reply))
             .await
             .map_err(|_| Error::Stopped { shard: self.id })?;
-        Ok(PendingReply { shard: self.id, rx })
+        Ok(PendingReply {
+            shard: self.id,
+            rx,
+            stopped: self.stopped.clone(),
+        })
     }
 
     /// Sends a request and awaits its reply.
@@ -223,14 +243,80 @@ impl ShardHandle {
 pub struct PendingReply<T> {
     shard: usize,
     rx: flume::Receiver<Result<T>>,
+    stopped: flume::Receiver<()>,
 }
 
 impl<T> PendingReply<T> {
     /// Waits for the reply. A shard that stops before replying yields [`Error::Stopped`].
+    ///
+    /// The reply channel alone cannot tell: a request that reached the shard's queue after
+    /// its loop had stopped receiving stays in that queue, its reply sender with it, for as
+    /// long as any handle keeps the queue alive (flume drops queued messages only with the
+    /// last sender), so a caller holding an engine clone while another thread closed the
+    /// engine waited for ever. The shard's thread end is watched as well; a reply sent before
+    /// the shard stopped still wins (`or` prefers its first future).
     pub async fn wait(self) -> Result<T> {
-        self.rx
-            .recv_async()
-            .await
-            .map_err(|_| Error::Stopped { shard: self.shard })?
+        let shard = self.shard;
+        let reply = async {
+            self.rx
+                .recv_async()
+                .await
+                .map_err(|_| Error::Stopped { shard })?
+        };
+        let stopped = async {
+            // Only ever a disconnection: nothing is sent on this channel.
+            let _ = self.stopped.recv_async().await;
+            Err(Error::Stopped { shard })
+        };
+        futures_lite::future::or(reply, stopped).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    /// The hang found by engine/tests/shutdown_stress.rs: a request queued after the shard
+    /// stopped receiving, the queue kept alive by a live handle. Its caller must see
+    /// `Stopped` once the shard's thread is gone, not wait for ever.
+    #[test]
+    fn a_request_left_in_the_queue_of_a_stopped_shard_fails_with_stopped() {
+        let (tx, requests) = flume::bounded(4);
+        let (thread_alive, stopped) = flume::bounded::<()>(0);
+        let handle = ShardHandle::new(3, tx, stopped);
+        let pending = futures_lite::future::block_on(handle.send(|reply| Request::Flush { reply }))
+            .expect("the queue has room");
+        // The shard's loop ended without receiving it; its thread ends.
+        drop(requests);
+        drop(thread_alive);
+        let (done_tx, done) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = done_tx.send(futures_lite::future::block_on(pending.wait()));
+        });
+        let result = done
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("wait() returned after the shard stopped");
+        assert!(
+            matches!(result, Err(Error::Stopped { shard: 3 })),
+            "{result:?}"
+        );
+        drop(handle);
+    }
+
+    /// A reply sent just before the shard stopped is still delivered.
+    #[test]
+    fn a_reply_sent_before_the_stop_wins() {
+        let (tx, requests) = flume::bounded(4);
+        let (thread_alive, stopped) = flume::bounded::<()>(0);
+        let handle = ShardHandle::new(0, tx, stopped);
+        let pending =
+            futures_lite::future::block_on(handle.send(|reply| Request::Flush { reply })).unwrap();
+        match requests.recv().unwrap() {
+            Request::Flush { reply } => reply.send(Ok(())).unwrap(),
+            _ => unreachable!(),
+        }
+        drop(thread_alive);
+        assert!(futures_lite::future::block_on(pending.wait()).is_ok());
     }
 }

@@ -33,6 +33,8 @@ pub(crate) struct Counters {
     pub(crate) write_groups: Cell<u64>,
     pub(crate) write_ops: Cell<u64>,
     pub(crate) put_bytes: Cell<u64>,
+    /// Cold reads refused because the backend's bytes did not hash to their key.
+    pub(crate) corrupt_cold_reads: Cell<u64>,
 }
 
 pub(crate) fn bump(cell: &Cell<u64>, by: u64) {
@@ -168,15 +170,32 @@ impl Shard {
         bump(&self.counters.cache_misses, misses.len() as u64);
         let epoch = self.delete_epoch.get();
         let miss_keys: Vec<Key> = misses.iter().map(|&i| keys[i].clone()).collect();
-        let (miss_keys, values) = self
+        let (miss_keys, values, damaged) = self
             .blocking(move |backend| {
-                let values = miss_keys
-                    .iter()
-                    .map(|key| backend.get(key))
-                    .collect::<ipfrs_tiering::Result<Vec<_>>>()?;
-                Ok((miss_keys, values))
+                let mut damaged = Vec::new();
+                let mut values = Vec::with_capacity(miss_keys.len());
+                for key in &miss_keys {
+                    let value = backend.get(key)?;
+                    // Hashed here, on the blocking pool: never on the shard's core.
+                    if let Some(value) = &value
+                        && let Err(e) = ipfrs_core_types::verify_key(key, value)
+                    {
+                        damaged.push((key.clone(), e.to_string()));
+                    }
+                    values.push(value);
+                }
+                Ok((miss_keys, values, damaged))
             })
             .await?;
+        bump(&self.counters.corrupt_cold_reads, damaged.len() as u64);
+        if let Some((key, reason)) = damaged.into_iter().next() {
+            // The whole read fails, as for a damaged hot record, and nothing it read is
+            // cached or promoted: the caller retries key by key to find the others.
+            return Err(Error::Corrupt {
+                key,
+                reason: format!("the cold backend returned other bytes: {reason}"),
+            });
+        }
         let fill = epoch == self.delete_epoch.get();
         let mut promote = Vec::new();
         {
@@ -337,6 +356,7 @@ impl Shard {
             write_ops: c.write_ops.get(),
             read_only: self.writes.read_only().is_some(),
             put_bytes: c.put_bytes.get(),
+            corrupt_cold_reads: c.corrupt_cold_reads.get(),
             ..ShardStats::default()
         };
         if let Some(hot) = &self.hot {

@@ -219,7 +219,26 @@ impl Block {
 
 /// Checks that `data` hashes to the multihash in `cid`.
 pub fn verify(cid: &Cid, data: &[u8]) -> Result<(), BlockError> {
-    let mh = cid.hash();
+    verify_multihash(cid.hash(), data, || *cid)
+}
+
+/// Checks that `data` hashes to the storage key `key` (multihash bytes, see [`crate::key`]).
+///
+/// The engine calls this on every block it reads back from a cold backend: the backend's
+/// files are not checksummed by the engine, and content addressing makes the key itself the
+/// check. A key that is not a canonical multihash is [`BlockError::MalformedCid`].
+pub fn verify_key(key: &[u8], data: &[u8]) -> Result<(), BlockError> {
+    let cid = crate::key::cid_of_key(key)?;
+    verify_multihash(cid.hash(), data, || cid)
+}
+
+/// The digest comparison behind [`verify`] and [`verify_key`]; `cid` names the block in the
+/// error (built only on a mismatch).
+fn verify_multihash(
+    mh: &Multihash<64>,
+    data: &[u8],
+    cid: impl FnOnce() -> Cid,
+) -> Result<(), BlockError> {
     let code = mh.code();
     if code == IDENTITY_CODE {
         if data.len() > MAX_IDENTITY_SIZE {
@@ -231,7 +250,7 @@ pub fn verify(cid: &Cid, data: &[u8]) -> Result<(), BlockError> {
         return if mh.digest() == data {
             Ok(())
         } else {
-            Err(BlockError::HashMismatch { cid: *cid })
+            Err(BlockError::HashMismatch { cid: cid() })
         };
     }
     let table = Code::try_from(code).map_err(|_| BlockError::UnsupportedHash { code })?;
@@ -240,7 +259,7 @@ pub fn verify(cid: &Cid, data: &[u8]) -> Result<(), BlockError> {
     if computed.digest() == mh.digest() {
         Ok(())
     } else {
-        Err(BlockError::HashMismatch { cid: *cid })
+        Err(BlockError::HashMismatch { cid: cid() })
     }
 }
 
@@ -357,6 +376,24 @@ mod tests {
             crate::key::key_of(v1.cid()),
             "CIDv0 and CIDv1 of the same multihash share one key"
         );
+    }
+
+    #[test]
+    fn verify_key_checks_bytes_against_a_storage_key() {
+        for hash in [HashAlgorithm::Sha2_256, HashAlgorithm::Blake3] {
+            let block = Block::with(Codec::DagCbor, hash, &b"stored"[..]).unwrap();
+            let key = crate::key::key_of(block.cid());
+            assert_eq!(verify_key(&key, b"stored"), Ok(()));
+            let Err(BlockError::HashMismatch { cid }) = verify_key(&key, b"stores") else {
+                panic!("{hash}: other bytes accepted");
+            };
+            // Named as listed: CIDv1 raw over the key.
+            assert_eq!(cid.hash(), block.cid().hash());
+        }
+        assert!(matches!(
+            verify_key(b"\x12", b"x"),
+            Err(BlockError::MalformedCid { .. })
+        ));
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The cold backends, one file each, and [`open_backend`] to open one by kind.
 
+mod guard;
 mod paritydb;
 #[cfg(feature = "rocksdb")]
 mod rocksdb;
@@ -9,6 +10,7 @@ use std::path::Path;
 
 use ipfrs_core_types::BackendKind;
 
+pub use self::guard::{PanicGuard, panic_message};
 pub use self::paritydb::ParityDbBackend;
 #[cfg(feature = "rocksdb")]
 pub use self::rocksdb::RocksDbBackend;
@@ -32,6 +34,9 @@ pub fn compiled() -> Vec<BackendKind> {
 }
 
 /// Opens (creating if needed) the backend of `kind` in directory `dir`.
+///
+/// The backend comes wrapped in [`PanicGuard`]: a panic of the library, in the open or in
+/// any later call, is returned as [`Error::Backend`] instead of unwinding into the caller.
 pub fn open_backend(
     kind: BackendKind,
     dir: &Path,
@@ -41,12 +46,16 @@ pub fn open_backend(
         path: dir.to_path_buf(),
         source,
     })?;
-    match kind {
-        BackendKind::Sled => Ok(Box::new(SledBackend::open(dir, options)?)),
-        BackendKind::ParityDb => Ok(Box::new(ParityDbBackend::open(dir, options)?)),
+    guard::guarded(kind, "open", || match kind {
+        BackendKind::Sled => Ok(guard_box(SledBackend::open(dir, options)?)),
+        BackendKind::ParityDb => Ok(guard_box(ParityDbBackend::open(dir, options)?)),
         #[cfg(feature = "rocksdb")]
-        BackendKind::RocksDb => Ok(Box::new(RocksDbBackend::open(dir, options)?)),
+        BackendKind::RocksDb => Ok(guard_box(RocksDbBackend::open(dir, options)?)),
         #[cfg(not(feature = "rocksdb"))]
         BackendKind::RocksDb => Err(Error::NotCompiled(kind)),
-    }
+    })
+}
+
+fn guard_box(backend: impl ColdBackend) -> Box<dyn ColdBackend> {
+    Box::new(PanicGuard::new(backend))
 }

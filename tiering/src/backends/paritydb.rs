@@ -24,13 +24,57 @@ pub struct ParityDbBackend {
 
 impl ParityDbBackend {
     /// Opens or creates the database in `dir`. parity-db has no cache budget to set.
+    ///
+    /// # Errors
+    /// [`Error::Backend`] also for a value table whose length parity-db could not have left
+    /// (see [`check_value_tables`]).
     pub fn open(dir: &Path, _options: &BackendOptions) -> Result<ParityDbBackend> {
+        check_value_tables(dir)?;
         let mut options = Options::with_columns(dir, 1);
         options.stats = false;
         options.columns[COLUMN as usize].btree_index = true;
         let db = Db::open_or_create(&options).map_err(|e| Error::backend(KIND, e))?;
         Ok(ParityDbBackend { db })
     }
+}
+
+/// parity-db 0.5 creates and grows its value tables (`table_CC_T` files) 256 KiB at a time
+/// (`file::GROW_SIZE_BYTES`, private to the crate).
+const TABLE_GROWTH: u64 = 256 << 10;
+
+/// Refuses value tables that were cut short. parity-db maps them and trusts its index, so a
+/// read of an entry past a truncated end touches a mapped page with no file behind it: the
+/// kernel kills the whole process with SIGBUS (found by engine/tests/cold_corruption.rs).
+/// parity-db itself only ever sets their length to a multiple of [`TABLE_GROWTH`], so any
+/// other length means damage. (A cut that lands exactly on a multiple still goes unseen.)
+fn check_value_tables(dir: &Path) -> Result<()> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::backend(KIND, e)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::backend(KIND, e))?;
+        let is_table = entry
+            .file_name()
+            .to_str()
+            .is_some_and(|n| n.starts_with("table_"));
+        if !is_table {
+            continue;
+        }
+        let len = entry.metadata().map_err(|e| Error::backend(KIND, e))?.len();
+        if len % TABLE_GROWTH != 0 {
+            return Err(Error::backend(
+                KIND,
+                format!(
+                    "value table {} is {len} bytes, not a multiple of {TABLE_GROWTH}: it was \
+                     truncated, and mapping it could crash the process (SIGBUS)",
+                    entry.path().display()
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 impl ColdBackend for ParityDbBackend {
@@ -88,5 +132,52 @@ impl ColdBackend for ParityDbBackend {
 
     fn flush_is_durable(&self) -> bool {
         false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// Without the check this open succeeds, and a read of an entry past the cut kills the
+    /// process with SIGBUS (as engine/tests/cold_corruption.rs did before the check).
+    #[test]
+    fn a_truncated_value_table_is_refused_not_mapped() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let backend = ParityDbBackend::open(dir.path(), &BackendOptions::default()).unwrap();
+            let items: Vec<(Vec<u8>, Bytes)> = (0..200u32)
+                .map(|i| (i.to_be_bytes().to_vec(), Bytes::from(vec![i as u8; 3000])))
+                .collect();
+            backend.put_batch(&items).unwrap();
+        }
+        let table = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| {
+                p.file_name()
+                    .unwrap()
+                    .to_str()
+                    .unwrap()
+                    .starts_with("table_")
+            })
+            .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+            .unwrap();
+        let len = std::fs::metadata(&table).unwrap().len();
+        assert_eq!(len % TABLE_GROWTH, 0, "parity-db's own length");
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&table)
+            .unwrap()
+            .set_len(len - 4096)
+            .unwrap();
+        match ParityDbBackend::open(dir.path(), &BackendOptions::default()) {
+            Err(Error::Backend { message, .. }) => {
+                assert!(message.contains("truncated"), "{message}")
+            }
+            Ok(_) => panic!("a truncated value table was opened"),
+            Err(other) => panic!("unexpected error {other}"),
+        }
     }
 }

@@ -1,0 +1,560 @@
+//! Damage in the cold backend's files: byte flips and truncations in the files of sled,
+//! parity-db (and rocksdb with its feature). Whatever the damage, the engine opens or refuses
+//! with a typed error, and every read gives the exact bytes, nothing, or an error: never other
+//! bytes. The engine hashes every block it reads from a cold backend against its multihash,
+//! so a backend that hands back damaged bytes yields `Error::Corrupt`.
+//!
+//! Each scenario prints one line of counts (`cargo test --test cold_corruption -- --nocapture`).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, Once, mpsc};
+use std::time::Duration;
+
+use bytes::Bytes;
+use ipfrs_storage::key::key_of;
+use ipfrs_storage::{BackendKind, Block, Cid, Config, Engine, Error, HotTier};
+use ipfrs_tiering::{BackendOptions, open_backend};
+
+/// SplitMix64: seeded and without dependencies, so a failing scenario replays from its seed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
+
+/// `count` blocks of varied sizes (empty to 128 KiB, most under 4 KiB; ~4 MB in all).
+fn blocks(seed: u64, count: usize) -> Vec<Block> {
+    let mut rng = Rng(seed);
+    (0..count)
+        .map(|i| {
+            let len = match rng.below(10) {
+                0 => rng.below(64),
+                1..=5 => 64 + rng.below(4032),
+                6..=8 => 4096 + rng.below(28 << 10),
+                _ => (32 << 10) + rng.below(96 << 10),
+            } as usize;
+            let mut data: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+            // Unique even when two random payloads coincide (the empty ones).
+            data.extend_from_slice(&(i as u32).to_le_bytes());
+            Block::new(data).unwrap()
+        })
+        .collect()
+}
+
+const SHARDS: usize = 2;
+
+/// Hot tier off: every put goes straight to the cold backend.
+fn config(dir: &Path, kind: BackendKind) -> Config {
+    let mut config = Config::new(dir);
+    config.shards = Some(SHARDS);
+    config.backend = kind;
+    config.hot_tier = None;
+    config.cache_bytes = 1 << 20;
+    config.backend_cache_bytes = 4 << 20;
+    config
+}
+
+fn store_all(dir: &Path, kind: BackendKind, all: &[Block]) {
+    let engine = Engine::open(config(dir, kind)).unwrap();
+    let store = engine.blocking();
+    for chunk in all.chunks(25) {
+        store.put_many(chunk).unwrap();
+    }
+    store.close().unwrap();
+}
+
+/// Every file of every shard's backend directory (`shard-NNN/<backend>/...`).
+fn backend_files(dir: &Path, kind: BackendKind) -> Vec<PathBuf> {
+    fn walk(path: &Path, out: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(path).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for shard in 0..SHARDS {
+        walk(
+            &dir.join(format!("shard-{shard:03}")).join(kind.name()),
+            &mut out,
+        );
+    }
+    out.sort();
+    out
+}
+
+/// What is done to the backend's files while the engine is closed.
+#[derive(Debug, Clone, Copy)]
+enum Damage {
+    /// Nothing (the control: every block must read back exact).
+    None,
+    /// A few flipped bytes at random offsets in every file.
+    FlipsLight,
+    /// A few flipped bytes in each data file (64 KiB or more), sparing the small metadata
+    /// and configuration files whose damage only ever fails the open.
+    FlipsDataFiles,
+    /// One flipped byte per 256 bytes (at least 16) in every file.
+    FlipsHeavy,
+    /// One byte flipped inside the stored bytes of each of 40 blocks, wherever the backend
+    /// keeps them (found by content): damage no backend-level structure notices.
+    FlipsInPayloads,
+    /// The largest file cut at a random length.
+    TruncateLargest,
+}
+
+/// Applies `damage`; returns how many bytes were flipped (or cut off).
+fn inflict(dir: &Path, kind: BackendKind, damage: Damage, all: &[Block], rng: &mut Rng) -> u64 {
+    let files = backend_files(dir, kind);
+    assert!(
+        !files.is_empty(),
+        "no backend files under {}",
+        dir.display()
+    );
+    let flip = |path: &Path, offsets: &[u64], rng: &mut Rng| {
+        let mut bytes = std::fs::read(path).unwrap();
+        for &at in offsets {
+            bytes[at as usize] ^= 1 + rng.below(255) as u8;
+        }
+        std::fs::write(path, bytes).unwrap();
+        offsets.len() as u64
+    };
+    let mut total = 0;
+    match damage {
+        Damage::None => {}
+        Damage::FlipsLight | Damage::FlipsDataFiles | Damage::FlipsHeavy => {
+            for path in &files {
+                let len = std::fs::metadata(path).unwrap().len();
+                if len == 0 || matches!(damage, Damage::FlipsDataFiles) && len < 64 << 10 {
+                    continue;
+                }
+                let count = match damage {
+                    Damage::FlipsLight | Damage::FlipsDataFiles => 4,
+                    _ => (len / 256).max(16),
+                };
+                let offsets: Vec<u64> = (0..count).map(|_| rng.below(len)).collect();
+                total += flip(path, &offsets, rng);
+            }
+        }
+        Damage::FlipsInPayloads => {
+            // 32 random bytes from the middle of each of 40 blocks: found where the backend
+            // keeps the block. parity-db's index files are 32 MiB, mostly zero pages: those
+            // are skipped with one comparison each, and a table of first bytes spares most
+            // offsets the hash lookup (a plain search per needle takes minutes in debug).
+            let needles: HashMap<[u8; 8], &[u8]> = all
+                .iter()
+                .filter(|b| b.len() >= 64)
+                .take(40)
+                .map(|b| {
+                    let mid = b.len() / 2 - 16;
+                    let needle = &b.data()[mid..mid + 32];
+                    (needle[..8].try_into().unwrap(), needle)
+                })
+                .collect();
+            let mut first = [false; 256];
+            for head in needles.keys() {
+                first[usize::from(head[0])] = true;
+            }
+            const PAGE: usize = 4096;
+            let zero = [0u8; PAGE];
+            for path in &files {
+                let bytes = std::fs::read(path).unwrap();
+                let mut offsets = Vec::new();
+                for (page, chunk) in bytes.chunks(PAGE).enumerate() {
+                    if chunk == &zero[..chunk.len()] {
+                        continue;
+                    }
+                    let start = page * PAGE;
+                    for at in start..(start + chunk.len()).min(bytes.len().saturating_sub(31)) {
+                        if !first[usize::from(bytes[at])] {
+                            continue;
+                        }
+                        let head: [u8; 8] = bytes[at..at + 8].try_into().unwrap();
+                        if needles
+                            .get(&head)
+                            .is_some_and(|n| &bytes[at..at + 32] == *n)
+                        {
+                            offsets.push(at as u64 + 16);
+                        }
+                    }
+                }
+                if !offsets.is_empty() {
+                    total += flip(path, &offsets, rng);
+                }
+            }
+        }
+        Damage::TruncateLargest => {
+            let largest = files
+                .iter()
+                .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+                .unwrap();
+            let len = std::fs::metadata(largest).unwrap().len();
+            let keep = rng.below(len);
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(largest)
+                .unwrap()
+                .set_len(keep)
+                .unwrap();
+            total = len - keep;
+        }
+    }
+    total
+}
+
+/// What a reopen after the damage saw.
+#[derive(Debug, Default)]
+struct Seen {
+    /// The open's error, if it failed (always a typed `Error`).
+    open_error: Option<String>,
+    exact: usize,
+    none: usize,
+    corrupt: usize,
+    other_error: usize,
+    /// Reads refused with `Closed`: a shard died (a panic got through). Must stay 0.
+    closed: usize,
+    /// Reads that returned bytes other than the block's: must stay 0.
+    wrong: usize,
+    /// `get_many` calls over a batch (each all-or-nothing).
+    batches_ok: usize,
+    batches_failed: usize,
+    /// Listing: CIDs listed, and whether it ended in an error.
+    listed: usize,
+    list_error: bool,
+}
+
+/// Reopens the damaged store and reads every block, one `get` each, then `get_many` in
+/// batches and the listing.
+fn reopen_and_read(dir: &Path, kind: BackendKind, all: &[Block]) -> Seen {
+    let mut seen = Seen::default();
+    let engine = match Engine::open(config(dir, kind)) {
+        Ok(engine) => engine,
+        // `Closed` would mean a shard thread died while starting: a panic got through.
+        Err(Error::Closed) => panic!("the open failed with Closed: a shard thread died"),
+        Err(e) => {
+            seen.open_error = Some(e.to_string());
+            return seen;
+        }
+    };
+    let store = engine.blocking();
+    for block in all {
+        match store.get(block.cid()) {
+            Ok(Some(data)) if data == block.data() => seen.exact += 1,
+            Ok(Some(_)) => seen.wrong += 1,
+            Ok(None) => seen.none += 1,
+            Err(Error::Corrupt { .. }) => seen.corrupt += 1,
+            Err(Error::Closed) => seen.closed += 1,
+            Err(_) => seen.other_error += 1,
+        }
+    }
+    for chunk in all.chunks(32) {
+        let cids: Vec<Cid> = chunk.iter().map(|b| *b.cid()).collect();
+        match store.get_many(&cids) {
+            Ok(found) => {
+                seen.batches_ok += 1;
+                for (block, got) in chunk.iter().zip(found) {
+                    if got.is_some_and(|data| data != block.data()) {
+                        seen.wrong += 1;
+                    }
+                }
+            }
+            Err(_) => seen.batches_failed += 1,
+        }
+    }
+    for cid in store.cids() {
+        match cid {
+            Ok(_) => seen.listed += 1,
+            Err(_) => {
+                seen.list_error = true;
+                break;
+            }
+        }
+    }
+    // A close may report the backend's final flush failing on damaged files: not checked.
+    let _ = store.close();
+    seen
+}
+
+static PANICS: AtomicUsize = AtomicUsize::new(0);
+static HOOK: Once = Once::new();
+/// Scenarios run one at a time, so the panic count is theirs.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// Counts every panic in the process (shard threads and blocking pools included), then
+/// reports it as usual.
+fn count_panics() {
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            PANICS.fetch_add(1, Ordering::SeqCst);
+            previous(info);
+        }));
+    });
+}
+
+/// How long a damaged reopen and its reads may take before it counts as a hang.
+const DEADLINE: Duration = Duration::from_secs(120);
+
+/// Runs `f` on its own thread, catching a panic, failing the test after [`DEADLINE`].
+fn within_deadline<T: Send + 'static>(
+    what: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::thread::Result<T> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::Builder::new()
+        .name(format!("damaged-{what}"))
+        .spawn(move || {
+            let _ = tx.send(std::panic::catch_unwind(AssertUnwindSafe(f)));
+        })
+        .unwrap();
+    rx.recv_timeout(DEADLINE)
+        .unwrap_or_else(|_| panic!("{what}: no answer within {DEADLINE:?} (a hang)"))
+}
+
+/// Stores blocks, damages the files, reopens and reads; asserts that no read returned other
+/// bytes and that no panic got through (a library panic must come back as an error), and
+/// prints the counts.
+fn scenario(kind: BackendKind, damage: Damage, seed: u64) -> Seen {
+    count_panics();
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let started = std::time::Instant::now();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    let all = blocks(seed, 300);
+    store_all(&dir, kind, &all);
+    let mut rng = Rng(seed ^ 0xdead_beef);
+    let damaged = inflict(&dir, kind, damage, &all, &mut rng);
+    let panics_before = PANICS.load(Ordering::SeqCst);
+    let what = format!("{kind}-{damage:?}-{seed}");
+    let outcome = {
+        let (dir, all) = (dir.clone(), all.clone());
+        within_deadline(&what, move || reopen_and_read(&dir, kind, &all))
+    };
+    let panics = PANICS.load(Ordering::SeqCst) - panics_before;
+    let seen = match outcome {
+        Ok(seen) => seen,
+        Err(_) => panic!("{what}: the damaged reopen or a read panicked in the caller"),
+    };
+    println!(
+        "cold damage {kind} {damage:?} seed {seed:#x}: {damaged} bytes damaged; open {}; \
+         get: exact {} none {} corrupt {} other-error {} wrong {}; get_many batches ok {} \
+         failed {}; listed {}{}; library panics caught {panics}; {:.1} s",
+        seen.open_error
+            .as_deref()
+            .map_or("ok".to_string(), |e| format!("FAILED ({e})")),
+        seen.exact,
+        seen.none,
+        seen.corrupt,
+        seen.other_error,
+        seen.wrong,
+        seen.batches_ok,
+        seen.batches_failed,
+        seen.listed,
+        if seen.list_error { " then error" } else { "" },
+        started.elapsed().as_secs_f64(),
+    );
+    assert_eq!(seen.wrong, 0, "{what}: other bytes were served");
+    assert_eq!(
+        seen.closed, 0,
+        "{what}: a shard stopped (a panic got through)"
+    );
+    if seen.open_error.is_none() {
+        let answered = seen.exact + seen.none + seen.corrupt + seen.other_error;
+        assert_eq!(answered, all.len(), "{what}: every get answered");
+    }
+    seen
+}
+
+/// The control and every kind of damage, for one backend and several seeds.
+fn campaign(kind: BackendKind) {
+    let control = scenario(kind, Damage::None, 1);
+    assert_eq!(control.exact, 300, "{kind}: the undamaged store reads back");
+    assert_eq!(control.listed, 300);
+    for seed in [0x11, 0x22] {
+        scenario(kind, Damage::FlipsLight, seed);
+        scenario(kind, Damage::FlipsDataFiles, seed);
+        scenario(kind, Damage::FlipsHeavy, seed);
+        scenario(kind, Damage::TruncateLargest, seed);
+    }
+    // Damage inside stored values is invisible to the backend: only the engine's own check
+    // can find it, and it must (when the backend opens and hands the bytes back).
+    let payloads = scenario(kind, Damage::FlipsInPayloads, 0x44);
+    if payloads.open_error.is_none() {
+        assert!(
+            payloads.exact < 300,
+            "{kind}: 40 damaged payloads all read back exact"
+        );
+    }
+}
+
+#[test]
+fn sled_files_damaged() {
+    campaign(BackendKind::Sled);
+}
+
+#[test]
+fn paritydb_files_damaged() {
+    campaign(BackendKind::ParityDb);
+}
+
+#[cfg(feature = "rocksdb")]
+#[test]
+fn rocksdb_files_damaged() {
+    campaign(BackendKind::RocksDb);
+}
+
+/// Writes `value` under `block`'s key straight into shard 0's backend, as damage that
+/// leaves the backend's own structures intact would.
+fn overwrite_in_backend(dir: &Path, kind: BackendKind, items: &[(&Block, Bytes)]) {
+    let backend = open_backend(
+        kind,
+        &dir.join("shard-000").join(kind.name()),
+        &BackendOptions::default(),
+    )
+    .unwrap();
+    let items: Vec<(Vec<u8>, Bytes)> = items
+        .iter()
+        .map(|(block, value)| (key_of(block.cid()), value.clone()))
+        .collect();
+    backend.put_batch(&items).unwrap();
+    backend.flush().unwrap();
+}
+
+fn one_shard(dir: &Path, kind: BackendKind, hot: bool) -> Config {
+    let mut config = Config::new(dir);
+    config.shards = Some(1);
+    config.backend = kind;
+    config.max_block_size = 128 << 10;
+    config.hot_tier = hot.then(|| HotTier {
+        segment_bytes: 512 << 10,
+        budget_bytes: 4 << 20,
+        promote_after_reads: 2,
+        ..HotTier::default()
+    });
+    config
+}
+
+/// Whether `result` is `Corrupt`, naming `block` (any other answer fails the test).
+fn is_corrupt(result: Result<Option<Bytes>, Error>, block: &Block) -> bool {
+    match result {
+        Err(Error::Corrupt { cid, reason }) => {
+            assert_eq!(cid, block.cid().to_string(), "{reason}");
+            true
+        }
+        other => panic!("expected Corrupt for {}, got {other:?}", block.cid()),
+    }
+}
+
+/// Wrong bytes under a key (another block's, or the block's with one byte flipped) are
+/// `Corrupt` on every read, alone or in a batch, are never cached, and do not stop the
+/// other blocks from being read.
+fn wrong_bytes_are_corrupt_and_never_cached(kind: BackendKind) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    let all = blocks(7, 6);
+    let engine = Engine::open(one_shard(&dir, kind, false)).unwrap();
+    engine.blocking().put_many(&all).unwrap();
+    engine.blocking().close().unwrap();
+    drop(engine);
+    let mut flipped = all[2].data().to_vec();
+    flipped[0] ^= 0x40;
+    overwrite_in_backend(
+        &dir,
+        kind,
+        &[
+            (&all[0], all[1].data().clone()),
+            (&all[2], Bytes::from(flipped)),
+        ],
+    );
+
+    let engine = Engine::open(one_shard(&dir, kind, false)).unwrap();
+    let store = engine.blocking();
+    for _ in 0..2 {
+        assert!(is_corrupt(store.get(all[0].cid()), &all[0]));
+        assert!(is_corrupt(store.get(all[2].cid()), &all[2]));
+    }
+    let batch: Vec<Cid> = all.iter().map(|b| *b.cid()).collect();
+    assert!(
+        matches!(store.get_many(&batch), Err(Error::Corrupt { .. })),
+        "a batch with a damaged block fails as a whole"
+    );
+    let stats = store.stats().unwrap();
+    assert_eq!(stats.corrupt_cold_reads, 4 + 2, "each refused read counts");
+    assert_eq!(stats.cache_bytes, 0, "nothing of a failed read is cached");
+    for block in [&all[1], &all[3], &all[4], &all[5]] {
+        assert_eq!(store.get(block.cid()).unwrap().as_ref(), Some(block.data()));
+    }
+    let stats = store.stats().unwrap();
+    assert_eq!(
+        stats.shards[0].cache_entries, 4,
+        "only the good blocks are cached"
+    );
+    // Still refused after the good blocks filled the cache.
+    assert!(is_corrupt(store.get(all[0].cid()), &all[0]));
+    store.close().unwrap();
+}
+
+#[test]
+fn sled_wrong_bytes_are_corrupt_and_never_cached() {
+    wrong_bytes_are_corrupt_and_never_cached(BackendKind::Sled);
+}
+
+#[test]
+fn paritydb_wrong_bytes_are_corrupt_and_never_cached() {
+    wrong_bytes_are_corrupt_and_never_cached(BackendKind::ParityDb);
+}
+
+/// A damaged cold block read often enough to be promoted is never copied into the hot tier,
+/// while a good one read as often is (so the promotion path was exercised).
+#[test]
+fn corrupt_cold_blocks_are_never_promoted() {
+    let kind = BackendKind::Sled;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    let all = blocks(9, 8);
+    let engine = Engine::open(one_shard(&dir, kind, true)).unwrap();
+    let store = engine.blocking();
+    store.put_many(&all).unwrap();
+    store.compact().unwrap();
+    assert_eq!(store.stats().unwrap().hot_blocks, 0, "all moved cold");
+    store.close().unwrap();
+    drop(engine);
+    overwrite_in_backend(&dir, kind, &[(&all[0], all[1].data().clone())]);
+
+    let mut config = one_shard(&dir, kind, true);
+    // No cache: every read reaches the backend and counts towards promotion.
+    config.cache_bytes = 0;
+    let engine = Engine::open(config).unwrap();
+    let store = engine.blocking();
+    for _ in 0..4 {
+        assert!(is_corrupt(store.get(all[0].cid()), &all[0]));
+        assert_eq!(
+            store.get(all[3].cid()).unwrap().as_ref(),
+            Some(all[3].data())
+        );
+    }
+    // Promotions are queued writes: a flush waits for them.
+    store.flush().unwrap();
+    let stats = store.stats().unwrap();
+    assert_eq!(stats.promotions, 1, "only the good block was promoted");
+    assert_eq!(stats.hot_blocks, 1);
+    assert_eq!(stats.corrupt_cold_reads, 4);
+    assert!(is_corrupt(store.get(all[0].cid()), &all[0]));
+    store.close().unwrap();
+}
