@@ -1,6 +1,6 @@
-//! Fault injection in the hot tier's file operations (the `failpoints` feature of
+//! Fault injection in the engine's file operations (the `failpoints` feature of
 //! ipfrs-shards, enabled for these tests only): a failed fdatasync, a failed or short write,
-//! and a full disk when a segment is allocated. In every case the write is refused, nothing
+//! and a full disk when a segment is allocated, and EIO on a cold-backend read. In every case the write is refused, nothing
 //! unpersisted is acknowledged or served, the shard's earlier blocks stay readable, and after
 //! a reopen (with the fault cleared) the store is whole and writable.
 //!
@@ -145,5 +145,32 @@ fn faults_refuse_the_write_and_keep_what_was_acknowledged() {
     ] {
         run(&fault);
     }
+    cold_read_fails_then_recovers();
     scenario.teardown();
+}
+
+/// EIO on a cold read: the read fails, serves and caches nothing, and the same blocks read
+/// back exact once the fault clears, without a reopen.
+fn cold_read_fails_then_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path());
+    config.hot_tier = None;
+    let stored: Vec<Block> = (0..8).map(|i| block(i, 3000)).collect();
+    let engine = Engine::open(config.clone()).unwrap();
+    engine.blocking().put_many(&stored).unwrap();
+    engine.blocking().close().unwrap();
+    // Reopened: the block cache is empty, so every read goes to the backend.
+    let store = Engine::open(config).unwrap().blocking();
+    let cids: Vec<_> = stored.iter().map(|b| *b.cid()).collect();
+    fail::cfg("cold-read", "return").unwrap();
+    for cid in &cids[..4] {
+        let err = store.get(cid).expect_err("a failed cold read must fail");
+        assert!(matches!(err, Error::Storage(_)), "cold-read: {err}");
+    }
+    assert!(store.get_many(&cids).is_err());
+    fail::remove("cold-read");
+    for (b, got) in stored.iter().zip(store.get_many(&cids).unwrap()) {
+        assert_eq!(got.as_deref(), Some(&b.data()[..]), "cold-read");
+    }
+    store.close().unwrap();
 }

@@ -57,6 +57,17 @@ pub(crate) struct Shard {
     pub(crate) gate: Gate,
 }
 
+/// Fault injection (tests only, the `failpoints` feature): a cold-backend read failing as an
+/// EIO from the disk would make it fail.
+#[cfg_attr(not(feature = "failpoints"), allow(unused_variables))]
+fn injected_cold_read_failure(kind: ipfrs_core_types::BackendKind) -> Option<ipfrs_tiering::Error> {
+    fail::fail_point!("cold-read", |_| Some(ipfrs_tiering::Error::Backend {
+        backend: kind,
+        message: std::io::Error::from_raw_os_error(libc::EIO).to_string(),
+    }));
+    None
+}
+
 impl Shard {
     pub(crate) fn backend_error(&self, err: impl std::fmt::Display) -> Error {
         Error::Backend {
@@ -175,6 +186,9 @@ impl Shard {
                 let mut damaged = Vec::new();
                 let mut values = Vec::with_capacity(miss_keys.len());
                 for key in &miss_keys {
+                    if let Some(err) = injected_cold_read_failure(backend.kind()) {
+                        return Err(err);
+                    }
                     let value = backend.get(key)?;
                     // Hashed here, on the blocking pool: never on the shard's core.
                     if let Some(value) = &value
