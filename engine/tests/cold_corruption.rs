@@ -18,36 +18,21 @@ use bytes::Bytes;
 use ipfrs_storage::key::key_of;
 use ipfrs_storage::{BackendKind, Block, Cid, Config, Engine, Error, HotTier};
 use ipfrs_tiering::{BackendOptions, open_backend};
-
-/// SplitMix64: seeded and without dependencies, so a failing scenario replays from its seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 
 /// `count` blocks of varied sizes (empty to 128 KiB, most under 4 KiB; ~4 MB in all).
 fn blocks(seed: u64, count: usize) -> Vec<Block> {
-    let mut rng = Rng(seed);
+    let mut rng = StdRng::seed_from_u64(seed);
     (0..count)
         .map(|i| {
-            let len = match rng.below(10) {
-                0 => rng.below(64),
-                1..=5 => 64 + rng.below(4032),
-                6..=8 => 4096 + rng.below(28 << 10),
-                _ => (32 << 10) + rng.below(96 << 10),
+            let len = match rng.random_range(0..10) {
+                0 => rng.random_range(0..64),
+                1..=5 => 64 + rng.random_range(0..4032),
+                6..=8 => 4096 + rng.random_range(0..28 << 10),
+                _ => (32 << 10) + rng.random_range(0..96 << 10),
             } as usize;
-            let mut data: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+            let mut data: Vec<u8> = (0..len).map(|_| rng.random::<u8>()).collect();
             // Unique even when two random payloads coincide (the empty ones).
             data.extend_from_slice(&(i as u32).to_le_bytes());
             Block::new(data).unwrap()
@@ -120,17 +105,17 @@ enum Damage {
 }
 
 /// Applies `damage`; returns how many bytes were flipped (or cut off).
-fn inflict(dir: &Path, kind: BackendKind, damage: Damage, all: &[Block], rng: &mut Rng) -> u64 {
+fn inflict(dir: &Path, kind: BackendKind, damage: Damage, all: &[Block], rng: &mut StdRng) -> u64 {
     let files = backend_files(dir, kind);
     assert!(
         !files.is_empty(),
         "no backend files under {}",
         dir.display()
     );
-    let flip = |path: &Path, offsets: &[u64], rng: &mut Rng| {
+    let flip = |path: &Path, offsets: &[u64], rng: &mut StdRng| {
         let mut bytes = std::fs::read(path).unwrap();
         for &at in offsets {
-            bytes[at as usize] ^= 1 + rng.below(255) as u8;
+            bytes[at as usize] ^= 1 + rng.random_range(0..255) as u8;
         }
         std::fs::write(path, bytes).unwrap();
         offsets.len() as u64
@@ -148,7 +133,9 @@ fn inflict(dir: &Path, kind: BackendKind, damage: Damage, all: &[Block], rng: &m
                     Damage::FlipsLight | Damage::FlipsDataFiles => 4,
                     _ => (len / 256).max(16),
                 };
-                let offsets: Vec<u64> = (0..count).map(|_| rng.below(len)).collect();
+                let offsets: Vec<u64> = (0..count)
+                    .map(|_| rng.random_range(0..len.max(1)))
+                    .collect();
                 total += flip(path, &offsets, rng);
             }
         }
@@ -205,7 +192,7 @@ fn inflict(dir: &Path, kind: BackendKind, damage: Damage, all: &[Block], rng: &m
                 .max_by_key(|p| std::fs::metadata(p).unwrap().len())
                 .unwrap();
             let len = std::fs::metadata(largest).unwrap().len();
-            let keep = rng.below(len);
+            let keep = rng.random_range(0..len.max(1));
             std::fs::OpenOptions::new()
                 .write(true)
                 .open(largest)
@@ -338,7 +325,7 @@ fn scenario(kind: BackendKind, damage: Damage, seed: u64) -> Seen {
     let dir = tmp.path().join("store");
     let all = blocks(seed, 300);
     store_all(&dir, kind, &all);
-    let mut rng = Rng(seed ^ 0xdead_beef);
+    let mut rng = StdRng::seed_from_u64(seed ^ 0xdead_beef);
     let damaged = inflict(&dir, kind, damage, &all, &mut rng);
     let panics_before = PANICS.load(Ordering::SeqCst);
     let what = format!("{kind}-{damage:?}-{seed}");

@@ -22,24 +22,8 @@ use std::time::{Duration, Instant};
 
 use futures_lite::future::{block_on, poll_once};
 use ipfrs_storage::{Block, BlockStore, Cid, Config, Durability, Engine, Error, HotTier};
-
-/// SplitMix64: each worker's operation sequence is fixed by its seed (the interleaving is
-/// the scheduler's).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 
 /// Blocks each worker owns and works on.
 const POOL: u32 = 32;
@@ -52,9 +36,9 @@ const STALL: Duration = Duration::from_secs(30);
 
 /// Worker `owner`'s block `index`: 0 to ~6 KiB, bytes fixed by the pair.
 fn block(owner: u32, index: u32) -> Block {
-    let mut rng = Rng(u64::from(owner) << 32 | u64::from(index));
-    let len = rng.below(6 << 10) as usize;
-    let mut data: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+    let mut rng = StdRng::seed_from_u64(u64::from(owner) << 32 | u64::from(index));
+    let len = rng.random_range(0..6 << 10) as usize;
+    let mut data: Vec<u8> = (0..len).map(|_| rng.random::<u8>()).collect();
     data.extend_from_slice(&owner.to_le_bytes());
     data.extend_from_slice(&index.to_le_bytes());
     Block::new(data).unwrap()
@@ -138,7 +122,8 @@ async fn work<R>(engine: &Engine, owner: u32, seed: u64, counts: &Counts, run: R
 where
     R: AsyncRunner,
 {
-    let mut rng = Rng(seed ^ u64::from(owner).wrapping_mul(0x5851_f42d_4c95_7f2d));
+    let mut rng =
+        StdRng::seed_from_u64(seed ^ u64::from(owner).wrapping_mul(0x5851_f42d_4c95_7f2d));
     let mut log = Log {
         owner,
         effects: vec![Vec::new(); POOL as usize],
@@ -151,18 +136,18 @@ where
         if after_close >= 5 {
             break;
         }
-        let once = rng.below(100) < 15;
-        let picks: Vec<u32> = (0..1 + rng.below(4))
-            .map(|_| rng.below(u64::from(POOL)) as u32)
+        let once = rng.random_range(0..100) < 15;
+        let picks: Vec<u32> = (0..1 + rng.random_range(0..4))
+            .map(|_| rng.random_range(0..POOL))
             .collect();
         let blocks: Vec<Block> = picks.iter().map(|&i| block(owner, i)).collect();
         let cids: Vec<Cid> = blocks.iter().map(|b| *b.cid()).collect();
         // Any worker's block may be read: the answer must be absent or exact.
         let foreign = block(
-            rng.below(u64::from(THREADS + TASKS)) as u32,
-            rng.below(u64::from(POOL)) as u32,
+            rng.random_range(0..(u64::from(THREADS + TASKS)).max(1)) as u32,
+            rng.random_range(0..POOL),
         );
-        let kind = rng.below(10);
+        let kind = rng.random_range(0..10);
         let outcome: Option<Result<(), Error>> = match kind {
             0..=2 => run
                 .drive(engine.put(&blocks[0]), once)
