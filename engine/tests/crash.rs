@@ -7,9 +7,9 @@
 //! has them (see the README's Durability section).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+mod common;
+
+use std::time::Duration;
 
 use ipfrs_storage::{BackendKind, Block, Config, Durability, Engine, HotTier};
 use rand::{Rng, SeedableRng};
@@ -78,45 +78,13 @@ fn crash_campaign(backend: BackendKind) {
     let dir = tempfile::tempdir().unwrap();
     let mut acked: u64 = 0;
     for kill in 0..kills {
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "crash_child", "--ignored", "--nocapture"])
-            .args(["--test-threads=1"])
-            .env(CHILD_DIR, dir.path())
-            .env(CHILD_BACKEND, backend.name())
-            .env("IPFRS_CRASH_CHILD_START", acked.to_string())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        // Wait until the child has opened the store, then let it write for a while.
-        // libtest prints "test crash_child ... " before the child's own "ready".
-        for line in lines.by_ref() {
-            if line.unwrap().ends_with("ready") {
-                break;
-            }
-        }
         let run_for = Duration::from_millis(rng.random_range(20..250));
-        let deadline = Instant::now() + run_for;
-        let mut last = None;
-        for line in lines.by_ref() {
-            let Ok(n) = line.unwrap().parse::<u64>() else {
-                continue;
-            };
-            last = Some(n);
-            if Instant::now() >= deadline {
-                break;
-            }
-        }
-        child.kill().unwrap();
-        // Acknowledgements printed after the kill decision but before the kill landed are
-        // acknowledged too: read them all.
-        for line in lines {
-            if let Ok(n) = line.unwrap_or_default().parse::<u64>() {
-                last = Some(n);
-            }
-        }
-        child.wait().unwrap();
+        let envs = [
+            (CHILD_DIR, dir.path().display().to_string()),
+            (CHILD_BACKEND, backend.name().to_string()),
+            ("IPFRS_CRASH_CHILD_START", acked.to_string()),
+        ];
+        let last = common::kill_child_after("crash_child", &envs, run_for);
         if let Some(n) = last {
             acked = n + 1;
         }

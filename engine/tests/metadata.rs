@@ -2,9 +2,9 @@
 //! changes survive reopen and SIGKILL, a closed engine refuses calls.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+mod common;
+
+use std::time::Duration;
 
 use futures_lite::future::block_on;
 use ipfrs_storage::{BlockStore, Config, Engine, Error, MetadataStore, Swap};
@@ -121,35 +121,13 @@ fn acknowledged_swaps_survive_sigkill() {
     let dir = tempfile::tempdir().unwrap();
     let mut acked = 0;
     for kill in 0..kills {
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "metadata_child", "--ignored", "--nocapture"])
-            .env(CHILD_DIR, dir.path())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        for line in lines.by_ref() {
-            if line.unwrap().ends_with("ready") {
-                break;
-            }
+        let run_for = Duration::from_millis(rng.random_range(5..150));
+        let dir_env = dir.path().display().to_string();
+        if let Some(n) =
+            common::kill_child_after("metadata_child", &[(CHILD_DIR, dir_env)], run_for)
+        {
+            acked = n;
         }
-        let deadline = Instant::now() + Duration::from_millis(rng.random_range(5..150));
-        for line in lines.by_ref() {
-            if let Ok(n) = line.unwrap().parse::<u64>() {
-                acked = n;
-            }
-            if Instant::now() >= deadline {
-                break;
-            }
-        }
-        child.kill().unwrap();
-        for line in lines {
-            if let Ok(n) = line.unwrap_or_default().parse::<u64>() {
-                acked = n;
-            }
-        }
-        child.wait().unwrap();
 
         let engine = Engine::open(config(dir.path()))
             .unwrap_or_else(|e| panic!("kill {kill} (seed {seed}): reopen failed: {e}"));
