@@ -12,6 +12,7 @@ use ipfrs_shards::{ShardHandle, ShardStats, ShardThread, start_shard};
 use crate::directory::{Directory, Meta};
 use crate::metadata::{MetaLog, MetaService};
 use crate::metrics::{Metrics, MetricsSnapshot, Op};
+use crate::trim::Trimmer;
 use crate::{Error, Result, Stats};
 
 /// The storage engine: a handle to a running set of shards over one data directory.
@@ -38,6 +39,7 @@ struct Inner {
     metrics: Metrics,
     /// Stopped after the shards and before the directory is released.
     metadata: MetaService,
+    trimmer: Trimmer,
 }
 
 impl Engine {
@@ -111,6 +113,14 @@ impl Engine {
                 return Err(e);
             }
         };
+        let trimmer = match Trimmer::start(config.release_free_memory_every) {
+            Ok(t) => t,
+            Err(e) => {
+                stop_all(threads);
+                metadata.stop();
+                return Err(e);
+            }
+        };
         let handles = threads.iter().map(|t| t.handle().clone()).collect();
         Ok(Engine {
             inner: Arc::new(Inner {
@@ -121,6 +131,7 @@ impl Engine {
                 directory: Mutex::new(Some(directory)),
                 metrics: Metrics::new(),
                 metadata,
+                trimmer,
             }),
         })
     }
@@ -312,6 +323,7 @@ impl Engine {
         }
         self.inner.join_threads();
         self.inner.metadata.stop();
+        self.inner.trimmer.stop();
         self.inner.release_directory();
         match first_error {
             None | Some(ipfrs_shards::Error::Stopped { .. }) => Ok(()),
@@ -349,6 +361,7 @@ impl Drop for Inner {
         }
         self.join_threads();
         self.metadata.stop();
+        self.trimmer.stop();
         self.release_directory();
     }
 }

@@ -35,6 +35,7 @@ mod metadata;
 mod metrics;
 mod stats;
 mod store;
+mod trim;
 
 pub use blocking::BlockingStore;
 pub use engine::Engine;

@@ -113,6 +113,12 @@ pub struct Config {
     /// the next request (a cross-core wake-up, tens of microseconds in a VM); spinning trades
     /// CPU for single-request latency. Off by default.
     pub spin_before_park: Option<Duration>,
+    /// Hand the C allocator's free memory back to the kernel this often (glibc's
+    /// `malloc_trim`; nothing on other C libraries). glibc keeps freed memory in its arenas,
+    /// so blocks passing through caches, compaction and the cold backend leave resident
+    /// memory well above what is live: in the 512 MiB soak, 611 MiB resident for about 280 MiB
+    /// live. `None`: never (an application that trims, or uses another allocator).
+    pub release_free_memory_every: Option<Duration>,
     /// The hot tier: new blocks go to log-structured segment files (io_uring DMA writes,
     /// zero-copy mmap reads) and move to the cold backend when the hot area passes its budget.
     /// `None`: every write goes straight to the cold backend.
@@ -174,6 +180,7 @@ impl Config {
             pin_shards: true,
             queue_depth: 1024,
             spin_before_park: None,
+            release_free_memory_every: Some(Duration::from_secs(1)),
             hot_tier: Some(HotTier::default()),
         }
     }
