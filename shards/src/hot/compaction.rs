@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use ipfrs_core_types::key::Key;
+use ipfrs_tiering::ColdBackend;
 use ipfrs_tiering::segment::file::sync_dir;
 use ipfrs_tiering::segment::recover::Kind;
 use ipfrs_tiering::segment::{Loc, Payload, decode, scan_segment};
@@ -229,7 +230,7 @@ impl Shard {
                 }
                 let cold_bytes: u64 = cold.iter().map(|(_, d)| d.len() as u64).sum();
                 if !cold.is_empty() {
-                    backend.put_batch(&cold)?;
+                    put_in_bounded_batches(backend, &cold)?;
                     backend.flush()?;
                 }
                 Ok((moving, cold_bytes))
@@ -336,4 +337,29 @@ impl Shard {
         bump(&hot.counters.segments_compacted, 1);
         Ok(())
     }
+}
+
+/// Bytes of blocks handed to the cold backend in one `put_batch` during compaction.
+const MIGRATE_BATCH_BYTES: usize = 4 << 20;
+
+/// Puts `cold` in batches of about [`MIGRATE_BATCH_BYTES`]. Backends copy a batch before
+/// applying it (sled's `Batch` holds every value), so one batch per segment was a transient
+/// of a segment's size per shard: up to 150 MiB above the steady state in the 512 MiB soak.
+/// A crash between batches is harmless: the segment is removed only after the flush that
+/// follows, and putting a block again stores the same bytes.
+fn put_in_bounded_batches(
+    backend: &dyn ColdBackend,
+    cold: &[(Vec<u8>, Bytes)],
+) -> ipfrs_tiering::Result<()> {
+    let mut start = 0;
+    let mut bytes = 0;
+    for (i, (_, data)) in cold.iter().enumerate() {
+        bytes += data.len();
+        if bytes >= MIGRATE_BATCH_BYTES || i + 1 == cold.len() {
+            backend.put_batch(&cold[start..=i])?;
+            start = i + 1;
+            bytes = 0;
+        }
+    }
+    Ok(())
 }
