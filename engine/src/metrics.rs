@@ -253,6 +253,18 @@ impl MetricsSnapshot {
                 "Bytes held by the block caches.",
                 s.cache_bytes,
             ),
+            (
+                "ipfrs_corrupt_records_total",
+                "counter",
+                "Damaged hot-tier records found (reported, never served).",
+                s.corrupt_records,
+            ),
+            (
+                "ipfrs_corrupt_cold_reads_total",
+                "counter",
+                "Cold reads refused: the backend's bytes did not hash to the block's CID.",
+                s.corrupt_cold_reads,
+            ),
         ];
         for (name, kind, help, value) in totals {
             let _ = writeln!(
@@ -279,6 +291,8 @@ mod tests {
         let stats = Stats {
             cache_hits: 7,
             bloom_negatives: 5,
+            corrupt_records: 2,
+            corrupt_cold_reads: 3,
             ..Stats::default()
         };
         let snap = m.snapshot(stats);
@@ -296,6 +310,8 @@ mod tests {
         assert!(text.contains("ipfrs_operation_bytes_total{op=\"get\"} 50\n"));
         assert!(text.contains("ipfrs_cache_hits_total 7\n"));
         assert!(text.contains("ipfrs_bloom_negatives_total 5\n"));
+        assert!(text.contains("ipfrs_corrupt_records_total 2\n"));
+        assert!(text.contains("ipfrs_corrupt_cold_reads_total 3\n"));
         assert!(text.contains("ipfrs_operation_duration_seconds_count{op=\"put\"} 2\n"));
         // An hour-long call is clamped to the histogram's top, 60 s (within 1%).
         let p99: f64 = text
