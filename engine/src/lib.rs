@@ -33,6 +33,7 @@ mod engine;
 mod error;
 mod metadata;
 mod metrics;
+mod service;
 mod stats;
 mod store;
 mod trim;

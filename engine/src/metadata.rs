@@ -29,11 +29,10 @@ use std::fs::{File, OpenOptions};
 use std::future::Future;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, PoisonError};
-use std::thread::JoinHandle;
 
 use bytes::Bytes;
 
+use crate::service::ServiceThread;
 use crate::{Engine, Error, Result};
 
 /// The log's file name in the data directory.
@@ -149,23 +148,13 @@ impl MetadataStore for Engine {
 }
 
 /// The thread that owns the log, and the way to it.
-pub(crate) struct MetaService {
-    requests: Mutex<Option<flume::Sender<Request>>>,
-    thread: Mutex<Option<JoinHandle<()>>>,
-}
+pub(crate) struct MetaService(ServiceThread<Request>);
 
 impl MetaService {
     /// Starts the log's thread.
     pub(crate) fn start(log: MetaLog) -> Result<MetaService> {
-        let (tx, rx) = flume::unbounded();
-        let thread = std::thread::Builder::new()
-            .name("ipfrs-metadata".into())
-            .spawn(move || log.serve(rx))
-            .map_err(|e| Error::Storage(format!("cannot start the metadata thread: {e}")))?;
-        Ok(MetaService {
-            requests: Mutex::new(Some(tx)),
-            thread: Mutex::new(Some(thread)),
-        })
+        ServiceThread::spawn("ipfrs-metadata", None, move |requests| log.serve(requests))
+            .map(MetaService)
     }
 
     /// Sends one request and waits for its reply, without blocking the caller's thread.
@@ -174,14 +163,9 @@ impl MetaService {
         make: impl FnOnce(flume::Sender<Result<T>>) -> Request,
     ) -> impl Future<Output = Result<T>> + Send + 'static {
         let (reply, answer) = flume::bounded(1);
-        let sent = self
-            .requests
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .as_ref()
-            .map(|requests| requests.send(make(reply)).is_ok());
+        let sent = self.0.send(make(reply));
         async move {
-            if sent != Some(true) {
+            if !sent {
                 return Err(Error::Closed);
             }
             answer.recv_async().await.map_err(|_| Error::Closed)?
@@ -190,20 +174,7 @@ impl MetaService {
 
     /// Lets the thread finish the requests already sent, then joins it; idempotent.
     pub(crate) fn stop(&self) {
-        drop(
-            self.requests
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .take(),
-        );
-        let thread = self
-            .thread
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        if let Some(thread) = thread {
-            let _ = thread.join();
-        }
+        self.0.stop();
     }
 }
 

@@ -5,59 +5,33 @@
 //! backend's pages from many threads, so freed memory piles up behind live chunks and the
 //! resident set stays far above what is live. `malloc_trim` releases those free pages.
 
-use std::sync::{Mutex, PoisonError};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crate::{Error, Result};
+use crate::Result;
+use crate::service::ServiceThread;
 
-/// The thread that trims, and the way to stop it.
-pub(crate) struct Trimmer {
-    stop: Mutex<Option<flume::Sender<()>>>,
-    thread: Mutex<Option<JoinHandle<()>>>,
-}
+/// The thread that trims; stopped with the engine.
+pub(crate) struct Trimmer(ServiceThread<()>);
 
 impl Trimmer {
-    /// Starts trimming every `every`; `None` starts nothing.
+    /// Starts trimming every `every`; `None` (or a C library without `malloc_trim`) starts
+    /// nothing.
     pub(crate) fn start(every: Option<Duration>) -> Result<Trimmer> {
         let Some(every) = every.filter(|_| SUPPORTED) else {
-            return Ok(Trimmer {
-                stop: Mutex::new(None),
-                thread: Mutex::new(None),
-            });
+            return Ok(Trimmer(ServiceThread::none()));
         };
-        let (stop, stopped) = flume::bounded::<()>(0);
-        let thread = std::thread::Builder::new()
-            .name("ipfrs-trim".into())
-            .spawn(move || {
-                // Disconnection (the sender dropped) is the stop signal; a timeout is a tick.
-                while let Err(flume::RecvTimeoutError::Timeout) = stopped.recv_timeout(every) {
-                    release_free_memory();
-                }
-            })
-            .map_err(|e| Error::Storage(format!("cannot start the trim thread: {e}")))?;
-        Ok(Trimmer {
-            stop: Mutex::new(Some(stop)),
-            thread: Mutex::new(Some(thread)),
+        // Disconnection (the engine stopping) ends the loop; a timeout is a tick.
+        ServiceThread::spawn("ipfrs-trim", Some(0), move |stop: flume::Receiver<()>| {
+            while let Err(flume::RecvTimeoutError::Timeout) = stop.recv_timeout(every) {
+                release_free_memory();
+            }
         })
+        .map(Trimmer)
     }
 
     /// Stops and joins the thread; idempotent.
     pub(crate) fn stop(&self) {
-        drop(
-            self.stop
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .take(),
-        );
-        let thread = self
-            .thread
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        if let Some(thread) = thread {
-            let _ = thread.join();
-        }
+        self.0.stop();
     }
 }
 
