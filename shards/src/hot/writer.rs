@@ -224,15 +224,27 @@ impl Writer {
         let mut first = true;
         while first || next < records.len() {
             let start = align_down(self.pos);
-            let mut chunks = Chunks::new(Rc::clone(&self.file), start, self.chunk_bytes);
+            // At most what is left of the records (and the mark and tail), and never past the
+            // segment's end: DMA buffers are sized to it, not to a whole chunk.
+            let mark_len = encoded_len(MARK_KEY.len(), mark.len(), RECORD_ALIGN) as u64;
+            let expected = (self.pos - start)
+                + if first { mark_len } else { 0 }
+                + records[next..]
+                    .iter()
+                    .map(|r| {
+                        let data_len = r.payload.data().map_or(0, <[u8]>::len);
+                        encoded_len(r.key.len(), data_len, RECORD_ALIGN) as u64
+                    })
+                    .sum::<u64>();
+            let expected = expected.min(self.segment_bytes - start);
+            let mut chunks = Chunks::new(Rc::clone(&self.file), start, self.chunk_bytes, expected);
             chunks.put(&self.tail);
             let mut pos = self.pos;
             if first {
                 first = false;
-                let len = encoded_len(MARK_KEY.len(), mark.len(), RECORD_ALIGN) as u64;
-                if pos + len <= self.segment_bytes {
-                    self.put_record(&mut chunks, &mark_record, len);
-                    pos += len;
+                if pos + mark_len <= self.segment_bytes {
+                    self.put_record(&mut chunks, &mark_record, mark_len);
+                    pos += mark_len;
                 }
             }
             while let Some(record) = records.get(next) {
@@ -341,6 +353,11 @@ impl Writer {
 struct Chunks {
     file: Rc<DmaFile>,
     chunk_bytes: usize,
+    /// Bytes still to be put (an upper bound): a buffer is no larger than this, rounded up to
+    /// a sector. A group commit of a few small puts allocated a whole chunk (1 MiB) before,
+    /// hundreds of times a second: most of the allocator churn behind the soak's resident
+    /// memory.
+    expected: u64,
     current: Option<DmaBuffer>,
     /// File position of `current`'s first byte.
     current_at: u64,
@@ -350,10 +367,11 @@ struct Chunks {
 }
 
 impl Chunks {
-    fn new(file: Rc<DmaFile>, at: u64, chunk_bytes: usize) -> Chunks {
+    fn new(file: Rc<DmaFile>, at: u64, chunk_bytes: usize, expected: u64) -> Chunks {
         Chunks {
             file,
             chunk_bytes: chunk_bytes.max(DMA_ALIGN as usize),
+            expected,
             current: None,
             current_at: at,
             filled: 0,
@@ -361,25 +379,33 @@ impl Chunks {
         }
     }
 
+    /// The buffer being filled: a chunk, or less when less is expected (whole sectors, so
+    /// that a full buffer ends on a sector and the next one continues the same write).
     fn buffer(&mut self) -> &mut DmaBuffer {
-        let chunk = self.chunk_bytes;
+        let size = (align_up(self.expected.max(1)) as usize).min(self.chunk_bytes);
         let file = &self.file;
         self.current
-            .get_or_insert_with(|| file.alloc_dma_buffer(chunk))
+            .get_or_insert_with(|| file.alloc_dma_buffer(size))
+    }
+
+    /// Accounts for `n` bytes put; sends the buffer once full.
+    fn filled_by(&mut self, n: usize, capacity: usize) {
+        self.filled += n;
+        self.expected = self.expected.saturating_sub(n as u64);
+        if self.filled == capacity {
+            self.send();
+        }
     }
 
     fn put(&mut self, mut bytes: &[u8]) {
         while !bytes.is_empty() {
             let filled = self.filled;
             let buf = self.buffer();
-            let room = buf.len() - filled;
-            let n = room.min(bytes.len());
+            let capacity = buf.len();
+            let n = (capacity - filled).min(bytes.len());
             buf.as_bytes_mut()[filled..filled + n].copy_from_slice(&bytes[..n]);
-            self.filled += n;
             bytes = &bytes[n..];
-            if self.filled == self.chunk_bytes {
-                self.send();
-            }
+            self.filled_by(n, capacity);
         }
     }
 
@@ -387,13 +413,11 @@ impl Chunks {
         while n > 0 {
             let filled = self.filled;
             let buf = self.buffer();
-            let k = (buf.len() - filled).min(n);
+            let capacity = buf.len();
+            let k = (capacity - filled).min(n);
             buf.as_bytes_mut()[filled..filled + k].fill(0);
-            self.filled += k;
             n -= k;
-            if self.filled == self.chunk_bytes {
-                self.send();
-            }
+            self.filled_by(k, capacity);
         }
     }
 
