@@ -344,7 +344,7 @@ const MIGRATE_BATCH_BYTES: usize = 4 << 20;
 
 /// Puts `cold` in batches of about [`MIGRATE_BATCH_BYTES`]. Backends copy a batch before
 /// applying it (sled's `Batch` holds every value), so one batch per segment was a transient
-/// of a segment's size per shard: up to 150 MiB above the steady state in the 512 MiB soak.
+/// of a segment's size (32 MiB in the soak) per shard.
 /// A crash between batches is harmless: the segment is removed only after the flush that
 /// follows, and putting a block again stores the same bytes.
 fn put_in_bounded_batches(

