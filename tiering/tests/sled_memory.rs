@@ -21,15 +21,6 @@ const CACHE_BYTES: u64 = 8 << 20;
 /// large ones.
 const RESIDENT_LIMIT_KIB: u64 = 64 << 10;
 
-fn anon_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("RssAnon:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
-}
-
 fn value(key: u64, len: usize) -> Bytes {
     let mut v = vec![0u8; len];
     for (j, chunk) in v.chunks_mut(8).enumerate() {
@@ -76,7 +67,69 @@ fn child_workload(total_mib: usize, min: usize, max: usize) {
     unsafe {
         libc::malloc_trim(0);
     }
-    println!("resident-kib {}", anon_kib());
+    println!("resident-kib {}", status_kib("RssAnon:"));
+}
+
+fn status_kib(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// Stores `total_mib` of 1-8 KiB values, then overwrites `batch_mib` of them picked across
+/// the whole key range in one `put_batch`, as compaction does with a segment's cold blocks,
+/// and prints the peak resident memory during that one call.
+fn child_scattered_batch(total_mib: usize, batch_mib: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let options = BackendOptions {
+        cache_bytes: CACHE_BYTES,
+    };
+    let backend = SledBackend::open(dir.path(), &options).unwrap();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+    let mut keys = 0u64;
+    let mut stored = 0;
+    while stored < total_mib << 20 {
+        let batch: Vec<(Vec<u8>, Bytes)> = (0..16)
+            .map(|_| {
+                let len = rng.random_range(1024..8192);
+                stored += len;
+                keys += 1;
+                (keys.to_be_bytes().to_vec(), value(keys, len))
+            })
+            .collect();
+        backend.put_batch(&batch).unwrap();
+    }
+    backend.flush().unwrap();
+    let mut scattered = Vec::new();
+    let mut bytes = 0;
+    while bytes < batch_mib << 20 {
+        let key = rng.random_range(1..=keys);
+        let len = rng.random_range(1024..8192);
+        bytes += len;
+        scattered.push((key.to_be_bytes().to_vec(), value(key ^ 1, len)));
+    }
+    // SAFETY: malloc_trim only returns free heap pages to the kernel.
+    #[cfg(target_env = "gnu")]
+    unsafe {
+        libc::malloc_trim(0);
+    }
+    // Writing 5 resets the peak resident set (VmHWM) to the current one (Linux 4.0+).
+    std::fs::write("/proc/self/clear_refs", "5").unwrap();
+    backend.put_batch(&scattered).unwrap();
+    let peak = status_kib("VmHWM:");
+    // The last write of a key is what it holds.
+    let mut seen = std::collections::HashSet::new();
+    for (key, data) in scattered
+        .iter()
+        .rev()
+        .filter(|(k, _)| seen.insert(k.clone()))
+    {
+        assert_eq!(backend.get(key).unwrap().as_ref(), Some(data));
+    }
+    println!("resident-kib {peak}");
 }
 
 /// Runs `case` in a child and returns the resident KiB it reported.
@@ -108,6 +161,8 @@ fn child() {
         "small" => child_workload(160, 1024, 8192),
         // 32-256 KiB blocks: leaves of several MiB, which sled writes as blob files.
         "large" => child_workload(128, 32 << 10, 256 << 10),
+        // One batch of 16 MiB spread over every leaf of 160 MiB of small values.
+        "scattered-batch" => child_scattered_batch(160, 16),
         other => panic!("unknown case {other}"),
     }
 }
@@ -127,5 +182,14 @@ fn large_values_stored_as_blobs_are_evicted() {
     assert!(
         kib < RESIDENT_LIMIT_KIB,
         "sled held {kib} KiB after reading 128 MiB with an 8 MiB cache"
+    );
+}
+
+#[test]
+fn a_batch_spread_over_the_keys_stays_within_the_cache_budget() {
+    let kib = resident_in_child("scattered-batch");
+    assert!(
+        kib < RESIDENT_LIMIT_KIB,
+        "sled peaked at {kib} KiB during one 16 MiB batch with an 8 MiB cache"
     );
 }

@@ -88,24 +88,30 @@ impl ColdBackend for SledBackend {
             .map_err(|e| Error::backend(KIND, e))
     }
 
+    /// One `insert` per item, not a `sled::Batch`. sled 0.34 applies a batch under a
+    /// process-wide write lock that every read of every sled tree then waits on, and pins
+    /// one epoch for the whole batch, so no page replaced or evicted meanwhile can be freed
+    /// until it ends. A compaction batch pulls hundreds of leaves from disk: reads stalled
+    /// for it and its memory piled up. Each item is stored whole or not at all, which is
+    /// what a block needs; the engine never relied on the batch's atomicity (a block is
+    /// acknowledged only after `flush`).
     fn put_batch(&self, items: &[(Vec<u8>, Bytes)]) -> Result<()> {
-        let mut batch = sled::Batch::default();
         for (key, value) in items {
-            batch.insert(key.as_slice(), value.as_ref());
+            self.db
+                .insert(key.as_slice(), value.as_ref())
+                .map_err(|e| Error::backend(KIND, e))?;
         }
-        self.db
-            .apply_batch(batch)
-            .map_err(|e| Error::backend(KIND, e))
+        Ok(())
     }
 
+    /// One `remove` per key, for the reasons given at `put_batch`.
     fn delete_batch(&self, keys: &[Vec<u8>]) -> Result<()> {
-        let mut batch = sled::Batch::default();
         for key in keys {
-            batch.remove(key.as_slice());
+            self.db
+                .remove(key.as_slice())
+                .map_err(|e| Error::backend(KIND, e))?;
         }
-        self.db
-            .apply_batch(batch)
-            .map_err(|e| Error::backend(KIND, e))
+        Ok(())
     }
 
     fn iterate(&self, after: Option<&[u8]>, f: &mut dyn FnMut(&[u8], u64) -> bool) -> Result<()> {
