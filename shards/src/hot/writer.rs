@@ -5,7 +5,8 @@
 //! position and first re-writes the bytes already there (`tail`, kept in memory): the rewritten
 //! sector holds the same bytes as before, so a torn rewrite cannot change a synced record.
 //! An append is cut into DMA buffers of `write_chunk_bytes`, each written as soon as it is
-//! full, all in flight together; then one fdatasync covers them (unless durability is None).
+//! full, up to [`MAX_WRITES_IN_FLIGHT`] at once; then one fdatasync covers them (unless
+//! durability is None).
 //!
 //! Every append starts with a mark record naming the position up to which the log was durable
 //! before it (see `ipfrs_tiering::segment::recover`): that is how recovery tells a torn tail
@@ -13,6 +14,7 @@
 //! (it is synced with the rest of the append) and a new one is created, preallocated and its
 //! directory entry synced before anything in it can be acknowledged.
 
+use std::collections::VecDeque;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -25,6 +27,11 @@ use ipfrs_tiering::segment::{Alignment, MappedSegment, Payload, encode_header, e
 
 /// O_DIRECT granularity: every write starts and ends on a multiple of this.
 pub(crate) const DMA_ALIGN: u64 = 4096;
+
+/// DMA buffers one append keeps in flight; filling the next waits for the oldest. Without a
+/// cap an append allocated its whole size in DMA buffers at once, beside the records it was
+/// given: 32 MiB more for a compaction rewrite of a full segment.
+pub(crate) const MAX_WRITES_IN_FLIGHT: usize = 8;
 
 /// Records are padded to 8 bytes (see `Alignment::WORD`).
 pub(crate) const RECORD_ALIGN: Alignment = Alignment::WORD;
@@ -257,6 +264,7 @@ impl Writer {
                     }
                     break;
                 }
+                chunks.make_room(len).await;
                 self.put_record(&mut chunks, record, len);
                 // Segments are at most 4 GiB (config validation), so offsets fit in u32.
                 out.locations.push((self.active, pos as u32));
@@ -361,7 +369,11 @@ struct Chunks {
     current_at: u64,
     /// Bytes filled in `current`.
     filled: usize,
-    writes: Vec<(JoinHandle<glommio::Result<usize, ()>>, usize)>,
+    writes: VecDeque<(JoinHandle<glommio::Result<usize, ()>>, usize)>,
+    /// Bytes of the writes awaited so far.
+    written: u64,
+    /// The first error among the writes awaited so far.
+    failure: Option<io::Error>,
 }
 
 impl Chunks {
@@ -373,7 +385,9 @@ impl Chunks {
             current: None,
             current_at: at,
             filled: 0,
-            writes: Vec::new(),
+            writes: VecDeque::new(),
+            written: 0,
+            failure: None,
         }
     }
 
@@ -430,9 +444,55 @@ impl Chunks {
         let file = Rc::clone(&self.file);
         let at = self.current_at;
         let task = glommio::spawn_local(async move { file.write_at(buf, at).await }).detach();
-        self.writes.push((task, len));
+        self.writes.push_back((task, len));
+        #[cfg(test)]
+        tests::PEAK_IN_FLIGHT.with(|peak| peak.set(peak.get().max(self.writes.len())));
         self.current_at += len as u64;
         self.filled = 0;
+    }
+
+    /// Waits for enough writes that putting `len` more bytes keeps at most
+    /// [`MAX_WRITES_IN_FLIGHT`] in flight. Putting them completes at most the current buffer
+    /// and one per chunk of them (a buffer is a whole chunk, or all the append has left); a
+    /// record longer than the cap's chunks waits for every write and is then sent whole.
+    async fn make_room(&mut self, len: u64) {
+        let completes = 1 + (len as usize).div_ceil(self.chunk_bytes);
+        self.settle(MAX_WRITES_IN_FLIGHT.saturating_sub(completes))
+            .await;
+    }
+
+    /// Waits for the oldest writes until at most `keep` are in flight, noting their outcome.
+    async fn settle(&mut self, keep: usize) {
+        while self.writes.len() > keep {
+            let Some((task, len)) = self.writes.pop_front() else {
+                break;
+            };
+            // Fault injection (tests): the write fails (EIO) or comes up short.
+            let outcome = match injected_write_outcome(len) {
+                Some(outcome) => {
+                    // The real write still runs to completion before the error is reported.
+                    let _ = task.await;
+                    outcome
+                }
+                None => task.await,
+            };
+            match outcome {
+                Some(Ok(n)) if n == len => self.written += n as u64,
+                Some(Ok(n)) => {
+                    self.failure.get_or_insert(io::Error::new(
+                        io::ErrorKind::WriteZero,
+                        format!("short write: {n} of {len} bytes"),
+                    ));
+                }
+                Some(Err(e)) => {
+                    self.failure.get_or_insert(e.into());
+                }
+                None => {
+                    self.failure
+                        .get_or_insert(io::Error::other("write task was cancelled"));
+                }
+            }
+        }
     }
 
     /// Sends the last buffer and waits for every write. Returns the bytes of the partial last
@@ -445,37 +505,72 @@ impl Chunks {
             tail.extend_from_slice(&buf.as_bytes()[from..self.filled]);
         }
         self.send();
-        let mut written = 0u64;
-        let mut failure = None;
-        for (task, len) in self.writes.drain(..) {
-            // Fault injection (tests): the write fails (EIO) or comes up short.
-            let outcome = match injected_write_outcome(len) {
-                Some(outcome) => {
-                    // The real write still runs to completion before the error is reported.
-                    let _ = task.await;
-                    outcome
-                }
-                None => task.await,
-            };
-            match outcome {
-                Some(Ok(n)) if n == len => written += n as u64,
-                Some(Ok(n)) => {
-                    failure.get_or_insert(io::Error::new(
-                        io::ErrorKind::WriteZero,
-                        format!("short write: {n} of {len} bytes"),
-                    ));
-                }
-                Some(Err(e)) => {
-                    failure.get_or_insert(e.into());
-                }
-                None => {
-                    failure.get_or_insert(io::Error::other("write task was cancelled"));
-                }
-            }
-        }
-        match failure {
+        self.settle(0).await;
+        match self.failure {
             Some(e) => Err(e),
-            None => Ok((tail, written)),
+            None => Ok((tail, self.written)),
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::cell::Cell;
+
+    use glommio::{LocalExecutorBuilder, Placement};
+    use ipfrs_tiering::segment::record::decode;
+
+    use super::*;
+
+    thread_local! {
+        /// The most writes one `Chunks` had in flight on this thread.
+        pub(super) static PEAK_IN_FLIGHT: Cell<usize> = const { Cell::new(0) };
+    }
+
+    #[test]
+    fn an_append_keeps_a_bounded_number_of_writes_in_flight() {
+        const CHUNK: usize = 64 << 10;
+        const SEGMENT: u64 = 16 << 20;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_path_buf();
+        let executor = LocalExecutorBuilder::new(Placement::Unbound)
+            .io_memory(1 << 20)
+            .make()
+            .unwrap();
+        executor.run(async move {
+            let (file, _map) = Writer::create_segment(&path, 1, SEGMENT).await.unwrap();
+            file.close().await.unwrap();
+            let mut writer = Writer::resume(&path, 1, 0, Vec::new(), 1, SEGMENT, CHUNK)
+                .await
+                .unwrap();
+            // 4 MiB in 256 records: 64 chunks, eight times the cap.
+            let keys: Vec<[u8; 8]> = (0..256u64).map(u64::to_be_bytes).collect();
+            let data: Vec<Vec<u8>> = (0..256usize)
+                .map(|i| vec![(i % 251) as u8; (16 << 10) - 64])
+                .collect();
+            let records: Vec<Record<'_>> = keys
+                .iter()
+                .zip(&data)
+                .map(|(key, data)| Record {
+                    key,
+                    payload: Payload::Data(data),
+                })
+                .collect();
+            PEAK_IN_FLIGHT.with(|peak| peak.set(0));
+            let appended = writer.append(&records, true).await.unwrap();
+            let peak = PEAK_IN_FLIGHT.with(Cell::get);
+            assert!(peak >= 2, "the writes were not overlapped: {peak}");
+            assert!(peak <= MAX_WRITES_IN_FLIGHT, "{peak} writes in flight");
+            let bytes = std::fs::read(segment_path(&path, 1)).unwrap();
+            for ((segment, offset), (key, data)) in
+                appended.locations.iter().zip(keys.iter().zip(&data))
+            {
+                assert_eq!(*segment, 1);
+                let record = decode(&bytes, *offset as usize, RECORD_ALIGN).unwrap();
+                assert_eq!(record.key, key);
+                assert_eq!(record.payload, Payload::Data(data));
+            }
+        });
     }
 }
