@@ -20,6 +20,7 @@
 //! pin_shards = true               # pin shard i to core i % cores
 //! queue_depth = 1024              # requests queued per shard before senders wait
 //! spin_before_park = "50us"       # idle spin before sleeping; absent: never spin
+//! release_free_memory_every = "1s" # hand glibc's free memory back to the kernel; 0: never
 //! hot_tier = true                 # hot segment tier on (default) or off (cold backend only)
 //! hot_budget_bytes = 1073741824   # disk the hot segments may take, all shards together
 //! hot_segment_bytes = 67108864    # one segment file (multiple of 4096, at most 4 GiB)
@@ -81,6 +82,7 @@ struct ConfigFile {
     pin_shards: Option<bool>,
     queue_depth: Option<usize>,
     spin_before_park: Option<DurationValue>,
+    release_free_memory_every: Option<DurationValue>,
     hot_tier: Option<bool>,
     hot_budget_bytes: Option<u64>,
     hot_segment_bytes: Option<u64>,
@@ -193,6 +195,12 @@ fn parse(text: &str, origin: &str, data_dir: PathBuf) -> Result<Config, ConfigFi
     if let Some(spin) = &file.spin_before_park {
         config.spin_before_park = Some(spin.resolve().map_err(|e| invalid("spin_before_park", e))?);
     }
+    if let Some(every) = &file.release_free_memory_every {
+        let every = every
+            .resolve()
+            .map_err(|e| invalid("release_free_memory_every", e))?;
+        config.release_free_memory_every = (!every.is_zero()).then_some(every);
+    }
     let batch_keys = file.batch_max_delay.is_some() || file.batch_max_ops.is_some();
     config.durability = match file.durability {
         Some(DurabilityName::Sync) | Some(DurabilityName::None) if batch_keys => {
@@ -281,6 +289,7 @@ blocking_threads_per_shard = 4
 pin_shards = false
 queue_depth = 9
 spin_before_park = 250
+release_free_memory_every = "5s"
 hot_budget_bytes = 5000000
 hot_segment_bytes = 8192000
 hot_write_chunk_bytes = 65536
@@ -309,6 +318,7 @@ hot_prefetch_written = false
         assert!(!c.pin_shards);
         assert_eq!(c.queue_depth, 9);
         assert_eq!(c.spin_before_park, Some(Duration::from_micros(250)));
+        assert_eq!(c.release_free_memory_every, Some(Duration::from_secs(5)));
         let hot = c.hot_tier.unwrap();
         assert_eq!(
             (hot.budget_bytes, hot.segment_bytes, hot.write_chunk_bytes),
@@ -318,6 +328,8 @@ hot_prefetch_written = false
         assert!(!hot.prefetch_written);
         let off = Config::from_toml_str("hot_tier = false", "/d").unwrap();
         assert!(off.hot_tier.is_none());
+        let never = Config::from_toml_str("release_free_memory_every = 0", "/d").unwrap();
+        assert_eq!(never.release_free_memory_every, None);
     }
 
     #[test]
@@ -335,6 +347,10 @@ hot_prefetch_written = false
             ("backend = \"lmdb\"", "backend"),
             ("durability = \"sync\"\nbatch_max_ops = 3", "batch_max_ops"),
             ("spin_before_park = \"soon\"", "spin_before_park"),
+            (
+                "release_free_memory_every = \"often\"",
+                "release_free_memory_every",
+            ),
             ("durability = \"eventually\"", "eventually"),
             ("cache_bytes = \"big\"", "string"),
         ] {
