@@ -92,6 +92,10 @@ fn main() {
         "cold MiB",
         "compacted"
     );
+    // IPFRS_SOAK_SLOW_MS=N prints every operation slower than N ms, to find where stalls are.
+    let slow = std::env::var("IPFRS_SOAK_SLOW_MS")
+        .ok()
+        .map(|ms| Duration::from_millis(ms.parse().unwrap()));
     let workers: Vec<_> = (0..threads)
         .map(|t| {
             let store = engine.blocking();
@@ -104,6 +108,13 @@ fn main() {
                     let id = rng.random_range(0..POOL);
                     let roll: u32 = rng.random_range(0..100);
                     let began = Instant::now();
+                    let op = if roll < 55 {
+                        "get"
+                    } else if roll < 85 {
+                        "put"
+                    } else {
+                        "delete"
+                    };
                     if roll < 55 {
                         let cid = *block(id).cid();
                         if let Some(got) = store.get(&cid).unwrap() {
@@ -114,7 +125,15 @@ fn main() {
                     } else {
                         store.delete(block(id).cid()).unwrap();
                     }
-                    let _ = hist.record(began.elapsed().as_micros() as u64);
+                    let took = began.elapsed();
+                    let _ = hist.record(took.as_micros() as u64);
+                    if slow.is_some_and(|slow| took > slow) {
+                        println!(
+                            "slow: {op} of block {id} by thread {t}: {} ms, ended at {:.3} s",
+                            took.as_millis(),
+                            started.elapsed().as_secs_f64()
+                        );
+                    }
                     let n = done.fetch_add(1, Ordering::Relaxed) + 1;
                     if n.is_multiple_of(WINDOW_OPS) {
                         window.push((n, hist.clone()));

@@ -36,7 +36,7 @@ pub(crate) const MAX_WRITES_IN_FLIGHT: usize = 8;
 /// Records are padded to 8 bytes (see `Alignment::WORD`).
 pub(crate) const RECORD_ALIGN: Alignment = Alignment::WORD;
 
-fn align_down(v: u64) -> u64 {
+pub(crate) fn align_down(v: u64) -> u64 {
     v & !(DMA_ALIGN - 1)
 }
 
