@@ -104,6 +104,11 @@ fn main() {
                 let mut rng = rand::rngs::StdRng::seed_from_u64(t);
                 let mut hist = Histogram::<u64>::new(3).unwrap();
                 let mut window = Vec::new();
+                // The window (1-based) `hist` holds. Each operation goes to the window its
+                // completion number falls in, so a thread closes its histogram when the count
+                // moves on (before, only the thread that crossed a boundary closed its own, so
+                // the others' histograms spanned several windows and repeated their maxima).
+                let mut current = 1u64;
                 while done.load(Ordering::Relaxed) < total {
                     let id = rng.random_range(0..POOL);
                     let roll: u32 = rng.random_range(0..100);
@@ -126,7 +131,6 @@ fn main() {
                         store.delete(block(id).cid()).unwrap();
                     }
                     let took = began.elapsed();
-                    let _ = hist.record(took.as_micros() as u64);
                     if slow.is_some_and(|slow| took > slow) {
                         println!(
                             "slow: {op} of block {id} by thread {t}: {} ms, ended at {:.3} s",
@@ -135,10 +139,21 @@ fn main() {
                         );
                     }
                     let n = done.fetch_add(1, Ordering::Relaxed) + 1;
-                    if n.is_multiple_of(WINDOW_OPS) {
-                        window.push((n, hist.clone()));
-                        hist.reset();
+                    if n > total {
+                        break;
                     }
+                    let w = (n - 1) / WINDOW_OPS + 1;
+                    if w != current {
+                        if !hist.is_empty() {
+                            window.push((current, hist.clone()));
+                        }
+                        hist.reset();
+                        current = w;
+                    }
+                    let _ = hist.record(took.as_micros() as u64);
+                }
+                if !hist.is_empty() {
+                    window.push((current, hist));
                 }
                 window
             })
@@ -178,9 +193,7 @@ fn main() {
     }
     let mut windows: std::collections::BTreeMap<u64, Histogram<u64>> = Default::default();
     for worker in workers {
-        for (n, hist) in worker.join().unwrap() {
-            // Each thread closes its own windows; merge by window number.
-            let key = n / WINDOW_OPS;
+        for (key, hist) in worker.join().unwrap() {
             windows
                 .entry(key)
                 .and_modify(|h| h.add(&hist).unwrap())
