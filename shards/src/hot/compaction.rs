@@ -342,9 +342,10 @@ impl Shard {
 /// Bytes of blocks handed to the cold backend in one `put_batch` during compaction.
 const MIGRATE_BATCH_BYTES: usize = 4 << 20;
 
-/// Puts `cold` in batches of about [`MIGRATE_BATCH_BYTES`]. Backends copy a batch before
-/// applying it (sled's `Batch` holds every value), so one batch per segment was a transient
-/// of a segment's size (32 MiB in the soak) per shard.
+/// Puts `cold` in batches of about [`MIGRATE_BATCH_BYTES`]. parity-db's and rocksdb's
+/// batches copy every value before applying it (sled's did, when the sled backend used
+/// `sled::Batch`), so one batch per segment was a transient of a segment's size (32 MiB in
+/// the soak) per shard.
 /// A crash between batches is harmless: the segment is removed only after the flush that
 /// follows, and putting a block again stores the same bytes.
 fn put_in_bounded_batches(
