@@ -47,8 +47,8 @@ pub trait ColdBackend: Send + Sync + 'static {
         Ok(self.size(key)?.is_some())
     }
 
-    /// Stores every item. Callers rely only on each item being stored whole (blocks are
-    /// acknowledged after `flush`): parity-db and rocksdb write one atomic batch, sled one
+    /// Stores every item. Callers rely only on each item being stored whole (each block
+    /// stands alone; durable writes are acknowledged after `flush`): parity-db and rocksdb write one atomic batch, sled one
     /// insert per item (its batches stall every reader; see `SledBackend`).
     fn put_batch(&self, items: &[(Vec<u8>, Bytes)]) -> Result<()>;
 

@@ -93,8 +93,8 @@ impl ColdBackend for SledBackend {
     /// one epoch for the whole batch, so no page replaced or evicted meanwhile can be freed
     /// until it ends. A compaction batch pulls hundreds of leaves from disk: reads stalled
     /// for it and its memory piled up. Each item is stored whole or not at all, which is
-    /// what a block needs; the engine never relied on the batch's atomicity (a block is
-    /// acknowledged only after `flush`).
+    /// what a block needs: the engine never relied on a batch landing whole, as each block
+    /// stands alone and a durable write is acknowledged only after `flush`.
     fn put_batch(&self, items: &[(Vec<u8>, Bytes)]) -> Result<()> {
         for (key, value) in items {
             self.db
