@@ -30,46 +30,6 @@ fn value(key: u64, len: usize) -> Bytes {
     Bytes::from(v)
 }
 
-/// Stores `total_mib` of values of `min..max` bytes, reads every one back twice in random
-/// order (checking its bytes), and prints the resident anonymous memory at the end.
-fn child_workload(total_mib: usize, min: usize, max: usize) {
-    let dir = tempfile::tempdir().unwrap();
-    let options = BackendOptions {
-        cache_bytes: CACHE_BYTES,
-    };
-    let backend = SledBackend::open(dir.path(), &options).unwrap();
-    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
-    let mut lengths = Vec::new();
-    let mut stored = 0;
-    while stored < total_mib << 20 {
-        let batch: Vec<(Vec<u8>, Bytes)> = (0..16)
-            .map(|_| {
-                let key = lengths.len() as u64;
-                let len = rng.random_range(min..max);
-                lengths.push(len);
-                stored += len;
-                (key.to_be_bytes().to_vec(), value(key, len))
-            })
-            .collect();
-        backend.put_batch(&batch).unwrap();
-    }
-    backend.flush().unwrap();
-    let mut order: Vec<u64> = (0..lengths.len() as u64).collect();
-    for _ in 0..2 {
-        order.shuffle(&mut rng);
-        for &key in &order {
-            let got = backend.get(&key.to_be_bytes()).unwrap().unwrap();
-            assert_eq!(got, value(key, lengths[key as usize]), "key {key}");
-        }
-    }
-    // SAFETY: malloc_trim only returns free heap pages to the kernel.
-    #[cfg(target_env = "gnu")]
-    unsafe {
-        libc::malloc_trim(0);
-    }
-    println!("resident-kib {}", status_kib("RssAnon:"));
-}
-
 fn status_kib(field: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .unwrap()
@@ -79,43 +39,81 @@ fn status_kib(field: &str) -> u64 {
         .unwrap()
 }
 
-/// Stores `total_mib` of 1-8 KiB values, then overwrites `batch_mib` of them picked across
-/// the whole key range in one `put_batch`, as compaction does with a segment's cold blocks,
-/// and prints the peak resident memory during that one call.
-fn child_scattered_batch(total_mib: usize, batch_mib: usize) {
-    let dir = tempfile::tempdir().unwrap();
-    let options = BackendOptions {
-        cache_bytes: CACHE_BYTES,
-    };
-    let backend = SledBackend::open(dir.path(), &options).unwrap();
-    let mut rng = rand::rngs::StdRng::seed_from_u64(11);
-    let mut keys = 0u64;
-    let mut stored = 0;
-    while stored < total_mib << 20 {
-        let batch: Vec<(Vec<u8>, Bytes)> = (0..16)
-            .map(|_| {
-                let len = rng.random_range(1024..8192);
-                stored += len;
-                keys += 1;
-                (keys.to_be_bytes().to_vec(), value(keys, len))
-            })
-            .collect();
-        backend.put_batch(&batch).unwrap();
-    }
-    backend.flush().unwrap();
-    let mut scattered = Vec::new();
-    let mut bytes = 0;
-    while bytes < batch_mib << 20 {
-        let key = rng.random_range(1..=keys);
-        let len = rng.random_range(1024..8192);
-        bytes += len;
-        scattered.push((key.to_be_bytes().to_vec(), value(key ^ 1, len)));
-    }
+/// Hands freed heap pages back to the kernel, so that what is measured is what sled holds,
+/// not the allocator's free lists.
+fn release_free_memory() {
     // SAFETY: malloc_trim only returns free heap pages to the kernel.
     #[cfg(target_env = "gnu")]
     unsafe {
         libc::malloc_trim(0);
     }
+}
+
+/// Opens a backend with the test's cache in `dir` and stores `total_mib` of values of
+/// `lengths` bytes under keys 0, 1, 2... (16 per batch), flushed; returns each key's length.
+fn filled_backend(
+    dir: &std::path::Path,
+    rng: &mut impl Rng,
+    total_mib: usize,
+    lengths: std::ops::Range<usize>,
+) -> (SledBackend, Vec<usize>) {
+    let options = BackendOptions {
+        cache_bytes: CACHE_BYTES,
+    };
+    let backend = SledBackend::open(dir, &options).unwrap();
+    let mut stored_lengths = Vec::new();
+    let mut stored = 0;
+    while stored < total_mib << 20 {
+        let batch: Vec<(Vec<u8>, Bytes)> = (0..16)
+            .map(|_| {
+                let key = stored_lengths.len() as u64;
+                let len = rng.random_range(lengths.clone());
+                stored_lengths.push(len);
+                stored += len;
+                (key.to_be_bytes().to_vec(), value(key, len))
+            })
+            .collect();
+        backend.put_batch(&batch).unwrap();
+    }
+    backend.flush().unwrap();
+    (backend, stored_lengths)
+}
+
+/// Stores `total_mib` of values of `min..max` bytes, reads every one back twice in random
+/// order (checking its bytes), and prints the resident anonymous memory at the end.
+fn child_workload(total_mib: usize, min: usize, max: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let (backend, lengths) = filled_backend(dir.path(), &mut rng, total_mib, min..max);
+    let mut order: Vec<u64> = (0..lengths.len() as u64).collect();
+    for _ in 0..2 {
+        order.shuffle(&mut rng);
+        for &key in &order {
+            let got = backend.get(&key.to_be_bytes()).unwrap().unwrap();
+            assert_eq!(got, value(key, lengths[key as usize]), "key {key}");
+        }
+    }
+    release_free_memory();
+    println!("resident-kib {}", status_kib("RssAnon:"));
+}
+
+/// Stores `total_mib` of 1-8 KiB values, then overwrites `batch_mib` of them picked across
+/// the whole key range in one `put_batch`, as compaction does with a segment's cold blocks,
+/// and prints the peak resident memory during that one call.
+fn child_scattered_batch(total_mib: usize, batch_mib: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+    let (backend, lengths) = filled_backend(dir.path(), &mut rng, total_mib, 1024..8192);
+    let keys = lengths.len() as u64;
+    let mut scattered = Vec::new();
+    let mut bytes = 0;
+    while bytes < batch_mib << 20 {
+        let key = rng.random_range(0..keys);
+        let len = rng.random_range(1024..8192);
+        bytes += len;
+        scattered.push((key.to_be_bytes().to_vec(), value(key ^ 1, len)));
+    }
+    release_free_memory();
     // Writing 5 resets the peak resident set (VmHWM) to the current one (Linux 4.0+).
     std::fs::write("/proc/self/clear_refs", "5").unwrap();
     backend.put_batch(&scattered).unwrap();
