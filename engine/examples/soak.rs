@@ -122,15 +122,17 @@ fn main() {
                     } else {
                         "delete"
                     };
-                    if roll < 55 {
-                        let cid = *block(id).cid();
-                        if let Some(got) = store.get(&cid).unwrap() {
-                            assert_eq!(got.len(), block(id).len());
+                    match op {
+                        "get" => {
+                            let cid = *block(id).cid();
+                            if let Some(got) = store.get(&cid).unwrap() {
+                                assert_eq!(got.len(), block(id).len());
+                            }
                         }
-                    } else if roll < 85 {
-                        store.put(&block(id)).unwrap();
-                    } else {
-                        store.delete(block(id).cid()).unwrap();
+                        "put" => store.put(&block(id)).unwrap(),
+                        _ => {
+                            store.delete(block(id).cid()).unwrap();
+                        }
                     }
                     let took = began.elapsed();
                     if slow.is_some_and(|slow| took > slow) {

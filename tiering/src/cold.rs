@@ -48,8 +48,9 @@ pub trait ColdBackend: Send + Sync + 'static {
     }
 
     /// Stores every item. Callers rely only on each item being stored whole (each block
-    /// stands alone; durable writes are acknowledged after `flush`): parity-db and rocksdb write one atomic batch, sled one
-    /// insert per item (its batches stall every reader; see `SledBackend`).
+    /// stands alone; durable writes are acknowledged after `flush`): parity-db and rocksdb
+    /// write one atomic batch, sled one insert per item (its batches stall every reader; see
+    /// `SledBackend`).
     fn put_batch(&self, items: &[(Vec<u8>, Bytes)]) -> Result<()>;
 
     /// Removes every key.
