@@ -232,6 +232,19 @@ pub fn verify_key(key: &[u8], data: &[u8]) -> Result<(), BlockError> {
     verify_multihash(cid.hash(), data, || cid)
 }
 
+/// The storage key (multihash bytes) `data` has under the multihash `code`, or `None` for a code
+/// this build cannot hash with, and for identity (whose "digest" is the data itself).
+///
+/// Recovery uses it to name the block a damaged record holds: content addressing makes the
+/// payload's own hash the one witness of its key that a bit flip in the header cannot forge.
+pub fn key_for_data(code: u64, data: &[u8]) -> Option<crate::key::Key> {
+    if code == IDENTITY_CODE {
+        return None;
+    }
+    let table = Code::try_from(code).ok()?;
+    Some(table.digest(data).to_bytes())
+}
+
 /// The digest comparison behind [`verify`] and [`verify_key`]; `cid` names the block in the
 /// error (built only on a mismatch).
 fn verify_multihash(

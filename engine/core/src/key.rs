@@ -50,6 +50,16 @@ pub fn bloom_hash(key: &[u8]) -> u64 {
     xxh3_64_with_seed(key, BLOOM_SEED)
 }
 
+/// The multihash code and the length of the multihash that starts `bytes` (its varints and
+/// the digest length they announce), or `None` if no multihash of at most 64 digest bytes
+/// starts there. Trailing bytes are allowed: this reads a prefix, for salvaging a key out of
+/// a damaged record whose stored key length cannot be trusted.
+pub fn multihash_prefix(bytes: &[u8]) -> Option<(u64, usize)> {
+    let mut rest = bytes;
+    let mh = Multihash::<64>::read(&mut rest).ok()?;
+    Some((mh.code(), bytes.len() - rest.len()))
+}
+
 /// The CID a key is listed as: CIDv1 raw over the stored multihash.
 ///
 /// A key that is not the canonical encoding of its multihash is refused (see

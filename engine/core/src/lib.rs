@@ -10,7 +10,7 @@
 //! - [`BlockError`]: what is wrong with a block or CID given by a caller.
 
 mod block;
-pub use block::{sha256_accelerated, verify, verify_key};
+pub use block::{key_for_data, sha256_accelerated, verify, verify_key};
 mod config;
 mod config_file;
 mod error;

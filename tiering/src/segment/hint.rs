@@ -15,6 +15,7 @@
 //! did not reach the disk. Payload checksums are not checked through a hint; reads check every
 //! record they serve, and compaction checks every record it moves.
 
+use std::borrow::Cow;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -54,7 +55,7 @@ pub fn encode_hint(scan: &SegmentScan<'_>) -> Option<Vec<u8>> {
         out.push(kind);
         out.extend_from_slice(&len.to_le_bytes());
         out.extend_from_slice(&u16::try_from(found.key.len()).ok()?.to_le_bytes());
-        out.extend_from_slice(found.key);
+        out.extend_from_slice(&found.key);
         if let Kind::Mark(mark) = found.kind {
             out.extend_from_slice(&encode_mark(mark));
         }
@@ -97,7 +98,7 @@ pub fn decode_hint(bytes: &[u8]) -> Option<SegmentScan<'_>> {
         found.push(Found {
             offset,
             seq,
-            key,
+            key: Cow::Borrowed(key),
             kind,
         });
     }

@@ -15,6 +15,7 @@
 //! - [`file`]: segment file names, read-only mappings handing out zero-copy `Bytes`.
 //! - [`recover`]: rebuilding the index from segment files, torn tail vs corruption.
 //! - [`hint`]: a sealed segment's record list, so recovery need not read the payloads.
+//! - [`salvage`]: naming the block a damaged record held, proven by its payload's hash.
 
 mod align;
 mod error;
@@ -23,6 +24,7 @@ pub mod hint;
 pub mod index;
 pub mod record;
 pub mod recover;
+pub mod salvage;
 mod scan;
 
 pub use align::Alignment;
@@ -31,4 +33,5 @@ pub use file::MappedSegment;
 pub use index::{HotIndex, Loc};
 pub use record::{Decoded, Payload, decode, encode_at, encode_header, encode_into, encoded_len};
 pub use recover::{Position, Recovered, SegmentScan, replay, scan_segment};
+pub use salvage::KeyTrust;
 pub use scan::{ScanEnd, Scanner};

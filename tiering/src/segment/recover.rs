@@ -13,19 +13,24 @@
 //!    it is a **torn tail** (a write cut short by the crash, never acknowledged) and the
 //!    segment is truncated there, dropping anything after it.
 //!
-//! A damaged record whose header still reads (magic, version, lengths) is indexed anyway, so a
-//! read of its key finds it, fails the checksum and reports the block as corrupt instead of
-//! calling it absent. Replay keeps the last record of each key (file order is sequence order):
+//! A damaged record whose block can be named is indexed anyway, so a read of its key finds it,
+//! fails the checksum and reports the block as corrupt instead of calling it absent. Its key is
+//! named by [`salvage`](super::salvage), which proves it with the payload's hash where it can
+//! (a flipped key or length is found again). No damaged length decides where the next record
+//! starts unless the bytes there continue the log; otherwise the scan resynchronises on the
+//! next offset where a whole record decodes (magic and checksum). Replay keeps the last record of each key (file order is sequence order):
 //! a put points the index at it, a tombstone removes the key and lists it in
 //! [`Recovered::tombstoned`] so the caller can redo the delete on the cold backend.
+
+use std::borrow::Cow;
 
 use super::align::Alignment;
 use super::error::RecordError;
 use super::index::{HotIndex, Loc, fingerprint};
 use super::record::{
-    FLAG_TOMBSTONE, HEADER_LEN, MAGIC, MAX_KEY_LEN, MAX_PAYLOAD_LEN, Payload, VERSION, decode,
-    encoded_len, first_nonzero,
+    HEADER_LEN, MAGIC, MAX_KEY_LEN, MAX_PAYLOAD_LEN, Payload, decode, encoded_len, first_nonzero,
 };
+use super::salvage::{KeyTrust, salvage};
 
 /// The key of mark records. `00 00` is the identity multihash of zero bytes: the engine answers
 /// identity CIDs from the CID itself and never stores them, so no block can have this key.
@@ -70,23 +75,26 @@ pub enum Kind {
     Tombstone,
     /// The writer's durable mark at the start of a group.
     Mark(Position),
-    /// A record whose header reads but whose bytes fail their check: indexed so that reads
-    /// report it as corrupt.
+    /// A record that fails its checks but whose block could be named (see
+    /// [`salvage`](super::salvage)): indexed so that reads report it as corrupt.
     Damaged {
-        /// The payload length its header claims.
+        /// The payload length it is taken to have.
         len: u32,
+        /// How far its key can be trusted.
+        trust: KeyTrust,
     },
 }
 
-/// A record found by [`scan_segment`], borrowing its key from the segment buffer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A record found by [`scan_segment`], borrowing its key from the segment buffer (a damaged
+/// record's corrected key is owned).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Found<'a> {
     /// Where the record starts.
     pub offset: usize,
     /// Its sequence number (as its header says, for a damaged record).
     pub seq: u64,
     /// The key bytes.
-    pub key: &'a [u8],
+    pub key: Cow<'a, [u8]>,
     /// What the record is.
     pub kind: Kind,
 }
@@ -146,7 +154,7 @@ pub fn scan_segment(buf: &[u8], align: Alignment) -> SegmentScan<'_> {
                 scan.found.push(Found {
                     offset: pos,
                     seq: record.seq,
-                    key: record.key,
+                    key: Cow::Borrowed(record.key),
                     kind,
                 });
                 pos = record.next_offset;
@@ -158,22 +166,31 @@ pub fn scan_segment(buf: &[u8], align: Alignment) -> SegmentScan<'_> {
                     break;
                 }
                 scan.bad.push(BadRegion { offset: pos, cause });
-                if let Some((key, len, next)) = readable_header(buf, pos, align) {
-                    let seq = buf[pos + 12..pos + 20]
-                        .try_into()
-                        .map_or(0, u64::from_le_bytes);
-                    scan.found.push(Found {
-                        offset: pos,
-                        seq,
-                        key,
-                        kind: Kind::Damaged { len },
-                    });
-                    pos = next;
-                } else {
-                    match resync(buf, pos + align.get(), align) {
-                        Some(next) => pos = next,
-                        None => pos = buf.len(),
+                // The stored lengths are believed only where the log visibly goes on after
+                // them (a flip in a payload leaves them right); otherwise the damage ends
+                // where the next whole record starts.
+                let limit = match stored_extent(buf, pos, align) {
+                    Some(end) if continues(buf, end, align) => end,
+                    _ => resync(buf, pos + align.get(), align).unwrap_or(buf.len()),
+                };
+                match salvage(buf, pos, limit, align) {
+                    Some(salvaged) => {
+                        scan.found.push(Found {
+                            offset: pos,
+                            seq: buf[pos + 12..pos + 20]
+                                .try_into()
+                                .map_or(0, u64::from_le_bytes),
+                            key: salvaged.key,
+                            kind: Kind::Damaged {
+                                len: salvaged.len,
+                                trust: salvaged.trust,
+                            },
+                        });
+                        // A proven record may end before `limit`: what lies between is
+                        // scanned as more damage.
+                        pos = salvaged.end;
                     }
+                    None => pos = limit,
                 }
                 scan.end = pos.min(buf.len());
             }
@@ -182,26 +199,28 @@ pub fn scan_segment(buf: &[u8], align: Alignment) -> SegmentScan<'_> {
     scan
 }
 
-/// The key, payload length and end of a record whose header fields are plausible (magic,
-/// version, lengths in range, record inside the buffer) even though the record fails its
-/// checks.
-fn readable_header(buf: &[u8], offset: usize, align: Alignment) -> Option<(&[u8], u32, usize)> {
+/// Where the record at `offset` ends if its stored key and payload lengths are right: `None`
+/// when they are out of range or run past the buffer. Magic, version and flags are not
+/// consulted: one flipped bit there leaves the lengths intact.
+fn stored_extent(buf: &[u8], offset: usize, align: Alignment) -> Option<usize> {
     let header = buf.get(offset..)?.first_chunk::<HEADER_LEN>()?;
-    let magic = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
-    if magic != MAGIC || header[4] != VERSION || header[5] & FLAG_TOMBSTONE != header[5] {
-        return None;
-    }
     let key_len = usize::from(u16::from_le_bytes([header[6], header[7]]));
-    let len = u32::from_le_bytes([header[8], header[9], header[10], header[11]]);
-    if key_len == 0 || key_len > MAX_KEY_LEN || len as usize > MAX_PAYLOAD_LEN {
+    let len = u32::from_le_bytes([header[8], header[9], header[10], header[11]]) as usize;
+    if key_len == 0 || key_len > MAX_KEY_LEN || len > MAX_PAYLOAD_LEN {
         return None;
     }
-    let next = offset.checked_add(encoded_len(key_len, len as usize, align))?;
-    if next > buf.len() || header[5] & FLAG_TOMBSTONE != 0 {
-        return None;
-    }
-    let key = buf.get(offset + HEADER_LEN..offset + HEADER_LEN + key_len)?;
-    Some((key, len, next))
+    let end = offset.checked_add(encoded_len(key_len, len, align))?;
+    (end <= buf.len()).then_some(end)
+}
+
+/// Whether the log continues at `offset`: the buffer ends there, a whole record decodes
+/// there, or nothing was written from there on.
+fn continues(buf: &[u8], offset: usize, align: Alignment) -> bool {
+    offset == buf.len()
+        || decode(buf, offset, align).is_ok()
+        || buf
+            .get(offset..)
+            .is_some_and(|rest| first_nonzero(rest).is_none())
 }
 
 /// The first offset at or after `from` (aligned) where a record decodes.
@@ -239,6 +258,10 @@ pub struct Corruption {
     pub offset: usize,
     /// Why they do not decode.
     pub cause: RecordError,
+    /// The block the damaged record held, when it could be named, and how far that name can be
+    /// trusted. `None`: no record could be read there (a header beyond reading, a damaged
+    /// tombstone or mark), so only the place is known.
+    pub key: Option<(Vec<u8>, KeyTrust)>,
 }
 
 /// The outcome of [`replay`].
@@ -278,15 +301,15 @@ pub fn durable_mark<'s, 'a: 's>(scans: impl IntoIterator<Item = &'s SegmentScan<
 /// Replays scanned segments (ascending segment numbers) into an index. `on_put` sees the key of
 /// every block record kept, live or not: the caller feeds its bloom filter, which may hold
 /// extra keys but must never miss one.
-pub fn replay<'a>(
-    segments: &[(u32, SegmentScan<'a>)],
-    mut on_put: impl FnMut(&'a [u8]),
+pub fn replay<'s>(
+    segments: &'s [(u32, SegmentScan<'_>)],
+    mut on_put: impl FnMut(&'s [u8]),
 ) -> Recovered {
     let mut out = Recovered {
         durable: durable_mark(segments.iter().map(|(_, scan)| scan)),
         ..Recovered::default()
     };
-    let mut tombstoned: hashbrown::HashMap<u128, &'a [u8]> = hashbrown::HashMap::new();
+    let mut tombstoned: hashbrown::HashMap<u128, &'s [u8]> = hashbrown::HashMap::new();
     for (segment, scan) in segments {
         let segment = *segment;
         let at = |offset: usize| Position {
@@ -302,10 +325,17 @@ pub fn replay<'a>(
             .map(|bad| bad.offset);
         for bad in &scan.bad {
             if tear.is_none_or(|torn| bad.offset < torn) {
+                let key = scan.found.iter().find_map(|found| match found.kind {
+                    Kind::Damaged { trust, .. } if found.offset == bad.offset => {
+                        Some((found.key.to_vec(), trust))
+                    }
+                    _ => None,
+                });
                 out.corruption.push(Corruption {
                     segment,
                     offset: bad.offset,
                     cause: bad.cause.clone(),
+                    key,
                 });
             }
         }
@@ -315,8 +345,12 @@ pub fn replay<'a>(
                 out.dropped_after_tear += 1;
                 continue;
             }
-            out.max_seq = out.max_seq.max(found.seq);
-            let fp = fingerprint(found.key);
+            // A damaged record's sequence number may be the flipped field: the writer must
+            // not continue after a garbage value (file order already orders the records).
+            if !matches!(found.kind, Kind::Damaged { .. }) {
+                out.max_seq = out.max_seq.max(found.seq);
+            }
+            let fp = fingerprint(&found.key);
             let put = |len: u32| Loc {
                 segment,
                 // Segments are at most 4 GiB (the writer's limit), so offsets fit.
@@ -326,15 +360,15 @@ pub fn replay<'a>(
                 hits: 0,
             };
             match found.kind {
-                Kind::Put { len } | Kind::Damaged { len } => {
+                Kind::Put { len } | Kind::Damaged { len, .. } => {
                     out.index.insert_fingerprint(fp, put(len));
                     tombstoned.remove(&fp);
-                    on_put(found.key);
+                    on_put(&found.key);
                     records += 1;
                 }
                 Kind::Tombstone => {
                     out.index.remove_fingerprint(fp);
-                    tombstoned.insert(fp, found.key);
+                    tombstoned.insert(fp, &found.key);
                     records += 1;
                 }
                 Kind::Mark(_) => {}
@@ -359,9 +393,14 @@ mod tests {
 
     const A: Alignment = Alignment::WORD;
 
-    fn put(buf: &mut Vec<u8>, seq: u64, key: &[u8], data: &[u8]) -> usize {
+    /// The storage key of a short name: records carry multihashes, as the engine writes them.
+    fn k(name: &[u8]) -> Vec<u8> {
+        ipfrs_core_types::key_for_data(0x12, name).unwrap()
+    }
+
+    fn put(buf: &mut Vec<u8>, seq: u64, name: &[u8], data: &[u8]) -> usize {
         let at = buf.len();
-        encode_into(buf, seq, key, Payload::Data(data), A).unwrap();
+        encode_into(buf, seq, &k(name), Payload::Data(data), A).unwrap();
         at
     }
 
@@ -369,8 +408,8 @@ mod tests {
         encode_into(buf, seq, MARK_KEY, Payload::Data(&encode_mark(durable)), A).unwrap();
     }
 
-    fn tomb(buf: &mut Vec<u8>, seq: u64, key: &[u8]) {
-        encode_into(buf, seq, key, Payload::Tombstone, A).unwrap();
+    fn tomb(buf: &mut Vec<u8>, seq: u64, name: &[u8]) {
+        encode_into(buf, seq, &k(name), Payload::Tombstone, A).unwrap();
     }
 
     #[test]
@@ -399,10 +438,10 @@ mod tests {
         let mut puts = Vec::new();
         let rec = replay(&[(0, scan)], |k| puts.push(k.to_vec()));
         assert_eq!(puts.len(), 3);
-        assert!(rec.index.get(b"a").is_none());
-        assert_eq!(rec.index.get(b"c").unwrap().offset as usize, c);
+        assert!(rec.index.get(&k(b"a")).is_none());
+        assert_eq!(rec.index.get(&k(b"c")).unwrap().offset as usize, c);
         assert_eq!(rec.index.len(), 2);
-        assert_eq!(rec.tombstoned, vec![b"a".to_vec()]);
+        assert_eq!(rec.tombstoned, vec![k(b"a")]);
         assert!(rec.corruption.is_empty());
         assert_eq!(rec.segments[0].append_at, end);
     }
@@ -424,16 +463,16 @@ mod tests {
         let torn = put(&mut buf, 4, b"b", &[7u8; 100]);
         put(&mut buf, 5, b"c", b"after the tear");
         buf.resize(buf.len() + 512, 0);
-        buf[torn + HEADER_LEN + 1 + 50] ^= 1;
+        buf[torn + HEADER_LEN + 34 + 50] ^= 1;
         let scan = scan_segment(&buf, A);
         let rec = replay(&[(0, scan)], |_| {});
         assert!(rec.corruption.is_empty(), "{:?}", rec.corruption);
         assert_eq!(rec.segments[0].torn_at, Some(torn));
         assert_eq!(rec.segments[0].append_at, torn);
-        assert!(rec.index.contains(b"a"));
-        assert!(!rec.index.contains(b"b"));
+        assert!(rec.index.contains(&k(b"a")));
+        assert!(!rec.index.contains(&k(b"b")));
         assert!(
-            !rec.index.contains(b"c"),
+            !rec.index.contains(&k(b"c")),
             "records past a tear were never synced"
         );
         assert_eq!(rec.dropped_after_tear, 2);
@@ -457,13 +496,16 @@ mod tests {
         put(&mut buf, 5, b"c", b"tail");
         buf.resize(buf.len() + 64, 0);
         // Payload damage: the header still reads, so the key is indexed and reads report it.
-        buf[a + HEADER_LEN + 1 + 3] ^= 0x80;
+        buf[a + HEADER_LEN + 34 + 3] ^= 0x80;
         let scan = scan_segment(&buf, A);
         let rec = replay(&[(0, scan)], |_| {});
         assert_eq!(rec.corruption.len(), 1);
         assert_eq!(rec.corruption[0].offset, a);
-        assert!(rec.index.contains(b"a"), "damaged record stays findable");
-        assert!(rec.index.contains(b"b") && rec.index.contains(b"c"));
+        assert!(
+            rec.index.contains(&k(b"a")),
+            "damaged record stays findable"
+        );
+        assert!(rec.index.contains(&k(b"b")) && rec.index.contains(&k(b"c")));
         assert_eq!(rec.segments[0].torn_at, None);
     }
 
@@ -489,10 +531,83 @@ mod tests {
         assert_eq!(rec.durable, next);
         assert_eq!(rec.corruption.len(), 1);
         assert!(
-            !rec.index.contains(b"a"),
+            !rec.index.contains(&k(b"a")),
             "its header is gone: not indexable"
         );
-        assert!(rec.index.contains(b"b"));
+        assert!(rec.index.contains(&k(b"b")));
+    }
+
+    /// Real blocks (payloads that hash to their keys) behind a mark, with the segment's
+    /// offsets of each record.
+    fn real_blocks(count: usize) -> (Vec<u8>, Vec<(Vec<u8>, usize)>) {
+        let mut buf = Vec::new();
+        mark(&mut buf, 1, Position::default());
+        let mut blocks = Vec::new();
+        for i in 0..count {
+            let data = vec![i as u8 + 1; 100 + 40 * i];
+            let at = buf.len();
+            encode_into(&mut buf, 2 + i as u64, &k(&data), Payload::Data(&data), A).unwrap();
+            blocks.push((k(&data), at));
+        }
+        // A closing mark: everything before it was durable.
+        let end = buf.len();
+        mark(
+            &mut buf,
+            99,
+            Position {
+                segment: 0,
+                offset: end as u64,
+            },
+        );
+        buf.resize(buf.len() + 256, 0);
+        (buf, blocks)
+    }
+
+    #[test]
+    fn any_flip_in_a_header_or_key_costs_that_record_only_and_names_it() {
+        let (clean, blocks) = real_blocks(4);
+        let (victim, at) = blocks[1].clone();
+        for byte in at..at + HEADER_LEN + victim.len() {
+            for bit in 0..8 {
+                let mut buf = clean.clone();
+                buf[byte] ^= 1 << bit;
+                let rec = replay(&[(0, scan_segment(&buf, A))], |_| {});
+                let what = format!("byte {} bit {bit}", byte - at);
+                for (key, offset) in blocks.iter().filter(|(key, _)| *key != victim) {
+                    let loc = rec.index.get(key).unwrap_or_else(|| panic!("{what}: lost"));
+                    assert_eq!(loc.offset as usize, *offset, "{what}");
+                }
+                assert_eq!(rec.corruption.len(), 1, "{what}: {:?}", rec.corruption);
+                let bad = &rec.corruption[0];
+                assert_eq!(bad.offset, at, "{what}");
+                // Every flip here leaves the payload intact, so its hash names the block.
+                let (key, trust) = bad.key.clone().unwrap_or_else(|| panic!("{what}: unnamed"));
+                assert!(trust.is_proven(), "{what}: {trust:?}");
+                assert_eq!(key, victim, "{what}");
+                assert!(
+                    rec.index.contains(&victim),
+                    "{what}: reads must say corrupt"
+                );
+                assert!(rec.segments[0].torn_at.is_none(), "{what}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_damaged_payload_is_named_by_its_stored_key_and_nothing_else_moves() {
+        let (clean, blocks) = real_blocks(3);
+        let (victim, at) = blocks[0].clone();
+        let mut buf = clean.clone();
+        buf[at + HEADER_LEN + victim.len() + 7] ^= 0x04;
+        let rec = replay(&[(0, scan_segment(&buf, A))], |_| {});
+        assert_eq!(rec.corruption.len(), 1);
+        assert_eq!(
+            rec.corruption[0].key,
+            Some((victim.clone(), KeyTrust::Unverified))
+        );
+        for (key, offset) in &blocks {
+            assert_eq!(rec.index.get(key).unwrap().offset as usize, *offset);
+        }
     }
 
     #[test]
@@ -505,7 +620,7 @@ mod tests {
             &[(3, scan_segment(&s0, A)), (4, scan_segment(&s1, A))],
             |_| {},
         );
-        let loc = rec.index.get(b"k").unwrap();
+        let loc = rec.index.get(&k(b"k")).unwrap();
         assert_eq!((loc.segment, loc.offset as usize, loc.len), (4, at, 4));
         assert_eq!(rec.index.bytes(), 4);
     }

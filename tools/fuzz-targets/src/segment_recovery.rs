@@ -231,7 +231,7 @@ fn check_round_trip(segments: &[Vec<u8>], written: &[Written], align: Alignment)
                 panic!("scan found a record nobody wrote at {}", found.offset);
             };
             assert_eq!(
-                (found.offset, found.seq, found.key),
+                (found.offset, found.seq, &*found.key),
                 (w.offset, w.seq, w.key.as_slice())
             );
             match (found.kind, &w.payload) {
@@ -354,7 +354,9 @@ fn check_recovery<'a>(segments: &[(u32, &'a [u8])], align: Alignment) -> Recover
             panic!("index entry {loc:?} is not at a record the scan found");
         };
         assert_eq!(usize::from(loc.key_len), found.key.len());
-        assert!(matches!(found.kind, Kind::Put { len } | Kind::Damaged { len } if len == loc.len));
+        assert!(
+            matches!(found.kind, Kind::Put { len } | Kind::Damaged { len, .. } if len == loc.len)
+        );
     }
     for key in &recovered.tombstoned {
         assert!(
@@ -390,14 +392,22 @@ fn check_scan(buf: &[u8], scan: &SegmentScan<'_>, align: Alignment) {
             "found out of order"
         );
         last = Some(found.offset);
-        let key = found.key.as_ptr_range();
-        assert!(
-            key.start >= range.start && key.end <= range.end,
-            "key outside the buffer"
-        );
+        // A stored key borrows from the buffer; only a damaged record's corrected key may not.
+        if let std::borrow::Cow::Borrowed(key) = &found.key {
+            let key = key.as_ptr_range();
+            assert!(
+                key.start >= range.start && key.end <= range.end,
+                "key outside the buffer"
+            );
+        } else {
+            assert!(
+                matches!(found.kind, Kind::Damaged { .. }),
+                "owned key of a whole record"
+            );
+        }
         assert!(!found.key.is_empty() && found.key.len() <= MAX_KEY_LEN);
         let len = match found.kind {
-            Kind::Put { len } | Kind::Damaged { len } => len as usize,
+            Kind::Put { len } | Kind::Damaged { len, .. } => len as usize,
             Kind::Tombstone | Kind::Mark(_) => 0,
         };
         assert!(len <= MAX_PAYLOAD_LEN);
