@@ -154,6 +154,22 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// A write, fdatasync or rename of the metadata log failed: the kernel may have dropped
+    /// what was written, so every change is refused until the engine is reopened (which
+    /// replays the log from disk). Reads of acknowledged values keep working; a change refused
+    /// with this error was not acknowledged.
+    #[error(
+        "the metadata log refuses changes after a failed {operation} of {path}: {source}; \
+         reopen the engine"
+    )]
+    MetadataPoisoned {
+        /// The file the failed operation was on.
+        path: PathBuf,
+        /// The operation that failed ("write", "fdatasync", "rename", ...).
+        operation: &'static str,
+        /// The first failure, shared by every error reported after it.
+        source: std::sync::Arc<std::io::Error>,
+    },
 }
 
 impl From<ipfrs_shards::Error> for Error {

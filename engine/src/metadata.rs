@@ -18,6 +18,13 @@
 //! acknowledged. When dead records outweigh live ones the log is rewritten to a temporary
 //! file, synced and renamed over the log.
 //!
+//! A failed write, fdatasync, rename or reopen poisons the log (as a failed sync poisons a hot
+//! shard): after a failed fsync the kernel may have dropped the dirty pages, and after a failed
+//! rename or reopen the open file may be an unlinked inode, so nothing written from then on
+//! could be trusted to be found again. Every later change is refused with
+//! [`Error::MetadataPoisoned`], carrying the first failure, until the engine is reopened (which
+//! replays the log from disk); reads of the values already acknowledged keep working.
+//!
 //! Recovery: a damaged record that reaches the end of the file (a torn append: a prefix of a
 //! record, or zeros past the last whole one) is cut off, as it was never acknowledged. A
 //! damaged record with whole records after it is corruption: the store still opens (blocks do
@@ -29,6 +36,7 @@ use std::fs::{File, OpenOptions};
 use std::future::Future;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use bytes::Bytes;
 
@@ -97,7 +105,9 @@ pub trait MetadataStore: Send + Sync {
     ///
     /// # Errors
     /// [`Error::InvalidMetadata`], [`Error::MetadataFull`], [`Error::MetadataCorrupt`], an
-    /// I/O error of the log (the change is then not made), [`Error::Closed`].
+    /// I/O error of the log (the change is then not made), [`Error::MetadataPoisoned`] (this
+    /// change, or an earlier one, met a failed write, sync or rename: no change is made until
+    /// the engine is reopened), [`Error::Closed`].
     fn meta_compare_and_swap(
         &self,
         key: &[u8],
@@ -204,6 +214,100 @@ pub(crate) struct MetaLog {
     log_bytes: u64,
     /// Set when the log holds corruption: `(offset, reason)`.
     damaged: Option<(u64, String)>,
+    /// Set by the first failed file operation of a change; the log then refuses changes.
+    poisoned: Option<Poison>,
+}
+
+/// The failure that poisoned the log, returned to every later change.
+struct Poison {
+    operation: &'static str,
+    path: PathBuf,
+    source: Arc<std::io::Error>,
+}
+
+impl Poison {
+    fn error(&self) -> Error {
+        Error::MetadataPoisoned {
+            path: self.path.clone(),
+            operation: self.operation,
+            source: Arc::clone(&self.source),
+        }
+    }
+}
+
+/// A failed file operation of a change: which one, on which file, and the kernel's error.
+struct Failure {
+    operation: &'static str,
+    path: PathBuf,
+    source: std::io::Error,
+}
+
+fn failed<'a>(
+    operation: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(std::io::Error) -> Failure + 'a {
+    move |source| Failure {
+        operation,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+// The log's file operations, each with a fail point for the fault tests (the `fail` crate's
+// `failpoints` feature, turned on only by the engine's dev-dependencies; without it the points
+// compile to nothing). A point set to `return` fails the operation with EIO, what a dying
+// disk returns.
+
+/// Appends one record. The fault writes half the record first, as a write cut short by a
+/// failing disk leaves it.
+fn append(file: &mut File, record: &[u8]) -> std::io::Result<()> {
+    fail::fail_point!("metadata-write", |_| {
+        file.write_all(&record[..record.len() / 2])?;
+        Err(std::io::Error::from_raw_os_error(libc::EIO))
+    });
+    file.write_all(record)
+}
+
+/// fdatasync of the log after an append.
+fn sync_log(file: &File) -> std::io::Result<()> {
+    fail::fail_point!("metadata-sync", |_| Err(std::io::Error::from_raw_os_error(
+        libc::EIO
+    )));
+    file.sync_data()
+}
+
+/// Writes and syncs a rewritten log to its temporary file.
+fn write_rewrite(tmp: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    fail::fail_point!("metadata-rewrite", |_| Err(
+        std::io::Error::from_raw_os_error(libc::EIO)
+    ));
+    let mut file = File::create(tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()
+}
+
+/// Renames the rewritten log over the old one.
+fn rename_rewrite(tmp: &Path, path: &Path) -> std::io::Result<()> {
+    fail::fail_point!("metadata-rename", |_| Err(
+        std::io::Error::from_raw_os_error(libc::EIO)
+    ));
+    std::fs::rename(tmp, path)
+}
+
+/// Syncs the directory so the rename is durable.
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    fail::fail_point!("metadata-sync-dir", |_| Err(
+        std::io::Error::from_raw_os_error(libc::EIO)
+    ));
+    File::open(dir).and_then(|d| d.sync_all())
+}
+
+/// Opens the log for appending, after a rewrite.
+fn reopen_log(path: &Path) -> std::io::Result<File> {
+    fail::fail_point!("metadata-reopen", |_| Err(
+        std::io::Error::from_raw_os_error(libc::EIO)
+    ));
+    OpenOptions::new().append(true).open(path)
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
@@ -211,12 +315,6 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
         path: path.to_path_buf(),
         source,
     }
-}
-
-fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_err(dir))
 }
 
 fn encode(key: &[u8], value: Option<&[u8]>, out: &mut Vec<u8>) {
@@ -228,6 +326,16 @@ fn encode(key: &[u8], value: Option<&[u8]>, out: &mut Vec<u8>) {
     out.extend_from_slice(value.unwrap_or_default());
     let sum = xxhash_rust::xxh3::xxh3_64(&out[start..]);
     out.extend_from_slice(&sum.to_le_bytes());
+}
+
+impl Failure {
+    /// The error of a failure while opening, where there is nothing to poison: the open fails.
+    fn into_io(self) -> Error {
+        Error::Io {
+            path: self.path,
+            source: self.source,
+        }
+    }
 }
 
 /// Live entries under a prefix, in key order.
@@ -299,6 +407,7 @@ impl MetaLog {
             live_bytes: 0,
             log_bytes: 0,
             damaged: None,
+            poisoned: None,
         };
         let mut bytes = Vec::new();
         match File::open(&path) {
@@ -306,7 +415,7 @@ impl MetaLog {
                 f.read_to_end(&mut bytes).map_err(io_err(&path))?;
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                log.rewrite()?;
+                log.rewrite().map_err(Failure::into_io)?;
                 return Ok(log);
             }
             Err(e) => return Err(io_err(&path)(e)),
@@ -315,7 +424,7 @@ impl MetaLog {
             if bytes.iter().all(|&b| b == 0) {
                 // Created, then cut by a crash before its header was synced: nothing was
                 // ever acknowledged from it.
-                log.rewrite()?;
+                log.rewrite().map_err(Failure::into_io)?;
                 return Ok(log);
             }
             log.damaged = Some((0, "the file does not start with the metadata header".into()));
@@ -361,6 +470,25 @@ impl MetaLog {
         self.live_bytes += value.map_or(0, |v| v.len() + key.len());
     }
 
+    /// Refuses changes once a failed file operation has poisoned the log.
+    fn check_poison(&self) -> Result<()> {
+        self.poisoned.as_ref().map_or(Ok(()), |p| Err(p.error()))
+    }
+
+    /// Poisons the log with `failure` (the first one is kept) and returns the error for it.
+    fn poison(&mut self, failure: Failure) -> Error {
+        // The descriptor may be an unlinked inode or a file whose pages the kernel dropped:
+        // nothing is written through it again.
+        self.file = None;
+        self.poisoned
+            .get_or_insert(Poison {
+                operation: failure.operation,
+                path: failure.path,
+                source: Arc::new(failure.source),
+            })
+            .error()
+    }
+
     fn check_damage(&self) -> Result<()> {
         match &self.damaged {
             None => Ok(()),
@@ -394,6 +522,7 @@ impl MetaLog {
         new: Option<&[u8]>,
     ) -> Result<Swap> {
         self.check_damage()?;
+        self.check_poison()?;
         let invalid = |reason: String| Err(Error::InvalidMetadata { reason });
         if key.is_empty() || key.len() > MAX_METADATA_KEY_BYTES {
             return invalid(format!("a key must be 1 to {MAX_METADATA_KEY_BYTES} bytes"));
@@ -423,45 +552,47 @@ impl MetaLog {
         encode(key, new, &mut record);
         let path = self.dir.join(LOG_FILE);
         let Some(file) = self.file.as_mut() else {
+            // Only a damaged or poisoned log has no file, and both were refused above.
             return Err(Error::Storage("the metadata log is not open".into()));
         };
-        if let Err(e) = file.write_all(&record).and_then(|()| file.sync_data()) {
-            // The append may be partly on disk: cut it off so the next append starts on a
-            // record boundary, and refuse further changes if even that fails.
-            if file.set_len(self.log_bytes).is_err() {
-                self.file = None;
+        let appended = append(file, &record)
+            .map_err(failed("write", &path))
+            .and_then(|()| sync_log(file).map_err(failed("fdatasync", &path)));
+        if let Err(failure) = appended {
+            // Not acknowledged, so it must not come back at reopen: cut the append off (it may
+            // be whole in the page cache) as far as the kernel still lets us. Whether that
+            // works or not, the log is poisoned: after a failed fdatasync the kernel may have
+            // dropped earlier dirty pages, and retrying would acknowledge what is not on disk.
+            if file.set_len(self.log_bytes).is_ok() {
+                let _ = file.sync_data();
             }
-            return Err(io_err(&path)(e));
+            return Err(self.poison(failure));
         }
         self.log_bytes += record.len() as u64;
         self.apply(key, new);
         if self.log_bytes > REWRITE_AFTER && self.log_bytes > 4 * (self.live_bytes as u64 + 64) {
-            // The change is durable in the old log whatever happens to the rewrite.
-            let _ = self.rewrite();
+            // The change is durable in the old log, and in the new one if the rename happened,
+            // so it is acknowledged whatever happens to the rewrite; a failed rewrite poisons
+            // the log for the changes after it.
+            if let Err(failure) = self.rewrite() {
+                self.poison(failure);
+            }
         }
         Ok(Swap::Done)
     }
 
     /// Writes the live records to a new log and renames it over the old one.
-    fn rewrite(&mut self) -> Result<()> {
+    fn rewrite(&mut self) -> std::result::Result<(), Failure> {
         let tmp = self.dir.join(TMP_FILE);
         let path = self.dir.join(LOG_FILE);
         let mut out = MAGIC.to_vec();
         for (k, v) in &self.map {
             encode(k, Some(v), &mut out);
         }
-        let mut file = File::create(&tmp).map_err(io_err(&tmp))?;
-        file.write_all(&out)
-            .and_then(|()| file.sync_all())
-            .map_err(io_err(&tmp))?;
-        std::fs::rename(&tmp, &path).map_err(io_err(&path))?;
-        sync_dir(&self.dir)?;
-        self.file = Some(
-            OpenOptions::new()
-                .append(true)
-                .open(&path)
-                .map_err(io_err(&path))?,
-        );
+        write_rewrite(&tmp, &out).map_err(failed("write", &tmp))?;
+        rename_rewrite(&tmp, &path).map_err(failed("rename", &path))?;
+        sync_dir(&self.dir).map_err(failed("directory sync", &self.dir))?;
+        self.file = Some(reopen_log(&path).map_err(failed("reopen", &path))?);
         self.log_bytes = out.len() as u64;
         Ok(())
     }
