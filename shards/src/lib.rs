@@ -25,6 +25,9 @@ pub mod protocol;
 mod shard;
 
 pub use error::Error;
+/// Power-cut simulation of the hot tier's files (tests only).
+#[cfg(feature = "failpoints")]
+pub use hot::power_cut;
 pub use executor::{ShardThread, preflight, start_shard};
 pub use protocol::{Fetched, PendingReply, ShardHandle, ShardStats};
 

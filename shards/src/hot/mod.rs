@@ -14,6 +14,7 @@
 
 pub(crate) mod compaction;
 pub(crate) mod group;
+pub mod power_cut;
 pub(crate) mod writer;
 
 use std::cell::{Cell, RefCell};

@@ -25,6 +25,8 @@ use ipfrs_tiering::segment::file::{segment_path, sync_dir};
 use ipfrs_tiering::segment::recover::{MARK_KEY, Position, encode_mark};
 use ipfrs_tiering::segment::{Alignment, MappedSegment, Payload, encode_header, encoded_len};
 
+use super::power_cut;
+
 /// O_DIRECT granularity: every write starts and ends on a multiple of this.
 pub(crate) const DMA_ALIGN: u64 = 4096;
 
@@ -196,11 +198,13 @@ impl Writer {
             let _ = std::fs::remove_file(&path);
             return Err(classify(e, &path));
         }
+        let created = power_cut::segment_created(&path, segment_bytes);
         let dir_owned = dir.to_path_buf();
         let synced = glommio::executor()
             .spawn_blocking(move || sync_dir(&dir_owned))
             .await;
         synced.map_err(AppendError::Sync)?;
+        power_cut::dir_synced(created);
         let map = MappedSegment::open(id, &path).map_err(AppendError::Write)?;
         Ok((file, map))
     }
@@ -294,12 +298,11 @@ impl Writer {
             io::Error::from_raw_os_error(libc::EIO)
         )));
         for file in self.unsynced.drain(..) {
-            file.fdatasync()
+            power_cut::fdatasync(&file)
                 .await
                 .map_err(|e| AppendError::Sync(e.into()))?;
         }
-        self.file
-            .fdatasync()
+        power_cut::fdatasync(&self.file)
             .await
             .map_err(|e| AppendError::Sync(e.into()))?;
         self.durable = Position {
@@ -441,6 +444,7 @@ impl Chunks {
         let len = align_up(self.filled as u64) as usize;
         buf.as_bytes_mut()[self.filled..len].fill(0);
         buf.trim_to_size(len);
+        power_cut::write_issued(&self.file, self.current_at, buf.as_bytes());
         let file = Rc::clone(&self.file);
         let at = self.current_at;
         let task = glommio::spawn_local(async move { file.write_at(buf, at).await }).detach();
