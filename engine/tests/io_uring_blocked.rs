@@ -1,12 +1,21 @@
 //! io_uring blocked by a seccomp filter (as container profiles do): `Engine::open` must fail
-//! with `Error::IoUringUnavailable` naming the cause, and leave the directory usable.
+//! within a bounded time with `Error::IoUringUnavailable` naming the refused call and the
+//! cause, never panic or hang, and leave the directory usable. Profiles refuse any of the
+//! three io_uring calls on its own: `io_uring_setup` (EPERM, ENOSYS, or EACCES from a security
+//! module), or `io_uring_enter` / `io_uring_register` while `io_uring_setup` is allowed (glommio
+//! then panicked in the shard threads). A panic while a shard starts, whatever its cause,
+//! must surface as a typed error too.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 #![cfg(all(target_os = "linux", target_arch = "x86_64"))]
 
+use std::time::{Duration, Instant};
+
 use ipfrs_storage::{Block, Config, Engine, Error};
 
-/// `io_uring_setup` on x86_64.
+/// The io_uring system calls on x86_64.
 const SYS_IO_URING_SETUP: u32 = 425;
+const SYS_IO_URING_ENTER: u32 = 426;
+const SYS_IO_URING_REGISTER: u32 = 427;
 /// EM_X86_64 | __AUDIT_ARCH_64BIT | __AUDIT_ARCH_LE (linux/audit.h).
 const AUDIT_ARCH_X86_64: u32 = 62 | 0x8000_0000 | 0x4000_0000;
 
@@ -24,14 +33,14 @@ fn insn(code: u16, jt: u8, jf: u8, k: u32) -> libc::sock_filter {
 }
 
 /// Installs, on the calling thread (and the threads it spawns from now on), a seccomp filter
-/// that makes `io_uring_setup` fail with `errno` and allows every other syscall.
-fn block_io_uring_setup(errno: i32) {
+/// that makes `syscall` fail with `errno` and allows every other syscall.
+fn refuse(syscall: u32, errno: i32) {
     let mut program = [
         insn(BPF_LD_W_ABS, 0, 0, OFFSET_ARCH),
         // Another architecture (e.g. a 32-bit syscall): allow, do not guess its numbers.
         insn(BPF_JEQ_K, 0, 3, AUDIT_ARCH_X86_64),
         insn(BPF_LD_W_ABS, 0, 0, OFFSET_NR),
-        insn(BPF_JEQ_K, 0, 1, SYS_IO_URING_SETUP),
+        insn(BPF_JEQ_K, 0, 1, syscall),
         insn(
             BPF_RET_K,
             0,
@@ -59,6 +68,16 @@ fn block_io_uring_setup(errno: i32) {
         );
         assert_eq!(rc, 0, "seccomp: {}", std::io::Error::last_os_error());
     }
+}
+
+/// The errno of `syscall` made with arguments it refuses (a bad fd, no params): the filter's
+/// errno where the filter is in force, EBADF, EFAULT or EINVAL from the kernel otherwise.
+fn errno_of_bad_call(syscall: u32) -> i32 {
+    // SAFETY: every io_uring call given fd -1 / a zero entry count and null pointers fails
+    // without touching memory.
+    let rc = unsafe { libc::syscall(i64::from(syscall), -1i64, 0i64, 0i64, 0i64, 0i64, 0i64) };
+    assert!(rc < 0, "syscall {syscall} accepted bad arguments");
+    std::io::Error::last_os_error().raw_os_error().unwrap()
 }
 
 /// What a raw `io_uring_setup` call returns on this thread now.
@@ -89,17 +108,21 @@ fn config(dir: &std::path::Path) -> Config {
     config
 }
 
-/// Opens the engine from a thread whose io_uring_setup fails with `errno`; returns the
-/// error. The process's other threads are not filtered.
-fn open_with_io_uring_blocked(dir: &std::path::Path, errno: i32) -> Error {
+/// Opens the engine from a thread where `syscall` fails with `errno`; returns the error. The
+/// process's other threads are not filtered.
+fn open_with_refused(dir: &std::path::Path, syscall: u32, errno: i32) -> Error {
     let dir = dir.to_path_buf();
     std::thread::spawn(move || {
-        block_io_uring_setup(errno);
-        assert_eq!(
-            raw_io_uring_setup_errno(),
-            Some(errno),
-            "the filter is in force"
-        );
+        refuse(syscall, errno);
+        assert_eq!(errno_of_bad_call(syscall), errno, "the filter is in force");
+        if syscall != SYS_IO_URING_SETUP {
+            // Rings can still be created: only the later call is refused.
+            assert_eq!(
+                raw_io_uring_setup_errno(),
+                None,
+                "io_uring_setup is allowed"
+            );
+        }
         match Engine::open(config(&dir)) {
             Ok(_) => panic!("the engine opened without io_uring"),
             Err(e) => e,
@@ -137,6 +160,19 @@ fn check_eperm(err: &Error) {
     assert!(reason.contains("EPERM"), "{reason}");
 }
 
+/// The error names the refused call, its errno, and a fix for the profile that refused it.
+fn check_refused(err: &Error, call: &str, errno: &str) {
+    let Error::IoUringUnavailable { reason } = err else {
+        panic!("expected IoUringUnavailable naming {call}, got {err:?}: {err}");
+    };
+    assert!(reason.contains(call), "{reason}");
+    assert!(reason.contains(errno), "{reason}");
+    assert!(reason.contains("seccomp"), "{reason}");
+    if call != "io_uring_setup" {
+        assert!(reason.contains("io_uring_setup was allowed"), "{reason}");
+    }
+}
+
 fn check_enosys(err: &Error) {
     let Error::IoUringUnavailable { reason } = err else {
         panic!("expected IoUringUnavailable, got {err:?}: {err}");
@@ -159,40 +195,95 @@ fn child_process() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    match scenario.as_str() {
-        // io_uring blocked before anything in the process has used it.
-        "cold-eperm" => check_eperm(&open_with_io_uring_blocked(dir.path(), libc::EPERM)),
-        "cold-enosys" => check_enosys(&open_with_io_uring_blocked(dir.path(), libc::ENOSYS)),
-        // An engine has run in this process before; then a thread without io_uring opens.
-        "warm-eperm" | "warm-enosys" => {
-            let other = tempfile::tempdir().unwrap();
-            let engine = Engine::open(config(other.path())).unwrap();
-            engine.blocking().close().unwrap();
-            if scenario == "warm-eperm" {
-                check_eperm(&open_with_io_uring_blocked(dir.path(), libc::EPERM));
-            } else {
-                check_enosys(&open_with_io_uring_blocked(dir.path(), libc::ENOSYS));
-            }
+    // "warm-...": an engine has run in this process before (glommio's one-time probe of the
+    // kernel has passed); "cold-...": nothing in the process has used io_uring yet.
+    let (warmth, case) = scenario.split_once('-').unwrap();
+    if warmth == "warm" {
+        let other = tempfile::tempdir().unwrap();
+        let engine = Engine::open(config(other.path())).unwrap();
+        engine.blocking().close().unwrap();
+    }
+    let setup = SYS_IO_URING_SETUP;
+    match case {
+        "eperm" => check_eperm(&open_with_refused(dir.path(), setup, libc::EPERM)),
+        "enosys" => check_enosys(&open_with_refused(dir.path(), setup, libc::ENOSYS)),
+        "setup-eacces" => {
+            let err = open_with_refused(dir.path(), setup, libc::EACCES);
+            check_refused(&err, "io_uring_setup", "EACCES");
+            assert!(err.to_string().contains("security module"), "{err}");
+        }
+        "enter-eperm" => check_refused(
+            &open_with_refused(dir.path(), SYS_IO_URING_ENTER, libc::EPERM),
+            "io_uring_enter",
+            "EPERM",
+        ),
+        "register-eperm" => check_refused(
+            &open_with_refused(dir.path(), SYS_IO_URING_REGISTER, libc::EPERM),
+            "io_uring_register",
+            "EPERM",
+        ),
+        "register-eacces" => check_refused(
+            &open_with_refused(dir.path(), SYS_IO_URING_REGISTER, libc::EACCES),
+            "io_uring_register",
+            "EACCES",
+        ),
+        // Whatever panics while a shard starts (here a fail point where glommio builds the
+        // executor), Engine::open returns an error saying so.
+        "shard-panic" => {
+            fail::cfg("shard-start", "panic(glommio fell over)").unwrap();
+            let Err(err) = Engine::open(config(dir.path())) else {
+                panic!("the engine opened although a shard panicked at start");
+            };
+            fail::remove("shard-start");
+            assert!(
+                matches!(&err, Error::Storage(m) if m.contains("panicked while starting")
+                    && m.contains("glommio fell over")),
+                "{err:?}: {err}"
+            );
         }
         other => panic!("unknown scenario {other}"),
     }
     directory_still_usable(dir.path());
 }
 
-/// Runs `child_process` for `scenario` in a new process of this test binary.
+/// How long a scenario may take: opening fails at once (a second or two on a loaded
+/// machine); only a hang comes near this.
+const SCENARIO_DEADLINE: Duration = Duration::from_secs(60);
+
+/// Runs `child_process` for `scenario` in a new process of this test binary, killed if it has
+/// not finished by the deadline.
 fn run_scenario(scenario: &str) {
-    let output = std::process::Command::new(std::env::current_exe().unwrap())
+    let out = tempfile::tempdir().unwrap();
+    let stdout_path = out.path().join("stdout");
+    let stderr_path = out.path().join("stderr");
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
         .args(["--exact", "child_process", "--ignored", "--test-threads=1"])
         .env(SCENARIO, scenario)
         .env("RUST_BACKTRACE", "0")
-        .output()
+        .stdout(std::fs::File::create(&stdout_path).unwrap())
+        .stderr(std::fs::File::create(&stderr_path).unwrap())
+        .spawn()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if started.elapsed() > SCENARIO_DEADLINE {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let stdout = std::fs::read_to_string(&stdout_path).unwrap();
+    let stderr = std::fs::read_to_string(&stderr_path).unwrap();
+    let Some(status) = status else {
+        panic!("scenario {scenario} hung for {SCENARIO_DEADLINE:?}:\n{stdout}\n{stderr}");
+    };
     assert!(
-        output.status.success() && stdout.contains("1 passed"),
-        "scenario {scenario} failed ({}):\n{stdout}\n{stderr}",
-        output.status
+        status.success() && stdout.contains("1 passed"),
+        "scenario {scenario} failed ({status}):\n{stdout}\n{stderr}"
     );
 }
 
@@ -218,4 +309,44 @@ fn eperm_before_any_executor_names_the_sysctl_and_seccomp() {
 #[test]
 fn enosys_before_any_executor_names_the_kernel_and_seccomp() {
     run_scenario("cold-enosys");
+}
+
+/// io_uring_setup refused with EACCES, as a security module (SELinux) refuses it.
+#[test]
+fn eacces_from_setup_is_io_uring_unavailable() {
+    run_scenario("cold-setup-eacces");
+}
+
+/// Rings can be created but not entered: glommio panicked in the shard threads ("the engine is
+/// closed"); the probe's NOP round trip names io_uring_enter.
+#[test]
+fn enter_refused_before_any_executor_names_io_uring_enter() {
+    run_scenario("cold-enter-eperm");
+}
+
+/// See `enter_refused_before_any_executor_names_io_uring_enter`; glommio's one-time probe has
+/// passed in this process, so nothing of glommio's own would catch it.
+#[test]
+fn enter_refused_after_an_engine_has_run_names_io_uring_enter() {
+    run_scenario("warm-enter-eperm");
+}
+
+/// Rings can be created but not registered: glommio's operation probe panicked and stayed
+/// poisoned for the whole process.
+#[test]
+fn register_refused_before_any_executor_names_io_uring_register() {
+    run_scenario("cold-register-eperm");
+}
+
+/// See `register_refused_before_any_executor_names_io_uring_register`, with EACCES, after an
+/// engine has run.
+#[test]
+fn register_refused_after_an_engine_has_run_names_io_uring_register() {
+    run_scenario("warm-register-eacces");
+}
+
+/// A panic while a shard starts is an error of `Engine::open`, not a panic or a hang.
+#[test]
+fn a_panic_while_a_shard_starts_is_an_error() {
+    run_scenario("cold-shard-panic");
 }

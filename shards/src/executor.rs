@@ -12,9 +12,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use fastbloom::BloomFilter;
-use glommio::{
-    GlommioError, Latency, LocalExecutorBuilder, Placement, PoolPlacement, ReactorErrorKind, Shares,
-};
+use glommio::{Latency, LocalExecutorBuilder, Placement, PoolPlacement, Shares};
 use ipfrs_core_types::Config;
 use ipfrs_core_types::key::bloom_hash;
 use ipfrs_tiering::segment::file::list_segments;
@@ -64,7 +62,19 @@ pub fn start_shard(id: usize, shards: usize, config: &Config, dir: PathBuf) -> R
         .name(format!("ipfrs-shard-{id}"))
         .spawn(move || {
             let _alive = thread_alive;
-            run_shard(id, shards, &config, dir, rx, ready_tx)
+            let on_panic = ready_tx.clone();
+            // glommio panics rather than returns on some environment failures: a panic before
+            // the shard is ready becomes `start_shard`'s error instead of a dead thread (which
+            // `start_shard` could only report as a stopped shard). After it is ready, a panic
+            // is a bug; waiters learn of it through `thread_alive`.
+            let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                run_shard(id, shards, &config, dir, rx, ready_tx)
+            }));
+            if let Err(panic) = ran {
+                // Full (the shard reported already) or disconnected (`start_shard` returned):
+                // then nobody waits for this.
+                let _ = on_panic.try_send(Err(probe::start_panic_error(id, panic.as_ref())));
+            }
         })
         .map_err(|e| Error::Executor {
             shard: id,
@@ -119,6 +129,9 @@ fn run_shard(
         let _ = ready.send(Err(err));
         return;
     }
+    // Fault injection (tests only, the `failpoints` feature): glommio panicking as it builds
+    // the executor (engine/tests/io_uring_blocked.rs).
+    fail::fail_point!("shard-start");
     let mut builder = LocalExecutorBuilder::new(placement);
     if let Some(spin) = config.spin_before_park {
         builder = builder.spin_before_park(spin);
@@ -363,67 +376,10 @@ pub fn preflight(shard: usize) -> Result<()> {
     probe_io_uring(shard)
 }
 
-/// Creates and closes a one-entry ring, so a blocked io_uring is reported with its cause.
-fn probe_io_uring(shard: usize) -> Result<()> {
-    // struct io_uring_params is 120 bytes; all zero asks for the defaults.
-    let mut params = [0u8; 120];
-    // SAFETY: io_uring_setup reads and writes the params buffer it is given (the size the
-    // kernel expects) and returns a new file descriptor or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_io_uring_setup, 1u32, params.as_mut_ptr()) };
-    if fd < 0 {
-        return Err(classify_errno(shard, std::io::Error::last_os_error()));
-    }
-    // SAFETY: fd is the ring just created, owned by nobody else.
-    unsafe { libc::close(fd as libc::c_int) };
-    Ok(())
-}
-
-/// Turns an executor construction failure into an error that names its cause and its fix.
-fn classify(shard: usize, err: GlommioError<()>) -> Error {
-    let io = match err {
-        GlommioError::ReactorError(ReactorErrorKind::MemLockLimit(have, need)) => {
-            return Error::MemlockTooLow { have, need };
-        }
-        GlommioError::IoError(io) => io,
-        GlommioError::EnhancedIoError { source, .. } => source,
-        other => {
-            return Error::Executor {
-                shard,
-                message: other.to_string(),
-            };
-        }
-    };
-    classify_errno(shard, io)
-}
-
-/// Names the cause of an io_uring setup error and its fix.
-fn classify_errno(shard: usize, io: std::io::Error) -> Error {
-    let reason = match io.raw_os_error() {
-        Some(libc::EPERM) => {
-            "io_uring_setup was refused (EPERM): the sysctl kernel.io_uring_disabled is set \
-             (set it to 0), or a seccomp profile blocks io_uring (containers: allow io_uring \
-             in the profile or run with --security-opt seccomp=unconfined)"
-        }
-        Some(libc::ENOSYS) => {
-            "the kernel has no io_uring (ENOSYS): Linux 5.8 or later built with CONFIG_IO_URING \
-             is required, or a seccomp profile hides the syscall"
-        }
-        Some(libc::EOPNOTSUPP) => "this host does not support io_uring (EOPNOTSUPP)",
-        Some(libc::ENOMEM) => {
-            "io_uring could not lock its memory (ENOMEM): raise the memlock limit (`ulimit -l`) \
-             or lower Config::io_memory_per_shard"
-        }
-        _ => {
-            return Error::Executor {
-                shard,
-                message: format!("io_uring setup failed: {io}"),
-            };
-        }
-    };
-    Error::IoUringUnavailable {
-        reason: reason.to_string(),
-    }
-}
+// The io_uring probe and the naming of io_uring errors: their own file, as they mirror what
+// glommio does with io_uring rather than anything of the shard.
+mod probe;
+use probe::{classify, probe_io_uring};
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
