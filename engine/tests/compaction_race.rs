@@ -66,10 +66,10 @@ fn explicit_compactions_racing_background_compaction_never_fail() {
                     present.push(true);
                     // Read some back (hits keep them hot: rewrites into the active segment),
                     // and delete every third one written a little earlier.
-                    if i % 2 == 0 {
+                    if i.is_multiple_of(2) {
                         assert_eq!(store.get(b.cid()).unwrap().as_ref(), Some(b.data()));
                     }
-                    if i % 3 == 0 && i >= 6 {
+                    if i.is_multiple_of(3) && i >= 6 {
                         let old = i - 6;
                         if present[old as usize] {
                             store.delete(block(w, old).cid()).unwrap();
