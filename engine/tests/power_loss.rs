@@ -4,9 +4,9 @@
 //! everything not yet durable is written out and the child kills itself with SIGKILL. The
 //! parent then plays the disk after a power cut: every write not covered by an fdatasync is
 //! kept, dropped (its range gets its earlier bytes back) or torn (a prefix of its 512-byte
-//! sectors kept); a segment created since the last sync of its directory may vanish, and one
-//! never fdatasync'ed may lose its preallocated size; a hint file written during the run may
-//! vanish. Then it reopens the store and checks:
+//! sectors kept, or now and then any subset of them); a segment created since the last sync
+//! of its directory may vanish, and one never fdatasync'ed may lose its preallocated size; a
+//! hint file written during the run may vanish. Then it reopens the store and checks:
 //! - it opens, reports no corrupt record (nothing synced was damaged) and takes writes;
 //! - a put acknowledged under Sync or Batch is present and bit-exact, a delete acknowledged
 //!   under them holds (unless a later op on the key was issued);
@@ -348,9 +348,20 @@ fn apply_power_cut(pending: &[Pending], new_hints: &[PathBuf], rng: &mut StdRng)
                 open(path).write_all_at(data, *offset).unwrap();
                 cut.kept += 1;
             }
-            40..70 if sectors > 1 => {
+            40..62 if sectors > 1 => {
                 let keep = rng.random_range(1..sectors) * SECTOR;
                 open(path).write_all_at(&data[..keep], *offset).unwrap();
+                cut.torn += 1;
+            }
+            // A device need not write a request's sectors in order either.
+            62..70 if sectors > 1 => {
+                let file = open(path);
+                for (i, sector) in data.chunks(SECTOR).enumerate() {
+                    if rng.random_bool(0.5) {
+                        file.write_all_at(sector, offset + (i * SECTOR) as u64)
+                            .unwrap();
+                    }
+                }
                 cut.torn += 1;
             }
             _ => cut.dropped += 1,
