@@ -146,6 +146,19 @@ impl Engine {
         self.inner.shards.len()
     }
 
+    /// The damage each shard's cold backend showed at open, by shard (empty for a sound
+    /// store; empty again once the engine is closed). A damaged shard still serves its hot
+    /// tier and whatever its backend can read; cold reads it cannot answer fail with
+    /// [`Error::Corrupt`]. [`crate::repair_cold`] rebuilds such a backend.
+    pub fn cold_damage(&self) -> Vec<(usize, ipfrs_tiering::ColdDamage)> {
+        let threads = self.inner.threads.lock().unwrap_or_else(|e| e.into_inner());
+        threads
+            .iter()
+            .enumerate()
+            .filter_map(|(shard, t)| t.cold_damage().map(|d| (shard, d.clone())))
+            .collect()
+    }
+
     /// Operation counters and latency histograms since open, with the shards' counters
     /// (cache hits, bloom negatives); [`MetricsSnapshot::to_prometheus`] renders it.
     pub async fn metrics(&self) -> Result<MetricsSnapshot> {

@@ -33,6 +33,7 @@ mod engine;
 mod error;
 mod metadata;
 mod metrics;
+mod repair;
 mod service;
 mod stats;
 mod store;
@@ -46,10 +47,12 @@ pub use ipfrs_core_types::{
     HotTier, key, sha256_accelerated, verify,
 };
 pub use ipfrs_shards::ShardStats;
+pub use ipfrs_tiering::{ColdDamage, DamageStage};
 pub use metadata::{
     MAX_METADATA_BYTES, MAX_METADATA_KEY_BYTES, MAX_METADATA_VALUE_BYTES, MetadataStore, Swap,
 };
 pub use metrics::{MetricsSnapshot, Op, OpSnapshot};
+pub use repair::{ShardRepair, repair_cold};
 pub use stats::Stats;
 pub use store::{BlockStore, CidPage, CidStream, Cursor};
 

@@ -545,3 +545,271 @@ fn corrupt_cold_blocks_are_never_promoted() {
     assert!(is_corrupt(store.get(all[0].cid()), &all[0]));
     store.close().unwrap();
 }
+
+// ---------------------------------------------------------------------------------------
+// The cold half of the bit-rot campaign: one flipped bit at a time in a cold backend's files,
+// then open, read, repair, reopen.
+
+/// Two shards with a hot tier: blocks put and compacted are cold, the later ones hot.
+fn tiered(dir: &Path, kind: BackendKind) -> Config {
+    let mut config = Config::new(dir);
+    config.shards = Some(SHARDS);
+    config.backend = kind;
+    config.max_block_size = 128 << 10;
+    config.cache_bytes = 0;
+    config.backend_cache_bytes = 4 << 20;
+    config.hot_tier = Some(HotTier {
+        segment_bytes: 512 << 10,
+        budget_bytes: 16 << 20,
+        ..HotTier::default()
+    });
+    config
+}
+
+/// `count` blocks of 16 bytes to 6 KiB (small, so the campaign stays in seconds).
+fn small_blocks(seed: u64, count: usize) -> Vec<Block> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    (0..count)
+        .map(|i| {
+            let len = 16 + rng.random_range(0..6 << 10);
+            let mut data: Vec<u8> = (0..len).map(|_| rng.random::<u8>()).collect();
+            data.extend_from_slice(&(i as u32).to_le_bytes());
+            Block::new(data).unwrap()
+        })
+        .collect()
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else if entry.file_name() != "LOCK" {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+/// Flips one bit of `path`: half the time at any offset, half the time in a non-zero byte
+/// (most of a backend's files is preallocated zeros, where a flip finds nothing to damage).
+fn flip_one_bit(path: &Path, rng: &mut StdRng) -> u64 {
+    let mut bytes = std::fs::read(path).unwrap();
+    let mut at = rng.random_range(0..bytes.len());
+    if rng.random_bool(0.5) {
+        for _ in 0..256 {
+            if bytes[at] != 0 {
+                break;
+            }
+            at = rng.random_range(0..bytes.len());
+        }
+    }
+    bytes[at] ^= 1 << rng.random_range(0..8);
+    std::fs::write(path, bytes).unwrap();
+    at as u64
+}
+
+/// The name class of a backend file, for the per-file tally (`snap.00000000000A1F3` and
+/// `table_00_5` become `snap.*` and `table_*`).
+fn file_class(path: &Path, root: &Path) -> String {
+    let rel = path.strip_prefix(root).unwrap();
+    let inner: PathBuf = rel.components().skip(2).collect();
+    let name = inner.to_string_lossy().to_string();
+    match name.find(['.', '_']) {
+        Some(i) if !name.starts_with("blobs") => format!("{}*", &name[..=i]),
+        _ if name.starts_with("blobs") => "blobs/*".to_string(),
+        _ => name,
+    }
+}
+
+/// What one flip led to.
+#[derive(Debug, Default, Clone)]
+struct FlipOutcome {
+    /// The open reported damage in a shard's cold backend.
+    open_damage: bool,
+    /// Cold blocks read back exact, refused as corrupt, read as absent.
+    cold_exact: usize,
+    cold_corrupt: usize,
+    cold_none: usize,
+    /// Blocks the repair dropped by name, and whether it reported an unknown loss.
+    repair_dropped: usize,
+    repair_unknown: bool,
+}
+
+impl FlipOutcome {
+    /// Whether the damage was seen at all (by the open, a read or the repair).
+    fn detected(&self) -> bool {
+        self.open_damage || self.cold_corrupt > 0 || self.repair_dropped > 0 || self.repair_unknown
+    }
+}
+
+/// One flip: damage a copy of the pristine store, open (must succeed), read every block (hot
+/// exact; cold exact, absent or `Corrupt`, never other bytes), close, repair, reopen (clean,
+/// nothing damaged, every block readable before still readable, every listed block exact).
+fn one_flip(
+    kind: BackendKind,
+    pristine: &Path,
+    hot: &[Block],
+    cold: &[Block],
+    rng: &mut StdRng,
+) -> (String, FlipOutcome) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    copy_dir(pristine, &dir);
+    let files: Vec<PathBuf> = backend_files(&dir, kind)
+        .into_iter()
+        .filter(|f| std::fs::metadata(f).unwrap().len() > 0)
+        .collect();
+    let file = &files[rng.random_range(0..files.len())];
+    let at = flip_one_bit(file, rng);
+    let class = file_class(file, &dir);
+    let what = format!("{kind}: bit flip at {at} of {}", file.display());
+    let mut outcome = FlipOutcome::default();
+
+    let engine = Engine::open(tiered(&dir, kind))
+        .unwrap_or_else(|e| panic!("{what}: the store did not open: {e}"));
+    let damage = engine.cold_damage();
+    outcome.open_damage = !damage.is_empty();
+    for (_, d) in &damage {
+        assert_eq!(d.backend, kind, "{what}");
+        assert!(d.path.starts_with(&dir), "{what}: {d}");
+    }
+    let store = engine.blocking();
+    for block in hot {
+        let got = store.get(block.cid());
+        assert_eq!(
+            got.as_ref().ok().and_then(|g| g.as_ref()),
+            Some(block.data()),
+            "{what}: hot block {} not served: {got:?}",
+            block.cid()
+        );
+    }
+    let mut readable_before = Vec::new();
+    for block in cold {
+        match store.get(block.cid()) {
+            Ok(Some(data)) => {
+                assert_eq!(&data, block.data(), "{what}: other bytes served");
+                outcome.cold_exact += 1;
+                readable_before.push(block.clone());
+            }
+            Ok(None) => outcome.cold_none += 1,
+            Err(Error::Corrupt { cid, .. }) => {
+                assert_eq!(cid, block.cid().to_string(), "{what}");
+                outcome.cold_corrupt += 1;
+            }
+            Err(e) => panic!("{what}: a cold read failed with {e:?}, not Corrupt"),
+        }
+    }
+    readable_before.extend(hot.iter().cloned());
+    // A close may report a damaged backend's final flush failing: not checked here.
+    let _ = store.close();
+    drop(store);
+    drop(engine);
+
+    let repaired = ipfrs_storage::repair_cold(tiered(&dir, kind))
+        .unwrap_or_else(|e| panic!("{what}: repair failed: {e}"));
+    for shard in &repaired {
+        outcome.repair_dropped += shard.dropped.len();
+        outcome.repair_unknown |= shard.unknown_loss.is_some();
+        if let Some(backup) = &shard.backup {
+            assert!(backup.is_dir(), "{what}: the damaged backend is kept aside");
+        }
+        for cid in &shard.dropped {
+            assert!(
+                !readable_before.iter().any(|b| b.cid() == cid),
+                "{what}: the repair dropped {cid}, which read back exact"
+            );
+        }
+    }
+
+    let engine = Engine::open(tiered(&dir, kind)).unwrap();
+    assert!(
+        engine.cold_damage().is_empty(),
+        "{what}: damage after repair: {:?}",
+        engine.cold_damage()
+    );
+    let store = engine.blocking();
+    for block in &readable_before {
+        assert_eq!(
+            store.get(block.cid()).unwrap().as_ref(),
+            Some(block.data()),
+            "{what}: {} was readable before the repair",
+            block.cid()
+        );
+    }
+    // The repaired store verifies: every listed block reads back exact.
+    let mut listed = 0;
+    for cid in store.cids() {
+        let cid = cid.unwrap_or_else(|e| panic!("{what}: listing after repair: {e}"));
+        let data = store.get(&cid).unwrap().unwrap();
+        ipfrs_storage::verify(&cid, &data).unwrap();
+        listed += 1;
+    }
+    assert!(listed >= readable_before.len(), "{what}");
+    store.close().unwrap();
+    (class, outcome)
+}
+
+/// Seeded single-bit flips in every file class of `kind`'s cold backend, one at a time;
+/// prints per file class how many flips were seen (open, read or repair) and how many cold
+/// blocks went missing silently (absent without any report: damage the backend cannot tell).
+fn bit_flip_campaign(kind: BackendKind, flips: usize) {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let started = std::time::Instant::now();
+    let tmp = tempfile::tempdir().unwrap();
+    let pristine = tmp.path().join("pristine");
+    let all = small_blocks(0xb17, 240);
+    let (cold, hot) = all.split_at(160);
+    {
+        let engine = Engine::open(tiered(&pristine, kind)).unwrap();
+        let store = engine.blocking();
+        store.put_many(cold).unwrap();
+        store.compact().unwrap();
+        store.put_many(hot).unwrap();
+        let stats = store.stats().unwrap();
+        assert_eq!(
+            stats.hot_blocks,
+            hot.len() as u64,
+            "{kind}: the hot blocks stay hot"
+        );
+        store.close().unwrap();
+    }
+    let mut rng = StdRng::seed_from_u64(0x5eed ^ kind as u64);
+    let mut tally: std::collections::BTreeMap<String, (usize, usize, usize, usize)> =
+        Default::default();
+    for _ in 0..flips {
+        let (class, o) = one_flip(kind, &pristine, hot, cold, &mut rng);
+        let entry = tally.entry(class).or_default();
+        entry.0 += 1;
+        entry.1 += usize::from(o.detected());
+        entry.2 += usize::from(o.cold_none > 0 && !o.detected());
+        entry.3 += o.cold_none;
+    }
+    for (class, (n, detected, silent, none)) in &tally {
+        println!(
+            "cold bit flips {kind} {class}: {n} flips, {detected} detected, {silent} with \
+             silent losses ({none} cold blocks absent)"
+        );
+    }
+    println!(
+        "cold bit flips {kind}: {flips} flips in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+}
+
+#[test]
+fn sled_single_bit_flips_open_read_and_repair() {
+    bit_flip_campaign(BackendKind::Sled, 24);
+}
+
+#[test]
+fn paritydb_single_bit_flips_open_read_and_repair() {
+    bit_flip_campaign(BackendKind::ParityDb, 24);
+}
+
+#[cfg(feature = "rocksdb")]
+#[test]
+fn rocksdb_single_bit_flips_open_read_and_repair() {
+    bit_flip_campaign(BackendKind::RocksDb, 24);
+}

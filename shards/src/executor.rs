@@ -8,15 +8,16 @@
 use std::cell::{Cell, RefCell};
 use std::path::PathBuf;
 use std::rc::Rc;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 
 use fastbloom::BloomFilter;
 use glommio::{Latency, LocalExecutorBuilder, Placement, PoolPlacement, Shares};
 use ipfrs_core_types::Config;
 use ipfrs_core_types::key::bloom_hash;
+use ipfrs_tiering::backends::{DamagedBackend, is_damage};
 use ipfrs_tiering::segment::file::list_segments;
-use ipfrs_tiering::{BackendOptions, ColdBackend, open_backend};
+use ipfrs_tiering::{BackendOptions, ColdBackend, ColdDamage, DamageStage, open_or_damaged};
 
 use crate::cache::BlockCache;
 use crate::commit::WriteQueue;
@@ -29,12 +30,20 @@ use crate::{Error, Result};
 pub struct ShardThread {
     handle: ShardHandle,
     thread: JoinHandle<()>,
+    cold_damage: Arc<OnceLock<ColdDamage>>,
 }
 
 impl ShardThread {
     /// The client side of the shard.
     pub fn handle(&self) -> &ShardHandle {
         &self.handle
+    }
+
+    /// The damage the shard's cold backend showed at open, if any: the shard then serves its
+    /// hot tier, and cold reads it cannot answer fail with the damage (see
+    /// `ipfrs_tiering::backends::DamagedBackend`).
+    pub fn cold_damage(&self) -> Option<&ColdDamage> {
+        self.cold_damage.get()
     }
 
     /// Waits for the shard's thread to end (after a `Shutdown` request or once every handle is
@@ -58,6 +67,8 @@ pub fn start_shard(id: usize, shards: usize, config: &Config, dir: PathBuf) -> R
     // watch it to learn that no reply can come any more (see `PendingReply::wait`).
     let (thread_alive, stopped) = flume::bounded::<()>(0);
     let config = config.clone();
+    let cold_damage = Arc::new(OnceLock::new());
+    let damage_slot = Arc::clone(&cold_damage);
     let thread = std::thread::Builder::new()
         .name(format!("ipfrs-shard-{id}"))
         .spawn(move || {
@@ -68,7 +79,7 @@ pub fn start_shard(id: usize, shards: usize, config: &Config, dir: PathBuf) -> R
             // `start_shard` could only report as a stopped shard). After it is ready, a panic
             // is a bug; waiters learn of it through `thread_alive`.
             let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                run_shard(id, shards, &config, dir, rx, ready_tx)
+                run_shard(id, shards, &config, dir, rx, ready_tx, &damage_slot)
             }));
             if let Err(panic) = ran {
                 // Full (the shard reported already) or disconnected (`start_shard` returned):
@@ -85,6 +96,7 @@ pub fn start_shard(id: usize, shards: usize, config: &Config, dir: PathBuf) -> R
         Ok(()) => Ok(ShardThread {
             handle: ShardHandle::new(id, tx, stopped),
             thread,
+            cold_damage,
         }),
         Err(err) => {
             let _ = thread.join();
@@ -118,6 +130,7 @@ fn run_shard(
     dir: PathBuf,
     rx: flume::Receiver<Request>,
     ready: Ready,
+    cold_damage: &OnceLock<ColdDamage>,
 ) {
     let placement = if config.pin_shards {
         let cpus = allowed_cpus();
@@ -154,8 +167,15 @@ fn run_shard(
     let options = BackendOptions {
         cache_bytes: share(config.backend_cache_bytes).max(1 << 20),
     };
-    let backend: Arc<dyn ColdBackend> = match open_backend(config.backend, &dir, &options) {
-        Ok(backend) => Arc::from(backend),
+    // Damaged files do not stop the shard: it serves its hot tier over what of the backend
+    // still works, and the damage is kept for `Engine::cold_damage`.
+    let mut backend: Arc<dyn ColdBackend> = match open_or_damaged(config.backend, &dir, &options) {
+        Ok((backend, damage)) => {
+            if let Some(damage) = damage {
+                let _ = cold_damage.set(damage);
+            }
+            Arc::from(backend)
+        }
         Err(err) => {
             let _ = ready.send(Err(Error::Backend {
                 shard: id,
@@ -206,7 +226,11 @@ fn run_shard(
             let redo = backend
                 .delete_batch(&recovery.tombstoned)
                 .and_then(|()| backend.flush());
-            if let Err(err) = redo {
+            // A backend that did not open cannot take them: the tombstones stay in the hot
+            // tier, which shadows the cold copies, and the next open after a repair redoes them.
+            if let Err(err) = redo
+                && cold_damage.get().is_none()
+            {
                 let _ = ready.send(Err(backend_error(err)));
                 return;
             }
@@ -223,9 +247,27 @@ fn run_shard(
         true
     });
     drop(hot_index);
-    if let Err(err) = walk {
-        let _ = ready.send(Err(backend_error(err)));
-        return;
+    match walk {
+        Ok(()) => {}
+        Err(err) if is_damage(&err) => {
+            let damage = ColdDamage {
+                backend: config.backend,
+                path: dir.clone(),
+                stage: DamageStage::Walk,
+                cause: err.to_string(),
+            };
+            let _ = cold_damage.set(damage.clone());
+            backend = Arc::new(DamagedBackend::walked(backend, damage));
+        }
+        Err(err) => {
+            let _ = ready.send(Err(backend_error(err)));
+            return;
+        }
+    }
+    if cold_damage.get().is_some() {
+        // The walk did not see every cold key, so the filter could miss one: a filter with
+        // every bit set answers "maybe" for all, and each lookup asks the backend.
+        bloom = BloomFilter::from_vec(vec![u64::MAX; 8]).hashes(1);
     }
     let (hot, resume, next_seq) = match recovery {
         Some(r) => (Some(r.tier), r.resume, r.next_seq),

@@ -189,12 +189,25 @@ impl Shard {
                     if let Some(err) = injected_cold_read_failure(backend.kind()) {
                         return Err(err);
                     }
-                    let value = backend.get(key)?;
+                    let value = match backend.get(key) {
+                        Ok(value) => value,
+                        // Damaged backend files (a refused read, or a backend that did not
+                        // open) make this key corrupt: never `None`, which claims it absent.
+                        Err(e) if ipfrs_tiering::backends::is_damage(&e) => {
+                            damaged.push((key.clone(), e.to_string()));
+                            values.push(None);
+                            continue;
+                        }
+                        Err(e) => return Err(e),
+                    };
                     // Hashed here, on the blocking pool: never on the shard's core.
                     if let Some(value) = &value
                         && let Err(e) = ipfrs_core_types::verify_key(key, value)
                     {
-                        damaged.push((key.clone(), e.to_string()));
+                        damaged.push((
+                            key.clone(),
+                            format!("the cold backend returned other bytes: {e}"),
+                        ));
                     }
                     values.push(value);
                 }
@@ -205,10 +218,7 @@ impl Shard {
         if let Some((key, reason)) = damaged.into_iter().next() {
             // The whole read fails, as for a damaged hot record, and nothing it read is
             // cached or promoted: the caller retries key by key to find the others.
-            return Err(Error::Corrupt {
-                key,
-                reason: format!("the cold backend returned other bytes: {reason}"),
-            });
+            return Err(Error::Corrupt { key, reason });
         }
         let fill = epoch == self.delete_epoch.get();
         let mut promote = Vec::new();

@@ -1,7 +1,9 @@
+use std::path::PathBuf;
+
 use bytes::Bytes;
 use ipfrs_core_types::BackendKind;
 
-use crate::Result;
+use crate::{Error, Result};
 
 /// Options every backend takes when it is opened.
 #[derive(Debug, Clone, Copy)]
@@ -69,5 +71,59 @@ pub trait ColdBackend: Send + Sync + 'static {
     /// closed cleanly, so a crash never loses blocks that were moved out of them.
     fn flush_is_durable(&self) -> bool {
         true
+    }
+}
+
+/// When a backend's damage was found while the engine opened it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DamageStage {
+    /// The library refused to open its files (or panicked opening them): nothing of this
+    /// backend can be read until it is repaired.
+    Open,
+    /// The library opened, but walking its keys failed part-way: keys before the damage
+    /// were seen, the rest may be unreadable.
+    Walk,
+    /// A read the library refused because the bytes it needs are damaged.
+    Read,
+}
+
+/// Damage a cold backend found in its own files, with the directory and the library's cause.
+///
+/// It travels inside [`Error::Io`] as an [`std::io::Error`] of kind
+/// [`std::io::ErrorKind::InvalidData`] (the standard kind for damaged data), so the crate's
+/// error enum stays as it is; [`Error::damage`] gets it back.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the {backend} cold backend in {} is damaged ({stage:?}): {cause}", path.display())]
+pub struct ColdDamage {
+    /// Which backend.
+    pub backend: BackendKind,
+    /// The backend's directory.
+    pub path: PathBuf,
+    /// When the damage was found.
+    pub stage: DamageStage,
+    /// What the library said (or how it panicked).
+    pub cause: String,
+}
+
+impl ColdDamage {
+    /// The error a call on a backend with this damage returns.
+    pub fn into_error(self) -> Error {
+        Error::Io {
+            path: self.path.clone(),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidData, self),
+        }
+    }
+}
+
+impl Error {
+    /// The damage this error reports, if it is one: a backend that could not be opened
+    /// because of its files, or a read the library refused as corrupted.
+    pub fn damage(&self) -> Option<&ColdDamage> {
+        match self {
+            Error::Io { source, .. } if source.kind() == std::io::ErrorKind::InvalidData => {
+                source.get_ref()?.downcast_ref::<ColdDamage>()
+            }
+            _ => None,
+        }
     }
 }

@@ -13,8 +13,8 @@ mod cold;
 mod error;
 pub mod segment;
 
-pub use backends::open_backend;
-pub use cold::{BackendOptions, ColdBackend};
+pub use backends::{open_backend, open_or_damaged};
+pub use cold::{BackendOptions, ColdBackend, ColdDamage, DamageStage};
 pub use error::Error;
 
 /// The result type of this crate.

@@ -1,5 +1,6 @@
 //! The cold backends, one file each, and [`open_backend`] to open one by kind.
 
+mod damaged;
 mod guard;
 mod paritydb;
 #[cfg(feature = "rocksdb")]
@@ -10,12 +11,13 @@ use std::path::Path;
 
 use ipfrs_core_types::BackendKind;
 
+pub use self::damaged::{DamagedBackend, damage_of_open_error, is_damage};
 pub use self::guard::{PanicGuard, panic_message};
 pub use self::paritydb::ParityDbBackend;
 #[cfg(feature = "rocksdb")]
 pub use self::rocksdb::RocksDbBackend;
 pub use self::sled::SledBackend;
-use crate::{BackendOptions, ColdBackend, Error, Result};
+use crate::{BackendOptions, ColdBackend, ColdDamage, Error, Result};
 
 /// Whether this build includes `kind`.
 pub const fn is_compiled(kind: BackendKind) -> bool {
@@ -54,6 +56,27 @@ pub fn open_backend(
         #[cfg(not(feature = "rocksdb"))]
         BackendKind::RocksDb => Err(Error::NotCompiled(kind)),
     })
+}
+
+/// Opens the backend like [`open_backend`], but a backend whose files are damaged still
+/// opens: as a [`DamagedBackend`] that fails every read with the damage, which comes back
+/// beside it. Failures that are not the files' fault (see [`damage_of_open_error`]) are
+/// still errors.
+pub fn open_or_damaged(
+    kind: BackendKind,
+    dir: &Path,
+    options: &BackendOptions,
+) -> Result<(Box<dyn ColdBackend>, Option<ColdDamage>)> {
+    match open_backend(kind, dir, options) {
+        Ok(backend) => Ok((backend, None)),
+        Err(err) => match damage_of_open_error(kind, dir, &err) {
+            Some(damage) => Ok((
+                Box::new(DamagedBackend::unopenable(damage.clone())),
+                Some(damage),
+            )),
+            None => Err(err),
+        },
+    }
 }
 
 fn guard_box(backend: impl ColdBackend) -> Box<dyn ColdBackend> {

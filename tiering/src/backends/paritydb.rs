@@ -6,13 +6,13 @@
 //! waits for everything. The engine's hot tier, not this backend, is the durability point for
 //! new writes.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use ipfrs_core_types::BackendKind;
 use parity_db::{ColId, Db, Options};
 
-use crate::{BackendOptions, ColdBackend, Error, Result};
+use crate::{BackendOptions, ColdBackend, ColdDamage, DamageStage, Error, Result};
 
 const KIND: BackendKind = BackendKind::ParityDb;
 const COLUMN: ColId = 0;
@@ -20,6 +20,7 @@ const COLUMN: ColId = 0;
 /// A cold backend over one parity-db database.
 pub struct ParityDbBackend {
     db: Db,
+    dir: PathBuf,
 }
 
 impl ParityDbBackend {
@@ -34,7 +35,25 @@ impl ParityDbBackend {
         options.stats = false;
         options.columns[COLUMN as usize].btree_index = true;
         let db = Db::open_or_create(&options).map_err(|e| Error::backend(KIND, e))?;
-        Ok(ParityDbBackend { db })
+        Ok(ParityDbBackend {
+            db,
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    /// parity-db's error as ours: a read of damaged bytes is a [`ColdDamage`], so the engine
+    /// reports that key as corrupt rather than failing as an I/O problem.
+    fn error(&self, err: parity_db::Error) -> Error {
+        match err {
+            parity_db::Error::Corruption(_) | parity_db::Error::InvalidValueData => ColdDamage {
+                backend: KIND,
+                path: self.dir.clone(),
+                stage: DamageStage::Read,
+                cause: err.to_string(),
+            }
+            .into_error(),
+            other => Error::backend(KIND, other),
+        }
     }
 }
 
@@ -83,10 +102,7 @@ impl ColdBackend for ParityDbBackend {
     }
 
     fn get(&self, key: &[u8]) -> Result<Option<Bytes>> {
-        let value = self
-            .db
-            .get(COLUMN, key)
-            .map_err(|e| Error::backend(KIND, e))?;
+        let value = self.db.get(COLUMN, key).map_err(|e| self.error(e))?;
         Ok(value.map(Bytes::from))
     }
 
@@ -97,23 +113,23 @@ impl ColdBackend for ParityDbBackend {
                     .iter()
                     .map(|(key, value)| (COLUMN, key.as_slice(), Some(value.to_vec()))),
             )
-            .map_err(|e| Error::backend(KIND, e))
+            .map_err(|e| self.error(e))
     }
 
     fn delete_batch(&self, keys: &[Vec<u8>]) -> Result<()> {
         self.db
             .commit(keys.iter().map(|key| (COLUMN, key.as_slice(), None)))
-            .map_err(|e| Error::backend(KIND, e))
+            .map_err(|e| self.error(e))
     }
 
     fn iterate(&self, after: Option<&[u8]>, f: &mut dyn FnMut(&[u8], u64) -> bool) -> Result<()> {
-        let mut iter = self.db.iter(COLUMN).map_err(|e| Error::backend(KIND, e))?;
+        let mut iter = self.db.iter(COLUMN).map_err(|e| self.error(e))?;
         match after {
             Some(key) => iter.seek(key),
             None => iter.seek_to_first(),
         }
-        .map_err(|e| Error::backend(KIND, e))?;
-        while let Some((key, value)) = iter.next().map_err(|e| Error::backend(KIND, e))? {
+        .map_err(|e| self.error(e))?;
+        while let Some((key, value)) = iter.next().map_err(|e| self.error(e))? {
             // seek() positions at the first key >= `after`: skip `after` itself.
             if after == Some(key.as_slice()) {
                 continue;

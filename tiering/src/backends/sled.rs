@@ -1,13 +1,13 @@
 //! sled 0.34: the default cold backend. `flush` is sled's own fsync of its log.
 
 use std::ops::Bound;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use ipfrs_core_types::BackendKind;
 
-use crate::{BackendOptions, ColdBackend, Error, Result};
+use crate::{BackendOptions, ColdBackend, ColdDamage, DamageStage, Error, Result};
 
 const KIND: BackendKind = BackendKind::Sled;
 
@@ -17,6 +17,7 @@ pub const LOCK_RETRY: Duration = Duration::from_secs(2);
 /// A cold backend over one sled database.
 pub struct SledBackend {
     db: sled::Db,
+    dir: PathBuf,
 }
 
 impl SledBackend {
@@ -33,7 +34,12 @@ impl SledBackend {
         let started = Instant::now();
         loop {
             match config.open() {
-                Ok(db) => return Ok(SledBackend { db }),
+                Ok(db) => {
+                    return Ok(SledBackend {
+                        db,
+                        dir: dir.to_path_buf(),
+                    });
+                }
                 Err(e)
                     if e.to_string().contains("could not acquire lock")
                         && started.elapsed() < LOCK_RETRY =>
@@ -48,6 +54,21 @@ impl SledBackend {
                 Err(sled::Error::Corruption { .. }) if remove_unfinished_snapshots(dir)? > 0 => {}
                 Err(e) => return Err(Error::backend(KIND, e)),
             }
+        }
+    }
+
+    /// sled's error as ours: a read of damaged bytes (`Corruption`) is a [`ColdDamage`], so
+    /// the engine reports that key as corrupt rather than failing as an I/O problem.
+    fn error(&self, err: sled::Error) -> Error {
+        match err {
+            sled::Error::Corruption { .. } => ColdDamage {
+                backend: KIND,
+                path: self.dir.clone(),
+                stage: DamageStage::Read,
+                cause: err.to_string(),
+            }
+            .into_error(),
+            other => Error::backend(KIND, other),
         }
     }
 }
@@ -73,19 +94,17 @@ impl ColdBackend for SledBackend {
     }
 
     fn get(&self, key: &[u8]) -> Result<Option<Bytes>> {
-        let value = self.db.get(key).map_err(|e| Error::backend(KIND, e))?;
+        let value = self.db.get(key).map_err(|e| self.error(e))?;
         Ok(value.map(|v| Bytes::copy_from_slice(&v)))
     }
 
     fn size(&self, key: &[u8]) -> Result<Option<u64>> {
-        let value = self.db.get(key).map_err(|e| Error::backend(KIND, e))?;
+        let value = self.db.get(key).map_err(|e| self.error(e))?;
         Ok(value.map(|v| v.len() as u64))
     }
 
     fn contains(&self, key: &[u8]) -> Result<bool> {
-        self.db
-            .contains_key(key)
-            .map_err(|e| Error::backend(KIND, e))
+        self.db.contains_key(key).map_err(|e| self.error(e))
     }
 
     /// One `insert` per item, not a `sled::Batch`. sled 0.34 applies a batch under a
@@ -99,7 +118,7 @@ impl ColdBackend for SledBackend {
         for (key, value) in items {
             self.db
                 .insert(key.as_slice(), value.as_ref())
-                .map_err(|e| Error::backend(KIND, e))?;
+                .map_err(|e| self.error(e))?;
         }
         Ok(())
     }
@@ -107,9 +126,7 @@ impl ColdBackend for SledBackend {
     /// One `remove` per key, for the reasons given at `put_batch`.
     fn delete_batch(&self, keys: &[Vec<u8>]) -> Result<()> {
         for key in keys {
-            self.db
-                .remove(key.as_slice())
-                .map_err(|e| Error::backend(KIND, e))?;
+            self.db.remove(key.as_slice()).map_err(|e| self.error(e))?;
         }
         Ok(())
     }
@@ -120,7 +137,7 @@ impl ColdBackend for SledBackend {
             None => Bound::Unbounded,
         };
         for entry in self.db.range::<&[u8], _>((start, Bound::Unbounded)) {
-            let (key, value) = entry.map_err(|e| Error::backend(KIND, e))?;
+            let (key, value) = entry.map_err(|e| self.error(e))?;
             if !f(&key, value.len() as u64) {
                 break;
             }
@@ -129,7 +146,7 @@ impl ColdBackend for SledBackend {
     }
 
     fn flush(&self) -> Result<()> {
-        self.db.flush().map_err(|e| Error::backend(KIND, e))?;
+        self.db.flush().map_err(|e| self.error(e))?;
         Ok(())
     }
 }
