@@ -144,3 +144,108 @@ fn a_full_disk_fails_writes_cleanly_and_keeps_everything_acknowledged() {
     drop(engine);
     drop(mount);
 }
+
+/// Runs `f` on a thread and fails the test if it has not returned within `limit` (a hang
+/// fails instead of hanging CI; the stuck thread is left behind).
+fn within<T: Send + 'static>(
+    what: &str,
+    limit: std::time::Duration,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(limit)
+        .unwrap_or_else(|_| panic!("{what} did not return within {limit:?}"))
+}
+
+/// A budget below the disk, so background compaction moves blocks into the cold backend
+/// while the disk fills; the reserve is one segment.
+fn compacting_config(dir: &Path) -> Config {
+    let mut config = config(dir);
+    config.hot_tier = Some(HotTier {
+        segment_bytes: 1 << 20,
+        budget_bytes: 4 << 20,
+        keep_hot_reads: 0,
+        ..HotTier::default()
+    });
+    config.space_reserve_bytes = Some(2 << 20);
+    config
+}
+
+#[test]
+fn compaction_and_deletes_on_a_full_disk_never_hang_and_close_returns() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mount = match mount_small_ext4(tmp.path()) {
+        Ok(mount) => mount,
+        Err(reason) if std::env::var_os("IPFRS_ALLOW_NO_LOOP_MOUNT").is_some() => {
+            eprintln!("\n*** full-disk test DID NOT RUN: {reason}\n");
+            return;
+        }
+        Err(reason) => panic!("cannot mount a loop ext4 image ({reason})"),
+    };
+    let store_dir = mount.point.join("store");
+    let limit = std::time::Duration::from_secs(60);
+    let engine = Engine::open(compacting_config(&store_dir)).unwrap();
+    // Fill the disk while background compaction runs; every put either succeeds or fails
+    // with NoSpace, none hangs.
+    let (engine, acked) = within("filling the disk", limit, move || {
+        let store = engine.blocking();
+        let mut acked = Vec::new();
+        let mut no_space = 0;
+        for batch in 0..1000 {
+            let blocks: Vec<Block> = (batch * 4..batch * 4 + 4).map(block).collect();
+            match store.put_many(&blocks) {
+                Ok(()) => acked.extend(blocks),
+                Err(Error::NoSpace { .. }) => {
+                    no_space += 1;
+                    if no_space >= 20 {
+                        break;
+                    }
+                }
+                Err(e) => panic!("expected NoSpace, got {e}"),
+            }
+        }
+        assert!(no_space >= 20, "a 40 MiB disk must fill up");
+        drop(store);
+        (engine, acked)
+    });
+    assert!(acked.len() > 100, "only {} blocks fit", acked.len());
+    let stats = engine.blocking().stats().unwrap();
+    assert!(
+        stats.compaction_cold_bytes > 0,
+        "compaction never ran: {stats:?}"
+    );
+    // Deletes on the full disk go through (the reserve is released for them), and an
+    // explicit compaction ends, with success or NoSpace, never hanging.
+    let (engine, kept) = within("deleting and compacting", limit, move || {
+        let store = engine.blocking();
+        let (gone, kept): (Vec<_>, Vec<_>) =
+            acked.into_iter().enumerate().partition(|(i, _)| i % 2 == 0);
+        let cids: Vec<_> = gone.iter().map(|(_, b)| *b.cid()).collect();
+        store.delete_many(&cids).unwrap();
+        match futures_lite::future::block_on(engine.compact()) {
+            Ok(_) | Err(Error::NoSpace { .. }) => {}
+            Err(e) => panic!("expected success or NoSpace, got {e}"),
+        }
+        for (_, b) in &gone {
+            assert_eq!(store.get(b.cid()).unwrap(), None);
+        }
+        drop(store);
+        (engine, kept.into_iter().map(|(_, b)| b).collect::<Vec<_>>())
+    });
+    // Close returns, and everything kept reads back after a reopen.
+    within("close", limit, move || {
+        engine.blocking().close().unwrap();
+    });
+    let engine = Engine::open(compacting_config(&store_dir)).unwrap();
+    let store = engine.blocking();
+    for b in &kept {
+        assert_eq!(store.get(b.cid()).unwrap().as_ref(), Some(b.data()));
+    }
+    store.close().unwrap();
+    drop(store);
+    drop(engine);
+    drop(mount);
+}

@@ -15,9 +15,12 @@
 //! A failed sync poisons the shard (read-only until reopened): after a failed fsync the kernel
 //! may have dropped the dirty pages, so retrying and acknowledging could lose data silently.
 
+pub(crate) mod space;
+
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -137,12 +140,15 @@ pub(crate) struct WriteQueue {
     /// Wakes a gathering committer early once `max_ops` are queued.
     wake_tx: LocalSender<()>,
     wake_rx: LocalReceiver<()>,
+    /// The shard's disk space reserve (see [`space`]).
+    pub(crate) space: Arc<space::Space>,
 }
 
 impl WriteQueue {
-    pub(crate) fn new(durability: Durability) -> WriteQueue {
+    pub(crate) fn new(durability: Durability, space: space::Space) -> WriteQueue {
         let (wake_tx, wake_rx) = local_channel::new_bounded(1);
         WriteQueue {
+            space: Arc::new(space),
             durability,
             pending: RefCell::default(),
             queued: Cell::new(0),
@@ -367,11 +373,83 @@ impl Shard {
                 continue;
             }
             let group = q.take_group();
-            match &self.hot {
-                Some(hot) => self.commit_group_hot(hot, group).await,
-                None => self.commit_group(group).await,
+            let group = self.admit(group).await;
+            if !group.is_empty() {
+                match &self.hot {
+                    Some(hot) => self.commit_group_hot(hot, group).await,
+                    None => self.commit_group(group).await,
+                }
+            }
+            if !q.space.whole() {
+                // Space may have come back (a compaction step removed a segment): the
+                // reserve is taken back before the next group can use it.
+                let space = Arc::clone(&q.space);
+                glommio::executor()
+                    .spawn_blocking(move || space.retake())
+                    .await;
             }
         }
+    }
+
+    /// Applies the space policy to a group before it is committed (see [`space`]): puts are
+    /// refused with `NoSpace` while the reserve is not whole, and, without a hot tier, when
+    /// the cold backend has no room for them; deletes may release the reserve, and are refused
+    /// only when even that leaves no room for their records. Returns the ops to commit.
+    async fn admit(&self, group: Vec<WriteOp>) -> Vec<WriteOp> {
+        let mut put_bytes = 0u64;
+        let mut deletes = false;
+        for op in &group {
+            match &op.pending {
+                Pending::Put(items) => {
+                    put_bytes += items.iter().map(|(_, v)| v.len() as u64).sum::<u64>();
+                }
+                Pending::Promote { data, .. } => put_bytes += data.len() as u64,
+                Pending::Delete(_) => deletes = true,
+                _ => {}
+            }
+        }
+        if put_bytes == 0 && !deletes {
+            return group;
+        }
+        let space = Arc::clone(&self.writes.space);
+        // What a delete may need: a new hot segment for its tombstones when the active one is
+        // full (the reserve is released for it), and room for the cold deletes.
+        let roll_over = self.hot.as_ref().map_or(0, |hot| hot.config.segment_bytes);
+        let cold_only = self.hot.is_none();
+        let (puts_fit, deletes_fit) = glommio::executor()
+            .spawn_blocking(move || {
+                let puts_fit = put_bytes == 0
+                    || ((space.whole() || {
+                        space.retake();
+                        space.whole()
+                    }) && (!cold_only
+                        || space.ensure(space::cold_need(put_bytes), false).is_ok()));
+                let deletes_fit = !deletes
+                    || match space.ensure(roll_over + space::COLD_SLACK, true) {
+                        Ok(_) => true,
+                        Err(free) => free >= space::DELETE_SLACK,
+                    };
+                (puts_fit, deletes_fit)
+            })
+            .await;
+        let no_space = || Error::NoSpace {
+            shard: self.id,
+            path: self.writes.space.dir().display().to_string(),
+        };
+        let mut admitted = Vec::with_capacity(group.len());
+        for op in group {
+            let refused = match &op.pending {
+                Pending::Put(_) | Pending::Promote { .. } => !puts_fit,
+                Pending::Delete(_) => !deletes_fit,
+                _ => false,
+            };
+            if refused {
+                op.ack.fail(no_space());
+            } else {
+                admitted.push(op);
+            }
+        }
+        admitted
     }
 
     async fn commit_group(&self, group: Vec<WriteOp>) {

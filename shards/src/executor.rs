@@ -280,7 +280,13 @@ fn run_shard(
         bloom: RefCell::new(bloom),
         counters,
         delete_epoch: Cell::new(0),
-        writes: WriteQueue::new(config.durability),
+        writes: WriteQueue::new(
+            config.durability,
+            crate::commit::space::Space::open(
+                segments_dir.parent().unwrap_or(&segments_dir),
+                config.space_reserve_per_shard(shards),
+            ),
+        ),
         hot,
         gate: glommio::sync::Gate::new(),
     });
@@ -341,9 +347,25 @@ async fn serve(shard: Rc<Shard>, rx: flume::Receiver<Request>) -> Vec<u32> {
     if let Some(task) = compaction {
         task.cancel().await;
     }
-    // Waits for the committer and every read task spawned through the gate.
-    let _ = shard.gate.close().await;
+    // Waits for the committer and every read task spawned through the gate, for a bounded
+    // time: a backend call that never returns (a wedged backend after a disk error) must not
+    // hang `close()`. What is still running then is dropped with the executor, as in a crash.
     let mut result = Ok(());
+    if bounded(shard.gate.close()).await.is_none() {
+        eprintln!(
+            "ipfrs shard {}: in-flight work did not finish within {} s of shutdown; closing \
+             without it",
+            shard.id,
+            SHUTDOWN_GRACE.as_secs()
+        );
+        result = Err(Error::SegmentIo {
+            shard: shard.id,
+            message: format!(
+                "in-flight work did not finish within {} s of shutdown",
+                SHUTDOWN_GRACE.as_secs()
+            ),
+        });
+    }
     if let Some(hot) = &shard.hot {
         // Writes acknowledged under durability None become durable at a clean close.
         // The closing mark (an append of no records) names everything before it durable, so
@@ -366,7 +388,22 @@ async fn serve(shard: Rc<Shard>, rx: flume::Receiver<Request>) -> Vec<u32> {
             }
         }
     }
-    let flushed = shard.blocking(|backend| backend.flush()).await;
+    // The flush runs on the blocking pool; if it never returns, its thread keeps the backend
+    // (so nothing drops it and waits on it again) and the shard stops anyway.
+    let flushed = bounded(shard.blocking(|backend| backend.flush()))
+        .await
+        .unwrap_or_else(|| {
+            Err(Error::Backend {
+                shard: shard.id,
+                message: format!(
+                    "the final flush did not return within {} s",
+                    SHUTDOWN_GRACE.as_secs()
+                ),
+            })
+        });
+    if let Err(e) = &flushed {
+        eprintln!("ipfrs shard {}: at shutdown: {e}", shard.id);
+    }
     let result = result.and(flushed);
     let deferred = shard
         .hot
@@ -378,6 +415,19 @@ async fn serve(shard: Rc<Shard>, rx: flume::Receiver<Request>) -> Vec<u32> {
         let _ = reply.send(result);
     }
     deferred
+}
+
+/// How long shutdown waits for in-flight work, and then for the final flush, before it
+/// gives up on them and reports it.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// `work`'s output, or `None` if it takes longer than [`SHUTDOWN_GRACE`].
+async fn bounded<T>(work: impl std::future::Future<Output = T>) -> Option<T> {
+    futures_lite::future::or(async { Some(work.await) }, async {
+        glommio::timer::sleep(SHUTDOWN_GRACE).await;
+        None
+    })
+    .await
 }
 
 /// Compaction's share of its core against the foreground queue's default of 1000: it gets

@@ -185,6 +185,9 @@ pub struct ShardStats {
     pub promotions: u64,
     /// Damaged hot records found (at recovery, or dropped by compaction).
     pub corrupt_records: u64,
+    /// Background compaction attempts that failed (full disk, I/O error; each reported on
+    /// stderr and retried after a back-off).
+    pub compaction_failures: u64,
     /// Block bytes accepted by puts (the denominator of write amplification).
     pub put_bytes: u64,
     /// Cold reads refused as corrupt: the backend returned bytes that do not hash to the

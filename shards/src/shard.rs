@@ -398,6 +398,7 @@ impl Shard {
             stats.segments_compacted = h.segments_compacted.get();
             stats.promotions = h.promotions.get();
             stats.corrupt_records = h.corrupt_records.get();
+            stats.compaction_failures = h.compaction_failures.get();
         }
         stats
     }

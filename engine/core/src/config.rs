@@ -123,6 +123,14 @@ pub struct Config {
     /// zero-copy mmap reads) and move to the cold backend when the hot area passes its budget.
     /// `None`: every write goes straight to the cold backend.
     pub hot_tier: Option<HotTier>,
+    /// Disk space each store keeps back for deletes and compaction, across all shards (each
+    /// shard holds its share in a preallocated `shard-NNN/space.reserve` file). Puts can never
+    /// use it: on a full disk they fail with `NoSpace` while `block rm`, `repo gc` and
+    /// compaction can still run, releasing it as they need it; it is taken back once space
+    /// returns, and puts are refused until it is. `None` (the default): one hot segment per
+    /// shard (the room a delete needs to start a new segment for its tombstones), or 16 MiB
+    /// per shard without the hot tier. `Some(0)`: no reserve.
+    pub space_reserve_bytes: Option<u64>,
 }
 
 /// The hot tier's budget and knobs.
@@ -182,6 +190,22 @@ impl Config {
             spin_before_park: None,
             release_free_memory_every: Some(Duration::from_secs(1)),
             hot_tier: Some(HotTier::default()),
+            space_reserve_bytes: None,
+        }
+    }
+}
+
+impl Config {
+    /// The space reserve of each shard, in bytes, out of `shards` (see
+    /// [`Config::space_reserve_bytes`]).
+    pub fn space_reserve_per_shard(&self, shards: usize) -> u64 {
+        /// The automatic reserve per shard without a hot tier: room for the cold backend's
+        /// log records of a large batch of deletes.
+        const COLD_ONLY_RESERVE: u64 = 16 << 20;
+        match (self.space_reserve_bytes, &self.hot_tier) {
+            (Some(total), _) => total / shards.max(1) as u64,
+            (None, Some(hot)) => hot.segment_bytes,
+            (None, None) => COLD_ONLY_RESERVE,
         }
     }
 }

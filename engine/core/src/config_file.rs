@@ -28,6 +28,8 @@
 //! hot_keep_reads = 2              # reads since written that keep a block hot at compaction
 //! hot_promote_after_reads = 2     # cold reads that copy a block back (0: never)
 //! hot_prefetch_written = true     # read new records into the page cache after writing
+//! space_reserve_bytes = 134217728 # kept back for deletes and compaction on a full disk, all
+//!                                 # shards together; absent: one hot segment per shard; 0: off
 //! ```
 //!
 //! Durations are either strings in humantime's syntax (`"500us"`, `"2ms"`, `"1s 500ms"`) or
@@ -90,6 +92,7 @@ struct ConfigFile {
     hot_keep_reads: Option<u16>,
     hot_promote_after_reads: Option<u16>,
     hot_prefetch_written: Option<bool>,
+    space_reserve_bytes: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -170,6 +173,7 @@ fn parse(text: &str, origin: &str, data_dir: PathBuf) -> Result<Config, ConfigFi
         queue_depth
     );
     config.shards = file.shards;
+    config.space_reserve_bytes = file.space_reserve_bytes;
     if file.hot_tier == Some(false) {
         config.hot_tier = None;
     } else if let Some(hot) = &mut config.hot_tier {

@@ -17,6 +17,7 @@
 //! their keys remains in the hot tier, and their cold deletes are already durable.
 
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -28,7 +29,7 @@ use ipfrs_tiering::segment::{Loc, Payload, decode, scan_segment};
 
 use super::HotTier;
 use super::writer::{RECORD_ALIGN, Record};
-use crate::commit::{Ack, Pending, WriteOp};
+use crate::commit::{Ack, Pending, WriteOp, space};
 use crate::shard::{Shard, bump};
 use crate::{Error, Result};
 
@@ -36,14 +37,17 @@ use crate::{Error, Result};
 /// milliseconds, large enough that the cold backend gets real batches.
 const STEP_BYTES: u64 = 4 << 20;
 
-/// How long compaction waits after a failure before trying again.
+/// How long compaction waits after a failure before trying again; doubled at each failure
+/// in a row (a full disk stays full for a while) up to [`RETRY_AFTER_MAX`].
 const RETRY_AFTER: Duration = Duration::from_secs(1);
+const RETRY_AFTER_MAX: Duration = Duration::from_secs(60);
 
 /// The compaction task of one shard; runs until the shard stops.
 pub(crate) async fn run(shard: Rc<Shard>) {
     let Some(hot) = shard.hot.as_ref() else {
         return;
     };
+    let mut retry_after = RETRY_AFTER;
     loop {
         if !hot.over_budget() && hot.wake_rx.recv().await.is_none() {
             return;
@@ -53,16 +57,24 @@ pub(crate) async fn run(shard: Rc<Shard>) {
             let Some(segment) = oldest else {
                 break;
             };
-            if let Err(e) = compact_segment(&shard, segment).await {
-                if matches!(e, Error::ReadOnly { .. } | Error::Stopped { .. }) {
-                    return;
+            match compact_segment(&shard, segment).await {
+                Ok(()) => retry_after = RETRY_AFTER,
+                Err(Error::ReadOnly { .. } | Error::Stopped { .. }) => return,
+                Err(e) => {
+                    // Reported and counted, never fatal: the segment stays (nothing in it is
+                    // lost), foreground writes that need the space get `NoSpace` themselves,
+                    // and shutdown cancels the wait.
+                    bump(&hot.counters.compaction_failures, 1);
+                    eprintln!(
+                        "ipfrs shard {}: compaction of segment {segment} failed: {e}; retrying \
+                         in {} s",
+                        shard.id,
+                        retry_after.as_secs()
+                    );
+                    glommio::timer::sleep(retry_after).await;
+                    retry_after = (retry_after * 2).min(RETRY_AFTER_MAX);
+                    break;
                 }
-                eprintln!(
-                    "ipfrs shard {}: compaction of segment {segment} failed: {e}",
-                    shard.id
-                );
-                glommio::timer::sleep(RETRY_AFTER).await;
-                break;
             }
         }
     }
@@ -75,7 +87,12 @@ pub(crate) async fn compact_all(shard: &Rc<Shard>) -> Result<u64> {
     let Some(hot) = shard.hot.as_ref() else {
         return Ok(0);
     };
-    submit(shard, Pending::Seal).await?;
+    // On a full disk there may be no room for a new segment: the segments already sealed are
+    // still compacted (that is how the space comes back), and the active one waits.
+    match submit(shard, Pending::Seal).await {
+        Ok(()) | Err(Error::NoSpace { .. }) => {}
+        Err(e) => return Err(e),
+    }
     let sealed = sealed_segments(hot);
     for &segment in &sealed {
         compact_segment(shard, segment).await?;
@@ -200,6 +217,24 @@ impl Shard {
         if live.is_empty() {
             return Ok(());
         }
+        // The cold backend is never written without room (see `commit::space`): the reserve
+        // is released for it if need be, and a step that still does not fit fails with
+        // `NoSpace` before the backend sees it. Rewrites into the hot tier are counted as cold
+        // too: an upper bound.
+        let moving_bytes: u64 = live.iter().map(|(_, _, loc)| u64::from(loc.len)).sum();
+        let need = space::cold_need(moving_bytes);
+        let room = Arc::clone(&self.writes.space);
+        let fits = glommio::executor()
+            .spawn_blocking(move || room.ensure(need, true))
+            .await;
+        // Held until the step's writes are done, so other shards count them as taken.
+        let _claim = fits.map_err(|free| Error::NoSpace {
+            shard: self.id,
+            path: format!(
+                "{}: compaction needs {need} bytes, {free} free",
+                self.writes.space.dir().display()
+            ),
+        })?;
         // Keep blocks read since their write, unless hot data alone fills half the budget
         // (then everything moves, so compaction always makes progress).
         let keep_reads = hot.config.keep_hot_reads;

@@ -57,6 +57,8 @@ pub(crate) struct HotCounters {
     pub(crate) promotions: Cell<u64>,
     /// Damaged records found (at recovery, by reads, or by compaction).
     pub(crate) corrupt_records: Cell<u64>,
+    /// Background compaction steps that failed (full disk, I/O error) and were retried later.
+    pub(crate) compaction_failures: Cell<u64>,
 }
 
 /// The hot tier of one shard.

@@ -9,6 +9,9 @@
 //! codecs are kept, but their links are not followed (and what only they reach is removed).
 //! Memory: the set of reachable multihashes.
 //!
+//! Then the hot segments are compacted, so the space of the removed blocks comes back to the
+//! filesystem (a full disk is freed this way: the store keeps a reserve for it).
+//!
 //! Writers must not run meanwhile: a block stored after the mark and before the sweep would
 //! be removed. The CLI holds the store's lock (one open engine per directory), so nothing else
 //! writes; an embedder calling [`collect`] must stop its own writers first.
@@ -18,7 +21,7 @@ use std::path::Path;
 
 use futures_lite::future::block_on;
 use ipfrs_storage::key::{Key, key_of};
-use ipfrs_storage::{BlockStore, Cid};
+use ipfrs_storage::{BlockStore, Cid, Engine};
 use serde::Serialize;
 
 use super::dag::{self, OnMissing};
@@ -48,6 +51,24 @@ pub struct Collected {
     pub unfollowed: u64,
     /// Whether nothing was removed on purpose.
     pub dry_run: bool,
+    /// Hot segments compacted after the sweep, so the disk space of the removed blocks
+    /// comes back (their segments are preallocated files).
+    pub segments_compacted: u64,
+    /// Why that compaction stopped short, if it did (e.g. a disk too full to move the live
+    /// blocks out); the removal itself stands.
+    pub compaction_error: Option<String>,
+}
+
+/// A store whose freed space can be given back to the filesystem after a sweep.
+pub trait Reclaim {
+    /// Compacts what the sweep emptied; returns the segments removed.
+    fn reclaim(&self) -> Result<u64>;
+}
+
+impl Reclaim for Engine {
+    fn reclaim(&self) -> Result<u64> {
+        Ok(block_on(self.compact())?)
+    }
 }
 
 impl super::output::Report for Collected {
@@ -70,6 +91,12 @@ impl super::output::Report for Collected {
             out.push_str(&format!(
                 "note: {} linked blocks are not in the store\n",
                 self.missing.len()
+            ));
+        }
+        if let Some(e) = &self.compaction_error {
+            out.push_str(&format!(
+                "note: compaction after the sweep stopped ({e}); the space of the removed blocks \
+                 comes back as compaction proceeds\n"
             ));
         }
         if self.unfollowed > 0 {
@@ -108,7 +135,7 @@ pub fn read_pins(path: &Path) -> Result<Vec<Cid>> {
 ///
 /// `swept` receives the multihash of every block removed, so the caller can drop them from
 /// the versioning ledger.
-pub fn collect<S: BlockStore>(
+pub fn collect<S: BlockStore + Reclaim>(
     store: &S,
     roots: &[Cid],
     kept: &RefRoots,
@@ -150,7 +177,21 @@ pub fn collect<S: BlockStore>(
         }
     }
     bar.finish_and_clear();
+    // Deleted blocks free nothing on disk until their hot segments are compacted (segments
+    // are preallocated; background compaction runs only past the hot budget), so a `repo gc`
+    // on a full disk would leave it full: compact even when this sweep removed nothing (the
+    // blocks may have gone with `block rm`).
+    let (segments_compacted, compaction_error) = if !dry_run {
+        match store.reclaim() {
+            Ok(n) => (n, None),
+            Err(e) => (0, Some(e.to_string())),
+        }
+    } else {
+        (0, None)
+    };
     Ok(Collected {
+        segments_compacted,
+        compaction_error,
         roots: roots.iter().map(ToString::to_string).collect(),
         refs: kept
             .refs
