@@ -92,6 +92,11 @@ impl BlockingStore {
         block_on(BlockStore::stats(&self.engine))
     }
 
+    /// See [`Engine::damage`].
+    pub fn damage(&self) -> Result<Vec<crate::Damage>> {
+        block_on(self.engine.damage())
+    }
+
     /// See [`Engine::compact`].
     pub fn compact(&self) -> Result<u64> {
         block_on(self.engine.compact())

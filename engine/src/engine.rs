@@ -7,7 +7,7 @@ use bytes::Bytes;
 use ipfrs_core_types::key::{Key, identity_data, key_of, shard_of};
 use ipfrs_core_types::{Block, BlockError, Cid, Config};
 use ipfrs_shards::protocol::{Reply, Request};
-use ipfrs_shards::{ShardHandle, ShardStats, ShardThread, start_shard};
+use ipfrs_shards::{Damage, ShardHandle, ShardStats, ShardThread, start_shard};
 
 use crate::directory::{Directory, Meta};
 use crate::metadata::{MetaLog, MetaService};
@@ -156,6 +156,27 @@ impl Engine {
             .iter()
             .enumerate()
             .filter_map(|(shard, t)| t.cold_damage().map(|d| (shard, d.clone())))
+            .collect()
+    }
+
+    /// [`Engine::cold_damage`] as places of a damage report (what [`Engine::damage`] gives
+    /// for the hot tier): one per damaged cold backend, naming no block, since the blocks a
+    /// backend lost cannot be named until a repair reads what is left.
+    pub fn cold_damage_places(&self) -> Vec<crate::Damage> {
+        self.cold_damage()
+            .into_iter()
+            .map(|(shard, damage)| crate::Damage {
+                shard,
+                site: crate::DamageSite::ColdBackend {
+                    detail: format!("{}, found at {:?}", damage.path.display(), damage.stage),
+                },
+                key: None,
+                key_proven: false,
+                cause: format!(
+                    "{}; blocks it held may be unreadable: run `repo repair`",
+                    damage.cause
+                ),
+            })
             .collect()
     }
 
@@ -316,6 +337,16 @@ impl Engine {
     pub async fn compact(&self) -> Result<u64> {
         let per_shard: Vec<u64> = self.broadcast(|reply| Request::Compact { reply }).await?;
         Ok(per_shard.into_iter().sum())
+    }
+
+    /// Every damaged place the shards know of: hot records that recovery found damaged (named
+    /// by their block where the payload's hash proves it, else by segment and offset), and
+    /// records or keys a listing could not read back since. Reads of a damaged block fail
+    /// with [`Error::Corrupt`]; this report also names damage no read can reach (a record
+    /// whose key is gone). `repo verify` prints it.
+    pub async fn damage(&self) -> Result<Vec<Damage>> {
+        let per_shard: Vec<Vec<Damage>> = self.broadcast(|reply| Request::Damage { reply }).await?;
+        Ok(per_shard.into_iter().flatten().collect())
     }
 
     pub(crate) async fn stats(&self) -> Result<Stats> {

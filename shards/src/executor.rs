@@ -288,6 +288,7 @@ fn run_shard(
             ),
         ),
         hot,
+        damage: RefCell::default(),
         gate: glommio::sync::Gate::new(),
     });
     // After the executor stops, segments kept for a backend without durable flushes are

@@ -18,6 +18,7 @@
 
 mod cache;
 mod commit;
+pub mod damage;
 mod error;
 mod executor;
 mod hot;
@@ -29,6 +30,7 @@ pub use error::Error;
 #[cfg(feature = "failpoints")]
 pub use hot::power_cut;
 pub use executor::{ShardThread, preflight, start_shard};
+pub use damage::{Damage, DamageSite};
 pub use protocol::{Fetched, PendingReply, ShardHandle, ShardStats};
 
 /// The result type of this crate.

@@ -63,6 +63,11 @@ pub enum Request {
         /// The snapshot.
         reply: Reply<ShardStats>,
     },
+    /// The damaged places the shard knows of (see [`crate::damage`]).
+    Damage {
+        /// The report.
+        reply: Reply<Vec<crate::damage::Damage>>,
+    },
     /// Compact every sealed hot segment now (blocks not read since written move to the cold
     /// backend). Replies with the number of segments compacted.
     Compact {

@@ -13,11 +13,12 @@ use std::sync::Arc;
 
 use fastbloom::BloomFilter;
 use glommio::sync::Gate;
-use ipfrs_core_types::key::{Key, bloom_hash};
+use ipfrs_core_types::key::{Key, bloom_hash, cid_of_key};
 use ipfrs_tiering::ColdBackend;
 
 use crate::cache::BlockCache;
 use crate::commit::{Ack, Pending, WriteOp, WriteQueue};
+use crate::damage::{Damage, DamageSite, MAX_DAMAGE_KEPT};
 use crate::hot::HotTier;
 use crate::protocol::{Fetched, Request, ShardStats};
 use crate::{Error, Result};
@@ -53,6 +54,9 @@ pub(crate) struct Shard {
     pub(crate) writes: WriteQueue,
     /// The hot tier, if configured.
     pub(crate) hot: Option<HotTier>,
+    /// Damage met while serving (a listing that could not read a key back), beside what the
+    /// hot tier's recovery found; at most [`MAX_DAMAGE_KEPT`] entries.
+    pub(crate) damage: RefCell<Vec<Damage>>,
     /// Tasks serving requests; closing it waits for them (clean shutdown).
     pub(crate) gate: Gate,
 }
@@ -136,6 +140,9 @@ impl Shard {
             }),
             Request::Stats { reply } => {
                 let _ = reply.send(Ok(self.stats()));
+            }
+            Request::Damage { reply } => {
+                let _ = reply.send(Ok(self.damage_report()));
             }
             // Handled by the shard's main loop, which owns the shutdown sequence.
             Request::Shutdown { reply } => {
@@ -322,45 +329,96 @@ impl Shard {
         // pool (page faults), then merged with the cold backend's ordered walk.
         let hot_source = self.hot.as_ref().map(|hot| {
             let segments = hot.segments.borrow().clone();
-            let locs: Vec<_> = hot.index.borrow().iter().map(|(_, loc)| loc).collect();
-            (segments, locs)
+            let entries: Vec<_> = hot.index.borrow().iter().collect();
+            (segments, entries)
         });
-        self.blocking(move |backend| {
-            let mut hot_keys: Vec<Key> = match hot_source {
-                Some((segments, locs)) => crate::hot::keys_of(&segments, &locs),
-                None => Vec::new(),
-            };
-            if let Some(after) = &after {
-                hot_keys.retain(|k| k > after);
-            }
-            hot_keys.sort_unstable();
-            hot_keys.truncate(limit);
-            let mut cold = Vec::with_capacity(limit.min(4096));
-            backend.iterate(after.as_deref(), &mut |key, _| {
-                cold.push(key.to_vec());
-                cold.len() < limit
-            })?;
-            let mut merged = Vec::with_capacity(limit.min(hot_keys.len() + cold.len()));
-            let (mut h, mut c) = (hot_keys.into_iter().peekable(), cold.into_iter().peekable());
-            while merged.len() < limit {
-                let next = match (h.peek(), c.peek()) {
-                    (Some(a), Some(b)) if a == b => {
-                        c.next();
-                        h.next()
-                    }
-                    (Some(a), Some(b)) if a < b => h.next(),
-                    (Some(_), Some(_)) | (None, Some(_)) => c.next(),
-                    (Some(_), None) => h.next(),
-                    (None, None) => None,
+        let (merged, unreadable_hot, malformed_cold) = self
+            .blocking(move |backend| {
+                let (mut hot_keys, unreadable_hot) = match hot_source {
+                    Some((segments, entries)) => crate::hot::keys_of(&segments, &entries),
+                    None => (Vec::new(), Vec::new()),
                 };
-                match next {
-                    Some(key) => merged.push(key),
-                    None => break,
+                if let Some(after) = &after {
+                    hot_keys.retain(|k| k > after);
                 }
+                hot_keys.sort_unstable();
+                hot_keys.truncate(limit);
+                // A cold key that is no multihash (damage the backend did not notice) is skipped
+                // and reported, and does not count against the page: one bad key must neither
+                // fail the listing nor end it early.
+                let mut cold = Vec::with_capacity(limit.min(4096));
+                let mut malformed_cold = Vec::new();
+                backend.iterate(after.as_deref(), &mut |key, _| {
+                    if cid_of_key(key).is_ok() {
+                        cold.push(key.to_vec());
+                    } else if malformed_cold.len() < MAX_DAMAGE_KEPT {
+                        malformed_cold.push(key.to_vec());
+                    }
+                    cold.len() < limit
+                })?;
+                let mut merged = Vec::with_capacity(limit.min(hot_keys.len() + cold.len()));
+                let (mut h, mut c) = (hot_keys.into_iter().peekable(), cold.into_iter().peekable());
+                while merged.len() < limit {
+                    let next = match (h.peek(), c.peek()) {
+                        (Some(a), Some(b)) if a == b => {
+                            c.next();
+                            h.next()
+                        }
+                        (Some(a), Some(b)) if a < b => h.next(),
+                        (Some(_), Some(_)) | (None, Some(_)) => c.next(),
+                        (Some(_), None) => h.next(),
+                        (None, None) => None,
+                    };
+                    match next {
+                        Some(key) => merged.push(key),
+                        None => break,
+                    }
+                }
+                Ok((merged, unreadable_hot, malformed_cold))
+            })
+            .await?;
+        let hot_damage = unreadable_hot.into_iter().map(|(loc, cause)| Damage {
+            shard: self.id,
+            site: DamageSite::HotRecord {
+                segment: loc.segment,
+                offset: u64::from(loc.offset),
+            },
+            key: None,
+            key_proven: false,
+            cause,
+        });
+        let cold_damage = malformed_cold.into_iter().map(|key| Damage {
+            shard: self.id,
+            site: DamageSite::ColdBackend {
+                detail: "a key that is no multihash".into(),
+            },
+            key: Some(key),
+            key_proven: false,
+            cause: "the backend lists a key that does not parse as a multihash".into(),
+        });
+        self.note_damage(hot_damage.chain(cold_damage));
+        Ok(merged)
+    }
+
+    /// Adds damage to the shard's report, once per place and key, up to [`MAX_DAMAGE_KEPT`].
+    pub(crate) fn note_damage(&self, found: impl IntoIterator<Item = Damage>) {
+        let mut damage = self.damage.borrow_mut();
+        for new in found {
+            let known = damage
+                .iter()
+                .any(|d| d.site == new.site && d.key == new.key);
+            if !known && damage.len() < MAX_DAMAGE_KEPT {
+                damage.push(new);
             }
-            Ok(merged)
-        })
-        .await
+        }
+    }
+
+    /// Every damaged place this shard knows of: found at recovery, then met since.
+    pub(crate) fn damage_report(&self) -> Vec<Damage> {
+        let recovered = self.hot.as_ref().map(|hot| hot.damage.borrow().clone());
+        let mut report = recovered.unwrap_or_default();
+        report.extend(self.damage.borrow().iter().cloned());
+        report
     }
 
     pub(crate) fn stats(&self) -> ShardStats {

@@ -508,7 +508,8 @@ fn verify_names_a_corrupt_block() {
     block_on(engine.put_many(&blocks)).unwrap();
     let victim = *blocks[123].cid();
 
-    let clean = ipfrs_tools::store::verify::verify(&engine, None).unwrap();
+    let damage = || Ok(block_on(engine.damage())?);
+    let clean = ipfrs_tools::store::verify::verify(&engine, damage, None).unwrap();
     assert!(clean.is_clean());
     assert_eq!(clean.checked, 300);
 
@@ -516,7 +517,7 @@ fn verify_names_a_corrupt_block() {
         inner: engine.clone(),
         victim,
     };
-    let report = ipfrs_tools::store::verify::verify(&lying, None).unwrap();
+    let report = ipfrs_tools::store::verify::verify(&lying, damage, None).unwrap();
     assert_eq!(report.checked, 300);
     assert_eq!(report.corrupt, vec![victim.to_string()]);
     assert!(!report.is_clean());

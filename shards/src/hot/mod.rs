@@ -27,12 +27,16 @@ use fastbloom::BloomFilter;
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use hashbrown::HashMap;
 use ipfrs_core_types::HotTier as HotConfig;
-use ipfrs_core_types::key::bloom_hash;
+use ipfrs_core_types::key::{bloom_hash, cid_of_key};
+use ipfrs_tiering::segment::encoded_len;
 use ipfrs_tiering::segment::file::{MappedSegment, ensure_allocated, list_segments, zero_tail};
 use ipfrs_tiering::segment::hint::{decode_hint, hint_path, proven_durable};
 use ipfrs_tiering::segment::index::fingerprint;
 use ipfrs_tiering::segment::recover::durable_mark;
+use ipfrs_tiering::segment::salvage::salvage;
 use ipfrs_tiering::segment::{HotIndex, Loc, SegmentScan, replay, scan_segment};
+
+use crate::damage::{Damage, DamageSite, MAX_DAMAGE_KEPT};
 
 use writer::{DMA_ALIGN, RECORD_ALIGN, Writer};
 
@@ -83,6 +87,9 @@ pub(crate) struct HotTier {
     pub(crate) deferred: RefCell<Vec<u32>>,
     /// The compaction task, cancelled at shutdown (it holds the shard alive otherwise).
     pub(crate) compaction: RefCell<Option<glommio::Task<()>>>,
+    /// Damage found at recovery or by listings, for `repo verify` (at most
+    /// [`MAX_DAMAGE_KEPT`](crate::damage::MAX_DAMAGE_KEPT) entries).
+    pub(crate) damage: RefCell<Vec<Damage>>,
     /// Wakes the compaction task after a commit that may have passed the budget.
     pub(crate) wake_tx: LocalSender<()>,
     pub(crate) wake_rx: LocalReceiver<()>,
@@ -173,6 +180,21 @@ impl HotTier {
                 bad.segment, bad.offset, bad.cause
             );
         }
+        let damage = recovered
+            .corruption
+            .iter()
+            .take(MAX_DAMAGE_KEPT)
+            .map(|bad| Damage {
+                shard,
+                site: DamageSite::HotRecord {
+                    segment: bad.segment,
+                    offset: bad.offset as u64,
+                },
+                key: bad.key.as_ref().map(|(key, _)| key.clone()),
+                key_proven: bad.key.as_ref().is_some_and(|(_, trust)| trust.is_proven()),
+                cause: bad.cause.to_string(),
+            })
+            .collect();
         let mut segments = BTreeMap::new();
         for ((id, path, map), outcome) in maps.into_iter().zip(&recovered.segments) {
             let map = match outcome.torn_at {
@@ -209,6 +231,7 @@ impl HotTier {
                 cold_reads: RefCell::default(),
                 compaction: RefCell::new(None),
                 deferred: RefCell::default(),
+                damage: RefCell::new(damage),
                 wake_tx,
                 wake_rx,
             },
@@ -296,17 +319,45 @@ impl HotTier {
     }
 }
 
-/// The keys of the records at `locs`, read from their headers in the segment mappings (for
-/// listing; run it on the blocking pool, the reads may fault pages in).
-pub(crate) fn keys_of(segments: &BTreeMap<u32, MappedSegment>, locs: &[Loc]) -> Vec<Vec<u8>> {
+/// The keys of the index entries `entries` (fingerprint and location), read from the record
+/// headers in the segment mappings (for listing; run it on the blocking pool, the reads may
+/// fault pages in), and the entries whose key could not be read back.
+///
+/// A key is listed only if it matches the fingerprint the index holds for it and reads as a
+/// CID: a flipped bit in a stored key (in a segment recovered from its hint, whose keys were
+/// never reread) would otherwise list a CID that was never stored. Such a record is named by
+/// its payload's hash where that proves a key with the indexed fingerprint; otherwise it is
+/// returned as unreadable, for the caller to report.
+pub(crate) fn keys_of(
+    segments: &BTreeMap<u32, MappedSegment>,
+    entries: &[(u128, Loc)],
+) -> (Vec<Vec<u8>>, Vec<(Loc, String)>) {
     let header = ipfrs_tiering::segment::record::HEADER_LEN;
-    locs.iter()
-        .filter_map(|loc| {
-            let map = segments.get(&loc.segment)?;
-            let at = loc.offset as usize + header;
-            map.bytes()
-                .get(at..at + usize::from(loc.key_len))
-                .map(<[u8]>::to_vec)
-        })
-        .collect()
+    let mut keys = Vec::with_capacity(entries.len());
+    let mut unreadable = Vec::new();
+    for (fp, loc) in entries {
+        let Some(map) = segments.get(&loc.segment) else {
+            // Compaction removed the segment since the entries were taken.
+            continue;
+        };
+        let at = loc.offset as usize + header;
+        let Some(stored) = map.bytes().get(at..at + usize::from(loc.key_len)) else {
+            unreadable.push((*loc, "the record runs past its segment".to_string()));
+            continue;
+        };
+        if fingerprint(stored) == *fp && cid_of_key(stored).is_ok() {
+            keys.push(stored.to_vec());
+            continue;
+        }
+        let padded = encoded_len(usize::from(loc.key_len), loc.len as usize, RECORD_ALIGN);
+        let record = map.slice(loc.offset as usize, padded).unwrap_or_default();
+        let end = record.len();
+        match salvage(&record, 0, end, RECORD_ALIGN) {
+            Some(found) if fingerprint(&found.key) == *fp && cid_of_key(&found.key).is_ok() => {
+                keys.push(found.key.into_owned())
+            }
+            _ => unreadable.push((*loc, "the stored key is damaged".to_string())),
+        }
+    }
+    (keys, unreadable)
 }

@@ -100,7 +100,7 @@ pub enum Error {
         reason: String,
     },
     /// `repo verify` found damage (the report lists it).
-    #[error("verify found {corrupt} corrupt and {missing} missing blocks")]
+    #[error("verify found {corrupt} corrupt and {missing} missing blocks, {places} damaged places")]
     Damaged {
         /// Blocks whose bytes do not hash to their CID.
         corrupt: usize,
@@ -135,6 +135,8 @@ impl Error {
         Error::Io {
             what,
             path: path.into(),
+        /// Damaged places the engine reported.
+        places: usize,
             source,
         }
     }

@@ -158,7 +158,12 @@ fn dispatch(
             }
             RepoCommand::Verify => {
                 let total = block_on(BlockStore::stats(engine))?.blocks;
-                let report = verify::verify(engine, Some(total))?;
+                let damage = || {
+                    let mut places = block_on(engine.damage())?;
+                    places.extend(engine.cold_damage_places());
+                    Ok(places)
+                };
+                let report = verify::verify(engine, damage, Some(total))?;
                 print(&report, json)?;
                 if report.is_clean() {
                     Ok(())
@@ -174,6 +179,7 @@ fn dispatch(
                 pins,
                 dry_run,
             } => {
+                        places: report.damaged.len(),
                 let mut cids = roots
                     .iter()
                     .map(|r| error::parse_cid(r))
