@@ -68,6 +68,35 @@ pub enum Error {
         /// The repository.
         repo: PathBuf,
     },
+    /// `init` on a filesystem with less free space than a new store takes at once; nothing
+    /// was created.
+    #[error(
+        "not enough free space to initialize {}: the new store needs {} ({hot_segments} hot \
+         segments of {}, a space reserve of {}, {} for the backend's and the store's files), \
+         {} is free",
+        repo.display(),
+        super::output::bytes(*need),
+        super::output::bytes(*segment_bytes),
+        super::output::bytes(*reserve_bytes),
+        super::output::bytes(*files_bytes),
+        super::output::bytes(*free)
+    )]
+    NoSpaceForInit {
+        /// The repository.
+        repo: PathBuf,
+        /// Bytes the new store takes at its first open (the sum of the parts below).
+        need: u64,
+        /// Hot segments the first open preallocates (one per shard).
+        hot_segments: u64,
+        /// Size of one hot segment.
+        segment_bytes: u64,
+        /// The space reserve across all shards.
+        reserve_bytes: u64,
+        /// The cold backend's first files and the store's own small files.
+        files_bytes: u64,
+        /// Bytes free on the filesystem (for unprivileged writers).
+        free: u64,
+    },
     /// A block asked for is not stored.
     #[error("block {cid} is not in the store")]
     NotFound {

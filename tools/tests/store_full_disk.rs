@@ -1,0 +1,239 @@
+//! `ipfrs-store` on small loop-mounted ext4 filesystems: `init` on a filesystem too small for
+//! a new store fails with a typed message naming what it needs and what is free, and leaves
+//! nothing behind (nor when it fails half-way); on a filesystem big enough it succeeds.
+//!
+//! Needs root (mkfs.ext4, mount -o loop). Where mounting is impossible the tests fail with
+//! the reason, unless `IPFRS_ALLOW_NO_LOOP_MOUNT=1` is set, in which case they say loudly
+//! that they did not run. Every child process runs under a watchdog: one that has not ended
+//! within [`CHILD_LIMIT`] is killed and fails the test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// Longest any one `ipfrs-store` command may run before the test calls it hung.
+const CHILD_LIMIT: Duration = Duration::from_secs(60);
+
+/// Unmounts on drop, so a failing assertion does not leave a mount behind.
+struct Mount {
+    point: PathBuf,
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.point).status();
+    }
+}
+
+fn run(cmd: &mut Command) -> Result<(), String> {
+    match cmd.output() {
+        Ok(out) if out.status.success() => Ok(()),
+        Ok(out) => Err(format!(
+            "{cmd:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )),
+        Err(e) => Err(format!("{cmd:?} could not run: {e}")),
+    }
+}
+
+/// Mounts a fresh ext4 image of `bytes` under `dir/mnt`; `mkfs_args` go to mkfs.ext4.
+/// `None` (after saying so loudly) when mounting is impossible and the environment allows
+/// skipping.
+fn mount_ext4(dir: &Path, bytes: u64, mkfs_args: &[&str]) -> Option<Mount> {
+    let mounted = (|| {
+        let image = dir.join("disk.img");
+        let point = dir.join("mnt");
+        std::fs::create_dir_all(&point).map_err(|e| e.to_string())?;
+        let file = std::fs::File::create(&image).map_err(|e| e.to_string())?;
+        file.set_len(bytes).map_err(|e| e.to_string())?;
+        drop(file);
+        run(Command::new("mkfs.ext4")
+            .args(["-q", "-F"])
+            .args(mkfs_args)
+            .arg(&image))?;
+        run(Command::new("mount")
+            .args(["-o", "loop"])
+            .arg(&image)
+            .arg(&point))?;
+        Ok::<_, String>(Mount { point })
+    })();
+    match mounted {
+        Ok(mount) => Some(mount),
+        Err(reason) if std::env::var_os("IPFRS_ALLOW_NO_LOOP_MOUNT").is_some() => {
+            eprintln!("\n*** full-disk test DID NOT RUN: {reason}\n");
+            None
+        }
+        Err(reason) => panic!("cannot mount a loop ext4 image ({reason})"),
+    }
+}
+
+/// Runs `ipfrs-store --repo <repo> <args>`, killing it and failing the test if it has not
+/// ended within [`CHILD_LIMIT`].
+fn store(repo: &Path, args: &[&str]) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ipfrs-store"))
+        .env_remove("IPFRS_STORE_REPO")
+        .env_remove("XDG_DATA_HOME")
+        .env("HOME", "/nonexistent-home-for-tests")
+        .arg("--repo")
+        .arg(repo)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return child.wait_with_output().unwrap();
+        }
+        if start.elapsed() > CHILD_LIMIT {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "ipfrs-store {args:?} hung for {CHILD_LIMIT:?} and was killed; stderr: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Runs and expects success; returns stdout.
+fn ok(repo: &Path, args: &[&str]) -> String {
+    let out = store(repo, args);
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Runs and expects exit code 1 with one line on stderr and no panic; returns that line.
+fn fails(repo: &Path, args: &[&str]) -> String {
+    let out = store(repo, args);
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+    assert!(stderr.starts_with("ipfrs-store: error: "), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    stderr
+}
+
+/// An engine configuration file with small segments and reserve.
+fn small_config(dir: &Path, segment_mib: u64, reserve_mib: u64) -> PathBuf {
+    let path = dir.join(format!("small-{segment_mib}-{reserve_mib}.toml"));
+    std::fs::write(
+        &path,
+        format!(
+            "hot_segment_bytes = {}\nhot_budget_bytes = {}\nspace_reserve_bytes = {}\n",
+            segment_mib << 20,
+            (segment_mib << 20) * 4,
+            reserve_mib << 20
+        ),
+    )
+    .unwrap();
+    path
+}
+
+#[test]
+fn init_on_a_too_small_filesystem_fails_typed_and_leaves_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(mount) = mount_ext4(tmp.path(), 64 << 20, &[]) else {
+        return;
+    };
+    let repo = mount.point.join("r");
+    // The defaults (64 MiB segments, a reserve of one segment per shard) need 259 MiB for
+    // two shards; the filesystem has about 58 MiB.
+    let line = fails(&repo, &["init", "--shards", "2"]);
+    for needle in [
+        "not enough free space to initialize",
+        "2 hot segments of 64.0 MiB",
+        "a space reserve of 128.0 MiB",
+        "is free",
+    ] {
+        assert!(line.contains(needle), "{line} lacks {needle:?}");
+    }
+    assert!(!repo.exists(), "init left {} behind", repo.display());
+    // Nothing else was created on the filesystem either.
+    let left: Vec<_> = std::fs::read_dir(&mount.point)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n != "lost+found")
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+    // Just too small with 16 MiB segments and reserve (2 x 16 + 32 + 3 MiB > 58 MiB).
+    let config = small_config(tmp.path(), 16, 32);
+    let config = config.to_str().unwrap();
+    let line = fails(&repo, &["--config", config, "init", "--shards", "2"]);
+    assert!(line.contains("2 hot segments of 16.0 MiB"), "{line}");
+    assert!(!repo.exists());
+    // Big enough with 8 MiB segments and reserve: init succeeds and the store works.
+    let config = small_config(tmp.path(), 8, 16);
+    let config = config.to_str().unwrap();
+    let out = ok(&repo, &["--config", config, "init", "--shards", "2"]);
+    assert!(out.contains("initialized"), "{out}");
+    let block = tmp.path().join("block");
+    std::fs::write(&block, b"a block on a small disk").unwrap();
+    let cid = ok(
+        &repo,
+        &["--config", config, "block", "put", block.to_str().unwrap()],
+    );
+    let got = store(
+        &repo,
+        &[
+            "--config",
+            config,
+            "block",
+            "get",
+            cid.split_whitespace().next().unwrap(),
+        ],
+    );
+    assert!(
+        got.status.success(),
+        "{}",
+        String::from_utf8_lossy(&got.stderr)
+    );
+    assert_eq!(got.stdout, b"a block on a small disk");
+    drop(mount);
+}
+
+#[test]
+fn init_that_fails_half_way_removes_what_it_created() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Plenty of bytes but only 48 inodes: the space check passes and creating the store's
+    // files runs out of inodes part-way (a failure after init started creating).
+    let Some(mount) = mount_ext4(tmp.path(), 48 << 20, &["-N", "16"]) else {
+        return;
+    };
+    let config = small_config(tmp.path(), 8, 16);
+    let config = config.to_str().unwrap();
+    // Leave fewer free inodes than a two-shard store needs (about 20 files and directories),
+    // but enough for it to start.
+    let filler = mount.point.join("filler");
+    std::fs::create_dir(&filler).unwrap();
+    for i in 0.. {
+        if std::fs::File::create(filler.join(i.to_string())).is_err() {
+            break;
+        }
+    }
+    for entry in std::fs::read_dir(&filler).unwrap().take(10) {
+        std::fs::remove_file(entry.unwrap().path()).unwrap();
+    }
+    let repo = mount.point.join("r");
+    let out = store(&repo, &["--config", config, "init", "--shards", "2"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(
+        !repo.exists(),
+        "init left {} behind ({stderr})",
+        repo.display()
+    );
+    // With the inodes back, init succeeds.
+    std::fs::remove_dir_all(&filler).unwrap();
+    ok(&repo, &["--config", config, "init", "--shards", "2"]);
+    drop(mount);
+}
