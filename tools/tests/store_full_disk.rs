@@ -1,6 +1,7 @@
 //! `ipfrs-store` on small loop-mounted ext4 filesystems: `init` on a filesystem too small for
 //! a new store fails with a typed message naming what it needs and what is free, and leaves
-//! nothing behind (nor when it fails half-way); on a filesystem big enough it succeeds.
+//! nothing behind (nor when it fails half-way); on a filesystem big enough it succeeds. A
+//! full disk is freed by `block rm` and `repo gc` (ignored until it passes: see that test).
 //!
 //! Needs root (mkfs.ext4, mount -o loop). Where mounting is impossible the tests fail with
 //! the reason, unless `IPFRS_ALLOW_NO_LOOP_MOUNT=1` is set, in which case they say loudly
@@ -111,15 +112,26 @@ fn ok(repo: &Path, args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-/// Runs and expects exit code 1 with one line on stderr and no panic; returns that line.
+/// Runs and expects exit code 1 with the error as the last line on stderr and no panic;
+/// returns that line.
 fn fails(repo: &Path, args: &[&str]) -> String {
     let out = store(repo, args);
     let stderr = String::from_utf8(out.stderr).unwrap();
     assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
-    assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
-    assert!(stderr.starts_with("ipfrs-store: error: "), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
-    stderr
+    // The error is the last line; before it only the engine's own notes (background
+    // compaction on a full disk reports its failures).
+    let last = stderr.lines().last().unwrap_or_default().to_string();
+    assert!(last.starts_with("ipfrs-store: error: "), "{stderr}");
+    assert!(
+        stderr
+            .lines()
+            .rev()
+            .skip(1)
+            .all(|l| l.starts_with("ipfrs shard ")),
+        "{args:?}: {stderr}"
+    );
+    last
 }
 
 /// An engine configuration file with small segments and reserve.
@@ -235,5 +247,136 @@ fn init_that_fails_half_way_removes_what_it_created() {
     // With the inodes back, init succeeds.
     std::fs::remove_dir_all(&filler).unwrap();
     ok(&repo, &["--config", config, "init", "--shards", "2"]);
+    drop(mount);
+}
+
+/// Bytes in use on the filesystem holding `path` (root-reserved blocks count as free).
+fn used_bytes(path: &Path) -> u64 {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    // SAFETY: a zeroed statvfs is a valid output buffer; statvfs reads the NUL-terminated
+    // path and writes only the struct it is given.
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    assert_eq!(unsafe { libc::statvfs(c.as_ptr(), &mut stat) }, 0);
+    (stat.f_blocks - stat.f_bfree) * stat.f_frsize
+}
+
+/// A block of 256 KiB, distinct per `i`.
+fn block_data(i: u32) -> Vec<u8> {
+    let mut data: Vec<u8> = (0..256u32 << 10)
+        .map(|j| (j.wrapping_mul(31) ^ i.wrapping_mul(7)) as u8)
+        .collect();
+    data[..4].copy_from_slice(&i.to_le_bytes());
+    data
+}
+
+/// Issue 20 item 4, second half. Fails today (kept ignored until the engine side is fixed):
+/// filling stops with NoSpace, but by then the hot tier has outgrown its budget (4 segments
+/// of 8 MiB per shard against a 16 MiB share) because its new segments are allocated by root
+/// out of ext4's root-reserved blocks, which the space checks (f_bavail) never count; so after
+/// `block rm` of half the blocks, `repo gc`'s compaction needs ~3.5-6.5 MiB of cold room
+/// (the live half of a segment plus slack) while f_bavail is ~0.1-2 MiB even with both
+/// reserves released, every step fails with NoSpace, and nothing is given back.
+#[test]
+#[ignore = "engine: hot segments are allocated from root-reserved blocks past the space checks, \
+            so compaction after rm+gc never has the room it asks for (see the doc comment)"]
+fn a_full_disk_is_freed_by_block_rm_and_repo_gc() {
+    use ipfrs_storage::{Block, Engine, Error};
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(mount) = mount_ext4(tmp.path(), 96 << 20, &[]) else {
+        return;
+    };
+    let repo = mount.point.join("r");
+    let config = small_config(tmp.path(), 8, 16);
+    let config_path = config.to_str().unwrap().to_string();
+    ok(&repo, &["--config", &config_path, "init", "--shards", "2"]);
+    // Fill the disk through the library (background compaction runs: the budget is 32 MiB)
+    // until puts fail with NoSpace, under a watchdog.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let engine_config =
+        ipfrs_storage::Config::from_toml_file(&config, repo.join("blocks")).unwrap();
+    std::thread::spawn(move || {
+        let engine = Engine::open(engine_config).unwrap();
+        let store = engine.blocking();
+        let mut acked = Vec::new();
+        let mut no_space = 0;
+        for i in 0..2000u32 {
+            let block = Block::new(block_data(i)).unwrap();
+            match store.put(&block) {
+                Ok(()) => acked.push(*block.cid()),
+                Err(Error::NoSpace { .. }) => {
+                    no_space += 1;
+                    if no_space >= 10 {
+                        break;
+                    }
+                }
+                Err(e) => panic!("expected NoSpace, got {e}"),
+            }
+        }
+        store.close().unwrap();
+        let _ = tx.send((acked, no_space));
+    });
+    let (acked, no_space) = rx
+        .recv_timeout(CHILD_LIMIT)
+        .expect("filling the disk hung or panicked");
+    assert!(
+        no_space >= 10,
+        "the disk never filled ({} blocks)",
+        acked.len()
+    );
+    assert!(acked.len() >= 40, "only {} blocks fit", acked.len());
+    let full = used_bytes(&mount.point);
+    // The CLI refuses puts too.
+    let extra = tmp.path().join("extra");
+    std::fs::write(&extra, block_data(1_000_000)).unwrap();
+    let extra = extra.to_str().unwrap();
+    fails(&repo, &["--config", &config_path, "block", "put", extra]);
+    // Remove half the blocks with the store's own tools.
+    let (gone, kept): (Vec<_>, Vec<_>) = acked.iter().enumerate().partition(|(i, _)| i % 2 == 0);
+    let gone: Vec<String> = gone.iter().map(|(_, c)| c.to_string()).collect();
+    for chunk in gone.chunks(50) {
+        let mut args = vec!["--config", config_path.as_str(), "block", "rm"];
+        args.extend(chunk.iter().map(String::as_str));
+        ok(&repo, &args);
+    }
+    let pins = tmp.path().join("pins");
+    let kept: Vec<String> = kept.iter().map(|(_, c)| c.to_string()).collect();
+    std::fs::write(&pins, kept.join("\n")).unwrap();
+    let out = ok(
+        &repo,
+        &[
+            "--config",
+            &config_path,
+            "repo",
+            "gc",
+            "--pins",
+            pins.to_str().unwrap(),
+        ],
+    );
+    let freed = used_bytes(&mount.point);
+    if freed + (8 << 20) > full {
+        let du = Command::new("du")
+            .args(["-ak"])
+            .arg(&repo)
+            .output()
+            .unwrap();
+        panic!(
+            "gc gave back too little: {full} bytes used before, {freed} after ({out})\n{}",
+            String::from_utf8_lossy(&du.stdout)
+        );
+    }
+    // Puts work again, and every kept block reads back.
+    ok(&repo, &["--config", &config_path, "block", "put", extra]);
+    for cid in kept.iter().step_by(7) {
+        let got = store(&repo, &["--config", &config_path, "block", "get", cid]);
+        assert!(
+            got.status.success(),
+            "{}",
+            String::from_utf8_lossy(&got.stderr)
+        );
+    }
+    for cid in gone.iter().step_by(7) {
+        fails(&repo, &["--config", &config_path, "block", "get", cid]);
+    }
     drop(mount);
 }
