@@ -135,6 +135,8 @@ pub enum Error {
         corrupt: usize,
         /// Blocks listed but unreadable.
         missing: usize,
+        /// Damaged places the engine reported.
+        places: usize,
     },
     /// The versioning layer refused or failed (unknown revision, bad safetensors file, a
     /// merge that is not a fast-forward, ...).
@@ -164,8 +166,6 @@ impl Error {
         Error::Io {
             what,
             path: path.into(),
-        /// Damaged places the engine reported.
-        places: usize,
             source,
         }
     }

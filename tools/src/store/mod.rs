@@ -171,6 +171,7 @@ fn dispatch(
                     Err(Error::Damaged {
                         corrupt: report.corrupt.len(),
                         missing: report.missing.len(),
+                        places: report.damaged.len(),
                     })
                 }
             }
@@ -179,7 +180,6 @@ fn dispatch(
                 pins,
                 dry_run,
             } => {
-                        places: report.damaged.len(),
                 let mut cids = roots
                     .iter()
                     .map(|r| error::parse_cid(r))
