@@ -36,6 +36,9 @@ pub struct Stats {
     /// Cold reads refused because the backend returned bytes that do not hash to the block's
     /// multihash (each refused read counts).
     pub corrupt_cold_reads: u64,
+    /// Cold keys walked at open to rebuild the bloom filters and counters; 0 when every shard
+    /// started from the state its clean close saved.
+    pub keys_walked_at_open: u64,
     /// Bytes written to disk by the engine (segments, compaction's cold writes) per byte
     /// accepted by puts; 0 before any put. The cold backend's own amplification comes on top.
     pub write_amplification: f64,
@@ -59,6 +62,7 @@ impl Stats {
             promotions: sum(|s| s.promotions),
             corrupt_records: sum(|s| s.corrupt_records),
             corrupt_cold_reads: sum(|s| s.corrupt_cold_reads),
+            keys_walked_at_open: sum(|s| s.keys_walked_at_open),
             write_amplification: if put_bytes == 0 {
                 0.0
             } else {

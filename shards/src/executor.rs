@@ -22,6 +22,7 @@ use ipfrs_tiering::{BackendOptions, ColdBackend, ColdDamage, DamageStage, open_o
 use crate::cache::BlockCache;
 use crate::commit::WriteQueue;
 use crate::hot::{HotTier, compaction};
+use crate::open_state::{self, OpenState};
 use crate::protocol::{Request, ShardHandle};
 use crate::shard::{Counters, Shard, bump};
 use crate::{Error, Result};
@@ -167,6 +168,9 @@ fn run_shard(
     let options = BackendOptions {
         cache_bytes: share(config.backend_cache_bytes).max(1 << 20),
     };
+    // Taken before the backend is opened (opening may write its files) and removed whatever
+    // happens next: see `open_state` for when it may stand in for the walk of the cold keys.
+    let saved = open_state::take(&dir, config.backend);
     // Damaged files do not stop the shard: it serves its hot tier over what of the backend
     // still works, and the damage is kept for `Engine::cold_damage`.
     let mut backend: Arc<dyn ColdBackend> = match open_or_damaged(config.backend, &dir, &options) {
@@ -186,7 +190,18 @@ fn run_shard(
     };
     let mut bloom = BloomFilter::with_false_pos(config.bloom_fp_rate)
         .expected_items(share(config.bloom_expected_items).max(1024) as usize);
+    // A saved filter of the configured size replaces the walk: it holds every key the shard
+    // had at its clean close, and nothing has changed the backend since.
+    let saved = saved.filter(|state| {
+        state.words.len() == bloom.as_slice().len() && state.num_hashes == bloom.num_hashes()
+    });
     let counters = Counters::default();
+    let restored = saved.is_some();
+    if let Some(state) = saved {
+        bloom = BloomFilter::from_vec(state.words).hashes(state.num_hashes);
+        counters.blocks.set(state.blocks);
+        counters.bytes.set(state.bytes);
+    }
     let segments_dir = segments_dir(&dir);
     let recovery = match config.hot_tier {
         Some(hot) => {
@@ -218,8 +233,10 @@ fn run_shard(
     };
     if let Some(recovery) = &recovery {
         let index = recovery.tier.index.borrow();
-        bump(&counters.blocks, index.len() as u64);
-        bump(&counters.bytes, index.bytes());
+        if !restored {
+            bump(&counters.blocks, index.len() as u64);
+            bump(&counters.bytes, index.bytes());
+        }
         // A delete is acknowledged once its tombstone is durable; its cold copy may not have
         // been deleted yet when the process died.
         if !recovery.tombstoned.is_empty() {
@@ -237,15 +254,20 @@ fn run_shard(
         }
     }
     let hot_index = recovery.as_ref().map(|r| r.tier.index.borrow());
-    let walk = backend.iterate(None, &mut |key, len| {
-        bloom.insert_hash(bloom_hash(key));
-        // A block both hot and cold (mid-compaction, or promoted) is counted once.
-        if !hot_index.as_ref().is_some_and(|index| index.contains(key)) {
-            bump(&counters.blocks, 1);
-            bump(&counters.bytes, len);
-        }
-        true
-    });
+    let walk = if restored {
+        Ok(())
+    } else {
+        backend.iterate(None, &mut |key, len| {
+            bloom.insert_hash(bloom_hash(key));
+            bump(&counters.keys_walked_at_open, 1);
+            // A block both hot and cold (mid-compaction, or promoted) is counted once.
+            if !hot_index.as_ref().is_some_and(|index| index.contains(key)) {
+                bump(&counters.blocks, 1);
+                bump(&counters.bytes, len);
+            }
+            true
+        })
+    };
     drop(hot_index);
     match walk {
         Ok(()) => {}
@@ -296,14 +318,14 @@ fn run_shard(
     // when it is dropped).
     let backend_alive = Arc::downgrade(&shard.backend);
     let segments = segments_dir.clone();
-    let deferred = executor.run(async move {
+    let (deferred, open_state) = executor.run(async move {
         if let Some(hot) = &shard.hot {
             if let Err(err) = hot.start_writer(resume, next_seq).await {
                 let _ = ready.send(Err(Error::SegmentIo {
                     shard: id,
                     message: format!("starting the hot segment writer: {err:?}"),
                 }));
-                return Vec::new();
+                return (Vec::new(), None);
             }
             let queue = glommio::executor().create_task_queue(
                 Shares::Static(COMPACTION_SHARES),
@@ -317,19 +339,32 @@ fn run_shard(
         let _ = ready.send(Ok(()));
         serve(shard, rx).await
     });
-    if backend_alive.upgrade().is_none() && !deferred.is_empty() {
+    let backend_closed = backend_alive.upgrade().is_none();
+    if backend_closed && !deferred.is_empty() {
         for id in deferred {
             let _ = std::fs::remove_file(ipfrs_tiering::segment::file::segment_path(&segments, id));
             let _ = std::fs::remove_file(ipfrs_tiering::segment::hint::hint_path(&segments, id));
         }
         let _ = ipfrs_tiering::segment::file::sync_dir(&segments);
     }
+    // Saved last, over the closed backend's files as they stay: the fingerprint must see
+    // every write the close made.
+    if let Some(state) = open_state
+        && backend_closed
+        && cold_damage.get().is_none()
+        && let Err(err) = open_state::save(&dir, config.backend, &state)
+    {
+        eprintln!(
+            "ipfrs shard {id}: saving the open state (the next open walks the cold keys): {err}"
+        );
+    }
 }
 
 /// The shard's main loop: dispatch until `Shutdown` (or until every sender is gone), then
 /// let in-flight work finish, flush the backend and acknowledge the shutdown. Returns the
-/// compacted segments whose files wait for the backend to be closed.
-async fn serve(shard: Rc<Shard>, rx: flume::Receiver<Request>) -> Vec<u32> {
+/// compacted segments whose files wait for the backend to be closed, and, after a clean
+/// close, the state the next open may start from instead of walking the cold keys.
+async fn serve(shard: Rc<Shard>, rx: flume::Receiver<Request>) -> (Vec<u32>, Option<OpenState>) {
     let mut shutdown_reply = None;
     while let Ok(request) = rx.recv_async().await {
         match request {
@@ -406,6 +441,17 @@ async fn serve(shard: Rc<Shard>, rx: flume::Receiver<Request>) -> Vec<u32> {
         eprintln!("ipfrs shard {}: at shutdown: {e}", shard.id);
     }
     let result = result.and(flushed);
+    // Only a close that made everything durable, with no write refused after a failed sync,
+    // leaves a state: its filter and counts are then those of the store on disk.
+    let open_state = (result.is_ok() && shard.writes.read_only().is_none()).then(|| {
+        let bloom = shard.bloom.borrow();
+        OpenState {
+            blocks: shard.counters.blocks.get(),
+            bytes: shard.counters.bytes.get(),
+            num_hashes: bloom.num_hashes(),
+            words: bloom.as_slice().to_vec(),
+        }
+    });
     let deferred = shard
         .hot
         .as_ref()
@@ -415,7 +461,7 @@ async fn serve(shard: Rc<Shard>, rx: flume::Receiver<Request>) -> Vec<u32> {
     if let Some(reply) = shutdown_reply {
         let _ = reply.send(result);
     }
-    deferred
+    (deferred, open_state)
 }
 
 /// How long shutdown waits for in-flight work, and then for the final flush, before it

@@ -11,6 +11,8 @@
 //!   that name their cause.
 //! - `shard`: the read path (bloom -> cache -> backend on the blocking pool).
 //! - `commit`: the write path (one writer per shard, group commit).
+//! - [`open_state`]: the bloom filter and counters a clean close saves, so the next open need
+//!   not walk the cold keys.
 //! - `hot`: the hot tier (segments, index, recovery, group commit into segments,
 //!   compaction into the cold backend).
 //!
@@ -22,6 +24,7 @@ pub mod damage;
 mod error;
 mod executor;
 mod hot;
+pub mod open_state;
 pub mod protocol;
 mod shard;
 

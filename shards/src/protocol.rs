@@ -198,6 +198,9 @@ pub struct ShardStats {
     /// Cold reads refused as corrupt: the backend returned bytes that do not hash to the
     /// key (counted per read, so a damaged block read twice counts twice).
     pub corrupt_cold_reads: u64,
+    /// Cold keys walked at open to rebuild the bloom filter and counters: 0 when the state a
+    /// clean close saved stood in for the walk (see [`crate::open_state`]).
+    pub keys_walked_at_open: u64,
 }
 
 /// The client side of a shard: cheap to clone, usable from any thread.

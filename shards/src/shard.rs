@@ -36,6 +36,9 @@ pub(crate) struct Counters {
     pub(crate) put_bytes: Cell<u64>,
     /// Cold reads refused because the backend's bytes did not hash to their key.
     pub(crate) corrupt_cold_reads: Cell<u64>,
+    /// Cold keys walked at open to rebuild the bloom filter and counters (0 when a clean
+    /// close's saved state stood in for the walk).
+    pub(crate) keys_walked_at_open: Cell<u64>,
 }
 
 pub(crate) fn bump(cell: &Cell<u64>, by: u64) {
@@ -439,6 +442,7 @@ impl Shard {
             read_only: self.writes.read_only().is_some(),
             put_bytes: c.put_bytes.get(),
             corrupt_cold_reads: c.corrupt_cold_reads.get(),
+            keys_walked_at_open: c.keys_walked_at_open.get(),
             ..ShardStats::default()
         };
         if let Some(hot) = &self.hot {

@@ -1,0 +1,262 @@
+//! A shard's open state: its bloom filter and counters, saved at a clean close so that the
+//! next open need not walk every cold key to rebuild them (a walk costs seconds per GiB of cold
+//! data over sled, minutes for a large node).
+//!
+//! ```text
+//! shard-NNN/open-state   written after a clean close, once the backend is closed
+//!
+//! magic "IPFopen1" | backend u8 | fingerprint u64 | blocks u64 | bytes u64
+//!   | num_hashes u32 | words u64 | bloom words (u64 each) | xxh3-64 of everything before
+//! ```
+//! A filter that could miss a key must never be used, so the state is used only when nothing
+//! can have changed the cold backend since it was written:
+//! - it is single use: open removes it (and syncs the directory) before anything runs, so a
+//!   crash, a failed close or any later session without a clean close leaves no state behind
+//!   and the next open walks the keys;
+//! - it names the backend's files as they were after the close (path, size, inode, mtime and
+//!   ctime of each, hashed into the fingerprint), and open compares that before it opens the
+//!   backend: a repair that swapped the backend directory, an older version of this code or any
+//!   tool that wrote into the backend changes at least one of them;
+//! - the bloom filter must have the size the configuration asks for, so a changed budget is
+//!   rebuilt to that budget.
+//!
+//! Whatever fails here (a torn or damaged file, a mismatch) only means the keys are walked.
+
+use std::io::Write;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use ipfrs_core_types::BackendKind;
+use xxhash_rust::xxh3::{Xxh3, xxh3_64};
+
+const MAGIC: &[u8; 8] = b"IPFopen1";
+/// magic, backend, fingerprint, blocks, bytes, num_hashes, words.
+const HEADER_LEN: usize = 8 + 1 + 8 + 8 + 8 + 4 + 8;
+
+/// What a clean close leaves for the next open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenState {
+    /// Blocks the shard stored (hot and cold, each once).
+    pub blocks: u64,
+    /// Bytes of block data the shard stored.
+    pub bytes: u64,
+    /// The bloom filter's hash count.
+    pub num_hashes: u32,
+    /// The bloom filter's bits.
+    pub words: Vec<u64>,
+}
+
+/// The open-state file of the shard whose backend lives in `backend_dir`
+/// (`shard-NNN/<backend>`): `shard-NNN/open-state`.
+pub fn path(backend_dir: &Path) -> PathBuf {
+    backend_dir
+        .parent()
+        .unwrap_or(backend_dir)
+        .join("open-state")
+}
+
+/// A fingerprint of every file under `backend_dir`: relative path, size, inode, mtime and
+/// ctime (nanoseconds). ctime cannot be set back by a user, so a write by anything shows.
+pub fn fingerprint(backend_dir: &Path) -> std::io::Result<u64> {
+    let mut entries = Vec::new();
+    collect(backend_dir, backend_dir, &mut entries)?;
+    entries.sort_unstable();
+    let mut hasher = Xxh3::new();
+    let top = std::fs::metadata(backend_dir)?;
+    hasher.update(&top.ino().to_le_bytes());
+    for (name, facts) in &entries {
+        hasher.update(name.as_bytes());
+        hasher.update(&[0]);
+        for fact in facts {
+            hasher.update(&fact.to_le_bytes());
+        }
+    }
+    Ok(hasher.digest())
+}
+
+type FileFacts = (String, [i64; 6]);
+
+fn collect(root: &Path, dir: &Path, out: &mut Vec<FileFacts>) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let meta = entry.metadata()?;
+        let path = entry.path();
+        if meta.is_dir() {
+            collect(root, &path, out)?;
+            continue;
+        }
+        let name = path
+            .strip_prefix(root)
+            .unwrap_or(&path)
+            .to_string_lossy()
+            .into_owned();
+        // Sizes and inodes fit i64 on Linux; the casts only reinterpret them for hashing.
+        let facts = [
+            meta.size() as i64,
+            meta.ino() as i64,
+            meta.mtime(),
+            meta.mtime_nsec(),
+            meta.ctime(),
+            meta.ctime_nsec(),
+        ];
+        out.push((name, facts));
+    }
+    Ok(())
+}
+
+/// Writes `state` for the backend in `backend_dir`, which must be closed: to a temporary
+/// file, synced, renamed into place, directory synced.
+pub fn save(backend_dir: &Path, backend: BackendKind, state: &OpenState) -> std::io::Result<()> {
+    let fingerprint = fingerprint(backend_dir)?;
+    let mut out = Vec::with_capacity(HEADER_LEN + state.words.len() * 8 + 8);
+    out.extend_from_slice(MAGIC);
+    out.push(backend_code(backend));
+    out.extend_from_slice(&fingerprint.to_le_bytes());
+    out.extend_from_slice(&state.blocks.to_le_bytes());
+    out.extend_from_slice(&state.bytes.to_le_bytes());
+    out.extend_from_slice(&state.num_hashes.to_le_bytes());
+    out.extend_from_slice(&(state.words.len() as u64).to_le_bytes());
+    for word in &state.words {
+        out.extend_from_slice(&word.to_le_bytes());
+    }
+    let checksum = xxh3_64(&out);
+    out.extend_from_slice(&checksum.to_le_bytes());
+
+    let path = path(backend_dir);
+    let tmp = path.with_extension("tmp");
+    let mut file = std::fs::File::create(&tmp)?;
+    file.write_all(&out)?;
+    file.sync_all()?;
+    drop(file);
+    std::fs::rename(&tmp, &path)?;
+    ipfrs_tiering::segment::file::sync_dir(path.parent().unwrap_or(backend_dir))
+}
+
+/// Takes the state a clean close left for the backend in `backend_dir`, which must not be
+/// opened yet: reads it, removes the file durably (single use), and returns it only if it is
+/// intact, was written for this backend kind and the backend's files are as the close left
+/// them. `None` means: walk the keys.
+pub fn take(backend_dir: &Path, backend: BackendKind) -> Option<OpenState> {
+    let path = path(backend_dir);
+    let bytes = std::fs::read(&path).ok()?;
+    // Removed before anything else happens: if it cannot be removed, it cannot be trusted
+    // to be gone before the backend changes, so it is not used.
+    std::fs::remove_file(&path).ok()?;
+    ipfrs_tiering::segment::file::sync_dir(path.parent()?).ok()?;
+    let state = decode(&bytes, backend)?;
+    (state.0 == fingerprint(backend_dir).ok()?).then_some(state.1)
+}
+
+/// The fingerprint and state in `bytes`, if they are a whole, intact file for `backend`.
+fn decode(bytes: &[u8], backend: BackendKind) -> Option<(u64, OpenState)> {
+    let (body, checksum) = bytes.split_last_chunk::<8>()?;
+    if xxh3_64(body) != u64::from_le_bytes(*checksum) {
+        return None;
+    }
+    let (header, words) = body.split_at_checked(HEADER_LEN)?;
+    if &header[..8] != MAGIC || header[8] != backend_code(backend) {
+        return None;
+    }
+    let u64_at = |at: usize| header[at..at + 8].try_into().ok().map(u64::from_le_bytes);
+    let fingerprint = u64_at(9)?;
+    let blocks = u64_at(17)?;
+    let bytes_stored = u64_at(25)?;
+    let num_hashes = u32::from_le_bytes(header[33..37].try_into().ok()?);
+    let count = usize::try_from(u64_at(37)?).ok()?;
+    if words.len() != count.checked_mul(8)? || count == 0 || num_hashes == 0 {
+        return None;
+    }
+    let words = words
+        .chunks_exact(8)
+        .map(|w| w.try_into().map(u64::from_le_bytes))
+        .collect::<Result<Vec<_>, _>>()
+        .ok()?;
+    Some((
+        fingerprint,
+        OpenState {
+            blocks,
+            bytes: bytes_stored,
+            num_hashes,
+            words,
+        },
+    ))
+}
+
+/// A stable code per backend kind (names could be reworded; the file must not change).
+fn backend_code(backend: BackendKind) -> u8 {
+    match backend {
+        BackendKind::Sled => 1,
+        BackendKind::ParityDb => 2,
+        BackendKind::RocksDb => 3,
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn state() -> OpenState {
+        OpenState {
+            blocks: 7,
+            bytes: 4096,
+            num_hashes: 5,
+            words: vec![1, u64::MAX, 0, 42],
+        }
+    }
+
+    fn backend_dir() -> (tempfile::TempDir, PathBuf) {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("shard-000").join("sled");
+        std::fs::create_dir_all(dir.join("blobs")).unwrap();
+        std::fs::write(dir.join("db"), b"backend bytes").unwrap();
+        std::fs::write(dir.join("blobs/1"), b"a blob").unwrap();
+        (root, dir)
+    }
+
+    #[test]
+    fn a_saved_state_is_taken_once() {
+        let (_root, dir) = backend_dir();
+        save(&dir, BackendKind::Sled, &state()).unwrap();
+        assert_eq!(take(&dir, BackendKind::Sled), Some(state()));
+        assert!(!path(&dir).exists(), "single use");
+        assert_eq!(take(&dir, BackendKind::Sled), None);
+    }
+
+    #[test]
+    fn any_change_to_the_backend_files_voids_it() {
+        let changes: [fn(&Path); 4] = [
+            |dir| std::fs::write(dir.join("db"), b"backend bytez").unwrap(),
+            |dir| std::fs::write(dir.join("blobs/2"), b"new").unwrap(),
+            |dir| std::fs::remove_file(dir.join("blobs/1")).unwrap(),
+            |dir| {
+                // Same bytes, rewritten: ctime moves even if a tool restores mtime.
+                std::thread::sleep(std::time::Duration::from_millis(5));
+                std::fs::write(dir.join("db"), b"backend bytes").unwrap();
+            },
+        ];
+        for (i, change) in changes.into_iter().enumerate() {
+            let (_root, dir) = backend_dir();
+            save(&dir, BackendKind::Sled, &state()).unwrap();
+            change(&dir);
+            assert_eq!(take(&dir, BackendKind::Sled), None, "change {i}");
+            assert!(!path(&dir).exists(), "change {i}: removed anyway");
+        }
+    }
+
+    #[test]
+    fn a_damaged_file_or_another_backend_is_refused() {
+        let (_root, dir) = backend_dir();
+        save(&dir, BackendKind::Sled, &state()).unwrap();
+        let good = std::fs::read(path(&dir)).unwrap();
+        assert_eq!(take(&dir, BackendKind::ParityDb), None);
+        for at in [0, 9, 20, good.len() / 2, good.len() - 1] {
+            let mut bad = good.clone();
+            bad[at] ^= 0x20;
+            std::fs::write(path(&dir), &bad).unwrap();
+            assert_eq!(take(&dir, BackendKind::Sled), None, "flip at {at}");
+        }
+        std::fs::write(path(&dir), &good[..good.len() - 3]).unwrap();
+        assert_eq!(take(&dir, BackendKind::Sled), None, "torn");
+    }
+}
