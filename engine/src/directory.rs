@@ -6,6 +6,9 @@
 //!   LOCK                  flock'ed while an engine has the store open
 //!   metadata.log          small named values with compare-and-swap (see `metadata.rs`)
 //!   shard-000/<backend>/  each shard's cold backend
+//!   shard-000/segments/   its hot segments (NNNNNNNN.seg) and their hint files (NNNNNNNN.hint)
+//!   shard-000/open-state  its bloom filter and counters, saved at a clean close (single use)
+//!   shard-000/space.reserve  disk kept free for deletes and compaction
 //! ```
 //! The metadata makes reopening with another backend, shard count or format a clear error
 //! instead of a silent new store; the lock makes a second open fail instead of corrupting.

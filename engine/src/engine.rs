@@ -457,8 +457,9 @@ fn validate(config: &Config) -> Result<()> {
     Ok(())
 }
 
-/// Starts every shard in parallel (each rebuilds its bloom filter from its backend); if one
-/// fails, the others are shut down and the first failure is returned.
+/// Starts every shard in parallel (each recovers its hot tier and rebuilds its bloom filter,
+/// from its saved open state or a walk of its backend); if one fails, the others are shut
+/// down and the first failure is returned.
 fn start_all(config: &Config, directory: &Directory, shards: usize) -> Result<Vec<ShardThread>> {
     let results: Vec<ipfrs_shards::Result<ShardThread>> = std::thread::scope(|scope| {
         let starting: Vec<_> = (0..shards)

@@ -15,8 +15,8 @@
 //! One thread owns the file and the in-memory map and serves requests in arrival order over a
 //! flume channel, so a compare-and-swap is atomic without locks and no async caller ever
 //! blocks on a file operation. Every change is appended and fdatasync'ed before it is
-//! acknowledged. When dead records outweigh live ones the log is rewritten to a temporary
-//! file, synced and renamed over the log.
+//! acknowledged. Once the log passes 1 MiB and four times its live bytes, it is rewritten to a
+//! temporary file, synced and renamed over the log.
 //!
 //! A failed write, fdatasync, rename or reopen poisons the log (as a failed sync poisons a hot
 //! shard): after a failed fsync the kernel may have dropped the dirty pages, and after a failed

@@ -2,8 +2,10 @@
 //!
 //! The executor is built inside the shard's own thread (`LocalExecutorBuilder::make`), so a
 //! ring setup failure comes back as an error naming its cause instead of a panic in a thread.
-//! Before it serves anything, the shard opens its backend and walks its keys once to rebuild
-//! the bloom filter and the counters: a filter that could miss a key is never consulted.
+//! Before it serves anything, the shard opens its backend, recovers its hot tier and rebuilds
+//! its bloom filter and counters: from the state its last clean close saved (`open_state`)
+//! when nothing can have changed the backend since, else by walking the cold keys once. A
+//! filter that could miss a key is never consulted.
 
 use std::cell::{Cell, RefCell};
 use std::path::PathBuf;

@@ -9,7 +9,7 @@
 //! - [`protocol`]: the messages and the client side ([`ShardHandle`]).
 //! - `executor`: starting a shard thread, and turning io_uring setup failures into errors
 //!   that name their cause.
-//! - `shard`: the read path (bloom -> cache -> backend on the blocking pool).
+//! - `shard`: the read path (bloom -> hot index -> cache -> backend on the blocking pool).
 //! - `commit`: the write path (one writer per shard, group commit).
 //! - [`open_state`]: the bloom filter and counters a clean close saves, so the next open need
 //!   not walk the cold keys.

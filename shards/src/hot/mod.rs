@@ -59,7 +59,8 @@ pub(crate) struct HotCounters {
     pub(crate) segments_compacted: Cell<u64>,
     /// Cold blocks copied back into the hot tier.
     pub(crate) promotions: Cell<u64>,
-    /// Damaged records found (at recovery, by reads, or by compaction).
+    /// Damaged records found (at recovery, or by compaction; a read of a damaged record fails
+    /// with `Corrupt` without counting here).
     pub(crate) corrupt_records: Cell<u64>,
     /// Background compaction steps that failed (full disk, I/O error) and were retried later.
     pub(crate) compaction_failures: Cell<u64>,

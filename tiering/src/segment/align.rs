@@ -5,9 +5,10 @@ use super::error::RecordError;
 /// The alignment every record starts at and is padded to: a power of two between 1 and
 /// [`Alignment::MAX`] bytes.
 ///
-/// A segment written with O_DIRECT needs the device's logical block size (512) or the page
-/// size (4096), so that every DMA write of whole records is itself aligned. Holding the value in
-/// this type means the padding arithmetic never sees a zero or a non-power-of-two.
+/// Hot segments use [`Alignment::WORD`]: records are packed at 8 bytes, and the writer keeps its
+/// O_DIRECT writes aligned by rewriting the partial last sector of the previous write, not by
+/// padding records to sectors. Holding the value in this type means the padding arithmetic
+/// never sees a zero or a non-power-of-two.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Alignment(usize);
 

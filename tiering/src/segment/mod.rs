@@ -7,7 +7,8 @@
 //!
 //! - [`record`]: the record format, [`encode_into`] / [`encode_at`] to write one record and
 //!   [`decode`] to read one back, zero copy.
-//! - [`Alignment`]: the write alignment every record is padded to (512 or 4096 for O_DIRECT).
+//! - [`Alignment`]: the alignment every record starts at and is padded to (8 bytes in hot
+//!   segments; the writer's O_DIRECT writes stay sector-aligned on their own).
 //! - [`Scanner`]: walks a segment buffer record by record and says why it stopped
 //!   ([`ScanEnd`]): a clean end, a torn tail to truncate, or corruption to report.
 //! - [`RecordError`]: everything that can be wrong with a record, with its offset.

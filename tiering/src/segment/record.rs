@@ -1,8 +1,8 @@
 //! The on-disk format of one hot-segment record.
 //!
-//! A segment is a sequence of records, each starting at a multiple of the segment's write
-//! [`Alignment`] (512 or 4096 bytes under O_DIRECT), followed by unwritten (zero) space up to the
-//! preallocated end. A record is a fixed 28-byte header, the key (the block's multihash bytes),
+//! A segment is a sequence of records, each starting at a multiple of the segment's record
+//! [`Alignment`] (8 bytes for hot segments: [`Alignment::WORD`]), followed by unwritten (zero)
+//! space up to the preallocated end. A record is a fixed 28-byte header, the key (the block's multihash bytes),
 //! the payload (the block's data, empty for a tombstone), then zero padding up to the next
 //! multiple of the alignment. All integers are little-endian.
 //!
