@@ -47,10 +47,12 @@ pub(crate) enum Pending {
         epoch: u64,
     },
     /// Hot tier compaction: move these records (key, offset) of `segment` out of it, if the
-    /// index still points at them. Runs as a group of its own.
+    /// index still points at them. Runs as a group of its own. `mode`: whose compaction, and
+    /// where the records go (see `hot::compaction::Mode`).
     Migrate {
         segment: u32,
         records: Vec<(Key, u32)>,
+        mode: crate::hot::compaction::Mode,
     },
     /// Hot tier compaction: remove `segment`, now empty of live records. Runs alone.
     Retire {
@@ -373,7 +375,8 @@ impl Shard {
                 continue;
             }
             let group = q.take_group();
-            let group = self.admit(group).await;
+            // The claim on the room for a new segment is held until the group is committed.
+            let (group, _claim) = self.admit(group).await;
             if !group.is_empty() {
                 match &self.hot {
                     Some(hot) => self.commit_group_hot(hot, group).await,
@@ -392,44 +395,79 @@ impl Shard {
     }
 
     /// Applies the space policy to a group before it is committed (see [`space`]): puts are
-    /// refused with `NoSpace` while the reserve is not whole, and, without a hot tier, when
+    /// refused with `NoSpace` while the reserve is not whole, when they would start a new hot
+    /// segment that leaves less than [`space::headroom`] free, and, without a hot tier, when
     /// the cold backend has no room for them; deletes may release the reserve, and are refused
-    /// only when even that leaves no room for their records. Returns the ops to commit.
-    async fn admit(&self, group: Vec<WriteOp>) -> Vec<WriteOp> {
+    /// only when even that leaves no room for their records. Returns the ops to commit, and
+    /// the claim on a new segment's room, to hold until the group is committed.
+    async fn admit(&self, group: Vec<WriteOp>) -> (Vec<WriteOp>, Option<space::Claim>) {
+        use ipfrs_tiering::segment::encoded_len;
+        let align = crate::hot::writer::RECORD_ALIGN;
         let mut put_bytes = 0u64;
+        // The group's records in the active segment, its mark record included (a few dozen
+        // bytes: one sector is an upper bound).
+        let mut record_bytes = crate::hot::writer::DMA_ALIGN;
         let mut deletes = false;
         for op in &group {
             match &op.pending {
                 Pending::Put(items) => {
-                    put_bytes += items.iter().map(|(_, v)| v.len() as u64).sum::<u64>();
+                    for (key, value) in items {
+                        put_bytes += value.len() as u64;
+                        record_bytes += encoded_len(key.len(), value.len(), align) as u64;
+                    }
                 }
-                Pending::Promote { data, .. } => put_bytes += data.len() as u64,
-                Pending::Delete(_) => deletes = true,
+                Pending::Promote { key, data, .. } => {
+                    put_bytes += data.len() as u64;
+                    record_bytes += encoded_len(key.len(), data.len(), align) as u64;
+                }
+                Pending::Delete(keys) => {
+                    deletes = true;
+                    record_bytes += keys
+                        .iter()
+                        .map(|key| encoded_len(key.len(), 0, align) as u64)
+                        .sum::<u64>();
+                }
                 _ => {}
             }
         }
         if put_bytes == 0 && !deletes {
-            return group;
+            return (group, None);
         }
         let space = Arc::clone(&self.writes.space);
-        // What a delete may need: a new hot segment for its tombstones when the active one is
-        // full (the reserve is released for it), and room for the cold deletes.
-        let roll_over = self.hot.as_ref().map_or(0, |hot| hot.config.segment_bytes);
+        // A group that does not fit in the active segment starts a new one: a delete may
+        // release the reserve for it, a put must leave the headroom free after it (root could
+        // allocate it from ext4's root-reserved blocks, past every check, and leave no room
+        // that compaction can see).
+        let segment_bytes = self.hot.as_ref().map_or(0, |hot| hot.config.segment_bytes);
+        let rolls_over = self.hot.as_ref().is_some_and(|hot| {
+            hot.writer
+                .borrow()
+                .as_ref()
+                .is_some_and(|w| record_bytes > w.room())
+        });
+        let roll_over = if rolls_over { segment_bytes } else { 0 };
+        let headroom = space::headroom(segment_bytes);
         let cold_only = self.hot.is_none();
-        let (puts_fit, deletes_fit) = glommio::executor()
+        let (puts_fit, deletes_fit, claim) = glommio::executor()
             .spawn_blocking(move || {
+                let mut claim = None;
                 let puts_fit = put_bytes == 0
                     || ((space.whole() || {
                         space.retake();
                         space.whole()
                     }) && (!cold_only
-                        || space.ensure(space::cold_need(put_bytes), false).is_ok()));
+                        || space.ensure(space::cold_need(put_bytes), 0, false).is_ok())
+                        && (!(rolls_over || space.full()) || {
+                            claim = space.ensure(segment_bytes, headroom, false).ok();
+                            space.set_full(claim.is_none());
+                            claim.is_some()
+                        }));
                 let deletes_fit = !deletes
-                    || match space.ensure(roll_over + space::COLD_SLACK, true) {
+                    || match space.ensure(roll_over + space::COLD_SLACK, 0, true) {
                         Ok(_) => true,
                         Err(free) => free >= space::DELETE_SLACK,
                     };
-                (puts_fit, deletes_fit)
+                (puts_fit, deletes_fit, claim)
             })
             .await;
         let no_space = || Error::NoSpace {
@@ -449,7 +487,7 @@ impl Shard {
                 admitted.push(op);
             }
         }
-        admitted
+        (admitted, claim)
     }
 
     async fn commit_group(&self, group: Vec<WriteOp>) {

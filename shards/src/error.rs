@@ -44,16 +44,16 @@ pub enum Error {
         /// The failed sync's error.
         reason: String,
     },
-    /// The disk is full: a new hot segment could not be allocated. The write was not stored;
-    /// everything acknowledged before stays readable, and writes succeed again once space is
-    /// freed.
-    #[error(
-        "shard {shard}: no space left on the device for a new hot segment ({path}); the write was not stored"
-    )]
+    /// The disk is full: a new hot segment could not be allocated, a put would have left less
+    /// than the room kept for freeing space, or a compaction step had no room for its cold
+    /// writes. Nothing was written; everything acknowledged before stays readable, and writes
+    /// succeed again once space is freed.
+    #[error("shard {shard}: no space left on the device ({path}); nothing was written")]
     NoSpace {
         /// The shard.
         shard: usize,
-        /// The segment file that could not be allocated.
+        /// Where the space ran out: the file that could not be allocated, or the shard's
+        /// directory (with what was needed, for compaction).
         path: String,
     },
     /// A hot segment file could not be read, created or removed.

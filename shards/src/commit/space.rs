@@ -29,6 +29,19 @@ pub(crate) fn cold_need(bytes: u64) -> u64 {
     bytes + bytes / 8 + COLD_SLACK
 }
 
+/// Free space (beyond the reserves) that writes which fill the disk must leave: new hot
+/// segments for puts, and background compaction's cold writes. It is the cold room an
+/// explicit compaction needs to move every live record of one segment of `segment_bytes` out
+/// and remove it, so that after `block rm` a full disk can always be freed with `repo gc`
+/// (the reserves then pay for the tombstones' own segment and for slack).
+///
+/// The checks read the space free for unprivileged writers (`f_bavail`): as root, writes
+/// succeed past it into the blocks ext4 keeps for root, and a hot tier that grew into them
+/// left compaction no room it could see (issue 20 item 4).
+pub(crate) fn headroom(segment_bytes: u64) -> u64 {
+    cold_need(segment_bytes)
+}
+
 /// Bytes that writes checked by [`Space::ensure`] in this process may still be writing: the
 /// shards share the filesystem, so each counts the others' pending writes as taken.
 static CLAIMED: AtomicU64 = AtomicU64::new(0);
@@ -59,6 +72,10 @@ pub(crate) struct Space {
     reserve: Option<PathBuf>,
     /// Bytes the reserve should hold.
     target: u64,
+    /// Set when a put was refused for want of a new segment's room, until a new segment
+    /// fits again: until then every put is refused, even one that would still fit in the
+    /// active segment, so that a full disk answers every write the same way.
+    full: std::sync::atomic::AtomicBool,
     /// Bytes it holds now.
     held: AtomicU64,
 }
@@ -72,6 +89,7 @@ impl Space {
             dir: dir.to_path_buf(),
             reserve: (target > 0).then(|| dir.join(RESERVE_FILE)),
             target,
+            full: std::sync::atomic::AtomicBool::new(false),
             held: AtomicU64::new(0),
         };
         if let Some(path) = &space.reserve {
@@ -86,6 +104,16 @@ impl Space {
         &self.dir
     }
 
+    /// Whether puts were refused for want of a new segment's room since one last fitted.
+    pub(crate) fn full(&self) -> bool {
+        self.full.load(Ordering::Acquire)
+    }
+
+    /// Notes whether the last check for a new segment's room failed.
+    pub(crate) fn set_full(&self, full: bool) {
+        self.full.store(full, Ordering::Release);
+    }
+
     /// Whether the reserve is whole (or off): puts may use the rest of the disk.
     pub(crate) fn whole(&self) -> bool {
         self.held.load(Ordering::Acquire) >= self.target
@@ -96,22 +124,23 @@ impl Space {
         free_bytes(&self.dir)
     }
 
-    /// Makes sure `need` bytes are free (beyond what other shards' checked writes may still
-    /// take), releasing the reserve for it if `use_reserve` and that is what it takes. The
-    /// returned claim counts the bytes as taken until it is dropped, after the write. Returns
-    /// the bytes free when they are not enough. Blocking.
-    pub(crate) fn ensure(&self, need: u64, use_reserve: bool) -> Result<Claim, u64> {
+    /// Makes sure `need` bytes are free, and `keep` more after them (beyond what other
+    /// shards' checked writes may still take), releasing the reserve for it if `use_reserve`
+    /// and that is what it takes. The returned claim counts the `need` bytes as taken until it
+    /// is dropped, after the write. Returns the bytes free when they are not enough. Blocking.
+    pub(crate) fn ensure(&self, need: u64, keep: u64, use_reserve: bool) -> Result<Claim, u64> {
         let available = || {
             // An unreadable filesystem size is not a reason to refuse: the write will say.
             self.free().map_or(u64::MAX, |f| {
                 f.saturating_sub(CLAIMED.load(Ordering::Acquire))
             })
         };
+        let want = need.saturating_add(keep);
         let mut free = available();
-        if free < need && use_reserve && self.release() {
+        if free < want && use_reserve && self.release() {
             free = available();
         }
-        if free < need {
+        if free < want {
             return Err(free);
         }
         CLAIMED.fetch_add(need, Ordering::AcqRel);
@@ -146,7 +175,9 @@ impl Space {
     }
 
     /// Takes the reserve back, as far as the free space allows while leaving [`COLD_SLACK`]
-    /// free (so a put refused for want of the reserve still leaves room for deletes). Blocking.
+    /// free (so a put refused for want of the reserve still leaves room for deletes) beyond
+    /// what checked writes of any shard may still take: another shard's compaction step that
+    /// was promised room must not find it gone, or its cold backend sees ENOSPC. Blocking.
     pub(crate) fn retake(&self) {
         let Some(path) = &self.reserve else {
             return;
@@ -155,7 +186,9 @@ impl Space {
         if held >= self.target {
             return;
         }
-        let free = free_bytes(&self.dir).unwrap_or(0);
+        let free = free_bytes(&self.dir)
+            .unwrap_or(0)
+            .saturating_sub(CLAIMED.load(Ordering::Acquire));
         let want = (self.target - held).min(free.saturating_sub(COLD_SLACK));
         if want == 0 {
             return;
@@ -221,10 +254,10 @@ mod tests {
         assert!(space.whole());
         assert!(allocated(&dir.path().join(RESERVE_FILE)) >= 1 << 20);
         // A need that fits without it leaves it alone.
-        assert!(space.ensure(1, true).is_ok());
+        assert!(space.ensure(1, 0, true).is_ok());
         assert!(space.whole());
         // A need beyond the disk releases it, and still fails, naming the space free.
-        let free = space.ensure(u64::MAX, true).unwrap_err();
+        let free = space.ensure(u64::MAX, 0, true).unwrap_err();
         assert!(free > 0);
         assert!(!space.whole());
         assert_eq!(allocated(&dir.path().join(RESERVE_FILE)), 0);

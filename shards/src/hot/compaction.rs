@@ -25,7 +25,7 @@ use ipfrs_core_types::key::Key;
 use ipfrs_tiering::ColdBackend;
 use ipfrs_tiering::segment::file::sync_dir;
 use ipfrs_tiering::segment::recover::Kind;
-use ipfrs_tiering::segment::{Loc, Payload, decode, scan_segment};
+use ipfrs_tiering::segment::{Loc, Payload, decode, encoded_len, scan_segment};
 
 use super::HotTier;
 use super::writer::{RECORD_ALIGN, Record};
@@ -42,6 +42,24 @@ const STEP_BYTES: u64 = 4 << 20;
 const RETRY_AFTER: Duration = Duration::from_secs(1);
 const RETRY_AFTER_MAX: Duration = Duration::from_secs(60);
 
+/// Whose compaction a step belongs to, and where its records go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// Background compaction (keeping the budget): records go to the cold backend, which must
+    /// leave the headroom free after them; the reserve is never used.
+    Background,
+    /// An explicit compaction (`compact`, `repo gc`): records go to the cold backend, and the
+    /// shard's reserve may be released for them.
+    Freeing,
+    /// An explicit compaction on a disk too short for the cold copy: the live records are
+    /// rewritten into the hot tier instead (a segment cleaner: the live parts of segments
+    /// share a new one), which needs at most a new segment, paid by the reserve if need be.
+    /// The cold backend may store a block in several times its bytes for a while (sled 0.34
+    /// keeps a replaced blob until its log segment closes), so on a short disk moving records
+    /// there can take more than removing their segment gives back.
+    Cleaning,
+}
+
 /// The compaction task of one shard; runs until the shard stops.
 pub(crate) async fn run(shard: Rc<Shard>) {
     let Some(hot) = shard.hot.as_ref() else {
@@ -57,7 +75,7 @@ pub(crate) async fn run(shard: Rc<Shard>) {
             let Some(segment) = oldest else {
                 break;
             };
-            match compact_segment(&shard, segment).await {
+            match compact_segment(&shard, segment, Mode::Background).await {
                 Ok(()) => retry_after = RETRY_AFTER,
                 Err(Error::ReadOnly { .. } | Error::Stopped { .. }) => return,
                 Err(e) => {
@@ -80,24 +98,49 @@ pub(crate) async fn run(shard: Rc<Shard>) {
     }
 }
 
-/// Seals the active segment and compacts every sealed one now, whatever the budget (an
-/// operator's `compact`): blocks read since written stay hot, the rest moves to the cold
-/// backend.
+/// Compacts every sealed segment now, whatever the budget (an operator's `compact`, and
+/// `repo gc`), then, if the disk has room, seals the active segment and compacts it too:
+/// blocks read since written stay hot, the rest moves to the cold backend. It may use the
+/// space reserve (it is how a full disk is freed).
+///
+/// Sealing takes a new preallocated segment, and compacting the sealed one moves its live
+/// records into the cold backend: on a disk short of space that costs more than it gives back
+/// (the cold backend stores a block in more than its record's bytes). So the active segment
+/// is sealed only when, as the compaction starts, the space free beyond the headroom (see
+/// `commit::space`) holds a new segment and the cold copy of a whole one; otherwise it waits
+/// for a later compaction. Decided before anything moves, so that shards compacting at once
+/// do not decide on each other's progress.
 pub(crate) async fn compact_all(shard: &Rc<Shard>) -> Result<u64> {
     let Some(hot) = shard.hot.as_ref() else {
         return Ok(0);
     };
-    // On a full disk there may be no room for a new segment: the segments already sealed are
-    // still compacted (that is how the space comes back), and the active one waits.
-    match submit(shard, Pending::Seal).await {
-        Ok(()) | Err(Error::NoSpace { .. }) => {}
-        Err(e) => return Err(e),
+    let segment_bytes = hot.config.segment_bytes;
+    let room = Arc::clone(&shard.writes.space);
+    let seal = glommio::executor()
+        .spawn_blocking(move || {
+            let need = segment_bytes + space::cold_need(segment_bytes);
+            room.ensure(need, space::headroom(segment_bytes), false)
+                .is_ok()
+        })
+        .await;
+    let mut compacted = 0u64;
+    for segment in sealed_segments(hot) {
+        compact_segment(shard, segment, Mode::Freeing).await?;
+        compacted += 1;
     }
-    let sealed = sealed_segments(hot);
-    for &segment in &sealed {
-        compact_segment(shard, segment).await?;
+    if seal {
+        // Another writer may have taken the room meanwhile: the new segment's own check
+        // refuses it then, and the active segment waits.
+        match submit(shard, Pending::Seal).await {
+            Ok(()) | Err(Error::NoSpace { .. }) => {}
+            Err(e) => return Err(e),
+        }
+        for segment in sealed_segments(hot) {
+            compact_segment(shard, segment, Mode::Freeing).await?;
+            compacted += 1;
+        }
     }
-    Ok(sealed.len() as u64)
+    Ok(compacted)
 }
 
 /// The sealed segments, oldest first: every segment but the newest one.
@@ -120,8 +163,14 @@ fn sealed_segments(hot: &HotTier) -> Vec<u32> {
         .collect()
 }
 
-/// Moves every live record out of `segment`, then removes it.
-async fn compact_segment(shard: &Rc<Shard>, segment: u32) -> Result<()> {
+/// Moves every live record out of `segment`, then removes it. `mode`: [`Mode::Background`]
+/// or [`Mode::Freeing`].
+///
+/// The cold room the whole segment needs is checked first, so that a disk too full for it
+/// fails the segment before any of it moves: steps that moved half a segment would take cold
+/// space and give none back (only its removal does). An explicit compaction that finds less
+/// room than that and the headroom cleans the segment instead (see [`Mode::Cleaning`]).
+async fn compact_segment(shard: &Rc<Shard>, segment: u32, mode: Mode) -> Result<()> {
     let Some(hot) = shard.hot.as_ref() else {
         return Ok(());
     };
@@ -144,6 +193,29 @@ async fn compact_segment(shard: &Rc<Shard>, segment: u32) -> Result<()> {
             found
         })
         .await;
+    let live_bytes: u64 = {
+        let index = hot.index.borrow();
+        found
+            .iter()
+            .filter(|(key, offset, _)| {
+                index
+                    .get(key)
+                    .is_some_and(|loc| loc.segment == segment && loc.offset == *offset)
+            })
+            .map(|(_, _, len)| u64::from(*len))
+            .sum()
+    };
+    let mut mode = mode;
+    if live_bytes > 0 {
+        // An explicit compaction moves records to the cold backend only while that leaves
+        // the headroom free, as background compaction does; on a disk shorter than that it
+        // cleans the segment instead.
+        match check_room(shard, space::cold_need(live_bytes), Mode::Background).await {
+            Ok(_) => {}
+            Err(Error::NoSpace { .. }) if mode == Mode::Freeing => mode = Mode::Cleaning,
+            Err(e) => return Err(e),
+        }
+    }
     let mut step = Vec::new();
     let mut step_bytes = 0u64;
     for (key, offset, len) in found {
@@ -152,7 +224,15 @@ async fn compact_segment(shard: &Rc<Shard>, segment: u32) -> Result<()> {
         if step_bytes >= STEP_BYTES {
             let records = std::mem::take(&mut step);
             step_bytes = 0;
-            submit(shard, Pending::Migrate { segment, records }).await?;
+            submit(
+                shard,
+                Pending::Migrate {
+                    segment,
+                    records,
+                    mode,
+                },
+            )
+            .await?;
         }
     }
     if !step.is_empty() {
@@ -161,11 +241,44 @@ async fn compact_segment(shard: &Rc<Shard>, segment: u32) -> Result<()> {
             Pending::Migrate {
                 segment,
                 records: step,
+                mode,
             },
         )
         .await?;
     }
     submit(shard, Pending::Retire { segment }).await
+}
+
+/// Makes sure `need` bytes are free: for an explicit compaction, releasing the shard's
+/// reserve if need be; for background compaction, leaving the headroom free after them (see
+/// `commit::space`), so that filling the disk never takes the room a later `repo gc` needs.
+/// The returned claim counts the room as taken until it is dropped.
+async fn check_room(shard: &Shard, need: u64, mode: Mode) -> Result<space::Claim> {
+    let freeing = mode != Mode::Background;
+    let keep = if freeing {
+        0
+    } else {
+        shard
+            .hot
+            .as_ref()
+            .map_or(0, |hot| space::headroom(hot.config.segment_bytes))
+    };
+    let room = Arc::clone(&shard.writes.space);
+    glommio::executor()
+        .spawn_blocking(move || room.ensure(need, keep, freeing))
+        .await
+        .map_err(|free| Error::NoSpace {
+            shard: shard.id,
+            path: format!(
+                "{}: compaction needs {need} bytes{}, {free} free",
+                shard.writes.space.dir().display(),
+                if keep > 0 {
+                    format!(" and {keep} more left free")
+                } else {
+                    String::new()
+                }
+            ),
+        })
 }
 
 /// Queues a compaction step on the shard's writer and waits for it.
@@ -200,6 +313,7 @@ impl Shard {
         hot: &HotTier,
         segment: u32,
         records: Vec<(Key, u32)>,
+        mode: Mode,
     ) -> Result<()> {
         let Some(map) = hot.segments.borrow().get(&segment).cloned() else {
             return Ok(());
@@ -217,28 +331,35 @@ impl Shard {
         if live.is_empty() {
             return Ok(());
         }
-        // The cold backend is never written without room (see `commit::space`): the reserve
-        // is released for it if need be, and a step that still does not fit fails with
-        // `NoSpace` before the backend sees it. Rewrites into the hot tier are counted as cold
-        // too: an upper bound.
+        // The cold backend is never written without room (see `commit::space`): an explicit
+        // compaction releases the reserve for it if need be, background compaction leaves the
+        // headroom alone, and a step that does not fit fails with `NoSpace` before the backend
+        // sees it (the segment was checked as a whole, but other shards write meanwhile).
+        // Rewrites into the hot tier are counted as cold too: an upper bound.
         let moving_bytes: u64 = live.iter().map(|(_, _, loc)| u64::from(loc.len)).sum();
-        let need = space::cold_need(moving_bytes);
-        let room = Arc::clone(&self.writes.space);
-        let fits = glommio::executor()
-            .spawn_blocking(move || room.ensure(need, true))
-            .await;
         // Held until the step's writes are done, so other shards count them as taken.
-        let _claim = fits.map_err(|free| Error::NoSpace {
-            shard: self.id,
-            path: format!(
-                "{}: compaction needs {need} bytes, {free} free",
-                self.writes.space.dir().display()
-            ),
-        })?;
+        let _claim = if mode == Mode::Cleaning {
+            // Only a new segment, if the rewrite does not fit in the active one (its records
+            // take at most a header and padding more than their payloads, and a mark).
+            let record_bytes: u64 = live
+                .iter()
+                .map(|(key, _, loc)| encoded_len(key.len(), loc.len as usize, RECORD_ALIGN) as u64)
+                .sum::<u64>()
+                + super::writer::DMA_ALIGN;
+            let room = hot.writer.borrow().as_ref().map_or(0, |w| w.room());
+            if record_bytes > room {
+                Some(check_room(self, hot.config.segment_bytes, mode).await?)
+            } else {
+                None
+            }
+        } else {
+            Some(check_room(self, space::cold_need(moving_bytes), mode).await?)
+        };
         // Keep blocks read since their write, unless hot data alone fills half the budget
         // (then everything moves, so compaction always makes progress).
         let keep_reads = hot.config.keep_hot_reads;
         let room_for_hot = hot.index.borrow().bytes() < hot.budget_share() / 2;
+        let cleaning = mode == Mode::Cleaning;
         // Read and check every record on the blocking pool (page faults and checksums stay
         // off the shard's core), and put the cold ones into the backend there, durably.
         let (moving, cold_bytes) = self
@@ -258,8 +379,8 @@ impl Shard {
                             }
                             Payload::Tombstone => None,
                         });
-                    let stays_hot =
-                        data.is_some() && room_for_hot && keep_reads > 0 && loc.hits >= keep_reads;
+                    let stays_hot = data.is_some()
+                        && (cleaning || (room_for_hot && keep_reads > 0 && loc.hits >= keep_reads));
                     if let (Some(data), false) = (&data, stays_hot) {
                         cold.push((key.clone(), data.clone()));
                     }

@@ -122,7 +122,11 @@ impl Shard {
                 return;
             };
             let result = match op.pending {
-                Pending::Migrate { segment, records } => self.migrate(hot, segment, records).await,
+                Pending::Migrate {
+                    segment,
+                    records,
+                    mode,
+                } => self.migrate(hot, segment, records, mode).await,
                 Pending::Retire { segment } => self.retire(hot, segment).await,
                 Pending::Seal => self.seal(hot).await,
                 _ => Ok(()),

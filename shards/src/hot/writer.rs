@@ -214,6 +214,11 @@ impl Writer {
         self.active
     }
 
+    /// Bytes left in the active segment: an append of more starts a new segment.
+    pub(crate) fn room(&self) -> u64 {
+        self.segment_bytes.saturating_sub(self.pos)
+    }
+
     /// Appends `records` after a mark record, in order, and syncs if `sync`.
     pub(crate) async fn append(
         &mut self,
