@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 use ipfrs_core_types::key::cid_of_key;
 use ipfrs_core_types::{BackendKind, Cid, Config, verify_key};
-use ipfrs_tiering::backends::is_damage;
+use ipfrs_tiering::backends::{is_damage, resume_after_damage};
 use ipfrs_tiering::{BackendOptions, ColdBackend, open_backend};
 
 use crate::directory::Directory;
@@ -114,8 +114,11 @@ fn repair_shard(
             None => return Err(storage(dir, err)),
         },
     };
+    // What the library skipped while opening is gone without a name.
+    let skipped = old.as_ref().and_then(|old| old.damage_at_open());
     // A first pass only reads: a sound backend is left untouched.
     if let Some(old) = &old
+        && skipped.is_none()
         && check(&**old, dir, &mut report, None)?
     {
         return Ok(report);
@@ -139,6 +142,23 @@ fn repair_shard(
                 ..report
             };
             check(&**old, dir, &mut report, Some(&*fresh))?;
+            salvage(&**old, dir, &mut report, &*fresh)?;
+            if let Some(damage) = &skipped {
+                let walk = report.unknown_loss.take();
+                report.unknown_loss = Some(
+                    [
+                        Some(format!(
+                            "the backend skipped damaged data when it opened: {}",
+                            damage.cause
+                        )),
+                        walk,
+                    ]
+                    .into_iter()
+                    .flatten()
+                    .collect::<Vec<_>>()
+                    .join("; "),
+                );
+            }
         }
         fresh.flush().map_err(|e| storage(dir, e))?;
         // Dropped here: parity-db writes everything out when its handle goes.
@@ -175,6 +195,63 @@ fn rename(from: &Path, to: &Path) -> Result<()> {
         path: from.to_path_buf(),
         source,
     })
+}
+
+/// Adds what the library's salvage scan finds beyond the walk (see
+/// [`ColdBackend::salvage`]): every value that hashes to its key and is not in `fresh` yet
+/// is copied, and a dropped block found whole this way is kept after all.
+fn salvage(
+    old: &dyn ColdBackend,
+    dir: &Path,
+    report: &mut ShardRepair,
+    fresh: &dyn ColdBackend,
+) -> Result<()> {
+    let mut found: Vec<(Vec<u8>, Bytes)> = Vec::new();
+    let mut failed = None;
+    let unreadable = old.salvage(&mut |key, value| {
+        if failed.is_some() || verify_key(key, value).is_err() {
+            return;
+        }
+        match fresh.contains(key) {
+            Ok(true) => {}
+            Ok(false) if found.iter().any(|(k, _)| k == key) => {}
+            Ok(false) => found.push((key.to_vec(), Bytes::copy_from_slice(value))),
+            Err(e) => failed = Some(e),
+        }
+        if found.len() >= STEP {
+            if let Err(e) = fresh.put_batch(&found) {
+                failed = Some(e);
+            }
+            report.kept += found.len() as u64;
+            report
+                .dropped
+                .retain(|cid| !found.iter().any(|(k, _)| *k == cid.hash().to_bytes()));
+            found.clear();
+        }
+    });
+    let unreadable = match unreadable {
+        Ok(unreadable) => unreadable,
+        Err(e) if is_damage(&e) => None,
+        Err(e) => return Err(storage(dir, e)),
+    };
+    if let Some(e) = failed {
+        return Err(storage(dir, e));
+    }
+    if !found.is_empty() {
+        fresh.put_batch(&found).map_err(|e| storage(dir, e))?;
+        report.kept += found.len() as u64;
+        report
+            .dropped
+            .retain(|cid| !found.iter().any(|(k, _)| *k == cid.hash().to_bytes()));
+    }
+    if let Some(pages) = unreadable.filter(|&n| n > 0) {
+        let note = format!("{pages} parts of the backend could not be read");
+        report.unknown_loss = Some(match report.unknown_loss.take() {
+            Some(loss) => format!("{loss}; {note}"),
+            None => note,
+        });
+    }
+    Ok(())
 }
 
 /// Walks `old`, reading and hashing every block; copies the good ones into `into` if given.
@@ -217,10 +294,20 @@ fn check(
         match walked {
             Ok(()) => {}
             Err(e) if is_damage(&e) => {
-                report.unknown_loss = Some(format!(
-                    "the walk of its keys stopped at damage, so blocks past it cannot be named: {e}"
-                ));
-                break;
+                report.unknown_loss.get_or_insert_with(|| {
+                    format!(
+                        "the walk of its keys met damaged parts, whose blocks cannot be named: {e}"
+                    )
+                });
+                // Go on past the damaged part: every readable key after it is kept.
+                let last = keys.last().cloned().or(after).unwrap_or_default();
+                match resume_after_damage(old, &last).map_err(|e| storage(dir, e))? {
+                    Some(resume) => {
+                        after = Some(resume);
+                        continue;
+                    }
+                    None => break,
+                }
             }
             Err(e) => return Err(storage(dir, e)),
         }

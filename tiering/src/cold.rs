@@ -65,6 +65,23 @@ pub trait ColdBackend: Send + Sync + 'static {
     /// Makes every earlier write durable.
     fn flush(&self) -> Result<()>;
 
+    /// Damage the library found and worked around while opening (log data it had to skip):
+    /// the backend serves what is left, and the blocks in the skipped part may be gone
+    /// without a trace. `None` for a sound open (and for libraries that cannot tell).
+    fn damage_at_open(&self) -> Option<ColdDamage> {
+        None
+    }
+
+    /// Calls `f` with every key and value the library still holds anywhere, reachable by a
+    /// walk or not (after damage a walk can miss data that reads still find), for a repair to
+    /// check and keep. Values may be stale or repeated: the caller verifies each against its
+    /// key. Returns how many parts could not be read, or `None` when the library has no such
+    /// scan (then a walk is all there is).
+    fn salvage(&self, f: &mut dyn FnMut(&[u8], &[u8])) -> Result<Option<u64>> {
+        let _ = f;
+        Ok(None)
+    }
+
     /// Whether a successful [`ColdBackend::flush`] makes every earlier write durable. A
     /// backend that cannot promise it (parity-db 0.5, whose background writer has no public
     /// wait) makes the hot tier keep compacted segment files until the backend has been

@@ -9,7 +9,7 @@ use std::{
     sync::atomic::AtomicUsize,
 };
 
-use crate::pagecache::{arr_to_u32, u32_to_arr, Lsn};
+use crate::pagecache::{arr_to_u32, u32_to_arr, LogOffset, Lsn};
 use crate::*;
 
 const DEFAULT_PATH: &str = "default.sled";
@@ -213,6 +213,13 @@ pub struct Inner {
     pub version: (usize, usize),
     tmp_path: PathBuf,
     pub(crate) global_error: Arc<Atomic<Error>>,
+    // ipfrs patch: the caller's durable mark (see `Config::durable_mark`).
+    #[doc(hidden)]
+    pub durable_mark: Option<Lsn>,
+    // ipfrs patch: damage recovery found below the durable mark, by log sequence number:
+    // where the damaged message is (when known) and what was skipped.
+    pub(crate) recovery_damage:
+        Arc<Mutex<BTreeMap<Lsn, (Option<LogOffset>, String)>>>,
     #[cfg(feature = "event_log")]
     /// an event log for concurrent debugging
     pub event_log: Arc<event_log::EventLog>,
@@ -238,6 +245,8 @@ impl Default for Inner {
             flush_every_ms: Some(500),
             idgen_persist_interval: 1_000_000,
             global_error: Arc::new(Atomic::default()),
+            durable_mark: None,
+            recovery_damage: Arc::new(Mutex::new(BTreeMap::new())),
             #[cfg(feature = "event_log")]
             event_log: Arc::new(crate::event_log::EventLog::default()),
         }
@@ -335,6 +344,17 @@ impl Config {
         }
         let m = Arc::make_mut(&mut self.0);
         m.segment_size = segment_size;
+        self
+    }
+
+    /// ipfrs patch: a log sequence number below which the caller knows every message was
+    /// durable (a `Db::stable_lsn` it read after a successful `flush`). Recovery takes a
+    /// corrupted message below it for damage, not for a torn write: instead of ending the log
+    /// there (and zeroing every later segment), it skips the rest of that segment, goes on
+    /// with the next, and records the damage (`Db::recovery_damage`).
+    pub fn durable_mark(mut self, mark: Option<i64>) -> Config {
+        let m = Arc::make_mut(&mut self.0);
+        m.durable_mark = mark;
         self
     }
 

@@ -45,7 +45,8 @@ impl Node {
             + self.data.rss()
     }
 
-    fn prefix_decode(&self, key: &[u8]) -> IVec {
+    // ipfrs patch: crate-visible for `Tree::salvage`.
+    pub(crate) fn prefix_decode(&self, key: &[u8]) -> IVec {
         prefix::decode(self.prefix(), key)
     }
 

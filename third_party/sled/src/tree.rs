@@ -799,6 +799,45 @@ impl Tree {
         self.context.pagecache.flush()
     }
 
+    /// ipfrs patch: the log sequence number up to which the log is on disk. Read after a
+    /// successful `flush`, it is a durable mark to hand to `Config::durable_mark` at the next
+    /// open.
+    pub fn stable_lsn(&self) -> i64 {
+        self.context.pagecache.log.stable_offset()
+    }
+
+    /// ipfrs patch: calls `f` with every key and value of every leaf page in the page
+    /// table, whether or not the tree still reaches it, and returns how many pages could not
+    /// be read. After recovery skipped damage, some leaves may hold older versions (a key
+    /// may come up more than once, or a deleted key come back) and a walk of the tree may
+    /// miss leaves that `get` still finds: a salvage sees everything that is left, for the
+    /// caller to check (the engine hashes every value against its key).
+    pub fn salvage(&self, f: &mut dyn FnMut(&[u8], &[u8])) -> u64 {
+        let guard = pin();
+        let mut unreadable = 0;
+        // Pages 0 and 1 hold sled's metadata and ID counter, not nodes.
+        for pid in 2..self.context.pagecache.max_pid() {
+            match self.context.pagecache.get(pid, &guard) {
+                Ok(Some(view)) => {
+                    if let Data::Leaf(leaf) = &view.data {
+                        for (key, value) in leaf.keys.iter().zip(&leaf.values) {
+                            f(&view.prefix_decode(key), value);
+                        }
+                    }
+                }
+                Ok(None) => {}
+                Err(_) => unreadable += 1,
+            }
+        }
+        unreadable
+    }
+
+    /// ipfrs patch: the damage recovery found below the durable mark when this database was
+    /// opened (empty without a mark, or when there was none), one line per damaged place.
+    pub fn recovery_damage(&self) -> Vec<String> {
+        self.context.recovery_damage.lock().values().map(|(_, line)| line.clone()).collect()
+    }
+
     /// Asynchronously flushes all dirty IO buffers
     /// and calls fsync. If this succeeds, it is
     /// guaranteed that all previous writes will

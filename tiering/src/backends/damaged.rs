@@ -29,9 +29,11 @@ impl DamagedBackend {
         }
     }
 
-    /// A backend that opened but whose key walk failed: reads and writes go to `inner`,
-    /// and a walk stops (without error) where the damage stops it, so listings still
-    /// cover the keys before it.
+    /// A backend that opened but lost data to damage (its key walk failed, or the library
+    /// skipped damaged data while opening): reads and writes go to `inner`, a walk stops
+    /// (without error) where the damage stops it, so listings still cover the keys before
+    /// it, and a key `inner` does not have is an error, not `None`: it may be among the lost.
+    /// `has`/`size` still answer from what is left (writes rely on them).
     pub fn walked(inner: Arc<dyn ColdBackend>, damage: ColdDamage) -> DamagedBackend {
         DamagedBackend {
             inner: Some(inner),
@@ -57,7 +59,19 @@ impl ColdBackend for DamagedBackend {
     }
 
     fn get(&self, key: &[u8]) -> Result<Option<Bytes>> {
-        self.inner()?.get(key)
+        match self.inner()?.get(key)? {
+            Some(value) => Ok(Some(value)),
+            None => Err(ColdDamage {
+                cause: format!(
+                    "not found, and the backend lost data to damage, so it may have been \
+                     there ({}); run `repo repair`",
+                    self.damage.cause
+                ),
+                stage: DamageStage::Read,
+                ..self.damage.clone()
+            }
+            .into_error()),
+        }
     }
 
     fn size(&self, key: &[u8]) -> Result<Option<u64>> {
@@ -95,6 +109,10 @@ impl ColdBackend for DamagedBackend {
             None => Ok(()),
             Some(inner) => inner.flush(),
         }
+    }
+
+    fn damage_at_open(&self) -> Option<ColdDamage> {
+        Some(self.damage.clone())
     }
 
     fn flush_is_durable(&self) -> bool {
@@ -144,4 +162,82 @@ pub fn damage_of_open_error(
         stage: DamageStage::Open,
         cause,
     })
+}
+
+/// Width, in bytes, of the numbers [`resume_after_damage`] probes with: longer than any
+/// multihash key of a supported hash (2 + 64 bytes) is not needed, as probing only has to
+/// move forward past a damaged part.
+const PROBE_WIDTH: usize = 40;
+
+/// Whether a walk starting after `after` gets past its first step without damage.
+fn walks_from(backend: &dyn ColdBackend, after: &[u8]) -> Result<bool> {
+    match backend.iterate(Some(after), &mut |_, _| false) {
+        Ok(()) => Ok(true),
+        Err(e) if is_damage(&e) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// `key` as a [`PROBE_WIDTH`]-byte big-endian number plus `2^bit` (saturating).
+fn probe(key: &[u8], bit: usize) -> Vec<u8> {
+    let mut n = key.to_vec();
+    n.resize(n.len().max(PROBE_WIDTH), 0);
+    let mut at = n.len() - 1 - bit / 8;
+    let mut carry = 1u16 << (bit % 8);
+    loop {
+        let sum = u16::from(n[at]) + carry;
+        n[at] = sum as u8;
+        carry = sum >> 8;
+        if carry == 0 {
+            return n;
+        }
+        if at == 0 {
+            return vec![0xff; n.len()];
+        }
+        at -= 1;
+    }
+}
+
+/// Where a walk that failed on damage right after `last` can go on: the smallest probed
+/// key after which walking works again, so that no readable key past the damaged part is
+/// skipped (keys in the damaged part itself cannot be read). Probes `last + 2^k` for growing
+/// `k`, then bisects between the last failing and the first working probe. `None` when no
+/// key up to the end of the key space walks.
+pub fn resume_after_damage(backend: &dyn ColdBackend, last: &[u8]) -> Result<Option<Vec<u8>>> {
+    let bits = 8 * last.len().max(PROBE_WIDTH);
+    let mut failing = 0;
+    let mut working = None;
+    for bit in 0..bits {
+        let at = probe(last, bit);
+        if walks_from(backend, &at)? {
+            working = Some(bit);
+            break;
+        }
+        failing = bit;
+    }
+    let Some(bit) = working else {
+        return Ok(None);
+    };
+    if bit == 0 {
+        return Ok(Some(probe(last, 0)));
+    }
+    // Walking works from `last + 2^bit` and not from `last + 2^failing`: bisect between
+    // them on the offset from `last`, bit by bit from the top.
+    let mut lo = probe(last, failing);
+    let hi = probe(last, bit);
+    for step in (0..failing).rev() {
+        let mid = probe(&lo, step);
+        if mid >= hi {
+            continue;
+        }
+        if !walks_from(backend, &mid)? {
+            lo = mid;
+        }
+    }
+    let resume = probe(&lo, 0);
+    Ok(Some(if walks_from(backend, &resume)? {
+        resume
+    } else {
+        hi
+    }))
 }

@@ -13,7 +13,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use bytes::Bytes;
 use ipfrs_core_types::BackendKind;
 
-use crate::{ColdBackend, Error, Result};
+use crate::{ColdBackend, ColdDamage, Error, Result};
 
 /// The text of a panic's payload (`panic!` with a literal or a formatted message).
 pub fn panic_message(payload: &(dyn Any + Send)) -> &str {
@@ -94,6 +94,14 @@ impl<B: ColdBackend> ColdBackend for PanicGuard<B> {
 
     fn flush_is_durable(&self) -> bool {
         self.inner.flush_is_durable()
+    }
+
+    fn damage_at_open(&self) -> Option<ColdDamage> {
+        self.inner.damage_at_open()
+    }
+
+    fn salvage(&self, f: &mut dyn FnMut(&[u8], &[u8])) -> Result<Option<u64>> {
+        guarded(self.kind(), "salvage", || self.inner.salvage(f))
     }
 }
 

@@ -8,10 +8,11 @@ mod rocksdb;
 mod sled;
 
 use std::path::Path;
+use std::sync::Arc;
 
 use ipfrs_core_types::BackendKind;
 
-pub use self::damaged::{DamagedBackend, damage_of_open_error, is_damage};
+pub use self::damaged::{DamagedBackend, damage_of_open_error, is_damage, resume_after_damage};
 pub use self::guard::{PanicGuard, panic_message};
 pub use self::paritydb::ParityDbBackend;
 #[cfg(feature = "rocksdb")]
@@ -68,7 +69,13 @@ pub fn open_or_damaged(
     options: &BackendOptions,
 ) -> Result<(Box<dyn ColdBackend>, Option<ColdDamage>)> {
     match open_backend(kind, dir, options) {
-        Ok(backend) => Ok((backend, None)),
+        Ok(backend) => match backend.damage_at_open() {
+            None => Ok((backend, None)),
+            Some(damage) => Ok((
+                Box::new(DamagedBackend::walked(Arc::from(backend), damage.clone())),
+                Some(damage),
+            )),
+        },
         Err(err) => match damage_of_open_error(kind, dir, &err) {
             Some(damage) => Ok((
                 Box::new(DamagedBackend::unopenable(damage.clone())),

@@ -1,7 +1,17 @@
 //! sled 0.34: the default cold backend. `flush` is sled's own fsync of its log.
+//!
+//! After each flush the backend records sled's stable log position in [`MARK_FILE`], and
+//! hands it back to sled at the next open (`Config::durable_mark`, a patch of the vendored
+//! sled): recovery then tells damage in the log (below the mark) from a torn write (above
+//! it). Unpatched, sled takes any corrupted message for the end of the log and zeroes every
+//! segment after it, losing all later data without a word; with the mark it skips the rest
+//! of the damaged segment only, and the damage is reported ([`ColdBackend::damage_at_open`]).
 
+use std::fs::File;
 use std::ops::Bound;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -14,11 +24,78 @@ const KIND: BackendKind = BackendKind::Sled;
 /// How long an open waits for a just-closed handle's file lock to go.
 pub const LOCK_RETRY: Duration = Duration::from_secs(2);
 
+/// The file in the sled directory that holds the durable mark: the log sequence number
+/// (little-endian i64) and its bitwise complement, so a torn or damaged mark is ignored (then
+/// recovery behaves as upstream sled's).
+pub const MARK_FILE: &str = "ipfrs-durable-lsn";
+
 /// A cold backend over one sled database.
 pub struct SledBackend {
     db: sled::Db,
     dir: PathBuf,
+    /// The mark file and the mark it holds.
+    mark: Mutex<(File, i64)>,
+    /// What recovery skipped as damage at open.
+    damage: Option<ColdDamage>,
 }
+
+/// The mark in `dir`, if there is a valid one.
+fn read_mark(dir: &Path) -> Option<i64> {
+    let bytes = std::fs::read(dir.join(MARK_FILE)).ok()?;
+    let lsn = i64::from_le_bytes(bytes.get(..8)?.try_into().ok()?);
+    let check = i64::from_le_bytes(bytes.get(8..16)?.try_into().ok()?);
+    (check == !lsn).then_some(lsn)
+}
+
+/// Writes `lsn` as the mark and syncs it.
+fn write_mark(file: &File, dir: &Path, lsn: i64) -> Result<()> {
+    let mut bytes = [0u8; 16];
+    bytes[..8].copy_from_slice(&lsn.to_le_bytes());
+    bytes[8..].copy_from_slice(&(!lsn).to_le_bytes());
+    file.write_all_at(&bytes, 0)
+        .and_then(|()| file.sync_data())
+        .map_err(|source| Error::Io {
+            path: dir.join(MARK_FILE),
+            source,
+        })
+}
+
+/// The file in the sled directory listing the damage recovery skipped, one line each. sled
+/// writes a new snapshot after recovering, and a later open starts from it and never meets
+/// the damage again: this file keeps it on record until `repo repair` replaces the backend.
+pub const DAMAGE_FILE: &str = "ipfrs-recovery-damage";
+
+/// Appends `lines` to the damage record and syncs it; returns every line it now holds.
+fn record_damage(dir: &Path, lines: &[String]) -> Result<Vec<String>> {
+    let path = dir.join(DAMAGE_FILE);
+    let io = |source| Error::Io {
+        path: path.clone(),
+        source,
+    };
+    let mut all: Vec<String> = match std::fs::read_to_string(&path) {
+        Ok(text) => text.lines().map(str::to_string).collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(io(e)),
+    };
+    if !lines.is_empty() {
+        use std::io::Write;
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(io)?;
+        for line in lines {
+            writeln!(file, "{line}").map_err(io)?;
+        }
+        file.sync_data().map_err(io)?;
+        File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
+        all.extend_from_slice(lines);
+    }
+    Ok(all)
+}
+
+/// The most damage lines one open reports in full (the rest are counted).
+const DAMAGE_LINES: usize = 4;
 
 impl SledBackend {
     /// Opens or creates the database in `dir`.
@@ -30,15 +107,15 @@ impl SledBackend {
     pub fn open(dir: &Path, options: &BackendOptions) -> Result<SledBackend> {
         let config = sled::Config::new()
             .path(dir)
-            .cache_capacity(options.cache_bytes);
+            .cache_capacity(options.cache_bytes)
+            .durable_mark(read_mark(dir));
         let started = Instant::now();
+        let mut regenerated_conf = None;
         loop {
             match config.open() {
                 Ok(db) => {
-                    return Ok(SledBackend {
-                        db,
-                        dir: dir.to_path_buf(),
-                    });
+                    let backend = SledBackend::opened(db, dir, regenerated_conf.as_ref())?;
+                    return Ok(backend);
                 }
                 Err(e)
                     if e.to_string().contains("could not acquire lock")
@@ -52,25 +129,126 @@ impl SledBackend {
                 // unfinished). Having got this far, sled holds its lock: no live instance is
                 // writing it. Remove it and recover from the previous snapshot and the log.
                 Err(sled::Error::Corruption { .. }) if remove_unfinished_snapshots(dir)? > 0 => {}
-                Err(e) => return Err(Error::backend(KIND, e)),
+                // sled's `conf` holds only settings this build always uses (segment size,
+                // compression, version) under a checksum, and sled refuses to open when it
+                // is damaged. It is moved aside (kept) and sled writes it anew; if the open
+                // still fails, it goes back and the first error stands.
+                Err(e @ (sled::Error::Corruption { .. } | sled::Error::Unsupported(_)))
+                    if regenerated_conf.is_none() =>
+                {
+                    match set_conf_aside(dir)? {
+                        Some(aside) => regenerated_conf = Some((aside, e.to_string())),
+                        None => return Err(Error::backend(KIND, e)),
+                    }
+                }
+                Err(e) => {
+                    if let Some((aside, _)) = &regenerated_conf {
+                        let _ = std::fs::rename(aside, dir.join("conf"));
+                    }
+                    return Err(Error::backend(KIND, e));
+                }
             }
         }
     }
 
-    /// sled's error as ours: a read of damaged bytes (`Corruption`) is a [`ColdDamage`], so
-    /// the engine reports that key as corrupt rather than failing as an I/O problem.
-    fn error(&self, err: sled::Error) -> Error {
-        match err {
-            sled::Error::Corruption { .. } => ColdDamage {
-                backend: KIND,
-                path: self.dir.clone(),
-                stage: DamageStage::Read,
-                cause: err.to_string(),
-            }
-            .into_error(),
-            other => Error::backend(KIND, other),
+    /// Takes over an opened database: reports what recovery skipped, and moves the mark to
+    /// where recovery left the log (new writes continue from there, so an old, higher mark
+    /// could otherwise cover bytes that were never written).
+    fn opened(
+        db: sled::Db,
+        dir: &Path,
+        regenerated_conf: Option<&(PathBuf, String)>,
+    ) -> Result<SledBackend> {
+        let mut found = db.recovery_damage();
+        if let Some((aside, cause)) = regenerated_conf {
+            found.push(format!(
+                "sled's conf file was damaged ({cause}) and was written anew from this \
+                 build's settings; the damaged one is kept as {}",
+                aside.display()
+            ));
         }
+        let skipped = record_damage(dir, &found)?;
+        let damage = (!skipped.is_empty()).then(|| {
+            let mut cause = skipped
+                .iter()
+                .take(DAMAGE_LINES)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join("; ");
+            if skipped.len() > DAMAGE_LINES {
+                cause.push_str(&format!(
+                    "; and {} more damaged places",
+                    skipped.len() - DAMAGE_LINES
+                ));
+            }
+            ColdDamage {
+                backend: KIND,
+                path: dir.to_path_buf(),
+                stage: DamageStage::Open,
+                cause: format!("sled skipped damaged log data while recovering: {cause}"),
+            }
+        });
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(dir.join(MARK_FILE))
+            .map_err(|source| Error::Io {
+                path: dir.join(MARK_FILE),
+                source,
+            })?;
+        let lsn = db.stable_lsn();
+        write_mark(&file, dir, lsn)?;
+        Ok(SledBackend {
+            db,
+            dir: dir.to_path_buf(),
+            mark: Mutex::new((file, lsn)),
+            damage,
+        })
     }
+
+    /// sled's error as ours: a read of damaged bytes (`Corruption`, or a short read of a
+    /// file cut short) is a [`ColdDamage`], so the engine reports that key as corrupt rather
+    /// than failing as an I/O problem.
+    fn error(&self, err: sled::Error) -> Error {
+        let damaged = match &err {
+            sled::Error::Corruption { .. } => true,
+            sled::Error::Io(e) => matches!(
+                e.kind(),
+                std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::InvalidData
+            ),
+            _ => false,
+        };
+        if !damaged {
+            return Error::backend(KIND, err);
+        }
+        ColdDamage {
+            backend: KIND,
+            path: self.dir.clone(),
+            stage: DamageStage::Read,
+            cause: err.to_string(),
+        }
+        .into_error()
+    }
+}
+
+/// Moves sled's `conf` in `dir` to the first free `conf.damaged-N`; returns where, or `None`
+/// when there is no `conf`.
+fn set_conf_aside(dir: &Path) -> Result<Option<PathBuf>> {
+    let conf = dir.join("conf");
+    if !conf.exists() {
+        return Ok(None);
+    }
+    let aside = (0..)
+        .map(|n| dir.join(format!("conf.damaged-{n}")))
+        .find(|p| !p.exists())
+        .unwrap_or_else(|| dir.join("conf.damaged"));
+    std::fs::rename(&conf, &aside).map_err(|source| Error::Io {
+        path: conf.clone(),
+        source,
+    })?;
+    Ok(Some(aside))
 }
 
 /// Removes sled's unfinished snapshot files in `dir`; returns how many there were.
@@ -145,9 +323,26 @@ impl ColdBackend for SledBackend {
         Ok(())
     }
 
+    /// sled's flush, then the mark moved up to sled's stable position (under the lock, so
+    /// the mark only ever grows).
     fn flush(&self) -> Result<()> {
         self.db.flush().map_err(|e| self.error(e))?;
+        let mut mark = self.mark.lock().unwrap_or_else(|e| e.into_inner());
+        let lsn = self.db.stable_lsn();
+        if lsn > mark.1 {
+            write_mark(&mark.0, &self.dir, lsn)?;
+            mark.1 = lsn;
+        }
         Ok(())
+    }
+
+    fn damage_at_open(&self) -> Option<ColdDamage> {
+        self.damage.clone()
+    }
+
+    /// Every leaf of sled's page table (`Tree::salvage`, a patch of the vendored sled).
+    fn salvage(&self, f: &mut dyn FnMut(&[u8], &[u8])) -> Result<Option<u64>> {
+        Ok(Some(self.db.salvage(f)))
     }
 }
 

@@ -145,6 +145,9 @@ pub enum RepoCommand {
     },
     /// Rehash every block; list corrupt and missing ones; exit 1 if there are any.
     Verify,
+    /// Rebuild damaged cold backends from the blocks that read back exact; the damaged ones
+    /// are kept aside (shard-NNN/<backend>.damaged-N). Lists what was dropped.
+    Repair,
     /// Move hot blocks not read since they were written into the cold backend now, and
     /// remove the emptied segment files (background compaction does this past the budget).
     Compact,

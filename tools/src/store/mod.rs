@@ -15,6 +15,7 @@ pub mod import;
 pub mod init;
 pub mod output;
 pub mod progress;
+pub mod repair;
 pub mod repo;
 pub mod stat;
 pub mod verify;
@@ -80,6 +81,10 @@ pub fn run(args: Args) -> Result<()> {
     if let Command::Init(init) = &args.command {
         return print(&init::run(&repo, init)?, json);
     }
+    // Repair works on the closed store: it swaps backend directories.
+    if let Command::Repo(RepoCommand::Repair) = &args.command {
+        return print(&repair::run(&repo)?, json);
+    }
     // `version init` makes the block store too when there is none (as `init` would, with the
     // configuration in force), then opens it like every other command.
     let mut created_store = false;
@@ -140,6 +145,9 @@ fn dispatch(
             }
         },
         Command::Repo(cmd) => match cmd {
+            RepoCommand::Repair => Err(Error::Usage(
+                "repo repair runs before the store is opened".into(),
+            )),
             RepoCommand::Stat { prometheus: true } => {
                 let metrics = block_on(engine.metrics())?;
                 output::write_stdout(metrics.to_prometheus().as_bytes())

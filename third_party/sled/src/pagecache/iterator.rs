@@ -2,8 +2,8 @@ use std::{collections::BTreeMap, io};
 
 use super::{
     pread_exact_or_eof, read_message, read_segment_header, BasedBuf, DiskPtr,
-    LogKind, LogOffset, LogRead, Lsn, SegmentHeader, SegmentNumber,
-    MAX_MSG_HEADER_LEN, SEG_HEADER_LEN,
+    LogKind, LogOffset, LogRead, Lsn, MessageHeader, SegmentHeader,
+    SegmentNumber, MAX_MSG_HEADER_LEN, SEG_HEADER_LEN,
 };
 use crate::*;
 
@@ -15,6 +15,9 @@ pub struct LogIter {
     pub max_lsn: Option<Lsn>,
     pub cur_lsn: Option<Lsn>,
     pub last_stage: bool,
+    // ipfrs patch: whether this iterator is recovery's (the only one the durable mark and
+    // the damage record concern).
+    pub recovery: bool,
 }
 
 impl Iterator for LogIter {
@@ -132,6 +135,58 @@ impl Iterator for LogIter {
                         lid,
                         lsn
                     );
+                    // ipfrs patch: below the caller's durable mark a corrupted message
+                    // cannot be a torn write, so it is damage: recorded, and only the rest
+                    // of its segment is skipped (the message's own length is not to be
+                    // trusted), instead of ending the log here and zeroing what follows.
+                    if let Some(mark) = self.config.durable_mark {
+                        // A message whose header still reads, followed by a whole message
+                        // where its length says: only that message is skipped (the next
+                        // one's checksum vouches for the length).
+                        let resync = if self.recovery && lsn < mark {
+                            self.resync_len(lid, expected_segment_number)
+                        } else {
+                            None
+                        };
+                        if let Some(inline_len) = resync {
+                            warn!(
+                                "corrupted log message at lsn {} (file offset {}), below \
+                                 the durable mark {}: skipping it",
+                                lsn, lid, mark
+                            );
+                            self.config.recovery_damage.lock().entry(lsn).or_insert_with(
+                                || {
+                                    (Some(lid), format!(
+                                        "corrupted log message at lsn {} (offset {} of \
+                                         the db file, {} bytes), below the durable mark \
+                                         {}: that message was skipped",
+                                        lsn, lid, inline_len, mark
+                                    ))
+                                },
+                            );
+                            self.cur_lsn = Some(lsn + Lsn::from(inline_len));
+                            continue;
+                        }
+                        if self.recovery && lsn < mark {
+                            warn!(
+                                "corrupted log message at lsn {} (file offset {}), below \
+                                 the durable mark {}: skipping the rest of its segment",
+                                lsn, lid, mark
+                            );
+                            self.config.recovery_damage.lock().entry(lsn).or_insert_with(
+                                || {
+                                    (Some(lid), format!(
+                                        "corrupted log message at lsn {} (offset {} of \
+                                         the db file), below the durable mark {}: the \
+                                         rest of its segment was skipped",
+                                        lsn, lid, mark
+                                    ))
+                                },
+                            );
+                            let _taken = self.segment_base.take().unwrap();
+                            continue;
+                        }
+                    }
                     if self.last_stage {
                         // this happens when the second half of a freed segment
                         // is overwritten before its segment header. it's fine
@@ -168,6 +223,24 @@ impl Iterator for LogIter {
                          with expected lsn {} during iteration: {}",
                         lid, lsn, e
                     );
+                    // ipfrs patch: a header that does not even parse, below the durable
+                    // mark, is damage too (see the `Corrupted` case).
+                    if let Some(mark) = self.config.durable_mark {
+                        if self.recovery && lsn < mark {
+                            self.config.recovery_damage.lock().entry(lsn).or_insert_with(
+                                || {
+                                    (Some(lid), format!(
+                                        "unreadable log message at lsn {} (offset {} of \
+                                         the db file), below the durable mark {}: {}; the \
+                                         rest of its segment was skipped",
+                                        lsn, lid, mark, e
+                                    ))
+                                },
+                            );
+                            let _taken = self.segment_base.take().unwrap();
+                            continue;
+                        }
+                    }
                     return None;
                 }
             }
@@ -176,6 +249,39 @@ impl Iterator for LogIter {
 }
 
 impl LogIter {
+    /// ipfrs patch: the length of the damaged message at `lid` when its header still
+    /// parses, names this segment, and a message that passes its checksum follows where the
+    /// length says (so the length was not what the damage hit); `None` otherwise.
+    fn resync_len(
+        &self,
+        lid: LogOffset,
+        expected: SegmentNumber,
+    ) -> Option<u32> {
+        let base = self.segment_base.as_ref()?;
+        let start = usize::try_from(lid.checked_sub(base.offset)?).ok()?;
+        let mut cursor: &[u8] = base.buf.get(start..)?;
+        let before = cursor.len();
+        let header = MessageHeader::deserialize(&mut cursor).ok()?;
+        if header.segment_number != expected {
+            return None;
+        }
+        let header_len = u64::try_from(before - cursor.len()).ok()?;
+        let inline_len = u32::try_from(header_len.checked_add(header.len)?).ok()?;
+        let next = lid.checked_add(LogOffset::from(inline_len))?;
+        if !valid_entry_offset(next, self.config.segment_size) {
+            return None;
+        }
+        match read_message(base, next, expected, &self.config) {
+            Ok(LogRead::Inline(..))
+            | Ok(LogRead::Blob(..))
+            | Ok(LogRead::BatchManifest(..))
+            | Ok(LogRead::Canceled(_))
+            | Ok(LogRead::Cap(_))
+            | Ok(LogRead::DanglingBlob(..)) => Some(inline_len),
+            _ => None,
+        }
+    }
+
     /// read a segment of log messages. Only call after
     /// pausing segment rewriting on the segment accountant!
     fn read_segment(&mut self) -> Result<()> {
@@ -419,7 +525,25 @@ fn check_contiguity_in_unstable_tail(
         .range(lowest_lsn_in_tail..)
         .map(|(lsn, lid)| (*lsn, *lid))
         .take_while(|(lsn, _lid)| {
-            let matches = expected_present == *lsn;
+            let mut matches = expected_present == *lsn;
+            // ipfrs patch: segments missing (their headers damaged) entirely below the
+            // caller's durable mark are damage, not a tear: recorded, and the tail goes on.
+            if !matches && config.durable_mark.map_or(false, |mark| *lsn <= mark) {
+                let mut record = config.recovery_damage.lock();
+                let mut gap = expected_present;
+                while gap < *lsn {
+                    record.entry(gap).or_insert_with(|| {
+                        (None, format!(
+                            "the log segment of lsn {} is missing or its header is \
+                             damaged, below the durable mark: its messages were skipped",
+                            gap
+                        ))
+                    });
+                    gap += segment_size;
+                }
+                expected_present = *lsn;
+                matches = true;
+            }
             if !matches {
                 debug!(
                     "failed to find expected segment \
@@ -446,6 +570,7 @@ fn check_contiguity_in_unstable_tail(
         max_lsn: missing_item_in_tail,
         cur_lsn: None,
         last_stage: false,
+        recovery: true,
     };
 
     // run the iterator to completion
@@ -513,5 +638,6 @@ pub fn raw_segment_iter_from(
         segment_base: None,
         segments,
         last_stage: true,
+        recovery: true,
     })
 }

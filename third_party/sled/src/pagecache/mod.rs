@@ -1660,6 +1660,11 @@ impl PageCache {
         }
     }
 
+    /// ipfrs patch: one past the highest page ID allocated (for `Tree::salvage`).
+    pub(crate) fn max_pid(&self) -> PageId {
+        *self.next_pid_to_allocate.lock()
+    }
+
     /// Try to retrieve a page by its logical ID.
     pub(crate) fn get<'g>(
         &self,

@@ -247,6 +247,30 @@ fn advance_snapshot(
         snapshot.apply(log_kind, pid, lsn, ptr, sz)?;
     }
 
+    // ipfrs patch: pages whose every message lay in skipped damage are left uninitialized,
+    // which neither a snapshot nor the page table can hold. They point at a damaged message
+    // instead, so reading them fails with `Corruption` (pull checks the message). Only one
+    // below where recovery ended will do: a read waits for its message to be stable, and
+    // would wait for ever past the recovered end. Without one, they stay uninitialized and
+    // the open fails.
+    let recovered_end = iter.cur_lsn.unwrap_or(0);
+    let damaged_at = config
+        .recovery_damage
+        .lock()
+        .iter()
+        .filter(|(lsn, _)| **lsn < recovered_end)
+        .find_map(|(lsn, (lid, _))| lid.map(|lid| (*lsn, lid)));
+    if let Some((lsn, lid)) = damaged_at {
+        for state in snapshot.pt.iter_mut() {
+            if *state == PageState::Uninitialized {
+                *state = PageState::Present {
+                    base: (lsn, DiskPtr::Inline(lid), MAX_MSG_HEADER_LEN as u64),
+                    frags: vec![],
+                };
+            }
+        }
+    }
+
     // `snapshot.tip_lid` can be set based on 4 possibilities for the tip of the
     // log:
     // 1. an empty DB - tip set to None, causing a fresh segment to be
