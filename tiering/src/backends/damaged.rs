@@ -90,16 +90,33 @@ impl ColdBackend for DamagedBackend {
         self.inner()?.delete_batch(keys)
     }
 
-    /// Visits what can still be walked: nothing when the backend did not open, the keys
-    /// before the first failure otherwise. The keys past it are not listed; the damage
+    /// Visits what can still be walked: nothing when the backend did not open; otherwise
+    /// every key a walk reaches, going on past each damaged part (see
+    /// [`resume_after_damage`]). The keys in a damaged part are not listed; the damage
     /// (reported by the engine at open and by `repo verify`) says the listing is partial.
     fn iterate(&self, after: Option<&[u8]>, f: &mut dyn FnMut(&[u8], u64) -> bool) -> Result<()> {
-        match &self.inner {
-            None => Ok(()),
-            Some(inner) => match inner.iterate(after, f) {
-                Err(e) if is_damage(&e) => Ok(()),
-                other => other,
-            },
+        let Some(inner) = &self.inner else {
+            return Ok(());
+        };
+        let mut after = after.map(<[u8]>::to_vec);
+        loop {
+            let (mut last, mut stopped) = (None, false);
+            let walked = inner.iterate(after.as_deref(), &mut |key, len| {
+                last = Some(key.to_vec());
+                stopped = !f(key, len);
+                !stopped
+            });
+            match walked {
+                Err(e) if is_damage(&e) && !stopped => {
+                    let from = last.or(after).unwrap_or_default();
+                    match resume_after_damage(&**inner, &from)? {
+                        Some(resume) => after = Some(resume),
+                        None => return Ok(()),
+                    }
+                }
+                Err(e) if is_damage(&e) => return Ok(()),
+                other => return other,
+            }
         }
     }
 
@@ -201,43 +218,182 @@ fn probe(key: &[u8], bit: usize) -> Vec<u8> {
 /// Where a walk that failed on damage right after `last` can go on: the smallest probed
 /// key after which walking works again, so that no readable key past the damaged part is
 /// skipped (keys in the damaged part itself cannot be read). Probes `last + 2^k` for growing
-/// `k`, then bisects between the last failing and the first working probe. `None` when no
-/// key up to the end of the key space walks.
+/// `k`, then narrows down to the last failing point by binary lifting. `None` (or a point
+/// with nothing after it) when the damage reaches the end of the key space.
 pub fn resume_after_damage(backend: &dyn ColdBackend, last: &[u8]) -> Result<Option<Vec<u8>>> {
-    let bits = 8 * last.len().max(PROBE_WIDTH);
-    let mut failing = 0;
-    let mut working = None;
+    let width = last.len().max(PROBE_WIDTH);
+    let bits = 8 * width;
+    let top = vec![0xff; width];
+    // Walking after `last` fails (the caller's premise). Doubling steps find a probe that
+    // works quickly when the damaged part is small; past the last one, `top` (after which
+    // nothing can follow) stands in.
+    let mut lo = last.to_vec();
+    lo.resize(width, 0);
+    let mut hi = None;
     for bit in 0..bits {
         let at = probe(last, bit);
         if walks_from(backend, &at)? {
-            working = Some(bit);
+            hi = Some(at);
             break;
         }
-        failing = bit;
+        lo = at;
     }
-    let Some(bit) = working else {
-        return Ok(None);
-    };
-    if bit == 0 {
-        return Ok(Some(probe(last, 0)));
-    }
-    // Walking works from `last + 2^bit` and not from `last + 2^failing`: bisect between
-    // them on the offset from `last`, bit by bit from the top.
-    let mut lo = probe(last, failing);
-    let hi = probe(last, bit);
-    for step in (0..failing).rev() {
+    let found = hi.is_some();
+    let hi = hi.unwrap_or_else(|| top.clone());
+    // Binary lifting: the largest point below `hi` from which walking still fails; the next
+    // one is where the walk can go on.
+    for step in (0..bits).rev() {
         let mid = probe(&lo, step);
-        if mid >= hi {
-            continue;
-        }
-        if !walks_from(backend, &mid)? {
+        if mid < hi && !walks_from(backend, &mid)? {
             lo = mid;
         }
     }
     let resume = probe(&lo, 0);
-    Ok(Some(if walks_from(backend, &resume)? {
-        resume
-    } else {
-        hi
-    }))
+    if !found && resume >= top {
+        return Ok(None);
+    }
+    Ok(Some(resume))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    /// Keys 0..=255 as one byte each, except that a walk entering `bad` (a damaged page)
+    /// fails, and so does a read of a key in it.
+    struct Holed {
+        keys: BTreeMap<Vec<u8>, Bytes>,
+        bad: std::ops::RangeInclusive<u8>,
+    }
+
+    fn holed(bad: std::ops::RangeInclusive<u8>) -> Holed {
+        Holed {
+            keys: (0..=255u8)
+                .map(|k| (vec![k], Bytes::from(vec![k])))
+                .collect(),
+            bad,
+        }
+    }
+
+    impl Holed {
+        fn damage(&self) -> Error {
+            ColdDamage {
+                backend: BackendKind::Sled,
+                path: "/holed".into(),
+                stage: DamageStage::Read,
+                cause: "bad page".into(),
+            }
+            .into_error()
+        }
+    }
+
+    impl ColdBackend for Holed {
+        fn kind(&self) -> BackendKind {
+            BackendKind::Sled
+        }
+        fn get(&self, key: &[u8]) -> Result<Option<Bytes>> {
+            if key.len() == 1 && self.bad.contains(&key[0]) {
+                return Err(self.damage());
+            }
+            Ok(self.keys.get(key).cloned())
+        }
+        fn put_batch(&self, _: &[(Vec<u8>, Bytes)]) -> Result<()> {
+            Ok(())
+        }
+        fn delete_batch(&self, _: &[Vec<u8>]) -> Result<()> {
+            Ok(())
+        }
+        fn iterate(
+            &self,
+            after: Option<&[u8]>,
+            f: &mut dyn FnMut(&[u8], u64) -> bool,
+        ) -> Result<()> {
+            for (key, value) in &self.keys {
+                if after.is_some_and(|a| key.as_slice() <= a) {
+                    continue;
+                }
+                if self.bad.contains(&key[0]) {
+                    return Err(self.damage());
+                }
+                if !f(key, value.len() as u64) {
+                    break;
+                }
+            }
+            Ok(())
+        }
+        fn flush(&self) -> Result<()> {
+            Ok(())
+        }
+    }
+
+    fn damage() -> ColdDamage {
+        ColdDamage {
+            backend: BackendKind::Sled,
+            path: "/holed".into(),
+            stage: DamageStage::Walk,
+            cause: "walk failed".into(),
+        }
+    }
+
+    #[test]
+    fn a_walk_goes_on_past_each_damaged_part_and_skips_only_it() {
+        let backend = DamagedBackend::walked(Arc::new(holed(40..=90)), damage());
+        let mut seen = Vec::new();
+        backend
+            .iterate(None, &mut |key, _| {
+                seen.push(key[0]);
+                true
+            })
+            .unwrap();
+        let expected: Vec<u8> = (0..40).chain(91..=255).collect();
+        assert_eq!(seen, expected);
+        // From inside the damage, and stopping early, as a listing page does.
+        let mut page = Vec::new();
+        backend
+            .iterate(Some(&[50]), &mut |key, _| {
+                page.push(key[0]);
+                page.len() < 3
+            })
+            .unwrap();
+        assert_eq!(page, vec![91, 92, 93]);
+    }
+
+    #[test]
+    fn resume_finds_the_first_key_past_the_damage() {
+        let backend = holed(7..=200);
+        let resume = resume_after_damage(&backend, &[6]).unwrap().unwrap();
+        assert!(resume.as_slice() >= &[200][..] && resume.as_slice() < &[201][..]);
+        // Damage up to the end of the key space: nothing left to walk from the answer.
+        let to_end = holed(7..=255);
+        if let Some(resume) = resume_after_damage(&to_end, &[6]).unwrap() {
+            to_end
+                .iterate(Some(&resume), &mut |k, _| panic!("{k:?} after the end"))
+                .unwrap();
+        }
+    }
+
+    #[test]
+    fn reads_of_a_damaged_backend_fail_instead_of_claiming_absence() {
+        let backend = DamagedBackend::walked(Arc::new(holed(40..=90)), damage());
+        assert_eq!(backend.get(&[3]).unwrap().as_deref(), Some(&[3u8][..]));
+        assert!(backend.get(&[50]).unwrap_err().damage().is_some());
+        let absent = backend.get(&[1, 2, 3]).unwrap_err();
+        assert!(
+            absent.damage().unwrap().cause.contains("may have been"),
+            "{absent}"
+        );
+        assert!(
+            !backend.contains(&[1, 2, 3]).unwrap(),
+            "writes still see absence"
+        );
+        let unopenable = DamagedBackend::unopenable(damage());
+        assert!(unopenable.get(&[3]).unwrap_err().damage().is_some());
+        unopenable
+            .iterate(None, &mut |_, _| panic!("nothing to walk"))
+            .unwrap();
+        unopenable.flush().unwrap();
+    }
 }
