@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! data_dir/
-//!   ipfrs.meta            "ipfrs-storage", format, backend, shards (written once, atomically)
+//!   ipfrs.meta            "ipfrs-storage", format, backend, shards (written atomically at
+//!                         creation, and by `repo migrate`: see `migrate.rs`)
 //!   LOCK                  flock'ed while an engine has the store open
 //!   metadata.log          small named values with compare-and-swap (see `metadata.rs`)
 //!   shard-000/<backend>/  each shard's cold backend
@@ -21,9 +22,16 @@ use ipfrs_core_types::BackendKind;
 
 use crate::{Error, Result};
 
-/// The on-disk format this build reads and writes.
-pub(crate) const FORMAT_VERSION: u32 = 1;
-const META_FILE: &str = "ipfrs.meta";
+/// The on-disk format this build reads and writes. Format 2: every cold backend value is an
+/// index entry (`ipfrs_tiering::pack`); format 1 stored the block's bytes as the value.
+pub(crate) const FORMAT_VERSION: u32 = 2;
+/// The format `repo migrate` converts to [`FORMAT_VERSION`] (see `migrate.rs`).
+pub(crate) const MIGRATABLE_FORMAT: &str = "1";
+/// The format a store records while `repo migrate` converts it: no build opens such a
+/// half-converted store (a format 1 build would take converted values for damage), and the
+/// `migrated=N` line says which shards are done.
+pub(crate) const MIGRATING_FORMAT: &str = "1-to-2";
+pub(crate) const META_FILE: &str = "ipfrs.meta";
 const LOCK_FILE: &str = "LOCK";
 /// Where the metadata is written before its rename; left behind by a crash in between.
 const META_TMP_FILE: &str = "ipfrs.meta.tmp";
@@ -34,6 +42,18 @@ const MAGIC: &str = "ipfrs-storage";
 pub(crate) struct Meta {
     pub(crate) backend: BackendKind,
     pub(crate) shards: usize,
+}
+
+/// The metadata of a store in any format this build knows: the current one, or one that
+/// `repo migrate` converts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Recorded {
+    /// The `format` line as written.
+    pub(crate) format: String,
+    pub(crate) meta: Meta,
+    /// Shards `[0, migrated)` a migration has converted (0 unless `format` is
+    /// [`MIGRATING_FORMAT`]).
+    pub(crate) migrated: usize,
 }
 
 /// The open directory; dropping it releases the lock.
@@ -91,54 +111,101 @@ impl Directory {
         })
     }
 
-    /// The recorded metadata, `None` for a new store.
+    /// The recorded metadata, `None` for a new store. A store in a format `repo migrate`
+    /// converts is refused with an [`Error::IncompatibleFormat`] that names the command.
     pub(crate) fn read_meta(&self) -> Result<Option<Meta>> {
+        match self.read_recorded()? {
+            None => Ok(None),
+            Some(recorded) if recorded.format == FORMAT_VERSION.to_string() => {
+                Ok(Some(recorded.meta))
+            }
+            Some(recorded) => Err(self.incompatible(recorded.format)),
+        }
+    }
+
+    fn incompatible(&self, found: String) -> Error {
+        Error::IncompatibleFormat {
+            path: self.path.clone(),
+            found,
+            supported: FORMAT_VERSION,
+        }
+    }
+
+    /// The recorded metadata in the current format or one `repo migrate` knows; any other
+    /// format, and unreadable metadata, is an [`Error::IncompatibleFormat`].
+    pub(crate) fn read_recorded(&self) -> Result<Option<Recorded>> {
         let path = self.path.join(META_FILE);
         let text = match std::fs::read_to_string(&path) {
             Ok(text) => text,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(source) => return Err(Error::Io { path, source }),
         };
-        let incompatible = |found: String| Error::IncompatibleFormat {
-            path: self.path.clone(),
-            found,
-            supported: FORMAT_VERSION,
-        };
         let mut lines = text.lines();
         if lines.next() != Some(MAGIC) {
-            return Err(incompatible("unreadable ipfrs.meta".into()));
+            return Err(self.incompatible("unreadable ipfrs.meta".into()));
         }
-        let (mut format, mut backend, mut shards) = (None, None, None);
+        let (mut format, mut backend, mut shards, mut migrated) = (None, None, None, None);
         for line in lines {
             match line.split_once('=') {
                 Some(("format", v)) => format = Some(v.to_string()),
                 Some(("backend", v)) => backend = Some(v.to_string()),
                 Some(("shards", v)) => shards = Some(v.to_string()),
+                Some(("migrated", v)) => migrated = Some(v.to_string()),
                 _ => {}
             }
         }
-        let format = format.ok_or_else(|| incompatible("no format line".into()))?;
-        if format != FORMAT_VERSION.to_string() {
-            return Err(incompatible(format));
+        let format = format.ok_or_else(|| self.incompatible("no format line".into()))?;
+        // The other lines of an unknown format may mean something else: not read.
+        let migrating = format == MIGRATING_FORMAT;
+        if format != FORMAT_VERSION.to_string() && format != MIGRATABLE_FORMAT && !migrating {
+            return Err(self.incompatible(format));
         }
         let backend = backend
             .and_then(|b| b.parse().ok())
-            .ok_or_else(|| incompatible("unknown backend in ipfrs.meta".into()))?;
+            .ok_or_else(|| self.incompatible("unknown backend in ipfrs.meta".into()))?;
         let shards = shards
             .and_then(|s| s.parse().ok())
             .filter(|&n: &usize| n > 0)
-            .ok_or_else(|| incompatible("bad shard count in ipfrs.meta".into()))?;
-        Ok(Some(Meta { backend, shards }))
+            .ok_or_else(|| self.incompatible("bad shard count in ipfrs.meta".into()))?;
+        let migrated = match migrated {
+            Some(m) if migrating => m
+                .parse()
+                .ok()
+                .filter(|&m: &usize| m <= shards)
+                .ok_or_else(|| self.incompatible("bad migrated count in ipfrs.meta".into()))?,
+            _ if migrating => {
+                return Err(self.incompatible("no migrated count in ipfrs.meta".into()));
+            }
+            _ => 0,
+        };
+        Ok(Some(Recorded {
+            format,
+            meta: Meta { backend, shards },
+            migrated,
+        }))
     }
 
-    /// Records the metadata of a new store: written to a temporary file, synced, renamed into
-    /// place, and the directory synced, so a crash leaves either no metadata or all of it.
+    /// Records the metadata of a new store in the current format (see
+    /// [`Directory::write_recorded`]).
     pub(crate) fn write_meta(&self, meta: &Meta) -> Result<()> {
+        self.write_recorded(&Recorded {
+            format: FORMAT_VERSION.to_string(),
+            meta: meta.clone(),
+            migrated: 0,
+        })
+    }
+
+    /// Records the metadata: written to a temporary file, synced, renamed into place, and the
+    /// directory synced, so a crash leaves the old metadata (or none) or all of the new.
+    pub(crate) fn write_recorded(&self, recorded: &Recorded) -> Result<()> {
         let tmp = self.path.join(META_TMP_FILE);
-        let text = format!(
-            "{MAGIC}\nformat={FORMAT_VERSION}\nbackend={}\nshards={}\n",
-            meta.backend, meta.shards
+        let mut text = format!(
+            "{MAGIC}\nformat={}\nbackend={}\nshards={}\n",
+            recorded.format, recorded.meta.backend, recorded.meta.shards
         );
+        if recorded.format == MIGRATING_FORMAT {
+            text.push_str(&format!("migrated={}\n", recorded.migrated));
+        }
         let mut file = File::create(&tmp).map_err(io_err(&tmp))?;
         file.write_all(text.as_bytes()).map_err(io_err(&tmp))?;
         file.sync_all().map_err(io_err(&tmp))?;

@@ -43,8 +43,13 @@ pub enum Error {
         /// The backend asked for.
         requested: BackendKind,
     },
-    /// The store's on-disk format is not one this build reads.
-    #[error("{path} has store format {found}; this build reads format {supported}")]
+    /// The store's on-disk format is not one this build reads. An older format that
+    /// `ipfrs-store repo migrate` ([`crate::migrate`]) converts, or a migration that was
+    /// interrupted, says so in the message.
+    #[error(
+        "{path} has store format {found}; this build reads format {supported}{}",
+        format_fix(found)
+    )]
     IncompatibleFormat {
         /// The data directory.
         path: PathBuf,
@@ -170,6 +175,17 @@ pub enum Error {
         /// The first failure, shared by every error reported after it.
         source: std::sync::Arc<std::io::Error>,
     },
+}
+
+/// What to do about a store format this build does not open, if there is something to do.
+fn format_fix(found: &str) -> &'static str {
+    if found == crate::directory::MIGRATABLE_FORMAT {
+        "; convert it with `ipfrs-store repo migrate` (with the store closed)"
+    } else if found == crate::directory::MIGRATING_FORMAT {
+        "; a conversion was interrupted: finish it with `ipfrs-store repo migrate`"
+    } else {
+        ""
+    }
 }
 
 impl From<ipfrs_shards::Error> for Error {

@@ -33,6 +33,7 @@ mod engine;
 mod error;
 mod metadata;
 mod metrics;
+mod migrate;
 mod repair;
 mod service;
 mod stats;
@@ -52,6 +53,7 @@ pub use metadata::{
     MAX_METADATA_BYTES, MAX_METADATA_KEY_BYTES, MAX_METADATA_VALUE_BYTES, MetadataStore, Swap,
 };
 pub use metrics::{MetricsSnapshot, Op, OpSnapshot};
+pub use migrate::{MigrateReport, ShardMigration, ShardOutcome, migrate};
 pub use repair::{ShardRepair, repair_cold};
 pub use stats::Stats;
 pub use store::{BlockStore, CidPage, CidStream, Cursor};

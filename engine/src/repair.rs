@@ -183,14 +183,14 @@ fn repair_shard(
 }
 
 /// `dir` with `.suffix` appended to its name (`shard-000/sled.rebuilding`).
-fn sibling(dir: &Path, suffix: &str) -> PathBuf {
+pub(crate) fn sibling(dir: &Path, suffix: &str) -> PathBuf {
     let mut name = dir.file_name().unwrap_or_default().to_os_string();
     name.push(".");
     name.push(suffix);
     dir.with_file_name(name)
 }
 
-fn rename(from: &Path, to: &Path) -> Result<()> {
+pub(crate) fn rename(from: &Path, to: &Path) -> Result<()> {
     std::fs::rename(from, to).map_err(|source| Error::Io {
         path: from.to_path_buf(),
         source,

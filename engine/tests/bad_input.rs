@@ -443,7 +443,7 @@ fn an_unknown_store_format_is_refused() {
         }) => {
             assert_eq!(path, dir.path());
             assert_eq!(found, "99");
-            assert_eq!(supported, 1);
+            assert_eq!(supported, 2);
         }
         other => panic!("{:?}", other.err()),
     }
@@ -452,10 +452,11 @@ fn an_unknown_store_format_is_refused() {
 
     // Metadata that is not ours at all, or lacks the format, is refused the same way.
     for bad in [
-        "something else\nformat=1\n",
+        "something else\nformat=2\n",
         "ipfrs-storage\nbackend=sled\nshards=2\n",
-        "ipfrs-storage\nformat=1\nbackend=nonesuch\nshards=2\n",
-        "ipfrs-storage\nformat=1\nbackend=sled\nshards=0\n",
+        "ipfrs-storage\nformat=2\nbackend=nonesuch\nshards=2\n",
+        "ipfrs-storage\nformat=2\nbackend=sled\nshards=0\n",
+        "ipfrs-storage\nformat=1-to-2\nbackend=sled\nshards=2\n",
     ] {
         std::fs::write(&meta, bad).unwrap();
         assert!(
