@@ -148,6 +148,10 @@ pub enum RepoCommand {
     /// Rebuild damaged cold backends from the blocks that read back exact; the damaged ones
     /// are kept aside (shard-NNN/<backend>.damaged-N). Lists what was dropped.
     Repair,
+    /// Convert a store written by an older version to the current format, in place (each
+    /// shard's cold backend is rewritten; values that do not match their CID are not copied
+    /// and are listed). Run it again after an interruption to finish.
+    Migrate,
     /// Move hot blocks not read since they were written into the cold backend now, and
     /// remove the emptied segment files (background compaction does this past the budget).
     Compact,

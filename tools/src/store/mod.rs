@@ -13,6 +13,7 @@ pub mod export;
 pub mod gc;
 pub mod import;
 pub mod init;
+pub mod migrate;
 pub mod output;
 pub mod progress;
 pub mod repair;
@@ -85,6 +86,10 @@ pub fn run(args: Args) -> Result<()> {
     if let Command::Repo(RepoCommand::Repair) = &args.command {
         return print(&repair::run(&repo)?, json);
     }
+    // So does migrate: the engine does not open a store of an older format.
+    if let Command::Repo(RepoCommand::Migrate) = &args.command {
+        return print(&migrate::run(&repo)?, json);
+    }
     // `version init` makes the block store too when there is none (as `init` would, with the
     // configuration in force), then opens it like every other command.
     let mut created_store = false;
@@ -147,6 +152,9 @@ fn dispatch(
         Command::Repo(cmd) => match cmd {
             RepoCommand::Repair => Err(Error::Usage(
                 "repo repair runs before the store is opened".into(),
+            )),
+            RepoCommand::Migrate => Err(Error::Usage(
+                "repo migrate runs before the store is opened".into(),
             )),
             RepoCommand::Stat { prometheus: true } => {
                 let metrics = block_on(engine.metrics())?;
