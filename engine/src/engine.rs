@@ -453,6 +453,9 @@ fn validate(config: &Config) -> Result<()> {
                 "must be a multiple of 4096, at least 4096",
             );
         }
+        if hot.reclaim_below_percent > 100 {
+            return invalid("hot_tier.reclaim_below_percent", "must be at most 100");
+        }
     }
     Ok(())
 }

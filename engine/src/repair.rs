@@ -2,8 +2,9 @@
 //!
 //! The engine opens over a damaged cold backend (see `Engine::cold_damage`), but serves only
 //! what it can still read. A repair, with the store closed, checks each shard's backend and
-//! rebuilds a damaged one: every key it can still walk is read and hashed against its
-//! multihash, the good blocks go into a fresh backend, and the damaged one is moved aside as
+//! rebuilds a damaged one: every key it can still walk is read and its entry checked (an
+//! inline block hashed against its multihash, a packed one's record read back from its pack),
+//! the good entries go into a fresh backend, and the damaged one is moved aside as
 //! `shard-NNN/<backend>.damaged-N` (never deleted: an operator may still salvage it). Blocks
 //! that cannot be read back exact are dropped and named; keys the damage hid from the walk
 //! cannot be named, and the report says so.
@@ -12,8 +13,9 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use ipfrs_core_types::key::cid_of_key;
-use ipfrs_core_types::{BackendKind, Cid, Config, verify_key};
+use ipfrs_core_types::{BackendKind, Cid, Config};
 use ipfrs_tiering::backends::{is_damage, resume_after_damage};
+use ipfrs_tiering::pack::entry_is_sound;
 use ipfrs_tiering::{BackendOptions, ColdBackend, open_backend};
 
 use crate::directory::Directory;
@@ -197,6 +199,12 @@ pub(crate) fn rename(from: &Path, to: &Path) -> Result<()> {
     })
 }
 
+/// The hot segments and packs of the shard whose backend is in `dir` (its index entries point
+/// into the packs).
+fn segments_dir(dir: &Path) -> PathBuf {
+    dir.parent().unwrap_or(dir).join("segments")
+}
+
 /// Adds what the library's salvage scan finds beyond the walk (see
 /// [`ColdBackend::salvage`]): every value that hashes to its key and is not in `fresh` yet
 /// is copied, and a dropped block found whole this way is kept after all.
@@ -208,8 +216,9 @@ fn salvage(
 ) -> Result<()> {
     let mut found: Vec<(Vec<u8>, Bytes)> = Vec::new();
     let mut failed = None;
+    let segments = segments_dir(dir);
     let unreadable = old.salvage(&mut |key, value| {
-        if failed.is_some() || verify_key(key, value).is_err() {
+        if failed.is_some() || !entry_is_sound(key, value, &segments) {
             return;
         }
         match fresh.contains(key) {
@@ -263,6 +272,7 @@ fn check(
     into: Option<&dyn ColdBackend>,
 ) -> Result<bool> {
     let mut after: Option<Vec<u8>> = None;
+    let segments = segments_dir(dir);
     loop {
         let mut keys = Vec::with_capacity(STEP);
         let walked = old.iterate(after.as_deref(), &mut |key, _| {
@@ -272,7 +282,7 @@ fn check(
         let mut good: Vec<(Vec<u8>, Bytes)> = Vec::with_capacity(keys.len());
         for key in &keys {
             let exact = match old.get(key) {
-                Ok(Some(value)) if verify_key(key, &value).is_ok() => Some(value),
+                Ok(Some(value)) if entry_is_sound(key, &value, &segments) => Some(value),
                 Ok(_) => None,
                 Err(e) if is_damage(&e) => None,
                 Err(e) => return Err(storage(dir, e)),

@@ -39,6 +39,12 @@ pub struct Stats {
     /// Cold keys walked at open to rebuild the bloom filters and counters; 0 when every shard
     /// started from the state its clean close saved.
     pub keys_walked_at_open: u64,
+    /// Pack files (sealed segments whose large cold blocks stay in place).
+    pub packs: u64,
+    /// Disk bytes the pack files take.
+    pub pack_disk_bytes: u64,
+    /// Block bytes in packs that index entries still point at.
+    pub pack_live_bytes: u64,
     /// Bytes written to disk by the engine (segments, compaction's cold writes) per byte
     /// accepted by puts; 0 before any put. The cold backend's own amplification comes on top.
     pub write_amplification: f64,
@@ -63,6 +69,9 @@ impl Stats {
             corrupt_records: sum(|s| s.corrupt_records),
             corrupt_cold_reads: sum(|s| s.corrupt_cold_reads),
             keys_walked_at_open: sum(|s| s.keys_walked_at_open),
+            packs: sum(|s| s.packs),
+            pack_disk_bytes: sum(|s| s.pack_disk_bytes),
+            pack_live_bytes: sum(|s| s.pack_live_bytes),
             write_amplification: if put_bytes == 0 {
                 0.0
             } else {

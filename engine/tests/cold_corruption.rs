@@ -406,8 +406,8 @@ fn rocksdb_files_damaged() {
     campaign(BackendKind::RocksDb);
 }
 
-/// Writes `value` under `block`'s key straight into shard 0's backend, as damage that
-/// leaves the backend's own structures intact would.
+/// Writes `value` under `block`'s key straight into shard 0's backend (as an inline index
+/// entry), as damage that leaves the backend's own structures intact would.
 fn overwrite_in_backend(dir: &Path, kind: BackendKind, items: &[(&Block, Bytes)]) {
     let backend = open_backend(
         kind,
@@ -417,7 +417,12 @@ fn overwrite_in_backend(dir: &Path, kind: BackendKind, items: &[(&Block, Bytes)]
     .unwrap();
     let items: Vec<(Vec<u8>, Bytes)> = items
         .iter()
-        .map(|(block, value)| (key_of(block.cid()), value.clone()))
+        .map(|(block, value)| {
+            (
+                key_of(block.cid()),
+                ipfrs_tiering::pack::encode_inline(value),
+            )
+        })
         .collect();
     backend.put_batch(&items).unwrap();
     backend.flush().unwrap();

@@ -5,7 +5,6 @@
 
 use std::path::Path;
 
-use bytes::Bytes;
 use futures_lite::future::block_on;
 use ipfrs_storage::{BackendKind, Block, BlockStore, Config, Engine};
 use ipfrs_tiering::{BackendOptions, open_backend};
@@ -118,7 +117,7 @@ fn write_behind_the_engines_back(root: &Path, backend: BackendKind, block: &Bloc
         )
         .unwrap();
         let key = block.cid().hash().to_bytes();
-        raw.put_batch(&[(key, Bytes::copy_from_slice(block.data()))])
+        raw.put_batch(&[(key, ipfrs_tiering::pack::encode_inline(block.data()))])
             .unwrap();
         raw.flush().unwrap();
     }

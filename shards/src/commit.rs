@@ -61,6 +61,16 @@ pub(crate) enum Pending {
     /// Hot tier: seal the active segment and start a new one, so that an explicit compaction
     /// reaches every record. Runs alone.
     Seal,
+    /// Pack reclamation: of these records (key, offset) of `pack`, rewrite into the hot tier
+    /// those whose index entry still points at them, and drop those entries. Runs alone.
+    Reclaim {
+        pack: u32,
+        records: Vec<(Key, u32)>,
+    },
+    /// Pack reclamation: remove `pack`, which no index entry points into any more. Runs alone.
+    DropPack {
+        pack: u32,
+    },
 }
 
 impl Pending {
@@ -68,7 +78,11 @@ impl Pending {
     pub(crate) fn runs_alone(&self) -> bool {
         matches!(
             self,
-            Pending::Migrate { .. } | Pending::Retire { .. } | Pending::Seal
+            Pending::Migrate { .. }
+                | Pending::Retire { .. }
+                | Pending::Seal
+                | Pending::Reclaim { .. }
+                | Pending::DropPack { .. }
         )
     }
 }
@@ -122,8 +136,12 @@ impl WriteOp {
         match &self.pending {
             Pending::Put(items) => items.len(),
             Pending::Delete(keys) => keys.len(),
-            Pending::Migrate { records, .. } => records.len(),
-            Pending::Flush | Pending::Promote { .. } | Pending::Retire { .. } | Pending::Seal => 1,
+            Pending::Migrate { records, .. } | Pending::Reclaim { records, .. } => records.len(),
+            Pending::Flush
+            | Pending::Promote { .. }
+            | Pending::Retire { .. }
+            | Pending::Seal
+            | Pending::DropPack { .. } => 1,
         }
     }
 }
@@ -254,7 +272,7 @@ fn apply_group(
     let mut outcome = GroupOutcome::default();
     let prior = |state: &HashMap<Key, Option<u64>>, key: &Key, maybe: bool| match state.get(key) {
         Some(known) => Ok(*known),
-        None if maybe => backend.size(key).map_err(GroupError::Write),
+        None if maybe => crate::cold_index::size(backend, key).map_err(GroupError::Write),
         None => Ok(None),
     };
     for op in ops {
@@ -290,7 +308,7 @@ fn apply_group(
     let mut puts = Vec::new();
     for (key, value) in writes {
         match value {
-            Some(value) => puts.push((key, value)),
+            Some(value) => puts.push((key, crate::cold_index::inline(&value))),
             None => outcome.removed.push(key),
         }
     }
@@ -531,7 +549,9 @@ impl Shard {
                 Pending::Promote { .. }
                 | Pending::Migrate { .. }
                 | Pending::Retire { .. }
-                | Pending::Seal => OpData::Flush,
+                | Pending::Seal
+                | Pending::Reclaim { .. }
+                | Pending::DropPack { .. } => OpData::Flush,
             });
             replies.push(op.ack);
         }

@@ -199,7 +199,9 @@ fn run_shard(
     });
     let counters = Counters::default();
     let restored = saved.is_some();
+    let mut saved_packs = Vec::new();
     if let Some(state) = saved {
+        saved_packs = state.packs;
         bloom = BloomFilter::from_vec(state.words).hashes(state.num_hashes);
         counters.blocks.set(state.blocks);
         counters.bytes.set(state.bytes);
@@ -234,6 +236,11 @@ fn run_shard(
         message: err.to_string(),
     };
     if let Some(recovery) = &recovery {
+        let figures: Vec<_> = saved_packs
+            .iter()
+            .map(|&(id, live, held)| (id, crate::hot::packs::PackBytes { live, held }))
+            .collect();
+        recovery.tier.packs.borrow_mut().restore(&figures);
         let index = recovery.tier.index.borrow();
         if !restored {
             bump(&counters.blocks, index.len() as u64);
@@ -256,10 +263,16 @@ fn run_shard(
         }
     }
     let hot_index = recovery.as_ref().map(|r| r.tier.index.borrow());
+    let mut packs = recovery.as_ref().map(|r| r.tier.packs.borrow_mut());
     let walk = if restored {
         Ok(())
     } else {
-        backend.iterate(None, &mut |key, len| {
+        backend.iterate(None, &mut |key, value| {
+            // An unreadable entry counts nothing; a read of its key reports the damage.
+            let (len, packed) = ipfrs_tiering::pack::peek(value).unwrap_or((0, None));
+            if let (Some(loc), Some(packs)) = (packed, packs.as_mut()) {
+                packs.count_walked(loc.pack, len);
+            }
             bloom.insert_hash(bloom_hash(key));
             bump(&counters.keys_walked_at_open, 1);
             // A block both hot and cold (mid-compaction, or promoted) is counted once.
@@ -271,6 +284,7 @@ fn run_shard(
         })
     };
     drop(hot_index);
+    drop(packs);
     match walk {
         Ok(()) => {}
         Err(err) if is_damage(&err) => {
@@ -342,17 +356,20 @@ fn run_shard(
         serve(shard, rx).await
     });
     let backend_closed = backend_alive.upgrade().is_none();
-    if backend_closed && !deferred.is_empty() {
-        for id in deferred {
-            let _ = std::fs::remove_file(ipfrs_tiering::segment::file::segment_path(&segments, id));
-            let _ = std::fs::remove_file(ipfrs_tiering::segment::hint::hint_path(&segments, id));
+    let mut deferred_done = true;
+    if backend_closed {
+        for change in deferred {
+            if let Err(err) = change.apply(&segments) {
+                deferred_done = false;
+                eprintln!("ipfrs shard {id}: after closing the backend, {change:?}: {err}");
+            }
         }
-        let _ = ipfrs_tiering::segment::file::sync_dir(&segments);
     }
     // Saved last, over the closed backend's files as they stay: the fingerprint must see
     // every write the close made.
     if let Some(state) = open_state
         && backend_closed
+        && deferred_done
         && cold_damage.get().is_none()
         && let Err(err) = open_state::save(&dir, config.backend, &state)
     {
@@ -366,7 +383,10 @@ fn run_shard(
 /// let in-flight work finish, flush the backend and acknowledge the shutdown. Returns the
 /// compacted segments whose files wait for the backend to be closed, and, after a clean
 /// close, the state the next open may start from instead of walking the cold keys.
-async fn serve(shard: Rc<Shard>, rx: flume::Receiver<Request>) -> (Vec<u32>, Option<OpenState>) {
+async fn serve(
+    shard: Rc<Shard>,
+    rx: flume::Receiver<Request>,
+) -> (Vec<crate::hot::Deferred>, Option<OpenState>) {
     let mut shutdown_reply = None;
     while let Ok(request) = rx.recv_async().await {
         match request {
@@ -452,6 +472,18 @@ async fn serve(shard: Rc<Shard>, rx: flume::Receiver<Request>) -> (Vec<u32>, Opt
             bytes: shard.counters.bytes.get(),
             num_hashes: bloom.num_hashes(),
             words: bloom.as_slice().to_vec(),
+            packs: shard
+                .hot
+                .as_ref()
+                .map(|hot| {
+                    hot.packs
+                        .borrow()
+                        .figures()
+                        .into_iter()
+                        .map(|(id, b)| (id, b.live, b.held))
+                        .collect()
+                })
+                .unwrap_or_default(),
         }
     });
     let deferred = shard

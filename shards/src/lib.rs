@@ -19,6 +19,7 @@
 //! The shard count may exceed the core count: shards then share cores.
 
 mod cache;
+mod cold_index;
 mod commit;
 pub mod damage;
 mod error;
@@ -28,12 +29,12 @@ pub mod open_state;
 pub mod protocol;
 mod shard;
 
+pub use damage::{Damage, DamageSite};
 pub use error::Error;
+pub use executor::{ShardThread, preflight, start_shard};
 /// Power-cut simulation of the hot tier's files (tests only).
 #[cfg(feature = "failpoints")]
 pub use hot::power_cut;
-pub use executor::{ShardThread, preflight, start_shard};
-pub use damage::{Damage, DamageSite};
 pub use protocol::{Fetched, PendingReply, ShardHandle, ShardStats};
 
 /// The result type of this crate.

@@ -6,7 +6,8 @@
 //! shard-NNN/open-state   written after a clean close, once the backend is closed
 //!
 //! magic "IPFopen1" | backend u8 | fingerprint u64 | blocks u64 | bytes u64
-//!   | num_hashes u32 | words u64 | bloom words (u64 each) | xxh3-64 of everything before
+//!   | num_hashes u32 | words u64 | packs u64 | bloom words (u64 each)
+//!   | per pack: id u32, live u64, held u64 | xxh3-64 of everything before
 //! ```
 //! A filter that could miss a key must never be used, so the state is used only when nothing
 //! can have changed the cold backend since it was written:
@@ -30,8 +31,10 @@ use ipfrs_core_types::BackendKind;
 use xxhash_rust::xxh3::{Xxh3, xxh3_64};
 
 const MAGIC: &[u8; 8] = b"IPFopen1";
-/// magic, backend, fingerprint, blocks, bytes, num_hashes, words.
-const HEADER_LEN: usize = 8 + 1 + 8 + 8 + 8 + 4 + 8;
+/// magic, backend, fingerprint, blocks, bytes, num_hashes, words, packs.
+const HEADER_LEN: usize = 8 + 1 + 8 + 8 + 8 + 4 + 8 + 8;
+/// One pack's figures: id, live bytes, held bytes.
+const PACK_LEN: usize = 4 + 8 + 8;
 
 /// What a clean close leaves for the next open.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,6 +47,9 @@ pub struct OpenState {
     pub num_hashes: u32,
     /// The bloom filter's bits.
     pub words: Vec<u64>,
+    /// Per pack: its number, and the block bytes its index entries hold (live) and held when
+    /// it was made (see the hot tier's packs): what reclamation decides by.
+    pub packs: Vec<(u32, u64, u64)>,
 }
 
 /// The open-state file of the shard whose backend lives in `backend_dir`
@@ -116,8 +122,14 @@ pub fn save(backend_dir: &Path, backend: BackendKind, state: &OpenState) -> std:
     out.extend_from_slice(&state.bytes.to_le_bytes());
     out.extend_from_slice(&state.num_hashes.to_le_bytes());
     out.extend_from_slice(&(state.words.len() as u64).to_le_bytes());
+    out.extend_from_slice(&(state.packs.len() as u64).to_le_bytes());
     for word in &state.words {
         out.extend_from_slice(&word.to_le_bytes());
+    }
+    for (id, live, held) in &state.packs {
+        out.extend_from_slice(&id.to_le_bytes());
+        out.extend_from_slice(&live.to_le_bytes());
+        out.extend_from_slice(&held.to_le_bytes());
     }
     let checksum = xxh3_64(&out);
     out.extend_from_slice(&checksum.to_le_bytes());
@@ -153,7 +165,7 @@ fn decode(bytes: &[u8], backend: BackendKind) -> Option<(u64, OpenState)> {
     if xxh3_64(body) != u64::from_le_bytes(*checksum) {
         return None;
     }
-    let (header, words) = body.split_at_checked(HEADER_LEN)?;
+    let (header, rest) = body.split_at_checked(HEADER_LEN)?;
     if &header[..8] != MAGIC || header[8] != backend_code(backend) {
         return None;
     }
@@ -163,14 +175,30 @@ fn decode(bytes: &[u8], backend: BackendKind) -> Option<(u64, OpenState)> {
     let bytes_stored = u64_at(25)?;
     let num_hashes = u32::from_le_bytes(header[33..37].try_into().ok()?);
     let count = usize::try_from(u64_at(37)?).ok()?;
-    if words.len() != count.checked_mul(8)? || count == 0 || num_hashes == 0 {
+    let pack_count = usize::try_from(u64_at(45)?).ok()?;
+    let words_len = count.checked_mul(8)?;
+    if rest.len() != words_len.checked_add(pack_count.checked_mul(PACK_LEN)?)?
+        || count == 0
+        || num_hashes == 0
+    {
         return None;
     }
+    let (words, packs) = rest.split_at(words_len);
     let words = words
         .chunks_exact(8)
         .map(|w| w.try_into().map(u64::from_le_bytes))
         .collect::<Result<Vec<_>, _>>()
         .ok()?;
+    let packs = packs
+        .chunks_exact(PACK_LEN)
+        .map(|p| {
+            Some((
+                u32::from_le_bytes(p[0..4].try_into().ok()?),
+                u64::from_le_bytes(p[4..12].try_into().ok()?),
+                u64::from_le_bytes(p[12..20].try_into().ok()?),
+            ))
+        })
+        .collect::<Option<Vec<_>>>()?;
     Some((
         fingerprint,
         OpenState {
@@ -178,6 +206,7 @@ fn decode(bytes: &[u8], backend: BackendKind) -> Option<(u64, OpenState)> {
             bytes: bytes_stored,
             num_hashes,
             words,
+            packs,
         },
     ))
 }
@@ -202,6 +231,7 @@ mod tests {
             bytes: 4096,
             num_hashes: 5,
             words: vec![1, u64::MAX, 0, 42],
+            packs: vec![(3, 100, 400), (9, 0, 7)],
         }
     }
 

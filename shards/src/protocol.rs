@@ -201,6 +201,15 @@ pub struct ShardStats {
     /// Cold keys walked at open to rebuild the bloom filter and counters: 0 when the state a
     /// clean close saved stood in for the walk (see [`crate::open_state`]).
     pub keys_walked_at_open: u64,
+    /// Pack files (sealed segments whose large cold blocks stay in place, indexed by the
+    /// backend).
+    pub packs: u64,
+    /// Disk bytes the pack files take.
+    pub pack_disk_bytes: u64,
+    /// Block bytes the packs hold that index entries still point at.
+    pub pack_live_bytes: u64,
+    /// Packs removed by reclamation (their live blocks rewritten, their space given back).
+    pub packs_reclaimed: u64,
 }
 
 /// The client side of a shard: cheap to clone, usable from any thread.

@@ -15,8 +15,10 @@ use fastbloom::BloomFilter;
 use glommio::sync::Gate;
 use ipfrs_core_types::key::{Key, bloom_hash, cid_of_key};
 use ipfrs_tiering::ColdBackend;
+use ipfrs_tiering::pack::Entry;
 
 use crate::cache::BlockCache;
+use crate::cold_index;
 use crate::commit::{Ack, Pending, WriteOp, WriteQueue};
 use crate::damage::{Damage, DamageSite, MAX_DAMAGE_KEPT};
 use crate::hot::HotTier;
@@ -191,39 +193,65 @@ impl Shard {
         bump(&self.counters.cache_misses, misses.len() as u64);
         let epoch = self.delete_epoch.get();
         let miss_keys: Vec<Key> = misses.iter().map(|&i| keys[i].clone()).collect();
-        let (miss_keys, values, damaged) = self
+        let (miss_keys, entries, mut damaged) = self
             .blocking(move |backend| {
                 let mut damaged = Vec::new();
-                let mut values = Vec::with_capacity(miss_keys.len());
+                let mut entries = Vec::with_capacity(miss_keys.len());
                 for key in &miss_keys {
                     if let Some(err) = injected_cold_read_failure(backend.kind()) {
                         return Err(err);
                     }
-                    let value = match backend.get(key) {
-                        Ok(value) => value,
-                        // Damaged backend files (a refused read, or a backend that did not
-                        // open) make this key corrupt: never `None`, which claims it absent.
+                    let entry = match cold_index::get(backend, key) {
+                        Ok(entry) => entry,
+                        // Damaged backend files (a refused read, a backend that did not open,
+                        // an unreadable entry) make this key corrupt: never `None`, which
+                        // claims it absent.
                         Err(e) if ipfrs_tiering::backends::is_damage(&e) => {
                             damaged.push((key.clone(), e.to_string()));
-                            values.push(None);
+                            entries.push(None);
                             continue;
                         }
                         Err(e) => return Err(e),
                     };
-                    // Hashed here, on the blocking pool: never on the shard's core.
-                    if let Some(value) = &value
-                        && let Err(e) = ipfrs_core_types::verify_key(key, value)
+                    // An inline block is hashed here, on the blocking pool, never on the
+                    // shard's core (the backend's files carry no checksum of ours); a packed
+                    // one is a record that the caller checks by its own checksum and key.
+                    if let Some(Entry::Inline(data)) = &entry
+                        && let Err(e) = ipfrs_core_types::verify_key(key, data)
                     {
                         damaged.push((
                             key.clone(),
                             format!("the cold backend returned other bytes: {e}"),
                         ));
                     }
-                    values.push(value);
+                    entries.push(entry);
                 }
-                Ok((miss_keys, values, damaged))
+                Ok((miss_keys, entries, damaged))
             })
             .await?;
+        // Packed blocks are records in the pack files' mappings: resolved here, checked by
+        // the caller like hot records, never copied or cached (the page cache holds them).
+        let values: Vec<Option<Fetched>> = miss_keys
+            .iter()
+            .zip(entries)
+            .map(|(key, entry)| match entry {
+                None => None,
+                Some(Entry::Inline(data)) => Some(Fetched::Data(data)),
+                Some(Entry::Packed(loc)) => {
+                    let record = self.hot.as_ref().and_then(|hot| hot.pack_record(&loc));
+                    if record.is_none() {
+                        damaged.push((
+                            key.clone(),
+                            format!(
+                                "its index entry points into pack {}, which is gone",
+                                loc.pack
+                            ),
+                        ));
+                    }
+                    record.map(Fetched::Record)
+                }
+            })
+            .collect();
         bump(&self.counters.corrupt_cold_reads, damaged.len() as u64);
         if let Some((key, reason)) = damaged.into_iter().next() {
             // The whole read fails, as for a damaged hot record, and nothing it read is
@@ -235,7 +263,7 @@ impl Shard {
         {
             let mut cache = self.cache.borrow_mut();
             for ((i, key), value) in misses.into_iter().zip(miss_keys).zip(values) {
-                if let (true, Some(value)) = (fill, &value) {
+                if let (true, Some(Fetched::Data(value))) = (fill, &value) {
                     if let Some(hot) = &self.hot
                         && hot.count_cold_read(&key)
                     {
@@ -243,7 +271,7 @@ impl Shard {
                     }
                     cache.insert(key, value.clone());
                 }
-                out[i] = value.map(Fetched::Data);
+                out[i] = value;
             }
         }
         for (key, data) in promote {
@@ -277,7 +305,7 @@ impl Shard {
                     .map(|loc| Some(u64::from(loc.len)))
             },
             |cache, key| cache.get(key).map(|value| Some(value.len() as u64)),
-            |backend, key| backend.size(key),
+            cold_index::size,
         )
         .await
     }
@@ -461,6 +489,11 @@ impl Shard {
             stats.promotions = h.promotions.get();
             stats.corrupt_records = h.corrupt_records.get();
             stats.compaction_failures = h.compaction_failures.get();
+            stats.packs_reclaimed = h.packs_reclaimed.get();
+        }
+        if let Some(hot) = &self.hot {
+            (stats.packs, stats.pack_disk_bytes, stats.pack_live_bytes) =
+                hot.packs.borrow().usage();
         }
         stats
     }

@@ -58,9 +58,10 @@ pub trait ColdBackend: Send + Sync + 'static {
     /// Removes every key.
     fn delete_batch(&self, keys: &[Vec<u8>]) -> Result<()>;
 
-    /// Calls `f(key, value length)` for each key after `after` (all keys if `None`) in
-    /// ascending order, until `f` returns false.
-    fn iterate(&self, after: Option<&[u8]>, f: &mut dyn FnMut(&[u8], u64) -> bool) -> Result<()>;
+    /// Calls `f(key, value)` for each key after `after` (all keys if `None`) in ascending
+    /// order, until `f` returns false. Values are what the walk reads anyway (every library
+    /// here yields them with the keys): the engine's index entries are read this way at open.
+    fn iterate(&self, after: Option<&[u8]>, f: &mut dyn FnMut(&[u8], &[u8]) -> bool) -> Result<()>;
 
     /// Makes every earlier write durable.
     fn flush(&self) -> Result<()>;

@@ -11,6 +11,7 @@
 pub mod backends;
 mod cold;
 mod error;
+pub mod pack;
 pub mod segment;
 
 pub use backends::{open_backend, open_or_damaged};

@@ -39,8 +39,8 @@ fn item(key: &[u8], value: &[u8]) -> (Vec<u8>, Bytes) {
 /// Every (key, value length) the backend lists after `after`, in the order it lists them.
 fn listing(b: &dyn ColdBackend, after: Option<&[u8]>) -> Vec<(Vec<u8>, u64)> {
     let mut out = Vec::new();
-    b.iterate(after, &mut |k, len| {
-        out.push((k.to_vec(), len));
+    b.iterate(after, &mut |k, v| {
+        out.push((k.to_vec(), v.len() as u64));
         true
     })
     .unwrap();
@@ -382,8 +382,8 @@ fn run_model<B: ColdBackend>(open: impl Fn(&Path) -> B, ops: Vec<Op>) {
             Op::Iterate { after, limit } => {
                 let after = after.map(key);
                 let mut seen = Vec::new();
-                b.iterate(after.as_deref(), &mut |k, len| {
-                    seen.push((k.to_vec(), len));
+                b.iterate(after.as_deref(), &mut |k, v| {
+                    seen.push((k.to_vec(), v.len() as u64));
                     seen.len() < limit
                 })
                 .unwrap();

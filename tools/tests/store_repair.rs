@@ -207,7 +207,12 @@ fn repair_drops_blocks_that_do_not_read_back_exact_and_names_them() {
         .unwrap();
         let items: Vec<(Vec<u8>, Bytes)> = victims
             .iter()
-            .map(|b| (key_of(b.cid()), Bytes::from_static(b"not the block")))
+            .map(|b| {
+                (
+                    key_of(b.cid()),
+                    ipfrs_tiering::pack::encode_inline(b"not the block"),
+                )
+            })
             .collect();
         backend.put_batch(&items).unwrap();
         backend.flush().unwrap();

@@ -155,6 +155,15 @@ pub struct HotTier {
     /// without it the first read of each new block is a disk read (a major page fault). Costs
     /// disk read bandwidth equal to the bytes written; turn it off for write-only ingest.
     pub prefetch_written: bool,
+    /// Cold blocks up to this many bytes are copied into the cold backend (inline in its
+    /// index); larger ones stay where they are, in the sealed segment, which becomes an
+    /// immutable pack, and the backend holds only where (15 bytes). Set it to
+    /// `max_block_size` to copy every cold block into the backend.
+    pub inline_threshold_bytes: u32,
+    /// A pack whose live blocks fall under this percentage of its block bytes (deletes, and
+    /// blocks that went hot again) has its live blocks rewritten and is removed, giving the
+    /// rest of its disk space back. 0 keeps packs until they are empty.
+    pub reclaim_below_percent: u8,
 }
 
 impl Default for HotTier {
@@ -166,6 +175,8 @@ impl Default for HotTier {
             keep_hot_reads: 2,
             promote_after_reads: 2,
             prefetch_written: true,
+            inline_threshold_bytes: 16 << 10,
+            reclaim_below_percent: 50,
         }
     }
 }

@@ -28,6 +28,9 @@
 //! hot_keep_reads = 2              # reads since written that keep a block hot at compaction
 //! hot_promote_after_reads = 2     # cold reads that copy a block back (0: never)
 //! hot_prefetch_written = true     # read new records into the page cache after writing
+//! hot_inline_threshold_bytes = 16384 # cold blocks up to this size are copied into the
+//!                                 # backend; larger ones stay in their pack
+//! hot_reclaim_below_percent = 50  # rewrite a pack once its live share falls under this
 //! space_reserve_bytes = 134217728 # kept back for deletes and compaction on a full disk, all
 //!                                 # shards together; absent: one hot segment per shard; 0: off
 //! ```
@@ -92,6 +95,8 @@ struct ConfigFile {
     hot_keep_reads: Option<u16>,
     hot_promote_after_reads: Option<u16>,
     hot_prefetch_written: Option<bool>,
+    hot_inline_threshold_bytes: Option<u32>,
+    hot_reclaim_below_percent: Option<u8>,
     space_reserve_bytes: Option<u64>,
 }
 
@@ -188,7 +193,9 @@ fn parse(text: &str, origin: &str, data_dir: PathBuf) -> Result<Config, ConfigFi
             hot_write_chunk_bytes => write_chunk_bytes,
             hot_keep_reads => keep_hot_reads,
             hot_promote_after_reads => promote_after_reads,
-            hot_prefetch_written => prefetch_written
+            hot_prefetch_written => prefetch_written,
+            hot_inline_threshold_bytes => inline_threshold_bytes,
+            hot_reclaim_below_percent => reclaim_below_percent
         );
     }
     if let Some(name) = &file.backend {

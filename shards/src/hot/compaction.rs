@@ -23,19 +23,19 @@ use std::time::Duration;
 use bytes::Bytes;
 use ipfrs_core_types::key::Key;
 use ipfrs_tiering::ColdBackend;
-use ipfrs_tiering::segment::file::sync_dir;
+use ipfrs_tiering::pack::{self, PackLoc};
 use ipfrs_tiering::segment::recover::Kind;
 use ipfrs_tiering::segment::{Loc, Payload, decode, encoded_len, scan_segment};
 
-use super::HotTier;
 use super::writer::{RECORD_ALIGN, Record};
+use super::{Deferred, HotTier};
 use crate::commit::{Ack, Pending, WriteOp, space};
 use crate::shard::{Shard, bump};
 use crate::{Error, Result};
 
 /// Bytes of records moved per step: small enough that a step holds the writer for a few
 /// milliseconds, large enough that the cold backend gets real batches.
-const STEP_BYTES: u64 = 4 << 20;
+pub(crate) const STEP_BYTES: u64 = 4 << 20;
 
 /// How long compaction waits after a failure before trying again; doubled at each failure
 /// in a row (a full disk stays full for a while) up to [`RETRY_AFTER_MAX`].
@@ -67,8 +67,31 @@ pub(crate) async fn run(shard: Rc<Shard>) {
     };
     let mut retry_after = RETRY_AFTER;
     loop {
-        if !hot.over_budget() && hot.wake_rx.recv().await.is_none() {
+        let reclaimable = || {
+            !hot.packs
+                .borrow()
+                .candidates(hot.config.reclaim_below_percent)
+                .is_empty()
+        };
+        if !hot.over_budget() && !reclaimable() && hot.wake_rx.recv().await.is_none() {
             return;
+        }
+        if reclaimable() {
+            match super::reclaim::reclaim_packs(&shard).await {
+                Ok(_) => {}
+                Err(Error::ReadOnly { .. } | Error::Stopped { .. }) => return,
+                Err(e) => {
+                    bump(&hot.counters.compaction_failures, 1);
+                    eprintln!(
+                        "ipfrs shard {}: pack reclamation failed: {e}; retrying in {} s",
+                        shard.id,
+                        retry_after.as_secs()
+                    );
+                    glommio::timer::sleep(retry_after).await;
+                    retry_after = (retry_after * 2).min(RETRY_AFTER_MAX);
+                    continue;
+                }
+            }
         }
         while hot.over_budget() {
             let oldest = sealed_segments(hot).first().copied();
@@ -140,6 +163,9 @@ pub(crate) async fn compact_all(shard: &Rc<Shard>) -> Result<u64> {
             compacted += 1;
         }
     }
+    // Packs emptied by deletes give their space back now too (this is what `repo gc`
+    // frees with).
+    super::reclaim::reclaim_packs(shard).await?;
     Ok(compacted)
 }
 
@@ -177,9 +203,11 @@ async fn compact_segment(shard: &Rc<Shard>, segment: u32, mode: Mode) -> Result<
     let Some(map) = hot.segments.borrow().get(&segment).cloned() else {
         return Ok(());
     };
-    let found: Vec<(Key, u32, u32)> = glommio::executor()
+    let (found, records_end): (Vec<(Key, u32, u32)>, usize) = glommio::executor()
         .spawn_blocking(move || {
-            let found: Vec<(Key, u32, u32)> = scan_segment(map.bytes(), RECORD_ALIGN)
+            let scan = scan_segment(map.bytes(), RECORD_ALIGN);
+            let records_end = scan.end;
+            let found: Vec<(Key, u32, u32)> = scan
                 .found
                 .into_iter()
                 .filter_map(|f| match f.kind {
@@ -190,9 +218,17 @@ async fn compact_segment(shard: &Rc<Shard>, segment: u32, mode: Mode) -> Result<
                 })
                 .collect();
             map.release();
-            found
+            (found, records_end)
         })
         .await;
+    // Where its records end, should it become a pack (the rest of the file is given back).
+    hot.packing.borrow_mut().insert(
+        segment,
+        super::Packing {
+            held: 0,
+            records_end: records_end as u64,
+        },
+    );
     let live_bytes: u64 = {
         let index = hot.index.borrow();
         found
@@ -249,6 +285,28 @@ async fn compact_segment(shard: &Rc<Shard>, segment: u32, mode: Mode) -> Result<
     submit(shard, Pending::Retire { segment }).await
 }
 
+/// The room a rewrite of records of these (key length, payload length) into the hot tier
+/// needs: only a new segment, if they do not fit in the active one (they take at most a
+/// header and padding more than their payloads, and a mark), paid by the reserve if need be.
+pub(crate) async fn rewrite_claim(
+    shard: &Shard,
+    hot: &HotTier,
+    sizes: impl Iterator<Item = (usize, u64)>,
+) -> Result<Option<space::Claim>> {
+    let record_bytes: u64 = sizes
+        .map(|(key_len, len)| encoded_len(key_len, len as usize, RECORD_ALIGN) as u64)
+        .sum::<u64>()
+        + super::writer::DMA_ALIGN;
+    let room = hot.writer.borrow().as_ref().map_or(0, |w| w.room());
+    if record_bytes > room {
+        Ok(Some(
+            check_room(shard, hot.config.segment_bytes, Mode::Cleaning).await?,
+        ))
+    } else {
+        Ok(None)
+    }
+}
+
 /// Makes sure `need` bytes are free: for an explicit compaction, releasing the shard's
 /// reserve if need be; for background compaction, leaving the headroom free after them (see
 /// `commit::space`), so that filling the disk never takes the room a later `repo gc` needs.
@@ -282,7 +340,7 @@ async fn check_room(shard: &Shard, need: u64, mode: Mode) -> Result<space::Claim
 }
 
 /// Queues a compaction step on the shard's writer and waits for it.
-async fn submit(shard: &Rc<Shard>, pending: Pending) -> Result<()> {
+pub(crate) async fn submit(shard: &Rc<Shard>, pending: Pending) -> Result<()> {
     let (reply, rx) = flume::bounded(1);
     shard.enqueue(WriteOp {
         pending,
@@ -339,19 +397,10 @@ impl Shard {
         let moving_bytes: u64 = live.iter().map(|(_, _, loc)| u64::from(loc.len)).sum();
         // Held until the step's writes are done, so other shards count them as taken.
         let _claim = if mode == Mode::Cleaning {
-            // Only a new segment, if the rewrite does not fit in the active one (its records
-            // take at most a header and padding more than their payloads, and a mark).
-            let record_bytes: u64 = live
+            let sizes = live
                 .iter()
-                .map(|(key, _, loc)| encoded_len(key.len(), loc.len as usize, RECORD_ALIGN) as u64)
-                .sum::<u64>()
-                + super::writer::DMA_ALIGN;
-            let room = hot.writer.borrow().as_ref().map_or(0, |w| w.room());
-            if record_bytes > room {
-                Some(check_room(self, hot.config.segment_bytes, mode).await?)
-            } else {
-                None
-            }
+                .map(|(key, _, loc)| (key.len(), u64::from(loc.len)));
+            rewrite_claim(self, hot, sizes).await?
         } else {
             Some(check_room(self, space::cold_need(moving_bytes), mode).await?)
         };
@@ -360,10 +409,12 @@ impl Shard {
         let keep_reads = hot.config.keep_hot_reads;
         let room_for_hot = hot.index.borrow().bytes() < hot.budget_share() / 2;
         let cleaning = mode == Mode::Cleaning;
+        let inline_up_to = u64::from(hot.config.inline_threshold_bytes);
         // Read and check every record on the blocking pool (page faults and checksums stay
         // off the shard's core), and put the cold ones into the backend there, durably.
-        let (moving, cold_bytes) = self
+        let (moving, cold_bytes, packed_bytes) = self
             .blocking(move |backend| {
+                let mut packed_bytes = 0u64;
                 let mut moving = Vec::with_capacity(live.len());
                 let mut cold = Vec::new();
                 for (key, offset, loc) in live {
@@ -381,8 +432,21 @@ impl Shard {
                         });
                     let stays_hot = data.is_some()
                         && (cleaning || (room_for_hot && keep_reads > 0 && loc.hits >= keep_reads));
+                    // A small cold block is copied into the backend; a large one stays in this
+                    // segment, soon a pack, and the backend learns where.
                     if let (Some(data), false) = (&data, stays_hot) {
-                        cold.push((key.clone(), data.clone()));
+                        let entry = if data.len() as u64 <= inline_up_to {
+                            crate::cold_index::inline(data)
+                        } else {
+                            packed_bytes += data.len() as u64;
+                            pack::encode_packed(PackLoc {
+                                pack: segment,
+                                offset,
+                                len: data.len() as u32,
+                                key_len: key.len() as u16,
+                            })
+                        };
+                        cold.push((key.clone(), entry));
                     }
                     moving.push(Moving {
                         key,
@@ -392,14 +456,19 @@ impl Shard {
                         stays_hot,
                     });
                 }
+                // What the backend is given: inline blocks and packed entries, not the blocks
+                // that stay in the pack (those are written once, in their segment).
                 let cold_bytes: u64 = cold.iter().map(|(_, d)| d.len() as u64).sum();
                 if !cold.is_empty() {
                     put_in_bounded_batches(backend, &cold)?;
                     backend.flush()?;
                 }
-                Ok((moving, cold_bytes))
+                Ok((moving, cold_bytes, packed_bytes))
             })
             .await?;
+        if let Some(packing) = hot.packing.borrow_mut().get_mut(&segment) {
+            packing.held += packed_bytes;
+        }
         let rewrite: Vec<&Moving> = moving.iter().filter(|m| m.stays_hot).collect();
         let records: Vec<Record<'_>> = rewrite
             .iter()
@@ -471,35 +540,42 @@ impl Shard {
             });
         }
         // Readers holding blocks of this segment keep its mapping alive.
-        hot.segments.borrow_mut().remove(&segment);
+        let map = hot.segments.borrow_mut().remove(&segment);
+        let packing = hot
+            .packing
+            .borrow_mut()
+            .remove(&segment)
+            .unwrap_or_default();
+        // Index entries point into it: it stays, as a pack (readable through the packs from
+        // now on, whatever its file is called).
+        let change = match map {
+            Some(map) if packing.held > 0 => {
+                hot.packs
+                    .borrow_mut()
+                    .insert(segment, map, packing.held, packing.records_end);
+                Deferred::MakePack {
+                    segment,
+                    records_end: packing.records_end,
+                }
+            }
+            _ => Deferred::RemoveSegment(segment),
+        };
+        bump(&hot.counters.segments_compacted, 1);
         if !self.backend.flush_is_durable() {
-            // The moved blocks may still be only in the backend's memory: keep the file (and
-            // its hint) until the backend has been closed; recovery replays it if we crash.
-            hot.deferred.borrow_mut().push(segment);
-            bump(&hot.counters.segments_compacted, 1);
+            // The entries and moved blocks may still be only in the backend's memory: the
+            // file keeps its segment name (and its hint) until the backend has been closed;
+            // recovery replays it as hot if we crash.
+            hot.deferred.borrow_mut().push(change);
             return Ok(());
         }
-        let path = ipfrs_tiering::segment::file::segment_path(&hot.dir, segment);
         let dir = hot.dir.clone();
         glommio::executor()
-            .spawn_blocking(move || {
-                std::fs::remove_file(&path)?;
-                // The hint may never have been written.
-                let hint = ipfrs_tiering::segment::hint::hint_path(&dir, segment);
-                match std::fs::remove_file(hint) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(e),
-                }
-                sync_dir(&dir)
-            })
+            .spawn_blocking(move || change.apply(&dir))
             .await
             .map_err(|e| Error::SegmentIo {
                 shard: self.id,
-                message: format!("removing segment {segment}: {e}"),
-            })?;
-        bump(&hot.counters.segments_compacted, 1);
-        Ok(())
+                message: format!("{change:?}: {e}"),
+            })
     }
 }
 

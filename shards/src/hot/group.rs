@@ -20,6 +20,7 @@ use bytes::Bytes;
 use hashbrown::{HashMap, HashSet};
 use ipfrs_core_types::Durability;
 use ipfrs_core_types::key::{Key, bloom_hash};
+use ipfrs_tiering::pack::PackLoc;
 use ipfrs_tiering::segment::{Loc, Payload};
 
 use super::HotTier;
@@ -82,6 +83,9 @@ enum Effect {
 }
 
 /// The plan of one group.
+/// What the cold backend holds for some keys: the block's length and, if packed, where.
+type ColdFacts = HashMap<Key, Option<(u64, Option<PackLoc>)>>;
+
 #[derive(Default)]
 struct Plan {
     /// Records to append, with what each does.
@@ -113,7 +117,12 @@ impl Shard {
         }
         if let [
             WriteOp {
-                pending: Pending::Migrate { .. } | Pending::Retire { .. } | Pending::Seal,
+                pending:
+                    Pending::Migrate { .. }
+                    | Pending::Retire { .. }
+                    | Pending::Seal
+                    | Pending::Reclaim { .. }
+                    | Pending::DropPack { .. },
                 ..
             },
         ] = group.as_slice()
@@ -129,6 +138,8 @@ impl Shard {
                 } => self.migrate(hot, segment, records, mode).await,
                 Pending::Retire { segment } => self.retire(hot, segment).await,
                 Pending::Seal => self.seal(hot).await,
+                Pending::Reclaim { pack, records } => self.reclaim(hot, pack, records).await,
+                Pending::DropPack { pack } => self.drop_pack(hot, pack).await,
                 _ => Ok(()),
             };
             match (result, op.ack) {
@@ -206,6 +217,21 @@ impl Shard {
                 });
             }
         }
+        // The deleted entries no longer hold their packs' bytes; a pack that falls under the
+        // threshold is reclaimed by the compaction task.
+        let mut released = false;
+        {
+            let mut packs = hot.packs.borrow_mut();
+            for key in &plan.cold_deletes {
+                if let Some(Some((len, Some(loc)))) = cold.get(key) {
+                    packs.release(loc.pack, *len);
+                    released = true;
+                }
+            }
+        }
+        if released {
+            let _ = hot.wake_tx.try_send(());
+        }
         self.apply(hot, plan.records, &appended);
         apply_delta(&self.counters.blocks, plan.blocks_delta);
         apply_delta(&self.counters.bytes, plan.bytes_delta);
@@ -213,13 +239,10 @@ impl Shard {
         Ok(plan.deleted_flags)
     }
 
-    /// Sizes in the cold backend of the keys the group touches that are not hot and that the
-    /// bloom filter cannot rule out: one blocking call for the whole group.
-    async fn resolve_cold(
-        &self,
-        hot: &HotTier,
-        ops: &[Pending],
-    ) -> Result<HashMap<Key, Option<u64>>> {
+    /// Sizes in the cold backend (and pack locations) of the keys the group touches that are
+    /// not hot and that the bloom filter cannot rule out: one blocking call for the whole
+    /// group.
+    async fn resolve_cold(&self, hot: &HotTier, ops: &[Pending]) -> Result<ColdFacts> {
         let mut unsure: HashSet<Key> = HashSet::new();
         {
             let index = hot.index.borrow();
@@ -243,8 +266,8 @@ impl Shard {
         self.blocking(move |backend| {
             keys.into_iter()
                 .map(|key| {
-                    let size = backend.size(&key)?;
-                    Ok((key, size))
+                    let found = crate::cold_index::locate(backend, &key)?;
+                    Ok((key, found))
                 })
                 .collect()
         })
@@ -252,7 +275,7 @@ impl Shard {
     }
 
     /// Replays the group's ops in order against the known state.
-    fn plan(&self, hot: &HotTier, ops: Vec<Pending>, cold: &HashMap<Key, Option<u64>>) -> Plan {
+    fn plan(&self, hot: &HotTier, ops: Vec<Pending>, cold: &ColdFacts) -> Plan {
         let mut plan = Plan {
             sync: self.writes.durability() != Durability::None,
             ..Plan::default()
@@ -269,7 +292,7 @@ impl Shard {
             cold.get(key)
                 .copied()
                 .flatten()
-                .map(|len| (len, Tier::Cold))
+                .map(|(len, _)| (len, Tier::Cold))
         };
         let epoch = self.delete_epoch.get();
         for op in ops {
@@ -326,7 +349,11 @@ impl Shard {
                             .push((Effect::Put { key, len, hits: 0 }, Some(data)));
                     }
                 }
-                Pending::Migrate { .. } | Pending::Retire { .. } | Pending::Seal => {}
+                Pending::Migrate { .. }
+                | Pending::Retire { .. }
+                | Pending::Seal
+                | Pending::Reclaim { .. }
+                | Pending::DropPack { .. } => {}
             }
         }
         plan

@@ -14,7 +14,9 @@
 
 pub(crate) mod compaction;
 pub(crate) mod group;
+pub(crate) mod packs;
 pub mod power_cut;
+pub(crate) mod reclaim;
 pub(crate) mod writer;
 
 use std::cell::{Cell, RefCell};
@@ -28,6 +30,7 @@ use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use hashbrown::HashMap;
 use ipfrs_core_types::HotTier as HotConfig;
 use ipfrs_core_types::key::{bloom_hash, cid_of_key};
+use ipfrs_tiering::pack::PackLoc;
 use ipfrs_tiering::segment::encoded_len;
 use ipfrs_tiering::segment::file::{MappedSegment, ensure_allocated, list_segments, zero_tail};
 use ipfrs_tiering::segment::hint::{decode_hint, hint_path, proven_durable};
@@ -59,6 +62,8 @@ pub(crate) struct HotCounters {
     pub(crate) segments_compacted: Cell<u64>,
     /// Cold blocks copied back into the hot tier.
     pub(crate) promotions: Cell<u64>,
+    /// Packs removed by reclamation.
+    pub(crate) packs_reclaimed: Cell<u64>,
     /// Damaged records found (at recovery, or by compaction; a read of a damaged record fails
     /// with `Corrupt` without counting here).
     pub(crate) corrupt_records: Cell<u64>,
@@ -82,18 +87,75 @@ pub(crate) struct HotTier {
     pub(crate) counters: HotCounters,
     /// Reads of cold blocks, by key fingerprint, for promotion.
     pub(crate) cold_reads: RefCell<HashMap<u128, u16>>,
-    /// Compacted segments whose files are kept until the cold backend has been closed
-    /// cleanly, because its flush does not make the moved blocks durable (see
-    /// `ColdBackend::flush_is_durable`). A crash replays them as hot segments.
-    pub(crate) deferred: RefCell<Vec<u32>>,
+    /// File changes that wait until the cold backend has been closed cleanly, because its
+    /// flush does not make the index entries they rely on durable (see
+    /// `ColdBackend::flush_is_durable`): a crash replays such a segment as hot, and keeps such
+    /// a pack.
+    pub(crate) deferred: RefCell<Vec<Deferred>>,
     /// The compaction task, cancelled at shutdown (it holds the shard alive otherwise).
     pub(crate) compaction: RefCell<Option<glommio::Task<()>>>,
+    /// The shard's packs (sealed segments whose blocks went cold).
+    pub(crate) packs: RefCell<packs::Packs>,
+    /// Segments being compacted: the block bytes indexed into each so far (it becomes a pack
+    /// if any) and where its records end.
+    pub(crate) packing: RefCell<HashMap<u32, Packing>>,
     /// Damage found at recovery or by listings, for `repo verify` (at most
     /// [`MAX_DAMAGE_KEPT`](crate::damage::MAX_DAMAGE_KEPT) entries).
     pub(crate) damage: RefCell<Vec<Damage>>,
     /// Wakes the compaction task after a commit that may have passed the budget.
     pub(crate) wake_tx: LocalSender<()>,
     pub(crate) wake_rx: LocalReceiver<()>,
+}
+
+/// A file change that waits for the cold backend's clean close (see [`HotTier::deferred`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Deferred {
+    /// A compacted segment none of whose records stayed indexed in it: removed.
+    RemoveSegment(u32),
+    /// A compacted segment that index entries point into: renamed to a pack.
+    MakePack {
+        /// The segment (and pack) number.
+        segment: u32,
+        /// Where its records end (the rest is punched out).
+        records_end: u64,
+    },
+    /// A reclaimed pack: removed.
+    RemovePack(u32),
+}
+
+impl Deferred {
+    /// Carries the change out in the segment directory `dir` (the backend is closed).
+    pub(crate) fn apply(self, dir: &Path) -> io::Result<()> {
+        match self {
+            Deferred::RemoveSegment(id) => {
+                remove_if_present(&ipfrs_tiering::segment::file::segment_path(dir, id))?;
+                remove_if_present(&hint_path(dir, id))?;
+                ipfrs_tiering::segment::file::sync_dir(dir)
+            }
+            Deferred::MakePack {
+                segment,
+                records_end,
+            } => packs::convert_on_disk(dir, segment, records_end),
+            Deferred::RemovePack(id) => packs::remove_on_disk(dir, id),
+        }
+    }
+}
+
+/// Removes `path`; a file already gone is fine.
+pub(crate) fn remove_if_present(path: &Path) -> io::Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// A segment on its way to becoming a pack (see [`HotTier::packing`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Packing {
+    /// Block bytes whose index entries point into the segment.
+    pub(crate) held: u64,
+    /// Where its records end.
+    pub(crate) records_end: u64,
 }
 
 /// What recovery found, for the shard to finish opening.
@@ -120,6 +182,7 @@ impl HotTier {
         bloom: &mut BloomFilter,
     ) -> io::Result<Recovery> {
         std::fs::create_dir_all(dir)?;
+        let packs = packs::Packs::open(dir)?;
         let mut maps = Vec::new();
         let listed = list_segments(dir)?;
         if let Some((_, last)) = listed.last() {
@@ -232,6 +295,8 @@ impl HotTier {
                 cold_reads: RefCell::default(),
                 compaction: RefCell::new(None),
                 deferred: RefCell::default(),
+                packs: RefCell::new(packs),
+                packing: RefCell::default(),
                 damage: RefCell::new(damage),
                 wake_tx,
                 wake_rx,
@@ -253,10 +318,13 @@ impl HotTier {
         let (id, pos, tail) = match resume {
             Some(resume) => resume,
             None => {
-                let (file, map) = Writer::create_segment(&self.dir, 1, segment_bytes).await?;
+                // Packs keep their segment numbers: a new log starts above them, so that no
+                // segment can ever be renamed onto an existing pack.
+                let first = self.packs.borrow().max_id().map_or(1, |id| id + 1);
+                let (file, map) = Writer::create_segment(&self.dir, first, segment_bytes).await?;
                 let _ = file.close().await;
-                self.segments.borrow_mut().insert(1, map);
-                (1, 0, Vec::new())
+                self.segments.borrow_mut().insert(first, map);
+                (first, 0, Vec::new())
             }
         };
         let writer = Writer::resume(&self.dir, id, pos, tail, seq, segment_bytes, chunk)
@@ -270,6 +338,13 @@ impl HotTier {
     pub(crate) fn fetch(&self, key: &[u8]) -> Option<Bytes> {
         let loc = self.index.borrow_mut().touch(key)?;
         Some(self.record_bytes(&loc))
+    }
+
+    /// The record an index entry points at in a pack, unchecked (the caller checks it as a hot
+    /// record). A segment compacted since the last open whose rename to a pack waits for a
+    /// clean close is among the packs already.
+    pub(crate) fn pack_record(&self, loc: &PackLoc) -> Option<Bytes> {
+        self.packs.borrow().record(loc)
     }
 
     /// The bytes of the record at `loc` (empty if its segment is gone, which the client's

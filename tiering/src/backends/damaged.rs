@@ -94,16 +94,16 @@ impl ColdBackend for DamagedBackend {
     /// every key a walk reaches, going on past each damaged part (see
     /// [`resume_after_damage`]). The keys in a damaged part are not listed; the damage
     /// (reported by the engine at open and by `repo verify`) says the listing is partial.
-    fn iterate(&self, after: Option<&[u8]>, f: &mut dyn FnMut(&[u8], u64) -> bool) -> Result<()> {
+    fn iterate(&self, after: Option<&[u8]>, f: &mut dyn FnMut(&[u8], &[u8]) -> bool) -> Result<()> {
         let Some(inner) = &self.inner else {
             return Ok(());
         };
         let mut after = after.map(<[u8]>::to_vec);
         loop {
             let (mut last, mut stopped) = (None, false);
-            let walked = inner.iterate(after.as_deref(), &mut |key, len| {
+            let walked = inner.iterate(after.as_deref(), &mut |key, value| {
                 last = Some(key.to_vec());
-                stopped = !f(key, len);
+                stopped = !f(key, value);
                 !stopped
             });
             match walked {
@@ -309,7 +309,7 @@ mod tests {
         fn iterate(
             &self,
             after: Option<&[u8]>,
-            f: &mut dyn FnMut(&[u8], u64) -> bool,
+            f: &mut dyn FnMut(&[u8], &[u8]) -> bool,
         ) -> Result<()> {
             for (key, value) in &self.keys {
                 if after.is_some_and(|a| key.as_slice() <= a) {
@@ -318,7 +318,7 @@ mod tests {
                 if self.bad.contains(&key[0]) {
                     return Err(self.damage());
                 }
-                if !f(key, value.len() as u64) {
+                if !f(key, value) {
                     break;
                 }
             }

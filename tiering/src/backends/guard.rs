@@ -84,7 +84,7 @@ impl<B: ColdBackend> ColdBackend for PanicGuard<B> {
         })
     }
 
-    fn iterate(&self, after: Option<&[u8]>, f: &mut dyn FnMut(&[u8], u64) -> bool) -> Result<()> {
+    fn iterate(&self, after: Option<&[u8]>, f: &mut dyn FnMut(&[u8], &[u8]) -> bool) -> Result<()> {
         guarded(self.kind(), "iterate", || self.inner.iterate(after, f))
     }
 
@@ -126,7 +126,7 @@ mod tests {
         fn delete_batch(&self, _: &[Vec<u8>]) -> Result<()> {
             std::panic::panic_any(42u32)
         }
-        fn iterate(&self, _: Option<&[u8]>, _: &mut dyn FnMut(&[u8], u64) -> bool) -> Result<()> {
+        fn iterate(&self, _: Option<&[u8]>, _: &mut dyn FnMut(&[u8], &[u8]) -> bool) -> Result<()> {
             panic!("iterate")
         }
         fn flush(&self) -> Result<()> {

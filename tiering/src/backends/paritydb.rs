@@ -122,7 +122,7 @@ impl ColdBackend for ParityDbBackend {
             .map_err(|e| self.error(e))
     }
 
-    fn iterate(&self, after: Option<&[u8]>, f: &mut dyn FnMut(&[u8], u64) -> bool) -> Result<()> {
+    fn iterate(&self, after: Option<&[u8]>, f: &mut dyn FnMut(&[u8], &[u8]) -> bool) -> Result<()> {
         let mut iter = self.db.iter(COLUMN).map_err(|e| self.error(e))?;
         match after {
             Some(key) => iter.seek(key),
@@ -134,7 +134,7 @@ impl ColdBackend for ParityDbBackend {
             if after == Some(key.as_slice()) {
                 continue;
             }
-            if !f(&key, value.len() as u64) {
+            if !f(&key, &value) {
                 break;
             }
         }

@@ -80,7 +80,7 @@ impl ColdBackend for RocksDbBackend {
         self.db.write(batch).map_err(|e| self.error(e))
     }
 
-    fn iterate(&self, after: Option<&[u8]>, f: &mut dyn FnMut(&[u8], u64) -> bool) -> Result<()> {
+    fn iterate(&self, after: Option<&[u8]>, f: &mut dyn FnMut(&[u8], &[u8]) -> bool) -> Result<()> {
         let mode = match after {
             Some(key) => IteratorMode::From(key, Direction::Forward),
             None => IteratorMode::Start,
@@ -90,7 +90,7 @@ impl ColdBackend for RocksDbBackend {
             if after == Some(&key[..]) {
                 continue;
             }
-            if !f(&key, value.len() as u64) {
+            if !f(&key, &value) {
                 break;
             }
         }

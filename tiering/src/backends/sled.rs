@@ -309,14 +309,14 @@ impl ColdBackend for SledBackend {
         Ok(())
     }
 
-    fn iterate(&self, after: Option<&[u8]>, f: &mut dyn FnMut(&[u8], u64) -> bool) -> Result<()> {
+    fn iterate(&self, after: Option<&[u8]>, f: &mut dyn FnMut(&[u8], &[u8]) -> bool) -> Result<()> {
         let start = match after {
             Some(key) => Bound::Excluded(key),
             None => Bound::Unbounded,
         };
         for entry in self.db.range::<&[u8], _>((start, Bound::Unbounded)) {
             let (key, value) = entry.map_err(|e| self.error(e))?;
-            if !f(&key, value.len() as u64) {
+            if !f(&key, &value) {
                 break;
             }
         }
