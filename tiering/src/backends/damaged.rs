@@ -107,7 +107,9 @@ impl ColdBackend for DamagedBackend {
                 !stopped
             });
             match walked {
-                Err(e) if is_damage(&e) && !stopped => {
+                // Past a library panic the walk ends: probing its way on could cost a panic
+                // per probe, caught but slow, again on every page of a listing.
+                Err(e) if is_damage(&e) && !stopped && !is_panic(&e) => {
                     let from = last.or(after).unwrap_or_default();
                     match resume_after_damage(&**inner, &from)? {
                         Some(resume) => after = Some(resume),
@@ -137,6 +139,11 @@ impl ColdBackend for DamagedBackend {
             .as_ref()
             .is_none_or(|inner| inner.flush_is_durable())
     }
+}
+
+/// Whether `err` is a library panic the guard turned into an error.
+fn is_panic(err: &Error) -> bool {
+    matches!(err, Error::Backend { message, .. } if message.contains("the library panicked"))
 }
 
 /// Whether `err` comes from damaged files (a refused read, or a library panic) rather than
