@@ -205,6 +205,10 @@ fn config(
         Tiers::Hot => Some(HotTier {
             segment_bytes: 16 << 10,
             budget_bytes: 8 * 2 * (16 << 10),
+            // Blocks over 1 KiB stay in their segments as packs when they go cold, so the
+            // sequences exercise packs, their reclamation and their reopening; smaller ones
+            // are copied into the backend.
+            inline_threshold_bytes: 1024,
             ..HotTier::default()
         }),
         Tiers::ColdOnly => None,
