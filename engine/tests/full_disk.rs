@@ -121,8 +121,15 @@ fn a_full_disk_fails_writes_cleanly_and_keeps_everything_acknowledged() {
     let stats = store.stats().unwrap();
     assert_eq!(stats.blocks, acked.len() as u64);
     assert!(!stats.shards[0].read_only);
-    let again = store.put(&block(1_000_000));
-    assert!(matches!(again, Err(Error::NoSpace { .. })), "{again:?}");
+    // A later write fails the same clean way, unless background compaction has given space
+    // back meanwhile (a compacted segment's unwritten tail is punched out when it becomes a
+    // pack): then it is stored like any other.
+    let again = block(1_000_000);
+    match store.put(&again) {
+        Err(Error::NoSpace { .. }) => {}
+        Ok(()) => acked.push(again),
+        other => panic!("expected NoSpace or a stored block, got {other:?}"),
+    }
     // Once space is freed, the same engine takes writes again.
     std::fs::remove_file(&filler).unwrap();
     let late = block(2_000_000);
