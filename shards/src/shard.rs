@@ -238,8 +238,14 @@ impl Shard {
                 None => None,
                 Some(Entry::Inline(data)) => Some(Fetched::Data(data)),
                 Some(Entry::Packed(loc)) => {
-                    let record = self.hot.as_ref().and_then(|hot| hot.pack_record(&loc));
-                    if record.is_none() {
+                    // A reclamation may have moved the block back into the hot tier (and
+                    // dropped the pack) since the entry was read; a delete may have removed
+                    // it. Only an entry that nothing explains is damage.
+                    let record = self
+                        .hot
+                        .as_ref()
+                        .and_then(|hot| hot.pack_record(&loc).or_else(|| hot.fetch(key)));
+                    if record.is_none() && epoch == self.delete_epoch.get() {
                         damaged.push((
                             key.clone(),
                             format!(

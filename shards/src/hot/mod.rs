@@ -341,10 +341,16 @@ impl HotTier {
     }
 
     /// The record an index entry points at in a pack, unchecked (the caller checks it as a hot
-    /// record). A segment compacted since the last open whose rename to a pack waits for a
-    /// clean close is among the packs already.
+    /// record). Between a compaction step, which writes the entries and drops the records from
+    /// the hot index, and the segment's retirement into a pack, the entries point into a
+    /// segment that is still hot: it is looked up there too.
     pub(crate) fn pack_record(&self, loc: &PackLoc) -> Option<Bytes> {
-        self.packs.borrow().record(loc)
+        self.packs.borrow().record(loc).or_else(|| {
+            self.segments
+                .borrow()
+                .get(&loc.pack)
+                .and_then(|map| map.slice(loc.offset as usize, loc.record_len()))
+        })
     }
 
     /// The bytes of the record at `loc` (empty if its segment is gone, which the client's
