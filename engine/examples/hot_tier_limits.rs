@@ -5,10 +5,11 @@
 //! cargo run --release -p ipfrs-storage --example hot_tier_limits -- recovery [GiB] [dir]
 //! cargo run --release -p ipfrs-storage --example hot_tier_limits -- memory [blocks] [dir]
 //! ```
-//! `recovery` ingests GiB of 256 KiB blocks into the hot tier, closes, then times reopening
-//! with the page cache dropped (root only: /proc/sys/vm/drop_caches) and warm, and the same
-//! with the hot tier off (the open walks the cold backend's keys instead), each from the state
-//! the clean close saved and without it (as after a crash: the open walks the cold keys).
+//! `recovery` ingests GiB of 256 KiB blocks and times reopening with the page cache dropped
+//! (root only: /proc/sys/vm/drop_caches) and warm, three ways: all in the hot tier, nearly all
+//! in packs (a 128 MiB hot budget, compacted), and with the hot tier off (every block in the
+//! backend); each from the state the clean close saved and without it (as after a crash: the
+//! open walks the cold keys).
 //! `memory` ingests `blocks` 1 KiB blocks (generated on the fly, batches of 256) with a 256 MiB
 //! budget (cache 128 MiB, backend cache 64 MiB, hot budget 1 GiB of disk) and prints the peak
 //! resident memory (VmHWM) next to the budget and the hot index's own size.
@@ -60,13 +61,22 @@ fn drop_caches() -> bool {
 fn recovery(root: &Path, gib: f64) {
     let size = 256 << 10;
     let count = ((gib * (1u64 << 30) as f64) / size as f64) as usize;
-    for hot in [true, false] {
-        let dir = root.join(if hot { "hot" } else { "cold" });
+    // "hot": everything in hot segments; "packs": the default hot tier over a 128 MiB budget,
+    // compacted, so nearly everything is in packs indexed by sled; "cold": no hot tier, every
+    // block in sled.
+    for tier in ["hot", "packs", "cold"] {
+        let hot = tier != "cold";
+        let dir = root.join(tier);
         let mut config = Config::new(&dir);
         // Batch (the default): sealed segments are synced, so they get their hint files.
         config.durability = Durability::default();
+        let budget = if tier == "packs" {
+            128 << 20
+        } else {
+            4 * (gib * (1u64 << 30) as f64) as u64 + (1 << 30)
+        };
         config.hot_tier = hot.then(|| HotTier {
-            budget_bytes: 4 * (gib * (1u64 << 30) as f64) as u64 + (1 << 30),
+            budget_bytes: budget,
             prefetch_written: false,
             ..HotTier::default()
         });
@@ -81,6 +91,9 @@ fn recovery(root: &Path, gib: f64) {
             }
         }
         store.put_many(&batch).unwrap();
+        if tier == "packs" {
+            store.compact().unwrap();
+        }
         let stats = store.stats().unwrap();
         let hot_gib = stats.hot_bytes as f64 / (1u64 << 30) as f64;
         let all_gib = stats.bytes as f64 / (1u64 << 30) as f64;
@@ -105,9 +118,8 @@ fn recovery(root: &Path, gib: f64) {
             engine.blocking().close().unwrap();
             let per_gib = took / all_gib;
             println!(
-                "hot tier {}: reopen of {count} blocks ({all_gib:.2} GiB, {hot_gib:.2} GiB hot), \
+                "{tier:5}: reopen of {count} blocks ({all_gib:.2} GiB, {hot_gib:.2} GiB hot), \
                  page cache {}, {}: {took:.3} s = {per_gib:.3} s/GiB ({} cold keys walked)",
-                if hot { "on " } else { "off" },
                 if dropped { "dropped" } else { "warm   " },
                 if walk {
                     "no saved state"
