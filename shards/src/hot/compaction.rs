@@ -77,7 +77,7 @@ pub(crate) async fn run(shard: Rc<Shard>) {
             return;
         }
         if reclaimable() {
-            match super::reclaim::reclaim_packs(&shard).await {
+            match super::reclaim::reclaim_packs(&shard, hot.config.reclaim_below_percent).await {
                 Ok(_) => {}
                 Err(Error::ReadOnly { .. } | Error::Stopped { .. }) => return,
                 Err(e) => {
@@ -165,7 +165,11 @@ pub(crate) async fn compact_all(shard: &Rc<Shard>) -> Result<u64> {
     }
     // Packs emptied by deletes give their space back now too (this is what `repo gc`
     // frees with).
-    super::reclaim::reclaim_packs(shard).await?;
+    let below = hot
+        .config
+        .reclaim_below_percent
+        .max(super::reclaim::EXPLICIT_RECLAIM_BELOW_PERCENT);
+    super::reclaim::reclaim_packs(shard, below).await?;
     Ok(compacted)
 }
 
@@ -222,13 +226,16 @@ async fn compact_segment(shard: &Rc<Shard>, segment: u32, mode: Mode) -> Result<
         })
         .await;
     // Where its records end, should it become a pack (the rest of the file is given back).
-    hot.packing.borrow_mut().insert(
-        segment,
-        super::Packing {
+    // Background and explicit compaction may work on one segment at once: the entries the
+    // other already counted must not be forgotten, or its retirement would remove a segment
+    // that entries point into.
+    hot.packing
+        .borrow_mut()
+        .entry(segment)
+        .or_insert(super::Packing {
             held: 0,
             records_end: records_end as u64,
-        },
-    );
+        });
     let live_bytes: u64 = {
         let index = hot.index.borrow();
         found
