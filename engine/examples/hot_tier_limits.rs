@@ -4,7 +4,11 @@
 //! ```text
 //! cargo run --release -p ipfrs-storage --example hot_tier_limits -- recovery [GiB] [dir]
 //! cargo run --release -p ipfrs-storage --example hot_tier_limits -- memory [blocks] [dir]
+//! cargo run --release -p ipfrs-storage --example hot_tier_limits -- space [GiB] [dir]
 //! ```
+//! `space` ingests GiB of 256 KiB blocks under a 256 MiB hot budget (most of it goes cold, into
+//! packs), deletes 30% of them, compacts (as `repo gc` does) and prints the disk the store takes
+//! against its live bytes, and the engine's write amplification, for sled and parity-db.
 //! `recovery` ingests GiB of 256 KiB blocks and times reopening with the page cache dropped
 //! (root only: /proc/sys/vm/drop_caches) and warm, three ways: all in the hot tier, nearly all
 //! in packs (a 128 MiB hot budget, compacted), and with the hot tier off (every block in the
@@ -37,7 +41,11 @@ fn main() {
             let blocks: usize = args.get(2).map_or(2_000_000, |s| s.parse().unwrap());
             memory(dir.path(), blocks);
         }
-        other => panic!("unknown mode {other}: recovery or memory"),
+        "space" => {
+            let gib: f64 = args.get(2).map_or(2.0, |s| s.parse().unwrap());
+            space(dir.path(), gib);
+        }
+        other => panic!("unknown mode {other}: recovery, memory or space"),
     }
 }
 
@@ -129,6 +137,88 @@ fn recovery(root: &Path, gib: f64) {
                 stats.keys_walked_at_open,
             );
         }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
+
+/// Bytes allocated on disk under `dir` (what `du` counts: holes and preallocation as they are).
+fn disk_usage(dir: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let entry = entry.unwrap();
+        let meta = entry.metadata().unwrap();
+        total += if meta.is_dir() {
+            disk_usage(&entry.path())
+        } else {
+            meta.blocks() * 512
+        };
+    }
+    total
+}
+
+fn space(root: &Path, gib: f64) {
+    let size = 256 << 10;
+    let count = ((gib * (1u64 << 30) as f64) / size as f64) as usize;
+    for backend in [
+        ipfrs_storage::BackendKind::Sled,
+        ipfrs_storage::BackendKind::ParityDb,
+    ] {
+        let dir = root.join(backend.name());
+        let mut config = Config::new(&dir);
+        config.backend = backend;
+        config.hot_tier = Some(HotTier {
+            budget_bytes: 256 << 20,
+            prefetch_written: false,
+            ..HotTier::default()
+        });
+        let engine = Engine::open(config.clone()).unwrap();
+        let store = engine.blocking();
+        let mut batch = Vec::with_capacity(32);
+        for i in 0..count {
+            batch.push(block(i, size));
+            if batch.len() == 32 {
+                store.put_many(&batch).unwrap();
+                batch.clear();
+            }
+        }
+        store.put_many(&batch).unwrap();
+        let ingested = store.stats().unwrap();
+        let mib = |b: u64| b as f64 / (1 << 20) as f64;
+        println!(
+            "{}: ingested {:.0} MiB: disk {:.0} MiB ({:.2}x), write amplification {:.2}, {} packs",
+            backend.name(),
+            mib(ingested.bytes),
+            mib(disk_usage(&dir)),
+            disk_usage(&dir) as f64 / ingested.bytes as f64,
+            ingested.write_amplification,
+            ingested.packs
+        );
+        let doomed: Vec<_> = (0..count)
+            .filter(|i| i % 10 < 3)
+            .map(|i| *block(i, size).cid())
+            .collect();
+        for chunk in doomed.chunks(256) {
+            store.delete_many(chunk).unwrap();
+        }
+        store.compact().unwrap();
+        let after = store.stats().unwrap();
+        store.close().unwrap();
+        let used = disk_usage(&dir);
+        println!(
+            "{}: after deleting 30% and compacting: live {:.0} MiB, disk {:.0} MiB ({:.2}x the \
+             live data), {} packs ({:.0} MiB on disk, {:.0} MiB live), {} reclaimed",
+            backend.name(),
+            mib(after.bytes),
+            mib(used),
+            used as f64 / after.bytes as f64,
+            after.packs,
+            mib(after.pack_disk_bytes),
+            mib(after.pack_live_bytes),
+            after.shards.iter().map(|s| s.packs_reclaimed).sum::<u64>()
+        );
+        drop(store);
+        drop(engine);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -29,16 +29,20 @@ use crate::hot::compaction::{STEP_BYTES, rewrite_claim, submit};
 use crate::shard::{Shard, bump};
 use crate::{Error, Result};
 
-/// Reclaims every pack whose live share is under the configured threshold, emptiest first;
-/// returns how many were removed.
-pub(crate) async fn reclaim_packs(shard: &Rc<Shard>) -> Result<u64> {
+/// The live share under which an explicit compaction (`Engine::compact`, `repo gc`) reclaims a
+/// pack, when the configured threshold is lower: an operator asking for space back gets every
+/// pack with a fifth or more dead rewritten, where background reclamation waits for half (a
+/// rewrite of a pack that is 80% live costs four bytes written per byte given back, worth it
+/// only when asked for).
+pub(crate) const EXPLICIT_RECLAIM_BELOW_PERCENT: u8 = 80;
+
+/// Reclaims every pack whose live share is under `below_percent`, emptiest first; returns how
+/// many were removed.
+pub(crate) async fn reclaim_packs(shard: &Rc<Shard>, below_percent: u8) -> Result<u64> {
     let Some(hot) = shard.hot.as_ref() else {
         return Ok(0);
     };
-    let candidates = hot
-        .packs
-        .borrow()
-        .candidates(hot.config.reclaim_below_percent);
+    let candidates = hot.packs.borrow().candidates(below_percent);
     let mut removed = 0;
     for pack in candidates {
         reclaim_pack(shard, hot, pack).await?;
