@@ -236,6 +236,7 @@ async fn compact_segment(shard: &Rc<Shard>, segment: u32, mode: Mode) -> Result<
             held: 0,
             records_end: records_end as u64,
         });
+    let inline_up_to = u64::from(hot.config.inline_threshold_bytes);
     let live_bytes: u64 = {
         let index = hot.index.borrow();
         found
@@ -245,7 +246,7 @@ async fn compact_segment(shard: &Rc<Shard>, segment: u32, mode: Mode) -> Result<
                     .get(key)
                     .is_some_and(|loc| loc.segment == segment && loc.offset == *offset)
             })
-            .map(|(_, _, len)| u64::from(*len))
+            .map(|(_, _, len)| backend_bytes(u64::from(*len), inline_up_to))
             .sum()
     };
     let mut mode = mode;
@@ -401,7 +402,11 @@ impl Shard {
         // headroom alone, and a step that does not fit fails with `NoSpace` before the backend
         // sees it (the segment was checked as a whole, but other shards write meanwhile).
         // Rewrites into the hot tier are counted as cold too: an upper bound.
-        let moving_bytes: u64 = live.iter().map(|(_, _, loc)| u64::from(loc.len)).sum();
+        let inline_up_to = u64::from(hot.config.inline_threshold_bytes);
+        let moving_bytes: u64 = live
+            .iter()
+            .map(|(_, _, loc)| backend_bytes(u64::from(loc.len), inline_up_to))
+            .sum();
         // Held until the step's writes are done, so other shards count them as taken.
         let _claim = if mode == Mode::Cleaning {
             let sizes = live
@@ -416,7 +421,6 @@ impl Shard {
         let keep_reads = hot.config.keep_hot_reads;
         let room_for_hot = hot.index.borrow().bytes() < hot.budget_share() / 2;
         let cleaning = mode == Mode::Cleaning;
-        let inline_up_to = u64::from(hot.config.inline_threshold_bytes);
         // Read and check every record on the blocking pool (page faults and checksums stay
         // off the shard's core), and put the cold ones into the backend there, durably.
         let (moving, cold_bytes, packed_bytes) = self
@@ -583,6 +587,18 @@ impl Shard {
                 shard: self.id,
                 message: format!("{change:?}: {e}"),
             })
+    }
+}
+
+/// What a cold block of `len` bytes gives the backend: itself when inline, else only its
+/// packed entry (the block stays in its segment, soon a pack, which takes no new room).
+fn backend_bytes(len: u64, inline_up_to: u64) -> u64 {
+    /// A packed entry, rounded up: tag, pack, offset, lengths.
+    const ENTRY_BYTES: u64 = 16;
+    if len <= inline_up_to {
+        len
+    } else {
+        ENTRY_BYTES
     }
 }
 
