@@ -90,15 +90,7 @@ fn recovery(root: &Path, gib: f64) {
         });
         let engine = Engine::open(config.clone()).unwrap();
         let store = engine.blocking();
-        let mut batch = Vec::with_capacity(32);
-        for i in 0..count {
-            batch.push(block(i, size));
-            if batch.len() == 32 {
-                store.put_many(&batch).unwrap();
-                batch.clear();
-            }
-        }
-        store.put_many(&batch).unwrap();
+        ingest(&store, count, size);
         if tier == "packs" {
             store.compact().unwrap();
         }
@@ -141,6 +133,15 @@ fn recovery(root: &Path, gib: f64) {
     }
 }
 
+/// Puts blocks `0..count` of `size` bytes, 32 per call.
+fn ingest(store: &ipfrs_storage::BlockingStore, count: usize, size: usize) {
+    let blocks: Vec<usize> = (0..count).collect();
+    for chunk in blocks.chunks(32) {
+        let batch: Vec<Block> = chunk.iter().map(|&i| block(i, size)).collect();
+        store.put_many(&batch).unwrap();
+    }
+}
+
 /// Bytes allocated on disk under `dir` (what `du` counts: holes and preallocation as they are).
 fn disk_usage(dir: &Path) -> u64 {
     use std::os::unix::fs::MetadataExt;
@@ -174,15 +175,7 @@ fn space(root: &Path, gib: f64) {
         });
         let engine = Engine::open(config.clone()).unwrap();
         let store = engine.blocking();
-        let mut batch = Vec::with_capacity(32);
-        for i in 0..count {
-            batch.push(block(i, size));
-            if batch.len() == 32 {
-                store.put_many(&batch).unwrap();
-                batch.clear();
-            }
-        }
-        store.put_many(&batch).unwrap();
+        ingest(&store, count, size);
         let ingested = store.stats().unwrap();
         let mib = |b: u64| b as f64 / (1 << 20) as f64;
         println!(

@@ -201,22 +201,7 @@ pub fn pack_hint_path(dir: &Path, id: u32) -> PathBuf {
 
 /// The pack files in `dir`, in ascending number order. Other files are ignored.
 pub fn list_packs(dir: &Path) -> std::io::Result<Vec<(u32, PathBuf)>> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir)? {
-        let path = entry?.path();
-        if path.extension().and_then(|e| e.to_str()) != Some(PACK_EXTENSION) {
-            continue;
-        }
-        let id = path
-            .file_stem()
-            .and_then(|s| s.to_str())
-            .and_then(|s| s.parse::<u32>().ok());
-        if let Some(id) = id {
-            out.push((id, path));
-        }
-    }
-    out.sort_by_key(|(id, _)| *id);
-    Ok(out)
+    crate::segment::file::list_numbered(dir, PACK_EXTENSION)
 }
 
 #[cfg(test)]

@@ -572,10 +572,17 @@ impl Shard {
             _ => Deferred::RemoveSegment(segment),
         };
         bump(&hot.counters.segments_compacted, 1);
+        // Until the backend's flush is durable, the entries and moved blocks may be only in
+        // its memory: the file keeps its segment name (and its hint), and recovery replays it
+        // as hot if we crash.
+        self.change_files(hot, change).await
+    }
+
+    /// Carries out a file change that relies on the backend's latest writes: now if its
+    /// flush made them durable, else once the backend has been closed (see
+    /// [`HotTier::deferred`]).
+    pub(crate) async fn change_files(&self, hot: &HotTier, change: Deferred) -> Result<()> {
         if !self.backend.flush_is_durable() {
-            // The entries and moved blocks may still be only in the backend's memory: the
-            // file keeps its segment name (and its hint) until the backend has been closed;
-            // recovery replays it as hot if we crash.
             hot.deferred.borrow_mut().push(change);
             return Ok(());
         }

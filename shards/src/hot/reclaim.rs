@@ -23,11 +23,11 @@ use ipfrs_tiering::segment::{Loc, Payload, decode, scan_segment};
 
 use super::writer::{RECORD_ALIGN, Record};
 use super::{Deferred, HotTier};
+use crate::Result;
 use crate::cold_index;
 use crate::commit::Pending;
 use crate::hot::compaction::{STEP_BYTES, rewrite_claim, submit};
 use crate::shard::{Shard, bump};
-use crate::{Error, Result};
 
 /// The live share under which an explicit compaction (`Engine::compact`, `repo gc`) reclaims a
 /// pack, when the configured threshold is lower: an operator asking for space back gets every
@@ -212,19 +212,7 @@ impl Shard {
         }
         hot.packs.borrow_mut().remove(pack);
         bump(&hot.counters.packs_reclaimed, 1);
-        let change = Deferred::RemovePack(pack);
-        if !self.backend.flush_is_durable() {
-            // The entries' removal may not be durable yet: a crash must find the pack.
-            hot.deferred.borrow_mut().push(change);
-            return Ok(());
-        }
-        let dir = hot.dir.clone();
-        glommio::executor()
-            .spawn_blocking(move || change.apply(&dir))
-            .await
-            .map_err(|e| Error::SegmentIo {
-                shard: self.id,
-                message: format!("{change:?}: {e}"),
-            })
+        // A crash before the entries' removal is durable must still find the pack.
+        self.change_files(hot, Deferred::RemovePack(pack)).await
     }
 }

@@ -25,10 +25,15 @@ pub fn segment_path(dir: &Path, id: u32) -> PathBuf {
 
 /// The segment files in `dir`, in ascending number order. Other files are ignored.
 pub fn list_segments(dir: &Path) -> io::Result<Vec<(u32, PathBuf)>> {
+    list_numbered(dir, EXTENSION)
+}
+
+/// The files `NNNNNNNN.<extension>` in `dir`, in ascending number order (segments, packs).
+pub fn list_numbered(dir: &Path, extension: &str) -> io::Result<Vec<(u32, PathBuf)>> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir)? {
         let path = entry?.path();
-        if path.extension().and_then(|e| e.to_str()) != Some(EXTENSION) {
+        if path.extension().and_then(|e| e.to_str()) != Some(extension) {
             continue;
         }
         let id = path
