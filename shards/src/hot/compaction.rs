@@ -25,7 +25,7 @@ use ipfrs_core_types::key::Key;
 use ipfrs_tiering::ColdBackend;
 use ipfrs_tiering::pack::{self, PackLoc};
 use ipfrs_tiering::segment::recover::Kind;
-use ipfrs_tiering::segment::{Loc, Payload, decode, encoded_len, scan_segment};
+use ipfrs_tiering::segment::{Loc, MappedSegment, Payload, decode, encoded_len, scan_segment};
 
 use super::writer::{RECORD_ALIGN, Record};
 use super::{Deferred, HotTier};
@@ -207,24 +207,7 @@ async fn compact_segment(shard: &Rc<Shard>, segment: u32, mode: Mode) -> Result<
     let Some(map) = hot.segments.borrow().get(&segment).cloned() else {
         return Ok(());
     };
-    let (found, records_end): (Vec<(Key, u32, u32)>, usize) = glommio::executor()
-        .spawn_blocking(move || {
-            let scan = scan_segment(map.bytes(), RECORD_ALIGN);
-            let records_end = scan.end;
-            let found: Vec<(Key, u32, u32)> = scan
-                .found
-                .into_iter()
-                .filter_map(|f| match f.kind {
-                    Kind::Put { len } | Kind::Damaged { len, .. } => {
-                        Some((f.key.to_vec(), f.offset as u32, len))
-                    }
-                    Kind::Tombstone | Kind::Mark(_) => None,
-                })
-                .collect();
-            map.release();
-            (found, records_end)
-        })
-        .await;
+    let (found, records_end) = block_records(map).await;
     // Where its records end, should it become a pack (the rest of the file is given back).
     // Background and explicit compaction may work on one segment at once: the entries the
     // other already counted must not be forgotten, or its retirement would remove a segment
@@ -260,36 +243,12 @@ async fn compact_segment(shard: &Rc<Shard>, segment: u32, mode: Mode) -> Result<
             Err(e) => return Err(e),
         }
     }
-    let mut step = Vec::new();
-    let mut step_bytes = 0u64;
-    for (key, offset, len) in found {
-        step_bytes += u64::from(len);
-        step.push((key, offset));
-        if step_bytes >= STEP_BYTES {
-            let records = std::mem::take(&mut step);
-            step_bytes = 0;
-            submit(
-                shard,
-                Pending::Migrate {
-                    segment,
-                    records,
-                    mode,
-                },
-            )
-            .await?;
-        }
-    }
-    if !step.is_empty() {
-        submit(
-            shard,
-            Pending::Migrate {
-                segment,
-                records: step,
-                mode,
-            },
-        )
-        .await?;
-    }
+    submit_in_steps(shard, found, |records| Pending::Migrate {
+        segment,
+        records,
+        mode,
+    })
+    .await?;
     submit(shard, Pending::Retire { segment }).await
 }
 
@@ -345,6 +304,51 @@ async fn check_room(shard: &Shard, need: u64, mode: Mode) -> Result<space::Claim
                 }
             ),
         })
+}
+
+/// The block records of a segment or pack (key, offset, payload length; damaged ones too,
+/// tombstones and marks left out) and where its records end, read on the blocking pool.
+pub(crate) async fn block_records(map: MappedSegment) -> (Vec<(Key, u32, u32)>, usize) {
+    glommio::executor()
+        .spawn_blocking(move || {
+            let scan = scan_segment(map.bytes(), RECORD_ALIGN);
+            let found = scan
+                .found
+                .into_iter()
+                .filter_map(|f| match f.kind {
+                    Kind::Put { len } | Kind::Damaged { len, .. } => {
+                        Some((f.key.to_vec(), f.offset as u32, len))
+                    }
+                    Kind::Tombstone | Kind::Mark(_) => None,
+                })
+                .collect();
+            map.release();
+            (found, scan.end)
+        })
+        .await
+}
+
+/// Submits `found` records as write groups of about [`STEP_BYTES`] each, built by `step`,
+/// one after the other.
+pub(crate) async fn submit_in_steps(
+    shard: &Rc<Shard>,
+    found: Vec<(Key, u32, u32)>,
+    step: impl Fn(Vec<(Key, u32)>) -> Pending,
+) -> Result<()> {
+    let mut records = Vec::new();
+    let mut bytes = 0u64;
+    for (key, offset, len) in found {
+        bytes += u64::from(len);
+        records.push((key, offset));
+        if bytes >= STEP_BYTES {
+            bytes = 0;
+            submit(shard, step(std::mem::take(&mut records))).await?;
+        }
+    }
+    if !records.is_empty() {
+        submit(shard, step(records)).await?;
+    }
+    Ok(())
 }
 
 /// Queues a compaction step on the shard's writer and waits for it.

@@ -18,15 +18,14 @@ use std::rc::Rc;
 
 use bytes::Bytes;
 use ipfrs_core_types::key::Key;
-use ipfrs_tiering::segment::recover::Kind;
-use ipfrs_tiering::segment::{Loc, Payload, decode, scan_segment};
+use ipfrs_tiering::segment::{Loc, Payload, decode};
 
 use super::writer::{RECORD_ALIGN, Record};
 use super::{Deferred, HotTier};
 use crate::Result;
 use crate::cold_index;
 use crate::commit::Pending;
-use crate::hot::compaction::{STEP_BYTES, rewrite_claim, submit};
+use crate::hot::compaction::{block_records, rewrite_claim, submit, submit_in_steps};
 use crate::shard::{Shard, bump};
 
 /// The live share under which an explicit compaction (`Engine::compact`, `repo gc`) reclaims a
@@ -56,43 +55,8 @@ async fn reclaim_pack(shard: &Rc<Shard>, hot: &HotTier, pack: u32) -> Result<()>
     let Some(map) = hot.packs.borrow().map(pack) else {
         return Ok(());
     };
-    let found: Vec<(Key, u32, u32)> = glommio::executor()
-        .spawn_blocking(move || {
-            let found = scan_segment(map.bytes(), RECORD_ALIGN)
-                .found
-                .into_iter()
-                .filter_map(|f| match f.kind {
-                    Kind::Put { len } | Kind::Damaged { len, .. } => {
-                        Some((f.key.to_vec(), f.offset as u32, len))
-                    }
-                    Kind::Tombstone | Kind::Mark(_) => None,
-                })
-                .collect();
-            map.release();
-            found
-        })
-        .await;
-    let mut step = Vec::new();
-    let mut step_bytes = 0u64;
-    for (key, offset, len) in found {
-        step_bytes += u64::from(len);
-        step.push((key, offset));
-        if step_bytes >= STEP_BYTES {
-            step_bytes = 0;
-            let records = std::mem::take(&mut step);
-            submit(shard, Pending::Reclaim { pack, records }).await?;
-        }
-    }
-    if !step.is_empty() {
-        submit(
-            shard,
-            Pending::Reclaim {
-                pack,
-                records: step,
-            },
-        )
-        .await?;
-    }
+    let (found, _) = block_records(map).await;
+    submit_in_steps(shard, found, |records| Pending::Reclaim { pack, records }).await?;
     submit(shard, Pending::DropPack { pack }).await
 }
 
