@@ -9,8 +9,10 @@
 //! within [`CHILD_LIMIT`] is killed and fails the test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 /// Longest any one `ipfrs-store` command may run before the test calls it hung.
@@ -72,18 +74,7 @@ fn mount_ext4(dir: &Path, bytes: u64, mkfs_args: &[&str]) -> Option<Mount> {
 /// Runs `ipfrs-store --repo <repo> <args>`, killing it and failing the test if it has not
 /// ended within [`CHILD_LIMIT`].
 fn store(repo: &Path, args: &[&str]) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ipfrs-store"))
-        .env_remove("IPFRS_STORE_REPO")
-        .env_remove("XDG_DATA_HOME")
-        .env("HOME", "/nonexistent-home-for-tests")
-        .arg("--repo")
-        .arg(repo)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = common::store_command(repo).args(args).spawn().unwrap();
     // Both pipes are drained while the child runs: a block written to stdout is larger than
     // a pipe's buffer, and a child blocked on a full pipe would look like a hang.
     let drain = |pipe: Option<Box<dyn std::io::Read + Send>>| {

@@ -4,43 +4,18 @@
 //! every block reads back exact; a second run changes nothing; damaged values are named.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
 
 use bytes::Bytes;
+use common::{json, run};
 use ipfrs_storage::key::{key_of, shard_of};
 use ipfrs_storage::{BackendKind, Block};
 use ipfrs_tiering::{BackendOptions, open_backend};
 use serde_json::Value;
 
 const SHARDS: usize = 2;
-
-fn run(repo: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ipfrs-store"))
-        .env_remove("IPFRS_STORE_REPO")
-        .env_remove("XDG_DATA_HOME")
-        .env("HOME", "/nonexistent-home-for-tests")
-        .arg("--repo")
-        .arg(repo)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .output()
-        .unwrap()
-}
-
-/// Runs with `--json`; returns the exit code and the parsed stdout.
-fn json(repo: &Path, args: &[&str]) -> (i32, Value) {
-    let mut all = vec!["--json"];
-    all.extend_from_slice(args);
-    let out = run(repo, &all);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
-    let value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{args:?}: {e}: stdout {:?} stderr {stderr}", out.stdout));
-    (out.status.code().unwrap(), value)
-}
 
 fn blocks(count: usize) -> Vec<Block> {
     (0..count as u32)
