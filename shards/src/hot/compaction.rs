@@ -432,6 +432,7 @@ impl Shard {
                 let mut packed_bytes = 0u64;
                 let mut moving = Vec::with_capacity(live.len());
                 let mut cold = Vec::new();
+                let mut stale = Vec::new();
                 for (key, offset, loc) in live {
                     let data = decode(map.bytes(), offset as usize, RECORD_ALIGN)
                         .ok()
@@ -462,6 +463,13 @@ impl Shard {
                             })
                         };
                         cold.push((key.clone(), entry));
+                    } else if stays_hot && points_here(backend, &key, segment)? {
+                        // An earlier compaction of this segment indexed the block here, then
+                        // the process died before the segment became a pack. The block now
+                        // moves to another hot segment and this file may be removed: the
+                        // entry must not outlive it (it would be served once the hot copy
+                        // is deleted or compacted away).
+                        stale.push(key.clone());
                     }
                     moving.push(Moving {
                         key,
@@ -474,8 +482,13 @@ impl Shard {
                 // What the backend is given: inline blocks and packed entries, not the blocks
                 // that stay in the pack (those are written once, in their segment).
                 let cold_bytes: u64 = cold.iter().map(|(_, d)| d.len() as u64).sum();
+                if !stale.is_empty() {
+                    backend.delete_batch(&stale)?;
+                }
                 if !cold.is_empty() {
                     put_in_bounded_batches(backend, &cold)?;
+                }
+                if !cold.is_empty() || !stale.is_empty() {
                     backend.flush()?;
                 }
                 Ok((moving, cold_bytes, packed_bytes))
@@ -590,6 +603,11 @@ impl Shard {
             hot.deferred.borrow_mut().push(change);
             return Ok(());
         }
+        // Every backend write before the change is made durable first, not only the ones the
+        // change relies on directly: a delete made without a flush (durability `None`) of a
+        // block indexed into this file would otherwise come back after a crash, pointing into
+        // a file that is gone (the torture campaign found this).
+        self.blocking(|backend| backend.flush()).await?;
         let dir = hot.dir.clone();
         glommio::executor()
             .spawn_blocking(move || change.apply(&dir))
@@ -599,6 +617,15 @@ impl Shard {
                 message: format!("{change:?}: {e}"),
             })
     }
+}
+
+/// Whether the backend's entry for `key` points into `segment` (a pack number is its
+/// segment's number).
+fn points_here(backend: &dyn ColdBackend, key: &[u8], segment: u32) -> ipfrs_tiering::Result<bool> {
+    Ok(matches!(
+        crate::cold_index::locate(backend, key)?,
+        Some((_, Some(loc))) if loc.pack == segment
+    ))
 }
 
 /// What a cold block of `len` bytes gives the backend: itself when inline, else only its
