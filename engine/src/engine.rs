@@ -300,11 +300,23 @@ impl Engine {
         for shard in &self.inner.shards {
             pending.push(shard.send(make).await?);
         }
+        // Every shard's answer is awaited before an error is returned: a caller that closes
+        // the engine on the first error must not find other shards still at the work (a
+        // compaction then races the shutdown).
         let mut out = Vec::with_capacity(pending.len());
+        let mut first_error = None;
         for reply in pending {
-            out.push(reply.wait().await?);
+            match reply.wait().await {
+                Ok(value) => out.push(value),
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
         }
-        Ok(out)
+        match first_error {
+            Some(e) => Err(e.into()),
+            None => Ok(out),
+        }
     }
 
     /// Keys of one shard after `after`, at most `limit`.

@@ -74,6 +74,21 @@ pub(crate) enum Pending {
 }
 
 impl Pending {
+    /// What a step does, for the shutdown report.
+    pub(crate) fn name(&self) -> &'static str {
+        match self {
+            Pending::Put(_) => "a put",
+            Pending::Delete(_) => "a delete",
+            Pending::Flush => "a flush",
+            Pending::Promote { .. } => "a promotion",
+            Pending::Migrate { .. } => "a compaction step",
+            Pending::Retire { .. } => "retiring a compacted segment",
+            Pending::Seal => "sealing the active segment",
+            Pending::Reclaim { .. } => "a pack reclamation step",
+            Pending::DropPack { .. } => "removing a reclaimed pack",
+        }
+    }
+
     /// Whether this op runs as a group of its own (compaction steps).
     pub(crate) fn runs_alone(&self) -> bool {
         matches!(
@@ -155,6 +170,9 @@ pub(crate) struct WriteQueue {
     /// When the oldest queued write arrived.
     oldest: Cell<Option<Instant>>,
     committer_running: Cell<bool>,
+    /// What the committer is waiting on, named for the shutdown report should it never
+    /// finish (a hang there is otherwise invisible: the executor just parks).
+    pub(crate) stage: Cell<&'static str>,
     /// Set after a failed sync; every later write is refused with this reason.
     poisoned: RefCell<Option<String>>,
     /// Wakes a gathering committer early once `max_ops` are queued.
@@ -174,6 +192,7 @@ impl WriteQueue {
             queued: Cell::new(0),
             oldest: Cell::new(None),
             committer_running: Cell::new(false),
+            stage: Cell::new("idle"),
             poisoned: RefCell::new(None),
             wake_tx,
             wake_rx,
@@ -352,8 +371,20 @@ impl Shard {
             // Full channel means a wake-up is already pending: nothing to add.
             let _ = q.wake_tx.try_send(());
         }
-        if !q.committer_running.replace(true) {
-            self.spawn(async move |shard| shard.run_committer().await);
+        if !q.committer_running.replace(true)
+            && !self.spawn(async move |shard| shard.run_committer().await)
+        {
+            // The shard is shutting down (its gate is closed): no committer will run, so
+            // whatever is queued is answered now. A compaction still running when shutdown
+            // began queues its next step here; left unanswered, it would hold the gate open
+            // until close gives up.
+            q.committer_running.set(false);
+            let stranded: Vec<WriteOp> = q.pending.borrow_mut().drain(..).collect();
+            q.queued.set(0);
+            q.oldest.set(None);
+            for op in stranded {
+                op.ack.fail(Error::Stopped { shard: self.id });
+            }
         }
     }
 
@@ -383,9 +414,11 @@ impl Shard {
         loop {
             if q.pending.borrow().is_empty() {
                 q.committer_running.set(false);
+                q.stage.set("idle");
                 return;
             }
             if let Some(wait) = q.gather_for() {
+                q.stage.set("gathering a batch");
                 futures_lite::future::or(glommio::timer::sleep(wait), async {
                     let _ = q.wake_rx.recv().await;
                 })
@@ -393,15 +426,18 @@ impl Shard {
                 continue;
             }
             let group = q.take_group();
+            q.stage.set("admitting a group (space check)");
             // The claim on the room for a new segment is held until the group is committed.
             let (group, _claim) = self.admit(group).await;
             if !group.is_empty() {
+                q.stage.set("committing a group");
                 match &self.hot {
                     Some(hot) => self.commit_group_hot(hot, group).await,
                     None => self.commit_group(group).await,
                 }
             }
             if !q.space.whole() {
+                q.stage.set("taking the space reserve back");
                 // Space may have come back (a compaction step removed a segment): the
                 // reserve is taken back before the next group can use it.
                 let space = Arc::clone(&q.space);

@@ -328,6 +328,7 @@ fn run_shard(
         hot,
         damage: RefCell::default(),
         gate: glommio::sync::Gate::new(),
+        gate_tasks: Rc::default(),
     });
     // After the executor stops, segments kept for a backend without durable flushes are
     // removed, once that backend is really closed (dropped: parity-db writes everything out
@@ -411,10 +412,12 @@ async fn serve(
     let mut result = Ok(());
     if bounded(shard.gate.close()).await.is_none() {
         eprintln!(
-            "ipfrs shard {}: in-flight work did not finish within {} s of shutdown; closing \
-             without it",
+            "ipfrs shard {}: in-flight work did not finish within {} s of shutdown (the \
+             writer: {}; {} task(s) in all, the writer's included); closing without it",
             shard.id,
-            SHUTDOWN_GRACE.as_secs()
+            SHUTDOWN_GRACE.as_secs(),
+            shard.writes.stage.get(),
+            shard.gate_tasks.get()
         );
         result = Err(Error::SegmentIo {
             shard: shard.id,

@@ -64,6 +64,8 @@ pub(crate) struct Shard {
     pub(crate) damage: RefCell<Vec<Damage>>,
     /// Tasks serving requests; closing it waits for them (clean shutdown).
     pub(crate) gate: Gate,
+    /// Tasks in the gate that are not the committer, running now (for the shutdown report).
+    pub(crate) gate_tasks: Rc<Cell<usize>>,
 }
 
 /// Fault injection (tests only, the `failpoints` feature): a cold-backend read failing as an
@@ -124,25 +126,35 @@ impl Shard {
             }
             Request::Delete { keys, reply } => self.enqueue_delete(keys, reply),
             Request::Flush { reply } => self.enqueue_flush(reply),
-            Request::Get { keys, reply } => self.spawn(async move |s| {
-                let _ = reply.send(s.get_many(keys).await);
-            }),
-            Request::Has { keys, reply } => self.spawn(async move |s| {
-                let _ = reply.send(s.has_many(keys).await);
-            }),
-            Request::Size { keys, reply } => self.spawn(async move |s| {
-                let _ = reply.send(s.size_many(keys).await);
-            }),
+            Request::Get { keys, reply } => {
+                self.spawn(async move |s| {
+                    let _ = reply.send(s.get_many(keys).await);
+                });
+            }
+            Request::Has { keys, reply } => {
+                self.spawn(async move |s| {
+                    let _ = reply.send(s.has_many(keys).await);
+                });
+            }
+            Request::Size { keys, reply } => {
+                self.spawn(async move |s| {
+                    let _ = reply.send(s.size_many(keys).await);
+                });
+            }
             Request::Scan {
                 after,
                 limit,
                 reply,
-            } => self.spawn(async move |s| {
-                let _ = reply.send(s.scan(after, limit).await);
-            }),
-            Request::Compact { reply } => self.spawn(async move |s| {
-                let _ = reply.send(crate::hot::compaction::compact_all(&s).await);
-            }),
+            } => {
+                self.spawn(async move |s| {
+                    let _ = reply.send(s.scan(after, limit).await);
+                });
+            }
+            Request::Compact { reply } => {
+                self.spawn(async move |s| {
+                    let _ = reply.send(crate::hot::compaction::compact_all(&s).await);
+                });
+            }
             Request::Stats { reply } => {
                 let _ = reply.send(Ok(self.stats()));
             }
@@ -156,12 +168,22 @@ impl Shard {
         }
     }
 
-    pub(crate) fn spawn(self: &Rc<Self>, task: impl AsyncFnOnce(Rc<Shard>) + 'static) {
+    /// Runs `task` inside the shard's gate; `false` if the shard is shutting down (the task
+    /// is dropped).
+    pub(crate) fn spawn(self: &Rc<Self>, task: impl AsyncFnOnce(Rc<Shard>) + 'static) -> bool {
         let shard = Rc::clone(self);
+        let count = Rc::clone(&self.gate_tasks);
         // A closed gate means the shard is shutting down: the request's reply channel is
         // dropped with the task and the caller sees `Stopped`.
-        if let Ok(task) = self.gate.spawn(async move { task(shard).await }) {
+        if let Ok(task) = self.gate.spawn(async move {
+            count.set(count.get() + 1);
+            task(shard).await;
+            count.set(count.get() - 1);
+        }) {
             task.detach();
+            true
+        } else {
+            false
         }
     }
 

@@ -130,6 +130,7 @@ impl Shard {
             let Some(op) = group.into_iter().next() else {
                 return;
             };
+            self.writes.stage.set(op.pending.name());
             let result = match op.pending {
                 Pending::Migrate {
                     segment,
