@@ -382,7 +382,22 @@ fn a_full_disk_is_freed_by_block_rm_and_repo_gc() {
         );
     }
     // Puts work again, and every kept block reads back.
-    ok(&repo, &["--config", &config_path, "block", "put", extra]);
+    let put = store(&repo, &["--config", &config_path, "block", "put", extra]);
+    if !put.status.success() {
+        let du = Command::new("du")
+            .args(["-ak"])
+            .arg(&repo)
+            .output()
+            .unwrap();
+        let stat = store(&repo, &["--config", &config_path, "--json", "repo", "stat"]);
+        panic!(
+            "a put after gc failed: {}\ngc said: {out}\n{full} bytes used before gc, {freed} \
+             after\n{}\n{}",
+            String::from_utf8_lossy(&put.stderr),
+            String::from_utf8_lossy(&du.stdout),
+            String::from_utf8_lossy(&stat.stdout)
+        );
+    }
     for cid in kept.iter().step_by(7) {
         let got = store(&repo, &["--config", &config_path, "block", "get", cid]);
         assert!(

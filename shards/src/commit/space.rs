@@ -16,7 +16,7 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 /// Room kept free beyond what a cold write needs: the backend's log records, indexes and
 /// metadata around the values.
@@ -45,6 +45,28 @@ pub(crate) fn headroom(segment_bytes: u64) -> u64 {
 /// Bytes that writes checked by [`Space::ensure`] in this process may still be writing: the
 /// shards share the filesystem, so each counts the others' pending writes as taken.
 static CLAIMED: AtomicU64 = AtomicU64::new(0);
+
+/// Explicit compactions running in this process (see [`Freeing`]).
+static FREEING: AtomicUsize = AtomicUsize::new(0);
+
+/// Held for the length of an explicit compaction: while any runs, no shard takes its reserve
+/// back. Taking it back after every step gave the room a compaction had just released to
+/// another shard's reserve (they share the filesystem), and the compaction's next step found
+/// the disk as full as before (`repo gc` on a full disk then stopped with `NoSpace`).
+pub(crate) struct Freeing(());
+
+impl Freeing {
+    pub(crate) fn start() -> Freeing {
+        FREEING.fetch_add(1, Ordering::AcqRel);
+        Freeing(())
+    }
+}
+
+impl Drop for Freeing {
+    fn drop(&mut self) {
+        FREEING.fetch_sub(1, Ordering::AcqRel);
+    }
+}
 
 /// Space counted as taken until dropped (after the write it was checked for).
 #[derive(Debug)]
@@ -183,7 +205,7 @@ impl Space {
             return;
         };
         let held = self.held.load(Ordering::Acquire);
-        if held >= self.target {
+        if held >= self.target || FREEING.load(Ordering::Acquire) > 0 {
             return;
         }
         let free = free_bytes(&self.dir)

@@ -146,11 +146,8 @@ pub(crate) async fn compact_all(shard: &Rc<Shard>) -> Result<u64> {
                 .is_ok()
         })
         .await;
-    let mut compacted = 0u64;
-    for segment in sealed_segments(hot) {
-        compact_segment(shard, segment, Mode::Freeing).await?;
-        compacted += 1;
-    }
+    let freeing = space::Freeing::start();
+    let mut compacted = compact_in_order(shard, sealed_segments(hot)).await?;
     if seal {
         // Another writer may have taken the room meanwhile: the new segment's own check
         // refuses it then, and the active segment waits.
@@ -158,10 +155,7 @@ pub(crate) async fn compact_all(shard: &Rc<Shard>) -> Result<u64> {
             Ok(()) | Err(Error::NoSpace { .. }) => {}
             Err(e) => return Err(e),
         }
-        for segment in sealed_segments(hot) {
-            compact_segment(shard, segment, Mode::Freeing).await?;
-            compacted += 1;
-        }
+        compacted += compact_in_order(shard, sealed_segments(hot)).await?;
     }
     // Packs emptied by deletes give their space back now too (this is what `repo gc`
     // frees with).
@@ -170,6 +164,23 @@ pub(crate) async fn compact_all(shard: &Rc<Shard>) -> Result<u64> {
         .reclaim_below_percent
         .max(super::reclaim::EXPLICIT_RECLAIM_BELOW_PERCENT);
     super::reclaim::reclaim_packs(shard, below).await?;
+    drop(freeing);
+    let room = Arc::clone(&shard.writes.space);
+    glommio::executor()
+        .spawn_blocking(move || room.retake())
+        .await;
+    Ok(compacted)
+}
+
+/// Compacts `segments` in order, oldest first: a tombstone is dropped when its segment is
+/// compacted, so an older segment still holding the block it deleted must be gone first (a
+/// reopen would replay that block). Returns how many were compacted.
+async fn compact_in_order(shard: &Rc<Shard>, segments: Vec<u32>) -> Result<u64> {
+    let mut compacted = 0u64;
+    for segment in segments {
+        compact_segment(shard, segment, Mode::Freeing).await?;
+        compacted += 1;
+    }
     Ok(compacted)
 }
 
