@@ -53,7 +53,8 @@ pub struct CompareArgs {
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// A workload to run; repeat or separate with commas for several. Default: all but `car`
-    /// (added by --car).
+    /// (added by --car) and `put` (single durable puts of new blocks: slow by nature, so only
+    /// on request; its ceiling is disk/write+fdatasync).
     #[arg(
         long = "workload",
         short = 'w',
@@ -67,9 +68,9 @@ pub struct RunArgs {
     #[arg(long, value_name = "N", default_value_t = 1_000)]
     pub blocks: u64,
 
-    /// Run each read workload (get, get-many, get-zipf, has-absent, has-many-absent, mixed) for
-    /// exactly this many ops instead of for --duration (keys for the batched ones: get-many
-    /// makes ops / batch calls).
+    /// Run each timed workload (get, get-many, get-zipf, has-absent, has-many-absent, mixed,
+    /// put) for exactly this many ops instead of for --duration (keys for the batched ones:
+    /// get-many makes ops / batch calls).
     #[arg(long, value_name = "N")]
     pub ops: Option<u64>,
 
@@ -78,12 +79,12 @@ pub struct RunArgs {
     #[arg(long, value_name = "SIZE|ipfs", default_value = "ipfs", value_parser = parse_size_spec)]
     pub size: SizeSpec,
 
-    /// How long each read workload (get, get-many, get-zipf, has-absent, has-many-absent, mixed)
-    /// runs per target and round, e.g. `2s` or `500ms`.
+    /// How long each timed workload (get, get-many, get-zipf, has-absent, has-many-absent,
+    /// mixed, put) runs per target and round, e.g. `2s` or `500ms`.
     #[arg(long, value_name = "TIME", default_value = "200ms", value_parser = parse_duration)]
     pub duration: Duration,
 
-    /// Run each read workload this long, unmeasured, before measuring it.
+    /// Run each timed workload this long, unmeasured, before measuring it.
     #[arg(long, value_name = "TIME", default_value = "0s", value_parser = parse_duration)]
     pub warmup: Duration,
 
@@ -135,7 +136,7 @@ pub struct RunArgs {
     pub no_ceiling: bool,
 
     /// When writes are acknowledged (the engine's Durability); raw backends flush and the disk
-    /// ceiling fdatasyncs after each batch unless `none`.
+    /// ceilings fdatasync after each batch (put: each block) unless `none`.
     #[arg(long, value_enum, default_value_t = DurabilityArg::Batch)]
     pub durability: DurabilityArg,
 
@@ -581,6 +582,22 @@ mod tests {
         assert!(plan.workloads.iter().all(|w| w.is_timed()));
         let names: Vec<&str> = WorkloadKind::DEFAULT.iter().map(|w| w.name()).collect();
         assert!(names.contains(&"get-many") && names.contains(&"has-many-absent"));
+    }
+
+    #[test]
+    fn put_runs_only_on_request_and_after_the_reads() {
+        assert!(!plan(&[]).unwrap().workloads.contains(&WorkloadKind::Put));
+        let plan = plan(&["-w", "put,get,has-absent", "--durability", "sync"]).unwrap();
+        assert_eq!(
+            plan.workloads,
+            vec![
+                WorkloadKind::Get,
+                WorkloadKind::HasAbsent,
+                WorkloadKind::Put
+            ]
+        );
+        assert_eq!(plan.durability, DurabilityArg::Sync);
+        assert!(super::tests::plan(&["--durability", "sometimes"]).is_err());
     }
 
     #[test]

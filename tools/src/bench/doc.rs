@@ -24,6 +24,10 @@ pub struct Document {
     pub machine: Machine,
     /// Why the disk ceiling was not measured, if it was not.
     pub disk_ceiling_unavailable: Option<String>,
+    /// Why the put workload's write+fdatasync ceiling was not measured, if put ran without
+    /// it (absent in older reports).
+    #[serde(default)]
+    pub sync_ceiling_unavailable: Option<String>,
     /// Every target, in the order each round ran them.
     pub targets: Vec<String>,
     /// One entry per workload, in run order.

@@ -37,6 +37,9 @@ fn columns(workload: &str) -> Vec<(String, Cell)> {
             None => mib,
         }
     }
+    fn p50(r: &TargetFigures) -> String {
+        figure(r.latency_us.p50)
+    }
     fn p99(r: &TargetFigures) -> String {
         figure(r.latency_us.p99)
     }
@@ -44,6 +47,7 @@ fn columns(workload: &str) -> Vec<(String, Cell)> {
         "ingest" => vec![("ingest MiB/s".into(), ingest)],
         "car" => vec![("car MiB/s".into(), ingest)],
         "get" => vec![("get ops/s".into(), ops), ("get p99 µs".into(), p99)],
+        "put" => vec![("put ops/s".into(), ops), ("put p50 µs".into(), p50)],
         "get-many" => vec![("get-many blocks/s".into(), ops)],
         "has-many-absent" => vec![("has-many-absent CIDs/s".into(), ops)],
         "scan" => vec![("scan CIDs/s".into(), ops)],

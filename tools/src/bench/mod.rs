@@ -13,6 +13,7 @@ mod markdown;
 mod report;
 mod rss;
 mod run;
+mod sync_ceiling;
 mod target;
 mod usage;
 mod workload;

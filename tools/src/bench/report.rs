@@ -15,6 +15,7 @@ pub fn header(
     dir: &Path,
     targets: &[TargetKind],
     disk_unavailable: Option<&str>,
+    sync_unavailable: Option<&str>,
 ) -> String {
     let names: Vec<String> = targets.iter().map(|t| t.name()).collect();
     let mut out = format!(
@@ -65,6 +66,12 @@ pub fn header(
     }
     if let Some(reason) = disk_unavailable {
         let _ = write!(out, "\ndisk ceiling NOT measured: {reason}");
+    }
+    if let Some(reason) = sync_unavailable {
+        let _ = write!(
+            out,
+            "\nwrite+fdatasync ceiling of put NOT measured: {reason}"
+        );
     }
     if m.sha_ni == Some(false) {
         out.push_str("\nno SHA-NI on this CPU: sha2-256 runs the portable code, about 5x slower");
@@ -193,7 +200,8 @@ pub fn footer(doc: &Document) -> String {
          memory when the target opened ({:.0} MiB at most: the generated blocks and the tool).\n\
          vs base: ops/s over the baseline's ({}); above 1 = faster. vs ceil: MiB/s over the \
          slowest ceiling's (disk/o_direct = O_DIRECT writes / page-cache-free reads at the same \
-         queue depth, cpu/sha2-256 = hashing alone); reads above 100% come from memory.",
+         queue depth, cpu/sha2-256 = hashing alone, disk/write+fdatasync = one O_DIRECT write \
+         + fdatasync per call at queue depth 1 per lane); reads above 100% come from memory.",
         s.rounds,
         match s.rate {
             Some(_) => ", from each op's intended start (open loop)",

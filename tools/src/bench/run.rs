@@ -24,6 +24,7 @@ use super::machine::Machine;
 use super::markdown;
 use super::report;
 use super::rss;
+use super::sync_ceiling;
 use super::target::TargetKind;
 use super::usage::Usage;
 use super::workload::{Dataset, Op, SizeSpec, WorkloadKind, mixed_extra, ops_of};
@@ -55,9 +56,16 @@ pub fn run(plan: &Plan, command: Vec<String>) -> Result<()> {
         .ceilings
         .then(|| disk::probe(root.path(), &machine.fs_type))
         .flatten();
+    let sync_unavailable = (plan.ceilings && plan.workloads.contains(&WorkloadKind::Put))
+        .then(|| sync_ceiling::probe(root.path(), &machine.fs_type))
+        .flatten();
     let targets: Vec<TargetKind> = TargetKind::all(plan)
         .into_iter()
-        .filter(|t| !(*t == TargetKind::Disk && disk_unavailable.is_some()))
+        .filter(|t| match t {
+            TargetKind::Disk => disk_unavailable.is_none(),
+            TargetKind::SyncWrite { .. } => sync_unavailable.is_none(),
+            _ => true,
+        })
         .collect();
 
     // The CAR file's blocks, read (and verified) before anything is measured.
@@ -124,6 +132,7 @@ pub fn run(plan: &Plan, command: Vec<String>) -> Result<()> {
         root.path(),
         &targets,
         disk_unavailable.as_deref(),
+        sync_unavailable.as_deref(),
     ));
 
     let progress = progress_bar(plan, (plan.rounds as usize * targets.len()) as u64);
@@ -193,6 +202,7 @@ pub fn run(plan: &Plan, command: Vec<String>) -> Result<()> {
         settings,
         machine,
         disk_ceiling_unavailable: disk_unavailable,
+        sync_ceiling_unavailable: sync_unavailable,
         targets: targets.iter().map(|t| t.name()).collect(),
         workloads,
         missing: MISSING.iter().map(|s| s.to_string()).collect(),
@@ -372,6 +382,23 @@ fn describe(workload: WorkloadKind, plan: &Plan, data: &Dataset, car: Option<&Da
             plan.read_ratio * 100.0,
             (1.0 - plan.read_ratio) * 100.0,
             data.len() - data.stored
+        ),
+        WorkloadKind::Put => format!(
+            "put: single puts of new blocks, each acknowledged before the lane's next call \
+             (durability {}; raw: sled insert + flush, parity-db one commit, acknowledged before \
+             durable, rocksdb write + WAL sync{}), {amount}, {loop_kind}; ceiling {}",
+            plan.durability.name(),
+            if plan.durability.syncs() {
+                ""
+            } else {
+                "; --durability none: no flush"
+            },
+            if plan.durability.syncs() {
+                "disk/write+fdatasync: one O_DIRECT write + fdatasync per call, queue depth 1 \
+                 per lane, a file per lane"
+            } else {
+                "disk/write: one O_DIRECT write per call, queue depth 1 per lane, a file per lane"
+            }
         ),
         WorkloadKind::Scan => format!(
             "scan: list every stored CID, one thread, latency per page of {}",

@@ -12,7 +12,8 @@ use super::cli::Plan;
 use super::disk::DiskTarget;
 use super::driver::{Lanes, Measurement, OpFuture, OpTarget, drive, drive_scan};
 use super::error::{BenchError, Result};
-use super::workload::{Dataset, Op, WorkloadKind};
+use super::sync_ceiling::SyncCeiling;
+use super::workload::{Dataset, FreshBlocks, Op, WorkloadKind};
 
 /// CIDs per page of the scan workload.
 const SCAN_PAGE: usize = 1024;
@@ -33,6 +34,12 @@ pub enum TargetKind {
     Disk,
     /// sha2-256 of the same blocks and nothing else: the CPU.
     Cpu,
+    /// One O_DIRECT write of one block and one fdatasync (`sync: false`, `--durability
+    /// none`: the write alone) per call, queue depth 1 per lane: the put workload's ceiling.
+    SyncWrite {
+        /// Whether each write is synced.
+        sync: bool,
+    },
 }
 
 impl TargetKind {
@@ -48,6 +55,11 @@ impl TargetKind {
         if plan.ceilings {
             targets.push(TargetKind::Disk);
             targets.push(TargetKind::Cpu);
+            if plan.workloads.contains(&WorkloadKind::Put) {
+                targets.push(TargetKind::SyncWrite {
+                    sync: plan.durability.syncs(),
+                });
+            }
         }
         targets
     }
@@ -63,12 +75,17 @@ impl TargetKind {
             TargetKind::Raw(b) => format!("raw/{b}"),
             TargetKind::Disk => "disk/o_direct".into(),
             TargetKind::Cpu => "cpu/sha2-256".into(),
+            TargetKind::SyncWrite { sync: true } => "disk/write+fdatasync".into(),
+            TargetKind::SyncWrite { sync: false } => "disk/write".into(),
         }
     }
 
     /// Whether this is a ceiling (what the hardware allows) rather than a store.
     pub fn is_ceiling(self) -> bool {
-        matches!(self, TargetKind::Disk | TargetKind::Cpu)
+        matches!(
+            self,
+            TargetKind::Disk | TargetKind::Cpu | TargetKind::SyncWrite { .. }
+        )
     }
 
     /// Whether the target can run `workload`.
@@ -85,6 +102,7 @@ impl TargetKind {
                     | WorkloadKind::Car
             ),
             TargetKind::Cpu => matches!(workload, WorkloadKind::Ingest | WorkloadKind::Car),
+            TargetKind::SyncWrite { .. } => workload == WorkloadKind::Put,
         }
     }
 
@@ -107,10 +125,17 @@ impl TargetKind {
                     backend: ipfrs_tiering::open_backend(backend, dir, &options)?,
                     flush: plan.durability.syncs(),
                     data,
+                    fresh: FreshBlocks::default(),
                 })
             }
             TargetKind::Disk => Inner::Disk(DiskTarget::new(dir, data, plan)?),
             TargetKind::Cpu => Inner::Cpu(CpuTarget { data }),
+            TargetKind::SyncWrite { sync } => Inner::SyncWrite(SyncCeiling::new(
+                dir,
+                data,
+                lanes.threads * lanes.in_flight,
+                sync,
+            )?),
         };
         Ok(Session { inner, lanes })
     }
@@ -127,6 +152,7 @@ enum Inner<'d> {
     Raw(RawTarget<'d>),
     Disk(DiskTarget<'d>),
     Cpu(CpuTarget<'d>),
+    SyncWrite(SyncCeiling<'d>),
 }
 
 impl Session<'_> {
@@ -142,6 +168,7 @@ impl Session<'_> {
             Inner::Engine(t) => t,
             Inner::Raw(t) => t,
             Inner::Cpu(t) => t,
+            Inner::SyncWrite(t) => t,
         };
         match workload {
             WorkloadKind::Scan => drive_scan(target, SCAN_PAGE),
@@ -156,6 +183,7 @@ impl Session<'_> {
             Inner::Raw(t) => Ok(t.backend.flush()?),
             Inner::Disk(t) => t.close(),
             Inner::Cpu(_) => Ok(()),
+            Inner::SyncWrite(t) => t.close(),
         }
     }
 }
@@ -165,6 +193,7 @@ impl Session<'_> {
 struct EngineTarget<'d> {
     engine: Engine,
     data: &'d Dataset,
+    fresh: FreshBlocks,
 }
 
 impl<'d> EngineTarget<'d> {
@@ -197,6 +226,7 @@ impl<'d> EngineTarget<'d> {
         Ok(EngineTarget {
             engine: Engine::open(config)?,
             data,
+            fresh: FreshBlocks::default(),
         })
     }
 }
@@ -276,6 +306,11 @@ impl OpTarget for EngineTarget<'_> {
                     self.engine.put(&data.block(i as usize)?).await?;
                     Ok(data.block_len(i as usize) as u64)
                 }
+                Op::PutNew => {
+                    let block = data.fresh_block(self.fresh.take())?;
+                    self.engine.put(&block).await?;
+                    Ok(block.len() as u64)
+                }
                 Op::Get(i) => {
                     let got = self.engine.get(data.cid(i as usize)).await?;
                     check_get(data, i, got.map(|b| b.len()))
@@ -336,6 +371,7 @@ struct RawTarget<'d> {
     /// Flush after each batch (every durability setting but `none`).
     flush: bool,
     data: &'d Dataset,
+    fresh: FreshBlocks,
 }
 
 impl RawTarget<'_> {
@@ -357,6 +393,18 @@ impl RawTarget<'_> {
                 Ok(data.bytes_of(first as usize, len as usize))
             }
             Op::Put(i) => self.call_now(Op::Ingest { first: i, len: 1 }),
+            // One block per call, flushed as a batch is: sled inserts and flushes, parity-db
+            // commits (its commit is queued, not durable, and its flush waits for nothing),
+            // rocksdb writes and syncs its WAL.
+            Op::PutNew => {
+                let (cid, bytes) = data.fresh_block(self.fresh.take())?.into_parts();
+                let len = bytes.len() as u64;
+                self.backend.put_batch(&[(key_of(&cid), bytes)])?;
+                if self.flush {
+                    self.backend.flush()?;
+                }
+                Ok(len)
+            }
             Op::Get(i) => {
                 let got = self.backend.get(&key_of(data.cid(i as usize)))?;
                 check_get(data, i, got.map(|b| b.len()))
@@ -489,6 +537,8 @@ mod tests {
             },
             TargetKind::Disk,
             TargetKind::Cpu,
+            TargetKind::SyncWrite { sync: true },
+            TargetKind::SyncWrite { sync: false },
         ]
         .iter()
         .map(|t| t.name())
@@ -509,6 +559,11 @@ mod tests {
             assert!(t.supports(WorkloadKind::Car), "{t:?}");
         }
         assert!(TargetKind::Raw(BackendKind::Sled).supports(WorkloadKind::Scan));
+        let sync = TargetKind::SyncWrite { sync: true };
+        assert!(sync.is_ceiling() && sync.supports(WorkloadKind::Put));
+        assert!(!sync.supports(WorkloadKind::Ingest) && !sync.supports(WorkloadKind::Get));
+        assert!(!TargetKind::Disk.supports(WorkloadKind::Put));
+        assert!(!TargetKind::Cpu.supports(WorkloadKind::Put));
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! What a run does: the workloads, the blocks (generated up front from a seeded RNG, so every
 //! target stores the same bytes), and the operation sequences each workload replays.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use bytes::Bytes;
 use clap::ValueEnum;
 use ipfrs_storage::{Block, Cid, Codec, HashAlgorithm};
@@ -8,7 +10,7 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, RngCore, SeedableRng};
 
-use super::error::Result;
+use super::error::{BenchError, Result};
 
 /// The workloads, in the order a round runs them (the derived `Ord`): ingest fills the store
 /// the later ones read, delete empties it.
@@ -28,6 +30,9 @@ pub enum WorkloadKind {
     HasManyAbsent,
     /// Gets of stored blocks and puts of new ones (--read-ratio).
     Mixed,
+    /// Single puts of new blocks, one block per call, each acknowledged (with the engine's
+    /// --durability; raw backends flush per call) before the lane's next call.
+    Put,
     /// List every stored CID.
     Scan,
     /// Delete every ingested block in batches.
@@ -61,13 +66,15 @@ impl WorkloadKind {
             WorkloadKind::HasAbsent => "has-absent",
             WorkloadKind::HasManyAbsent => "has-many-absent",
             WorkloadKind::Mixed => "mixed",
+            WorkloadKind::Put => "put",
             WorkloadKind::Scan => "scan",
             WorkloadKind::Delete => "delete",
             WorkloadKind::Car => "car",
         }
     }
 
-    /// Whether the workload only reads (then `--duration` and `--warmup` apply to it).
+    /// Whether the workload runs for `--duration` (or `--ops`) and gets `--warmup`: the
+    /// reads, mixed, and put (whose blocks are made as it goes, so it needs no fixed count).
     pub fn is_timed(self) -> bool {
         matches!(
             self,
@@ -77,6 +84,7 @@ impl WorkloadKind {
                 | WorkloadKind::HasAbsent
                 | WorkloadKind::HasManyAbsent
                 | WorkloadKind::Mixed
+                | WorkloadKind::Put
         )
     }
 
@@ -107,6 +115,7 @@ impl WorkloadKind {
             WorkloadKind::Car => 7,
             WorkloadKind::GetMany => 8,
             WorkloadKind::HasManyAbsent => 9,
+            WorkloadKind::Put => 10,
         }
     }
 }
@@ -198,6 +207,9 @@ pub enum Op {
     },
     /// Hash and store one block `i`.
     Put(u32),
+    /// Hash and store the target's next fresh block (see [`Dataset::fresh_block`]): a block
+    /// no earlier call of the session stored.
+    PutNew,
     /// Delete blocks `first..first + len` in one call.
     Delete {
         /// First block.
@@ -375,6 +387,60 @@ impl Dataset {
     pub fn stored_bytes(&self) -> u64 {
         self.bytes_of(0, self.stored)
     }
+
+    /// The stored block fresh block `k` is made from (its size and codec).
+    fn fresh_source(&self, k: u64) -> Result<usize> {
+        if self.stored == 0 {
+            return Err(BenchError::Internal(
+                "the put workload needs generated blocks to copy".into(),
+            ));
+        }
+        Ok((k % self.stored as u64) as usize)
+    }
+
+    /// Length of fresh block `k`.
+    pub fn fresh_len(&self, k: u64) -> Result<usize> {
+        Ok(self.block_len(self.fresh_source(k)?))
+    }
+
+    /// Fresh block `k` of the put workload, hashed now (as a caller's put is): the bytes of
+    /// stored block `k % stored` with their start overwritten by [`FRESH_TAG`] and `k`, so
+    /// each `k` names a block that no workload stored before, with the sizes and codecs of
+    /// the stored ones. Copying rather than generating keeps an RNG's cost out of the timed
+    /// call. Blocks shorter than the tag and number (12 bytes) can repeat.
+    pub fn fresh_block(&self, k: u64) -> Result<Block> {
+        let source = self.fresh_source(k)?;
+        let mut bytes = self.data(source).to_vec();
+        let mut tag = [0u8; 12];
+        tag[..4].copy_from_slice(FRESH_TAG);
+        tag[4..].copy_from_slice(&k.to_le_bytes());
+        let n = tag.len().min(bytes.len());
+        bytes[..n].copy_from_slice(&tag[..n]);
+        Ok(Block::with(
+            self.spans[source].0,
+            HashAlgorithm::Sha2_256,
+            Bytes::from(bytes),
+        )?)
+    }
+}
+
+/// What starts every fresh block of the put workload; generated blocks start with random
+/// bytes, so a fresh block equals a generated one with probability 2^-96 at most.
+const FRESH_TAG: &[u8; 4] = b"put:";
+
+/// Numbers the fresh blocks of one session: each call takes the next number, so every put of
+/// the session stores a new block, whichever lane makes it.
+#[derive(Debug, Default)]
+pub struct FreshBlocks {
+    next: AtomicU64,
+}
+
+impl FreshBlocks {
+    /// The next fresh block's number.
+    pub fn take(&self) -> u64 {
+        // Relaxed: the number only has to be unique, it orders nothing else.
+        self.next.fetch_add(1, Ordering::Relaxed)
+    }
 }
 
 /// `n` CIDs of blocks no target ever stores: sha2-256 of random 40-byte strings.
@@ -468,6 +534,9 @@ pub fn ops_of(
                 .collect()
         }
         WorkloadKind::HasAbsent => (0..ops).map(|i| Op::HasAbsent(i as u32)).collect(),
+        // Each target numbers its fresh blocks itself, so a timed run that cycles through the
+        // list, and the warm-up before it, still put a new block every call.
+        WorkloadKind::Put => vec![Op::PutNew; ops],
         WorkloadKind::Mixed => {
             let extra = data.len() - n;
             let mut puts = 0;
@@ -564,6 +633,32 @@ mod tests {
                 assert_eq!(ops, want);
             }
         }
+    }
+
+    #[test]
+    fn fresh_blocks_are_new_and_sized_as_the_stored_ones() {
+        let d = Dataset::generate(SizeSpec::Ipfs, 30, 0, 0, 0, 2).unwrap();
+        let stored: std::collections::HashSet<Cid> = (0..30).map(|i| *d.cid(i)).collect();
+        let mut fresh = std::collections::HashSet::new();
+        for k in 0..90u64 {
+            let block = d.fresh_block(k).unwrap();
+            let source = (k % 30) as usize;
+            assert_eq!(block.len(), d.block_len(source));
+            assert_eq!(d.fresh_len(k).unwrap(), block.len());
+            assert_eq!(block.cid().codec(), d.cid(source).codec());
+            assert!(!stored.contains(block.cid()), "fresh block {k} was stored");
+            assert!(fresh.insert(*block.cid()), "fresh block {k} repeats");
+            // The same number gives the same block (every target puts the same bytes).
+            assert_eq!(d.fresh_block(k).unwrap().cid(), block.cid());
+        }
+        let counter = FreshBlocks::default();
+        assert_eq!((counter.take(), counter.take()), (0, 1));
+        let empty = Dataset::generate(SizeSpec::Fixed(8), 0, 0, 0, 0, 2).unwrap();
+        assert!(empty.fresh_block(0).is_err());
+        let ops = ops_of(WorkloadKind::Put, &d, 8, 40, 0.99, 0.5, 1);
+        assert_eq!(ops, vec![Op::PutNew; 40]);
+        assert!(WorkloadKind::Put.is_timed() && !WorkloadKind::Put.is_batched());
+        assert!(!WorkloadKind::DEFAULT.contains(&WorkloadKind::Put));
     }
 
     #[test]
