@@ -7,6 +7,7 @@ use bytes::Bytes;
 use ipfrs_core_types::key::{Key, identity_data, key_of, shard_of};
 use ipfrs_core_types::{Block, BlockError, Cid, Config};
 use ipfrs_shards::protocol::{Reply, Request};
+use ipfrs_shards::read_view::Quick;
 use ipfrs_shards::{Damage, ShardHandle, ShardStats, ShardThread, start_shard};
 
 use crate::directory::{Directory, Meta};
@@ -218,24 +219,35 @@ impl Engine {
     }
 
     /// Per-key requests, split per shard (one message per shard), answered in input order.
-    /// Identity CIDs are answered by `inline` from the CID itself.
+    /// Identity CIDs are answered by `inline` from the CID itself; keys that `quick` answers
+    /// on this thread (reads, see `ipfrs_shards::read_view`) never reach their shard.
     pub(crate) async fn keyed<T: Send + 'static>(
         &self,
         cids: &[Cid],
         make: fn(Vec<Key>, Reply<Vec<T>>) -> Request,
         inline: impl Fn(&[u8]) -> T + Send,
+        quick: impl Fn(&ShardHandle, &[u8]) -> ipfrs_shards::Result<Quick<T>> + Send,
     ) -> Result<Vec<T>> {
         self.check_open()?;
         let n = self.inner.shards.len();
+        let caller_reads = self.inner.config.caller_reads;
         let mut out: Vec<Option<T>> = (0..cids.len()).map(|_| None).collect();
         let mut groups: Vec<(Vec<usize>, Vec<Key>)> = vec![(Vec::new(), Vec::new()); n];
         for (i, cid) in cids.iter().enumerate() {
             match identity_data(cid) {
                 Some(data) => out[i] = Some(inline(data)),
                 None => {
-                    let (positions, keys) = &mut groups[shard_of(cid, n)];
+                    let shard = shard_of(cid, n);
+                    let key = key_of(cid);
+                    if caller_reads
+                        && let Quick::Answer(value) = quick(&self.inner.shards[shard], &key)?
+                    {
+                        out[i] = Some(value);
+                        continue;
+                    }
+                    let (positions, keys) = &mut groups[shard];
                     positions.push(i);
-                    keys.push(key_of(cid));
+                    keys.push(key);
                 }
             }
         }

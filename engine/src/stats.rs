@@ -13,6 +13,8 @@ pub struct Stats {
     pub cache_misses: u64,
     /// Lookups answered "absent" by a bloom filter without a backend call.
     pub bloom_negatives: u64,
+    /// Keys read on the caller's thread, without a round trip to a shard.
+    pub caller_reads: u64,
     /// Bytes held by the block caches.
     pub cache_bytes: u64,
     /// Blocks in the hot tier.
@@ -82,6 +84,7 @@ impl Stats {
             cache_hits: sum(|s| s.cache_hits),
             cache_misses: sum(|s| s.cache_misses),
             bloom_negatives: sum(|s| s.bloom_negatives),
+            caller_reads: sum(|s| s.caller_reads),
             cache_bytes: sum(|s| s.cache_bytes),
             shards,
         }

@@ -8,6 +8,7 @@ use ipfrs_core_types::key::{Key, cid_of_key};
 use ipfrs_core_types::{Block, Cid};
 use ipfrs_shards::Fetched;
 use ipfrs_shards::protocol::Request;
+use ipfrs_shards::read_view::Quick;
 
 use crate::metrics::Op;
 use crate::{Engine, Error, Result, Stats};
@@ -163,6 +164,17 @@ impl Engine {
                 cids,
                 |keys, reply| Request::Get { keys, reply },
                 |data| Some(Fetched::Data(Bytes::copy_from_slice(data))),
+                |shard, key| {
+                    Ok(match shard.view().get(key)? {
+                        Quick::Answer((value, promotion)) => {
+                            if let Some(promotion) = promotion {
+                                shard.promote(promotion);
+                            }
+                            Quick::Answer(value)
+                        }
+                        Quick::Shard => Quick::Shard,
+                    })
+                },
             )
             .await?;
         fetched
@@ -225,7 +237,12 @@ impl BlockStore for Engine {
     }
 
     fn has_many(&self, cids: &[Cid]) -> impl Future<Output = Result<Vec<bool>>> + Send {
-        let work = self.keyed(cids, |keys, reply| Request::Has { keys, reply }, |_| true);
+        let work = self.keyed(
+            cids,
+            |keys, reply| Request::Has { keys, reply },
+            |_| true,
+            |shard, key| shard.view().has(key),
+        );
         self.timed(Op::Has, cids.len(), work, |_| 0)
     }
 
@@ -236,6 +253,7 @@ impl BlockStore for Engine {
                     std::slice::from_ref(cid),
                     |keys, reply| Request::Size { keys, reply },
                     |data| Some(data.len() as u64),
+                    |shard, key| shard.view().size(key),
                 )
                 .await?;
             Ok(sizes.into_iter().next().flatten())
@@ -249,6 +267,7 @@ impl BlockStore for Engine {
             cids,
             |keys, reply| Request::Delete { keys, reply },
             |_| false,
+            |_, _| Ok(Quick::Shard),
         );
         self.timed(Op::Delete, cids.len(), work, |_| 0)
     }

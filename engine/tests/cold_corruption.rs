@@ -488,7 +488,13 @@ fn wrong_bytes_are_corrupt_and_never_cached(kind: BackendKind) {
     );
     let stats = store.stats().unwrap();
     assert_eq!(stats.corrupt_cold_reads, 4 + 2, "each refused read counts");
-    assert_eq!(stats.cache_bytes, 0, "nothing of a failed read is cached");
+    // Good blocks a failed batch read on the caller's thread may be cached (they were
+    // checked); the damaged ones never are.
+    assert!(
+        stats.shards[0].cache_entries <= 4,
+        "only good blocks are cached: {}",
+        stats.shards[0].cache_entries
+    );
     for block in [&all[1], &all[3], &all[4], &all[5]] {
         assert_eq!(store.get(block.cid()).unwrap().as_ref(), Some(block.data()));
     }

@@ -1,4 +1,6 @@
-//! The per-shard block cache: quick_cache's unsync cache with a byte weighter.
+//! The per-shard block cache: quick_cache's sync cache with a byte weighter. Sync because
+//! reads on callers' threads use it too (see `read_view`); its shards' locks are held only
+//! for a lookup or an insert.
 //!
 //! quick_cache evicts with S3-FIFO, which keeps a frequently read hot set resident while a
 //! scan of one-off reads passes through, where plain LRU would let the scan flush it.
@@ -25,34 +27,34 @@ impl Weighter<Key, Bytes> for ByteWeighter {
 
 /// A byte-budgeted cache of block bytes; a zero budget disables it.
 pub(crate) struct BlockCache {
-    inner: Option<quick_cache::unsync::Cache<Key, Bytes, ByteWeighter>>,
+    inner: Option<quick_cache::sync::Cache<Key, Bytes, ByteWeighter>>,
 }
 
 impl BlockCache {
     pub(crate) fn new(budget: u64) -> BlockCache {
         let inner = (budget > 0).then(|| {
             let items = (budget / ASSUMED_BLOCK_SIZE).max(16) as usize;
-            quick_cache::unsync::Cache::with_weighter(items, budget, ByteWeighter)
+            quick_cache::sync::Cache::with_weighter(items, budget, ByteWeighter)
         });
         BlockCache { inner }
     }
 
     pub(crate) fn get(&self, key: &[u8]) -> Option<Bytes> {
-        self.inner.as_ref()?.get(key).cloned()
+        self.inner.as_ref()?.get(key)
     }
 
     pub(crate) fn contains(&self, key: &[u8]) -> bool {
         self.inner.as_ref().is_some_and(|c| c.contains_key(key))
     }
 
-    pub(crate) fn insert(&mut self, key: Key, value: Bytes) {
-        if let Some(cache) = self.inner.as_mut() {
+    pub(crate) fn insert(&self, key: Key, value: Bytes) {
+        if let Some(cache) = self.inner.as_ref() {
             cache.insert(key, value);
         }
     }
 
-    pub(crate) fn remove(&mut self, key: &[u8]) {
-        if let Some(cache) = self.inner.as_mut() {
+    pub(crate) fn remove(&self, key: &[u8]) {
+        if let Some(cache) = self.inner.as_ref() {
             cache.remove(key);
         }
     }

@@ -598,18 +598,17 @@ impl Shard {
             .await;
         match result {
             Ok(outcome) => {
-                {
-                    let mut bloom = self.bloom.borrow_mut();
-                    for hash in &outcome.put_hashes {
-                        bloom.insert_hash(*hash);
-                    }
+                for hash in &outcome.put_hashes {
+                    self.bloom.insert_hash(*hash);
                 }
                 if !outcome.removed.is_empty() {
-                    let mut cache = self.cache.borrow_mut();
+                    // The epoch first: a reader on another thread that filled the cache with
+                    // a block read before the delete either sees the new epoch and drops it,
+                    // or filled it before this removal (see `read_view`).
+                    self.delete_epoch.advance();
                     for key in &outcome.removed {
-                        cache.remove(key);
+                        self.cache.remove(key);
                     }
-                    self.delete_epoch.set(self.delete_epoch.get() + 1);
                 }
                 apply_delta(&self.counters.blocks, outcome.blocks_delta);
                 apply_delta(&self.counters.bytes, outcome.bytes_delta);

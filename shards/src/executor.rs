@@ -7,13 +7,15 @@
 //! when nothing can have changed the backend since, else by walking the cold keys once. A
 //! filter that could miss a key is never consulted.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 
-use fastbloom::BloomFilter;
+use fastbloom::{AtomicBloomFilter, BloomFilter};
+
+use crate::read_view::ReadView;
 use glommio::{Latency, LocalExecutorBuilder, Placement, PoolPlacement, Shares};
 use ipfrs_core_types::Config;
 use ipfrs_core_types::key::bloom_hash;
@@ -59,7 +61,7 @@ impl ShardThread {
 }
 
 /// What the shard sends back once it is ready (or could not start).
-type Ready = std::sync::mpsc::SyncSender<Result<()>>;
+type Ready = std::sync::mpsc::SyncSender<Result<Arc<ReadView>>>;
 
 /// Starts shard `id` of `shards` over the backend directory `dir`, and waits until it serves
 /// requests (bloom filter and counters rebuilt) or has failed to start.
@@ -96,8 +98,8 @@ pub fn start_shard(id: usize, shards: usize, config: &Config, dir: PathBuf) -> R
         })?;
     let started = ready_rx.recv().unwrap_or(Err(Error::Stopped { shard: id }));
     match started {
-        Ok(()) => Ok(ShardThread {
-            handle: ShardHandle::new(id, tx, stopped),
+        Ok(view) => Ok(ShardThread {
+            handle: ShardHandle::new(id, tx, stopped, view),
             thread,
             cold_damage,
         }),
@@ -314,10 +316,14 @@ fn run_shard(
     let shard = Rc::new(Shard {
         id,
         backend,
-        cache: RefCell::new(BlockCache::new(share(config.cache_bytes))),
-        bloom: RefCell::new(bloom),
+        cache: Arc::new(BlockCache::new(share(config.cache_bytes))),
+        // Readers on callers' threads test it while the shard adds to it (atomic bits).
+        bloom: Arc::new(
+            AtomicBloomFilter::from_vec(bloom.as_slice().to_vec()).hashes(bloom.num_hashes()),
+        ),
         counters,
-        delete_epoch: Cell::new(0),
+        delete_epoch: Arc::default(),
+        reads: Arc::default(),
         writes: WriteQueue::new(
             config.durability,
             crate::commit::space::Space::open(
@@ -335,6 +341,7 @@ fn run_shard(
     // when it is dropped).
     let backend_alive = Arc::downgrade(&shard.backend);
     let segments = segments_dir.clone();
+    let view = Arc::new(shard.view());
     let (deferred, open_state) = executor.run(async move {
         if let Some(hot) = &shard.hot {
             if let Err(err) = hot.start_writer(resume, next_seq).await {
@@ -353,7 +360,7 @@ fn run_shard(
                 *hot.compaction.borrow_mut() = Some(task);
             }
         }
-        let _ = ready.send(Ok(()));
+        let _ = ready.send(Ok(view));
         serve(shard, rx).await
     });
     let backend_closed = backend_alive.upgrade().is_none();
@@ -469,12 +476,12 @@ async fn serve(
     // Only a close that made everything durable, with no write refused after a failed sync,
     // leaves a state: its filter and counts are then those of the store on disk.
     let open_state = (result.is_ok() && shard.writes.read_only().is_none()).then(|| {
-        let bloom = shard.bloom.borrow();
+        let bloom = &shard.bloom;
         OpenState {
             blocks: shard.counters.blocks.get(),
             bytes: shard.counters.bytes.get(),
             num_hashes: bloom.num_hashes(),
-            words: bloom.as_slice().to_vec(),
+            words: bloom.iter().collect(),
             packs: shard
                 .hot
                 .as_ref()

@@ -27,7 +27,9 @@ mod executor;
 mod hot;
 pub mod open_state;
 pub mod protocol;
+pub mod read_view;
 mod shard;
+mod shared;
 
 pub use damage::{Damage, DamageSite};
 pub use error::Error;

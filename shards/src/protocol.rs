@@ -7,6 +7,9 @@
 use bytes::Bytes;
 use ipfrs_core_types::key::Key;
 
+use std::sync::Arc;
+
+use crate::read_view::ReadView;
 use crate::{Error, Result};
 
 /// The sending half of a reply.
@@ -20,6 +23,16 @@ pub enum Request {
         items: Vec<(Key, Bytes)>,
         /// Acknowledgement.
         reply: Reply<()>,
+    },
+    /// Copy a cold block read on a caller's thread back into the hot tier (see
+    /// [`ShardHandle::promote`]). No reply.
+    Promote {
+        /// The block's key.
+        key: Key,
+        /// Its bytes, checked.
+        data: Bytes,
+        /// The shard's delete epoch when it was read.
+        epoch: u64,
     },
     /// Read blocks.
     Get {
@@ -158,6 +171,9 @@ pub struct ShardStats {
     pub cache_misses: u64,
     /// Lookups the bloom filter answered "absent" without a backend call.
     pub bloom_negatives: u64,
+    /// Keys read (`get`, `has`, `get_size`) on the caller's thread, without a round trip to
+    /// the shard.
+    pub caller_reads: u64,
     /// Size of the bloom filter in bits.
     pub bloom_bits: u64,
     /// Write groups committed (each one backend batch, and one sync unless durability is None).
@@ -220,6 +236,8 @@ pub struct ShardHandle {
     /// Never receives a message: it disconnects when the shard's thread ends (see
     /// [`PendingReply::wait`]).
     stopped: flume::Receiver<()>,
+    /// Reads on the caller's thread.
+    view: Arc<ReadView>,
 }
 
 impl ShardHandle {
@@ -229,8 +247,30 @@ impl ShardHandle {
         id: usize,
         tx: flume::Sender<Request>,
         stopped: flume::Receiver<()>,
+        view: Arc<ReadView>,
     ) -> ShardHandle {
-        ShardHandle { id, tx, stopped }
+        ShardHandle {
+            id,
+            tx,
+            stopped,
+            view,
+        }
+    }
+
+    /// What the caller's thread may read of this shard without a round trip to it.
+    pub fn view(&self) -> &ReadView {
+        &self.view
+    }
+
+    /// Hands the shard a cold block read often enough on a caller's thread to be copied back
+    /// into the hot tier. Dropped if the shard's queue is full: promotion only saves later
+    /// reads a trip to the cold backend.
+    pub fn promote(&self, promotion: crate::read_view::Promotion) {
+        let _ = self.tx.try_send(Request::Promote {
+            key: promotion.key,
+            data: promotion.data,
+            epoch: promotion.epoch,
+        });
     }
 
     /// The shard's index.
@@ -304,7 +344,7 @@ mod tests {
     fn a_request_left_in_the_queue_of_a_stopped_shard_fails_with_stopped() {
         let (tx, requests) = flume::bounded(4);
         let (thread_alive, stopped) = flume::bounded::<()>(0);
-        let handle = ShardHandle::new(3, tx, stopped);
+        let handle = ShardHandle::new(3, tx, stopped, Arc::new(ReadView::detached(3)));
         let pending = futures_lite::future::block_on(handle.send(|reply| Request::Flush { reply }))
             .expect("the queue has room");
         // The shard's loop ended without receiving it; its thread ends.
@@ -329,7 +369,7 @@ mod tests {
     fn a_reply_sent_before_the_stop_wins() {
         let (tx, requests) = flume::bounded(4);
         let (thread_alive, stopped) = flume::bounded::<()>(0);
-        let handle = ShardHandle::new(0, tx, stopped);
+        let handle = ShardHandle::new(0, tx, stopped, Arc::new(ReadView::detached(0)));
         let pending =
             futures_lite::future::block_on(handle.send(|reply| Request::Flush { reply })).unwrap();
         match requests.recv().unwrap() {

@@ -11,7 +11,7 @@ use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::Arc;
 
-use fastbloom::BloomFilter;
+use fastbloom::AtomicBloomFilter;
 use glommio::sync::Gate;
 use ipfrs_core_types::key::{Key, bloom_hash, cid_of_key};
 use ipfrs_tiering::ColdBackend;
@@ -30,9 +30,6 @@ use crate::{Error, Result};
 pub(crate) struct Counters {
     pub(crate) blocks: Cell<u64>,
     pub(crate) bytes: Cell<u64>,
-    pub(crate) cache_hits: Cell<u64>,
-    pub(crate) cache_misses: Cell<u64>,
-    pub(crate) bloom_negatives: Cell<u64>,
     pub(crate) write_groups: Cell<u64>,
     pub(crate) write_ops: Cell<u64>,
     pub(crate) put_bytes: Cell<u64>,
@@ -51,11 +48,13 @@ pub(crate) fn bump(cell: &Cell<u64>, by: u64) {
 pub(crate) struct Shard {
     pub(crate) id: usize,
     pub(crate) backend: Arc<dyn ColdBackend>,
-    pub(crate) cache: RefCell<BlockCache>,
-    pub(crate) bloom: RefCell<BloomFilter>,
+    pub(crate) cache: Arc<BlockCache>,
+    pub(crate) bloom: Arc<AtomicBloomFilter>,
     pub(crate) counters: Counters,
+    /// Read counters shared with callers' threads (see [`crate::read_view`]).
+    pub(crate) reads: Arc<crate::read_view::ReadCounters>,
     /// Incremented each time a group that deleted something commits.
-    pub(crate) delete_epoch: Cell<u64>,
+    pub(crate) delete_epoch: Arc<crate::shared::Epoch>,
     pub(crate) writes: WriteQueue,
     /// The hot tier, if configured.
     pub(crate) hot: Option<HotTier>,
@@ -71,7 +70,9 @@ pub(crate) struct Shard {
 /// Fault injection (tests only, the `failpoints` feature): a cold-backend read failing as an
 /// EIO from the disk would make it fail.
 #[cfg_attr(not(feature = "failpoints"), allow(unused_variables))]
-fn injected_cold_read_failure(kind: ipfrs_core_types::BackendKind) -> Option<ipfrs_tiering::Error> {
+pub(crate) fn injected_cold_read_failure(
+    kind: ipfrs_core_types::BackendKind,
+) -> Option<ipfrs_tiering::Error> {
     fail::fail_point!("cold-read", |_| Some(ipfrs_tiering::Error::Backend {
         backend: kind,
         message: std::io::Error::from_raw_os_error(libc::EIO).to_string(),
@@ -90,14 +91,16 @@ impl Shard {
     /// False only when the key is certainly absent. Not counted in the stats: the writer
     /// asks this too, and only lookups should count as bloom negatives.
     pub(crate) fn bloom_may_contain(&self, key: &[u8]) -> bool {
-        self.bloom.borrow().contains_hash(bloom_hash(key))
+        self.bloom.contains_hash(bloom_hash(key))
     }
 
     /// [`Self::bloom_may_contain`] for a lookup, counting the negatives.
     pub(crate) fn may_contain(&self, key: &[u8]) -> bool {
         let present = self.bloom_may_contain(key);
         if !present {
-            bump(&self.counters.bloom_negatives, 1);
+            self.reads
+                .bloom_negatives
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
         present
     }
@@ -125,6 +128,14 @@ impl Shard {
                 self.enqueue_put(items, reply)
             }
             Request::Delete { keys, reply } => self.enqueue_delete(keys, reply),
+            Request::Promote { key, data, epoch } => {
+                if self.hot.is_some() {
+                    self.enqueue(WriteOp {
+                        pending: Pending::Promote { key, data, epoch },
+                        ack: Ack::Nobody,
+                    });
+                }
+            }
             Request::Flush { reply } => self.enqueue_flush(reply),
             Request::Get { keys, reply } => {
                 self.spawn(async move |s| {
@@ -168,6 +179,19 @@ impl Shard {
         }
     }
 
+    /// What callers' threads may read of this shard.
+    pub(crate) fn view(&self) -> crate::read_view::ReadView {
+        crate::read_view::ReadView {
+            id: self.id,
+            backend: Arc::downgrade(&self.backend),
+            bloom: Arc::clone(&self.bloom),
+            epoch: Arc::clone(&self.delete_epoch),
+            counters: Arc::clone(&self.reads),
+            cache: Arc::clone(&self.cache),
+            hot: self.hot.as_ref().map(HotTier::view),
+        }
+    }
+
     /// Runs `task` inside the shard's gate; `false` if the shard is shutting down (the task
     /// is dropped).
     pub(crate) fn spawn(self: &Rc<Self>, task: impl AsyncFnOnce(Rc<Shard>) + 'static) -> bool {
@@ -191,7 +215,7 @@ impl Shard {
         let mut out = vec![None; keys.len()];
         let mut misses = Vec::new();
         {
-            let cache = self.cache.borrow();
+            let cache = &self.cache;
             for (i, key) in keys.iter().enumerate() {
                 if !self.may_contain(key) {
                     continue;
@@ -202,7 +226,9 @@ impl Shard {
                 }
                 match cache.get(key) {
                     Some(value) => {
-                        bump(&self.counters.cache_hits, 1);
+                        self.reads
+                            .cache_hits
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         out[i] = Some(Fetched::Data(value));
                     }
                     None => misses.push(i),
@@ -212,7 +238,9 @@ impl Shard {
         if misses.is_empty() {
             return Ok(out);
         }
-        bump(&self.counters.cache_misses, misses.len() as u64);
+        self.reads
+            .cache_misses
+            .fetch_add(misses.len() as u64, std::sync::atomic::Ordering::Relaxed);
         let epoch = self.delete_epoch.get();
         let miss_keys: Vec<Key> = misses.iter().map(|&i| keys[i].clone()).collect();
         let (miss_keys, entries, mut damaged) = self
@@ -289,7 +317,7 @@ impl Shard {
         let fill = epoch == self.delete_epoch.get();
         let mut promote = Vec::new();
         {
-            let mut cache = self.cache.borrow_mut();
+            let cache = &self.cache;
             for ((i, key), value) in misses.into_iter().zip(miss_keys).zip(values) {
                 if let (true, Some(Fetched::Data(value))) = (fill, &value) {
                     if let Some(hot) = &self.hot
@@ -359,7 +387,7 @@ impl Shard {
                 out[i] = value;
                 continue;
             }
-            match from_cache(&self.cache.borrow(), key) {
+            match from_cache(&self.cache, key) {
                 Some(value) => out[i] = value,
                 None => unsure.push(i),
             }
@@ -482,17 +510,30 @@ impl Shard {
 
     pub(crate) fn stats(&self) -> ShardStats {
         let c = &self.counters;
-        let (cache_bytes, cache_entries) = self.cache.borrow().usage();
+        let (cache_bytes, cache_entries) = self.cache.usage();
         let mut stats = ShardStats {
             shard: self.id,
             blocks: c.blocks.get(),
             bytes: c.bytes.get(),
             cache_bytes,
             cache_entries,
-            cache_hits: c.cache_hits.get(),
-            cache_misses: c.cache_misses.get(),
-            bloom_negatives: c.bloom_negatives.get(),
-            bloom_bits: self.bloom.borrow().num_bits() as u64,
+            cache_hits: self
+                .reads
+                .cache_hits
+                .load(std::sync::atomic::Ordering::Relaxed),
+            cache_misses: self
+                .reads
+                .cache_misses
+                .load(std::sync::atomic::Ordering::Relaxed),
+            bloom_negatives: self
+                .reads
+                .bloom_negatives
+                .load(std::sync::atomic::Ordering::Relaxed),
+            caller_reads: self
+                .reads
+                .caller_reads
+                .load(std::sync::atomic::Ordering::Relaxed),
+            bloom_bits: self.bloom.num_bits() as u64,
             write_groups: c.write_groups.get(),
             write_ops: c.write_ops.get(),
             read_only: self.writes.read_only().is_some(),

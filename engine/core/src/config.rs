@@ -107,6 +107,10 @@ pub struct Config {
     pub blocking_threads_per_shard: usize,
     /// Pin shard `i` to core `i % cores` (glommio `Placement::Fixed`); off: let the OS place them.
     pub pin_shards: bool,
+    /// Answer `get`, `has` and `get_size` on the caller's thread where the shard's shared
+    /// state can (bloom filter, hot index, mapped segments and packs, the cold backend),
+    /// instead of a round trip to the shard's executor. Off: every read goes to its shard.
+    pub caller_reads: bool,
     /// Requests that may wait in a shard's queue before senders wait (back-pressure).
     pub queue_depth: usize,
     /// Let an idle shard spin this long before it sleeps. A sleeping shard must be woken by
@@ -197,6 +201,7 @@ impl Config {
             io_memory_per_shard: 1 << 20,
             blocking_threads_per_shard: 2,
             pin_shards: true,
+            caller_reads: true,
             queue_depth: 1024,
             spin_before_park: None,
             release_free_memory_every: Some(Duration::from_secs(1)),

@@ -18,6 +18,7 @@
 //! io_memory_per_shard = 1048576   # io_uring registered memory per shard (counts in ulimit -l)
 //! blocking_threads_per_shard = 2  # threads running cold-backend calls, per shard
 //! pin_shards = true               # pin shard i to core i % cores
+//! caller_reads = true             # answer reads on the caller's thread where possible
 //! queue_depth = 1024              # requests queued per shard before senders wait
 //! spin_before_park = "50us"       # idle spin before sleeping; absent: never spin
 //! release_free_memory_every = "1s" # hand glibc's free memory back to the kernel; 0: never
@@ -85,6 +86,7 @@ struct ConfigFile {
     io_memory_per_shard: Option<usize>,
     blocking_threads_per_shard: Option<usize>,
     pin_shards: Option<bool>,
+    caller_reads: Option<bool>,
     queue_depth: Option<usize>,
     spin_before_park: Option<DurationValue>,
     release_free_memory_every: Option<DurationValue>,
@@ -175,6 +177,7 @@ fn parse(text: &str, origin: &str, data_dir: PathBuf) -> Result<Config, ConfigFi
         io_memory_per_shard,
         blocking_threads_per_shard,
         pin_shards,
+        caller_reads,
         queue_depth
     );
     config.shards = file.shards;

@@ -16,7 +16,8 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
 
 /// Room kept free beyond what a cold write needs: the backend's log records, indexes and
 /// metadata around the values.
@@ -46,25 +47,44 @@ pub(crate) fn headroom(segment_bytes: u64) -> u64 {
 /// shards share the filesystem, so each counts the others' pending writes as taken.
 static CLAIMED: AtomicU64 = AtomicU64::new(0);
 
-/// Explicit compactions running in this process (see [`Freeing`]).
-static FREEING: AtomicUsize = AtomicUsize::new(0);
+/// Explicit compactions running, per store directory (see [`Freeing`]).
+static FREEING: Mutex<Vec<(PathBuf, usize)>> = Mutex::new(Vec::new());
 
-/// Held for the length of an explicit compaction: while any runs, no shard takes its reserve
-/// back. Taking it back after every step gave the room a compaction had just released to
-/// another shard's reserve (they share the filesystem), and the compaction's next step found
-/// the disk as full as before (`repo gc` on a full disk then stopped with `NoSpace`).
-pub(crate) struct Freeing(());
+fn freeing_in(store: &Path) -> usize {
+    let running = FREEING.lock().unwrap_or_else(PoisonError::into_inner);
+    running
+        .iter()
+        .find(|(dir, _)| dir == store)
+        .map_or(0, |(_, n)| *n)
+}
+
+/// Held for the length of an explicit compaction: while any runs in a store, none of its
+/// shards takes its reserve back. Taking it back after every step gave the room a compaction
+/// had just released to another shard's reserve (they share the filesystem), and the
+/// compaction's next step found the disk as full as before (`repo gc` on a full disk then
+/// stopped with `NoSpace`). Per store: other engines in the process are not held back.
+pub(crate) struct Freeing(PathBuf);
 
 impl Freeing {
-    pub(crate) fn start() -> Freeing {
-        FREEING.fetch_add(1, Ordering::AcqRel);
-        Freeing(())
+    pub(crate) fn start(space: &Space) -> Freeing {
+        let mut running = FREEING.lock().unwrap_or_else(PoisonError::into_inner);
+        match running.iter_mut().find(|(dir, _)| *dir == space.store) {
+            Some((_, n)) => *n += 1,
+            None => running.push((space.store.clone(), 1)),
+        }
+        Freeing(space.store.clone())
     }
 }
 
 impl Drop for Freeing {
     fn drop(&mut self) {
-        FREEING.fetch_sub(1, Ordering::AcqRel);
+        let mut running = FREEING.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(at) = running.iter().position(|(dir, _)| *dir == self.0) {
+            running[at].1 -= 1;
+            if running[at].1 == 0 {
+                running.swap_remove(at);
+            }
+        }
     }
 }
 
@@ -88,6 +108,8 @@ const RESERVE_FILE: &str = "space.reserve";
 /// One shard's reserve and the filesystem it is on.
 #[derive(Debug)]
 pub(crate) struct Space {
+    /// The store's directory (the shards' parent): what [`Freeing`] is counted by.
+    store: PathBuf,
     /// The shard's directory (on the filesystem whose space is counted).
     dir: PathBuf,
     /// The reserve file; `None` when the reserve is off.
@@ -109,6 +131,7 @@ impl Space {
     pub(crate) fn open(dir: &Path, target: u64) -> Space {
         let space = Space {
             dir: dir.to_path_buf(),
+            store: dir.parent().unwrap_or(dir).to_path_buf(),
             reserve: (target > 0).then(|| dir.join(RESERVE_FILE)),
             target,
             full: std::sync::atomic::AtomicBool::new(false),
@@ -205,7 +228,7 @@ impl Space {
             return;
         };
         let held = self.held.load(Ordering::Acquire);
-        if held >= self.target || FREEING.load(Ordering::Acquire) > 0 {
+        if held >= self.target || freeing_in(&self.store) > 0 {
             return;
         }
         let free = free_bytes(&self.dir)

@@ -146,7 +146,7 @@ pub(crate) async fn compact_all(shard: &Rc<Shard>) -> Result<u64> {
                 .is_ok()
         })
         .await;
-    let freeing = space::Freeing::start();
+    let freeing = space::Freeing::start(&shard.writes.space);
     let mut compacted = compact_in_order(shard, sealed_segments(hot)).await?;
     if seal {
         // Another writer may have taken the room meanwhile: the new segment's own check

@@ -480,12 +480,17 @@ impl Shard {
     /// blocks from the cache.
     fn apply(&self, hot: &HotTier, records: Vec<(Effect, Option<Bytes>)>, appended: &Appended) {
         let mut index = hot.index.borrow_mut();
-        let mut bloom = self.bloom.borrow_mut();
-        let mut deleted = false;
+        // The epoch moves before any deleted key leaves the cache (see `read_view`).
+        if records
+            .iter()
+            .any(|(effect, _)| matches!(effect, Effect::Tombstone { .. }))
+        {
+            self.delete_epoch.advance();
+        }
         for ((effect, _), &(segment, offset)) in records.into_iter().zip(&appended.locations) {
             match effect {
                 Effect::Put { key, len, hits } => {
-                    bloom.insert_hash(bloom_hash(&key));
+                    self.bloom.insert_hash(bloom_hash(&key));
                     index.insert(
                         &key,
                         Loc {
@@ -500,13 +505,9 @@ impl Shard {
                 }
                 Effect::Tombstone { key } => {
                     index.remove(&key);
-                    self.cache.borrow_mut().remove(&key);
-                    deleted = true;
+                    self.cache.remove(&key);
                 }
             }
-        }
-        if deleted {
-            self.delete_epoch.set(self.delete_epoch.get() + 1);
         }
     }
 }

@@ -23,6 +23,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use fastbloom::BloomFilter;
@@ -40,6 +41,7 @@ use ipfrs_tiering::segment::salvage::salvage;
 use ipfrs_tiering::segment::{HotIndex, Loc, SegmentScan, replay, scan_segment};
 
 use crate::damage::{Damage, DamageSite, MAX_DAMAGE_KEPT};
+use crate::shared::Shared;
 
 use writer::{DMA_ALIGN, RECORD_ALIGN, Writer};
 
@@ -75,9 +77,9 @@ pub(crate) struct HotCounters {
 pub(crate) struct HotTier {
     pub(crate) config: HotConfig,
     pub(crate) dir: PathBuf,
-    pub(crate) index: RefCell<HotIndex>,
+    pub(crate) index: Arc<Shared<HotIndex>>,
     /// Every segment file, the active one included, by number.
-    pub(crate) segments: RefCell<BTreeMap<u32, MappedSegment>>,
+    pub(crate) segments: Arc<Shared<BTreeMap<u32, MappedSegment>>>,
     /// The appender; the committer takes it out for the length of an append.
     pub(crate) writer: RefCell<Option<Writer>>,
     /// This shard's share of the hot budget, in bytes.
@@ -86,7 +88,7 @@ pub(crate) struct HotTier {
     pub(crate) max_segments: usize,
     pub(crate) counters: HotCounters,
     /// Reads of cold blocks, by key fingerprint, for promotion.
-    pub(crate) cold_reads: RefCell<HashMap<u128, u16>>,
+    pub(crate) cold_reads: Arc<std::sync::Mutex<HashMap<u128, u16>>>,
     /// File changes that wait until the cold backend has been closed cleanly, because its
     /// flush does not make the index entries they rely on durable (see
     /// `ColdBackend::flush_is_durable`): a crash replays such a segment as hot, and keeps such
@@ -95,7 +97,7 @@ pub(crate) struct HotTier {
     /// The compaction task, cancelled at shutdown (it holds the shard alive otherwise).
     pub(crate) compaction: RefCell<Option<glommio::Task<()>>>,
     /// The shard's packs (sealed segments whose blocks went cold).
-    pub(crate) packs: RefCell<packs::Packs>,
+    pub(crate) packs: Arc<Shared<packs::Packs>>,
     /// Segments being compacted: the block bytes indexed into each so far (it becomes a pack
     /// if any) and where its records end.
     pub(crate) packing: RefCell<HashMap<u32, Packing>>,
@@ -285,17 +287,17 @@ impl HotTier {
             tier: HotTier {
                 config,
                 dir: dir.to_path_buf(),
-                index: RefCell::new(recovered.index),
-                segments: RefCell::new(segments),
+                index: Arc::new(Shared::new(recovered.index)),
+                segments: Arc::new(Shared::new(segments)),
                 writer: RefCell::new(None),
                 budget,
                 // The active segment plus at least one sealed one.
                 max_segments: ((budget / config.segment_bytes.max(1)) as usize).max(2),
                 counters,
-                cold_reads: RefCell::default(),
+                cold_reads: Arc::default(),
                 compaction: RefCell::new(None),
                 deferred: RefCell::default(),
-                packs: RefCell::new(packs),
+                packs: Arc::new(Shared::new(packs)),
                 packing: RefCell::default(),
                 damage: RefCell::new(damage),
                 wake_tx,
@@ -366,22 +368,17 @@ impl HotTier {
     /// Counts a read of a cold block; true when it has been read often enough to be copied
     /// back into the hot tier.
     pub(crate) fn count_cold_read(&self, key: &[u8]) -> bool {
-        let threshold = self.config.promote_after_reads;
-        if threshold == 0 {
-            return false;
-        }
-        let mut reads = self.cold_reads.borrow_mut();
-        if reads.len() >= PROMOTION_TRACKED_KEYS {
-            reads.clear();
-        }
-        let fp = fingerprint(key);
-        let count = reads.entry(fp).or_insert(0);
-        *count = count.saturating_add(1);
-        if *count >= threshold {
-            reads.remove(&fp);
-            true
-        } else {
-            false
+        count_read(&self.cold_reads, self.config.promote_after_reads, key)
+    }
+
+    /// What callers' threads may read of this tier (see [`crate::read_view`]).
+    pub(crate) fn view(&self) -> crate::read_view::HotView {
+        crate::read_view::HotView {
+            index: Arc::clone(&self.index),
+            segments: Arc::clone(&self.segments),
+            packs: Arc::clone(&self.packs),
+            cold_reads: Arc::clone(&self.cold_reads),
+            promote_after_reads: self.config.promote_after_reads,
         }
     }
 
@@ -398,6 +395,33 @@ impl HotTier {
     /// Disk bytes the segments take (each is preallocated to full size).
     pub(crate) fn disk_footprint(&self) -> u64 {
         self.segments.borrow().len() as u64 * self.config.segment_bytes
+    }
+}
+
+/// Counts a read of the cold block `key` in `reads`; true once it has been read `threshold`
+/// times (0: never), and the count starts over. The shard and callers' threads share `reads`.
+pub(crate) fn count_read(
+    reads: &std::sync::Mutex<HashMap<u128, u16>>,
+    threshold: u16,
+    key: &[u8],
+) -> bool {
+    if threshold == 0 {
+        return false;
+    }
+    let mut reads = reads
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if reads.len() >= PROMOTION_TRACKED_KEYS {
+        reads.clear();
+    }
+    let fp = fingerprint(key);
+    let count = reads.entry(fp).or_insert(0);
+    *count = count.saturating_add(1);
+    if *count >= threshold {
+        reads.remove(&fp);
+        true
+    } else {
+        false
     }
 }
 
