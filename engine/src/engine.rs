@@ -210,6 +210,20 @@ impl Engine {
         &self.inner.metadata
     }
 
+    /// Shard `i`'s handle, if the engine is open.
+    pub(crate) fn shard(&self, i: usize) -> Result<&ShardHandle> {
+        self.check_open()?;
+        self.inner
+            .shards
+            .get(i)
+            .ok_or_else(|| Error::Storage(format!("no shard {i}")))
+    }
+
+    /// Whether reads may be answered on the caller's thread (`Config::caller_reads`).
+    pub(crate) fn caller_reads(&self) -> bool {
+        self.inner.config.caller_reads
+    }
+
     fn check_open(&self) -> Result<()> {
         if self.inner.closed.load(Ordering::Acquire) {
             Err(Error::Closed)

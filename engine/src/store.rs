@@ -4,7 +4,7 @@ use std::collections::VecDeque;
 use std::future::Future;
 
 use bytes::Bytes;
-use ipfrs_core_types::key::{Key, cid_of_key};
+use ipfrs_core_types::key::{Key, cid_of_key, identity_data, shard_of};
 use ipfrs_core_types::{Block, Cid};
 use ipfrs_shards::Fetched;
 use ipfrs_shards::protocol::Request;
@@ -221,7 +221,83 @@ impl Engine {
     }
 }
 
+impl Engine {
+    /// A single key read on the caller's thread without allocating (the key lives on the
+    /// stack): `f` gets the CID's shard and key. `None` when the shard must answer (or the
+    /// CID is an identity CID, or `caller_reads` is off).
+    fn quick<T>(
+        &self,
+        cid: &Cid,
+        f: impl FnOnce(&ipfrs_shards::ShardHandle, &[u8]) -> ipfrs_shards::Result<Quick<T>>,
+    ) -> Result<Option<T>> {
+        if !self.caller_reads() || identity_data(cid).is_some() {
+            return Ok(None);
+        }
+        let mut key = [0u8; 80];
+        let len = match cid.hash().write(&mut key[..]) {
+            Ok(len) => len,
+            Err(_) => return Ok(None),
+        };
+        let shard = self.shard(shard_of(cid, self.shard_count()))?;
+        Ok(match f(shard, &key[..len])? {
+            Quick::Answer(value) => Some(value),
+            Quick::Shard => None,
+        })
+    }
+}
+
 impl BlockStore for Engine {
+    async fn get(&self, cid: &Cid) -> Result<Option<Bytes>> {
+        let work = async {
+            let quick = self.quick(cid, |shard, key| {
+                Ok(match shard.view().get(key)? {
+                    Quick::Answer((value, promotion)) => {
+                        if let Some(promotion) = promotion {
+                            shard.promote(promotion);
+                        }
+                        let data = match value {
+                            Some(fetched) => Some(fetched.into_data(key)?),
+                            None => None,
+                        };
+                        Quick::Answer(data)
+                    }
+                    Quick::Shard => Quick::Shard,
+                })
+            })?;
+            match quick {
+                Some(found) => Ok(found),
+                None => Ok(self
+                    .fetch_many(std::slice::from_ref(cid))
+                    .await?
+                    .pop()
+                    .flatten()),
+            }
+        };
+        self.timed(Op::Get, 1, work, |found| {
+            found.as_ref().map_or(0, |b| b.len() as u64)
+        })
+        .await
+    }
+
+    async fn has(&self, cid: &Cid) -> Result<bool> {
+        let work = async {
+            match self.quick(cid, |shard, key| shard.view().has(key))? {
+                Some(found) => Ok(found),
+                None => Ok(self
+                    .keyed(
+                        std::slice::from_ref(cid),
+                        |keys, reply| Request::Has { keys, reply },
+                        |_| true,
+                        |_, _| Ok(Quick::Shard),
+                    )
+                    .await?
+                    .pop()
+                    == Some(true)),
+            }
+        };
+        self.timed(Op::Has, 1, work, |_| 0).await
+    }
+
     fn put_many(&self, blocks: &[Block]) -> impl Future<Output = Result<()>> + Send {
         let bytes: u64 = blocks.iter().map(|b| b.len() as u64).sum();
         self.timed(Op::Put, blocks.len(), self.put_blocks(blocks), move |_| {

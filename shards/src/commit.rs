@@ -502,6 +502,12 @@ impl Shard {
         let roll_over = if rolls_over { segment_bytes } else { 0 };
         let headroom = space::headroom(segment_bytes);
         let cold_only = self.hot.is_none();
+        // The common case needs no system call: puts into the active segment of a shard whose
+        // reserve is whole, and no delete. It is decided here, without a trip to the blocking
+        // pool (a lone writer's put waited for one on every call).
+        if !cold_only && !deletes && !rolls_over && !space.full() && space.whole() {
+            return (group, None);
+        }
         let (puts_fit, deletes_fit, claim) = glommio::executor()
             .spawn_blocking(move || {
                 let mut claim = None;

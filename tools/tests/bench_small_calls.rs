@@ -126,7 +126,7 @@ fn put_stores_new_blocks_on_every_target_with_a_ceiling_row() {
         "--backend",
         "parity-db",
     ]);
-    assert_eq!(doc["settings"]["durability"], "batch");
+    assert_eq!(doc["settings"]["durability"], "sync");
     let names: Vec<&str> = doc["workloads"]
         .as_array()
         .unwrap()

@@ -12,7 +12,7 @@
 //! bloom_expected_items = 1000000  # blocks the bloom filters are sized for
 //! bloom_fp_rate = 0.01            # false-positive rate at that count
 //! max_block_size = 2097152        # largest block `put` accepts
-//! durability = "batch"            # "sync", "batch" (group commit) or "none"
+//! durability = "sync"             # "sync" (group commit, the default), "batch" (group commit with a window) or "none"
 //! batch_max_delay = "500us"       # batch only: a duration string or an integer of microseconds
 //! batch_max_ops = 1024            # batch only: a group is written at this many writes
 //! io_memory_per_shard = 1048576   # io_uring registered memory per shard (counts in ulimit -l)
@@ -20,7 +20,7 @@
 //! pin_shards = true               # pin shard i to core i % cores
 //! caller_reads = true             # answer reads on the caller's thread where possible
 //! queue_depth = 1024              # requests queued per shard before senders wait
-//! spin_before_park = "50us"       # idle spin before sleeping; absent: never spin
+//! spin_before_park = "200us"      # idle spin before sleeping (the default); 0: never spin
 //! release_free_memory_every = "1s" # hand glibc's free memory back to the kernel; 0: never
 //! hot_tier = true                 # hot segment tier on (default) or off (cold backend only)
 //! hot_budget_bytes = 1073741824   # disk the hot segments may take, all shards together
@@ -207,7 +207,8 @@ fn parse(text: &str, origin: &str, data_dir: PathBuf) -> Result<Config, ConfigFi
             .map_err(|e| invalid("backend", e))?;
     }
     if let Some(spin) = &file.spin_before_park {
-        config.spin_before_park = Some(spin.resolve().map_err(|e| invalid("spin_before_park", e))?);
+        let spin = spin.resolve().map_err(|e| invalid("spin_before_park", e))?;
+        config.spin_before_park = (!spin.is_zero()).then_some(spin);
     }
     if let Some(every) = &file.release_free_memory_every {
         let every = every
@@ -230,14 +231,10 @@ fn parse(text: &str, origin: &str, data_dir: PathBuf) -> Result<Config, ConfigFi
         }
         Some(DurabilityName::Sync) => Durability::Sync,
         Some(DurabilityName::None) => Durability::None,
+        None if !batch_keys => Durability::default(),
+        // Batch keys alone ask for batch, as they did when batch was the default.
         Some(DurabilityName::Batch) | None => {
-            let Durability::Batch {
-                mut max_delay,
-                mut max_ops,
-            } = Durability::default()
-            else {
-                unreachable!("the default durability is Batch");
-            };
+            let (mut max_delay, mut max_ops) = Durability::BATCH_WINDOW;
             if let Some(delay) = &file.batch_max_delay {
                 max_delay = delay.resolve().map_err(|e| invalid("batch_max_delay", e))?;
             }

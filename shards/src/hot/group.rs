@@ -426,12 +426,18 @@ impl Shard {
                         }
                     }
                 }
-                if hot.config.prefetch_written {
-                    let ranges: Vec<_> = prefetch_ranges(&appended.ranges)
+                let ranges: Vec<_> = if hot.config.prefetch_written {
+                    prefetch_ranges(&appended.ranges)
                         .filter_map(|(id, start, end)| {
                             Some((segments.get(&id)?.clone(), start, end))
                         })
-                        .collect();
+                        .collect()
+                } else {
+                    Vec::new()
+                };
+                // A small append ends in the page it began in: nothing to read ahead, and no
+                // trip to the blocking pool for it.
+                if !ranges.is_empty() {
                     // The commit does not wait for the readahead.
                     let prefetch = glommio::executor().spawn_blocking(move || {
                         for (map, start, end) in ranges {

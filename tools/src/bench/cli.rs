@@ -137,7 +137,7 @@ pub struct RunArgs {
 
     /// When writes are acknowledged (the engine's Durability); raw backends flush and the disk
     /// ceilings fdatasync after each batch (put: each block) unless `none`.
-    #[arg(long, value_enum, default_value_t = DurabilityArg::Batch)]
+    #[arg(long, value_enum, default_value_t = DurabilityArg::Sync)]
     pub durability: DurabilityArg,
 
     /// Engine shards. Default: one per core.
@@ -215,9 +215,10 @@ impl HotArg {
 /// The `--durability` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum DurabilityArg {
-    /// Every write is synced before it is acknowledged (concurrent writes share a sync).
+    /// Every write is synced before it is acknowledged (group commit as leader and
+    /// followers: concurrent writes share a sync), the engine's default.
     Sync,
-    /// Group commit, the engine's default.
+    /// Group commit with a 500 us gathering window.
     Batch,
     /// No sync: a crash may lose acknowledged writes.
     None,
@@ -228,7 +229,7 @@ impl DurabilityArg {
     pub fn durability(self) -> Durability {
         match self {
             DurabilityArg::Sync => Durability::Sync,
-            DurabilityArg::Batch => Durability::default(),
+            DurabilityArg::Batch => Durability::batch(),
             DurabilityArg::None => Durability::None,
         }
     }
@@ -547,7 +548,7 @@ mod tests {
         assert_eq!(plan.workloads, WorkloadKind::DEFAULT.to_vec());
         assert_eq!(plan.size, SizeSpec::Ipfs);
         assert_eq!(plan.backends, ipfrs_storage::compiled_backends());
-        assert_eq!(plan.durability, DurabilityArg::Batch);
+        assert_eq!(plan.durability, DurabilityArg::Sync);
         assert_eq!(plan.baseline, "raw");
         assert!(plan.ceilings && plan.rate.is_none());
         assert_eq!(plan.duration, Some(Duration::from_millis(200)));
