@@ -21,7 +21,7 @@ use super::workload::{SizeSpec, WorkloadKind};
     args_conflicts_with_subcommands = true
 )]
 pub struct Cli {
-    /// `compare`; without a subcommand, a benchmark run.
+    /// `compare` or `report`; without a subcommand, a benchmark run.
     #[command(subcommand)]
     pub command: Option<Command>,
     /// The run's flags.
@@ -35,6 +35,19 @@ pub enum Command {
     /// Compares two `--json` reports figure by figure; exits with 1 if any figure regressed past
     /// the threshold.
     Compare(CompareArgs),
+    /// Writes the HTML report (charts and tables, one self-contained file) of a saved `--json`
+    /// run.
+    Report(ReportArgs),
+}
+
+/// The flags of `report`.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// The run, as `--json` wrote it.
+    pub run: PathBuf,
+    /// The HTML file to write.
+    #[arg(short = 'o', long = "output", value_name = "FILE.html")]
+    pub output: PathBuf,
 }
 
 /// The flags of `compare`.
@@ -47,6 +60,9 @@ pub struct CompareArgs {
     /// A figure regressed when it is this much worse (ops/s lower, p99 latency higher).
     #[arg(long, value_name = "PERCENT", default_value = "10%", value_parser = parse_percent)]
     pub threshold: f64,
+    /// Also write the comparison as an HTML page with a chart per workload.
+    #[arg(long, value_name = "FILE.html")]
+    pub report: Option<PathBuf>,
 }
 
 /// The flags of a benchmark run.
@@ -185,6 +201,12 @@ pub struct RunArgs {
     #[arg(long, value_name = "FILE")]
     pub markdown: Option<PathBuf>,
 
+    /// Also write an HTML report to this file: one self-contained page (inline SVG charts and
+    /// CSS, no script) with per workload throughput bars, latency percentile curves and the
+    /// figures, then memory and CPU per target, the machine and this command line.
+    #[arg(long, value_name = "FILE.html")]
+    pub report: Option<PathBuf>,
+
     /// Print nothing on stdout and no progress bar (errors still go to stderr).
     #[arg(long, short)]
     pub quiet: bool,
@@ -311,6 +333,8 @@ pub struct Plan {
     pub json: Option<PathBuf>,
     /// Markdown summary file.
     pub markdown: Option<PathBuf>,
+    /// HTML report file.
+    pub report: Option<PathBuf>,
     /// No stdout output, no progress bar.
     pub quiet: bool,
 }
@@ -442,6 +466,7 @@ impl Plan {
             seed: args.seed,
             json: args.json,
             markdown: args.markdown,
+            report: args.report,
             quiet: args.quiet,
         })
     }

@@ -81,23 +81,31 @@ pub fn changes(old: &Document, new: &Document, threshold: f64) -> Vec<Change> {
     out
 }
 
-/// The printed comparison.
-pub fn render(old: &Document, new: &Document, changes: &[Change], threshold: f64) -> String {
-    let mut out = String::new();
+/// Why the two runs' figures may not compare (different settings or CPUs), one line each.
+pub fn warnings(old: &Document, new: &Document) -> Vec<String> {
+    let mut out = Vec::new();
     if old.settings.blocks != new.settings.blocks
         || old.settings.size != new.settings.size
         || old.settings.threads != new.settings.threads
         || old.settings.in_flight != new.settings.in_flight
         || old.settings.durability != new.settings.durability
     {
-        out.push_str("warning: the two runs used different settings; figures may not compare\n");
+        out.push("the two runs used different settings; figures may not compare".to_string());
     }
     if old.machine.cpu_model != new.machine.cpu_model {
-        let _ = writeln!(
-            out,
-            "warning: different CPUs ({} vs {})",
+        out.push(format!(
+            "different CPUs ({} vs {})",
             old.machine.cpu_model, new.machine.cpu_model
-        );
+        ));
+    }
+    out
+}
+
+/// The printed comparison.
+pub fn render(old: &Document, new: &Document, changes: &[Change], threshold: f64) -> String {
+    let mut out = String::new();
+    for warning in warnings(old, new) {
+        let _ = writeln!(out, "warning: {warning}");
     }
     let _ = write!(
         out,

@@ -8,6 +8,7 @@ mod disk;
 mod doc;
 mod driver;
 mod error;
+mod html;
 mod machine;
 mod markdown;
 mod report;
@@ -36,6 +37,7 @@ pub fn main() -> ExitCode {
     };
     let outcome = match cli.command {
         Some(cli::Command::Compare(args)) => compare_main(&args),
+        Some(cli::Command::Report(args)) => report_main(&args),
         None => {
             let command: Vec<String> = std::env::args().collect();
             cli::Plan::from_args(cli.run)
@@ -56,17 +58,44 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// `compare`: prints every change; exit code 1 if any figure regressed.
+/// `compare`: prints every change (and with `--report`, writes them as an HTML page); exit
+/// code 1 if any figure regressed.
 fn compare_main(args: &cli::CompareArgs) -> error::Result<ExitCode> {
     let old = compare::load(&args.old)?;
     let new = compare::load(&args.new)?;
     let changes = compare::changes(&old, &new, args.threshold);
+    if let Some(path) = &args.report {
+        let page = html::compare_page(
+            &old,
+            &new,
+            &changes,
+            args.threshold,
+            (
+                &args.old.display().to_string(),
+                &args.new.display().to_string(),
+            ),
+        )?;
+        html::write(html::create(path, "--report")?, path, "--report", &page)?;
+    }
     emit(&compare::render(&old, &new, &changes, args.threshold));
     Ok(if changes.iter().any(|c| c.regression) {
         ExitCode::from(EXIT_FAILURE)
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// `report RUN.json -o FILE.html`: the HTML report of a saved run.
+fn report_main(args: &cli::ReportArgs) -> error::Result<ExitCode> {
+    let doc = compare::load(&args.run)?;
+    let page = html::run_page(&doc)?;
+    html::write(
+        html::create(&args.output, "--output")?,
+        &args.output,
+        "--output",
+        &page,
+    )?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Prints a line on stdout. A closed stdout (`ipfrs-bench | head`) is not an error worth a

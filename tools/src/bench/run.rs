@@ -20,6 +20,7 @@ use super::disk;
 use super::doc::{Document, RoundFigures, Settings, TargetFigures, WorkloadReport};
 use super::driver::Measurement;
 use super::error::{BenchError, Result};
+use super::html;
 use super::machine::Machine;
 use super::markdown;
 use super::report;
@@ -48,6 +49,10 @@ pub fn run(plan: &Plan, command: Vec<String>) -> Result<()> {
             path,
             File::create(path).map_err(|e| BenchError::io("cannot create --markdown", path, e))?,
         )),
+        None => None,
+    };
+    let report_file = match &plan.report {
+        Some(path) => Some((path, html::create(path, "--report")?)),
         None => None,
     };
     let root = run_directory(plan)?;
@@ -225,6 +230,9 @@ pub fn run(plan: &Plan, command: Vec<String>) -> Result<()> {
         file.write_all(markdown::table(&doc).as_bytes())
             .and_then(|()| file.sync_all())
             .map_err(|e| BenchError::io("cannot write --markdown", path, e))?;
+    }
+    if let Some((path, file)) = report_file {
+        html::write(file, path, "--report", &html::run_page(&doc)?)?;
     }
     let root_path = root.path().to_path_buf();
     root.close()
