@@ -45,6 +45,8 @@ pre { background: var(--panel); padding: 8px 12px; border-radius: 6px; overflow-
 .grid { display: grid; grid-template-columns: repeat(auto-fit, minmax(520px, 1fr)); gap: 16px; }
 figure { margin: 0; background: var(--panel); border-radius: 8px; padding: 10px 12px; }
 figcaption { margin-bottom: 6px; }
+/* A chart alone on its row would scale its text up past the page's. */
+figure.changes { max-width: 820px; }
 svg.chart { display: block; width: 100%; height: auto; }
 svg.chart [fill="#010203"] { fill: var(--fg); }
 svg.chart [stroke="#010203"] { stroke: var(--fg); }
