@@ -50,12 +50,13 @@ impl FromStr for BackendKind {
 }
 
 /// When a write is acknowledged.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Durability {
     /// Acknowledge after the write is synced to disk: group commit as leader and followers.
     /// The first write of an idle shard is written and synced at once; writes that arrive
     /// meanwhile form the next group, written as soon as the sync in flight returns. The
     /// default: no write ever waits for companions.
+    #[default]
     Sync,
     /// Group commit with a gathering window: wait up to `max_delay` (or until `max_ops`
     /// writes are queued) to gather writes, then one write and one sync for all of them, then
@@ -87,11 +88,6 @@ impl Durability {
     }
 }
 
-impl Default for Durability {
-    fn default() -> Self {
-        Durability::Sync
-    }
-}
 
 /// Configuration of an engine. Every memory budget is here, so an edge device can bound them.
 ///
