@@ -285,6 +285,9 @@ fn run_shard(
             true
         })
     };
+    if !restored && let Some(packs) = packs.as_mut() {
+        packs.settle_walked();
+    }
     drop(hot_index);
     drop(packs);
     match walk {

@@ -88,7 +88,6 @@ impl Durability {
     }
 }
 
-
 /// Configuration of an engine. Every memory budget is here, so an edge device can bound them.
 ///
 /// `Config::new(dir)` gives defaults sensible for a laptop; a path converts into a `Config`.

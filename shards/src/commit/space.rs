@@ -76,6 +76,18 @@ impl Freeing {
     }
 }
 
+impl Freeing {
+    /// Explicit compactions of the same store running besides this one.
+    pub(crate) fn others(&self) -> usize {
+        freeing_in(&self.0).saturating_sub(1)
+    }
+
+    /// Explicit compactions running in the store of `space`.
+    pub(crate) fn running(space: &Space) -> usize {
+        freeing_in(&space.store)
+    }
+}
+
 impl Drop for Freeing {
     fn drop(&mut self) {
         let mut running = FREEING.lock().unwrap_or_else(PoisonError::into_inner);
@@ -142,6 +154,16 @@ impl Space {
             space.retake();
         }
         space
+    }
+
+    /// Bytes the reserve holds now.
+    pub(crate) fn held(&self) -> u64 {
+        self.held.load(Ordering::Acquire)
+    }
+
+    /// Bytes the reserve is meant to hold.
+    pub(crate) fn target(&self) -> u64 {
+        self.target
     }
 
     /// The shard's directory.

@@ -146,8 +146,23 @@ pub(crate) async fn compact_all(shard: &Rc<Shard>) -> Result<u64> {
                 .is_ok()
         })
         .await;
-    let freeing = space::Freeing::start(&shard.writes.space);
-    let mut compacted = compact_in_order(shard, sealed_segments(hot)).await?;
+    let mut freeing = space::Freeing::start(&shard.writes.space);
+    let mut compacted = match compact_in_order(shard, sealed_segments(hot)).await {
+        Ok(n) => n,
+        // On a disk too short for every shard to free at once (each needs a new segment's
+        // room to rewrite into), this one waits for the others of its store to finish, which
+        // gives their room back, and tries once more. It stops counting itself while it
+        // waits: two shards that both ran short would otherwise wait for each other.
+        Err(Error::NoSpace { .. }) if freeing.others() > 0 => {
+            drop(freeing);
+            while space::Freeing::running(&shard.writes.space) > 0 {
+                glommio::timer::sleep(Duration::from_millis(20)).await;
+            }
+            freeing = space::Freeing::start(&shard.writes.space);
+            compact_in_order(shard, sealed_segments(hot)).await?
+        }
+        Err(e) => return Err(e),
+    };
     if seal {
         // Another writer may have taken the room meanwhile: the new segment's own check
         // refuses it then, and the active segment waits.
@@ -277,9 +292,19 @@ pub(crate) async fn rewrite_claim(
         + super::writer::DMA_ALIGN;
     let room = hot.writer.borrow().as_ref().map_or(0, |w| w.room());
     if record_bytes > room {
-        Ok(Some(
-            check_room(shard, hot.config.segment_bytes, Mode::Cleaning).await?,
-        ))
+        match check_room(shard, hot.config.segment_bytes, Mode::Cleaning).await {
+            Ok(claim) => Ok(Some(claim)),
+            Err(Error::NoSpace { shard: id, path }) => Err(Error::NoSpace {
+                shard: id,
+                path: format!(
+                    "{path} (a new segment for a rewrite of {record_bytes} bytes: the active \
+                     one has {room} left; the reserve holds {} of {} bytes)",
+                    shard.writes.space.held(),
+                    shard.writes.space.target()
+                ),
+            }),
+            Err(e) => Err(e),
+        }
     } else {
         Ok(None)
     }

@@ -32,8 +32,10 @@ pub(crate) struct Packs {
     /// The mapped pack files, by number. A segment whose rename waits for the backend's close
     /// is here too (under its segment name on disk).
     maps: BTreeMap<u32, MappedSegment>,
-    /// Per pack: block bytes its index entries hold now (live), and held when it was made (or
-    /// first counted, after a crash): their ratio decides reclamation.
+    /// Per pack: block bytes its index entries hold now (live), and the record bytes its file
+    /// holds (held: live or not, from its segment's records; after a crash, what its file
+    /// takes on disk): their ratio decides reclamation. A segment packed after half its blocks
+    /// were deleted is a half-empty pack from the start, and must be seen as one.
     bytes: HashMap<u32, PackBytes>,
     /// Per pack: the disk bytes its file takes (its records; the rest was punched out).
     disk: HashMap<u32, u64>,
@@ -73,12 +75,27 @@ impl Packs {
         self.maps.contains_key(&id)
     }
 
-    /// Adds a pack (just converted) holding `held` bytes of indexed blocks in its first
+    /// Adds a pack (just converted) holding `live` bytes of indexed blocks in its first
     /// `records_end` bytes.
-    pub(crate) fn insert(&mut self, id: u32, map: MappedSegment, held: u64, records_end: u64) {
+    pub(crate) fn insert(&mut self, id: u32, map: MappedSegment, live: u64, records_end: u64) {
         self.maps.insert(id, map);
-        self.bytes.insert(id, PackBytes { live: held, held });
+        self.bytes.insert(
+            id,
+            PackBytes {
+                live,
+                held: records_end.max(live),
+            },
+        );
         self.disk.insert(id, records_end.div_ceil(4096) * 4096);
+    }
+
+    /// After a walk of the index (no saved figures): each pack holds at least what its file
+    /// takes on disk, dead records included.
+    pub(crate) fn settle_walked(&mut self) {
+        for (id, disk) in &self.disk {
+            let bytes = self.bytes.entry(*id).or_default();
+            bytes.held = bytes.held.max(*disk);
+        }
     }
 
     /// Counts `len` bytes of index entries pointing into `pack`, found by a walk of the index
@@ -223,8 +240,14 @@ mod tests {
         for id in 1..=3 {
             let path = dir.path().join(format!("{id}"));
             std::fs::write(&path, vec![0u8; 4096]).unwrap();
-            packs.insert(id, MappedSegment::open(id, &path).unwrap(), 1000, 5000);
+            packs.insert(id, MappedSegment::open(id, &path).unwrap(), 1000, 1000);
         }
+        // A pack made from a segment whose other records were dead is reclaimable at once.
+        let path = dir.path().join("4");
+        std::fs::write(&path, vec![0u8; 4096]).unwrap();
+        packs.insert(4, MappedSegment::open(4, &path).unwrap(), 1000, 5000);
+        assert_eq!(packs.candidates(50), vec![4]);
+        packs.remove(4);
         assert!(packs.candidates(50).is_empty());
         packs.release(2, 600);
         assert_eq!(packs.candidates(50), vec![2]);
@@ -233,7 +256,7 @@ mod tests {
         assert!(packs.candidates(0).is_empty());
         packs.release(1, 1000);
         assert_eq!(packs.candidates(0), vec![1]);
-        assert_eq!(packs.usage(), (3, 3 * 8192, 500));
+        assert_eq!(packs.usage(), (3, 3 * 4096, 500));
         assert_eq!(packs.max_id(), Some(3));
     }
 
