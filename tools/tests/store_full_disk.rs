@@ -286,9 +286,6 @@ fn block_data(i: u32) -> Vec<u8> {
 /// hot segments from ext4's root-reserved blocks past every check before, and after `block
 /// rm` no compaction step ever had the room it asked for.
 #[test]
-#[ignore = "not reliable yet: in about one run in three, repo gc's compaction leaves shard 1's \
-            work unfinished until close gives up after its 20 s bound (`in-flight work did not \
-            finish within 20 s of shutdown`); gc then exits 1. Cause not found yet"]
 fn a_full_disk_is_freed_by_block_rm_and_repo_gc() {
     use ipfrs_storage::{Block, Engine, Error};
     let tmp = tempfile::tempdir().unwrap();
