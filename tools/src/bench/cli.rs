@@ -174,7 +174,8 @@ pub struct RunArgs {
     #[arg(long, value_name = "BYTES", value_parser = parse_size)]
     pub hot_budget: Option<usize>,
 
-    /// Let idle engine shards spin this many microseconds before sleeping.
+    /// Let idle engine shards spin this many microseconds before sleeping (0: never).
+    /// Default: the engine's own (`Config::spin_before_park`, 200 us).
     #[arg(long, value_name = "US")]
     pub spin_us: Option<u64>,
 

@@ -217,7 +217,10 @@ impl<'d> EngineTarget<'d> {
         config.backend = backend;
         config.durability = plan.durability.durability();
         config.shards = plan.shards;
-        config.spin_before_park = plan.spin_us.map(Duration::from_micros);
+        // Without the flag the engine keeps its own default (200 us); `--spin-us 0`: never.
+        if let Some(us) = plan.spin_us {
+            config.spin_before_park = (us > 0).then(|| Duration::from_micros(us));
+        }
         if let Some(cache) = plan.cache {
             config.cache_bytes = cache as u64;
         }
