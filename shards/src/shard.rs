@@ -285,7 +285,13 @@ impl Shard {
             .iter()
             .zip(entries)
             .map(|(key, entry)| match entry {
-                None => None,
+                // Not in the backend: a reclamation may have put it back in the hot tier
+                // (before dropping its entry) while the backend was asked.
+                None => self
+                    .hot
+                    .as_ref()
+                    .and_then(|hot| hot.fetch(key))
+                    .map(Fetched::Record),
                 Some(Entry::Inline(data)) => Some(Fetched::Data(data)),
                 Some(Entry::Packed(loc)) => {
                     // A reclamation may have moved the block back into the hot tier (and
@@ -404,8 +410,14 @@ impl Shard {
                     .collect::<ipfrs_tiering::Result<Vec<_>>>()
             })
             .await?;
+        // A reclamation may have put the block back in the hot tier and dropped its entry
+        // while the backend was asked: the hot tier is asked again (it comes first there).
         for (i, answer) in unsure.into_iter().zip(answers) {
-            out[i] = answer;
+            out[i] = self
+                .hot
+                .as_ref()
+                .and_then(|hot| from_hot(hot, &keys[i]))
+                .unwrap_or(answer);
         }
         Ok(out)
     }

@@ -138,7 +138,7 @@ fn put_stores_new_blocks_on_every_target_with_a_ceiling_row() {
     let put = workload(&doc, "put");
     let description = put["description"].as_str().unwrap();
     assert!(
-        description.contains("durability batch") && description.contains("fdatasync"),
+        description.contains("durability sync") && description.contains("fdatasync"),
         "{description}"
     );
     for target in [

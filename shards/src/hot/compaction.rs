@@ -243,6 +243,7 @@ async fn compact_segment(shard: &Rc<Shard>, segment: u32, mode: Mode) -> Result<
         .entry(segment)
         .or_insert(super::Packing {
             held: 0,
+            moved_out: 0,
             records_end: records_end as u64,
         });
     let inline_up_to = u64::from(hot.config.inline_threshold_bytes);
@@ -463,9 +464,12 @@ impl Shard {
         let cleaning = mode == Mode::Cleaning;
         // Read and check every record on the blocking pool (page faults and checksums stay
         // off the shard's core), and put the cold ones into the backend there, durably.
-        let (moving, cold_bytes, packed_bytes) = self
+        let (moving, cold_bytes, packed_bytes, packed_records) = self
             .blocking(move |backend| {
                 let mut packed_bytes = 0u64;
+                // Record bytes of the blocks indexed in place (the rest of the moved records
+                // left the segment: copied inline, rewritten hot, or dropped as damaged).
+                let mut packed_records = 0u64;
                 let mut moving = Vec::with_capacity(live.len());
                 let mut cold = Vec::new();
                 let mut stale = Vec::new();
@@ -491,6 +495,7 @@ impl Shard {
                             crate::cold_index::inline(data)
                         } else {
                             packed_bytes += data.len() as u64;
+                            packed_records += loc.record_len() as u64;
                             pack::encode_packed(PackLoc {
                                 pack: segment,
                                 offset,
@@ -527,11 +532,13 @@ impl Shard {
                 if !cold.is_empty() || !stale.is_empty() {
                     backend.flush()?;
                 }
-                Ok((moving, cold_bytes, packed_bytes))
+                Ok((moving, cold_bytes, packed_bytes, packed_records))
             })
             .await?;
         if let Some(packing) = hot.packing.borrow_mut().get_mut(&segment) {
             packing.held += packed_bytes;
+            let read: u64 = moving.iter().map(|m| m.loc.record_len() as u64).sum();
+            packing.moved_out += read.saturating_sub(packed_records);
         }
         let rewrite: Vec<&Moving> = moving.iter().filter(|m| m.stays_hot).collect();
         let records: Vec<Record<'_>> = rewrite
@@ -614,9 +621,13 @@ impl Shard {
         // now on, whatever its file is called).
         let change = match map {
             Some(map) if packing.held > 0 => {
-                hot.packs
-                    .borrow_mut()
-                    .insert(segment, map, packing.held, packing.records_end);
+                hot.packs.borrow_mut().insert(
+                    segment,
+                    map,
+                    packing.held,
+                    packing.records_end.saturating_sub(packing.moved_out),
+                    packing.records_end,
+                );
                 Deferred::MakePack {
                     segment,
                     records_end: packing.records_end,

@@ -156,6 +156,10 @@ pub(crate) fn remove_if_present(path: &Path) -> io::Result<()> {
 pub(crate) struct Packing {
     /// Block bytes whose index entries point into the segment.
     pub(crate) held: u64,
+    /// Record bytes compaction moved out of it (copied inline into the backend, rewritten
+    /// hot, dropped as damaged): the pack does not count them as its own dead records, or a
+    /// segment of mostly small blocks would be reclaimed as soon as it was packed.
+    pub(crate) moved_out: u64,
     /// Where its records end.
     pub(crate) records_end: u64,
 }

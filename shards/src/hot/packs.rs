@@ -75,15 +75,22 @@ impl Packs {
         self.maps.contains_key(&id)
     }
 
-    /// Adds a pack (just converted) holding `live` bytes of indexed blocks in its first
-    /// `records_end` bytes.
-    pub(crate) fn insert(&mut self, id: u32, map: MappedSegment, live: u64, records_end: u64) {
+    /// Adds a pack (just converted) holding `live` bytes of indexed blocks among `held` bytes
+    /// of its records (the dead ones included), in its first `records_end` bytes.
+    pub(crate) fn insert(
+        &mut self,
+        id: u32,
+        map: MappedSegment,
+        live: u64,
+        held: u64,
+        records_end: u64,
+    ) {
         self.maps.insert(id, map);
         self.bytes.insert(
             id,
             PackBytes {
                 live,
-                held: records_end.max(live),
+                held: held.max(live),
             },
         );
         self.disk.insert(id, records_end.div_ceil(4096) * 4096);
@@ -240,12 +247,18 @@ mod tests {
         for id in 1..=3 {
             let path = dir.path().join(format!("{id}"));
             std::fs::write(&path, vec![0u8; 4096]).unwrap();
-            packs.insert(id, MappedSegment::open(id, &path).unwrap(), 1000, 1000);
+            packs.insert(
+                id,
+                MappedSegment::open(id, &path).unwrap(),
+                1000,
+                1000,
+                1000,
+            );
         }
         // A pack made from a segment whose other records were dead is reclaimable at once.
         let path = dir.path().join("4");
         std::fs::write(&path, vec![0u8; 4096]).unwrap();
-        packs.insert(4, MappedSegment::open(4, &path).unwrap(), 1000, 5000);
+        packs.insert(4, MappedSegment::open(4, &path).unwrap(), 1000, 5000, 5000);
         assert_eq!(packs.candidates(50), vec![4]);
         packs.remove(4);
         assert!(packs.candidates(50).is_empty());
