@@ -4,17 +4,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::Path;
-use std::process::{Command, Output};
+mod common;
 
 use serde_json::Value;
 
-fn bench(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ipfrs-bench"))
-        .args(args)
-        .output()
-        .expect("run ipfrs-bench")
-}
+use common::{bench, read_json};
 
 fn succeed(args: &[&str]) -> String {
     let out = bench(args);
@@ -25,10 +19,6 @@ fn succeed(args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     stdout
-}
-
-fn read_json(path: &Path) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
 fn num(v: &Value, what: &str) -> f64 {

@@ -8,19 +8,16 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use scraper::{ElementRef, Html, Selector};
 use serde_json::Value;
 
-fn bench(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ipfrs-bench"))
-        .args(args)
-        .output()
-        .expect("run ipfrs-bench")
-}
+use common::{bench, read_json};
 
 fn succeed(args: &[&str]) {
     let out = bench(args);
@@ -64,10 +61,6 @@ fn tiny_run() -> (tempfile::TempDir, PathBuf, PathBuf) {
         "--quiet",
     ]);
     (tmp, json, html)
-}
-
-fn read_json(path: &Path) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
 fn num(v: &Value) -> f64 {

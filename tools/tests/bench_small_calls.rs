@@ -5,17 +5,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::Path;
-use std::process::{Command, Output};
+mod common;
 
 use serde_json::Value;
 
-fn bench(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ipfrs-bench"))
-        .args(args)
-        .output()
-        .expect("run ipfrs-bench")
-}
+use common::{bench, read_json};
 
 /// Runs with `--quiet --json` in a fresh directory and returns the report.
 fn run_json(args: &[&str]) -> Value {
@@ -41,10 +35,6 @@ fn run_json(args: &[&str]) -> Value {
         "the run's directory was left behind"
     );
     read_json(&json)
-}
-
-fn read_json(path: &Path) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
 fn num(v: &Value, what: &str) -> f64 {

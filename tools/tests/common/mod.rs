@@ -1,5 +1,5 @@
-//! Shared by the `ipfrs-store` end-to-end tests: running the binary against a repository with
-//! the user's environment kept out of it.
+//! Shared by the end-to-end tests of the binaries: `ipfrs-store` run against a repository with
+//! the user's environment kept out of it, and `ipfrs-bench` with its `--json` reports.
 #![allow(clippy::unwrap_used, dead_code)]
 
 use std::path::Path;
@@ -38,4 +38,17 @@ pub fn json(repo: &Path, args: &[&str]) -> (i32, Value) {
     let value = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("{args:?}: {e}: stdout {:?} stderr {stderr}", out.stdout));
     (out.status.code().unwrap(), value)
+}
+
+/// Runs the built `ipfrs-bench` with `args` to its end.
+pub fn bench(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ipfrs-bench"))
+        .args(args)
+        .output()
+        .expect("run ipfrs-bench")
+}
+
+/// A `--json` report (or any JSON file), parsed.
+pub fn read_json(path: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
