@@ -266,6 +266,19 @@ fn undo_pack_renames(dir: &Path) -> usize {
     undone
 }
 
+/// Fails if an index entry of the store points into a pack file that is not there.
+fn assert_no_entry_into_a_removed_pack(dir: &Path, backend: BackendKind) {
+    let dangling: Vec<u32> = packed_entries(dir, backend)
+        .into_iter()
+        .filter(|(_, ok)| !ok)
+        .map(|(pack, _)| pack)
+        .collect();
+    assert!(
+        dangling.is_empty(),
+        "entries into removed packs {dangling:?}"
+    );
+}
+
 /// Every packed entry of the store's backends, with whether its pack file exists.
 fn packed_entries(dir: &Path, backend: BackendKind) -> Vec<(u32, bool)> {
     use ipfrs_tiering::pack::{pack_path, peek};
@@ -331,15 +344,7 @@ fn a_pack_interrupted_before_its_rename_leaves_no_entry_into_a_removed_file() {
     );
     check(&engine, &large, &[]);
     block_on(engine.close()).unwrap();
-    let dangling: Vec<u32> = packed_entries(dir.path(), backend)
-        .into_iter()
-        .filter(|(_, ok)| !ok)
-        .map(|(pack, _)| pack)
-        .collect();
-    assert!(
-        dangling.is_empty(),
-        "entries into removed packs {dangling:?}"
-    );
+    assert_no_entry_into_a_removed_pack(dir.path(), backend);
 
     let engine = Engine::open(config(dir.path(), backend)).unwrap();
     check(&engine, &large, &[]);
@@ -374,15 +379,7 @@ fn unflushed_deletes_are_durable_before_their_files_go() {
     let engine = Engine::open(config(dir.path(), BackendKind::Sled)).unwrap();
     check(&engine, &[], &large);
     block_on(engine.close()).unwrap();
-    let dangling: Vec<u32> = packed_entries(dir.path(), BackendKind::Sled)
-        .into_iter()
-        .filter(|(_, ok)| !ok)
-        .map(|(pack, _)| pack)
-        .collect();
-    assert!(
-        dangling.is_empty(),
-        "entries into removed packs {dangling:?}"
-    );
+    assert_no_entry_into_a_removed_pack(dir.path(), BackendKind::Sled);
 }
 
 /// Run by `unflushed_deletes_are_durable_before_their_files_go`.
