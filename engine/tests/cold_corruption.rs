@@ -551,7 +551,10 @@ fn corrupt_cold_blocks_are_never_promoted() {
     store.flush().unwrap();
     let stats = store.stats().unwrap();
     assert_eq!(stats.promotions, 1, "only the good block was promoted");
-    assert_eq!(stats.hot_blocks, 1);
+    // At least the promoted one: the damaged entry no longer points into its pack, so the
+    // walk at open (the backend changed) finds that pack partly dead, and background
+    // reclamation may move its other blocks hot too.
+    assert!(stats.hot_blocks >= 1, "{stats:?}");
     assert_eq!(stats.corrupt_cold_reads, 4);
     assert!(is_corrupt(store.get(all[0].cid()), &all[0]));
     store.close().unwrap();
