@@ -4,12 +4,16 @@
 //! (`Placement::Fixed`). It owns everything its blocks need: the cold-backend handle, a block
 //! cache with a byte budget, a bloom filter, counters and the write queue. Nothing is shared
 //! between shards; requests arrive over a flume channel from any thread or runtime and each
-//! carries its own reply channel.
+//! carries its own reply channel. Reads that need no write are answered on the caller's
+//! thread from state the shard shares read-only with callers (it stays its only writer).
 //!
 //! - [`protocol`]: the messages and the client side ([`ShardHandle`]).
 //! - `executor`: starting a shard thread, and turning io_uring setup failures into errors
 //!   that name their cause.
-//! - `shard`: the read path (bloom -> hot index -> cache -> backend on the blocking pool).
+//! - [`read_view`]: reads on the caller's thread, over the state the shard shares with
+//!   callers (`shared`): bloom filter, hot index, segment and pack maps, block cache.
+//! - `shard`: the read path in the shard (bloom -> hot index -> cache -> backend on the
+//!   blocking pool), for what a caller's thread cannot answer.
 //! - `commit`: the write path (one writer per shard, group commit).
 //! - [`open_state`]: the bloom filter and counters a clean close saves, so the next open need
 //!   not walk the cold keys.
