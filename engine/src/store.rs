@@ -164,17 +164,7 @@ impl Engine {
                 cids,
                 |keys, reply| Request::Get { keys, reply },
                 |data| Some(Fetched::Data(Bytes::copy_from_slice(data))),
-                |shard, key| {
-                    Ok(match shard.view().get(key)? {
-                        Quick::Answer((value, promotion)) => {
-                            if let Some(promotion) = promotion {
-                                shard.promote(promotion);
-                            }
-                            Quick::Answer(value)
-                        }
-                        Quick::Shard => Quick::Shard,
-                    })
-                },
+                |shard, key| shard.quick_get(key),
             )
             .await?;
         fetched
@@ -250,16 +240,9 @@ impl BlockStore for Engine {
     async fn get(&self, cid: &Cid) -> Result<Option<Bytes>> {
         let work = async {
             let quick = self.quick(cid, |shard, key| {
-                Ok(match shard.view().get(key)? {
-                    Quick::Answer((value, promotion)) => {
-                        if let Some(promotion) = promotion {
-                            shard.promote(promotion);
-                        }
-                        let data = match value {
-                            Some(fetched) => Some(fetched.into_data(key)?),
-                            None => None,
-                        };
-                        Quick::Answer(data)
+                Ok(match shard.quick_get(key)? {
+                    Quick::Answer(value) => {
+                        Quick::Answer(value.map(|fetched| fetched.into_data(key)).transpose()?)
                     }
                     Quick::Shard => Quick::Shard,
                 })

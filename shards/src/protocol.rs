@@ -262,10 +262,28 @@ impl ShardHandle {
         &self.view
     }
 
+    /// [`ReadView::get`] on the caller's thread, handing the shard a block to promote if the
+    /// read earned one: the value (a record unchecked, see [`Fetched`]), or `Quick::Shard`.
+    ///
+    /// # Errors
+    /// As [`ReadView::get`].
+    pub fn quick_get(&self, key: &[u8]) -> Result<crate::read_view::Quick<Option<Fetched>>> {
+        use crate::read_view::Quick;
+        Ok(match self.view.get(key)? {
+            Quick::Answer((value, promotion)) => {
+                if let Some(promotion) = promotion {
+                    self.promote(promotion);
+                }
+                Quick::Answer(value)
+            }
+            Quick::Shard => Quick::Shard,
+        })
+    }
+
     /// Hands the shard a cold block read often enough on a caller's thread to be copied back
     /// into the hot tier. Dropped if the shard's queue is full: promotion only saves later
     /// reads a trip to the cold backend.
-    pub fn promote(&self, promotion: crate::read_view::Promotion) {
+    fn promote(&self, promotion: crate::read_view::Promotion) {
         let _ = self.tx.try_send(Request::Promote {
             key: promotion.key,
             data: promotion.data,

@@ -53,7 +53,17 @@ pub(crate) struct ReadCounters {
 
 impl ReadCounters {
     fn bump(counter: &AtomicU64) {
-        counter.fetch_add(1, Ordering::Relaxed);
+        Self::add(counter, 1);
+    }
+
+    /// Adds `n` to one of the counters (from any thread).
+    pub(crate) fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// One of the counters, for the stats.
+    pub(crate) fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
     }
 }
 
@@ -210,15 +220,7 @@ impl ReadView {
                     let Some(hot) = &self.hot else {
                         return Ok(Quick::Shard);
                     };
-                    let record = hot.packs.borrow().record(&loc).or_else(|| {
-                        // Between the compaction step that wrote the entry and the
-                        // segment's retirement into a pack, it is still a hot segment.
-                        hot.segments
-                            .borrow()
-                            .get(&loc.pack)
-                            .and_then(|map| map.slice(loc.offset as usize, loc.record_len()))
-                    });
-                    match record {
+                    match crate::hot::pack_record(&hot.packs, &hot.segments, &loc) {
                         Some(record) => {
                             return Ok(self.answered((Some(Fetched::Record(record)), None)));
                         }

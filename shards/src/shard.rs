@@ -23,6 +23,7 @@ use crate::commit::{Ack, Pending, WriteOp, WriteQueue};
 use crate::damage::{Damage, DamageSite, MAX_DAMAGE_KEPT};
 use crate::hot::HotTier;
 use crate::protocol::{Fetched, Request, ShardStats};
+use crate::read_view::ReadCounters;
 use crate::{Error, Result};
 
 /// Counters of one shard; `Cell`s because the shard is single-threaded.
@@ -52,7 +53,7 @@ pub(crate) struct Shard {
     pub(crate) bloom: Arc<AtomicBloomFilter>,
     pub(crate) counters: Counters,
     /// Read counters shared with callers' threads (see [`crate::read_view`]).
-    pub(crate) reads: Arc<crate::read_view::ReadCounters>,
+    pub(crate) reads: Arc<ReadCounters>,
     /// Incremented each time a group that deleted something commits.
     pub(crate) delete_epoch: Arc<crate::shared::Epoch>,
     pub(crate) writes: WriteQueue,
@@ -98,9 +99,7 @@ impl Shard {
     pub(crate) fn may_contain(&self, key: &[u8]) -> bool {
         let present = self.bloom_may_contain(key);
         if !present {
-            self.reads
-                .bloom_negatives
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            ReadCounters::add(&self.reads.bloom_negatives, 1);
         }
         present
     }
@@ -226,9 +225,7 @@ impl Shard {
                 }
                 match cache.get(key) {
                     Some(value) => {
-                        self.reads
-                            .cache_hits
-                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        ReadCounters::add(&self.reads.cache_hits, 1);
                         out[i] = Some(Fetched::Data(value));
                     }
                     None => misses.push(i),
@@ -238,9 +235,7 @@ impl Shard {
         if misses.is_empty() {
             return Ok(out);
         }
-        self.reads
-            .cache_misses
-            .fetch_add(misses.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        ReadCounters::add(&self.reads.cache_misses, misses.len() as u64);
         let epoch = self.delete_epoch.get();
         let miss_keys: Vec<Key> = misses.iter().map(|&i| keys[i].clone()).collect();
         let (miss_keys, entries, mut damaged) = self
@@ -529,22 +524,10 @@ impl Shard {
             bytes: c.bytes.get(),
             cache_bytes,
             cache_entries,
-            cache_hits: self
-                .reads
-                .cache_hits
-                .load(std::sync::atomic::Ordering::Relaxed),
-            cache_misses: self
-                .reads
-                .cache_misses
-                .load(std::sync::atomic::Ordering::Relaxed),
-            bloom_negatives: self
-                .reads
-                .bloom_negatives
-                .load(std::sync::atomic::Ordering::Relaxed),
-            caller_reads: self
-                .reads
-                .caller_reads
-                .load(std::sync::atomic::Ordering::Relaxed),
+            cache_hits: ReadCounters::get(&self.reads.cache_hits),
+            cache_misses: ReadCounters::get(&self.reads.cache_misses),
+            bloom_negatives: ReadCounters::get(&self.reads.bloom_negatives),
+            caller_reads: ReadCounters::get(&self.reads.caller_reads),
             bloom_bits: self.bloom.num_bits() as u64,
             write_groups: c.write_groups.get(),
             write_ops: c.write_ops.get(),

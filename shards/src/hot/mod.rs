@@ -351,12 +351,7 @@ impl HotTier {
     /// the hot index, and the segment's retirement into a pack, the entries point into a
     /// segment that is still hot: it is looked up there too.
     pub(crate) fn pack_record(&self, loc: &PackLoc) -> Option<Bytes> {
-        self.packs.borrow().record(loc).or_else(|| {
-            self.segments
-                .borrow()
-                .get(&loc.pack)
-                .and_then(|map| map.slice(loc.offset as usize, loc.record_len()))
-        })
+        pack_record(&self.packs, &self.segments, loc)
     }
 
     /// The bytes of the record at `loc` (empty if its segment is gone, which the client's
@@ -400,6 +395,22 @@ impl HotTier {
     pub(crate) fn disk_footprint(&self) -> u64 {
         self.segments.borrow().len() as u64 * self.config.segment_bytes
     }
+}
+
+/// The record a packed index entry points at, unchecked: in its pack, or, between the
+/// compaction step that wrote the entry and the segment's retirement into a pack, in its
+/// still hot segment. The shard and callers' threads share both maps.
+pub(crate) fn pack_record(
+    packs: &Shared<packs::Packs>,
+    segments: &Shared<BTreeMap<u32, MappedSegment>>,
+    loc: &PackLoc,
+) -> Option<Bytes> {
+    packs.borrow().record(loc).or_else(|| {
+        segments
+            .borrow()
+            .get(&loc.pack)
+            .and_then(|map| map.slice(loc.offset as usize, loc.record_len()))
+    })
 }
 
 /// Counts a read of the cold block `key` in `reads`; true once it has been read `threshold`
