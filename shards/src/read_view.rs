@@ -182,13 +182,10 @@ impl ReadView {
                 return Ok(self.answered((Some(Fetched::Data(data)), None)));
             }
             let epoch = self.epoch.get();
-            let Some(backend) = self.backend.upgrade() else {
+            let Some(backend) = self.backend()? else {
                 return Ok(Quick::Shard);
             };
             ReadCounters::bump(&self.counters.cache_misses);
-            if let Some(err) = crate::shard::injected_cold_read_failure(backend.kind()) {
-                return Err(self.backend_error(err));
-            }
             let entry = match cold_index::get(&*backend, key) {
                 Ok(entry) => entry,
                 Err(e) if ipfrs_tiering::backends::is_damage(&e) => return Ok(Quick::Shard),
@@ -258,12 +255,9 @@ impl ReadView {
         {
             return Ok(self.answered(Some(u64::from(loc.len))));
         }
-        let Some(backend) = self.backend.upgrade() else {
+        let Some(backend) = self.backend()? else {
             return Ok(Quick::Shard);
         };
-        if let Some(err) = crate::shard::injected_cold_read_failure(backend.kind()) {
-            return Err(self.backend_error(err));
-        }
         match cold_index::size(&*backend, key) {
             Ok(Some(len)) => Ok(self.answered(Some(len))),
             Ok(None) => match &self.hot {
@@ -276,6 +270,18 @@ impl ReadView {
             Err(e) if ipfrs_tiering::backends::is_damage(&e) => Ok(Quick::Shard),
             Err(e) => Err(self.backend_error(e)),
         }
+    }
+
+    /// The cold backend for one read, `None` once the shard has closed it (the shard then
+    /// answers). Fails as a read of a failing disk would where a test injects that.
+    fn backend(&self) -> Result<Option<Arc<dyn ColdBackend>>> {
+        let Some(backend) = self.backend.upgrade() else {
+            return Ok(None);
+        };
+        if let Some(err) = crate::shard::injected_cold_read_failure(backend.kind()) {
+            return Err(self.backend_error(err));
+        }
+        Ok(Some(backend))
     }
 
     /// Whether `key` went into the hot index since the reader looked (a reclamation moved it
