@@ -34,14 +34,13 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 use ipfrs_core_types::key::cid_of_key;
 use ipfrs_core_types::{BackendKind, Cid, Config, verify_key};
-use ipfrs_tiering::backends::{is_damage, resume_after_damage};
 use ipfrs_tiering::pack::encode_inline;
 use ipfrs_tiering::{BackendOptions, ColdBackend, open_backend};
 
 use crate::directory::{
     Directory, FORMAT_VERSION, META_FILE, MIGRATABLE_FORMAT, MIGRATING_FORMAT, Recorded,
 };
-use crate::repair::{rename, sibling};
+use crate::repair::{past_damage, rename, sibling};
 use crate::{Error, Result};
 
 /// Keys copied per batch, at most: bounds the copy's memory together with [`STEP_BYTES`].
@@ -399,24 +398,17 @@ fn copy_all(
         if !batch.is_empty() {
             fresh.put_batch(&batch).map_err(|e| storage(dir, e))?;
         }
-        match walked {
-            Ok(()) => {}
-            Err(e) if is_damage(&e) => {
-                report.unknown_loss.get_or_insert_with(|| {
-                    format!(
-                        "the walk of its keys met damaged parts, whose blocks cannot be named: {e}"
-                    )
-                });
-                let from = last.or(after).unwrap_or_default();
-                match resume_after_damage(old, &from).map_err(|e| storage(dir, e))? {
-                    Some(resume) => {
-                        after = Some(resume);
-                        continue;
-                    }
-                    None => return Ok(()),
+        if let Err(e) = walked {
+            let from = last.or(after).unwrap_or_default();
+            match past_damage(old, e, &from, &mut report.unknown_loss)
+                .map_err(|e| storage(dir, e))?
+            {
+                Some(resume) => {
+                    after = Some(resume);
+                    continue;
                 }
+                None => return Ok(()),
             }
-            Err(e) => return Err(storage(dir, e)),
         }
         // The walk stopped early only when the batch was full: otherwise it reached the end.
         match last {

@@ -84,6 +84,24 @@ pub fn repair_cold(config: impl Into<Config>) -> Result<Vec<ShardRepair>> {
         .collect()
 }
 
+/// A walk of `old`'s keys stopped with `err` after `from`. Damage is noted in `unknown_loss`
+/// (once: its blocks cannot be named) and the walk goes on where keys read again (`None`: the
+/// damage reaches the end of the key space); any other error is the walk's.
+pub(crate) fn past_damage(
+    old: &dyn ColdBackend,
+    err: ipfrs_tiering::Error,
+    from: &[u8],
+    unknown_loss: &mut Option<String>,
+) -> ipfrs_tiering::Result<Option<Vec<u8>>> {
+    if !is_damage(&err) {
+        return Err(err);
+    }
+    unknown_loss.get_or_insert_with(|| {
+        format!("the walk of its keys met damaged parts, whose blocks cannot be named: {err}")
+    });
+    resume_after_damage(old, from)
+}
+
 fn storage(dir: &Path, err: impl std::fmt::Display) -> Error {
     Error::Storage(format!("repairing {}: {err}", dir.display()))
 }
@@ -301,25 +319,18 @@ fn check(
         {
             into.put_batch(&good).map_err(|e| storage(dir, e))?;
         }
-        match walked {
-            Ok(()) => {}
-            Err(e) if is_damage(&e) => {
-                report.unknown_loss.get_or_insert_with(|| {
-                    format!(
-                        "the walk of its keys met damaged parts, whose blocks cannot be named: {e}"
-                    )
-                });
-                // Go on past the damaged part: every readable key after it is kept.
-                let last = keys.last().cloned().or(after).unwrap_or_default();
-                match resume_after_damage(old, &last).map_err(|e| storage(dir, e))? {
-                    Some(resume) => {
-                        after = Some(resume);
-                        continue;
-                    }
-                    None => break,
+        if let Err(e) = walked {
+            // Go on past the damaged part: every readable key after it is kept.
+            let last = keys.last().cloned().or(after).unwrap_or_default();
+            match past_damage(old, e, &last, &mut report.unknown_loss)
+                .map_err(|e| storage(dir, e))?
+            {
+                Some(resume) => {
+                    after = Some(resume);
+                    continue;
                 }
+                None => break,
             }
-            Err(e) => return Err(storage(dir, e)),
         }
         match keys.pop() {
             Some(last) if keys.len() + 1 == STEP => after = Some(last),
