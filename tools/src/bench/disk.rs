@@ -223,16 +223,22 @@ async fn create(path: &Path) -> std::result::Result<DmaFile, String> {
         .map_err(|e| e.to_string())
 }
 
+/// Why a filesystem of type `fs_type` cannot give a disk figure (it refuses O_DIRECT), if it
+/// cannot; the disk ceilings check this first.
+pub fn refuses_o_direct(fs_type: &str) -> Option<String> {
+    (fs_type == "tmpfs").then(|| {
+        "the data directory is on tmpfs, which refuses O_DIRECT (use --dir on a disk-backed \
+         filesystem)"
+            .into()
+    })
+}
+
 /// Whether O_DIRECT I/O through glommio works in `dir`: `None` if so, else the reason (the
 /// filesystem refusing O_DIRECT, as tmpfs does, or io_uring being unavailable).
 pub fn probe(dir: &Path, fs_type: &str) -> Option<String> {
-    if fs_type == "tmpfs" {
-        // glommio silently falls back to buffered I/O there; a "disk" figure would be memory.
-        return Some(
-            "the data directory is on tmpfs, which refuses O_DIRECT (use --dir on a \
-                     disk-backed filesystem)"
-                .into(),
-        );
+    // glommio silently falls back to buffered I/O there; a "disk" figure would be memory.
+    if let Some(reason) = refuses_o_direct(fs_type) {
+        return Some(reason);
     }
     let path = dir.join("o_direct.probe");
     let result = std::thread::scope(|scope| {

@@ -182,12 +182,8 @@ impl OpTarget for SyncCeiling<'_> {
 
 /// Whether O_DIRECT writes and fdatasync work in `dir`: `None` if so, else the reason.
 pub fn probe(dir: &Path, fs_type: &str) -> Option<String> {
-    if fs_type == "tmpfs" {
-        return Some(
-            "the data directory is on tmpfs, which refuses O_DIRECT (use --dir on a \
-             disk-backed filesystem)"
-                .into(),
-        );
+    if let Some(reason) = super::disk::refuses_o_direct(fs_type) {
+        return Some(reason);
     }
     let path = dir.join("write-sync.probe");
     let result = LaneFile::create(path.clone()).and_then(|mut f| f.append(&[7; 100], true));
