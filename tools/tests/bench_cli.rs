@@ -8,23 +8,7 @@ mod common;
 
 use serde_json::Value;
 
-use common::{bench, read_json};
-
-fn succeed(args: &[&str]) -> String {
-    let out = bench(args);
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "{args:?}\nstdout:\n{stdout}\nstderr:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-}
-
-fn num(v: &Value, what: &str) -> f64 {
-    v.as_f64()
-        .unwrap_or_else(|| panic!("{what} is not a number: {v}"))
-}
+use common::{bench, num, read_json, succeed};
 
 const ALL_WORKLOADS: [&str; 9] = [
     "ingest",

@@ -17,17 +17,7 @@ use std::time::{Duration, Instant};
 use scraper::{ElementRef, Html, Selector};
 use serde_json::Value;
 
-use common::{bench, read_json};
-
-fn succeed(args: &[&str]) {
-    let out = bench(args);
-    assert!(
-        out.status.success(),
-        "{args:?}\nstdout:\n{}\nstderr:\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
+use common::{bench, read_json, succeed};
 
 fn sel(css: &str) -> Selector {
     Selector::parse(css).unwrap()

@@ -9,7 +9,7 @@ mod common;
 
 use serde_json::Value;
 
-use common::{bench, read_json};
+use common::{bench, num, read_json};
 
 /// Runs with `--quiet --json` in a fresh directory and returns the report.
 fn run_json(args: &[&str]) -> Value {
@@ -35,11 +35,6 @@ fn run_json(args: &[&str]) -> Value {
         "the run's directory was left behind"
     );
     read_json(&json)
-}
-
-fn num(v: &Value, what: &str) -> f64 {
-    v.as_f64()
-        .unwrap_or_else(|| panic!("{what} is not a number: {v}"))
 }
 
 fn workload<'a>(doc: &'a Value, name: &str) -> &'a Value {
