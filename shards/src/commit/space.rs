@@ -74,9 +74,7 @@ impl Freeing {
         }
         Freeing(space.store.clone())
     }
-}
 
-impl Freeing {
     /// Explicit compactions of the same store running besides this one.
     pub(crate) fn others(&self) -> usize {
         freeing_in(&self.0).saturating_sub(1)

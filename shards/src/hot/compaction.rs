@@ -523,22 +523,22 @@ impl Shard {
                 // What the backend is given: inline blocks and packed entries, not the blocks
                 // that stay in the pack (those are written once, in their segment).
                 let cold_bytes: u64 = cold.iter().map(|(_, d)| d.len() as u64).sum();
+                // The stale entries' removal is made durable by the flush before the file
+                // changes (`change_files`), which is all it must precede.
                 if !stale.is_empty() {
                     backend.delete_batch(&stale)?;
                 }
                 if !cold.is_empty() {
                     put_in_bounded_batches(backend, &cold)?;
-                }
-                if !cold.is_empty() || !stale.is_empty() {
                     backend.flush()?;
                 }
                 Ok((moving, cold_bytes, packed_bytes, packed_records))
             })
             .await?;
+        let read_bytes: u64 = moving.iter().map(|m| m.loc.record_len() as u64).sum();
         if let Some(packing) = hot.packing.borrow_mut().get_mut(&segment) {
             packing.held += packed_bytes;
-            let read: u64 = moving.iter().map(|m| m.loc.record_len() as u64).sum();
-            packing.moved_out += read.saturating_sub(packed_records);
+            packing.moved_out += read_bytes.saturating_sub(packed_records);
         }
         let rewrite: Vec<&Moving> = moving.iter().filter(|m| m.stays_hot).collect();
         let records: Vec<Record<'_>> = rewrite
@@ -587,7 +587,6 @@ impl Shard {
                 crate::commit::apply_delta(&self.counters.bytes, -i64::from(m.loc.len));
             }
         }
-        let read_bytes: u64 = moving.iter().map(|m| m.loc.record_len() as u64).sum();
         bump(&hot.counters.corrupt_records, damaged);
         bump(&hot.counters.compaction_read_bytes, read_bytes);
         bump(&hot.counters.compaction_cold_bytes, cold_bytes);
