@@ -273,13 +273,33 @@ fn a_delta_stored_with_the_v1_encoding_still_checks_out() {
 }
 
 /// One engine for all cases of the repository property; each case uses its own branch.
+/// A static is never dropped, so its directory lives under the target directory and the
+/// next run removes what the last one left (a run in /tmp leaked a 257 MB store each time).
 static FIXTURE: LazyLock<Fixture> = LazyLock::new(|| {
-    Fixture::with_config(RepoConfig {
-        chunk_bytes: 128,
-        snapshot_every: 3,
-        ..RepoConfig::default()
-    })
+    let parent = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"));
+    for old in std::fs::read_dir(parent).into_iter().flatten().flatten() {
+        if old
+            .file_name()
+            .to_string_lossy()
+            .starts_with(FIXTURE_PREFIX)
+        {
+            let _ = std::fs::remove_dir_all(old.path());
+        }
+    }
+    let dir = tempfile::Builder::new()
+        .prefix(FIXTURE_PREFIX)
+        .tempdir_in(parent)
+        .unwrap();
+    Fixture::in_dir(
+        dir,
+        RepoConfig {
+            chunk_bytes: 128,
+            snapshot_every: 3,
+            ..RepoConfig::default()
+        },
+    )
 });
+const FIXTURE_PREFIX: &str = "delta-props-";
 static CASE: AtomicUsize = AtomicUsize::new(0);
 
 proptest! {

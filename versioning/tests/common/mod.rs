@@ -36,7 +36,12 @@ impl Fixture {
     }
 
     pub fn with_config(config: RepoConfig) -> Fixture {
-        let dir = tempfile::tempdir().unwrap();
+        Fixture::in_dir(tempfile::tempdir().unwrap(), config)
+    }
+
+    /// A fixture in `dir`, for callers that choose where it lives (a static one is never
+    /// dropped, so its directory must not be one that nothing else cleans).
+    pub fn in_dir(dir: tempfile::TempDir, config: RepoConfig) -> Fixture {
         let engine = Engine::open(dir.path().join("blocks")).unwrap();
         let refs = MetadataRefStore::new(engine.clone());
         let ledger = FileLedger::open(dir.path().join("ledger")).unwrap();
