@@ -27,5 +27,5 @@ mod write;
 pub use error::CarError;
 pub use header::{CarHeader, CarVersion, V2Header};
 pub use links::{LinkError, links};
-pub use read::{CarReader, ReadOptions, read, read_with};
+pub use read::{CarReader, ReadOptions, Section, read, read_buffered, read_with};
 pub use write::{CarV2Writer, CarWriter};

@@ -45,6 +45,42 @@ pub fn read_with<R: Read>(
     CarReader::new(BufReader::new(reader), options)
 }
 
+/// Opens a CAR stream with the given limits and a read buffer of `capacity` bytes. A large
+/// buffer saves one read call per few small sections (the default buffer is 8 KiB, two or
+/// three sections of a small-block file); sections larger than the buffer are read directly.
+pub fn read_buffered<R: Read>(
+    reader: R,
+    options: ReadOptions,
+    capacity: usize,
+) -> Result<CarReader<BufReader<R>>, CarError> {
+    CarReader::new(BufReader::with_capacity(capacity, reader), options)
+}
+
+/// One section of a CAR file, framed and its CID parsed but its hash not yet checked: what
+/// [`CarReader::next_section`] yields so that hashing can run on other threads.
+#[derive(Debug, Clone)]
+pub struct Section {
+    /// The CID the section names.
+    pub cid: Cid,
+    /// The block's bytes (a slice of the section's allocation: no copy).
+    pub data: Bytes,
+    /// Where the section starts in the file (for errors).
+    pub offset: u64,
+}
+
+impl Section {
+    /// Checks the bytes against the CID: the block, or [`CarError::BadBlock`] at the
+    /// section's offset.
+    pub fn verify(self) -> Result<Block, CarError> {
+        let Section { cid, data, offset } = self;
+        Block::from_parts(cid, data).map_err(|source| CarError::BadBlock {
+            cid: Box::new(cid),
+            offset,
+            source: Box::new(source),
+        })
+    }
+}
+
 /// An iterator over a CAR file's blocks, each verified against its CID.
 ///
 /// Memory is one section whatever the file's size. After the first error the iterator ends.
@@ -145,7 +181,21 @@ impl<R: Read> CarReader<R> {
         self.offset
     }
 
-    fn next_block(&mut self) -> Result<Option<Block>, CarError> {
+    /// The next section, framed and parsed but not verified (see [`Section::verify`]);
+    /// `None` at the end. After the first error every call returns `None`. Mixing this with
+    /// the iterator is fine: both advance the same stream.
+    pub fn next_section(&mut self) -> Option<Result<Section, CarError>> {
+        if self.done {
+            return None;
+        }
+        let item = self.read_section().transpose();
+        if !matches!(item, Some(Ok(_))) {
+            self.done = true;
+        }
+        item
+    }
+
+    fn read_section(&mut self) -> Result<Option<Section>, CarError> {
         if self.end.is_some_and(|end| self.offset >= end) {
             return Ok(None);
         }
@@ -219,12 +269,11 @@ impl<R: Read> CarReader<R> {
         let cid_len = section.len() - rest.len();
         // A slice of the section: no copy, the CID's few bytes ride along in the allocation.
         let data = Bytes::from(section).slice(cid_len..);
-        let block = Block::from_parts(cid, data).map_err(|source| CarError::BadBlock {
-            cid: Box::new(cid),
+        Ok(Some(Section {
+            cid,
+            data,
             offset: start,
-            source: Box::new(source),
-        })?;
-        Ok(Some(block))
+        }))
     }
 }
 
@@ -232,14 +281,11 @@ impl<R: Read> Iterator for CarReader<R> {
     type Item = Result<Block, CarError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if self.done {
-            return None;
-        }
-        let item = self.next_block().transpose();
-        if !matches!(item, Some(Ok(_))) {
+        let item = self.next_section()?.and_then(Section::verify);
+        if item.is_err() {
             self.done = true;
         }
-        item
+        Some(item)
     }
 }
 

@@ -109,14 +109,14 @@ pub enum BlockCommand {
 /// `car` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum CarCommand {
-    /// Import CARv1/CARv2 files. Every file is read and verified in full before anything is
-    /// stored, so a bad file imports nothing (unless --partial).
+    /// Import CARv1/CARv2 files, each read once (a FIFO works; `-` is stdin). All or
+    /// nothing: any error removes every block the command added (unless --partial), and an
+    /// import killed mid-way is rolled back by the next command that opens the store.
     Import {
-        /// The CAR files.
+        /// The CAR files (`-` for stdin).
         #[arg(required = true)]
         files: Vec<PathBuf>,
-        /// Keep the blocks read before an error (one pass per file), and go on with the
-        /// next file.
+        /// Keep the blocks read before an error, and go on with the next file.
         #[arg(long)]
         partial: bool,
     },

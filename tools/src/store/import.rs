@@ -1,30 +1,31 @@
-//! `car import`: CAR files into the store, verified, in batches, all or nothing per file.
+//! `car import`: CAR files into the store in one pass each, verified, all or nothing.
 //!
-//! Without --partial every file is read twice: a validation pass (framing and every block's
-//! hash, nothing stored), then an ingest pass. Memory stays at one batch whatever the size of
-//! the files; the price is reading and hashing each file twice. Bad input therefore stores
-//! nothing. A failure of the store itself during the ingest pass (disk full) leaves the blocks
-//! stored so far: they are valid, content-addressed blocks, and `repo gc` removes them if they
-//! are not wanted.
+//! The work is [`crate::import`]'s: every file is read once (so pipes and FIFOs work, and `-`
+//! is stdin), its blocks hashed in parallel and stored in batches, the blocks each batch adds
+//! journaled first. Without --partial one journal covers every file of the command: any
+//! error (a bad block, a truncated file, the store failing) deletes what the command added
+//! and nothing of it stays visible; a killed import is rolled back by the next command that
+//! opens the repository ([`recover_interrupted`]). With --partial the blocks before a file's
+//! error stay, and later files still run.
 
 use std::fs::File;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use futures_lite::future::block_on;
 use indicatif::ProgressBar;
-use ipfrs_storage::{Block, BlockStore, Engine};
+use ipfrs_storage::{BlockStore, Engine};
 use serde::Serialize;
 
 use super::error::{Error, Result};
 use super::output::{self, Report};
 use super::progress;
-use crate::car::{self, CarError, CarVersion, ReadOptions};
+use crate::car::{CarHeader, CarVersion, ReadOptions};
+use crate::import::{self as importer, Import, ImportError, ImportOptions};
 
-/// Blocks per `put_many` call: large enough to amortize the round trip to the shards and to
-/// fill group commits, small enough to bound memory (see [`BATCH_BYTES`]).
-pub const BATCH_BLOCKS: usize = 1024;
-/// Bytes per `put_many` call at most (a batch is sent at whichever limit comes first).
-pub const BATCH_BYTES: usize = 16 << 20;
+/// Blocks per batch at most (the import's default; see [`crate::import::ImportOptions`]).
+pub const BATCH_BLOCKS: usize = importer::DEFAULT_BATCH_BLOCKS;
+/// Block bytes per batch (the import's default).
+pub const BATCH_BYTES: usize = importer::DEFAULT_BATCH_BYTES;
 
 /// One file's import.
 #[derive(Debug, Clone, Serialize)]
@@ -76,125 +77,67 @@ impl Report for Imported {
     }
 }
 
-/// Reads one CAR file with the store's block limit, opening errors tagged with the path.
-fn open(path: &Path, options: ReadOptions) -> Result<car::CarReader<std::io::BufReader<File>>> {
+/// The path that means stdin.
+const STDIN: &str = "-";
+
+/// Opens one input: a file, a FIFO, or stdin for `-`.
+fn open(path: &Path) -> Result<Box<dyn Read + Send>> {
+    if path.as_os_str() == STDIN {
+        return Ok(Box::new(std::io::stdin()));
+    }
     let file = File::open(path).map_err(|e| Error::io("cannot open", path, e))?;
-    car::read_with(file, options).map_err(|source| Error::Car {
+    Ok(Box::new(file))
+}
+
+/// The store's error for an import's, tagged with the file.
+fn store_error(err: ImportError, path: &Path, partial: bool) -> Error {
+    match err {
+        ImportError::Car { source, stored, .. } => Error::Car {
+            path: path.to_path_buf(),
+            source,
+            // Without --partial the import was rolled back: nothing of it stays.
+            stored: if partial { stored } else { 0 },
+        },
+        ImportError::Store(e) => Error::Engine(e),
+        ImportError::Journal { what, path, source } => Error::Io { what, path, source },
+        ImportError::Panicked => Error::io(
+            "import failed (a worker thread panicked) for",
+            path,
+            std::io::Error::other("panic"),
+        ),
+    }
+}
+
+fn report(path: &Path, header: &CarHeader, blocks: u64, bytes: u64) -> FileImport {
+    FileImport {
         path: path.to_path_buf(),
-        source: Box::new(source),
-        stored: 0,
-    })
+        version: version_name(header.version),
+        roots: header.roots.iter().map(ToString::to_string).collect(),
+        blocks,
+        bytes,
+        error: None,
+    }
 }
 
-/// Batches read ahead of the store: the reader thread parses and hashes the next batch while
-/// the store writes the current one. Memory: at most this many batches queued, plus one being
-/// filled and one being written (3 x [`BATCH_BYTES`] = 48 MiB at most).
-const READ_AHEAD: usize = 1;
-
-/// A batch of verified blocks from the reader thread, the file offset after them, and the
-/// error that ended the file early, if any.
-struct Batch {
-    blocks: Vec<Block>,
-    offset: u64,
-    error: Option<CarError>,
-}
-
-/// Imports one CAR file into `store` in one pass, `put_many` in batches; every block was
-/// verified by the reader, which runs on its own thread one batch ahead. Returns the file's
-/// figures; a CAR error past the header comes back in [`FileImport::error`] with the figures
-/// of the blocks stored before it. Store failures and unreadable headers are errors.
+/// Imports one CAR file in one pass without a journal (what `--partial` keeps of a file,
+/// minus the crash rollback): a CAR error past the header comes back in
+/// [`FileImport::error`] with the figures of the blocks stored before it. Store failures and
+/// unreadable headers are errors.
 pub fn ingest<S: BlockStore>(
     store: &S,
     path: &Path,
     options: ReadOptions,
     progress: &ProgressBar,
 ) -> Result<FileImport> {
-    let reader = open(path, options)?;
-    let header = reader.header().clone();
-    let mut report = FileImport {
-        path: path.to_path_buf(),
-        version: version_name(header.version),
-        roots: header.roots.iter().map(ToString::to_string).collect(),
-        blocks: 0,
-        bytes: 0,
-        error: None,
+    let options = ImportOptions {
+        max_block_size: options.max_block_size,
+        ..ImportOptions::default()
     };
-    let mut done = reader.offset();
-    progress.inc(done);
-    let (tx, rx) = std::sync::mpsc::sync_channel::<Batch>(READ_AHEAD);
-    std::thread::scope(|scope| {
-        scope.spawn(move || read_batches(reader, &tx));
-        // `rx` is consumed here: if the store fails, it is dropped on return, the reader's
-        // next send fails, and the reader thread ends.
-        for batch in rx {
-            if !batch.blocks.is_empty() {
-                block_on(store.put_many(&batch.blocks))?;
-                report.blocks += batch.blocks.len() as u64;
-                report.bytes += batch.blocks.iter().map(|b| b.len() as u64).sum::<u64>();
-            }
-            progress.inc(batch.offset.saturating_sub(done));
-            done = batch.offset;
-            if let Some(source) = batch.error {
-                // Blocks before the error were whole and verified, and are stored.
-                let err = Error::Car {
-                    path: path.to_path_buf(),
-                    source: Box::new(source),
-                    stored: report.blocks,
-                };
-                report.error = Some(err.to_string());
-                break;
-            }
-        }
-        Ok(report)
-    })
-}
-
-/// The reader thread: batches of at most [`BATCH_BLOCKS`] blocks or [`BATCH_BYTES`] bytes,
-/// the last one carrying the error that ended the file, if any.
-fn read_batches<R: std::io::Read>(
-    mut reader: car::CarReader<R>,
-    tx: &std::sync::mpsc::SyncSender<Batch>,
-) {
-    let mut blocks = Vec::with_capacity(BATCH_BLOCKS);
-    let mut bytes = 0;
-    loop {
-        let (last, error) = match reader.next() {
-            None => (true, None),
-            Some(Err(e)) => (true, Some(e)),
-            Some(Ok(block)) => {
-                bytes += block.len();
-                blocks.push(block);
-                (false, None)
-            }
-        };
-        if last || blocks.len() >= BATCH_BLOCKS || bytes >= BATCH_BYTES {
-            let batch = Batch {
-                blocks: std::mem::replace(&mut blocks, Vec::with_capacity(BATCH_BLOCKS)),
-                offset: reader.offset(),
-                error,
-            };
-            bytes = 0;
-            if tx.send(batch).is_err() || last {
-                return;
-            }
-        }
-    }
-}
-
-/// Reads the whole file, verifying framing and every block's hash; stores nothing.
-fn validate(path: &Path, options: ReadOptions, progress: &ProgressBar) -> Result<()> {
-    let mut reader = open(path, options)?;
-    let mut start = reader.offset();
-    while let Some(item) = reader.next() {
-        progress.inc(reader.offset() - start);
-        start = reader.offset();
-        item.map_err(|source: CarError| Error::Car {
-            path: path.to_path_buf(),
-            source: Box::new(source),
-            stored: 0,
-        })?;
-    }
-    Ok(())
+    let (added, error) = importer::ingest(store, open(path)?, options, &|n| progress.inc(n))
+        .map_err(|e| store_error(e, path, true))?;
+    let mut file = report(path, &added.header, added.blocks, added.bytes);
+    file.error = error.map(|e| store_error(e, path, true).to_string());
+    Ok(file)
 }
 
 fn version_name(version: CarVersion) -> &'static str {
@@ -204,52 +147,122 @@ fn version_name(version: CarVersion) -> &'static str {
     }
 }
 
-/// `car import`. Without `partial`: every file is validated before any is ingested, so bad
-/// input imports nothing at all. With `partial`: one pass per file, blocks before an error
-/// are kept, later files still run; the report lists each file's error.
+/// Where `ipfrs-store` keeps the journals of imports into `engine`.
+pub fn journal_dir(engine: &Engine) -> PathBuf {
+    importer::default_journal_dir(&engine.config().data_dir)
+}
+
+/// Rolls back imports a killed `ipfrs-store` left behind (their journals); run by every
+/// command right after it opens the store. Says on stderr what it removed.
+pub fn recover_interrupted(engine: &Engine) -> Result<()> {
+    let dir = journal_dir(engine);
+    let done = importer::recover(engine, &dir).map_err(|e| store_error(e, &dir, false))?;
+    if done.journals > 0 {
+        eprintln!(
+            "ipfrs-store: rolled back {} interrupted CAR import(s): {} blocks removed",
+            done.journals, done.deleted
+        );
+    }
+    Ok(())
+}
+
+/// `car import`. Without `partial`: all or nothing over every file (one journal); the first
+/// error rolls back everything this command added and is returned. With `partial`: blocks
+/// before a file's error are kept, later files still run; the report lists each file's
+/// error.
 pub fn run(engine: &Engine, files: &[PathBuf], partial: bool) -> Result<(Imported, Option<Error>)> {
-    let options = ReadOptions {
-        max_block_size: engine.config().max_block_size,
-    };
-    let mut total = 0;
+    run_with(
+        engine,
+        files,
+        partial,
+        &journal_dir(engine),
+        ImportOptions::for_store(engine.config()),
+    )
+}
+
+/// [`run`] into any store, with the journal directory and options given.
+pub fn run_with<S: BlockStore>(
+    store: &S,
+    files: &[PathBuf],
+    partial: bool,
+    journal_dir: &Path,
+    options: ImportOptions,
+) -> Result<(Imported, Option<Error>)> {
+    // The bar's total when every input is a regular file; pipes make it a spinner.
+    let mut total = Some(0);
     for path in files {
-        total += std::fs::metadata(path)
-            .map_err(|e| Error::io("cannot open", path, e))?
-            .len();
+        let meta = if path.as_os_str() == STDIN {
+            None
+        } else {
+            Some(std::fs::metadata(path).map_err(|e| Error::io("cannot open", path, e))?)
+        };
+        total = match meta {
+            Some(meta) if meta.is_file() => total.map(|t| t + meta.len()),
+            _ => None,
+        };
     }
+    let mut import = Import::begin(store, journal_dir, options)
+        .map_err(|e| store_error(e, journal_dir, false))?;
+    let bar = progress::bar("importing", total, true);
     let mut imported = Imported { files: Vec::new() };
-    if !partial {
-        let bar = progress::bar("verifying", Some(total), true);
-        for path in files {
-            validate(path, options, &bar)?;
-        }
-        bar.finish_and_clear();
-    }
-    let bar = progress::bar("importing", Some(total), true);
     let mut failed = 0;
     for path in files {
-        let file = match ingest(engine, path, options, &bar) {
-            Ok(file) => file,
-            Err(err @ Error::Car { .. }) if partial => FileImport {
-                path: path.clone(),
-                version: "?",
-                roots: Vec::new(),
-                blocks: 0,
-                bytes: 0,
-                error: Some(err.to_string()),
-            },
-            Err(err) => return Err(err),
-        };
-        if let Some(message) = &file.error {
-            if !partial {
-                // The file changed since it was validated; the message says what was stored.
-                return Err(Error::Changed(message.clone()));
+        let added = open(path).and_then(|input| {
+            match import.add(input, &|n| bar.inc(n)) {
+                Ok(added) => Ok(report(path, &added.header, added.blocks, added.bytes)),
+                // With --partial a bad file is reported with what was kept of it.
+                Err(ImportError::Car {
+                    source,
+                    stored,
+                    bytes,
+                    header: Some(header),
+                }) if partial => {
+                    let mut file = report(path, &header, stored, bytes);
+                    let err = Error::Car {
+                        path: path.clone(),
+                        source,
+                        stored,
+                    };
+                    file.error = Some(err.to_string());
+                    Ok(file)
+                }
+                Err(e) => Err(store_error(e, path, partial)),
             }
-            failed += 1;
+        });
+        match added {
+            Ok(file) => {
+                failed += usize::from(file.error.is_some());
+                imported.files.push(file);
+            }
+            Err(err @ Error::Car { .. }) if partial => {
+                imported.files.push(FileImport {
+                    path: path.clone(),
+                    version: "?",
+                    roots: Vec::new(),
+                    blocks: 0,
+                    bytes: 0,
+                    error: Some(err.to_string()),
+                });
+                failed += 1;
+            }
+            Err(err) => {
+                bar.finish_and_clear();
+                // The import's own error is the one to report; if the rollback fails too,
+                // the journal stays and the next command that opens the store finishes it.
+                if let Err(rollback) = import.abort() {
+                    eprintln!(
+                        "ipfrs-store: rollback of the import failed ({rollback}); the next \
+                         command that opens the store retries it"
+                    );
+                }
+                return Err(err);
+            }
         }
-        imported.files.push(file);
     }
     bar.finish_and_clear();
+    import
+        .commit()
+        .map_err(|e| store_error(e, journal_dir, partial))?;
     let failure = (failed > 0).then_some(Error::PartialImport {
         failed,
         total: files.len(),

@@ -104,7 +104,9 @@ pub fn run(args: Args) -> Result<()> {
         created_store = true;
     }
     let engine = repo.open()?;
-    let result = dispatch(&engine, &repo, args.command, json, created_store);
+    // A CAR import killed mid-way left a journal: roll it back before anything reads.
+    let result = import::recover_interrupted(&engine)
+        .and_then(|()| dispatch(&engine, &repo, args.command, json, created_store));
     // Close even after a failure, so every acknowledged write is flushed; the first error
     // wins.
     let closed = block_on(engine.close());
