@@ -43,16 +43,25 @@ pub(crate) fn write_issued(file: &DmaFile, at: u64, data: &[u8]) {
     let _ = (file, at, data);
 }
 
-/// `file.fdatasync()`, with the journal told which writes it made durable.
+/// `file.fdatasync()`, with the journal told which writes it made durable; `direct`: as a
+/// system call on this thread rather than through io_uring (see `writer`'s module docs).
 #[inline]
-pub(crate) async fn fdatasync(file: &DmaFile) -> glommio::Result<(), ()> {
+pub(crate) async fn fdatasync(file: &DmaFile, direct: bool) -> std::io::Result<()> {
     #[cfg(feature = "failpoints")]
     let ticket = if sim::armed() {
         file.path().map(|path| sim::sync_starts(&path))
     } else {
         None
     };
-    file.fdatasync().await?;
+    if direct {
+        use std::os::fd::AsRawFd;
+        // SAFETY: fdatasync takes a descriptor, which `file` keeps open for the call.
+        if unsafe { libc::fdatasync(file.as_raw_fd()) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    } else {
+        file.fdatasync().await?;
+    }
     #[cfg(feature = "failpoints")]
     if let Some(ticket) = ticket {
         sim::file_synced(&ticket.0, ticket.1);

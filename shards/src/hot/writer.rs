@@ -8,6 +8,16 @@
 //! full, up to [`MAX_WRITES_IN_FLIGHT`] at once; then one fdatasync covers them (unless
 //! durability is None).
 //!
+//! An append of at most [`DIRECT_MAX`] bytes into the active segment (a lone writer's put, a
+//! small group) makes its write and its fdatasync as plain system calls on the shard's thread
+//! instead: through io_uring both are handed to the kernel's io-wq workers (an O_DIRECT write
+//! into preallocated, unwritten extents cannot be issued without blocking, and fsync never
+//! can), and each hand-off is a thread wake-up, costly in a VM. A lone durable put went from
+//! 1,253-1,423 to 2,412-2,665 per second that way, 16 writers from 18.8k to 22.3k, 4 KiB
+//! batch ingest by 37% (`ipfrs-bench -w put --threads 1|16`, `-w ingest --size 4KiB`). The shard's thread
+//! blocks for one small write and one sync, the time the group's waiters wait anyway; callers
+//! that arrive meanwhile queue and form the next group, as they would have.
+//!
 //! Every append starts with a mark record naming the position up to which the log was durable
 //! before it (see `ipfrs_tiering::segment::recover`): that is how recovery tells a torn tail
 //! from corruption. When a record does not fit in the active segment, the segment is sealed
@@ -34,6 +44,11 @@ pub(crate) const DMA_ALIGN: u64 = 4096;
 /// cap an append allocated its whole size in DMA buffers at once, beside the records it was
 /// given: 32 MiB more for a compaction rewrite of a full segment.
 pub(crate) const MAX_WRITES_IN_FLIGHT: usize = 8;
+
+/// Appends of at most this many bytes (mark, records and the rewritten tail) into the active
+/// segment write and sync with system calls on the shard's thread (see the module docs).
+/// Larger ones keep several DMA writes in flight through io_uring, where the parallelism pays.
+pub(crate) const DIRECT_MAX: u64 = 128 << 10;
 
 /// Records are padded to 8 bytes (see `Alignment::WORD`).
 pub(crate) const RECORD_ALIGN: Alignment = Alignment::WORD;
@@ -246,12 +261,17 @@ impl Writer {
         // Bytes of the mark and records not yet put: each pass's DMA buffers are sized to it
         // (with the tail, and never past the segment's end), not to a whole chunk.
         let mut left = mark_len + records.iter().map(record_len).sum::<u64>();
+        // Small and within the active segment: system calls on this thread (module docs).
+        let direct = (self.pos - align_down(self.pos)) + left <= DIRECT_MAX
+            && self.pos + left <= self.segment_bytes
+            && self.unsynced.is_empty();
         let mut next = 0;
         let mut first = true;
         while first || next < records.len() {
             let start = align_down(self.pos);
             let expected = ((self.pos - start) + left).min(self.segment_bytes - start);
             let mut chunks = Chunks::new(Rc::clone(&self.file), start, self.chunk_bytes, expected);
+            chunks.direct = direct;
             chunks.put(&self.tail);
             let mut pos = self.pos;
             if first {
@@ -291,25 +311,31 @@ impl Writer {
             }
         }
         if sync {
-            self.sync().await?;
+            self.sync_with(direct).await?;
         }
         Ok(out)
     }
 
     /// Makes everything appended so far durable.
     pub(crate) async fn sync(&mut self) -> Result<(), AppendError> {
+        self.sync_with(false).await
+    }
+
+    /// Makes everything appended so far durable; `direct`: with a system call on this thread
+    /// (a small append's, see the module docs).
+    async fn sync_with(&mut self, direct: bool) -> Result<(), AppendError> {
         // Fault injection (tests): fdatasync reports an error (EIO).
         fail::fail_point!("hot-sync", |_| Err(AppendError::Sync(
             io::Error::from_raw_os_error(libc::EIO)
         )));
         for file in self.unsynced.drain(..) {
-            power_cut::fdatasync(&file)
+            power_cut::fdatasync(&file, false)
                 .await
-                .map_err(|e| AppendError::Sync(e.into()))?;
+                .map_err(AppendError::Sync)?;
         }
-        power_cut::fdatasync(&self.file)
+        power_cut::fdatasync(&self.file, direct)
             .await
-            .map_err(|e| AppendError::Sync(e.into()))?;
+            .map_err(AppendError::Sync)?;
         self.durable = Position {
             segment: self.active,
             offset: self.pos,
@@ -364,6 +390,32 @@ impl Writer {
     }
 }
 
+/// Writes all of `data` at `at` with `pwrite` on the calling thread (a small append's write,
+/// see the module docs); returns the bytes written, fewer only if the file ended.
+fn pwrite_all(file: &DmaFile, data: &[u8], at: u64) -> io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    let mut done = 0;
+    while done < data.len() {
+        let rest = &data[done..];
+        let offset = libc::off_t::try_from(at + done as u64)
+            .map_err(|_| io::Error::other("write offset beyond off_t"))?;
+        // SAFETY: `rest` is valid for reads of `rest.len()` bytes for the whole call, and the
+        // descriptor belongs to `file`, which is borrowed (so open) until the call returns.
+        let n = unsafe { libc::pwrite(file.as_raw_fd(), rest.as_ptr().cast(), rest.len(), offset) };
+        match n {
+            n if n > 0 => done += n as usize,
+            0 => break,
+            _ => {
+                let err = io::Error::last_os_error();
+                if err.kind() != io::ErrorKind::Interrupted {
+                    return Err(err);
+                }
+            }
+        }
+    }
+    Ok(done)
+}
+
 /// DMA buffers being filled for one contiguous write, each sent to the disk when full.
 struct Chunks {
     file: Rc<DmaFile>,
@@ -382,6 +434,8 @@ struct Chunks {
     written: u64,
     /// The first error among the writes awaited so far.
     failure: Option<io::Error>,
+    /// Write each buffer with `pwrite` on this thread as it is sent (a small append).
+    direct: bool,
 }
 
 impl Chunks {
@@ -396,6 +450,7 @@ impl Chunks {
             writes: VecDeque::new(),
             written: 0,
             failure: None,
+            direct: false,
         }
     }
 
@@ -450,14 +505,43 @@ impl Chunks {
         buf.as_bytes_mut()[self.filled..len].fill(0);
         buf.trim_to_size(len);
         power_cut::write_issued(&self.file, self.current_at, buf.as_bytes());
-        let file = Rc::clone(&self.file);
         let at = self.current_at;
+        self.current_at += len as u64;
+        self.filled = 0;
+        if self.direct {
+            let written = pwrite_all(&self.file, buf.as_bytes(), at);
+            let outcome = match injected_write_outcome(len) {
+                Some(outcome) => outcome.map(|r| r.map_err(io::Error::from)),
+                None => Some(written),
+            };
+            self.note(outcome, len);
+            return;
+        }
+        let file = Rc::clone(&self.file);
         let task = glommio::spawn_local(async move { file.write_at(buf, at).await }).detach();
         self.writes.push_back((task, len));
         #[cfg(test)]
         tests::PEAK_IN_FLIGHT.with(|peak| peak.set(peak.get().max(self.writes.len())));
-        self.current_at += len as u64;
-        self.filled = 0;
+    }
+
+    /// Notes the outcome of a write of `len` bytes (`None`: its task was cancelled).
+    fn note(&mut self, outcome: Option<io::Result<usize>>, len: usize) {
+        match outcome {
+            Some(Ok(n)) if n == len => self.written += n as u64,
+            Some(Ok(n)) => {
+                self.failure.get_or_insert(io::Error::new(
+                    io::ErrorKind::WriteZero,
+                    format!("short write: {n} of {len} bytes"),
+                ));
+            }
+            Some(Err(e)) => {
+                self.failure.get_or_insert(e);
+            }
+            None => {
+                self.failure
+                    .get_or_insert(io::Error::other("write task was cancelled"));
+            }
+        }
     }
 
     /// Waits for enough writes that putting `len` more bytes keeps at most
@@ -485,22 +569,7 @@ impl Chunks {
                 }
                 None => task.await,
             };
-            match outcome {
-                Some(Ok(n)) if n == len => self.written += n as u64,
-                Some(Ok(n)) => {
-                    self.failure.get_or_insert(io::Error::new(
-                        io::ErrorKind::WriteZero,
-                        format!("short write: {n} of {len} bytes"),
-                    ));
-                }
-                Some(Err(e)) => {
-                    self.failure.get_or_insert(e.into());
-                }
-                None => {
-                    self.failure
-                        .get_or_insert(io::Error::other("write task was cancelled"));
-                }
-            }
+            self.note(outcome.map(|r| r.map_err(io::Error::from)), len);
         }
     }
 
