@@ -40,12 +40,7 @@ fn block(id: u64) -> Block {
 }
 
 fn status_kib(field: &str) -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
+    ipfrs_storage::proc_status::kib(field).unwrap_or(0)
 }
 
 fn main() {

@@ -45,7 +45,7 @@ pub use engine::Engine;
 pub use error::Error;
 pub use ipfrs_core_types::{
     BackendKind, Block, BlockError, Cid, Codec, Config, ConfigFileError, Durability, HashAlgorithm,
-    HotTier, key, sha256_accelerated, verify,
+    HotTier, key, proc_status, sha256_accelerated, verify,
 };
 pub use ipfrs_shards::{Damage, DamageSite, ShardStats};
 pub use ipfrs_tiering::{ColdDamage, DamageStage};

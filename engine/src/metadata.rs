@@ -299,7 +299,7 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
     fail::fail_point!("metadata-sync-dir", |_| Err(
         std::io::Error::from_raw_os_error(libc::EIO)
     ));
-    File::open(dir).and_then(|d| d.sync_all())
+    ipfrs_tiering::segment::file::sync_dir(dir)
 }
 
 /// Opens the log for appending, after a rewrite.

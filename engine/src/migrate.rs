@@ -434,7 +434,7 @@ fn sync_tree(dir: &Path) -> Result<()> {
 }
 
 fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
+    ipfrs_tiering::segment::file::sync_dir(dir).map_err(io(dir))
 }
 
 /// Removes a directory tree and syncs its parent.

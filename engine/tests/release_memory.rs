@@ -17,12 +17,7 @@ use ipfrs_storage::{BlockStore, Config, Engine};
 const FREED_MIB: u64 = 192;
 
 fn anon_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("RssAnon:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
+    ipfrs_storage::proc_status::kib("RssAnon:").unwrap()
 }
 
 /// Leaves about `FREED_MIB` of freed memory inside a glibc arena; returns what stays live.

@@ -31,12 +31,7 @@ fn value(key: u64, len: usize) -> Bytes {
 }
 
 fn status_kib(field: &str) -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
+    ipfrs_core_types::proc_status::kib(field).unwrap()
 }
 
 /// Hands freed heap pages back to the kernel, so that what is measured is what sled holds,

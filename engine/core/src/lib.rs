@@ -15,6 +15,7 @@ mod config;
 mod config_file;
 mod error;
 pub mod key;
+pub mod proc_status;
 
 pub use block::{Block, Codec, HashAlgorithm};
 pub use cid::Cid;

@@ -48,18 +48,7 @@ pub fn finish(start_kib: Option<u64>) -> Option<Peak> {
 
 /// A `kB` field of `/proc/self/status`.
 fn status_kib(field: &str) -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    parse_kib(&status, field)
-}
-
-fn parse_kib(status: &str, field: &str) -> Option<u64> {
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field))?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
+    ipfrs_storage::proc_status::kib(field)
 }
 
 #[cfg(test)]
@@ -67,14 +56,6 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
-
-    #[test]
-    fn status_fields_parse() {
-        let status = "Name:\tx\nVmHWM:\t   12345 kB\nVmRSS:\t  999 kB\n";
-        assert_eq!(parse_kib(status, "VmHWM:"), Some(12345));
-        assert_eq!(parse_kib(status, "VmRSS:"), Some(999));
-        assert_eq!(parse_kib(status, "VmSwap:"), None);
-    }
 
     #[cfg(target_os = "linux")]
     #[test]

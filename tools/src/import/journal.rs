@@ -256,8 +256,7 @@ fn lock(file: &File, try_only: bool) -> std::io::Result<()> {
 
 /// Makes a directory's entries (a created or removed journal) durable.
 fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
+    ipfrs_tiering::segment::file::sync_dir(dir)
         .map_err(|e| ImportError::journal("cannot sync the directory", dir, e))
 }
 
