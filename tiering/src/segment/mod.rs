@@ -9,8 +9,9 @@
 //!   [`decode`] to read one back, zero copy.
 //! - [`Alignment`]: the alignment every record starts at and is padded to (8 bytes in hot
 //!   segments; the writer's O_DIRECT writes stay sector-aligned on their own).
-//! - [`Scanner`]: walks a segment buffer record by record and says why it stopped
-//!   ([`ScanEnd`]): a clean end, a torn tail to truncate, or corruption to report.
+//! - [`Scanner`]: walks a segment buffer record by record against a given synced offset and
+//!   says why it stopped ([`ScanEnd`]): a clean end, a torn tail, or corruption (a reference
+//!   for tests and fuzzing; recovery uses [`scan_segment`] and [`replay`]).
 //! - [`RecordError`]: everything that can be wrong with a record, with its offset.
 //! - [`index`]: the per-shard map from key fingerprint to record location ([`HotIndex`]).
 //! - [`file`]: segment file names, read-only mappings handing out zero-copy `Bytes`.

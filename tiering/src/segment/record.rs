@@ -2,9 +2,11 @@
 //!
 //! A segment is a sequence of records, each starting at a multiple of the segment's record
 //! [`Alignment`] (8 bytes for hot segments: [`Alignment::WORD`]), followed by unwritten (zero)
-//! space up to the preallocated end. A record is a fixed 28-byte header, the key (the block's multihash bytes),
-//! the payload (the block's data, empty for a tombstone), then zero padding up to the next
-//! multiple of the alignment. All integers are little-endian.
+//! space up to the preallocated end. A record is a fixed 28-byte header, the key (the block's
+//! multihash bytes), the payload (the block's data, empty for a tombstone), then zero padding
+//! up to the next multiple of the alignment (so at most 7 bytes: records are never padded to
+//! a sector; the writer's 4096-byte O_DIRECT granularity is its own business). All integers
+//! are little-endian.
 //!
 //! | offset          | size          | field       | meaning                                            |
 //! |-----------------|---------------|-------------|----------------------------------------------------|
@@ -25,11 +27,13 @@
 //! - The checksum covers every header field before it, so a flipped length, flag or sequence
 //!   number is caught, not only damage to the data. Padding is outside the checksum but must be
 //!   zero, and [`decode`] checks it, so no byte of a record's extent can change unnoticed.
-//! - The sequence number orders records across segments during recovery: of two records with
-//!   the same key, the higher `seq` is the newer (a put or a tombstone).
-//! - The format does not say where the durable end is: recovery gets that "synced up to" mark
-//!   from the writer and hands it to the [`Scanner`](super::Scanner), which tells a torn tail
-//!   (truncate) from corruption (report).
+//! - The sequence number grows by one per record written, so file order (segments by number,
+//!   offsets within) is sequence order; recovery replays in file order, and the writer resumes
+//!   after the highest sequence number of an undamaged record.
+//! - A record does not say whether it is durable: the writer starts every append with a mark
+//!   record naming the position the log was durable up to (see [`recover`](super::recover)),
+//!   and recovery uses the highest mark to tell a torn tail (truncate) from corruption
+//!   (report).
 
 use super::align::Alignment;
 use super::error::{LengthField, RecordError};

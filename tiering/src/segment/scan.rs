@@ -1,4 +1,6 @@
-//! Walking a segment buffer record by record, for recovery and compaction.
+//! Walking a segment buffer record by record, with a given synced offset, to a one-pass verdict.
+//! Tests and fuzzing use it as a reference; recovery itself uses `recover::scan_segment` and
+//! `recover::replay`, which take the durable position from the log's mark records.
 
 use std::iter::FusedIterator;
 
