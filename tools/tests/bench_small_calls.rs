@@ -1,5 +1,5 @@
-//! Runs the built `ipfrs-bench` on the single-call workloads a full node makes (issue 15): `put`
-//! of new blocks one per call against its write+fdatasync ceiling, and single `get` /
+//! Runs the built `ipfrs-bench` on the single-call workloads a full node makes: `put` of new
+//! blocks one per call against its write+fdatasync ceiling, and single `get` /
 //! `has-absent` from 16 client threads, on tiny stores, reading the `--json` report. Counts
 //! are tiny; nothing asserts speed.
 

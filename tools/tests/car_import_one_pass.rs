@@ -1,4 +1,4 @@
-//! CAR import in one pass, all or nothing (issue 24): a corrupt block rolls back everything
+//! CAR import in one pass, all or nothing: a corrupt block rolls back everything
 //! the import added and nothing that was there before, the disk space comes back, a SIGKILL
 //! mid-import is rolled back by the next `ipfrs-store` command, and pipes work (each input
 //! is read once).

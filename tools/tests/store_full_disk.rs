@@ -278,8 +278,8 @@ fn block_data(i: u32) -> Vec<u8> {
     data
 }
 
-/// Issue 20 item 4, second half: a disk filled through the library until puts fail with
-/// NoSpace is freed by `block rm` of half the blocks and `repo gc`, and puts work again.
+/// A disk filled through the library until puts fail with NoSpace is freed by `block rm` of
+/// half the blocks and `repo gc`, and puts work again.
 ///
 /// Run as root, this needs puts to stop while the space free for unprivileged writers
 /// (f_bavail) still holds the headroom a compaction of one segment needs: root allocated new
