@@ -14,7 +14,7 @@
 //!   for tests and fuzzing; recovery uses [`scan_segment`] and [`replay`]).
 //! - [`RecordError`]: everything that can be wrong with a record, with its offset.
 //! - [`index`]: the per-shard map from key fingerprint to record location ([`HotIndex`]).
-//! - [`file`]: segment file names, read-only mappings handing out zero-copy `Bytes`.
+//! - [`file`](mod@file): segment file names, read-only mappings handing out zero-copy `Bytes`.
 //! - [`recover`]: rebuilding the index from segment files, torn tail vs corruption.
 //! - [`hint`]: a sealed segment's record list, so recovery need not read the payloads.
 //! - [`salvage`]: naming the block a damaged record held, proven by its payload's hash.
