@@ -15,8 +15,8 @@ use std::io::BufWriter;
 use std::path::PathBuf;
 
 use clap::{Parser, ValueEnum};
+use ipfrs_car::CarWriter;
 use ipfrs_storage::{Block, Codec, HashAlgorithm};
-use ipfrs_tools::car::CarWriter;
 use rand::rngs::StdRng;
 use rand::{Rng, RngCore, SeedableRng};
 

@@ -1,5 +1,6 @@
-//! CAR files from outside: the streaming reader of ipfrs-tools, the CARv1 decoder of
-//! ipfrs-versioning (`decode_car`, used by `import_car`) and the link extractors.
+//! CAR files from outside: the streaming reader of ipfrs-car, the whole-file decoder of
+//! ipfrs-versioning built on it (`decode_car`, used by `import_car`, with its own block
+//! limit) and the link extractors of ipfrs-tools.
 //!
 //! A CAR file comes from the network or a user; no input may panic either reader, and their
 //! memory stays bounded by their limits, not by lengths the file claims (the CI run passes
@@ -19,8 +20,9 @@
 use std::io::Cursor;
 
 use cid::Cid;
+use ipfrs_car::{CarError, CarV2Writer, CarWriter, read};
 use ipfrs_storage::{Block, Codec, HashAlgorithm};
-use ipfrs_tools::car::{CarError, CarV2Writer, CarWriter, links, read};
+use ipfrs_tools::car::links;
 
 /// Runs the `car_read` target on one input: neither CAR reader panics, both agree on files
 /// both accept, written files read back exactly and damage never hides earlier blocks.
@@ -38,7 +40,7 @@ pub fn car_read(data: &[u8]) {
     }
 }
 
-/// Reads everything the tools reader yields: the roots (if the header reads), the blocks
+/// Reads everything the streaming reader yields: the roots (if the header reads), the blocks
 /// before the first error, and that error.
 fn read_all(bytes: &[u8]) -> (Option<Vec<Cid>>, Vec<Block>, Option<CarError>) {
     let reader = match read(bytes) {
@@ -185,7 +187,7 @@ fn structured(program: &[u8], v2: bool) {
                 assert_eq!(v_roots, roots);
                 assert_eq!(v_blocks, blocks);
             }
-            Err(e) => panic!("versioning cannot read a CARv1 the tools wrote: {e}"),
+            Err(e) => panic!("versioning cannot read a CARv1 the ipfrs-car writer wrote: {e}"),
         }
     }
 

@@ -8,11 +8,11 @@
 
 use std::path::Path;
 
+use ipfrs_car::{self as car, ReadOptions};
 use ipfrs_storage::Config;
 
 use super::error::{BenchError, Result};
 use super::workload::Dataset;
-use ipfrs_tools::car::{self, ReadOptions};
 
 /// The largest CAR file the workload loads: its blocks are held in memory for the run.
 pub const MAX_CAR_BYTES: u64 = 2 << 30;

@@ -1,6 +1,6 @@
 use std::path::PathBuf;
 
-use crate::car::{CarError, CarHeader};
+use ipfrs_car::{CarError, CarHeader};
 
 /// Why an import failed. After any of these from [`super::Import::add`] the caller decides:
 /// [`super::Import::abort`] removes what the import added, [`super::Import::commit`] keeps

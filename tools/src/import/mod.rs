@@ -51,9 +51,8 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use futures_lite::future::block_on;
+use ipfrs_car::{self as car, CarHeader, ReadOptions};
 use ipfrs_storage::{BlockStore, Config};
-
-use crate::car::{self, CarHeader, ReadOptions};
 
 pub use error::{ImportError, Result};
 use journal::Journal;

@@ -20,12 +20,12 @@ use std::sync::mpsc::{self, Receiver};
 use std::sync::{Condvar, Mutex, PoisonError};
 
 use futures_lite::future::block_on;
+use ipfrs_car::{CarError, CarReader, Section};
 use ipfrs_storage::{Block, BlockStore, Cid};
 
 use super::ImportOptions;
 use super::error::{ImportError, Result};
 use super::journal::Journal;
-use crate::car::{CarError, CarReader, Section};
 
 /// Bytes of block data in flight, bounded: a counting semaphore over bytes.
 struct Window {

@@ -2,9 +2,10 @@
 
 use std::path::PathBuf;
 
+use ipfrs_car::CarError;
 use ipfrs_storage::{Cid, ConfigFileError};
 
-use crate::car::{CarError, LinkError};
+use crate::car::LinkError;
 
 /// What went wrong.
 #[derive(Debug, thiserror::Error)]

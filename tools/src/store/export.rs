@@ -4,6 +4,7 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
+use ipfrs_car::{CarError, CarV2Writer, CarWriter};
 use ipfrs_storage::{BlockStore, Cid};
 use serde::Serialize;
 
@@ -11,7 +12,6 @@ use super::dag::{self, OnMissing};
 use super::error::{Error, Result, parse_cid};
 use super::output::{self, Report};
 use super::progress;
-use crate::car::{CarError, CarV2Writer, CarWriter};
 
 /// What `car export` wrote.
 #[derive(Debug, Serialize)]

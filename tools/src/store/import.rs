@@ -13,13 +13,13 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use indicatif::ProgressBar;
+use ipfrs_car::{CarHeader, CarVersion, ReadOptions};
 use ipfrs_storage::{BlockStore, Engine};
 use serde::Serialize;
 
 use super::error::{Error, Result};
 use super::output::{self, Report};
 use super::progress;
-use crate::car::{CarHeader, CarVersion, ReadOptions};
 use crate::import::{self as importer, Import, ImportError, ImportOptions};
 
 /// Blocks per batch at most (the import's default; see [`crate::import::ImportOptions`]).

@@ -1,7 +1,9 @@
 //! The CARv1 header (DAG-CBOR) and the CARv2 fixed header.
 
-use ipfrs_storage::Cid;
+use ipfrs_core_types::Cid;
 use serde::{Deserialize, Serialize};
+
+use crate::error::HeaderFault;
 
 /// The CAR format version of a file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,15 +82,15 @@ pub(crate) struct V1Header {
 }
 
 impl V1Header {
-    pub(crate) fn decode(bytes: &[u8]) -> Result<V1Header, String> {
-        serde_ipld_dagcbor::from_slice(bytes).map_err(|e| e.to_string())
+    pub(crate) fn decode(bytes: &[u8]) -> Result<V1Header, HeaderFault> {
+        serde_ipld_dagcbor::from_slice(bytes).map_err(HeaderFault::Decode)
     }
 
-    pub(crate) fn encode(roots: &[Cid]) -> Result<Vec<u8>, String> {
+    pub(crate) fn encode(roots: &[Cid]) -> Result<Vec<u8>, HeaderFault> {
         let header = V1Header {
             roots: Some(roots.to_vec()),
             version: 1,
         };
-        serde_ipld_dagcbor::to_vec(&header).map_err(|e| e.to_string())
+        serde_ipld_dagcbor::to_vec(&header).map_err(HeaderFault::Encode)
     }
 }

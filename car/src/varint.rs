@@ -1,12 +1,16 @@
-//! Unsigned LEB128 varints as CAR uses them (at most 9 bytes, values below 2^63).
+//! Unsigned LEB128 varints as CAR uses them (at most 9 bytes, values below 2^63, minimal
+//! encoding): the section and header lengths, and the codec of a CARv2 index.
 
 use std::io::{ErrorKind, Read};
 
 /// The longest varint the CAR spec allows (values below 2^63).
-const MAX_LEN: usize = 9;
+pub const MAX_LEN: usize = 9;
 
-/// Outcome of reading a varint.
-pub(crate) enum Varint {
+/// Outcome of reading a varint. Not an error type: a clean end of input is how a CARv1 stream
+/// ends, so the caller decides which outcomes are errors where. The four cases are every way
+/// a byte stream can go, hence no `#[non_exhaustive]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Varint {
     /// The value and how many bytes it took.
     Value(u64, usize),
     /// End of input before the first byte: a clean end of the stream.
@@ -17,8 +21,9 @@ pub(crate) enum Varint {
     Malformed,
 }
 
-/// Reads one varint; I/O errors other than end of input are returned as errors.
-pub(crate) fn read(r: &mut impl Read) -> std::io::Result<Varint> {
+/// Reads one varint, a byte at a time (so nothing past it is consumed: wrap an unbuffered
+/// source in a `BufReader`); I/O errors other than end of input are returned as errors.
+pub fn read(r: &mut impl Read) -> std::io::Result<Varint> {
     let mut value = 0u64;
     for i in 0..MAX_LEN {
         let mut byte = [0u8];
@@ -45,8 +50,9 @@ pub(crate) fn read(r: &mut impl Read) -> std::io::Result<Varint> {
     Ok(Varint::Malformed)
 }
 
-/// Appends `value`'s encoding to `out`.
-pub(crate) fn write(mut value: u64, out: &mut Vec<u8>) {
+/// Appends `value`'s minimal encoding to `out`. Values of 2^63 and above take 10 bytes,
+/// which [`read`] refuses as the CAR spec does: lengths and codecs never come near.
+pub fn write(mut value: u64, out: &mut Vec<u8>) {
     loop {
         let low = (value & 0x7f) as u8;
         value >>= 7;

@@ -9,10 +9,10 @@
 
 use std::collections::BTreeMap;
 
-use ipfrs_storage::Cid;
-use ipfrs_storage::key::IDENTITY_CODE;
+use ipfrs_core_types::Cid;
+use ipfrs_core_types::key::IDENTITY_CODE;
 
-use super::varint;
+use crate::varint;
 
 /// The multicodec of MultihashIndexSorted.
 const MULTIHASH_INDEX_SORTED: u64 = 0x0401;

@@ -2,12 +2,12 @@
 
 use std::io::{Seek, SeekFrom, Write};
 
-use ipfrs_storage::Cid;
+use ipfrs_core_types::Cid;
 
-use super::error::CarError;
-use super::header::{V1Header, V2_HEADER_LEN, V2_PRAGMA, V2Header};
-use super::index::Index;
-use super::varint;
+use crate::error::CarError;
+use crate::header::{V1Header, V2_HEADER_LEN, V2_PRAGMA, V2Header};
+use crate::index::Index;
+use crate::varint;
 
 /// Writes a CARv1 stream: the header at creation, then one section per block.
 ///

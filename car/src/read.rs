@@ -3,11 +3,11 @@
 use std::io::{BufReader, ErrorKind, Read};
 
 use bytes::Bytes;
-use ipfrs_storage::{Block, Cid};
+use ipfrs_core_types::{Block, Cid};
 
-use super::error::CarError;
-use super::header::{CarHeader, CarVersion, V1Header, V2_HEADER_LEN, V2_PRAGMA, V2Header};
-use super::varint::{self, Varint};
+use crate::error::{CarError, HeaderFault, SectionLengthFault};
+use crate::header::{CarHeader, CarVersion, V1Header, V2_HEADER_LEN, V2_PRAGMA, V2Header};
+use crate::varint::{self, Varint};
 
 /// The largest CARv1 header accepted. go-car uses 32 MiB for the same purpose; headers of
 /// real files are a few hundred bytes (roots only), so 1 MiB leaves ample room.
@@ -113,7 +113,7 @@ impl<R: Read> CarReader<R> {
                 if offset != V2_PRAGMA.len() as u64 {
                     return Err(CarError::BadHeader {
                         offset: 0,
-                        reason: "CARv2 pragma is not the 11-byte {version: 2}".into(),
+                        reason: HeaderFault::Pragma,
                     });
                 }
                 let mut fixed = [0u8; V2_HEADER_LEN];
@@ -123,17 +123,17 @@ impl<R: Read> CarReader<R> {
                 let Some(padding) = v2.data_offset.checked_sub(start) else {
                     return Err(CarError::BadHeader {
                         offset: V2_PRAGMA.len() as u64,
-                        reason: format!(
-                            "CARv2 data offset {} lies inside the header (at least {start})",
-                            v2.data_offset
-                        ),
+                        reason: HeaderFault::DataOffsetInsideHeader {
+                            data_offset: v2.data_offset,
+                            min: start,
+                        },
                     });
                 };
                 skip(&mut inner, padding, &mut offset)?;
                 let data_end = v2.data_offset.checked_add(v2.data_size).ok_or_else(|| {
                     CarError::BadHeader {
                         offset: V2_PRAGMA.len() as u64,
-                        reason: "CARv2 data offset + size overflows".into(),
+                        reason: HeaderFault::DataRangeOverflows,
                     }
                 })?;
                 let inner_header_at = offset;
@@ -147,7 +147,7 @@ impl<R: Read> CarReader<R> {
                 if offset > data_end {
                     return Err(CarError::BadHeader {
                         offset: inner_header_at,
-                        reason: "the CARv1 header runs past the CARv2 data size".into(),
+                        reason: HeaderFault::PastDataSize,
                     });
                 }
                 (
@@ -225,26 +225,23 @@ impl<R: Read> CarReader<R> {
         };
         self.offset += varint_len;
         let limit = self.options.max_block_size as u64 + MAX_CID_LEN;
-        let refuse = |reason: String| CarError::SectionLength {
+        let refuse = |reason: SectionLengthFault| CarError::SectionLength {
             length,
             offset: start,
             reason,
         };
         if length == 0 {
-            return Err(refuse("a section holds at least a CID".into()));
+            return Err(refuse(SectionLengthFault::Empty));
         }
         if length > limit {
-            return Err(refuse(format!(
-                "larger than the block limit ({} bytes) plus a CID",
-                self.options.max_block_size
-            )));
+            return Err(refuse(SectionLengthFault::OverLimit {
+                max_block_size: self.options.max_block_size,
+            }));
         }
         if let Some(end) = self.end
             && self.offset + length > end
         {
-            return Err(refuse(format!(
-                "runs past the CARv2 data end at byte {end}"
-            )));
+            return Err(refuse(SectionLengthFault::PastDataEnd { end }));
         }
         let mut section = vec![0u8; length as usize];
         read_exact(
@@ -262,9 +259,9 @@ impl<R: Read> CarReader<R> {
             other => other,
         })?;
         let mut rest = &section[..];
-        let cid = Cid::read_bytes(&mut rest).map_err(|e| CarError::BadCid {
+        let cid = Cid::read_bytes(&mut rest).map_err(|source| CarError::BadCid {
             offset: start,
-            reason: e.to_string(),
+            source,
         })?;
         let cid_len = section.len() - rest.len();
         // A slice of the section: no copy, the CID's few bytes ride along in the allocation.
@@ -334,7 +331,7 @@ fn read_v1_header(r: &mut impl Read, offset: &mut u64) -> Result<V1Header, CarEr
     if header.version == 1 && header.roots.is_none() {
         return Err(CarError::BadHeader {
             offset: body_at,
-            reason: "CARv1 header without roots".into(),
+            reason: HeaderFault::NoRoots,
         });
     }
     Ok(header)
