@@ -1,11 +1,9 @@
 //! CARv1 export and import of a commit's whole DAG.
 //!
-//! CARv1 is small enough to write here rather than add a crate: a varint-prefixed DAG-CBOR
-//! header `{roots: [CID], version: 1}` (encoded with serde_ipld_dagcbor, like the objects),
-//! then sections of `varint(len) | CID | data`. The reader bounds every length, refuses
-//! trailing garbage inside a section and verifies each block's hash, so a hostile file is a
-//! typed error. (rs-car-sync would read the format too, but it is one more dependency for
-//! ~100 lines, and we need the writer anyway.)
+//! The framing (header, sections, varints, limits) is the workspace's one CAR codec,
+//! `ipfrs-car`: this module only chooses what goes in a file (a commit and everything it
+//! reaches) and what an import must find there (one root, a complete DAG). The reader bounds
+//! every length and verifies each block's hash, so a hostile file is a typed error.
 
 use std::fmt;
 use std::fs::{self, File};
@@ -13,8 +11,8 @@ use std::io::{BufWriter, Write};
 use std::path::Path;
 
 use cid::Cid;
+use ipfrs_car::{CarWriter, ReadOptions};
 use ipfrs_storage::{Block, BlockStore};
-use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::ledger::Ledger;
@@ -22,114 +20,33 @@ use crate::refs::RefStore;
 use crate::repo::{Repo, branch_ref};
 use crate::revision::Revision;
 
-/// Largest section accepted: a block of the engine's 2 MiB limit plus its CID, with margin.
-const MAX_SECTION: u64 = 4 << 20;
-/// Largest header accepted.
-const MAX_HEADER: u64 = 1 << 20;
+/// Largest block accepted on import: twice the engine's default 2 MiB limit, so a store
+/// configured for larger chunks can still take back what it exported; the engine refuses
+/// anything over its own configured limit when the block is stored.
+const MAX_BLOCK: usize = 4 << 20;
 
-#[derive(Serialize, Deserialize)]
-struct Header {
-    roots: Vec<Cid>,
-    version: u64,
-}
-
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-/// Reads an unsigned LEB128 varint at `*at`, advancing it.
-fn get_varint(data: &[u8], at: &mut usize) -> Result<u64> {
-    let mut v = 0u64;
-    for shift in (0..64).step_by(7) {
-        let b = *data
-            .get(*at)
-            .ok_or_else(|| Error::Car(format!("truncated varint at byte {at}")))?;
-        *at += 1;
-        v |= u64::from(b & 0x7f) << shift;
-        if b & 0x80 == 0 {
-            return Ok(v);
-        }
-    }
-    Err(Error::Car(format!("varint too long before byte {at}")))
-}
-
-/// Encodes a CARv1 file from roots and blocks.
+/// Encodes a CARv1 file from roots and blocks, in the order given; returns the bytes written.
 pub fn encode_car(roots: &[Cid], blocks: &[(Cid, &[u8])], out: &mut impl Write) -> Result<u64> {
-    let header = serde_ipld_dagcbor::to_vec(&Header {
-        roots: roots.to_vec(),
-        version: 1,
-    })
-    .map_err(|e| Error::Encode {
-        what: "CAR header",
-        reason: e.to_string(),
-    })?;
-    let mut buf = Vec::new();
-    put_varint(&mut buf, header.len() as u64);
-    buf.extend_from_slice(&header);
-    let mut written = 0u64;
-    let io = |e| Error::Car(format!("write: {e}"));
+    let mut writer = CarWriter::new(out, roots)?;
     for (cid, data) in blocks {
-        let cid_bytes = cid.to_bytes();
-        put_varint(&mut buf, (cid_bytes.len() + data.len()) as u64);
-        buf.extend_from_slice(&cid_bytes);
-        buf.extend_from_slice(data);
-        if buf.len() > 1 << 20 {
-            out.write_all(&buf).map_err(io)?;
-            written += buf.len() as u64;
-            buf.clear();
-        }
+        writer.write_block(cid, data)?;
     }
-    out.write_all(&buf).map_err(io)?;
-    Ok(written + buf.len() as u64)
+    let written = writer.bytes_written();
+    writer.finish()?;
+    Ok(written)
 }
 
-/// Decodes a CARv1 file: its roots and verified blocks.
+/// Decodes a CAR file (CARv1, or the CARv1 payload of a CARv2): its roots and its blocks,
+/// each verified against its CID. The first malformed byte is an [`Error::Car`] naming its
+/// offset.
 pub fn decode_car(data: &[u8]) -> Result<(Vec<Cid>, Vec<Block>)> {
-    let mut at = 0;
-    let header_len = get_varint(data, &mut at)?;
-    if header_len == 0 || header_len > MAX_HEADER {
-        return Err(Error::Car(format!(
-            "header length {header_len} out of range"
-        )));
-    }
-    let header_bytes = data
-        .get(at..at + header_len as usize)
-        .ok_or_else(|| Error::Car("truncated header".into()))?;
-    let header: Header = serde_ipld_dagcbor::from_slice(header_bytes)
-        .map_err(|e| Error::Car(format!("header: {e}")))?;
-    if header.version != 1 {
-        return Err(Error::Car(format!(
-            "version {} (only 1 is read)",
-            header.version
-        )));
-    }
-    at += header_len as usize;
-    let mut blocks = Vec::new();
-    while at < data.len() {
-        let start = at;
-        let len = get_varint(data, &mut at)?;
-        if len == 0 || len > MAX_SECTION {
-            return Err(Error::Car(format!(
-                "section at byte {start}: length {len} out of range"
-            )));
-        }
-        let section = data
-            .get(at..at + len as usize)
-            .ok_or_else(|| Error::Car(format!("section at byte {start} is truncated")))?;
-        let mut reader = section;
-        let cid = Cid::read_bytes(&mut reader)
-            .map_err(|e| Error::Car(format!("section at byte {start}: CID: {e}")))?;
-        let block_data = bytes::Bytes::copy_from_slice(reader);
-        let block = Block::from_parts(cid, block_data)
-            .map_err(|e| Error::Car(format!("section at byte {start}: {e}")))?;
-        blocks.push(block);
-        at += len as usize;
-    }
-    Ok((header.roots, blocks))
+    let options = ReadOptions {
+        max_block_size: MAX_BLOCK,
+    };
+    let reader = ipfrs_car::read_with(data, options)?;
+    let roots = reader.header().roots.clone();
+    let blocks = reader.collect::<std::result::Result<Vec<Block>, _>>()?;
+    Ok((roots, blocks))
 }
 
 /// What an export or import moved.
@@ -195,19 +112,17 @@ impl<S: BlockStore, R: RefStore, L: Ledger> Repo<S, R, L> {
         })
     }
 
-    /// Imports a CARv1 file whose single root is a commit. Every block is verified, stored
-    /// and recorded in the ledger; then the DAG under the root must be complete (an error
-    /// names the first missing block). With `branch`, the branch is created at the root or
+    /// Imports a CAR file (CARv1, or CARv2 as [`decode_car`] reads it) whose single root is a
+    /// commit ([`Error::CarRoots`] otherwise). Every block is verified, stored and recorded in
+    /// the ledger; then the DAG under the root must be complete (an error names the first
+    /// missing block). With `branch`, the branch is created at the root or
     /// fast-forwarded to it ([`Error::NotFastForward`] otherwise); without, no ref moves and
     /// the blocks stay until gc unless something refers to them.
     pub async fn import_car(&self, path: &Path, branch: Option<&str>) -> Result<CarSummary> {
         let data = fs::read(path).map_err(Error::io(path))?;
         let (roots, blocks) = decode_car(&data)?;
         let [root] = roots[..] else {
-            return Err(Error::Car(format!(
-                "{} roots; expected one commit",
-                roots.len()
-            )));
+            return Err(Error::CarRoots { roots: roots.len() });
         };
         if let Some(b) = branch {
             crate::refs::validate_name(&branch_ref(b))?;

@@ -151,9 +151,15 @@ pub enum Error {
         /// The timestamp, ms since the Unix epoch.
         timestamp_ms: u64,
     },
-    /// A CAR file is malformed.
+    /// A CAR file is malformed, or writing one failed; the codec's error names the byte offset.
     #[error("CAR file: {0}")]
-    Car(String),
+    Car(#[from] ipfrs_car::CarError),
+    /// A CAR file to import does not name exactly one root (the commit).
+    #[error("CAR file: {roots} roots; expected one commit")]
+    CarRoots {
+        /// How many roots the file names.
+        roots: usize,
+    },
     /// An I/O error on a file of this layer (refs, ledger, safetensors, CAR).
     #[error("{path}: {source}")]
     Io {
