@@ -157,3 +157,54 @@ impl<S: BlockStore, R: RefStore, L: Ledger> Repo<S, R, L> {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn blocks() -> Vec<Block> {
+        (0..3u8)
+            .map(|i| Block::new(vec![i; 100]).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn a_carv2_payload_decodes_like_the_carv1_it_holds() {
+        let want = blocks();
+        let root = *want[0].cid();
+        let mut writer =
+            ipfrs_car::CarV2Writer::new(std::io::Cursor::new(Vec::new()), &[root]).unwrap();
+        for b in &want {
+            writer.write_block(b.cid(), b.data()).unwrap();
+        }
+        let v2 = writer.finish().unwrap().into_inner();
+        let pairs: Vec<(Cid, &[u8])> = want.iter().map(|b| (*b.cid(), b.data().as_ref())).collect();
+        let mut v1 = Vec::new();
+        let written = encode_car(&[root], &pairs, &mut v1).unwrap();
+        assert_eq!(written, v1.len() as u64);
+        assert_eq!(decode_car(&v2).unwrap(), (vec![root], want.clone()));
+        assert_eq!(decode_car(&v1).unwrap(), (vec![root], want));
+    }
+
+    #[test]
+    fn codec_errors_keep_their_cause_and_offset() {
+        let want = blocks();
+        let pairs: Vec<(Cid, &[u8])> = want.iter().map(|b| (*b.cid(), b.data().as_ref())).collect();
+        let mut file = Vec::new();
+        encode_car(&[], &pairs, &mut file).unwrap();
+        let last = file.len() - 1;
+        file[last] ^= 1;
+        let err = decode_car(&file).unwrap_err();
+        let Error::Car(car) = &err else {
+            panic!("{err}");
+        };
+        assert!(matches!(car, ipfrs_car::CarError::BadBlock { .. }), "{car}");
+        // The last section starts 100 bytes of data and a 36-byte CID and a 2-byte length
+        // before the end.
+        assert_eq!(car.offset(), file.len() as u64 - 100 - 36 - 2);
+        let source = std::error::Error::source(&err).unwrap();
+        assert!(source.downcast_ref::<ipfrs_car::CarError>().is_some());
+    }
+}
