@@ -1,4 +1,4 @@
-//! Writes a CARv1 file for import benchmarks (issue 24): `--kind big` is 256 KiB raw blocks,
+//! Writes a CARv1 file for import benchmarks: `--kind big` is 256 KiB raw blocks,
 //! `--kind mixed` blocks of 1-8 KiB alternating dag-cbor (a CBOR byte string) and dag-pb (a
 //! PBNode with only Data), both valid for their codec; sha2-256, pseudo-random content
 //! (seeded, so the same command gives the same file). The first block is the root.
