@@ -68,6 +68,21 @@ pub const DEFAULT_BATCH_BLOCKS: usize = 4096;
 pub const DEFAULT_WINDOW_BYTES: usize = 64 << 20;
 /// Read buffer: small sections are copied out of it, large ones read directly.
 const READ_BUFFER: usize = 1 << 20;
+
+/// Opens `input` as a CAR stream; a bad header is an import error that stored nothing.
+fn open_reader<R: Read>(
+    input: R,
+    max_block_size: usize,
+) -> Result<car::CarReader<std::io::BufReader<R>>> {
+    car::read_buffered(input, ReadOptions { max_block_size }, READ_BUFFER).map_err(|e| {
+        ImportError::Car {
+            source: Box::new(e),
+            stored: 0,
+            bytes: 0,
+            header: None,
+        }
+    })
+}
 /// Room for a section's CID and framing on top of the block (as the CAR reader allows).
 const SECTION_OVERHEAD: usize = 128;
 
@@ -166,16 +181,7 @@ impl<'s, S: BlockStore> Import<'s, S> {
         input: R,
         progress: &(dyn Fn(u64) + Sync),
     ) -> Result<Added> {
-        let read_options = ReadOptions {
-            max_block_size: self.options.max_block_size,
-        };
-        let reader =
-            car::read_buffered(input, read_options, READ_BUFFER).map_err(|e| ImportError::Car {
-                source: Box::new(e),
-                stored: 0,
-                bytes: 0,
-                header: None,
-            })?;
+        let reader = open_reader(input, self.options.max_block_size)?;
         let header = reader.header().clone();
         let outcome = pipeline::run(
             self.store,
@@ -256,16 +262,7 @@ pub fn ingest<S: BlockStore, R: Read + Send>(
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<(Added, Option<ImportError>)> {
     let options = options.effective();
-    let read_options = ReadOptions {
-        max_block_size: options.max_block_size,
-    };
-    let reader =
-        car::read_buffered(input, read_options, READ_BUFFER).map_err(|e| ImportError::Car {
-            source: Box::new(e),
-            stored: 0,
-            bytes: 0,
-            header: None,
-        })?;
+    let reader = open_reader(input, options.max_block_size)?;
     let header = reader.header().clone();
     let outcome = pipeline::run(store, reader, None, &options, progress)?;
     let added = Added {
