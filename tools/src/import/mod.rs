@@ -83,6 +83,7 @@ fn open_reader<R: Read>(
         }
     })
 }
+
 /// Room for a section's CID and framing on top of the block (as the CAR reader allows).
 const SECTION_OVERHEAD: usize = 128;
 
