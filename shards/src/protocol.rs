@@ -25,7 +25,7 @@ pub enum Request {
         reply: Reply<()>,
     },
     /// Copy a cold block read on a caller's thread back into the hot tier (see
-    /// [`ShardHandle::promote`]). No reply.
+    /// `ShardHandle::promote`). No reply.
     Promote {
         /// The block's key.
         key: Key,

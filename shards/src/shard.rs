@@ -1,8 +1,11 @@
 //! A shard's state and its read path.
 //!
-//! Reads run concurrently: bloom filter ("absent" answers at once), then the cache, then the
-//! cold backend on the executor's blocking pool. Writes go through the shard's single writer
-//! (`commit`), so the order of puts and deletes is the order they arrived in.
+//! Reads run first on the caller's thread (`read_view`): bloom filter ("absent" answers at
+//! once), the hot index, the cache, then the cold index (an inline block, or a record in a
+//! pack). What that path cannot answer (damage, a gone backend, a race with a move) comes
+//! here, where reads run concurrently on the executor, the backend on its blocking pool.
+//! Writes go through the shard's single writer (`commit`), so the order of puts and deletes
+//! is the order they arrived in.
 //!
 //! A read that misses the cache fills it only if no delete committed while it was reading
 //! (`delete_epoch`), so a deleted block can never come back through a late cache fill.

@@ -38,7 +38,7 @@ pub(crate) fn cold_need(bytes: u64) -> u64 {
 ///
 /// The checks read the space free for unprivileged writers (`f_bavail`): as root, writes
 /// succeed past it into the blocks ext4 keeps for root, and a hot tier that grew into them
-/// left compaction no room it could see (issue 20 item 4).
+/// left compaction no room it could see (a full-disk test found it).
 pub(crate) fn headroom(segment_bytes: u64) -> u64 {
     cold_need(segment_bytes)
 }

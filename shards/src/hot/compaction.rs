@@ -4,11 +4,17 @@
 //!   idle --woken after a commit, over budget--> scan oldest sealed segment (blocking pool)
 //!     --> migrate its live records, a few MiB per step, each step a write group of its own:
 //!           still hot (read since written)  -> rewritten into the active segment, synced
-//!           cold                            -> put into the cold backend, flushed
+//!           cold, at most inline_threshold  -> put into the cold backend (inline), flushed
+//!           cold, larger                    -> stays where it is: an index entry
+//!                                              (pack, offset, len) goes into the backend
 //!           damaged                         -> dropped from the index, counted
-//!     --> retire: drop the segment from the map, unlink the file, sync the directory
-//!     --> over budget still? next oldest : idle
+//!     --> retire: if index entries point into it, the segment becomes a pack (renamed to
+//!         .pack once the backend's flush made the entries durable, its tail past the
+//!         records given back); otherwise the file is removed; the directory is synced
+//!     --> over budget still? next oldest : packs under their live threshold? reclaim : idle
 //! ```
+//! Reclaiming a pack rewrites its live records into the hot tier (a step per few MiB, as
+//! above) and removes the pack once no entry points into it.
 //! Each step goes through the shard's write queue, so it is ordered with puts and deletes (a
 //! delete can never be undone by a late move) and a step never holds the writer for long.
 //! The task runs in a task queue with a small share of the core, so foreground requests keep
