@@ -1,4 +1,12 @@
-//! sled 0.34: the default cold backend. `flush` is sled's own fsync of its log.
+//! sled 0.34: the default cold backend.
+//!
+//! `flush` is sled's flush, then an fdatasync of what it wrote. sled 0.34 makes its log
+//! "stable" with `sync_file_range`, which neither commits the file's metadata (the log grows
+//! into newly allocated blocks) nor flushes the disk's write cache, and writes its blob files
+//! (large values) without any sync: after a power cut, a block acknowledged as durable, or
+//! moved out of the hot tier on the strength of that flush, could be gone. So the backend
+//! syncs the blob files sled wrote since the last flush and their directory, then the log
+//! file, before the flush returns and before the mark below is moved.
 //!
 //! After each flush the backend records sled's stable log position in [`MARK_FILE`], and
 //! hands it back to sled at the next open (`Config::durable_mark`, a patch of the vendored
@@ -35,6 +43,10 @@ pub struct SledBackend {
     dir: PathBuf,
     /// The mark file and the mark it holds.
     mark: Mutex<(File, i64)>,
+    /// sled's log file (`db`), for the fdatasync its flush does not do (module docs).
+    log: File,
+    /// The newest blob file (named by its LSN) synced so far.
+    blobs_synced: Mutex<i64>,
     /// What recovery skipped as damage at open.
     damage: Option<ColdDamage>,
 }
@@ -58,6 +70,61 @@ fn write_mark(file: &File, dir: &Path, lsn: i64) -> Result<()> {
             path: dir.join(MARK_FILE),
             source,
         })
+}
+
+/// fdatasync of sled's log file (see the module docs).
+fn sync_log(log: &File, dir: &Path) -> Result<()> {
+    // Fault injection (tests, the `fail` crate's `failpoints` feature): the sync fails.
+    fail::fail_point!("sled-log-sync", |_| Err(Error::Io {
+        path: dir.join("db"),
+        source: std::io::Error::from_raw_os_error(libc::EIO),
+    }));
+    log.sync_data().map_err(|source| Error::Io {
+        path: dir.join("db"),
+        source,
+    })
+}
+
+/// Syncs every blob file sled wrote after the one named `after` (blob files are named by the
+/// LSN of their log message and never rewritten), then their directory if there were any;
+/// returns the newest name synced. A blob removed meanwhile (sled's blob GC) needs no sync.
+fn sync_new_blobs(dir: &Path, after: i64) -> Result<i64> {
+    let blobs = dir.join("blobs");
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| Error::Io { path, source }
+    };
+    let entries = match std::fs::read_dir(&blobs) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(after),
+        Err(e) => return Err(io(&blobs)(e)),
+    };
+    let mut newest = after;
+    for entry in entries {
+        let entry = entry.map_err(io(&blobs))?;
+        let Some(lsn) = entry
+            .file_name()
+            .to_str()
+            .and_then(|name| name.parse::<i64>().ok())
+        else {
+            continue;
+        };
+        if lsn <= after {
+            continue;
+        }
+        match File::open(entry.path()) {
+            Ok(file) => file.sync_data().map_err(io(&entry.path()))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(io(&entry.path())(e)),
+        }
+        newest = newest.max(lsn);
+    }
+    if newest > after {
+        File::open(&blobs)
+            .and_then(|d| d.sync_all())
+            .map_err(io(&blobs))?;
+    }
+    Ok(newest)
 }
 
 /// The file in the sled directory listing the damage recovery skipped, one line each. sled
@@ -198,12 +265,23 @@ impl SledBackend {
                 path: dir.join(MARK_FILE),
                 source,
             })?;
+        let log_path = dir.join("db");
+        let log = File::open(&log_path).map_err(|source| Error::Io {
+            path: log_path,
+            source,
+        })?;
+        // Everything sled wrote before this open is synced once here (a previous process
+        // may have stopped between sled's flush and the sync), so the mark below is true.
+        let blobs_synced = sync_new_blobs(dir, i64::MIN)?;
+        sync_log(&log, dir)?;
         let lsn = db.stable_lsn();
         write_mark(&file, dir, lsn)?;
         Ok(SledBackend {
             db,
             dir: dir.to_path_buf(),
             mark: Mutex::new((file, lsn)),
+            log,
+            blobs_synced: Mutex::new(blobs_synced),
             damage,
         })
     }
@@ -327,6 +405,11 @@ impl ColdBackend for SledBackend {
     /// the mark only ever grows).
     fn flush(&self) -> Result<()> {
         self.db.flush().map_err(|e| self.error(e))?;
+        {
+            let mut synced = self.blobs_synced.lock().unwrap_or_else(|e| e.into_inner());
+            *synced = sync_new_blobs(&self.dir, *synced)?;
+        }
+        sync_log(&self.log, &self.dir)?;
         let mut mark = self.mark.lock().unwrap_or_else(|e| e.into_inner());
         let lsn = self.db.stable_lsn();
         if lsn > mark.1 {
