@@ -1,6 +1,7 @@
 use std::path::PathBuf;
 
 use ipfrs_core_types::{BackendKind, BlockError};
+use ipfrs_shards::PoisonCause;
 
 /// Errors of the engine. Every error is returned before anything is stored or changed, unless
 /// its documentation says otherwise.
@@ -91,13 +92,15 @@ pub enum Error {
         /// What is needed.
         need: u64,
     },
-    /// A shard refuses writes after a failed sync; reads still work. Reopen the engine.
-    #[error("shard {shard} is read-only after a failed sync: {reason}; reopen the engine")]
-    ReadOnly {
+    /// A shard refuses writes until the engine is reopened; reads still work. `cause` says
+    /// what failed (a segment write or sync, the cold backend's flush or a delete that had
+    /// to follow durable tombstones, a writer that is not running).
+    #[error("shard {shard} refuses writes until the engine is reopened: {cause}")]
+    Poisoned {
         /// The shard.
         shard: usize,
-        /// The sync's error.
-        reason: String,
+        /// What failed.
+        cause: PoisonCause,
     },
     /// The disk is full: the write was not stored. Everything acknowledged before stays
     /// readable, reads keep working, and writes succeed again once space is freed.
@@ -194,7 +197,7 @@ impl From<ipfrs_shards::Error> for Error {
         match err {
             S::IoUringUnavailable { reason } => Error::IoUringUnavailable { reason },
             S::MemlockTooLow { have, need } => Error::MemlockTooLow { have, need },
-            S::ReadOnly { shard, reason } => Error::ReadOnly { shard, reason },
+            S::Poisoned { shard, cause } => Error::Poisoned { shard, cause },
             S::Stopped { .. } => Error::Closed,
             S::NoSpace { shard, path } => Error::NoSpace { shard, path },
             S::HotTierRequired { path } => Error::HotTierRequired { path },

@@ -47,7 +47,7 @@ pub use ipfrs_core_types::{
     BackendKind, Block, BlockError, Cid, Codec, Config, ConfigFileError, Durability, HashAlgorithm,
     HotTier, key, proc_status, sha256_accelerated, verify,
 };
-pub use ipfrs_shards::{Damage, DamageSite, ShardStats};
+pub use ipfrs_shards::{Damage, DamageSite, PoisonCause, ShardStats};
 pub use ipfrs_tiering::{ColdDamage, DamageStage};
 pub use metadata::{
     MAX_METADATA_BYTES, MAX_METADATA_KEY_BYTES, MAX_METADATA_VALUE_BYTES, MetadataStore, Swap,

@@ -10,7 +10,7 @@
 
 use std::path::Path;
 
-use ipfrs_storage::{Block, Config, Durability, Engine, Error, HotTier};
+use ipfrs_storage::{Block, Config, Durability, Engine, Error, HotTier, PoisonCause};
 
 fn config(dir: &Path) -> Config {
     let mut config = Config::new(dir);
@@ -55,9 +55,31 @@ fn run(fault: &Fault) {
         .put_many(&doomed)
         .expect_err("a write meeting a fault must fail");
     fail::remove(fault.point);
+    // A poisoned shard names what failed, with the OS error as the source.
     match (&err, fault.poisons) {
-        (Error::ReadOnly { .. }, true) | (Error::NoSpace { .. }, false) => {}
+        (
+            Error::Poisoned {
+                cause: PoisonCause::SegmentSync(_),
+                ..
+            },
+            true,
+        ) if fault.point == "hot-sync" => {}
+        (
+            Error::Poisoned {
+                cause: PoisonCause::SegmentWrite(_),
+                ..
+            },
+            true,
+        ) if fault.point != "hot-sync" => {}
+        (Error::NoSpace { .. }, false) => {}
         _ => panic!("{}: unexpected error {err}", fault.point),
+    }
+    if let Error::Poisoned { cause, .. } = &err {
+        assert!(
+            std::error::Error::source(cause).is_some(),
+            "{}: the cause keeps its source",
+            fault.point
+        );
     }
     // Nothing of the failed write is served; everything before it is.
     for b in &doomed {

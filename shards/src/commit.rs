@@ -32,7 +32,7 @@ use ipfrs_tiering::ColdBackend;
 
 use crate::protocol::Reply;
 use crate::shard::{Shard, bump};
-use crate::{Error, Result};
+use crate::{Error, PoisonCause, Result};
 
 /// A queued write.
 pub(crate) enum Pending {
@@ -174,7 +174,7 @@ pub(crate) struct WriteQueue {
     /// finish (a hang there is otherwise invisible: the executor just parks).
     pub(crate) stage: Cell<&'static str>,
     /// Set after a failed sync; every later write is refused with this reason.
-    poisoned: RefCell<Option<String>>,
+    poisoned: RefCell<Option<PoisonCause>>,
     /// Wakes a gathering committer early once `max_ops` are queued.
     wake_tx: LocalSender<()>,
     wake_rx: LocalReceiver<()>,
@@ -199,13 +199,14 @@ impl WriteQueue {
         }
     }
 
-    pub(crate) fn read_only(&self) -> Option<String> {
+    /// Why the shard refuses writes, if it does.
+    pub(crate) fn poisoned(&self) -> Option<PoisonCause> {
         self.poisoned.borrow().clone()
     }
 
-    /// Makes the shard refuse writes from now on.
-    pub(crate) fn poison(&self, reason: String) {
-        self.poisoned.borrow_mut().get_or_insert(reason);
+    /// Makes the shard refuse writes from now on (the first cause is kept).
+    pub(crate) fn poison(&self, cause: PoisonCause) {
+        self.poisoned.borrow_mut().get_or_insert(cause);
     }
 
     /// The durability mode.
@@ -352,10 +353,10 @@ pub(crate) fn apply_delta(cell: &Cell<u64>, delta: i64) {
 impl Shard {
     pub(crate) fn enqueue(self: &Rc<Self>, op: WriteOp) {
         let q = &self.writes;
-        if let Some(reason) = q.read_only() {
-            let err = Error::ReadOnly {
+        if let Some(cause) = q.poisoned() {
+            let err = Error::Poisoned {
                 shard: self.id,
-                reason,
+                cause,
             };
             op.ack.fail(err);
             return;
@@ -552,11 +553,11 @@ impl Shard {
 
     async fn commit_group(&self, group: Vec<WriteOp>) {
         // Writes queued before a sync failed must not reach the backend after it.
-        if let Some(reason) = self.writes.read_only() {
+        if let Some(cause) = self.writes.poisoned() {
             for op in group {
-                op.ack.fail(Error::ReadOnly {
+                op.ack.fail(Error::Poisoned {
                     shard: self.id,
-                    reason: reason.clone(),
+                    cause: cause.clone(),
                 });
             }
             return;
@@ -626,11 +627,11 @@ impl Shard {
                 let err = match err {
                     GroupError::Write(e) => self.backend_error(e),
                     GroupError::Sync(e) => {
-                        let reason = e.to_string();
-                        self.writes.poison(reason.clone());
-                        Error::ReadOnly {
+                        let cause = PoisonCause::BackendSync(Arc::new(e));
+                        self.writes.poison(cause.clone());
+                        Error::Poisoned {
                             shard: self.id,
-                            reason,
+                            cause,
                         }
                     }
                 };

@@ -1,3 +1,25 @@
+/// Why a shard refuses writes ([`Error::Poisoned`]).
+#[derive(Debug, thiserror::Error, Clone)]
+#[non_exhaustive]
+pub enum PoisonCause {
+    /// Writing a hot segment failed.
+    #[error("writing a hot segment failed: {0}")]
+    SegmentWrite(#[source] std::sync::Arc<std::io::Error>),
+    /// fdatasync of a hot segment failed.
+    #[error("syncing a hot segment failed: {0}")]
+    SegmentSync(#[source] std::sync::Arc<std::io::Error>),
+    /// The cold backend's flush failed (a shard without a hot tier).
+    #[error("flushing the cold backend failed: {0}")]
+    BackendSync(#[source] std::sync::Arc<ipfrs_tiering::Error>),
+    /// Deleting blocks from the cold backend failed after their tombstones were durable:
+    /// their cold copies could still be served; a reopen redoes the deletes.
+    #[error("deleting from the cold backend failed: {0}")]
+    ColdDelete(#[source] std::sync::Arc<ipfrs_tiering::Error>),
+    /// The hot tier's writer is not running (a failed start or a panic).
+    #[error("the hot tier's writer is not running")]
+    WriterStopped,
+}
+
 /// Errors of the shards.
 #[derive(Debug, thiserror::Error, Clone)]
 pub enum Error {
@@ -35,14 +57,16 @@ pub enum Error {
         /// What failed.
         message: String,
     },
-    /// A sync of the backend failed: the shard refuses writes until the engine is reopened,
-    /// because after a failed fsync the kernel may have dropped the unwritten pages.
-    #[error("shard {shard} is read-only after a failed sync: {reason}; reopen the engine")]
-    ReadOnly {
+    /// The shard refuses writes until the engine is reopened (reads keep working): a write
+    /// or sync of its files failed, and after a failed fsync the kernel may have dropped the
+    /// unwritten pages, so retrying and acknowledging could lose data silently; or a step
+    /// that must follow a durable one could not run (see [`PoisonCause`]).
+    #[error("shard {shard} refuses writes until the engine is reopened: {cause}")]
+    Poisoned {
         /// The shard.
         shard: usize,
-        /// The failed sync's error.
-        reason: String,
+        /// What failed.
+        cause: PoisonCause,
     },
     /// The disk is full: a new hot segment could not be allocated, a put would have left less
     /// than the room kept for freeing space, or a compaction step had no room for its cold

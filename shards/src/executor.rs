@@ -443,7 +443,7 @@ async fn serve(
         // the next recovery reports damage anywhere in the log as corruption: without it, the
         // last group's records could only be told apart from a torn write by the next group.
         let writer = hot.writer.borrow_mut().take();
-        let clean = shard.writes.read_only().is_none();
+        let clean = shard.writes.poisoned().is_none();
         if let Some(mut writer) = writer
             && clean
         {
@@ -478,7 +478,7 @@ async fn serve(
     let result = result.and(flushed);
     // Only a close that made everything durable, with no write refused after a failed sync,
     // leaves a state: its filter and counts are then those of the store on disk.
-    let open_state = (result.is_ok() && shard.writes.read_only().is_none()).then(|| {
+    let open_state = (result.is_ok() && shard.writes.poisoned().is_none()).then(|| {
         let bloom = &shard.bloom;
         OpenState {
             blocks: shard.counters.blocks.get(),

@@ -36,7 +36,7 @@ mod shard;
 mod shared;
 
 pub use damage::{Damage, DamageSite};
-pub use error::Error;
+pub use error::{Error, PoisonCause};
 pub use executor::{ShardThread, preflight, start_shard};
 /// Power-cut simulation of the hot tier's files (tests only).
 #[cfg(feature = "failpoints")]

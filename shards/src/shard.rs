@@ -534,7 +534,7 @@ impl Shard {
             bloom_bits: self.bloom.num_bits() as u64,
             write_groups: c.write_groups.get(),
             write_ops: c.write_ops.get(),
-            read_only: self.writes.read_only().is_some(),
+            read_only: self.writes.poisoned().is_some(),
             put_bytes: c.put_bytes.get(),
             corrupt_cold_reads: c.corrupt_cold_reads.get(),
             keys_walked_at_open: c.keys_walked_at_open.get(),

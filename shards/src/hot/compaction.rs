@@ -85,7 +85,7 @@ pub(crate) async fn run(shard: Rc<Shard>) {
         if reclaimable() {
             match super::reclaim::reclaim_packs(&shard, hot.config.reclaim_below_percent).await {
                 Ok(_) => {}
-                Err(Error::ReadOnly { .. } | Error::Stopped { .. }) => return,
+                Err(Error::Poisoned { .. } | Error::Stopped { .. }) => return,
                 Err(e) => {
                     bump(&hot.counters.compaction_failures, 1);
                     eprintln!(
@@ -106,7 +106,7 @@ pub(crate) async fn run(shard: Rc<Shard>) {
             };
             match compact_segment(&shard, segment, Mode::Background).await {
                 Ok(()) => retry_after = RETRY_AFTER,
-                Err(Error::ReadOnly { .. } | Error::Stopped { .. }) => return,
+                Err(Error::Poisoned { .. } | Error::Stopped { .. }) => return,
                 Err(e) => {
                     // Reported and counted, never fatal: the segment stays (nothing in it is
                     // lost), foreground writes that need the space get `NoSpace` themselves,

@@ -27,7 +27,7 @@ use super::HotTier;
 use super::writer::{AppendError, Appended, RECORD_ALIGN, Record, align_down};
 use crate::commit::{Ack, Pending, WriteOp, acknowledge, apply_delta};
 use crate::shard::{Shard, bump};
-use crate::{Error, Result};
+use crate::{Error, PoisonCause, Result};
 
 /// Writes the hint file of a sealed, synced segment on the blocking pool. Run it with
 /// `Shard::background`: a missing hint only means recovery scans that segment.
@@ -106,11 +106,11 @@ struct Plan {
 impl Shard {
     /// Commits one group into the hot tier (see the module documentation).
     pub(crate) async fn commit_group_hot(self: &Rc<Self>, hot: &HotTier, group: Vec<WriteOp>) {
-        if let Some(reason) = self.writes.read_only() {
+        if let Some(cause) = self.writes.poisoned() {
             for op in group {
-                op.ack.fail(Error::ReadOnly {
+                op.ack.fail(Error::Poisoned {
                     shard: self.id,
-                    reason: reason.clone(),
+                    cause: cause.clone(),
                 });
             }
             return;
@@ -196,25 +196,28 @@ impl Shard {
         if !plan.cold_deletes.is_empty() || plan.flush_cold {
             let keys = plan.cold_deletes.clone();
             let sync = plan.sync;
+            // The backend's own error is kept (as the poison's cause), not mapped.
             let deleted = self
                 .blocking(move |backend| {
-                    if !keys.is_empty() {
-                        backend.delete_batch(&keys)?;
-                    }
-                    if sync {
-                        backend.flush()?;
-                    }
-                    Ok(())
+                    Ok((|| {
+                        if !keys.is_empty() {
+                            backend.delete_batch(&keys)?;
+                        }
+                        if sync {
+                            backend.flush()?;
+                        }
+                        Ok(())
+                    })())
                 })
-                .await;
+                .await?;
             if let Err(e) = deleted {
                 // The tombstones are durable but the cold copies may still be served:
                 // refuse writes until a reopen redoes the deletes from the tombstones.
-                let reason = format!("deleting from the cold backend failed: {e}");
-                self.writes.poison(reason.clone());
-                return Err(Error::ReadOnly {
+                let cause = PoisonCause::ColdDelete(std::sync::Arc::new(e));
+                self.writes.poison(cause.clone());
+                return Err(Error::Poisoned {
                     shard: self.id,
-                    reason,
+                    cause,
                 });
             }
         }
@@ -401,9 +404,9 @@ impl Shard {
         sync: bool,
     ) -> Result<Appended> {
         let Some(mut writer) = hot.writer.borrow_mut().take() else {
-            return Err(Error::ReadOnly {
+            return Err(Error::Poisoned {
                 shard: self.id,
-                reason: "the hot tier's writer is not running".into(),
+                cause: PoisonCause::WriterStopped,
             });
         };
         let result = writer.append(records, sync).await;
@@ -459,7 +462,7 @@ impl Shard {
 
     /// The shard error for an append failure; a failed write or sync poisons the shard.
     fn append_error(&self, err: AppendError) -> Error {
-        let reason = match err {
+        let cause = match err {
             AppendError::NoSpace(path) => {
                 return Error::NoSpace {
                     shard: self.id,
@@ -472,13 +475,13 @@ impl Shard {
                     message: format!("record refused: {reason}"),
                 };
             }
-            AppendError::Write(e) => format!("writing a hot segment failed: {e}"),
-            AppendError::Sync(e) => format!("syncing a hot segment failed: {e}"),
+            AppendError::Write(e) => PoisonCause::SegmentWrite(std::sync::Arc::new(e)),
+            AppendError::Sync(e) => PoisonCause::SegmentSync(std::sync::Arc::new(e)),
         };
-        self.writes.poison(reason.clone());
-        Error::ReadOnly {
+        self.writes.poison(cause.clone());
+        Error::Poisoned {
             shard: self.id,
-            reason,
+            cause,
         }
     }
 
