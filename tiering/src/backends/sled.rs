@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use ipfrs_core_types::BackendKind;
 
+use crate::segment::file::sync_dir;
 use crate::{BackendOptions, ColdBackend, ColdDamage, DamageStage, Error, Result};
 
 const KIND: BackendKind = BackendKind::Sled;
@@ -155,7 +156,7 @@ fn record_damage(dir: &Path, lines: &[String]) -> Result<Vec<String>> {
             writeln!(file, "{line}").map_err(io)?;
         }
         file.sync_data().map_err(io)?;
-        File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
+        sync_dir(dir).map_err(io)?;
         all.extend_from_slice(lines);
     }
     Ok(all)
