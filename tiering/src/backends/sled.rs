@@ -87,9 +87,11 @@ fn sync_log(log: &File, dir: &Path) -> Result<()> {
 }
 
 /// Syncs every blob file sled wrote after the one named `after` (blob files are named by the
-/// LSN of their log message and never rewritten), then their directory if there were any;
-/// returns the newest name synced. A blob removed meanwhile (sled's blob GC) needs no sync.
-fn sync_new_blobs(dir: &Path, after: i64) -> Result<i64> {
+/// LSN of their log message and never rewritten), then their directory if there were any.
+/// A blob removed meanwhile (sled's blob GC) needs no sync. The caller records how far its
+/// syncs reached: an LSN it read before calling, not the newest name seen here (a blob of a
+/// lower LSN may still be being written by another thread).
+fn sync_new_blobs(dir: &Path, after: i64) -> Result<()> {
     let blobs = dir.join("blobs");
     let io = |path: &Path| {
         let path = path.to_path_buf();
@@ -97,10 +99,10 @@ fn sync_new_blobs(dir: &Path, after: i64) -> Result<i64> {
     };
     let entries = match std::fs::read_dir(&blobs) {
         Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(after),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(io(&blobs)(e)),
     };
-    let mut newest = after;
+    let mut any = false;
     for entry in entries {
         let entry = entry.map_err(io(&blobs))?;
         let Some(lsn) = entry
@@ -118,14 +120,12 @@ fn sync_new_blobs(dir: &Path, after: i64) -> Result<i64> {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
             Err(e) => return Err(io(&entry.path())(e)),
         }
-        newest = newest.max(lsn);
+        any = true;
     }
-    if newest > after {
-        File::open(&blobs)
-            .and_then(|d| d.sync_all())
-            .map_err(io(&blobs))?;
+    if any {
+        sync_dir(&blobs).map_err(io(&blobs))?;
     }
-    Ok(newest)
+    Ok(())
 }
 
 /// The file in the sled directory listing the damage recovery skipped, one line each. sled
@@ -173,16 +173,17 @@ impl SledBackend {
     /// for up to [`LOCK_RETRY`] (the engine's own directory lock already rules out a second
     /// live engine).
     pub fn open(dir: &Path, options: &BackendOptions) -> Result<SledBackend> {
+        let mark = read_mark(dir);
         let config = sled::Config::new()
             .path(dir)
             .cache_capacity(options.cache_bytes)
-            .durable_mark(read_mark(dir));
+            .durable_mark(mark);
         let started = Instant::now();
         let mut regenerated_conf = None;
         loop {
             match config.open() {
                 Ok(db) => {
-                    let backend = SledBackend::opened(db, dir, regenerated_conf.as_ref())?;
+                    let backend = SledBackend::opened(db, dir, mark, regenerated_conf.as_ref())?;
                     return Ok(backend);
                 }
                 Err(e)
@@ -225,6 +226,7 @@ impl SledBackend {
     fn opened(
         db: sled::Db,
         dir: &Path,
+        mark: Option<i64>,
         regenerated_conf: Option<&(PathBuf, String)>,
     ) -> Result<SledBackend> {
         let mut found = db.recovery_damage();
@@ -271,18 +273,19 @@ impl SledBackend {
             path: log_path,
             source,
         })?;
-        // Everything sled wrote before this open is synced once here (a previous process
-        // may have stopped between sled's flush and the sync), so the mark below is true.
-        let blobs_synced = sync_new_blobs(dir, i64::MIN)?;
-        sync_log(&log, dir)?;
+        // What a previous process wrote past its last mark is synced once here (it may have
+        // stopped between sled's flush and the sync), so the mark below is true. Blobs at or
+        // below that mark were synced by the flush that wrote it: not again at every open.
         let lsn = db.stable_lsn();
+        sync_new_blobs(dir, mark.unwrap_or(i64::MIN))?;
+        sync_log(&log, dir)?;
         write_mark(&file, dir, lsn)?;
         Ok(SledBackend {
             db,
             dir: dir.to_path_buf(),
             mark: Mutex::new((file, lsn)),
             log,
-            blobs_synced: Mutex::new(blobs_synced),
+            blobs_synced: Mutex::new(lsn),
             damage,
         })
     }
@@ -406,13 +409,17 @@ impl ColdBackend for SledBackend {
     /// the mark only ever grows).
     fn flush(&self) -> Result<()> {
         self.db.flush().map_err(|e| self.error(e))?;
+        // What the syncs below cover: read before them, since sled's background flusher may
+        // make more of the log stable meanwhile, which they would not have synced. Every
+        // blob of a message at or below it is already written (a blob precedes its message).
+        let lsn = self.db.stable_lsn();
         {
             let mut synced = self.blobs_synced.lock().unwrap_or_else(|e| e.into_inner());
-            *synced = sync_new_blobs(&self.dir, *synced)?;
+            sync_new_blobs(&self.dir, *synced)?;
+            *synced = (*synced).max(lsn);
         }
         sync_log(&self.log, &self.dir)?;
         let mut mark = self.mark.lock().unwrap_or_else(|e| e.into_inner());
-        let lsn = self.db.stable_lsn();
         if lsn > mark.1 {
             write_mark(&mark.0, &self.dir, lsn)?;
             mark.1 = lsn;
