@@ -26,8 +26,14 @@
 //!
 //! The crate re-exports the shared vocabulary (`Block`, `Cid`, `Config`, key helpers), so an
 //! embedder needs only this crate.
+//!
+//! With the cargo feature `blockstore`, `Engine` also implements the `blockstore` crate's
+//! `Blockstore` trait (0.8), the store of the beetswap bitswap behaviour; its module docs
+//! and `to_blockstore_error` say how CIDs and errors map.
 
 mod blocking;
+#[cfg(feature = "blockstore")]
+mod blockstore;
 mod directory;
 mod engine;
 mod error;
@@ -40,6 +46,8 @@ mod stats;
 mod store;
 mod trim;
 
+#[cfg(feature = "blockstore")]
+pub use crate::blockstore::to_blockstore_error;
 pub use blocking::BlockingStore;
 pub use engine::Engine;
 pub use error::Error;
