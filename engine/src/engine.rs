@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use ipfrs_core_types::key::{Key, identity_data, key_of, shard_of};
-use ipfrs_core_types::{Block, BlockError, Cid, Config};
+use ipfrs_core_types::{Block, BlockError, Cid, Config, IoDriver};
 use ipfrs_shards::protocol::{Reply, Request};
 use ipfrs_shards::read_view::Quick;
 use ipfrs_shards::{Damage, ShardHandle, ShardStats, ShardThread, start_shard};
@@ -72,8 +72,9 @@ impl Engine {
         if !ipfrs_tiering::backends::is_compiled(config.backend) {
             return Err(Error::BackendNotCompiled(config.backend));
         }
-        // Before touching the directory: a machine without io_uring changes nothing on disk.
-        ipfrs_shards::preflight(0)?;
+        // Before touching the directory: a machine refusing what was asked changes nothing on
+        // disk. Resolved once, so every shard runs the same driver and `config()` names it.
+        config.io_driver = ipfrs_shards::resolve_io_driver(config.io_driver)?;
         let directory = Directory::lock(&config.data_dir)?;
         let shards = match directory.read_meta()? {
             Some(meta) => {
@@ -142,6 +143,12 @@ impl Engine {
         &self.inner.config
     }
 
+    /// The I/O driver the shards run with: `IoUring` or `Fallback` (`Config::io_driver`
+    /// resolved at open).
+    pub fn io_driver(&self) -> IoDriver {
+        self.inner.config.io_driver
+    }
+
     /// The number of shards.
     pub fn shard_count(&self) -> usize {
         self.inner.shards.len()
@@ -185,7 +192,10 @@ impl Engine {
     /// (cache hits, bloom negatives); [`MetricsSnapshot::to_prometheus`] renders it.
     pub async fn metrics(&self) -> Result<MetricsSnapshot> {
         let stats = self.stats().await?;
-        Ok(self.inner.metrics.snapshot(stats))
+        Ok(self
+            .inner
+            .metrics
+            .snapshot(stats, self.inner.config.io_driver))
     }
 
     /// Runs one public operation, recording it in the metrics: `items` CIDs or blocks, and

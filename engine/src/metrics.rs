@@ -12,6 +12,7 @@ use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
+use ipfrs_core_types::IoDriver;
 
 use crate::Stats;
 
@@ -125,7 +126,7 @@ impl Metrics {
         let _ = h.get_or_insert_with(new_histogram).record(micros);
     }
 
-    pub(crate) fn snapshot(&self, stats: Stats) -> MetricsSnapshot {
+    pub(crate) fn snapshot(&self, stats: Stats, io_driver: IoDriver) -> MetricsSnapshot {
         let ops = Op::ALL
             .iter()
             .enumerate()
@@ -157,7 +158,11 @@ impl Metrics {
                 }
             })
             .collect();
-        MetricsSnapshot { ops, stats }
+        MetricsSnapshot {
+            ops,
+            stats,
+            io_driver,
+        }
     }
 }
 
@@ -193,6 +198,8 @@ pub struct MetricsSnapshot {
     pub ops: Vec<OpSnapshot>,
     /// The shards' counters (cache hits, bloom negatives, blocks, bytes).
     pub stats: Stats,
+    /// The I/O driver the shards run with (`IoUring` or `Fallback`).
+    pub io_driver: IoDriver,
 }
 
 /// Reads one counter of an operation's snapshot.
@@ -308,6 +315,13 @@ impl MetricsSnapshot {
                 "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
             );
         }
+        let name = "ipfrs_io_driver_info";
+        let _ = writeln!(
+            out,
+            "# HELP {name} The I/O driver the shards run with (io_uring or fallback).\n\
+             # TYPE {name} gauge\n{name}{{driver=\"{}\"}} 1",
+            self.io_driver.name()
+        );
         out
     }
 }
@@ -331,7 +345,7 @@ mod tests {
             corrupt_cold_reads: 3,
             ..Stats::default()
         };
-        let snap = m.snapshot(stats);
+        let snap = m.snapshot(stats, IoDriver::Fallback);
         let put = &snap.ops[Op::Put as usize];
         assert_eq!(
             (put.calls, put.errors, put.items, put.bytes),
@@ -345,6 +359,7 @@ mod tests {
         assert!(text.contains("ipfrs_operation_errors_total{op=\"put\"} 1\n"));
         assert!(text.contains("ipfrs_operation_bytes_total{op=\"get\"} 50\n"));
         assert!(text.contains("ipfrs_cache_hits_total 7\n"));
+        assert!(text.contains("ipfrs_io_driver_info{driver=\"fallback\"} 1\n"));
         assert!(text.contains("ipfrs_bloom_negatives_total 5\n"));
         assert!(text.contains("ipfrs_corrupt_records_total 2\n"));
         assert!(text.contains("ipfrs_corrupt_cold_reads_total 3\n"));

@@ -24,7 +24,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use hashbrown::HashMap;
 use ipfrs_core_types::Durability;
 use ipfrs_core_types::key::{Key, bloom_hash};
@@ -176,15 +175,15 @@ pub(crate) struct WriteQueue {
     /// Set after a failed sync; every later write is refused with this reason.
     poisoned: RefCell<Option<PoisonCause>>,
     /// Wakes a gathering committer early once `max_ops` are queued.
-    wake_tx: LocalSender<()>,
-    wake_rx: LocalReceiver<()>,
+    wake_tx: flume::Sender<()>,
+    wake_rx: flume::Receiver<()>,
     /// The shard's disk space reserve (see [`space`]).
     pub(crate) space: Arc<space::Space>,
 }
 
 impl WriteQueue {
     pub(crate) fn new(durability: Durability, space: space::Space) -> WriteQueue {
-        let (wake_tx, wake_rx) = local_channel::new_bounded(1);
+        let (wake_tx, wake_rx) = flume::bounded(1);
         WriteQueue {
             space: Arc::new(space),
             durability,
@@ -420,8 +419,8 @@ impl Shard {
             }
             if let Some(wait) = q.gather_for() {
                 q.stage.set("gathering a batch");
-                futures_lite::future::or(glommio::timer::sleep(wait), async {
-                    let _ = q.wake_rx.recv().await;
+                futures_lite::future::or(crate::rt::sleep(wait), async {
+                    let _ = q.wake_rx.recv_async().await;
                 })
                 .await;
                 continue;
@@ -442,9 +441,7 @@ impl Shard {
                 // Space may have come back (a compaction step removed a segment): the
                 // reserve is taken back before the next group can use it.
                 let space = Arc::clone(&q.space);
-                glommio::executor()
-                    .spawn_blocking(move || space.retake())
-                    .await;
+                crate::rt::spawn_blocking(move || space.retake()).await;
             }
         }
     }
@@ -509,28 +506,27 @@ impl Shard {
         if !cold_only && !deletes && !rolls_over && !space.full() && space.whole() {
             return (group, None);
         }
-        let (puts_fit, deletes_fit, claim) = glommio::executor()
-            .spawn_blocking(move || {
-                let mut claim = None;
-                let puts_fit = put_bytes == 0
-                    || ((space.whole() || {
-                        space.retake();
-                        space.whole()
-                    }) && (!cold_only
-                        || space.ensure(space::cold_need(put_bytes), 0, false).is_ok())
-                        && (!(rolls_over || space.full()) || {
-                            claim = space.ensure(segment_bytes, headroom, false).ok();
-                            space.set_full(claim.is_none());
-                            claim.is_some()
-                        }));
-                let deletes_fit = !deletes
-                    || match space.ensure(roll_over + space::COLD_SLACK, 0, true) {
-                        Ok(_) => true,
-                        Err(free) => free >= space::DELETE_SLACK,
-                    };
-                (puts_fit, deletes_fit, claim)
-            })
-            .await;
+        let (puts_fit, deletes_fit, claim) = crate::rt::spawn_blocking(move || {
+            let mut claim = None;
+            let puts_fit = put_bytes == 0
+                || ((space.whole() || {
+                    space.retake();
+                    space.whole()
+                }) && (!cold_only
+                    || space.ensure(space::cold_need(put_bytes), 0, false).is_ok())
+                    && (!(rolls_over || space.full()) || {
+                        claim = space.ensure(segment_bytes, headroom, false).ok();
+                        space.set_full(claim.is_none());
+                        claim.is_some()
+                    }));
+            let deletes_fit = !deletes
+                || match space.ensure(roll_over + space::COLD_SLACK, 0, true) {
+                    Ok(_) => true,
+                    Err(free) => free >= space::DELETE_SLACK,
+                };
+            (puts_fit, deletes_fit, claim)
+        })
+        .await;
         let no_space = || Error::NoSpace {
             shard: self.id,
             path: self.writes.space.dir().display().to_string(),
@@ -600,9 +596,7 @@ impl Shard {
         }
         let ops = replies.len() as u64;
         let backend = std::sync::Arc::clone(&self.backend);
-        let result = glommio::executor()
-            .spawn_blocking(move || apply_group(&*backend, data, sync))
-            .await;
+        let result = crate::rt::spawn_blocking(move || apply_group(&*backend, data, sync)).await;
         match result {
             Ok(outcome) => {
                 for hash in &outcome.put_hashes {

@@ -1,6 +1,7 @@
-//! Starting a shard: its thread, its glommio executor and its state.
+//! Starting a shard: its thread, its executor (glommio, or the fallback driver's: see `rt`)
+//! and its state.
 //!
-//! The executor is built inside the shard's own thread (`LocalExecutorBuilder::make`), so a
+//! The executor is built inside the shard's own thread, so a
 //! ring setup failure comes back as an error naming its cause instead of a panic in a thread.
 //! Before it serves anything, the shard opens its backend, recovers its hot tier and rebuilds
 //! its bloom filter and counters: from the state its last clean close saved (`open_state`)
@@ -16,9 +17,8 @@ use std::thread::JoinHandle;
 use fastbloom::{AtomicBloomFilter, BloomFilter};
 
 use crate::read_view::ReadView;
-use glommio::{Latency, LocalExecutorBuilder, Placement, PoolPlacement, Shares};
-use ipfrs_core_types::Config;
 use ipfrs_core_types::key::bloom_hash;
+use ipfrs_core_types::{Config, IoDriver};
 use ipfrs_tiering::backends::{DamagedBackend, is_damage};
 use ipfrs_tiering::segment::file::list_segments;
 use ipfrs_tiering::{BackendOptions, ColdBackend, ColdDamage, DamageStage, open_or_damaged};
@@ -28,6 +28,7 @@ use crate::commit::WriteQueue;
 use crate::hot::{HotTier, compaction};
 use crate::open_state::{self, OpenState};
 use crate::protocol::{Request, ShardHandle};
+use crate::rt;
 use crate::shard::{Counters, Shard, bump};
 use crate::{Error, Result};
 
@@ -137,31 +138,34 @@ fn run_shard(
     ready: Ready,
     cold_damage: &OnceLock<ColdDamage>,
 ) {
-    let placement = if config.pin_shards {
+    let cpu = config.pin_shards.then(|| {
         let cpus = allowed_cpus();
-        Placement::Fixed(cpus.get(id % cpus.len().max(1)).copied().unwrap_or(0))
-    } else {
-        Placement::Unbound
+        cpus.get(id % cpus.len().max(1)).copied().unwrap_or(0)
+    });
+    // The engine resolves `Auto` once for all shards; a shard started on its own resolves it
+    // here.
+    let driver = match config.io_driver {
+        IoDriver::Auto => resolve_io_driver(IoDriver::Auto).unwrap_or(IoDriver::Fallback),
+        driver => driver,
     };
-    if let Err(err) = preflight(id) {
+    if driver == IoDriver::IoUring
+        && let Err(err) = preflight(id)
+    {
         let _ = ready.send(Err(err));
         return;
     }
     // Fault injection (tests only, the `failpoints` feature): glommio panicking as it builds
     // the executor (engine/tests/io_uring_blocked.rs).
     fail::fail_point!("shard-start");
-    let mut builder = LocalExecutorBuilder::new(placement);
-    if let Some(spin) = config.spin_before_park {
-        builder = builder.spin_before_park(spin);
-    }
-    let executor = builder
-        .name(&format!("ipfrs-shard-{id}"))
-        .io_memory(config.io_memory_per_shard)
-        .blocking_thread_pool_placement(PoolPlacement::Unbound(
-            config.blocking_threads_per_shard.max(1),
-        ))
-        .make();
-    let executor = match executor {
+    let name = format!("ipfrs-shard-{id}");
+    let options = rt::ExecutorOptions {
+        name: &name,
+        cpu,
+        io_memory: config.io_memory_per_shard,
+        blocking_threads: config.blocking_threads_per_shard,
+        spin_before_park: config.spin_before_park,
+    };
+    let executor = match rt::Executor::build(driver, &options) {
         Ok(executor) => executor,
         Err(err) => {
             let _ = ready.send(Err(classify(id, err)));
@@ -336,7 +340,7 @@ fn run_shard(
         ),
         hot,
         damage: RefCell::default(),
-        gate: glommio::sync::Gate::new(),
+        gate: rt::Gate::new(),
         gate_tasks: Rc::default(),
     });
     // After the executor stops, segments kept for a backend without durable flushes are
@@ -354,12 +358,10 @@ fn run_shard(
                 }));
                 return (Vec::new(), None);
             }
-            let queue = glommio::executor().create_task_queue(
-                Shares::Static(COMPACTION_SHARES),
-                Latency::NotImportant,
-                "ipfrs-compaction",
-            );
-            if let Ok(task) = glommio::spawn_local_into(compaction::run(Rc::clone(&shard)), queue) {
+            let compacting = compaction::run(Rc::clone(&shard));
+            if let Some(task) =
+                rt::spawn_low_priority("ipfrs-compaction", COMPACTION_SHARES, compacting)
+            {
                 *hot.compaction.borrow_mut() = Some(task);
             }
         }
@@ -518,7 +520,7 @@ const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(20);
 /// `work`'s output, or `None` if it takes longer than [`SHUTDOWN_GRACE`].
 async fn bounded<T>(work: impl std::future::Future<Output = T>) -> Option<T> {
     futures_lite::future::or(async { Some(work.await) }, async {
-        glommio::timer::sleep(SHUTDOWN_GRACE).await;
+        crate::rt::sleep(SHUTDOWN_GRACE).await;
         None
     })
     .await
@@ -560,6 +562,30 @@ pub fn preflight(shard: usize) -> Result<()> {
         });
     }
     probe_io_uring(shard)
+}
+
+/// The driver the shards run with for `requested`: `Fallback` as asked; `IoUring` if this
+/// process can run glommio's executors, else its error ([`Error::IoUringUnavailable`] naming
+/// the refused call, or [`Error::MemlockTooLow`]); `Auto`: `IoUring` when it can, else
+/// `Fallback` (said once per process on stderr, with the reason).
+pub fn resolve_io_driver(requested: IoDriver) -> Result<IoDriver> {
+    match requested {
+        IoDriver::Fallback => Ok(IoDriver::Fallback),
+        IoDriver::IoUring => preflight(0).map(|()| IoDriver::IoUring),
+        IoDriver::Auto => match preflight(0) {
+            Ok(()) => Ok(IoDriver::IoUring),
+            Err(err) => {
+                static SAID: std::sync::Once = std::sync::Once::new();
+                SAID.call_once(|| {
+                    eprintln!(
+                        "ipfrs: io_uring cannot be used here ({err}); running on the fallback \
+                         I/O driver (plain system calls, same format and guarantees)"
+                    );
+                });
+                Ok(IoDriver::Fallback)
+            }
+        },
+    }
 }
 
 // The io_uring probe and the naming of io_uring errors: their own file, as they mirror what

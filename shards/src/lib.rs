@@ -32,12 +32,13 @@ mod hot;
 pub mod open_state;
 pub mod protocol;
 pub mod read_view;
+mod rt;
 mod shard;
 mod shared;
 
 pub use damage::{Damage, DamageSite};
 pub use error::{Error, PoisonCause};
-pub use executor::{ShardThread, preflight, start_shard};
+pub use executor::{ShardThread, preflight, resolve_io_driver, start_shard};
 /// Power-cut simulation of the hot tier's files (tests only).
 #[cfg(feature = "failpoints")]
 pub use hot::power_cut;

@@ -14,8 +14,8 @@ use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::Arc;
 
+use crate::rt::Gate;
 use fastbloom::AtomicBloomFilter;
-use glommio::sync::Gate;
 use ipfrs_core_types::key::{Key, bloom_hash, cid_of_key};
 use ipfrs_tiering::ColdBackend;
 use ipfrs_tiering::pack::Entry;
@@ -113,8 +113,7 @@ impl Shard {
         f: impl FnOnce(&dyn ColdBackend) -> ipfrs_tiering::Result<T> + Send + 'static,
     ) -> Result<T> {
         let backend = Arc::clone(&self.backend);
-        glommio::executor()
-            .spawn_blocking(move || f(&*backend))
+        crate::rt::spawn_blocking(move || f(&*backend))
             .await
             .map_err(|e| self.backend_error(e))
     }

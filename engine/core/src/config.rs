@@ -49,6 +49,55 @@ impl FromStr for BackendKind {
     }
 }
 
+/// How the shards run and do their file I/O.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum IoDriver {
+    /// io_uring when this process may use it (probed once at open), the fallback otherwise:
+    /// containers whose seccomp profile refuses io_uring (Docker's default since 2023) run
+    /// the engine without a flag. The default.
+    #[default]
+    Auto,
+    /// glommio executors and io_uring I/O, or the open fails with `IoUringUnavailable`
+    /// (or `MemlockTooLow`) naming what refused it.
+    IoUring,
+    /// Executors that need no io_uring, with plain system calls for the segment files
+    /// (`pwrite`, O_DIRECT where the filesystem allows it, `fallocate`, `fdatasync`) on a
+    /// blocking pool. Same on-disk format and the same promises.
+    Fallback,
+}
+
+impl IoDriver {
+    /// The name used in configuration files, flags, metrics and reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            IoDriver::Auto => "auto",
+            IoDriver::IoUring => "io_uring",
+            IoDriver::Fallback => "fallback",
+        }
+    }
+}
+
+impl std::fmt::Display for IoDriver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for IoDriver {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "auto" => Ok(IoDriver::Auto),
+            "io_uring" | "io-uring" | "uring" => Ok(IoDriver::IoUring),
+            "fallback" => Ok(IoDriver::Fallback),
+            other => Err(format!(
+                "unknown I/O driver {other:?} (expected auto, io_uring or fallback)"
+            )),
+        }
+    }
+}
+
 /// When a write is acknowledged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Durability {
@@ -112,6 +161,8 @@ pub struct Config {
     pub max_block_size: usize,
     /// When writes are acknowledged.
     pub durability: Durability,
+    /// io_uring or the fallback driver (see [`IoDriver`]); `Auto` by default.
+    pub io_driver: IoDriver,
     /// Memory glommio registers with io_uring per shard. Registered memory counts against the
     /// memlock limit (`ulimit -l`); glommio's own default (10 MiB) exceeds common limits.
     pub io_memory_per_shard: usize,
@@ -213,6 +264,7 @@ impl Config {
             bloom_fp_rate: 0.01,
             max_block_size: 2 << 20,
             durability: Durability::default(),
+            io_driver: IoDriver::default(),
             io_memory_per_shard: 1 << 20,
             blocking_threads_per_shard: 2,
             pin_shards: true,

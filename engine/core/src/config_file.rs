@@ -15,6 +15,7 @@
 //! durability = "sync"             # "sync" (group commit, the default), "batch" (group commit with a window) or "none"
 //! batch_max_delay = "500us"       # batch only: a duration string or an integer of microseconds
 //! batch_max_ops = 1024            # batch only: a group is written at this many writes
+//! io_driver = "auto"             # "auto" (io_uring when allowed, else the fallback), "io_uring" or "fallback"
 //! io_memory_per_shard = 1048576   # io_uring registered memory per shard (counts in ulimit -l)
 //! blocking_threads_per_shard = 2  # threads running cold-backend calls, per shard
 //! pin_shards = true               # pin shard i to core i % cores
@@ -83,6 +84,7 @@ struct ConfigFile {
     durability: Option<DurabilityName>,
     batch_max_delay: Option<DurationValue>,
     batch_max_ops: Option<usize>,
+    io_driver: Option<String>,
     io_memory_per_shard: Option<usize>,
     blocking_threads_per_shard: Option<usize>,
     pin_shards: Option<bool>,
@@ -206,6 +208,9 @@ fn parse(text: &str, origin: &str, data_dir: PathBuf) -> Result<Config, ConfigFi
             .parse::<BackendKind>()
             .map_err(|e| invalid("backend", e))?;
     }
+    if let Some(name) = &file.io_driver {
+        config.io_driver = name.parse().map_err(|e| invalid("io_driver", e))?;
+    }
     if let Some(spin) = &file.spin_before_park {
         let spin = spin.resolve().map_err(|e| invalid("spin_before_park", e))?;
         config.spin_before_park = (!spin.is_zero()).then_some(spin);
@@ -295,6 +300,7 @@ max_block_size = 4000
 durability = "batch"
 batch_max_delay = "2ms"
 batch_max_ops = 7
+io_driver = "fallback"
 io_memory_per_shard = 5000
 blocking_threads_per_shard = 4
 pin_shards = false
@@ -317,6 +323,7 @@ hot_prefetch_written = false
         );
         assert_eq!(c.bloom_fp_rate, 0.05);
         assert_eq!(c.max_block_size, 4000);
+        assert_eq!(c.io_driver, crate::IoDriver::Fallback);
         assert_eq!(
             c.durability,
             Durability::Batch {
@@ -363,6 +370,7 @@ hot_prefetch_written = false
                 "release_free_memory_every",
             ),
             ("durability = \"eventually\"", "eventually"),
+            ("io_driver = \"epoll\"", "io_driver"),
             ("cache_bytes = \"big\"", "string"),
         ] {
             let err = Config::from_toml_str(text, "/d").unwrap_err().to_string();

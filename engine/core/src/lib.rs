@@ -19,6 +19,6 @@ pub mod proc_status;
 
 pub use block::{Block, Codec, HashAlgorithm};
 pub use cid::Cid;
-pub use config::{BackendKind, Config, Durability, HotTier};
+pub use config::{BackendKind, Config, Durability, HotTier, IoDriver};
 pub use config_file::ConfigFileError;
 pub use error::BlockError;

@@ -79,7 +79,7 @@ pub(crate) async fn run(shard: Rc<Shard>) {
                 .candidates(hot.config.reclaim_below_percent)
                 .is_empty()
         };
-        if !hot.over_budget() && !reclaimable() && hot.wake_rx.recv().await.is_none() {
+        if !hot.over_budget() && !reclaimable() && hot.wake_rx.recv_async().await.is_err() {
             return;
         }
         if reclaimable() {
@@ -93,7 +93,7 @@ pub(crate) async fn run(shard: Rc<Shard>) {
                         shard.id,
                         retry_after.as_secs()
                     );
-                    glommio::timer::sleep(retry_after).await;
+                    crate::rt::sleep(retry_after).await;
                     retry_after = (retry_after * 2).min(RETRY_AFTER_MAX);
                     continue;
                 }
@@ -118,7 +118,7 @@ pub(crate) async fn run(shard: Rc<Shard>) {
                         shard.id,
                         retry_after.as_secs()
                     );
-                    glommio::timer::sleep(retry_after).await;
+                    crate::rt::sleep(retry_after).await;
                     retry_after = (retry_after * 2).min(RETRY_AFTER_MAX);
                     break;
                 }
@@ -145,13 +145,12 @@ pub(crate) async fn compact_all(shard: &Rc<Shard>) -> Result<u64> {
     };
     let segment_bytes = hot.config.segment_bytes;
     let room = Arc::clone(&shard.writes.space);
-    let seal = glommio::executor()
-        .spawn_blocking(move || {
-            let need = segment_bytes + space::cold_need(segment_bytes);
-            room.ensure(need, space::headroom(segment_bytes), false)
-                .is_ok()
-        })
-        .await;
+    let seal = crate::rt::spawn_blocking(move || {
+        let need = segment_bytes + space::cold_need(segment_bytes);
+        room.ensure(need, space::headroom(segment_bytes), false)
+            .is_ok()
+    })
+    .await;
     let mut freeing = space::Freeing::start(&shard.writes.space);
     let mut compacted = match compact_in_order(shard, sealed_segments(hot)).await {
         Ok(n) => n,
@@ -162,7 +161,7 @@ pub(crate) async fn compact_all(shard: &Rc<Shard>) -> Result<u64> {
         Err(Error::NoSpace { .. }) if freeing.others() > 0 => {
             drop(freeing);
             while space::Freeing::running(&shard.writes.space) > 0 {
-                glommio::timer::sleep(Duration::from_millis(20)).await;
+                crate::rt::sleep(Duration::from_millis(20)).await;
             }
             freeing = space::Freeing::start(&shard.writes.space);
             compact_in_order(shard, sealed_segments(hot)).await?
@@ -187,9 +186,7 @@ pub(crate) async fn compact_all(shard: &Rc<Shard>) -> Result<u64> {
     super::reclaim::reclaim_packs(shard, below).await?;
     drop(freeing);
     let room = Arc::clone(&shard.writes.space);
-    glommio::executor()
-        .spawn_blocking(move || room.retake())
-        .await;
+    crate::rt::spawn_blocking(move || room.retake()).await;
     Ok(compacted)
 }
 
@@ -332,8 +329,7 @@ async fn check_room(shard: &Shard, need: u64, mode: Mode) -> Result<space::Claim
             .map_or(0, |hot| space::headroom(hot.config.segment_bytes))
     };
     let room = Arc::clone(&shard.writes.space);
-    glommio::executor()
-        .spawn_blocking(move || room.ensure(need, keep, freeing))
+    crate::rt::spawn_blocking(move || room.ensure(need, keep, freeing))
         .await
         .map_err(|free| Error::NoSpace {
             shard: shard.id,
@@ -352,23 +348,22 @@ async fn check_room(shard: &Shard, need: u64, mode: Mode) -> Result<space::Claim
 /// The block records of a segment or pack (key, offset, payload length; damaged ones too,
 /// tombstones and marks left out) and where its records end, read on the blocking pool.
 pub(crate) async fn block_records(map: MappedSegment) -> (Vec<(Key, u32, u32)>, usize) {
-    glommio::executor()
-        .spawn_blocking(move || {
-            let scan = scan_segment(map.bytes(), RECORD_ALIGN);
-            let found = scan
-                .found
-                .into_iter()
-                .filter_map(|f| match f.kind {
-                    Kind::Put { len } | Kind::Damaged { len, .. } => {
-                        Some((f.key.to_vec(), f.offset as u32, len))
-                    }
-                    Kind::Tombstone | Kind::Mark(_) => None,
-                })
-                .collect();
-            map.release();
-            (found, scan.end)
-        })
-        .await
+    crate::rt::spawn_blocking(move || {
+        let scan = scan_segment(map.bytes(), RECORD_ALIGN);
+        let found = scan
+            .found
+            .into_iter()
+            .filter_map(|f| match f.kind {
+                Kind::Put { len } | Kind::Damaged { len, .. } => {
+                    Some((f.key.to_vec(), f.offset as u32, len))
+                }
+                Kind::Tombstone | Kind::Mark(_) => None,
+            })
+            .collect();
+        map.release();
+        (found, scan.end)
+    })
+    .await
 }
 
 /// Submits `found` records as write groups of about [`STEP_BYTES`] each, built by `step`,
@@ -661,8 +656,7 @@ impl Shard {
         // a file that is gone (the torture campaign found this).
         self.blocking(|backend| backend.flush()).await?;
         let dir = hot.dir.clone();
-        glommio::executor()
-            .spawn_blocking(move || change.apply(&dir))
+        crate::rt::spawn_blocking(move || change.apply(&dir))
             .await
             .map_err(|e| Error::SegmentIo {
                 shard: self.id,

@@ -36,7 +36,7 @@ fn write_hint(
     sealed: ipfrs_tiering::segment::MappedSegment,
 ) -> impl std::future::Future<Output = ()> + 'static {
     let dir = dir.to_path_buf();
-    glommio::executor().spawn_blocking(move || {
+    crate::rt::spawn_blocking(move || {
         let scan = ipfrs_tiering::segment::scan_segment(sealed.bytes(), RECORD_ALIGN);
         if let Some(hint) = ipfrs_tiering::segment::hint::encode_hint(&scan) {
             let _ = ipfrs_tiering::segment::hint::write_hint(&dir, sealed.id(), &hint);
@@ -442,7 +442,7 @@ impl Shard {
                 // trip to the blocking pool for it.
                 if !ranges.is_empty() {
                     // The commit does not wait for the readahead.
-                    let prefetch = glommio::executor().spawn_blocking(move || {
+                    let prefetch = crate::rt::spawn_blocking(move || {
                         for (map, start, end) in ranges {
                             // One call per MiB: a single large MADV_WILLNEED is cut short at
                             // the device's readahead limit.

@@ -27,7 +27,6 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use fastbloom::BloomFilter;
-use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use hashbrown::HashMap;
 use ipfrs_core_types::HotTier as HotConfig;
 use ipfrs_core_types::key::{bloom_hash, cid_of_key};
@@ -95,7 +94,7 @@ pub(crate) struct HotTier {
     /// a pack.
     pub(crate) deferred: RefCell<Vec<Deferred>>,
     /// The compaction task, cancelled at shutdown (it holds the shard alive otherwise).
-    pub(crate) compaction: RefCell<Option<glommio::Task<()>>>,
+    pub(crate) compaction: RefCell<Option<crate::rt::Task<()>>>,
     /// The shard's packs (sealed segments whose blocks went cold).
     pub(crate) packs: Arc<Shared<packs::Packs>>,
     /// Segments being compacted: the block bytes indexed into each so far (it becomes a pack
@@ -105,8 +104,8 @@ pub(crate) struct HotTier {
     /// [`MAX_DAMAGE_KEPT`](crate::damage::MAX_DAMAGE_KEPT) entries).
     pub(crate) damage: RefCell<Vec<Damage>>,
     /// Wakes the compaction task after a commit that may have passed the budget.
-    pub(crate) wake_tx: LocalSender<()>,
-    pub(crate) wake_rx: LocalReceiver<()>,
+    pub(crate) wake_tx: flume::Sender<()>,
+    pub(crate) wake_rx: flume::Receiver<()>,
 }
 
 /// A file change that waits for the cold backend's clean close (see [`HotTier::deferred`]).
@@ -286,7 +285,7 @@ impl HotTier {
             }
             _ => None,
         };
-        let (wake_tx, wake_rx) = local_channel::new_bounded(1);
+        let (wake_tx, wake_rx) = flume::bounded(1);
         Ok(Recovery {
             tier: HotTier {
                 config,

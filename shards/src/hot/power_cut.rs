@@ -22,7 +22,7 @@
 
 use std::path::Path;
 
-use glommio::io::DmaFile;
+use crate::rt::SegmentFile;
 
 /// What a sync must clear from the journal once it has succeeded (nothing without the feature).
 pub(crate) struct Ticket {
@@ -32,7 +32,7 @@ pub(crate) struct Ticket {
 
 /// A DMA write of `data` at `at` in `file` is about to be issued.
 #[inline]
-pub(crate) fn write_issued(file: &DmaFile, at: u64, data: &[u8]) {
+pub(crate) fn write_issued(file: &SegmentFile, at: u64, data: &[u8]) {
     #[cfg(feature = "failpoints")]
     if sim::armed()
         && let Some(path) = file.path()
@@ -46,7 +46,7 @@ pub(crate) fn write_issued(file: &DmaFile, at: u64, data: &[u8]) {
 /// `file.fdatasync()`, with the journal told which writes it made durable; `direct`: as a
 /// system call on this thread rather than through io_uring (see `writer`'s module docs).
 #[inline]
-pub(crate) async fn fdatasync(file: &DmaFile, direct: bool) -> std::io::Result<()> {
+pub(crate) async fn fdatasync(file: &SegmentFile, direct: bool) -> std::io::Result<()> {
     #[cfg(feature = "failpoints")]
     let ticket = if sim::armed() {
         file.path().map(|path| sim::sync_starts(&path))
@@ -54,11 +54,7 @@ pub(crate) async fn fdatasync(file: &DmaFile, direct: bool) -> std::io::Result<(
         None
     };
     if direct {
-        use std::os::fd::AsRawFd;
-        // SAFETY: fdatasync takes a descriptor, which `file` keeps open for the call.
-        if unsafe { libc::fdatasync(file.as_raw_fd()) } != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
+        file.fdatasync_here()?;
     } else {
         file.fdatasync().await?;
     }

@@ -26,16 +26,15 @@
 
 use std::collections::VecDeque;
 use std::io;
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::rc::Rc;
 
-use glommio::io::{DmaBuffer, DmaFile, OpenOptions};
-use glommio::task::JoinHandle;
 use ipfrs_tiering::segment::file::{segment_path, sync_dir};
 use ipfrs_tiering::segment::recover::{MARK_KEY, Position, encode_mark};
 use ipfrs_tiering::segment::{Alignment, MappedSegment, Payload, encode_header, encoded_len};
 
 use super::power_cut;
+use crate::rt::{self, Buffer, SegmentFile, WriteTask};
 
 /// O_DIRECT granularity: every write starts and ends on a multiple of this.
 pub(crate) const DMA_ALIGN: u64 = 4096;
@@ -68,34 +67,34 @@ fn record_len(record: &Record<'_>) -> u64 {
 }
 
 /// A full disk is `NoSpace` (nothing was written, writing may resume once space is freed);
-/// anything else is a write failure. glommio wraps the OS error with its context, so the
-/// errno is looked for in the source.
-fn classify(err: glommio::GlommioError<()>, path: &Path) -> AppendError {
-    let errno = match &err {
-        glommio::GlommioError::IoError(e) => e.raw_os_error(),
-        glommio::GlommioError::EnhancedIoError { source, .. } => source.raw_os_error(),
-        _ => None,
-    };
-    if matches!(errno, Some(libc::ENOSPC) | Some(libc::EDQUOT)) {
+/// anything else is a write failure. Both drivers keep the OS error's kind (see
+/// `rt::file::io_error`).
+fn classify(err: io::Error, path: &Path) -> AppendError {
+    let full = matches!(err.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
+        || matches!(
+            err.kind(),
+            io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+        );
+    if full {
         AppendError::NoSpace(path.to_path_buf())
     } else {
-        AppendError::Write(err.into())
+        AppendError::Write(err)
     }
 }
 
 /// Fault injection (tests only, the `failpoints` feature): a full disk at preallocation.
-fn injected_preallocate_failure() -> Option<glommio::GlommioError<()>> {
-    fail::fail_point!("hot-preallocate", |_| Some(glommio::GlommioError::IoError(
-        io::Error::from_raw_os_error(libc::ENOSPC)
+fn injected_preallocate_failure() -> Option<io::Error> {
+    fail::fail_point!("hot-preallocate", |_| Some(io::Error::from_raw_os_error(
+        libc::ENOSPC
     )));
     None
 }
 
 /// Fault injection (tests only): a write of `len` bytes that fails (EIO) or comes up short.
 #[cfg_attr(not(feature = "failpoints"), allow(unused_variables))]
-fn injected_write_outcome(len: usize) -> Option<Option<glommio::Result<usize, ()>>> {
+fn injected_write_outcome(len: usize) -> Option<Option<io::Result<usize>>> {
     fail::fail_point!("hot-write", |_| Some(Some(Err(
-        glommio::GlommioError::IoError(io::Error::from_raw_os_error(libc::EIO))
+        io::Error::from_raw_os_error(libc::EIO)
     ))));
     fail::fail_point!("hot-short-write", |_| Some(Some(Ok(len / 2))));
     None
@@ -140,7 +139,7 @@ pub(crate) struct Writer {
     dir: PathBuf,
     segment_bytes: u64,
     chunk_bytes: usize,
-    file: Rc<DmaFile>,
+    file: SegmentFile,
     active: u32,
     /// Where the next record goes in the active segment.
     pos: u64,
@@ -149,7 +148,7 @@ pub(crate) struct Writer {
     /// Everything before this position is durable.
     durable: Position,
     /// Sealed segments written since the last sync.
-    unsynced: Vec<Rc<DmaFile>>,
+    unsynced: Vec<SegmentFile>,
     seq: u64,
 }
 
@@ -165,16 +164,12 @@ impl Writer {
         chunk_bytes: usize,
     ) -> io::Result<Writer> {
         let path = segment_path(dir, active);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .dma_open(&path)
-            .await?;
+        let file = SegmentFile::open(&path, false).await?;
         Ok(Writer {
             dir: dir.to_path_buf(),
             segment_bytes,
             chunk_bytes,
-            file: Rc::new(file),
+            file,
             active,
             pos,
             tail,
@@ -193,31 +188,25 @@ impl Writer {
         dir: &Path,
         id: u32,
         segment_bytes: u64,
-    ) -> Result<(DmaFile, MappedSegment), AppendError> {
+    ) -> Result<(SegmentFile, MappedSegment), AppendError> {
         let path = segment_path(dir, id);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .dma_open(&path)
+        let file = SegmentFile::open(&path, true)
             .await
             .map_err(|e| classify(e, &path))?;
         // Fault injection (tests): a full disk when a segment is allocated.
         let allocated = match injected_preallocate_failure() {
             Some(e) => Err(e),
-            None => file.pre_allocate(segment_bytes, false).await,
+            None => file.pre_allocate(segment_bytes).await,
         };
         if let Err(e) = allocated {
             // Leave no half-made segment behind: recovery would map a short file.
-            let _ = file.close().await;
+            file.close().await;
             let _ = std::fs::remove_file(&path);
             return Err(classify(e, &path));
         }
         let created = power_cut::segment_created(&path, segment_bytes);
         let dir_owned = dir.to_path_buf();
-        let synced = glommio::executor()
-            .spawn_blocking(move || sync_dir(&dir_owned))
-            .await;
+        let synced = rt::spawn_blocking(move || sync_dir(&dir_owned)).await;
         synced.map_err(AppendError::Sync)?;
         power_cut::dir_synced(created);
         let map = MappedSegment::open(id, &path).map_err(AppendError::Write)?;
@@ -270,7 +259,7 @@ impl Writer {
         while first || next < records.len() {
             let start = align_down(self.pos);
             let expected = ((self.pos - start) + left).min(self.segment_bytes - start);
-            let mut chunks = Chunks::new(Rc::clone(&self.file), start, self.chunk_bytes, expected);
+            let mut chunks = Chunks::new(self.file.clone(), start, self.chunk_bytes, expected);
             chunks.direct = direct;
             chunks.put(&self.tail);
             let mut pos = self.pos;
@@ -365,7 +354,7 @@ impl Writer {
     async fn roll_over(&mut self, out: &mut Appended) -> Result<(), AppendError> {
         let id = self.active + 1;
         let (file, map) = Writer::create_segment(&self.dir, id, self.segment_bytes).await?;
-        let sealed = std::mem::replace(&mut self.file, Rc::new(file));
+        let sealed = std::mem::replace(&mut self.file, file);
         self.unsynced.push(sealed);
         out.new_segments.push(map);
         self.active = id;
@@ -390,46 +379,20 @@ impl Writer {
     }
 }
 
-/// Writes all of `data` at `at` with `pwrite` on the calling thread (a small append's write,
-/// see the module docs); returns the bytes written, fewer only if the file ended.
-fn pwrite_all(file: &DmaFile, data: &[u8], at: u64) -> io::Result<usize> {
-    use std::os::fd::AsRawFd;
-    let mut done = 0;
-    while done < data.len() {
-        let rest = &data[done..];
-        let offset = libc::off_t::try_from(at + done as u64)
-            .map_err(|_| io::Error::other("write offset beyond off_t"))?;
-        // SAFETY: `rest` is valid for reads of `rest.len()` bytes for the whole call, and the
-        // descriptor belongs to `file`, which is borrowed (so open) until the call returns.
-        let n = unsafe { libc::pwrite(file.as_raw_fd(), rest.as_ptr().cast(), rest.len(), offset) };
-        match n {
-            n if n > 0 => done += n as usize,
-            0 => break,
-            _ => {
-                let err = io::Error::last_os_error();
-                if err.kind() != io::ErrorKind::Interrupted {
-                    return Err(err);
-                }
-            }
-        }
-    }
-    Ok(done)
-}
-
 /// DMA buffers being filled for one contiguous write, each sent to the disk when full.
 struct Chunks {
-    file: Rc<DmaFile>,
+    file: SegmentFile,
     chunk_bytes: usize,
     /// Bytes still to be put (an upper bound): a buffer is no larger than this, rounded up to
     /// a sector. A group commit of a few small puts allocated a whole chunk (1 MiB) before:
     /// 15,171 of them in 30 s of the soak.
     expected: u64,
-    current: Option<DmaBuffer>,
+    current: Option<Buffer>,
     /// File position of `current`'s first byte.
     current_at: u64,
     /// Bytes filled in `current`.
     filled: usize,
-    writes: VecDeque<(JoinHandle<glommio::Result<usize, ()>>, usize)>,
+    writes: VecDeque<(WriteTask, usize)>,
     /// Bytes of the writes awaited so far.
     written: u64,
     /// The first error among the writes awaited so far.
@@ -439,7 +402,7 @@ struct Chunks {
 }
 
 impl Chunks {
-    fn new(file: Rc<DmaFile>, at: u64, chunk_bytes: usize, expected: u64) -> Chunks {
+    fn new(file: SegmentFile, at: u64, chunk_bytes: usize, expected: u64) -> Chunks {
         Chunks {
             file,
             chunk_bytes: chunk_bytes.max(DMA_ALIGN as usize),
@@ -456,11 +419,10 @@ impl Chunks {
 
     /// The buffer being filled: a chunk, or less when less is expected (whole sectors, so
     /// that a full buffer ends on a sector and the next one continues the same write).
-    fn buffer(&mut self) -> &mut DmaBuffer {
+    fn buffer(&mut self) -> &mut Buffer {
         let size = (align_up(self.expected.max(1)) as usize).min(self.chunk_bytes);
         let file = &self.file;
-        self.current
-            .get_or_insert_with(|| file.alloc_dma_buffer(size))
+        self.current.get_or_insert_with(|| file.alloc_buffer(size))
     }
 
     /// Accounts for `n` bytes put; sends the buffer once full.
@@ -509,16 +471,15 @@ impl Chunks {
         self.current_at += len as u64;
         self.filled = 0;
         if self.direct {
-            let written = pwrite_all(&self.file, buf.as_bytes(), at);
+            let written = rt::pwrite_all(self.file.as_raw_fd(), buf.as_bytes(), at);
             let outcome = match injected_write_outcome(len) {
-                Some(outcome) => outcome.map(|r| r.map_err(io::Error::from)),
+                Some(outcome) => outcome,
                 None => Some(written),
             };
             self.note(outcome, len);
             return;
         }
-        let file = Rc::clone(&self.file);
-        let task = glommio::spawn_local(async move { file.write_at(buf, at).await }).detach();
+        let task = self.file.write_at(buf, at);
         self.writes.push_back((task, len));
         #[cfg(test)]
         tests::PEAK_IN_FLIGHT.with(|peak| peak.set(peak.get().max(self.writes.len())));
@@ -569,7 +530,7 @@ impl Chunks {
                 }
                 None => task.await,
             };
-            self.note(outcome.map(|r| r.map_err(io::Error::from)), len);
+            self.note(outcome, len);
         }
     }
 
@@ -596,8 +557,10 @@ impl Chunks {
 mod tests {
     use std::cell::Cell;
 
-    use glommio::{LocalExecutorBuilder, Placement};
+    use ipfrs_core_types::IoDriver;
     use ipfrs_tiering::segment::record::decode;
+
+    use crate::rt::{Executor, ExecutorOptions};
 
     use super::*;
 
@@ -608,17 +571,30 @@ mod tests {
 
     #[test]
     fn an_append_keeps_a_bounded_number_of_writes_in_flight() {
+        for driver in [IoDriver::IoUring, IoDriver::Fallback] {
+            // A thread per driver: a thread's driver is set once, by its executor.
+            std::thread::spawn(move || bounded_writes_in_flight(driver))
+                .join()
+                .unwrap();
+        }
+    }
+
+    fn bounded_writes_in_flight(driver: IoDriver) {
         const CHUNK: usize = 64 << 10;
         const SEGMENT: u64 = 16 << 20;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().to_path_buf();
-        let executor = LocalExecutorBuilder::new(Placement::Unbound)
-            .io_memory(1 << 20)
-            .make()
-            .unwrap();
+        let options = ExecutorOptions {
+            name: "writer-test",
+            cpu: None,
+            io_memory: 1 << 20,
+            blocking_threads: 2,
+            spin_before_park: None,
+        };
+        let executor = Executor::build(driver, &options).unwrap();
         executor.run(async move {
             let (file, _map) = Writer::create_segment(&path, 1, SEGMENT).await.unwrap();
-            file.close().await.unwrap();
+            file.close().await;
             let mut writer = Writer::resume(&path, 1, 0, Vec::new(), 1, SEGMENT, CHUNK)
                 .await
                 .unwrap();
@@ -638,7 +614,10 @@ mod tests {
             PEAK_IN_FLIGHT.with(|peak| peak.set(0));
             let appended = writer.append(&records, true).await.unwrap();
             let peak = PEAK_IN_FLIGHT.with(Cell::get);
-            assert!(peak >= 2, "the writes were not overlapped: {peak}");
+            assert!(
+                peak >= 2,
+                "{driver}: the writes were not overlapped: {peak}"
+            );
             assert!(peak <= MAX_WRITES_IN_FLIGHT, "{peak} writes in flight");
             let bytes = std::fs::read(segment_path(&path, 1)).unwrap();
             for ((segment, offset), (key, data)) in
