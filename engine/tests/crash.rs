@@ -11,15 +11,17 @@ mod common;
 
 use std::time::Duration;
 
-use ipfrs_storage::{BackendKind, Block, Config, Durability, Engine, HotTier};
+use ipfrs_storage::{BackendKind, Block, Config, Durability, Engine, HotTier, IoDriver};
 use rand::{Rng, SeedableRng};
 
 const CHILD_DIR: &str = "IPFRS_CRASH_CHILD_DIR";
 const CHILD_BACKEND: &str = "IPFRS_CRASH_CHILD_BACKEND";
+const CHILD_DRIVER: &str = "IPFRS_CRASH_CHILD_DRIVER";
 
-fn config(dir: &std::path::Path, backend: BackendKind) -> Config {
+fn config(dir: &std::path::Path, backend: BackendKind, driver: IoDriver) -> Config {
     let mut config = Config::new(dir);
     config.backend = backend;
+    config.io_driver = driver;
     config.shards = Some(4);
     config.durability = Durability::Sync;
     // Small segments and a small hot budget, so the child rolls segments over and compacts
@@ -53,7 +55,9 @@ fn crash_child() {
         .unwrap()
         .parse()
         .unwrap();
-    let engine = Engine::open(config(dir.as_ref(), backend.parse().unwrap())).unwrap();
+    let driver: IoDriver = std::env::var(CHILD_DRIVER).unwrap().parse().unwrap();
+    let engine = Engine::open(config(dir.as_ref(), backend.parse().unwrap(), driver)).unwrap();
+    assert_eq!(engine.io_driver(), driver);
     let store = engine.blocking();
     println!("ready");
     let mut i = start;
@@ -67,13 +71,15 @@ fn crash_child() {
     }
 }
 
-fn crash_campaign(backend: BackendKind) {
+/// Kills children ingesting under `child` and checks each time after reopening under
+/// `parent` (the other driver: a store a killed process left behind opens under either).
+fn crash_campaign(backend: BackendKind, child: IoDriver, parent: IoDriver) {
     let kills: usize = std::env::var("IPFRS_CRASH_KILLS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(50);
     let seed: u64 = rand::random();
-    eprintln!("crash campaign on {backend}: {kills} kills, seed {seed}");
+    eprintln!("crash campaign on {backend}, {child} then {parent}: {kills} kills, seed {seed}");
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let dir = tempfile::tempdir().unwrap();
     let mut acked: u64 = 0;
@@ -83,13 +89,14 @@ fn crash_campaign(backend: BackendKind) {
             (CHILD_DIR, dir.path().display().to_string()),
             (CHILD_BACKEND, backend.name().to_string()),
             ("IPFRS_CRASH_CHILD_START", acked.to_string()),
+            (CHILD_DRIVER, child.name().to_string()),
         ];
         let last = common::kill_child_after("crash_child", &envs, run_for);
         if let Some(n) = last {
             acked = n + 1;
         }
 
-        let engine = Engine::open(config(dir.path(), backend))
+        let engine = Engine::open(config(dir.path(), backend, parent))
             .unwrap_or_else(|e| panic!("kill {kill} (seed {seed}): reopen failed: {e}"));
         let store = engine.blocking();
         let expected: Vec<Block> = (0..acked).map(block).collect();
@@ -109,7 +116,7 @@ fn crash_campaign(backend: BackendKind) {
         store.close().unwrap();
     }
     assert!(acked > 0, "the child never acknowledged a write");
-    let engine = Engine::open(config(dir.path(), backend)).unwrap();
+    let engine = Engine::open(config(dir.path(), backend, parent)).unwrap();
     let stats = engine.blocking().stats().unwrap();
     eprintln!(
         "{acked} blocks acknowledged, {} hot, {} in the cold backend",
@@ -128,11 +135,16 @@ fn crash_campaign(backend: BackendKind) {
 
 #[test]
 fn sled_keeps_every_acknowledged_block_across_sigkill() {
-    crash_campaign(BackendKind::Sled);
+    crash_campaign(BackendKind::Sled, IoDriver::IoUring, IoDriver::IoUring);
+}
+
+#[test]
+fn sled_on_the_fallback_driver_keeps_every_acknowledged_block_across_sigkill() {
+    crash_campaign(BackendKind::Sled, IoDriver::Fallback, IoDriver::IoUring);
 }
 
 #[cfg(feature = "rocksdb")]
 #[test]
 fn rocksdb_keeps_every_acknowledged_block_across_sigkill() {
-    crash_campaign(BackendKind::RocksDb);
+    crash_campaign(BackendKind::RocksDb, IoDriver::IoUring, IoDriver::IoUring);
 }

@@ -10,10 +10,11 @@
 
 use std::path::Path;
 
-use ipfrs_storage::{Block, Config, Durability, Engine, Error, HotTier, PoisonCause};
+use ipfrs_storage::{Block, Config, Durability, Engine, Error, HotTier, IoDriver, PoisonCause};
 
-fn config(dir: &Path) -> Config {
+fn config(dir: &Path, driver: IoDriver) -> Config {
     let mut config = Config::new(dir);
+    config.io_driver = driver;
     config.shards = Some(1);
     config.durability = Durability::Sync;
     config.max_block_size = 64 << 10;
@@ -42,9 +43,9 @@ struct Fault {
     size: usize,
 }
 
-fn run(fault: &Fault) {
+fn run(fault: &Fault, driver: IoDriver) {
     let dir = tempfile::tempdir().unwrap();
-    let engine = Engine::open(config(dir.path())).unwrap();
+    let engine = Engine::open(config(dir.path(), driver)).unwrap();
     let store = engine.blocking();
     let stored: Vec<Block> = (0..fault.before).map(|i| block(i, fault.size)).collect();
     store.put_many(&stored).unwrap();
@@ -72,7 +73,7 @@ fn run(fault: &Fault) {
             true,
         ) if fault.point != "hot-sync" => {}
         (Error::NoSpace { .. }, false) => {}
-        _ => panic!("{}: unexpected error {err}", fault.point),
+        _ => panic!("{} ({driver}): unexpected error {err}", fault.point),
     }
     if let Error::Poisoned { cause, .. } = &err {
         assert!(
@@ -105,8 +106,12 @@ fn run(fault: &Fault) {
     drop(store);
     drop(engine);
 
-    // Reopened with the fault gone: whole and writable.
-    let engine = Engine::open(config(dir.path())).unwrap();
+    // Reopened with the fault gone (and under the other driver): whole and writable.
+    let other = match driver {
+        IoDriver::Fallback => IoDriver::IoUring,
+        _ => IoDriver::Fallback,
+    };
+    let engine = Engine::open(config(dir.path(), other)).unwrap();
     let store = engine.blocking();
     for b in &stored {
         assert_eq!(
@@ -165,17 +170,21 @@ fn faults_refuse_the_write_and_keep_what_was_acknowledged() {
             size: 60 << 10,
         },
     ] {
-        run(&fault);
+        for driver in [IoDriver::IoUring, IoDriver::Fallback] {
+            run(&fault, driver);
+        }
     }
-    cold_read_fails_then_recovers();
+    for driver in [IoDriver::IoUring, IoDriver::Fallback] {
+        cold_read_fails_then_recovers(driver);
+    }
     scenario.teardown();
 }
 
 /// EIO on a cold read: the read fails, serves and caches nothing, and the same blocks read
 /// back exact once the fault clears, without a reopen.
-fn cold_read_fails_then_recovers() {
+fn cold_read_fails_then_recovers(driver: IoDriver) {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = config(dir.path());
+    let mut config = config(dir.path(), driver);
     config.hot_tier = None;
     let stored: Vec<Block> = (0..8).map(|i| block(i, 3000)).collect();
     let engine = Engine::open(config.clone()).unwrap();

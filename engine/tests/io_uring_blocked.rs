@@ -1,4 +1,7 @@
-//! io_uring blocked by a seccomp filter (as container profiles do): `Engine::open` must fail
+//! io_uring blocked by a seccomp filter (as container profiles do). With the default
+//! `IoDriver::Auto` the engine runs on the fallback driver, reads, writes, closes and reopens
+//! there, and the store opens under io_uring afterwards. Asked for io_uring
+//! (`IoDriver::IoUring`), `Engine::open` must fail
 //! within a bounded time with `Error::IoUringUnavailable` naming the refused call and the
 //! cause, never panic or hang, and leave the directory usable. Profiles refuse any of the
 //! three io_uring calls on its own: `io_uring_setup` (EPERM, ENOSYS, or EACCES from a security
@@ -10,65 +13,13 @@
 
 use std::time::{Duration, Instant};
 
-use ipfrs_storage::{Block, Config, Engine, Error};
+use ipfrs_storage::{Block, Config, Engine, Error, IoDriver};
 
-/// The io_uring system calls on x86_64.
-const SYS_IO_URING_SETUP: u32 = 425;
-const SYS_IO_URING_ENTER: u32 = 426;
-const SYS_IO_URING_REGISTER: u32 = 427;
-/// EM_X86_64 | __AUDIT_ARCH_64BIT | __AUDIT_ARCH_LE (linux/audit.h).
-const AUDIT_ARCH_X86_64: u32 = 62 | 0x8000_0000 | 0x4000_0000;
+mod common;
 
-// Classic BPF opcodes (linux/filter.h).
-const BPF_LD_W_ABS: u16 = 0x20; // BPF_LD (0x00) | BPF_W (0x00) | BPF_ABS (0x20)
-const BPF_JEQ_K: u16 = 0x15; // BPF_JMP (0x05) | BPF_JEQ (0x10) | BPF_K (0x00)
-const BPF_RET_K: u16 = 0x06; // BPF_RET | BPF_K
-
-// Offsets in struct seccomp_data.
-const OFFSET_NR: u32 = 0;
-const OFFSET_ARCH: u32 = 4;
-
-fn insn(code: u16, jt: u8, jf: u8, k: u32) -> libc::sock_filter {
-    libc::sock_filter { code, jt, jf, k }
-}
-
-/// Installs, on the calling thread (and the threads it spawns from now on), a seccomp filter
-/// that makes `syscall` fail with `errno` and allows every other syscall.
-fn refuse(syscall: u32, errno: i32) {
-    let mut program = [
-        insn(BPF_LD_W_ABS, 0, 0, OFFSET_ARCH),
-        // Another architecture (e.g. a 32-bit syscall): allow, do not guess its numbers.
-        insn(BPF_JEQ_K, 0, 3, AUDIT_ARCH_X86_64),
-        insn(BPF_LD_W_ABS, 0, 0, OFFSET_NR),
-        insn(BPF_JEQ_K, 0, 1, syscall),
-        insn(
-            BPF_RET_K,
-            0,
-            0,
-            libc::SECCOMP_RET_ERRNO | (errno as u32 & libc::SECCOMP_RET_DATA),
-        ),
-        insn(BPF_RET_K, 0, 0, libc::SECCOMP_RET_ALLOW),
-    ];
-    let prog = libc::sock_fprog {
-        len: program.len() as u16,
-        filter: program.as_mut_ptr(),
-    };
-    // SAFETY: plain prctl calls; `prog` and the program it points to outlive the call, and
-    // the kernel copies the filter.
-    unsafe {
-        assert_eq!(
-            libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0),
-            0,
-            "no_new_privs"
-        );
-        let rc = libc::prctl(
-            libc::PR_SET_SECCOMP,
-            libc::SECCOMP_MODE_FILTER,
-            &prog as *const libc::sock_fprog,
-        );
-        assert_eq!(rc, 0, "seccomp: {}", std::io::Error::last_os_error());
-    }
-}
+use common::seccomp::{
+    ALL_IO_URING, SYS_IO_URING_ENTER, SYS_IO_URING_REGISTER, SYS_IO_URING_SETUP, refuse, try_refuse,
+};
 
 /// The errno of `syscall` made with arguments it refuses (a bad fd, no params): the filter's
 /// errno where the filter is in force, EBADF, EFAULT or EINVAL from the kernel otherwise.
@@ -101,8 +52,9 @@ fn raw_io_uring_setup_errno() -> Option<i32> {
     }
 }
 
-fn config(dir: &std::path::Path) -> Config {
+fn config(dir: &std::path::Path, driver: IoDriver) -> Config {
     let mut config = Config::new(dir);
+    config.io_driver = driver;
     config.shards = Some(2);
     config.cache_bytes = 1 << 20;
     config
@@ -123,7 +75,7 @@ fn open_with_refused(dir: &std::path::Path, syscall: u32, errno: i32) -> Error {
                 "io_uring_setup is allowed"
             );
         }
-        match Engine::open(config(&dir)) {
+        match Engine::open(config(&dir, IoDriver::IoUring)) {
             Ok(_) => panic!("the engine opened without io_uring"),
             Err(e) => e,
         }
@@ -140,7 +92,8 @@ fn directory_still_usable(dir: &std::path::Path) {
         None,
         "this thread is not filtered"
     );
-    let engine = Engine::open(config(dir)).unwrap();
+    let engine = Engine::open(config(dir, IoDriver::Auto)).unwrap();
+    assert_eq!(engine.io_driver(), IoDriver::IoUring);
     let block = Block::new(&b"after the failure"[..]).unwrap();
     engine.blocking().put(&block).unwrap();
     assert_eq!(
@@ -200,7 +153,7 @@ fn child_process() {
     let (warmth, case) = scenario.split_once('-').unwrap();
     if warmth == "warm" {
         let other = tempfile::tempdir().unwrap();
-        let engine = Engine::open(config(other.path())).unwrap();
+        let engine = Engine::open(config(other.path(), IoDriver::IoUring)).unwrap();
         engine.blocking().close().unwrap();
     }
     let setup = SYS_IO_URING_SETUP;
@@ -231,7 +184,7 @@ fn child_process() {
         // executor), Engine::open returns an error saying so.
         "shard-panic" => {
             fail::cfg("shard-start", "panic(glommio fell over)").unwrap();
-            let Err(err) = Engine::open(config(dir.path())) else {
+            let Err(err) = Engine::open(config(dir.path(), IoDriver::IoUring)) else {
                 panic!("the engine opened although a shard panicked at start");
             };
             fail::remove("shard-start");
@@ -241,9 +194,81 @@ fn child_process() {
                 "{err:?}: {err}"
             );
         }
+        "auto-all" => runs_on_the_fallback(dir.path(), &ALL_IO_URING, libc::EPERM),
+        "auto-enter" => runs_on_the_fallback(dir.path(), &[SYS_IO_URING_ENTER], libc::EPERM),
+        "auto-register" => runs_on_the_fallback(dir.path(), &[SYS_IO_URING_REGISTER], libc::EACCES),
         other => panic!("unknown scenario {other}"),
     }
     directory_still_usable(dir.path());
+}
+
+/// Blocks of sizes on both sides of the writer's direct-write limit (128 KiB): small appends
+/// are written on the shard's thread, large ones on the blocking pool.
+fn mixed_blocks() -> Vec<Block> {
+    (0..48usize)
+        .map(|i| {
+            let len = [100, 5000, 70_000, 300_000][i % 4] + i;
+            Block::new(
+                (0..len)
+                    .map(|j| (i * 13 + j * 7) as u8)
+                    .collect::<Vec<u8>>(),
+            )
+            .unwrap()
+        })
+        .collect()
+}
+
+/// From a thread where `syscalls` fail with `errno`: the default driver opens the engine on
+/// the fallback, which stores, serves, closes and reopens; then (unfiltered) the same store
+/// opens under io_uring with every block.
+fn runs_on_the_fallback(dir: &std::path::Path, syscalls: &'static [u32], errno: i32) {
+    let owned = dir.to_path_buf();
+    let blocks = mixed_blocks();
+    let stored = blocks.clone();
+    std::thread::spawn(move || {
+        try_refuse(syscalls, errno).unwrap();
+        let engine = Engine::open(config(&owned, IoDriver::Auto)).unwrap();
+        assert_eq!(engine.io_driver(), IoDriver::Fallback);
+        let metrics = futures_lite::future::block_on(engine.metrics())
+            .unwrap()
+            .to_prometheus();
+        assert!(
+            metrics.contains("ipfrs_io_driver_info{driver=\"fallback\"} 1"),
+            "{metrics}"
+        );
+        let store = engine.blocking();
+        store.put_many(&stored[..24]).unwrap();
+        for b in &stored[24..] {
+            store.put(b).unwrap();
+        }
+        let cids: Vec<_> = stored.iter().map(|b| *b.cid()).collect();
+        for (b, got) in stored.iter().zip(store.get_many(&cids).unwrap()) {
+            assert_eq!(got.as_ref(), Some(b.data()));
+        }
+        assert!(store.delete(stored[0].cid()).unwrap());
+        store.close().unwrap();
+        // io_uring asked for explicitly: still refused, nothing changed.
+        assert!(matches!(
+            Engine::open(config(&owned, IoDriver::IoUring)),
+            Err(Error::IoUringUnavailable { .. })
+        ));
+        let engine = Engine::open(config(&owned, IoDriver::Auto)).unwrap();
+        let store = engine.blocking();
+        assert!(!store.has(stored[0].cid()).unwrap());
+        for b in &stored[1..] {
+            assert_eq!(store.get(b.cid()).unwrap().as_ref(), Some(b.data()));
+        }
+        store.close().unwrap();
+    })
+    .join()
+    .expect("the fallback run panicked");
+    let engine = Engine::open(config(dir, IoDriver::IoUring)).unwrap();
+    let store = engine.blocking();
+    assert!(!store.has(blocks[0].cid()).unwrap());
+    for b in &blocks[1..] {
+        assert_eq!(store.get(b.cid()).unwrap().as_ref(), Some(b.data()));
+    }
+    store.close().unwrap();
 }
 
 /// How long a scenario may take: opening fails at once (a second or two on a loaded
@@ -343,6 +368,24 @@ fn register_refused_before_any_executor_names_io_uring_register() {
 #[test]
 fn register_refused_after_an_engine_has_run_names_io_uring_register() {
     run_scenario("warm-register-eacces");
+}
+
+/// Docker's default profile: all three io_uring calls refused. The default driver falls back.
+#[test]
+fn all_io_uring_calls_refused_runs_on_the_fallback() {
+    run_scenario("cold-auto-all");
+}
+
+/// Only `io_uring_enter` refused, after an engine has run on io_uring in this process.
+#[test]
+fn enter_refused_after_an_engine_has_run_runs_on_the_fallback() {
+    run_scenario("warm-auto-enter");
+}
+
+/// Only `io_uring_register` refused (EACCES), before any ring of the process exists.
+#[test]
+fn register_refused_runs_on_the_fallback() {
+    run_scenario("cold-auto-register");
 }
 
 /// A panic while a shard starts is an error of `Engine::open`, not a panic or a hang.

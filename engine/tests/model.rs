@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use bytes::Bytes;
 use ipfrs_storage::key::{IDENTITY_CODE, cid_of_key, key_of, parse_cid_bytes};
 use ipfrs_storage::{
-    BackendKind, Block, Cid, Codec, Config, Cursor, Engine, HashAlgorithm, HotTier,
+    BackendKind, Block, Cid, Codec, Config, Cursor, Engine, HashAlgorithm, HotTier, IoDriver,
 };
 use proptest::prelude::*;
 
@@ -198,8 +198,10 @@ fn config(
     backend: BackendKind,
     explicit_shards: bool,
     tiers: Tiers,
+    driver: IoDriver,
 ) -> Config {
     let mut config = Config::new(dir);
+    config.io_driver = driver;
     config.max_block_size = 4096;
     config.hot_tier = match tiers {
         Tiers::Hot => Some(HotTier {
@@ -265,9 +267,17 @@ fn check_stats(engine: &Engine, model: &Model, context: &str) {
     );
 }
 
-fn run(backend: BackendKind, tiers: Tiers, ops: Vec<Op>) {
+/// Runs `ops` against the model. The engine opens under `drivers[0]`; each reopen switches
+/// to the other driver, so a store written under one is read and written under the other.
+fn run(backend: BackendKind, tiers: Tiers, drivers: [IoDriver; 2], ops: Vec<Op>) {
     let dir = tempfile::tempdir().unwrap();
-    let mut engine = Engine::open(config(dir.path(), backend, true, tiers)).unwrap();
+    let mut opens = 0;
+    let mut driver = || {
+        opens += 1;
+        drivers[(opens - 1) % 2]
+    };
+    let mut engine = Engine::open(config(dir.path(), backend, true, tiers, driver())).unwrap();
+    assert_eq!(engine.io_driver(), drivers[0]);
     assert_eq!(engine.shard_count(), 8);
     let mut model = Model::default();
     for (step, op) in ops.into_iter().enumerate() {
@@ -333,7 +343,8 @@ fn run(backend: BackendKind, tiers: Tiers, ops: Vec<Op>) {
                 store.close().unwrap();
                 drop(store);
                 drop(engine);
-                engine = Engine::open(config(dir.path(), backend, *explicit, tiers)).unwrap();
+                engine =
+                    Engine::open(config(dir.path(), backend, *explicit, tiers, driver())).unwrap();
                 assert_eq!(engine.shard_count(), 8, "{context}");
                 assert_eq!(engine.config().shards, Some(8), "{context}");
                 // Everything the model holds is readable again, byte for byte.
@@ -370,11 +381,16 @@ fn run(backend: BackendKind, tiers: Tiers, ops: Vec<Op>) {
             store.close().unwrap();
             drop(store);
             drop(engine);
-            engine = Engine::open(config(dir.path(), backend, true, tiers)).unwrap();
+            engine = Engine::open(config(dir.path(), backend, true, tiers, driver())).unwrap();
         }
     }
     engine.blocking().close().unwrap();
 }
+
+/// Opened under io_uring, reopened under the fallback, and so on.
+const URING_FIRST: [IoDriver; 2] = [IoDriver::IoUring, IoDriver::Fallback];
+/// Opened under the fallback, reopened under io_uring, and so on.
+const FALLBACK_FIRST: [IoDriver; 2] = [IoDriver::Fallback, IoDriver::IoUring];
 
 fn model_config() -> ProptestConfig {
     ProptestConfig {
@@ -390,25 +406,39 @@ proptest! {
 
     #[test]
     fn engine_over_sled_matches_the_model(ops in prop::collection::vec(op(), 1..40)) {
-        run(BackendKind::Sled, Tiers::Hot, ops);
+        run(BackendKind::Sled, Tiers::Hot, URING_FIRST, ops);
+    }
+
+    #[test]
+    fn engine_over_sled_on_the_fallback_driver_matches_the_model(
+        ops in prop::collection::vec(op(), 1..40)
+    ) {
+        run(BackendKind::Sled, Tiers::Hot, FALLBACK_FIRST, ops);
     }
 
     #[test]
     fn engine_over_sled_without_hot_tier_matches_the_model(
         ops in prop::collection::vec(op(), 1..40)
     ) {
-        run(BackendKind::Sled, Tiers::ColdOnly, ops);
+        run(BackendKind::Sled, Tiers::ColdOnly, URING_FIRST, ops);
     }
 
     #[test]
     fn engine_over_paritydb_matches_the_model(ops in prop::collection::vec(op(), 1..40)) {
-        run(BackendKind::ParityDb, Tiers::Hot, ops);
+        run(BackendKind::ParityDb, Tiers::Hot, URING_FIRST, ops);
+    }
+
+    #[test]
+    fn engine_over_paritydb_on_the_fallback_driver_matches_the_model(
+        ops in prop::collection::vec(op(), 1..40)
+    ) {
+        run(BackendKind::ParityDb, Tiers::Hot, FALLBACK_FIRST, ops);
     }
 
     #[cfg(feature = "rocksdb")]
     #[test]
     fn engine_over_rocksdb_matches_the_model(ops in prop::collection::vec(op(), 1..40)) {
-        run(BackendKind::RocksDb, Tiers::Hot, ops);
+        run(BackendKind::RocksDb, Tiers::Hot, URING_FIRST, ops);
     }
 }
 
@@ -428,7 +458,14 @@ fn every_compiled_backend_is_modelled() {
 fn codecs_share_a_block_and_identity_stores_nothing() {
     for backend in ipfrs_storage::compiled_backends() {
         let dir = tempfile::tempdir().unwrap();
-        let engine = Engine::open(config(dir.path(), backend, true, Tiers::Hot)).unwrap();
+        let engine = Engine::open(config(
+            dir.path(),
+            backend,
+            true,
+            Tiers::Hot,
+            IoDriver::IoUring,
+        ))
+        .unwrap();
         let store = engine.blocking();
         let raw = Spec {
             data: 5,

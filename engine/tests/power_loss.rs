@@ -31,13 +31,15 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ipfrs_shards::power_cut::{self, CutAt, Pending};
-use ipfrs_storage::{Block, Cid, Config, Durability, Engine, HotTier};
+use ipfrs_storage::{Block, Cid, Config, Durability, Engine, HotTier, IoDriver};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 const ENV_DIR: &str = "IPFRS_POWER_CHILD_DIR";
 const ENV_WORK: &str = "IPFRS_POWER_CHILD_WORK";
 const ENV_MODE: &str = "IPFRS_POWER_CHILD_MODE";
+/// The I/O driver the child writes with (the parent checks under io_uring).
+const ENV_DRIVER: &str = "IPFRS_POWER_CHILD_DRIVER";
 const ENV_SEED: &str = "IPFRS_POWER_CHILD_SEED";
 const ENV_CYCLE: &str = "IPFRS_POWER_CHILD_CYCLE";
 /// "event N" or "creation N" (see `CutAt`).
@@ -180,7 +182,9 @@ fn power_cut_child() {
         .collect();
 
     power_cut::arm(&work.join("journal"), cut_at);
-    let engine = Engine::open(config(dir.as_ref(), mode)).unwrap();
+    let mut child_config = config(dir.as_ref(), mode);
+    child_config.io_driver = var(ENV_DRIVER).parse().unwrap();
+    let engine = Engine::open(child_config).unwrap();
     let workers: Vec<_> = (0..THREADS)
         .map(|t| {
             let store = engine.blocking();
@@ -413,7 +417,14 @@ fn hint_files(dir: &Path) -> BTreeSet<PathBuf> {
 }
 
 /// Runs the child until it cuts its power; fails unless it died as a power cut does.
-fn run_child(dir: &Path, work: &Path, mode: Mode, seed: u64, cycle: u64, cut_at: CutAt) {
+fn run_child(
+    dir: &Path,
+    work: &Path,
+    (mode, driver): (Mode, IoDriver),
+    seed: u64,
+    cycle: u64,
+    cut_at: CutAt,
+) {
     let cut_at = match cut_at {
         CutAt::Event(n) => format!("event {n}"),
         CutAt::Creation(n) => format!("creation {n}"),
@@ -431,6 +442,7 @@ fn run_child(dir: &Path, work: &Path, mode: Mode, seed: u64, cycle: u64, cut_at:
         .env(ENV_DIR, dir)
         .env(ENV_WORK, work)
         .env(ENV_MODE, mode.name())
+        .env(ENV_DRIVER, driver.name())
         .env(ENV_SEED, seed.to_string())
         .env(ENV_CYCLE, cycle.to_string())
         .env(ENV_CUT_AT, cut_at)
@@ -458,7 +470,8 @@ fn run_child(dir: &Path, work: &Path, mode: Mode, seed: u64, cycle: u64, cut_at:
     );
 }
 
-fn campaign(mode: Mode) {
+/// Power cuts of children writing under `driver` in `mode`, each checked after a reopen.
+fn campaign(mode: Mode, driver: IoDriver) {
     let seeds: Vec<u64> = std::env::var("IPFRS_POWER_SEEDS")
         .ok()
         .map(|s| s.split(',').map(|x| x.trim().parse().unwrap()).collect())
@@ -495,7 +508,7 @@ fn campaign(mode: Mode) {
                 1..3 => CutAt::Creation(rng.random_range(1..=4)),
                 _ => CutAt::Event(rng.random_range(8..=400)),
             };
-            run_child(&dir, &work, mode, seed, cycle, cut_at);
+            run_child(&dir, &work, (mode, driver), seed, cycle, cut_at);
 
             let pending = power_cut::read_journal(&work.join("journal")).unwrap_or_else(|e| {
                 panic!("{} seed {seed} cycle {cycle}: no journal: {e}", mode.name())
@@ -644,15 +657,20 @@ fn verify_reopened(
 
 #[test]
 fn power_loss_keeps_synced_writes_under_sync() {
-    campaign(Mode::Sync);
+    campaign(Mode::Sync, IoDriver::IoUring);
+}
+
+#[test]
+fn power_loss_keeps_synced_writes_under_sync_on_the_fallback_driver() {
+    campaign(Mode::Sync, IoDriver::Fallback);
 }
 
 #[test]
 fn power_loss_keeps_synced_writes_under_batch() {
-    campaign(Mode::Batch);
+    campaign(Mode::Batch, IoDriver::IoUring);
 }
 
 #[test]
 fn power_loss_never_serves_a_wrong_block_under_none() {
-    campaign(Mode::None);
+    campaign(Mode::None, IoDriver::IoUring);
 }

@@ -1,5 +1,8 @@
-//! Shared by the crash tests: running this test binary's own child test and killing it.
+//! Shared by the engine's tests: running this test binary's own child test and killing it
+//! (crash tests), and a seccomp filter refusing io_uring.
 #![allow(clippy::unwrap_used, dead_code)]
+
+pub mod seccomp;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
