@@ -399,7 +399,7 @@ impl Engine {
 
     pub(crate) async fn stats(&self) -> Result<Stats> {
         let shards: Vec<ShardStats> = self.broadcast(|reply| Request::Stats { reply }).await?;
-        Ok(Stats::from_shards(shards))
+        Ok(Stats::from_shards(shards, self.inner.config.io_driver))
     }
 
     /// Stops every shard after in-flight work and a final flush; idempotent.

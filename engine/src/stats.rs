@@ -1,3 +1,4 @@
+use ipfrs_core_types::IoDriver;
 use ipfrs_shards::ShardStats;
 
 /// A snapshot of the engine's counters.
@@ -50,12 +51,14 @@ pub struct Stats {
     /// Bytes written to disk by the engine (segments, compaction's cold writes) per byte
     /// accepted by puts; 0 before any put. The cold backend's own amplification comes on top.
     pub write_amplification: f64,
+    /// The I/O driver the shards run with (`IoUring` or `Fallback`).
+    pub io_driver: IoDriver,
     /// Each shard's own figures.
     pub shards: Vec<ShardStats>,
 }
 
 impl Stats {
-    pub(crate) fn from_shards(shards: Vec<ShardStats>) -> Stats {
+    pub(crate) fn from_shards(shards: Vec<ShardStats>, io_driver: IoDriver) -> Stats {
         let sum = |f: fn(&ShardStats) -> u64| shards.iter().map(f).sum::<u64>();
         let put_bytes = sum(|s| s.put_bytes);
         let written = sum(|s| s.segment_write_bytes) + sum(|s| s.compaction_cold_bytes);
@@ -86,6 +89,7 @@ impl Stats {
             bloom_negatives: sum(|s| s.bloom_negatives),
             caller_reads: sum(|s| s.caller_reads),
             cache_bytes: sum(|s| s.cache_bytes),
+            io_driver,
             shards,
         }
     }

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use ipfrs_storage::{BackendKind, Config, Durability};
+use ipfrs_storage::{BackendKind, Config, Durability, IoDriver};
 
 use super::error::{BenchError, Result};
 use super::workload::{SizeSpec, WorkloadKind};
@@ -174,6 +174,12 @@ pub struct RunArgs {
     #[arg(long, value_name = "BYTES", value_parser = parse_size)]
     pub hot_budget: Option<usize>,
 
+    /// The engine's I/O driver: `auto` (the engine's default: io_uring where this process may
+    /// use it, else the fallback), `io-uring`, `fallback`, or `both` (every engine target
+    /// twice, `engine+hot/B` on io_uring and `engine+hot/B (fallback)`, side by side).
+    #[arg(long, value_enum, default_value_t = DriverArg::Auto)]
+    pub io_driver: DriverArg,
+
     /// Let idle engine shards spin this many microseconds before sleeping (0: never).
     /// Default: the engine's own (`Config::spin_before_park`, 200 us).
     #[arg(long, value_name = "US")]
@@ -211,6 +217,19 @@ pub struct RunArgs {
     /// Print nothing on stdout and no progress bar (errors still go to stderr).
     #[arg(long, short)]
     pub quiet: bool,
+}
+
+/// Which I/O drivers the engine targets run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DriverArg {
+    /// The engine's default: io_uring where it can be used, else the fallback.
+    Auto,
+    /// io_uring (the run fails where it cannot be used).
+    IoUring,
+    /// The fallback driver (plain system calls).
+    Fallback,
+    /// Both, side by side.
+    Both,
 }
 
 /// Which engine variants a run measures.
@@ -322,6 +341,8 @@ pub struct Plan {
     pub hot_tier: HotArg,
     /// Hot tier budget; `None`: the engine's default.
     pub hot_budget: Option<usize>,
+    /// The drivers engine targets run on, resolved (`IoUring` or `Fallback`), in order.
+    pub io_drivers: Vec<IoDriver>,
     /// Engine shards' spin before parking, in microseconds.
     pub spin_us: Option<u64>,
     /// Where to make the run's directory; `None`: the system's temporary directory.
@@ -461,6 +482,15 @@ impl Plan {
             cache: args.cache,
             hot_tier: args.hot_tier,
             hot_budget: args.hot_budget,
+            io_drivers: match args.io_driver {
+                // Resolved now, so target names say which driver ran.
+                DriverArg::Auto => vec![
+                    ipfrs_storage::resolve_io_driver(IoDriver::Auto).unwrap_or(IoDriver::Fallback),
+                ],
+                DriverArg::IoUring => vec![IoDriver::IoUring],
+                DriverArg::Fallback => vec![IoDriver::Fallback],
+                DriverArg::Both => vec![IoDriver::IoUring, IoDriver::Fallback],
+            },
             spin_us: args.spin_us,
             dir: args.dir,
             car,
@@ -696,6 +726,32 @@ mod tests {
         let mixed = plan(&["-w", "car,get", "--car", car]).unwrap();
         assert_eq!(mixed.workloads, vec![WorkloadKind::Get, WorkloadKind::Car]);
         assert!(plan(&[]).unwrap().car.is_none());
+    }
+
+    #[test]
+    fn both_drivers_measure_each_engine_target_twice() {
+        let both = plan(&[
+            "--io-driver",
+            "both",
+            "--backend",
+            "sled",
+            "--hot-tier",
+            "on",
+        ])
+        .unwrap();
+        assert_eq!(both.io_drivers, vec![IoDriver::IoUring, IoDriver::Fallback]);
+        let names: Vec<String> = crate::bench::target::TargetKind::all(&both)
+            .into_iter()
+            .map(|t| t.name())
+            .collect();
+        assert!(names.contains(&"engine+hot/sled".to_string()), "{names:?}");
+        assert!(
+            names.contains(&"engine+hot/sled (fallback)".to_string()),
+            "{names:?}"
+        );
+        let fallback = plan(&["--io-driver", "fallback"]).unwrap();
+        assert_eq!(fallback.io_drivers, vec![IoDriver::Fallback]);
+        assert!(plan(&["--io-driver", "epoll"]).is_err());
     }
 
     #[test]

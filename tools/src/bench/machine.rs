@@ -47,6 +47,10 @@ pub struct Machine {
     pub crate_versions: BTreeMap<String, String>,
     /// Whether this build is optimised.
     pub release_build: bool,
+    /// Whether this process may use io_uring: "usable", or why not (the engine's default
+    /// driver then runs on the fallback). Empty in reports written before it was recorded.
+    #[serde(default)]
+    pub io_uring: String,
 }
 
 impl Machine {
@@ -89,6 +93,10 @@ impl Machine {
                 versions
             },
             release_build: !cfg!(debug_assertions),
+            io_uring: match ipfrs_storage::resolve_io_driver(ipfrs_storage::IoDriver::IoUring) {
+                Ok(_) => "usable".into(),
+                Err(e) => format!("unavailable ({e})"),
+            },
         }
     }
 }

@@ -19,7 +19,7 @@ pub fn header(
 ) -> String {
     let names: Vec<String> = targets.iter().map(|t| t.name()).collect();
     let mut out = format!(
-        "ipfrs-bench {}: {} cores ({}), kernel {}, {} MiB available{}\n\
+        "ipfrs-bench {}: {} cores ({}), kernel {}, io_uring {}, {} MiB available{}\n\
          data directory {} ({}; removed afterwards)\n\
          {} round{} of: {}\n\
          {}{} client threads x {} in flight, batches of {}, durability {}, shards {}, seed {}",
@@ -27,6 +27,7 @@ pub fn header(
         m.cores,
         m.cpu_model,
         m.kernel,
+        m.io_uring,
         m.mem_available_mib,
         if m.release_build {
             ""

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use ipfrs_storage::key::{cid_of_key, key_of};
-use ipfrs_storage::{BackendKind, BlockStore, Config, Cursor, Engine};
+use ipfrs_storage::{BackendKind, BlockStore, Config, Cursor, Engine, IoDriver};
 use ipfrs_tiering::{BackendOptions, ColdBackend};
 
 use super::cli::Plan;
@@ -27,6 +27,8 @@ pub enum TargetKind {
         backend: BackendKind,
         /// Whether the hot tier is on.
         hot: bool,
+        /// Whether it runs on the fallback I/O driver rather than io_uring.
+        fallback: bool,
     },
     /// The backend's `ColdBackend` called directly, as a shard would, with the same keys.
     Raw(BackendKind),
@@ -49,7 +51,14 @@ impl TargetKind {
         for &backend in &plan.backends {
             targets.push(TargetKind::Raw(backend));
             for &hot in plan.hot_tier.variants() {
-                targets.push(TargetKind::Engine { backend, hot });
+                for &driver in &plan.io_drivers {
+                    let fallback = driver == IoDriver::Fallback;
+                    targets.push(TargetKind::Engine {
+                        backend,
+                        hot,
+                        fallback,
+                    });
+                }
             }
         }
         if plan.ceilings {
@@ -67,11 +76,15 @@ impl TargetKind {
     /// The target's name in tables and JSON, e.g. `engine/sled`.
     pub fn name(self) -> String {
         match self {
-            TargetKind::Engine { backend, hot: true } => format!("engine+hot/{backend}"),
             TargetKind::Engine {
                 backend,
-                hot: false,
-            } => format!("engine/{backend}"),
+                hot,
+                fallback,
+            } => format!(
+                "engine{}/{backend}{}",
+                if hot { "+hot" } else { "" },
+                if fallback { " (fallback)" } else { "" }
+            ),
             TargetKind::Raw(b) => format!("raw/{b}"),
             TargetKind::Disk => "disk/o_direct".into(),
             TargetKind::Cpu => "cpu/sha2-256".into(),
@@ -114,8 +127,17 @@ impl TargetKind {
             rate: plan.rate,
         };
         let inner = match self {
-            TargetKind::Engine { backend, hot } => {
-                Inner::Engine(EngineTarget::open(plan, backend, hot, dir, data)?)
+            TargetKind::Engine {
+                backend,
+                hot,
+                fallback,
+            } => {
+                let driver = if fallback {
+                    IoDriver::Fallback
+                } else {
+                    IoDriver::IoUring
+                };
+                Inner::Engine(EngineTarget::open(plan, (backend, hot, driver), dir, data)?)
             }
             TargetKind::Raw(backend) => {
                 let options = BackendOptions {
@@ -199,12 +221,12 @@ struct EngineTarget<'d> {
 impl<'d> EngineTarget<'d> {
     fn open(
         plan: &Plan,
-        backend: BackendKind,
-        hot: bool,
+        (backend, hot, driver): (BackendKind, bool, IoDriver),
         dir: &Path,
         data: &'d Dataset,
     ) -> Result<Self> {
         let mut config = Config::new(dir);
+        config.io_driver = driver;
         config.hot_tier = match (hot, config.hot_tier) {
             (false, _) | (true, None) => None,
             (true, Some(mut tier)) => {
@@ -528,15 +550,23 @@ mod tests {
             TargetKind::Engine {
                 backend: BackendKind::Sled,
                 hot: true,
+                fallback: false,
+            },
+            TargetKind::Engine {
+                backend: BackendKind::Sled,
+                hot: true,
+                fallback: true,
             },
             TargetKind::Engine {
                 backend: BackendKind::Sled,
                 hot: false,
+                fallback: false,
             },
             TargetKind::Raw(BackendKind::Sled),
             TargetKind::Engine {
                 backend: BackendKind::ParityDb,
                 hot: true,
+                fallback: false,
             },
             TargetKind::Disk,
             TargetKind::Cpu,

@@ -74,6 +74,8 @@ pub struct RepoStat {
     /// Per tier: block data in the hot segments and only in the cold backend, the disk the
     /// segments take and the memory of the hot index.
     pub tiers: Tiers,
+    /// The I/O driver the shards run with: `io_uring` or `fallback`.
+    pub io_driver: String,
     /// Per shard.
     pub shards: Vec<ShardStat>,
 }
@@ -116,6 +118,7 @@ impl RepoStat {
                 hot_index_bytes: stats.hot_index_bytes,
                 corrupt_records: stats.corrupt_records,
             },
+            io_driver: stats.io_driver.name().to_string(),
             shards,
         }
     }
@@ -128,8 +131,9 @@ impl Report for RepoStat {
             .map_or("no reads yet".to_string(), |r| format!("{:.1}%", r * 100.0));
         let t = &self.tiers;
         let mut out = format!(
-            "repo       {}\nblocks     {}\nbytes      {}\nhot        {} blocks, {} ({} of segments on disk, index {}), {} corrupt records\ncold       {}\ncache      hit rate {rate} ({} hits, {} misses since open), {} held\nbloom      {} in {} filters, {} negatives since open\n\n",
+            "repo       {}\nio driver  {}\nblocks     {}\nbytes      {}\nhot        {} blocks, {} ({} of segments on disk, index {}), {} corrupt records\ncold       {}\ncache      hit rate {rate} ({} hits, {} misses since open), {} held\nbloom      {} in {} filters, {} negatives since open\n\n",
             self.repo.display(),
+            self.io_driver,
             self.blocks,
             output::bytes(self.bytes),
             t.hot_blocks,

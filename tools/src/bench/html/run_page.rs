@@ -337,6 +337,9 @@ fn run_block(body: &mut String, doc: &Document) {
         item("SHA-NI", if sha { "yes" } else { "no" }.into());
     }
     item("kernel", m.kernel.clone());
+    if !m.io_uring.is_empty() {
+        item("io_uring", m.io_uring.clone());
+    }
     item("data filesystem", m.fs_type.clone());
     item(
         "memory",
