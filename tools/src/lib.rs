@@ -8,6 +8,7 @@
 //! - [`torture`]: the `ipfrs-torture` crash campaign.
 
 pub mod car;
+pub mod daemon;
 pub mod import;
 pub mod store;
 pub mod torture;

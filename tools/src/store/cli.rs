@@ -43,6 +43,9 @@ pub enum Command {
     /// The whole store: stat, verify, gc.
     #[command(subcommand)]
     Repo(RepoCommand),
+    /// Pins: the roots `repo gc` keeps (stored in the block store's metadata).
+    #[command(subcommand)]
+    Pin(PinCommand),
     /// Versioned model checkpoints (Git-for-Tensors): commit safetensors files, log,
     /// checkout, branches, tags, diff, merge, blame, gc, CAR export/import.
     #[command(subcommand)]
@@ -119,6 +122,11 @@ pub enum CarCommand {
         /// Keep the blocks read before an error, and go on with the next file.
         #[arg(long)]
         partial: bool,
+        /// Pin the roots of each file recursively (`--pin-roots=false` to leave them unpinned,
+        /// so `repo gc` may remove them).
+        #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1,
+              default_missing_value = "true", value_name = "BOOL")]
+        pin_roots: bool,
     },
     /// Export the DAGs under ROOTs (dag-pb, dag-cbor and raw links followed) as a CAR file.
     Export {
@@ -155,9 +163,10 @@ pub enum RepoCommand {
     /// Move hot blocks not read since they were written into the cold backend now, and
     /// remove the emptied segment files (background compaction does this past the budget).
     Compact,
-    /// Remove every block not reachable from the roots (ROOT arguments, and the pins file).
-    /// Every versioning ref (branch, tag, HEAD) is a root too, so a versioned model is never
-    /// removed; ROOT arguments or a pins file are still required.
+    /// Remove every block not reachable from the roots: pins (`pin add`, `car import`'s
+    /// roots), ROOT arguments and the pins file. Every versioning ref (branch, tag, HEAD) is a
+    /// root too, so a versioned model is never removed; at least one pin, ROOT or pins-file
+    /// entry is required.
     Gc {
         /// Root CIDs to keep (with everything they link to).
         roots: Vec<String>,
@@ -168,6 +177,33 @@ pub enum RepoCommand {
         #[arg(long)]
         dry_run: bool,
     },
+}
+
+/// `pin` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum PinCommand {
+    /// Pin blocks so `repo gc` keeps them; every block a pin keeps must be stored.
+    Add {
+        /// The CIDs.
+        #[arg(required = true)]
+        cids: Vec<String>,
+        /// Keep everything the block links to as well (`--recursive=false`: the block alone).
+        #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1,
+              default_missing_value = "true", value_name = "BOOL")]
+        recursive: bool,
+    },
+    /// Remove pins (their blocks stay until `repo gc`).
+    Rm {
+        /// The CIDs.
+        #[arg(required = true)]
+        cids: Vec<String>,
+        /// Also remove recursive pins (`--recursive=false` refuses to).
+        #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1,
+              default_missing_value = "true", value_name = "BOOL")]
+        recursive: bool,
+    },
+    /// List the pins.
+    Ls,
 }
 
 /// `version` subcommands.

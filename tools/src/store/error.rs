@@ -27,6 +27,9 @@ pub enum Error {
     /// The engine failed.
     #[error("{0}")]
     Engine(#[from] ipfrs_storage::Error),
+    /// A pin, gc or daemon operation failed.
+    #[error(transparent)]
+    Daemon(Box<crate::daemon::Error>),
     /// A block could not be built from the input.
     #[error("{0}")]
     Block(#[from] Box<ipfrs_storage::BlockError>),

@@ -13,8 +13,8 @@
 //! filesystem (a full disk is freed this way: the store keeps a reserve for it).
 //!
 //! Writers must not run meanwhile: a block stored after the mark and before the sweep would
-//! be removed. The CLI holds the store's lock (one open engine per directory), so nothing else
-//! writes; an embedder calling [`collect`] must stop its own writers first.
+//! be removed. [`crate::daemon::gc::collect`] runs this under the gc lock that every write of
+//! the daemon shares; an embedder calling [`collect`] directly must stop its writers first.
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -129,9 +129,10 @@ pub fn read_pins(path: &Path) -> Result<Vec<Cid>> {
     Ok(pins)
 }
 
-/// Marks from `roots` and `kept` (what the versioning refs reach), then sweeps every unmarked
-/// block (unless `dry_run`). `roots` must not be empty: the refs alone are not enough, so that
-/// a `repo gc` without roots never silently removes every unversioned block.
+/// Marks from `roots` and `kept` (what the versioning refs reach, and direct pins), then
+/// sweeps every unmarked block (unless `dry_run`). With no roots and nothing kept, every block
+/// goes: the caller decides whether that is allowed (`repo gc` refuses it, see
+/// [`crate::daemon::gc::collect`]).
 ///
 /// `swept` receives the multihash of every block removed, so the caller can drop them from
 /// the versioning ledger.
@@ -142,9 +143,6 @@ pub fn collect<S: BlockStore + Reclaim>(
     dry_run: bool,
     swept: &mut HashSet<Vec<u8>>,
 ) -> Result<Collected> {
-    if roots.is_empty() {
-        return Err(Error::NoRoots);
-    }
     let mut marked: HashSet<Key> = kept.keys.clone();
     let walked = dag::walk(store, roots, OnMissing::Note, |cid, _| {
         marked.insert(key_of(cid));

@@ -26,8 +26,9 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use futures_lite::future::block_on;
-use ipfrs_storage::{BlockStore, Engine};
+use ipfrs_storage::BlockStore;
 
+use crate::daemon::{self, Node};
 use cli::{Args, BlockCommand, CarCommand, Command, InitArgs, RepoCommand, VersionCommand};
 use error::{Error, Result};
 use output::print;
@@ -104,9 +105,10 @@ pub fn run(args: Args) -> Result<()> {
         created_store = true;
     }
     let engine = repo.open()?;
+    let node = Node::new(repo.clone(), engine.clone());
     // A CAR import killed mid-way left a journal: roll it back before anything reads.
     let result = import::recover_interrupted(&engine)
-        .and_then(|()| dispatch(&engine, &repo, args.command, json, created_store));
+        .and_then(|()| dispatch(&node, &repo, args.command, json, created_store));
     // Close even after a failure, so every acknowledged write is flushed; the first error
     // wins.
     let closed = block_on(engine.close());
@@ -115,12 +117,13 @@ pub fn run(args: Args) -> Result<()> {
 }
 
 fn dispatch(
-    engine: &Engine,
+    node: &Node,
     repo: &Repo,
     command: Command,
     json: bool,
     created_store: bool,
 ) -> Result<()> {
+    let engine = node.engine();
     match command {
         Command::Init(_) => Err(Error::Usage("init runs before the store is opened".into())),
         Command::Block(cmd) => match cmd {
@@ -142,8 +145,27 @@ fn dispatch(
             BlockCommand::Ls => block::ls(engine, json),
         },
         Command::Car(cmd) => match cmd {
-            CarCommand::Import { files, partial } => {
+            CarCommand::Import {
+                files,
+                partial,
+                pin_roots,
+            } => {
+                // The import and the pinning of its roots are one write for gc.
+                let _write = node.gc_lock().blocking_write();
                 let (report, failure) = import::run(engine, &files, partial)?;
+                if pin_roots {
+                    let roots = report
+                        .files
+                        .iter()
+                        .flat_map(|f| f.roots.iter())
+                        .map(|r| error::parse_cid(r))
+                        .collect::<Result<Vec<_>>>()?;
+                    for root in daemon::node::pin_present_roots(engine, &roots)? {
+                        if !root.error.is_empty() {
+                            eprintln!("ipfrs-store: note: {}", root.error);
+                        }
+                    }
+                }
                 print(&report, json)?;
                 failure.map_or(Ok(()), Err)
             }
@@ -202,29 +224,16 @@ fn dispatch(
                     .iter()
                     .map(|r| error::parse_cid(r))
                     .collect::<Result<Vec<_>>>()?;
-                match pins {
-                    Some(path) => cids.extend(gc::read_pins(&path)?),
-                    None if repo.pins_file().is_file() => {
-                        cids.extend(gc::read_pins(&repo.pins_file())?)
-                    }
-                    None => {}
+                // The repository's own pins file is read by the collection itself.
+                if let Some(path) = pins {
+                    cids.extend(gc::read_pins(&path)?);
                 }
-                // Every versioning ref is a root too: `repo gc` never removes a versioned
-                // model.
-                let kept = version::ref_roots(repo, engine)?;
-                let mut swept = std::collections::HashSet::new();
-                let collected = gc::collect(engine, &cids, &kept, dry_run, &mut swept)?;
-                // Swept blocks the versioning layer stored leave its ledger too, so the
-                // ledger does not grow with blocks that are gone.
-                if !swept.is_empty() && version::ledger_file(repo).is_file() {
-                    ipfrs_versioning::Ledger::forget(
-                        &ipfrs_versioning::FileLedger::open(version::ledger_file(repo))?,
-                        &swept,
-                    )?;
-                }
+                let collected =
+                    daemon::gc::collect(repo, engine, node.gc_lock(), &cids, true, dry_run)?;
                 print(&collected, json)
             }
         },
+        Command::Pin(cmd) => print(&daemon::pin_command::run(node, cmd)?, json),
         Command::Version(cmd) => version::run(engine, repo, cmd, json, created_store),
     }
 }
