@@ -93,6 +93,18 @@ pub fn collect(
     require_roots: bool,
     dry_run: bool,
 ) -> Result<Collected> {
+    Ok(collect_swept(repo, engine, lock, extra, require_roots, dry_run)?.0)
+}
+
+/// [`collect`], also returning the keys (multihashes) of the blocks removed.
+pub fn collect_swept(
+    repo: &Repo,
+    engine: &Engine,
+    lock: &GcLock,
+    extra: &[Cid],
+    require_roots: bool,
+    dry_run: bool,
+) -> Result<(Collected, HashSet<Vec<u8>>)> {
     let _exclusive = lock.blocking_gc();
     let mut roots = pin_roots(repo, engine)?;
     roots.recursive.extend_from_slice(extra);
@@ -116,5 +128,5 @@ pub fn collect(
         ipfrs_versioning::Ledger::forget(&ledger, &swept)
             .map_err(crate::store::error::Error::from)?;
     }
-    Ok(collected)
+    Ok((collected, swept))
 }

@@ -2,13 +2,23 @@
 //!
 //! - [`pins`]: pins kept durably in the engine's metadata store;
 //! - [`gc`]: gc that keeps pins and versioned models, under a lock shared by writers;
-//! - [`node`]: the writes that must be ordered with gc (puts, imports with root pins, pins).
+//! - [`node`]: the writes that must be ordered with gc (puts, imports with root pins, pins);
+//! - [`run`]: the daemon: [`rpc`] (Kubo's RPC subset) and [`gateway`] (trustless gateway)
+//!   over [`server`] (hyper on tokio, with the [`limits`]), [`auth`] for non-loopback APIs;
+//! - [`client`]: how another `ipfrs-store` hands its command to a running daemon.
 
+pub mod auth;
 pub mod error;
+pub mod gateway;
 pub mod gc;
+pub mod http;
+pub mod limits;
 pub mod node;
 pub mod pin_command;
 pub mod pins;
+pub mod rpc;
+pub mod run;
+pub mod server;
 
 pub use error::{Error, Result};
 pub use node::Node;

@@ -1,6 +1,7 @@
 //! [`Node`]: the store as the daemon serves it (engine, repository, gc lock), and the writes
 //! that must be ordered with gc: block puts, CAR imports with their root pins, pins.
 
+use std::collections::HashSet;
 use std::io::Read;
 
 use futures_lite::future::block_on;
@@ -132,7 +133,12 @@ impl Node {
     /// gc as Kubo's `repo gc`: everything not pinned, not versioned is removed. Blocks the
     /// calling thread for the whole collection.
     pub fn gc(&self, dry_run: bool) -> Result<Collected> {
-        gc::collect(&self.repo, &self.engine, &self.gc, &[], false, dry_run)
+        Ok(self.gc_swept(dry_run)?.0)
+    }
+
+    /// [`Node::gc`], also returning the keys (multihashes) of the blocks removed.
+    pub fn gc_swept(&self, dry_run: bool) -> Result<(Collected, HashSet<Vec<u8>>)> {
+        gc::collect_swept(&self.repo, &self.engine, &self.gc, &[], false, dry_run)
     }
 }
 

@@ -46,6 +46,9 @@ pub enum Command {
     /// Pins: the roots `repo gc` keeps (stored in the block store's metadata).
     #[command(subcommand)]
     Pin(PinCommand),
+    /// Serve the store (foreground): Kubo's RPC API subset and a trustless gateway. Stops on
+    /// SIGINT/SIGTERM. While it runs, other ipfrs-store commands are sent to it.
+    Daemon(DaemonArgs),
     /// Versioned model checkpoints (Git-for-Tensors): commit safetensors files, log,
     /// checkout, branches, tags, diff, merge, blame, gc, CAR export/import.
     #[command(subcommand)]
@@ -177,6 +180,26 @@ pub enum RepoCommand {
         #[arg(long)]
         dry_run: bool,
     },
+}
+
+/// `daemon` options.
+#[derive(Debug, ClapArgs)]
+pub struct DaemonArgs {
+    /// The RPC API's address (port 0: any free port; the bound one is printed).
+    #[arg(long, default_value = "127.0.0.1:5001", value_name = "ADDR")]
+    pub api: String,
+    /// The trustless gateway's address (`off`: no gateway).
+    #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
+    pub gateway: String,
+    /// Allow listening on non-loopback addresses (the API then requires --api-auth).
+    #[arg(long)]
+    pub allow_remote: bool,
+    /// Kubo's API.Authorizations (JSON): bearer tokens and the paths each may call.
+    #[arg(long, value_name = "FILE")]
+    pub api_auth: Option<PathBuf>,
+    /// Connections served at once per listener; more are answered 503.
+    #[arg(long, default_value_t = 512, value_name = "N")]
+    pub max_connections: usize,
 }
 
 /// `pin` subcommands.

@@ -234,6 +234,7 @@ fn dispatch(
             }
         },
         Command::Pin(cmd) => print(&daemon::pin_command::run(node, cmd)?, json),
+        Command::Daemon(args) => daemon::run::run(Node::new(repo.clone(), engine.clone()), &args),
         Command::Version(cmd) => version::run(engine, repo, cmd, json, created_store),
     }
 }

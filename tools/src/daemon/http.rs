@@ -1,0 +1,209 @@
+//! HTTP pieces shared by the RPC API and the gateway: bodies, query strings, error replies,
+//! request bodies read with an idle timeout.
+
+use std::io;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_lite::Stream;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, BodyStream, Empty, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::{Response, StatusCode};
+use tokio::sync::mpsc;
+
+use super::error::Error;
+
+/// A response body: whole, empty or streamed.
+pub type Body = BoxBody<Bytes, io::Error>;
+
+/// A whole body.
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into()).map_err(|e| match e {}).boxed()
+}
+
+/// No body.
+pub fn empty() -> Body {
+    Empty::new().map_err(|e| match e {}).boxed()
+}
+
+/// A body fed by a channel (a blocking producer sends chunks; an `Err` ends the stream
+/// abruptly, so the client sees a truncated response rather than a complete-looking one).
+pub fn channel_body(rx: mpsc::Receiver<io::Result<Bytes>>) -> Body {
+    let stream = futures_lite::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|chunk| (chunk.map(Frame::data), rx))
+    });
+    StreamBody::new(stream).boxed()
+}
+
+/// A response with a JSON body.
+pub fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
+    let mut text = value.to_string();
+    text.push('\n');
+    let mut response = Response::new(full(text));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// A plain-text response (the gateway's errors): one line.
+pub fn text(status: StatusCode, line: &str) -> Response<Body> {
+    let mut response = Response::new(full(format!("{line}\n")));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+/// The status of an error.
+pub fn status_of(err: &Error) -> StatusCode {
+    StatusCode::from_u16(err.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+}
+
+/// One line of an error's text (multi-line causes are joined).
+pub fn one_line(err: &dyn std::fmt::Display) -> String {
+    err.to_string()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// A parsed query string: `name=value` pairs in order, percent-decoded (`+` is a space).
+#[derive(Debug, Default)]
+pub struct Query(Vec<(String, String)>);
+
+/// Most pairs a query string may carry: more is a bad request, not work.
+pub const MAX_QUERY_PAIRS: usize = 1024;
+
+impl Query {
+    /// Parses `query`; a pair that is not valid percent-encoded UTF-8 is a bad request.
+    pub fn parse(query: Option<&str>) -> Result<Query, Error> {
+        let mut pairs = Vec::new();
+        for part in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+            if pairs.len() == MAX_QUERY_PAIRS {
+                return Err(Error::BadRequest(format!(
+                    "more than {MAX_QUERY_PAIRS} query parameters"
+                )));
+            }
+            let (name, value) = part.split_once('=').unwrap_or((part, ""));
+            pairs.push((decode(name)?, decode(value)?));
+        }
+        Ok(Query(pairs))
+    }
+
+    /// The first value of `name`.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Every value of `name`, in order (Kubo's repeated `arg`).
+    pub fn all(&self, name: &str) -> Vec<&str> {
+        self.0
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+
+    /// A boolean option as Kubo reads them: absent is `default`, a bare `name` or `name=`
+    /// is true, else `true`/`false`/`1`/`0`.
+    pub fn flag(&self, name: &str, default: bool) -> Result<bool, Error> {
+        match self.get(name) {
+            None => Ok(default),
+            Some("" | "true" | "1" | "True" | "TRUE") => Ok(true),
+            Some("false" | "0" | "False" | "FALSE") => Ok(false),
+            Some(other) => Err(Error::BadRequest(format!(
+                "option {name:?}: {other:?} is not a boolean"
+            ))),
+        }
+    }
+
+    /// The one required `arg` (Kubo's positional argument).
+    pub fn arg(&self) -> Result<&str, Error> {
+        match self.all("arg").as_slice() {
+            [one] => Ok(one),
+            [] => Err(Error::BadRequest("argument \"arg\" is required".into())),
+            _ => Err(Error::BadRequest("expected one argument \"arg\"".into())),
+        }
+    }
+}
+
+fn decode(text: &str) -> Result<String, Error> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = bytes
+                    .get(i + 1..i + 3)
+                    .and_then(|h| std::str::from_utf8(h).ok())
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                    .ok_or_else(|| {
+                        Error::BadRequest(format!("bad percent-encoding in query {text:?}"))
+                    })?;
+                out.push(hex);
+                i += 2;
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8(out)
+        .map_err(|_| Error::BadRequest(format!("query {text:?} is not UTF-8 once decoded")))
+}
+
+/// A request body as a stream of data chunks, each read within `idle` (a client that stops
+/// sending is cut off), at most `limit` bytes in all.
+pub fn body_stream(
+    body: Incoming,
+    idle: Duration,
+    limit: u64,
+) -> impl Stream<Item = Result<Bytes, Error>> + Send + 'static {
+    futures_lite::stream::unfold(
+        (BodyStream::new(body), 0u64, false),
+        move |(mut frames, mut seen, done)| async move {
+            if done {
+                return None;
+            }
+            loop {
+                let next = tokio::time::timeout(idle, futures_lite::StreamExt::next(&mut frames));
+                let item = match next.await {
+                    Err(_) => Err(Error::BadRequest(format!(
+                        "request body stalled: no data for {} s",
+                        idle.as_secs()
+                    ))),
+                    Ok(None) => return None,
+                    Ok(Some(Err(e))) => {
+                        Err(Error::BadRequest(format!("request body: {}", one_line(&e))))
+                    }
+                    Ok(Some(Ok(frame))) => match frame.into_data() {
+                        // Trailers carry no data.
+                        Err(_) => continue,
+                        Ok(data) => {
+                            seen += data.len() as u64;
+                            if seen > limit {
+                                Err(Error::TooLarge(format!(
+                                    "request body over its limit of {limit} bytes"
+                                )))
+                            } else {
+                                Ok(data)
+                            }
+                        }
+                    },
+                };
+                let failed = item.is_err();
+                return Some((item, (frames, seen, failed)));
+            }
+        },
+    )
+}

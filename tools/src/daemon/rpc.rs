@@ -1,0 +1,730 @@
+//! The Kubo RPC subset: `/api/v0/...`, POST only, Kubo's parameters and JSON shapes, so Kubo
+//! clients (`kubo-rpc-client`, `ipfs --api`) work unchanged.
+//!
+//! Errors are Kubo's `{"Message": ..., "Code": 0|1, "Type": "error"}` with a 4xx status when
+//! the request is at fault (code 1, Kubo's client error) and 5xx when the store is. Streamed
+//! outputs (`dag/export`, `repo/gc`, `block/rm`, `pin/ls?stream=true`) are newline-delimited
+//! JSON or raw bytes as Kubo sends them; an error after the status was sent cuts the stream
+//! short (`X-Stream-Error` trailer is not sent).
+
+use std::io::{self, Read};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use hyper::body::Incoming;
+use hyper::header::{CONTENT_TYPE, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use ipfrs_storage::{Block, BlockStore, Cid, Codec, HashAlgorithm, MetadataStore};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use crate::car::{CarWriter, links};
+use crate::store::block::parse_codec;
+use crate::store::dag::{self, OnMissing};
+use crate::store::error::parse_cid;
+
+use super::auth::Authorizations;
+use super::error::{Error, Result};
+use super::http::{self, Body, Query};
+use super::limits::Limits;
+use super::node::Node;
+use super::pins::{self, PinKind};
+
+/// What the RPC handlers share.
+pub struct Rpc {
+    /// The store.
+    pub node: Arc<Node>,
+    /// Who may call (None: anyone who can connect, i.e. loopback).
+    pub auth: Option<Authorizations>,
+    /// Body sizes and timeouts.
+    pub limits: Limits,
+    /// `id`'s peer ID.
+    pub peer_id: String,
+}
+
+/// Kubo's protocol version string, as `id` reports it.
+const PROTOCOL_VERSION: &str = "ipfs/0.1.0";
+/// The repository version `version` and `repo/stat` report (Kubo's fs-repo number).
+const REPO_VERSION: &str = "16";
+
+impl Rpc {
+    /// Answers one request; never fails (errors become Kubo error replies).
+    pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<Body> {
+        let path = req.uri().path().to_string();
+        if let Some(auth) = &self.auth
+            && let Err(reply) = auth.check(&req, &path)
+        {
+            return reply;
+        }
+        if !path.starts_with("/api/v0/") {
+            return error_reply(
+                StatusCode::NOT_FOUND,
+                &format!("404 page not found: {path}"),
+            );
+        }
+        if req.method() != Method::POST {
+            // As Kubo: every RPC call is a POST (browsers cannot be tricked into GETs).
+            return error_reply(
+                StatusCode::METHOD_NOT_ALLOWED,
+                &format!("405 - Method Not Allowed: use POST for {path}"),
+            );
+        }
+        let query = match Query::parse(req.uri().query()) {
+            Ok(q) => q,
+            Err(e) => return error(&e),
+        };
+        let command = &path["/api/v0/".len()..];
+        let result = match command {
+            "block/put" => self.block_put(&query, req).await,
+            "block/get" => self.block_get(&query).await,
+            "block/stat" => self.block_stat(&query).await,
+            "block/rm" => self.block_rm(&query).await,
+            "dag/import" => self.dag_import(&query, req).await,
+            "dag/export" => self.dag_export(&query).await,
+            "pin/add" => self.pin_add(&query).await,
+            "pin/rm" => self.pin_rm(&query).await,
+            "pin/ls" => self.pin_ls(&query).await,
+            "repo/stat" => self.repo_stat(&query).await,
+            "repo/gc" => self.repo_gc(&query).await,
+            "repo/verify" => self.repo_verify().await,
+            "id" => Ok(self.id()),
+            "version" => Ok(version()),
+            _ => Err(Error::NotFound(format!("unknown command {command:?}"))),
+        };
+        result.unwrap_or_else(|e| error(&e))
+    }
+
+    async fn block_put(&self, query: &Query, req: Request<Incoming>) -> Result<Response<Body>> {
+        let codec = parse_codec(query.get("cid-codec").unwrap_or("raw"))?;
+        let mhtype: HashAlgorithm = query
+            .get("mhtype")
+            .unwrap_or("sha2-256")
+            .parse()
+            .map_err(Error::BadRequest)?;
+        let pin = query.flag("pin", false)?;
+        let max = self.node.engine().config().max_block_size;
+        let mut parts = self.multipart(req, max as u64 + self.limits.multipart_overhead)?;
+        let mut out = String::new();
+        while let Some(mut field) = parts.next_field().await.map_err(multipart_error)? {
+            let mut data = Vec::new();
+            while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
+                if data.len() + chunk.len() > max {
+                    return Err(Error::BadRequest(format!(
+                        "block over the store's max_block_size of {max} bytes"
+                    )));
+                }
+                data.extend_from_slice(&chunk);
+            }
+            let raw = Block::with(Codec::Raw, mhtype, data).map_err(block_error)?;
+            let (raw_cid, data) = raw.into_parts();
+            let cid = Cid::new_v1(codec, *raw_cid.hash());
+            let block = Block::from_parts(cid, data).map_err(block_error)?;
+            // A block labelled dag-pb or dag-cbor must decode, or export and gc could not
+            // follow its links.
+            links(block.cid(), block.data()).map_err(|e| Error::BadRequest(http::one_line(&e)))?;
+            self.node.put_block(&block, pin).await?;
+            out.push_str(&json!({"Key": cid.to_string(), "Size": block.len()}).to_string());
+            out.push('\n');
+        }
+        if out.is_empty() {
+            return Err(Error::BadRequest("no file in the request body".into()));
+        }
+        Ok(json_lines(out))
+    }
+
+    async fn block_get(&self, query: &Query) -> Result<Response<Body>> {
+        let cid = parse_cid(query.arg()?)?;
+        let data = self
+            .node
+            .engine()
+            .get(&cid)
+            .await?
+            .ok_or_else(|| not_found(&cid))?;
+        let mut response = Response::new(http::full(data));
+        response
+            .headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        Ok(response)
+    }
+
+    async fn block_stat(&self, query: &Query) -> Result<Response<Body>> {
+        let cid = parse_cid(query.arg()?)?;
+        let size = self
+            .node
+            .engine()
+            .get_size(&cid)
+            .await?
+            .ok_or_else(|| not_found(&cid))?;
+        Ok(http::json(
+            StatusCode::OK,
+            &json!({"Key": cid.to_string(), "Size": size}),
+        ))
+    }
+
+    async fn block_rm(&self, query: &Query) -> Result<Response<Body>> {
+        let force = query.flag("force", false)?;
+        let quiet = query.flag("quiet", false)?;
+        let cids = query
+            .all("arg")
+            .into_iter()
+            .map(parse_cid)
+            .collect::<crate::store::error::Result<Vec<_>>>()?;
+        if cids.is_empty() {
+            return Err(Error::BadRequest("argument \"arg\" is required".into()));
+        }
+        let engine = self.node.engine();
+        let mut out = String::new();
+        for cid in cids {
+            // As Kubo: a pinned block is not removed, whatever --force says.
+            let error = if let Some(kind) = pins::get(engine, &cid).await? {
+                format!("pinned: {}", kind.name())
+            } else if engine.delete(&cid).await? || force {
+                String::new()
+            } else {
+                format!("ipld: could not find {cid}")
+            };
+            if !quiet || !error.is_empty() {
+                out.push_str(&json!({"Hash": cid.to_string(), "Error": error}).to_string());
+                out.push('\n');
+            }
+        }
+        Ok(json_lines(out))
+    }
+
+    async fn dag_import(&self, query: &Query, req: Request<Incoming>) -> Result<Response<Body>> {
+        let pin_roots = query.flag("pin-roots", true)?;
+        let stats = query.flag("stats", false)?;
+        let silent = query.flag("silent", false)?;
+        let mut parts = self.multipart(req, self.limits.max_import_bytes)?;
+        let (mut roots, mut blocks, mut bytes) = (Vec::new(), 0u64, 0u64);
+        while let Some(mut field) = parts.next_field().await.map_err(multipart_error)? {
+            // The import reads on a plain thread (it hashes on several): the body reaches it
+            // through a small channel, so memory stays bounded and a slow import slows the
+            // upload rather than buffering it.
+            let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(8);
+            let node = self.node.clone();
+            let import = tokio::task::spawn_blocking(move || {
+                node.import_car(ChannelReader::new(rx), pin_roots)
+            });
+            let mut upload: Result<()> = Ok(());
+            loop {
+                match field.chunk().await {
+                    Ok(Some(chunk)) => {
+                        if tx.send(Ok(chunk)).await.is_err() {
+                            break; // the import stopped early; its error says why
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        let e = multipart_error(e);
+                        // The import sees a read error and rolls back: nothing of a cut
+                        // upload is kept.
+                        let _ = tx
+                            .send(Err(io::Error::other(format!("upload failed: {e}"))))
+                            .await;
+                        upload = Err(e);
+                        break;
+                    }
+                }
+            }
+            drop(tx);
+            let imported = import
+                .await
+                .map_err(|e| Error::Internal(format!("import task: {e}")))?;
+            upload?;
+            let imported = imported?;
+            blocks += imported.blocks;
+            bytes += imported.bytes;
+            roots.extend(imported.roots);
+        }
+        let mut out = String::new();
+        if !silent {
+            for root in &roots {
+                if pin_roots {
+                    out.push_str(
+                        &json!({"Root": {"Cid": {"/": root.cid}, "PinErrorMsg": root.error}})
+                            .to_string(),
+                    );
+                    out.push('\n');
+                }
+            }
+            if stats {
+                out.push_str(
+                    &json!({"Stats": {"BlockCount": blocks, "BlockBytesCount": bytes}}).to_string(),
+                );
+                out.push('\n');
+            }
+        }
+        Ok(json_lines(out))
+    }
+
+    async fn dag_export(&self, query: &Query) -> Result<Response<Body>> {
+        let root = parse_cid(query.arg()?)?;
+        // 404 before the 200: once streaming starts, a missing block can only cut it short.
+        if !self.node.engine().has(&root).await? {
+            return Err(not_found(&root));
+        }
+        let rx = stream_car(self.node.clone(), root, false);
+        let mut response = Response::new(http::channel_body(rx));
+        response.headers_mut().insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/vnd.ipld.car"),
+        );
+        Ok(response)
+    }
+
+    async fn pin_add(&self, query: &Query) -> Result<Response<Body>> {
+        let recursive = query.flag("recursive", true)?;
+        let cids = args(query)?;
+        let node = self.node.clone();
+        let added = cids.clone();
+        blocking(move || {
+            for cid in &added {
+                node.pin_add(cid, recursive)?;
+            }
+            Ok(())
+        })
+        .await?;
+        let pins: Vec<String> = cids.iter().map(ToString::to_string).collect();
+        Ok(http::json(StatusCode::OK, &json!({ "Pins": pins })))
+    }
+
+    async fn pin_rm(&self, query: &Query) -> Result<Response<Body>> {
+        let recursive = query.flag("recursive", true)?;
+        let cids = args(query)?;
+        for cid in &cids {
+            self.node.pin_rm(cid, recursive).await?;
+        }
+        let pins: Vec<String> = cids.iter().map(ToString::to_string).collect();
+        Ok(http::json(StatusCode::OK, &json!({ "Pins": pins })))
+    }
+
+    async fn pin_ls(&self, query: &Query) -> Result<Response<Body>> {
+        let kind = query.get("type").unwrap_or("all");
+        let wanted: &[&str] = match kind {
+            "all" => &["direct", "recursive"],
+            "direct" => &["direct"],
+            "recursive" => &["recursive"],
+            // Blocks below recursive pins are not listed one by one.
+            "indirect" => &[],
+            other => {
+                return Err(Error::BadRequest(format!(
+                    "invalid type {other:?}, must be one of {{direct, indirect, recursive, all}}"
+                )));
+            }
+        };
+        let stream = query.flag("stream", false)?;
+        let quiet = query.flag("quiet", false)?;
+        let filter = query
+            .all("arg")
+            .into_iter()
+            .map(parse_cid)
+            .collect::<crate::store::error::Result<Vec<_>>>()?;
+        let mut listed: Vec<(String, PinKind)> = Vec::new();
+        if filter.is_empty() {
+            for pin in pins::ls(self.node.engine()).await? {
+                listed.push((pin.cid.to_string(), pin.kind));
+            }
+        } else {
+            for cid in &filter {
+                match pins::get(self.node.engine(), cid).await? {
+                    Some(kind) => listed.push((cid.to_string(), kind)),
+                    None => return Err(Error::BadRequest(format!("path '{cid}' is not pinned"))),
+                }
+            }
+        }
+        listed.retain(|(_, kind)| wanted.contains(&kind.name()));
+        if stream {
+            let mut out = String::new();
+            for (cid, kind) in &listed {
+                let line = if quiet {
+                    json!({"Cid": cid})
+                } else {
+                    json!({"Cid": cid, "Type": kind.name(), "Name": ""})
+                };
+                out.push_str(&line.to_string());
+                out.push('\n');
+            }
+            return Ok(json_lines(out));
+        }
+        let keys: serde_json::Map<String, Value> = listed
+            .into_iter()
+            .map(|(cid, kind)| (cid, json!({"Type": kind.name(), "Name": ""})))
+            .collect();
+        Ok(http::json(StatusCode::OK, &json!({ "Keys": keys })))
+    }
+
+    async fn repo_stat(&self, query: &Query) -> Result<Response<Body>> {
+        let size_only = query.flag("size-only", false)?;
+        query.flag("human", false)?;
+        let stats = self.node.engine().stats().await?;
+        let max = storage_max(self.node.repo().root());
+        let value = if size_only {
+            json!({"RepoSize": stats.bytes, "StorageMax": max})
+        } else {
+            json!({
+                "RepoSize": stats.bytes,
+                "StorageMax": max,
+                "NumObjects": stats.blocks,
+                "RepoPath": self.node.repo().root().display().to_string(),
+                "Version": format!("fs-repo@{REPO_VERSION}"),
+            })
+        };
+        Ok(http::json(StatusCode::OK, &value))
+    }
+
+    async fn repo_gc(&self, query: &Query) -> Result<Response<Body>> {
+        let quiet = query.flag("quiet", false)?;
+        let node = self.node.clone();
+        let (_, swept) = blocking(move || node.gc_swept(false)).await?;
+        let mut out = String::new();
+        if !quiet {
+            for key in swept {
+                let cid = ipfrs_storage::key::cid_of_key(&key)
+                    .map(|c| c.to_string())
+                    .unwrap_or_default();
+                out.push_str(&json!({"Key": {"/": cid}}).to_string());
+                out.push('\n');
+            }
+        }
+        Ok(json_lines(out))
+    }
+
+    async fn repo_verify(&self) -> Result<Response<Body>> {
+        let node = self.node.clone();
+        let report = blocking(move || {
+            let engine = node.engine();
+            let damage = || {
+                let mut places = futures_lite::future::block_on(engine.damage())?;
+                places.extend(engine.cold_damage_places());
+                Ok(places)
+            };
+            Ok(crate::store::verify::verify(engine, damage, None)?)
+        })
+        .await?;
+        let mut out = String::new();
+        for cid in report.corrupt.iter().chain(&report.missing) {
+            out.push_str(
+                &json!({"Msg": format!("block {cid} was corrupt"), "Progress": 0}).to_string(),
+            );
+            out.push('\n');
+        }
+        let msg = if report.is_clean() {
+            "verify complete, all blocks validated.".to_string()
+        } else {
+            format!(
+                "verify complete, some blocks were corrupt: {} corrupt, {} missing, {} damaged places",
+                report.corrupt.len(),
+                report.missing.len(),
+                report.damaged.len()
+            )
+        };
+        out.push_str(&json!({"Msg": msg, "Progress": report.checked}).to_string());
+        out.push('\n');
+        Ok(json_lines(out))
+    }
+
+    fn id(&self) -> Response<Body> {
+        http::json(
+            StatusCode::OK,
+            &json!({
+                "ID": self.peer_id,
+                "PublicKey": "",
+                "Addresses": [],
+                "AgentVersion": agent_version(),
+                "ProtocolVersion": PROTOCOL_VERSION,
+                "Protocols": [],
+            }),
+        )
+    }
+
+    fn multipart(&self, req: Request<Incoming>, limit: u64) -> Result<multer::Multipart<'static>> {
+        let content_type = req
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let boundary = multer::parse_boundary(content_type).map_err(|_| {
+            Error::BadRequest(
+                "expected a multipart/form-data body (Content-Type with a boundary)".into(),
+            )
+        })?;
+        let stream = http::body_stream(req.into_body(), self.limits.body_idle, limit);
+        Ok(multer::Multipart::new(stream, boundary))
+    }
+}
+
+/// `ipfrs-store/<version>`.
+fn agent_version() -> String {
+    format!("ipfrs-store/{}", env!("CARGO_PKG_VERSION"))
+}
+
+fn version() -> Response<Body> {
+    http::json(
+        StatusCode::OK,
+        &json!({
+            "Version": env!("CARGO_PKG_VERSION"),
+            "Commit": "",
+            "Repo": REPO_VERSION,
+            "System": format!("{}/{}", std::env::consts::ARCH, std::env::consts::OS),
+            "Golang": "",
+        }),
+    )
+}
+
+/// The free space of the repository's filesystem plus what the store holds: what it could
+/// grow to (Kubo reports its configured limit).
+fn storage_max(path: &std::path::Path) -> u64 {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return 0;
+    };
+    // SAFETY: `c` is a valid NUL-terminated path and `st` a properly sized out-parameter.
+    unsafe {
+        let mut st: libc::statvfs = std::mem::zeroed();
+        if libc::statvfs(c.as_ptr(), &mut st) == 0 {
+            (st.f_blocks as u64).saturating_mul(st.f_frsize as u64)
+        } else {
+            0
+        }
+    }
+}
+
+fn args(query: &Query) -> Result<Vec<Cid>> {
+    let cids = query
+        .all("arg")
+        .into_iter()
+        .map(parse_cid)
+        .collect::<crate::store::error::Result<Vec<_>>>()?;
+    if cids.is_empty() {
+        return Err(Error::BadRequest("argument \"arg\" is required".into()));
+    }
+    Ok(cids)
+}
+
+fn not_found(cid: &Cid) -> Error {
+    Error::NotFound(format!(
+        "block was not found locally (offline): ipld: could not find {cid}"
+    ))
+}
+
+/// Runs blocking store work (walks, imports, gc) off the async workers.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Internal(format!("worker: {e}")))?
+}
+
+/// Newline-delimited JSON, as Kubo streams its command outputs.
+fn json_lines(text: String) -> Response<Body> {
+    let mut response = Response::new(http::full(text));
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert("X-Chunked-Output", HeaderValue::from_static("1"));
+    response
+}
+
+/// Kubo's error reply for `err`.
+pub fn error(err: &Error) -> Response<Body> {
+    error_reply(http::status_of(err), &http::one_line(err))
+}
+
+fn error_reply(status: StatusCode, message: &str) -> Response<Body> {
+    // Kubo: code 1 is a client error, 0 a normal one.
+    let code = u8::from(status.is_client_error());
+    http::json(
+        status,
+        &json!({"Message": message, "Code": code, "Type": "error"}),
+    )
+}
+
+fn multipart_error(err: multer::Error) -> Error {
+    if let multer::Error::StreamReadFailed(source) = err {
+        return match source.downcast::<Error>() {
+            Ok(ours) => *ours,
+            Err(other) => Error::BadRequest(format!("request body: {}", http::one_line(&other))),
+        };
+    }
+    Error::BadRequest(format!("multipart body: {}", http::one_line(&err)))
+}
+
+/// Streams the CARv1 of the DAG under `root` (depth first, each block once) from a blocking
+/// task; with `block_only`, just the root block. A failure mid-way ends the stream with an
+/// error, so the client sees a cut response.
+pub fn stream_car(
+    node: Arc<Node>,
+    root: Cid,
+    block_only: bool,
+) -> mpsc::Receiver<io::Result<Bytes>> {
+    let (tx, rx) = mpsc::channel(8);
+    tokio::task::spawn_blocking(move || {
+        let sink = ChannelWriter::new(tx.clone());
+        let result = (|| -> Result<()> {
+            let mut car =
+                CarWriter::new(sink, &[root]).map_err(|e| Error::Internal(e.to_string()))?;
+            let write = |car: &mut CarWriter<ChannelWriter>, cid: &Cid, data: &Bytes| {
+                car.write_block(cid, data)
+                    .map_err(|e| crate::store::error::Error::Usage(format!("write: {e}")))
+            };
+            if block_only {
+                let engine = node.engine();
+                let data = futures_lite::future::block_on(engine.get(&root))?
+                    .ok_or_else(|| not_found(&root))?;
+                write(&mut car, &root, &data)?;
+            } else {
+                dag::walk(node.engine(), &[root], OnMissing::Fail, |cid, data| {
+                    write(&mut car, cid, data)
+                })?;
+            }
+            car.finish()
+                .map_err(|e| Error::Internal(e.to_string()))?
+                .flush_rest()
+                .map_err(|e| Error::Internal(e.to_string()))
+        })();
+        if let Err(e) = result {
+            let _ = tx.blocking_send(Err(io::Error::other(http::one_line(&e))));
+        }
+    });
+    rx
+}
+
+/// A `Read` over chunks sent from an async task.
+struct ChannelReader {
+    rx: mpsc::Receiver<io::Result<Bytes>>,
+    current: Bytes,
+}
+
+impl ChannelReader {
+    fn new(rx: mpsc::Receiver<io::Result<Bytes>>) -> ChannelReader {
+        ChannelReader {
+            rx,
+            current: Bytes::new(),
+        }
+    }
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.current.is_empty() {
+            match self.rx.blocking_recv() {
+                None => return Ok(0),
+                Some(Err(e)) => return Err(e),
+                Some(Ok(chunk)) => self.current = chunk,
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current[..n]);
+        let _ = self.current.split_to(n);
+        Ok(n)
+    }
+}
+
+/// Chunk size of streamed responses.
+const CHUNK: usize = 256 << 10;
+
+/// A `Write` that sends chunks to an async response body.
+struct ChannelWriter {
+    tx: mpsc::Sender<io::Result<Bytes>>,
+    buf: Vec<u8>,
+}
+
+impl ChannelWriter {
+    fn new(tx: mpsc::Sender<io::Result<Bytes>>) -> ChannelWriter {
+        ChannelWriter {
+            tx,
+            buf: Vec::with_capacity(CHUNK),
+        }
+    }
+
+    fn send(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK)));
+        self.tx
+            .blocking_send(Ok(chunk))
+            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "client went away"))
+    }
+
+    fn flush_rest(mut self) -> io::Result<()> {
+        self.send()
+    }
+}
+
+impl io::Write for ChannelWriter {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= CHUNK {
+            self.send()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The node's peer ID for `id`: a libp2p identity-multihash ID (base58btc) over 32 random
+/// bytes drawn once and kept in the store's metadata, so it is stable across restarts and
+/// parses as a peer ID in clients. The daemon does not speak libp2p: there is no key behind it.
+pub async fn peer_id(node: &Node) -> Result<String> {
+    const KEY: &[u8] = b"daemon/peer-id";
+    let engine = node.engine();
+    if let Some(id) = engine.meta_get(KEY).await? {
+        return Ok(String::from_utf8_lossy(&id).into_owned());
+    }
+    let mut key = [0u8; 32];
+    rand::Rng::fill(&mut rand::rng(), &mut key);
+    // PublicKey protobuf {Type: Ed25519 (1), Data: 32 bytes}, under an identity multihash.
+    let mut proto = vec![0x08, 0x01, 0x12, 0x20];
+    proto.extend_from_slice(&key);
+    let mut mh = vec![0x00, proto.len() as u8];
+    mh.extend_from_slice(&proto);
+    let id = base58btc(&mh);
+    match engine
+        .meta_compare_and_swap(KEY, None, Some(id.as_bytes()))
+        .await?
+    {
+        ipfrs_storage::Swap::Done => Ok(id),
+        ipfrs_storage::Swap::Conflict { current } => Ok(current
+            .map(|v| String::from_utf8_lossy(&v).into_owned())
+            .unwrap_or(id)),
+    }
+}
+
+/// Base58 (Bitcoin alphabet) of `bytes`, as libp2p writes peer IDs.
+fn base58btc(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 58] = b"123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz";
+    let zeros = bytes.iter().take_while(|b| **b == 0).count();
+    // Little-endian base-58 digits of the big-endian number.
+    let mut digits: Vec<u8> = Vec::new();
+    for &byte in &bytes[zeros..] {
+        let mut carry = u32::from(byte);
+        for d in digits.iter_mut() {
+            carry += u32::from(*d) << 8;
+            *d = (carry % 58) as u8;
+            carry /= 58;
+        }
+        while carry > 0 {
+            digits.push((carry % 58) as u8);
+            carry /= 58;
+        }
+    }
+    let mut out = "1".repeat(zeros);
+    out.extend(digits.iter().rev().map(|d| ALPHABET[*d as usize] as char));
+    out
+}
+
+fn block_error(err: ipfrs_storage::BlockError) -> Error {
+    Error::BadRequest(http::one_line(&err))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn base58btc_matches_known_values() {
+        assert_eq!(super::base58btc(b"hello world"), "StV1DL6CwTryKyV");
+        assert_eq!(super::base58btc(&[0, 0, 1]), "112");
+    }
+}
