@@ -8,6 +8,7 @@
 //! - [`client`]: how another `ipfrs-store` hands its command to a running daemon.
 
 pub mod auth;
+pub mod client;
 pub mod error;
 pub mod gateway;
 pub mod gc;

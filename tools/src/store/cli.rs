@@ -12,6 +12,11 @@ use ipfrs_storage::HashAlgorithm;
 /// (~/.local/share/ipfrs-store). Inside: blocks/ (the engine's data directory), config.toml
 /// (optional engine configuration), pins (optional, one root CID a line, for `repo gc`),
 /// refs/ and ledger (the versioning layer's refs and the list of blocks it stored).
+///
+/// While `ipfrs-store daemon` runs on the repository (it holds the store and writes its API
+/// address to <repo>/api), block put/get/stat/rm, car import/export, pin and repo
+/// stat/gc/verify are sent to it instead ($IPFRS_STORE_API_TOKEN: its bearer token, if it
+/// needs one); other commands wait for it to stop.
 #[derive(Debug, Parser)]
 #[command(name = "ipfrs-store", version)]
 pub struct Args {

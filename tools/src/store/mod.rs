@@ -104,7 +104,23 @@ pub fn run(args: Args) -> Result<()> {
         init::run(&repo, &defaults)?;
         created_store = true;
     }
-    let engine = repo.open()?;
+    let engine = match repo.open() {
+        Ok(engine) => engine,
+        // A running daemon holds the store: hand it the command (see `daemon::client`).
+        Err(err @ Error::Engine(ipfrs_storage::Error::Locked { .. })) => {
+            let Some(client) = daemon::client::Client::for_repo(&repo) else {
+                return Err(err);
+            };
+            return daemon::client::forward(&client, &args.command, json).unwrap_or_else(|| {
+                Err(Error::Usage(format!(
+                    "{err}; a daemon serves this repository at {}, but this command cannot \
+                     be sent to it: stop the daemon first",
+                    client.base()
+                )))
+            });
+        }
+        Err(err) => return Err(err),
+    };
     let node = Node::new(repo.clone(), engine.clone());
     // A CAR import killed mid-way left a journal: roll it back before anything reads.
     let result = import::recover_interrupted(&engine)
