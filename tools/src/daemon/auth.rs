@@ -40,8 +40,8 @@ pub struct Authorizations {
 }
 
 #[derive(Deserialize)]
-#[serde(rename_all = "PascalCase")]
 struct Config {
+    #[serde(rename = "API")]
     api: Api,
 }
 

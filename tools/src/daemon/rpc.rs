@@ -42,6 +42,8 @@ pub struct Rpc {
     pub peer_id: String,
 }
 
+/// Kubo's largest block without `allow-big-block` (what bitswap peers accept).
+const SOFT_BLOCK_LIMIT: usize = 1 << 20;
 /// Kubo's protocol version string, as `id` reports it.
 const PROTOCOL_VERSION: &str = "ipfs/0.1.0";
 /// The repository version `version` and `repo/stat` report (Kubo's fs-repo number).
@@ -95,6 +97,17 @@ impl Rpc {
     }
 
     async fn block_put(&self, query: &Query, req: Request<Incoming>) -> Result<Response<Body>> {
+        let mut parts = None;
+        let result = self.block_put_parts(query, req, &mut parts).await;
+        drain_on_error(result, parts).await
+    }
+
+    async fn block_put_parts(
+        &self,
+        query: &Query,
+        req: Request<Incoming>,
+        slot: &mut Option<multer::Multipart<'static>>,
+    ) -> Result<Response<Body>> {
         let codec = parse_codec(query.get("cid-codec").unwrap_or("raw"))?;
         let mhtype: HashAlgorithm = query
             .get("mhtype")
@@ -102,16 +115,28 @@ impl Rpc {
             .parse()
             .map_err(Error::BadRequest)?;
         let pin = query.flag("pin", false)?;
-        let max = self.node.engine().config().max_block_size;
-        let mut parts = self.multipart(req, max as u64 + self.limits.multipart_overhead)?;
+        // Kubo's rule: blocks over 1 MiB cannot travel over bitswap, so they need
+        // allow-big-block; never past the store's own limit.
+        let store_max = self.node.engine().config().max_block_size;
+        let max = if query.flag("allow-big-block", false)? {
+            store_max
+        } else {
+            store_max.min(SOFT_BLOCK_LIMIT)
+        };
+        let parts = slot.insert(self.multipart(req, max as u64 + self.limits.multipart_overhead)?);
         let mut out = String::new();
         while let Some(mut field) = parts.next_field().await.map_err(multipart_error)? {
             let mut data = Vec::new();
             while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
                 if data.len() + chunk.len() > max {
-                    return Err(Error::BadRequest(format!(
-                        "block over the store's max_block_size of {max} bytes"
-                    )));
+                    return Err(Error::BadRequest(if max < store_max {
+                        format!(
+                            "produced block is over {max} bytes: pass allow-big-block=true \
+                             (up to the store's max_block_size of {store_max})"
+                        )
+                    } else {
+                        format!("block over the store's max_block_size of {max} bytes")
+                    }));
                 }
                 data.extend_from_slice(&chunk);
             }
@@ -192,10 +217,21 @@ impl Rpc {
     }
 
     async fn dag_import(&self, query: &Query, req: Request<Incoming>) -> Result<Response<Body>> {
+        let mut parts = None;
+        let result = self.dag_import_parts(query, req, &mut parts).await;
+        drain_on_error(result, parts).await
+    }
+
+    async fn dag_import_parts(
+        &self,
+        query: &Query,
+        req: Request<Incoming>,
+        slot: &mut Option<multer::Multipart<'static>>,
+    ) -> Result<Response<Body>> {
         let pin_roots = query.flag("pin-roots", true)?;
         let stats = query.flag("stats", false)?;
         let silent = query.flag("silent", false)?;
-        let mut parts = self.multipart(req, self.limits.max_import_bytes)?;
+        let parts = slot.insert(self.multipart(req, self.limits.max_import_bytes)?);
         let (mut roots, mut blocks, mut bytes) = (Vec::new(), 0u64, 0u64);
         while let Some(mut field) = parts.next_field().await.map_err(multipart_error)? {
             // The import reads on a plain thread (it hashes on several): the body reaches it
@@ -452,6 +488,34 @@ impl Rpc {
         let stream = http::body_stream(req.into_body(), self.limits.body_idle, limit);
         Ok(multer::Multipart::new(stream, boundary))
     }
+}
+
+/// Bytes of an upload read past an error before the reply, so that a client still sending
+/// the end of its body reads the reply instead of a reset connection.
+const DRAIN_BYTES: u64 = 1 << 20;
+/// Time allowed for that.
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// On an error, reads what is left of the upload (up to [`DRAIN_BYTES`]) first.
+async fn drain_on_error(
+    result: Result<Response<Body>>,
+    parts: Option<multer::Multipart<'static>>,
+) -> Result<Response<Body>> {
+    if let (Err(_), Some(mut parts)) = (&result, parts) {
+        let _ = tokio::time::timeout(DRAIN_TIME, async move {
+            let mut read = 0u64;
+            while let Ok(Some(mut field)) = parts.next_field().await {
+                while let Ok(Some(chunk)) = field.chunk().await {
+                    read += chunk.len() as u64;
+                    if read > DRAIN_BYTES {
+                        return;
+                    }
+                }
+            }
+        })
+        .await;
+    }
+    result
 }
 
 /// `ipfrs-store/<version>`.

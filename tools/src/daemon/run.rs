@@ -77,7 +77,9 @@ pub fn run(node: Node, args: &DaemonArgs) -> crate::store::error::Result<()> {
         )));
     }
     let limits = Limits {
-        max_connections: args.max_connections,
+        max_connections: args.max_connections.max(1),
+        header_timeout: std::time::Duration::from_secs(args.header_timeout.max(1)),
+        body_idle: std::time::Duration::from_secs(args.body_timeout.max(1)),
         ..Limits::default()
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -205,6 +205,13 @@ pub struct DaemonArgs {
     /// Connections served at once per listener; more are answered 503.
     #[arg(long, default_value_t = 512, value_name = "N")]
     pub max_connections: usize,
+    /// Seconds a client has to send a request's headers before the connection is closed.
+    #[arg(long, default_value_t = 30, value_name = "SECS")]
+    pub header_timeout: u64,
+    /// Seconds a request body may go without data before the request fails (an upload is
+    /// then rolled back).
+    #[arg(long, default_value_t = 60, value_name = "SECS")]
+    pub body_timeout: u64,
 }
 
 /// `pin` subcommands.
