@@ -1,0 +1,120 @@
+//! `kubo-rpc-client` (the npm package, unchanged) against `ipfrs-store daemon`: block
+//! put/get/stat, dag import/export, pin add/ls, repo stat. Its packages are pinned in
+//! tools/js/daemon and installed by scripts/ensure-node-packages-daemon into a scratch folder
+//! (reused when present); skipped, saying so, only where node or npm is absent.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod daemon_common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use daemon_common::{Daemon, car, dag, init_repo, read_car};
+
+/// The install's bound, so the test stays well under a minute (a warm folder takes none).
+const INSTALL_TIMEOUT_SECS: &str = "45";
+/// The client's bound.
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(40);
+
+#[test]
+fn kubo_rpc_client_works_unchanged() {
+    let script =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/ensure-node-packages-daemon");
+    let install = Command::new("bash")
+        .arg(&script)
+        .env(
+            "ENSURE_NODE_PACKAGES_TIMEOUT",
+            std::env::var("ENSURE_NODE_PACKAGES_TIMEOUT").unwrap_or(INSTALL_TIMEOUT_SECS.into()),
+        )
+        .output()
+        .unwrap();
+    if install.status.code() == Some(3) {
+        eprintln!(
+            "SKIPPED kubo_rpc_client_works_unchanged: {}",
+            String::from_utf8_lossy(&install.stderr).trim()
+        );
+        return;
+    }
+    assert!(
+        install.status.success(),
+        "installing the npm packages failed: {}",
+        String::from_utf8_lossy(&install.stderr)
+    );
+    let folder = String::from_utf8(install.stdout)
+        .unwrap()
+        .trim()
+        .to_string();
+
+    let dir = tempfile::tempdir().unwrap();
+    let repo = init_repo(dir.path());
+    let daemon = Daemon::start(&repo, &[]);
+    let blocks = dag("kubo client", 30, 5000);
+    let car_path = dir.path().join("dag.car");
+    std::fs::write(&car_path, car(&blocks)).unwrap();
+
+    let child = Command::new("node")
+        .arg(Path::new(&folder).join("kubo_client.mjs"))
+        .arg(&daemon.api)
+        .arg(&car_path)
+        .arg(blocks[0].cid().to_string())
+        .current_dir(&folder)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Its output is read while it runs (the export it prints is larger than a pipe holds).
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let out = match rx.recv_timeout(CLIENT_TIMEOUT) {
+        Ok(out) => out.unwrap(),
+        Err(_) => {
+            // SAFETY: our own child, by its pid.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            panic!("kubo_client.mjs ran over {CLIENT_TIMEOUT:?}");
+        }
+    };
+    assert!(
+        out.status.success(),
+        "kubo_client.mjs: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+
+    let expected = ipfrs_storage::Block::new(&b"hello from kubo-rpc-client"[..]).unwrap();
+    assert_eq!(seen["block"], expected.cid().to_string());
+    assert_eq!(seen["blockSize"], 26);
+    assert_eq!(seen["imported"][0], blocks[0].cid().to_string());
+    // The export the client streamed is the imported DAG, block for block.
+    let exported = base64_decode(seen["exportedBase64"].as_str().unwrap());
+    assert_eq!(read_car(&exported).1, blocks);
+    assert_eq!(seen["numObjects"], 32, "{seen}");
+    assert_eq!(seen["version"], env!("CARGO_PKG_VERSION"));
+    assert!(seen["id"].as_str().unwrap().starts_with("12D3KooW"));
+    assert!(daemon.stop().success());
+}
+
+/// Standard base64 (the client's export, carried in its JSON).
+fn base64_decode(text: &str) -> Vec<u8> {
+    let value = |c: u8| match c {
+        b'A'..=b'Z' => c - b'A',
+        b'a'..=b'z' => c - b'a' + 26,
+        b'0'..=b'9' => c - b'0' + 52,
+        b'+' => 62,
+        b'/' => 63,
+        _ => panic!("not base64: {c}"),
+    };
+    let bytes: Vec<u8> = text.bytes().filter(|c| *c != b'=').collect();
+    let mut out = Vec::with_capacity(bytes.len() * 3 / 4);
+    for chunk in bytes.chunks(4) {
+        let mut acc = 0u32;
+        for (i, c) in chunk.iter().enumerate() {
+            acc |= u32::from(value(*c)) << (18 - 6 * i);
+        }
+        out.extend_from_slice(&acc.to_be_bytes()[1..chunk.len()]);
+    }
+    out
+}
