@@ -302,7 +302,8 @@ impl WorkloadReport {
                 r.target
                     .strip_prefix("engine")
                     .and_then(|rest| rest.split_once('/'))
-                    .map(|(_, backend)| format!("raw/{backend}"))
+                    // The fallback driver's targets compare with the same raw backend.
+                    .map(|(_, backend)| format!("raw/{}", backend.trim_end_matches(" (fallback)")))
             } else {
                 (r.target != baseline).then(|| baseline.to_string())
             };
@@ -401,6 +402,7 @@ mod tests {
                 t("engine/parity-db", false, 25.0, 2.5),
                 // The hot-tier variants the lead adds compare with the same raw backend.
                 t("engine+hot/sled", false, 200.0, 20.0),
+                t("engine+hot/sled (fallback)", false, 180.0, 18.0),
                 t("disk/o_direct", true, 1000.0, 100.0),
                 t("cpu/sha2-256", true, 500.0, 50.0),
             ],
@@ -412,6 +414,11 @@ mod tests {
         assert_eq!(get("engine/sled").baseline.as_deref(), Some("raw/sled"));
         assert_eq!(get("engine/parity-db").vs_baseline, Some(0.5));
         assert_eq!(get("engine+hot/sled").vs_baseline, Some(2.0));
+        assert_eq!(
+            get("engine+hot/sled (fallback)").baseline.as_deref(),
+            Some("raw/sled")
+        );
+        assert_eq!(get("engine+hot/sled (fallback)").vs_baseline, Some(1.8));
         assert_eq!(get("raw/sled").vs_baseline, None);
         assert_eq!(get("engine/sled").vs_ceiling, Some(0.3));
         assert_eq!(get("disk/o_direct").vs_ceiling, None);

@@ -108,7 +108,7 @@ fn opt(x: Option<f64>, f: impl Fn(f64) -> String) -> String {
 /// One workload's table.
 pub fn table(w: &WorkloadReport) -> String {
     let mut out = format!(
-        "\n{}\n  {:<20} {:>24} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7} {:>7} {:>7}",
+        "\n{}\n  {:<26} {:>24} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7} {:>7} {:>7}",
         w.description,
         "target",
         "ops/s (min-max)",
@@ -126,7 +126,7 @@ pub fn table(w: &WorkloadReport) -> String {
         let l = &r.latency_us;
         let _ = write!(
             out,
-            "\n  {:<20} {:>24} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7} {:>7} {:>7}",
+            "\n  {:<26} {:>24} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7} {:>7} {:>7}",
             r.target,
             ops_cell(&r.ops_per_s),
             opt(r.mib_per_s.map(|m| m.median), n),
@@ -151,7 +151,7 @@ pub fn table(w: &WorkloadReport) -> String {
 pub fn resources(doc: &Document) -> String {
     let mut out = format!(
         "\nper target and round (all workloads): median CPU seconds, major page faults, memory\n  \
-         {:<20} {:>8} {:>13} {:>9} {:>9}",
+         {:<26} {:>8} {:>13} {:>9} {:>9}",
         "target", "CPU s", "major faults", "peak MiB", "+RSS MiB"
     );
     for name in &doc.targets {
@@ -169,7 +169,7 @@ pub fn resources(doc: &Document) -> String {
         };
         let _ = write!(
             out,
-            "\n  {:<20} {:>8} {:>13} {:>9} {:>9}",
+            "\n  {:<26} {:>8} {:>13} {:>9} {:>9}",
             name,
             opt(median(&|x| x.target_cpu_s), |v| format!("{v:.2}")),
             opt(median(&|x| x.target_major_faults.map(|f| f as f64)), |v| {
