@@ -588,10 +588,9 @@ pub fn resolve_io_driver(requested: IoDriver) -> Result<IoDriver> {
     }
 }
 
-// The io_uring probe and the naming of io_uring errors: their own file, as they mirror what
-// glommio does with io_uring rather than anything of the shard.
-mod probe;
-use probe::{classify, probe_io_uring};
+// The io_uring probe and the naming of io_uring errors live behind the runtime seam, as they
+// mirror what glommio does with io_uring rather than anything of the shard.
+use crate::rt::probe::{self, classify, probe_io_uring};
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]

@@ -23,6 +23,7 @@ use ipfrs_core_types::IoDriver;
 
 mod file;
 mod gate;
+pub(crate) mod probe;
 
 pub(crate) use file::{Buffer, SegmentFile, WriteTask, pwrite_all};
 pub(crate) use gate::Gate;
