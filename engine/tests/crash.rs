@@ -124,11 +124,17 @@ fn crash_campaign(backend: BackendKind, child: IoDriver, parent: IoDriver) {
         stats.blocks - stats.hot_blocks
     );
     engine.blocking().close().unwrap();
-    if kills >= 50 {
-        // Enough was written to pass the hot budget: compaction ran while children died.
+    // Written well past the hot budget, compaction must have run while children died. How
+    // much is written depends on the machine's speed, not on the kill count: a loaded
+    // machine writes less in the same windows.
+    let written: u64 = (0..acked).map(|i| block(i).data().len() as u64).sum();
+    let budget = config(dir.path(), backend, parent)
+        .hot_tier
+        .map_or(0, |t| t.budget_bytes);
+    if written > 2 * budget {
         assert!(
             stats.hot_blocks < stats.blocks,
-            "nothing reached the cold backend"
+            "{written} bytes written, nothing reached the cold backend"
         );
     }
 }

@@ -1,9 +1,10 @@
-//! A memlock limit too low for io_uring: `Engine::open` fails with `Error::MemlockTooLow` and
-//! says how to fix it. Its own test binary, because the limit is process-wide.
+//! A memlock limit too low for io_uring: asked for io_uring, `Engine::open` fails with
+//! `Error::MemlockTooLow` and says how to fix it; the default driver runs on the fallback,
+//! which registers no memory. Its own test binary, because the limit is process-wide.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 #![cfg(target_os = "linux")]
 
-use ipfrs_storage::{Block, Config, Engine, Error};
+use ipfrs_storage::{Block, Config, Engine, Error, IoDriver};
 
 fn memlock() -> libc::rlimit {
     let mut limit = libc::rlimit {
@@ -39,6 +40,7 @@ fn a_low_memlock_limit_is_reported_with_its_fix() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = Config::new(dir.path());
     config.shards = Some(2);
+    config.io_driver = IoDriver::IoUring;
 
     set_memlock(libc::rlimit {
         rlim_cur: LOW,
@@ -64,12 +66,22 @@ fn a_low_memlock_limit_is_reported_with_its_fix() {
     // Refused before anything was written: the directory is still empty.
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 
+    // The default driver does not need locked memory: it runs on the fallback.
+    let auto = Config {
+        io_driver: IoDriver::Auto,
+        ..config.clone()
+    };
+    let engine = Engine::open(auto).expect("the default driver opens on the fallback");
+    assert_eq!(engine.io_driver(), IoDriver::Fallback);
+    let block = Block::new(&b"memlock raised"[..]).unwrap();
+    engine.blocking().put(&block).unwrap();
+    engine.blocking().close().unwrap();
+
     // Raising a hard limit needs CAP_SYS_RESOURCE: only then can the fix be checked here.
     match set_memlock(original) {
         Ok(()) => {
             let engine = Engine::open(config).expect("opens once the limit is raised");
-            let block = Block::new(&b"memlock raised"[..]).unwrap();
-            engine.blocking().put(&block).unwrap();
+            assert_eq!(engine.io_driver(), IoDriver::IoUring);
             assert!(engine.blocking().has(block.cid()).unwrap());
             engine.blocking().close().unwrap();
         }
