@@ -5,7 +5,8 @@
 //! - [`node`]: the writes that must be ordered with gc (puts, imports with root pins, pins);
 //! - [`run`]: the daemon: [`rpc`] (Kubo's RPC subset) and [`gateway`] (trustless gateway)
 //!   over [`server`] (hyper on tokio, with the [`limits`]), [`auth`] for non-loopback APIs;
-//! - [`client`]: how another `ipfrs-store` hands its command to a running daemon.
+//! - [`client`]: how another `ipfrs-store` hands its command to a running daemon;
+//! - [`load`]: a bounded load test of a running daemon (the `daemon_load` example).
 
 pub mod auth;
 pub mod client;
@@ -14,6 +15,7 @@ pub mod gateway;
 pub mod gc;
 pub mod http;
 pub mod limits;
+pub mod load;
 pub mod node;
 pub mod pin_command;
 pub mod pins;
