@@ -173,11 +173,23 @@ impl<T> Future for Task<T> {
     }
 }
 
-/// Spawns `future` on this shard's executor.
+/// Spawns `future` on this shard's executor, queued behind what is runnable now.
+///
+/// Under io_uring this is `spawn_local_into` the current task queue, as glommio's own `Gate`
+/// spawns, and not `glommio::spawn_local`, which runs the new task at once: a committer
+/// spawned by the first put of a burst then wrote and synced that put alone before the
+/// shard had read the others waiting in its queue (16 writers: 30k -> 10k puts/s).
 pub(crate) fn spawn_local<T: 'static>(future: impl Future<Output = T> + 'static) -> Task<T> {
     match driver() {
         IoDriver::Fallback => Task::Fallback(with_local(|executor| executor.spawn(future))),
-        _ => Task::Glommio(glommio::spawn_local(future)),
+        _ => {
+            let queue = glommio::executor().current_task_queue();
+            // The only error is an unknown queue, and the running task's queue is known.
+            #[allow(clippy::expect_used)]
+            let task =
+                glommio::spawn_local_into(future, queue).expect("the running task's queue exists");
+            Task::Glommio(task)
+        }
     }
 }
 
