@@ -87,6 +87,11 @@ fn kubo_rpc_subset_round_trip() {
         "verify complete, all blocks validated."
     );
 
+    // Prometheus metrics for scrapers (GET).
+    let metrics = get(&format!("{}/metrics", daemon.api), &[]);
+    assert_eq!(metrics.status, 200);
+    assert!(metrics.text().contains("# TYPE"), "{}", metrics.text());
+
     // pin rm (recursive=false refuses a recursive pin)
     let refused = post(&format!("{api}/pin/rm?arg={root}&recursive=false"));
     assert_eq!(refused.status, 400);

@@ -1,4 +1,5 @@
-//! The Kubo RPC subset: `/api/v0/...`, POST only, Kubo's parameters and JSON shapes, so Kubo
+//! The Kubo RPC subset: `/api/v0/...`, POST only (and `/metrics`, the engine's metrics in
+//! the Prometheus text format, for scrapers' GETs), Kubo's parameters and JSON shapes, so Kubo
 //! clients (`kubo-rpc-client`, `ipfs --api`) work unchanged.
 //!
 //! Errors are Kubo's `{"Message": ..., "Code": 0|1, "Type": "error"}` with a 4xx status when
@@ -57,6 +58,9 @@ impl Rpc {
             && let Err(reply) = auth.check(&req, &path)
         {
             return reply;
+        }
+        if path == "/metrics" {
+            return self.metrics().await.unwrap_or_else(|e| error(&e));
         }
         if !path.starts_with("/api/v0/") {
             return error_reply(
@@ -458,6 +462,17 @@ impl Rpc {
         out.push_str(&json!({"Msg": msg, "Progress": report.checked}).to_string());
         out.push('\n');
         Ok(json_lines(out))
+    }
+
+    /// The engine's metrics in the Prometheus text format (any method, as scrapers use GET).
+    async fn metrics(&self) -> Result<Response<Body>> {
+        let metrics = self.node.engine().metrics().await?;
+        let mut response = Response::new(http::full(metrics.to_prometheus()));
+        response.headers_mut().insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        );
+        Ok(response)
     }
 
     fn id(&self) -> Response<Body> {
