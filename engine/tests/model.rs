@@ -10,6 +10,8 @@ use ipfrs_storage::{
 };
 use proptest::prelude::*;
 
+mod common;
+
 /// How a block of the pool is addressed.
 #[derive(Debug, Clone, Copy)]
 enum Form {
@@ -277,7 +279,9 @@ fn run(backend: BackendKind, tiers: Tiers, drivers: [IoDriver; 2], ops: Vec<Op>)
         drivers[(opens - 1) % 2]
     };
     let mut engine = Engine::open(config(dir.path(), backend, true, tiers, driver())).unwrap();
-    assert_eq!(engine.io_driver(), drivers[0]);
+    if drivers[0] != IoDriver::Auto {
+        assert_eq!(engine.io_driver(), drivers[0]);
+    }
     assert_eq!(engine.shard_count(), 8);
     let mut model = Model::default();
     for (step, op) in ops.into_iter().enumerate() {
@@ -440,6 +444,37 @@ proptest! {
     fn engine_over_rocksdb_matches_the_model(ops in prop::collection::vec(op(), 1..40)) {
         run(BackendKind::RocksDb, Tiers::Hot, URING_FIRST, ops);
     }
+}
+
+/// With io_uring refused by seccomp (all three calls, as Docker's default profile refuses
+/// them) in the thread that opens the engine, and so in its shard threads, the default
+/// driver runs on the fallback and matches the model.
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+#[test]
+fn engine_with_io_uring_refused_matches_the_model() {
+    std::thread::spawn(|| {
+        common::seccomp::try_refuse(&common::seccomp::ALL_IO_URING, libc::EPERM).unwrap();
+        let probe = tempfile::tempdir().unwrap();
+        let engine = Engine::open(config(
+            probe.path(),
+            BackendKind::Sled,
+            true,
+            Tiers::Hot,
+            IoDriver::Auto,
+        ))
+        .unwrap();
+        assert_eq!(engine.io_driver(), IoDriver::Fallback);
+        engine.blocking().close().unwrap();
+        let mut runner = proptest::test_runner::TestRunner::new(model_config());
+        runner
+            .run(&prop::collection::vec(op(), 1..40), |ops| {
+                run(BackendKind::Sled, Tiers::Hot, [IoDriver::Auto; 2], ops);
+                Ok(())
+            })
+            .unwrap();
+    })
+    .join()
+    .expect("the model run with io_uring refused failed");
 }
 
 /// The per-backend tests above cover exactly the backends this build includes.
