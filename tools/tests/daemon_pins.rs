@@ -207,3 +207,145 @@ fn gc_during_puts_never_removes_an_acknowledged_pinned_block() {
     );
     block_on(node.engine().close()).unwrap();
 }
+
+/// A reader that says when it is first read, then waits for a signal before its first byte.
+struct Gated {
+    reading: std::sync::mpsc::Sender<()>,
+    gate: std::sync::mpsc::Receiver<()>,
+    opened: bool,
+    data: std::io::Cursor<Vec<u8>>,
+}
+
+impl std::io::Read for Gated {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if !self.opened {
+            let _ = self.reading.send(());
+            let _ = self.gate.recv();
+            self.opened = true;
+        }
+        self.data.read(buf)
+    }
+}
+
+#[test]
+fn a_failed_import_does_not_roll_back_blocks_another_import_pinned() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::new(dir.path().join("blocks"));
+    config.shards = Some(2);
+    let engine = ipfrs_storage::Engine::open(config).unwrap();
+    let repo = Repo::locate(Some(dir.path().to_path_buf()), None).unwrap();
+    let node = Arc::new(Node::new(repo, engine));
+
+    // Both CARs hold the shared block X; A's ends with a corrupt block, so A fails after
+    // storing (and journaling as new) X.
+    let x = Block::new(&b"the block both imports hold"[..]).unwrap();
+    let y = Block::new(&b"a block whose last byte is flipped"[..]).unwrap();
+    let root_a = cbor_node("a", &[*x.cid(), *y.cid()]);
+    let root_b = cbor_node("b", &[*x.cid()]);
+    let mut car_a = {
+        let mut w = CarWriter::new(Vec::new(), &[*root_a.cid()]).unwrap();
+        for b in [&root_a, &x, &y] {
+            w.write_block(b.cid(), b.data()).unwrap();
+        }
+        w.finish().unwrap()
+    };
+    let last = car_a.len() - 1;
+    car_a[last] ^= 1;
+    let car_b = {
+        let mut w = CarWriter::new(Vec::new(), &[*root_b.cid()]).unwrap();
+        for b in [&root_b, &x] {
+            w.write_block(b.cid(), b.data()).unwrap();
+        }
+        w.finish().unwrap()
+    };
+
+    // B starts first and holds the writers' side of the gc lock while it waits for its
+    // input, so A's rollback (which takes gc's side) can only run after B pinned its root.
+    let (open_b, gate) = std::sync::mpsc::channel();
+    let (reading, b_is_reading) = std::sync::mpsc::channel();
+    let b = {
+        let node = node.clone();
+        std::thread::spawn(move || {
+            let input = Gated {
+                reading,
+                gate,
+                opened: false,
+                data: std::io::Cursor::new(car_b),
+            };
+            node.import_car(input, true).unwrap()
+        })
+    };
+    // B holds the lock once it reads its input (the lock is taken before the first read).
+    b_is_reading.recv().unwrap();
+    assert!(!block_on(node.engine().has(x.cid())).unwrap());
+    let a = {
+        let node = node.clone();
+        std::thread::spawn(move || node.import_car(std::io::Cursor::new(car_a), true))
+    };
+    // A stored X (and will fail on its last block): now let B import X and pin its root.
+    while !block_on(node.engine().has(x.cid())).unwrap() {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    open_b.send(()).unwrap();
+    let imported_b = b.join().unwrap();
+    assert_eq!(imported_b.roots[0].error, "");
+    assert!(a.join().unwrap().is_err(), "A's corrupt block must fail it");
+
+    let engine = node.engine();
+    assert!(
+        block_on(engine.has(x.cid())).unwrap(),
+        "A's rollback removed X, which B's pinned DAG holds"
+    );
+    assert!(block_on(engine.has(root_b.cid())).unwrap());
+    assert!(
+        !block_on(engine.has(root_a.cid())).unwrap(),
+        "A was not rolled back"
+    );
+    block_on(engine.close()).unwrap();
+}
+
+#[test]
+fn crash_recovery_of_an_import_keeps_what_pins_reach() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::new(dir.path().join("blocks"));
+    config.shards = Some(2);
+    let engine = ipfrs_storage::Engine::open(config).unwrap();
+    let x = Block::new(&b"shared by a dead import and a pinned DAG"[..]).unwrap();
+    let only_dead = Block::new(&b"only the dead import had this"[..]).unwrap();
+    let root_dead = cbor_node("dead", &[*x.cid(), *only_dead.cid()]);
+    let car_dead = {
+        let mut w = CarWriter::new(Vec::new(), &[*root_dead.cid()]).unwrap();
+        for b in [&root_dead, &x, &only_dead] {
+            w.write_block(b.cid(), b.data()).unwrap();
+        }
+        w.finish().unwrap()
+    };
+    // An import that stored its blocks and died before its commit: its journal stays.
+    let journal_dir = ipfrs_tools::store::import::journal_dir(&engine);
+    let mut import = ipfrs_tools::import::Import::begin(
+        &engine,
+        &journal_dir,
+        ipfrs_tools::import::ImportOptions::for_store(engine.config()),
+    )
+    .unwrap();
+    import.add(std::io::Cursor::new(car_dead), &|_| {}).unwrap();
+    drop(import);
+    // Meanwhile another client's DAG holding X was pinned.
+    let root_live = cbor_node("live", &[*x.cid()]);
+    block_on(engine.put(&root_live)).unwrap();
+    block_on(ipfrs_tools::daemon::pins::add(
+        &engine,
+        root_live.cid(),
+        ipfrs_tools::daemon::pins::PinKind::Recursive,
+    ))
+    .unwrap();
+
+    ipfrs_tools::store::import::recover_interrupted(&engine).unwrap();
+    assert!(
+        block_on(engine.has(x.cid())).unwrap(),
+        "recovery removed a pinned DAG's block"
+    );
+    assert!(!block_on(engine.has(only_dead.cid())).unwrap());
+    assert!(!block_on(engine.has(root_dead.cid())).unwrap());
+    block_on(engine.close()).unwrap();
+}

@@ -77,6 +77,24 @@ pub fn pin_roots(repo: &Repo, engine: &Engine) -> Result<PinRoots> {
     Ok(roots)
 }
 
+/// The keys (multihashes) of every block a pin or a versioning ref keeps: what a rollback
+/// must not delete. The caller holds gc's side of the lock, so no pin changes meanwhile.
+pub fn kept_keys(repo: &Repo, engine: &Engine) -> Result<HashSet<ipfrs_storage::key::Key>> {
+    let roots = pin_roots(repo, engine)?;
+    let mut keys = version::ref_roots(repo, engine)?.keys;
+    keys.extend(roots.direct.iter().map(key_of));
+    crate::store::dag::walk(
+        engine,
+        &roots.recursive,
+        crate::store::dag::OnMissing::Note,
+        |cid, _| {
+            keys.insert(key_of(cid));
+            Ok(())
+        },
+    )?;
+    Ok(keys)
+}
+
 /// Runs gc under `lock`: removes every block that no pin, no versioning ref and no CID of
 /// `extra` reaches (unless `dry_run`); swept blocks also leave the versioning ledger.
 ///

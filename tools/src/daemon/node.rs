@@ -5,10 +5,11 @@ use std::collections::HashSet;
 use std::io::Read;
 
 use futures_lite::future::block_on;
+use ipfrs_storage::key::key_of;
 use ipfrs_storage::{Block, BlockStore, Cid, Engine};
 use serde::Serialize;
 
-use crate::import::{self as importer, ImportOptions};
+use crate::import::{Import, ImportOptions};
 use crate::store::dag::{self, OnMissing};
 use crate::store::gc::Collected;
 use crate::store::import::journal_dir;
@@ -84,14 +85,35 @@ impl Node {
     /// and, with `pin_roots`, pins its roots recursively; gc waits for both. Blocks the
     /// calling thread (not for async tasks).
     pub fn import_car<R: Read + Send>(&self, input: R, pin_roots: bool) -> Result<ImportedCar> {
-        let _write = self.gc.blocking_write();
-        let added = importer::import_car(
+        let write = self.gc.blocking_write();
+        let mut import = Import::begin(
             &self.engine,
-            input,
             &journal_dir(&self.engine),
             ImportOptions::for_store(self.engine.config()),
-            &|_| {},
         )?;
+        let added = match import.add(input, &|_| {}) {
+            Ok(added) => added,
+            Err(e) => {
+                // Other clients write meanwhile: a block this import journaled as new may since
+                // have been pinned, or be part of a DAG another import pinned. The rollback
+                // runs as gc does, with writers held off, and spares what pins and versions
+                // keep. (An unpinned block put meanwhile is not kept, as gc would not keep it.)
+                drop(write);
+                let _exclusive = self.gc.blocking_gc();
+                let kept = gc::kept_keys(&self.repo, &self.engine);
+                let rollback = match &kept {
+                    Ok(kept) => import.abort_keeping(&|cid| kept.contains(&key_of(cid))),
+                    // Without the kept set nothing may be deleted: leave the journal for the
+                    // next open's recovery (which runs before any client can write).
+                    Err(_) => Ok(0),
+                };
+                if let Err(rollback) = rollback {
+                    eprintln!("ipfrs-store: rollback of a failed import failed: {rollback}");
+                }
+                return Err(e.into());
+            }
+        };
+        import.commit()?;
         let roots = if pin_roots {
             pin_present_roots(&self.engine, &added.header.roots)?
         } else {

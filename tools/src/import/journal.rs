@@ -145,6 +145,17 @@ pub struct Recovered {
 /// Run it after opening the store and before other writes: a block a concurrent writer
 /// stored after the import had found it absent is deleted too (see the module docs).
 pub fn recover<S: BlockStore>(store: &S, dir: &Path) -> Result<Recovered> {
+    recover_keeping(store, dir, &|_| false)
+}
+
+/// [`recover`], except that journaled blocks for which `keep` is true stay (a store whose
+/// other writers may have come to need them, e.g. blocks its pins reach). `keep` is called
+/// only when there is a journal to roll back.
+pub fn recover_keeping<S: BlockStore>(
+    store: &S,
+    dir: &Path,
+    keep: &dyn Fn(&Cid) -> bool,
+) -> Result<Recovered> {
     let mut done = Recovered::default();
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
@@ -175,7 +186,8 @@ pub fn recover<S: BlockStore>(store: &S, dir: &Path) -> Result<Recovered> {
             }
             Err(e) => return Err(ImportError::journal("cannot lock", &path, e)),
         }
-        let (cids, torn) = read_records(&mut file, &path)?;
+        let (mut cids, torn) = read_records(&mut file, &path)?;
+        cids.retain(|c| !keep(c));
         done.deleted += delete(store, &cids)?;
         block_on(store.flush())?;
         match std::fs::remove_file(&path) {

@@ -17,10 +17,12 @@
 //!
 //! **The race with concurrent writers**: if another writer stores a block while an import
 //! holds it journaled (the import saw it absent), a rollback deletes that writer's block too.
-//! `ipfrs-store` holds the store's lock for the whole command, so the CLI cannot race; an
-//! embedder that writes concurrently with an import must accept this or pin such blocks
-//! elsewhere (an engine-side "import epoch" that makes the blocks invisible until commit
-//! would remove the race, and the need for `has_many`).
+//! A CLI command holds the store's lock, so it cannot race. `ipfrs-store daemon` serves
+//! concurrent writers: it rolls a failed import back with [`Import::abort_keeping`] under its
+//! gc lock, sparing every block a pin or a versioning ref reaches, and `ipfrs-store` recovers
+//! a killed import's journal the same way ([`recover_keeping`]); an unpinned block stored
+//! meanwhile may still go, as gc would remove it. (An engine-side "import epoch" that makes
+//! the blocks invisible until commit would remove the race, and the need for `has_many`.)
 //!
 //! ```no_run
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -56,7 +58,7 @@ use ipfrs_storage::{BlockStore, Config};
 
 pub use error::{ImportError, Result};
 use journal::Journal;
-pub use journal::{Recovered, recover};
+pub use journal::{Recovered, recover, recover_keeping};
 
 /// Block bytes per batch by default: one `has_many`, one journal record (one fdatasync) and
 /// one `put_many` each; 8 MiB keeps the journal's syncs under a few per cent of the time at
@@ -218,6 +220,24 @@ impl<'s, S: BlockStore> Import<'s, S> {
     /// stays, and [`recover`] finishes the rollback later.
     pub fn abort(self) -> Result<u64> {
         let deleted = journal::delete(self.store, self.journal.recorded())?;
+        block_on(self.store.flush())?;
+        self.journal.remove()?;
+        Ok(deleted)
+    }
+
+    /// [`Import::abort`], except that the journaled blocks for which `keep` is true stay:
+    /// for a store with other writers, where a block this import added may meanwhile have
+    /// been stored, or become needed, by someone else (the caller decides, e.g. by what its
+    /// pins reach, while holding those writers off).
+    pub fn abort_keeping(self, keep: &dyn Fn(&ipfrs_storage::Cid) -> bool) -> Result<u64> {
+        let doomed: Vec<_> = self
+            .journal
+            .recorded()
+            .iter()
+            .filter(|c| !keep(c))
+            .copied()
+            .collect();
+        let deleted = journal::delete(self.store, &doomed)?;
         block_on(self.store.flush())?;
         self.journal.remove()?;
         Ok(deleted)

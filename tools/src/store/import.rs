@@ -8,18 +8,21 @@
 //! opens the repository ([`recover_interrupted`]). With --partial the blocks before a file's
 //! error stay, and later files still run.
 
+use std::collections::HashSet;
 use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use indicatif::ProgressBar;
 use ipfrs_car::{CarHeader, CarVersion, ReadOptions};
+use ipfrs_storage::key::{Key, key_of};
 use ipfrs_storage::{BlockStore, Engine};
 use serde::Serialize;
 
 use super::error::{Error, Result};
 use super::output::{self, Report};
 use super::progress;
+use super::repo::Repo;
 use crate::import::{self as importer, Import, ImportError, ImportOptions};
 
 /// Blocks per batch at most (the import's default; see [`crate::import::ImportOptions`]).
@@ -156,7 +159,26 @@ pub fn journal_dir(engine: &Engine) -> PathBuf {
 /// command right after it opens the store. Says on stderr what it removed.
 pub fn recover_interrupted(engine: &Engine) -> Result<()> {
     let dir = journal_dir(engine);
-    let done = importer::recover(engine, &dir).map_err(|e| store_error(e, &dir, false))?;
+    // Blocks a pin or a versioning ref reaches stay: another import (a daemon's client) may
+    // have committed and pinned them after the interrupted one journaled them. The set is
+    // built only when there is something to roll back.
+    // ipfrs-store's data directory is always <repo>/blocks.
+    let repo = engine
+        .config()
+        .data_dir
+        .parent()
+        .and_then(|root| Repo::locate(Some(root.to_path_buf()), None).ok());
+    let kept: std::cell::OnceCell<Option<HashSet<Key>>> = std::cell::OnceCell::new();
+    let keep = |cid: &ipfrs_storage::Cid| {
+        kept.get_or_init(|| {
+            repo.as_ref()
+                .and_then(|repo| crate::daemon::gc::kept_keys(repo, engine).ok())
+        })
+        .as_ref()
+        .is_some_and(|k| k.contains(&key_of(cid)))
+    };
+    let done =
+        importer::recover_keeping(engine, &dir, &keep).map_err(|e| store_error(e, &dir, false))?;
     if done.journals > 0 {
         eprintln!(
             "ipfrs-store: rolled back {} interrupted CAR import(s): {} blocks removed",
