@@ -101,8 +101,9 @@ fn cli_commands_go_to_the_running_daemon() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("cannot be sent to it"), "{err}");
 
-    // Stopped: the same commands open the store themselves and see the daemon's work.
-    assert!(daemon.stop().success());
+    // Stopped by Ctrl-C: the same commands open the store themselves and see the daemon's
+    // work.
+    assert!(daemon.stop_with(libc::SIGINT).success());
     assert!(!repo.join("api").exists());
     assert_eq!(json(&cli(&["repo", "stat"]))["blocks"], 23);
     assert_eq!(

@@ -104,10 +104,15 @@ impl Daemon {
     }
 
     /// SIGTERM, then waits for its exit.
-    pub fn stop(mut self) -> ExitStatus {
+    pub fn stop(self) -> ExitStatus {
+        self.stop_with(libc::SIGTERM)
+    }
+
+    /// Sends `signal` (SIGINT: Ctrl-C), then waits for its exit.
+    pub fn stop_with(mut self, signal: i32) -> ExitStatus {
         let mut child = self.child.take().unwrap();
         // SAFETY: signalling our own child by its pid.
-        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        unsafe { libc::kill(child.id() as i32, signal) };
         child.wait().unwrap()
     }
 }
