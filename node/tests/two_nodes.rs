@@ -8,7 +8,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Proc, file_bytes, mixed_dag, write_car};
+use common::{Proc, file_bytes, mixed_dag, unixfs_file, write_car};
 use futures_lite::future::block_on;
 use ipfrs_storage::{BlockStore, Config, Engine, verify};
 
@@ -91,4 +91,48 @@ fn a_node_fetches_a_whole_dag_from_another_over_bitswap() {
         assert_eq!(engine.stats().await.unwrap().blocks, blocks.len() as u64);
         engine.close().await.unwrap();
     });
+}
+
+/// A 6 MiB file of 256 KiB leaves, all asked for at once: more blocks than fit one bitswap
+/// message (4 MiB), as a Kubo-sized UnixFS file is.
+#[test]
+fn a_dag_of_256_kib_leaves_past_one_bitswap_message_arrives_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = file_bytes(6 << 20, 3);
+    let (root, blocks) = unixfs_file(&file, 256 << 10, 32);
+    let car = dir.path().join("big.car");
+    write_car(&car, &root, &blocks);
+    let repo_a = dir.path().join("a");
+    let mut server = Proc::node(
+        "server",
+        &[
+            "--repo",
+            repo_a.to_str().unwrap(),
+            "--import-car",
+            car.to_str().unwrap(),
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+        ],
+    );
+    let addr = server.expect("listening", STEP);
+    let repo_b = dir.path().join("b");
+    let mut client = Proc::node(
+        "client",
+        &[
+            "--repo",
+            repo_b.to_str().unwrap(),
+            "--connect",
+            &addr,
+            "--fetch",
+            &root.to_string(),
+            "--timeout-secs",
+            "20",
+        ],
+    );
+    let total: usize = blocks.iter().map(|b| b.len()).sum();
+    assert_eq!(
+        client.expect("fetched", STEP),
+        format!("{root} {} {total}", blocks.len())
+    );
+    assert!(client.wait(STEP).success());
 }
