@@ -410,13 +410,18 @@ async fn serve(
             request => shard.dispatch(request),
         }
     }
-    // Compaction stops first (a step already queued still completes in the committer).
-    let compaction = shard
-        .hot
-        .as_ref()
-        .and_then(|hot| hot.compaction.borrow_mut().take());
-    if let Some(task) = compaction {
-        task.cancel().await;
+    // Compaction stops first: it finishes the step it is in (whose writes the committer
+    // still takes), so none of its blocking calls outlives the executor; cancelled only if
+    // the step does not end in time.
+    if let Some(hot) = &shard.hot {
+        hot.stopping.set(true);
+        let _ = hot.wake_tx.try_send(());
+        let compaction = hot.compaction.borrow_mut().take();
+        if let Some(mut task) = compaction
+            && bounded(&mut task).await.is_none()
+        {
+            task.cancel().await;
+        }
     }
     // Waits for the committer and every read task spawned through the gate, for a bounded
     // time: a backend call that never returns (a wedged backend after a disk error) must not

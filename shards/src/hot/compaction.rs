@@ -72,15 +72,27 @@ pub(crate) async fn run(shard: Rc<Shard>) {
         return;
     };
     let mut retry_after = RETRY_AFTER;
+    // A retry's wait ends early when shutdown wakes the task.
+    let pause = |wait: Duration| {
+        futures_lite::future::or(crate::rt::sleep(wait), async {
+            let _ = hot.wake_rx.recv_async().await;
+        })
+    };
     loop {
+        if hot.stopping.get() {
+            return;
+        }
         let reclaimable = || {
             !hot.packs
                 .borrow()
                 .candidates(hot.config.reclaim_below_percent)
                 .is_empty()
         };
-        if !hot.over_budget() && !reclaimable() && hot.wake_rx.recv_async().await.is_err() {
-            return;
+        if !hot.over_budget() && !reclaimable() {
+            if hot.wake_rx.recv_async().await.is_err() {
+                return;
+            }
+            continue;
         }
         if reclaimable() {
             match super::reclaim::reclaim_packs(&shard, hot.config.reclaim_below_percent).await {
@@ -93,13 +105,13 @@ pub(crate) async fn run(shard: Rc<Shard>) {
                         shard.id,
                         retry_after.as_secs()
                     );
-                    crate::rt::sleep(retry_after).await;
+                    pause(retry_after).await;
                     retry_after = (retry_after * 2).min(RETRY_AFTER_MAX);
                     continue;
                 }
             }
         }
-        while hot.over_budget() {
+        while hot.over_budget() && !hot.stopping.get() {
             let oldest = sealed_segments(hot).first().copied();
             let Some(segment) = oldest else {
                 break;
@@ -118,7 +130,7 @@ pub(crate) async fn run(shard: Rc<Shard>) {
                         shard.id,
                         retry_after.as_secs()
                     );
-                    crate::rt::sleep(retry_after).await;
+                    pause(retry_after).await;
                     retry_after = (retry_after * 2).min(RETRY_AFTER_MAX);
                     break;
                 }

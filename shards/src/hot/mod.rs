@@ -93,8 +93,13 @@ pub(crate) struct HotTier {
     /// `ColdBackend::flush_is_durable`): a crash replays such a segment as hot, and keeps such
     /// a pack.
     pub(crate) deferred: RefCell<Vec<Deferred>>,
-    /// The compaction task, cancelled at shutdown (it holds the shard alive otherwise).
+    /// The compaction task: at shutdown it is asked to stop (`stopping`) and waited for,
+    /// cancelled only if it does not stop in time (it holds the shard alive otherwise).
     pub(crate) compaction: RefCell<Option<crate::rt::Task<()>>>,
+    /// Set at shutdown: compaction finishes the step it is in and returns. Cancelling it
+    /// mid-step instead left its blocking calls running on glommio's pool after the executor
+    /// was gone, whose threads then panicked ("failed to send response").
+    pub(crate) stopping: std::cell::Cell<bool>,
     /// The shard's packs (sealed segments whose blocks went cold).
     pub(crate) packs: Arc<Shared<packs::Packs>>,
     /// Segments being compacted: the block bytes indexed into each so far (it becomes a pack
@@ -305,6 +310,7 @@ impl HotTier {
                 damage: RefCell::new(damage),
                 wake_tx,
                 wake_rx,
+                stopping: std::cell::Cell::new(false),
             },
             resume,
             next_seq: recovered.max_seq + 1,
