@@ -9,6 +9,12 @@ pub fn kib(field: &str) -> Option<u64> {
     parse_kib(&status, field)
 }
 
+/// [`kib`] of another process, by its pid (`/proc/<pid>/status`).
+pub fn kib_of(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    parse_kib(&status, field)
+}
+
 /// The value of `field` in the text of a status file.
 fn parse_kib(status: &str, field: &str) -> Option<u64> {
     status
@@ -38,5 +44,8 @@ mod tests {
     #[test]
     fn this_process_has_a_resident_set() {
         assert!(kib("VmRSS:").unwrap() > 0);
+        // The same process by its pid; a pid that cannot exist has no status.
+        assert!(kib_of(std::process::id(), "VmRSS:").unwrap() > 0);
+        assert_eq!(kib_of(u32::MAX, "VmRSS:"), None);
     }
 }

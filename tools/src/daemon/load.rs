@@ -100,18 +100,6 @@ struct ClientResult {
     acked: Vec<Cid>,
 }
 
-/// Reads a `kB` field of `/proc/<pid>/status`.
-fn status_kib(pid: u32, field: &str) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field))?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
-}
-
 fn multipart(data: &[u8]) -> (String, Vec<u8>) {
     const B: &str = "ipfrs-load-boundary";
     let mut body = format!(
@@ -183,7 +171,11 @@ fn agent() -> ureq::Agent {
 
 /// Runs the load; `seed` blocks are put first so reads have something to find.
 pub fn run(config: &LoadConfig) -> Result<LoadReport, String> {
-    let rss = |field: &str| config.daemon_pid.and_then(|p| status_kib(p, field));
+    let rss = |field: &str| {
+        config
+            .daemon_pid
+            .and_then(|p| ipfrs_storage::proc_status::kib_of(p, field))
+    };
     let (rss_start, anon_start) = (rss("VmRSS:"), rss("RssAnon:"));
     let seed_agent = agent();
     let mut rng = StdRng::seed_from_u64(0x10ad);
