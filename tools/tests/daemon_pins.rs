@@ -4,35 +4,19 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+mod daemon_common;
 
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use common::json;
+use daemon_common::cbor_node;
 use futures_lite::future::block_on;
-use ipfrs_storage::{Block, BlockStore, Cid, Codec, Config, HashAlgorithm};
+use ipfrs_storage::{Block, BlockStore, Cid, Config};
 use ipfrs_tools::car::CarWriter;
 use ipfrs_tools::daemon::Node;
 use ipfrs_tools::store::repo::Repo;
-
-/// A dag-cbor node linking to `links`.
-fn cbor_node(tag: &str, links: &[Cid]) -> Block {
-    use ipld_core::ipld::Ipld;
-    let value = Ipld::Map(
-        [
-            ("tag".to_string(), Ipld::String(tag.into())),
-            (
-                "links".to_string(),
-                Ipld::List(links.iter().map(|c| Ipld::Link(*c)).collect()),
-            ),
-        ]
-        .into_iter()
-        .collect(),
-    );
-    let bytes = serde_ipld_dagcbor::to_vec(&value).unwrap();
-    Block::with(Codec::DagCbor, HashAlgorithm::Sha2_256, bytes).unwrap()
-}
 
 /// A DAG: root -> mid -> two leaves; returns (all blocks, root first).
 fn dag(tag: &str) -> Vec<Block> {
