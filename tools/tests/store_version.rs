@@ -422,6 +422,45 @@ fn merge_fast_forwards_or_averages_and_car_export_imports() {
     assert_eq!(log["commits"].as_array().unwrap().len(), 4);
 }
 
+#[test]
+fn commit_on_a_new_branch_starts_at_head_or_orphan() {
+    let f = Fixture::new();
+    f.ok(&["version", "init"]);
+    let (c1, _) = f.commit(&Model::new(0.0), "main", "one");
+    // Rows 0..10 change: w is a delta against HEAD's commit, b is unchanged.
+    let mut v2 = Model::new(0.0);
+    for x in &mut v2.w[..10 * COLS] {
+        *x += 1.5;
+    }
+    let file = f.path("v2.safetensors");
+    let bytes2 = v2.write(&file);
+    let c2 = f.json(&["version", "commit", file.to_str().unwrap(), "-b", "exp"]);
+    assert_eq!(strs(&c2["parents"]), [c1.as_str()]);
+    assert_eq!(
+        (c2["full"].as_u64(), c2["deltas"].as_u64()),
+        (Some(0), Some(1))
+    );
+    assert!(f.checkout(&["exp"]) == bytes2);
+    let log = f.json(&["version", "log", "exp"]);
+    assert_eq!(log["commits"].as_array().unwrap().len(), 2);
+
+    let orphan = f.json(&[
+        "version",
+        "commit",
+        file.to_str().unwrap(),
+        "-b",
+        "fresh",
+        "--orphan",
+    ]);
+    assert_eq!(orphan["parents"], serde_json::json!([]));
+    assert_eq!(orphan["full"], 2);
+    fails(
+        &f.repo,
+        &["version", "commit", file.to_str().unwrap(), "--orphan"],
+        "main",
+    );
+}
+
 /// The number of blocks `block ls` lists.
 fn block_count(repo: &Path) -> usize {
     ok(repo, &["block", "ls"]).lines().count()

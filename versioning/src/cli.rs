@@ -109,6 +109,24 @@ pub fn import_ref_files(repo: &Path, refs: &impl RefStore) -> Result<()> {
     std::fs::rename(&dir, &done).map_err(Error::io(&done))
 }
 
+/// The tensors of `file` and the descriptive part of a commit of them.
+fn commit_input(
+    file: &Path,
+    author: &str,
+    message: &str,
+    provenance: &[String],
+) -> Result<(crate::tensors::Tensors, CommitInfo)> {
+    let provenance = parse_provenance(provenance)?;
+    let tensors = read_safetensors(file)?;
+    let info = CommitInfo {
+        author: author.to_string(),
+        message: message.to_string(),
+        provenance,
+        timestamp_ms: None,
+    };
+    Ok((tensors, info))
+}
+
 impl<S: BlockStore + MetadataStore + Clone> VersionCli<S> {
     /// Opens the refs (in `store`'s metadata) and the ledger of `repo` (creating it) over
     /// `store`.
@@ -126,7 +144,8 @@ impl<S: BlockStore + MetadataStore + Clone> VersionCli<S> {
         &self.repo
     }
 
-    /// Commits a safetensors file on `branch`.
+    /// Commits a safetensors file on `branch`; a new branch starts at HEAD's commit (see
+    /// [`Repo::commit`]).
     pub fn commit(
         &self,
         file: &Path,
@@ -135,15 +154,22 @@ impl<S: BlockStore + MetadataStore + Clone> VersionCli<S> {
         message: &str,
         provenance: &[String],
     ) -> Result<CommitSummary> {
-        let provenance = parse_provenance(provenance)?;
-        let tensors = read_safetensors(file)?;
-        let info = CommitInfo {
-            author: author.to_string(),
-            message: message.to_string(),
-            provenance,
-            timestamp_ms: None,
-        };
+        let (tensors, info) = commit_input(file, author, message, provenance)?;
         block_on(self.repo.commit(branch, &tensors, info))
+    }
+
+    /// Commits a safetensors file as the first commit of the new branch `branch`, with no
+    /// parent (see [`Repo::commit_orphan`]).
+    pub fn commit_orphan(
+        &self,
+        file: &Path,
+        branch: &str,
+        author: &str,
+        message: &str,
+        provenance: &[String],
+    ) -> Result<CommitSummary> {
+        let (tensors, info) = commit_input(file, author, message, provenance)?;
+        block_on(self.repo.commit_orphan(branch, &tensors, info))
     }
 
     /// History of `rev` (`HEAD`, branch, tag, CID, `<rev>@<ms>`).

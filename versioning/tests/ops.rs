@@ -174,6 +174,34 @@ fn branches_and_tags() {
 }
 
 #[test]
+fn a_new_branch_starts_at_head_unless_orphan() {
+    let fx = Fixture::new();
+    let m = model(6);
+    let c1 = fx.commit("main", &m, "one");
+    // As `git checkout -b`: the first commit of a new branch is parented on HEAD's commit,
+    // so one changed row costs a delta, not the whole model again.
+    let c2 = fx.commit("exp", &nudge(&m, &[0], 1.0), "exp");
+    assert_eq!(c2.parents, [c1.commit]);
+    assert_eq!((c2.full, c2.deltas, c2.unchanged), (0, 1, 3));
+    assert_eq!(fx.resolve("main"), c1.commit, "main did not move");
+    assert_eq!(fx.resolve("exp"), c2.commit);
+    // HEAD is now exp's commit: the next new branch starts there.
+    let c3 = fx.commit("exp2", &nudge(&m, &[1], 1.0), "exp2");
+    assert_eq!(c3.parents, [c2.commit]);
+
+    let orphan = block_on(fx.repo.commit_orphan("fresh", &m, info("orphan"))).unwrap();
+    assert!(orphan.parents.is_empty());
+    assert_eq!(orphan.full, 4);
+    assert_eq!(fx.checkout("fresh"), m);
+    let err = block_on(fx.repo.commit_orphan("main", &m, info("again"))).unwrap_err();
+    assert!(
+        matches!(err, ipfrs_versioning::Error::RefExists(_)),
+        "{err}"
+    );
+    assert_eq!(fx.resolve("main"), c1.commit);
+}
+
+#[test]
 fn diff_reports_changed_chunks_and_norms() {
     let fx = Fixture::new();
     let m1 = model(7);

@@ -247,7 +247,9 @@ pub enum VersionCommand {
     /// Prepare the repository for versioning: the block store (as `init` does, if it does not
     /// exist yet), the ref directory and the ledger. Idempotent.
     Init,
-    /// Commit the tensors of a safetensors file on a branch (created by its first commit).
+    /// Commit the tensors of a safetensors file on a branch. A branch that does not exist yet
+    /// is created by its first commit, which starts at HEAD's commit (the last one made or
+    /// checked out) as `git checkout -b` does, unless --orphan.
     Commit(CommitArgs),
     /// History of a revision, newest first.
     Log {
@@ -353,6 +355,10 @@ pub struct CommitArgs {
     /// The branch to commit on.
     #[arg(short, long, default_value = "main")]
     pub branch: String,
+    /// Start BRANCH (which must not exist) with a commit that has no parent, instead of at
+    /// HEAD's commit: every tensor is stored in full and its history is its own.
+    #[arg(long)]
+    pub orphan: bool,
     /// A training-data CID the weights were computed from (repeatable).
     #[arg(long, value_name = "CID")]
     pub dataset: Vec<String>,

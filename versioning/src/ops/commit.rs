@@ -16,12 +16,12 @@ use ipfrs_storage::{Block, BlockStore};
 
 use crate::chunking::{chunk_len, split};
 use crate::delta;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::ledger::Ledger;
 use crate::objects::{
     ChunkSource, Commit, Delta, DeltaChunk, Object, Provenance, State, Tensor, TensorObject,
 };
-use crate::refs::RefStore;
+use crate::refs::{HEAD, RefStore};
 use crate::repo::{Repo, branch_ref};
 use crate::tensors::{TensorData, Tensors};
 
@@ -86,11 +86,17 @@ pub(crate) fn now_ms() -> u64 {
 }
 
 impl<S: BlockStore, R: RefStore, L: Ledger> Repo<S, R, L> {
-    /// Commits `tensors` on `branch` (created if absent), parented on the branch's tip.
+    /// Commits `tensors` on `branch`, parented on the branch's tip. A branch that does not
+    /// exist yet starts at HEAD's commit, as `git checkout -b` does (so its first commit is a
+    /// delta against HEAD and its history joins the one it came from); with no HEAD (an empty
+    /// repository) the commit has no parent. [`Repo::commit_orphan`] starts a history of its
+    /// own.
     ///
     /// The branch moves by compare-and-swap from the tip read at the start: if another writer
     /// moved it meanwhile, the result is [`Error::Conflict`] and the branch keeps the other
     /// commit (retry to commit on top of it). HEAD then points at the new commit.
+    ///
+    /// [`Error::Conflict`]: crate::Error::Conflict
     pub async fn commit(
         &self,
         branch: &str,
@@ -100,15 +106,40 @@ impl<S: BlockStore, R: RefStore, L: Ledger> Repo<S, R, L> {
         let name = branch_ref(branch);
         crate::refs::validate_name(&name)?;
         let tip = self.refs.get(&name)?;
-        let parents: Vec<Cid> = tip.into_iter().collect();
-        self.write_commit(branch, tensors, parents, info).await
+        let parents: Vec<Cid> = match tip {
+            Some(tip) => vec![tip],
+            None => self.refs.get(HEAD)?.into_iter().collect(),
+        };
+        self.write_commit(branch, tip, tensors, parents, info).await
     }
 
-    /// Stores a state and a commit with `parents` (the first is the branch's expected tip,
-    /// and the base of deltas), then moves the branch from `parents[0]` to it.
+    /// Commits `tensors` as the first commit of a new branch, with no parent (git's
+    /// `--orphan`): every tensor is stored in full. [`Error::RefExists`] if the branch exists.
+    ///
+    /// [`Error::RefExists`]: crate::Error::RefExists
+    pub async fn commit_orphan(
+        &self,
+        branch: &str,
+        tensors: &Tensors,
+        info: CommitInfo,
+    ) -> Result<CommitSummary> {
+        let name = branch_ref(branch);
+        crate::refs::validate_name(&name)?;
+        if self.refs.get(&name)?.is_some() {
+            return Err(Error::RefExists(name));
+        }
+        // Created by compare-and-swap from absent: a branch made meanwhile is a Conflict.
+        self.write_commit(branch, None, tensors, Vec::new(), info)
+            .await
+    }
+
+    /// Stores a state and a commit with `parents` (the first is the base of deltas), then
+    /// moves the branch from `tip` (its expected current commit, `None` for a new branch) to
+    /// it.
     pub(crate) async fn write_commit(
         &self,
         branch: &str,
+        tip: Option<Cid>,
         tensors: &Tensors,
         parents: Vec<Cid>,
         info: CommitInfo,
@@ -158,11 +189,8 @@ impl<S: BlockStore, R: RefStore, L: Ledger> Repo<S, R, L> {
         summary.new_blocks += n;
         summary.new_bytes += b;
         summary.commit = *commit_block.cid();
-        self.refs.compare_and_swap(
-            &branch_ref(branch),
-            parents.first().copied(),
-            Some(summary.commit),
-        )?;
+        self.refs
+            .compare_and_swap(&branch_ref(branch), tip, Some(summary.commit))?;
         self.set_head(summary.commit)?;
         Ok(summary)
     }

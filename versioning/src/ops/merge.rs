@@ -169,7 +169,7 @@ impl<S: BlockStore, R: RefStore, L: Ledger> Repo<S, R, L> {
             merged.insert(name, t);
         }
         let summary = self
-            .write_commit(branch, &merged, vec![ours, theirs], info)
+            .write_commit(branch, Some(ours), &merged, vec![ours, theirs], info)
             .await?;
         Ok(MergeOutcome::Merged(summary))
     }

@@ -229,7 +229,13 @@ fn provenance_args(args: &CommitArgs) -> Result<Vec<String>> {
 fn commit(vcs: &VersionCli<Engine>, args: &CommitArgs) -> Result<Shown<CommitJson>> {
     let provenance = provenance_args(args)?;
     let author = args.author.clone().unwrap_or_else(default_author);
-    let summary = vcs.commit(
+    let commit = if args.orphan {
+        VersionCli::commit_orphan
+    } else {
+        VersionCli::commit
+    };
+    let summary = commit(
+        vcs,
         &args.file,
         &args.branch,
         &author,
@@ -361,6 +367,7 @@ mod tests {
             message: String::new(),
             author: None,
             branch: "main".into(),
+            orphan: false,
             dataset: own(dataset),
             gradient: Vec::new(),
             param: own(param),
