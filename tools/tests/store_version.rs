@@ -473,6 +473,38 @@ fn put(f: &Fixture, file: &Path) -> String {
 }
 
 #[test]
+fn version_gc_keeps_a_pinned_block_identical_to_a_chunk_it_stored() {
+    let f = Fixture::new();
+    f.ok(&["version", "init"]);
+    // b (COLS f32, 512 bytes) is one chunk: a raw block of exactly its bytes.
+    let mut scratch = Model::new(0.0);
+    scratch.b = (0..COLS).map(|i| i as f32 * -3.0).collect();
+    f.commit(&scratch, "scratch", "scratch");
+    let chunk = f.path("b.bin");
+    std::fs::write(&chunk, Model::bytes(&scratch.b)).unwrap();
+    let cid = put(&f, &chunk);
+    f.ok(&["pin", "add", &cid]);
+    // Nothing reaches the scratch commit: its branch is gone and HEAD moves to main.
+    f.ok(&["version", "branch", "delete", "scratch"]);
+    let main = f.path("main.safetensors");
+    Model::new(1.0).write(&main);
+    f.ok(&["version", "commit", main.to_str().unwrap(), "--orphan"]);
+
+    let gc = f.json(&["version", "gc"]);
+    assert!(!strs(&gc["swept"]).contains(&cid.as_str()), "{gc}");
+    assert!(!gc["swept"].as_array().unwrap().is_empty(), "{gc}");
+    assert_eq!(gc["held"], 1, "{gc}");
+    let got = f.path("got.bin");
+    f.ok(&["block", "get", &cid, "-o", got.to_str().unwrap()]);
+    assert!(std::fs::read(&got).unwrap() == Model::bytes(&scratch.b));
+
+    // Once unpinned, the block is the versioning layer's garbage again.
+    f.ok(&["pin", "rm", &cid]);
+    let gc = f.json(&["version", "gc"]);
+    assert_eq!(strs(&gc["swept"]), [cid.as_str()], "{gc}");
+}
+
+#[test]
 fn repo_gc_keeps_every_versioned_block() {
     let f = Fixture::new();
     f.ok(&["init", "--shards", "2"]);

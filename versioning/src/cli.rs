@@ -6,6 +6,7 @@
 //! of blocks this layer stored (see [`crate::ledger`]). A `<repo>/refs` directory of ref files
 //! from earlier versions is imported once, then renamed to `refs.imported`.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use cid::Cid;
@@ -246,7 +247,18 @@ impl<S: BlockStore + MetadataStore + Clone> VersionCli<S> {
 
     /// Collects garbage, keeping also what `extra_roots` (CIDs) reach.
     pub fn gc(&self, extra_roots: &[String], dry_run: bool) -> Result<GcReport> {
-        block_on(self.repo.gc(&cids(extra_roots)?, dry_run))
+        self.gc_keeping(extra_roots, &HashSet::new(), dry_run)
+    }
+
+    /// [`VersionCli::gc`], also keeping the blocks whose storage keys (multihashes) are in
+    /// `held` (the store's pins: see [`Repo::gc_keeping`]).
+    pub fn gc_keeping(
+        &self,
+        extra_roots: &[String],
+        held: &HashSet<Vec<u8>>,
+        dry_run: bool,
+    ) -> Result<GcReport> {
+        block_on(self.repo.gc_keeping(&cids(extra_roots)?, held, dry_run))
     }
 
     /// Exports `rev`'s DAG as a CARv1 file.

@@ -152,10 +152,19 @@ fn extra_roots_keep_an_unreferenced_commit_and_dry_run_deletes_nothing() {
         m2,
         "a dry run deletes nothing"
     );
+    // Keys the caller holds (the store's pins) are kept: here c2's commit block.
+    let held: std::collections::HashSet<Vec<u8>> = [c2.commit.hash().to_bytes()].into();
+    let pinned = block_on(fx.repo.gc_keeping(&[], &held, false)).unwrap();
+    assert_eq!(pinned.held, 1, "{pinned}");
+    assert!(!pinned.swept.contains(&c2.commit), "{pinned}");
+    assert!(block_on(fx.repo.store().has(&c2.commit)).unwrap());
+    let mut rest = dry.swept.clone();
+    rest.retain(|c| *c != c2.commit);
+    assert_eq!(pinned.swept, rest);
     let real = block_on(fx.repo.gc(&[], false)).unwrap();
-    assert_eq!(real.swept, dry.swept);
-    assert!(real.freed_bytes > 0);
-    // c2's commit, state and delta (and its payload) are gone; c1 is whole.
+    assert_eq!(real.swept, [c2.commit]);
+    assert!(pinned.freed_bytes > 0);
+    // c2 is gone whole (its state and delta with the first sweep); c1 is whole.
     assert!(real.swept.contains(&c2.commit));
     let err = block_on(fx.repo.checkout(&Revision::Commit(c2.commit))).unwrap_err();
     assert!(matches!(err, Error::MissingBlock { .. }), "{err}");

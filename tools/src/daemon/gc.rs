@@ -80,9 +80,16 @@ pub fn pin_roots(repo: &Repo, engine: &Engine) -> Result<PinRoots> {
 /// The keys (multihashes) of every block a pin or a versioning ref keeps: what a rollback
 /// must not delete. The caller holds gc's side of the lock, so no pin changes meanwhile.
 pub fn kept_keys(repo: &Repo, engine: &Engine) -> Result<HashSet<ipfrs_storage::key::Key>> {
-    let roots = pin_roots(repo, engine)?;
     let mut keys = version::ref_roots(repo, engine)?.keys;
-    keys.extend(roots.direct.iter().map(key_of));
+    keys.extend(pinned_keys(repo, engine)?);
+    Ok(keys)
+}
+
+/// The keys (multihashes) of every block a pin keeps: direct pins, and what recursive pins
+/// (and the older pins file) reach. `version gc` keeps them, as `repo gc` does.
+pub fn pinned_keys(repo: &Repo, engine: &Engine) -> Result<HashSet<ipfrs_storage::key::Key>> {
+    let roots = pin_roots(repo, engine)?;
+    let mut keys: HashSet<ipfrs_storage::key::Key> = roots.direct.iter().map(key_of).collect();
     crate::store::dag::walk(
         engine,
         &roots.recursive,

@@ -313,8 +313,9 @@ pub enum VersionCommand {
         #[arg(default_value = "HEAD")]
         rev: String,
     },
-    /// Remove the blocks this layer stored that no ref (branch, tag, HEAD) or ROOT reaches.
-    /// Blocks it did not store (other users' blocks) are never removed.
+    /// Remove the blocks this layer stored that no ref (branch, tag, HEAD), ROOT or pin
+    /// (`pin add`, and the pins file, as `repo gc` keeps them) reaches. Blocks it did not
+    /// store (other users' blocks) are never removed.
     Gc {
         /// Extra root CIDs to keep.
         roots: Vec<String>,

@@ -134,7 +134,10 @@ pub fn run(
             for root in &roots {
                 error::parse_cid(root)?;
             }
-            let report = vcs.gc(&roots, dry_run)?;
+            // The store's pins keep blocks too (one may be byte-identical to a chunk this
+            // layer stored, so in its ledger): the same pins `repo gc` keeps.
+            let pinned = crate::daemon::gc::pinned_keys(repo, engine)?;
+            let report = vcs.gc_keeping(&roots, &pinned, dry_run)?;
             print(&shown(GcJson::new(&report), report.to_string()), json)
         }
         VersionCommand::Export { rev, output } => {
