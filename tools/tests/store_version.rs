@@ -249,6 +249,14 @@ fn commit_log_checkout_branch_tag_diff_blame() {
     );
     let text = f.ok(&["version", "log", "main"]);
     assert!(text.contains(&format!("commit {c1}")), "{text}");
+    // Dates for people (RFC 3339, UTC, to the second); JSON keeps the milliseconds beside it.
+    let date = humantime::format_rfc3339_seconds(
+        std::time::UNIX_EPOCH + std::time::Duration::from_millis(t1),
+    )
+    .to_string();
+    assert!(text.contains(&format!("Date:   {date}\n")), "{text}");
+    assert!(!text.contains(" ms\n"), "{text}");
+    assert_eq!(first["time"], date.as_str());
     assert!(text.contains("Author: alice") && text.contains("hyperparameter: lr=3e-4"));
 
     // Checkouts give back the committed files byte for byte: by branch, commit, HEAD, time.
@@ -327,6 +335,11 @@ fn commit_log_checkout_branch_tag_diff_blame() {
     assert_eq!(
         blame["tensors"][0]["commit"]["provenance"]["metadata"]["run"],
         "a1"
+    );
+    let text = f.ok(&["version", "blame", "main"]);
+    assert!(
+        text.contains(&format!("b {c1} alice {date}: first")),
+        "{text}"
     );
 }
 

@@ -13,7 +13,7 @@ use ipfrs_storage::BlockStore;
 use crate::error::Result;
 use crate::ledger::Ledger;
 use crate::objects::{Commit, State, TensorObject};
-use crate::ops::log::fmt_provenance;
+use crate::ops::log::{fmt_provenance, format_timestamp};
 use crate::refs::RefStore;
 use crate::repo::Repo;
 use crate::revision::Revision;
@@ -42,8 +42,12 @@ impl fmt::Display for Blame {
             let first = e.info.message.lines().next().unwrap_or("");
             writeln!(
                 f,
-                "{} {} {} {} ms: {}",
-                e.tensor, e.commit, e.info.author, e.info.timestamp_ms, first
+                "{} {} {} {}: {}",
+                e.tensor,
+                e.commit,
+                e.info.author,
+                format_timestamp(e.info.timestamp_ms),
+                first
             )?;
             fmt_provenance(f, &e.info.provenance, "    ")?;
         }

@@ -2,6 +2,7 @@
 
 use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::fmt;
+use std::time::{Duration, UNIX_EPOCH};
 
 use cid::Cid;
 use ipfrs_storage::BlockStore;
@@ -49,6 +50,19 @@ pub(crate) fn fmt_provenance(
     Ok(())
 }
 
+/// The last millisecond RFC 3339 can write (9999-12-31T23:59:59.999Z): its years have four
+/// digits, and humantime fails past it.
+const LAST_RFC3339_MS: u64 = 253_402_300_799_999;
+
+/// A commit's timestamp (milliseconds since the Unix epoch) for people: RFC 3339 in UTC, to
+/// the second (`2026-11-24T18:00:00Z`); `<ms> ms` past the year 9999.
+pub fn format_timestamp(ms: u64) -> String {
+    if ms > LAST_RFC3339_MS {
+        return format!("{ms} ms");
+    }
+    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
+}
+
 impl fmt::Display for LogEntry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let c = &self.commit;
@@ -58,7 +72,7 @@ impl fmt::Display for LogEntry {
             writeln!(f, "Merge: {}", ps.join(" "))?;
         }
         writeln!(f, "Author: {}", c.author)?;
-        writeln!(f, "Date:   {} ms", c.timestamp_ms)?;
+        writeln!(f, "Date:   {}", format_timestamp(c.timestamp_ms))?;
         writeln!(f)?;
         for line in c.message.lines() {
             writeln!(f, "    {line}")?;
@@ -108,5 +122,19 @@ impl<S: BlockStore, R: RefStore, L: Ledger> Repo<S, R, L> {
             entries.push(LogEntry { cid, commit });
         }
         Ok(Log { entries })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_are_rfc3339_utc_to_the_second() {
+        assert_eq!(format_timestamp(0), "1970-01-01T00:00:00Z");
+        // 1_700_000_000_000 ms is 2023-11-14T22:13:20Z; the milliseconds are dropped.
+        assert_eq!(format_timestamp(1_700_000_000_999), "2023-11-14T22:13:20Z");
+        assert_eq!(format_timestamp(LAST_RFC3339_MS), "9999-12-31T23:59:59Z");
+        assert_eq!(format_timestamp(u64::MAX), format!("{} ms", u64::MAX));
     }
 }

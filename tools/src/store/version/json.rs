@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use ipfrs_storage::Cid;
 use ipfrs_versioning::car::CarSummary;
+use ipfrs_versioning::ops::log::format_timestamp;
 use ipfrs_versioning::{
     Blame, Change, Commit, CommitSummary, Diff, GcReport, Log, MergeOutcome, Provenance, RefList,
 };
@@ -73,6 +74,8 @@ pub struct CommitObjectJson {
     author: String,
     message: String,
     timestamp_ms: u64,
+    /// `timestamp_ms` as RFC 3339 in UTC, to the second, as the text output shows it.
+    time: String,
     provenance: ProvenanceJson,
 }
 
@@ -85,6 +88,7 @@ impl CommitObjectJson {
             author: c.author.clone(),
             message: c.message.clone(),
             timestamp_ms: c.timestamp_ms,
+            time: format_timestamp(c.timestamp_ms),
             provenance: ProvenanceJson::new(&c.provenance),
         }
     }
