@@ -474,6 +474,18 @@ fn commit_on_a_new_branch_starts_at_head_or_orphan() {
     );
 }
 
+#[test]
+fn help_says_where_refs_live() {
+    let f = Fixture::new();
+    let help = f.ok(&["--help"]);
+    // Refs are in the engine's metadata (the init test checks no refs/ is made).
+    assert!(!help.contains("refs/ and ledger"), "{help}");
+    assert!(help.contains("versioning refs"), "{help}");
+    let init = f.ok(&["version", "init", "--help"]);
+    assert!(!init.contains("ref directory"), "{init}");
+    assert!(init.contains("metadata keeps the refs"), "{init}");
+}
+
 /// The number of blocks `block ls` lists.
 fn block_count(repo: &Path) -> usize {
     ok(repo, &["block", "ls"]).lines().count()

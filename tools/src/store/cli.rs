@@ -9,9 +9,13 @@ use ipfrs_storage::HashAlgorithm;
 /// versioned model checkpoints).
 ///
 /// The repository is `--repo DIR`, else $IPFRS_STORE_REPO, else $XDG_DATA_HOME/ipfrs-store
-/// (~/.local/share/ipfrs-store). Inside: blocks/ (the engine's data directory), config.toml
-/// (optional engine configuration), pins (optional, one root CID a line, for `repo gc`),
-/// refs/ and ledger (the versioning layer's refs and the list of blocks it stored).
+/// (~/.local/share/ipfrs-store). Inside: blocks/ (the engine's data directory, which also
+/// holds in its metadata the pins of `pin add` and the versioning refs: branches, tags,
+/// HEAD), config.toml (optional engine configuration), pins (optional, an older pins file:
+/// one root CID a line, kept by `repo gc` and `version gc`), ledger (the list of blocks the
+/// versioning layer stored, the only ones `version gc` may remove). A refs/ directory of an
+/// earlier version is moved into the metadata by the first `version` command or `repo gc`,
+/// then renamed refs.imported.
 ///
 /// While `ipfrs-store daemon` runs on the repository (it holds the store and writes its API
 /// address to <repo>/api), block put/get/stat/rm, car import/export, pin and repo
@@ -245,7 +249,7 @@ pub enum PinCommand {
 #[derive(Debug, Subcommand)]
 pub enum VersionCommand {
     /// Prepare the repository for versioning: the block store (as `init` does, if it does not
-    /// exist yet), the ref directory and the ledger. Idempotent.
+    /// exist yet; its metadata keeps the refs) and the ledger. Idempotent.
     Init,
     /// Commit the tensors of a safetensors file on a branch. A branch that does not exist yet
     /// is created by its first commit, which starts at HEAD's commit (the last one made or

@@ -1,9 +1,10 @@
 //! `version`: versioned model checkpoints (Git-for-Tensors, crate ipfrs-versioning) over the
 //! repository's engine.
 //!
-//! The versioning layer keeps its refs in `<repo>/refs` and its ledger (the blocks it stored,
-//! the only ones its gc may remove) in `<repo>/ledger`, next to the engine's `<repo>/blocks`,
-//! which holds its objects and chunks like any other blocks. It runs over the engine `run`
+//! The versioning layer keeps its refs in the engine's metadata (`versioning/refs/<name>`, see
+//! [`MetadataRefStore`]; a `<repo>/refs` directory of an earlier version is imported once) and
+//! its ledger (the blocks it stored, the only ones its gc may remove) in `<repo>/ledger`, next
+//! to the engine's `<repo>/blocks`, which holds its objects and chunks like any other blocks. It runs over the engine `run`
 //! opened with the repository's configuration, so one process holds the store and its lock.
 //! Every subcommand prints the layer's own text for people, or JSON with CIDs as strings.
 //!
