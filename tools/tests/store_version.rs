@@ -486,6 +486,28 @@ fn help_says_where_refs_live() {
     assert!(init.contains("metadata keeps the refs"), "{init}");
 }
 
+#[test]
+fn a_torch_style_file_with_metadata_comes_back_byte_for_byte() {
+    let f = Fixture::new();
+    f.ok(&["version", "init"]);
+    let m = Model::new(0.5);
+    let (w, b) = (Model::bytes(&m.w), Model::bytes(&m.b));
+    let tensors = [
+        (
+            "w",
+            TensorView::new(Dtype::F32, vec![ROWS, COLS], &w).unwrap(),
+        ),
+        ("b", TensorView::new(Dtype::F32, vec![COLS], &b).unwrap()),
+    ];
+    // torch's save_file writes {"format": "pt"} as the header's __metadata__.
+    let pt = [("format".to_string(), "pt".to_string())].into();
+    let bytes = safetensors::serialize(tensors, Some(pt)).unwrap();
+    let file = f.path("pt.safetensors");
+    std::fs::write(&file, &bytes).unwrap();
+    f.json(&["version", "commit", file.to_str().unwrap()]);
+    assert!(f.checkout(&["main"]) == bytes, "the checkout differs");
+}
+
 /// The number of blocks `block ls` lists.
 fn block_count(repo: &Path) -> usize {
     ok(repo, &["block", "ls"]).lines().count()

@@ -29,7 +29,7 @@ use crate::refs::RefStore;
 use crate::refs_engine::MetadataRefStore;
 use crate::refs_file::FileRefStore;
 use crate::repo::{Repo, RepoConfig};
-use crate::tensors::read_safetensors;
+use crate::tensors::read_safetensors_with_metadata;
 
 /// A repository on disk, driven by blocking calls.
 pub struct VersionCli<S> {
@@ -118,12 +118,13 @@ fn commit_input(
     provenance: &[String],
 ) -> Result<(crate::tensors::Tensors, CommitInfo)> {
     let provenance = parse_provenance(provenance)?;
-    let tensors = read_safetensors(file)?;
+    let (tensors, file_metadata) = read_safetensors_with_metadata(file)?;
     let info = CommitInfo {
         author: author.to_string(),
         message: message.to_string(),
         provenance,
         timestamp_ms: None,
+        file_metadata,
     };
     Ok((tensors, info))
 }

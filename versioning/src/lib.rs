@@ -60,4 +60,7 @@ pub use refs_engine::MetadataRefStore;
 pub use refs_file::FileRefStore;
 pub use repo::{Repo, RepoConfig};
 pub use revision::Revision;
-pub use tensors::{TensorData, Tensors, read_safetensors, write_safetensors};
+pub use tensors::{
+    FileMetadata, TensorData, Tensors, read_safetensors, read_safetensors_with_metadata,
+    write_safetensors, write_safetensors_with_metadata,
+};

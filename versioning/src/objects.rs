@@ -98,6 +98,12 @@ pub struct Delta {
 pub struct State {
     /// Tensors by name, sorted (a `BTreeMap`, and DAG-CBOR sorts map keys canonically).
     pub tensors: BTreeMap<String, Cid>,
+    /// The `__metadata__` of the safetensors file the state was committed from (torch writes
+    /// `format: pt`), written back on checkout so the file comes back the same. Absent from
+    /// the object when the file had none, so states without it keep their earlier bytes and
+    /// CIDs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<BTreeMap<String, String>>,
 }
 
 /// Where a commit's weights came from.

@@ -68,11 +68,30 @@ impl TensorData {
     }
 }
 
+/// The free-form `__metadata__` of a safetensors file (text to text).
+pub type FileMetadata = BTreeMap<String, String>;
+
 /// Reads a safetensors file. A corrupt or truncated file, an unsupported dtype or a tensor
 /// whose bytes do not match its shape is an error naming the file.
 pub fn read_safetensors(path: &Path) -> Result<Tensors> {
+    Ok(read_safetensors_with_metadata(path)?.0)
+}
+
+/// [`read_safetensors`], also returning the file's `__metadata__`, if it has one.
+pub fn read_safetensors_with_metadata(path: &Path) -> Result<(Tensors, Option<FileMetadata>)> {
     let bytes = fs::read(path).map_err(Error::io(path))?;
-    parse_safetensors(path, &bytes)
+    let tensors = parse_safetensors(path, &bytes)?;
+    // Parsed again (the header only): cheap next to the copy of every tensor above.
+    let (_, header) =
+        safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| Error::Safetensors {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+    let metadata = header
+        .metadata()
+        .as_ref()
+        .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect());
+    Ok((tensors, metadata))
 }
 
 /// Parses safetensors bytes; `path` only names the source in errors.
@@ -115,6 +134,17 @@ impl safetensors::View for View<'_> {
 /// Writes tensors as a safetensors file, atomically: a temporary file next to `path` is
 /// written, fsynced and renamed over it, so `path` is never left half-written.
 pub fn write_safetensors(path: &Path, tensors: &Tensors) -> Result<()> {
+    write_safetensors_with_metadata(path, tensors, None)
+}
+
+/// [`write_safetensors`] with a `__metadata__` in the header.
+pub fn write_safetensors_with_metadata(
+    path: &Path,
+    tensors: &Tensors,
+    metadata: Option<&FileMetadata>,
+) -> Result<()> {
+    let metadata: Option<std::collections::HashMap<String, String>> =
+        metadata.map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect());
     let views = tensors
         .iter()
         .map(|(name, t)| {
@@ -138,7 +168,7 @@ pub fn write_safetensors(path: &Path, tensors: &Tensors) -> Result<()> {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let tmp = path.with_file_name(format!(".{file_name}.tmp-{}", std::process::id()));
-    let result = safetensors::serialize_to_file(views, None, &tmp)
+    let result = safetensors::serialize_to_file(views, metadata, &tmp)
         .map_err(|e| Error::Safetensors {
             path: path.to_path_buf(),
             reason: e.to_string(),

@@ -9,7 +9,8 @@ use ipfrs_storage::BlockStore;
 use ipfrs_versioning::cli::parse_provenance;
 use ipfrs_versioning::{
     Change, ChunkSource, CommitInfo, MergeOutcome, MergeStrategy, Revision, TensorObject,
-    read_safetensors, write_safetensors,
+    read_safetensors, read_safetensors_with_metadata, write_safetensors,
+    write_safetensors_with_metadata,
 };
 
 #[test]
@@ -94,6 +95,7 @@ fn log_lists_history_with_provenance() {
         message: "two".into(),
         provenance: provenance.clone(),
         timestamp_ms: None,
+        file_metadata: None,
     };
     block_on(fx.repo.commit("main", &nudge(&m, &[1], 0.5), info)).unwrap();
     let log = block_on(fx.repo.log(&Revision::Head, None)).unwrap();
@@ -468,4 +470,50 @@ fn ref_files_of_the_earlier_layout_are_imported_once() {
     drop(cli);
     let cli = ipfrs_versioning::cli::open_engine(&repo_dir).unwrap();
     assert_eq!(cli.branch_list().unwrap().refs.len(), 1);
+}
+
+#[test]
+fn safetensors_metadata_survives_commit_checkout_and_merge() {
+    let dir = tempfile::tempdir().unwrap();
+    let cli = ipfrs_versioning::cli::init(&dir.path().join("repo")).unwrap();
+    let m = model(12);
+    // What torch's save_file writes: one key, so the header's bytes are deterministic.
+    let pt: ipfrs_versioning::FileMetadata = [("format".to_string(), "pt".to_string())].into();
+    let src = dir.path().join("pt.safetensors");
+    write_safetensors_with_metadata(&src, &m, Some(&pt)).unwrap();
+    let original = std::fs::read(&src).unwrap();
+    let c1 = cli.commit(&src, "main", "a", "pt", &[]).unwrap();
+    let out = dir.path().join("out.safetensors");
+    cli.checkout("main", &out).unwrap();
+    assert!(std::fs::read(&out).unwrap() == original, "not byte-exact");
+    let (_, back) = read_safetensors_with_metadata(&out).unwrap();
+    assert_eq!(back.as_ref(), Some(&pt));
+
+    // Several keys: kept exactly (their order in the header is the safetensors crate's).
+    let many: ipfrs_versioning::FileMetadata = (0..5)
+        .map(|i| (format!("k{i}"), format!("value {i}")))
+        .collect();
+    write_safetensors_with_metadata(&src, &nudge(&m, &[0], 1.0), Some(&many)).unwrap();
+    cli.commit(&src, "exp", "a", "many", &[]).unwrap();
+    cli.checkout("exp", &out).unwrap();
+    assert_eq!(read_safetensors_with_metadata(&out).unwrap().1, Some(many));
+
+    // A file without metadata commits a state without it: its bytes and CID as before.
+    write_safetensors(&src, &m).unwrap();
+    let plain = cli.commit(&src, "plain", "a", "plain", &[]).unwrap();
+    let state = block_on(cli.repo().commit_state(&plain.commit)).unwrap();
+    assert_eq!(state.metadata, None);
+    cli.checkout("plain", &out).unwrap();
+    assert_eq!(read_safetensors_with_metadata(&out).unwrap().1, None);
+    // A weighted merge keeps ours' metadata (main moves on, so that exp has diverged).
+    write_safetensors_with_metadata(&src, &nudge(&m, &[5], 1.0), Some(&pt)).unwrap();
+    let c2 = cli.commit(&src, "main", "a", "pt 2", &[]).unwrap();
+    assert_eq!(c2.parents, [c1.commit]);
+    let merged = cli.merge("main", "exp", Some(0.5), "a", "merge").unwrap();
+    let MergeOutcome::Merged(merged) = merged else {
+        panic!("{merged:?}");
+    };
+    let state = block_on(cli.repo().commit_state(&merged.commit)).unwrap();
+    assert_eq!(state.metadata, Some(pt));
+    assert_eq!(merged.parents[0], c2.commit);
 }

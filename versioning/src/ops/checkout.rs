@@ -11,7 +11,7 @@ use crate::ledger::Ledger;
 use crate::refs::RefStore;
 use crate::repo::Repo;
 use crate::revision::Revision;
-use crate::tensors::{Tensors, write_safetensors};
+use crate::tensors::{FileMetadata, Tensors, write_safetensors_with_metadata};
 
 /// What a checkout produced.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,20 +38,30 @@ impl<S: BlockStore, R: RefStore, L: Ledger> Repo<S, R, L> {
     /// The tensors of the commit `rev` names, reconstructed bit for bit. HEAD is not moved
     /// (see [`Repo::checkout_to_file`]).
     pub async fn checkout(&self, rev: &Revision) -> Result<(Cid, Tensors)> {
+        let (commit, tensors, _) = self.checkout_with_metadata(rev).await?;
+        Ok((commit, tensors))
+    }
+
+    /// [`Repo::checkout`], also returning the safetensors `__metadata__` committed with the
+    /// state, if any.
+    pub async fn checkout_with_metadata(
+        &self,
+        rev: &Revision,
+    ) -> Result<(Cid, Tensors, Option<FileMetadata>)> {
         let commit = self.resolve(rev).await?;
         let state = self.commit_state(&commit).await?;
         let mut out = Tensors::new();
         for (name, cid) in &state.tensors {
             out.insert(name.clone(), self.read_tensor(cid).await?);
         }
-        Ok((commit, out))
+        Ok((commit, out, state.metadata))
     }
 
     /// Writes the commit `rev` names to a safetensors file and points HEAD at it. Every block
     /// is read before the file is written, so a missing block leaves no file and HEAD as is.
     pub async fn checkout_to_file(&self, rev: &Revision, path: &Path) -> Result<CheckoutSummary> {
-        let (commit, tensors) = self.checkout(rev).await?;
-        write_safetensors(path, &tensors)?;
+        let (commit, tensors, metadata) = self.checkout_with_metadata(rev).await?;
+        write_safetensors_with_metadata(path, &tensors, metadata.as_ref())?;
         self.set_head(commit)?;
         Ok(CheckoutSummary {
             commit,

@@ -36,6 +36,9 @@ pub struct CommitInfo {
     pub provenance: Provenance,
     /// Milliseconds since the Unix epoch; `None` for now.
     pub timestamp_ms: Option<u64>,
+    /// The `__metadata__` of the safetensors file committed, kept in the state
+    /// ([`State::metadata`]) and written back on checkout.
+    pub file_metadata: Option<BTreeMap<String, String>>,
 }
 
 /// What a commit stored.
@@ -164,6 +167,7 @@ impl<S: BlockStore, R: RefStore, L: Ledger> Repo<S, R, L> {
         };
         let mut state = State {
             tensors: BTreeMap::new(),
+            metadata: info.file_metadata,
         };
         for (name, t) in tensors {
             let previous = parent_state.tensors.get(name);

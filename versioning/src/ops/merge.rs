@@ -168,6 +168,11 @@ impl<S: BlockStore, R: RefStore, L: Ledger> Repo<S, R, L> {
             };
             merged.insert(name, t);
         }
+        // The merged file is ours with averaged weights: it keeps our file's metadata.
+        let mut info = info;
+        if info.file_metadata.is_none() {
+            info.file_metadata = a.metadata.clone();
+        }
         let summary = self
             .write_commit(branch, Some(ours), &merged, vec![ours, theirs], info)
             .await?;
