@@ -11,6 +11,8 @@ use std::time::Duration;
 use ipfrs_storage::{Block, Cid, Codec, HashAlgorithm};
 use ipfrs_tools::car::CarWriter;
 
+pub mod unixfs;
+
 /// How long a daemon may take to say it is ready (a cold, busy CI machine).
 const READY_TIMEOUT: Duration = Duration::from_secs(40);
 
@@ -295,4 +297,13 @@ pub fn read_car(bytes: &[u8]) -> (Vec<Cid>, Vec<Block>) {
     let roots = reader.header().roots.clone();
     let blocks = reader.map(|b| b.unwrap()).collect();
     (roots, blocks)
+}
+
+/// A CARv1 of `blocks` under `root`.
+pub fn car_under(root: &Cid, blocks: &[Block]) -> Vec<u8> {
+    let mut w = CarWriter::new(Vec::new(), &[*root]).unwrap();
+    for b in blocks {
+        w.write_block(b.cid(), b.data()).unwrap();
+    }
+    w.finish().unwrap()
 }
