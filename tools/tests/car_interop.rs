@@ -435,10 +435,12 @@ mod cli {
             &[
                 "car",
                 "import",
+                "--pin-roots=false",
                 fixture("simple-unixfs.car").to_str().unwrap(),
             ],
         );
-        // Remove one block below the root: the DAG is now incomplete.
+        // Remove one block below the root (unpinned: `block rm` keeps a pinned DAG's
+        // blocks): the DAG is now incomplete.
         let root = "QmPLPpnptHc1DMhJAWNYMTqBTqqRQNy5WsY7F9pZgsBfMT";
         let blocks = blocks_of(&fixture("simple-unixfs.car"));
         let leaf = blocks

@@ -1,9 +1,10 @@
 //! Another `ipfrs-store` while the daemon runs: the engine's directory lock keeps a second
 //! process out of the store, so when the lock is held and `<repo>/api` names a daemon, the
 //! command is sent to that daemon's RPC API instead (as Kubo's CLI does). Commands it takes:
-//! `block put|get|stat|rm`, `car import` (each file streamed, all or nothing per file),
-//! `car export` (one root, CARv1), `pin add|rm|ls`, `repo stat|gc|verify`. Others fail with
-//! the lock error and a note. `IPFRS_STORE_API_TOKEN` is sent as a bearer token when set.
+//! `block put|get|stat|rm|ls`, `car import` (each file streamed, all or nothing per file),
+//! `car export` (one root, CARv1, to a file or stdout), `pin add|rm|ls`, `repo stat` (also
+//! `--prometheus`), `repo gc|verify`. Others fail with a message that names the daemon and
+//! says to stop it first. `IPFRS_STORE_API_TOKEN` is sent as a bearer token when set.
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -105,6 +106,25 @@ impl Client {
             } else {
                 daemon_error(&self.base, &message)
             });
+        }
+        Ok(response)
+    }
+
+    /// GET of a path beside the API (`/metrics`).
+    fn call_path(&self, path: &str) -> Result<ureq::http::Response<ureq::Body>> {
+        let root = self.base.trim_end_matches("/api/v0");
+        let mut req = self.agent.get(&format!("{root}{path}"));
+        if let Some(token) = &self.token {
+            req = req.header("Authorization", &format!("Bearer {token}"));
+        }
+        let response = req
+            .call()
+            .map_err(|e| daemon_error(&self.base, &e.to_string()))?;
+        if !response.status().is_success() {
+            return Err(daemon_error(
+                &self.base,
+                &format!("{path} answered {}", response.status()),
+            ));
         }
         Ok(response)
     }
@@ -217,34 +237,70 @@ pub fn forward(client: &Client, command: &Command, json: bool) -> Option<Result<
             let human = format!("{}\t{}\n", str_of(&out["cid"]), out["size"]);
             print(&Forwarded { value: out, human }, json)
         })(),
-        Command::Block(BlockCommand::Get { cid, output }) => (|| {
-            let mut response = client.call("block/get", &[("arg", cid.clone())], None)?;
-            let data = response
-                .body_mut()
-                .with_config()
-                .limit(u64::MAX)
-                .read_to_vec()
-                .map_err(|e| daemon_error(client.base(), &e.to_string()))?;
-            match output {
-                Some(path) => {
-                    std::fs::write(path, &data).map_err(|e| Error::io("cannot write", path, e))?;
-                    let value = json!({"cid": cid, "size": data.len()});
-                    print(
-                        &Forwarded {
-                            human: format!("{cid}\t{}\n", data.len()),
-                            value,
-                        },
-                        json,
-                    )
-                }
-                None => output::write_stdout(&data),
+        Command::Block(BlockCommand::Get { cids, output }) => (|| {
+            if output.is_some() && cids.len() > 1 {
+                return Err(Error::Usage(
+                    "--output takes one block: give one CID, or none of --output to write the \
+                     blocks one after the other to stdout"
+                        .into(),
+                ));
             }
+            for cid in cids {
+                let mut response = client.call("block/get", &[("arg", cid.clone())], None)?;
+                let data = response
+                    .body_mut()
+                    .with_config()
+                    .limit(u64::MAX)
+                    .read_to_vec()
+                    .map_err(|e| daemon_error(client.base(), &e.to_string()))?;
+                match output {
+                    Some(path) => {
+                        std::fs::write(path, &data)
+                            .map_err(|e| Error::io("cannot write", path, e))?;
+                        let value = json!({"cid": cid, "size": data.len()});
+                        print(
+                            &Forwarded {
+                                human: format!("{cid}\t{}\n", data.len()),
+                                value,
+                            },
+                            json,
+                        )?;
+                    }
+                    None => output::write_stdout(&data)?,
+                }
+            }
+            Ok(())
         })(),
-        Command::Block(BlockCommand::Stat { cid }) => (|| {
-            let v = first(client.json("block/stat", &[("arg", cid.clone())], None)?);
-            let out = json!({"cid": v["Key"], "size": v["Size"]});
-            let human = format!("{}\t{}\n", str_of(&out["cid"]), out["size"]);
-            print(&Forwarded { value: out, human }, json)
+        Command::Block(BlockCommand::Stat { cids }) => (|| {
+            let mut infos = Vec::new();
+            for cid in cids {
+                let v = first(client.json("block/stat", &[("arg", cid.clone())], None)?);
+                infos.push(crate::store::block::BlockInfo {
+                    cid: str_of(&v["Key"]),
+                    size: v["Size"].as_u64().unwrap_or(0),
+                });
+            }
+            crate::store::block::print_stats(infos, json)
+        })(),
+        Command::Block(BlockCommand::Ls) => (|| {
+            let lines = client.json("refs/local", &[], None)?;
+            let mut cids = Vec::with_capacity(lines.len());
+            for line in &lines {
+                let err = str_of(&line["Err"]);
+                if !err.is_empty() {
+                    return Err(daemon_error(client.base(), &err));
+                }
+                cids.push(str_of(&line["Ref"]));
+            }
+            let text = if json {
+                let mut t = serde_json::to_string_pretty(&cids)
+                    .map_err(|e| Error::Usage(format!("cannot render JSON: {e}")))?;
+                t.push('\n');
+                t
+            } else {
+                cids.iter().map(|c| format!("{c}\n")).collect()
+            };
+            output::write_stdout(text.as_bytes())
         })(),
         Command::Block(BlockCommand::Rm { cids, force }) => (|| {
             let mut query: Vec<(&str, String)> = cids.iter().map(|c| ("arg", c.clone())).collect();
@@ -347,6 +403,14 @@ pub fn forward(client: &Client, command: &Command, json: bool) -> Option<Result<
                 json,
             )
         })(),
+        Command::Repo(RepoCommand::Stat { prometheus: true }) => (|| {
+            let mut response = client.call_path("/metrics")?;
+            let text = response
+                .body_mut()
+                .read_to_string()
+                .map_err(|e| daemon_error(client.base(), &e.to_string()))?;
+            output::write_stdout(text.as_bytes())
+        })(),
         Command::Repo(RepoCommand::Stat { prometheus: false }) => (|| {
             let v = first(client.json("repo/stat", &[], None)?);
             let out = json!({"repo": v["RepoPath"], "blocks": v["NumObjects"], "bytes": v["RepoSize"], "daemon": client.base()});
@@ -430,12 +494,23 @@ fn str_of(v: &Value) -> String {
 /// over it once complete.
 fn export(client: &Client, root: &str, output: &PathBuf, json: bool) -> Result<()> {
     let mut response = client.call("dag/export", &[("arg", root.to_string())], None)?;
+    if output.as_os_str() == "-" {
+        // stdout is the CAR; a cut stream is an error after what was written.
+        let mut reader = response.body_mut().as_reader();
+        let mut stdout = std::io::stdout().lock();
+        std::io::copy(&mut reader, &mut stdout)
+            .and_then(|_| stdout.flush())
+            .map_err(|e| daemon_error(client.base(), &format!("export cut short: {e}")))?;
+        return Ok(());
+    }
     let dir = match output.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
     let mut temp = tempfile::NamedTempFile::new_in(&dir)
         .map_err(|e| Error::io("cannot create a file in", &dir, e))?;
+    crate::store::export::set_new_file_mode(temp.as_file())
+        .map_err(|e| Error::io("cannot chmod", temp.path(), e))?;
     let mut reader = response.body_mut().as_reader();
     let written = std::io::copy(&mut reader, temp.as_file_mut())
         .map_err(|e| daemon_error(client.base(), &format!("export cut short: {e}")))?;

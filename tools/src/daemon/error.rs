@@ -41,6 +41,9 @@ pub enum Error {
     /// A block or path that is not in the store (HTTP 404).
     #[error("{0}")]
     NotFound(String),
+    /// A request the gateway understands but does not serve (HTTP 501).
+    #[error("{0}")]
+    NotImplemented(String),
     /// A request body over its limit (HTTP 413).
     #[error("{0}")]
     TooLarge(String),
@@ -62,6 +65,7 @@ impl Error {
             Error::Store(S::NotFound { .. } | S::MissingBlock { .. }) | Error::NotFound(_) => 404,
             Error::Engine(ipfrs_storage::Error::Block(_)) => 400,
             Error::TooLarge(_) => 413,
+            Error::NotImplemented(_) => 501,
             _ => 500,
         }
     }

@@ -10,7 +10,7 @@
 //! Roots: every recursive pin (and `<repo>/pins`, the older pins file), plus what the
 //! versioning refs reach; a direct pin keeps its block alone.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use futures_lite::future::block_on;
 use ipfrs_storage::key::key_of;
@@ -100,6 +100,51 @@ pub fn pinned_keys(repo: &Repo, engine: &Engine) -> Result<HashSet<ipfrs_storage
         },
     )?;
     Ok(keys)
+}
+
+/// Why each of `cids` that a pin keeps may not be removed, by key (multihash), in Kubo's
+/// words: `pinned: direct`, `pinned: recursive`, or `pinned via <root>` for a block inside a
+/// recursively pinned DAG. Walks every recursive pin's DAG (as Kubo's pin checker does). The
+/// caller holds gc's side of the lock, so the pins do not change meanwhile.
+pub fn pin_reasons(
+    repo: &Repo,
+    engine: &Engine,
+    cids: &[Cid],
+) -> Result<HashMap<ipfrs_storage::key::Key, String>> {
+    let wanted: HashSet<ipfrs_storage::key::Key> = cids.iter().map(key_of).collect();
+    let roots = pin_roots(repo, engine)?;
+    let mut reasons = HashMap::new();
+    for (list, reason) in [
+        (&roots.direct, "pinned: direct"),
+        (&roots.recursive, "pinned: recursive"),
+    ] {
+        for cid in list {
+            let key = key_of(cid);
+            if wanted.contains(&key) {
+                reasons.entry(key).or_insert_with(|| reason.to_string());
+            }
+        }
+    }
+    for root in &roots.recursive {
+        if wanted.iter().all(|k| reasons.contains_key(k)) {
+            break;
+        }
+        crate::store::dag::walk(
+            engine,
+            &[*root],
+            crate::store::dag::OnMissing::Note,
+            |cid, _| {
+                let key = key_of(cid);
+                if wanted.contains(&key) {
+                    reasons
+                        .entry(key)
+                        .or_insert_with(|| format!("pinned via {root}"));
+                }
+                Ok(())
+            },
+        )?;
+    }
+    Ok(reasons)
 }
 
 /// Runs gc under `lock`: removes every block that no pin, no versioning ref and no CID of

@@ -36,6 +36,34 @@ pub fn channel_body(rx: mpsc::Receiver<io::Result<Bytes>>) -> Body {
     StreamBody::new(stream).boxed()
 }
 
+/// The trailer that carries an error met after a streamed response's status was sent.
+pub const STREAM_ERROR: &str = "X-Stream-Error";
+
+/// [`channel_body`], except that an `Err` ends the body with an [`STREAM_ERROR`] trailer
+/// (the response must declare it in its `Trailer` header): for clients that asked for
+/// trailers (`TE: trailers`), which then learn why the stream was cut.
+pub fn channel_body_with_error_trailer(rx: mpsc::Receiver<io::Result<Bytes>>) -> Body {
+    let stream = futures_lite::stream::unfold(Some(rx), |rx| async move {
+        let mut rx = rx?;
+        match rx.recv().await? {
+            Ok(chunk) => Some((Ok::<_, io::Error>(Frame::data(chunk)), Some(rx))),
+            Err(e) => {
+                let mut trailers = hyper::HeaderMap::new();
+                let value = hyper::header::HeaderValue::from_str(&one_line(&e))
+                    .unwrap_or_else(|_| hyper::header::HeaderValue::from_static("stream failed"));
+                trailers.insert(STREAM_ERROR, value);
+                Some((Ok(Frame::trailers(trailers)), None))
+            }
+        }
+    });
+    StreamBody::new(stream).boxed()
+}
+
+/// A path segment, percent-decoded (`+` stays a plus, unlike in query strings).
+pub fn decode_path_segment(text: &str) -> Result<String, Error> {
+    decode(&text.replace('+', "%2B"))
+}
+
 /// A response with a JSON body.
 pub fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
     let mut text = value.to_string();

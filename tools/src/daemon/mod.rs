@@ -3,12 +3,14 @@
 //! - [`pins`]: pins kept durably in the engine's metadata store;
 //! - [`gc`]: gc that keeps pins and versioned models, under a lock shared by writers;
 //! - [`node`]: the writes that must be ordered with gc (puts, imports with root pins, pins);
-//! - [`run`]: the daemon: [`rpc`] (Kubo's RPC subset) and [`gateway`] (trustless gateway)
+//! - [`run`]: the daemon: [`rpc`] (Kubo's RPC subset) and [`gateway`] (trustless gateway,
+//!   whose CAR responses [`car_selection`] picks with just enough [`unixfs`])
 //!   over [`server`] (hyper on tokio, with the [`limits`]), [`auth`] for non-loopback APIs;
 //! - [`client`]: how another `ipfrs-store` hands its command to a running daemon;
 //! - [`load`]: a bounded load test of a running daemon (the `daemon_load` example).
 
 pub mod auth;
+pub mod car_selection;
 pub mod client;
 pub mod error;
 pub mod gateway;
@@ -22,6 +24,7 @@ pub mod pins;
 pub mod rpc;
 pub mod run;
 pub mod server;
+pub mod unixfs;
 
 pub use error::{Error, Result};
 pub use node::Node;

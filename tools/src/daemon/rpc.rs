@@ -93,6 +93,7 @@ impl Rpc {
             "repo/stat" => self.repo_stat(&query).await,
             "repo/gc" => self.repo_gc(&query).await,
             "repo/verify" => self.repo_verify().await,
+            "refs/local" => Ok(self.refs_local()),
             "id" => Ok(self.id()),
             "version" => Ok(version()),
             _ => Err(Error::NotFound(format!("unknown command {command:?}"))),
@@ -201,22 +202,32 @@ impl Rpc {
         if cids.is_empty() {
             return Err(Error::BadRequest("argument \"arg\" is required".into()));
         }
-        let engine = self.node.engine();
-        let mut out = String::new();
-        for cid in cids {
-            // As Kubo: a pinned block is not removed, whatever --force says.
-            let error = if let Some(kind) = pins::get(engine, &cid).await? {
-                format!("pinned: {}", kind.name())
-            } else if engine.delete(&cid).await? || force {
-                String::new()
-            } else {
-                format!("ipld: could not find {cid}")
-            };
-            if !quiet || !error.is_empty() {
-                out.push_str(&json!({"Hash": cid.to_string(), "Error": error}).to_string());
-                out.push('\n');
+        let node = self.node.clone();
+        let out = blocking(move || {
+            // A removal is gc's kind of write: no pin may be added while the pins are
+            // checked and the blocks go.
+            let _exclusive = node.gc_lock().blocking_gc();
+            let engine = node.engine();
+            // As Kubo: a pinned block, or one inside a recursively pinned DAG, is not
+            // removed, whatever --force says.
+            let pinned = super::gc::pin_reasons(node.repo(), engine, &cids)?;
+            let mut out = String::new();
+            for cid in cids {
+                let error = if let Some(reason) = pinned.get(&ipfrs_storage::key::key_of(&cid)) {
+                    reason.clone()
+                } else if futures_lite::future::block_on(engine.delete(&cid))? || force {
+                    String::new()
+                } else {
+                    format!("ipld: could not find {cid}")
+                };
+                if !quiet || !error.is_empty() {
+                    out.push_str(&json!({"Hash": cid.to_string(), "Error": error}).to_string());
+                    out.push('\n');
+                }
             }
-        }
+            Ok(out)
+        })
+        .await?;
         Ok(json_lines(out))
     }
 
@@ -464,6 +475,34 @@ impl Rpc {
         Ok(json_lines(out))
     }
 
+    /// Kubo's `refs local`: every stored block, `{"Ref": cid, "Err": ""}` a line, streamed
+    /// (a read error becomes a line with `Err` set, as Kubo reports one).
+    fn refs_local(&self) -> Response<Body> {
+        let (tx, rx) = mpsc::channel(8);
+        let node = self.node.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut sink = ChannelWriter::new(tx.clone());
+            let result = (|| -> io::Result<()> {
+                for cid in node.engine().blocking().cids() {
+                    let line = match cid {
+                        Ok(cid) => json!({"Ref": cid.to_string(), "Err": ""}),
+                        Err(e) => json!({"Ref": "", "Err": http::one_line(&e)}),
+                    };
+                    io::Write::write_all(&mut sink, format!("{line}\n").as_bytes())?;
+                }
+                sink.flush_rest()
+            })();
+            if let Err(e) = result {
+                let _ = tx.blocking_send(Err(e));
+            }
+        });
+        let mut response = Response::new(http::channel_body(rx));
+        let headers = response.headers_mut();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.insert("X-Chunked-Output", HeaderValue::from_static("1"));
+        response
+    }
+
     /// The engine's metrics in the Prometheus text format (any method, as scrapers use GET).
     async fn metrics(&self) -> Result<Response<Body>> {
         let metrics = self.node.engine().metrics().await?;
@@ -702,13 +741,13 @@ impl Read for ChannelReader {
 const CHUNK: usize = 256 << 10;
 
 /// A `Write` that sends chunks to an async response body.
-struct ChannelWriter {
+pub(crate) struct ChannelWriter {
     tx: mpsc::Sender<io::Result<Bytes>>,
     buf: Vec<u8>,
 }
 
 impl ChannelWriter {
-    fn new(tx: mpsc::Sender<io::Result<Bytes>>) -> ChannelWriter {
+    pub(crate) fn new(tx: mpsc::Sender<io::Result<Bytes>>) -> ChannelWriter {
         ChannelWriter {
             tx,
             buf: Vec::with_capacity(CHUNK),
@@ -725,7 +764,7 @@ impl ChannelWriter {
             .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "client went away"))
     }
 
-    fn flush_rest(mut self) -> io::Result<()> {
+    pub(crate) fn flush_rest(mut self) -> io::Result<()> {
         self.send()
     }
 }

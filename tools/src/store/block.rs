@@ -132,6 +132,27 @@ pub fn stat(engine: &Engine, cid: &str) -> Result<BlockInfo> {
     })
 }
 
+/// Several blocks' CIDs and sizes (`block stat` of several CIDs).
+#[derive(Debug, Serialize)]
+#[serde(transparent)]
+pub struct BlockInfos(pub Vec<BlockInfo>);
+
+impl Report for BlockInfos {
+    fn human(&self) -> String {
+        self.0.iter().map(Report::human).collect()
+    }
+}
+
+/// Prints `block stat`'s result: one CID keeps the single object it always printed, several
+/// print an array (for --json; text is one line each either way).
+pub fn print_stats(mut stats: Vec<BlockInfo>, json: bool) -> Result<()> {
+    if stats.len() == 1 {
+        let one = stats.remove(0);
+        return output::print(&one, json);
+    }
+    output::print(&BlockInfos(stats), json)
+}
+
 /// What `block rm` did.
 #[derive(Debug, Serialize)]
 pub struct Removed {

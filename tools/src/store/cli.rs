@@ -94,19 +94,22 @@ pub enum BlockCommand {
         #[arg(long, default_value = "sha2-256")]
         mhtype: HashAlgorithm,
     },
-    /// Write a block's raw bytes to stdout, also with --json (or to --output, which with
-    /// --json prints the CID and size).
+    /// Write blocks' raw bytes to stdout, one after the other, also with --json (or one
+    /// block to --output, which with --json prints the CID and size).
     Get {
-        /// The block's CID.
-        cid: String,
+        /// The blocks' CIDs.
+        #[arg(required = true)]
+        cids: Vec<String>,
         /// Write to this file instead of stdout.
         #[arg(short, long)]
         output: Option<PathBuf>,
     },
-    /// Print a block's CID and size.
+    /// Print blocks' CIDs and sizes, one a line (--json: an object for one CID, an array
+    /// for several). An absent block is an error.
     Stat {
-        /// The block's CID.
-        cid: String,
+        /// The blocks' CIDs.
+        #[arg(required = true)]
+        cids: Vec<String>,
     },
     /// Remove blocks. Absent blocks are an error (nothing is removed) unless --force.
     Rm {
@@ -145,7 +148,8 @@ pub enum CarCommand {
         /// The root CIDs (listed in the file's header).
         #[arg(required = true)]
         roots: Vec<String>,
-        /// The CAR file to write (replaced only once the export is complete).
+        /// The CAR file to write (replaced only once the export is complete; created with
+        /// the umask's mode), or `-` for stdout (CARv1).
         #[arg(short, long)]
         output: PathBuf,
         /// Write CARv2 with a MultihashIndexSorted index (as go-car does) instead of CARv1.

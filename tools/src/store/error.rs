@@ -101,6 +101,17 @@ pub enum Error {
         /// Bytes free on the filesystem (for unprivileged writers).
         free: u64,
     },
+    /// `block rm` of a block a pin keeps (pinned itself, or inside a recursively pinned DAG);
+    /// nothing was removed.
+    #[error(
+        "cannot remove block {cid}: {reason} (unpin it first: ipfrs-store pin rm); nothing was removed"
+    )]
+    Pinned {
+        /// The block.
+        cid: Box<Cid>,
+        /// Kubo's words: `pinned: direct`, `pinned: recursive` or `pinned via <root>`.
+        reason: String,
+    },
     /// A block asked for is not stored.
     #[error("block {cid} is not in the store")]
     NotFound {

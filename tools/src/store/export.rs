@@ -100,7 +100,10 @@ pub fn write_car<S: BlockStore, W: Write + std::io::Seek>(
 }
 
 /// `car export`: written to a temporary file beside `output`, renamed over it only when
-/// complete, so a failed export leaves no partial file.
+/// complete, so a failed export leaves no partial file; the file gets the mode a new file
+/// gets (0666 less the umask), not the temporary file's 0600. `output` `-` is stdout (CARv1
+/// only: CARv2 needs to seek back to its header), where a failure mid-way leaves what was
+/// written, and the command exits non-zero.
 pub fn run<S: BlockStore>(
     store: &S,
     roots: &[String],
@@ -111,12 +114,16 @@ pub fn run<S: BlockStore>(
         .iter()
         .map(|r| parse_cid(r))
         .collect::<Result<Vec<_>>>()?;
+    if output.as_os_str() == "-" {
+        return to_stdout(store, &roots, v2);
+    }
     let dir = match output.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
     let temp = tempfile::NamedTempFile::new_in(&dir)
         .map_err(|e| Error::io("cannot create a file in", &dir, e))?;
+    set_new_file_mode(temp.as_file()).map_err(|e| Error::io("cannot chmod", temp.path(), e))?;
     let file = temp
         .reopen()
         .map_err(|e| Error::io("cannot open", temp.path(), e))?;
@@ -136,4 +143,65 @@ pub fn run<S: BlockStore>(
         bytes: walked.bytes,
         unfollowed: walked.unfollowed,
     })
+}
+
+/// `car export -o -`: CARv1 streamed to stdout.
+fn to_stdout<S: BlockStore>(store: &S, roots: &[Cid], v2: bool) -> Result<Exported> {
+    if v2 {
+        return Err(Error::Usage(
+            "--v2 cannot be written to stdout (CARv2 seeks back to its header): give a file \
+             with -o"
+                .into(),
+        ));
+    }
+    let stdout = Path::new("stdout");
+    let car_err = |source| Error::Car {
+        path: stdout.to_path_buf(),
+        source: Box::new(source),
+        stored: 0,
+    };
+    let mut car =
+        CarWriter::new(BufWriter::new(std::io::stdout().lock()), roots).map_err(car_err)?;
+    let walked = dag::walk(store, roots, OnMissing::Fail, |cid, data| {
+        car.write_block(cid, data).map_err(car_err)
+    })?;
+    car.finish()
+        .map_err(car_err)?
+        .flush()
+        .map_err(|e| Error::io("cannot write to", stdout, e))?;
+    Ok(Exported {
+        output: PathBuf::from("-"),
+        version: "v1",
+        roots: roots.iter().map(ToString::to_string).collect(),
+        blocks: walked.blocks,
+        bytes: walked.bytes,
+        unfollowed: walked.unfollowed,
+    })
+}
+
+/// Gives `file` (a temporary file, created 0600) the mode `open(2)` gives a new file: 0666
+/// less the process's umask, so an exported file is as readable as one `cp` would make.
+pub fn set_new_file_mode(file: &File) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    file.set_permissions(std::fs::Permissions::from_mode(0o666 & !umask()))
+}
+
+/// The process's umask. Read from /proc (Linux 4.7+) since the only system call that reads
+/// it also sets it, which would race with other threads creating files; that pair is the
+/// fallback where /proc does not say.
+fn umask() -> u32 {
+    if let Ok(status) = std::fs::read_to_string("/proc/self/status")
+        && let Some(mask) = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Umask:"))
+            .and_then(|m| u32::from_str_radix(m.trim(), 8).ok())
+    {
+        return mask;
+    }
+    // SAFETY: umask only swaps the process's mask; it is put back at once.
+    unsafe {
+        let old = libc::umask(0o022);
+        libc::umask(old);
+        old as u32
+    }
 }

@@ -113,8 +113,9 @@ pub fn run(args: Args) -> Result<()> {
             };
             return daemon::client::forward(&client, &args.command, json).unwrap_or_else(|| {
                 Err(Error::Usage(format!(
-                    "{err}; a daemon serves this repository at {}, but this command cannot \
-                     be sent to it: stop the daemon first",
+                    "the ipfrs-store daemon at {} holds this repository ({err}), and this \
+                     command cannot be sent to it (it takes block, car import/export, pin, \
+                     repo stat/gc/verify): stop the daemon (Ctrl-C or SIGTERM) and run it again",
                     client.base()
                 )))
             });
@@ -151,13 +152,49 @@ fn dispatch(
                 &block::put(engine, file.as_ref(), &cid_codec, mhtype)?,
                 json,
             ),
-            BlockCommand::Get { cid, output } => match block::get(engine, &cid, output.as_deref())?
-            {
-                Some(info) => print(&info, json),
-                None => Ok(()),
-            },
-            BlockCommand::Stat { cid } => print(&block::stat(engine, &cid)?, json),
-            BlockCommand::Rm { cids, force } => print(&block::rm(engine, &cids, force)?, json),
+            BlockCommand::Get { cids, output } => {
+                if output.is_some() && cids.len() > 1 {
+                    return Err(Error::Usage(
+                        "--output takes one block: give one CID, or none of --output to \
+                         write the blocks one after the other to stdout"
+                            .into(),
+                    ));
+                }
+                for cid in &cids {
+                    if let Some(info) = block::get(engine, cid, output.as_deref())? {
+                        print(&info, json)?;
+                    }
+                }
+                Ok(())
+            }
+            BlockCommand::Stat { cids } => {
+                let stats = cids
+                    .iter()
+                    .map(|c| block::stat(engine, c))
+                    .collect::<Result<Vec<_>>>()?;
+                block::print_stats(stats, json)
+            }
+            BlockCommand::Rm { cids, force } => {
+                // As the daemon's block/rm (and Kubo): a block a pin keeps stays, and the
+                // check and the removal are one step for gc and pinning.
+                let _exclusive = node.gc_lock().blocking_gc();
+                let parsed = cids
+                    .iter()
+                    .map(|c| error::parse_cid(c))
+                    .collect::<Result<Vec<_>>>()?;
+                let pinned = daemon::gc::pin_reasons(repo, engine, &parsed)?;
+                if let Some((cid, reason)) = parsed.iter().find_map(|c| {
+                    pinned
+                        .get(&ipfrs_storage::key::key_of(c))
+                        .map(|r| (*c, r.clone()))
+                }) {
+                    return Err(Error::Pinned {
+                        cid: Box::new(cid),
+                        reason,
+                    });
+                }
+                print(&block::rm(engine, &cids, force)?, json)
+            }
             BlockCommand::Ls => block::ls(engine, json),
         },
         Command::Car(cmd) => match cmd {
@@ -186,7 +223,13 @@ fn dispatch(
                 failure.map_or(Ok(()), Err)
             }
             CarCommand::Export { roots, output, v2 } => {
-                print(&export::run(engine, &roots, &output, v2)?, json)
+                let report = export::run(engine, &roots, &output, v2)?;
+                // With `-o -`, stdout is the CAR: nothing else may be printed there.
+                if output.as_os_str() == "-" {
+                    Ok(())
+                } else {
+                    print(&report, json)
+                }
             }
         },
         Command::Repo(cmd) => match cmd {
