@@ -310,7 +310,17 @@ pub fn forward(client: &Client, command: &Command, json: bool) -> Option<Result<
             for line in &lines {
                 let error = str_of(&line["Error"]);
                 if !error.is_empty() {
-                    return Err(Error::Usage(format!("{}: {error}", str_of(&line["Hash"]))));
+                    let hash = str_of(&line["Hash"]);
+                    // The same error (and exit code) as without a daemon.
+                    if error.starts_with("pinned")
+                        && let Ok(cid) = crate::store::error::parse_cid(&hash)
+                    {
+                        return Err(Error::Pinned {
+                            cid: Box::new(cid),
+                            reason: error,
+                        });
+                    }
+                    return Err(Error::Usage(format!("{hash}: {error}")));
                 }
                 removed.push(str_of(&line["Hash"]));
             }
