@@ -170,12 +170,28 @@ fn cli_through_a_daemon() {
     .clone();
     assert!(String::from_utf8_lossy(&metrics).contains("# TYPE"));
 
-    // a command the daemon does not take names it
-    let out = store(&repo).args(["repo", "compact"]).output().unwrap();
+    // a command the daemon does not take names it, and the command, and says what to do
+    for (args, named) in [
+        (&["repo", "compact"][..], "`repo compact`"),
+        (&["repo", "repair"][..], "`repo repair`"),
+        (&["repo", "migrate"][..], "`repo migrate`"),
+        (&["version", "log"][..], "`version`"),
+        (&["repo", "gc", "--dry-run"][..], "`repo gc with"),
+    ] {
+        let out = store(&repo).args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(&daemon.api), "{args:?}: {err}");
+        assert!(err.contains(named), "{args:?}: {err}");
+        assert!(err.contains("stop the daemon"), "{args:?}: {err}");
+    }
+    let out = store(&repo)
+        .args(["daemon", "--api", "127.0.0.1:0", "--gateway", "off"])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains(&daemon.api), "{err}");
-    assert!(err.contains("stop the daemon"), "{err}");
+    assert!(err.contains("already serves"), "{err}");
     assert!(daemon.stop().success());
 }
 

@@ -95,7 +95,7 @@ fn cli_commands_go_to_the_running_daemon() {
     assert_eq!(gc["cids"][0], loose_cid.as_str());
     json(&cli(&["repo", "verify"]));
 
-    // A command the daemon does not take says so, with the lock error.
+    // A command the daemon does not take says so, naming the daemon.
     let out = cli(&["repo", "compact"]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);

@@ -18,9 +18,10 @@ use ipfrs_storage::HashAlgorithm;
 /// then renamed refs.imported.
 ///
 /// While `ipfrs-store daemon` runs on the repository (it holds the store and writes its API
-/// address to <repo>/api), block put/get/stat/rm, car import/export, pin and repo
-/// stat/gc/verify are sent to it instead ($IPFRS_STORE_API_TOKEN: its bearer token, if it
-/// needs one); other commands wait for it to stop.
+/// address to <repo>/api), block put/get/stat/rm/ls, car import/export (one root, CARv1),
+/// pin and repo stat/gc/verify are sent to it instead ($IPFRS_STORE_API_TOKEN: its bearer
+/// token, if it needs one); other commands (version, repo compact/repair/migrate) fail, naming
+/// the daemon, until it stops.
 #[derive(Debug, Parser)]
 #[command(name = "ipfrs-store", version)]
 pub struct Args {

@@ -112,6 +112,20 @@ pub enum Error {
         /// Kubo's words: `pinned: direct`, `pinned: recursive` or `pinned via <root>`.
         reason: String,
     },
+    /// A running `ipfrs-store daemon` holds the repository's store, and this command is not
+    /// one it can be handed.
+    #[error(
+        "the ipfrs-store daemon at {api} holds this repository, and `{command}` cannot be sent \
+         to it (it takes block, car import/export, pin, repo stat/gc/verify): {advice}"
+    )]
+    HeldByDaemon {
+        /// The daemon's API address, from `<repo>/api`.
+        api: String,
+        /// The command that was refused.
+        command: &'static str,
+        /// What to do.
+        advice: &'static str,
+    },
     /// A block asked for is not stored.
     #[error("block {cid} is not in the store")]
     NotFound {

@@ -85,11 +85,13 @@ pub fn run(args: Args) -> Result<()> {
     }
     // Repair works on the closed store: it swaps backend directories.
     if let Command::Repo(RepoCommand::Repair) = &args.command {
-        return print(&repair::run(&repo)?, json);
+        let report = repair::run(&repo).map_err(|e| held_by_daemon(&repo, e, &args.command))?;
+        return print(&report, json);
     }
     // So does migrate: the engine does not open a store of an older format.
     if let Command::Repo(RepoCommand::Migrate) = &args.command {
-        return print(&migrate::run(&repo)?, json);
+        let report = migrate::run(&repo).map_err(|e| held_by_daemon(&repo, e, &args.command))?;
+        return print(&report, json);
     }
     // `version init` makes the block store too when there is none (as `init` would, with the
     // configuration in force), then opens it like every other command.
@@ -111,14 +113,8 @@ pub fn run(args: Args) -> Result<()> {
             let Some(client) = daemon::client::Client::for_repo(&repo) else {
                 return Err(err);
             };
-            return daemon::client::forward(&client, &args.command, json).unwrap_or_else(|| {
-                Err(Error::Usage(format!(
-                    "the ipfrs-store daemon at {} holds this repository ({err}), and this \
-                     command cannot be sent to it (it takes block, car import/export, pin, \
-                     repo stat/gc/verify): stop the daemon (Ctrl-C or SIGTERM) and run it again",
-                    client.base()
-                )))
-            });
+            return daemon::client::forward(&client, &args.command, json)
+                .unwrap_or_else(|| Err(held_by_daemon(&repo, err, &args.command)));
         }
         Err(err) => return Err(err),
     };
@@ -132,6 +128,45 @@ pub fn run(args: Args) -> Result<()> {
     result?;
     Ok(closed?)
 }
+
+/// `err`, or, when it is the engine's lock and `<repo>/api` names a running daemon,
+/// [`Error::HeldByDaemon`] naming it and `command`.
+fn held_by_daemon(repo: &Repo, err: Error, command: &Command) -> Error {
+    if !matches!(err, Error::Engine(ipfrs_storage::Error::Locked { .. })) {
+        return err;
+    }
+    let Some(client) = daemon::client::Client::for_repo(repo) else {
+        return err;
+    };
+    let (name, advice) = match command {
+        Command::Daemon(_) => (
+            "daemon",
+            "it already serves the store; one daemon per repository",
+        ),
+        Command::Repo(RepoCommand::Repair) => ("repo repair", STOP_FIRST),
+        Command::Repo(RepoCommand::Migrate) => ("repo migrate", STOP_FIRST),
+        Command::Repo(RepoCommand::Compact) => ("repo compact", STOP_FIRST),
+        Command::Repo(RepoCommand::Gc { .. }) => (
+            "repo gc with ROOTs, --pins or --dry-run",
+            "run `repo gc` alone (the daemon keeps the pins), or stop the daemon (Ctrl-C or \
+             SIGTERM) and run it again",
+        ),
+        Command::Car(_) => (
+            "car import --partial, or car export of several roots or --v2",
+            STOP_FIRST,
+        ),
+        Command::Version(_) => ("version", STOP_FIRST),
+        _ => ("this command", STOP_FIRST),
+    };
+    Error::HeldByDaemon {
+        api: client.base().to_string(),
+        command: name,
+        advice,
+    }
+}
+
+/// The advice for a command a daemon cannot take.
+const STOP_FIRST: &str = "stop the daemon (Ctrl-C or SIGTERM) and run it again";
 
 fn dispatch(
     node: &Node,
