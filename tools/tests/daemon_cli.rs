@@ -220,7 +220,7 @@ fn block_rm_keeps_the_blocks_of_a_pinned_dag() {
     .lines();
     assert_eq!(rm[0]["Error"], format!("pinned via {root}"), "{rm:?}");
     assert_eq!(rm[1]["Error"], "pinned: recursive", "{rm:?}");
-    assert_eq!(rm[2]["Error"], "", "{rm:?}");
+    assert!(rm[2].get("Error").is_none(), "{rm:?}");
     assert_eq!(post(&format!("{api}/block/stat?arg={leaf}")).status, 200);
     assert_eq!(post(&format!("{api}/block/stat?arg={loose}")).status, 404);
     // The CLI through the daemon says the same.
@@ -231,7 +231,7 @@ fn block_rm_keeps_the_blocks_of_a_pinned_dag() {
     // Unpinned, it can go.
     assert_eq!(post(&format!("{api}/pin/rm?arg={root}")).status, 200);
     let rm = post(&format!("{api}/block/rm?arg={leaf}")).lines();
-    assert_eq!(rm[0]["Error"], "", "{rm:?}");
+    assert!(rm[0].get("Error").is_none(), "{rm:?}");
     assert_eq!(post(&format!("{api}/block/stat?arg={leaf}")).status, 404);
     assert!(daemon.stop().success());
 }

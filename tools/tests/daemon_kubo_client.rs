@@ -1,5 +1,6 @@
 //! `kubo-rpc-client` (the npm package, unchanged) against `ipfrs-store daemon`: block
-//! put/get/stat, dag import/export, pin add/ls, repo stat. Its packages are pinned in
+//! put/get/stat/rm (a block of a pinned DAG refused), dag import/export, pin add/ls, refs
+//! local, repo stat. Its packages are pinned in
 //! tools/js/daemon and installed by scripts/ensure-node-packages-daemon into a scratch folder
 //! (reused when present); skipped, saying so, only where node or npm is absent.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -58,6 +59,7 @@ fn kubo_rpc_client_works_unchanged() {
         .arg(&daemon.api)
         .arg(&car_path)
         .arg(blocks[0].cid().to_string())
+        .arg(blocks[1].cid().to_string())
         .current_dir(&folder)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -91,6 +93,15 @@ fn kubo_rpc_client_works_unchanged() {
     // The export the client streamed is the imported DAG, block for block.
     let exported = base64_decode(seen["exportedBase64"].as_str().unwrap());
     assert_eq!(read_car(&exported).1, blocks);
+    // block.rm of a block inside the pinned DAG: refused with Kubo's reason; a loose block
+    // went without error (checked by the script), so 32 blocks remain, as refs.local says.
+    assert_eq!(seen["leaf"], blocks[1].cid().to_string());
+    assert_eq!(
+        seen["refused"][0],
+        format!("pinned via {}", blocks[0].cid()),
+        "{seen}"
+    );
+    assert_eq!(seen["localRefs"], 32, "{seen}");
     assert_eq!(seen["numObjects"], 32, "{seen}");
     assert_eq!(seen["version"], env!("CARGO_PKG_VERSION"));
     assert!(seen["id"].as_str().unwrap().starts_with("12D3KooW"));

@@ -308,7 +308,7 @@ pub fn forward(client: &Client, command: &Command, json: bool) -> Option<Result<
             let lines = client.json("block/rm", &query, None)?;
             let mut removed = Vec::new();
             for line in &lines {
-                let error = str_of(&line["Error"]);
+                let error = line["Error"].as_str().unwrap_or("").to_string();
                 if !error.is_empty() {
                     let hash = str_of(&line["Hash"]);
                     // The same error (and exit code) as without a daemon.

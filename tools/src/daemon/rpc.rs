@@ -220,8 +220,15 @@ impl Rpc {
                 } else {
                     format!("ipld: could not find {cid}")
                 };
+                // Kubo omits an empty Error (`omitempty`): kubo-rpc-client turns any Error
+                // field, even "", into an error.
+                let line = if error.is_empty() {
+                    json!({"Hash": cid.to_string()})
+                } else {
+                    json!({"Hash": cid.to_string(), "Error": error})
+                };
                 if !quiet || !error.is_empty() {
-                    out.push_str(&json!({"Hash": cid.to_string(), "Error": error}).to_string());
+                    out.push_str(&line.to_string());
                     out.push('\n');
                 }
             }
