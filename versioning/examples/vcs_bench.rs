@@ -30,6 +30,9 @@ use ipfrs_versioning::{
     TensorObject, Tensors, delta,
 };
 
+#[path = "vcs_bench/goals.rs"]
+mod goals;
+
 const COLS: usize = 4096;
 const ROW_BYTES: usize = COLS * 4;
 const TENSOR_MIB: usize = 64;
@@ -289,7 +292,8 @@ fn main() {
     let mut chain = 100usize;
     let mut dir: Option<std::path::PathBuf> = None;
     let mut chain_pct = 1.0f64;
-    let mut snapshot_every: Option<u32> = None;
+    let mut max_depth: Option<u32> = None;
+    let mut goals_mode = false;
     let mut hot_budget: Option<u64> = None;
     let mut layouts_only = false;
     let mut ingest_rounds = 0usize;
@@ -305,10 +309,11 @@ fn main() {
                     .and_then(|v| v.parse().ok())
                     .expect("--chain-rows PCT")
             }
-            "--snapshot-every" => {
-                snapshot_every = args.next().and_then(|v| v.parse().ok());
-                assert!(snapshot_every.is_some(), "--snapshot-every N");
+            "--max-depth" => {
+                max_depth = args.next().and_then(|v| v.parse().ok());
+                assert!(max_depth.is_some(), "--max-depth N");
             }
+            "--goals" => goals_mode = true,
             "--layouts" => layouts_only = true,
             "--ingest-only" => {
                 ingest_rounds = args
@@ -324,9 +329,13 @@ fn main() {
                 assert!(hot_budget.is_some(), "--hot-budget-mib N");
             }
             other => panic!(
-                "unknown argument {other}; use --mib N --chain N --dir PATH --chain-rows PCT --snapshot-every N --hot-budget-mib N --layouts --ingest-only R"
+                "unknown argument {other}; use --mib N --chain N --dir PATH --chain-rows PCT --max-depth N --hot-budget-mib N --layouts --ingest-only R --goals"
             ),
         }
+    }
+    if goals_mode {
+        goals::run(mib, max_depth, dir.as_deref());
+        return;
     }
     if layouts_only {
         layout_costs(&mut Rng(0x2545_f491_4f6c_dd1d));
@@ -348,13 +357,13 @@ fn main() {
         tmp.path().display()
     );
     let mut config = RepoConfig::default();
-    if let Some(n) = snapshot_every {
-        config.snapshot_every = n;
+    if let Some(n) = max_depth {
+        config.max_chain_depth = n;
     }
     println!(
-        "config: chunk {} KiB, snapshot every {} versions, zstd level {}, hot-tier budget {}; chain commits change {chain_pct}% of rows",
+        "config: chunk {} KiB, max chain depth {}, zstd level {}, hot-tier budget {}; chain commits change {chain_pct}% of rows",
         config.chunk_bytes >> 10,
-        config.snapshot_every,
+        config.max_chain_depth,
         config.zstd_level,
         hot_budget.map_or("default".to_string(), |b| format!("{} MiB", b >> 20))
     );

@@ -92,6 +92,14 @@ impl<S: BlockStore, R: RefStore, L: Ledger> Repo<S, R, L> {
                     }
                     stack.push(d.base);
                 }
+                Object::Chunked(t) => {
+                    for r in t.chunks {
+                        leaf(r.key.block(), &mut seen, &mut out);
+                        for p in r.patches {
+                            leaf(p.payload, &mut seen, &mut out);
+                        }
+                    }
+                }
             }
         }
         Ok(out)

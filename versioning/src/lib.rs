@@ -27,6 +27,7 @@
 pub mod car;
 pub mod chunking;
 pub mod cli;
+pub mod codec;
 pub mod dag;
 pub mod delta;
 pub mod dtype;
@@ -45,7 +46,8 @@ pub use dtype::DType;
 pub use error::{Error, Result};
 pub use ledger::{FileLedger, Ledger, MemLedger};
 pub use objects::{
-    ChunkSource, Commit, Delta, DeltaChunk, Object, Provenance, State, Tensor, TensorObject,
+    CHUNKED_FORMAT, ChunkSource, Chunked, Commit, Delta, DeltaChunk, Key, Object, Patch,
+    Provenance, Recipe, State, Tensor, TensorObject,
 };
 pub use ops::blame::{Blame, BlameEntry};
 pub use ops::branches::RefList;
@@ -58,7 +60,7 @@ pub use ops::merge::{MergeOutcome, MergeStrategy};
 pub use refs::{MemRefStore, RefStore};
 pub use refs_engine::MetadataRefStore;
 pub use refs_file::FileRefStore;
-pub use repo::{Repo, RepoConfig};
+pub use repo::{DEFAULT_MAX_CHAIN_DEPTH, Repo, RepoConfig};
 pub use revision::Revision;
 pub use tensors::{
     FileMetadata, TensorData, Tensors, read_safetensors, read_safetensors_with_metadata,

@@ -93,6 +93,77 @@ pub struct Delta {
     pub chunks: Vec<DeltaChunk>,
 }
 
+/// The name of the chunk-recipe format, recorded in every [`Chunked`] object. Patches are
+/// delta payloads of encoding [`crate::delta::ENCODING`], keys payloads of
+/// [`crate::codec::pack`].
+pub const CHUNKED_FORMAT: &str = "recipes/packed-keys/delta-v2-patches/v3";
+
+/// The starting bytes of a chunk [`Recipe`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Key {
+    /// A raw block holding the bytes as they are (chunks of earlier formats, or chunks
+    /// compression does not make smaller).
+    Raw(Cid),
+    /// A block holding the bytes compressed by [`crate::codec::pack`].
+    Packed(Cid),
+}
+
+impl Key {
+    /// The block holding the key.
+    pub fn block(&self) -> Cid {
+        match self {
+            Key::Raw(c) | Key::Packed(c) => *c,
+        }
+    }
+}
+
+/// One step of a [`Recipe`]: a delta payload applied to the bytes so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Patch {
+    /// The transform the payload was made with.
+    pub transform: Transform,
+    /// The payload block (encoding [`crate::delta::ENCODING`]).
+    pub payload: Cid,
+}
+
+/// How to rebuild one chunk: decode the key, then apply each patch in order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Recipe {
+    /// The CID of the rebuilt bytes as a raw block: the same CID a full [`Tensor`] would
+    /// list, so unchanged chunks are recognised without decoding and a rebuild is verified.
+    pub chunk: Cid,
+    /// The starting bytes.
+    pub key: Key,
+    /// Deltas applied in order; their number is the chunk's decode depth, bounded by
+    /// `RepoConfig::max_chain_depth`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub patches: Vec<Patch>,
+}
+
+/// A tensor whose every chunk is a [`Recipe`] (format 3, [`CHUNKED_FORMAT`]).
+///
+/// A chunk changed since the parent version extends the parent's recipe with a delta
+/// against the parent's bytes, or replaces its patches with one delta against the key (the
+/// best recent ancestor, for steps that drift slowly), or starts a new compressed key:
+/// whichever stores least, within the depth bound. A chunk unchanged since the parent keeps
+/// the parent's recipe. So a version costs what changed, and a checkout reads only this
+/// object and decodes each chunk on its own, in parallel, through a bounded number of
+/// patches.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Chunked {
+    /// [`CHUNKED_FORMAT`].
+    pub format: String,
+    /// Element type.
+    pub dtype: DType,
+    /// Shape, outermost dimension first.
+    pub shape: Vec<u64>,
+    /// Bytes per chunk, a multiple of the element size (the last chunk may be shorter).
+    pub chunk_bytes: u64,
+    /// The chunks in order.
+    pub chunks: Vec<Recipe>,
+}
+
 /// One model state: tensor name to tensor object ([`Tensor`] or [`Delta`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct State {
@@ -154,6 +225,8 @@ pub enum Object {
     Tensor(Tensor),
     /// A tensor as a delta.
     Delta(Delta),
+    /// A tensor as chunk recipes (format 3).
+    Chunked(Chunked),
     /// A model state.
     State(State),
     /// A commit.
@@ -166,6 +239,7 @@ impl Object {
         match self {
             Object::Tensor(_) => "tensor",
             Object::Delta(_) => "delta",
+            Object::Chunked(_) => "chunked",
             Object::State(_) => "state",
             Object::Commit(_) => "commit",
         }
@@ -197,6 +271,8 @@ pub enum TensorObject {
     Full(Tensor),
     /// Stored as a delta.
     Delta(Delta),
+    /// Stored as chunk recipes.
+    Chunked(Chunked),
 }
 
 impl TensorObject {
@@ -205,6 +281,7 @@ impl TensorObject {
         match self {
             TensorObject::Full(t) => t.dtype,
             TensorObject::Delta(d) => d.dtype,
+            TensorObject::Chunked(c) => c.dtype,
         }
     }
 
@@ -213,6 +290,7 @@ impl TensorObject {
         match self {
             TensorObject::Full(t) => &t.shape,
             TensorObject::Delta(d) => &d.shape,
+            TensorObject::Chunked(c) => &c.shape,
         }
     }
 
@@ -221,6 +299,7 @@ impl TensorObject {
         match self {
             TensorObject::Full(t) => t.chunk_bytes,
             TensorObject::Delta(d) => d.chunk_bytes,
+            TensorObject::Chunked(c) => c.chunk_bytes,
         }
     }
 
@@ -230,6 +309,7 @@ impl TensorObject {
         match self {
             TensorObject::Full(t) => t.chunks.clone(),
             TensorObject::Delta(d) => d.chunks.iter().map(|c| c.chunk).collect(),
+            TensorObject::Chunked(c) => c.chunks.iter().map(|r| r.chunk).collect(),
         }
     }
 

@@ -180,11 +180,8 @@ fn delta_whose_layout_differs_from_its_base_is_refused() {
     let fx = Fixture::new();
     let m = model(4);
     let c1 = fx.commit("main", &m, "one");
-    let state = block_on(fx.repo.commit_state(&c1.commit)).unwrap();
-    let base_cid = state.tensors["layer0.weight"];
-    let TensorObject::Full(base) = block_on(fx.repo.tensor_object(&base_cid)).unwrap() else {
-        panic!("first version is full")
-    };
+    // A delta of the earlier format, on a full tensor of that format.
+    let (base_cid, base) = common::store_full_v2(&fx, &m["layer0.weight"], 256);
     let forged = |dtype: DType, shape: Vec<u64>| Delta {
         base: base_cid,
         encoding: ipfrs_versioning::delta::ENCODING.into(),
@@ -250,13 +247,13 @@ fn checkout_with_a_missing_block_names_it_and_writes_nothing() {
     let c1 = fx.commit("main", &m, "one");
     let c2 = fx.commit("main", &nudge(&m, &[0], 1e-3), "two");
     let state = block_on(fx.repo.commit_state(&c1.commit)).unwrap();
-    let TensorObject::Full(w) =
+    let TensorObject::Chunked(w) =
         block_on(fx.repo.tensor_object(&state.tensors["layer0.weight"])).unwrap()
     else {
         panic!()
     };
-    // Chunk 0 is the base of c2's delta too, so both commits lose it.
-    let victim = w.chunks[0];
+    // Chunk 0's key is the key of c2's recipe too, so both commits lose it.
+    let victim = w.chunks[0].key.block();
     assert!(block_on(fx.repo.store().delete(&victim)).unwrap());
     for rev in [c1.commit, c2.commit] {
         let out = fx.path("out.safetensors");

@@ -226,16 +226,8 @@ fn a_delta_stored_with_the_v1_encoding_still_checks_out() {
         ..RepoConfig::default()
     });
     let (old, new) = dense_step(3000);
-    let mut m = Tensors::new();
-    m.insert(
-        "w".into(),
-        TensorData::new("w", DType::F32, vec![3000], Bytes::from(old.clone())).unwrap(),
-    );
-    let c = fx.commit("main", &m, "v1");
-    let base_cid = block_on(fx.repo.commit_state(&c.commit)).unwrap().tensors["w"];
-    let TensorObject::Full(base) = block_on(fx.repo.tensor_object(&base_cid)).unwrap() else {
-        panic!("a first version is stored in full")
-    };
+    let w = TensorData::new("w", DType::F32, vec![3000], Bytes::from(old.clone())).unwrap();
+    let (base_cid, base) = common::store_full_v2(&fx, &w, 4096);
     // A delta as the first encoding wrote it, stored by hand.
     let mut chunks = Vec::new();
     let mut blocks = Vec::new();
@@ -294,7 +286,7 @@ static FIXTURE: LazyLock<Fixture> = LazyLock::new(|| {
         dir,
         RepoConfig {
             chunk_bytes: 128,
-            snapshot_every: 3,
+            max_chain_depth: 3,
             ..RepoConfig::default()
         },
     )
@@ -350,10 +342,13 @@ fn a_typical_update_is_stored_as_a_delta_with_coded_chunks() {
     m.insert("w".into(), f32_tensor(&next, vec![4096]));
     let c = fx.commit("main", &m, "v2");
     let s = block_on(fx.repo.commit_state(&c.commit)).unwrap();
-    let TensorObject::Delta(d) = block_on(fx.repo.tensor_object(&s.tensors["w"])).unwrap() else {
-        panic!("a dense small step must be a delta")
+    let TensorObject::Chunked(d) = block_on(fx.repo.tensor_object(&s.tensors["w"])).unwrap() else {
+        panic!("a new version is stored as chunk recipes")
     };
-    assert!(d.chunks.iter().all(|c| c.from.payload().is_some()));
+    assert!(
+        d.chunks.iter().all(|c| c.patches.len() == 1),
+        "a dense small step is a delta"
+    );
     assert!(c.new_bytes < 16384 * 3 / 4, "{} of 16384", c.new_bytes);
     let got = f32_values(&fx.checkout("main")["w"]);
     assert!(

@@ -8,9 +8,8 @@ use futures_lite::future::block_on;
 use ipfrs_storage::BlockStore;
 use ipfrs_versioning::cli::parse_provenance;
 use ipfrs_versioning::{
-    Change, ChunkSource, CommitInfo, MergeOutcome, MergeStrategy, Revision, TensorObject,
-    read_safetensors, read_safetensors_with_metadata, write_safetensors,
-    write_safetensors_with_metadata,
+    Change, CommitInfo, MergeOutcome, MergeStrategy, Revision, TensorObject, read_safetensors,
+    read_safetensors_with_metadata, write_safetensors, write_safetensors_with_metadata,
 };
 
 #[test]
@@ -46,36 +45,52 @@ fn sparse_update_is_a_delta_and_unchanged_tensors_are_reused() {
     assert_eq!((c2.deltas, c2.unchanged, c2.full), (1, 3, 0));
     assert_eq!(c2.parents, vec![c1.commit]);
     // One changed row (64 bytes) of a 4 KiB weight: the new bytes are the delta payload and
-    // the objects (a delta lists 16 chunk CIDs), well under the weight's own size.
-    assert!(c2.new_bytes < 2048, "{} new bytes", c2.new_bytes);
+    // the objects (16 recipes of two CIDs each), well under the weight's own size.
+    assert!(c2.new_bytes < 3072, "{} new bytes", c2.new_bytes);
     assert_eq!(fx.checkout("main"), m2);
     assert_eq!(fx.checkout(&c1.commit.to_string()), m1);
     let s1 = block_on(fx.repo.commit_state(&c1.commit)).unwrap();
     let s2 = block_on(fx.repo.commit_state(&c2.commit)).unwrap();
     assert_eq!(s1.tensors["embed"], s2.tensors["embed"]);
-    assert!(matches!(
-        block_on(fx.repo.tensor_object(&s2.tensors["layer0.weight"])).unwrap(),
-        TensorObject::Delta(_)
-    ));
+    let TensorObject::Chunked(t) =
+        block_on(fx.repo.tensor_object(&s2.tensors["layer0.weight"])).unwrap()
+    else {
+        panic!("a new version is stored as chunk recipes")
+    };
+    assert_eq!(
+        t.chunks.iter().filter(|r| !r.patches.is_empty()).count(),
+        1,
+        "only the changed row's chunk has a patch"
+    );
 }
 
 #[test]
-fn deltas_are_cut_by_periodic_snapshots() {
-    let fx = Fixture::new(); // snapshot_every = 4
+fn decode_depth_stays_within_the_configured_bound() {
+    let fx = Fixture::new(); // max_chain_depth = 4
     let mut m = model(3);
-    let mut depths = Vec::new();
-    for i in 0..9 {
-        m = nudge(&m, &[i % 64], 1e-3);
+    let mut deepest = Vec::new();
+    let mut commits = Vec::new();
+    for i in 0..12 {
+        // Rows 0 and 1 share chunk 0: it changes every commit, so its recipe must re-key.
+        m = nudge(&m, &[i % 2], 1e-3);
         let c = fx.commit("main", &m, &format!("step {i}"));
         let s = block_on(fx.repo.commit_state(&c.commit)).unwrap();
-        let depth = match block_on(fx.repo.tensor_object(&s.tensors["layer0.weight"])).unwrap() {
-            TensorObject::Full(_) => 0,
-            TensorObject::Delta(d) => d.depth,
+        let TensorObject::Chunked(t) =
+            block_on(fx.repo.tensor_object(&s.tensors["layer0.weight"])).unwrap()
+        else {
+            panic!("expected chunk recipes")
         };
-        depths.push(depth);
-        assert_eq!(fx.checkout("main"), m);
+        deepest.push(t.chunks.iter().map(|r| r.patches.len()).max().unwrap());
+        commits.push((c.commit, m.clone()));
     }
-    assert_eq!(depths, [0, 1, 2, 3, 0, 1, 2, 3, 0]);
+    assert!(deepest.iter().all(|&d| d <= 4), "{deepest:?}");
+    assert!(
+        deepest.iter().any(|&d| d >= 2),
+        "patches do chain: {deepest:?}"
+    );
+    for (c, want) in &commits {
+        assert_eq!(&fx.checkout(&c.to_string()), want);
+    }
 }
 
 #[test]
@@ -405,7 +420,7 @@ fn cli_layer_drives_a_repository_directory() {
 }
 
 #[test]
-fn a_chain_of_deltas_reuses_payloads_of_chunks_unchanged_since_the_parent() {
+fn a_chain_of_deltas_reuses_recipes_of_chunks_unchanged_since_the_parent() {
     let fx = Fixture::new();
     let m1 = model(12);
     fx.commit("main", &m1, "v1");
@@ -413,22 +428,25 @@ fn a_chain_of_deltas_reuses_payloads_of_chunks_unchanged_since_the_parent() {
     let c2 = fx.commit("main", &m2, "v2");
     let m3 = nudge(&m2, &[40], 1e-3);
     let c3 = fx.commit("main", &m3, "v3");
-    let delta_of = |c: cid::Cid| {
+    let recipes_of = |c: cid::Cid| {
         let s = block_on(fx.repo.commit_state(&c)).unwrap();
         match block_on(fx.repo.tensor_object(&s.tensors["layer0.weight"])).unwrap() {
-            TensorObject::Delta(d) => d,
-            TensorObject::Full(_) => panic!("expected a delta"),
+            TensorObject::Chunked(t) => t,
+            other => panic!("expected chunk recipes, got {other:?}"),
         }
     };
-    let (d2, d3) = (delta_of(c2.commit), delta_of(c3.commit));
-    assert_eq!(d2.base, d3.base, "both against the first, full version");
-    assert!(d2.chunks[0].from.payload().is_some());
+    let (t2, t3) = (recipes_of(c2.commit), recipes_of(c3.commit));
+    assert_eq!(t2.chunks[0].patches.len(), 1);
     assert_eq!(
-        d3.chunks[0], d2.chunks[0],
-        "chunk 0 unchanged since v2: entry reused"
+        t3.chunks[0], t2.chunks[0],
+        "chunk 0 unchanged since v2: recipe reused"
     );
-    assert!(d3.chunks[10].from.payload().is_some());
-    assert_eq!(d2.chunks[10].from, ChunkSource::Base);
+    assert_eq!(t3.chunks[10].patches.len(), 1);
+    assert!(t2.chunks[10].patches.is_empty());
+    assert_eq!(
+        t3.chunks[10].key, t2.chunks[10].key,
+        "a delta on the same key"
+    );
     assert_eq!(fx.checkout("main"), m3);
     assert_eq!(fx.checkout(&c2.commit.to_string()), m2);
 }

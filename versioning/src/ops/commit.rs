@@ -1,10 +1,12 @@
-//! Commit: storing a model state as chunks, deltas and objects, then moving the branch.
+//! Commit: storing a model state as chunk recipes and objects, then moving the branch.
 //!
-//! Per tensor, in order of preference: unchanged since the first parent -> the parent's
-//! tensor object is reused as is; same layout as the parent's and the last full version is
-//! fewer than `snapshot_every` versions back -> a [`Delta`] against that full version, each
-//! chunk stored as shared, XOR-delta or raw, whichever is smallest; otherwise -> a full
-//! [`Tensor`] (raw chunks, which still deduplicate with every earlier chunk).
+//! Per tensor: unchanged since the first parent -> the parent's tensor object is reused as
+//! is; otherwise a [`Chunked`] object whose chunks unchanged since the parent keep the
+//! parent's recipe, and whose changed chunks each get the cheapest of a delta against the
+//! parent's bytes (extending the recipe, within `RepoConfig::max_chain_depth` patches), a
+//! delta against the recipe's key (replacing its patches), or a new compressed key. A
+//! parent in an older format (full [`crate::objects::Tensor`] or [`crate::objects::Delta`])
+//! is read as recipes where it can be, so histories continue across the format change.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -15,12 +17,16 @@ use cid::Cid;
 use ipfrs_storage::{Block, BlockStore};
 
 use crate::chunking::{chunk_len, split};
+use crate::codec;
 use crate::delta;
+use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::ledger::Ledger;
 use crate::objects::{
-    ChunkSource, Commit, Delta, DeltaChunk, Object, Provenance, State, Tensor, TensorObject,
+    CHUNKED_FORMAT, ChunkSource, Chunked, Commit, Key, Object, Patch, Provenance, Recipe, State,
+    TensorObject,
 };
+use crate::ops::read::{apply_recipe, parallel_map};
 use crate::refs::{HEAD, RefStore};
 use crate::repo::{Repo, branch_ref};
 use crate::tensors::{TensorData, Tensors};
@@ -199,7 +205,8 @@ impl<S: BlockStore, R: RefStore, L: Ledger> Repo<S, R, L> {
         Ok(summary)
     }
 
-    /// Stores one tensor; returns its object's CID and how it was stored.
+    /// Stores one tensor as chunk recipes (format 3); returns its object's CID and how it
+    /// was stored. See [`Chunked`] for the choice made per chunk.
     async fn store_tensor(
         &self,
         t: &TensorData,
@@ -208,79 +215,152 @@ impl<S: BlockStore, R: RefStore, L: Ledger> Repo<S, R, L> {
     ) -> Result<(Cid, Stored)> {
         let chunk = chunk_len(t.dtype, self.config.chunk_bytes);
         let parts = split(&t.data, chunk);
-        let blocks: Vec<Block> = parts
+        let cids: Vec<Cid> = parts
             .iter()
-            .map(|p| Block::new(p.clone()))
+            .map(|p| Block::new(p.clone()).map(|b| *b.cid()))
             .collect::<Result<_, _>>()?;
-        let cids: Vec<Cid> = blocks.iter().map(|b| *b.cid()).collect();
-        let layout = |dtype, shape: &[u64], bytes| {
-            dtype == t.dtype && shape == t.shape.as_slice() && bytes == chunk as u64
-        };
 
-        // The full version a delta would be based on, how many versions back it is, and the
-        // parent's delta against it (whose entries are reused for chunks unchanged since).
-        let mut base: Option<(Cid, Tensor, u32)> = None;
-        let mut parent_delta: Option<Delta> = None;
+        // The parent's version, when it has this layout: the reference of deltas.
+        let mut parent: Option<(Cid, TensorObject)> = None;
         if let Some(prev_cid) = previous {
             let prev = self.tensor_object(prev_cid).await?;
-            if layout(prev.dtype(), prev.shape(), prev.chunk_bytes()) {
+            if prev.dtype() == t.dtype
+                && prev.shape() == t.shape.as_slice()
+                && prev.chunk_bytes() == chunk as u64
+                && prev.chunk_cids().len() == cids.len()
+            {
                 if prev.chunk_cids() == cids {
                     return Ok((*prev_cid, Stored::Unchanged));
                 }
-                base = match prev {
-                    TensorObject::Full(full) => Some((*prev_cid, full, 1)),
-                    TensorObject::Delta(d) => {
-                        let full = self.full_tensor(&d.base).await?;
-                        let found = (d.base, full, d.depth.saturating_add(1));
-                        parent_delta = Some(d);
-                        Some(found)
-                    }
-                };
+                parent = Some((*prev_cid, prev));
             }
         }
-        if let Some((base_cid, base, depth)) = base
-            && depth < self.config.snapshot_every
-            && layout(base.dtype, &base.shape, base.chunk_bytes)
-            && base.chunks.len() == cids.len()
-        {
-            let (entries, payloads) = self
-                .encode_delta(t, &parts, &cids, &base, parent_delta.as_ref())
-                .await?;
-            if entries.iter().any(|e| e.from.payload().is_some()) {
-                let mut to_store = payloads;
-                for (e, b) in entries.iter().zip(&blocks) {
-                    if e.from == ChunkSource::Raw {
-                        to_store.push(b.clone());
-                    }
+        let recipes_before = match &parent {
+            Some((_, obj)) => self.recipes_of(obj).await?,
+            None => vec![None; cids.len()],
+        };
+        let parent_cids = parent.as_ref().map(|(_, o)| o.chunk_cids());
+        let cap = depth_cap(self.config.max_chain_depth, cids.len());
+
+        let mut recipes: Vec<Option<Recipe>> = vec![None; cids.len()];
+        let mut todo = Vec::new();
+        for (i, cid) in cids.iter().enumerate() {
+            match (&recipes_before[i], &parent_cids) {
+                // Unchanged since the parent, with a recipe to reuse: costs nothing.
+                (Some(r), Some(pc)) if pc[i] == *cid && r.patches.len() as u32 <= cap => {
+                    recipes[i] = Some(r.clone());
                 }
-                let object = Object::Delta(Delta {
-                    base: base_cid,
-                    encoding: delta::ENCODING.to_string(),
-                    depth,
-                    dtype: t.dtype,
-                    shape: t.shape.clone(),
-                    chunk_bytes: chunk as u64,
-                    chunks: entries,
-                })
-                .to_block()?;
-                let cid = *object.cid();
-                to_store.push(object);
-                self.put_counted(&to_store, summary).await?;
-                return Ok((cid, Stored::Delta));
+                _ => todo.push(i),
             }
         }
-        let object = Object::Tensor(Tensor {
+        let mut to_store: Vec<Block> = Vec::new();
+        for window in todo.chunks(self.decode_window()) {
+            // The parent's bytes of each chunk (the reference of a delta extending its
+            // recipe) and its recipe's key bytes (the reference of a delta replacing its
+            // patches).
+            let (olds, keys) = match &parent {
+                Some((pcid, pobj)) if cap > 0 => {
+                    let olds = self.read_chunks(pcid, pobj, window).await?;
+                    let mut keys: Vec<Option<Bytes>> = vec![None; window.len()];
+                    let with_key: Vec<usize> = (0..window.len())
+                        .filter(|&w| {
+                            recipes_before[window[w]]
+                                .as_ref()
+                                .is_some_and(|r| !r.patches.is_empty())
+                        })
+                        .collect();
+                    let key_blocks: Vec<Cid> = with_key
+                        .iter()
+                        .filter_map(|&w| recipes_before[window[w]].as_ref())
+                        .map(|r| r.key.block())
+                        .collect();
+                    let got = self.blocks(&key_blocks).await?;
+                    for (&w, data) in with_key.iter().zip(got) {
+                        keys[w] = Some(data);
+                    }
+                    (olds.into_iter().map(Some).collect(), keys)
+                }
+                _ => (vec![None; window.len()], vec![None; window.len()]),
+            };
+            let jobs: Vec<_> = window
+                .iter()
+                .zip(olds)
+                .zip(keys)
+                .map(|((&i, old), key)| (i, old, key))
+                .collect();
+            let level = self.config.zstd_level;
+            let chosen = parallel_map(jobs, |(i, old, key)| {
+                let before = recipes_before[i].as_ref();
+                let key = match (before, key) {
+                    (Some(r), Some(k)) => Some(key_bytes(t.dtype, parts[i].len(), r, k)?),
+                    _ => None,
+                };
+                let reference = before.zip(old.as_deref());
+                choose(
+                    t.dtype,
+                    level,
+                    cap,
+                    &parts[i],
+                    cids[i],
+                    reference,
+                    key.as_deref(),
+                )
+            })?;
+            for (&i, (recipe, blocks)) in window.iter().zip(chosen) {
+                recipes[i] = Some(recipe);
+                to_store.extend(blocks);
+            }
+        }
+        let chunks: Vec<Recipe> = recipes.into_iter().flatten().collect();
+        let object = Object::Chunked(Chunked {
+            format: CHUNKED_FORMAT.to_string(),
             dtype: t.dtype,
             shape: t.shape.clone(),
             chunk_bytes: chunk as u64,
-            chunks: cids,
+            chunks,
         })
         .to_block()?;
         let cid = *object.cid();
-        let mut to_store = blocks;
         to_store.push(object);
         self.put_counted(&to_store, summary).await?;
-        Ok((cid, Stored::Full))
+        Ok((
+            cid,
+            if parent.is_some() {
+                Stored::Delta
+            } else {
+                Stored::Full
+            },
+        ))
+    }
+
+    /// The recipe of each chunk of a tensor object, where one can be given without
+    /// re-encoding: all of a format-3 object, a full tensor's raw chunks, and the stored or
+    /// shared chunks of an older delta (its coded chunks have none: if unchanged they are
+    /// re-encoded once).
+    async fn recipes_of(&self, obj: &TensorObject) -> Result<Vec<Option<Recipe>>> {
+        let raw = |chunk: Cid, block: Cid| {
+            Some(Recipe {
+                chunk,
+                key: Key::Raw(block),
+                patches: Vec::new(),
+            })
+        };
+        Ok(match obj {
+            TensorObject::Chunked(c) => c.chunks.iter().cloned().map(Some).collect(),
+            TensorObject::Full(f) => f.chunks.iter().map(|&c| raw(c, c)).collect(),
+            TensorObject::Delta(d) => {
+                let base = self.full_tensor(&d.base).await?;
+                d.chunks
+                    .iter()
+                    .zip(&base.chunks)
+                    .map(|(e, &b)| match e.from {
+                        ChunkSource::Base => raw(e.chunk, b),
+                        ChunkSource::Raw => raw(e.chunk, e.chunk),
+                        ChunkSource::Xor(_) | ChunkSource::Sub(_) => None,
+                    })
+                    .collect()
+            }
+        })
     }
 
     async fn put_counted(&self, blocks: &[Block], summary: &mut CommitSummary) -> Result<()> {
@@ -289,61 +369,139 @@ impl<S: BlockStore, R: RefStore, L: Ledger> Repo<S, R, L> {
         summary.new_bytes += b;
         Ok(())
     }
+}
 
-    /// The delta entries of `t` against `base`, and the XOR payload blocks to store.
-    async fn encode_delta(
-        &self,
-        t: &TensorData,
-        parts: &[Bytes],
-        cids: &[Cid],
-        base: &Tensor,
-        parent: Option<&Delta>,
-    ) -> Result<(Vec<DeltaChunk>, Vec<Block>)> {
-        let elem = t.dtype.size();
-        let mut entries: Vec<DeltaChunk> = cids
-            .iter()
-            .zip(&base.chunks)
-            .map(|(c, b)| DeltaChunk {
-                chunk: *c,
-                from: if c == b {
-                    ChunkSource::Base
-                } else {
-                    ChunkSource::Raw
+/// The largest serialized size wanted of a tensor object: well under the engine's default
+/// 2 MiB block limit, whatever the number of chunks.
+const MAX_OBJECT_BYTES: usize = 1536 * 1024;
+/// Serialized bytes of a recipe without patches (chunk CID, key), rounded up.
+const RECIPE_BYTES: usize = 100;
+/// Serialized bytes of one patch (transform, payload CID), rounded up.
+const PATCH_BYTES: usize = 60;
+
+/// The depth bound of a tensor of `chunks` chunks: `max`, lowered so that its object stays
+/// under [`MAX_OBJECT_BYTES`] (only tensors of thousands of chunks are affected).
+fn depth_cap(max: u32, chunks: usize) -> u32 {
+    let per_chunk = MAX_OBJECT_BYTES / chunks.max(1);
+    let fits = per_chunk.saturating_sub(RECIPE_BYTES) / PATCH_BYTES;
+    max.min(u32::try_from(fits).unwrap_or(u32::MAX))
+}
+
+/// The bytes of a recipe's key (decompressed when packed).
+fn key_bytes(dtype: DType, len: usize, r: &Recipe, key: Bytes) -> Result<Bytes> {
+    Ok(match r.key {
+        Key::Raw(_) => key,
+        Key::Packed(_) => Bytes::from(apply_recipe(
+            dtype,
+            len,
+            &Recipe {
+                chunk: r.chunk,
+                key: r.key,
+                patches: Vec::new(),
+            },
+            &key,
+            &[],
+        )?),
+    })
+}
+
+/// A delta replacing a recipe's patches is preferred to one extending them when it is at
+/// most this fraction of the chunk larger: it decodes in one step instead of many.
+const REKEY_SLACK_DIVISOR: usize = 32;
+
+/// The recipe of a changed chunk `new` (CID `cid`) and the blocks it needs stored: the
+/// cheapest of a new key (compressed, or raw when that is not smaller), a delta against the
+/// parent's bytes extending the parent's recipe (`reference`: recipe and bytes; only within
+/// `cap` patches) and a delta against that recipe's key replacing its patches (`key`).
+fn choose(
+    dtype: DType,
+    level: i32,
+    cap: u32,
+    new: &Bytes,
+    cid: Cid,
+    reference: Option<(&Recipe, &[u8])>,
+    key: Option<&[u8]>,
+) -> Result<(Recipe, Vec<Block>)> {
+    let elem = dtype.size();
+    let patch = |transform, payload: Vec<u8>| -> Result<(Patch, Block)> {
+        let block = Block::new(Bytes::from(payload))?;
+        Ok((
+            Patch {
+                transform,
+                payload: *block.cid(),
+            },
+            block,
+        ))
+    };
+    let mut best: Option<(usize, Recipe, Vec<Block>)> = None;
+    if let Some((r, old)) = reference
+        && cap > 0
+    {
+        if (r.patches.len() as u32) < cap
+            && let Some((tr, payload)) = delta::encode(new, old, elem, level)
+        {
+            let size = payload.len();
+            let (p, block) = patch(tr, payload)?;
+            let mut patches = r.patches.clone();
+            patches.push(p);
+            best = Some((
+                size,
+                Recipe {
+                    chunk: cid,
+                    key: r.key,
+                    patches,
                 },
-            })
-            .collect();
-        // A chunk unchanged since the parent keeps the parent's entry (same base, so its
-        // payload is still right): a chain of small updates encodes only what each changed.
-        let mut settled: Vec<bool> = entries
-            .iter()
-            .map(|e| e.from == ChunkSource::Base)
-            .collect();
-        if let Some(p) = parent.filter(|p| p.chunks.len() == cids.len()) {
-            for ((e, pc), done) in entries.iter_mut().zip(&p.chunks).zip(&mut settled) {
-                if pc.chunk == e.chunk {
-                    e.from = pc.from;
-                    *done = true;
-                }
+                vec![block],
+            ));
+        }
+        if let Some(k) = key
+            && let Some((tr, payload)) = delta::encode(new, k, elem, level)
+        {
+            let slack = new.len() / REKEY_SLACK_DIVISOR;
+            if best
+                .as_ref()
+                .is_none_or(|(size, _, _)| payload.len() <= size + slack)
+            {
+                let size = payload.len();
+                let (p, block) = patch(tr, payload)?;
+                let recipe = Recipe {
+                    chunk: cid,
+                    key: r.key,
+                    patches: vec![p],
+                };
+                best = Some((size, recipe, vec![block]));
             }
         }
-        let changed: Vec<usize> = (0..cids.len()).filter(|&i| !settled[i]).collect();
-        let mut payloads = Vec::new();
-        for batch in changed.chunks(self.config.batch_blocks.max(1)) {
-            let base_cids: Vec<Cid> = batch.iter().map(|&i| base.chunks[i]).collect();
-            let base_data = self.blocks(&base_cids).await?;
-            for (&i, old) in batch.iter().zip(&base_data) {
-                if let Some((transform, payload)) =
-                    delta::encode(&parts[i], old, elem, self.config.zstd_level)
-                {
-                    let block = Block::new(payload)?;
-                    entries[i].from = match transform {
-                        delta::Transform::Xor => ChunkSource::Xor(*block.cid()),
-                        delta::Transform::Sub => ChunkSource::Sub(*block.cid()),
-                    };
-                    payloads.push(block);
-                }
-            }
-        }
-        Ok((entries, payloads))
     }
+    // A new key: compressed keys are rarely below half the chunk, so a delta smaller than
+    // that is kept without trying one (compressing is the costly part of a commit).
+    if best
+        .as_ref()
+        .is_none_or(|(size, _, _)| *size >= new.len() / 2)
+    {
+        let (size, recipe, block) = match codec::pack(new, dtype, level) {
+            Some(payload) => {
+                let block = Block::new(Bytes::from(payload))?;
+                let recipe = Recipe {
+                    chunk: cid,
+                    key: Key::Packed(*block.cid()),
+                    patches: Vec::new(),
+                };
+                (block.len(), recipe, block)
+            }
+            None => {
+                let recipe = Recipe {
+                    chunk: cid,
+                    key: Key::Raw(cid),
+                    patches: Vec::new(),
+                };
+                (new.len(), recipe, Block::new(new.clone())?)
+            }
+        };
+        if best.as_ref().is_none_or(|(s, _, _)| size <= *s) {
+            best = Some((size, recipe, vec![block]));
+        }
+    }
+    let (_, recipe, blocks) = best.ok_or(Error::ChunkMismatch { cid })?;
+    Ok((recipe, blocks))
 }

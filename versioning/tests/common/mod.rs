@@ -5,10 +5,10 @@ use std::path::PathBuf;
 
 use bytes::Bytes;
 use futures_lite::future::block_on;
-use ipfrs_storage::Engine;
+use ipfrs_storage::{Block, BlockStore, Engine};
 use ipfrs_versioning::{
-    CommitInfo, CommitSummary, DType, FileLedger, MetadataRefStore, Repo, RepoConfig, Revision,
-    TensorData, Tensors,
+    Commit, CommitInfo, CommitSummary, DType, FileLedger, MetadataRefStore, Object, Provenance,
+    RefStore, Repo, RepoConfig, Revision, State, Tensor, TensorData, Tensors,
 };
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
@@ -25,7 +25,7 @@ pub struct Fixture {
 pub fn small_config() -> RepoConfig {
     RepoConfig {
         chunk_bytes: 256,
-        snapshot_every: 4,
+        max_chain_depth: 4,
         ..RepoConfig::default()
     }
 }
@@ -124,4 +124,55 @@ pub fn nudge(m: &Tensors, rows: &[usize], step: f32) -> Tensors {
     }
     out.insert("layer0.weight".into(), f32_tensor(&v, w.shape.clone()));
     out
+}
+
+/// Stores `t` as a full tensor of the earlier object format (raw chunks of `chunk_bytes`
+/// and a `tensor` object), as commits made before chunk recipes did.
+pub fn store_full_v2(fx: &Fixture, t: &TensorData, chunk_bytes: usize) -> (cid::Cid, Tensor) {
+    let parts: Vec<Block> = t
+        .data
+        .chunks(chunk_bytes)
+        .map(|c| Block::new(Bytes::copy_from_slice(c)).unwrap())
+        .collect();
+    let tensor = Tensor {
+        dtype: t.dtype,
+        shape: t.shape.clone(),
+        chunk_bytes: chunk_bytes as u64,
+        chunks: parts.iter().map(|b| *b.cid()).collect(),
+    };
+    let object = Object::Tensor(tensor.clone()).to_block().unwrap();
+    let cid = *object.cid();
+    let mut blocks = parts;
+    blocks.push(object);
+    block_on(fx.repo.store().put_many(&blocks)).unwrap();
+    (cid, tensor)
+}
+
+/// Commits `tensors` on a new `branch` in the earlier object format (full tensors only),
+/// moving the branch and HEAD as a commit of that time did; returns the commit.
+pub fn commit_v2_format(fx: &Fixture, branch: &str, tensors: &Tensors) -> cid::Cid {
+    let mut state = State::default();
+    for (name, t) in tensors {
+        let (cid, _) = store_full_v2(fx, t, fx.repo.config().chunk_bytes);
+        state.tensors.insert(name.clone(), cid);
+    }
+    let state_block = Object::State(state).to_block().unwrap();
+    let commit = Object::Commit(Commit {
+        state: *state_block.cid(),
+        parents: Vec::new(),
+        author: "earlier".into(),
+        message: "earlier format".into(),
+        timestamp_ms: 1,
+        provenance: Provenance::default(),
+    })
+    .to_block()
+    .unwrap();
+    let cid = *commit.cid();
+    block_on(fx.repo.store().put_many(&[state_block, commit])).unwrap();
+    let refs = fx.repo.refs();
+    refs.compare_and_swap(&format!("heads/{branch}"), None, Some(cid))
+        .unwrap();
+    let head = refs.get("HEAD").unwrap();
+    refs.compare_and_swap("HEAD", head, Some(cid)).unwrap();
+    cid
 }

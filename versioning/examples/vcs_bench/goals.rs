@@ -1,0 +1,283 @@
+//! `--goals`: the figures issue 19 asks for, on one generated model and its bf16 copy.
+//!
+//! Model: matrices of 4096 columns whose weights are N(0, s) with s from 0.01 to 0.08 by
+//! tensor (as the layers of a trained network differ), plus per-layer norm weights near 1
+//! and small biases. Measured, each in a fresh repository with the default config (or
+//! `--max-depth`):
+//! - a full snapshot: new bytes / model bytes, for F32 and BF16;
+//! - a chain of 50 commits each changing 1% of the rows (w += 1e-4 N(0,1) on those rows):
+//!   new bytes per commit (mean, max), and checkout at depths 0, 10, .., 50;
+//! - a chain of 20 dense steps (every weight += `DENSE_STEP` N(0,1)): mean and max per
+//!   commit, and checkout of its tip;
+//! - each checkout: `Repo::checkout_to_file` against `std::fs::copy` of the reference file
+//!   (both warm, medians of 3 in the same run), and `cmp` of the two files.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Instant;
+
+use bytes::Bytes;
+use futures_lite::future::block_on;
+use ipfrs_storage::{BlockStore, Engine};
+use ipfrs_versioning::{
+    CommitInfo, DType, MemLedger, MemRefStore, Repo, RepoConfig, Revision, TensorData, Tensors,
+    write_safetensors,
+};
+
+use super::{Rng, median, secs, stored};
+
+const COLS: usize = 4096;
+/// The dense step: chosen so that one step costs what a real optimizer step on a real F32
+/// model cost (35.6% of the model, issue 19).
+const DENSE_STEP: f32 = 1e-6;
+/// The sparse chain's step on the rows it touches.
+const ROW_STEP: f32 = 1e-4;
+
+type TestRepo = Repo<Engine, MemRefStore, MemLedger>;
+
+/// N(0, 1) by Box-Muller (the bench's sum of uniforms has no tails).
+fn gauss(rng: &mut Rng) -> f32 {
+    let u = (rng.uniform() as f64).max(1e-12);
+    let v = rng.uniform() as f64;
+    ((-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()) as f32
+}
+
+fn f32_tensor(name: &str, shape: Vec<u64>, values: impl Iterator<Item = f32>) -> TensorData {
+    let data: Vec<u8> = values.flat_map(f32::to_le_bytes).collect();
+    TensorData::new(name, DType::F32, shape, data).unwrap()
+}
+
+/// The generated F32 model of about `mib` MiB (see the module doc).
+fn model(mib: usize, rng: &mut Rng) -> Tensors {
+    let mut m = Tensors::new();
+    let rows_per = (16 << 20) / (COLS * 4);
+    let layers = (mib << 20).div_ceil(rows_per * COLS * 4);
+    for i in 0..layers {
+        let s = [0.01f32, 0.02, 0.04, 0.08][i % 4];
+        let w = f32_tensor(
+            &format!("layer{i:03}.weight"),
+            vec![rows_per as u64, COLS as u64],
+            (0..rows_per * COLS).map(|_| s * gauss(rng)),
+        );
+        let norm = f32_tensor(
+            &format!("layer{i:03}.norm"),
+            vec![COLS as u64],
+            (0..COLS).map(|_| 1.0 + 0.05 * gauss(rng)),
+        );
+        let bias = f32_tensor(
+            &format!("layer{i:03}.bias"),
+            vec![COLS as u64],
+            (0..COLS).map(|_| 0.01 * gauss(rng)),
+        );
+        m.insert(format!("layer{i:03}.weight"), w);
+        m.insert(format!("layer{i:03}.norm"), norm);
+        m.insert(format!("layer{i:03}.bias"), bias);
+    }
+    m
+}
+
+/// bf16 by round-to-nearest-even of the f32 bits (as torch's `.to(torch.bfloat16)`).
+fn to_bf16(m: &Tensors) -> Tensors {
+    m.iter()
+        .map(|(n, t)| {
+            let data: Vec<u8> = t
+                .data
+                .chunks_exact(4)
+                .flat_map(|b| {
+                    let x = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+                    half::bf16::from_f32(x).to_bits().to_le_bytes()
+                })
+                .collect();
+            let t = TensorData::new(n, DType::BF16, t.shape.clone(), data).unwrap();
+            (n.clone(), t)
+        })
+        .collect()
+}
+
+/// `m` with `f` applied to every f32 value of the rows `pick` selects.
+fn step(
+    m: &Tensors,
+    rng: &mut Rng,
+    mut pick: impl FnMut(&mut Rng) -> bool,
+    amount: f32,
+) -> Tensors {
+    m.iter()
+        .map(|(n, t)| {
+            let cols = *t.shape.last().unwrap() as usize;
+            let mut data = t.data.to_vec();
+            for row in data.chunks_exact_mut(cols * 4) {
+                if !pick(rng) {
+                    continue;
+                }
+                for v in row.chunks_exact_mut(4) {
+                    let x = f32::from_le_bytes([v[0], v[1], v[2], v[3]]);
+                    v.copy_from_slice(&(x + amount * gauss(rng)).to_le_bytes());
+                }
+            }
+            let t = TensorData {
+                dtype: t.dtype,
+                shape: t.shape.clone(),
+                data: Bytes::from(data),
+            };
+            (n.clone(), t)
+        })
+        .collect()
+}
+
+fn size_of(m: &Tensors) -> u64 {
+    m.values().map(|t| t.data.len() as u64).sum()
+}
+
+fn fresh_repo(dir: &Path, name: &str, config: &RepoConfig) -> TestRepo {
+    let engine = Engine::open(dir.join(name)).unwrap();
+    Repo::new(engine, MemRefStore::new(), MemLedger::new(), config.clone())
+}
+
+/// Commits `m` and returns the engine's new bytes.
+fn commit(repo: &TestRepo, m: &Tensors, msg: &str) -> u64 {
+    let before = stored(repo.store());
+    let info = CommitInfo {
+        message: msg.into(),
+        ..CommitInfo::default()
+    };
+    block_on(repo.commit("main", m, info)).unwrap();
+    stored(repo.store()) - before
+}
+
+/// Checkout of the tip to a file vs `cp` of `m` written as a file: (checkout s, cp s, cmp
+/// equal), medians of 3.
+fn checkout_vs_cp(repo: &TestRepo, m: &Tensors, dir: &Path) -> (f64, f64, bool) {
+    let reference = dir.join("reference.safetensors");
+    write_safetensors(&reference, m).unwrap();
+    let (copy, out) = (dir.join("copy.safetensors"), dir.join("out.safetensors"));
+    let (mut cps, mut outs) = (Vec::new(), Vec::new());
+    // One unmeasured round of each warms the page cache for both.
+    for round in 0..4 {
+        let t = Instant::now();
+        std::fs::copy(&reference, &copy).unwrap();
+        let cp = t.elapsed();
+        let t = Instant::now();
+        block_on(repo.checkout_to_file(&Revision::Head, &out)).unwrap();
+        let co = t.elapsed();
+        if round > 0 {
+            cps.push(cp);
+            outs.push(co);
+        }
+    }
+    let same = Command::new("cmp")
+        .arg("-s")
+        .arg(&reference)
+        .arg(&out)
+        .status()
+        .is_ok_and(|s| s.success());
+    for f in [reference, copy, out] {
+        let _ = std::fs::remove_file(f);
+    }
+    (secs(median(outs)), secs(median(cps)), same)
+}
+
+fn pct(part: u64, whole: u64) -> f64 {
+    100.0 * part as f64 / whole as f64
+}
+
+/// Runs the suite on a model of `mib` MiB.
+pub fn run(mib: usize, max_depth: Option<u32>, dir: Option<&Path>) {
+    let tmp = match dir {
+        Some(d) => tempfile::tempdir_in(d).unwrap(),
+        None => tempfile::tempdir().unwrap(),
+    };
+    let mut config = RepoConfig::default();
+    if let Some(d) = max_depth {
+        config.max_chain_depth = d;
+    }
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let m0 = model(mib, &mut rng);
+    let size = size_of(&m0);
+    println!(
+        "model: {} tensors, {:.1} MiB F32; max chain depth {}, chunk {} KiB, zstd {}; {} cores",
+        m0.len(),
+        size as f64 / f64::from(1 << 20),
+        config.max_chain_depth,
+        config.chunk_bytes >> 10,
+        config.zstd_level,
+        std::thread::available_parallelism().map_or(1, usize::from)
+    );
+
+    // Full snapshots.
+    let b16 = to_bf16(&m0);
+    let bf = fresh_repo(tmp.path(), "bf16", &config);
+    let new = commit(&bf, &b16, "bf16");
+    let (co, cp, same) = checkout_vs_cp(&bf, &b16, tmp.path());
+    println!(
+        "full snapshot BF16: {:.1}% of {:.1} MiB; checkout {co:.3} s vs cp {cp:.3} s = {:.2}x, cmp {}",
+        pct(new, size_of(&b16)),
+        size_of(&b16) as f64 / f64::from(1 << 20),
+        co / cp,
+        if same { "equal" } else { "DIFFERENT" }
+    );
+    drop(b16);
+    block_on(bf.store().close()).unwrap();
+
+    let repo = fresh_repo(tmp.path(), "sparse", &config);
+    let new = commit(&repo, &m0, "v0");
+    let (co, cp, same) = checkout_vs_cp(&repo, &m0, tmp.path());
+    println!(
+        "full snapshot F32: {:.1}%; depth 0 checkout {co:.3} s vs cp {cp:.3} s = {:.2}x, cmp {}",
+        pct(new, size),
+        co / cp,
+        if same { "equal" } else { "DIFFERENT" }
+    );
+
+    // Sparse chain: 1% of rows per commit.
+    let mut m = m0.clone();
+    let mut costs = Vec::new();
+    for k in 1..=50 {
+        m = step(&m, &mut rng, |r| r.below(100) == 0, ROW_STEP);
+        let new = commit(&repo, &m, &format!("sparse {k}"));
+        costs.push(pct(new, size));
+        if k % 10 == 0 {
+            let (co, cp, same) = checkout_vs_cp(&repo, &m, tmp.path());
+            println!(
+                "  sparse depth {k}: commit {:.2}%; checkout {co:.3} s vs cp {cp:.3} s = {:.2}x, cmp {}",
+                costs[k - 1],
+                co / cp,
+                if same { "equal" } else { "DIFFERENT" }
+            );
+        }
+    }
+    let mean = costs.iter().sum::<f64>() / costs.len() as f64;
+    let max = costs.iter().cloned().fold(0.0, f64::max);
+    let over = costs.iter().filter(|&&c| c > 2.0).count();
+    println!(
+        "chain of 50 x 1% rows: mean {mean:.3}% per commit, max {max:.3}%, {over} commits above 2%"
+    );
+    block_on(repo.store().close()).unwrap();
+
+    // Dense chain.
+    let repo = fresh_repo(tmp.path(), "dense", &config);
+    commit(&repo, &m0, "v0");
+    let mut m = m0;
+    let mut costs = Vec::new();
+    for k in 1..=20 {
+        let t = Instant::now();
+        m = step(&m, &mut rng, |_| true, DENSE_STEP);
+        let gen_s = secs(t.elapsed());
+        let t = Instant::now();
+        let new = commit(&repo, &m, &format!("dense {k}"));
+        costs.push(pct(new, size));
+        println!(
+            "  dense {k}: {:.2}% (commit {:.1} s, step generated in {gen_s:.1} s)",
+            costs[k - 1],
+            secs(t.elapsed())
+        );
+    }
+    let mean = costs.iter().sum::<f64>() / costs.len() as f64;
+    let max = costs.iter().cloned().fold(0.0, f64::max);
+    let (co, cp, same) = checkout_vs_cp(&repo, &m, tmp.path());
+    println!(
+        "chain of 20 dense steps ({DENSE_STEP:e} N(0,1)): mean {mean:.2}% per commit, max {max:.2}%; tip checkout {co:.3} s vs cp {cp:.3} s = {:.2}x, cmp {}",
+        co / cp,
+        if same { "equal" } else { "DIFFERENT" }
+    );
+    block_on(repo.store().close()).unwrap();
+}

@@ -1,0 +1,263 @@
+//! Lossless compression of whole chunks (the keys of chunk recipes, see
+//! [`crate::objects::Chunked`]).
+//!
+//! Weights are floating point: the sign and exponent bits of neighbouring weights are
+//! nearly constant while the low mantissa bits are noise. Grouping byte k of every element
+//! together (byte planes) separates the two, and each plane is its own zstd frame so the
+//! exponent planes get their own entropy tables and the noise planes cost about their size
+//! (zstd stores a frame's literals raw when Huffman would not help). Integers and one-byte
+//! types have no such structure: they are one zstd frame of the bytes as they are.
+//!
+//! Payload format: a layout byte, then
+//! - [`LAYOUT_PLANES`]: per plane, its frame length (u32 LE) and a zstd frame of `len /
+//!   elem` bytes;
+//! - [`LAYOUT_ZSTD`]: one zstd frame of the chunk;
+//! - [`LAYOUT_EXPONENT`] (F32, BF16): as byte planes, after moving each element's 8-bit
+//!   exponent into its own byte (zipnn's grouping), so that the exponent's few bits of
+//!   entropy are coded together and sign + mantissa, nearly random, cost their size.
+//!
+//! Both are exact for every bit pattern: no arithmetic touches the values.
+
+use crate::dtype::DType;
+
+/// Layout byte: byte planes, each one zstd frame.
+pub const LAYOUT_PLANES: u8 = 0;
+/// Layout byte: the chunk as one zstd frame.
+pub const LAYOUT_ZSTD: u8 = 1;
+/// Layout byte (F32 and BF16): the exponent byte of every element as the first plane, then
+/// the sign and mantissa bits as byte planes, each plane one zstd frame.
+pub const LAYOUT_EXPONENT: u8 = 2;
+
+/// Whether `dtype` is compressed as byte planes (floating point wider than a byte).
+fn planar(dtype: DType) -> bool {
+    dtype.is_float() && dtype.size() > 1
+}
+
+/// Whether `dtype` has an 8-bit exponent that byte planes would split across two bytes
+/// (F32, BF16): the exponent is the only low-entropy part of a weight, and in byte planes
+/// its lowest bit sits with 7 mantissa bits, whose plane then cannot be compressed.
+fn exponent_split(dtype: DType) -> bool {
+    matches!(dtype, DType::F32 | DType::BF16)
+}
+
+/// Moves an F32/BF16 element's exponent to its own byte: `[exponent, sign << 7 | top
+/// mantissa bits, lower mantissa bytes]`, as planes. A bijection on the bit patterns.
+fn exponent_planes(data: &[u8], elem: usize) -> Vec<u8> {
+    let mut moved = vec![0u8; data.len()];
+    let bits = 8 * elem as u32;
+    for (o, e) in moved.chunks_exact_mut(elem).zip(data.chunks_exact(elem)) {
+        let mut w = [0u8; 4];
+        w[..elem].copy_from_slice(e);
+        let v = u32::from_le_bytes(w);
+        let sign = v >> (bits - 1);
+        let exponent = (v >> (bits - 9)) & 0xff;
+        let mantissa = v & ((1 << (bits - 9)) - 1);
+        // Sign above the mantissa, exponent in the top byte: byte planes then put the
+        // exponent in the last plane and sign + mantissa in the others.
+        let r = (exponent << (bits - 8)) | (sign << (bits - 9)) | mantissa;
+        o.copy_from_slice(&r.to_le_bytes()[..elem]);
+    }
+    transpose(&moved, elem)
+}
+
+/// Inverse of [`exponent_planes`].
+fn exponent_unplanes(planes: &[u8], elem: usize) -> Vec<u8> {
+    let mut data = untranspose(planes, elem);
+    let bits = 8 * elem as u32;
+    for e in data.chunks_exact_mut(elem) {
+        let mut w = [0u8; 4];
+        w[..elem].copy_from_slice(e);
+        let r = u32::from_le_bytes(w);
+        let exponent = r >> (bits - 8);
+        let sign = (r >> (bits - 9)) & 1;
+        let mantissa = r & ((1 << (bits - 9)) - 1);
+        let v = (sign << (bits - 1)) | (exponent << (bits - 9)) | mantissa;
+        e.copy_from_slice(&v.to_le_bytes()[..elem]);
+    }
+    data
+}
+
+/// Byte planes of `data` (`elem`-byte elements): plane k holds byte k of every element.
+pub(crate) fn transpose(data: &[u8], elem: usize) -> Vec<u8> {
+    let n = data.len() / elem;
+    let mut out = vec![0u8; data.len()];
+    match elem {
+        2 => {
+            let (p0, p1) = out.split_at_mut(n);
+            for (i, e) in data.chunks_exact(2).enumerate() {
+                (p0[i], p1[i]) = (e[0], e[1]);
+            }
+        }
+        4 => {
+            let (p0, rest) = out.split_at_mut(n);
+            let (p1, rest) = rest.split_at_mut(n);
+            let (p2, p3) = rest.split_at_mut(n);
+            for (i, e) in data.chunks_exact(4).enumerate() {
+                (p0[i], p1[i], p2[i], p3[i]) = (e[0], e[1], e[2], e[3]);
+            }
+        }
+        _ => {
+            for (i, e) in data.chunks_exact(elem).enumerate() {
+                for (k, &b) in e.iter().enumerate() {
+                    out[k * n + i] = b;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Inverse of [`transpose`].
+pub(crate) fn untranspose(planes: &[u8], elem: usize) -> Vec<u8> {
+    let n = planes.len() / elem;
+    let mut out = vec![0u8; planes.len()];
+    match elem {
+        2 => {
+            let (p0, p1) = planes.split_at(n);
+            for (i, e) in out.chunks_exact_mut(2).enumerate() {
+                e.copy_from_slice(&[p0[i], p1[i]]);
+            }
+        }
+        4 => {
+            let (p0, rest) = planes.split_at(n);
+            let (p1, rest) = rest.split_at(n);
+            let (p2, p3) = rest.split_at(n);
+            for (i, e) in out.chunks_exact_mut(4).enumerate() {
+                e.copy_from_slice(&[p0[i], p1[i], p2[i], p3[i]]);
+            }
+        }
+        _ => {
+            for (i, e) in out.chunks_exact_mut(elem).enumerate() {
+                for (k, b) in e.iter_mut().enumerate() {
+                    *b = planes[k * n + i];
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The compressed payload of a chunk of `dtype`, or `None` when it would not be smaller
+/// than the chunk (then the chunk is stored as it is). A chunk that is not whole elements
+/// is compressed as plain bytes.
+pub fn pack(data: &[u8], dtype: DType, level: i32) -> Option<Vec<u8>> {
+    let elem = dtype.size();
+    let payload = if planar(dtype) && data.len().is_multiple_of(elem) && !data.is_empty() {
+        let (layout, planes) = if exponent_split(dtype) {
+            (LAYOUT_EXPONENT, exponent_planes(data, elem))
+        } else {
+            (LAYOUT_PLANES, transpose(data, elem))
+        };
+        let n = data.len() / elem;
+        let mut out = Vec::with_capacity(data.len());
+        out.push(layout);
+        for plane in planes.chunks(n) {
+            let frame = zstd::bulk::compress(plane, level).ok()?;
+            out.extend_from_slice(&u32::try_from(frame.len()).ok()?.to_le_bytes());
+            out.extend_from_slice(&frame);
+        }
+        out
+    } else {
+        let mut out = vec![LAYOUT_ZSTD];
+        out.extend_from_slice(&zstd::bulk::compress(data, level).ok()?);
+        out
+    };
+    (payload.len() < data.len()).then_some(payload)
+}
+
+/// Inverse of [`pack`] for a chunk of `len` bytes of `dtype`. Errors say why the payload
+/// does not fit (corrupt, wrong length, unknown layout).
+pub fn unpack(payload: &[u8], dtype: DType, len: usize) -> Result<Vec<u8>, String> {
+    let elem = dtype.size();
+    match payload.split_first() {
+        Some((&LAYOUT_ZSTD, frame)) => {
+            // The capacity bound makes a corrupt frame fail instead of allocating without
+            // limit.
+            let data = zstd::bulk::decompress(frame, len).map_err(|e| e.to_string())?;
+            if data.len() != len {
+                return Err(format!("{} bytes, expected {len}", data.len()));
+            }
+            Ok(data)
+        }
+        Some((&layout @ (LAYOUT_PLANES | LAYOUT_EXPONENT), mut rest)) => {
+            if layout == LAYOUT_EXPONENT && !exponent_split(dtype) {
+                return Err(format!("exponent layout does not apply to {dtype}"));
+            }
+            if !len.is_multiple_of(elem) || elem < 2 {
+                return Err(format!(
+                    "byte planes of {len} bytes do not fit {elem}-byte elements"
+                ));
+            }
+            let n = len / elem;
+            let mut planes = vec![0u8; len];
+            for (k, plane) in planes.chunks_mut(n.max(1)).enumerate() {
+                let (head, tail) = rest
+                    .split_at_checked(4)
+                    .ok_or_else(|| format!("payload ends before plane {k}"))?;
+                let size = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
+                let (frame, tail) = tail
+                    .split_at_checked(size)
+                    .ok_or_else(|| format!("plane {k} is truncated"))?;
+                let got = zstd::bulk::decompress_to_buffer(frame, plane)
+                    .map_err(|e| format!("plane {k}: {e}"))?;
+                if got != n {
+                    return Err(format!("plane {k} has {got} bytes, expected {n}"));
+                }
+                rest = tail;
+            }
+            if !rest.is_empty() {
+                return Err(format!("{} bytes after the last plane", rest.len()));
+            }
+            Ok(if layout == LAYOUT_EXPONENT {
+                exponent_unplanes(&planes, elem)
+            } else {
+                untranspose(&planes, elem)
+            })
+        }
+        Some((layout, _)) => Err(format!("unknown layout {layout}")),
+        None => Err("empty payload".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn planes_round_trip_and_compress_smooth_floats() {
+        let data: Vec<u8> = (0..65536u32)
+            .flat_map(|i| ((i as f32 * 0.37).sin() * 0.02).to_le_bytes())
+            .collect();
+        assert_eq!(untranspose(&transpose(&data, 4), 4), data);
+        let packed = pack(&data, DType::F32, 3).unwrap();
+        assert_eq!(packed[0], LAYOUT_EXPONENT);
+        let f16 = pack(&data, DType::F16, 3).unwrap();
+        assert_eq!(f16[0], LAYOUT_PLANES);
+        assert_eq!(unpack(&f16, DType::F16, data.len()).unwrap(), data);
+        assert!(packed.len() < data.len() * 9 / 10, "{}", packed.len());
+        assert_eq!(unpack(&packed, DType::F32, data.len()).unwrap(), data);
+        assert!(unpack(&packed[..packed.len() - 1], DType::F32, data.len()).is_err());
+        assert!(unpack(&packed, DType::F32, data.len() - 4).is_err());
+        assert!(unpack(&[9, 1, 2], DType::F32, 4).is_err());
+    }
+
+    #[test]
+    fn integers_are_one_frame_and_noise_is_not_packed() {
+        let ints: Vec<u8> = (0..4096u32).flat_map(|i| (i % 7).to_le_bytes()).collect();
+        let packed = pack(&ints, DType::I32, 3).unwrap();
+        assert_eq!(packed[0], LAYOUT_ZSTD);
+        assert_eq!(unpack(&packed, DType::I32, ints.len()).unwrap(), ints);
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let noise: Vec<u8> = (0..4096)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 56) as u8
+            })
+            .collect();
+        assert_eq!(pack(&noise, DType::U8, 3), None);
+    }
+}

@@ -1,0 +1,209 @@
+//! Chains of commits in the chunk-recipe format: every version checks out bit for bit,
+//! decode depth stays bounded, histories of the earlier format continue, and the chunk
+//! codec round-trips every bit pattern of every dtype.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use bytes::Bytes;
+use common::*;
+use futures_lite::future::block_on;
+use ipfrs_versioning::{DType, Key, RepoConfig, TensorData, TensorObject, Tensors, codec};
+use proptest::prelude::*;
+
+/// The recipes of tensor `name` at commit `c`.
+fn recipes(fx: &Fixture, c: &cid::Cid, name: &str) -> ipfrs_versioning::Chunked {
+    let s = block_on(fx.repo.commit_state(c)).unwrap();
+    match block_on(fx.repo.tensor_object(&s.tensors[name])).unwrap() {
+        TensorObject::Chunked(t) => t,
+        other => panic!("expected chunk recipes, got {other:?}"),
+    }
+}
+
+#[test]
+fn thirty_steps_check_out_bit_exact_at_bounded_depth() {
+    let fx = Fixture::with_config(RepoConfig {
+        chunk_bytes: 256,
+        max_chain_depth: 5,
+        ..RepoConfig::default()
+    });
+    let mut m = model(30);
+    let mut history = Vec::new();
+    for i in 0..30 {
+        // Alternate sparse rows and a dense step, so both kinds of patch chain.
+        m = if i % 5 == 4 {
+            nudge(&m, &(0..64).collect::<Vec<_>>(), 1e-5)
+        } else {
+            nudge(&m, &[(i * 7) % 64, (i * 13) % 64], 1e-3)
+        };
+        let c = fx.commit("main", &m, &format!("step {i}"));
+        let t = recipes(&fx, &c.commit, "layer0.weight");
+        let deepest = t.chunks.iter().map(|r| r.patches.len()).max().unwrap();
+        assert!(deepest <= 5, "step {i}: depth {deepest}");
+        history.push((c.commit, m.clone(), deepest));
+    }
+    assert!(
+        history.iter().any(|(_, _, d)| *d >= 3),
+        "patches chain beyond one"
+    );
+    for (c, want, _) in &history {
+        assert_eq!(&fx.checkout(&c.to_string()), want, "commit {c}");
+    }
+}
+
+#[test]
+fn a_history_of_the_earlier_format_continues_with_recipes() {
+    let fx = Fixture::new();
+    let m1 = model(31);
+    let c1 = commit_v2_format(&fx, "main", &m1);
+    let m2 = nudge(&m1, &[5], 1e-3);
+    let c2 = fx.commit("main", &m2, "on top of the earlier format");
+    assert_eq!(c2.parents, vec![c1]);
+    let t = recipes(&fx, &c2.commit, "layer0.weight");
+    // Unchanged chunks point at the earlier raw chunk blocks; the changed one is a delta
+    // on its raw chunk.
+    assert!(t.chunks.iter().all(|r| matches!(r.key, Key::Raw(_))));
+    assert_eq!(t.chunks.iter().filter(|r| r.patches.len() == 1).count(), 1);
+    assert_eq!(fx.checkout(&c1.to_string()), m1);
+    assert_eq!(fx.checkout("main"), m2);
+}
+
+#[test]
+fn first_versions_are_compressed_keys() {
+    let fx = Fixture::with_config(RepoConfig {
+        chunk_bytes: 64 * 1024,
+        ..RepoConfig::default()
+    });
+    let mut rng = 0x1234_5678_u64;
+    let values: Vec<f32> = (0..65536)
+        .map(|_| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            ((rng >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.04
+        })
+        .collect();
+    let mut m = Tensors::new();
+    m.insert("w".into(), f32_tensor(&values, vec![256, 256]));
+    let c = fx.commit("main", &m, "v1");
+    let t = recipes(&fx, &c.commit, "w");
+    assert!(t.chunks.iter().all(|r| matches!(r.key, Key::Packed(_))));
+    assert!(c.new_bytes < 262_144 * 9 / 10, "{} of 262144", c.new_bytes);
+    assert_eq!(fx.checkout("main"), m);
+}
+
+/// Element bit patterns that stress exactness: NaNs with payloads, signed zeros,
+/// subnormals, infinities and extremes, mixed with random ones.
+fn special_bits(size: usize) -> Vec<u64> {
+    match size {
+        2 => vec![
+            0x0000, 0x8000, 0x0001, 0x8001, 0x7c00, 0xfc00, 0x7e01, 0x7f81, 0xffff, 0x03ff,
+        ],
+        4 => vec![
+            0,
+            0x8000_0000,
+            1,
+            0x8000_0001,
+            0x007f_ffff,
+            0x7f80_0000,
+            0xff80_0000,
+            0x7fc0_0001,
+            0xffbf_ffff,
+            0x7f7f_ffff,
+        ],
+        8 => vec![
+            0,
+            1 << 63,
+            1,
+            0x7ff0_0000_0000_0000,
+            0x7ff8_0000_dead_beef,
+            u64::MAX,
+        ],
+        _ => vec![0, 1, 0x7f, 0x80, 0xff],
+    }
+}
+
+const DTYPES: [DType; 13] = [
+    DType::F32,
+    DType::F16,
+    DType::BF16,
+    DType::F64,
+    DType::I8,
+    DType::I16,
+    DType::I32,
+    DType::I64,
+    DType::U8,
+    DType::U16,
+    DType::U32,
+    DType::U64,
+    DType::Bool,
+];
+
+fn tensor_bytes() -> impl Strategy<Value = (DType, Vec<u8>)> {
+    (0..DTYPES.len(), 0usize..600, any::<u64>()).prop_map(|(k, n, seed)| {
+        let dtype = DTYPES[k];
+        let size = dtype.size();
+        let specials = special_bits(size);
+        let mut x = seed | 1;
+        let mut data = Vec::with_capacity(n * size);
+        for i in 0..n {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let bits = if x % 3 == 0 {
+                specials[i % specials.len()]
+            } else if x % 3 == 1 {
+                // A weight-like value near a common exponent.
+                (0x3c00_0000_3c00_0000 ^ (x >> 40)) & (u64::MAX >> (64 - 8 * size as u32))
+            } else {
+                x
+            };
+            data.extend_from_slice(&bits.to_le_bytes()[..size]);
+        }
+        (dtype, data)
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn the_chunk_codec_is_bit_exact_for_every_dtype((dtype, data) in tensor_bytes()) {
+        if let Some(packed) = codec::pack(&data, dtype, 3) {
+            prop_assert!(packed.len() < data.len());
+            prop_assert_eq!(codec::unpack(&packed, dtype, data.len()).unwrap(), data);
+        }
+    }
+
+}
+
+proptest! {
+    // Each case opens an engine: fewer cases, each still covering three versions.
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    #[test]
+    fn commits_of_every_dtype_check_out_bit_exact(
+        (dtype, a) in tensor_bytes(),
+        flips in proptest::collection::vec(any::<(usize, u8)>(), 0..8),
+    ) {
+        let fx = Fixture::new();
+        let n = (a.len() / dtype.size()) as u64;
+        let mut b = a.clone();
+        for (at, x) in flips {
+            if !b.is_empty() {
+                let i = at % b.len();
+                b[i] ^= x;
+            }
+        }
+        let mut commits = Vec::new();
+        for v in [&a, &b, &a] {
+            let mut m = Tensors::new();
+            m.insert("t".into(), TensorData::new("t", dtype, vec![n], Bytes::copy_from_slice(v)).unwrap());
+            commits.push((fx.commit("main", &m, "v").commit, v.clone()));
+        }
+        for (c, v) in commits {
+            let got = fx.checkout(&c.to_string());
+            prop_assert_eq!(got["t"].data.as_ref(), v.as_slice());
+        }
+    }
+}
