@@ -10,7 +10,9 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use daemon_common::{Daemon, agent, car, dag, init_repo, multipart, post, post_files, store};
+use daemon_common::{
+    Daemon, agent, car, car_under, dag, init_repo, multipart, post, post_files, store, unixfs,
+};
 use proptest::prelude::*;
 
 fn objects(daemon: &Daemon) -> u64 {
@@ -276,6 +278,8 @@ fn segment() -> impl Strategy<Value = String> {
         Just("dag".to_string()),
         Just("pin".to_string()),
         Just("repo".to_string()),
+        Just("file.bin".to_string()),
+        Just("sub".to_string()),
         "[a-z/]{0,12}",
         "[A-Za-z0-9%._~-]{0,40}",
     ]
@@ -296,6 +300,10 @@ fn query() -> impl Strategy<Value = String> {
         Just("force"),
         Just("quiet"),
         Just("pin-roots"),
+        Just("entity-bytes"),
+        Just("car-dups"),
+        Just("car-order"),
+        Just("car-version"),
         Just("x"),
     ];
     let value = prop_oneof![
@@ -304,8 +312,10 @@ fn query() -> impl Strategy<Value = String> {
         Just("raw".to_string()),
         Just("car".to_string()),
         Just("block".to_string()),
+        Just("entity".to_string()),
         Just("bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku".to_string()),
-        "[A-Za-z0-9%+=&._-]{0,30}",
+        "-?[0-9]{1,20}:(\\*|-?[0-9]{1,20})",
+        "[A-Za-z0-9%+=&._:*-]{0,30}",
     ];
     prop::collection::vec((name, value), 0..5).prop_map(|pairs| {
         pairs
@@ -331,6 +341,20 @@ fn random_paths_and_queries_never_get_a_5xx() {
         .status,
         200
     );
+    // And a UnixFS directory, so that gateway paths below a CID resolve some of the time.
+    let (file, file_blocks) = unixfs::file(&unixfs::file_bytes(5000, 3), 700, 3);
+    let (sub, sub_blocks) = unixfs::directory(&[("file.bin", file, file_blocks.clone())]);
+    let (root, tree) =
+        unixfs::directory(&[("file.bin", file, file_blocks), ("sub", sub, sub_blocks)]);
+    assert_eq!(
+        post_files(
+            &format!("{}/api/v0/dag/import", daemon.api),
+            &[&car_under(&root, &tree)]
+        )
+        .status,
+        200
+    );
+    let root = root.to_string();
     let (api, gateway) = (daemon.api.clone(), daemon.gateway.clone());
     let config = ProptestConfig {
         cases: 300,
@@ -339,16 +363,23 @@ fn random_paths_and_queries_never_get_a_5xx() {
     };
     proptest!(config, |(
         on_gateway in any::<bool>(),
+        under_root in any::<bool>(),
         method in prop_oneof![Just("GET"), Just("POST"), Just("HEAD"), Just("PUT")],
         segments in prop::collection::vec(segment(), 0..5),
         query in query(),
         accept in prop_oneof![
             Just(""), Just("application/vnd.ipld.raw"), Just("application/vnd.ipld.car"),
-            Just("text/html"), Just("*/*")
+            Just("text/html"), Just("*/*"),
+            Just("application/vnd.ipld.car; version=1; order=dfs; dups=y"),
+            Just("application/vnd.ipld.car;order=foo, application/vnd.ipld.car;dups=n;q=0.5"),
+            Just("application/vnd.ipld.car; version=2")
         ],
     )| {
         let base = if on_gateway { &gateway } else { &api };
         let mut path = segments.join("/");
+        if on_gateway && under_root {
+            path = format!("ipfs/{root}/{path}");
+        }
         if !on_gateway && !segments.is_empty() && segments[0] != "api" {
             path = format!("api/v0/{path}");
         }

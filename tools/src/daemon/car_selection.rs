@@ -225,12 +225,15 @@ pub fn stream(
     let (tx, rx) = mpsc::channel(8);
     tokio::task::spawn_blocking(move || {
         let sink = ChannelWriter::new(tx.clone());
-        let result = (|| -> Result<()> {
+        // A panic must still end the stream with an error: a body that simply stops at a
+        // block boundary would pass for a complete CAR.
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| -> Result<()> {
             let car = CarWriter::new(sink, &[root]).map_err(|e| Error::Internal(e.to_string()))?;
             let mut out = Out {
                 car,
                 seen: HashSet::new(),
                 dups: selection.dups,
+                repeats: 0,
             };
             write(node.engine(), &mut out, &resolved, &selection)?;
             out.car
@@ -238,7 +241,8 @@ pub fn stream(
                 .map_err(|e| Error::Internal(e.to_string()))?
                 .flush_rest()
                 .map_err(|e| Error::Internal(e.to_string()))
-        })();
+        }))
+        .unwrap_or_else(|_| Err(Error::Internal("the CAR writer panicked".into())));
         if let Err(e) = result {
             let _ = tx.blocking_send(Err(io::Error::other(http::one_line(&e))));
         }
@@ -246,11 +250,17 @@ pub fn stream(
     rx
 }
 
+/// Most repeated blocks one `dups=y` response sends: a DAG that links the same node twice
+/// at each of 40 levels is a few KB stored but 2^40 blocks walked with repeats, an
+/// amplification rather than data, so the stream is cut past this with an error.
+const MAX_REPEATS: u64 = 1 << 20;
+
 /// The CAR being written, and what it holds.
 struct Out {
     car: CarWriter<ChannelWriter>,
     seen: HashSet<Cid>,
     dups: bool,
+    repeats: u64,
 }
 
 impl Out {
@@ -259,8 +269,16 @@ impl Out {
     /// `dups=n`: its children were sent already).
     fn emit(&mut self, cid: &Cid, data: &[u8]) -> Result<bool> {
         let first = self.seen.insert(*cid);
-        if !first && !self.dups {
-            return Ok(false);
+        if !first {
+            if !self.dups {
+                return Ok(false);
+            }
+            self.repeats += 1;
+            if self.repeats > MAX_REPEATS {
+                return Err(Error::TooLarge(format!(
+                    "dups=y: over {MAX_REPEATS} repeated blocks; ask for dups=n"
+                )));
+            }
         }
         if identity_data(cid).is_none() {
             self.car
@@ -310,7 +328,7 @@ fn write(engine: &Engine, out: &mut Out, resolved: &Resolved, sel: &Selection) -
                 Kind::File | Kind::Raw => match sel.range {
                     None => everything(engine, out, cid, data)?,
                     Some(range) => match range.resolve(node.filesize) {
-                        Some((from, to)) => file_range(engine, out, cid, data, 0, from, to)?,
+                        Some((from, to)) => file_range(engine, out, cid, data, from, to)?,
                         // Zero-length or outside: the root alone, from which the client
                         // can tell why (its blocksizes).
                         None => {
@@ -368,36 +386,46 @@ fn hamt(engine: &Engine, out: &mut Out, cid: &Cid, data: &Bytes) -> Result<()> {
     Ok(())
 }
 
-/// The blocks of a UnixFS file that hold bytes `from..=to` (offsets in the file), the node
-/// at `offset` first, depth first.
+/// The blocks of a UnixFS file that hold bytes `from..=to` (offsets in the file), depth
+/// first from `cid` (at file offset 0). A loop with its own stack, not recursion: a stored
+/// DAG may be arbitrarily deep.
 fn file_range(
     engine: &Engine,
     out: &mut Out,
     cid: &Cid,
     data: &Bytes,
-    offset: u64,
     from: u64,
     to: u64,
 ) -> Result<()> {
-    if !out.emit(cid, data)? {
-        return Ok(());
-    }
-    let node = unixfs::decode(cid, data).map_err(|e| Error::Internal(e.to_string()))?;
-    if node.kind != Kind::File {
-        return Ok(());
-    }
-    let mut at = offset + node.inline_len;
-    for ((_, child), size) in node.links.iter().zip(&node.blocksizes) {
-        let end = at + size;
-        // [at, end) overlaps [from, to]?
-        if *size > 0 && at <= to && end > from {
-            let data = fetch(engine, child, cid)?;
-            file_range(engine, out, child, &data, at, from, to)?;
+    // (block, its parent, its data when at hand, the file offset it starts at)
+    let mut stack = vec![(*cid, *cid, Some(data.clone()), 0u64)];
+    while let Some((cid, parent, data, offset)) = stack.pop() {
+        let data = match data {
+            Some(d) => d,
+            None => fetch(engine, &cid, &parent)?,
+        };
+        if !out.emit(&cid, &data)? {
+            continue;
         }
-        if at > to {
-            break;
+        let node = unixfs::decode(&cid, &data).map_err(|e| Error::Internal(e.to_string()))?;
+        if node.kind != Kind::File {
+            continue;
         }
-        at = end;
+        // Block sizes come from stored (untrusted) nodes: saturate rather than overflow.
+        let mut at = offset.saturating_add(node.inline_len);
+        let mut wanted = Vec::new();
+        for ((_, child), size) in node.links.iter().zip(&node.blocksizes) {
+            let end = at.saturating_add(*size);
+            if at > to {
+                break;
+            }
+            // [at, end) overlaps [from, to]?
+            if *size > 0 && end > from {
+                wanted.push((*child, cid, None, at));
+            }
+            at = end;
+        }
+        stack.extend(wanted.into_iter().rev());
     }
     Ok(())
 }

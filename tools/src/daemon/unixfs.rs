@@ -146,7 +146,12 @@ pub fn decode(cid: &Cid, data: &Bytes) -> Result<Node, DecodeError> {
                 node.links.len()
             )));
         }
-        node.filesize = filesize.unwrap_or(node.inline_len + node.blocksizes.iter().sum::<u64>());
+        // Untrusted numbers: saturate rather than overflow.
+        node.filesize = filesize.unwrap_or_else(|| {
+            node.blocksizes
+                .iter()
+                .fold(node.inline_len, |total, s| total.saturating_add(*s))
+        });
     }
     Ok(node)
 }
