@@ -2,7 +2,8 @@
 //! resolved through UnixFS directories, `dag-scope=block|entity|all`, `entity-bytes`,
 //! `dups`/`order`/`version` from the query or `Accept`, 400s for what is not served, the
 //! identity probe CID, and a stream cut by a missing block (unterminated, or ended with an
-//! `X-Stream-Error` trailer for a client that asked for trailers).
+//! `X-Stream-Error` trailer for a client that asked for trailers; the same for the RPC API's
+//! dag/export).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod daemon_common;
@@ -284,6 +285,11 @@ fn car_variants_are_served_or_refused() {
 
 /// A raw HTTP/1.1 GET over TCP: the response as sent, up to the connection's close.
 fn raw_get(base: &str, path: &str, extra: &str) -> Vec<u8> {
+    raw_request("GET", base, path, extra)
+}
+
+/// A raw HTTP/1.1 request with no body over TCP: the response as sent, up to the close.
+fn raw_request(method: &str, base: &str, path: &str, extra: &str) -> Vec<u8> {
     let addr = base.trim_start_matches("http://");
     let mut stream = std::net::TcpStream::connect(addr).unwrap();
     stream
@@ -291,7 +297,8 @@ fn raw_get(base: &str, path: &str, extra: &str) -> Vec<u8> {
         .unwrap();
     write!(
         stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{extra}\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
+         Content-Length: 0\r\n{extra}\r\n"
     )
     .unwrap();
     let mut out = Vec::new();
@@ -326,6 +333,20 @@ fn a_missing_block_cuts_the_car_stream() {
     let text = String::from_utf8_lossy(&with);
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
     assert!(text.contains("trailer: X-Stream-Error"), "{text}");
+    let tail = &text[text.rfind("\r\n0\r\n").expect("a last chunk")..];
+    assert!(
+        tail.to_ascii_lowercase().contains("x-stream-error:"),
+        "{tail}"
+    );
+    assert!(tail.contains(&leaf.to_string()), "{tail}");
+
+    // The RPC API's dag/export does the same (Kubo's trailer).
+    let export = format!("/api/v0/dag/export?arg={}", t.dir);
+    let plain = raw_request("POST", &daemon.api, &export, "");
+    assert!(String::from_utf8_lossy(&plain).starts_with("HTTP/1.1 200"));
+    assert!(!plain.ends_with(b"0\r\n\r\n"));
+    let with = raw_request("POST", &daemon.api, &export, "TE: trailers\r\n");
+    let text = String::from_utf8_lossy(&with);
     let tail = &text[text.rfind("\r\n0\r\n").expect("a last chunk")..];
     assert!(
         tail.to_ascii_lowercase().contains("x-stream-error:"),

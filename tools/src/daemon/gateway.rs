@@ -203,7 +203,7 @@ impl Gateway {
                     dups: params.dups,
                 };
                 let rx = car_selection::stream(self.node.clone(), cid, resolved, selection);
-                let trailers = wants_trailers(req);
+                let trailers = http::wants_trailers(req);
                 let body = if trailers {
                     http::channel_body_with_error_trailer(rx)
                 } else {
@@ -346,16 +346,6 @@ fn negotiate<B>(req: &Request<B>, query: &Query) -> Result<Format, Error> {
                 .into(),
         )
     }))
-}
-
-/// Whether the client reads trailers (then a stream error is told in one).
-fn wants_trailers<B>(req: &Request<B>) -> bool {
-    req.headers()
-        .get_all(header::TE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
 }
 
 fn only_if_cached<B>(req: &Request<B>) -> bool {

@@ -59,6 +59,16 @@ pub fn channel_body_with_error_trailer(rx: mpsc::Receiver<io::Result<Bytes>>) ->
     StreamBody::new(stream).boxed()
 }
 
+/// Whether the client reads trailers (`TE: trailers`): then a stream error is told in one.
+pub fn wants_trailers<B>(req: &hyper::Request<B>) -> bool {
+    req.headers()
+        .get_all(hyper::header::TE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
+}
+
 /// A path segment, percent-decoded (`+` stays a plus, unlike in query strings).
 pub fn decode_path_segment(text: &str) -> Result<String, Error> {
     decode(&text.replace('+', "%2B"))

@@ -6,7 +6,8 @@
 //! the request is at fault (code 1, Kubo's client error) and 5xx when the store is. Streamed
 //! outputs (`dag/export`, `repo/gc`, `block/rm`, `pin/ls?stream=true`) are newline-delimited
 //! JSON or raw bytes as Kubo sends them; an error after the status was sent cuts the stream
-//! short (`X-Stream-Error` trailer is not sent).
+//! short (and, for `dag/export` to a client that sent `TE: trailers`, is told in Kubo's
+//! `X-Stream-Error` trailer).
 
 use std::io::{self, Read};
 use std::sync::Arc;
@@ -86,7 +87,7 @@ impl Rpc {
             "block/stat" => self.block_stat(&query).await,
             "block/rm" => self.block_rm(&query).await,
             "dag/import" => self.dag_import(&query, req).await,
-            "dag/export" => self.dag_export(&query).await,
+            "dag/export" => self.dag_export(&query, http::wants_trailers(&req)).await,
             "pin/add" => self.pin_add(&query).await,
             "pin/rm" => self.pin_rm(&query).await,
             "pin/ls" => self.pin_ls(&query).await,
@@ -316,18 +317,31 @@ impl Rpc {
         Ok(json_lines(out))
     }
 
-    async fn dag_export(&self, query: &Query) -> Result<Response<Body>> {
+    /// `dag/export`: the CARv1 of the DAG, streamed. A block missing mid-way cuts the
+    /// stream; a client that sent `TE: trailers` also gets Kubo's `X-Stream-Error` trailer.
+    async fn dag_export(&self, query: &Query, trailers: bool) -> Result<Response<Body>> {
         let root = parse_cid(query.arg()?)?;
         // 404 before the 200: once streaming starts, a missing block can only cut it short.
         if !self.node.engine().has(&root).await? {
             return Err(not_found(&root));
         }
-        let rx = stream_car(self.node.clone(), root, false);
-        let mut response = Response::new(http::channel_body(rx));
+        let rx = stream_car(self.node.clone(), root);
+        let body = if trailers {
+            http::channel_body_with_error_trailer(rx)
+        } else {
+            http::channel_body(rx)
+        };
+        let mut response = Response::new(body);
         response.headers_mut().insert(
             CONTENT_TYPE,
             HeaderValue::from_static("application/vnd.ipld.car"),
         );
+        if trailers {
+            response.headers_mut().insert(
+                hyper::header::TRAILER,
+                HeaderValue::from_static(http::STREAM_ERROR),
+            );
+        }
         Ok(response)
     }
 
@@ -673,34 +687,20 @@ fn multipart_error(err: multer::Error) -> Error {
     Error::BadRequest(format!("multipart body: {}", http::one_line(&err)))
 }
 
-/// Streams the CARv1 of the DAG under `root` (depth first, each block once) from a blocking
-/// task; with `block_only`, just the root block. A failure mid-way ends the stream with an
-/// error, so the client sees a cut response.
-pub fn stream_car(
-    node: Arc<Node>,
-    root: Cid,
-    block_only: bool,
-) -> mpsc::Receiver<io::Result<Bytes>> {
+/// Streams the CARv1 of the DAG under `root` (depth first, each block once, as `car export`
+/// writes it) from a blocking task. A failure mid-way ends the stream with an error, so the
+/// client sees a cut response.
+pub fn stream_car(node: Arc<Node>, root: Cid) -> mpsc::Receiver<io::Result<Bytes>> {
     let (tx, rx) = mpsc::channel(8);
     tokio::task::spawn_blocking(move || {
         let sink = ChannelWriter::new(tx.clone());
         let result = (|| -> Result<()> {
             let mut car =
                 CarWriter::new(sink, &[root]).map_err(|e| Error::Internal(e.to_string()))?;
-            let write = |car: &mut CarWriter<ChannelWriter>, cid: &Cid, data: &Bytes| {
+            dag::walk(node.engine(), &[root], OnMissing::Fail, |cid, data| {
                 car.write_block(cid, data)
                     .map_err(|e| crate::store::error::Error::Usage(format!("write: {e}")))
-            };
-            if block_only {
-                let engine = node.engine();
-                let data = futures_lite::future::block_on(engine.get(&root))?
-                    .ok_or_else(|| not_found(&root))?;
-                write(&mut car, &root, &data)?;
-            } else {
-                dag::walk(node.engine(), &[root], OnMissing::Fail, |cid, data| {
-                    write(&mut car, cid, data)
-                })?;
-            }
+            })?;
             car.finish()
                 .map_err(|e| Error::Internal(e.to_string()))?
                 .flush_rest()
