@@ -475,6 +475,33 @@ fn commit_on_a_new_branch_starts_at_head_or_orphan() {
 }
 
 #[test]
+fn the_chain_depth_bound_is_a_repository_setting_and_a_commit_flag() {
+    let f = Fixture::new();
+    f.ok(&["version", "init", "--max-chain-depth", "3"]);
+    let conf = std::fs::read_to_string(f.repo.join("versioning.conf")).unwrap();
+    assert!(conf.contains("max_chain_depth = 3"), "{conf}");
+    f.commit(&Model::new(0.0), "main", "one");
+    let mut v = Model::new(0.0);
+    for x in &mut v.w[..COLS] {
+        *x += 0.25;
+    }
+    let file = f.path("v2.safetensors");
+    let bytes = v.write(&file);
+    let c = f.json(&[
+        "version",
+        "commit",
+        file.to_str().unwrap(),
+        "--max-chain-depth",
+        "0",
+    ]);
+    assert_eq!(c["deltas"], 1);
+    assert!(f.checkout(&["main"]) == bytes);
+    // A typo in the config file is reported, not ignored.
+    std::fs::write(f.repo.join("versioning.conf"), "max_chain_deph = 3\n").unwrap();
+    fails(&f.repo, &["version", "log"], "unknown key");
+}
+
+#[test]
 fn help_says_where_refs_live() {
     let f = Fixture::new();
     let help = f.ok(&["--help"]);
@@ -523,9 +550,18 @@ fn put(f: &Fixture, file: &Path) -> String {
 fn version_gc_keeps_a_pinned_block_identical_to_a_chunk_it_stored() {
     let f = Fixture::new();
     f.ok(&["version", "init"]);
-    // b (COLS f32, 512 bytes) is one chunk: a raw block of exactly its bytes.
+    // b (COLS f32, 512 bytes) is one chunk: a raw block of exactly its bytes, as noise does
+    // not compress (a compressible chunk is stored packed, under another CID).
     let mut scratch = Model::new(0.0);
-    scratch.b = (0..COLS).map(|i| i as f32 * -3.0).collect();
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    scratch.b = (0..COLS)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            f32::from_bits((x >> 32) as u32)
+        })
+        .collect();
     f.commit(&scratch, "scratch", "scratch");
     let chunk = f.path("b.bin");
     std::fs::write(&chunk, Model::bytes(&scratch.b)).unwrap();

@@ -45,7 +45,8 @@ pub fn blocks_dir(repo: &Path) -> PathBuf {
 /// missing (so it is also `init`).
 pub fn open_engine(repo: &Path) -> Result<VersionCli<Engine>> {
     let engine = Engine::open(blocks_dir(repo))?;
-    VersionCli::open(repo, engine, RepoConfig::default())
+    let config = crate::config_file::load_config(repo)?;
+    VersionCli::open(repo, engine, config)
 }
 
 /// Creates (or reopens) the repository at `repo`: the engine's directory (which keeps the
@@ -144,6 +145,12 @@ impl<S: BlockStore + MetadataStore + Clone> VersionCli<S> {
     /// The library-level repository, for anything not wrapped here.
     pub fn repo(&self) -> &Repo<S, MetadataRefStore<S>, FileLedger> {
         &self.repo
+    }
+
+    /// The configuration, to change for this process (e.g. a commit's own depth bound);
+    /// [`crate::config_file::save_config`] keeps a change for later ones.
+    pub fn config_mut(&mut self) -> &mut RepoConfig {
+        self.repo.config_mut()
     }
 
     /// Commits a safetensors file on `branch`; a new branch starts at HEAD's commit (see

@@ -60,21 +60,50 @@ fn exponent_planes(data: &[u8], elem: usize) -> Vec<u8> {
     transpose(&moved, elem)
 }
 
-/// Inverse of [`exponent_planes`].
+/// Inverse of [`exponent_planes`], fused with the untransposition (one pass over the
+/// planes: this runs for every chunk of a checkout).
 fn exponent_unplanes(planes: &[u8], elem: usize) -> Vec<u8> {
-    let mut data = untranspose(planes, elem);
-    let bits = 8 * elem as u32;
-    for e in data.chunks_exact_mut(elem) {
-        let mut w = [0u8; 4];
-        w[..elem].copy_from_slice(e);
-        let r = u32::from_le_bytes(w);
-        let exponent = r >> (bits - 8);
-        let sign = (r >> (bits - 9)) & 1;
-        let mantissa = r & ((1 << (bits - 9)) - 1);
-        let v = (sign << (bits - 1)) | (exponent << (bits - 9)) | mantissa;
-        e.copy_from_slice(&v.to_le_bytes()[..elem]);
+    let n = planes.len() / elem;
+    let mut data = vec![0u8; planes.len()];
+    if elem == 4 {
+        let (p0, rest) = planes.split_at(n);
+        let (p1, rest) = rest.split_at(n);
+        let (p2, p3) = rest.split_at(n);
+        for (i, e) in data.chunks_exact_mut(4).enumerate() {
+            let r = u32::from_le_bytes([p0[i], p1[i], p2[i], p3[i]]);
+            let v = ((r & 0x0080_0000) << 8) | ((r >> 24) << 23) | (r & 0x007f_ffff);
+            e.copy_from_slice(&v.to_le_bytes());
+        }
+    } else {
+        let (p0, p1) = planes.split_at(n);
+        for (i, e) in data.chunks_exact_mut(2).enumerate() {
+            let r = u16::from_le_bytes([p0[i], p1[i]]);
+            let v = ((r & 0x0080) << 8) | ((r >> 8) << 7) | (r & 0x007f);
+            e.copy_from_slice(&v.to_le_bytes());
+        }
     }
     data
+}
+
+/// Decompresses a zstd frame into `out` with this thread's decompression context: creating
+/// one per frame showed in checkout profiles.
+fn decompress_into(frame: &[u8], out: &mut [u8]) -> Result<usize, String> {
+    thread_local! {
+        static DCTX: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+            const { std::cell::RefCell::new(None) };
+    }
+    DCTX.with(|d| {
+        let mut d = d.borrow_mut();
+        if d.is_none() {
+            *d = Some(zstd::bulk::Decompressor::new().map_err(|e| e.to_string())?);
+        }
+        match d.as_mut() {
+            Some(d) => d
+                .decompress_to_buffer(frame, out)
+                .map_err(|e| e.to_string()),
+            None => Err("no zstd context".into()),
+        }
+    })
 }
 
 /// Byte planes of `data` (`elem`-byte elements): plane k holds byte k of every element.
@@ -198,8 +227,7 @@ pub fn unpack(payload: &[u8], dtype: DType, len: usize) -> Result<Vec<u8>, Strin
                 let (frame, tail) = tail
                     .split_at_checked(size)
                     .ok_or_else(|| format!("plane {k} is truncated"))?;
-                let got = zstd::bulk::decompress_to_buffer(frame, plane)
-                    .map_err(|e| format!("plane {k}: {e}"))?;
+                let got = decompress_into(frame, plane).map_err(|e| format!("plane {k}: {e}"))?;
                 if got != n {
                     return Err(format!("plane {k} has {got} bytes, expected {n}"));
                 }

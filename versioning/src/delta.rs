@@ -64,6 +64,8 @@ pub enum Layout {
     BytePlanes,
     /// 32-bit SUB deltas grouped by the base's exponent (layout 1 of v2).
     ExponentGroups,
+    /// Only the changed runs of elements, as byte planes (layout 2 of v2).
+    Sparse,
 }
 
 /// The layout of a payload of encoding `version`, `None` if its layout byte is unknown.
@@ -72,6 +74,7 @@ pub fn layout(version: Version, payload: &[u8]) -> Option<Layout> {
         (Version::V1, _) => Some(Layout::BytePlanes),
         (Version::V2, Some(&LAYOUT_PLANES)) => Some(Layout::BytePlanes),
         (Version::V2, Some(&LAYOUT_EXPONENT_GROUPS)) => Some(Layout::ExponentGroups),
+        (Version::V2, Some(&LAYOUT_SPARSE)) => Some(Layout::Sparse),
         (Version::V2, _) => None,
     }
 }
@@ -80,6 +83,116 @@ pub fn layout(version: Version, payload: &[u8]) -> Option<Layout> {
 const LAYOUT_PLANES: u8 = 0;
 /// Layout byte of a v2 payload: 32-bit SUB deltas in exponent groups.
 const LAYOUT_EXPONENT_GROUPS: u8 = 1;
+/// Layout byte of a v2 payload: the runs of changed elements (a zstd frame of (start,
+/// length) u32 pairs, preceded by its length as u32 LE), then the changed elements coded
+/// against the same elements of the base as a layout 0 or 1 payload (with its layout byte). Decoding copies the base and rewrites the runs,
+/// so a chunk with a few changed rows decodes in the time of a copy: the patches of a
+/// long sparse chain stay cheap to apply.
+const LAYOUT_SPARSE: u8 = 2;
+
+/// The sparse layout is tried when at most this fraction (1/n) of the elements changed.
+const SPARSE_MAX_FRACTION: usize = 4;
+
+/// Runs (start, length) of the elements where `new` and `base` differ.
+fn changed_runs(new: &[u8], base: &[u8], elem: usize) -> Vec<(u32, u32)> {
+    let mut runs: Vec<(u32, u32)> = Vec::new();
+    for (i, (a, b)) in new
+        .chunks_exact(elem)
+        .zip(base.chunks_exact(elem))
+        .enumerate()
+    {
+        if a == b {
+            continue;
+        }
+        let i = i as u32;
+        match runs.last_mut() {
+            Some((start, len)) if *start + *len == i => *len += 1,
+            _ => runs.push((i, 1)),
+        }
+    }
+    runs
+}
+
+/// The elements of `data` in `runs`, concatenated.
+fn gather(data: &[u8], runs: &[(u32, u32)], elem: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    for &(start, len) in runs {
+        let (a, b) = (start as usize * elem, (start + len) as usize * elem);
+        out.extend_from_slice(&data[a..b]);
+    }
+    out
+}
+
+/// The sparse payload (without the layout byte) and its transform, `None` when too many
+/// elements changed for it to pay.
+fn encode_sparse(new: &[u8], base: &[u8], elem: usize, level: i32) -> Option<(Transform, Vec<u8>)> {
+    let n = new.len() / elem;
+    let runs = changed_runs(new, base, elem);
+    let changed: usize = runs.iter().map(|r| r.1 as usize).sum();
+    if changed == 0 || changed > n / SPARSE_MAX_FRACTION {
+        return None;
+    }
+    let header: Vec<u8> = runs
+        .iter()
+        .flat_map(|&(s, l)| s.to_le_bytes().into_iter().chain(l.to_le_bytes()))
+        .collect();
+    let header = zstd::bulk::compress(&header, level).ok()?;
+    let (t, planes) = encode_dense(
+        &gather(new, &runs, elem),
+        &gather(base, &runs, elem),
+        elem,
+        level,
+    )?;
+    let mut out = Vec::with_capacity(4 + header.len() + planes.len());
+    out.extend_from_slice(&u32::try_from(header.len()).ok()?.to_le_bytes());
+    out.extend_from_slice(&header);
+    out.extend_from_slice(&planes);
+    Some((t, out))
+}
+
+/// Inverse of [`encode_sparse`].
+fn decode_sparse(
+    t: Transform,
+    payload: &[u8],
+    base: &[u8],
+    elem: usize,
+) -> Result<Vec<u8>, String> {
+    let n = base.len() / elem;
+    let (head, rest) = payload
+        .split_at_checked(4)
+        .ok_or("sparse payload ends before its header")?;
+    let size = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
+    let (frame, planes) = rest
+        .split_at_checked(size)
+        .ok_or("sparse header is truncated")?;
+    // At most one run per element, 8 bytes each.
+    let header = zstd::bulk::decompress(frame, 8 * n).map_err(|e| format!("runs: {e}"))?;
+    if !header.len().is_multiple_of(8) {
+        return Err("runs are not whole (start, length) pairs".into());
+    }
+    let mut runs = Vec::with_capacity(header.len() / 8);
+    for pair in header.chunks_exact(8) {
+        let start = u32::from_le_bytes([pair[0], pair[1], pair[2], pair[3]]);
+        let len = u32::from_le_bytes([pair[4], pair[5], pair[6], pair[7]]);
+        if u64::from(start) + u64::from(len) > n as u64 {
+            return Err(format!("run {start}+{len} past the chunk's {n} elements"));
+        }
+        runs.push((start, len));
+    }
+    let old = gather(base, &runs, elem);
+    if planes.first() == Some(&LAYOUT_SPARSE) {
+        return Err("a sparse payload inside a sparse payload".into());
+    }
+    let values = decode(Version::V2, t, planes, &old, elem)?;
+    let mut out = base.to_vec();
+    let mut at = 0;
+    for &(start, len) in &runs {
+        let (a, b) = (start as usize * elem, (start + len) as usize * elem);
+        out[a..b].copy_from_slice(&values[at..at + (b - a)]);
+        at += b - a;
+    }
+    Ok(out)
+}
 
 /// Default zstd level: zstd's own default, a good ratio at several hundred MB/s.
 pub const DEFAULT_ZSTD_LEVEL: i32 = 3;
@@ -314,6 +427,22 @@ fn encode_planes(new: &[u8], base: &[u8], elem: usize, level: i32) -> Option<(Tr
 /// than 1, 2, 4 or 8. Both layouts are tried for 32-bit elements; exponent groups are kept
 /// when at least 1/32 smaller than byte planes.
 pub fn encode(new: &[u8], base: &[u8], elem: usize, level: i32) -> Option<(Transform, Vec<u8>)> {
+    let (mut best_t, mut best) = encode_dense(new, base, elem, level)?;
+    // The sparse layout decodes in the time of a copy: kept unless 1/32 larger.
+    if let Some((t, sparse)) = encode_sparse(new, base, elem, level)
+        && sparse.len() < best.len() + best.len() / 32
+    {
+        best.clear();
+        best.push(LAYOUT_SPARSE);
+        best.extend_from_slice(&sparse);
+        best_t = t;
+    }
+    (best.len() < new.len()).then_some((best_t, best))
+}
+
+/// The smaller of the byte-plane and exponent-group payloads (with its layout byte) over
+/// every element, whatever its size.
+fn encode_dense(new: &[u8], base: &[u8], elem: usize, level: i32) -> Option<(Transform, Vec<u8>)> {
     let (mut best_t, planes) = encode_planes(new, base, elem, level)?;
     let mut best = Vec::with_capacity(planes.len() + 1);
     best.push(LAYOUT_PLANES);
@@ -330,7 +459,7 @@ pub fn encode(new: &[u8], base: &[u8], elem: usize, level: i32) -> Option<(Trans
         best.extend_from_slice(&groups);
         best_t = Transform::Sub;
     }
-    (best.len() < new.len()).then_some((best_t, best))
+    Some((best_t, best))
 }
 
 /// Rebuilds the chunk from `base` and a payload of encoding `version` made with transform
@@ -355,6 +484,7 @@ pub fn decode(
             Some((&LAYOUT_EXPONENT_GROUPS, rest)) if elem == 4 && t == Transform::Sub => {
                 return exponent_groups::decode(rest, base);
             }
+            Some((&LAYOUT_SPARSE, rest)) => return decode_sparse(t, rest, base, elem),
             Some((layout, _)) => {
                 return Err(format!(
                     "layout {layout} does not apply to {elem}-byte elements with {t:?}"
@@ -441,6 +571,25 @@ mod tests {
             encode(&base, &base, 4, 3).is_some(),
             "an unchanged chunk packs tiny"
         );
+    }
+
+    #[test]
+    fn a_few_changed_rows_take_the_sparse_layout() {
+        let base: Vec<u8> = (0..16384u32)
+            .flat_map(|i| ((i as f32 * 0.37).sin() * 0.02).to_le_bytes())
+            .collect();
+        let mut new = base.clone();
+        for v in new[4096..8192].chunks_exact_mut(4) {
+            let x = f32::from_le_bytes([v[0], v[1], v[2], v[3]]) + 1e-4;
+            v.copy_from_slice(&x.to_le_bytes());
+        }
+        new[60000] ^= 0x80; // a sign flip elsewhere: a second run
+        let (t, payload) = encode(&new, &base, 4, 3).unwrap();
+        assert_eq!(layout(Version::V2, &payload), Some(Layout::Sparse));
+        assert!(payload.len() < 4096, "{}", payload.len());
+        assert_eq!(decode(Version::V2, t, &payload, &base, 4).unwrap(), new);
+        assert!(decode(Version::V2, t, &payload, &base[..32768], 4).is_err());
+        assert!(decode(Version::V2, t, &payload[..payload.len() - 3], &base, 4).is_err());
     }
 
     #[test]

@@ -28,6 +28,7 @@ pub mod car;
 pub mod chunking;
 pub mod cli;
 pub mod codec;
+pub mod config_file;
 pub mod dag;
 pub mod delta;
 pub mod dtype;

@@ -85,6 +85,11 @@ impl<S: BlockStore, R: RefStore, L: Ledger> Repo<S, R, L> {
         &self.config
     }
 
+    /// The configuration, to change: it applies to the operations that follow.
+    pub fn config_mut(&mut self) -> &mut RepoConfig {
+        &mut self.config
+    }
+
     /// A block's bytes; [`Error::MissingBlock`] names it if absent.
     pub(crate) async fn block(&self, cid: &Cid) -> Result<Bytes> {
         self.store

@@ -255,7 +255,13 @@ pub enum PinCommand {
 pub enum VersionCommand {
     /// Prepare the repository for versioning: the block store (as `init` does, if it does not
     /// exist yet; its metadata keeps the refs) and the ledger. Idempotent.
-    Init,
+    Init {
+        /// Keep in the repository's config (versioning.conf, key max_chain_depth) the most
+        /// deltas a chunk may chain before a new compressed key: its decode depth at
+        /// checkout (default 16; 0 stores every changed chunk whole, compressed).
+        #[arg(long, value_name = "N")]
+        max_chain_depth: Option<u32>,
+    },
     /// Commit the tensors of a safetensors file on a branch. A branch that does not exist yet
     /// is created by its first commit, which starts at HEAD's commit (the last one made or
     /// checked out) as `git checkout -b` does, unless --orphan.
@@ -369,6 +375,10 @@ pub struct CommitArgs {
     /// HEAD's commit: every tensor is stored in full and its history is its own.
     #[arg(long)]
     pub orphan: bool,
+    /// For this commit, the most deltas a chunk may chain (default: the repository's
+    /// max_chain_depth).
+    #[arg(long, value_name = "N")]
+    pub max_chain_depth: Option<u32>,
     /// A training-data CID the weights were computed from (repeatable).
     #[arg(long, value_name = "CID")]
     pub dataset: Vec<String>,

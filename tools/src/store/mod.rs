@@ -96,7 +96,7 @@ pub fn run(args: Args) -> Result<()> {
     // `version init` makes the block store too when there is none (as `init` would, with the
     // configuration in force), then opens it like every other command.
     let mut created_store = false;
-    if let Command::Version(VersionCommand::Init) = &args.command
+    if let Command::Version(VersionCommand::Init { .. }) = &args.command
         && !repo.is_initialized()
     {
         let defaults = InitArgs {

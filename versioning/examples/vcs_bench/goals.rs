@@ -14,14 +14,14 @@
 
 use std::path::Path;
 use std::process::Command;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_lite::future::block_on;
 use ipfrs_storage::{BlockStore, Engine};
 use ipfrs_versioning::{
-    CommitInfo, DType, MemLedger, MemRefStore, Repo, RepoConfig, Revision, TensorData, Tensors,
-    write_safetensors,
+    CommitInfo, DType, MemLedger, MemRefStore, Repo, RepoConfig, Revision, TensorData,
+    TensorObject, Tensors, write_safetensors,
 };
 
 use super::{Rng, median, secs, stored};
@@ -144,26 +144,63 @@ fn commit(repo: &TestRepo, m: &Tensors, msg: &str) -> u64 {
     stored(repo.store()) - before
 }
 
+/// Seconds to read every block the tip's recipes name (keys and patches) from the engine,
+/// without decoding: the floor under a checkout.
+fn engine_read(repo: &TestRepo) -> f64 {
+    let head = block_on(repo.resolve(&Revision::Head)).unwrap();
+    let state = block_on(repo.commit_state(&head)).unwrap();
+    let mut cids = Vec::new();
+    for cid in state.tensors.values() {
+        if let TensorObject::Chunked(t) = block_on(repo.tensor_object(cid)).unwrap() {
+            for r in t.chunks {
+                cids.push(r.key.block());
+                cids.extend(r.patches.iter().map(|p| p.payload));
+            }
+        }
+    }
+    let t = Instant::now();
+    let mut bytes = 0;
+    for batch in cids.chunks(32) {
+        for b in block_on(repo.store().get_many(batch)).unwrap() {
+            bytes += b.unwrap().len();
+        }
+    }
+    std::hint::black_box(bytes);
+    secs(t.elapsed())
+}
+
 /// Checkout of the tip to a file vs `cp` of `m` written as a file: (checkout s, cp s, cmp
-/// equal), medians of 3.
+/// equal), medians of 3; also prints cp + fsync (a checkout fsyncs its file) and the
+/// engine's read of the tip's blocks.
 fn checkout_vs_cp(repo: &TestRepo, m: &Tensors, dir: &Path) -> (f64, f64, bool) {
     let reference = dir.join("reference.safetensors");
     write_safetensors(&reference, m).unwrap();
     let (copy, out) = (dir.join("copy.safetensors"), dir.join("out.safetensors"));
-    let (mut cps, mut outs) = (Vec::new(), Vec::new());
+    let (mut cps, mut outs, mut syncs, mut reads) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     // One unmeasured round of each warms the page cache for both.
     for round in 0..4 {
         let t = Instant::now();
         std::fs::copy(&reference, &copy).unwrap();
         let cp = t.elapsed();
+        std::fs::File::open(&copy).unwrap().sync_all().unwrap();
+        let synced = t.elapsed();
+        let read = Duration::from_secs_f64(engine_read(repo));
         let t = Instant::now();
         block_on(repo.checkout_to_file(&Revision::Head, &out)).unwrap();
         let co = t.elapsed();
         if round > 0 {
             cps.push(cp);
             outs.push(co);
+            syncs.push(synced);
+            reads.push(read);
         }
     }
+    println!(
+        "    (cp + fsync {:.3} s; engine read of the tip's blocks {:.3} s)",
+        secs(median(syncs)),
+        secs(median(reads))
+    );
     let same = Command::new("cmp")
         .arg("-s")
         .arg(&reference)

@@ -55,6 +55,9 @@ impl<S: BlockStore, R: RefStore, L: Ledger> Repo<S, R, L> {
     ) -> Result<Vec<Bytes>> {
         check_chunked(cid, tensor)?;
         let mut out = Vec::with_capacity(indices.len());
+        // Window k decodes on its own thread while window k + 1 is fetched: the store's
+        // reads and the decoding overlap.
+        let mut decoding: Option<std::thread::JoinHandle<Result<Vec<Bytes>>>> = None;
         for window in indices.chunks(self.decode_window()) {
             let mut wanted = Vec::new();
             for &i in window {
@@ -65,14 +68,23 @@ impl<S: BlockStore, R: RefStore, L: Ledger> Repo<S, R, L> {
             let mut got = self.blocks(&wanted).await?.into_iter();
             let mut jobs = Vec::with_capacity(window.len());
             for &i in window {
-                let r = &tensor.chunks[i];
+                let r = tensor.chunks[i].clone();
                 let key = got.next().unwrap_or_default();
                 let patches: Vec<Bytes> = got.by_ref().take(r.patches.len()).collect();
-                jobs.push((i, key, patches));
+                jobs.push((chunk_len_at(tensor, i), r, key, patches));
             }
-            out.extend(parallel_map(jobs, |(i, key, patches)| {
-                rebuild(tensor, i, &key, &patches)
-            })?);
+            if let Some(h) = decoding.take() {
+                out.extend(join(h)?);
+            }
+            let dtype = tensor.dtype;
+            decoding = Some(std::thread::spawn(move || {
+                parallel_map(jobs, |(len, r, key, patches)| {
+                    rebuild(dtype, len, &r, &key, &patches)
+                })
+            }));
+        }
+        if let Some(h) = decoding {
+            out.extend(join(h)?);
         }
         Ok(out)
     }
@@ -246,10 +258,14 @@ pub(crate) fn chunk_len_at(t: &Chunked, i: usize) -> usize {
     usize::try_from(total.saturating_sub(start).min(t.chunk_bytes)).unwrap_or(0)
 }
 
-/// Rebuilds chunk `i` of `t` and checks the result against its recorded CID.
-fn rebuild(t: &Chunked, i: usize, key: &[u8], patches: &[Bytes]) -> Result<Bytes> {
-    let r = &t.chunks[i];
-    let data = apply_recipe(t.dtype, chunk_len_at(t, i), r, key, patches)?;
+/// The result of a decoding thread; a panic in it is a bug, re-raised here.
+fn join<T>(h: std::thread::JoinHandle<T>) -> T {
+    h.join().unwrap_or_else(|e| std::panic::resume_unwind(e))
+}
+
+/// Rebuilds a chunk of `len` bytes from recipe `r` and checks it against its recorded CID.
+fn rebuild(dtype: DType, len: usize, r: &Recipe, key: &[u8], patches: &[Bytes]) -> Result<Bytes> {
+    let data = apply_recipe(dtype, len, r, key, patches)?;
     let block =
         Block::from_parts(r.chunk, data).map_err(|_| Error::ChunkMismatch { cid: r.chunk })?;
     Ok(block.into_parts().1)

@@ -21,7 +21,7 @@ use futures_lite::future::block_on;
 use ipfrs_storage::key::Key;
 use ipfrs_storage::{Cid, Engine};
 use ipfrs_versioning::cli::VersionCli;
-use ipfrs_versioning::{MemLedger, MetadataRefStore, RefStore, RepoConfig};
+use ipfrs_versioning::{MemLedger, MetadataRefStore, RefStore, RepoConfig, config_file};
 use serde::Serialize;
 
 use json::{
@@ -42,11 +42,8 @@ pub fn ledger_file(repo: &Repo) -> PathBuf {
 /// Opens the versioning layer of `repo` over `engine` (creating its ledger if it does not
 /// exist; the refs are in the engine's metadata).
 pub fn open(repo: &Repo, engine: &Engine) -> Result<VersionCli<Engine>> {
-    Ok(VersionCli::open(
-        repo.root(),
-        engine.clone(),
-        RepoConfig::default(),
-    )?)
+    let config = config_file::load_config(repo.root())?;
+    Ok(VersionCli::open(repo.root(), engine.clone(), config)?)
 }
 
 /// A result: JSON from `data`, and the versioning layer's own text for people.
@@ -81,10 +78,21 @@ pub fn run(
     json: bool,
     created_store: bool,
 ) -> Result<()> {
-    let vcs = open(repo, engine)?;
+    let mut vcs = open(repo, engine)?;
     match command {
-        VersionCommand::Init => print(&init(repo, &vcs, created_store)?, json),
-        VersionCommand::Commit(args) => print(&commit(&vcs, &args)?, json),
+        VersionCommand::Init { max_chain_depth } => {
+            if let Some(n) = max_chain_depth {
+                vcs.config_mut().max_chain_depth = n;
+                config_file::save_config(repo.root(), vcs.repo().config())?;
+            }
+            print(&init(repo, &vcs, created_store)?, json)
+        }
+        VersionCommand::Commit(args) => {
+            if let Some(n) = args.max_chain_depth {
+                vcs.config_mut().max_chain_depth = n;
+            }
+            print(&commit(&vcs, &args)?, json)
+        }
         VersionCommand::Log { rev, limit } => {
             let log = vcs.log(&rev, limit)?;
             print(&shown(LogJson::new(&log), log.to_string()), json)
@@ -372,6 +380,7 @@ mod tests {
             author: None,
             branch: "main".into(),
             orphan: false,
+            max_chain_depth: None,
             dataset: own(dataset),
             gradient: Vec::new(),
             param: own(param),
