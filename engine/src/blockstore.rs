@@ -138,7 +138,7 @@ fn engine_cid<const S: usize>(cid: &CidGeneric<S>) -> TraitResult<Cid> {
 /// | `Block(IdentityTooLarge)` (inline data past the limit) | `CidTooLarge` |
 /// | `Block(HashMismatch / UnsupportedHash / MalformedCid)` | `CidError(InvalidCid(message))` |
 /// | `Corrupt` (a stored block failed its check, not served) | `StoredDataError(message)` |
-/// | anything else (`Closed`, `Poisoned`, `NoSpace`, `Io`, `Storage`, ...) | `FatalDatabaseError(message)` |
+/// | anything else (`Closed`, `Poisoned`, `NoSpace`, `Io`, `Backend`, ...) | `FatalDatabaseError(message)` |
 ///
 /// `FatalDatabaseError` is the trait's only variant for a failing store, so it also carries
 /// errors the engine recovers from (`NoSpace`: writes work again once space is freed; a

@@ -226,7 +226,7 @@ impl Engine {
         self.inner
             .shards
             .get(i)
-            .ok_or_else(|| Error::Storage(format!("no shard {i}")))
+            .ok_or_else(|| Error::Internal(format!("no shard {i}")))
     }
 
     /// Whether reads may be answered on the caller's thread (`Config::caller_reads`).
@@ -289,7 +289,7 @@ impl Engine {
         }
         out.into_iter()
             .collect::<Option<Vec<T>>>()
-            .ok_or_else(|| Error::Storage("a shard answered with too few values".into()))
+            .ok_or_else(|| Error::Internal("a shard answered with too few values".into()))
     }
 
     /// Stores blocks: checked against the size limit first (all or nothing), then one message
@@ -521,11 +521,14 @@ fn start_all(config: &Config, directory: &Directory, shards: usize) -> Result<Ve
             .collect();
         starting
             .into_iter()
-            .map(|handle| {
+            .enumerate()
+            .map(|(id, handle)| {
                 handle.join().unwrap_or_else(|_| {
                     Err(ipfrs_shards::Error::Executor {
-                        shard: usize::MAX,
-                        message: "shard start-up panicked".into(),
+                        shard: id,
+                        cause: ipfrs_shards::ExecutorFailure::Panicked(
+                            "the thread starting it panicked".into(),
+                        ),
                     })
                 })
             })

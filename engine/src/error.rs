@@ -1,11 +1,12 @@
 use std::path::PathBuf;
 
 use ipfrs_core_types::{BackendKind, BlockError};
-use ipfrs_shards::PoisonCause;
+use ipfrs_shards::{ExecutorFailure, PoisonCause};
 
 /// Errors of the engine. Every error is returned before anything is stored or changed, unless
 /// its documentation says otherwise.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// The block or CID handed in is invalid (hash mismatch, too large, unsupported hash,
     /// malformed CID).
@@ -100,34 +101,122 @@ pub enum Error {
         /// The shard.
         shard: usize,
         /// What failed.
+        #[source]
         cause: PoisonCause,
     },
     /// The disk is full: the write was not stored. Everything acknowledged before stays
     /// readable, reads keep working, and writes succeed again once space is freed.
-    #[error("no space left on the device (shard {shard}, {path}): the write was not stored")]
+    #[error(
+        "no space left on the device (shard {shard}, {}{detail}): the write was not stored",
+        path.display()
+    )]
     NoSpace {
         /// The shard.
         shard: usize,
-        /// The file that could not be allocated.
-        path: String,
+        /// The file that could not be allocated, or the shard's directory.
+        path: PathBuf,
+        /// What was needed and what was free, when known (empty otherwise).
+        detail: String,
     },
     /// A stored block failed its check (checksum or key): its bytes are not served.
-    #[error("block {cid} is corrupt on disk: {reason}")]
+    #[error("block {} is corrupt on disk: {reason}", CorruptName(key))]
     Corrupt {
-        /// The block's CID (CIDv1 raw of its multihash).
-        cid: String,
+        /// The block's key: the multihash of its CID (its CIDv1 raw is
+        /// [`ipfrs_core_types::key::cid_of_key`] of it).
+        key: Vec<u8>,
         /// What is wrong with it.
         reason: String,
     },
     /// The store has a hot tier but was opened with `Config::hot_tier` set to `None`.
-    #[error("{path} holds hot segments: open the store with the hot tier enabled")]
+    #[error(
+        "{} holds hot segments: open the store with the hot tier enabled",
+        path.display()
+    )]
     HotTierRequired {
         /// The segments directory.
-        path: String,
+        path: PathBuf,
     },
-    /// The storage below failed (backend error, executor failure).
-    #[error("storage error: {0}")]
-    Storage(String),
+    /// A shard's cold backend failed.
+    #[error("shard {shard}: {source}")]
+    Backend {
+        /// The shard.
+        shard: usize,
+        /// The backend's error (shared: a shard's errors are `Clone`).
+        #[source]
+        source: std::sync::Arc<ipfrs_tiering::Error>,
+    },
+    /// A cold backend opened outside the shards (by [`crate::repair_cold`] or
+    /// [`crate::migrate`]) failed.
+    #[error("{}: {source}", path.display())]
+    ColdBackend {
+        /// The backend's directory.
+        path: PathBuf,
+        /// The backend's error.
+        #[source]
+        source: ipfrs_tiering::Error,
+    },
+    /// A shard's executor could not be started.
+    #[error("shard {shard}: could not start its executor: {cause}")]
+    Executor {
+        /// The shard.
+        shard: usize,
+        /// What failed.
+        #[source]
+        cause: ExecutorFailure,
+    },
+    /// A hot segment file could not be read, created, synced or removed.
+    #[error("shard {shard}: {operation} {}: {source}", path.display())]
+    SegmentIo {
+        /// The shard.
+        shard: usize,
+        /// What was being done.
+        operation: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: std::sync::Arc<std::io::Error>,
+    },
+    /// A record could not be encoded (a key or payload length out of range); nothing was
+    /// written.
+    #[error("shard {shard}: record refused: {reason}")]
+    RecordRefused {
+        /// The shard.
+        shard: usize,
+        /// What is out of range.
+        reason: String,
+    },
+    /// A step of a shard's shutdown did not finish in time; the shard stopped without it.
+    #[error("shard {shard}: {step} did not finish within {secs} s of shutdown")]
+    ShutdownTimeout {
+        /// The shard.
+        shard: usize,
+        /// The step.
+        step: &'static str,
+        /// The grace period, in seconds.
+        secs: u64,
+    },
+    /// One of the engine's service threads could not be started.
+    #[error("cannot start the {name} thread: {source}")]
+    Thread {
+        /// The thread's name.
+        name: String,
+        /// What the OS said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The files of a store being converted or repaired are in a state no conversion or
+    /// repair leaves; nothing was changed, and the message says what to move away.
+    #[error("{}: {reason}", path.display())]
+    UnexpectedFiles {
+        /// The directory.
+        path: PathBuf,
+        /// What was found.
+        reason: String,
+    },
+    /// An internal invariant failed: a bug in the engine, reported instead of a panic.
+    #[error("internal error (please report it): {0}")]
+    Internal(String),
     /// A file operation on the data directory failed.
     #[error("I/O error on {path}: {source}")]
     Io {
@@ -176,8 +265,36 @@ pub enum Error {
         /// The operation that failed ("write", "fdatasync", "rename", ...).
         operation: &'static str,
         /// The first failure, shared by every error reported after it.
+        #[source]
         source: std::sync::Arc<std::io::Error>,
     },
+}
+
+/// A corrupt block's name for messages: its CID when the key is a multihash, else the key's
+/// bytes in hex.
+struct CorruptName<'a>(&'a [u8]);
+
+impl std::fmt::Display for CorruptName<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match ipfrs_core_types::key::cid_of_key(self.0) {
+            Ok(cid) => write!(f, "{cid}"),
+            Err(_) => {
+                f.write_str("with key ")?;
+                self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
+            }
+        }
+    }
+}
+
+impl Error {
+    /// The CID of the block an [`Error::Corrupt`] names (CIDv1 raw of its key), if the key
+    /// is a multihash.
+    pub fn corrupt_cid(&self) -> Option<ipfrs_core_types::Cid> {
+        match self {
+            Error::Corrupt { key, .. } => ipfrs_core_types::key::cid_of_key(key).ok(),
+            _ => None,
+        }
+    }
 }
 
 /// What to do about a store format this build does not open, if there is something to do.
@@ -199,16 +316,36 @@ impl From<ipfrs_shards::Error> for Error {
             S::MemlockTooLow { have, need } => Error::MemlockTooLow { have, need },
             S::Poisoned { shard, cause } => Error::Poisoned { shard, cause },
             S::Stopped { .. } => Error::Closed,
-            S::NoSpace { shard, path } => Error::NoSpace { shard, path },
-            S::HotTierRequired { path } => Error::HotTierRequired { path },
-            S::Corrupt { key, reason } => Error::Corrupt {
-                cid: ipfrs_core_types::key::cid_of_key(&key)
-                    .map_or_else(|_| format!("key {key:02x?}"), |cid| cid.to_string()),
-                reason,
+            S::NoSpace {
+                shard,
+                path,
+                detail,
+            } => Error::NoSpace {
+                shard,
+                path,
+                detail,
             },
-            other @ (S::Backend { .. } | S::Executor { .. } | S::SegmentIo { .. }) => {
-                Error::Storage(other.to_string())
+            S::HotTierRequired { path } => Error::HotTierRequired { path },
+            S::Corrupt { key, reason } => Error::Corrupt { key, reason },
+            S::Backend { shard, source } => Error::Backend { shard, source },
+            S::Executor { shard, cause } => Error::Executor { shard, cause },
+            S::SegmentIo {
+                shard,
+                operation,
+                path,
+                source,
+            } => Error::SegmentIo {
+                shard,
+                operation,
+                path,
+                source,
+            },
+            S::RecordRefused { shard, reason } => Error::RecordRefused { shard, reason },
+            S::ShutdownTimeout { shard, step, secs } => {
+                Error::ShutdownTimeout { shard, step, secs }
             }
+            // A variant added to the shards without a mapping here keeps its message.
+            other => Error::Internal(other.to_string()),
         }
     }
 }

@@ -55,7 +55,7 @@ pub use ipfrs_core_types::{
     BackendKind, Block, BlockError, Cid, Codec, Config, ConfigFileError, Durability, HashAlgorithm,
     HotTier, IoDriver, key, proc_status, sha256_accelerated, verify,
 };
-pub use ipfrs_shards::{Damage, DamageSite, PoisonCause, ShardStats};
+pub use ipfrs_shards::{Damage, DamageSite, ExecutorFailure, PoisonCause, ShardStats};
 
 /// The driver an engine opened with `requested` would run on here: `IoUring` or `Fallback`
 /// (see [`IoDriver`]); for `IoUring`, the error [`Engine::open`] would return where io_uring
@@ -63,7 +63,7 @@ pub use ipfrs_shards::{Damage, DamageSite, PoisonCause, ShardStats};
 pub fn resolve_io_driver(requested: IoDriver) -> Result<IoDriver> {
     Ok(ipfrs_shards::resolve_io_driver(requested)?)
 }
-pub use ipfrs_tiering::{ColdDamage, DamageStage};
+pub use ipfrs_tiering::{ColdDamage, DamageStage, Error as ColdError, LibraryError};
 pub use metadata::{
     MAX_METADATA_BYTES, MAX_METADATA_KEY_BYTES, MAX_METADATA_VALUE_BYTES, MetadataStore, Swap,
 };

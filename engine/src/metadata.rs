@@ -553,7 +553,7 @@ impl MetaLog {
         let path = self.dir.join(LOG_FILE);
         let Some(file) = self.file.as_mut() else {
             // Only a damaged or poisoned log has no file, and both were refused above.
-            return Err(Error::Storage("the metadata log is not open".into()));
+            return Err(Error::Internal("the metadata log is not open".into()));
         };
         let appended = append(file, &record)
             .map_err(failed("write", &path))

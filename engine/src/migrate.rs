@@ -143,9 +143,10 @@ impl MigrateReport {
 /// # Errors
 /// [`Error::NotOurDirectory`] when the directory holds no store (nothing is created),
 /// [`Error::Locked`], [`Error::IncompatibleFormat`] for a format this build does not know,
-/// [`Error::BackendNotCompiled`], [`Error::Io`] for the file operations, [`Error::Storage`]
-/// when a backend fails for a reason other than damage, or a shard is in a state no
-/// conversion leaves (then it is left as it was).
+/// [`Error::BackendNotCompiled`], [`Error::Io`] for the file operations,
+/// [`Error::ColdBackend`] when a backend fails for a reason other than damage,
+/// [`Error::UnexpectedFiles`] when a shard is in a state no conversion leaves (then it is
+/// left as it was).
 pub fn migrate(config: impl Into<Config>) -> Result<MigrateReport> {
     let config = config.into();
     let path = config.data_dir.clone();
@@ -226,8 +227,11 @@ impl ShardMigration {
     }
 }
 
-fn storage(dir: &Path, err: impl std::fmt::Display) -> Error {
-    Error::Storage(format!("migrating {}: {err}", dir.display()))
+fn storage(dir: &Path, err: ipfrs_tiering::Error) -> Error {
+    Error::ColdBackend {
+        path: dir.to_path_buf(),
+        source: err,
+    }
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
@@ -252,14 +256,12 @@ fn migrate_shard(
     let old = sibling(dir, OLD_SUFFIX);
     let shard_dir = dir.parent().unwrap_or(dir);
     let (has_b, has_m, has_v) = (dir.exists(), new.exists(), old.exists());
-    let unexpected = |what: &str| {
-        storage(
-            dir,
-            format!(
-                "{what} exist together, a state no conversion leaves; move the one that is \
-                 not the shard's backend away and run the migration again"
-            ),
-        )
+    let unexpected = |what: &str| Error::UnexpectedFiles {
+        path: dir.to_path_buf(),
+        reason: format!(
+            "{what} exist together, a state no conversion leaves; move the one that is \
+             not the shard's backend away and run the migration again"
+        ),
     };
     if done {
         if has_m {

@@ -59,7 +59,7 @@ impl ShardRepair {
 ///
 /// # Errors
 /// [`Error::NotOurDirectory`] when the directory holds no store, [`Error::Locked`],
-/// [`Error::Io`] for the file operations of the swap, [`Error::Storage`] when a backend
+/// [`Error::Io`] for the file operations of the swap, [`Error::ColdBackend`] when a backend
 /// fails for a reason other than damage (then the shard is left as it was).
 pub fn repair_cold(config: impl Into<Config>) -> Result<Vec<ShardRepair>> {
     let config = config.into();
@@ -102,8 +102,11 @@ pub(crate) fn past_damage(
     resume_after_damage(old, from)
 }
 
-fn storage(dir: &Path, err: impl std::fmt::Display) -> Error {
-    Error::Storage(format!("repairing {}: {err}", dir.display()))
+fn storage(dir: &Path, err: ipfrs_tiering::Error) -> Error {
+    Error::ColdBackend {
+        path: dir.to_path_buf(),
+        source: err,
+    }
 }
 
 fn repair_shard(
@@ -187,7 +190,10 @@ fn repair_shard(
     let backup = (0..)
         .map(|n| sibling(dir, &format!("damaged-{n}")))
         .find(|p| !p.exists())
-        .ok_or_else(|| storage(dir, "no free backup name"))?;
+        .ok_or_else(|| Error::UnexpectedFiles {
+            path: dir.to_path_buf(),
+            reason: "no free name for the damaged backend's backup".into(),
+        })?;
     rename(dir, &backup)?;
     rename(&rebuilding, dir)?;
     if let Some(parent) = dir.parent() {

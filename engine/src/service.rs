@@ -23,7 +23,10 @@ impl<T: Send + 'static> ServiceThread<T> {
         let thread = std::thread::Builder::new()
             .name(name.into())
             .spawn(move || serve(receiver))
-            .map_err(|e| Error::Storage(format!("cannot start the {name} thread: {e}")))?;
+            .map_err(|source| Error::Thread {
+                name: name.into(),
+                source,
+            })?;
         Ok(ServiceThread {
             sender: Mutex::new(Some(sender)),
             thread: Mutex::new(Some(thread)),

@@ -445,8 +445,8 @@ fn one_shard(dir: &Path, kind: BackendKind, hot: bool) -> Config {
 /// Whether `result` is `Corrupt`, naming `block` (any other answer fails the test).
 fn is_corrupt(result: Result<Option<Bytes>, Error>, block: &Block) -> bool {
     match result {
-        Err(Error::Corrupt { cid, reason }) => {
-            assert_eq!(cid, block.cid().to_string(), "{reason}");
+        Err(err @ Error::Corrupt { .. }) => {
+            assert_eq!(err.corrupt_cid().as_ref(), Some(block.cid()), "{err}");
             true
         }
         other => panic!("expected Corrupt for {}, got {other:?}", block.cid()),
@@ -719,8 +719,8 @@ fn one_flip(
                 readable_before.push(block.clone());
             }
             Ok(None) => outcome.cold_none += 1,
-            Err(Error::Corrupt { cid, .. }) => {
-                assert_eq!(cid, block.cid().to_string(), "{what}");
+            Err(err @ Error::Corrupt { .. }) => {
+                assert_eq!(err.corrupt_cid().as_ref(), Some(block.cid()), "{what}");
                 outcome.cold_corrupt += 1;
             }
             Err(e) => panic!("{what}: a cold read failed with {e:?}, not Corrupt"),

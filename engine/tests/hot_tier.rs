@@ -216,7 +216,9 @@ fn a_damaged_record_is_reported_corrupt_and_never_served() {
         "recovery reports it"
     );
     match store.get(all[3].cid()) {
-        Err(Error::Corrupt { cid, .. }) => assert_eq!(cid, all[3].cid().to_string()),
+        Err(err @ Error::Corrupt { .. }) => {
+            assert_eq!(err.corrupt_cid().as_ref(), Some(all[3].cid()))
+        }
         other => panic!("a damaged block must be reported corrupt, got {other:?}"),
     }
     assert!(store.get_many(&[*all[3].cid()]).is_err());

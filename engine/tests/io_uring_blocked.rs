@@ -13,7 +13,7 @@
 
 use std::time::{Duration, Instant};
 
-use ipfrs_storage::{Block, Config, Engine, Error, IoDriver};
+use ipfrs_storage::{Block, Config, Engine, Error, ExecutorFailure, IoDriver};
 
 mod common;
 
@@ -189,8 +189,9 @@ fn child_process() {
             };
             fail::remove("shard-start");
             assert!(
-                matches!(&err, Error::Storage(m) if m.contains("panicked while starting")
-                    && m.contains("glommio fell over")),
+                matches!(&err, Error::Executor { cause: ExecutorFailure::Panicked(m), .. }
+                    if m.contains("glommio fell over"))
+                    && err.to_string().contains("panicked while starting"),
                 "{err:?}: {err}"
             );
         }

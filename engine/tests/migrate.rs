@@ -479,7 +479,9 @@ fn a_state_no_run_leaves_is_refused_and_left_alone() {
     std::fs::create_dir_all(sibling(dir.path(), kind, 0, "v1")).unwrap();
     let before = snapshot(dir.path());
     match migrate(config(dir.path(), kind)) {
-        Err(Error::Storage(reason)) => assert!(reason.contains("sled.migrating"), "{reason}"),
+        Err(Error::UnexpectedFiles { reason, .. }) => {
+            assert!(reason.contains("sled.migrating"), "{reason}")
+        }
         other => panic!("{other:?}"),
     }
     // Only the metadata changed (marked as under conversion), and shard 0's open-state is

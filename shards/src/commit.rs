@@ -529,7 +529,8 @@ impl Shard {
         .await;
         let no_space = || Error::NoSpace {
             shard: self.id,
-            path: self.writes.space.dir().display().to_string(),
+            path: self.writes.space.dir().to_path_buf(),
+            detail: String::new(),
         };
         let mut admitted = Vec::with_capacity(group.len());
         for op in group {

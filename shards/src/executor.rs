@@ -30,7 +30,7 @@ use crate::open_state::{self, OpenState};
 use crate::protocol::{Request, ShardHandle};
 use crate::rt;
 use crate::shard::{Counters, Shard, bump};
-use crate::{Error, Result};
+use crate::{Error, ExecutorFailure, Result};
 
 /// A running shard: its handle and its thread.
 pub struct ShardThread {
@@ -95,7 +95,7 @@ pub fn start_shard(id: usize, shards: usize, config: &Config, dir: PathBuf) -> R
         })
         .map_err(|e| Error::Executor {
             shard: id,
-            message: format!("cannot spawn its thread: {e}"),
+            cause: ExecutorFailure::Spawn(Arc::new(e)),
         })?;
     let started = ready_rx.recv().unwrap_or(Err(Error::Stopped { shard: id }));
     match started {
@@ -189,10 +189,7 @@ fn run_shard(
             Arc::from(backend)
         }
         Err(err) => {
-            let _ = ready.send(Err(Error::Backend {
-                shard: id,
-                message: err.to_string(),
-            }));
+            let _ = ready.send(Err(Error::backend(id)(err)));
             return;
         }
     };
@@ -218,10 +215,8 @@ fn run_shard(
             match HotTier::recover(id, &segments_dir, hot, share(hot.budget_bytes), &mut bloom) {
                 Ok(recovery) => Some(recovery),
                 Err(err) => {
-                    let _ = ready.send(Err(Error::SegmentIo {
-                        shard: id,
-                        message: format!("recovering {}: {err}", segments_dir.display()),
-                    }));
+                    let _ =
+                        ready.send(Err(Error::segment_io(id, "recovering", &segments_dir)(err)));
                     return;
                 }
             }
@@ -230,17 +225,14 @@ fn run_shard(
             let has_segments = list_segments(&segments_dir).is_ok_and(|s| !s.is_empty());
             if has_segments {
                 let _ = ready.send(Err(Error::HotTierRequired {
-                    path: segments_dir.display().to_string(),
+                    path: segments_dir.clone(),
                 }));
                 return;
             }
             None
         }
     };
-    let backend_error = |err: ipfrs_tiering::Error| Error::Backend {
-        shard: id,
-        message: err.to_string(),
-    };
+    let backend_error = |err: ipfrs_tiering::Error| Error::backend(id)(err);
     if let Some(recovery) = &recovery {
         let figures: Vec<_> = saved_packs
             .iter()
@@ -352,10 +344,7 @@ fn run_shard(
     let (deferred, open_state) = executor.run(async move {
         if let Some(hot) = &shard.hot {
             if let Err(err) = hot.start_writer(resume, next_seq).await {
-                let _ = ready.send(Err(Error::SegmentIo {
-                    shard: id,
-                    message: format!("starting the hot segment writer: {err:?}"),
-                }));
+                let _ = ready.send(Err(err.into_error(id, "starting the writer in", &hot.dir)));
                 return (Vec::new(), None);
             }
             let compacting = compaction::run(Rc::clone(&shard));
@@ -436,12 +425,10 @@ async fn serve(
             shard.writes.stage.get(),
             shard.gate_tasks.get()
         );
-        result = Err(Error::SegmentIo {
+        result = Err(Error::ShutdownTimeout {
             shard: shard.id,
-            message: format!(
-                "in-flight work did not finish within {} s of shutdown",
-                SHUTDOWN_GRACE.as_secs()
-            ),
+            step: "in-flight work",
+            secs: SHUTDOWN_GRACE.as_secs(),
         });
     }
     if let Some(hot) = &shard.hot {
@@ -459,10 +446,7 @@ async fn serve(
                 Err(e) => Err(e),
             };
             if let Err(err) = closed {
-                result = Err(Error::SegmentIo {
-                    shard: shard.id,
-                    message: format!("final sync: {err:?}"),
-                });
+                result = Err(err.into_error(shard.id, "the final sync of", &hot.dir));
             }
         }
     }
@@ -471,12 +455,10 @@ async fn serve(
     let flushed = bounded(shard.blocking(|backend| backend.flush()))
         .await
         .unwrap_or_else(|| {
-            Err(Error::Backend {
+            Err(Error::ShutdownTimeout {
                 shard: shard.id,
-                message: format!(
-                    "the final flush did not return within {} s",
-                    SHUTDOWN_GRACE.as_secs()
-                ),
+                step: "the final flush",
+                secs: SHUTDOWN_GRACE.as_secs(),
             })
         });
     if let Err(e) = &flushed {

@@ -37,7 +37,7 @@ mod shard;
 mod shared;
 
 pub use damage::{Damage, DamageSite};
-pub use error::{Error, PoisonCause};
+pub use error::{Error, ExecutorFailure, PoisonCause};
 pub use executor::{ShardThread, preflight, resolve_io_driver, start_shard};
 /// Power-cut simulation of the hot tier's files (tests only).
 #[cfg(feature = "failpoints")]

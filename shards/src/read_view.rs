@@ -130,11 +130,8 @@ impl ReadView {
         Quick::Answer(value)
     }
 
-    fn backend_error(&self, err: impl std::fmt::Display) -> Error {
-        Error::Backend {
-            shard: self.id,
-            message: err.to_string(),
-        }
+    fn backend_error(&self, err: ipfrs_tiering::Error) -> Error {
+        Error::backend(self.id)(err)
     }
 
     /// The hot record of `key`, counting the read (unless another reader holds the index

@@ -79,17 +79,14 @@ pub(crate) fn injected_cold_read_failure(
 ) -> Option<ipfrs_tiering::Error> {
     fail::fail_point!("cold-read", |_| Some(ipfrs_tiering::Error::Backend {
         backend: kind,
-        message: std::io::Error::from_raw_os_error(libc::EIO).to_string(),
+        source: Box::new(std::io::Error::from_raw_os_error(libc::EIO)),
     }));
     None
 }
 
 impl Shard {
-    pub(crate) fn backend_error(&self, err: impl std::fmt::Display) -> Error {
-        Error::Backend {
-            shard: self.id,
-            message: err.to_string(),
-        }
+    pub(crate) fn backend_error(&self, err: ipfrs_tiering::Error) -> Error {
+        Error::backend(self.id)(err)
     }
 
     /// False only when the key is certainly absent. Not counted in the stats: the writer

@@ -107,9 +107,7 @@ pub enum DamageStage {
 
 /// Damage a cold backend found in its own files, with the directory and the library's cause.
 ///
-/// It travels inside [`Error::Io`] as an [`std::io::Error`] of kind
-/// [`std::io::ErrorKind::InvalidData`] (the standard kind for damaged data), so the crate's
-/// error enum stays as it is; [`Error::damage`] gets it back.
+/// It travels as [`Error::Damaged`]; [`Error::damage`] gets it back.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("the {backend} cold backend in {} is damaged ({stage:?}): {cause}", path.display())]
 pub struct ColdDamage {
@@ -126,10 +124,7 @@ pub struct ColdDamage {
 impl ColdDamage {
     /// The error a call on a backend with this damage returns.
     pub fn into_error(self) -> Error {
-        Error::Io {
-            path: self.path.clone(),
-            source: std::io::Error::new(std::io::ErrorKind::InvalidData, self),
-        }
+        Error::Damaged(self)
     }
 }
 
@@ -138,9 +133,7 @@ impl Error {
     /// because of its files, or a read the library refused as corrupted.
     pub fn damage(&self) -> Option<&ColdDamage> {
         match self {
-            Error::Io { source, .. } if source.kind() == std::io::ErrorKind::InvalidData => {
-                source.get_ref()?.downcast_ref::<ColdDamage>()
-            }
+            Error::Damaged(damage) => Some(damage),
             _ => None,
         }
     }

@@ -16,7 +16,7 @@ pub mod segment;
 
 pub use backends::{open_backend, open_or_damaged};
 pub use cold::{BackendOptions, ColdBackend, ColdDamage, DamageStage};
-pub use error::Error;
+pub use error::{Error, LibraryError};
 
 /// The result type of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

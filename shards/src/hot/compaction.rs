@@ -310,11 +310,14 @@ pub(crate) async fn rewrite_claim(
     if record_bytes > room {
         match check_room(shard, hot.config.segment_bytes, Mode::Cleaning).await {
             Ok(claim) => Ok(Some(claim)),
-            Err(Error::NoSpace { shard: id, path }) => Err(Error::NoSpace {
+            Err(Error::NoSpace {
+                shard: id, path, ..
+            }) => Err(Error::NoSpace {
                 shard: id,
-                path: format!(
-                    "{path} (a new segment for a rewrite of {record_bytes} bytes: the active \
-                     one has {room} left; the reserve holds {} of {} bytes)",
+                path,
+                detail: format!(
+                    ": a new segment for a rewrite of {record_bytes} bytes: the active \
+                     one has {room} left; the reserve holds {} of {} bytes",
                     shard.writes.space.held(),
                     shard.writes.space.target()
                 ),
@@ -345,9 +348,9 @@ async fn check_room(shard: &Shard, need: u64, mode: Mode) -> Result<space::Claim
         .await
         .map_err(|free| Error::NoSpace {
             shard: shard.id,
-            path: format!(
-                "{}: compaction needs {need} bytes{}, {free} free",
-                shard.writes.space.dir().display(),
+            path: shard.writes.space.dir().to_path_buf(),
+            detail: format!(
+                ": compaction needs {need} bytes{}, {free} free",
                 if keep > 0 {
                     format!(" and {keep} more left free")
                 } else {
@@ -617,10 +620,13 @@ impl Shard {
         if hot.index.borrow().live_in(segment) > 0 {
             // A record was added to the index after the scan (cannot happen: segments are
             // sealed) — keep the file rather than lose it.
-            return Err(Error::SegmentIo {
-                shard: self.id,
-                message: format!("segment {segment} still has live records after compaction"),
-            });
+            return Err(Error::segment_io(
+                self.id,
+                "retiring",
+                ipfrs_tiering::segment::file::segment_path(&hot.dir, segment),
+            )(std::io::Error::other(
+                "the segment still has live records after compaction",
+            )));
         }
         // Readers holding blocks of this segment keep its mapping alive.
         let map = hot.segments.borrow_mut().remove(&segment);
@@ -668,12 +674,10 @@ impl Shard {
         // a file that is gone (the torture campaign found this).
         self.blocking(|backend| backend.flush()).await?;
         let dir = hot.dir.clone();
+        let failed = Error::segment_io(self.id, change.operation(), change.path(&dir));
         crate::rt::spawn_blocking(move || change.apply(&dir))
             .await
-            .map_err(|e| Error::SegmentIo {
-                shard: self.id,
-                message: format!("{change:?}: {e}"),
-            })
+            .map_err(failed)
     }
 }
 

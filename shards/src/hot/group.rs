@@ -466,13 +466,14 @@ impl Shard {
             AppendError::NoSpace(path) => {
                 return Error::NoSpace {
                     shard: self.id,
-                    path: path.display().to_string(),
+                    path,
+                    detail: String::new(),
                 };
             }
             AppendError::Invalid(reason) => {
-                return Error::SegmentIo {
+                return Error::RecordRefused {
                     shard: self.id,
-                    message: format!("record refused: {reason}"),
+                    reason,
                 };
             }
             AppendError::Write(e) => PoisonCause::SegmentWrite(std::sync::Arc::new(e)),

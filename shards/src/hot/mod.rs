@@ -145,6 +145,25 @@ impl Deferred {
             Deferred::RemovePack(id) => packs::remove_on_disk(dir, id),
         }
     }
+
+    /// What [`Deferred::apply`] does, for its error.
+    pub(crate) fn operation(&self) -> &'static str {
+        match self {
+            Deferred::RemoveSegment(_) => "removing the compacted segment",
+            Deferred::MakePack { .. } => "turning into a pack the segment",
+            Deferred::RemovePack(_) => "removing the reclaimed pack",
+        }
+    }
+
+    /// The file [`Deferred::apply`] changes, for its error.
+    pub(crate) fn path(&self, dir: &Path) -> PathBuf {
+        match *self {
+            Deferred::RemoveSegment(id) | Deferred::MakePack { segment: id, .. } => {
+                ipfrs_tiering::segment::file::segment_path(dir, id)
+            }
+            Deferred::RemovePack(id) => ipfrs_tiering::pack::pack_path(dir, id),
+        }
+    }
 }
 
 /// Removes `path`; a file already gone is fine.

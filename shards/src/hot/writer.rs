@@ -122,6 +122,30 @@ pub(crate) enum AppendError {
     Sync(io::Error),
 }
 
+impl AppendError {
+    /// The shard error for a failure outside a write group (starting the writer, the final
+    /// sync), where no acknowledgement depends on it and so nothing is poisoned.
+    pub(crate) fn into_error(
+        self,
+        shard: usize,
+        operation: &'static str,
+        dir: &std::path::Path,
+    ) -> crate::Error {
+        let source = match self {
+            AppendError::NoSpace(path) => {
+                return crate::Error::NoSpace {
+                    shard,
+                    path,
+                    detail: String::new(),
+                };
+            }
+            AppendError::Invalid(reason) => return crate::Error::RecordRefused { shard, reason },
+            AppendError::Write(e) | AppendError::Sync(e) => e,
+        };
+        crate::Error::segment_io(shard, operation, dir)(source)
+    }
+}
+
 /// Where each appended record landed, and the segments the append created.
 pub(crate) struct Appended {
     /// Per record, in input order: (segment, offset).

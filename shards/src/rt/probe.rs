@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use glommio::{GlommioError, ReactorErrorKind};
 
-use crate::Error;
+use crate::{Error, ExecutorFailure};
 
 /// The io_uring system calls, named in errors: a policy may refuse any one of them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -326,7 +326,7 @@ pub(crate) fn classify(shard: usize, err: GlommioError<()>) -> Error {
         other => {
             return Error::Executor {
                 shard,
-                message: other.to_string(),
+                cause: ExecutorFailure::Runtime(other.to_string()),
             };
         }
     };
@@ -379,7 +379,10 @@ pub(crate) fn classify_errno(shard: usize, call: Call, io: std::io::Error) -> Er
         _ => {
             return Error::Executor {
                 shard,
-                message: format!("{name} failed: {io}"),
+                cause: ExecutorFailure::IoUring {
+                    call: name,
+                    source: std::sync::Arc::new(io),
+                },
             };
         }
     };
@@ -403,7 +406,7 @@ pub(crate) fn start_panic_error(shard: usize, panic: &(dyn std::any::Any + Send)
         .unwrap_or("a panic without a message");
     Error::Executor {
         shard,
-        message: format!("its thread panicked while starting: {message}"),
+        cause: ExecutorFailure::Panicked(message.to_owned()),
     }
 }
 
@@ -443,7 +446,7 @@ mod tests {
             std::io::Error::from_raw_os_error(libc::EBADF),
         );
         assert!(
-            matches!(&err, Error::Executor { shard: 3, message } if message.contains("io_uring_enter")),
+            matches!(&err, Error::Executor { shard: 3, cause: ExecutorFailure::IoUring { call, .. } } if *call == "io_uring_enter"),
             "{err}"
         );
     }

@@ -143,14 +143,14 @@ impl ColdBackend for DamagedBackend {
 
 /// Whether `err` is a library panic the guard turned into an error.
 fn is_panic(err: &Error) -> bool {
-    matches!(err, Error::Backend { message, .. } if message.contains("the library panicked"))
+    matches!(err, Error::Panicked { .. })
 }
 
 /// Whether `err` comes from damaged files (a refused read, or a library panic) rather than
 /// from the environment.
 pub fn is_damage(err: &Error) -> bool {
     match err {
-        Error::Backend { message, .. } => message.contains("the library panicked"),
+        Error::Panicked { .. } => true,
         other => other.damage().is_some(),
     }
 }
@@ -164,9 +164,10 @@ pub fn damage_of_open_error(
     err: &Error,
 ) -> Option<ColdDamage> {
     let cause = match err {
-        Error::Io { .. } => return err.damage().cloned(),
-        Error::NotCompiled(_) => return None,
-        Error::Backend { message, .. } => message.clone(),
+        Error::Damaged(damage) => return Some(damage.clone()),
+        Error::Io { .. } | Error::NotCompiled(_) => return None,
+        Error::Backend { source, .. } => source.to_string(),
+        Error::Panicked { .. } | Error::TruncatedTable { .. } => err.to_string(),
     };
     // Messages of sled, parity-db and rocksdb (and the OS) for causes outside the files.
     const NOT_DAMAGE: [&str; 6] = [

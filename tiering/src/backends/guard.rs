@@ -4,7 +4,7 @@
 //! log has flipped bytes (found by engine/tests/cold_corruption.rs). A panic in a shard
 //! thread ends the shard (every later call sees a stopped engine), and one in a blocking pool
 //! leaves its caller waiting, so [`open_backend`](super::open_backend) wraps every backend in
-//! [`PanicGuard`]: the panic becomes [`Error::Backend`] naming the call. After such an error
+//! [`PanicGuard`]: the panic becomes [`Error::Panicked`] naming the call. After such an error
 //! the handle may be in any state; later calls may fail too, but none panics through.
 
 use std::any::Any;
@@ -26,7 +26,7 @@ pub fn panic_message(payload: &(dyn Any + Send)) -> &str {
     }
 }
 
-/// Runs `f`, turning a panic into [`Error::Backend`] for `backend`, naming `call`.
+/// Runs `f`, turning a panic into [`Error::Panicked`] for `backend`, naming `call`.
 pub(crate) fn guarded<T>(
     backend: BackendKind,
     call: &str,
@@ -35,12 +35,10 @@ pub(crate) fn guarded<T>(
     // Unwind safety: after a panic the library's state is suspect, which the error says; the
     // guard only promises that the panic does not cross into the engine.
     catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|payload| {
-        Err(Error::Backend {
+        Err(Error::Panicked {
             backend,
-            message: format!(
-                "the library panicked in {call} (damaged files?): {}",
-                panic_message(&*payload)
-            ),
+            call: call.to_owned(),
+            message: panic_message(&*payload).to_owned(),
         })
     })
 }
@@ -136,9 +134,9 @@ mod tests {
 
     fn message(result: Result<impl std::fmt::Debug>) -> String {
         match result {
-            Err(Error::Backend { backend, message }) => {
+            Err(err @ Error::Panicked { backend, .. }) => {
                 assert_eq!(backend, BackendKind::Sled);
-                message
+                err.to_string()
             }
             other => panic!("expected a backend error, got {other:?}"),
         }

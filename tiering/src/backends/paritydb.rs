@@ -27,7 +27,7 @@ impl ParityDbBackend {
     /// Opens or creates the database in `dir`. parity-db has no cache budget to set.
     ///
     /// # Errors
-    /// [`Error::Backend`] also for a value table whose length parity-db could not have left
+    /// [`Error::TruncatedTable`] for a value table whose length parity-db could not have left
     /// (see [`check_value_tables`]).
     pub fn open(dir: &Path, _options: &BackendOptions) -> Result<ParityDbBackend> {
         check_value_tables(dir)?;
@@ -70,10 +70,10 @@ fn check_value_tables(dir: &Path) -> Result<()> {
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(Error::backend(KIND, e)),
+        Err(e) => return Err(Error::io(dir)(e)),
     };
     for entry in entries {
-        let entry = entry.map_err(|e| Error::backend(KIND, e))?;
+        let entry = entry.map_err(Error::io(dir))?;
         let is_table = entry
             .file_name()
             .to_str()
@@ -81,16 +81,13 @@ fn check_value_tables(dir: &Path) -> Result<()> {
         if !is_table {
             continue;
         }
-        let len = entry.metadata().map_err(|e| Error::backend(KIND, e))?.len();
+        let len = entry.metadata().map_err(Error::io(entry.path()))?.len();
         if len % TABLE_GROWTH != 0 {
-            return Err(Error::backend(
-                KIND,
-                format!(
-                    "value table {} is {len} bytes, not a multiple of {TABLE_GROWTH}: it was \
-                     truncated, and mapping it could crash the process (SIGBUS)",
-                    entry.path().display()
-                ),
-            ));
+            return Err(Error::TruncatedTable {
+                path: entry.path(),
+                len,
+                granularity: TABLE_GROWTH,
+            });
         }
     }
     Ok(())
@@ -189,8 +186,9 @@ mod tests {
             .set_len(len - 4096)
             .unwrap();
         match ParityDbBackend::open(dir.path(), &BackendOptions::default()) {
-            Err(Error::Backend { message, .. }) => {
-                assert!(message.contains("truncated"), "{message}")
+            Err(Error::TruncatedTable { path, len, .. }) => {
+                assert_eq!(path, table);
+                assert_eq!(len % TABLE_GROWTH, TABLE_GROWTH - 4096);
             }
             Ok(_) => panic!("a truncated value table was opened"),
             Err(other) => panic!("unexpected error {other}"),

@@ -336,12 +336,12 @@ fn set_conf_aside(dir: &Path) -> Result<Option<PathBuf>> {
 /// Removes sled's unfinished snapshot files in `dir`; returns how many there were.
 fn remove_unfinished_snapshots(dir: &Path) -> Result<usize> {
     let mut removed = 0;
-    let entries = std::fs::read_dir(dir).map_err(|e| Error::backend(KIND, e))?;
+    let entries = std::fs::read_dir(dir).map_err(Error::io(dir))?;
     for entry in entries {
-        let path = entry.map_err(|e| Error::backend(KIND, e))?.path();
+        let path = entry.map_err(Error::io(dir))?.path();
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
         if name.starts_with("snap.") && name.ends_with(".generating") {
-            std::fs::remove_file(&path).map_err(|e| Error::backend(KIND, e))?;
+            std::fs::remove_file(&path).map_err(Error::io(&path))?;
             removed += 1;
         }
     }
