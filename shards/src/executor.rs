@@ -1,36 +1,24 @@
-//! Starting a shard: its thread, its executor (glommio, or the fallback driver's: see `rt`)
-//! and its state.
+//! A shard's thread: its executor (glommio, or the fallback driver's: see `rt`), its request
+//! loop and its shutdown.
 //!
-//! The executor is built inside the shard's own thread, so a
-//! ring setup failure comes back as an error naming its cause instead of a panic in a thread.
-//! Before it serves anything, the shard opens its backend, recovers its hot tier and rebuilds
-//! its bloom filter and counters: from the state its last clean close saved (`open_state`)
-//! when nothing can have changed the backend since, else by walking the cold keys once. A
-//! filter that could miss a key is never consulted.
+//! The executor is built inside the shard's own thread, so a ring setup failure comes back as
+//! an error naming its cause instead of a panic in a thread. Before it serves anything, the
+//! shard opens its state (`startup`).
 
-use std::cell::RefCell;
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 
-use fastbloom::{AtomicBloomFilter, BloomFilter};
-
-use crate::read_view::ReadView;
-use ipfrs_core_types::key::bloom_hash;
 use ipfrs_core_types::{Config, IoDriver};
-use ipfrs_tiering::backends::{DamagedBackend, is_damage};
-use ipfrs_tiering::segment::file::list_segments;
-use ipfrs_tiering::{BackendOptions, ColdBackend, ColdDamage, DamageStage, open_or_damaged};
+use ipfrs_tiering::ColdDamage;
 
-use crate::cache::BlockCache;
-use crate::commit::WriteQueue;
-use crate::hot::{HotTier, compaction};
+use crate::hot::compaction;
 use crate::open_state::{self, OpenState};
 use crate::protocol::{Request, ShardHandle};
-use crate::rt;
-use crate::shard::{Counters, Shard, bump};
-use crate::{Error, ExecutorFailure, Result};
+use crate::read_view::ReadView;
+use crate::shard::Shard;
+use crate::{Error, ExecutorFailure, Result, rt, startup};
 
 /// A running shard: its handle and its thread.
 pub struct ShardThread {
@@ -129,6 +117,8 @@ pub(crate) fn allowed_cpus() -> Vec<usize> {
     }
 }
 
+/// The shard's thread: builds its executor, opens its state (`startup`), serves until
+/// shutdown, then finishes what had to wait for the backend to close.
 fn run_shard(
     id: usize,
     shards: usize,
@@ -138,208 +128,29 @@ fn run_shard(
     ready: Ready,
     cold_damage: &OnceLock<ColdDamage>,
 ) {
-    let cpu = config.pin_shards.then(|| {
-        let cpus = allowed_cpus();
-        cpus.get(id % cpus.len().max(1)).copied().unwrap_or(0)
+    let started = build_executor(id, config).and_then(|executor| {
+        Ok((
+            executor,
+            startup::open(id, shards, config, &dir, cold_damage)?,
+        ))
     });
-    // The engine resolves `Auto` once for all shards; a shard started on its own resolves it
-    // here.
-    let driver = match config.io_driver {
-        IoDriver::Auto => resolve_io_driver(IoDriver::Auto).unwrap_or(IoDriver::Fallback),
-        driver => driver,
-    };
-    if driver == IoDriver::IoUring
-        && let Err(err) = preflight(id)
-    {
-        let _ = ready.send(Err(err));
-        return;
-    }
-    // Fault injection (tests only, the `failpoints` feature): glommio panicking as it builds
-    // the executor (engine/tests/io_uring_blocked.rs).
-    fail::fail_point!("shard-start");
-    let name = format!("ipfrs-shard-{id}");
-    let options = rt::ExecutorOptions {
-        name: &name,
-        cpu,
-        io_memory: config.io_memory_per_shard,
-        blocking_threads: config.blocking_threads_per_shard,
-        spin_before_park: config.spin_before_park,
-    };
-    let executor = match rt::Executor::build(driver, &options) {
-        Ok(executor) => executor,
+    let (executor, opened) = match started {
+        Ok(started) => started,
         Err(err) => {
-            let _ = ready.send(Err(classify(id, err)));
+            let _ = ready.send(Err(err));
             return;
         }
     };
-    let share = |total: u64| total / shards as u64;
-    let options = BackendOptions {
-        cache_bytes: share(config.backend_cache_bytes).max(1 << 20),
-    };
-    // Taken before the backend is opened (opening may write its files) and removed whatever
-    // happens next: see `open_state` for when it may stand in for the walk of the cold keys.
-    let saved = open_state::take(&dir, config.backend);
-    // Damaged files do not stop the shard: it serves its hot tier over what of the backend
-    // still works, and the damage is kept for `Engine::cold_damage`.
-    let mut backend: Arc<dyn ColdBackend> = match open_or_damaged(config.backend, &dir, &options) {
-        Ok((backend, damage)) => {
-            if let Some(damage) = damage {
-                let _ = cold_damage.set(damage);
-            }
-            Arc::from(backend)
-        }
-        Err(err) => {
-            let _ = ready.send(Err(Error::backend(id)(err)));
-            return;
-        }
-    };
-    let mut bloom = BloomFilter::with_false_pos(config.bloom_fp_rate)
-        .expected_items(share(config.bloom_expected_items).max(1024) as usize);
-    // A saved filter of the configured size replaces the walk: it holds every key the shard
-    // had at its clean close, and nothing has changed the backend since.
-    let saved = saved.filter(|state| {
-        state.words.len() == bloom.as_slice().len() && state.num_hashes == bloom.num_hashes()
-    });
-    let counters = Counters::default();
-    let restored = saved.is_some();
-    let mut saved_packs = Vec::new();
-    if let Some(state) = saved {
-        saved_packs = state.packs;
-        bloom = BloomFilter::from_vec(state.words).hashes(state.num_hashes);
-        counters.blocks.set(state.blocks);
-        counters.bytes.set(state.bytes);
-    }
-    let segments_dir = segments_dir(&dir);
-    let recovery = match config.hot_tier {
-        Some(hot) => {
-            match HotTier::recover(id, &segments_dir, hot, share(hot.budget_bytes), &mut bloom) {
-                Ok(recovery) => Some(recovery),
-                Err(err) => {
-                    let _ =
-                        ready.send(Err(Error::segment_io(id, "recovering", &segments_dir)(err)));
-                    return;
-                }
-            }
-        }
-        None => {
-            let has_segments = list_segments(&segments_dir).is_ok_and(|s| !s.is_empty());
-            if has_segments {
-                let _ = ready.send(Err(Error::HotTierRequired {
-                    path: segments_dir.clone(),
-                }));
-                return;
-            }
-            None
-        }
-    };
-    let backend_error = |err: ipfrs_tiering::Error| Error::backend(id)(err);
-    if let Some(recovery) = &recovery {
-        let figures: Vec<_> = saved_packs
-            .iter()
-            .map(|&(id, live, held)| (id, crate::hot::packs::PackBytes { live, held }))
-            .collect();
-        recovery.tier.packs.borrow_mut().restore(&figures);
-        let index = recovery.tier.index.borrow();
-        if !restored {
-            bump(&counters.blocks, index.len() as u64);
-            bump(&counters.bytes, index.bytes());
-        }
-        // A delete is acknowledged once its tombstone is durable; its cold copy may not have
-        // been deleted yet when the process died.
-        if !recovery.tombstoned.is_empty() {
-            let redo = backend
-                .delete_batch(&recovery.tombstoned)
-                .and_then(|()| backend.flush());
-            // A backend that did not open cannot take them: the tombstones stay in the hot
-            // tier, which shadows the cold copies, and the next open after a repair redoes them.
-            if let Err(err) = redo
-                && cold_damage.get().is_none()
-            {
-                let _ = ready.send(Err(backend_error(err)));
-                return;
-            }
-        }
-    }
-    let hot_index = recovery.as_ref().map(|r| r.tier.index.borrow());
-    let mut packs = recovery.as_ref().map(|r| r.tier.packs.borrow_mut());
-    let walk = if restored {
-        Ok(())
-    } else {
-        backend.iterate(None, &mut |key, value| {
-            // An unreadable entry counts nothing; a read of its key reports the damage.
-            let (len, packed) = ipfrs_tiering::pack::peek(value).unwrap_or((0, None));
-            if let (Some(loc), Some(packs)) = (packed, packs.as_mut()) {
-                packs.count_walked(loc.pack, len);
-            }
-            bloom.insert_hash(bloom_hash(key));
-            bump(&counters.keys_walked_at_open, 1);
-            // A block both hot and cold (mid-compaction, or promoted) is counted once.
-            if !hot_index.as_ref().is_some_and(|index| index.contains(key)) {
-                bump(&counters.blocks, 1);
-                bump(&counters.bytes, len);
-            }
-            true
-        })
-    };
-    if !restored && let Some(packs) = packs.as_mut() {
-        packs.settle_walked();
-    }
-    drop(hot_index);
-    drop(packs);
-    match walk {
-        Ok(()) => {}
-        Err(err) if is_damage(&err) => {
-            let damage = ColdDamage {
-                backend: config.backend,
-                path: dir.clone(),
-                stage: DamageStage::Walk,
-                cause: err.to_string(),
-            };
-            let _ = cold_damage.set(damage.clone());
-            backend = Arc::new(DamagedBackend::walked(backend, damage));
-        }
-        Err(err) => {
-            let _ = ready.send(Err(backend_error(err)));
-            return;
-        }
-    }
-    if cold_damage.get().is_some() {
-        // The walk did not see every cold key, so the filter could miss one: a filter with
-        // every bit set answers "maybe" for all, and each lookup asks the backend.
-        bloom = BloomFilter::from_vec(vec![u64::MAX; 8]).hashes(1);
-    }
-    let (hot, resume, next_seq) = match recovery {
-        Some(r) => (Some(r.tier), r.resume, r.next_seq),
-        None => (None, None, 0),
-    };
-    let shard = Rc::new(Shard {
-        id,
-        backend,
-        cache: Arc::new(BlockCache::new(share(config.cache_bytes))),
-        // Readers on callers' threads test it while the shard adds to it (atomic bits).
-        bloom: Arc::new(
-            AtomicBloomFilter::from_vec(bloom.as_slice().to_vec()).hashes(bloom.num_hashes()),
-        ),
-        counters,
-        delete_epoch: Arc::default(),
-        reads: Arc::default(),
-        writes: WriteQueue::new(
-            config.durability,
-            crate::commit::space::Space::open(
-                segments_dir.parent().unwrap_or(&segments_dir),
-                config.space_reserve_per_shard(shards),
-            ),
-        ),
-        hot,
-        damage: RefCell::default(),
-        gate: rt::Gate::new(),
-        gate_tasks: Rc::default(),
-    });
+    let startup::Opened {
+        shard,
+        resume,
+        next_seq,
+        segments_dir,
+    } = opened;
     // After the executor stops, segments kept for a backend without durable flushes are
     // removed, once that backend is really closed (dropped: parity-db writes everything out
     // when it is dropped).
     let backend_alive = Arc::downgrade(&shard.backend);
-    let segments = segments_dir.clone();
     let view = Arc::new(shard.view());
     let (deferred, open_state) = executor.run(async move {
         if let Some(hot) = &shard.hot {
@@ -357,20 +168,19 @@ fn run_shard(
         let _ = ready.send(Ok(view));
         serve(shard, rx).await
     });
-    let backend_closed = backend_alive.upgrade().is_none();
-    let mut deferred_done = true;
-    if backend_closed {
-        for change in deferred {
-            if let Err(err) = change.apply(&segments) {
-                deferred_done = false;
-                eprintln!("ipfrs shard {id}: after closing the backend, {change:?}: {err}");
-            }
-        }
+    if backend_alive.upgrade().is_some() {
+        return;
     }
+    let deferred_done = deferred.into_iter().fold(true, |done, change| {
+        let applied = change.apply(&segments_dir);
+        if let Err(err) = &applied {
+            eprintln!("ipfrs shard {id}: after closing the backend, {change:?}: {err}");
+        }
+        done && applied.is_ok()
+    });
     // Saved last, over the closed backend's files as they stay: the fingerprint must see
     // every write the close made.
     if let Some(state) = open_state
-        && backend_closed
         && deferred_done
         && cold_damage.get().is_none()
         && let Err(err) = open_state::save(&dir, config.backend, &state)
@@ -379,6 +189,36 @@ fn run_shard(
             "ipfrs shard {id}: saving the open state (the next open walks the cold keys): {err}"
         );
     }
+}
+
+/// Builds the shard's executor on the configured I/O driver, pinned to its core when asked;
+/// a refused io_uring is a typed error naming its cause.
+fn build_executor(id: usize, config: &Config) -> Result<rt::Executor> {
+    let cpu = config.pin_shards.then(|| {
+        let cpus = allowed_cpus();
+        cpus.get(id % cpus.len().max(1)).copied().unwrap_or(0)
+    });
+    // The engine resolves `Auto` once for all shards; a shard started on its own resolves it
+    // here.
+    let driver = match config.io_driver {
+        IoDriver::Auto => resolve_io_driver(IoDriver::Auto).unwrap_or(IoDriver::Fallback),
+        driver => driver,
+    };
+    if driver == IoDriver::IoUring {
+        preflight(id)?;
+    }
+    // Fault injection (tests only, the `failpoints` feature): glommio panicking as it builds
+    // the executor (engine/tests/io_uring_blocked.rs).
+    fail::fail_point!("shard-start");
+    let name = format!("ipfrs-shard-{id}");
+    let options = rt::ExecutorOptions {
+        name: &name,
+        cpu,
+        io_memory: config.io_memory_per_shard,
+        blocking_threads: config.blocking_threads_per_shard,
+        spin_before_park: config.spin_before_park,
+    };
+    rt::Executor::build(driver, &options).map_err(|err| classify(id, err))
 }
 
 /// The shard's main loop: dispatch until `Shutdown` (or until every sender is gone), then
@@ -516,14 +356,6 @@ async fn bounded<T>(work: impl std::future::Future<Output = T>) -> Option<T> {
 /// Compaction's share of its core against the foreground queue's default of 1000: it gets
 /// about a tenth of the core while requests are waiting, all of it when the shard is idle.
 const COMPACTION_SHARES: usize = 100;
-
-/// Where a shard keeps its hot segments: `shard-NNN/segments`, next to its backend directory
-/// `shard-NNN/<backend>`.
-fn segments_dir(backend_dir: &std::path::Path) -> PathBuf {
-    backend_dir
-        .parent()
-        .map_or_else(|| backend_dir.join("segments"), |p| p.join("segments"))
-}
 
 /// The memlock limit below which glommio 0.9 refuses to build an executor (it checks this
 /// itself, even for root), in bytes.

@@ -8,8 +8,10 @@
 //! thread from state the shard shares read-only with callers (it stays its only writer).
 //!
 //! - [`protocol`]: the messages and the client side ([`ShardHandle`]).
-//! - `executor`: starting a shard thread, and turning io_uring setup failures into errors
-//!   that name their cause.
+//! - `executor`: a shard's thread: its executor (io_uring setup failures become errors that
+//!   name their cause), its request loop and its shutdown.
+//! - `startup`: opening a shard's state before it serves, as named steps (cold backend,
+//!   bloom filter and counters, hot-tier recovery, redone deletes, the walk of cold keys).
 //! - [`read_view`]: reads on the caller's thread, over the state the shard shares with
 //!   callers (`shared`): bloom filter, hot index, segment and pack maps, block cache.
 //! - `shard`: the read path in the shard (bloom -> hot index -> cache -> backend on the
@@ -35,6 +37,7 @@ pub mod read_view;
 mod rt;
 mod shard;
 mod shared;
+mod startup;
 
 pub use damage::{Damage, DamageSite};
 pub use error::{Error, ExecutorFailure, PoisonCause};
