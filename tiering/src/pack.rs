@@ -78,6 +78,7 @@ impl Entry {
 
 /// Why a backend value is not an index entry.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum EntryError {
     /// The value is empty: every entry has a tag.
     #[error("an empty index entry")]

@@ -49,6 +49,7 @@ use crate::{BackendKind, Config, Durability};
 
 /// Why a configuration file could not be used.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ConfigFileError {
     /// The file could not be read.
     #[error("cannot read config file {path}: {source}")]

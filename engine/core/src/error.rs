@@ -4,6 +4,7 @@ use cid::Cid;
 ///
 /// Every variant means the request was refused before anything was stored.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum BlockError {
     /// The bytes do not hash to the multihash inside the CID.
     #[error("block data does not match its CID {cid}: the data hashes to a different digest")]

@@ -28,6 +28,7 @@ impl fmt::Display for LengthField {
 /// that record starts (or would have started), so recovery can truncate or report there.
 /// Nothing here is retryable: the same bytes give the same error.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum RecordError {
     /// The header at `offset` is all zero bytes: no record was ever written there. In a
     /// preallocated segment this is the normal end of the records.
