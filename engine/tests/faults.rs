@@ -81,6 +81,12 @@ fn run(fault: &Fault, driver: IoDriver) {
             "{}: the cause keeps its source",
             fault.point
         );
+        // The engine's error leads to the OS error through its chain of causes.
+        assert!(
+            root_os_error(&err).is_some(),
+            "{}: no OS error under {err:?}",
+            fault.point
+        );
     }
     // Nothing of the failed write is served; everything before it is.
     for b in &doomed {
@@ -201,6 +207,8 @@ fn cold_read_fails_then_recovers(driver: IoDriver) {
                 if matches!(**source, ipfrs_tiering::Error::Backend { .. })),
             "cold-read: {err}"
         );
+        // The disk's own error is still there for a caller walking the causes.
+        assert_eq!(root_os_error(&err), Some(libc::EIO), "cold-read: {err:?}");
     }
     assert!(store.get_many(&cids).is_err());
     fail::remove("cold-read");
@@ -208,4 +216,17 @@ fn cold_read_fails_then_recovers(driver: IoDriver) {
         assert_eq!(got.as_deref(), Some(&b.data()[..]), "cold-read");
     }
     store.close().unwrap();
+}
+
+/// The OS error code at the bottom of `err`'s chain of causes, if one is an `io::Error`.
+fn root_os_error(err: &(dyn std::error::Error + 'static)) -> Option<i32> {
+    let mut code = None;
+    let mut cause = Some(err);
+    while let Some(e) = cause {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            code = io.raw_os_error().or(code);
+        }
+        cause = e.source();
+    }
+    code
 }

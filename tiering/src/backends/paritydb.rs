@@ -28,7 +28,7 @@ impl ParityDbBackend {
     ///
     /// # Errors
     /// [`Error::TruncatedTable`] for a value table whose length parity-db could not have left
-    /// (see [`check_value_tables`]).
+    /// (see `check_value_tables`).
     pub fn open(dir: &Path, _options: &BackendOptions) -> Result<ParityDbBackend> {
         check_value_tables(dir)?;
         let mut options = Options::with_columns(dir, 1);

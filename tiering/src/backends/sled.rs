@@ -170,7 +170,7 @@ impl SledBackend {
     ///
     /// sled's background flusher may hold the database's file lock for a moment after the
     /// previous handle was dropped, so a reopen right after a close retries that one error
-    /// for up to [`LOCK_RETRY`] (the engine's own directory lock already rules out a second
+    /// for up to `LOCK_RETRY` (the engine's own directory lock already rules out a second
     /// live engine).
     pub fn open(dir: &Path, options: &BackendOptions) -> Result<SledBackend> {
         let mark = read_mark(dir);
