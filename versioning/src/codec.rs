@@ -85,6 +85,21 @@ fn exponent_unplanes(planes: &[u8], elem: usize) -> Vec<u8> {
     data
 }
 
+/// Shortest match zstd may take in an exponent plane. Exponents of neighbouring weights are
+/// i.i.d. draws from a few values (about 2.5 bits of entropy for Gaussian weights): short
+/// matches between them are coincidences that cost more than the literals they replace
+/// (measured on a plane of N(0, 0.02) exponents at level 3: 3.17 bits a byte with zstd's
+/// default, 2.84 with 7, entropy 2.54).
+const EXPONENT_MIN_MATCH: u32 = 7;
+
+/// One zstd frame of an exponent plane.
+fn compress_exponents(plane: &[u8], level: i32) -> Option<Vec<u8>> {
+    let mut c = zstd::bulk::Compressor::new(level).ok()?;
+    c.set_parameter(zstd::stream::raw::CParameter::MinMatch(EXPONENT_MIN_MATCH))
+        .ok()?;
+    c.compress(plane).ok()
+}
+
 /// Decompresses a zstd frame into `out` with this thread's decompression context: creating
 /// one per frame showed in checkout profiles.
 fn decompress_into(frame: &[u8], out: &mut [u8]) -> Result<usize, String> {
@@ -180,8 +195,12 @@ pub fn pack(data: &[u8], dtype: DType, level: i32) -> Option<Vec<u8>> {
         let n = data.len() / elem;
         let mut out = Vec::with_capacity(data.len());
         out.push(layout);
-        for plane in planes.chunks(n) {
-            let frame = zstd::bulk::compress(plane, level).ok()?;
+        for (k, plane) in planes.chunks(n).enumerate() {
+            let frame = if layout == LAYOUT_EXPONENT && k == elem - 1 {
+                compress_exponents(plane, level)?
+            } else {
+                zstd::bulk::compress(plane, level).ok()?
+            };
             out.extend_from_slice(&u32::try_from(frame.len()).ok()?.to_le_bytes());
             out.extend_from_slice(&frame);
         }

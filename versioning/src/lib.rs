@@ -1,8 +1,8 @@
 //! ipfrs-versioning: Git-for-Tensors over any [`ipfrs_storage::BlockStore`].
 //!
 //! Model states are stored as IPLD objects (DAG-CBOR) in the block store: tensors cut into
-//! fixed element-aligned raw chunks (unchanged regions deduplicate across versions), exact
-//! XOR deltas against the last full version of a tensor (bit-exact, byte planes + zstd),
+//! fixed element-aligned chunks, each a recipe of a losslessly compressed key and a bounded
+//! chain of exact deltas (so a version costs what changed and unchanged chunks are shared),
 //! states, and commits with provenance. Refs (branches, tags, HEAD) live in a [`RefStore`]
 //! with compare-and-swap, so concurrent committers never lose a commit.
 //!

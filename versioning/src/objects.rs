@@ -68,7 +68,8 @@ pub struct DeltaChunk {
     pub from: ChunkSource,
 }
 
-/// A tensor stored as an exact difference against an earlier full version of it.
+/// A tensor stored as an exact difference against an earlier full version of it (object
+/// format 2: read, no longer written; new versions are [`Chunked`]).
 ///
 /// The base is the full [`Tensor`] the parent's version refers to: the parent's own tensor
 /// when that is full, else the parent delta's base. So a delta is never based on a delta and
@@ -80,8 +81,8 @@ pub struct Delta {
     pub base: Cid,
     /// The encoding of the payload blocks; see [`crate::delta::ENCODING`].
     pub encoding: String,
-    /// Versions of this tensor since `base` was stored (1 for the first delta on it).
-    /// Bounded by `RepoConfig::snapshot_every`.
+    /// Versions of this tensor since `base` was stored (1 for the first delta on it). Deltas
+    /// are an earlier format: new versions are [`Chunked`].
     pub depth: u32,
     /// Element type (must equal the base's).
     pub dtype: DType,
