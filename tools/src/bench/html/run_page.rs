@@ -181,7 +181,7 @@ fn figures_table(body: &mut String, w: &WorkloadReport) {
         let l = &r.latency_us;
         let _ = writeln!(
             body,
-            "<tr data-target=\"{}\"{}><td>{}</td><td>{:.0}</td><td>{:.0}</td><td>{:.0}</td>\
+            "<tr data-target=\"{}\"{}><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
              <td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
              <td>{}</td><td>{}</td></tr>",
             escape(&r.target),
@@ -191,9 +191,9 @@ fn figures_table(body: &mut String, w: &WorkloadReport) {
                 ""
             },
             escape(&r.target),
-            r.ops_per_s.median,
-            r.ops_per_s.min,
-            r.ops_per_s.max,
+            cell(r.ops_per_s.median),
+            cell(r.ops_per_s.min),
+            cell(r.ops_per_s.max),
             r.mib_per_s.map_or_else(dash, |m| cell(m.median)),
             cell(l.p50),
             cell(l.p90),
