@@ -10,46 +10,20 @@
 
 mod daemon_common;
 
-use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use daemon_common::{Daemon, car_under, get, init_repo, post_files, unixfs};
+use daemon_common::{Daemon, car_under, get, init_repo, node_packages, post_files, unixfs};
 
-/// The install's bound, so the test stays well under a minute (a warm folder takes none).
-const INSTALL_TIMEOUT_SECS: &str = "45";
 /// The client's bound.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(40);
 
 #[test]
 fn helia_reads_a_unixfs_file_from_the_gateway() {
-    let script =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/ensure-node-packages-daemon");
-    let install = Command::new("bash")
-        .arg(&script)
-        .env(
-            "ENSURE_NODE_PACKAGES_TIMEOUT",
-            std::env::var("ENSURE_NODE_PACKAGES_TIMEOUT").unwrap_or(INSTALL_TIMEOUT_SECS.into()),
-        )
-        .output()
-        .unwrap();
-    if install.status.code() == Some(3) {
-        eprintln!(
-            "SKIPPED helia_reads_a_unixfs_file_from_the_gateway: {}",
-            String::from_utf8_lossy(&install.stderr).trim()
-        );
+    let Some(folder) = node_packages("helia_reads_a_unixfs_file_from_the_gateway") else {
         return;
-    }
-    assert!(
-        install.status.success(),
-        "installing the npm packages failed: {}",
-        String::from_utf8_lossy(&install.stderr)
-    );
-    let folder = String::from_utf8(install.stdout)
-        .unwrap()
-        .trim()
-        .to_string();
-    let folder = Path::new(&folder);
+    };
+    let folder = folder.as_path();
 
     let dir = tempfile::tempdir().unwrap();
     let repo = init_repo(dir.path());

@@ -7,45 +7,19 @@
 
 mod daemon_common;
 
-use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use daemon_common::{Daemon, car, dag, init_repo, read_car};
+use daemon_common::{Daemon, car, dag, init_repo, node_packages, read_car};
 
-/// The install's bound, so the test stays well under a minute (a warm folder takes none).
-const INSTALL_TIMEOUT_SECS: &str = "45";
 /// The client's bound.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(40);
 
 #[test]
 fn kubo_rpc_client_works_unchanged() {
-    let script =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/ensure-node-packages-daemon");
-    let install = Command::new("bash")
-        .arg(&script)
-        .env(
-            "ENSURE_NODE_PACKAGES_TIMEOUT",
-            std::env::var("ENSURE_NODE_PACKAGES_TIMEOUT").unwrap_or(INSTALL_TIMEOUT_SECS.into()),
-        )
-        .output()
-        .unwrap();
-    if install.status.code() == Some(3) {
-        eprintln!(
-            "SKIPPED kubo_rpc_client_works_unchanged: {}",
-            String::from_utf8_lossy(&install.stderr).trim()
-        );
+    let Some(folder) = node_packages("kubo_rpc_client_works_unchanged") else {
         return;
-    }
-    assert!(
-        install.status.success(),
-        "installing the npm packages failed: {}",
-        String::from_utf8_lossy(&install.stderr)
-    );
-    let folder = String::from_utf8(install.stdout)
-        .unwrap()
-        .trim()
-        .to_string();
+    };
 
     let dir = tempfile::tempdir().unwrap();
     let repo = init_repo(dir.path());
@@ -55,7 +29,7 @@ fn kubo_rpc_client_works_unchanged() {
     std::fs::write(&car_path, car(&blocks)).unwrap();
 
     let child = Command::new("node")
-        .arg(Path::new(&folder).join("kubo_client.mjs"))
+        .arg(folder.join("kubo_client.mjs"))
         .arg(&daemon.api)
         .arg(&car_path)
         .arg(blocks[0].cid().to_string())

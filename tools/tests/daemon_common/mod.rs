@@ -307,3 +307,34 @@ pub fn car_under(root: &Cid, blocks: &[Block]) -> Vec<u8> {
     }
     w.finish().unwrap()
 }
+
+/// The folder of the daemon tests' npm packages (tools/js/daemon), installed by
+/// scripts/ensure-node-packages-daemon (reused when present, bounded to 45 s so a test stays
+/// under a minute); `None`, after saying the test named `test` is skipped and why, only
+/// where node or npm is absent.
+pub fn node_packages(test: &str) -> Option<PathBuf> {
+    let script =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/ensure-node-packages-daemon");
+    let install = Command::new("bash")
+        .arg(&script)
+        .env(
+            "ENSURE_NODE_PACKAGES_TIMEOUT",
+            std::env::var("ENSURE_NODE_PACKAGES_TIMEOUT").unwrap_or_else(|_| "45".into()),
+        )
+        .output()
+        .unwrap();
+    if install.status.code() == Some(3) {
+        eprintln!(
+            "SKIPPED {test}: {}",
+            String::from_utf8_lossy(&install.stderr).trim()
+        );
+        return None;
+    }
+    assert!(
+        install.status.success(),
+        "installing the npm packages failed: {}",
+        String::from_utf8_lossy(&install.stderr)
+    );
+    let folder = String::from_utf8(install.stdout).unwrap();
+    Some(PathBuf::from(folder.trim()))
+}
