@@ -2,12 +2,14 @@
 //!
 //! ```text
 //! cargo run --release -p ipfrs-versioning --example vcs_bench -- --mib 1024 [--chain 100] [--dir PATH]
-//!     [--chain-rows PCT] [--snapshot-every N] [--hot-budget-mib N]
+//!     [--chain-rows PCT] [--max-depth N] [--hot-budget-mib N]
 //! cargo run --release -p ipfrs-versioning --example vcs_bench -- --layouts
+//! cargo run --release -p ipfrs-versioning --example vcs_bench -- --goals --mib 256 [--max-depth N]
 //! ```
 //!
 //! `--chain-rows` is the percentage of rows each chain commit changes (default 1);
-//! `--snapshot-every` overrides the repository's default; `--hot-budget-mib` the engines'
+//! `--max-depth` overrides the repository's chain depth bound; `--goals` runs only the
+//! suite of issue 19 (`vcs_bench/goals.rs`); `--hot-budget-mib` the engines'
 //! hot-tier budget (past it, compaction moves blocks into the cold backend). `--layouts` only
 //! compares the delta encodings' size and decode time on single chunks; `--ingest-only R`
 //! runs only the first step (full commit vs raw ingest), R times, and prints medians. The bench prints the disk use of
@@ -502,7 +504,7 @@ fn main() {
         100.0 * zstd_bytes as f64 / size as f64,
         secs(tz.elapsed())
     );
-    // The dense commit's deltas are against the last full version (m0), not the parent.
+    // The dense commit's deltas are against the recipe's key (m0) or the parent (m1).
     let h_base = entropy_bits_per_elem(&m2, &m0);
     let h_parent = entropy_bits_per_elem(&m2, &m1);
     drop((m0, m1));
@@ -512,11 +514,12 @@ fn main() {
         .tensors
         .values()
     {
-        if let TensorObject::Delta(d) = block_on(repo.tensor_object(cid)).unwrap() {
-            let payloads: Vec<_> = d.chunks.iter().filter_map(|c| c.from.payload()).collect();
-            layouts[2] += d.chunks.len() - payloads.len();
-            for (_, p) in payloads {
-                let b = block_on(repo.store().get(&p)).unwrap().unwrap();
+        if let TensorObject::Chunked(t) = block_on(repo.tensor_object(cid)).unwrap() {
+            // The newest patch of each chunk is the dense step's.
+            let payloads: Vec<_> = t.chunks.iter().filter_map(|r| r.patches.last()).collect();
+            layouts[2] += t.chunks.len() - payloads.len();
+            for p in payloads {
+                let b = block_on(repo.store().get(&p.payload)).unwrap().unwrap();
                 let layout = delta::layout(delta::Version::V2, &b);
                 layouts[usize::from(layout == Some(delta::Layout::ExponentGroups))] += 1;
             }
@@ -552,9 +555,10 @@ fn main() {
     let state = block_on(repo.commit_state(&tip)).unwrap();
     let (mut deltas, mut max_depth) = (0, 0);
     for cid in state.tensors.values() {
-        if let TensorObject::Delta(d) = block_on(repo.tensor_object(cid)).unwrap() {
+        if let TensorObject::Chunked(t) = block_on(repo.tensor_object(cid)).unwrap() {
             deltas += 1;
-            max_depth = max_depth.max(d.depth);
+            let deepest = t.chunks.iter().map(|r| r.patches.len()).max().unwrap_or(0);
+            max_depth = max_depth.max(deepest as u32);
         }
     }
     // Median of five of each, alternating: the machine is shared and noisy.

@@ -126,6 +126,8 @@ pub struct Patch {
     pub transform: Transform,
     /// The payload block (encoding [`crate::delta::ENCODING`]).
     pub payload: Cid,
+    /// The payload's size in bytes: what the commit weighs as the patch's decode cost.
+    pub bytes: u32,
 }
 
 /// How to rebuild one chunk: decode the key, then apply each patch in order.

@@ -405,6 +405,14 @@ fn key_bytes(dtype: DType, len: usize, r: &Recipe, key: Bytes) -> Result<Bytes> 
     })
 }
 
+/// The patches of a recipe may together hold at most this percentage of the chunk's size
+/// before another is appended: a bound on decode cost next to the depth bound. Sparse
+/// patches are small and chain up to the depth bound; dense ones (a third of the chunk
+/// each, and the slowest to decode) stop at two or three, after which a changed chunk
+/// takes one delta against its key or a new key, so a checkout after a run of dense
+/// steps decodes each chunk through at most about one chunk's worth of patches.
+const MAX_CHAIN_BYTES_PER_CHUNK: u64 = 100;
+
 /// A delta replacing a recipe's patches is preferred to one extending them when it is at
 /// most this fraction of the chunk larger: it decodes in one step instead of many.
 const REKEY_SLACK_DIVISOR: usize = 32;
@@ -429,6 +437,7 @@ fn choose(
             Patch {
                 transform,
                 payload: *block.cid(),
+                bytes: u32::try_from(block.len()).unwrap_or(u32::MAX),
             },
             block,
         ))
@@ -437,7 +446,9 @@ fn choose(
     if let Some((r, old)) = reference
         && cap > 0
     {
+        let chained: u64 = r.patches.iter().map(|p| u64::from(p.bytes)).sum();
         if (r.patches.len() as u32) < cap
+            && chained <= new.len() as u64 * MAX_CHAIN_BYTES_PER_CHUNK / 100
             && let Some((tr, payload)) = delta::encode(new, old, elem, level)
         {
             let size = payload.len();
