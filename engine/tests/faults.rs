@@ -81,10 +81,10 @@ fn run(fault: &Fault, driver: IoDriver) {
             "{}: the cause keeps its source",
             fault.point
         );
-        // The engine's error leads to the OS error through its chain of causes.
+        // The engine's error leads to the I/O error through its chain of causes.
         assert!(
-            root_os_error(&err).is_some(),
-            "{}: no OS error under {err:?}",
+            root_io_error(&err).is_some(),
+            "{}: no I/O error under {err:?}",
             fault.point
         );
     }
@@ -208,7 +208,11 @@ fn cold_read_fails_then_recovers(driver: IoDriver) {
             "cold-read: {err}"
         );
         // The disk's own error is still there for a caller walking the causes.
-        assert_eq!(root_os_error(&err), Some(libc::EIO), "cold-read: {err:?}");
+        assert_eq!(
+            root_io_error(&err).and_then(std::io::Error::raw_os_error),
+            Some(libc::EIO),
+            "cold-read: {err:?}"
+        );
     }
     assert!(store.get_many(&cids).is_err());
     fail::remove("cold-read");
@@ -218,15 +222,18 @@ fn cold_read_fails_then_recovers(driver: IoDriver) {
     store.close().unwrap();
 }
 
-/// The OS error code at the bottom of `err`'s chain of causes, if one is an `io::Error`.
-fn root_os_error(err: &(dyn std::error::Error + 'static)) -> Option<i32> {
-    let mut code = None;
+/// The deepest `io::Error` in `err`'s chain of causes (as such, or shared behind an `Arc`
+/// where the error must be `Clone`).
+fn root_io_error<'e>(err: &'e (dyn std::error::Error + 'static)) -> Option<&'e std::io::Error> {
+    let mut found = None;
     let mut cause = Some(err);
     while let Some(e) = cause {
-        if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            code = io.raw_os_error().or(code);
-        }
+        let io = e.downcast_ref::<std::io::Error>().or_else(|| {
+            e.downcast_ref::<std::sync::Arc<std::io::Error>>()
+                .map(|shared| &**shared)
+        });
+        found = io.or(found);
         cause = e.source();
     }
-    code
+    found
 }
