@@ -207,3 +207,106 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_delta_of_the_earlier_format_continues_with_recipes() {
+    use ipfrs_storage::{Block, BlockStore};
+    use ipfrs_versioning::{
+        ChunkSource, Commit, Delta, DeltaChunk, Object, Provenance, RefStore, State, delta,
+    };
+    let fx = Fixture::new(); // 256-byte chunks
+    let old: Vec<f32> = (0..192).map(|i| (i as f32 * 0.37).sin()).collect();
+    let mut v2 = old.clone();
+    v2[3] += 1e-3; // chunk 0: delta-coded
+    v2[130] = 7.5; // chunk 2: stored raw
+    let (base_cid, base) = store_full_v2(&fx, &f32_tensor(&old, vec![192]), 256);
+    let v2_t = f32_tensor(&v2, vec![192]);
+    let mut blocks = Vec::new();
+    let mut chunks = Vec::new();
+    for (i, (n, o)) in v2_t
+        .data
+        .chunks(256)
+        .zip(old_bytes(&old).chunks(256))
+        .enumerate()
+    {
+        let raw = Block::new(Bytes::copy_from_slice(n)).unwrap();
+        let from = match i {
+            0 => {
+                let (t, payload) = delta::encode(n, o, 4, 3).unwrap();
+                let p = Block::new(Bytes::from(payload)).unwrap();
+                let from = match t {
+                    delta::Transform::Xor => ChunkSource::Xor(*p.cid()),
+                    delta::Transform::Sub => ChunkSource::Sub(*p.cid()),
+                };
+                blocks.push(p);
+                from
+            }
+            1 => ChunkSource::Base,
+            _ => {
+                blocks.push(raw.clone());
+                ChunkSource::Raw
+            }
+        };
+        chunks.push(DeltaChunk {
+            chunk: *raw.cid(),
+            from,
+        });
+    }
+    let d = Object::Delta(Delta {
+        base: base_cid,
+        encoding: delta::ENCODING.into(),
+        depth: 1,
+        dtype: DType::F32,
+        shape: vec![192],
+        chunk_bytes: base.chunk_bytes,
+        chunks,
+    })
+    .to_block()
+    .unwrap();
+    let mut state = State::default();
+    state.tensors.insert("w".into(), *d.cid());
+    let state = Object::State(state).to_block().unwrap();
+    let commit = Object::Commit(Commit {
+        state: *state.cid(),
+        parents: Vec::new(),
+        author: "earlier".into(),
+        message: "a format-2 delta".into(),
+        timestamp_ms: 1,
+        provenance: Provenance::default(),
+    })
+    .to_block()
+    .unwrap();
+    let c1 = *commit.cid();
+    blocks.extend([d, state, commit]);
+    block_on(fx.repo.store().put_many(&blocks)).unwrap();
+    fx.repo
+        .refs()
+        .compare_and_swap("heads/main", None, Some(c1))
+        .unwrap();
+
+    // On top: chunk 1 changes; chunk 0 (delta-coded before) is unchanged.
+    let mut v3 = v2.clone();
+    v3[70] -= 2e-3;
+    let mut m3 = Tensors::new();
+    m3.insert("w".into(), f32_tensor(&v3, vec![192]));
+    let c3 = fx.commit("main", &m3, "on a format-2 delta");
+    assert_eq!(c3.parents, vec![c1]);
+    let t = recipes(&fx, &c3.commit, "w");
+    // No recipe reaches a delta-coded chunk of the earlier format: it gets a key of its own
+    // (raw here: 64 values do not compress), once.
+    assert!(t.chunks[0].patches.is_empty(), "re-keyed once");
+    let again = block_on(fx.repo.store().has(&t.chunks[0].key.block())).unwrap();
+    assert!(again, "its key is stored");
+    assert_eq!(
+        t.chunks[1].patches.len(),
+        1,
+        "a delta on the base's raw chunk"
+    );
+    assert_eq!(t.chunks[2].key, Key::Raw(t.chunks[2].chunk));
+    assert_eq!(f32_values(&fx.checkout(&c1.to_string())["w"]), v2);
+    assert_eq!(fx.checkout("main"), m3);
+}
+
+fn old_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
