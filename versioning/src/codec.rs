@@ -61,28 +61,26 @@ fn exponent_planes(data: &[u8], elem: usize) -> Vec<u8> {
 }
 
 /// Inverse of [`exponent_planes`], fused with the untransposition (one pass over the
-/// planes: this runs for every chunk of a checkout).
-fn exponent_unplanes(planes: &[u8], elem: usize) -> Vec<u8> {
+/// planes: this runs for every chunk of a checkout), into `data` (as long as `planes`).
+fn exponent_unplanes(planes: &[u8], elem: usize, data: &mut [u8]) {
     let n = planes.len() / elem;
-    let mut data = vec![0u8; planes.len()];
     if elem == 4 {
         let (p0, rest) = planes.split_at(n);
         let (p1, rest) = rest.split_at(n);
         let (p2, p3) = rest.split_at(n);
-        for (i, e) in data.chunks_exact_mut(4).enumerate() {
-            let r = u32::from_le_bytes([p0[i], p1[i], p2[i], p3[i]]);
+        for ((((e, &a), &b), &c), &d) in data.chunks_exact_mut(4).zip(p0).zip(p1).zip(p2).zip(p3) {
+            let r = u32::from_le_bytes([a, b, c, d]);
             let v = ((r & 0x0080_0000) << 8) | ((r >> 24) << 23) | (r & 0x007f_ffff);
             e.copy_from_slice(&v.to_le_bytes());
         }
     } else {
         let (p0, p1) = planes.split_at(n);
-        for (i, e) in data.chunks_exact_mut(2).enumerate() {
-            let r = u16::from_le_bytes([p0[i], p1[i]]);
+        for ((e, &a), &b) in data.chunks_exact_mut(2).zip(p0).zip(p1) {
+            let r = u16::from_le_bytes([a, b]);
             let v = ((r & 0x0080) << 8) | ((r >> 8) << 7) | (r & 0x007f);
             e.copy_from_slice(&v.to_le_bytes());
         }
     }
-    data
 }
 
 /// Shortest match zstd may take in an exponent plane. Exponents of neighbouring weights are
@@ -151,23 +149,23 @@ pub(crate) fn transpose(data: &[u8], elem: usize) -> Vec<u8> {
     out
 }
 
-/// Inverse of [`transpose`].
-pub(crate) fn untranspose(planes: &[u8], elem: usize) -> Vec<u8> {
+/// Inverse of [`transpose`], into `out` (as long as `planes`).
+fn untranspose_into(planes: &[u8], elem: usize, out: &mut [u8]) {
     let n = planes.len() / elem;
-    let mut out = vec![0u8; planes.len()];
     match elem {
         2 => {
             let (p0, p1) = planes.split_at(n);
-            for (i, e) in out.chunks_exact_mut(2).enumerate() {
-                e.copy_from_slice(&[p0[i], p1[i]]);
+            for ((e, &a), &b) in out.chunks_exact_mut(2).zip(p0).zip(p1) {
+                e.copy_from_slice(&[a, b]);
             }
         }
         4 => {
             let (p0, rest) = planes.split_at(n);
             let (p1, rest) = rest.split_at(n);
             let (p2, p3) = rest.split_at(n);
-            for (i, e) in out.chunks_exact_mut(4).enumerate() {
-                e.copy_from_slice(&[p0[i], p1[i], p2[i], p3[i]]);
+            for ((((e, &a), &b), &c), &d) in out.chunks_exact_mut(4).zip(p0).zip(p1).zip(p2).zip(p3)
+            {
+                e.copy_from_slice(&[a, b, c, d]);
             }
         }
         _ => {
@@ -178,7 +176,6 @@ pub(crate) fn untranspose(planes: &[u8], elem: usize) -> Vec<u8> {
             }
         }
     }
-    out
 }
 
 /// The compressed payload of a chunk of `dtype`, or `None` when it would not be smaller
@@ -216,16 +213,31 @@ pub fn pack(data: &[u8], dtype: DType, level: i32) -> Option<Vec<u8>> {
 /// Inverse of [`pack`] for a chunk of `len` bytes of `dtype`. Errors say why the payload
 /// does not fit (corrupt, wrong length, unknown layout).
 pub fn unpack(payload: &[u8], dtype: DType, len: usize) -> Result<Vec<u8>, String> {
+    let mut out = vec![0u8; len];
+    unpack_into(payload, dtype, &mut out, &mut Vec::new())?;
+    Ok(out)
+}
+
+/// [`unpack`] into `out` (the chunk's length), with `scratch` for the byte planes: a
+/// checkout reuses both buffers for every chunk a thread decodes, as fresh ones cost a
+/// page fault per 4 KiB.
+pub fn unpack_into(
+    payload: &[u8],
+    dtype: DType,
+    out: &mut [u8],
+    scratch: &mut Vec<u8>,
+) -> Result<(), String> {
     let elem = dtype.size();
+    let len = out.len();
     match payload.split_first() {
         Some((&LAYOUT_ZSTD, frame)) => {
-            // The capacity bound makes a corrupt frame fail instead of allocating without
-            // limit.
-            let data = zstd::bulk::decompress(frame, len).map_err(|e| e.to_string())?;
-            if data.len() != len {
-                return Err(format!("{} bytes, expected {len}", data.len()));
+            // Decompressing into a buffer of the chunk's length makes a corrupt frame fail
+            // instead of allocating without limit.
+            let got = decompress_into(frame, out)?;
+            if got != len {
+                return Err(format!("{got} bytes, expected {len}"));
             }
-            Ok(data)
+            Ok(())
         }
         Some((&layout @ (LAYOUT_PLANES | LAYOUT_EXPONENT), mut rest)) => {
             if layout == LAYOUT_EXPONENT && !exponent_split(dtype) {
@@ -237,7 +249,8 @@ pub fn unpack(payload: &[u8], dtype: DType, len: usize) -> Result<Vec<u8>, Strin
                 ));
             }
             let n = len / elem;
-            let mut planes = vec![0u8; len];
+            scratch.resize(len, 0);
+            let planes = &mut scratch[..len];
             for (k, plane) in planes.chunks_mut(n.max(1)).enumerate() {
                 let (head, tail) = rest
                     .split_at_checked(4)
@@ -255,11 +268,12 @@ pub fn unpack(payload: &[u8], dtype: DType, len: usize) -> Result<Vec<u8>, Strin
             if !rest.is_empty() {
                 return Err(format!("{} bytes after the last plane", rest.len()));
             }
-            Ok(if layout == LAYOUT_EXPONENT {
-                exponent_unplanes(&planes, elem)
+            if layout == LAYOUT_EXPONENT {
+                exponent_unplanes(planes, elem, out);
             } else {
-                untranspose(&planes, elem)
-            })
+                untranspose_into(planes, elem, out);
+            }
+            Ok(())
         }
         Some((layout, _)) => Err(format!("unknown layout {layout}")),
         None => Err("empty payload".into()),
@@ -277,7 +291,9 @@ mod tests {
         let data: Vec<u8> = (0..65536u32)
             .flat_map(|i| ((i as f32 * 0.37).sin() * 0.02).to_le_bytes())
             .collect();
-        assert_eq!(untranspose(&transpose(&data, 4), 4), data);
+        let mut back = vec![0u8; data.len()];
+        untranspose_into(&transpose(&data, 4), 4, &mut back);
+        assert_eq!(back, data);
         let packed = pack(&data, DType::F32, 3).unwrap();
         assert_eq!(packed[0], LAYOUT_EXPONENT);
         let f16 = pack(&data, DType::F16, 3).unwrap();

@@ -157,6 +157,20 @@ fn decode_sparse(
     base: &[u8],
     elem: usize,
 ) -> Result<Vec<u8>, String> {
+    let mut out = base.to_vec();
+    decode_sparse_in_place(t, payload, &mut out, elem)?;
+    Ok(out)
+}
+
+/// [`decode_sparse`] rewriting the changed runs of `data` (the base) in place: no copy of
+/// the chunk, which is what keeps a long chain of sparse patches cheap at checkout.
+fn decode_sparse_in_place(
+    t: Transform,
+    payload: &[u8],
+    data: &mut [u8],
+    elem: usize,
+) -> Result<(), String> {
+    let base: &[u8] = data;
     let n = base.len() / elem;
     let (head, rest) = payload
         .split_at_checked(4)
@@ -184,14 +198,13 @@ fn decode_sparse(
         return Err("a sparse payload inside a sparse payload".into());
     }
     let values = decode(Version::V2, t, planes, &old, elem)?;
-    let mut out = base.to_vec();
     let mut at = 0;
     for &(start, len) in &runs {
         let (a, b) = (start as usize * elem, (start + len) as usize * elem);
-        out[a..b].copy_from_slice(&values[at..at + (b - a)]);
+        data[a..b].copy_from_slice(&values[at..at + (b - a)]);
         at += b - a;
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Default zstd level: zstd's own default, a good ratio at several hundred MB/s.
@@ -495,6 +508,28 @@ pub fn decode(
     };
     let planes = unpack(planes, elem, base.len())?;
     Ok(from_planes(t, &planes, base, elem))
+}
+
+/// [`decode`] with the base in `data`, replaced by the rebuilt chunk: a sparse payload
+/// rewrites only its runs in place, the other layouts rebuild the chunk whole.
+pub fn decode_in_place(
+    version: Version,
+    t: Transform,
+    payload: &[u8],
+    data: &mut Vec<u8>,
+    elem: usize,
+) -> Result<(), String> {
+    match (version, payload.split_first()) {
+        (Version::V2, Some((&LAYOUT_SPARSE, rest)))
+            if matches!(elem, 1 | 2 | 4 | 8) && data.len().is_multiple_of(elem) =>
+        {
+            decode_sparse_in_place(t, rest, data, elem)
+        }
+        _ => {
+            *data = decode(version, t, payload, data, elem)?;
+            Ok(())
+        }
+    }
 }
 
 #[cfg(test)]

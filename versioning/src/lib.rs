@@ -53,6 +53,7 @@ pub use objects::{
 pub use ops::blame::{Blame, BlameEntry};
 pub use ops::branches::RefList;
 pub use ops::checkout::CheckoutSummary;
+pub use ops::checkout_file::CheckoutOptions;
 pub use ops::commit::{CommitInfo, CommitSummary};
 pub use ops::diff::{Change, Diff, TensorDiff};
 pub use ops::gc::GcReport;

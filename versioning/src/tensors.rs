@@ -163,11 +163,7 @@ pub fn write_safetensors_with_metadata(
             Ok((name.as_str(), View(t, shape)))
         })
         .collect::<Result<Vec<_>>>()?;
-    let file_name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{file_name}.tmp-{}", std::process::id()));
+    let tmp = temp_path(path);
     let result = safetensors::serialize_to_file(views, metadata, &tmp)
         .map_err(|e| Error::Safetensors {
             path: path.to_path_buf(),
@@ -183,4 +179,91 @@ pub fn write_safetensors_with_metadata(
         let _ = fs::remove_file(&tmp);
     }
     result
+}
+
+/// The temporary file a file written atomically is built in before it is renamed to
+/// `path`: next to it (the rename stays within one file system), hidden, and named after
+/// this process so that two writers of one path do not share it.
+pub(crate) fn temp_path(path: &Path) -> std::path::PathBuf {
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    path.with_file_name(format!(".{file_name}.tmp-{}", std::process::id()))
+}
+
+/// What the header of a safetensors file says of one tensor.
+pub(crate) struct HeaderEntry<'a> {
+    /// The tensor's name.
+    pub name: &'a str,
+    /// Its element type.
+    pub dtype: DType,
+    /// Its shape.
+    pub shape: &'a [u64],
+    /// Its length in bytes.
+    pub len: u64,
+}
+
+/// A tensor of a header: dtype, shape and length, and no bytes.
+struct HeaderView(DType, Vec<usize>, usize);
+
+impl safetensors::View for HeaderView {
+    fn dtype(&self) -> safetensors::Dtype {
+        self.0.into()
+    }
+    fn shape(&self) -> &[usize] {
+        &self.1
+    }
+    fn data(&self) -> Cow<'_, [u8]> {
+        Cow::Borrowed(&[])
+    }
+    fn data_len(&self) -> usize {
+        self.2
+    }
+}
+
+/// The bytes before the tensor data of the file [`write_safetensors_with_metadata`]
+/// writes for tensors like `entries` (the header's length, then the padded JSON header),
+/// and the order of the entries' data after it (indices into `entries`). The header comes
+/// from the safetensors crate's own serializer, fed views of the right length that hold
+/// no bytes, so it is byte for byte the one that function writes; the order is that
+/// serializer's (by descending dtype, then name; pinned by a test comparing whole files).
+pub(crate) fn safetensors_prefix(
+    entries: &[HeaderEntry<'_>],
+    metadata: Option<&FileMetadata>,
+) -> Result<(Vec<u8>, Vec<usize>)> {
+    let too_large = |e: &HeaderEntry<'_>| Error::ShapeMismatch {
+        name: e.name.to_string(),
+        dtype: e.dtype.to_string(),
+        shape: e.shape.to_vec(),
+        expected: u64::MAX,
+        got: e.len,
+    };
+    let views = entries
+        .iter()
+        .map(|e| {
+            let shape = e
+                .shape
+                .iter()
+                .map(|&d| usize::try_from(d))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|_| too_large(e))?;
+            let len = usize::try_from(e.len).map_err(|_| too_large(e))?;
+            Ok((e.name, HeaderView(e.dtype, shape, len)))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let metadata: Option<std::collections::HashMap<String, String>> =
+        metadata.map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect());
+    let prefix = safetensors::serialize(views, metadata).map_err(|e| Error::Safetensors {
+        path: std::path::PathBuf::new(),
+        reason: e.to_string(),
+    })?;
+    let mut order: Vec<usize> = (0..entries.len()).collect();
+    order.sort_by(|&l, &r| {
+        let dtype = |i: usize| safetensors::Dtype::from(entries[i].dtype);
+        dtype(r)
+            .cmp(&dtype(l))
+            .then(entries[l].name.cmp(entries[r].name))
+    });
+    Ok((prefix, order))
 }

@@ -1,7 +1,6 @@
 //! Checkout: a commit's tensors, to memory or to a safetensors file.
 
 use std::fmt;
-use std::path::Path;
 
 use cid::Cid;
 use ipfrs_storage::BlockStore;
@@ -11,7 +10,7 @@ use crate::ledger::Ledger;
 use crate::refs::RefStore;
 use crate::repo::Repo;
 use crate::revision::Revision;
-use crate::tensors::{FileMetadata, Tensors, write_safetensors_with_metadata};
+use crate::tensors::{FileMetadata, Tensors};
 
 /// What a checkout produced.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,7 +35,7 @@ impl fmt::Display for CheckoutSummary {
 
 impl<S: BlockStore, R: RefStore, L: Ledger> Repo<S, R, L> {
     /// The tensors of the commit `rev` names, reconstructed bit for bit. HEAD is not moved
-    /// (see [`Repo::checkout_to_file`]).
+    /// (see [`Repo::checkout_to_file`], which streams the file instead).
     pub async fn checkout(&self, rev: &Revision) -> Result<(Cid, Tensors)> {
         let (commit, tensors, _) = self.checkout_with_metadata(rev).await?;
         Ok((commit, tensors))
@@ -55,18 +54,5 @@ impl<S: BlockStore, R: RefStore, L: Ledger> Repo<S, R, L> {
             out.insert(name.clone(), self.read_tensor(cid).await?);
         }
         Ok((commit, out, state.metadata))
-    }
-
-    /// Writes the commit `rev` names to a safetensors file and points HEAD at it. Every block
-    /// is read before the file is written, so a missing block leaves no file and HEAD as is.
-    pub async fn checkout_to_file(&self, rev: &Revision, path: &Path) -> Result<CheckoutSummary> {
-        let (commit, tensors, metadata) = self.checkout_with_metadata(rev).await?;
-        write_safetensors_with_metadata(path, &tensors, metadata.as_ref())?;
-        self.set_head(commit)?;
-        Ok(CheckoutSummary {
-            commit,
-            tensors: tensors.len(),
-            bytes: tensors.values().map(|t| t.data.len() as u64).sum(),
-        })
     }
 }

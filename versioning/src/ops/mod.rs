@@ -3,6 +3,7 @@
 pub mod blame;
 pub mod branches;
 pub mod checkout;
+pub mod checkout_file;
 pub mod commit;
 pub mod diff;
 pub mod gc;

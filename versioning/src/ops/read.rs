@@ -239,11 +239,11 @@ pub(crate) fn apply_recipe(
         return Err(bad(r.chunk, "patch blocks missing".into()));
     }
     for (p, payload) in r.patches.iter().zip(patches) {
-        data = delta::decode(
+        delta::decode_in_place(
             delta::Version::V2,
             p.transform,
             payload,
-            &data,
+            &mut data,
             dtype.size(),
         )
         .map_err(|e| bad(p.payload, e))?;
