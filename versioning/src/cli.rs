@@ -20,6 +20,7 @@ use crate::objects::Provenance;
 use crate::ops::blame::Blame;
 use crate::ops::branches::RefList;
 use crate::ops::checkout::CheckoutSummary;
+use crate::ops::checkout_file::CheckoutOptions;
 use crate::ops::commit::{CommitInfo, CommitSummary};
 use crate::ops::diff::Diff;
 use crate::ops::gc::GcReport;
@@ -186,9 +187,19 @@ impl<S: BlockStore + MetadataStore + Clone> VersionCli<S> {
         block_on(self.repo.log(&rev.parse()?, limit))
     }
 
-    /// Writes `rev` to a safetensors file.
+    /// Writes `rev` to a safetensors file (replaced atomically, not fsynced).
     pub fn checkout(&self, rev: &str, out: &Path) -> Result<CheckoutSummary> {
-        block_on(self.repo.checkout_to_file(&rev.parse()?, out))
+        self.checkout_with(rev, out, CheckoutOptions::default())
+    }
+
+    /// [`VersionCli::checkout`] with options (`fsync`).
+    pub fn checkout_with(
+        &self,
+        rev: &str,
+        out: &Path,
+        options: CheckoutOptions,
+    ) -> Result<CheckoutSummary> {
+        block_on(self.repo.checkout_to_file_with(&rev.parse()?, out, options))
     }
 
     /// Creates a branch at `at`.

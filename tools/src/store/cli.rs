@@ -287,6 +287,11 @@ pub enum VersionCommand {
         /// The safetensors file to write (replaced atomically).
         #[arg(short, long)]
         output: PathBuf,
+        /// Flush the file to disk (fsync) before it replaces OUTPUT; off by default, as in
+        /// git (a power loss soon after may leave it incomplete; a crash never leaves a
+        /// half-written file under its name).
+        #[arg(long)]
+        fsync: bool,
     },
     /// Branches: create, list, delete.
     #[command(subcommand)]

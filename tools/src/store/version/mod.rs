@@ -21,7 +21,9 @@ use futures_lite::future::block_on;
 use ipfrs_storage::key::Key;
 use ipfrs_storage::{Cid, Engine};
 use ipfrs_versioning::cli::VersionCli;
-use ipfrs_versioning::{MemLedger, MetadataRefStore, RefStore, RepoConfig, config_file};
+use ipfrs_versioning::{
+    CheckoutOptions, MemLedger, MetadataRefStore, RefStore, RepoConfig, config_file,
+};
 use serde::Serialize;
 
 use json::{
@@ -97,12 +99,17 @@ pub fn run(
             let log = vcs.log(&rev, limit)?;
             print(&shown(LogJson::new(&log), log.to_string()), json)
         }
-        VersionCommand::Checkout { rev, as_of, output } => {
+        VersionCommand::Checkout {
+            rev,
+            as_of,
+            output,
+            fsync,
+        } => {
             let rev = match as_of {
                 Some(time) => format!("{rev}@{}", parse_time(&time)?),
                 None => rev,
             };
-            let done = vcs.checkout(&rev, &output)?;
+            let done = vcs.checkout_with(&rev, &output, CheckoutOptions { fsync })?;
             let data = CheckoutJson {
                 commit: done.commit.to_string(),
                 tensors: done.tensors,
