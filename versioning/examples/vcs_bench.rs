@@ -5,6 +5,7 @@
 //!     [--chain-rows PCT] [--max-depth N] [--hot-budget-mib N]
 //! cargo run --release -p ipfrs-versioning --example vcs_bench -- --layouts
 //! cargo run --release -p ipfrs-versioning --example vcs_bench -- --goals --mib 256 [--max-depth N]
+//! cargo run --release -p ipfrs-versioning --example vcs_bench -- --checkout-profile ROUNDS --mib 256
 //! ```
 //!
 //! `--chain-rows` is the percentage of rows each chain commit changes (default 1);
@@ -296,6 +297,7 @@ fn main() {
     let mut chain_pct = 1.0f64;
     let mut max_depth: Option<u32> = None;
     let mut goals_mode = false;
+    let mut profile_rounds = 0usize;
     let mut hot_budget: Option<u64> = None;
     let mut layouts_only = false;
     let mut ingest_rounds = 0usize;
@@ -316,6 +318,12 @@ fn main() {
                 assert!(max_depth.is_some(), "--max-depth N");
             }
             "--goals" => goals_mode = true,
+            "--checkout-profile" => {
+                profile_rounds = args
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .expect("--checkout-profile ROUNDS")
+            }
             "--layouts" => layouts_only = true,
             "--ingest-only" => {
                 ingest_rounds = args
@@ -331,9 +339,13 @@ fn main() {
                 assert!(hot_budget.is_some(), "--hot-budget-mib N");
             }
             other => panic!(
-                "unknown argument {other}; use --mib N --chain N --dir PATH --chain-rows PCT --max-depth N --hot-budget-mib N --layouts --ingest-only R --goals"
+                "unknown argument {other}; use --mib N --chain N --dir PATH --chain-rows PCT --max-depth N --hot-budget-mib N --layouts --ingest-only R --goals --checkout-profile ROUNDS"
             ),
         }
+    }
+    if profile_rounds > 0 {
+        goals::profile_checkout(mib, profile_rounds, dir.as_deref());
+        return;
     }
     if goals_mode {
         goals::run(mib, max_depth, dir.as_deref());

@@ -180,7 +180,7 @@ fn decode_sparse_in_place(
         .split_at_checked(size)
         .ok_or("sparse header is truncated")?;
     // At most one run per element, 8 bytes each.
-    let header = zstd::bulk::decompress(frame, 8 * n).map_err(|e| format!("runs: {e}"))?;
+    let header = crate::codec::decompress_vec(frame, 8 * n).map_err(|e| format!("runs: {e}"))?;
     if !header.len().is_multiple_of(8) {
         return Err("runs are not whole (start, length) pairs".into());
     }
@@ -381,10 +381,9 @@ fn pack(planes: &[u8], elem: usize, level: i32) -> Option<Vec<u8>> {
 /// Inverse of [`pack`], for a chunk of `len` bytes.
 fn unpack(payload: &[u8], elem: usize, len: usize) -> Result<Vec<u8>, String> {
     let n = len / elem;
-    let mut planes = Vec::with_capacity(len);
+    let mut planes = vec![0u8; if n == 0 { 0 } else { len }];
     let mut at = 0;
-    let planes_expected = if n == 0 { 0 } else { elem };
-    for k in 0..planes_expected {
+    for (k, plane) in planes.chunks_mut(n.max(1)).enumerate() {
         let head = payload
             .get(at..at + 4)
             .ok_or_else(|| format!("payload ends before plane {k}"))?;
@@ -392,12 +391,13 @@ fn unpack(payload: &[u8], elem: usize, len: usize) -> Result<Vec<u8>, String> {
         let frame = payload
             .get(at + 4..at + 4 + size)
             .ok_or_else(|| format!("plane {k} is truncated"))?;
-        // The capacity bound makes a corrupt frame fail instead of allocating without limit.
-        let plane = zstd::bulk::decompress(frame, n).map_err(|e| format!("plane {k}: {e}"))?;
-        if plane.len() != n {
-            return Err(format!("plane {k} has {} bytes, expected {n}", plane.len()));
+        // Decompressing into the plane's place makes a corrupt frame fail instead of
+        // allocating without limit.
+        let got =
+            crate::codec::decompress_into(frame, plane).map_err(|e| format!("plane {k}: {e}"))?;
+        if got != n {
+            return Err(format!("plane {k} has {got} bytes, expected {n}"));
         }
-        planes.extend_from_slice(&plane);
         at += 4 + size;
     }
     if at != payload.len() {

@@ -318,3 +318,67 @@ pub fn run(mib: usize, max_depth: Option<u32>, dir: Option<&Path>) {
     );
     block_on(repo.store().close()).unwrap();
 }
+
+/// `--checkout-profile`: the F32 model committed, then `rounds` checkouts of it (depth 0),
+/// then 16 sparse commits and `rounds` checkouts of the tip, then 6 dense steps and
+/// `rounds` checkouts of their tip, each against `cp` of the same file; for `perf record`
+/// (the decoding threads are named `checkout-decode`).
+pub fn profile_checkout(mib: usize, rounds: usize, dir: Option<&Path>) {
+    let tmp = match dir {
+        Some(d) => tempfile::tempdir_in(d).unwrap(),
+        None => tempfile::tempdir().unwrap(),
+    };
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut m = model(mib, &mut rng);
+    let repo = fresh_repo(tmp.path(), "profile", &RepoConfig::default());
+    commit(&repo, &m, "v0");
+    let out = tmp.path().join("out.safetensors");
+    let (reference, copy) = (tmp.path().join("ref"), tmp.path().join("copy"));
+    for (phase, steps, dense) in [
+        ("depth 0", 0, false),
+        ("sparse 16", 16, false),
+        ("dense 6", 6, true),
+    ] {
+        for k in 1..=steps {
+            m = if dense {
+                step(&m, &mut rng, |_| true, DENSE_STEP)
+            } else {
+                step(&m, &mut rng, |r| r.below(100) == 0, ROW_STEP)
+            };
+            commit(&repo, &m, &format!("{phase} {k}"));
+        }
+        write_safetensors(&reference, &m).unwrap();
+        let (mut times, mut cps, mut cpu) = (Vec::new(), Vec::new(), 0.0);
+        for _ in 0..rounds {
+            let t = Instant::now();
+            std::fs::copy(&reference, &copy).unwrap();
+            cps.push(t.elapsed());
+            let c = cpu_secs();
+            let t = Instant::now();
+            block_on(repo.checkout_to_file(&Revision::Head, &out)).unwrap();
+            times.push(t.elapsed());
+            cpu += cpu_secs() - c;
+        }
+        let (co, cp) = (secs(median(times)), secs(median(cps)));
+        println!(
+            "{phase}: checkout median {co:.3} s vs cp {cp:.3} s = {:.2}x (CPU {:.3} s per checkout)",
+            co / cp,
+            cpu / rounds as f64
+        );
+    }
+    block_on(repo.store().close()).unwrap();
+}
+
+/// CPU seconds (user + system) this process has used, from /proc (0 where absent).
+fn cpu_secs() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which may hold spaces) ends with ')'.
+    let rest = stat.rsplit_once(')').map_or("", |r| r.1);
+    let f: Vec<f64> = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    f.iter().sum::<f64>() / 100.0
+}

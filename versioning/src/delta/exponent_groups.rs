@@ -26,7 +26,7 @@
 //! data without f32 exponents it is merely not smaller, and the caller then keeps another
 //! layout.
 
-use zstd::bulk::{Compressor, Decompressor};
+use zstd::bulk::Compressor;
 use zstd::zstd_safe::CParameter;
 
 /// Deltas below this are tokens by themselves (no raw bits): unchanged elements (0) and
@@ -242,7 +242,6 @@ pub(super) fn encode(new: &[u8], base: &[u8], level: i32) -> Option<Vec<u8>> {
 /// Inverse of [`encode`]. Errors say why the payload does not fit the base.
 pub(super) fn decode(payload: &[u8], base: &[u8]) -> Result<Vec<u8>, String> {
     let (group_of, sizes) = groups(base);
-    let mut zstd = Decompressor::new().map_err(|e| e.to_string())?;
     // All groups' tokens in one buffer; each group's cursor starts at its offset.
     let mut tokens: Vec<u8> = Vec::with_capacity(base.len() / 4);
     let mut cursor: Vec<usize> = Vec::with_capacity(sizes.len());
@@ -258,8 +257,7 @@ pub(super) fn decode(payload: &[u8], base: &[u8]) -> Result<Vec<u8>, String> {
         frame.extend_from_slice(&MAGIC);
         frame.extend_from_slice(body);
         // The capacity bound makes a corrupt frame fail instead of allocating without limit.
-        let group = zstd
-            .decompress(&frame, size)
+        let group = crate::codec::decompress_vec(&frame, size)
             .map_err(|e| format!("token group {g}: {e}"))?;
         if group.len() != size {
             return Err(format!(

@@ -264,12 +264,20 @@ impl<S: BlockStore, R: RefStore, L: Ledger> Repo<S, R, L> {
             failed: AtomicBool::new(false),
             error: Mutex::new(None),
         });
-        let workers: Vec<_> = (0..cores().max(1))
-            .map(|_| {
-                let (pool, tmp) = (Arc::clone(&pool), tmp.to_path_buf());
-                std::thread::spawn(move || pool.work(&tmp))
-            })
-            .collect();
+        let mut workers = Vec::new();
+        for _ in 0..cores().max(1) {
+            let (p, path) = (Arc::clone(&pool), tmp.to_path_buf());
+            // Named, so that a profile of a checkout can select its decoding threads.
+            let spawned = std::thread::Builder::new()
+                .name("checkout-decode".into())
+                .spawn(move || p.work(&path));
+            match spawned {
+                Ok(w) => workers.push(w),
+                // Fewer threads only slow the checkout; none would leave the queue unread.
+                Err(e) if workers.is_empty() => return Err(Error::io(tmp)(e)),
+                Err(_) => break,
+            }
+        }
         let sent = self.feed(&tx, &pool, planned, tmp, window).await;
         // Closing the queue ends the workers once it is drained.
         drop(tx);
