@@ -170,7 +170,7 @@ fn engine_read(repo: &TestRepo) -> f64 {
 }
 
 /// Checkout of the tip to a file vs `cp` of `m` written as a file: (checkout s, cp s, cmp
-/// equal), medians of 3; also prints cp + fsync (a checkout fsyncs its file) and the
+/// equal), medians of 3; also prints cp + fsync (what `checkout --fsync` adds to cp) and the
 /// engine's read of the tip's blocks.
 fn checkout_vs_cp(repo: &TestRepo, m: &Tensors, dir: &Path) -> (f64, f64, bool) {
     let reference = dir.join("reference.safetensors");
