@@ -312,6 +312,25 @@ impl<S: BlockStore, R: RefStore, L: Ledger> Repo<S, R, L> {
             match &p.obj {
                 TensorObject::Chunked(c) => {
                     check_chunked(&p.cid, c)?;
+                    // The chunks must cover the tensor exactly: a missing one would leave
+                    // a hole of zeros in the file that no hash check would see.
+                    let len = tensor_len(c.dtype, &c.shape).unwrap_or(0);
+                    let expected = if c.chunk_bytes == 0 {
+                        None
+                    } else {
+                        usize::try_from(len.div_ceil(c.chunk_bytes)).ok()
+                    };
+                    if expected != Some(c.chunks.len()) {
+                        return Err(Error::Decode {
+                            cid: Box::new(p.cid),
+                            expected: "tensor",
+                            reason: format!(
+                                "{} chunks of {} bytes for a tensor of {len} bytes",
+                                c.chunks.len(),
+                                c.chunk_bytes
+                            ),
+                        });
+                    }
                     let mut at = p.offset;
                     for (i, r) in c.chunks.iter().enumerate() {
                         let len = crate::ops::read::chunk_len_at(c, i);
