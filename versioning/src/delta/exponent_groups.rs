@@ -159,7 +159,6 @@ struct BitReader<'a> {
     at: usize,
     acc: u64,
     bits: u32,
-    consumed: u64,
 }
 
 impl BitReader<'_> {
@@ -181,8 +180,12 @@ impl BitReader<'_> {
         let v = (self.acc & ((1u64 << bits) - 1)) as u32;
         self.acc >>= bits;
         self.bits -= bits;
-        self.consumed += u64::from(bits);
         Ok(v)
+    }
+
+    /// Bits taken so far: every byte loaded is in the accumulator or was taken.
+    fn consumed(&self) -> u64 {
+        8 * self.at as u64 - u64::from(self.bits)
     }
 }
 
@@ -268,14 +271,20 @@ pub(super) fn decode(payload: &[u8], base: &[u8]) -> Result<Vec<u8>, String> {
         cursor.push(tokens.len());
         tokens.extend_from_slice(&group);
     }
+    // Every token is used once (each group holds exactly its elements' tokens), so they
+    // are checked here in one pass and the per-element loop below looks them up without
+    // a branch.
     let table = untoken_table();
+    if let Some(t) = tokens.iter().find(|&&t| table[usize::from(t)].is_none()) {
+        return Err(format!("bad token {t}"));
+    }
+    let table = table.map(|e| e.unwrap_or((0, 0)));
     let raw = &payload[at..];
     let mut bits = BitReader {
         data: raw,
         at: 0,
         acc: 0,
         bits: 0,
-        consumed: 0,
     };
     let mut out = vec![0u8; base.len()];
     for (o, b) in out.chunks_exact_mut(4).zip(base.chunks_exact(4)) {
@@ -284,16 +293,13 @@ pub(super) fn decode(payload: &[u8], base: &[u8]) -> Result<Vec<u8>, String> {
         // Each group holds exactly as many tokens as the base has elements in it.
         let t = tokens[*c];
         *c += 1;
-        let (high, extra) = table[usize::from(t)].ok_or_else(|| format!("bad token {t}"))?;
+        let (high, extra) = table[usize::from(t)];
         let d = high | bits.take(extra)?;
         o.copy_from_slice(&unzigzag(d).wrapping_add(b).to_le_bytes());
     }
-    if bits.consumed.div_ceil(8) != raw.len() as u64 {
-        return Err(format!(
-            "{} bytes of raw bits, {} used",
-            raw.len(),
-            bits.consumed.div_ceil(8)
-        ));
+    let used = bits.consumed().div_ceil(8);
+    if used != raw.len() as u64 {
+        return Err(format!("{} bytes of raw bits, {used} used", raw.len()));
     }
     Ok(out)
 }
