@@ -11,8 +11,8 @@
 //! chunk stored raw is written from the block itself.
 //!
 //! What is verified: every rebuilt chunk (key decompressed, patches applied) is hashed and
-//! compared with the CID its recipe records, exactly as before, before its bytes reach the
-//! file. The file is built under a temporary name and renamed over the target only once
+//! compared with the CID its recipe records before its bytes reach the file; tensors of
+//! the earlier formats are read and verified by [`Repo::read_chunks`], then written. The file is built under a temporary name and renamed over the target only once
 //! every chunk is written, so a failed or interrupted checkout never leaves a partial file
 //! under the target's name.
 
