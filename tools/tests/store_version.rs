@@ -261,6 +261,10 @@ fn commit_log_checkout_branch_tag_diff_blame() {
 
     // Checkouts give back the committed files byte for byte: by branch, commit, HEAD, time.
     assert!(f.checkout(&["main"]) == bytes2);
+    assert!(
+        f.checkout(&["main", "--fsync"]) == bytes2,
+        "--fsync writes the same file"
+    );
     assert!(f.checkout(&[&c1]) == bytes1);
     assert!(f.checkout(&[]) == bytes1, "HEAD follows the last checkout");
     assert!(f.checkout(&["main", "--as-of", &t1.to_string()]) == bytes1);
