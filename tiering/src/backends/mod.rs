@@ -45,10 +45,7 @@ pub fn open_backend(
     dir: &Path,
     options: &BackendOptions,
 ) -> Result<Box<dyn ColdBackend>> {
-    std::fs::create_dir_all(dir).map_err(|source| Error::Io {
-        path: dir.to_path_buf(),
-        source,
-    })?;
+    std::fs::create_dir_all(dir).map_err(Error::io(dir))?;
     guard::guarded(kind, "open", || match kind {
         BackendKind::Sled => Ok(guard_box(SledBackend::open(dir, options)?)),
         BackendKind::ParityDb => Ok(guard_box(ParityDbBackend::open(dir, options)?)),

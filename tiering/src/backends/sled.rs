@@ -67,10 +67,7 @@ fn write_mark(file: &File, dir: &Path, lsn: i64) -> Result<()> {
     bytes[8..].copy_from_slice(&(!lsn).to_le_bytes());
     file.write_all_at(&bytes, 0)
         .and_then(|()| file.sync_data())
-        .map_err(|source| Error::Io {
-            path: dir.join(MARK_FILE),
-            source,
-        })
+        .map_err(Error::io(dir.join(MARK_FILE)))
 }
 
 /// fdatasync of sled's log file (see the module docs).
@@ -80,10 +77,7 @@ fn sync_log(log: &File, dir: &Path) -> Result<()> {
         path: dir.join("db"),
         source: std::io::Error::from_raw_os_error(libc::EIO),
     }));
-    log.sync_data().map_err(|source| Error::Io {
-        path: dir.join("db"),
-        source,
-    })
+    log.sync_data().map_err(Error::io(dir.join("db")))
 }
 
 /// Syncs every blob file sled wrote after the one named `after` (blob files are named by the
@@ -93,18 +87,14 @@ fn sync_log(log: &File, dir: &Path) -> Result<()> {
 /// lower LSN may still be being written by another thread).
 fn sync_new_blobs(dir: &Path, after: i64) -> Result<()> {
     let blobs = dir.join("blobs");
-    let io = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| Error::Io { path, source }
-    };
     let entries = match std::fs::read_dir(&blobs) {
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(io(&blobs)(e)),
+        Err(e) => return Err(Error::io(&blobs)(e)),
     };
     let mut any = false;
     for entry in entries {
-        let entry = entry.map_err(io(&blobs))?;
+        let entry = entry.map_err(Error::io(&blobs))?;
         let Some(lsn) = entry
             .file_name()
             .to_str()
@@ -116,14 +106,14 @@ fn sync_new_blobs(dir: &Path, after: i64) -> Result<()> {
             continue;
         }
         match File::open(entry.path()) {
-            Ok(file) => file.sync_data().map_err(io(&entry.path()))?,
+            Ok(file) => file.sync_data().map_err(Error::io(entry.path()))?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(io(&entry.path())(e)),
+            Err(e) => return Err(Error::io(entry.path())(e)),
         }
         any = true;
     }
     if any {
-        sync_dir(&blobs).map_err(io(&blobs))?;
+        sync_dir(&blobs).map_err(Error::io(&blobs))?;
     }
     Ok(())
 }
@@ -264,15 +254,9 @@ impl SledBackend {
             .read(true)
             .write(true)
             .open(dir.join(MARK_FILE))
-            .map_err(|source| Error::Io {
-                path: dir.join(MARK_FILE),
-                source,
-            })?;
+            .map_err(Error::io(dir.join(MARK_FILE)))?;
         let log_path = dir.join("db");
-        let log = File::open(&log_path).map_err(|source| Error::Io {
-            path: log_path,
-            source,
-        })?;
+        let log = File::open(&log_path).map_err(Error::io(log_path))?;
         // What a previous process wrote past its last mark is synced once here (it may have
         // stopped between sled's flush and the sync), so the mark below is true. Blobs at or
         // below that mark were synced by the flush that wrote it: not again at every open.
@@ -326,10 +310,7 @@ fn set_conf_aside(dir: &Path) -> Result<Option<PathBuf>> {
         .map(|n| dir.join(format!("conf.damaged-{n}")))
         .find(|p| !p.exists())
         .unwrap_or_else(|| dir.join("conf.damaged"));
-    std::fs::rename(&conf, &aside).map_err(|source| Error::Io {
-        path: conf.clone(),
-        source,
-    })?;
+    std::fs::rename(&conf, &aside).map_err(Error::io(&conf))?;
     Ok(Some(aside))
 }
 
