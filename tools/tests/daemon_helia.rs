@@ -13,7 +13,9 @@ mod daemon_common;
 use std::process::Command;
 use std::time::Duration;
 
-use daemon_common::{Daemon, car_under, get, init_repo, node_packages, post_files, unixfs};
+use daemon_common::{
+    Daemon, car_under, get, init_repo, node_packages, output_within, post_files, unixfs,
+};
 
 /// The client's bound.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(40);
@@ -53,19 +55,7 @@ fn helia_reads_a_unixfs_file_from_the_gateway() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let pid = child.id();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    let result = match rx.recv_timeout(CLIENT_TIMEOUT) {
-        Ok(result) => result.unwrap(),
-        Err(_) => {
-            // SAFETY: our own child, by its pid.
-            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-            panic!("helia_gateway.mjs ran over {CLIENT_TIMEOUT:?}");
-        }
-    };
+    let result = output_within(child, CLIENT_TIMEOUT, "helia_gateway.mjs");
     assert!(
         result.status.success(),
         "helia_gateway.mjs: {}\n{}",

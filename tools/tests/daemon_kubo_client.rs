@@ -10,7 +10,7 @@ mod daemon_common;
 use std::process::Command;
 use std::time::Duration;
 
-use daemon_common::{Daemon, car, dag, init_repo, node_packages, read_car};
+use daemon_common::{Daemon, car, dag, init_repo, node_packages, output_within, read_car};
 
 /// The client's bound.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(40);
@@ -40,19 +40,7 @@ fn kubo_rpc_client_works_unchanged() {
         .spawn()
         .unwrap();
     // Its output is read while it runs (the export it prints is larger than a pipe holds).
-    let pid = child.id();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    let out = match rx.recv_timeout(CLIENT_TIMEOUT) {
-        Ok(out) => out.unwrap(),
-        Err(_) => {
-            // SAFETY: our own child, by its pid.
-            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-            panic!("kubo_client.mjs ran over {CLIENT_TIMEOUT:?}");
-        }
-    };
+    let out = output_within(child, CLIENT_TIMEOUT, "kubo_client.mjs");
     assert!(
         out.status.success(),
         "kubo_client.mjs: {}",

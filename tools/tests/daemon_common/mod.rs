@@ -4,7 +4,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -337,4 +337,22 @@ pub fn node_packages(test: &str) -> Option<PathBuf> {
     );
     let folder = String::from_utf8(install.stdout).unwrap();
     Some(PathBuf::from(folder.trim()))
+}
+
+/// The output of `child` (stdout and stderr piped), read while it runs so a large output
+/// cannot fill a pipe; the child is killed and the test fails if it runs over `limit`.
+pub fn output_within(child: std::process::Child, limit: Duration, what: &str) -> Output {
+    let pid = child.id();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(output) => output.unwrap(),
+        Err(_) => {
+            // SAFETY: our own child, by its pid.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            panic!("{what} ran over {limit:?}");
+        }
+    }
 }
