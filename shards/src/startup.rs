@@ -110,7 +110,7 @@ fn share(total: u64, shards: usize) -> u64 {
 
 /// Where a shard keeps its hot segments: `shard-NNN/segments`, next to its backend directory
 /// `shard-NNN/<backend>`.
-pub(crate) fn segments_dir(backend_dir: &Path) -> PathBuf {
+fn segments_dir(backend_dir: &Path) -> PathBuf {
     backend_dir
         .parent()
         .map_or_else(|| backend_dir.join("segments"), |p| p.join("segments"))
