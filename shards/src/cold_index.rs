@@ -54,3 +54,16 @@ pub(crate) fn size(backend: &dyn ColdBackend, key: &[u8]) -> ipfrs_tiering::Resu
 pub(crate) fn inline(data: &Bytes) -> Bytes {
     pack::encode_inline(data)
 }
+
+/// Fault injection (tests only, the `failpoints` feature): a cold-backend read failing as an
+/// EIO from the disk would make it fail.
+#[cfg_attr(not(feature = "failpoints"), allow(unused_variables))]
+pub(crate) fn injected_cold_read_failure(
+    kind: ipfrs_core_types::BackendKind,
+) -> Option<ipfrs_tiering::Error> {
+    fail::fail_point!("cold-read", |_| Some(ipfrs_tiering::Error::Backend {
+        backend: kind,
+        source: Box::new(std::io::Error::from_raw_os_error(libc::EIO)),
+    }));
+    None
+}

@@ -236,7 +236,7 @@ async fn serve(
                 shutdown_reply = Some(reply);
                 break;
             }
-            request => shard.dispatch(request),
+            request => crate::requests::dispatch(&shard, request),
         }
     }
     // Compaction stops first: it finishes the step it is in (whose writes the committer

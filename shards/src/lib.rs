@@ -8,19 +8,30 @@
 //! thread from state the shard shares read-only with callers (it stays its only writer).
 //!
 //! - [`protocol`]: the messages and the client side ([`ShardHandle`]).
-//! - `executor`: a shard's thread: its executor (io_uring setup failures become errors that
-//!   name their cause), its request loop and its shutdown.
-//! - `startup`: opening a shard's state before it serves, as named steps (cold backend,
-//!   bloom filter and counters, hot-tier recovery, redone deletes, the walk of cold keys).
 //! - [`read_view`]: reads on the caller's thread, over the state the shard shares with
 //!   callers (`shared`): bloom filter, hot index, segment and pack maps, block cache.
-//! - `shard`: the read path in the shard (bloom -> hot index -> cache -> backend on the
-//!   blocking pool), for what a caller's thread cannot answer.
-//! - `commit`: the write path (one writer per shard, group commit).
+//!
+//! Inside a shard each part has one owner and its own file, and no files depend on each other
+//! in a circle (the write path calls down into the hot tier, never back):
+//! - `shard`: the state a shard owns (backend handle, cache, bloom filter, counters, write
+//!   queue, hot tier, damage report, task gate) and what reads it (stats, damage report,
+//!   the read view handed to callers).
+//! - `queue` and `space`: the write queue (puts, deletes, flushes, compaction steps, in
+//!   arrival order) and the disk space reserve that admits them.
+//! - `hot`: the hot tier: segments, index and recovery (`hot/mod.rs`), the appender
+//!   (`writer`), appends and file changes (`append`), a group's commit into segments
+//!   (`group`), compaction and reclamation steps as the writer runs them (`steps`).
+//! - `commit`: the committer, the queue's only consumer: takes groups, admits them, commits
+//!   them into the hot tier (`hot::group`) or, without one, into the backend.
+//! - `hot::compaction`: the compaction task: which segments and packs to work on (policy),
+//!   queueing their steps.
+//! - `requests`: the request loop's handlers: writes to the queue, reads the caller's thread
+//!   could not answer (bloom -> hot index -> cache -> backend on the blocking pool).
+//! - `startup` and `executor`: opening a shard's state as named steps, then its thread, its
+//!   executor (io_uring setup failures become errors that name their cause), its request
+//!   loop and its shutdown.
 //! - [`open_state`]: the bloom filter and counters a clean close saves, so the next open need
 //!   not walk the cold keys.
-//! - `hot`: the hot tier (segments, index, recovery, group commit into segments,
-//!   compaction into the cold backend).
 //!
 //! The shard count may exceed the core count: shards then share cores.
 
@@ -30,13 +41,17 @@ mod commit;
 pub mod damage;
 mod error;
 mod executor;
+mod fetched;
 mod hot;
 pub mod open_state;
 pub mod protocol;
+mod queue;
 pub mod read_view;
+mod requests;
 mod rt;
 mod shard;
 mod shared;
+mod space;
 mod startup;
 
 pub use damage::{Damage, DamageSite};

@@ -33,8 +33,9 @@ use ipfrs_tiering::pack::Entry;
 use ipfrs_tiering::segment::{HotIndex, MappedSegment};
 
 use crate::cold_index;
+use crate::fetched::Fetched;
+use crate::hot::HotTier;
 use crate::hot::packs::Packs;
-use crate::protocol::Fetched;
 use crate::shared::{Epoch, Shared};
 use crate::{Error, Result};
 
@@ -275,7 +276,7 @@ impl ReadView {
         let Some(backend) = self.backend.upgrade() else {
             return Ok(None);
         };
-        if let Some(err) = crate::shard::injected_cold_read_failure(backend.kind()) {
+        if let Some(err) = crate::cold_index::injected_cold_read_failure(backend.kind()) {
             return Err(self.backend_error(err));
         }
         Ok(Some(backend))
@@ -312,6 +313,19 @@ impl ReadView {
             counters: Arc::default(),
             cache: Arc::new(crate::cache::BlockCache::new(0)),
             hot: None,
+        }
+    }
+}
+
+impl HotView {
+    /// What callers' threads may read of `hot`.
+    pub(crate) fn of(hot: &HotTier) -> HotView {
+        HotView {
+            index: Arc::clone(&hot.index),
+            segments: Arc::clone(&hot.segments),
+            packs: Arc::clone(&hot.packs),
+            cold_reads: Arc::clone(&hot.cold_reads),
+            promote_after_reads: hot.config.promote_after_reads,
         }
     }
 }

@@ -16,9 +16,9 @@ use ipfrs_tiering::segment::file::list_segments;
 use ipfrs_tiering::{BackendOptions, ColdBackend, ColdDamage, DamageStage, open_or_damaged};
 
 use crate::cache::BlockCache;
-use crate::commit::WriteQueue;
 use crate::hot::{HotTier, Recovery};
 use crate::open_state::{self, OpenState};
+use crate::queue::WriteQueue;
 use crate::rt;
 use crate::shard::{Counters, Shard, bump};
 use crate::{Error, Result};
@@ -85,7 +85,7 @@ pub(crate) fn open(
         reads: Arc::default(),
         writes: WriteQueue::new(
             config.durability,
-            crate::commit::space::Space::open(
+            crate::space::Space::open(
                 segments_dir.parent().unwrap_or(&segments_dir),
                 config.space_reserve_per_shard(shards),
             ),

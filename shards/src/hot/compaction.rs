@@ -26,17 +26,17 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use ipfrs_core_types::key::Key;
-use ipfrs_tiering::ColdBackend;
-use ipfrs_tiering::pack::{self, PackLoc};
 use ipfrs_tiering::segment::recover::Kind;
-use ipfrs_tiering::segment::{Loc, MappedSegment, Payload, decode, encoded_len, scan_segment};
+use ipfrs_tiering::segment::{MappedSegment, scan_segment};
 
-use super::writer::{RECORD_ALIGN, Record};
-use super::{Deferred, HotTier};
-use crate::commit::{Ack, Pending, WriteOp, space};
+use super::HotTier;
+use super::steps::{backend_bytes, check_room};
+use super::writer::RECORD_ALIGN;
+use crate::commit::enqueue;
+use crate::queue::{Ack, Mode, Pending, WriteOp};
 use crate::shard::{Shard, bump};
+use crate::space;
 use crate::{Error, Result};
 
 /// Bytes of records moved per step: small enough that a step holds the writer for a few
@@ -47,24 +47,6 @@ pub(crate) const STEP_BYTES: u64 = 4 << 20;
 /// in a row (a full disk stays full for a while) up to [`RETRY_AFTER_MAX`].
 const RETRY_AFTER: Duration = Duration::from_secs(1);
 const RETRY_AFTER_MAX: Duration = Duration::from_secs(60);
-
-/// Whose compaction a step belongs to, and where its records go.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Mode {
-    /// Background compaction (keeping the budget): records go to the cold backend, which must
-    /// leave the headroom free after them; the reserve is never used.
-    Background,
-    /// An explicit compaction (`compact`, `repo gc`): records go to the cold backend, and the
-    /// shard's reserve may be released for them.
-    Freeing,
-    /// An explicit compaction on a disk too short for the cold copy: the live records are
-    /// rewritten into the hot tier instead (a segment cleaner: the live parts of segments
-    /// share a new one), which needs at most a new segment, paid by the reserve if need be.
-    /// The cold backend may store a block in several times its bytes for a while (sled 0.34
-    /// keeps a replaced blob until its log segment closes), so on a short disk moving records
-    /// there can take more than removing their segment gives back.
-    Cleaning,
-}
 
 /// The compaction task of one shard; runs until the shard stops.
 pub(crate) async fn run(shard: Rc<Shard>) {
@@ -95,7 +77,7 @@ pub(crate) async fn run(shard: Rc<Shard>) {
             continue;
         }
         if reclaimable() {
-            match super::reclaim::reclaim_packs(&shard, hot.config.reclaim_below_percent).await {
+            match reclaim_packs(&shard, hot.config.reclaim_below_percent).await {
                 Ok(_) => {}
                 Err(Error::Poisoned { .. } | Error::Stopped { .. }) => return,
                 Err(e) => {
@@ -148,7 +130,7 @@ pub(crate) async fn run(shard: Rc<Shard>) {
 /// records into the cold backend: on a disk short of space that costs more than it gives back
 /// (the cold backend stores a block in more than its record's bytes). So the active segment
 /// is sealed only when, as the compaction starts, the space free beyond the headroom (see
-/// `commit::space`) holds a new segment and the cold copy of a whole one; otherwise it waits
+/// `space`) holds a new segment and the cold copy of a whole one; otherwise it waits
 /// for a later compaction. Decided before anything moves, so that shards compacting at once
 /// do not decide on each other's progress.
 pub(crate) async fn compact_all(shard: &Rc<Shard>) -> Result<u64> {
@@ -194,8 +176,8 @@ pub(crate) async fn compact_all(shard: &Rc<Shard>) -> Result<u64> {
     let below = hot
         .config
         .reclaim_below_percent
-        .max(super::reclaim::EXPLICIT_RECLAIM_BELOW_PERCENT);
-    super::reclaim::reclaim_packs(shard, below).await?;
+        .max(EXPLICIT_RECLAIM_BELOW_PERCENT);
+    reclaim_packs(shard, below).await?;
     drop(freeing);
     let room = Arc::clone(&shard.writes.space);
     crate::rt::spawn_blocking(move || room.retake()).await;
@@ -294,72 +276,6 @@ async fn compact_segment(shard: &Rc<Shard>, segment: u32, mode: Mode) -> Result<
     submit(shard, Pending::Retire { segment }).await
 }
 
-/// The room a rewrite of records of these (key length, payload length) into the hot tier
-/// needs: only a new segment, if they do not fit in the active one (they take at most a
-/// header and padding more than their payloads, and a mark), paid by the reserve if need be.
-pub(crate) async fn rewrite_claim(
-    shard: &Shard,
-    hot: &HotTier,
-    sizes: impl Iterator<Item = (usize, u64)>,
-) -> Result<Option<space::Claim>> {
-    let record_bytes: u64 = sizes
-        .map(|(key_len, len)| encoded_len(key_len, len as usize, RECORD_ALIGN) as u64)
-        .sum::<u64>()
-        + super::writer::DMA_ALIGN;
-    let room = hot.writer.borrow().as_ref().map_or(0, |w| w.room());
-    if record_bytes > room {
-        match check_room(shard, hot.config.segment_bytes, Mode::Cleaning).await {
-            Ok(claim) => Ok(Some(claim)),
-            Err(Error::NoSpace {
-                shard: id, path, ..
-            }) => Err(Error::NoSpace {
-                shard: id,
-                path,
-                detail: format!(
-                    ": a new segment for a rewrite of {record_bytes} bytes: the active \
-                     one has {room} left; the reserve holds {} of {} bytes",
-                    shard.writes.space.held(),
-                    shard.writes.space.target()
-                ),
-            }),
-            Err(e) => Err(e),
-        }
-    } else {
-        Ok(None)
-    }
-}
-
-/// Makes sure `need` bytes are free: for an explicit compaction, releasing the shard's
-/// reserve if need be; for background compaction, leaving the headroom free after them (see
-/// `commit::space`), so that filling the disk never takes the room a later `repo gc` needs.
-/// The returned claim counts the room as taken until it is dropped.
-async fn check_room(shard: &Shard, need: u64, mode: Mode) -> Result<space::Claim> {
-    let freeing = mode != Mode::Background;
-    let keep = if freeing {
-        0
-    } else {
-        shard
-            .hot
-            .as_ref()
-            .map_or(0, |hot| space::headroom(hot.config.segment_bytes))
-    };
-    let room = Arc::clone(&shard.writes.space);
-    crate::rt::spawn_blocking(move || room.ensure(need, keep, freeing))
-        .await
-        .map_err(|free| Error::NoSpace {
-            shard: shard.id,
-            path: shard.writes.space.dir().to_path_buf(),
-            detail: format!(
-                ": compaction needs {need} bytes{}, {free} free",
-                if keep > 0 {
-                    format!(" and {keep} more left free")
-                } else {
-                    String::new()
-                }
-            ),
-        })
-}
-
 /// The block records of a segment or pack (key, offset, payload length; damaged ones too,
 /// tombstones and marks left out) and where its records end, read on the blocking pool.
 pub(crate) async fn block_records(map: MappedSegment) -> (Vec<(Key, u32, u32)>, usize) {
@@ -407,323 +323,46 @@ pub(crate) async fn submit_in_steps(
 /// Queues a compaction step on the shard's writer and waits for it.
 pub(crate) async fn submit(shard: &Rc<Shard>, pending: Pending) -> Result<()> {
     let (reply, rx) = flume::bounded(1);
-    shard.enqueue(WriteOp {
-        pending,
-        ack: Ack::Done(reply),
-    });
+    enqueue(
+        shard,
+        WriteOp {
+            pending,
+            ack: Ack::Done(reply),
+        },
+    );
     rx.recv_async()
         .await
         .map_err(|_| Error::Stopped { shard: shard.id })?
 }
 
-/// A record read back for a move, checked.
-struct Moving {
-    key: Key,
-    offset: u32,
-    loc: Loc,
-    /// The payload, a slice of the segment's mapping; `None` if the record is damaged.
-    data: Option<Bytes>,
-    /// Whether it is rewritten into the hot tier (intact and read since written) rather than
-    /// moved to the cold backend (or, damaged, dropped).
-    stays_hot: bool,
+/// The live share under which an explicit compaction (`Engine::compact`, `repo gc`) reclaims a
+/// pack, when the configured threshold is lower: an operator asking for space back gets every
+/// pack with a fifth or more dead rewritten, where background reclamation waits for half (a
+/// rewrite of a pack that is 80% live costs four bytes written per byte given back, worth it
+/// only when asked for).
+pub(crate) const EXPLICIT_RECLAIM_BELOW_PERCENT: u8 = 80;
+
+/// Reclaims every pack whose live share is under `below_percent`, emptiest first; returns how
+/// many were removed.
+pub(crate) async fn reclaim_packs(shard: &Rc<Shard>, below_percent: u8) -> Result<u64> {
+    let Some(hot) = shard.hot.as_ref() else {
+        return Ok(0);
+    };
+    let candidates = hot.packs.borrow().candidates(below_percent);
+    let mut removed = 0;
+    for pack in candidates {
+        reclaim_pack(shard, hot, pack).await?;
+        removed += 1;
+    }
+    Ok(removed)
 }
 
-impl Shard {
-    /// One compaction step (runs as the writer's group): moves the records of `segment` that
-    /// the index still points at.
-    pub(crate) async fn migrate(
-        &self,
-        hot: &HotTier,
-        segment: u32,
-        records: Vec<(Key, u32)>,
-        mode: Mode,
-    ) -> Result<()> {
-        let Some(map) = hot.segments.borrow().get(&segment).cloned() else {
-            return Ok(());
-        };
-        let live: Vec<(Key, u32, Loc)> = {
-            let index = hot.index.borrow();
-            records
-                .into_iter()
-                .filter_map(|(key, offset)| {
-                    let loc = index.get(&key)?;
-                    (loc.segment == segment && loc.offset == offset).then_some((key, offset, loc))
-                })
-                .collect()
-        };
-        if live.is_empty() {
-            return Ok(());
-        }
-        // The cold backend is never written without room (see `commit::space`): an explicit
-        // compaction releases the reserve for it if need be, background compaction leaves the
-        // headroom alone, and a step that does not fit fails with `NoSpace` before the backend
-        // sees it (the segment was checked as a whole, but other shards write meanwhile).
-        // Rewrites into the hot tier are counted as cold too: an upper bound.
-        let inline_up_to = u64::from(hot.config.inline_threshold_bytes);
-        let moving_bytes: u64 = live
-            .iter()
-            .map(|(_, _, loc)| backend_bytes(u64::from(loc.len), inline_up_to))
-            .sum();
-        // Held until the step's writes are done, so other shards count them as taken.
-        let _claim = if mode == Mode::Cleaning {
-            let sizes = live
-                .iter()
-                .map(|(key, _, loc)| (key.len(), u64::from(loc.len)));
-            rewrite_claim(self, hot, sizes).await?
-        } else {
-            Some(check_room(self, space::cold_need(moving_bytes), mode).await?)
-        };
-        // Keep blocks read since their write, unless hot data alone fills half the budget
-        // (then everything moves, so compaction always makes progress).
-        let keep_reads = hot.config.keep_hot_reads;
-        let room_for_hot = hot.index.borrow().bytes() < hot.budget_share() / 2;
-        let cleaning = mode == Mode::Cleaning;
-        // Read and check every record on the blocking pool (page faults and checksums stay
-        // off the shard's core), and put the cold ones into the backend there, durably.
-        let (moving, cold_bytes, packed_bytes, packed_records) = self
-            .blocking(move |backend| {
-                let mut packed_bytes = 0u64;
-                // Record bytes of the blocks indexed in place (the rest of the moved records
-                // left the segment: copied inline, rewritten hot, or dropped as damaged).
-                let mut packed_records = 0u64;
-                let mut moving = Vec::with_capacity(live.len());
-                let mut cold = Vec::new();
-                let mut stale = Vec::new();
-                for (key, offset, loc) in live {
-                    let data = decode(map.bytes(), offset as usize, RECORD_ALIGN)
-                        .ok()
-                        .filter(|r| r.key == key.as_slice())
-                        .and_then(|r| match r.payload {
-                            Payload::Data(d) => {
-                                let start = offset as usize
-                                    + ipfrs_tiering::segment::record::HEADER_LEN
-                                    + key.len();
-                                map.slice(start, d.len())
-                            }
-                            Payload::Tombstone => None,
-                        });
-                    let stays_hot = data.is_some()
-                        && (cleaning || (room_for_hot && keep_reads > 0 && loc.hits >= keep_reads));
-                    // A small cold block is copied into the backend; a large one stays in this
-                    // segment, soon a pack, and the backend learns where.
-                    if let (Some(data), false) = (&data, stays_hot) {
-                        let entry = if data.len() as u64 <= inline_up_to {
-                            crate::cold_index::inline(data)
-                        } else {
-                            packed_bytes += data.len() as u64;
-                            packed_records += loc.record_len() as u64;
-                            pack::encode_packed(PackLoc {
-                                pack: segment,
-                                offset,
-                                len: data.len() as u32,
-                                key_len: key.len() as u16,
-                            })
-                        };
-                        cold.push((key.clone(), entry));
-                    } else if stays_hot && points_here(backend, &key, segment)? {
-                        // An earlier compaction of this segment indexed the block here, then
-                        // the process died before the segment became a pack. The block now
-                        // moves to another hot segment and this file may be removed: the
-                        // entry must not outlive it (it would be served once the hot copy
-                        // is deleted or compacted away).
-                        stale.push(key.clone());
-                    }
-                    moving.push(Moving {
-                        key,
-                        offset,
-                        loc,
-                        data,
-                        stays_hot,
-                    });
-                }
-                // What the backend is given: inline blocks and packed entries, not the blocks
-                // that stay in the pack (those are written once, in their segment).
-                let cold_bytes: u64 = cold.iter().map(|(_, d)| d.len() as u64).sum();
-                // The stale entries' removal is made durable by the flush before the file
-                // changes (`change_files`), which is all it must precede.
-                if !stale.is_empty() {
-                    backend.delete_batch(&stale)?;
-                }
-                if !cold.is_empty() {
-                    put_in_bounded_batches(backend, &cold)?;
-                    backend.flush()?;
-                }
-                Ok((moving, cold_bytes, packed_bytes, packed_records))
-            })
-            .await?;
-        let read_bytes: u64 = moving.iter().map(|m| m.loc.record_len() as u64).sum();
-        if let Some(packing) = hot.packing.borrow_mut().get_mut(&segment) {
-            packing.held += packed_bytes;
-            packing.moved_out += read_bytes.saturating_sub(packed_records);
-        }
-        let rewrite: Vec<&Moving> = moving.iter().filter(|m| m.stays_hot).collect();
-        let records: Vec<Record<'_>> = rewrite
-            .iter()
-            .map(|m| Record {
-                key: &m.key,
-                payload: Payload::Data(m.data.as_deref().unwrap_or(&[])),
-            })
-            .collect();
-        // Rewritten records must be durable before their old segment can be removed.
-        let appended = if records.is_empty() {
-            None
-        } else {
-            Some(self.append(hot, &records, true).await?)
-        };
-        let mut index = hot.index.borrow_mut();
-        let mut rewritten_bytes = 0u64;
-        if let Some(appended) = &appended {
-            for (m, &(new_segment, new_offset)) in rewrite.iter().zip(&appended.locations) {
-                rewritten_bytes += u64::from(m.loc.len);
-                index.insert(
-                    &m.key,
-                    Loc {
-                        segment: new_segment,
-                        offset: new_offset,
-                        // Halved at each move: a block must keep being read to stay hot.
-                        hits: m.loc.hits / 2,
-                        ..m.loc
-                    },
-                );
-            }
-        }
-        let mut damaged = 0u64;
-        for m in moving.iter().filter(|m| !m.stays_hot) {
-            index.remove_if_at(&m.key, segment, m.offset);
-            if m.data.is_none() {
-                // The block cannot be moved without serving damaged bytes: it is dropped
-                // and counted, never copied.
-                damaged += 1;
-                eprintln!(
-                    "ipfrs shard {}: dropped a corrupt hot record in segment {segment} at \
-                     offset {}",
-                    self.id, m.offset
-                );
-                crate::commit::apply_delta(&self.counters.blocks, -1);
-                crate::commit::apply_delta(&self.counters.bytes, -i64::from(m.loc.len));
-            }
-        }
-        bump(&hot.counters.corrupt_records, damaged);
-        bump(&hot.counters.compaction_read_bytes, read_bytes);
-        bump(&hot.counters.compaction_cold_bytes, cold_bytes);
-        bump(&hot.counters.compaction_rewritten_bytes, rewritten_bytes);
-        Ok(())
-    }
-
-    /// Removes a compacted segment (runs as the writer's group).
-    pub(crate) async fn retire(&self, hot: &HotTier, segment: u32) -> Result<()> {
-        let active = hot.writer.borrow().as_ref().map(|w| w.active());
-        // Already retired (two compactions of one segment), or still being written.
-        if active == Some(segment) || !hot.segments.borrow().contains_key(&segment) {
-            return Ok(());
-        }
-        if hot.index.borrow().live_in(segment) > 0 {
-            // A record was added to the index after the scan (cannot happen: segments are
-            // sealed) — keep the file rather than lose it.
-            return Err(Error::segment_io(
-                self.id,
-                "retiring",
-                ipfrs_tiering::segment::file::segment_path(&hot.dir, segment),
-            )(std::io::Error::other(
-                "the segment still has live records after compaction",
-            )));
-        }
-        // Readers holding blocks of this segment keep its mapping alive.
-        let map = hot.segments.borrow_mut().remove(&segment);
-        let packing = hot
-            .packing
-            .borrow_mut()
-            .remove(&segment)
-            .unwrap_or_default();
-        // Index entries point into it: it stays, as a pack (readable through the packs from
-        // now on, whatever its file is called).
-        let change = match map {
-            Some(map) if packing.held > 0 => {
-                hot.packs.borrow_mut().insert(
-                    segment,
-                    map,
-                    packing.held,
-                    packing.records_end.saturating_sub(packing.moved_out),
-                    packing.records_end,
-                );
-                Deferred::MakePack {
-                    segment,
-                    records_end: packing.records_end,
-                }
-            }
-            _ => Deferred::RemoveSegment(segment),
-        };
-        bump(&hot.counters.segments_compacted, 1);
-        // Until the backend's flush is durable, the entries and moved blocks may be only in
-        // its memory: the file keeps its segment name (and its hint), and recovery replays it
-        // as hot if we crash.
-        self.change_files(hot, change).await
-    }
-
-    /// Carries out a file change that relies on the backend's latest writes: now if its
-    /// flush made them durable, else once the backend has been closed (see
-    /// [`HotTier::deferred`]).
-    pub(crate) async fn change_files(&self, hot: &HotTier, change: Deferred) -> Result<()> {
-        if !self.backend.flush_is_durable() {
-            hot.deferred.borrow_mut().push(change);
-            return Ok(());
-        }
-        // Every backend write before the change is made durable first, not only the ones the
-        // change relies on directly: a delete made without a flush (durability `None`) of a
-        // block indexed into this file would otherwise come back after a crash, pointing into
-        // a file that is gone (the torture campaign found this).
-        self.blocking(|backend| backend.flush()).await?;
-        let dir = hot.dir.clone();
-        let failed = Error::segment_io(self.id, change.operation(), change.path(&dir));
-        crate::rt::spawn_blocking(move || change.apply(&dir))
-            .await
-            .map_err(failed)
-    }
-}
-
-/// Whether the backend's entry for `key` points into `segment` (a pack number is its
-/// segment's number).
-fn points_here(backend: &dyn ColdBackend, key: &[u8], segment: u32) -> ipfrs_tiering::Result<bool> {
-    Ok(matches!(
-        crate::cold_index::locate(backend, key)?,
-        Some((_, Some(loc))) if loc.pack == segment
-    ))
-}
-
-/// What a cold block of `len` bytes gives the backend: itself when inline, else only its
-/// packed entry (the block stays in its segment, soon a pack, which takes no new room).
-fn backend_bytes(len: u64, inline_up_to: u64) -> u64 {
-    /// A packed entry, rounded up: tag, pack, offset, lengths.
-    const ENTRY_BYTES: u64 = 16;
-    if len <= inline_up_to {
-        len
-    } else {
-        ENTRY_BYTES
-    }
-}
-
-/// Bytes of blocks handed to the cold backend in one `put_batch` during compaction.
-const MIGRATE_BATCH_BYTES: usize = 4 << 20;
-
-/// Puts `cold` in batches of about [`MIGRATE_BATCH_BYTES`]. parity-db's and rocksdb's
-/// batches copy every value before applying it (sled's did, when the sled backend used
-/// `sled::Batch`), so one batch per segment was a transient of a segment's size (32 MiB in
-/// the soak) per shard.
-/// A crash between batches is harmless: the segment is removed only after the flush that
-/// follows, and putting a block again stores the same bytes.
-fn put_in_bounded_batches(
-    backend: &dyn ColdBackend,
-    cold: &[(Vec<u8>, Bytes)],
-) -> ipfrs_tiering::Result<()> {
-    let mut start = 0;
-    let mut bytes = 0;
-    for (i, (_, data)) in cold.iter().enumerate() {
-        bytes += data.len();
-        if bytes >= MIGRATE_BATCH_BYTES || i + 1 == cold.len() {
-            backend.put_batch(&cold[start..=i])?;
-            start = i + 1;
-            bytes = 0;
-        }
-    }
-    Ok(())
+/// Rewrites what is live in `pack`, then removes it.
+async fn reclaim_pack(shard: &Rc<Shard>, hot: &HotTier, pack: u32) -> Result<()> {
+    let Some(map) = hot.packs.borrow().map(pack) else {
+        return Ok(());
+    };
+    let (found, _) = block_records(map).await;
+    submit_in_steps(shard, found, |records| Pending::Reclaim { pack, records }).await?;
+    submit(shard, Pending::DropPack { pack }).await
 }

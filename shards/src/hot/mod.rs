@@ -12,11 +12,12 @@
 //! damaged record is reported, never served. Compaction (`compaction`) keeps the segments
 //! within the hot budget by moving the oldest segment's blocks into the cold backend.
 
+mod append;
 pub(crate) mod compaction;
 pub(crate) mod group;
 pub(crate) mod packs;
 pub mod power_cut;
-pub(crate) mod reclaim;
+mod steps;
 pub(crate) mod writer;
 
 use std::cell::{Cell, RefCell};
@@ -392,17 +393,6 @@ impl HotTier {
     /// back into the hot tier.
     pub(crate) fn count_cold_read(&self, key: &[u8]) -> bool {
         count_read(&self.cold_reads, self.config.promote_after_reads, key)
-    }
-
-    /// What callers' threads may read of this tier (see [`crate::read_view`]).
-    pub(crate) fn view(&self) -> crate::read_view::HotView {
-        crate::read_view::HotView {
-            index: Arc::clone(&self.index),
-            segments: Arc::clone(&self.segments),
-            packs: Arc::clone(&self.packs),
-            cold_reads: Arc::clone(&self.cold_reads),
-            promote_after_reads: self.config.promote_after_reads,
-        }
     }
 
     /// This shard's share of the hot budget, in bytes.
