@@ -2,7 +2,7 @@
 //! a segment, writing its hint file, renaming or removing segments and packs), run by the
 //! shard's writer for a group or a compaction step.
 
-use super::writer::{AppendError, Appended, RECORD_ALIGN, Record, align_down};
+use super::writer::{AppendError, Appended, IoFailure, RECORD_ALIGN, Record, align_down};
 use super::{Deferred, HotTier};
 use crate::shard::{Shard, bump};
 use crate::{Error, PoisonCause, Result};
@@ -140,22 +140,10 @@ pub(crate) async fn append(
 
 /// The shard error for an append failure; a failed write or sync poisons the shard.
 fn append_error(shard: &Shard, err: AppendError) -> Error {
-    let cause = match err {
-        AppendError::NoSpace(path) => {
-            return Error::NoSpace {
-                shard: shard.id,
-                path,
-                detail: String::new(),
-            };
-        }
-        AppendError::Invalid(reason) => {
-            return Error::RecordRefused {
-                shard: shard.id,
-                reason,
-            };
-        }
-        AppendError::Write(e) => PoisonCause::SegmentWrite(std::sync::Arc::new(e)),
-        AppendError::Sync(e) => PoisonCause::SegmentSync(std::sync::Arc::new(e)),
+    let cause = match err.refused(shard.id) {
+        Ok(refused) => return refused,
+        Err(IoFailure::Write(e)) => PoisonCause::SegmentWrite(std::sync::Arc::new(e)),
+        Err(IoFailure::Sync(e)) => PoisonCause::SegmentSync(std::sync::Arc::new(e)),
     };
     shard.writes.poison(cause.clone());
     Error::Poisoned {

@@ -122,7 +122,31 @@ pub(crate) enum AppendError {
     Sync(io::Error),
 }
 
+/// A failed write or sync of an append, which its caller handles (see
+/// [`AppendError::refused`]).
+pub(crate) enum IoFailure {
+    Write(io::Error),
+    Sync(io::Error),
+}
+
 impl AppendError {
+    /// The shard error for an append refused before anything was written (a full disk, a
+    /// record the format cannot hold), the same wherever it happens; a failed write or sync
+    /// comes back as `Err`, because what it means depends on the caller: start-up and the
+    /// final sync report it, the group writer also makes the shard read-only.
+    pub(crate) fn refused(self, shard: usize) -> Result<crate::Error, IoFailure> {
+        match self {
+            AppendError::NoSpace(path) => Ok(crate::Error::NoSpace {
+                shard,
+                path,
+                detail: String::new(),
+            }),
+            AppendError::Invalid(reason) => Ok(crate::Error::RecordRefused { shard, reason }),
+            AppendError::Write(e) => Err(IoFailure::Write(e)),
+            AppendError::Sync(e) => Err(IoFailure::Sync(e)),
+        }
+    }
+
     /// The shard error for a failure outside a write group (starting the writer, the final
     /// sync), where no acknowledgement depends on it and so nothing is poisoned.
     pub(crate) fn into_error(
@@ -131,18 +155,12 @@ impl AppendError {
         operation: &'static str,
         dir: &std::path::Path,
     ) -> crate::Error {
-        let source = match self {
-            AppendError::NoSpace(path) => {
-                return crate::Error::NoSpace {
-                    shard,
-                    path,
-                    detail: String::new(),
-                };
+        match self.refused(shard) {
+            Ok(refused) => refused,
+            Err(IoFailure::Write(e) | IoFailure::Sync(e)) => {
+                crate::Error::segment_io(shard, operation, dir)(e)
             }
-            AppendError::Invalid(reason) => return crate::Error::RecordRefused { shard, reason },
-            AppendError::Write(e) | AppendError::Sync(e) => e,
-        };
-        crate::Error::segment_io(shard, operation, dir)(source)
+        }
     }
 }
 
