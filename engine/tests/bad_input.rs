@@ -5,6 +5,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use bytes::Bytes;
+use ipfrs_car::varint;
 use ipfrs_storage::key::{parse_cid, parse_cid_bytes};
 use ipfrs_storage::{BackendKind, Block, BlockError, BlockStore, Cid, Config, Engine, Error};
 
@@ -34,18 +35,10 @@ fn assert_empty_store(engine: &Engine) {
 /// A CIDv1 raw over a multihash with an arbitrary code and digest, from its binary form.
 fn crafted_cid(code: u64, digest: &[u8]) -> Cid {
     let mut bytes = vec![0x01, 0x55];
-    varint(code, &mut bytes);
-    varint(digest.len() as u64, &mut bytes);
+    varint::write(code, &mut bytes);
+    varint::write(digest.len() as u64, &mut bytes);
     bytes.extend_from_slice(digest);
     parse_cid_bytes(&bytes).unwrap()
-}
-
-fn varint(mut n: u64, out: &mut Vec<u8>) {
-    while n >= 0x80 {
-        out.push((n as u8 & 0x7f) | 0x80);
-        n >>= 7;
-    }
-    out.push(n as u8);
 }
 
 #[test]

@@ -16,6 +16,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, ValueEnum};
 use ipfrs_car::CarWriter;
+use ipfrs_car::varint;
 use ipfrs_storage::{Block, Codec, HashAlgorithm};
 use rand::rngs::StdRng;
 use rand::{Rng, RngCore, SeedableRng};
@@ -44,15 +45,6 @@ struct Args {
     seed: u64,
 }
 
-/// A varint (unsigned LEB128), as dag-pb's length prefixes are.
-fn varint(mut n: u64, out: &mut Vec<u8>) {
-    while n >= 0x80 {
-        out.push((n as u8) | 0x80);
-        n >>= 7;
-    }
-    out.push(n as u8);
-}
-
 fn block(kind: Kind, i: u64, rng: &mut StdRng) -> Result<Block, Box<dyn std::error::Error>> {
     match kind {
         Kind::Big => {
@@ -74,7 +66,7 @@ fn block(kind: Kind, i: u64, rng: &mut StdRng) -> Result<Block, Box<dyn std::err
             } else {
                 // PBNode field 1 (Data), length-delimited.
                 data.push(0x0a);
-                varint(len as u64, &mut data);
+                varint::write(len as u64, &mut data);
                 data.extend_from_slice(&payload);
                 Ok(Block::with(Codec::DagPb, HashAlgorithm::Sha2_256, data)?)
             }

@@ -10,32 +10,24 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::time::{Duration, Instant};
 
+use ipfrs_car::varint;
 use ipfrs_storage::{Block, Cid, Codec, HashAlgorithm};
 use ipld_core::ipld::Ipld;
 
 /// UnixFS `Data.Type` of a file.
 const UNIXFS_FILE: u64 = 2;
 
-/// A protobuf varint.
-fn varint(mut n: u64, out: &mut Vec<u8>) {
-    while n >= 0x80 {
-        out.push((n as u8) | 0x80);
-        n >>= 7;
-    }
-    out.push(n as u8);
-}
-
 /// A protobuf length-delimited field.
 fn bytes_field(field: u64, data: &[u8], out: &mut Vec<u8>) {
-    varint(field << 3 | 2, out);
-    varint(data.len() as u64, out);
+    varint::write(field << 3 | 2, out);
+    varint::write(data.len() as u64, out);
     out.extend_from_slice(data);
 }
 
 /// A protobuf varint field.
 fn varint_field(field: u64, value: u64, out: &mut Vec<u8>) {
-    varint(field << 3, out);
-    varint(value, out);
+    varint::write(field << 3, out);
+    varint::write(value, out);
 }
 
 /// A DAG node under construction: its block, the file bytes below it and the bytes of every
