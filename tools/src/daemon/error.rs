@@ -38,6 +38,9 @@ pub enum Error {
     /// A request the caller got wrong (HTTP 400): the text is the one-line reason.
     #[error("{0}")]
     BadRequest(String),
+    /// A request this client may not make (HTTP 403): the text says why.
+    #[error("{0}")]
+    Forbidden(String),
     /// A block or path that is not in the store (HTTP 404).
     #[error("{0}")]
     NotFound(String),
@@ -64,6 +67,7 @@ impl Error {
             }
             Error::Store(S::NotFound { .. } | S::MissingBlock { .. }) | Error::NotFound(_) => 404,
             Error::Engine(ipfrs_storage::Error::Block(_)) => 400,
+            Error::Forbidden(_) => 403,
             Error::TooLarge(_) => 413,
             Error::NotImplemented(_) => 501,
             _ => 500,

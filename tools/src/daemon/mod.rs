@@ -6,12 +6,14 @@
 //! - [`run`]: the daemon: [`rpc`] (Kubo's RPC subset) and [`gateway`] (trustless gateway,
 //!   whose CAR responses [`car_selection`] picks with just enough [`unixfs`])
 //!   over [`server`] (hyper on tokio, with the [`limits`]), [`auth`] for non-loopback APIs;
-//! - [`client`]: how another `ipfrs-store` hands its command to a running daemon;
+//! - [`client`]: how another `ipfrs-store` hands its command to a running daemon, through
+//!   Kubo's endpoints or, for the commands they have no shape for, [`command`];
 //! - [`load`]: a bounded load test of a running daemon (the `daemon_load` example).
 
 pub mod auth;
 pub mod car_selection;
 pub mod client;
+pub mod command;
 pub mod error;
 pub mod gateway;
 pub mod gc;

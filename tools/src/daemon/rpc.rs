@@ -26,11 +26,13 @@ use crate::store::dag::{self, OnMissing};
 use crate::store::error::parse_cid;
 
 use super::auth::Authorizations;
+use super::command;
 use super::error::{Error, Result};
 use super::http::{self, Body, Query};
 use super::limits::Limits;
 use super::node::Node;
 use super::pins::{self, PinKind};
+use super::server::Peer;
 
 /// What the RPC handlers share.
 pub struct Rpc {
@@ -95,6 +97,10 @@ impl Rpc {
             "repo/gc" => self.repo_gc(&query).await,
             "repo/verify" => self.repo_verify().await,
             "refs/local" => Ok(self.refs_local()),
+            command::PATH => {
+                let peer = req.extensions().get::<Peer>().map(|p| p.0);
+                command::handle(self.node.clone(), req, peer).await
+            }
             "id" => Ok(self.id()),
             "version" => Ok(version()),
             _ => Err(Error::NotFound(format!("unknown command {command:?}"))),

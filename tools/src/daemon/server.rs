@@ -20,6 +20,10 @@ use tokio::task::JoinSet;
 use super::http::Body;
 use super::limits::Limits;
 
+/// The address of the client a request came from, in the request's extensions.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub std::net::SocketAddr);
+
 /// How long a stop waits for requests in flight (a long import) before it gives up on them.
 pub const DRAIN_DEADLINE: Duration = Duration::from_secs(30);
 
@@ -40,7 +44,7 @@ pub async fn serve<H, F>(
             _ = stop.changed() => break,
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
             accepted = listener.accept() => {
-                let Ok((stream, _)) = accepted else {
+                let Ok((stream, peer)) = accepted else {
                     // Out of file descriptors or a connection reset before accept: back off
                     // a little rather than spin.
                     tokio::time::sleep(Duration::from_millis(20)).await;
@@ -56,7 +60,8 @@ pub async fn serve<H, F>(
                 let mut stop = stop.clone();
                 connections.spawn(async move {
                     let _permit = permit;
-                    let service = service_fn(move |req| {
+                    let service = service_fn(move |mut req: Request<Incoming>| {
+                        req.extensions_mut().insert(Peer(peer));
                         let handler = handler.clone();
                         async move { Ok::<_, Infallible>(handler(req).await) }
                     });

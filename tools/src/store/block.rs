@@ -7,8 +7,9 @@ use futures_lite::future::block_on;
 use ipfrs_storage::{Block, BlockError, BlockStore, Cid, Codec, Engine, HashAlgorithm};
 use serde::Serialize;
 
+use super::caller::Caller;
 use super::error::{Error, Result, parse_cid};
-use super::output::{self, Report};
+use super::output::Report;
 use crate::car::links;
 
 /// A block's CID and size (`put` and `stat`).
@@ -57,18 +58,23 @@ pub fn parse_codec(text: &str) -> Result<u64> {
 }
 
 /// Reads the block from `file` (stdin for none or `-`), at most `limit` bytes.
-fn read_input(file: Option<&Path>, limit: usize) -> Result<Vec<u8>> {
+fn read_input(file: Option<&Path>, limit: usize, caller: &Caller) -> Result<Vec<u8>> {
     let mut data = Vec::new();
     let cap = limit as u64 + 1;
-    match file.filter(|p| p.as_os_str() != "-") {
-        Some(path) => std::fs::File::open(path)
+    match file
+        .filter(|p| p.as_os_str() != "-")
+        .map(|p| caller.path(p))
+    {
+        Some(path) => std::fs::File::open(&path)
             .and_then(|f| f.take(cap).read_to_end(&mut data))
-            .map_err(|e| Error::io("cannot read", path, e))?,
-        None => std::io::stdin()
-            .lock()
-            .take(cap)
-            .read_to_end(&mut data)
-            .map_err(|e| Error::io("cannot read", "stdin", e))?,
+            .map_err(|e| Error::io("cannot read", &path, e))?,
+        None => caller.require_stdin("block put").and_then(|()| {
+            std::io::stdin()
+                .lock()
+                .take(cap)
+                .read_to_end(&mut data)
+                .map_err(|e| Error::io("cannot read", "stdin", e))
+        })?,
     };
     if data.len() > limit {
         return Err(BlockError::TooLarge {
@@ -86,9 +92,14 @@ pub fn put(
     file: Option<&PathBuf>,
     codec: &str,
     mhtype: HashAlgorithm,
+    caller: &Caller,
 ) -> Result<BlockInfo> {
     let codec = parse_codec(codec)?;
-    let data = read_input(file.map(PathBuf::as_path), engine.config().max_block_size)?;
+    let data = read_input(
+        file.map(PathBuf::as_path),
+        engine.config().max_block_size,
+        caller,
+    )?;
     let raw = Block::with(Codec::Raw, mhtype, data)?;
     let (raw_cid, data) = raw.into_parts();
     let cid = Cid::new_v1(codec, *raw_cid.hash());
@@ -103,20 +114,31 @@ pub fn put(
     })
 }
 
-/// `block get`: the bytes to stdout or `output`.
-pub fn get(engine: &Engine, cid: &str, output: Option<&Path>) -> Result<Option<BlockInfo>> {
+/// `block get`: the bytes to the caller's stdout or `output`.
+pub fn get(
+    engine: &Engine,
+    cid: &str,
+    output: Option<&Path>,
+    caller: &mut Caller,
+) -> Result<Option<BlockInfo>> {
     let cid = parse_cid(cid)?;
     let data = block_on(engine.get(&cid))?.ok_or(Error::NotFound { cid: Box::new(cid) })?;
     match output {
-        Some(path) => {
-            std::fs::write(path, &data).map_err(|e| Error::io("cannot write", path, e))?;
+        Some(shown) => {
+            let path = caller.path(shown);
+            let existed = path.exists();
+            std::fs::write(&path, &data).map_err(|e| Error::io("cannot write", &path, e))?;
+            // A file this command created gets the caller's mode (an existing one keeps its).
+            if !existed {
+                caller.adopt_new_file(shown)?;
+            }
             Ok(Some(BlockInfo {
                 cid: cid.to_string(),
                 size: data.len() as u64,
             }))
         }
         None => {
-            output::write_stdout(&data)?;
+            caller.write(&data)?;
             Ok(None)
         }
     }
@@ -145,12 +167,12 @@ impl Report for BlockInfos {
 
 /// Prints `block stat`'s result: one CID keeps the single object it always printed, several
 /// print an array (for --json; text is one line each either way).
-pub fn print_stats(mut stats: Vec<BlockInfo>, json: bool) -> Result<()> {
+pub fn print_stats(mut stats: Vec<BlockInfo>, json: bool, caller: &mut Caller) -> Result<()> {
     if stats.len() == 1 {
         let one = stats.remove(0);
-        return output::print(&one, json);
+        return caller.print(&one, json);
     }
-    output::print(&BlockInfos(stats), json)
+    caller.print(&BlockInfos(stats), json)
 }
 
 /// What `block rm` did.
@@ -199,7 +221,7 @@ pub fn rm(engine: &Engine, cids: &[String], force: bool) -> Result<Removed> {
 }
 
 /// `block ls`: every stored CID, streamed page by page (one per line, or a JSON array).
-pub fn ls(engine: &Engine, json: bool) -> Result<()> {
+pub fn ls(engine: &Engine, json: bool, caller: &mut Caller) -> Result<()> {
     let store = engine.blocking();
     let mut out = String::new();
     let mut first = true;
@@ -219,12 +241,12 @@ pub fn ls(engine: &Engine, json: bool) -> Result<()> {
         first = false;
         // Bounded memory: hand the text to stdout every few thousand CIDs.
         if out.len() > 1 << 16 {
-            output::write_stdout(out.as_bytes())?;
+            caller.write(out.as_bytes())?;
             out.clear();
         }
     }
     if json {
         out.push_str(if first { "]\n" } else { "\n]\n" });
     }
-    output::write_stdout(out.as_bytes())
+    caller.write(out.as_bytes())
 }

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args as ClapArgs, Parser, Subcommand};
 use ipfrs_storage::HashAlgorithm;
+use serde::{Deserialize, Serialize};
 
 /// ipfrs-store: administer an ipfrs block store (blocks, CAR files, statistics, verify, gc,
 /// versioned model checkpoints).
@@ -18,10 +19,11 @@ use ipfrs_storage::HashAlgorithm;
 /// then renamed refs.imported.
 ///
 /// While `ipfrs-store daemon` runs on the repository (it holds the store and writes its API
-/// address to <repo>/api), block put/get/stat/rm/ls, car import/export (one root, CARv1),
-/// pin and repo stat/gc/verify are sent to it instead ($IPFRS_STORE_API_TOKEN: its bearer
-/// token, if it needs one); other commands (version, repo compact/repair/migrate) fail, naming
-/// the daemon, until it stops.
+/// address to <repo>/api), every command is sent to it instead and prints what it prints
+/// without a daemon ($IPFRS_STORE_API_TOKEN: its bearer token, if it needs one). The daemon
+/// opens the files such a command names itself (same machine), except stdin and the files of
+/// block put, car import and car export of one root, which are streamed to it. repo repair
+/// and repo migrate need the store closed: they fail, naming the daemon, until it stops.
 #[derive(Debug, Parser)]
 #[command(name = "ipfrs-store", version)]
 pub struct Args {
@@ -40,7 +42,7 @@ pub struct Args {
 }
 
 /// The subcommands.
-#[derive(Debug, Subcommand)]
+#[derive(Debug, Subcommand, Clone, Serialize, Deserialize)]
 pub enum Command {
     /// Create the repository and its block store.
     Init(InitArgs),
@@ -57,7 +59,8 @@ pub enum Command {
     #[command(subcommand)]
     Pin(PinCommand),
     /// Serve the store (foreground): Kubo's RPC API subset and a trustless gateway. Stops on
-    /// SIGINT/SIGTERM. While it runs, other ipfrs-store commands are sent to it.
+    /// SIGINT/SIGTERM. While it runs, other ipfrs-store commands are sent to it (all but
+    /// repo repair and repo migrate).
     Daemon(DaemonArgs),
     /// Versioned model checkpoints (Git-for-Tensors): commit safetensors files, log,
     /// checkout, branches, tags, diff, merge, blame, gc, CAR export/import.
@@ -66,7 +69,7 @@ pub enum Command {
 }
 
 /// `init` options.
-#[derive(Debug, ClapArgs)]
+#[derive(Debug, ClapArgs, Clone, Serialize, Deserialize)]
 pub struct InitArgs {
     /// Cold backend: sled, parity-db or rocksdb. Written to <repo>/config.toml when no
     /// configuration file is in force (later commands must open the same backend); must
@@ -80,7 +83,7 @@ pub struct InitArgs {
 }
 
 /// `block` subcommands.
-#[derive(Debug, Subcommand)]
+#[derive(Debug, Subcommand, Clone, Serialize, Deserialize)]
 pub enum BlockCommand {
     /// Store a block read from FILE (or stdin when FILE is absent or `-`); prints its CID.
     Put {
@@ -93,6 +96,7 @@ pub enum BlockCommand {
         /// The multihash: sha2-256, sha2-512, sha3-224, sha3-256, sha3-384, sha3-512,
         /// blake3, blake2b-256, identity.
         #[arg(long, default_value = "sha2-256")]
+        #[serde(with = "as_text")]
         mhtype: HashAlgorithm,
     },
     /// Write blocks' raw bytes to stdout, one after the other, also with --json (or one
@@ -126,7 +130,7 @@ pub enum BlockCommand {
 }
 
 /// `car` subcommands.
-#[derive(Debug, Subcommand)]
+#[derive(Debug, Subcommand, Clone, Serialize, Deserialize)]
 pub enum CarCommand {
     /// Import CARv1/CARv2 files, each read once (a FIFO works; `-` is stdin). All or
     /// nothing: any error removes every block the command added (unless --partial), and an
@@ -160,7 +164,7 @@ pub enum CarCommand {
 }
 
 /// `repo` subcommands.
-#[derive(Debug, Subcommand)]
+#[derive(Debug, Subcommand, Clone, Serialize, Deserialize)]
 pub enum RepoCommand {
     /// Blocks, bytes, per-shard figures, cache hit rate, bloom filter size.
     Stat {
@@ -171,11 +175,13 @@ pub enum RepoCommand {
     /// Rehash every block; list corrupt and missing ones; exit 1 if there are any.
     Verify,
     /// Rebuild damaged cold backends from the blocks that read back exact; the damaged ones
-    /// are kept aside (shard-NNN/<backend>.damaged-N). Lists what was dropped.
+    /// are kept aside (shard-NNN/<backend>.damaged-N). Lists what was dropped. Needs the
+    /// store closed: refused while a daemon runs on the repository.
     Repair,
     /// Convert a store written by an older version to the current format, in place (each
     /// shard's cold backend is rewritten; values that do not match their CID are not copied
-    /// and are listed). Run it again after an interruption to finish.
+    /// and are listed). Run it again after an interruption to finish. Needs the store
+    /// closed: refused while a daemon runs on the repository.
     Migrate,
     /// Move hot blocks not read since they were written into the cold backend now, and
     /// remove the emptied segment files (background compaction does this past the budget).
@@ -197,7 +203,7 @@ pub enum RepoCommand {
 }
 
 /// `daemon` options.
-#[derive(Debug, ClapArgs)]
+#[derive(Debug, ClapArgs, Clone, Serialize, Deserialize)]
 pub struct DaemonArgs {
     /// The RPC API's address (port 0: any free port; the bound one is printed).
     #[arg(long, default_value = "127.0.0.1:5001", value_name = "ADDR")]
@@ -224,7 +230,7 @@ pub struct DaemonArgs {
 }
 
 /// `pin` subcommands.
-#[derive(Debug, Subcommand)]
+#[derive(Debug, Subcommand, Clone, Serialize, Deserialize)]
 pub enum PinCommand {
     /// Pin blocks so `repo gc` keeps them; every block a pin keeps must be stored.
     Add {
@@ -251,7 +257,7 @@ pub enum PinCommand {
 }
 
 /// `version` subcommands.
-#[derive(Debug, Subcommand)]
+#[derive(Debug, Subcommand, Clone, Serialize, Deserialize)]
 pub enum VersionCommand {
     /// Prepare the repository for versioning: the block store (as `init` does, if it does not
     /// exist yet; its metadata keeps the refs) and the ledger. Idempotent.
@@ -363,7 +369,7 @@ pub enum VersionCommand {
 }
 
 /// `version commit` options.
-#[derive(Debug, ClapArgs)]
+#[derive(Debug, ClapArgs, Clone, Serialize, Deserialize)]
 pub struct CommitArgs {
     /// The safetensors file.
     pub file: PathBuf,
@@ -399,7 +405,7 @@ pub struct CommitArgs {
 }
 
 /// `version branch` and `version tag` subcommands.
-#[derive(Debug, Subcommand)]
+#[derive(Debug, Subcommand, Clone, Serialize, Deserialize)]
 pub enum RefCommand {
     /// Create one at a revision.
     Create {
@@ -416,4 +422,27 @@ pub enum RefCommand {
         /// Its name.
         name: String,
     },
+}
+
+/// A value as its text (`Display` and `FromStr`), for types of lower crates that have no serde
+/// form: commands travel to a daemon as JSON.
+mod as_text {
+    use std::fmt::Display;
+    use std::str::FromStr;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<T: Display, S: Serializer>(value: &T, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(value)
+    }
+
+    pub fn deserialize<'de, T, D>(d: D) -> Result<T, D::Error>
+    where
+        T: FromStr,
+        T::Err: Display,
+        D: Deserializer<'de>,
+    {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
 }

@@ -112,11 +112,11 @@ pub enum Error {
         /// Kubo's words: `pinned: direct`, `pinned: recursive` or `pinned via <root>`.
         reason: String,
     },
-    /// A running `ipfrs-store daemon` holds the repository's store, and this command is not
-    /// one it can be handed.
+    /// A running `ipfrs-store daemon` holds the repository's store, and this command needs
+    /// the store closed (`repo repair`, `repo migrate`), or is `daemon` or `init`.
     #[error(
         "the ipfrs-store daemon at {api} holds this repository, and `{command}` cannot be sent \
-         to it (it takes block, car import/export, pin, repo stat/gc/verify): {advice}"
+         to it (it takes every other command): {advice}"
     )]
     HeldByDaemon {
         /// The daemon's API address, from `<repo>/api`.
@@ -125,6 +125,15 @@ pub enum Error {
         command: &'static str,
         /// What to do.
         advice: &'static str,
+    },
+    /// A command handed to a running daemon failed there: its message and exit code as the
+    /// daemon's run of it gave them.
+    #[error("{message}")]
+    Handed {
+        /// The error's one-line text.
+        message: String,
+        /// The exit code to exit with.
+        code: u8,
     },
     /// A block asked for is not stored.
     #[error("block {cid} is not in the store")]
@@ -203,6 +212,7 @@ impl Error {
     pub fn exit_code(&self) -> u8 {
         match self {
             Error::Usage(_) | Error::BadCid { .. } => 2,
+            Error::Handed { code, .. } => *code,
             // Malformed text given on the command line, as for a bad CID.
             Error::Version(
                 ipfrs_versioning::Error::BadArgument { .. }

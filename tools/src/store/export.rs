@@ -8,6 +8,7 @@ use ipfrs_car::{CarError, CarV2Writer, CarWriter};
 use ipfrs_storage::{BlockStore, Cid};
 use serde::Serialize;
 
+use super::caller::Caller;
 use super::dag::{self, OnMissing};
 use super::error::{Error, Result, parse_cid};
 use super::output::{self, Report};
@@ -103,27 +104,32 @@ pub fn write_car<S: BlockStore, W: Write + std::io::Seek>(
 /// complete, so a failed export leaves no partial file; the file gets the mode a new file
 /// gets (0666 less the umask), not the temporary file's 0600. `output` `-` is stdout (CARv1
 /// only: CARv2 needs to seek back to its header), where a failure mid-way leaves what was
-/// written, and the command exits non-zero.
+/// written, and the command exits non-zero. `output` is reported as given and written where
+/// `caller` resolves it.
 pub fn run<S: BlockStore>(
     store: &S,
     roots: &[String],
     output: &Path,
     v2: bool,
+    caller: &mut Caller,
 ) -> Result<Exported> {
     let roots = roots
         .iter()
         .map(|r| parse_cid(r))
         .collect::<Result<Vec<_>>>()?;
     if output.as_os_str() == "-" {
-        return to_stdout(store, &roots, v2);
+        return to_stdout(store, &roots, v2, caller);
     }
+    let shown = output;
+    let output = &caller.path(shown);
     let dir = match output.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
     let temp = tempfile::NamedTempFile::new_in(&dir)
         .map_err(|e| Error::io("cannot create a file in", &dir, e))?;
-    set_new_file_mode(temp.as_file()).map_err(|e| Error::io("cannot chmod", temp.path(), e))?;
+    set_mode(temp.as_file(), caller.new_file_mode())
+        .map_err(|e| Error::io("cannot chmod", temp.path(), e))?;
     let file = temp
         .reopen()
         .map_err(|e| Error::io("cannot open", temp.path(), e))?;
@@ -136,7 +142,7 @@ pub fn run<S: BlockStore>(
     temp.persist(output)
         .map_err(|e| Error::io("cannot write", output, e.error))?;
     Ok(Exported {
-        output: output.to_path_buf(),
+        output: shown.to_path_buf(),
         version: if v2 { "v2" } else { "v1" },
         roots: roots.iter().map(ToString::to_string).collect(),
         blocks: walked.blocks,
@@ -145,8 +151,13 @@ pub fn run<S: BlockStore>(
     })
 }
 
-/// `car export -o -`: CARv1 streamed to stdout.
-fn to_stdout<S: BlockStore>(store: &S, roots: &[Cid], v2: bool) -> Result<Exported> {
+/// `car export -o -`: CARv1 streamed to the caller's stdout.
+fn to_stdout<S: BlockStore>(
+    store: &S,
+    roots: &[Cid],
+    v2: bool,
+    caller: &mut Caller,
+) -> Result<Exported> {
     if v2 {
         return Err(Error::Usage(
             "--v2 cannot be written to stdout (CARv2 seeks back to its header): give a file \
@@ -160,8 +171,7 @@ fn to_stdout<S: BlockStore>(store: &S, roots: &[Cid], v2: bool) -> Result<Export
         source: Box::new(source),
         stored: 0,
     };
-    let mut car =
-        CarWriter::new(BufWriter::new(std::io::stdout().lock()), roots).map_err(car_err)?;
+    let mut car = CarWriter::new(BufWriter::new(caller.out()), roots).map_err(car_err)?;
     let walked = dag::walk(store, roots, OnMissing::Fail, |cid, data| {
         car.write_block(cid, data).map_err(car_err)
     })?;
@@ -182,14 +192,18 @@ fn to_stdout<S: BlockStore>(store: &S, roots: &[Cid], v2: bool) -> Result<Export
 /// Gives `file` (a temporary file, created 0600) the mode `open(2)` gives a new file: 0666
 /// less the process's umask, so an exported file is as readable as one `cp` would make.
 pub fn set_new_file_mode(file: &File) -> std::io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    file.set_permissions(std::fs::Permissions::from_mode(0o666 & !umask()))
+    set_mode(file, 0o666 & !umask())
 }
 
-/// The process's umask. Read from /proc (Linux 4.7+) since the only system call that reads
+fn set_mode(file: &File, mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    file.set_permissions(std::fs::Permissions::from_mode(mode))
+}
+
+/// The process's umask (what the caller of a handed command sends). Read from /proc (Linux 4.7+) since the only system call that reads
 /// it also sets it, which would race with other threads creating files; that pair is the
 /// fallback where /proc does not say.
-fn umask() -> u32 {
+pub fn umask() -> u32 {
     if let Ok(status) = std::fs::read_to_string("/proc/self/status")
         && let Some(mask) = status
             .lines()

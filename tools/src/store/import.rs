@@ -19,6 +19,7 @@ use ipfrs_storage::key::{Key, key_of};
 use ipfrs_storage::{BlockStore, Engine};
 use serde::Serialize;
 
+use super::caller::Caller;
 use super::error::{Error, Result};
 use super::output::{self, Report};
 use super::progress;
@@ -83,12 +84,14 @@ impl Report for Imported {
 /// The path that means stdin.
 const STDIN: &str = "-";
 
-/// Opens one input: a file, a FIFO, or stdin for `-`.
-fn open(path: &Path) -> Result<Box<dyn Read + Send>> {
+/// Opens one input: a file, a FIFO, or stdin for `-` (the caller's path resolution applied).
+fn open(path: &Path, caller: &Caller) -> Result<Box<dyn Read + Send>> {
     if path.as_os_str() == STDIN {
+        caller.require_stdin("car import -")?;
         return Ok(Box::new(std::io::stdin()));
     }
-    let file = File::open(path).map_err(|e| Error::io("cannot open", path, e))?;
+    let path = caller.path(path);
+    let file = File::open(&path).map_err(|e| Error::io("cannot open", &path, e))?;
     Ok(Box::new(file))
 }
 
@@ -136,7 +139,10 @@ pub fn ingest<S: BlockStore>(
         max_block_size: options.max_block_size,
         ..ImportOptions::default()
     };
-    let (added, error) = importer::ingest(store, open(path)?, options, &|n| progress.inc(n))
+    let (added, error) =
+        importer::ingest(store, open(path, &Caller::this_process())?, options, &|n| {
+            progress.inc(n)
+        })
         .map_err(|e| store_error(e, path, true))?;
     let mut file = report(path, &added.header, added.blocks, added.bytes);
     file.error = error.map(|e| store_error(e, path, true).to_string());
@@ -193,22 +199,34 @@ pub fn recover_interrupted(engine: &Engine) -> Result<()> {
 /// before a file's error are kept, later files still run; the report lists each file's
 /// error.
 pub fn run(engine: &Engine, files: &[PathBuf], partial: bool) -> Result<(Imported, Option<Error>)> {
+    run_for(engine, files, partial, &mut Caller::this_process())
+}
+
+/// [`run`] for `caller` (its paths, its stderr).
+pub fn run_for(
+    engine: &Engine,
+    files: &[PathBuf],
+    partial: bool,
+    caller: &mut Caller,
+) -> Result<(Imported, Option<Error>)> {
     run_with(
         engine,
         files,
         partial,
         &journal_dir(engine),
         ImportOptions::for_store(engine.config()),
+        caller,
     )
 }
 
-/// [`run`] into any store, with the journal directory and options given.
+/// [`run_for`] into any store, with the journal directory and options given.
 pub fn run_with<S: BlockStore>(
     store: &S,
     files: &[PathBuf],
     partial: bool,
     journal_dir: &Path,
     options: ImportOptions,
+    caller: &mut Caller,
 ) -> Result<(Imported, Option<Error>)> {
     // The bar's total when every input is a regular file; pipes make it a spinner.
     let mut total = Some(0);
@@ -216,7 +234,8 @@ pub fn run_with<S: BlockStore>(
         let meta = if path.as_os_str() == STDIN {
             None
         } else {
-            Some(std::fs::metadata(path).map_err(|e| Error::io("cannot open", path, e))?)
+            let path = caller.path(path);
+            Some(std::fs::metadata(&path).map_err(|e| Error::io("cannot open", &path, e))?)
         };
         total = match meta {
             Some(meta) if meta.is_file() => total.map(|t| t + meta.len()),
@@ -229,7 +248,7 @@ pub fn run_with<S: BlockStore>(
     let mut imported = Imported { files: Vec::new() };
     let mut failed = 0;
     for path in files {
-        let added = open(path).and_then(|input| {
+        let added = open(path, caller).and_then(|input| {
             match import.add(input, &|n| bar.inc(n)) {
                 Ok(added) => Ok(report(path, &added.header, added.blocks, added.bytes)),
                 // With --partial a bad file is reported with what was kept of it.
@@ -272,10 +291,10 @@ pub fn run_with<S: BlockStore>(
                 // The import's own error is the one to report; if the rollback fails too,
                 // the journal stays and the next command that opens the store finishes it.
                 if let Err(rollback) = import.abort() {
-                    eprintln!(
+                    caller.note(&format!(
                         "ipfrs-store: rollback of the import failed ({rollback}); the next \
                          command that opens the store retries it"
-                    );
+                    ));
                 }
                 return Err(err);
             }

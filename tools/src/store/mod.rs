@@ -6,6 +6,7 @@
 //! subcommand's logic against any [`ipfrs_storage::BlockStore`].
 
 pub mod block;
+pub mod caller;
 pub mod cli;
 pub mod dag;
 pub mod error;
@@ -29,9 +30,9 @@ use futures_lite::future::block_on;
 use ipfrs_storage::BlockStore;
 
 use crate::daemon::{self, Node};
+use caller::Caller;
 use cli::{Args, BlockCommand, CarCommand, Command, InitArgs, RepoCommand, VersionCommand};
 use error::{Error, Result};
-use output::print;
 use repo::Repo;
 
 /// Parses the command line, runs the subcommand, prints its result; errors become one line
@@ -80,18 +81,19 @@ fn clap_exit(err: &clap::Error) -> ExitCode {
 pub fn run(args: Args) -> Result<()> {
     let repo = Repo::locate(args.repo, args.config)?;
     let json = args.json;
+    let mut caller = Caller::this_process();
     if let Command::Init(init) = &args.command {
-        return print(&init::run(&repo, init)?, json);
+        return caller.print(&init::run(&repo, init)?, json);
     }
     // Repair works on the closed store: it swaps backend directories.
     if let Command::Repo(RepoCommand::Repair) = &args.command {
         let report = repair::run(&repo).map_err(|e| held_by_daemon(&repo, e, &args.command))?;
-        return print(&report, json);
+        return caller.print(&report, json);
     }
     // So does migrate: the engine does not open a store of an older format.
     if let Command::Repo(RepoCommand::Migrate) = &args.command {
         let report = migrate::run(&repo).map_err(|e| held_by_daemon(&repo, e, &args.command))?;
-        return print(&report, json);
+        return caller.print(&report, json);
     }
     // `version init` makes the block store too when there is none (as `init` would, with the
     // configuration in force), then opens it like every other command.
@@ -113,20 +115,37 @@ pub fn run(args: Args) -> Result<()> {
             let Some(client) = daemon::client::Client::for_repo(&repo) else {
                 return Err(err);
             };
-            return daemon::client::forward(&client, &args.command, json)
-                .unwrap_or_else(|| Err(held_by_daemon(&repo, err, &args.command)));
+            if needs_closed_store(&args.command).is_some() {
+                return Err(held_by_daemon(&repo, err, &args.command));
+            }
+            return daemon::client::forward(&client, &repo, &args.command, json);
         }
         Err(err) => return Err(err),
     };
     let node = Node::new(repo.clone(), engine.clone());
     // A CAR import killed mid-way left a journal: roll it back before anything reads.
     let result = import::recover_interrupted(&engine)
-        .and_then(|()| dispatch(&node, &repo, args.command, json, created_store));
+        .and_then(|()| dispatch(&node, args.command, json, created_store, &mut caller));
     // Close even after a failure, so every acknowledged write is flushed; the first error
     // wins.
     let closed = block_on(engine.close());
     result?;
     Ok(closed?)
+}
+
+/// The name of a command that must have the store to itself (no daemon may hold it), and
+/// what to do about a daemon that does; `None` for the commands a daemon can be handed.
+pub fn needs_closed_store(command: &Command) -> Option<(&'static str, &'static str)> {
+    match command {
+        Command::Daemon(_) => Some((
+            "daemon",
+            "it already serves the store; one daemon per repository",
+        )),
+        Command::Init(_) => Some(("init", "the repository is initialized already")),
+        Command::Repo(RepoCommand::Repair) => Some(("repo repair", STOP_FIRST)),
+        Command::Repo(RepoCommand::Migrate) => Some(("repo migrate", STOP_FIRST)),
+        _ => None,
+    }
 }
 
 /// `err`, or, when it is the engine's lock and `<repo>/api` names a running daemon,
@@ -138,26 +157,7 @@ fn held_by_daemon(repo: &Repo, err: Error, command: &Command) -> Error {
     let Some(client) = daemon::client::Client::for_repo(repo) else {
         return err;
     };
-    let (name, advice) = match command {
-        Command::Daemon(_) => (
-            "daemon",
-            "it already serves the store; one daemon per repository",
-        ),
-        Command::Repo(RepoCommand::Repair) => ("repo repair", STOP_FIRST),
-        Command::Repo(RepoCommand::Migrate) => ("repo migrate", STOP_FIRST),
-        Command::Repo(RepoCommand::Compact) => ("repo compact", STOP_FIRST),
-        Command::Repo(RepoCommand::Gc { .. }) => (
-            "repo gc with ROOTs, --pins or --dry-run",
-            "run `repo gc` alone (the daemon keeps the pins), or stop the daemon (Ctrl-C or \
-             SIGTERM) and run it again",
-        ),
-        Command::Car(_) => (
-            "car import --partial, or car export of several roots or --v2",
-            STOP_FIRST,
-        ),
-        Command::Version(_) => ("version", STOP_FIRST),
-        _ => ("this command", STOP_FIRST),
-    };
+    let (name, advice) = needs_closed_store(command).unwrap_or(("this command", STOP_FIRST));
     Error::HeldByDaemon {
         api: client.base().to_string(),
         command: name,
@@ -168,14 +168,17 @@ fn held_by_daemon(repo: &Repo, err: Error, command: &Command) -> Error {
 /// The advice for a command a daemon cannot take.
 const STOP_FIRST: &str = "stop the daemon (Ctrl-C or SIGTERM) and run it again";
 
-fn dispatch(
+/// Runs `command` over `node`'s open engine for `caller`: in the process that parsed it, or
+/// in a daemon it was handed to (`daemon::command`), the same code either way. Commands that
+/// need the store closed (see [`needs_closed_store`]) are refused.
+pub fn dispatch(
     node: &Node,
-    repo: &Repo,
     command: Command,
     json: bool,
     created_store: bool,
+    caller: &mut Caller,
 ) -> Result<()> {
-    let engine = node.engine();
+    let (engine, repo) = (node.engine(), node.repo());
     match command {
         Command::Init(_) => Err(Error::Usage("init runs before the store is opened".into())),
         Command::Block(cmd) => match cmd {
@@ -183,10 +186,10 @@ fn dispatch(
                 file,
                 cid_codec,
                 mhtype,
-            } => print(
-                &block::put(engine, file.as_ref(), &cid_codec, mhtype)?,
-                json,
-            ),
+            } => {
+                let put = block::put(engine, file.as_ref(), &cid_codec, mhtype, caller)?;
+                caller.print(&put, json)
+            }
             BlockCommand::Get { cids, output } => {
                 if output.is_some() && cids.len() > 1 {
                     return Err(Error::Usage(
@@ -196,8 +199,8 @@ fn dispatch(
                     ));
                 }
                 for cid in &cids {
-                    if let Some(info) = block::get(engine, cid, output.as_deref())? {
-                        print(&info, json)?;
+                    if let Some(info) = block::get(engine, cid, output.as_deref(), caller)? {
+                        caller.print(&info, json)?;
                     }
                 }
                 Ok(())
@@ -207,7 +210,7 @@ fn dispatch(
                     .iter()
                     .map(|c| block::stat(engine, c))
                     .collect::<Result<Vec<_>>>()?;
-                block::print_stats(stats, json)
+                block::print_stats(stats, json, caller)
             }
             BlockCommand::Rm { cids, force } => {
                 // As the daemon's block/rm (and Kubo): a block a pin keeps stays, and the
@@ -228,9 +231,9 @@ fn dispatch(
                         reason,
                     });
                 }
-                print(&block::rm(engine, &cids, force)?, json)
+                caller.print(&block::rm(engine, &cids, force)?, json)
             }
-            BlockCommand::Ls => block::ls(engine, json),
+            BlockCommand::Ls => block::ls(engine, json, caller),
         },
         Command::Car(cmd) => match cmd {
             CarCommand::Import {
@@ -240,7 +243,7 @@ fn dispatch(
             } => {
                 // The import and the pinning of its roots are one write for gc.
                 let _write = node.gc_lock().blocking_write();
-                let (report, failure) = import::run(engine, &files, partial)?;
+                let (report, failure) = import::run_for(engine, &files, partial, caller)?;
                 if pin_roots {
                     let roots = report
                         .files
@@ -250,20 +253,20 @@ fn dispatch(
                         .collect::<Result<Vec<_>>>()?;
                     for root in daemon::node::pin_present_roots(engine, &roots)? {
                         if !root.error.is_empty() {
-                            eprintln!("ipfrs-store: note: {}", root.error);
+                            caller.note(&format!("ipfrs-store: note: {}", root.error));
                         }
                     }
                 }
-                print(&report, json)?;
+                caller.print(&report, json)?;
                 failure.map_or(Ok(()), Err)
             }
             CarCommand::Export { roots, output, v2 } => {
-                let report = export::run(engine, &roots, &output, v2)?;
+                let report = export::run(engine, &roots, &output, v2, caller)?;
                 // With `-o -`, stdout is the CAR: nothing else may be printed there.
                 if output.as_os_str() == "-" {
                     Ok(())
                 } else {
-                    print(&report, json)
+                    caller.print(&report, json)
                 }
             }
         },
@@ -276,19 +279,16 @@ fn dispatch(
             )),
             RepoCommand::Stat { prometheus: true } => {
                 let metrics = block_on(engine.metrics())?;
-                output::write_stdout(metrics.to_prometheus().as_bytes())
+                caller.write(metrics.to_prometheus().as_bytes())
             }
             RepoCommand::Stat { prometheus: false } => {
                 let stats = block_on(BlockStore::stats(engine))?;
-                print(
-                    &stat::RepoStat::new(repo.root().to_path_buf(), &stats),
-                    json,
-                )
+                caller.print(&stat::RepoStat::new(caller.repo_root(repo), &stats), json)
             }
             RepoCommand::Compact => {
                 let segments = block_on(engine.compact())?;
                 let stats = block_on(BlockStore::stats(engine))?;
-                print(&stat::Compacted::new(segments, &stats), json)
+                caller.print(&stat::Compacted::new(segments, &stats), json)
             }
             RepoCommand::Verify => {
                 let total = block_on(BlockStore::stats(engine))?.blocks;
@@ -298,7 +298,7 @@ fn dispatch(
                     Ok(places)
                 };
                 let report = verify::verify(engine, damage, Some(total))?;
-                print(&report, json)?;
+                caller.print(&report, json)?;
                 if report.is_clean() {
                     Ok(())
                 } else {
@@ -320,15 +320,15 @@ fn dispatch(
                     .collect::<Result<Vec<_>>>()?;
                 // The repository's own pins file is read by the collection itself.
                 if let Some(path) = pins {
-                    cids.extend(gc::read_pins(&path)?);
+                    cids.extend(gc::read_pins(&caller.path(&path))?);
                 }
                 let collected =
                     daemon::gc::collect(repo, engine, node.gc_lock(), &cids, true, dry_run)?;
-                print(&collected, json)
+                caller.print(&collected, json)
             }
         },
-        Command::Pin(cmd) => print(&daemon::pin_command::run(node, cmd)?, json),
+        Command::Pin(cmd) => caller.print(&daemon::pin_command::run(node, cmd)?, json),
         Command::Daemon(args) => daemon::run::run(Node::new(repo.clone(), engine.clone()), &args),
-        Command::Version(cmd) => version::run(engine, repo, cmd, json, created_store),
+        Command::Version(cmd) => version::run(node, cmd, json, created_store, caller),
     }
 }

@@ -11,6 +11,7 @@ use std::time::Duration;
 use ipfrs_storage::{Block, Cid, Codec, HashAlgorithm};
 use ipfrs_tools::car::CarWriter;
 
+pub mod handoff;
 pub mod unixfs;
 
 /// How long a daemon may take to say it is ready (a cold, busy CI machine).

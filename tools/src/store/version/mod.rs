@@ -14,7 +14,7 @@
 mod json;
 
 use std::collections::HashSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::UNIX_EPOCH;
 
 use futures_lite::future::block_on;
@@ -31,14 +31,19 @@ use json::{
     RefChangeJson, RefsJson,
 };
 
+use super::caller::Caller;
 use super::cli::{CommitArgs, RefCommand, VersionCommand};
 use super::error::{self, Error, Result};
-use super::output::{Report, print};
+use super::output::Report;
 use super::repo::Repo;
+use crate::daemon::Node;
+
+/// The ledger's file name in a repository.
+const LEDGER: &str = "ledger";
 
 /// The ledger file of a repository.
 pub fn ledger_file(repo: &Repo) -> PathBuf {
-    repo.root().join("ledger")
+    repo.root().join(LEDGER)
 }
 
 /// Opens the versioning layer of `repo` over `engine` (creating its ledger if it does not
@@ -71,15 +76,23 @@ fn shown<T>(data: T, text: impl Into<String>) -> Shown<T> {
     Shown { data, text }
 }
 
-/// Runs one `version` subcommand and prints its result. `created_store` says whether
-/// `version init` has just created the block store.
+/// Runs one `version` subcommand for `caller` and prints its result there. `created_store`
+/// says whether `version init` has just created the block store.
+///
+/// The same code runs in the process that parsed the command and in a daemon handed it: the
+/// refs move by compare-and-swap in the engine's metadata and the ledger's lock is a `flock`,
+/// both of which hold between requests of one daemon as between processes; commands that store
+/// blocks also hold the writers' side of the node's gc lock (and `version gc` its exclusive
+/// side), so a `repo gc` running meanwhile in the daemon cannot sweep the blocks of a commit
+/// whose branch has not moved yet.
 pub fn run(
-    engine: &Engine,
-    repo: &Repo,
+    node: &Node,
     command: VersionCommand,
     json: bool,
     created_store: bool,
+    caller: &mut Caller,
 ) -> Result<()> {
+    let (engine, repo) = (node.engine(), node.repo());
     let mut vcs = open(repo, engine)?;
     match command {
         VersionCommand::Init { max_chain_depth } => {
@@ -87,17 +100,20 @@ pub fn run(
                 vcs.config_mut().max_chain_depth = n;
                 config_file::save_config(repo.root(), vcs.repo().config())?;
             }
-            print(&init(repo, &vcs, created_store)?, json)
+            let done = init(&caller.repo_root(repo), &vcs, created_store)?;
+            caller.print(&done, json)
         }
         VersionCommand::Commit(args) => {
             if let Some(n) = args.max_chain_depth {
                 vcs.config_mut().max_chain_depth = n;
             }
-            print(&commit(&vcs, &args)?, json)
+            let _write = node.gc_lock().blocking_write();
+            let done = commit(&vcs, &args, caller)?;
+            caller.print(&done, json)
         }
         VersionCommand::Log { rev, limit } => {
             let log = vcs.log(&rev, limit)?;
-            print(&shown(LogJson::new(&log), log.to_string()), json)
+            caller.print(&shown(LogJson::new(&log), log.to_string()), json)
         }
         VersionCommand::Checkout {
             rev,
@@ -109,7 +125,8 @@ pub fn run(
                 Some(time) => format!("{rev}@{}", parse_time(&time)?),
                 None => rev,
             };
-            let done = vcs.checkout_with(&rev, &output, CheckoutOptions { fsync })?;
+            let done = vcs.checkout_with(&rev, &caller.path(&output), CheckoutOptions { fsync })?;
+            caller.adopt_new_file(&output)?;
             let data = CheckoutJson {
                 commit: done.commit.to_string(),
                 tensors: done.tensors,
@@ -117,13 +134,13 @@ pub fn run(
                 output: output.clone(),
             };
             let text = format!("{done} to {}", output.display());
-            print(&shown(data, text), json)
+            caller.print(&shown(data, text), json)
         }
-        VersionCommand::Branch(cmd) => refs(&vcs, RefKind::Branch, cmd, json),
-        VersionCommand::Tag(cmd) => refs(&vcs, RefKind::Tag, cmd, json),
+        VersionCommand::Branch(cmd) => refs(&vcs, RefKind::Branch, cmd, json, caller),
+        VersionCommand::Tag(cmd) => refs(&vcs, RefKind::Tag, cmd, json, caller),
         VersionCommand::Diff { from, to } => {
             let diff = vcs.diff(&from, &to)?;
-            print(&shown(DiffJson::new(&diff), diff.to_string()), json)
+            caller.print(&shown(DiffJson::new(&diff), diff.to_string()), json)
         }
         VersionCommand::Merge {
             theirs,
@@ -133,41 +150,46 @@ pub fn run(
             message,
         } => {
             let message = message.unwrap_or_else(|| format!("merge {theirs} into {branch}"));
+            let _write = node.gc_lock().blocking_write();
             let outcome = vcs.merge(
                 &branch,
                 &theirs,
                 weighted,
-                &author.unwrap_or_else(default_author),
+                &author.unwrap_or_else(|| caller.user()),
                 &message,
             )?;
-            print(&shown(MergeJson::new(&outcome), outcome.to_string()), json)
+            caller.print(&shown(MergeJson::new(&outcome), outcome.to_string()), json)
         }
         VersionCommand::Blame { rev } => {
             let blame = vcs.blame(&rev)?;
-            print(&shown(BlameJson::new(&blame), blame.to_string()), json)
+            caller.print(&shown(BlameJson::new(&blame), blame.to_string()), json)
         }
         VersionCommand::Gc { roots, dry_run } => {
             for root in &roots {
                 error::parse_cid(root)?;
             }
+            // No write of the daemon (a put, an import, a pin) runs while the sweep decides.
+            let _exclusive = node.gc_lock().blocking_gc();
             // The store's pins keep blocks too (one may be byte-identical to a chunk this
             // layer stored, so in its ledger): the same pins `repo gc` keeps.
             let pinned = crate::daemon::gc::pinned_keys(repo, engine)?;
             let report = vcs.gc_keeping(&roots, &pinned, dry_run)?;
-            print(&shown(GcJson::new(&report), report.to_string()), json)
+            caller.print(&shown(GcJson::new(&report), report.to_string()), json)
         }
         VersionCommand::Export { rev, output } => {
-            let summary = vcs.export(&rev, &output)?;
+            let summary = vcs.export(&rev, &caller.path(&output))?;
+            caller.adopt_new_file(&output)?;
             let text = format!("exported {summary} to {}", output.display());
-            print(&shown(CarJson::new(&summary, &output, None), text), json)
+            caller.print(&shown(CarJson::new(&summary, &output, None), text), json)
         }
         VersionCommand::Import { file, branch } => {
-            let summary = vcs.import(&file, branch.as_deref())?;
+            let _write = node.gc_lock().blocking_write();
+            let summary = vcs.import(&caller.path(&file), branch.as_deref())?;
             let mut text = format!("imported {summary} from {}", file.display());
             if let Some(b) = &branch {
                 text.push_str(&format!("; branch {b} -> {}", summary.root));
             }
-            print(
+            caller.print(
                 &shown(CarJson::new(&summary, &file, branch.clone()), text),
                 json,
             )
@@ -203,21 +225,14 @@ impl Report for Initialized {
     }
 }
 
-fn init(repo: &Repo, vcs: &VersionCli<Engine>, created_store: bool) -> Result<Initialized> {
+/// `root`: the repository as the caller named it.
+fn init(root: &Path, vcs: &VersionCli<Engine>, created_store: bool) -> Result<Initialized> {
     Ok(Initialized {
-        repo: repo.root().to_path_buf(),
+        repo: root.to_path_buf(),
         created_store,
-        ledger: ledger_file(repo),
+        ledger: root.join(LEDGER),
         branches: vcs.branch_list()?.refs.len(),
     })
-}
-
-/// $USER, else "unknown": who a commit is by when --author is not given.
-fn default_author() -> String {
-    std::env::var("USER")
-        .ok()
-        .filter(|u| !u.is_empty())
-        .unwrap_or_else(|| "unknown".into())
 }
 
 /// The versioning layer's provenance arguments from the flags of `version commit`.
@@ -245,9 +260,13 @@ fn provenance_args(args: &CommitArgs) -> Result<Vec<String>> {
     Ok(out)
 }
 
-fn commit(vcs: &VersionCli<Engine>, args: &CommitArgs) -> Result<Shown<CommitJson>> {
+fn commit(
+    vcs: &VersionCli<Engine>,
+    args: &CommitArgs,
+    caller: &Caller,
+) -> Result<Shown<CommitJson>> {
     let provenance = provenance_args(args)?;
-    let author = args.author.clone().unwrap_or_else(default_author);
+    let author = args.author.clone().unwrap_or_else(|| caller.user());
     let commit = if args.orphan {
         VersionCli::commit_orphan
     } else {
@@ -255,7 +274,7 @@ fn commit(vcs: &VersionCli<Engine>, args: &CommitArgs) -> Result<Shown<CommitJso
     };
     let summary = commit(
         vcs,
-        &args.file,
+        &caller.path(&args.file),
         &args.branch,
         &author,
         &args.message,
@@ -297,7 +316,13 @@ impl RefKind {
     }
 }
 
-fn refs(vcs: &VersionCli<Engine>, kind: RefKind, command: RefCommand, json: bool) -> Result<()> {
+fn refs(
+    vcs: &VersionCli<Engine>,
+    kind: RefKind,
+    command: RefCommand,
+    json: bool,
+    caller: &mut Caller,
+) -> Result<()> {
     let changed = |action: &'static str, name: String, commit: Cid| {
         let text = match action {
             "created" => format!("created {} {name} at {commit}", kind.name()),
@@ -317,14 +342,14 @@ fn refs(vcs: &VersionCli<Engine>, kind: RefKind, command: RefCommand, json: bool
                 RefKind::Branch => vcs.branch_create(&name, &at)?,
                 RefKind::Tag => vcs.tag_create(&name, &at)?,
             };
-            print(&changed("created", name, commit), json)
+            caller.print(&changed("created", name, commit), json)
         }
         RefCommand::Delete { name } => {
             let commit = match kind {
                 RefKind::Branch => vcs.branch_delete(&name)?,
                 RefKind::Tag => vcs.tag_delete(&name)?,
             };
-            print(&changed("deleted", name, commit), json)
+            caller.print(&changed("deleted", name, commit), json)
         }
         RefCommand::List => {
             let list = match kind {
@@ -336,7 +361,7 @@ fn refs(vcs: &VersionCli<Engine>, kind: RefKind, command: RefCommand, json: bool
             } else {
                 list.to_string()
             };
-            print(&shown(RefsJson::new(&list), text), json)
+            caller.print(&shown(RefsJson::new(&list), text), json)
         }
     }
 }

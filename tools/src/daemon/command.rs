@@ -1,0 +1,250 @@
+//! `POST /api/v0/ipfrs/command`: an `ipfrs-store` command handed to the daemon whole, run by
+//! the same code as without a daemon ([`crate::store::dispatch`]) over the engine the daemon
+//! holds. Kubo's endpoints serve the commands they have a shape for (see `client`); this one
+//! serves the rest (`version ...`, `repo compact`, `repo gc` with roots, a pins file or
+//! `--dry-run`, `car import --partial`, `car export` of several roots or CARv2), and its
+//! output is byte for byte what the command prints without a daemon.
+//!
+//! Files a command reads or writes (`version commit FILE`, `version checkout -o FILE`, `car
+//! export -o FILE`) are opened by the daemon itself, by path: the request carries the caller's
+//! working directory (absolute) and relative paths resolve against it, so the files are the
+//! caller's on this machine. That is why the endpoint answers loopback peers only (a remote
+//! client with a token must not make the daemon read or write its files) and only for the
+//! repository the daemon serves. Nothing is streamed from the caller: a command that would
+//! read stdin is refused with a usage error.
+//!
+//! The request body is a [`Handed`] as JSON. The answer (200) is a sequence of frames, each
+//! one kind byte, a big-endian u32 length and that many bytes: [`STDOUT`] and [`STDERR`]
+//! frames in the order the command wrote them, then one [`EXIT`] frame holding an
+//! [`Exit`] as JSON. A body that ends without the exit frame was cut short.
+
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::header::{CONTENT_TYPE, HeaderValue};
+use hyper::{Request, Response};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use crate::store::caller::Caller;
+use crate::store::cli::Command;
+use crate::store::error::Error as CliError;
+
+use super::error::{Error, Result};
+use super::http::{self, Body};
+use super::node::Node;
+
+/// The endpoint's path below `/api/v0/`.
+pub const PATH: &str = "ipfrs/command";
+/// The answer's media type.
+pub const MEDIA_TYPE: &str = "application/vnd.ipfrs.command-output";
+/// A frame of bytes the command wrote to its stdout.
+pub const STDOUT: u8 = 1;
+/// A frame of bytes the command wrote to its stderr.
+pub const STDERR: u8 = 2;
+/// The last frame: the command's [`Exit`].
+pub const EXIT: u8 = 3;
+
+/// Largest request body: a parsed command line, so a few KB in practice.
+const MAX_REQUEST_BYTES: usize = 1 << 20;
+/// Largest frame: bigger writes are split, so a reader never buffers more than this.
+pub const MAX_FRAME: usize = 1 << 20;
+
+/// A command as the caller parsed it, and what it needs of the caller's side.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Handed {
+    /// The subcommand and its arguments, paths as the user wrote them.
+    pub command: Command,
+    /// `--json`.
+    pub json: bool,
+    /// The caller's working directory (absolute): relative paths resolve against it.
+    pub cwd: PathBuf,
+    /// The caller's $USER (a commit's default author).
+    pub user: Option<String>,
+    /// The repository as the caller named it (`--repo`, maybe relative to `cwd`).
+    pub repo: PathBuf,
+    /// The caller's umask: the files the command creates get the caller's mode.
+    pub umask: u32,
+}
+
+/// How the command ended.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Exit {
+    /// `None` on success, else the error's one-line text as `ipfrs-store` prints it.
+    pub error: Option<String>,
+    /// The process exit code the caller exits with (0, 1 or 2).
+    pub code: u8,
+}
+
+/// Answers one handed command from `peer`.
+pub async fn handle(
+    node: Arc<Node>,
+    req: Request<Incoming>,
+    peer: Option<SocketAddr>,
+) -> Result<Response<Body>> {
+    if !peer.is_some_and(|p| p.ip().is_loopback()) {
+        return Err(Error::Forbidden(
+            "ipfrs/command opens the caller's files by path, so only clients on this machine \
+             (loopback) may call it"
+                .into(),
+        ));
+    }
+    let body = http_body_util::Limited::new(req.into_body(), MAX_REQUEST_BYTES)
+        .collect()
+        .await
+        .map_err(|e| Error::BadRequest(format!("request body: {}", http::one_line(&*e))))?
+        .to_bytes();
+    let handed: Handed = serde_json::from_slice(&body)
+        .map_err(|e| Error::BadRequest(format!("not a handed command: {e}")))?;
+    if let Some((name, _)) = crate::store::needs_closed_store(&handed.command) {
+        return Err(Error::BadRequest(format!(
+            "`{name}` cannot run while the daemon holds the store"
+        )));
+    }
+    if !handed.cwd.is_absolute() {
+        return Err(Error::BadRequest(
+            "cwd must be an absolute directory".into(),
+        ));
+    }
+    let theirs = handed.cwd.join(&handed.repo);
+    if !same_dir(&theirs, node.repo().root()) {
+        return Err(Error::BadRequest(format!(
+            "this daemon serves {}, not {}",
+            node.repo().root().display(),
+            theirs.display()
+        )));
+    }
+    let (tx, rx) = mpsc::channel(8);
+    tokio::task::spawn_blocking(move || run(&node, handed, tx));
+    let mut response = Response::new(http::channel_body(rx));
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(MEDIA_TYPE));
+    Ok(response)
+}
+
+/// Whether two paths name one directory (symlinks and `..` resolved).
+fn same_dir(a: &std::path::Path, b: &std::path::Path) -> bool {
+    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
+}
+
+/// Runs the command on this (blocking) thread, its output framed into `tx`, then the exit.
+fn run(node: &Node, handed: Handed, tx: mpsc::Sender<io::Result<Bytes>>) {
+    let out = Box::new(FrameWriter::new(STDOUT, tx.clone()));
+    let err = Box::new(FrameWriter::new(STDERR, tx.clone()));
+    let result = Caller::remote(out, err, handed.cwd, handed.user, handed.repo, handed.umask)
+        .and_then(|mut caller| {
+            // A panic in a command must still end the answer with an error, not a cut stream
+            // the client would report as a lost daemon.
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                crate::store::dispatch(node, handed.command, handed.json, false, &mut caller)
+            }))
+            .unwrap_or_else(|_| {
+                Err(CliError::Daemon(Box::new(Error::Internal(
+                    "the command panicked in the daemon".into(),
+                ))))
+            })
+        });
+    let exit = match result {
+        Ok(()) => Exit {
+            error: None,
+            code: 0,
+        },
+        Err(e) => Exit {
+            error: Some(http::one_line(&e)),
+            code: e.exit_code(),
+        },
+    };
+    // The caller went away: nobody is left to tell.
+    let _ = FrameWriter::new(EXIT, tx).write_all(&serde_json::to_vec(&exit).unwrap_or_default());
+}
+
+/// A `Write` whose every write becomes frames of one kind sent to an async response body.
+struct FrameWriter {
+    kind: u8,
+    tx: mpsc::Sender<io::Result<Bytes>>,
+}
+
+impl FrameWriter {
+    fn new(kind: u8, tx: mpsc::Sender<io::Result<Bytes>>) -> FrameWriter {
+        FrameWriter { kind, tx }
+    }
+}
+
+impl Write for FrameWriter {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let n = data.len().min(MAX_FRAME);
+        let mut frame = Vec::with_capacity(5 + n);
+        frame.push(self.kind);
+        // n <= MAX_FRAME, far below u32::MAX.
+        frame.extend_from_slice(&(n as u32).to_be_bytes());
+        frame.extend_from_slice(&data[..n]);
+        self.tx
+            .blocking_send(Ok(Bytes::from(frame)))
+            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the caller went away"))?;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Reads the next frame of an answer: `None` at the end of the body.
+pub fn read_frame(input: &mut impl Read) -> io::Result<Option<(u8, Vec<u8>)>> {
+    let mut head = [0u8; 5];
+    let mut got = 0;
+    while got < head.len() {
+        match input.read(&mut head[got..])? {
+            0 if got == 0 => return Ok(None),
+            0 => return Err(io::ErrorKind::UnexpectedEof.into()),
+            n => got += n,
+        }
+    }
+    let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
+    if len > MAX_FRAME {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("a frame of {len} bytes (at most {MAX_FRAME})"),
+        ));
+    }
+    let mut data = vec![0; len];
+    input.read_exact(&mut data)?;
+    Ok(Some((head[0], data)))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn frames_read_back_as_written_and_a_cut_one_is_an_error() {
+        let (tx, mut rx) = mpsc::channel(16);
+        let mut w = FrameWriter::new(STDOUT, tx.clone());
+        w.write_all(b"hello").unwrap();
+        FrameWriter::new(EXIT, tx).write_all(b"{}").unwrap();
+        let mut wire = Vec::new();
+        while let Ok(Ok(chunk)) = rx.try_recv() {
+            wire.extend_from_slice(&chunk);
+        }
+        let mut r = &wire[..];
+        assert_eq!(
+            read_frame(&mut r).unwrap(),
+            Some((STDOUT, b"hello".to_vec()))
+        );
+        assert_eq!(read_frame(&mut r).unwrap(), Some((EXIT, b"{}".to_vec())));
+        assert_eq!(read_frame(&mut r).unwrap(), None);
+        let mut cut = &wire[..7];
+        assert!(read_frame(&mut cut).is_err());
+    }
+}
