@@ -14,22 +14,16 @@
 //! the stream short.
 
 use std::collections::HashSet;
-use std::io;
-use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_lite::future::block_on;
 use ipfrs_storage::key::identity_data;
 use ipfrs_storage::{BlockStore, Cid, Engine};
-use tokio::sync::mpsc;
 
-use crate::car::CarWriter;
 use crate::store::dag::{self, OnMissing};
 
+use super::car_stream::Car;
 use super::error::{Error, Result};
-use super::http;
-use super::node::Node;
-use super::rpc::ChannelWriter;
 use super::unixfs::{self, Kind};
 
 /// `dag-scope`.
@@ -214,40 +208,21 @@ pub fn file_size(terminal: &(Cid, Bytes)) -> Option<u64> {
     matches!(node.kind, Kind::File | Kind::Raw).then_some(node.filesize)
 }
 
-/// Streams the CARv1 (roots: `[root]`) of `selection` over `resolved` from a blocking task.
-/// A failure mid-way ends the stream with an `Err` item.
-pub fn stream(
-    node: Arc<Node>,
-    root: Cid,
-    resolved: Resolved,
-    selection: Selection,
-) -> mpsc::Receiver<io::Result<Bytes>> {
-    let (tx, rx) = mpsc::channel(8);
-    tokio::task::spawn_blocking(move || {
-        let sink = ChannelWriter::new(tx.clone());
-        // A panic must still end the stream with an error: a body that simply stops at a
-        // block boundary would pass for a complete CAR.
-        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| -> Result<()> {
-            let car = CarWriter::new(sink, &[root]).map_err(|e| Error::Internal(e.to_string()))?;
-            let mut out = Out {
-                car,
-                seen: HashSet::new(),
-                dups: selection.dups,
-                repeats: 0,
-            };
-            write(node.engine(), &mut out, &resolved, &selection)?;
-            out.car
-                .finish()
-                .map_err(|e| Error::Internal(e.to_string()))?
-                .flush_rest()
-                .map_err(|e| Error::Internal(e.to_string()))
-        }))
-        .unwrap_or_else(|_| Err(Error::Internal("the CAR writer panicked".into())));
-        if let Err(e) = result {
-            let _ = tx.blocking_send(Err(io::Error::other(http::one_line(&e))));
-        }
-    });
-    rx
+/// Writes the blocks of `selection` over `resolved` into `car` (see the module docs), for
+/// [`super::car_stream::response`].
+pub fn write_selection(
+    engine: &Engine,
+    car: &mut Car,
+    resolved: &Resolved,
+    selection: &Selection,
+) -> Result<()> {
+    let mut out = Out {
+        car,
+        seen: HashSet::new(),
+        dups: selection.dups,
+        repeats: 0,
+    };
+    write(engine, &mut out, resolved, selection)
 }
 
 /// Most repeated blocks one `dups=y` response sends: a DAG that links the same node twice
@@ -256,14 +231,14 @@ pub fn stream(
 const MAX_REPEATS: u64 = 1 << 20;
 
 /// The CAR being written, and what it holds.
-struct Out {
-    car: CarWriter<ChannelWriter>,
+struct Out<'a> {
+    car: &'a mut Car,
     seen: HashSet<Cid>,
     dups: bool,
     repeats: u64,
 }
 
-impl Out {
+impl Out<'_> {
     /// Writes a block unless it is an identity CID, or already written and duplicates are
     /// not wanted. Returns whether the walk should go below it (not for a repeat with
     /// `dups=n`: its children were sent already).

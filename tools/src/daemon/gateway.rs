@@ -29,6 +29,7 @@ use ipfrs_storage::key::identity_data;
 use crate::store::error::parse_cid;
 
 use super::car_selection::{self, ByteRange, Scope, Selection};
+use super::car_stream;
 use super::error::Error;
 use super::http::{self, Body, Query};
 use super::node::Node;
@@ -202,30 +203,23 @@ impl Gateway {
                     range,
                     dups: params.dups,
                 };
-                let rx = car_selection::stream(self.node.clone(), cid, resolved, selection);
-                let trailers = http::wants_trailers(req);
-                let body = if trailers {
-                    http::channel_body_with_error_trailer(rx)
-                } else {
-                    http::channel_body(rx)
-                };
-                let mut r = Response::new(body);
-                set(
-                    &mut r,
-                    header::CONTENT_TYPE,
+                let mut r = car_stream::response(
+                    self.node.clone(),
+                    vec![cid],
+                    http::wants_trailers(req),
                     &format!(
                         "{CAR}; version=1; order=dfs; dups={}",
                         if params.dups { "y" } else { "n" }
                     ),
+                    move |node, car| {
+                        car_selection::write_selection(node.engine(), car, &resolved, &selection)
+                    },
                 );
                 set(
                     &mut r,
                     header::CONTENT_DISPOSITION,
                     &format!("attachment; filename=\"{cid}.car\""),
                 );
-                if trailers {
-                    set(&mut r, header::TRAILER, http::STREAM_ERROR);
-                }
                 (r, etag, roots)
             }
         };

@@ -4,7 +4,8 @@
 //! - [`gc`]: gc that keeps pins and versioned models, under a lock shared by writers;
 //! - [`node`]: the writes that must be ordered with gc (puts, imports with root pins, pins);
 //! - [`run`]: the daemon: [`rpc`] (Kubo's RPC subset) and [`gateway`] (trustless gateway,
-//!   whose CAR responses [`car_selection`] picks with just enough [`unixfs`])
+//!   whose CAR responses [`car_selection`] picks with just enough [`unixfs`]), both sending
+//!   CARs through [`car_stream`]
 //!   over [`server`] (hyper on tokio, with the [`limits`]), [`auth`] for non-loopback APIs;
 //! - [`client`]: how another `ipfrs-store` hands its command to a running daemon, through
 //!   Kubo's endpoints or, for the commands they have no shape for, [`command`];
@@ -12,6 +13,7 @@
 
 pub mod auth;
 pub mod car_selection;
+pub mod car_stream;
 pub mod client;
 pub mod command;
 pub mod error;

@@ -20,15 +20,16 @@ use ipfrs_storage::{Block, BlockStore, Cid, Codec, HashAlgorithm, MetadataStore}
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use crate::car::{CarWriter, links};
+use crate::car::links;
 use crate::store::block::parse_codec;
 use crate::store::dag::{self, OnMissing};
 use crate::store::error::parse_cid;
 
 use super::auth::Authorizations;
+use super::car_stream;
 use super::command;
 use super::error::{Error, Result};
-use super::http::{self, Body, Query};
+use super::http::{self, Body, ChannelWriter, Query};
 use super::limits::Limits;
 use super::node::Node;
 use super::pins::{self, PinKind};
@@ -331,24 +332,20 @@ impl Rpc {
         if !self.node.engine().has(&root).await? {
             return Err(not_found(&root));
         }
-        let rx = stream_car(self.node.clone(), root);
-        let body = if trailers {
-            http::channel_body_with_error_trailer(rx)
-        } else {
-            http::channel_body(rx)
-        };
-        let mut response = Response::new(body);
-        response.headers_mut().insert(
-            CONTENT_TYPE,
-            HeaderValue::from_static("application/vnd.ipld.car"),
-        );
-        if trailers {
-            response.headers_mut().insert(
-                hyper::header::TRAILER,
-                HeaderValue::from_static(http::STREAM_ERROR),
-            );
-        }
-        Ok(response)
+        Ok(car_stream::response(
+            self.node.clone(),
+            vec![root],
+            trailers,
+            "application/vnd.ipld.car",
+            move |node, car| {
+                // Depth first, each block once, as `car export` writes it.
+                dag::walk(node.engine(), &[root], OnMissing::Fail, |cid, data| {
+                    car.write_block(cid, data)
+                        .map_err(|e| crate::store::error::Error::Usage(format!("write: {e}")))
+                })?;
+                Ok(())
+            },
+        ))
     }
 
     async fn pin_add(&self, query: &Query) -> Result<Response<Body>> {
@@ -693,32 +690,6 @@ fn multipart_error(err: multer::Error) -> Error {
     Error::BadRequest(format!("multipart body: {}", http::one_line(&err)))
 }
 
-/// Streams the CARv1 of the DAG under `root` (depth first, each block once, as `car export`
-/// writes it) from a blocking task. A failure mid-way ends the stream with an error, so the
-/// client sees a cut response.
-pub fn stream_car(node: Arc<Node>, root: Cid) -> mpsc::Receiver<io::Result<Bytes>> {
-    let (tx, rx) = mpsc::channel(8);
-    tokio::task::spawn_blocking(move || {
-        let sink = ChannelWriter::new(tx.clone());
-        let result = (|| -> Result<()> {
-            let mut car =
-                CarWriter::new(sink, &[root]).map_err(|e| Error::Internal(e.to_string()))?;
-            dag::walk(node.engine(), &[root], OnMissing::Fail, |cid, data| {
-                car.write_block(cid, data)
-                    .map_err(|e| crate::store::error::Error::Usage(format!("write: {e}")))
-            })?;
-            car.finish()
-                .map_err(|e| Error::Internal(e.to_string()))?
-                .flush_rest()
-                .map_err(|e| Error::Internal(e.to_string()))
-        })();
-        if let Err(e) = result {
-            let _ = tx.blocking_send(Err(io::Error::other(http::one_line(&e))));
-        }
-    });
-    rx
-}
-
 /// A `Read` over chunks sent from an async task.
 struct ChannelReader {
     rx: mpsc::Receiver<io::Result<Bytes>>,
@@ -747,52 +718,6 @@ impl Read for ChannelReader {
         buf[..n].copy_from_slice(&self.current[..n]);
         let _ = self.current.split_to(n);
         Ok(n)
-    }
-}
-
-/// Chunk size of streamed responses.
-const CHUNK: usize = 256 << 10;
-
-/// A `Write` that sends chunks to an async response body.
-pub(crate) struct ChannelWriter {
-    tx: mpsc::Sender<io::Result<Bytes>>,
-    buf: Vec<u8>,
-}
-
-impl ChannelWriter {
-    pub(crate) fn new(tx: mpsc::Sender<io::Result<Bytes>>) -> ChannelWriter {
-        ChannelWriter {
-            tx,
-            buf: Vec::with_capacity(CHUNK),
-        }
-    }
-
-    fn send(&mut self) -> io::Result<()> {
-        if self.buf.is_empty() {
-            return Ok(());
-        }
-        let chunk = Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK)));
-        self.tx
-            .blocking_send(Ok(chunk))
-            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "client went away"))
-    }
-
-    pub(crate) fn flush_rest(mut self) -> io::Result<()> {
-        self.send()
-    }
-}
-
-impl io::Write for ChannelWriter {
-    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        self.buf.extend_from_slice(data);
-        if self.buf.len() >= CHUNK {
-            self.send()?;
-        }
-        Ok(data.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
     }
 }
 
