@@ -1,10 +1,12 @@
 //! The `car` workload's data: every block of a CAR file (`--car`), read with the streaming
 //! CAR reader (one section in memory at a time, each block verified) into one buffer.
 //!
-//! The targets replay batches from memory, as for every other workload, so that reading and
-//! parsing the file is not part of what is timed and every target stores the same bytes. So
-//! the file's blocks must fit in memory: a file over [`MAX_CAR_BYTES`] is refused before
-//! anything is read, and the buffer is the size of the blocks (less than the file).
+//! The engine imports the file itself, through `ipfrs-store car import`'s path (see
+//! `Session::import_car`): what an ingestion node runs, reading and parsing included. The
+//! raw backends and the ceilings replay the blocks from memory, so every target stores the
+//! same bytes. So the file's blocks must fit in memory: a file over [`MAX_CAR_BYTES`] is
+//! refused before anything is read, and the buffer is the size of the blocks (less than
+//! the file).
 
 use std::path::Path;
 

@@ -10,7 +10,7 @@ use ipfrs_tiering::{BackendOptions, ColdBackend};
 
 use super::cli::Plan;
 use super::disk::DiskTarget;
-use super::driver::{Lanes, Measurement, OpFuture, OpTarget, drive, drive_scan};
+use super::driver::{Lanes, Measurement, OpFuture, OpTarget, drive, drive_scan, histogram, nanos};
 use super::error::{BenchError, Result};
 use super::sync_ceiling::SyncCeiling;
 use super::workload::{Dataset, FreshBlocks, Op, WorkloadKind};
@@ -198,6 +198,18 @@ impl Session<'_> {
         }
     }
 
+    /// The `car` workload as `ipfrs-store car import` runs it, when this target is the engine:
+    /// the file read once, its blocks hashed across cores, journaled and stored in batches of
+    /// at most `batch` blocks, all or nothing ([`ipfrs_tools::import`]). Timed end to end,
+    /// with the time between stored batches as the latency. `None` for the other targets,
+    /// which replay the file's blocks from memory (a raw backend has no import).
+    pub fn import_car(&self, path: &Path, batch: usize, dir: &Path) -> Option<Result<Measurement>> {
+        match &self.inner {
+            Inner::Engine(t) => Some(t.import_car(path, batch, dir)),
+            _ => None,
+        }
+    }
+
     /// Closes the target (the engine shuts its shards down; the raw backend flushes).
     pub fn close(self) -> Result<()> {
         match self.inner {
@@ -219,6 +231,62 @@ struct EngineTarget<'d> {
 }
 
 impl<'d> EngineTarget<'d> {
+    /// See [`Session::import_car`]; `dir` is the engine's data directory (the journal goes
+    /// beside it, as for `ipfrs-store`).
+    fn import_car(&self, path: &Path, batch: usize, dir: &Path) -> Result<Measurement> {
+        use ipfrs_tools::import::{ImportOptions, default_journal_dir, import_car};
+        let file =
+            std::fs::File::open(path).map_err(|e| BenchError::io("cannot open --car", path, e))?;
+        let options = ImportOptions {
+            max_block_size: Config::new(dir).max_block_size,
+            batch_blocks: batch.max(1),
+            ..ImportOptions::default()
+        };
+        // Stored batches are reported from the store threads: the gaps between them are the
+        // latency per batch.
+        let hist = std::sync::Mutex::new(histogram()?);
+        let started = Instant::now();
+        let last = std::sync::Mutex::new(started);
+        let progress = |_: u64| {
+            let now = Instant::now();
+            let mut last = last
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let gap = nanos(now.duration_since(*last));
+            *last = now;
+            let mut hist = hist
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            // A value past the histogram's hour is recorded as its highest.
+            hist.saturating_record(gap);
+        };
+        let added = import_car(
+            &self.engine,
+            std::io::BufReader::with_capacity(1 << 20, file),
+            &default_journal_dir(dir),
+            options,
+            &progress,
+        )
+        .map_err(|e| BenchError::Car(format!("{}: import: {e}", path.display())))?;
+        let wall = started.elapsed();
+        if added.blocks as usize != self.data.stored {
+            return Err(BenchError::Check(format!(
+                "the import stored {} blocks of {}, the file holds {}",
+                added.blocks,
+                path.display(),
+                self.data.stored
+            )));
+        }
+        Ok(Measurement {
+            ops: added.blocks,
+            bytes: added.bytes,
+            wall,
+            hist: hist
+                .into_inner()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        })
+    }
+
     fn open(
         plan: &Plan,
         (backend, hot, driver): (BackendKind, bool, IoDriver),
