@@ -13,6 +13,7 @@ use std::path::Path;
 use cid::Cid;
 use ipfrs_car::{CarWriter, ReadOptions};
 use ipfrs_storage::{Block, BlockStore};
+use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::ledger::Ledger;
@@ -49,10 +50,11 @@ pub fn decode_car(data: &[u8]) -> Result<(Vec<Cid>, Vec<Block>)> {
     Ok((roots, blocks))
 }
 
-/// What an export or import moved.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What an export or import moved. Serialises with CIDs as text ([`crate::cid_text`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct CarSummary {
     /// The root commit.
+    #[serde(with = "crate::cid_text")]
     pub root: Cid,
     /// Blocks in the file.
     pub blocks: usize,

@@ -26,6 +26,7 @@
 
 pub mod car;
 pub mod chunking;
+pub mod cid_text;
 pub mod cli;
 pub mod codec;
 pub mod config_file;

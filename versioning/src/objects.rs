@@ -323,3 +323,48 @@ impl TensorObject {
             && self.chunk_cids() == other.chunk_cids()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::str::FromStr;
+
+    use super::*;
+
+    /// A commit is stored as DAG-CBOR with its CIDs as IPLD links, and printed with them as
+    /// text (`crate::cid_text`, in the log and blame results): printing must not move the
+    /// stored bytes, so a fixed commit keeps its CID and decodes back to itself.
+    #[test]
+    fn a_commit_keeps_its_stored_encoding() {
+        let state =
+            Cid::from_str("bafyreidxu6zn47rkwmxv25s6axb4mqwfhtbp3c5ysbjvnbaab6ivxl6g2q").unwrap();
+        let data =
+            Cid::from_str("bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku").unwrap();
+        let commit = Object::Commit(Commit {
+            state,
+            parents: vec![state],
+            author: "ada".into(),
+            message: "step".into(),
+            timestamp_ms: 1_700_000_000_999,
+            provenance: Provenance {
+                datasets: vec![data],
+                hyperparameters: BTreeMap::from([("lr".into(), "3e-4".into())]),
+                gradients: vec![data],
+                metadata: BTreeMap::from([("run".into(), "7".into())]),
+            },
+        });
+        let block = commit.to_block().unwrap();
+        assert_eq!(
+            block.cid().to_string(),
+            "bafyreigfeeywz7g4bi2hibtyh5ugb4qt3xd6bakl4ec3itecy5jscxy5ha"
+        );
+        // The links are CBOR tag 42 (0xd8 0x2a), not text.
+        assert!(block.data().windows(2).any(|w| w == [0xd8, 0x2a]));
+        assert!(!block.data().windows(4).any(|w| w == b"bafy"));
+        assert_eq!(
+            Object::decode(block.cid(), block.data(), "commit").unwrap(),
+            commit
+        );
+    }
+}

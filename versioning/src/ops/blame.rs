@@ -9,16 +9,19 @@ use std::fmt;
 
 use cid::Cid;
 use ipfrs_storage::BlockStore;
+use serde::ser::SerializeStruct;
+use serde::{Serialize, Serializer};
 
 use crate::error::Result;
 use crate::ledger::Ledger;
 use crate::objects::{Commit, State, TensorObject};
-use crate::ops::log::{fmt_provenance, format_timestamp};
+use crate::ops::log::{CommitText, fmt_provenance, format_timestamp};
 use crate::refs::RefStore;
 use crate::repo::Repo;
 use crate::revision::Revision;
 
-/// Who last changed one tensor.
+/// Who last changed one tensor. Serialises as `tensor` and `commit`, the commit in the form
+/// of a [`crate::LogEntry`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BlameEntry {
     /// The tensor.
@@ -29,11 +32,21 @@ pub struct BlameEntry {
     pub info: Commit,
 }
 
-/// Blame of every tensor of a commit, by name.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Blame of every tensor of a commit, by name. Serialises as `{"tensors": [...]}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Blame {
     /// One entry per tensor.
+    #[serde(rename = "tensors")]
     pub entries: Vec<BlameEntry>,
+}
+
+impl Serialize for BlameEntry {
+    fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        let mut out = serializer.serialize_struct("BlameEntry", 2)?;
+        out.serialize_field("tensor", &self.tensor)?;
+        out.serialize_field("commit", &CommitText::new(&self.commit, &self.info))?;
+        out.end()
+    }
 }
 
 impl fmt::Display for Blame {

@@ -4,20 +4,50 @@ use std::fmt;
 
 use cid::Cid;
 use ipfrs_storage::BlockStore;
+use serde::ser::SerializeStruct;
+use serde::{Serialize, Serializer};
 
+use crate::cid_text::Text;
 use crate::error::{Error, Result};
 use crate::ledger::Ledger;
 use crate::refs::{BRANCH_PREFIX, HEAD, RefStore, TAG_PREFIX, validate_name};
 use crate::repo::{Repo, branch_ref, tag_ref};
 use crate::revision::Revision;
 
-/// A listing of refs.
+/// A listing of refs. Serialises as `refs`, each `{name, commit, at_head}`, and `head`; CIDs
+/// as text.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RefList {
     /// Name (without `heads/` or `tags/`) and commit.
     pub refs: Vec<(String, Cid)>,
     /// The commit HEAD points at, to mark it.
     pub head: Option<Cid>,
+}
+
+impl Serialize for RefList {
+    fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        let refs: Vec<RefText<'_>> = self
+            .refs
+            .iter()
+            .map(|(name, cid)| RefText {
+                name,
+                commit: Text(cid),
+                at_head: Some(*cid) == self.head,
+            })
+            .collect();
+        let mut out = serializer.serialize_struct("RefList", 2)?;
+        out.serialize_field("refs", &refs)?;
+        out.serialize_field("head", &self.head.as_ref().map(Text))?;
+        out.end()
+    }
+}
+
+/// One ref of a serialised [`RefList`], marked when HEAD points at its commit.
+#[derive(Serialize)]
+struct RefText<'a> {
+    name: &'a str,
+    commit: Text<'a>,
+    at_head: bool,
 }
 
 impl fmt::Display for RefList {

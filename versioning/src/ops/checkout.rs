@@ -4,6 +4,7 @@ use std::fmt;
 
 use cid::Cid;
 use ipfrs_storage::BlockStore;
+use serde::Serialize;
 
 use crate::error::Result;
 use crate::ledger::Ledger;
@@ -12,10 +13,11 @@ use crate::repo::Repo;
 use crate::revision::Revision;
 use crate::tensors::{FileMetadata, Tensors};
 
-/// What a checkout produced.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What a checkout produced. Serialises with CIDs as text ([`crate::cid_text`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct CheckoutSummary {
     /// The commit checked out.
+    #[serde(with = "crate::cid_text")]
     pub commit: Cid,
     /// Tensors written.
     pub tensors: usize,

@@ -15,6 +15,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use cid::Cid;
 use ipfrs_storage::{Block, BlockStore};
+use serde::Serialize;
 
 use crate::chunking::{chunk_len, split};
 use crate::codec;
@@ -47,14 +48,16 @@ pub struct CommitInfo {
     pub file_metadata: Option<BTreeMap<String, String>>,
 }
 
-/// What a commit stored.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What a commit stored. Serialises with CIDs as text ([`crate::cid_text`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct CommitSummary {
     /// The new commit.
+    #[serde(with = "crate::cid_text")]
     pub commit: Cid,
     /// The branch it landed on.
     pub branch: String,
     /// Its parents.
+    #[serde(with = "crate::cid_text::vec")]
     pub parents: Vec<Cid>,
     /// Tensors stored in full.
     pub full: usize,

@@ -7,6 +7,8 @@ use std::fmt;
 
 use cid::Cid;
 use ipfrs_storage::BlockStore;
+use serde::ser::SerializeStruct;
+use serde::{Serialize, Serializer};
 
 use crate::dtype::DType;
 use crate::error::Result;
@@ -15,7 +17,9 @@ use crate::refs::RefStore;
 use crate::repo::Repo;
 use crate::revision::Revision;
 
-/// How one tensor differs.
+/// How one tensor differs. Serialises as a map tagged by `change` (`added`, `removed`,
+/// `changed`, `relaid`) with the variant's fields; dtypes by their safetensors names (`F32`),
+/// a relayout as `from_dtype`, `from_shape`, `to_dtype`, `to_shape`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Change {
     /// Only in the new commit.
@@ -47,21 +51,64 @@ pub enum Change {
     },
 }
 
-/// One tensor of a diff.
-#[derive(Debug, Clone, PartialEq)]
+impl Serialize for Change {
+    fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        let fields = match self {
+            Change::Removed => 1,
+            Change::Added { .. } => 3,
+            Change::Changed { .. } | Change::Relaid { .. } => 5,
+        };
+        let mut out = serializer.serialize_struct("Change", fields)?;
+        match self {
+            Change::Added { dtype, shape } => {
+                out.serialize_field("change", "added")?;
+                out.serialize_field("dtype", dtype.name())?;
+                out.serialize_field("shape", shape)?;
+            }
+            Change::Removed => out.serialize_field("change", "removed")?,
+            Change::Changed {
+                chunks,
+                total_chunks,
+                l2,
+                max_abs,
+            } => {
+                out.serialize_field("change", "changed")?;
+                out.serialize_field("chunks", chunks)?;
+                out.serialize_field("total_chunks", total_chunks)?;
+                out.serialize_field("l2", l2)?;
+                out.serialize_field("max_abs", max_abs)?;
+            }
+            Change::Relaid { from, to } => {
+                out.serialize_field("change", "relaid")?;
+                out.serialize_field("from_dtype", from.0.name())?;
+                out.serialize_field("from_shape", &from.1)?;
+                out.serialize_field("to_dtype", to.0.name())?;
+                out.serialize_field("to_shape", &to.1)?;
+            }
+        }
+        out.end()
+    }
+}
+
+/// One tensor of a diff. Serialises as its `name` followed by the fields of its [`Change`].
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TensorDiff {
     /// The tensor.
     pub name: String,
     /// How it differs.
+    #[serde(flatten)]
     pub change: Change,
 }
 
-/// The differences between two commits; unchanged tensors are left out.
-#[derive(Debug, Clone, PartialEq)]
+/// The differences between two commits; unchanged tensors are left out. Serialises with CIDs
+/// as text ([`crate::cid_text`]).
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Diff {
     /// Old commit.
+    #[serde(with = "crate::cid_text")]
     pub from: Cid,
     /// New commit.
+    #[serde(with = "crate::cid_text")]
     pub to: Cid,
     /// Tensors that differ, by name.
     pub tensors: Vec<TensorDiff>,

@@ -16,14 +16,15 @@ use std::fmt;
 
 use cid::Cid;
 use ipfrs_storage::BlockStore;
+use serde::Serialize;
 
 use crate::error::Result;
 use crate::ledger::Ledger;
 use crate::refs::RefStore;
 use crate::repo::Repo;
 
-/// What gc found and did.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What gc found and did. Serialises with CIDs as text ([`crate::cid_text`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct GcReport {
     /// Refs marked from.
     pub refs: usize,
@@ -34,6 +35,7 @@ pub struct GcReport {
     /// Candidates no ref or root reaches, kept because the caller holds them (pins).
     pub held: usize,
     /// Blocks deleted (or that would be, in a dry run).
+    #[serde(with = "crate::cid_text::vec")]
     pub swept: Vec<Cid>,
     /// Bytes freed according to the store's statistics (0 in a dry run).
     pub freed_bytes: u64,

@@ -1,11 +1,12 @@
 //! Log: the history of a commit, newest first, with provenance.
 
-use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
 use std::fmt;
 use std::time::{Duration, UNIX_EPOCH};
 
 use cid::Cid;
 use ipfrs_storage::BlockStore;
+use serde::{Serialize, Serializer};
 
 use crate::error::Result;
 use crate::ledger::Ledger;
@@ -14,7 +15,8 @@ use crate::refs::RefStore;
 use crate::repo::Repo;
 use crate::revision::Revision;
 
-/// One commit of a log.
+/// One commit of a log. Serialises as the commit's fields after its `cid`, with `time` (the
+/// timestamp as [`format_timestamp`] writes it) after `timestamp_ms`, and CIDs as text.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogEntry {
     /// Its CID.
@@ -23,11 +25,67 @@ pub struct LogEntry {
     pub commit: Commit,
 }
 
-/// A history, newest first.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A history, newest first. Serialises as `{"commits": [...]}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Log {
     /// The commits.
+    #[serde(rename = "commits")]
     pub entries: Vec<LogEntry>,
+}
+
+impl Serialize for LogEntry {
+    fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        CommitText::new(&self.cid, &self.commit).serialize(serializer)
+    }
+}
+
+/// The serialised form of a commit with its CID, in log and blame entries. Not the stored
+/// form (a [`Commit`] keeps IPLD links, without its own CID or a readable time), so a view.
+#[derive(Serialize)]
+pub(crate) struct CommitText<'a> {
+    #[serde(with = "crate::cid_text")]
+    cid: &'a Cid,
+    #[serde(with = "crate::cid_text")]
+    state: &'a Cid,
+    #[serde(with = "crate::cid_text::vec")]
+    parents: &'a [Cid],
+    author: &'a str,
+    message: &'a str,
+    timestamp_ms: u64,
+    time: String,
+    provenance: ProvenanceText<'a>,
+}
+
+impl<'a> CommitText<'a> {
+    pub(crate) fn new(cid: &'a Cid, commit: &'a Commit) -> CommitText<'a> {
+        let p = &commit.provenance;
+        CommitText {
+            cid,
+            state: &commit.state,
+            parents: &commit.parents,
+            author: &commit.author,
+            message: &commit.message,
+            timestamp_ms: commit.timestamp_ms,
+            time: format_timestamp(commit.timestamp_ms),
+            provenance: ProvenanceText {
+                datasets: &p.datasets,
+                hyperparameters: &p.hyperparameters,
+                gradients: &p.gradients,
+                metadata: &p.metadata,
+            },
+        }
+    }
+}
+
+/// A [`Provenance`] with CIDs as text: its derived serde form is the stored one (links).
+#[derive(Serialize)]
+struct ProvenanceText<'a> {
+    #[serde(with = "crate::cid_text::vec")]
+    datasets: &'a [Cid],
+    hyperparameters: &'a BTreeMap<String, String>,
+    #[serde(with = "crate::cid_text::vec")]
+    gradients: &'a [Cid],
+    metadata: &'a BTreeMap<String, String>,
 }
 
 pub(crate) fn fmt_provenance(

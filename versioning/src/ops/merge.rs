@@ -9,7 +9,10 @@ use std::fmt;
 use bytes::Bytes;
 use cid::Cid;
 use ipfrs_storage::BlockStore;
+use serde::ser::SerializeStruct;
+use serde::{Serialize, Serializer};
 
+use crate::cid_text::Text;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::ledger::Ledger;
@@ -33,7 +36,9 @@ pub enum MergeStrategy {
     },
 }
 
-/// What a merge did.
+/// What a merge did. Serialises as a map tagged by `outcome`: `up-to-date` with `commit`,
+/// `fast-forward` with `from` and `to`, or `merged` with `commit` the merge's
+/// [`CommitSummary`]; CIDs as text.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MergeOutcome {
     /// Their commit is already in our history.
@@ -47,6 +52,32 @@ pub enum MergeOutcome {
     },
     /// A two-parent merge commit was made.
     Merged(CommitSummary),
+}
+
+impl Serialize for MergeOutcome {
+    fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        let fields = match self {
+            MergeOutcome::FastForward { .. } => 3,
+            MergeOutcome::UpToDate(_) | MergeOutcome::Merged(_) => 2,
+        };
+        let mut out = serializer.serialize_struct("MergeOutcome", fields)?;
+        match self {
+            MergeOutcome::UpToDate(c) => {
+                out.serialize_field("outcome", "up-to-date")?;
+                out.serialize_field("commit", &Text(c))?;
+            }
+            MergeOutcome::FastForward { from, to } => {
+                out.serialize_field("outcome", "fast-forward")?;
+                out.serialize_field("from", &Text(from))?;
+                out.serialize_field("to", &Text(to))?;
+            }
+            MergeOutcome::Merged(summary) => {
+                out.serialize_field("outcome", "merged")?;
+                out.serialize_field("commit", summary)?;
+            }
+        }
+        out.end()
+    }
 }
 
 impl fmt::Display for MergeOutcome {
