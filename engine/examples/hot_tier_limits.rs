@@ -22,6 +22,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use ipfrs_storage::fs::disk_usage;
 use ipfrs_storage::{Block, Config, Durability, Engine, HotTier};
 
 fn main() {
@@ -142,22 +143,6 @@ fn ingest(store: &ipfrs_storage::BlockingStore, count: usize, size: usize) {
     }
 }
 
-/// Bytes allocated on disk under `dir` (what `du` counts: holes and preallocation as they are).
-fn disk_usage(dir: &Path) -> u64 {
-    use std::os::unix::fs::MetadataExt;
-    let mut total = 0;
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let entry = entry.unwrap();
-        let meta = entry.metadata().unwrap();
-        total += if meta.is_dir() {
-            disk_usage(&entry.path())
-        } else {
-            meta.blocks() * 512
-        };
-    }
-    total
-}
-
 fn space(root: &Path, gib: f64) {
     let size = 256 << 10;
     let count = ((gib * (1u64 << 30) as f64) / size as f64) as usize;
@@ -182,8 +167,8 @@ fn space(root: &Path, gib: f64) {
             "{}: ingested {:.0} MiB: disk {:.0} MiB ({:.2}x), write amplification {:.2}, {} packs",
             backend.name(),
             mib(ingested.bytes),
-            mib(disk_usage(&dir)),
-            disk_usage(&dir) as f64 / ingested.bytes as f64,
+            mib(disk_usage(&dir).unwrap()),
+            disk_usage(&dir).unwrap() as f64 / ingested.bytes as f64,
             ingested.write_amplification,
             ingested.packs
         );
@@ -197,7 +182,7 @@ fn space(root: &Path, gib: f64) {
         store.compact().unwrap();
         let after = store.stats().unwrap();
         store.close().unwrap();
-        let used = disk_usage(&dir);
+        let used = disk_usage(&dir).unwrap();
         println!(
             "{}: after deleting 30% and compacting: live {:.0} MiB, disk {:.0} MiB ({:.2}x the \
              live data), {} packs ({:.0} MiB on disk, {:.0} MiB live), {} reclaimed",

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use futures_lite::future::block_on;
+use ipfrs_storage::fs::disk_usage;
 use ipfrs_storage::{Block, BlockStore, Cid, Config, Engine, HotTier};
 use ipfrs_tools::car::{CarError, CarWriter};
 use ipfrs_tools::import::{self, ImportError, ImportOptions};
@@ -71,22 +72,6 @@ fn small_options(config: &Config) -> ImportOptions {
 
 fn has_all(store: &Engine, cids: &[Cid]) -> Vec<bool> {
     block_on(store.has_many(cids)).unwrap()
-}
-
-/// Bytes the directory tree takes on disk (allocated blocks, so preallocation counts).
-fn disk_usage(dir: &Path) -> u64 {
-    use std::os::unix::fs::MetadataExt;
-    let mut total = 0;
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let entry = entry.unwrap();
-        let meta = entry.metadata().unwrap();
-        total += if meta.is_dir() {
-            disk_usage(&entry.path())
-        } else {
-            meta.blocks() * 512
-        };
-    }
-    total
 }
 
 fn journals(dir: &Path) -> usize {
@@ -177,7 +162,7 @@ fn disk_space_returns_after_a_failed_import() {
     let engine = Engine::open(config.clone()).unwrap();
     block_on(engine.put(&block(10_000, 1000))).unwrap();
     block_on(engine.flush()).unwrap();
-    let empty = disk_usage(&store_dir);
+    let empty = disk_usage(&store_dir).unwrap();
     // 16 MiB of 64 KiB blocks, the last one corrupt: all but one batch is stored first.
     let blocks: Vec<Block> = (0..256).map(|i| block(i, 64 << 10)).collect();
     let car = car_bytes(&blocks, Some(255));
@@ -196,7 +181,7 @@ fn disk_space_returns_after_a_failed_import() {
         block_on(engine.compact()).unwrap();
     }
     block_on(engine.flush()).unwrap();
-    let after = disk_usage(&store_dir);
+    let after = disk_usage(&store_dir).unwrap();
     let stats = block_on(BlockStore::stats(&engine)).unwrap();
     assert_eq!(stats.blocks, 1);
     // Segment preallocation and backend files keep some overhead, but nothing close to the

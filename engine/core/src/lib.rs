@@ -14,6 +14,8 @@ pub use block::{key_for_data, sha256_accelerated, verify, verify_key};
 mod config;
 mod config_file;
 mod error;
+#[cfg(unix)]
+pub mod fs;
 pub mod key;
 pub mod proc_status;
 
