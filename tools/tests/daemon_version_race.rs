@@ -1,10 +1,12 @@
 //! `version` commands through a daemon under concurrency: commits racing for one branch
-//! through one daemon keep the refs whole (compare-and-swap), and the commands that need the
-//! store closed are refused with the daemon named.
+//! through one daemon keep the refs whole (compare-and-swap), the commands that need the
+//! store closed are refused with the daemon named, and the endpoint that runs handed commands
+//! wants the repository's secret.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod daemon_common;
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
@@ -47,10 +49,20 @@ fn repair_and_migrate_are_refused_while_a_daemon_runs() {
         assert!(err.contains(&daemon.api), "{err}");
         assert!(err.contains("stop the daemon"), "{err}");
     }
+    // The endpoint that opens files by path wants the secret only the repository's readers
+    // have; the file is the owner's alone, and goes with the daemon.
+    let secret = d.join("repo/api.secret");
+    assert_eq!(
+        std::fs::metadata(&secret).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let refused = daemon_common::post(&format!("{}/api/v0/ipfrs/command", daemon.api));
+    assert_eq!(refused.status, 403, "{}", refused.text());
     let help = cli(d).args(["repo", "--help"]).output().unwrap();
     let help = String::from_utf8_lossy(&help.stdout);
     assert!(help.contains("refused while a daemon runs"), "{help}");
     assert!(daemon.stop().success());
+    assert!(!secret.exists());
 }
 
 /// Concurrent `version commit`s through one daemon: on one branch each either lands or fails

@@ -112,7 +112,10 @@ impl Client {
             Payload::Upload(mut upload) => req
                 .header("Content-Type", &upload.content_type())
                 .send(ureq::SendBody::from_reader(&mut upload)),
-            Payload::Json(bytes) => req.header("Content-Type", "application/json").send(&bytes),
+            Payload::Json { body, secret } => req
+                .header("Content-Type", "application/json")
+                .header(command::SECRET_HEADER, &secret)
+                .send(&body),
         };
         let mut response = sent.map_err(|e| daemon_error(&self.base, &e.to_string()))?;
         if !response.status().is_success() {
@@ -172,8 +175,11 @@ enum Payload {
     None,
     /// A file or stdin, as multipart/form-data.
     Upload(Upload),
-    /// A JSON document.
-    Json(Vec<u8>),
+    /// A handed command (JSON) and the secret that lets it through.
+    Json {
+        body: Vec<u8>,
+        secret: String,
+    },
 }
 
 /// A file sent as one multipart/form-data part, streamed (never read whole into memory).
@@ -252,7 +258,22 @@ fn hand(client: &Client, repo: &Repo, command: &Command, json: bool) -> Result<(
     };
     let body = serde_json::to_vec(&handed)
         .map_err(|e| Error::Usage(format!("cannot encode the command: {e}")))?;
-    let mut response = client.call_with(command::PATH, &[], Payload::Json(body))?;
+    let secret_path = command::secret_file(repo);
+    let secret = std::fs::read_to_string(&secret_path).map_err(|e| {
+        Error::io(
+            "cannot hand the command to the daemon: cannot read",
+            &secret_path,
+            e,
+        )
+    })?;
+    let mut response = client.call_with(
+        command::PATH,
+        &[],
+        Payload::Json {
+            body,
+            secret: secret.trim().to_string(),
+        },
+    )?;
     let mut reader = response.body_mut().as_reader();
     let mut stdout = std::io::stdout().lock();
     let mut stdout_open = true;

@@ -9,8 +9,11 @@
 //! export -o FILE`) are opened by the daemon itself, by path: the request carries the caller's
 //! working directory (absolute) and relative paths resolve against it, so the files are the
 //! caller's on this machine. That is why the endpoint answers loopback peers only (a remote
-//! client with a token must not make the daemon read or write its files) and only for the
-//! repository the daemon serves. Nothing is streamed from the caller: a command that would
+//! client with a token must not make the daemon read or write its files), only for the
+//! repository the daemon serves, and only to a caller that can read the repository's
+//! `api.secret` (written 0600 by the daemon at start, sent back in [`SECRET_HEADER`]): another
+//! user of this machine reaches the loopback port too, but must not get the daemon to open
+//! files with the daemon's rights. Nothing is streamed from the caller: a command that would
 //! read stdin is refused with a usage error.
 //!
 //! The request body is a [`Handed`] as JSON. The answer (200) is a sequence of frames, each
@@ -34,6 +37,7 @@ use tokio::sync::mpsc;
 use crate::store::caller::Caller;
 use crate::store::cli::Command;
 use crate::store::error::Error as CliError;
+use crate::store::repo::Repo;
 
 use super::error::{Error, Result};
 use super::http::{self, Body};
@@ -49,6 +53,38 @@ pub const STDOUT: u8 = 1;
 pub const STDERR: u8 = 2;
 /// The last frame: the command's [`Exit`].
 pub const EXIT: u8 = 3;
+
+/// The request header carrying the contents of `<repo>/api.secret`.
+pub const SECRET_HEADER: &str = "X-Ipfrs-Command-Secret";
+
+/// The file holding the secret a caller of this endpoint must send.
+pub fn secret_file(repo: &Repo) -> PathBuf {
+    repo.root().join("api.secret")
+}
+
+/// Draws a new secret and writes it to [`secret_file`], readable by the owner only (a file
+/// left by a daemon that was killed is replaced, not reused).
+pub fn write_secret(repo: &Repo) -> std::result::Result<String, CliError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut bytes = [0u8; 32];
+    rand::Rng::fill(&mut rand::rng(), &mut bytes);
+    let secret: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let path = secret_file(repo);
+    match std::fs::remove_file(&path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => {
+            return Err(CliError::io("cannot replace", &path, e));
+        }
+        _ => {}
+    }
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .and_then(|mut f| f.write_all(secret.as_bytes()).and_then(|()| f.sync_all()))
+        .map_err(|e| CliError::io("cannot write", &path, e))?;
+    Ok(secret)
+}
 
 /// Largest request body: a parsed command line, so a few KB in practice.
 const MAX_REQUEST_BYTES: usize = 1 << 20;
@@ -81,11 +117,12 @@ pub struct Exit {
     pub code: u8,
 }
 
-/// Answers one handed command from `peer`.
+/// Answers one handed command from `peer`, which must send `secret`.
 pub async fn handle(
     node: Arc<Node>,
     req: Request<Incoming>,
     peer: Option<SocketAddr>,
+    secret: &str,
 ) -> Result<Response<Body>> {
     if !peer.is_some_and(|p| p.ip().is_loopback()) {
         return Err(Error::Forbidden(
@@ -93,6 +130,16 @@ pub async fn handle(
              (loopback) may call it"
                 .into(),
         ));
+    }
+    let sent = req
+        .headers()
+        .get(SECRET_HEADER)
+        .and_then(|v| v.to_str().ok());
+    if sent != Some(secret) {
+        return Err(Error::Forbidden(format!(
+            "ipfrs/command needs the {SECRET_HEADER} header holding <repo>/api.secret (only \
+             whoever can read the repository may hand it commands)"
+        )));
     }
     let body = http_body_util::Limited::new(req.into_body(), MAX_REQUEST_BYTES)
         .collect()

@@ -45,6 +45,8 @@ pub struct Rpc {
     pub limits: Limits,
     /// `id`'s peer ID.
     pub peer_id: String,
+    /// What callers of `ipfrs/command` must send (see [`command::write_secret`]).
+    pub command_secret: String,
 }
 
 /// Kubo's largest block without `allow-big-block` (what bitswap peers accept).
@@ -100,7 +102,7 @@ impl Rpc {
             "refs/local" => Ok(self.refs_local()),
             command::PATH => {
                 let peer = req.extensions().get::<Peer>().map(|p| p.0);
-                command::handle(self.node.clone(), req, peer).await
+                command::handle(self.node.clone(), req, peer, &self.command_secret).await
             }
             "id" => Ok(self.id()),
             "version" => Ok(version()),

@@ -16,6 +16,7 @@ use crate::store::error::Error as CliError;
 use crate::store::repo::Repo;
 
 use super::auth::Authorizations;
+use super::command;
 use super::error::{Error, Result};
 use super::gateway::Gateway;
 use super::limits::Limits;
@@ -122,11 +123,13 @@ async fn serve(
         None => None,
     };
     let peer_id = rpc::peer_id(&node).await?;
+    let command_secret = command::write_secret(node.repo())?;
     let rpc = Arc::new(Rpc {
         node: node.clone(),
         auth,
         limits: limits.clone(),
         peer_id,
+        command_secret: command_secret.clone(),
     });
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
@@ -177,6 +180,10 @@ async fn serve(
     // Only our own file: a second daemon (refused by the lock) never wrote one.
     if std::fs::read_to_string(&api_path).is_ok_and(|t| t == api_text) {
         let _ = std::fs::remove_file(&api_path);
+    }
+    let secret_path = command::secret_file(node.repo());
+    if std::fs::read_to_string(&secret_path).is_ok_and(|t| t == command_secret) {
+        let _ = std::fs::remove_file(&secret_path);
     }
     Ok(())
 }
