@@ -22,14 +22,11 @@ use ipfrs_storage::key::Key;
 use ipfrs_storage::{Cid, Engine};
 use ipfrs_versioning::cli::VersionCli;
 use ipfrs_versioning::{
-    CheckoutOptions, MemLedger, MetadataRefStore, RefStore, RepoConfig, config_file,
+    CheckoutOptions, CommitSummary, MemLedger, MetadataRefStore, RefStore, RepoConfig, config_file,
 };
 use serde::Serialize;
 
-use json::{
-    BlameJson, CarJson, CheckoutJson, CommitJson, DiffJson, GcJson, LogJson, MergeJson,
-    RefChangeJson, RefsJson,
-};
+use json::{CarJson, CheckoutJson, RefChangeJson};
 
 use super::caller::Caller;
 use super::cli::{CommitArgs, RefCommand, VersionCommand};
@@ -66,6 +63,12 @@ impl<T: Serialize> Report for Shown<T> {
     fn human(&self) -> String {
         self.text.clone()
     }
+}
+
+/// A result printed as its `Display` text for people and as itself in JSON.
+fn displayed<T: std::fmt::Display>(data: T) -> Shown<T> {
+    let text = data.to_string();
+    shown(data, text)
 }
 
 fn shown<T>(data: T, text: impl Into<String>) -> Shown<T> {
@@ -113,7 +116,7 @@ pub fn run(
         }
         VersionCommand::Log { rev, limit } => {
             let log = vcs.log(&rev, limit)?;
-            caller.print(&shown(LogJson::new(&log), log.to_string()), json)
+            caller.print(&displayed(log), json)
         }
         VersionCommand::Checkout {
             rev,
@@ -140,7 +143,7 @@ pub fn run(
         VersionCommand::Tag(cmd) => refs(&vcs, RefKind::Tag, cmd, json, caller),
         VersionCommand::Diff { from, to } => {
             let diff = vcs.diff(&from, &to)?;
-            caller.print(&shown(DiffJson::new(&diff), diff.to_string()), json)
+            caller.print(&displayed(diff), json)
         }
         VersionCommand::Merge {
             theirs,
@@ -158,11 +161,11 @@ pub fn run(
                 &author.unwrap_or_else(|| caller.user()),
                 &message,
             )?;
-            caller.print(&shown(MergeJson::new(&outcome), outcome.to_string()), json)
+            caller.print(&displayed(outcome), json)
         }
         VersionCommand::Blame { rev } => {
             let blame = vcs.blame(&rev)?;
-            caller.print(&shown(BlameJson::new(&blame), blame.to_string()), json)
+            caller.print(&displayed(blame), json)
         }
         VersionCommand::Gc { roots, dry_run } => {
             for root in &roots {
@@ -174,7 +177,7 @@ pub fn run(
             // layer stored, so in its ledger): the same pins `repo gc` keeps.
             let pinned = crate::daemon::gc::pinned_keys(repo, engine)?;
             let report = vcs.gc_keeping(&roots, &pinned, dry_run)?;
-            caller.print(&shown(GcJson::new(&report), report.to_string()), json)
+            caller.print(&displayed(report), json)
         }
         VersionCommand::Export { rev, output } => {
             let summary = vcs.export(&rev, &caller.path(&output))?;
@@ -264,7 +267,7 @@ fn commit(
     vcs: &VersionCli<Engine>,
     args: &CommitArgs,
     caller: &Caller,
-) -> Result<Shown<CommitJson>> {
+) -> Result<Shown<CommitSummary>> {
     let provenance = provenance_args(args)?;
     let author = args.author.clone().unwrap_or_else(|| caller.user());
     let commit = if args.orphan {
@@ -280,7 +283,7 @@ fn commit(
         &args.message,
         &provenance,
     )?;
-    Ok(shown(CommitJson::new(&summary), summary.to_string()))
+    Ok(displayed(summary))
 }
 
 /// Parses --as-of: milliseconds since the Unix epoch, or an RFC 3339 time.
@@ -361,7 +364,7 @@ fn refs(
             } else {
                 list.to_string()
             };
-            caller.print(&shown(RefsJson::new(&list), text), json)
+            caller.print(&shown(list, text), json)
         }
     }
 }
