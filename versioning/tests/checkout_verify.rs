@@ -1,0 +1,145 @@
+//! What a checkout to a file checks: the store vouches for every block it returns, so a
+//! plain checkout trusts that a recipe rebuilds its chunk; the verified checkout hashes
+//! every rebuilt chunk against the chunk CID its recipe records; a raw key stored under
+//! another CID than its chunk's is hashed either way.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use bytes::Bytes;
+use cid::Cid;
+use common::{Fixture, f32_tensor, model};
+use futures_lite::future::block_on;
+use ipfrs_storage::{Block, BlockStore};
+use ipfrs_versioning::{
+    CheckoutOptions, Chunked, Commit, Error, Key, Object, Provenance, Revision, TensorObject,
+    read_safetensors,
+};
+
+/// Commits a copy of `parent`'s state whose tensor `name` has its chunks' recipes changed
+/// by `forge` (the blocks they name stay intact); returns the forged commit.
+fn forged_commit(fx: &Fixture, parent: Cid, name: &str, forge: impl FnOnce(&mut Chunked)) -> Cid {
+    let state = block_on(fx.repo.commit_state(&parent)).unwrap();
+    let TensorObject::Chunked(mut t) =
+        block_on(fx.repo.tensor_object(&state.tensors[name])).unwrap()
+    else {
+        panic!("a tensor of this format is chunked")
+    };
+    forge(&mut t);
+    let tensor_block = Object::Chunked(t).to_block().unwrap();
+    let mut s = state.clone();
+    s.tensors.insert(name.into(), *tensor_block.cid());
+    let state_block = Object::State(s).to_block().unwrap();
+    let commit_block = Object::Commit(Commit {
+        state: *state_block.cid(),
+        parents: vec![parent],
+        author: "forger".into(),
+        message: "forged".into(),
+        timestamp_ms: 1,
+        provenance: Provenance::default(),
+    })
+    .to_block()
+    .unwrap();
+    block_on(
+        fx.repo
+            .store()
+            .put_many(&[tensor_block, state_block, commit_block.clone()]),
+    )
+    .unwrap();
+    *commit_block.cid()
+}
+
+#[test]
+fn a_recipe_that_rebuilds_another_chunk_fails_only_the_verified_checkout() {
+    let fx = Fixture::new();
+    let mut m = model(11);
+    // Four 256-byte chunks, each one repeated value: every key is packed, so the only
+    // check of a rebuild against its chunk is the verified checkout's.
+    let name = "smooth";
+    let values: Vec<f32> = (0..256).map(|i| 1.0 + (i / 64) as f32).collect();
+    m.insert(name.into(), f32_tensor(&values, vec![16, 16]));
+    let c1 = fx.commit("main", &m, "one");
+    // Chunk 0 rebuilt from chunk 1's key: every block is intact, the recipe lies.
+    let forged = forged_commit(&fx, c1.commit, name, |t| {
+        assert!(t.chunks.len() > 1);
+        assert_ne!(t.chunks[0].chunk, t.chunks[1].chunk);
+        assert!(matches!(t.chunks[1].key, Key::Packed(_)));
+        t.chunks[0].key = t.chunks[1].key;
+        t.chunks[0].patches = t.chunks[1].patches.clone();
+    });
+    let rev = Revision::Commit(forged);
+    let out = fx.path("out.safetensors");
+    let want = block_on(
+        fx.repo
+            .tensor_object(&block_on(fx.repo.commit_state(&c1.commit)).unwrap().tensors[name]),
+    )
+    .unwrap();
+    let TensorObject::Chunked(want) = want else {
+        panic!("chunked")
+    };
+    let err = block_on(
+        fx.repo
+            .checkout_to_file_verified(&rev, &out, CheckoutOptions::default()),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, Error::ChunkMismatch { cid } if cid == want.chunks[0].chunk),
+        "{err}"
+    );
+    assert!(!out.exists());
+    assert_eq!(fx.resolve("HEAD"), c1.commit, "HEAD did not move");
+
+    // The plain checkout trusts the recipe (its blocks are what the store holds): it writes
+    // chunk 1's bytes where chunk 0 goes, and every other byte as committed.
+    block_on(fx.repo.checkout_to_file(&rev, &out)).unwrap();
+    let got = read_safetensors(&out).unwrap();
+    let (w, g) = (&m[name].data, &got[name].data);
+    let chunk = usize::try_from(want.chunk_bytes).unwrap();
+    assert_eq!(g[..chunk], w[chunk..2 * chunk]);
+    assert_eq!(g[chunk..], w[chunk..]);
+    for (n, t) in &m {
+        if n != name {
+            assert_eq!(got[n].data, t.data, "{n}");
+        }
+    }
+}
+
+#[test]
+fn a_raw_key_under_another_cid_is_hashed_without_asking() {
+    let fx = Fixture::new();
+    let m = model(12);
+    let c1 = fx.commit("main", &m, "one");
+    let name = "layer0.weight";
+    // A raw block that is not chunk 0, named as chunk 0's raw key.
+    let other = Block::new(Bytes::from(vec![0x5a; 256])).unwrap();
+    block_on(fx.repo.store().put(&other)).unwrap();
+    let mut victim = None;
+    let forged = forged_commit(&fx, c1.commit, name, |t| {
+        victim = Some(t.chunks[0].chunk);
+        t.chunks[0].key = Key::Raw(*other.cid());
+        t.chunks[0].patches.clear();
+    });
+    let out = fx.path("out.safetensors");
+    let err = block_on(fx.repo.checkout_to_file(&Revision::Commit(forged), &out)).unwrap_err();
+    assert!(
+        matches!(err, Error::ChunkMismatch { cid } if Some(cid) == victim),
+        "{err}"
+    );
+    assert!(!out.exists());
+
+    // Both checkouts of the honest commit write the committed bytes.
+    for verified in [false, true] {
+        let rev = Revision::Commit(c1.commit);
+        let options = CheckoutOptions::default();
+        if verified {
+            block_on(fx.repo.checkout_to_file_verified(&rev, &out, options)).unwrap();
+        } else {
+            block_on(fx.repo.checkout_to_file_with(&rev, &out, options)).unwrap();
+        }
+        let got = read_safetensors(&out).unwrap();
+        assert_eq!(got.len(), m.len());
+        for (n, t) in &m {
+            assert_eq!(got[n].data, t.data, "{n} (verified: {verified})");
+        }
+    }
+}
