@@ -516,7 +516,9 @@ pub fn decode(
         Version::V2 => match payload.split_first() {
             Some((&LAYOUT_PLANES, rest)) => rest,
             Some((&LAYOUT_EXPONENT_GROUPS, rest)) if elem == 4 && t == Transform::Sub => {
-                return exponent_groups::decode(rest, base);
+                let mut out = base.to_vec();
+                exponent_groups::decode_in_place(rest, &mut out)?;
+                return Ok(out);
             }
             Some((&LAYOUT_SPARSE, rest)) => return decode_sparse(t, rest, base, elem),
             Some((layout, _)) => {
@@ -532,7 +534,8 @@ pub fn decode(
 }
 
 /// [`decode`] with the base in `data`, replaced by the rebuilt chunk: a sparse payload
-/// rewrites only its runs in place, the other layouts rebuild the chunk whole.
+/// rewrites only its runs in place, exponent groups rewrite each element in place, byte
+/// planes rebuild the chunk whole.
 pub fn decode_in_place(
     version: Version,
     t: Transform,
@@ -545,6 +548,11 @@ pub fn decode_in_place(
             if matches!(elem, 1 | 2 | 4 | 8) && data.len().is_multiple_of(elem) =>
         {
             decode_sparse_in_place(t, rest, data, elem)
+        }
+        (Version::V2, Some((&LAYOUT_EXPONENT_GROUPS, rest)))
+            if elem == 4 && t == Transform::Sub && data.len().is_multiple_of(4) =>
+        {
+            exponent_groups::decode_in_place(rest, data)
         }
         _ => {
             *data = decode(version, t, payload, data, elem)?;
