@@ -6,11 +6,16 @@
 //! cargo run --release -p ipfrs-versioning --example vcs_bench -- --layouts
 //! cargo run --release -p ipfrs-versioning --example vcs_bench -- --goals --mib 256 [--max-depth N]
 //! cargo run --release -p ipfrs-versioning --example vcs_bench -- --checkout-profile ROUNDS --mib 256
+//!     [--sparse-depths 16,50] [--rows-pct PCT] [--dense-steps N] [--bf16]
 //! ```
 //!
 //! `--chain-rows` is the percentage of rows each chain commit changes (default 1);
 //! `--max-depth` overrides the repository's chain depth bound; `--goals` runs only the
-//! suite of issue 19 (`vcs_bench/goals.rs`); `--hot-budget-mib` the engines'
+//! suite of the chain goals (`vcs_bench/goals.rs`: sizes of long chains and checkout
+//! against `cp`); `--checkout-profile` only checkouts, plain and verified, against `cp`:
+//! at depth 0, at each of `--sparse-depths` (default 16) of a chain whose commits change
+//! `--rows-pct` of the rows (default 1), after `--dense-steps` dense steps (default 6; 0 for
+//! none), and with `--bf16` the bf16 copy at depth 0; `--hot-budget-mib` the engines'
 //! hot-tier budget (past it, compaction moves blocks into the cold backend). `--layouts` only
 //! compares the delta encodings' size and decode time on single chunks; `--ingest-only R`
 //! runs only the first step (full commit vs raw ingest), R times, and prints medians. The bench prints the disk use of
@@ -298,6 +303,10 @@ fn main() {
     let mut max_depth: Option<u32> = None;
     let mut goals_mode = false;
     let mut profile_rounds = 0usize;
+    let mut sparse_depths = vec![16usize];
+    let mut rows_pct = 1.0f64;
+    let mut dense_steps = 6usize;
+    let mut bf16 = false;
     let mut hot_budget: Option<u64> = None;
     let mut layouts_only = false;
     let mut ingest_rounds = 0usize;
@@ -324,6 +333,26 @@ fn main() {
                     .and_then(|v| v.parse().ok())
                     .expect("--checkout-profile ROUNDS")
             }
+            "--sparse-depths" => {
+                sparse_depths = args
+                    .next()
+                    .map(|v| v.split(',').map(|d| d.parse().expect("a depth")).collect())
+                    .expect("--sparse-depths D1,D2,..");
+                sparse_depths.sort_unstable();
+            }
+            "--rows-pct" => {
+                rows_pct = args
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .expect("--rows-pct PCT")
+            }
+            "--dense-steps" => {
+                dense_steps = args
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .expect("--dense-steps N")
+            }
+            "--bf16" => bf16 = true,
             "--layouts" => layouts_only = true,
             "--ingest-only" => {
                 ingest_rounds = args
@@ -339,12 +368,20 @@ fn main() {
                 assert!(hot_budget.is_some(), "--hot-budget-mib N");
             }
             other => panic!(
-                "unknown argument {other}; use --mib N --chain N --dir PATH --chain-rows PCT --max-depth N --hot-budget-mib N --layouts --ingest-only R --goals --checkout-profile ROUNDS"
+                "unknown argument {other}; use --mib N --chain N --dir PATH --chain-rows PCT --max-depth N --hot-budget-mib N --layouts --ingest-only R --goals --checkout-profile ROUNDS [--sparse-depths D1,D2 --rows-pct PCT --dense-steps N --bf16]"
             ),
         }
     }
     if profile_rounds > 0 {
-        goals::profile_checkout(mib, profile_rounds, dir.as_deref());
+        let profile = goals::Profile {
+            mib,
+            rounds: profile_rounds,
+            sparse_depths,
+            rows_pct,
+            dense_steps,
+            bf16,
+        };
+        goals::profile_checkout(&profile, dir.as_deref());
         return;
     }
     if goals_mode {

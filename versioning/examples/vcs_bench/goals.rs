@@ -1,4 +1,4 @@
-//! `--goals`: the figures issue 19 asks for, on one generated model and its bf16 copy.
+//! `--goals`: the figures the chain goals ask for, on one generated model and its bf16 copy.
 //!
 //! Model: matrices of 4096 columns whose weights are N(0, s) with s from 0.01 to 0.08 by
 //! tensor (as the layers of a trained network differ), plus per-layer norm weights near 1
@@ -20,15 +20,15 @@ use bytes::Bytes;
 use futures_lite::future::block_on;
 use ipfrs_storage::{BlockStore, Engine};
 use ipfrs_versioning::{
-    CommitInfo, DType, MemLedger, MemRefStore, Repo, RepoConfig, Revision, TensorData,
-    TensorObject, Tensors, write_safetensors,
+    CheckoutOptions, CommitInfo, DType, MemLedger, MemRefStore, Repo, RepoConfig, Revision,
+    TensorData, TensorObject, Tensors, write_safetensors,
 };
 
 use super::{Rng, median, secs, stored};
 
 const COLS: usize = 4096;
 /// The dense step: chosen so that one step costs what a real optimizer step on a real F32
-/// model cost (35.6% of the model, issue 19).
+/// model cost (35.6% of a 90.9 MB sentence-embedding model).
 const DENSE_STEP: f32 = 1e-6;
 /// The sparse chain's step on the rows it touches.
 const ROW_STEP: f32 = 1e-4;
@@ -319,54 +319,145 @@ pub fn run(mib: usize, max_depth: Option<u32>, dir: Option<&Path>) {
     block_on(repo.store().close()).unwrap();
 }
 
-/// `--checkout-profile`: the F32 model committed, then `rounds` checkouts of it (depth 0),
-/// then 16 sparse commits and `rounds` checkouts of the tip, then 6 dense steps and
-/// `rounds` checkouts of their tip, each against `cp` of the same file; for `perf record`
-/// (the decoding threads are named `checkout-decode`).
-pub fn profile_checkout(mib: usize, rounds: usize, dir: Option<&Path>) {
+/// What `--checkout-profile` measures (flags of the example, see its module doc).
+pub struct Profile {
+    /// Size of the generated model.
+    pub mib: usize,
+    /// Measured checkouts per phase (after one unmeasured round that warms the caches).
+    pub rounds: usize,
+    /// Depths of the sparse chain at which the tip is checked out, ascending.
+    pub sparse_depths: Vec<usize>,
+    /// Percentage of rows each sparse commit changes.
+    pub rows_pct: f64,
+    /// Dense steps committed after the sparse chain (0: none), then its tip checked out.
+    pub dense_steps: usize,
+    /// Also check out the model's bf16 copy (a fresh repository, depth 0).
+    pub bf16: bool,
+}
+
+/// `--checkout-profile`: the F32 model committed and checked out (depth 0), then the tip of
+/// a sparse chain at each of `sparse_depths`, then the tip after `dense_steps` dense steps,
+/// and the BF16 copy at depth 0: each phase `rounds` times, alternating a plain checkout,
+/// a verified one (`Repo::checkout_to_file_verified`) and `cp` of the same file, with the
+/// CPU each checkout used and `cmp` of the result; for `perf record` too (the decoding
+/// threads are named `checkout-decode`).
+pub fn profile_checkout(p: &Profile, dir: Option<&Path>) {
     let tmp = match dir {
         Some(d) => tempfile::tempdir_in(d).unwrap(),
         None => tempfile::tempdir().unwrap(),
     };
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
-    let mut m = model(mib, &mut rng);
-    let repo = fresh_repo(tmp.path(), "profile", &RepoConfig::default());
+    let t = Instant::now();
+    let mut m = model(p.mib, &mut rng);
+    let config = RepoConfig::default();
+    println!(
+        "model: {:.1} MiB F32 in {} tensors (generated in {:.1} s); max chain depth {}, chunk {} KiB; {} cores; sparse commits change {}% of rows",
+        size_of(&m) as f64 / f64::from(1 << 20),
+        m.len(),
+        secs(t.elapsed()),
+        config.max_chain_depth,
+        config.chunk_bytes >> 10,
+        std::thread::available_parallelism().map_or(1, usize::from),
+        p.rows_pct
+    );
+    if p.bf16 {
+        let b16 = to_bf16(&m);
+        let repo = fresh_repo(tmp.path(), "bf16", &config);
+        commit(&repo, &b16, "bf16");
+        profile_phase(&repo, &b16, tmp.path(), "BF16 depth 0", p.rounds);
+        block_on(repo.store().close()).unwrap();
+    }
+    let repo = fresh_repo(tmp.path(), "profile", &config);
     commit(&repo, &m, "v0");
-    let out = tmp.path().join("out.safetensors");
-    let (reference, copy) = (tmp.path().join("ref"), tmp.path().join("copy"));
-    for (phase, steps, dense) in [
-        ("depth 0", 0, false),
-        ("sparse 16", 16, false),
-        ("dense 6", 6, true),
-    ] {
-        for k in 1..=steps {
-            m = if dense {
-                step(&m, &mut rng, |_| true, DENSE_STEP)
-            } else {
-                step(&m, &mut rng, |r| r.below(100) == 0, ROW_STEP)
-            };
-            commit(&repo, &m, &format!("{phase} {k}"));
+    profile_phase(&repo, &m, tmp.path(), "F32 depth 0", p.rounds);
+    let per_10k = (p.rows_pct * 100.0).round() as usize;
+    let mut depth = 0;
+    let t = Instant::now();
+    for &target in &p.sparse_depths {
+        while depth < target {
+            depth += 1;
+            m = step(&m, &mut rng, |r| r.below(10_000) < per_10k, ROW_STEP);
+            commit(&repo, &m, &format!("sparse {depth}"));
         }
-        write_safetensors(&reference, &m).unwrap();
-        let (mut times, mut cps, mut cpu) = (Vec::new(), Vec::new(), 0.0);
-        for _ in 0..rounds {
-            let t = Instant::now();
-            std::fs::copy(&reference, &copy).unwrap();
-            cps.push(t.elapsed());
-            let c = cpu_secs();
-            let t = Instant::now();
-            block_on(repo.checkout_to_file(&Revision::Head, &out)).unwrap();
-            times.push(t.elapsed());
-            cpu += cpu_secs() - c;
-        }
-        let (co, cp) = (secs(median(times)), secs(median(cps)));
-        println!(
-            "{phase}: checkout median {co:.3} s vs cp {cp:.3} s = {:.2}x (CPU {:.3} s per checkout)",
-            co / cp,
-            cpu / rounds as f64
+        println!("  ({depth} sparse commits in {:.1} s)", secs(t.elapsed()));
+        profile_phase(
+            &repo,
+            &m,
+            tmp.path(),
+            &format!("F32 sparse depth {depth}"),
+            p.rounds,
         );
     }
+    if p.dense_steps > 0 {
+        for k in 1..=p.dense_steps {
+            m = step(&m, &mut rng, |_| true, DENSE_STEP);
+            commit(&repo, &m, &format!("dense {k}"));
+        }
+        let phase = format!(
+            "F32 dense tip ({} dense steps after {depth} sparse)",
+            p.dense_steps
+        );
+        profile_phase(&repo, &m, tmp.path(), &phase, p.rounds);
+    }
     block_on(repo.store().close()).unwrap();
+}
+
+/// One phase of [`profile_checkout`]: the tip of `repo` (whose tensors are `m`) checked
+/// out `rounds` times plainly and verified, against `cp` of the same file.
+fn profile_phase(repo: &TestRepo, m: &Tensors, dir: &Path, phase: &str, rounds: usize) {
+    let out = dir.join("out.safetensors");
+    let (reference, copy) = (dir.join("ref"), dir.join("copy"));
+    write_safetensors(&reference, m).unwrap();
+    let (mut plain, mut verified, mut cps) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut cpu_plain, mut cpu_verified) = (0.0, 0.0);
+    let options = CheckoutOptions::default();
+    for round in 0..=rounds {
+        let t = Instant::now();
+        std::fs::copy(&reference, &copy).unwrap();
+        let cp = t.elapsed();
+        let c = cpu_secs();
+        let t = Instant::now();
+        block_on(repo.checkout_to_file_verified(&Revision::Head, &out, options)).unwrap();
+        let v = t.elapsed();
+        let c_v = cpu_secs() - c;
+        let c = cpu_secs();
+        let t = Instant::now();
+        block_on(repo.checkout_to_file(&Revision::Head, &out)).unwrap();
+        let co = t.elapsed();
+        let c_p = cpu_secs() - c;
+        // Round 0 warms the page cache and the engine's mappings for both.
+        if round > 0 {
+            cps.push(cp);
+            verified.push(v);
+            plain.push(co);
+            cpu_plain += c_p;
+            cpu_verified += c_v;
+        }
+    }
+    let same = Command::new("cmp")
+        .arg("-s")
+        .arg(&reference)
+        .arg(&out)
+        .status()
+        .is_ok_and(|s| s.success());
+    let (co, v, cp) = (
+        secs(median(plain)),
+        secs(median(verified)),
+        secs(median(cps)),
+    );
+    let n = rounds.max(1) as f64;
+    println!(
+        "{phase}: checkout {co:.3} s vs cp {cp:.3} s = {:.2}x (CPU {:.3} s); verified {v:.3} s = {:.2}x (CPU {:.3} s); cmp {}; load {}",
+        co / cp,
+        cpu_plain / n,
+        v / cp,
+        cpu_verified / n,
+        if same { "equal" } else { "DIFFERENT" },
+        super::load()
+    );
+    for f in [reference, copy, out] {
+        let _ = std::fs::remove_file(f);
+    }
 }
 
 /// CPU seconds (user + system) this process has used, from /proc (0 where absent).
