@@ -173,6 +173,8 @@ fn steps(r: &mut Run) {
     r.json(&["repo", "gc", "--dry-run", &kept_root]);
     std::fs::write(r.dir.join("extra-pins"), format!("{kept_root}\n")).unwrap();
     r.json(&["repo", "gc", "--dry-run", "--pins", "extra-pins"]);
+    // a dry run removes nothing, not even the block no root keeps
+    r.ok(&["block", "stat", &loose]);
     r.json(&["version", "gc"]);
     r.ok(&["repo", "gc", &kept_root]);
     // gc kept the pinned DAG, the DAG under the root given, and every version

@@ -21,9 +21,9 @@ use serde::{Deserialize, Serialize};
 /// While `ipfrs-store daemon` runs on the repository (it holds the store and writes its API
 /// address to <repo>/api), every command is sent to it instead and prints what it prints
 /// without a daemon ($IPFRS_STORE_API_TOKEN: its bearer token, if it needs one). The daemon
-/// opens the files such a command names itself (same machine), except stdin and the files of
-/// block put, car import and car export of one root, which are streamed to it. repo repair
-/// and repo migrate need the store closed: they fail, naming the daemon, until it stops.
+/// opens the files a command names itself, relative to this process's directory (same
+/// machine); stdin (block put, car import -) is uploaded to it. repo repair and repo migrate
+/// need the store closed: they fail, naming the daemon, until it stops.
 #[derive(Debug, Parser)]
 #[command(name = "ipfrs-store", version)]
 pub struct Args {
