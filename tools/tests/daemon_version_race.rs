@@ -56,8 +56,26 @@ fn repair_and_migrate_are_refused_while_a_daemon_runs() {
         std::fs::metadata(&secret).unwrap().permissions().mode() & 0o777,
         0o600
     );
-    let refused = daemon_common::post(&format!("{}/api/v0/ipfrs/command", daemon.api));
+    let url = format!("{}/api/v0/ipfrs/command", daemon.api);
+    let refused = daemon_common::post(&url);
     assert_eq!(refused.status, 403, "{}", refused.text());
+    // With the secret, a command for another repository (a stale api file) is refused too.
+    let other = tempfile::tempdir().unwrap();
+    let handed = serde_json::json!({
+        "command": {"Repo": "Compact"}, "json": false, "cwd": other.path(),
+        "user": null, "repo": "repo", "umask": 0o022,
+    });
+    let mut answer = daemon_common::agent()
+        .post(&url)
+        .header(
+            "X-Ipfrs-Command-Secret",
+            std::fs::read_to_string(&secret).unwrap(),
+        )
+        .send(handed.to_string().as_bytes())
+        .unwrap();
+    assert_eq!(answer.status(), 400);
+    let text = answer.body_mut().read_to_string().unwrap();
+    assert!(text.contains("this daemon serves"), "{text}");
     let help = cli(d).args(["repo", "--help"]).output().unwrap();
     let help = String::from_utf8_lossy(&help.stdout);
     assert!(help.contains("refused while a daemon runs"), "{help}");

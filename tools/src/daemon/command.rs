@@ -25,9 +25,9 @@ use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::header::{CONTENT_TYPE, HeaderValue};
 use hyper::{Request, Response};
@@ -87,7 +87,7 @@ pub fn write_secret(repo: &Repo) -> std::result::Result<String, CliError> {
 }
 
 /// Largest request body: a parsed command line, so a few KB in practice.
-const MAX_REQUEST_BYTES: usize = 1 << 20;
+const MAX_REQUEST_BYTES: u64 = 1 << 20;
 /// Largest frame: bigger writes are split, so a reader never buffers more than this.
 pub const MAX_FRAME: usize = 1 << 20;
 
@@ -117,12 +117,14 @@ pub struct Exit {
     pub code: u8,
 }
 
-/// Answers one handed command from `peer`, which must send `secret`.
+/// Answers one handed command from `peer`, which must send `secret` and its request body
+/// without pausing longer than `idle`.
 pub async fn handle(
     node: Arc<Node>,
     req: Request<Incoming>,
     peer: Option<SocketAddr>,
     secret: &str,
+    idle: Duration,
 ) -> Result<Response<Body>> {
     if !peer.is_some_and(|p| p.ip().is_loopback()) {
         return Err(Error::Forbidden(
@@ -141,11 +143,11 @@ pub async fn handle(
              whoever can read the repository may hand it commands)"
         )));
     }
-    let body = http_body_util::Limited::new(req.into_body(), MAX_REQUEST_BYTES)
-        .collect()
-        .await
-        .map_err(|e| Error::BadRequest(format!("request body: {}", http::one_line(&*e))))?
-        .to_bytes();
+    let mut body = Vec::new();
+    let mut chunks = std::pin::pin!(http::body_stream(req.into_body(), idle, MAX_REQUEST_BYTES));
+    while let Some(chunk) = futures_lite::StreamExt::next(&mut chunks).await {
+        body.extend_from_slice(&chunk?);
+    }
     let handed: Handed = serde_json::from_slice(&body)
         .map_err(|e| Error::BadRequest(format!("not a handed command: {e}")))?;
     if let Some((name, _)) = crate::store::needs_closed_store(&handed.command) {

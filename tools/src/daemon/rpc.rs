@@ -102,7 +102,8 @@ impl Rpc {
             "refs/local" => Ok(self.refs_local()),
             command::PATH => {
                 let peer = req.extensions().get::<Peer>().map(|p| p.0);
-                command::handle(self.node.clone(), req, peer, &self.command_secret).await
+                let idle = self.limits.body_idle;
+                command::handle(self.node.clone(), req, peer, &self.command_secret, idle).await
             }
             "id" => Ok(self.id()),
             "version" => Ok(version()),

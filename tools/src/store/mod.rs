@@ -4,6 +4,10 @@
 //! `--json` for scripts); every error ends as one line on stderr and a non-zero exit code
 //! (2 for bad usage, 1 for failures). The pieces are public so tests and tools can run a
 //! subcommand's logic against any [`ipfrs_storage::BlockStore`].
+//!
+//! [`dispatch`] runs a parsed command over an open engine for a [`caller::Caller`]: in this
+//! process, or, when a daemon holds the store, in the daemon it is handed to (see
+//! `daemon::client` and `daemon::command`), so both print the same bytes.
 
 pub mod block;
 pub mod caller;
