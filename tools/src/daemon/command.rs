@@ -187,6 +187,8 @@ fn same_dir(a: &std::path::Path, b: &std::path::Path) -> bool {
 
 /// Runs the command on this (blocking) thread, its output framed into `tx`, then the exit.
 fn run(node: &Node, handed: Handed, tx: mpsc::Sender<io::Result<Bytes>>) {
+    // This blocking thread is the pool's: no bar may draw on the daemon's terminal.
+    let _quiet = crate::store::progress::hide_on_this_thread();
     let out = Box::new(FrameWriter::new(STDOUT, tx.clone()));
     let err = Box::new(FrameWriter::new(STDERR, tx.clone()));
     let result = Caller::remote(out, err, handed.cwd, handed.user, handed.repo, handed.umask)
