@@ -72,6 +72,7 @@ pub use migrate::{MigrateReport, ShardMigration, ShardOutcome, migrate};
 pub use repair::{ShardRepair, repair_cold};
 pub use stats::Stats;
 pub use store::{BlockStore, CidPage, CidStream, Cursor};
+pub use trim::tune_allocator;
 
 /// The README's embedding example, compiled and run as a doctest.
 #[cfg(doctest)]

@@ -36,6 +36,9 @@ pub const MISSING: [&str; 0] = [];
 /// Runs the benchmark described by `plan` (`command` is the command line, for the report).
 pub fn run(plan: &Plan, command: Vec<String>) -> Result<()> {
     let started = Instant::now();
+    // The engine sets the allocator when it first opens; set it now so the targets before
+    // that one (and the raw backends) run with the same settings.
+    ipfrs_storage::tune_allocator();
     // Fail on an unusable --json or --dir before spending a minute measuring.
     let json_file = match &plan.json {
         Some(path) => Some((
