@@ -1,7 +1,7 @@
 //! Commands a running daemon runs whole for another `ipfrs-store` (`version ...`, `repo
-//! compact`, `repo gc` with roots or `--dry-run`, `car import --partial`, `car export` of
-//! several roots or CARv2): the same steps run on a repository alone and on one a daemon
-//! holds print the same stdout and stderr (commit CIDs and times, which differ between two
+//! compact`, `repo gc` with roots or `--dry-run`, `car import --partial` and from stdin,
+//! `car export` of several roots or CARv2, `block put` from stdin): the same steps run on a
+//! repository alone and on one a daemon holds print the same stdout and stderr (commit CIDs and times, which differ between two
 //! runs, are numbered in order of appearance) and exit alike, and leave the same files.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -105,6 +105,32 @@ impl Run {
         out
     }
 
+    /// A step fed `input` on its stdin, which must succeed.
+    fn ok_with_stdin(&mut self, args: &[&str], input: &[u8]) -> String {
+        use std::io::Write;
+        let mut child = cli(&self.dir)
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(input).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        self.seen.push(Seen {
+            args: normalize(&args.join(" "), &mut self.cids),
+            code: out.status.code(),
+            stdout: normalize(&String::from_utf8_lossy(&out.stdout), &mut self.cids),
+            stderr: normalize(&String::from_utf8_lossy(&out.stderr), &mut self.cids),
+        });
+        String::from_utf8(out.stdout).unwrap()
+    }
+
     /// A step that must succeed; its stdout as text.
     fn ok(&mut self, args: &[&str]) -> String {
         let out = self.step(args);
@@ -168,6 +194,13 @@ fn steps(r: &mut Run) {
     std::fs::write(r.dir.join("loose.bin"), b"a loose block nobody keeps").unwrap();
     let loose = r.json(&["block", "put", "loose.bin"]);
     let loose = cid_of(&loose, "cid");
+    // stdin travels with the handed command
+    let piped = dag("handoff piped", 3, 400);
+    r.ok_with_stdin(&["--json", "car", "import", "-"], &car(&piped));
+    r.ok_with_stdin(
+        &["block", "put", "--cid-codec", "raw"],
+        b"a block from stdin",
+    );
     let kept_root = kept[0].cid().to_string();
 
     r.json(&["repo", "gc", "--dry-run", &kept_root]);

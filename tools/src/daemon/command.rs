@@ -8,15 +8,16 @@
 //! Files a command reads or writes (`version commit FILE`, `version checkout -o FILE`, `car
 //! export -o FILE`) are opened by the daemon itself, by path: the request carries the caller's
 //! working directory (absolute) and relative paths resolve against it, so the files are the
-//! caller's on this machine. That is why the endpoint answers loopback peers only (a remote
+//! caller's on this machine; its stdin comes in the request. That is why the endpoint answers loopback peers only (a remote
 //! client with a token must not make the daemon read or write its files), only for the
 //! repository the daemon serves, and only to a caller that can read the repository's
 //! `api.secret` (written 0600 by the daemon at start, sent back in [`SECRET_HEADER`]): another
 //! user of this machine reaches the loopback port too, but must not get the daemon to open
-//! files with the daemon's rights. Nothing is streamed from the caller: a command that would
-//! read stdin is refused with a usage error.
+//! files with the daemon's rights.
 //!
-//! The request body is a [`Handed`] as JSON. The answer (200) is a sequence of frames, each
+//! The request body is a [`Handed`] as one line of JSON, then the caller's stdin when the
+//! command reads it (`block put` without a file, `car import -`), streamed to the command as
+//! it reads. The answer (200) is a sequence of frames, each
 //! one kind byte, a big-endian u32 length and that many bytes: [`STDOUT`] and [`STDERR`]
 //! frames in the order the command wrote them, then one [`EXIT`] frame holding an
 //! [`Exit`] as JSON. A body that ends without the exit frame was cut short.
@@ -40,11 +41,14 @@ use crate::store::error::Error as CliError;
 use crate::store::repo::Repo;
 
 use super::error::{Error, Result};
-use super::http::{self, Body};
+use super::http::{self, Body, ChannelReader};
 use super::node::Node;
 
 /// The endpoint's path below `/api/v0/`.
 pub const PATH: &str = "ipfrs/command";
+/// The request's media type: the [`Handed`] command as one line of JSON, then the stdin
+/// the command reads (nothing for a command that reads none).
+pub const REQUEST_MEDIA_TYPE: &str = "application/vnd.ipfrs.command";
 /// The answer's media type.
 pub const MEDIA_TYPE: &str = "application/vnd.ipfrs.command-output";
 /// A frame of bytes the command wrote to its stdout.
@@ -117,14 +121,15 @@ pub struct Exit {
     pub code: u8,
 }
 
-/// Answers one handed command from `peer`, which must send `secret` and its request body
-/// without pausing longer than `idle`.
+/// Answers one handed command from `peer`, which must send `secret`, and its request body
+/// without pausing longer than `idle` and at most `stdin_limit` bytes of stdin.
 pub async fn handle(
     node: Arc<Node>,
     req: Request<Incoming>,
     peer: Option<SocketAddr>,
     secret: &str,
     idle: Duration,
+    stdin_limit: u64,
 ) -> Result<Response<Body>> {
     if !peer.is_some_and(|p| p.ip().is_loopback()) {
         return Err(Error::Forbidden(
@@ -143,11 +148,27 @@ pub async fn handle(
              whoever can read the repository may hand it commands)"
         )));
     }
-    let mut body = Vec::new();
-    let mut chunks = std::pin::pin!(http::body_stream(req.into_body(), idle, MAX_REQUEST_BYTES));
-    while let Some(chunk) = futures_lite::StreamExt::next(&mut chunks).await {
-        body.extend_from_slice(&chunk?);
-    }
+    // The command up to the first newline; what follows is the caller's stdin.
+    let mut chunks = Box::pin(http::body_stream(req.into_body(), idle, stdin_limit));
+    let mut head = Vec::new();
+    let rest = loop {
+        // A body without the newline is a command with no stdin.
+        let Some(chunk) = futures_lite::StreamExt::next(&mut chunks).await else {
+            break Bytes::new();
+        };
+        let chunk = chunk?;
+        if let Some(at) = chunk.iter().position(|b| *b == b'\n') {
+            head.extend_from_slice(&chunk[..at]);
+            break chunk.slice(at + 1..);
+        }
+        head.extend_from_slice(&chunk);
+        if head.len() as u64 > MAX_REQUEST_BYTES {
+            return Err(Error::TooLarge(format!(
+                "a handed command over {MAX_REQUEST_BYTES} bytes"
+            )));
+        }
+    };
+    let body = head;
     let handed: Handed = serde_json::from_slice(&body)
         .map_err(|e| Error::BadRequest(format!("not a handed command: {e}")))?;
     if let Some((name, _)) = crate::store::needs_closed_store(&handed.command) {
@@ -168,8 +189,21 @@ pub async fn handle(
             theirs.display()
         )));
     }
+    // The stdin the command reads, pumped from the request body as the command asks.
+    let (stdin_tx, stdin_rx) = mpsc::channel(8);
+    tokio::spawn(async move {
+        let mut next = Some(Ok(rest));
+        while let Some(chunk) = next {
+            let chunk = chunk.map_err(|e: Error| io::Error::other(http::one_line(&e)));
+            if stdin_tx.send(chunk).await.is_err() {
+                break; // the command is done with it
+            }
+            next = futures_lite::StreamExt::next(&mut chunks).await;
+        }
+    });
+    let stdin = Box::new(ChannelReader::new(stdin_rx));
     let (tx, rx) = mpsc::channel(8);
-    tokio::task::spawn_blocking(move || run(&node, handed, tx));
+    tokio::task::spawn_blocking(move || run(&node, handed, stdin, tx));
     let mut response = Response::new(http::channel_body(rx));
     response
         .headers_mut()
@@ -186,24 +220,37 @@ fn same_dir(a: &std::path::Path, b: &std::path::Path) -> bool {
 }
 
 /// Runs the command on this (blocking) thread, its output framed into `tx`, then the exit.
-fn run(node: &Node, handed: Handed, tx: mpsc::Sender<io::Result<Bytes>>) {
+fn run(
+    node: &Node,
+    handed: Handed,
+    stdin: Box<dyn Read + Send>,
+    tx: mpsc::Sender<io::Result<Bytes>>,
+) {
     // This blocking thread is the pool's: no bar may draw on the daemon's terminal.
     let _quiet = crate::store::progress::hide_on_this_thread();
     let out = Box::new(FrameWriter::new(STDOUT, tx.clone()));
     let err = Box::new(FrameWriter::new(STDERR, tx.clone()));
-    let result = Caller::remote(out, err, handed.cwd, handed.user, handed.repo, handed.umask)
-        .and_then(|mut caller| {
-            // A panic in a command must still end the answer with an error, not a cut stream
-            // the client would report as a lost daemon.
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                crate::store::dispatch(node, handed.command, handed.json, false, &mut caller)
-            }))
-            .unwrap_or_else(|_| {
-                Err(CliError::Daemon(Box::new(Error::Internal(
-                    "the command panicked in the daemon".into(),
-                ))))
-            })
-        });
+    let result = Caller::remote(
+        out,
+        err,
+        handed.cwd,
+        handed.user,
+        handed.repo,
+        handed.umask,
+        stdin,
+    )
+    .and_then(|mut caller| {
+        // A panic in a command must still end the answer with an error, not a cut stream
+        // the client would report as a lost daemon.
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            crate::store::dispatch(node, handed.command, handed.json, false, &mut caller)
+        }))
+        .unwrap_or_else(|_| {
+            Err(CliError::Daemon(Box::new(Error::Internal(
+                "the command panicked in the daemon".into(),
+            ))))
+        })
+    });
     let exit = match result {
         Ok(()) => Exit {
             error: None,

@@ -9,7 +9,7 @@
 //! short (and, for `dag/export` to a client that sent `TE: trailers`, is told in Kubo's
 //! `X-Stream-Error` trailer).
 
-use std::io::{self, Read};
+use std::io;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -29,7 +29,7 @@ use super::auth::Authorizations;
 use super::car_stream;
 use super::command;
 use super::error::{Error, Result};
-use super::http::{self, Body, ChannelWriter, Query};
+use super::http::{self, Body, ChannelReader, ChannelWriter, Query};
 use super::limits::Limits;
 use super::node::Node;
 use super::pins::{self, PinKind};
@@ -102,8 +102,9 @@ impl Rpc {
             "refs/local" => Ok(self.refs_local()),
             command::PATH => {
                 let peer = req.extensions().get::<Peer>().map(|p| p.0);
-                let idle = self.limits.body_idle;
-                command::handle(self.node.clone(), req, peer, &self.command_secret, idle).await
+                let (idle, limit) = (self.limits.body_idle, self.limits.max_import_bytes);
+                let secret = &self.command_secret;
+                command::handle(self.node.clone(), req, peer, secret, idle, limit).await
             }
             "id" => Ok(self.id()),
             "version" => Ok(version()),
@@ -691,37 +692,6 @@ fn multipart_error(err: multer::Error) -> Error {
         };
     }
     Error::BadRequest(format!("multipart body: {}", http::one_line(&err)))
-}
-
-/// A `Read` over chunks sent from an async task.
-struct ChannelReader {
-    rx: mpsc::Receiver<io::Result<Bytes>>,
-    current: Bytes,
-}
-
-impl ChannelReader {
-    fn new(rx: mpsc::Receiver<io::Result<Bytes>>) -> ChannelReader {
-        ChannelReader {
-            rx,
-            current: Bytes::new(),
-        }
-    }
-}
-
-impl Read for ChannelReader {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        while self.current.is_empty() {
-            match self.rx.blocking_recv() {
-                None => return Ok(0),
-                Some(Err(e)) => return Err(e),
-                Some(Ok(chunk)) => self.current = chunk,
-            }
-        }
-        let n = buf.len().min(self.current.len());
-        buf[..n].copy_from_slice(&self.current[..n]);
-        let _ = self.current.split_to(n);
-        Ok(n)
-    }
 }
 
 /// The node's peer ID for `id`: a libp2p identity-multihash ID (base58btc) over 32 random

@@ -58,7 +58,7 @@ pub fn parse_codec(text: &str) -> Result<u64> {
 }
 
 /// Reads the block from `file` (stdin for none or `-`), at most `limit` bytes.
-fn read_input(file: Option<&Path>, limit: usize, caller: &Caller) -> Result<Vec<u8>> {
+fn read_input(file: Option<&Path>, limit: usize, caller: &mut Caller) -> Result<Vec<u8>> {
     let mut data = Vec::new();
     let cap = limit as u64 + 1;
     match file
@@ -68,13 +68,11 @@ fn read_input(file: Option<&Path>, limit: usize, caller: &Caller) -> Result<Vec<
         Some(path) => std::fs::File::open(&path)
             .and_then(|f| f.take(cap).read_to_end(&mut data))
             .map_err(|e| Error::io("cannot read", &path, e))?,
-        None => caller.require_stdin("block put").and_then(|()| {
-            std::io::stdin()
-                .lock()
-                .take(cap)
-                .read_to_end(&mut data)
-                .map_err(|e| Error::io("cannot read", "stdin", e))
-        })?,
+        None => caller
+            .stdin()
+            .take(cap)
+            .read_to_end(&mut data)
+            .map_err(|e| Error::io("cannot read", "stdin", e))?,
     };
     if data.len() > limit {
         return Err(BlockError::TooLarge {
@@ -92,7 +90,7 @@ pub fn put(
     file: Option<&PathBuf>,
     codec: &str,
     mhtype: HashAlgorithm,
-    caller: &Caller,
+    caller: &mut Caller,
 ) -> Result<BlockInfo> {
     let codec = parse_codec(codec)?;
     let data = read_input(

@@ -12,7 +12,7 @@
 //! through [`Caller::path`]. Error messages may name the resolved (absolute) path when the
 //! daemon ran the command.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use super::error::{Error, Result};
@@ -32,8 +32,8 @@ pub struct Caller<'a> {
     /// The repository as the caller named it (`--repo`), when another process runs the
     /// command: what reports show, where that process may know it by another name.
     repo: Option<PathBuf>,
-    /// Whether the command reads the caller's stdin (it cannot when another process runs it).
-    has_stdin: bool,
+    /// The caller's stdin: this process's, or what the caller sent with the command.
+    stdin: Option<Box<dyn Read + Send>>,
     /// The caller's umask when another process runs the command: files it creates get the
     /// mode they would get in the caller's process.
     umask: Option<u32>,
@@ -48,14 +48,14 @@ impl<'a> Caller<'a> {
             cwd: None,
             user: std::env::var("USER").ok(),
             repo: None,
-            has_stdin: true,
+            stdin: None,
             umask: None,
         }
     }
 
     /// Another process: output to `out` and `err`, relative paths against `cwd` (which must
     /// be absolute), `user` as $USER, `repo` the repository as it named it, `umask` its
-    /// umask, no stdin.
+    /// umask, `stdin` what it sent as its stdin.
     pub fn remote(
         out: Box<dyn Write + Send + 'a>,
         err: Box<dyn Write + Send + 'a>,
@@ -63,6 +63,7 @@ impl<'a> Caller<'a> {
         user: Option<String>,
         repo: PathBuf,
         umask: u32,
+        stdin: Box<dyn Read + Send>,
     ) -> Result<Caller<'a>> {
         if !cwd.is_absolute() {
             return Err(Error::Usage(format!(
@@ -76,7 +77,7 @@ impl<'a> Caller<'a> {
             cwd: Some(cwd),
             user,
             repo: Some(repo),
-            has_stdin: false,
+            stdin: Some(stdin),
             umask: Some(umask & 0o777),
         })
     }
@@ -106,15 +107,12 @@ impl<'a> Caller<'a> {
             .unwrap_or_else(|| "unknown".into())
     }
 
-    /// Fails with a usage error naming `what` when the command would read the caller's
-    /// stdin from another process.
-    pub fn require_stdin(&self, what: &str) -> Result<()> {
-        if self.has_stdin {
-            Ok(())
-        } else {
-            Err(Error::Usage(format!(
-                "{what} reads stdin, which a running daemon cannot: give a file path"
-            )))
+    /// The caller's stdin. Read twice (`car import - -`), the second read finds it at its
+    /// end, as this process's own stdin would be.
+    pub fn stdin(&mut self) -> Box<dyn Read + Send> {
+        match &mut self.stdin {
+            None => Box::new(std::io::stdin()),
+            Some(sent) => std::mem::replace(sent, Box::new(std::io::empty())),
         }
     }
 

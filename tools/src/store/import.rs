@@ -85,10 +85,9 @@ impl Report for Imported {
 const STDIN: &str = "-";
 
 /// Opens one input: a file, a FIFO, or stdin for `-` (the caller's path resolution applied).
-fn open(path: &Path, caller: &Caller) -> Result<Box<dyn Read + Send>> {
+fn open(path: &Path, caller: &mut Caller) -> Result<Box<dyn Read + Send>> {
     if path.as_os_str() == STDIN {
-        caller.require_stdin("car import -")?;
-        return Ok(Box::new(std::io::stdin()));
+        return Ok(caller.stdin());
     }
     let path = caller.path(path);
     let file = File::open(&path).map_err(|e| Error::io("cannot open", &path, e))?;
@@ -139,11 +138,13 @@ pub fn ingest<S: BlockStore>(
         max_block_size: options.max_block_size,
         ..ImportOptions::default()
     };
-    let (added, error) =
-        importer::ingest(store, open(path, &Caller::this_process())?, options, &|n| {
-            progress.inc(n)
-        })
-        .map_err(|e| store_error(e, path, true))?;
+    let (added, error) = importer::ingest(
+        store,
+        open(path, &mut Caller::this_process())?,
+        options,
+        &|n| progress.inc(n),
+    )
+    .map_err(|e| store_error(e, path, true))?;
     let mut file = report(path, &added.header, added.blocks, added.bytes);
     file.error = error.map(|e| store_error(e, path, true).to_string());
     Ok(file)
