@@ -3,9 +3,9 @@
 //! A command's body runs either in the `ipfrs-store` process that parsed it (over the engine
 //! it opened) or in a running daemon that was handed the command (over the engine the daemon
 //! holds, see `daemon::command`). What differs between the two is only where the command's
-//! output goes, against which directory its relative paths resolve, and who runs it; all of
-//! that is here, so the command bodies are the same code in both places and print the same
-//! bytes.
+//! stdin comes from and its output goes, against which directory its relative paths resolve,
+//! who runs it and with which umask; all of that is here, so the command bodies are the same
+//! code in both places and print the same bytes.
 //!
 //! Paths stay as the user wrote them in everything a command prints (`version checkout -o
 //! m.safetensors` reports `m.safetensors` in both places); only the file system calls go
