@@ -202,6 +202,20 @@ impl<S: BlockStore + MetadataStore + Clone> VersionCli<S> {
         block_on(self.repo.checkout_to_file_with(&rev.parse()?, out, options))
     }
 
+    /// [`VersionCli::checkout_with`], also hashing every rebuilt chunk against its chunk
+    /// CID ([`Repo::checkout_to_file_verified`]).
+    pub fn checkout_verified(
+        &self,
+        rev: &str,
+        out: &Path,
+        options: CheckoutOptions,
+    ) -> Result<CheckoutSummary> {
+        block_on(
+            self.repo
+                .checkout_to_file_verified(&rev.parse()?, out, options),
+        )
+    }
+
     /// Creates a branch at `at`.
     pub fn branch_create(&self, name: &str, at: &str) -> Result<Cid> {
         block_on(self.repo.create_branch(name, &at.parse()?))

@@ -123,12 +123,18 @@ pub fn run(
             as_of,
             output,
             fsync,
+            verify,
         } => {
             let rev = match as_of {
                 Some(time) => format!("{rev}@{}", parse_time(&time)?),
                 None => rev,
             };
-            let done = vcs.checkout_with(&rev, &caller.path(&output), CheckoutOptions { fsync })?;
+            let (path, options) = (caller.path(&output), CheckoutOptions { fsync });
+            let done = if verify {
+                vcs.checkout_verified(&rev, &path, options)?
+            } else {
+                vcs.checkout_with(&rev, &path, options)?
+            };
             caller.adopt_new_file(&output)?;
             let data = CheckoutJson {
                 commit: done.commit.to_string(),
