@@ -593,3 +593,23 @@ fn verify_names_a_block_damaged_on_disk_and_compact_moves_blocks_cold() {
     );
     assert_eq!(std::fs::read(&out).unwrap(), vec![7u8; 5000]);
 }
+
+#[test]
+fn help_into_a_closed_pipe_is_not_a_panic() {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let mut fds = [0; 2];
+    // SAFETY: pipe writes two new descriptors into `fds`.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    // SAFETY: both descriptors were just created and nothing else owns them.
+    let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    // As `ipfrs-store --help | head` when head has already exited: the write gets EPIPE.
+    drop(read);
+    let out = bin()
+        .arg("--help")
+        .stdout(Stdio::from(write))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{:?}: {stderr}", out.status);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

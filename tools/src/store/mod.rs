@@ -27,6 +27,7 @@ pub mod stat;
 pub mod verify;
 pub mod version;
 
+use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -64,7 +65,9 @@ fn clap_exit(err: &clap::Error) -> ExitCode {
         ErrorKind::DisplayHelp
         | ErrorKind::DisplayVersion
         | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
-            print!("{}", err.render());
+            // `ipfrs-store --help | head` closes the pipe early: not an error, and print!
+            // would panic on it.
+            let _ = write!(std::io::stdout().lock(), "{}", err.render());
             ExitCode::SUCCESS
         }
         _ => {
