@@ -193,6 +193,9 @@ async fn run_committer(shard: Rc<Shard>) {
         q.stage.set("admitting a group (space check)");
         // The claim on the room for a new segment is held until the group is committed.
         let (group, _claim) = admit(&shard, group).await;
+        // Writes queued before a write or sync failed must not reach the disk after it
+        // (only this task poisons the shard, so nothing changes between here and the commit).
+        let group = refuse_if_poisoned(&shard, group);
         if !group.is_empty() {
             q.stage.set("committing a group");
             match &shard.hot {
@@ -311,17 +314,22 @@ async fn admit(shard: &Shard, group: Vec<WriteOp>) -> (Vec<WriteOp>, Option<spac
     (admitted, claim)
 }
 
-async fn commit_group(shard: &Shard, group: Vec<WriteOp>) {
-    // Writes queued before a sync failed must not reach the backend after it.
-    if let Some(cause) = shard.writes.poisoned() {
-        for op in group {
-            op.ack.fail(Error::Poisoned {
-                shard: shard.id,
-                cause: cause.clone(),
-            });
-        }
-        return;
+/// The group, or nothing once the shard refuses writes: then every op is answered with the
+/// reason.
+fn refuse_if_poisoned(shard: &Shard, group: Vec<WriteOp>) -> Vec<WriteOp> {
+    let Some(cause) = shard.writes.poisoned() else {
+        return group;
+    };
+    for op in group {
+        op.ack.fail(Error::Poisoned {
+            shard: shard.id,
+            cause: cause.clone(),
+        });
     }
+    Vec::new()
+}
+
+async fn commit_group(shard: &Shard, group: Vec<WriteOp>) {
     let mut data = Vec::with_capacity(group.len());
     let mut replies = Vec::with_capacity(group.len());
     let mut sync = shard.writes.durability() != Durability::None;

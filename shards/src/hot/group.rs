@@ -69,15 +69,6 @@ struct Plan {
 
 /// Commits one group into the hot tier (see the module documentation).
 pub(crate) async fn commit_group_hot(shard: &Rc<Shard>, hot: &HotTier, group: Vec<WriteOp>) {
-    if let Some(cause) = shard.writes.poisoned() {
-        for op in group {
-            op.ack.fail(Error::Poisoned {
-                shard: shard.id,
-                cause: cause.clone(),
-            });
-        }
-        return;
-    }
     if let [
         WriteOp {
             pending:
