@@ -1,6 +1,7 @@
 //! UnixFS DAGs built here (so the tests need no data files): a file of raw leaves under
 //! balanced dag-pb nodes (Kubo's `--raw-leaves --cid-version 1` shape) and plain directories.
 
+use ipfrs_car::varint;
 use ipfrs_storage::{Block, Cid, Codec, HashAlgorithm};
 
 /// UnixFS `Data.Type` of a directory.
@@ -8,23 +9,15 @@ const UNIXFS_DIRECTORY: u64 = 1;
 /// UnixFS `Data.Type` of a file.
 const UNIXFS_FILE: u64 = 2;
 
-fn varint(mut n: u64, out: &mut Vec<u8>) {
-    while n >= 0x80 {
-        out.push((n as u8) | 0x80);
-        n >>= 7;
-    }
-    out.push(n as u8);
-}
-
 fn bytes_field(field: u64, data: &[u8], out: &mut Vec<u8>) {
-    varint(field << 3 | 2, out);
-    varint(data.len() as u64, out);
+    varint::write(field << 3 | 2, out);
+    varint::write(data.len() as u64, out);
     out.extend_from_slice(data);
 }
 
 fn varint_field(field: u64, value: u64, out: &mut Vec<u8>) {
-    varint(field << 3, out);
-    varint(value, out);
+    varint::write(field << 3, out);
+    varint::write(value, out);
 }
 
 /// A node under construction: its CID, the file bytes below it, the bytes of every block
