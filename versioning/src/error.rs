@@ -134,7 +134,11 @@ pub enum Error {
         reason: String,
     },
     /// A compare-and-swap found another value: someone else moved the ref first.
-    #[error("conflict on ref {name}: expected {expected:?}, found {found:?}; reload and retry")]
+    #[error(
+        "conflict on ref {name}: expected {}, found {}; reload and retry",
+        ref_value(expected),
+        ref_value(found)
+    )]
     Conflict {
         /// The ref.
         name: String,
@@ -188,3 +192,10 @@ impl Error {
 
 /// The result type of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A ref's value as people read it: its commit's CID, or "no commit" for a ref not set.
+fn ref_value(value: &Option<Box<Cid>>) -> String {
+    value
+        .as_deref()
+        .map_or_else(|| "no commit".to_owned(), ToString::to_string)
+}

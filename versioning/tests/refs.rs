@@ -24,6 +24,13 @@ fn suite(store: &dyn RefStore) {
         matches!(err, Error::Conflict { found: Some(ref f), .. } if **f == cid(1)),
         "{err}"
     );
+    // The message names the commits as people write CIDs, not as Rust debug output.
+    let text = err.to_string();
+    assert!(
+        text.contains(&format!("expected no commit, found {}", cid(1))),
+        "{text}"
+    );
+    assert!(!text.contains("Cid("), "{text}");
     let err = store
         .compare_and_swap("heads/main", Some(cid(3)), None)
         .unwrap_err();
