@@ -6,12 +6,10 @@
 mod common;
 
 use bytes::Bytes;
-use common::{Fixture, info};
+use common::{Fixture, forged_commit, info};
 use futures_lite::future::block_on;
-use ipfrs_storage::BlockStore;
 use ipfrs_versioning::{
-    CheckoutOptions, Commit, DType, Error, Object, Provenance, Revision, TensorData, TensorObject,
-    Tensors, write_safetensors_with_metadata,
+    CheckoutOptions, DType, Error, Revision, TensorData, Tensors, write_safetensors_with_metadata,
 };
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
@@ -137,44 +135,17 @@ fn a_tensor_whose_chunks_do_not_cover_it_is_an_error_and_no_file() {
     let mut rng = StdRng::seed_from_u64(7);
     let m = odd_model(&mut rng);
     let c1 = fx.commit("main", &m, "one");
-    let state = block_on(fx.repo.commit_state(&c1.commit)).unwrap();
     let name = "f32.t4";
-    let TensorObject::Chunked(mut t) =
-        block_on(fx.repo.tensor_object(&state.tensors[name])).unwrap()
-    else {
-        panic!("a tensor of this format is chunked")
-    };
-    assert!(t.chunks.len() > 1);
-    // Without its last chunk every remaining chunk still verifies: only the count tells.
-    t.chunks.pop();
-    let tensor_block = Object::Chunked(t).to_block().unwrap();
-    let mut s = state.clone();
-    s.tensors.insert(name.into(), *tensor_block.cid());
-    let state_block = Object::State(s).to_block().unwrap();
-    let commit_block = Object::Commit(Commit {
-        state: *state_block.cid(),
-        parents: vec![c1.commit],
-        author: "forger".into(),
-        message: "short".into(),
-        timestamp_ms: 1,
-        provenance: Provenance::default(),
-    })
-    .to_block()
-    .unwrap();
-    block_on(
-        fx.repo
-            .store()
-            .put_many(&[tensor_block.clone(), state_block, commit_block.clone()]),
-    )
-    .unwrap();
+    let forged = forged_commit(&fx, c1.commit, name, |t| {
+        assert!(t.chunks.len() > 1);
+        // Without its last chunk every remaining chunk still verifies: only the count tells.
+        t.chunks.pop();
+    });
+    let tensor = block_on(fx.repo.commit_state(&forged)).unwrap().tensors[name];
     let out = fx.path("short.safetensors");
-    let err = block_on(
-        fx.repo
-            .checkout_to_file(&Revision::Commit(*commit_block.cid()), &out),
-    )
-    .unwrap_err();
+    let err = block_on(fx.repo.checkout_to_file(&Revision::Commit(forged), &out)).unwrap_err();
     assert!(
-        matches!(err, Error::Decode { ref cid, .. } if **cid == *tensor_block.cid()),
+        matches!(err, Error::Decode { ref cid, .. } if **cid == tensor),
         "{err}"
     );
     assert!(!out.exists());

@@ -7,47 +7,10 @@
 mod common;
 
 use bytes::Bytes;
-use cid::Cid;
-use common::{Fixture, f32_tensor, model};
+use common::{Fixture, f32_tensor, forged_commit, model};
 use futures_lite::future::block_on;
 use ipfrs_storage::{Block, BlockStore};
-use ipfrs_versioning::{
-    CheckoutOptions, Chunked, Commit, Error, Key, Object, Provenance, Revision, TensorObject,
-    read_safetensors,
-};
-
-/// Commits a copy of `parent`'s state whose tensor `name` has its chunks' recipes changed
-/// by `forge` (the blocks they name stay intact); returns the forged commit.
-fn forged_commit(fx: &Fixture, parent: Cid, name: &str, forge: impl FnOnce(&mut Chunked)) -> Cid {
-    let state = block_on(fx.repo.commit_state(&parent)).unwrap();
-    let TensorObject::Chunked(mut t) =
-        block_on(fx.repo.tensor_object(&state.tensors[name])).unwrap()
-    else {
-        panic!("a tensor of this format is chunked")
-    };
-    forge(&mut t);
-    let tensor_block = Object::Chunked(t).to_block().unwrap();
-    let mut s = state.clone();
-    s.tensors.insert(name.into(), *tensor_block.cid());
-    let state_block = Object::State(s).to_block().unwrap();
-    let commit_block = Object::Commit(Commit {
-        state: *state_block.cid(),
-        parents: vec![parent],
-        author: "forger".into(),
-        message: "forged".into(),
-        timestamp_ms: 1,
-        provenance: Provenance::default(),
-    })
-    .to_block()
-    .unwrap();
-    block_on(
-        fx.repo
-            .store()
-            .put_many(&[tensor_block, state_block, commit_block.clone()]),
-    )
-    .unwrap();
-    *commit_block.cid()
-}
+use ipfrs_versioning::{CheckoutOptions, Error, Key, Revision, TensorObject, read_safetensors};
 
 #[test]
 fn a_recipe_that_rebuilds_another_chunk_fails_only_the_verified_checkout() {

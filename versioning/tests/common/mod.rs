@@ -7,8 +7,9 @@ use bytes::Bytes;
 use futures_lite::future::block_on;
 use ipfrs_storage::{Block, BlockStore, Engine};
 use ipfrs_versioning::{
-    Commit, CommitInfo, CommitSummary, DType, FileLedger, MetadataRefStore, Object, Provenance,
-    RefStore, Repo, RepoConfig, Revision, State, Tensor, TensorData, Tensors,
+    Chunked, Commit, CommitInfo, CommitSummary, DType, FileLedger, MetadataRefStore, Object,
+    Provenance, RefStore, Repo, RepoConfig, Revision, State, Tensor, TensorData, TensorObject,
+    Tensors,
 };
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
@@ -175,4 +176,43 @@ pub fn commit_v2_format(fx: &Fixture, branch: &str, tensors: &Tensors) -> cid::C
     let head = refs.get("HEAD").unwrap();
     refs.compare_and_swap("HEAD", head, Some(cid)).unwrap();
     cid
+}
+
+/// Commits a copy of `parent`'s state whose tensor `name` has its chunk list changed by
+/// `forge` (recipes rewritten, chunks dropped: the blocks they name stay intact), stored
+/// without the commit path's checks; returns the forged commit.
+pub fn forged_commit(
+    fx: &Fixture,
+    parent: cid::Cid,
+    name: &str,
+    forge: impl FnOnce(&mut Chunked),
+) -> cid::Cid {
+    let state = block_on(fx.repo.commit_state(&parent)).unwrap();
+    let TensorObject::Chunked(mut t) =
+        block_on(fx.repo.tensor_object(&state.tensors[name])).unwrap()
+    else {
+        panic!("a tensor of this format is chunked")
+    };
+    forge(&mut t);
+    let tensor_block = Object::Chunked(t).to_block().unwrap();
+    let mut s = state.clone();
+    s.tensors.insert(name.into(), *tensor_block.cid());
+    let state_block = Object::State(s).to_block().unwrap();
+    let commit_block = Object::Commit(Commit {
+        state: *state_block.cid(),
+        parents: vec![parent],
+        author: "forger".into(),
+        message: "forged".into(),
+        timestamp_ms: 1,
+        provenance: Provenance::default(),
+    })
+    .to_block()
+    .unwrap();
+    block_on(
+        fx.repo
+            .store()
+            .put_many(&[tensor_block, state_block, commit_block.clone()]),
+    )
+    .unwrap();
+    *commit_block.cid()
 }
