@@ -201,12 +201,7 @@ fn checkout_vs_cp(repo: &TestRepo, m: &Tensors, dir: &Path) -> (f64, f64, bool) 
         secs(median(syncs)),
         secs(median(reads))
     );
-    let same = Command::new("cmp")
-        .arg("-s")
-        .arg(&reference)
-        .arg(&out)
-        .status()
-        .is_ok_and(|s| s.success());
+    let same = cmp_equal(&reference, &out);
     for f in [reference, copy, out] {
         let _ = std::fs::remove_file(f);
     }
@@ -434,12 +429,7 @@ fn profile_phase(repo: &TestRepo, m: &Tensors, dir: &Path, phase: &str, rounds: 
             cpu_verified += c_v;
         }
     }
-    let same = Command::new("cmp")
-        .arg("-s")
-        .arg(&reference)
-        .arg(&out)
-        .status()
-        .is_ok_and(|s| s.success());
+    let same = cmp_equal(&reference, &out);
     let (co, v, cp) = (
         secs(median(plain)),
         secs(median(verified)),
@@ -472,4 +462,14 @@ fn cpu_secs() -> f64 {
         .filter_map(|v| v.parse().ok())
         .collect();
     f.iter().sum::<f64>() / 100.0
+}
+
+/// Whether `cmp` finds the two files byte for byte equal (what the goals promise a user).
+fn cmp_equal(a: &std::path::Path, b: &std::path::Path) -> bool {
+    Command::new("cmp")
+        .arg("-s")
+        .arg(a)
+        .arg(b)
+        .status()
+        .is_ok_and(|s| s.success())
 }
