@@ -133,6 +133,6 @@ impl Authorizations {
 }
 
 /// Compares without stopping at the first difference (no timing hint of the prefix).
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

@@ -142,7 +142,8 @@ pub async fn handle(
         .headers()
         .get(SECRET_HEADER)
         .and_then(|v| v.to_str().ok());
-    if sent != Some(secret) {
+    // Compared as the API's bearer tokens are: no timing hint of a matching prefix.
+    if !sent.is_some_and(|sent| super::auth::constant_time_eq(sent.as_bytes(), secret.as_bytes())) {
         return Err(Error::Forbidden(format!(
             "ipfrs/command needs the {SECRET_HEADER} header holding <repo>/api.secret (only \
              whoever can read the repository may hand it commands)"
