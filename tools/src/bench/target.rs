@@ -238,9 +238,8 @@ impl<'d> EngineTarget<'d> {
         let file =
             std::fs::File::open(path).map_err(|e| BenchError::io("cannot open --car", path, e))?;
         let options = ImportOptions {
-            max_block_size: Config::new(dir).max_block_size,
             batch_blocks: batch.max(1),
-            ..ImportOptions::default()
+            ..ImportOptions::for_store(&Config::new(dir))
         };
         // Stored batches are reported from the store threads: the gaps between them are the
         // latency per batch.
