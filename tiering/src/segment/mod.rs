@@ -33,7 +33,10 @@ pub use align::Alignment;
 pub use error::{LengthField, RecordError};
 pub use file::MappedSegment;
 pub use index::{HotIndex, Loc};
-pub use record::{Decoded, Payload, decode, encode_at, encode_header, encode_into, encoded_len};
-pub use recover::{Position, Recovered, SegmentScan, replay, scan_segment};
+pub use record::{
+    Decoded, Header, HeaderDigest, Payload, decode, decode_header, encode_at, encode_header,
+    encode_into, encoded_len,
+};
+pub use recover::{Position, Recovered, SegmentScan, replay, scan_segment, walk_headers};
 pub use salvage::KeyTrust;
 pub use scan::{ScanEnd, Scanner};

@@ -234,19 +234,64 @@ fn header_bytes(seq: u64, key: &[u8], payload: Payload<'_>) -> [u8; HEADER_LEN] 
     header
 }
 
-/// Reads the record starting at `buf[offset..]`, checking everything the format promises:
-/// magic, version, flags, lengths, checksum and zero padding. The returned key and payload
-/// borrow from `buf`.
+/// A record's header read by [`decode_header`], without the checksum over its key and
+/// payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header<'a> {
+    /// Where the record starts.
+    pub offset: usize,
+    /// The record's sequence number.
+    pub seq: u64,
+    /// The key (the block's multihash bytes), unchecked.
+    pub key: &'a [u8],
+    /// Whether the record is a tombstone.
+    pub tombstone: bool,
+    /// The payload's length (0 for a tombstone).
+    pub payload_len: usize,
+    /// The checksum the header stores.
+    stored: u64,
+    /// Where the next record would start (see [`Decoded::next_offset`]).
+    pub next_offset: usize,
+}
+
+/// A running xxh3-64 over the headers and keys of a segment's records, in file order. The
+/// writer keeps one for the segment it appends to; a walk over the headers
+/// ([`walk_headers`](super::walk_headers)) computes the same, and the two agree only if every
+/// header and key reads as it was written, none skipped.
+#[derive(Clone, Default)]
+pub struct HeaderDigest(xxhash_rust::xxh3::Xxh3);
+
+impl HeaderDigest {
+    /// Adds one record's header and key.
+    pub fn add(&mut self, header: &[u8], key: &[u8]) {
+        self.0.update(header);
+        self.0.update(key);
+    }
+
+    /// The digest of the records added so far.
+    pub fn value(&self) -> u64 {
+        self.0.digest()
+    }
+}
+
+/// Reads the header and key of the record at `buf[offset..]`, checking all the format
+/// promises but the checksum and the padding, and that the record's extent lies within `buf`,
+/// without reading its payload.
+///
+/// Only for walks over records this process has just written and synced (a sealed segment's
+/// hint, compaction's list of what a segment holds), where reading every payload would cost
+/// as many disk reads as the segment has bytes: whoever serves or copies a payload must still
+/// [`decode`] it. Damage to the payload goes unnoticed here; damage to a length usually
+/// derails the walk into bytes that are not a header, which callers treat as a reason to fall
+/// back to a checked scan.
 ///
 /// # Errors
-/// - [`RecordError::Misaligned`]: `offset` is not a multiple of `align`.
-/// - [`RecordError::Unwritten`]: the header bytes at `offset` are all zero (no record).
-/// - [`RecordError::Truncated`]: `buf` ends before the record's padding does.
-/// - [`RecordError::BadMagic`], [`RecordError::UnsupportedVersion`],
-///   [`RecordError::UnknownFlags`], [`RecordError::LengthOutOfRange`],
-///   [`RecordError::ChecksumMismatch`], [`RecordError::NonZeroPadding`]: the bytes are not a
-///   record this code wrote, or were damaged after.
-pub fn decode(buf: &[u8], offset: usize, align: Alignment) -> Result<Decoded<'_>, RecordError> {
+/// As [`decode`], except [`RecordError::ChecksumMismatch`] and [`RecordError::NonZeroPadding`].
+pub fn decode_header(
+    buf: &[u8],
+    offset: usize,
+    align: Alignment,
+) -> Result<Header<'_>, RecordError> {
     if !align.is_aligned(offset) {
         return Err(RecordError::Misaligned {
             offset,
@@ -294,40 +339,66 @@ pub fn decode(buf: &[u8], offset: usize, align: Alignment) -> Result<Decoded<'_>
         header[20], header[21], header[22], header[23], header[24], header[25], header[26],
         header[27],
     ]);
-
     let len = encoded_len(key_len, payload_len, align);
-    let Some(record) = rest.get(..len) else {
+    if rest.len() < len {
         return Err(truncated(len));
-    };
-    let body = &record[HEADER_LEN..];
-    let (key, body) = body.split_at(key_len);
-    let (data, padding) = body.split_at(payload_len);
+    }
+    Ok(Header {
+        offset,
+        seq,
+        key: &rest[HEADER_LEN..HEADER_LEN + key_len],
+        tombstone,
+        payload_len,
+        stored,
+        next_offset: offset + len,
+    })
+}
 
-    let computed = checksum(&header[..CHECKSUMMED_HEADER_LEN], key, data);
-    if computed != stored {
+/// Reads the record starting at `buf[offset..]`, checking everything the format promises:
+/// magic, version, flags, lengths, checksum and zero padding. The returned key and payload
+/// borrow from `buf`.
+///
+/// # Errors
+/// - [`RecordError::Misaligned`]: `offset` is not a multiple of `align`.
+/// - [`RecordError::Unwritten`]: the header bytes at `offset` are all zero (no record).
+/// - [`RecordError::Truncated`]: `buf` ends before the record's padding does.
+/// - [`RecordError::BadMagic`], [`RecordError::UnsupportedVersion`],
+///   [`RecordError::UnknownFlags`], [`RecordError::LengthOutOfRange`],
+///   [`RecordError::ChecksumMismatch`], [`RecordError::NonZeroPadding`]: the bytes are not a
+///   record this code wrote, or were damaged after.
+pub fn decode(buf: &[u8], offset: usize, align: Alignment) -> Result<Decoded<'_>, RecordError> {
+    let header = decode_header(buf, offset, align)?;
+    let key_len = header.key.len();
+    let record = &buf[offset..header.next_offset];
+    let (fields, body) = record.split_at(HEADER_LEN);
+    let (key, body) = body.split_at(key_len);
+    let (data, padding) = body.split_at(header.payload_len);
+
+    let computed = checksum(&fields[..CHECKSUMMED_HEADER_LEN], key, data);
+    if computed != header.stored {
         return Err(RecordError::ChecksumMismatch {
             offset,
-            stored,
+            stored: header.stored,
             computed,
         });
     }
     if let Some(i) = first_nonzero(padding) {
         return Err(RecordError::NonZeroPadding {
             offset,
-            at: offset + HEADER_LEN + key_len + payload_len + i,
+            at: offset + HEADER_LEN + key_len + header.payload_len + i,
         });
     }
 
     Ok(Decoded {
         offset,
-        seq,
+        seq: header.seq,
         key,
-        payload: if tombstone {
+        payload: if header.tombstone {
             Payload::Tombstone
         } else {
             Payload::Data(data)
         },
-        next_offset: offset + len,
+        next_offset: header.next_offset,
     })
 }
 

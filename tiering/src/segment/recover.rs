@@ -28,7 +28,8 @@ use super::align::Alignment;
 use super::error::RecordError;
 use super::index::{HotIndex, Loc, fingerprint};
 use super::record::{
-    HEADER_LEN, MAGIC, MAX_KEY_LEN, MAX_PAYLOAD_LEN, Payload, decode, encoded_len, first_nonzero,
+    HEADER_LEN, HeaderDigest, MAGIC, MAX_KEY_LEN, MAX_PAYLOAD_LEN, Payload, decode, decode_header,
+    encoded_len, first_nonzero,
 };
 use super::salvage::{KeyTrust, salvage};
 
@@ -197,6 +198,57 @@ pub fn scan_segment(buf: &[u8], align: Alignment) -> SegmentScan<'_> {
         }
     }
     scan
+}
+
+/// The records of a segment this process wrote and synced, read from their headers alone (see
+/// [`decode_header`]): the scan [`scan_segment`] would return for an undamaged segment, at the
+/// cost of one page per large record instead of every byte, with the [`HeaderDigest`] of what
+/// it read. `None` when a header does not read, so that the caller scans with every check
+/// instead.
+///
+/// The walk ends at the first unwritten header; unlike [`scan_segment`] it does not check that
+/// the space after it is zero. Marks are decoded in full (they are a few bytes). Sequence
+/// numbers must grow by one from record to record, as the writer numbers them: a damaged
+/// length that sends the walk to a later record's header skips records, and that shows as
+/// a gap (a caller that knows where the segment ends and its last number also catches a skip
+/// to the end).
+pub fn walk_headers(buf: &[u8], align: Alignment) -> Option<(SegmentScan<'_>, u64)> {
+    let mut scan = SegmentScan::default();
+    let mut digest = HeaderDigest::default();
+    let mut pos = 0;
+    while pos < buf.len() {
+        let header = match decode_header(buf, pos, align) {
+            Ok(header) => header,
+            Err(RecordError::Unwritten { .. }) => break,
+            Err(_) => return None,
+        };
+        if let Some(previous) = scan.found.last()
+            && previous.seq.checked_add(1) != Some(header.seq)
+        {
+            return None;
+        }
+        digest.add(&buf[pos..pos + HEADER_LEN], header.key);
+        let kind = if header.tombstone {
+            Kind::Tombstone
+        } else if header.key == MARK_KEY {
+            let record = decode(buf, pos, align).ok()?;
+            Kind::Mark(decode_mark(record.payload.data()?)?)
+        } else {
+            // Lengths were checked against MAX_PAYLOAD_LEN (< u32::MAX).
+            Kind::Put {
+                len: header.payload_len as u32,
+            }
+        };
+        scan.found.push(Found {
+            offset: pos,
+            seq: header.seq,
+            key: Cow::Borrowed(header.key),
+            kind,
+        });
+        pos = header.next_offset;
+        scan.end = pos;
+    }
+    Some((scan, digest.value()))
 }
 
 /// Where the record at `offset` ends if its stored key and payload lengths are right: `None`
