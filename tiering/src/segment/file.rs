@@ -10,7 +10,8 @@
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use memmap2::Mmap;
@@ -56,7 +57,18 @@ pub struct MappedSegment {
     /// The whole mapping as one `Bytes` (owning a share of the mapping): every slice handed
     /// to a reader is a slice of it, which costs a reference-count increment, no allocation.
     whole: Bytes,
+    /// The pages of the mapping already asked of the disk in one request (see
+    /// [`MappedSegment::slice`]), a bit per page, allocated at the first large slice: 2 KiB
+    /// for a 64 MiB segment.
+    requested: Arc<OnceLock<Box<[AtomicU64]>>>,
 }
+
+/// Page size of the mappings (the readahead bitmap's unit).
+const PAGE: usize = 4096;
+
+/// Slices at least this long are read ahead in one request when their pages have not been:
+/// more than four pages, which would otherwise be four or more separate disk reads.
+const READ_AHEAD_FROM: usize = 16 << 10;
 
 /// The owner `Bytes` keeps alive: a share of the mapping.
 struct MappedBytes(Arc<Mmap>);
@@ -83,6 +95,7 @@ impl MappedSegment {
             id,
             whole: Bytes::from_owner(MappedBytes(Arc::clone(&map))),
             map,
+            requested: Arc::default(),
         })
     }
 
@@ -146,14 +159,56 @@ impl MappedSegment {
         }
     }
 
-    /// `len` bytes at `offset` as a `Bytes` that borrows the mapping (no copy, no syscall), or
-    /// `None` if the range is outside it.
+    /// `len` bytes at `offset`, about to be read, as a `Bytes` that borrows the mapping (no
+    /// copy), or `None` if the range is outside it.
+    ///
+    /// A range of [`READ_AHEAD_FROM`] bytes or more whose pages were never asked of the disk
+    /// through this mapping is first read ahead in one request (MADV_WILLNEED): the mapping is
+    /// MADV_RANDOM, so its page faults would read it a page at a time, 64 disk reads for a
+    /// 256 KiB block written with O_DIRECT (which leaves nothing in the page cache). After
+    /// that, no system call. Pages the kernel later evicts fault back one at a time.
     pub fn slice(&self, offset: usize, len: usize) -> Option<Bytes> {
         let end = offset.checked_add(len)?;
         if end > self.map.len() {
             return None;
         }
+        if len >= READ_AHEAD_FROM {
+            self.read_ahead_once(offset, end);
+        }
         Some(self.whole.slice(offset..end))
+    }
+
+    /// `len` bytes at `offset` as a `Bytes` that borrows the mapping, for a caller that keeps
+    /// it without reading it (a record left in place, its header checked): no readahead.
+    pub fn slice_unread(&self, offset: usize, len: usize) -> Option<Bytes> {
+        let end = offset.checked_add(len)?;
+        (end <= self.map.len()).then(|| self.whole.slice(offset..end))
+    }
+
+    /// Reads the pages of `start..end` ahead unless every one of them was requested before.
+    fn read_ahead_once(&self, start: usize, end: usize) {
+        let bits = self.requested.get_or_init(|| {
+            (0..self.map.len().div_ceil(PAGE).div_ceil(64))
+                .map(|_| AtomicU64::new(0))
+                .collect()
+        });
+        let (first, last) = (start / PAGE, (end - 1) / PAGE);
+        let words = first / 64..=last / 64;
+        let mask = |word: usize| {
+            let from = if word == first / 64 { first % 64 } else { 0 };
+            let to = if word == last / 64 { last % 64 } else { 63 };
+            (u64::MAX >> (63 - to)) & (u64::MAX << from)
+        };
+        let requested = words
+            .clone()
+            .all(|w| bits[w].load(Ordering::Relaxed) & mask(w) == mask(w));
+        if requested {
+            return;
+        }
+        self.prefetch(start, end - start);
+        for w in words {
+            bits[w].fetch_or(mask(w), Ordering::Relaxed);
+        }
     }
 }
 
@@ -257,6 +312,41 @@ mod tests {
         drop(seg);
         std::fs::remove_file(&path).unwrap();
         assert_eq!(&slice[..], b"mapped");
+    }
+
+    #[test]
+    fn a_large_slice_is_read_ahead_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = segment_path(dir.path(), 1);
+        let bytes: Vec<u8> = (0..1 << 20).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&path, &bytes).unwrap();
+        let seg = MappedSegment::open(1, &path).unwrap();
+        let requested = |page: usize| {
+            seg.requested.get().is_some_and(|bits| {
+                bits[page / 64].load(Ordering::Relaxed) & (1 << (page % 64)) != 0
+            })
+        };
+        // Small slices ask nothing of the disk beyond their faults.
+        assert_eq!(&seg.slice(100, 4000).unwrap()[..], &bytes[100..4100]);
+        assert!(seg.requested.get().is_none());
+        // A large one marks exactly its pages, across a word boundary.
+        let (start, len) = (60 * PAGE + 10, 8 * PAGE);
+        assert_eq!(
+            &seg.slice(start, len).unwrap()[..],
+            &bytes[start..start + len]
+        );
+        assert!((60..=68).all(requested));
+        assert!(!requested(59) && !requested(69));
+        // An unread slice asks nothing.
+        assert_eq!(
+            &seg.slice_unread(200 * PAGE, 10 * PAGE).unwrap()[..],
+            &bytes[200 * PAGE..210 * PAGE]
+        );
+        assert!(!requested(200));
+        // The last page of the mapping.
+        let tail = bytes.len() - 5 * PAGE;
+        assert_eq!(seg.slice(tail, 5 * PAGE).unwrap().len(), 5 * PAGE);
+        assert!(requested(bytes.len() / PAGE - 1));
     }
 
     #[test]
