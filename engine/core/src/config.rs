@@ -223,10 +223,14 @@ pub struct HotTier {
     /// Reads of a cold block (while it is tracked) after which it is copied back into the hot
     /// tier. 0 turns promotion off.
     pub promote_after_reads: u16,
-    /// After each write, ask the kernel to read the written records into the page cache in
-    /// the background. Segments are written with O_DIRECT, which leaves nothing cached, so
-    /// without it the first read of each new block is a disk read (a major page fault). Costs
-    /// disk read bandwidth equal to the bytes written; turn it off for write-only ingest.
+    /// After each write, ask the kernel to read the written records of at most
+    /// `inline_threshold_bytes` into the page cache in the background. Segments are written
+    /// with O_DIRECT, which leaves nothing cached, so without it the first read of each new
+    /// small block is a disk read (a major page fault), and compaction, which copies small
+    /// cold blocks into the backend, reads them from the disk. Larger blocks are never read
+    /// back: they stay in place when they go cold, and their first read fetches the whole
+    /// record in one request. Costs disk read bandwidth equal to the small blocks' bytes
+    /// written; turn it off for write-only ingest of small blocks.
     pub prefetch_written: bool,
     /// Cold blocks up to this many bytes are copied into the cold backend (inline in its
     /// index); larger ones stay where they are, in the sealed segment, which becomes an

@@ -29,7 +29,8 @@
 //! hot_write_chunk_bytes = 1048576 # one DMA write
 //! hot_keep_reads = 2              # reads since written that keep a block hot at compaction
 //! hot_promote_after_reads = 2     # cold reads that copy a block back (0: never)
-//! hot_prefetch_written = true     # read new records into the page cache after writing
+//! hot_prefetch_written = true     # read new small records (up to the inline
+//!                                 # threshold) into the page cache after writing
 //! hot_inline_threshold_bytes = 16384 # cold blocks up to this size are copied into the
 //!                                 # backend; larger ones stay in their pack
 //! hot_reclaim_below_percent = 50  # rewrite a pack once its live share falls under this

@@ -2,47 +2,104 @@
 //! a segment, writing its hint file, renaming or removing segments and packs), run by the
 //! shard's writer for a group or a compaction step.
 
-use super::writer::{AppendError, Appended, IoFailure, RECORD_ALIGN, Record, align_down};
+use super::writer::{
+    AppendError, Appended, IoFailure, RECORD_ALIGN, Record, Sealed, align_down, record_len,
+};
 use super::{Deferred, HotTier};
 use crate::shard::{Shard, bump};
 use crate::{Error, PoisonCause, Result};
 
 /// Writes the hint file of a sealed, synced segment on the blocking pool. Run it with
 /// `background`: a missing hint only means recovery scans that segment.
+///
+/// The hint comes from the records' headers (one page per large record; the payloads were
+/// written with O_DIRECT and are not in the page cache, so reading them would be a disk read
+/// per byte written). The walk must arrive where the writer says the segment ends, with the
+/// digest of the headers and keys the writer wrote, so no damaged length or key gets into the
+/// hint; otherwise the segment is scanned with every check. Reads check every record they
+/// serve, so a payload damaged between the write and the seal is still reported, by the
+/// first read rather than by recovery.
 fn write_hint(
     dir: &std::path::Path,
-    sealed: ipfrs_tiering::segment::MappedSegment,
+    map: ipfrs_tiering::segment::MappedSegment,
+    sealed: Sealed,
 ) -> impl std::future::Future<Output = ()> + 'static {
+    use ipfrs_tiering::segment::{scan_segment, walk_headers};
     let dir = dir.to_path_buf();
     crate::rt::spawn_blocking(move || {
-        let scan = ipfrs_tiering::segment::scan_segment(sealed.bytes(), RECORD_ALIGN);
+        let end = usize::try_from(sealed.end).unwrap_or(usize::MAX);
+        let walked = sealed.headers.and_then(|written| {
+            let (scan, read) = walk_headers(map.bytes().get(..end)?, RECORD_ALIGN)?;
+            (scan.end == end && read == written).then_some(scan)
+        });
+        let scan = walked.unwrap_or_else(|| scan_segment(map.bytes(), RECORD_ALIGN));
         if let Some(hint) = ipfrs_tiering::segment::hint::encode_hint(&scan) {
-            let _ = ipfrs_tiering::segment::hint::write_hint(&dir, sealed.id(), &hint);
+            let _ = ipfrs_tiering::segment::hint::write_hint(&dir, map.id(), &hint);
         }
         drop(scan);
-        sealed.release();
+        map.release();
     })
+}
+
+/// Gives each segment in `sealed` a hint file, in the background.
+fn write_hints(shard: &Shard, hot: &HotTier, sealed: &[Sealed]) {
+    let segments = hot.segments.borrow();
+    for &sealed in sealed {
+        if let Some(map) = segments.get(&sealed.segment) {
+            background(shard, write_hint(&hot.dir, map.clone(), sealed));
+        }
+    }
 }
 
 /// Bytes per readahead request after a write (see `HotTier::prefetch_written`).
 const PREFETCH_STEP: usize = 1 << 20;
 
-/// The parts of an append's `(segment, start, end)` ranges worth reading ahead: all of them
-/// but the active segment's last partial page. The next append rewrites that page (O_DIRECT
-/// from its 4096-byte boundary), and the kernel must lock the page to drop it from the page
-/// cache; a readahead of it still waiting for the disk then held up every write of the shard:
-/// stalls of 0.2-1.3 s in the soak while sled flushed, its writes in `folio_lock`. That page
-/// is read on demand instead. An append ends in the active segment, so its last range is
-/// the one cut.
-fn prefetch_ranges(ranges: &[(u32, u64, u64)]) -> impl Iterator<Item = (u32, u64, u64)> + '_ {
-    let last = ranges.len().saturating_sub(1);
+/// The `(segment, start, end)` ranges of an append worth reading ahead: the records of at
+/// most `small` payload bytes (compaction copies them into the backend, so they are read
+/// again anyway, and a small block's first read is then no disk read), adjacent ones merged.
+/// A large block stays where it is written, in what becomes a pack, and is read from the
+/// disk when first asked for (one request: see `MappedSegment::slice`); reading it back here
+/// cost ingest a device read per byte written.
+///
+/// The active segment's last partial page is left out. The next append rewrites that page
+/// (O_DIRECT from its 4096-byte boundary), and the kernel must lock the page to drop it from
+/// the page cache; a readahead of it still waiting for the disk then held up every write of
+/// the shard: stalls of 0.2-1.3 s in the soak while sled flushed, its writes in `folio_lock`.
+/// That page is read on demand instead. An append ends in the active segment, so the end of
+/// its last range is where the cut goes.
+fn prefetch_ranges(
+    records: &[Record<'_>],
+    appended: &Appended,
+    small: u64,
+) -> Vec<(u32, u64, u64)> {
+    let Some(&(active, _, end)) = appended.ranges.last() else {
+        return Vec::new();
+    };
+    let cut = align_down(end);
+    let mut ranges: Vec<(u32, u64, u64)> = Vec::new();
+    for (record, &(segment, offset)) in records.iter().zip(&appended.locations) {
+        let payload = record.payload.data().map_or(0, <[u8]>::len) as u64;
+        if payload > small {
+            continue;
+        }
+        let start = u64::from(offset);
+        let stop = start + record_len(record);
+        match ranges.last_mut() {
+            Some(last) if last.0 == segment && last.2 == start => last.2 = stop,
+            _ => ranges.push((segment, start, stop)),
+        }
+    }
     ranges
-        .iter()
-        .enumerate()
-        .filter_map(move |(i, &(id, start, end))| {
-            let end = if i == last { align_down(end) } else { end };
-            (end > align_down(start)).then_some((id, start, end))
+        .into_iter()
+        .filter_map(|(segment, start, stop)| {
+            let stop = if segment == active {
+                stop.min(cut)
+            } else {
+                stop
+            };
+            (stop > align_down(start)).then_some((segment, start, stop))
         })
+        .collect()
 }
 
 /// Runs background work (readahead, hint files) that nobody waits for, inside the shard's
@@ -64,12 +121,9 @@ pub(crate) async fn seal(shard: &Shard, hot: &HotTier) -> Result<()> {
     let result = writer.seal().await;
     *hot.writer.borrow_mut() = Some(writer);
     match result {
-        Ok(Some(map)) => {
-            let mut segments = hot.segments.borrow_mut();
-            if let Some(sealed) = map.id().checked_sub(1).and_then(|id| segments.get(&id)) {
-                background(shard, write_hint(&hot.dir, sealed.clone()));
-            }
-            segments.insert(map.id(), map);
+        Ok(Some((map, sealed))) => {
+            write_hints(shard, hot, &[sealed]);
+            hot.segments.borrow_mut().insert(map.id(), map);
             Ok(())
         }
         Ok(None) => Ok(()),
@@ -96,21 +150,19 @@ pub(crate) async fn append(
     match result {
         Ok(appended) => {
             bump(&hot.counters.disk_bytes, appended.disk_bytes);
+            if sync {
+                // Segments this append sealed are synced now: give each a hint file, in
+                // the background, so recovery need not read their payloads.
+                write_hints(shard, hot, &appended.sealed);
+            }
             let mut segments = hot.segments.borrow_mut();
             for map in &appended.new_segments {
                 segments.insert(map.id(), map.clone());
             }
-            if sync {
-                // Segments this append sealed are synced now: give each a hint file, in
-                // the background, so recovery need not read their payloads.
-                for map in &appended.new_segments {
-                    if let Some(sealed) = map.id().checked_sub(1).and_then(|id| segments.get(&id)) {
-                        background(shard, write_hint(&hot.dir, sealed.clone()));
-                    }
-                }
-            }
             let ranges: Vec<_> = if hot.config.prefetch_written {
-                prefetch_ranges(&appended.ranges)
+                let small = u64::from(hot.config.inline_threshold_bytes);
+                prefetch_ranges(records, &appended, small)
+                    .into_iter()
                     .filter_map(|(id, start, end)| Some((segments.get(&id)?.clone(), start, end)))
                     .collect()
             } else {
@@ -173,20 +225,81 @@ pub(crate) async fn change_files(shard: &Shard, hot: &HotTier, change: Deferred)
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
+    use super::super::writer::{Appended, Record, record_len};
     use super::prefetch_ranges;
+    use ipfrs_tiering::segment::Payload;
+
+    /// An append of `records` laid out from `start` in `segment`, rolling over to
+    /// `segment + 1` at offset 0 at record `roll_at`, as the writer would report it.
+    fn appended(records: &[Record<'_>], segment: u32, start: u64, roll_at: usize) -> Appended {
+        let mut locations = Vec::new();
+        let mut ranges = vec![(segment, start, start)];
+        let (mut id, mut at) = (segment, start);
+        for (i, record) in records.iter().enumerate() {
+            if i == roll_at {
+                (id, at) = (segment + 1, 0);
+                ranges.push((id, 0, 0));
+            }
+            locations.push((id, at as u32));
+            at += record_len(record);
+            ranges.last_mut().unwrap().2 = at;
+        }
+        Appended {
+            locations,
+            new_segments: Vec::new(),
+            disk_bytes: 0,
+            ranges,
+            sealed: Vec::new(),
+        }
+    }
+
+    fn data(bytes: &[u8]) -> Record<'_> {
+        Record {
+            key: b"k",
+            payload: Payload::Data(bytes),
+        }
+    }
 
     #[test]
     fn readahead_leaves_out_the_page_the_next_append_rewrites() {
-        let cut: Vec<_> = prefetch_ranges(&[(3, 100, 20_000)]).collect();
-        assert_eq!(cut, vec![(3, 100, 16_384)]);
+        let small = vec![0u8; 1000];
+        let records: Vec<_> = (0..10).map(|_| data(&small)).collect();
+        let len = record_len(&records[0]);
+        let end = 96 + 10 * len;
+        let cut = prefetch_ranges(&records, &appended(&records, 3, 96, usize::MAX), 16 << 10);
+        assert_eq!(cut, vec![(3, 96, end & !4095)]);
         // A sealed segment is never written again: read all of it.
-        let rolled: Vec<_> = prefetch_ranges(&[(3, 9_000, 40_000), (4, 0, 5_000)]).collect();
-        assert_eq!(rolled, vec![(3, 9_000, 40_000), (4, 0, 4_096)]);
+        let rolled = prefetch_ranges(&records, &appended(&records, 3, 9_000, 6), 16 << 10);
+        assert_eq!(
+            rolled,
+            vec![(3, 9_000, 9_000 + 6 * len), (4, 0, (4 * len) & !4095)]
+        );
         // Within one page: nothing but that page, so nothing.
-        assert_eq!(prefetch_ranges(&[(4, 5_000, 6_000)]).count(), 0);
-        // Ending on a page boundary: the next append starts a new page.
-        let aligned: Vec<_> = prefetch_ranges(&[(4, 5_000, 12_288)]).collect();
-        assert_eq!(aligned, vec![(4, 5_000, 12_288)]);
+        let one = &records[..2];
+        assert!(prefetch_ranges(one, &appended(one, 4, 4_096, usize::MAX), 16 << 10).is_empty());
+    }
+
+    #[test]
+    fn readahead_skips_large_records() {
+        let (small, large) = (vec![0u8; 4000], vec![0u8; 256 << 10]);
+        let records = [
+            data(&small),
+            data(&small),
+            data(&large),
+            data(&small),
+            data(&large),
+        ];
+        let appended = appended(&records, 7, 0, usize::MAX);
+        let at = |i: usize| u64::from(appended.locations[i].1);
+        let ranges = prefetch_ranges(&records, &appended, 16 << 10);
+        // The two small records before the first large one, and the one between the large
+        // ones, whole: the append ends in the last large record, pages later.
+        assert_eq!(ranges, vec![(7, 0, at(2)), (7, at(3), at(4))]);
+        // With a threshold above the large records, everything but the last partial page.
+        let all = prefetch_ranges(&records, &appended, 1 << 20);
+        let end = at(4) + record_len(&records[4]);
+        assert_eq!(all, vec![(7, 0, end & !4095)]);
     }
 }

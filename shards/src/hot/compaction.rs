@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use ipfrs_core_types::key::Key;
 use ipfrs_tiering::segment::recover::Kind;
-use ipfrs_tiering::segment::{MappedSegment, scan_segment};
+use ipfrs_tiering::segment::{MappedSegment, scan_segment, walk_headers};
 
 use super::HotTier;
 use super::steps::{backend_bytes, check_room};
@@ -230,7 +230,11 @@ async fn compact_segment(shard: &Rc<Shard>, segment: u32, mode: Mode) -> Result<
     let Some(map) = hot.segments.borrow().get(&segment).cloned() else {
         return Ok(());
     };
-    let (found, records_end) = block_records(map).await;
+    let (mut found, mut records_end) = block_records(map.clone(), Walk::Headers).await;
+    if !covers_live(hot, segment, &found) {
+        // A header that misled the walk: every record must move before the segment goes.
+        (found, records_end) = block_records(map, Walk::Checked).await;
+    }
     // Where its records end, should it become a pack (the rest of the file is given back).
     // Background and explicit compaction may work on one segment at once: the entries the
     // other already counted must not be forgotten, or its retirement would remove a segment
@@ -276,11 +280,28 @@ async fn compact_segment(shard: &Rc<Shard>, segment: u32, mode: Mode) -> Result<
     submit(shard, Pending::Retire { segment }).await
 }
 
+/// How [`block_records`] reads a segment.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Walk {
+    /// The records' headers alone (see [`ipfrs_tiering::segment::walk_headers`]): one page
+    /// per large record. The steps that follow check every record they copy, and a large
+    /// block left in place is checked by every read of it; the caller checks that the walk
+    /// found every record the index holds there ([`covers_live`]).
+    Headers,
+    /// Every record, checked ([`scan_segment`]): damaged ones are listed too.
+    Checked,
+}
+
 /// The block records of a segment or pack (key, offset, payload length; damaged ones too,
-/// tombstones and marks left out) and where its records end, read on the blocking pool.
-pub(crate) async fn block_records(map: MappedSegment) -> (Vec<(Key, u32, u32)>, usize) {
+/// tombstones and marks left out) and where its records end, read on the blocking pool. A
+/// header walk that does not read falls back to the checked scan.
+pub(crate) async fn block_records(map: MappedSegment, walk: Walk) -> (Vec<(Key, u32, u32)>, usize) {
     crate::rt::spawn_blocking(move || {
-        let scan = scan_segment(map.bytes(), RECORD_ALIGN);
+        let walked = match walk {
+            Walk::Headers => walk_headers(map.bytes(), RECORD_ALIGN).map(|(scan, _)| scan),
+            Walk::Checked => None,
+        };
+        let scan = walked.unwrap_or_else(|| scan_segment(map.bytes(), RECORD_ALIGN));
         let found = scan
             .found
             .into_iter()
@@ -295,6 +316,20 @@ pub(crate) async fn block_records(map: MappedSegment) -> (Vec<(Key, u32, u32)>, 
         (found, scan.end)
     })
     .await
+}
+
+/// Whether `found` holds every record the hot index has in `segment`.
+fn covers_live(hot: &HotTier, segment: u32, found: &[(Key, u32, u32)]) -> bool {
+    let index = hot.index.borrow();
+    let listed = found
+        .iter()
+        .filter(|(key, offset, _)| {
+            index
+                .get(key)
+                .is_some_and(|loc| loc.segment == segment && loc.offset == *offset)
+        })
+        .count();
+    listed as u64 == index.live_in(segment)
 }
 
 /// Submits `found` records as write groups of about [`STEP_BYTES`] each, built by `step`,
@@ -362,7 +397,9 @@ async fn reclaim_pack(shard: &Rc<Shard>, hot: &HotTier, pack: u32) -> Result<()>
     let Some(map) = hot.packs.borrow().map(pack) else {
         return Ok(());
     };
-    let (found, _) = block_records(map).await;
+    // Every record checked: a pack is removed once its listed records are rewritten, and
+    // nothing but this list says what it held.
+    let (found, _) = block_records(map, Walk::Checked).await;
     submit_in_steps(shard, found, |records| Pending::Reclaim { pack, records }).await?;
     submit(shard, Pending::DropPack { pack }).await
 }

@@ -19,7 +19,7 @@ use bytes::Bytes;
 use ipfrs_core_types::key::Key;
 use ipfrs_tiering::ColdBackend;
 use ipfrs_tiering::pack::{self, PackLoc};
-use ipfrs_tiering::segment::{Loc, Payload, decode, encoded_len};
+use ipfrs_tiering::segment::{Loc, MappedSegment, Payload, decode, decode_header, encoded_len};
 
 use super::append::{append, change_files};
 use super::writer::{RECORD_ALIGN, Record};
@@ -30,7 +30,7 @@ use crate::shard::{Shard, apply_delta, bump};
 use crate::space;
 use crate::{Error, Result};
 
-/// A record read back for a move, checked.
+/// A record read back for a move, checked as far as the move needs (see [`Check`]).
 struct Moving {
     key: Key,
     offset: u32,
@@ -48,6 +48,36 @@ struct Live {
     len: u64,
     /// Its payload, checked (checksum and key); `None` if the record is damaged.
     data: Option<Bytes>,
+}
+
+/// How much of a record a step reads before it trusts it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Check {
+    /// Every byte, checksum and key: for a payload that is copied (inline into the backend,
+    /// or rewritten into the hot tier).
+    Full,
+    /// The header and key alone: for a large block that stays where it is, in what becomes
+    /// a pack. Every read of it checks the whole record, so damage is still reported, never
+    /// served; reading every byte here cost a device read per byte ingested (the segment was
+    /// written with O_DIRECT, so its payloads are not in the page cache).
+    Header,
+}
+
+/// The payload of `key`'s record at `offset` in `map`, as a slice of the mapping; `None` if
+/// the record is damaged or holds another key.
+fn payload(map: &MappedSegment, key: &[u8], offset: u32, check: Check) -> Option<Bytes> {
+    let offset = offset as usize;
+    let header = decode_header(map.bytes(), offset, RECORD_ALIGN).ok()?;
+    if header.key != key || header.tombstone {
+        return None;
+    }
+    if check == Check::Full {
+        // The whole record (read ahead in one request if it is large), then checked.
+        let record = map.slice(offset, header.next_offset - offset)?;
+        decode(&record, 0, RECORD_ALIGN).ok()?;
+    }
+    let start = offset + ipfrs_tiering::segment::record::HEADER_LEN + key.len();
+    map.slice_unread(start, header.payload_len)
 }
 
 /// Whether the backend's entry for `key` points into `segment` (a pack number is its
@@ -224,20 +254,15 @@ pub(crate) async fn migrate(
             let mut cold = Vec::new();
             let mut stale = Vec::new();
             for (key, offset, loc) in live {
-                let data = decode(map.bytes(), offset as usize, RECORD_ALIGN)
-                    .ok()
-                    .filter(|r| r.key == key.as_slice())
-                    .and_then(|r| match r.payload {
-                        Payload::Data(d) => {
-                            let start = offset as usize
-                                + ipfrs_tiering::segment::record::HEADER_LEN
-                                + key.len();
-                            map.slice(start, d.len())
-                        }
-                        Payload::Tombstone => None,
-                    });
-                let stays_hot = data.is_some()
-                    && (cleaning || (room_for_hot && keep_reads > 0 && loc.hits >= keep_reads));
+                let hot_again =
+                    cleaning || (room_for_hot && keep_reads > 0 && loc.hits >= keep_reads);
+                let check = if !hot_again && u64::from(loc.len) > inline_up_to {
+                    Check::Header
+                } else {
+                    Check::Full
+                };
+                let data = payload(&map, &key, offset, check);
+                let stays_hot = data.is_some() && hot_again;
                 // A small cold block is copied into the backend; a large one stays in this
                 // segment, soon a pack, and the backend learns where.
                 if let (Some(data), false) = (&data, stays_hot) {
@@ -416,18 +441,7 @@ pub(crate) async fn reclaim(
                 if loc.pack != pack || loc.offset != offset {
                     continue;
                 }
-                let data = decode(map.bytes(), offset as usize, RECORD_ALIGN)
-                    .ok()
-                    .filter(|r| r.key == key.as_slice())
-                    .and_then(|r| match r.payload {
-                        Payload::Data(d) => map.slice(
-                            offset as usize
-                                + ipfrs_tiering::segment::record::HEADER_LEN
-                                + key.len(),
-                            d.len(),
-                        ),
-                        Payload::Tombstone => None,
-                    });
+                let data = payload(&map, &key, offset, Check::Full);
                 live.push(Live { key, len, data });
             }
             Ok(live)

@@ -31,7 +31,9 @@ use std::path::{Path, PathBuf};
 
 use ipfrs_tiering::segment::file::{segment_path, sync_dir};
 use ipfrs_tiering::segment::recover::{MARK_KEY, Position, encode_mark};
-use ipfrs_tiering::segment::{Alignment, MappedSegment, Payload, encode_header, encoded_len};
+use ipfrs_tiering::segment::{
+    Alignment, HeaderDigest, MappedSegment, Payload, encode_header, encoded_len,
+};
 
 use super::power_cut;
 use crate::rt::{self, Buffer, SegmentFile, WriteTask};
@@ -61,7 +63,7 @@ fn align_up(v: u64) -> u64 {
 }
 
 /// A record's length in a segment, padding included.
-fn record_len(record: &Record<'_>) -> u64 {
+pub(crate) fn record_len(record: &Record<'_>) -> u64 {
     let data_len = record.payload.data().map_or(0, <[u8]>::len);
     encoded_len(record.key.len(), data_len, RECORD_ALIGN) as u64
 }
@@ -174,6 +176,21 @@ pub(crate) struct Appended {
     pub(crate) disk_bytes: u64,
     /// The byte ranges appended, per segment: (segment, start, end).
     pub(crate) ranges: Vec<(u32, u64, u64)>,
+    /// The segments this append sealed, with what a walk over their headers must find.
+    pub(crate) sealed: Vec<Sealed>,
+}
+
+/// A segment as its writer sealed it: what a hint built from its records' headers alone
+/// must agree with (see `append::write_hint`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Sealed {
+    /// The segment's number.
+    pub(crate) segment: u32,
+    /// Where its records end.
+    pub(crate) end: u64,
+    /// The [`HeaderDigest`] of its records as written; `None` when this writer did not write
+    /// all of them (it resumed the segment after a restart).
+    pub(crate) headers: Option<u64>,
 }
 
 /// The appender of one shard.
@@ -192,6 +209,9 @@ pub(crate) struct Writer {
     /// Sealed segments written since the last sync.
     unsynced: Vec<SegmentFile>,
     seq: u64,
+    /// The digest of the active segment's headers and keys, for its hint (see [`Sealed`]);
+    /// `None` if the segment was resumed with records this writer did not write.
+    headers: Option<HeaderDigest>,
 }
 
 impl Writer {
@@ -222,6 +242,7 @@ impl Writer {
             },
             unsynced: Vec::new(),
             seq,
+            headers: (pos == 0).then(HeaderDigest::default),
         })
     }
 
@@ -276,6 +297,7 @@ impl Writer {
             new_segments: Vec::new(),
             disk_bytes: 0,
             ranges: Vec::new(),
+            sealed: Vec::new(),
         };
         if let Some(bad) = records
             .iter()
@@ -376,7 +398,7 @@ impl Writer {
 
     /// Seals the active segment (synced) and starts a new one, if the active one holds
     /// anything; returns the new segment's mapping.
-    pub(crate) async fn seal(&mut self) -> Result<Option<MappedSegment>, AppendError> {
+    pub(crate) async fn seal(&mut self) -> Result<Option<(MappedSegment, Sealed)>, AppendError> {
         if self.pos == 0 {
             return Ok(None);
         }
@@ -386,10 +408,11 @@ impl Writer {
             new_segments: Vec::new(),
             disk_bytes: 0,
             ranges: Vec::new(),
+            sealed: Vec::new(),
         };
         self.roll_over(&mut out).await?;
         self.sync().await?;
-        Ok(out.new_segments.pop())
+        Ok(out.new_segments.pop().zip(out.sealed.pop()))
     }
 
     /// Seals the active segment and continues in a new one.
@@ -399,6 +422,12 @@ impl Writer {
         let sealed = std::mem::replace(&mut self.file, file);
         self.unsynced.push(sealed);
         out.new_segments.push(map);
+        out.sealed.push(Sealed {
+            segment: self.active,
+            end: self.pos,
+            headers: self.headers.as_ref().map(HeaderDigest::value),
+        });
+        self.headers = Some(HeaderDigest::default());
         self.active = id;
         self.pos = 0;
         self.tail.clear();
@@ -412,6 +441,9 @@ impl Writer {
         let header = encode_header(self.seq, record.key, record.payload)
             .unwrap_or([0u8; ipfrs_tiering::segment::record::HEADER_LEN]);
         self.seq += 1;
+        if let Some(digest) = &mut self.headers {
+            digest.add(&header, record.key);
+        }
         chunks.put(&header);
         chunks.put(record.key);
         let data = record.payload.data().unwrap_or(&[]);
