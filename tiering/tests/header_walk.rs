@@ -78,7 +78,7 @@ proptest! {
         prop_assert_eq!(&walked.found, &scanned.found);
         prop_assert_eq!(walked.end, end);
         prop_assert_eq!(scanned.end, end);
-        prop_assert_eq!(read, written);
+        prop_assert_eq!(read.value(), written);
         // The header agrees with the whole record on every field it has.
         for found in &walked.found {
             let header = decode_header(&buf, found.offset, Alignment::WORD).unwrap();
@@ -110,7 +110,7 @@ proptest! {
         let pos = record.offset + at % span;
         buf[pos] ^= flip;
         let accepted = walk_headers(&buf[..end], Alignment::WORD)
-            .filter(|(scan, read)| scan.end == end && *read == written);
+            .filter(|(scan, read)| scan.end == end && read.value() == written);
         prop_assert!(accepted.is_none(), "damage at {} accepted", pos);
     }
 
@@ -128,7 +128,7 @@ proptest! {
         buf[pos] ^= flip;
         let (walked, read) = walk_headers(&buf, Alignment::WORD).unwrap();
         prop_assert_eq!(walked.end, end);
-        prop_assert_eq!(read, written);
+        prop_assert_eq!(read.value(), written);
         prop_assert!(decode(&buf, 0, Alignment::WORD).is_err());
         prop_assert!(!scan_segment(&buf, Alignment::WORD).bad.is_empty());
     }

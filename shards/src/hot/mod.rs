@@ -38,7 +38,9 @@ use ipfrs_tiering::segment::hint::{decode_hint, hint_path, proven_durable};
 use ipfrs_tiering::segment::index::fingerprint;
 use ipfrs_tiering::segment::recover::durable_mark;
 use ipfrs_tiering::segment::salvage::salvage;
-use ipfrs_tiering::segment::{HotIndex, Loc, SegmentScan, replay, scan_segment};
+use ipfrs_tiering::segment::{
+    HeaderDigest, HotIndex, Loc, SegmentScan, replay, scan_segment, walk_headers,
+};
 
 use crate::damage::{Damage, DamageSite, MAX_DAMAGE_KEPT};
 use crate::shared::Shared;
@@ -358,11 +360,33 @@ impl HotTier {
                 (first, 0, Vec::new())
             }
         };
-        let writer = Writer::resume(&self.dir, id, pos, tail, seq, segment_bytes, chunk)
+        let headers = self.resumed_headers(id, pos);
+        let writer = Writer::resume(&self.dir, id, pos, tail, seq, headers, segment_bytes, chunk)
             .await
             .map_err(writer::AppendError::Write)?;
         *self.writer.borrow_mut() = Some(writer);
         Ok(())
+    }
+
+    /// The [`HeaderDigest`] of the records before `pos` in segment `id`, which the writer
+    /// resumes, read from their headers (recovery has just read the whole segment, so they
+    /// are in the page cache). `None` if recovery found damage anywhere: the walk does not
+    /// see a damaged payload, and that segment's hint must then come from a checked scan,
+    /// which names it.
+    fn resumed_headers(&self, id: u32, pos: u64) -> Option<HeaderDigest> {
+        if pos == 0 {
+            return Some(HeaderDigest::default());
+        }
+        if self.counters.corrupt_records.get() > 0 {
+            return None;
+        }
+        let segments = self.segments.borrow();
+        let records = segments
+            .get(&id)?
+            .bytes()
+            .get(..usize::try_from(pos).ok()?)?;
+        let (scan, digest) = walk_headers(records, writer::RECORD_ALIGN)?;
+        (scan.end as u64 == pos).then_some(digest)
     }
 
     /// The record of a hot key as a zero-copy slice of its segment, counting the read.

@@ -215,13 +215,17 @@ pub(crate) struct Writer {
 }
 
 impl Writer {
-    /// Resumes appending to segment `active` at `pos`, whose last partial sector is `tail`.
+    /// Resumes appending to segment `active` at `pos`, whose last partial sector is `tail`
+    /// and whose records before `pos` have the digest `headers` (`None` if unknown: that
+    /// segment's hint then comes from a checked scan).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn resume(
         dir: &Path,
         active: u32,
         pos: u64,
         tail: Vec<u8>,
         seq: u64,
+        headers: Option<HeaderDigest>,
         segment_bytes: u64,
         chunk_bytes: usize,
     ) -> io::Result<Writer> {
@@ -242,7 +246,7 @@ impl Writer {
             },
             unsynced: Vec::new(),
             seq,
-            headers: (pos == 0).then(HeaderDigest::default),
+            headers,
         })
     }
 
@@ -669,9 +673,18 @@ mod tests {
         executor.run(async move {
             let (file, _map) = Writer::create_segment(&path, 1, SEGMENT).await.unwrap();
             file.close().await;
-            let mut writer = Writer::resume(&path, 1, 0, Vec::new(), 1, SEGMENT, CHUNK)
-                .await
-                .unwrap();
+            let mut writer = Writer::resume(
+                &path,
+                1,
+                0,
+                Vec::new(),
+                1,
+                Some(HeaderDigest::default()),
+                SEGMENT,
+                CHUNK,
+            )
+            .await
+            .unwrap();
             // 4 MiB in 256 records: 64 chunks, eight times the cap.
             let keys: Vec<[u8; 8]> = (0..256u64).map(u64::to_be_bytes).collect();
             let data: Vec<Vec<u8>> = (0..256usize)

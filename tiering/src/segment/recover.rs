@@ -212,7 +212,7 @@ pub fn scan_segment(buf: &[u8], align: Alignment) -> SegmentScan<'_> {
 /// length that sends the walk to a later record's header skips records, and that shows as
 /// a gap (a caller that knows where the segment ends and its last number also catches a skip
 /// to the end).
-pub fn walk_headers(buf: &[u8], align: Alignment) -> Option<(SegmentScan<'_>, u64)> {
+pub fn walk_headers(buf: &[u8], align: Alignment) -> Option<(SegmentScan<'_>, HeaderDigest)> {
     let mut scan = SegmentScan::default();
     let mut digest = HeaderDigest::default();
     let mut pos = 0;
@@ -248,7 +248,7 @@ pub fn walk_headers(buf: &[u8], align: Alignment) -> Option<(SegmentScan<'_>, u6
         pos = header.next_offset;
         scan.end = pos;
     }
-    Some((scan, digest.value()))
+    Some((scan, digest))
 }
 
 /// Where the record at `offset` ends if its stored key and payload lengths are right: `None`
