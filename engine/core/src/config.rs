@@ -223,15 +223,20 @@ pub struct HotTier {
     /// Reads of a cold block (while it is tracked) after which it is copied back into the hot
     /// tier. 0 turns promotion off.
     pub promote_after_reads: u16,
-    /// After each write, ask the kernel to read the written records of at most
-    /// `inline_threshold_bytes` into the page cache in the background. Segments are written
-    /// with O_DIRECT, which leaves nothing cached, so without it the first read of each new
-    /// small block is a disk read (a major page fault), and compaction, which copies small
-    /// cold blocks into the backend, reads them from the disk. Larger blocks are never read
-    /// back: they stay in place when they go cold, and their first read fetches the whole
-    /// record in one request. Costs disk read bandwidth equal to the small blocks' bytes
-    /// written; turn it off for write-only ingest of small blocks.
+    /// After each write, ask the kernel to read the written records into the page cache in
+    /// the background. Segments are written with O_DIRECT, which leaves nothing cached, so
+    /// without it the first read of each new block is a disk read, and compaction, which
+    /// copies small cold blocks into the backend, reads them from the disk. Costs disk read
+    /// bandwidth equal to the bytes written; turn it off for write-only ingest.
     pub prefetch_written: bool,
+    /// With `prefetch_written`, also read back records larger than `inline_threshold_bytes`.
+    /// Nothing in the engine reads them again (they stay in place when they go cold), so
+    /// this only makes the first read of a new large block come from memory: worth it when
+    /// new blocks are read soon, as on a node serving what it just received. Off, the first
+    /// read fetches the whole record in one request, and a 256 KiB-block ingest reads nothing
+    /// back (it was half the device traffic). `ipfrs-store car import` turns it off for the
+    /// engine it opens (see `ipfrs_tools::import::tune_for_import`).
+    pub prefetch_large_written: bool,
     /// Cold blocks up to this many bytes are copied into the cold backend (inline in its
     /// index); larger ones stay where they are, in the sealed segment, which becomes an
     /// immutable pack, and the backend holds only where (15 bytes). Set it to
@@ -252,6 +257,7 @@ impl Default for HotTier {
             keep_hot_reads: 2,
             promote_after_reads: 2,
             prefetch_written: true,
+            prefetch_large_written: true,
             inline_threshold_bytes: 16 << 10,
             reclaim_below_percent: 50,
         }

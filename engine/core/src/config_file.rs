@@ -29,8 +29,8 @@
 //! hot_write_chunk_bytes = 1048576 # one DMA write
 //! hot_keep_reads = 2              # reads since written that keep a block hot at compaction
 //! hot_promote_after_reads = 2     # cold reads that copy a block back (0: never)
-//! hot_prefetch_written = true     # read new small records (up to the inline
-//!                                 # threshold) into the page cache after writing
+//! hot_prefetch_written = true     # read new records into the page cache after writing
+//! hot_prefetch_large_written = true # ... those above the inline threshold too
 //! hot_inline_threshold_bytes = 16384 # cold blocks up to this size are copied into the
 //!                                 # backend; larger ones stay in their pack
 //! hot_reclaim_below_percent = 50  # rewrite a pack once its live share falls under this
@@ -101,6 +101,7 @@ struct ConfigFile {
     hot_keep_reads: Option<u16>,
     hot_promote_after_reads: Option<u16>,
     hot_prefetch_written: Option<bool>,
+    hot_prefetch_large_written: Option<bool>,
     hot_inline_threshold_bytes: Option<u32>,
     hot_reclaim_below_percent: Option<u8>,
     space_reserve_bytes: Option<u64>,
@@ -201,6 +202,7 @@ fn parse(text: &str, origin: &str, data_dir: PathBuf) -> Result<Config, ConfigFi
             hot_keep_reads => keep_hot_reads,
             hot_promote_after_reads => promote_after_reads,
             hot_prefetch_written => prefetch_written,
+            hot_prefetch_large_written => prefetch_large_written,
             hot_inline_threshold_bytes => inline_threshold_bytes,
             hot_reclaim_below_percent => reclaim_below_percent
         );
@@ -315,6 +317,7 @@ hot_write_chunk_bytes = 65536
 hot_keep_reads = 3
 hot_promote_after_reads = 0
 hot_prefetch_written = false
+hot_prefetch_large_written = false
 "#;
         let c = Config::from_toml_str(text, "/d").unwrap();
         assert_eq!(c.shards, Some(3));
@@ -345,7 +348,7 @@ hot_prefetch_written = false
             (5_000_000, 8_192_000, 65_536)
         );
         assert_eq!((hot.keep_hot_reads, hot.promote_after_reads), (3, 0));
-        assert!(!hot.prefetch_written);
+        assert!(!hot.prefetch_written && !hot.prefetch_large_written);
         let off = Config::from_toml_str("hot_tier = false", "/d").unwrap();
         assert!(off.hot_tier.is_none());
         let never = Config::from_toml_str("release_free_memory_every = 0", "/d").unwrap();

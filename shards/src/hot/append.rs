@@ -30,7 +30,7 @@ fn write_hint(
         let end = usize::try_from(sealed.end).unwrap_or(usize::MAX);
         let walked = sealed.headers.and_then(|written| {
             let (scan, read) = walk_headers(map.bytes().get(..end)?, RECORD_ALIGN)?;
-            (scan.end == end && read == written).then_some(scan)
+            (scan.end == end && read.value() == written).then_some(scan)
         });
         let scan = walked.unwrap_or_else(|| scan_segment(map.bytes(), RECORD_ALIGN));
         if let Some(hint) = ipfrs_tiering::segment::hint::encode_hint(&scan) {
@@ -55,11 +55,11 @@ fn write_hints(shard: &Shard, hot: &HotTier, sealed: &[Sealed]) {
 const PREFETCH_STEP: usize = 1 << 20;
 
 /// The `(segment, start, end)` ranges of an append worth reading ahead: the records of at
-/// most `small` payload bytes (compaction copies them into the backend, so they are read
-/// again anyway, and a small block's first read is then no disk read), adjacent ones merged.
-/// A large block stays where it is written, in what becomes a pack, and is read from the
-/// disk when first asked for (one request: see `MappedSegment::slice`); reading it back here
-/// cost ingest a device read per byte written.
+/// most `small` payload bytes, adjacent ones merged. With `HotTier::prefetch_large_written`
+/// off, `small` is the inline threshold: compaction copies those blocks into the backend, so
+/// they are read again anyway, while a large block stays where it is written, in what
+/// becomes a pack, and is read from the disk when first asked for (one request: see
+/// `MappedSegment::slice`).
 ///
 /// The active segment's last partial page is left out. The next append rewrites that page
 /// (O_DIRECT from its 4096-byte boundary), and the kernel must lock the page to drop it from
@@ -160,7 +160,11 @@ pub(crate) async fn append(
                 segments.insert(map.id(), map.clone());
             }
             let ranges: Vec<_> = if hot.config.prefetch_written {
-                let small = u64::from(hot.config.inline_threshold_bytes);
+                let small = if hot.config.prefetch_large_written {
+                    u64::MAX
+                } else {
+                    u64::from(hot.config.inline_threshold_bytes)
+                };
                 prefetch_ranges(records, &appended, small)
                     .into_iter()
                     .filter_map(|(id, start, end)| Some((segments.get(&id)?.clone(), start, end)))
