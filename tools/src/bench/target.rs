@@ -313,6 +313,10 @@ impl<'d> EngineTarget<'d> {
         if let Some(cache) = plan.cache {
             config.cache_bytes = cache as u64;
         }
+        // `-w car` runs `ipfrs-store car import`'s path, engine configuration included.
+        if plan.workloads.contains(&WorkloadKind::Car) {
+            ipfrs_tools::import::tune_for_import(&mut config);
+        }
         // Size the bloom filters for what the run stores, as an operator would.
         config.bloom_expected_items = config.bloom_expected_items.max(data.len() as u64);
         Ok(EngineTarget {

@@ -115,7 +115,12 @@ pub fn run(args: Args) -> Result<()> {
         init::run(&repo, &defaults)?;
         created_store = true;
     }
-    let engine = match repo.open() {
+    let tune = |config: &mut ipfrs_storage::Config| {
+        if let Command::Car(CarCommand::Import { .. }) = &args.command {
+            crate::import::tune_for_import(config);
+        }
+    };
+    let engine = match repo.open_tuned(tune) {
         Ok(engine) => engine,
         // A running daemon holds the store: hand it the command (see `daemon::client`).
         Err(err @ Error::Engine(ipfrs_storage::Error::Locked { .. })) => {

@@ -86,7 +86,14 @@ impl Repo {
 
     /// Opens the engine of an initialized repository.
     pub fn open(&self) -> Result<Engine> {
-        let config = self.config()?;
+        self.open_tuned(|_| {})
+    }
+
+    /// [`Repo::open`] with the configuration adjusted by `tune` first (for one command's
+    /// needs, e.g. [`crate::import::tune_for_import`]).
+    pub fn open_tuned(&self, tune: impl FnOnce(&mut Config)) -> Result<Engine> {
+        let mut config = self.config()?;
+        tune(&mut config);
         if !self.is_initialized() {
             return Err(Error::NotInitialized {
                 repo: self.root.clone(),
