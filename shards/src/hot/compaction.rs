@@ -301,7 +301,14 @@ pub(crate) async fn block_records(map: MappedSegment, walk: Walk) -> (Vec<(Key, 
             Walk::Headers => walk_headers(map.bytes(), RECORD_ALIGN).map(|(scan, _)| scan),
             Walk::Checked => None,
         };
-        let scan = walked.unwrap_or_else(|| scan_segment(map.bytes(), RECORD_ALIGN));
+        let scan = walked.unwrap_or_else(|| {
+            // Front to back: readahead instead of a disk read per page of a pack that is
+            // not in the page cache (the mappings are MADV_RANDOM for point reads).
+            map.reading_sequentially();
+            let scan = scan_segment(map.bytes(), RECORD_ALIGN);
+            map.reading_randomly();
+            scan
+        });
         let found = scan
             .found
             .into_iter()
