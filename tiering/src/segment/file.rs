@@ -10,8 +10,7 @@
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use memmap2::Mmap;
@@ -57,13 +56,10 @@ pub struct MappedSegment {
     /// The whole mapping as one `Bytes` (owning a share of the mapping): every slice handed
     /// to a reader is a slice of it, which costs a reference-count increment, no allocation.
     whole: Bytes,
-    /// The pages of the mapping already asked of the disk in one request (see
-    /// [`MappedSegment::slice`]), a bit per page, allocated at the first large slice: 2 KiB
-    /// for a 64 MiB segment.
-    requested: Arc<OnceLock<Box<[AtomicU64]>>>,
 }
 
-/// Page size of the mappings (the readahead bitmap's unit).
+/// The page size the residency check assumes. Where pages are larger, `mincore` refuses the
+/// unaligned address and the range is taken as resident: no readahead, reads as before.
 const PAGE: usize = 4096;
 
 /// Slices at least this long are read ahead in one request when their pages have not been:
@@ -95,7 +91,6 @@ impl MappedSegment {
             id,
             whole: Bytes::from_owner(MappedBytes(Arc::clone(&map))),
             map,
-            requested: Arc::default(),
         })
     }
 
@@ -162,20 +157,22 @@ impl MappedSegment {
     /// `len` bytes at `offset`, about to be read, as a `Bytes` that borrows the mapping (no
     /// copy), or `None` if the range is outside it.
     ///
-    /// A range of [`READ_AHEAD_FROM`] bytes or more whose pages were never asked of the disk
-    /// through this mapping is first read ahead in one request (MADV_WILLNEED): the mapping is
-    /// MADV_RANDOM, so its page faults would read it a page at a time, 64 disk reads for a
-    /// 256 KiB block written with O_DIRECT (which leaves nothing in the page cache). After
-    /// that, no system call. Pages the kernel later evicts fault back one at a time.
+    /// A range of [`READ_AHEAD_FROM`] bytes or more whose first page is not in the page cache
+    /// is first asked for whole (MADV_WILLNEED): the mapping is MADV_RANDOM, so the faults of
+    /// the caller's pass over it would read it a page at a time, each waiting for the last:
+    /// 64 disk reads for a 256 KiB block written with O_DIRECT (which leaves nothing in the
+    /// page cache) or evicted since. Asked for whole, it is read in large requests while the
+    /// pass starts. A resident range costs one `mincore` of one page.
     pub fn slice(&self, offset: usize, len: usize) -> Option<Bytes> {
         let end = offset.checked_add(len)?;
         if end > self.map.len() {
             return None;
         }
-        if len >= READ_AHEAD_FROM {
-            self.read_ahead_once(offset, end);
+        let range = self.whole.slice(offset..end);
+        if len >= READ_AHEAD_FROM && !first_page_resident(&range) {
+            self.prefetch(offset, len);
         }
-        Some(self.whole.slice(offset..end))
+        Some(range)
     }
 
     /// `len` bytes at `offset` as a `Bytes` that borrows the mapping, for a caller that keeps
@@ -184,32 +181,27 @@ impl MappedSegment {
         let end = offset.checked_add(len)?;
         (end <= self.map.len()).then(|| self.whole.slice(offset..end))
     }
+}
 
-    /// Reads the pages of `start..end` ahead unless every one of them was requested before.
-    fn read_ahead_once(&self, start: usize, end: usize) {
-        let bits = self.requested.get_or_init(|| {
-            (0..self.map.len().div_ceil(PAGE).div_ceil(64))
-                .map(|_| AtomicU64::new(0))
-                .collect()
-        });
-        let (first, last) = (start / PAGE, (end - 1) / PAGE);
-        let words = first / 64..=last / 64;
-        let mask = |word: usize| {
-            let from = if word == first / 64 { first % 64 } else { 0 };
-            let to = if word == last / 64 { last % 64 } else { 63 };
-            (u64::MAX >> (63 - to)) & (u64::MAX << from)
-        };
-        let requested = words
-            .clone()
-            .all(|w| bits[w].load(Ordering::Relaxed) & mask(w) == mask(w));
-        if requested {
-            return;
-        }
-        self.prefetch(start, end - start);
-        for w in words {
-            bits[w].fetch_or(mask(w), Ordering::Relaxed);
-        }
-    }
+/// Whether the page holding the first byte of `range` (a slice of a mapping) is in the page
+/// cache: one `mincore` of one page, a fraction of a microsecond, where asking for the whole
+/// range again would walk the page cache for each of its pages on every read.
+fn first_page_resident(range: &[u8]) -> bool {
+    let start = range.as_ptr() as usize & !(PAGE - 1);
+    let mut resident = [0u8; 1];
+    // SAFETY: `start` is the page-aligned start of the page holding `range[0]`, a page of
+    // the live mapping that `range` keeps alive (mappings are page aligned, so the page is
+    // inside it); mincore only reads the page tables and writes one byte (one page asked)
+    // into `resident`.
+    let rc = unsafe {
+        libc::mincore(
+            start as *mut libc::c_void,
+            1,
+            resident.as_mut_ptr().cast::<libc::c_uchar>(),
+        )
+    };
+    // On an error (an address it refuses), say resident: the read goes on without readahead.
+    rc != 0 || resident[0] & 1 == 1
 }
 
 /// Makes sure `path` is at least `len` bytes long with its blocks allocated, as a segment's
@@ -315,38 +307,36 @@ mod tests {
     }
 
     #[test]
-    fn a_large_slice_is_read_ahead_once() {
+    fn slices_read_whole_whatever_is_resident() {
         let dir = tempfile::tempdir().unwrap();
         let path = segment_path(dir.path(), 1);
         let bytes: Vec<u8> = (0..1 << 20).map(|i| (i % 251) as u8).collect();
         std::fs::write(&path, &bytes).unwrap();
-        let seg = MappedSegment::open(1, &path).unwrap();
-        let requested = |page: usize| {
-            seg.requested.get().is_some_and(|bits| {
-                bits[page / 64].load(Ordering::Relaxed) & (1 << (page % 64)) != 0
-            })
+        // Out of the page cache where the kernel agrees to drop it (a clean file's pages).
+        let file = File::open(&path).unwrap();
+        // SAFETY: plain advice on an open descriptor.
+        unsafe {
+            libc::posix_fadvise(
+                std::os::fd::AsRawFd::as_raw_fd(&file),
+                0,
+                0,
+                libc::POSIX_FADV_DONTNEED,
+            )
         };
-        // Small slices ask nothing of the disk beyond their faults.
+        let seg = MappedSegment::open(1, &path).unwrap();
+        // Small, large across pages, and the mapping's last pages: the readahead is advice,
+        // it changes when the bytes arrive, not which.
         assert_eq!(&seg.slice(100, 4000).unwrap()[..], &bytes[100..4100]);
-        assert!(seg.requested.get().is_none());
-        // A large one marks exactly its pages, across a word boundary.
         let (start, len) = (60 * PAGE + 10, 8 * PAGE);
-        assert_eq!(
-            &seg.slice(start, len).unwrap()[..],
-            &bytes[start..start + len]
-        );
-        assert!((60..=68).all(requested));
-        assert!(!requested(59) && !requested(69));
-        // An unread slice asks nothing.
-        assert_eq!(
-            &seg.slice_unread(200 * PAGE, 10 * PAGE).unwrap()[..],
-            &bytes[200 * PAGE..210 * PAGE]
-        );
-        assert!(!requested(200));
-        // The last page of the mapping.
+        let large = seg.slice(start, len).unwrap();
+        assert_eq!(&large[..], &bytes[start..start + len]);
+        assert!(first_page_resident(&large), "read just now");
         let tail = bytes.len() - 5 * PAGE;
-        assert_eq!(seg.slice(tail, 5 * PAGE).unwrap().len(), 5 * PAGE);
-        assert!(requested(bytes.len() / PAGE - 1));
+        assert_eq!(&seg.slice(tail, 5 * PAGE).unwrap()[..], &bytes[tail..]);
+        let unread = seg.slice_unread(200 * PAGE, 10 * PAGE).unwrap();
+        assert_eq!(&unread[..], &bytes[200 * PAGE..210 * PAGE]);
+        assert!(seg.slice(bytes.len() - 10, 11).is_none());
+        assert!(seg.slice_unread(bytes.len() - 10, 11).is_none());
     }
 
     #[test]
