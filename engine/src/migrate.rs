@@ -3,7 +3,7 @@
 //! Format 1 stored each cold block's bytes as its backend value; format 2 stores an index
 //! entry (`ipfrs_tiering::pack`). Hot segments are the same in both, so only the cold
 //! backends are rewritten: each shard's backend is copied into a fresh one whose values are
-//! `encode_inline(old value)`, every old value checked against its key on the way (a value
+//! `encode_inline(key, old value)`, every old value checked against its key on the way (a value
 //! that does not hash to its key is not copied, and is named), and the copy replaces the old.
 //!
 //! The store says where a conversion stands, so that a crash at any point is finished by
@@ -385,7 +385,7 @@ fn copy_all(
             seen += 1;
             last = Some(key.to_vec());
             if verify_key(key, value).is_ok() {
-                batch.push((key.to_vec(), encode_inline(value)));
+                batch.push((key.to_vec(), encode_inline(key, value)));
                 batch_bytes += value.len();
                 report.blocks += 1;
                 report.bytes += value.len() as u64;

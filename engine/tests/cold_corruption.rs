@@ -406,8 +406,9 @@ fn rocksdb_files_damaged() {
     campaign(BackendKind::RocksDb);
 }
 
-/// Writes `value` under `block`'s key straight into shard 0's backend (as an inline index
-/// entry), as damage that leaves the backend's own structures intact would.
+/// Writes each value under its block's key straight into shard 0's backend (as an inline
+/// index entry of the format the value was encoded in), as damage that leaves the backend's
+/// own structures intact would.
 fn overwrite_in_backend(dir: &Path, kind: BackendKind, items: &[(&Block, Bytes)]) {
     let backend = open_backend(
         kind,
@@ -417,15 +418,47 @@ fn overwrite_in_backend(dir: &Path, kind: BackendKind, items: &[(&Block, Bytes)]
     .unwrap();
     let items: Vec<(Vec<u8>, Bytes)> = items
         .iter()
-        .map(|(block, value)| {
-            (
-                key_of(block.cid()),
-                ipfrs_tiering::pack::encode_inline(value),
-            )
-        })
+        .map(|(block, value)| (key_of(block.cid()), value.clone()))
         .collect();
     backend.put_batch(&items).unwrap();
     backend.flush().unwrap();
+}
+
+/// The inline entry format damaged entries are written in.
+#[derive(Debug, Clone, Copy)]
+enum Format {
+    /// Written before inline entries carried a checksum: the engine hashes the bytes
+    /// against the key.
+    Unchecked,
+    /// With a checksum over key and bytes.
+    Checked,
+}
+
+impl Format {
+    /// An entry for `block` holding `other`'s bytes (for `Checked`: `other`'s whole entry,
+    /// filed under the wrong key).
+    fn other_block(self, other: &Block) -> Bytes {
+        match self {
+            Format::Unchecked => ipfrs_tiering::pack::encode_inline_unchecked(other.data()),
+            Format::Checked => {
+                ipfrs_tiering::pack::encode_inline(&key_of(other.cid()), other.data())
+            }
+        }
+    }
+
+    /// `block`'s entry with one bit of its first byte of data flipped after it was written.
+    fn flipped(self, block: &Block) -> Bytes {
+        let mut value = match self {
+            Format::Unchecked => ipfrs_tiering::pack::encode_inline_unchecked(block.data()),
+            Format::Checked => {
+                ipfrs_tiering::pack::encode_inline(&key_of(block.cid()), block.data())
+            }
+        }
+        .to_vec();
+        let first_data_byte = value.len() - block.data().len();
+        value[first_data_byte] ^= 0x40;
+        Bytes::from(value)
+    }
 }
 
 fn one_shard(dir: &Path, kind: BackendKind, hot: bool) -> Config {
@@ -456,7 +489,7 @@ fn is_corrupt(result: Result<Option<Bytes>, Error>, block: &Block) -> bool {
 /// Wrong bytes under a key (another block's, or the block's with one byte flipped) are
 /// `Corrupt` on every read, alone or in a batch, are never cached, and do not stop the
 /// other blocks from being read.
-fn wrong_bytes_are_corrupt_and_never_cached(kind: BackendKind) {
+fn wrong_bytes_are_corrupt_and_never_cached(kind: BackendKind, format: Format) {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("store");
     let all = blocks(7, 6);
@@ -464,14 +497,12 @@ fn wrong_bytes_are_corrupt_and_never_cached(kind: BackendKind) {
     engine.blocking().put_many(&all).unwrap();
     engine.blocking().close().unwrap();
     drop(engine);
-    let mut flipped = all[2].data().to_vec();
-    flipped[0] ^= 0x40;
     overwrite_in_backend(
         &dir,
         kind,
         &[
-            (&all[0], all[1].data().clone()),
-            (&all[2], Bytes::from(flipped)),
+            (&all[0], format.other_block(&all[1])),
+            (&all[2], format.flipped(&all[2])),
         ],
     );
 
@@ -510,12 +541,23 @@ fn wrong_bytes_are_corrupt_and_never_cached(kind: BackendKind) {
 
 #[test]
 fn sled_wrong_bytes_are_corrupt_and_never_cached() {
-    wrong_bytes_are_corrupt_and_never_cached(BackendKind::Sled);
+    wrong_bytes_are_corrupt_and_never_cached(BackendKind::Sled, Format::Checked);
 }
 
 #[test]
 fn paritydb_wrong_bytes_are_corrupt_and_never_cached() {
-    wrong_bytes_are_corrupt_and_never_cached(BackendKind::ParityDb);
+    wrong_bytes_are_corrupt_and_never_cached(BackendKind::ParityDb, Format::Checked);
+}
+
+/// Entries written before inline checksums are still checked, by hashing them.
+#[test]
+fn sled_wrong_bytes_of_unchecked_entries_are_corrupt_and_never_cached() {
+    wrong_bytes_are_corrupt_and_never_cached(BackendKind::Sled, Format::Unchecked);
+}
+
+#[test]
+fn paritydb_wrong_bytes_of_unchecked_entries_are_corrupt_and_never_cached() {
+    wrong_bytes_are_corrupt_and_never_cached(BackendKind::ParityDb, Format::Unchecked);
 }
 
 /// A damaged cold block read often enough to be promoted is never copied into the hot tier,
@@ -533,7 +575,11 @@ fn corrupt_cold_blocks_are_never_promoted() {
     assert_eq!(store.stats().unwrap().hot_blocks, 0, "all moved cold");
     store.close().unwrap();
     drop(engine);
-    overwrite_in_backend(&dir, kind, &[(&all[0], all[1].data().clone())]);
+    overwrite_in_backend(
+        &dir,
+        kind,
+        &[(&all[0], Format::Checked.other_block(&all[1]))],
+    );
 
     let mut config = one_shard(&dir, kind, true);
     // No cache: every read reaches the backend and counts towards promotion.

@@ -113,7 +113,7 @@ fn contents(kind: BackendKind, path: &Path) -> BTreeMap<Vec<u8>, (usize, u64)> {
 }
 
 /// Asserts the store is fully converted: format 2, each shard's backend holds exactly
-/// `encode_inline(data)` for `expected`'s blocks, no conversion leftovers, no open-state.
+/// `encode_inline(key, data)` for `expected`'s blocks, no conversion leftovers, no open-state.
 fn assert_converted(dir: &Path, kind: BackendKind, expected: &[Block]) {
     assert_eq!(
         std::fs::read_to_string(dir.join("ipfrs.meta")).unwrap(),
@@ -123,7 +123,11 @@ fn assert_converted(dir: &Path, kind: BackendKind, expected: &[Block]) {
         let want: BTreeMap<Vec<u8>, (usize, u64)> = expected
             .iter()
             .filter(|b| shard_of(b.cid(), SHARDS) == shard)
-            .map(|b| (key_of(b.cid()), digest(&encode_inline(b.data()))))
+            .map(|b| {
+                let key = key_of(b.cid());
+                let value = digest(&encode_inline(&key, b.data()));
+                (key, value)
+            })
             .collect();
         assert_eq!(
             contents(kind, &backend_dir(dir, kind, shard)),

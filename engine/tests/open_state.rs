@@ -117,8 +117,11 @@ fn write_behind_the_engines_back(root: &Path, backend: BackendKind, block: &Bloc
         )
         .unwrap();
         let key = block.cid().hash().to_bytes();
-        raw.put_batch(&[(key, ipfrs_tiering::pack::encode_inline(block.data()))])
-            .unwrap();
+        raw.put_batch(&[(
+            key,
+            ipfrs_tiering::pack::encode_inline_unchecked(block.data()),
+        )])
+        .unwrap();
         raw.flush().unwrap();
     }
 }

@@ -22,10 +22,12 @@ fn hex(key: &[u8]) -> String {
     key.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The entry under `key`.
+/// The entry under `key`. An inline block comes back checked by its checksum (one that fails
+/// is damage), or, from a store written before inline checksums, as
+/// [`Entry::InlineUnchecked`] for the caller to hash against `key`.
 pub(crate) fn get(backend: &dyn ColdBackend, key: &[u8]) -> ipfrs_tiering::Result<Option<Entry>> {
     match backend.get(key)? {
-        Some(value) => pack::decode(value)
+        Some(value) => pack::decode(key, value)
             .map(Some)
             .map_err(|e| bad_entry(backend, key, e)),
         None => Ok(None),
@@ -50,9 +52,9 @@ pub(crate) fn size(backend: &dyn ColdBackend, key: &[u8]) -> ipfrs_tiering::Resu
     Ok(locate(backend, key)?.map(|(len, _)| len))
 }
 
-/// The backend value of a block stored inline.
-pub(crate) fn inline(data: &Bytes) -> Bytes {
-    pack::encode_inline(data)
+/// The backend value of block `data` stored inline under `key` (with its checksum).
+pub(crate) fn inline(key: &[u8], data: &Bytes) -> Bytes {
+    pack::encode_inline(key, data)
 }
 
 /// Fault injection (tests only, the `failpoints` feature): a cold-backend read failing as an

@@ -108,7 +108,10 @@ fn apply_group(
     let mut puts = Vec::new();
     for (key, value) in writes {
         match value {
-            Some(value) => puts.push((key, crate::cold_index::inline(&value))),
+            Some(value) => {
+                let entry = crate::cold_index::inline(&key, &value);
+                puts.push((key, entry));
+            }
             None => outcome.removed.push(key),
         }
     }

@@ -9,9 +9,10 @@ use crate::{Error, Result};
 /// the caller checks with [`Fetched::into_data`]. Checking on the caller's side keeps the
 /// checksum work and the page faults of a first read off the shard's core.
 ///
-/// `Data` is already checked: the shard hashes every block it reads from the cold backend
-/// against its key on the blocking pool (a mismatch is [`Error::Corrupt`]), and the cache
-/// holds only bytes that passed.
+/// `Data` is already checked: every inline block read from the cold backend passed its
+/// checksum over key and bytes (or, from a store written before inline checksums, was hashed
+/// against its key); a mismatch is [`Error::Corrupt`], and the cache holds only bytes that
+/// passed.
 #[derive(Debug, Clone)]
 pub enum Fetched {
     /// The block's bytes.

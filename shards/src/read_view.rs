@@ -4,7 +4,7 @@
 //! ```text
 //!   caller's thread: bloom filter (atomic bits) --absent--> answer
 //!     --> hot index (read lock) --hit--> record slice of its mapped segment --> answer
-//!     --> cold backend (thread-safe) --inline--> hashed against its key --> answer
+//!     --> cold backend (thread-safe) --inline--> checked by its checksum --> answer
 //!                                    --packed--> record slice of its mapped pack --> answer
 //!     anything unexplained (a segment or pack gone since the lookup, a damaged entry, an
 //!     error) --> the shard, which answers it as it always did (and reports damage)
@@ -192,11 +192,16 @@ impl ReadView {
             match entry {
                 None if self.hot_again(key) => continue,
                 None => return Ok(self.answered((None, None))),
-                Some(Entry::Inline(data)) => {
-                    if ipfrs_core_types::verify_key(key, &data).is_err() {
-                        // The shard reads it again, reports and counts the damage.
-                        return Ok(Quick::Shard);
-                    }
+                // From a store written before inline checksums, hashed against the key: a
+                // mismatch goes to the shard, which reads it again, reports and counts it.
+                Some(Entry::InlineUnchecked(data))
+                    if ipfrs_core_types::verify_key(key, &data).is_err() =>
+                {
+                    return Ok(Quick::Shard);
+                }
+                // Checked (by its checksum over key and bytes, as it was decoded, or just
+                // above).
+                Some(Entry::Inline(data) | Entry::InlineUnchecked(data)) => {
                     self.cache.insert(key.to_vec(), data.clone());
                     if self.epoch.get() != epoch {
                         // A delete committed since the read: the shard advances the epoch

@@ -136,10 +136,12 @@ async fn get_many(shard: &Rc<Shard>, keys: Vec<Key>) -> Result<Vec<Option<Fetche
                     }
                     Err(e) => return Err(e),
                 };
-                // An inline block is hashed here, on the blocking pool, never on the
-                // shard's core (the backend's files carry no checksum of ours); a packed
-                // one is a record that the caller checks by its own checksum and key.
-                if let Some(Entry::Inline(data)) = &entry
+                // An inline block was checked by its checksum as it was decoded (a
+                // mismatch is damage, above); one from a store written before inline
+                // checksums is hashed here, on the blocking pool, never on the shard's
+                // core. A packed one is a record that the caller checks by its own
+                // checksum and key.
+                if let Some(Entry::InlineUnchecked(data)) = &entry
                     && let Err(e) = ipfrs_core_types::verify_key(key, data)
                 {
                     damaged.push((
@@ -165,7 +167,7 @@ async fn get_many(shard: &Rc<Shard>, keys: Vec<Key>) -> Result<Vec<Option<Fetche
                 .as_ref()
                 .and_then(|hot| hot.fetch(key))
                 .map(Fetched::Record),
-            Some(Entry::Inline(data)) => Some(Fetched::Data(data)),
+            Some(Entry::Inline(data) | Entry::InlineUnchecked(data)) => Some(Fetched::Data(data)),
             Some(Entry::Packed(loc)) => {
                 // A reclamation may have moved the block back into the hot tier (and
                 // dropped the pack) since the entry was read; a delete may have removed

@@ -184,7 +184,7 @@ fn repair_drops_blocks_that_do_not_read_back_exact_and_names_them() {
             .map(|b| {
                 (
                     key_of(b.cid()),
-                    ipfrs_tiering::pack::encode_inline(b"not the block"),
+                    ipfrs_tiering::pack::encode_inline_unchecked(b"not the block"),
                 )
             })
             .collect();

@@ -267,7 +267,7 @@ pub(crate) async fn migrate(
                 // segment, soon a pack, and the backend learns where.
                 if let (Some(data), false) = (&data, stays_hot) {
                     let entry = if data.len() as u64 <= inline_up_to {
-                        crate::cold_index::inline(data)
+                        crate::cold_index::inline(&key, data)
                     } else {
                         packed_bytes += data.len() as u64;
                         packed_records += loc.record_len() as u64;
