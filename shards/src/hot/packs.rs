@@ -63,20 +63,12 @@ impl Packs {
     }
 
     /// The record at `loc`, a zero-copy slice of its pack's mapping, unchecked (the caller
-    /// checks its checksum and key, as for a hot record).
-    ///
-    /// A record of several pages whose first page is not in the page cache is asked for whole
-    /// first (MADV_WILLNEED): pack mappings are MADV_RANDOM, so the check's pass over a record
-    /// on disk would otherwise fault it in one 4 KiB read at a time, each waiting for the
-    /// last; asked for whole, it is read ahead in large requests while the check starts.
+    /// checks its checksum and key, as for a hot record). A large record not in the page
+    /// cache is asked of the disk whole (see `MappedSegment::slice`).
     pub(crate) fn record(&self, loc: &PackLoc) -> Option<Bytes> {
-        let map = self.maps.get(&loc.pack)?;
-        let (offset, len) = (loc.offset as usize, loc.record_len());
-        let record = map.slice(offset, len)?;
-        if len > PAGE && !first_page_resident(&record) {
-            map.prefetch(offset, len);
-        }
-        Some(record)
+        self.maps
+            .get(&loc.pack)
+            .and_then(|map| map.slice(loc.offset as usize, loc.record_len()))
     }
 
     /// Whether pack `id` is mapped.
@@ -185,32 +177,6 @@ impl Packs {
         let live = self.bytes.values().map(|b| b.live).sum();
         (self.maps.len() as u64, self.disk.values().sum(), live)
     }
-}
-
-/// The page size the residency check assumes. Where pages are larger, `mincore` refuses the
-/// unaligned address and the record is taken as resident: no prefetch, reads as before.
-const PAGE: usize = 4096;
-
-/// Whether the page holding the first byte of `record` (a slice of a mapping) is in the page
-/// cache: one `mincore` of one page, a fraction of a microsecond, where asking for the whole
-/// record again would walk the page cache for each of its pages on every read.
-fn first_page_resident(record: &[u8]) -> bool {
-    let start = record.as_ptr() as usize & !(PAGE - 1);
-    let mut resident = [0u8; 1];
-    // SAFETY: `start` is the page-aligned start of the page holding `record[0]`, a page of
-    // the live mapping that `record` keeps alive (mappings are page aligned, so the page is
-    // inside it); mincore only reads the page tables and writes one byte (one page asked)
-    // into `resident`.
-    let rc = unsafe {
-        libc::mincore(
-            start as *mut libc::c_void,
-            1,
-            resident.as_mut_ptr().cast::<libc::c_uchar>(),
-        )
-    };
-    // On an error (an address it refuses), say resident: the read goes on as without the
-    // check.
-    rc != 0 || resident[0] & 1 == 1
 }
 
 /// Turns segment `id` of `dir` into a pack on disk: its unwritten tail punched out (the file
@@ -328,8 +294,6 @@ mod tests {
         packs.insert(1, map, 20_000, 20_000, bytes.len() as u64);
         let record = packs.record(&loc).unwrap();
         assert_eq!(&record[..], &bytes[5000..5000 + loc.record_len()]);
-        // Once read, its first page is resident (written and read just now).
-        assert!(first_page_resident(&record));
         let again = packs.record(&loc).unwrap();
         assert_eq!(again, record);
         // Past the mapping: nothing, as before.
