@@ -8,11 +8,23 @@
 //! - running: 5-200 ms after the child is ready (background compaction runs on its own,
 //!   as the hot budget is small).
 //!
+//! With `--workload car` a quarter of the kills aim at imports: 0-15 ms after one starts
+//! (reading, hashing, journal appends, `put_many`), and others 0-2 ms into a commit or 0-3
+//! ms into a rollback (a faulty file's abort, or the rollback of an earlier child's journal
+//! right after the open). If the awaited moment does not come within 3 s the child is killed
+//! anyway.
+//!
 //! After a kill the parent reopens the store (timed), reads every block the model has an
 //! opinion on and a sample of deleted ones, lists the whole store, checks (see
 //! [`crate::torture::check`]), proves the store writable, trims it to the live cap, and
 //! closes it cleanly. About one kill in four skips all that, so the next child opens a
-//! crashed store; the last kill is always checked.
+//! crashed store (and rolls back the import it left); the last kill is always checked, and so
+//! is a kill during a commit (the check must see the import whole or absent before another
+//! child changes its blocks).
+//!
+//! Before the reads, a check counts the import journals against the log and rolls them back
+//! with [`crate::import::recover`], which is what `ipfrs-store` runs when it opens a
+//! repository (there with pins spared, and a campaign's store has none).
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -27,17 +39,20 @@ use rand::rngs::StdRng;
 use rand::seq::{IndexedRandom, SliceRandom};
 use rand::{Rng, SeedableRng};
 
-use crate::torture::check::{Observation, Read, Violation, check};
+use crate::import as importer;
+use crate::torture::car;
+use crate::torture::check::{Observation, Read, Violation, check, check_imports};
 use crate::torture::error::{Error, Result};
 use crate::torture::model::{Model, State};
 use crate::torture::protocol::Event;
-use crate::torture::workload::{Mode, block, config};
+use crate::torture::workload::{Mode, Workload, block, config};
 
 /// Longest a child may take to open the store before the campaign calls it hung.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Longest the parent waits for a child to start a compaction before killing it anyway.
-const COMPACT_WAIT: Duration = Duration::from_secs(3);
+/// Longest the parent waits for the moment a kill aims at (a compaction, an import, a
+/// commit, a rollback) before killing the child anyway.
+const TRIGGER_WAIT: Duration = Duration::from_secs(3);
 
 /// Deleted blocks read back by each check besides those touched since the last one: the
 /// listing covers every deleted block already, the reads go through the index and bloom
@@ -56,6 +71,8 @@ pub struct Options {
     pub kills: u64,
     /// Durability mode under test.
     pub mode: Mode,
+    /// What the children do.
+    pub workload: Workload,
     /// Cold backend.
     pub backend: BackendKind,
     /// The campaign directory (exists, empty): the store is `dir/store`.
@@ -70,6 +87,11 @@ impl Options {
     /// The engine's data directory.
     pub fn store(&self) -> PathBuf {
         self.dir.join("store")
+    }
+
+    /// Where imports into the store keep their journals (as `ipfrs-store` would).
+    pub fn journal_dir(&self) -> PathBuf {
+        importer::default_journal_dir(&self.store())
     }
 
     fn stderr_log(&self) -> PathBuf {
@@ -100,6 +122,22 @@ pub struct Summary {
     pub reopen_total: Duration,
     /// Longest reopen after a kill.
     pub reopen_max: Duration,
+    /// CAR imports the children started.
+    pub imports_started: u64,
+    /// Imports committed (acknowledged).
+    pub imports_committed: u64,
+    /// Faulty imports refused and rolled back by the child itself.
+    pub imports_aborted: u64,
+    /// Kills that landed while a child was importing (before its commit).
+    pub in_import: u64,
+    /// Kills that landed during a commit.
+    pub in_commit: u64,
+    /// Kills that landed during a rollback (an abort, or a journal left by an earlier child).
+    pub in_rollback: u64,
+    /// Journals of interrupted imports that checks rolled back.
+    pub journals_recovered: u64,
+    /// Of those, journals whose last record was torn.
+    pub journals_torn: u64,
 }
 
 /// A campaign that found a problem.
@@ -113,11 +151,27 @@ pub struct Failure {
     pub summary: Summary,
 }
 
+/// The moment after which a kill's delay runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Trigger {
+    /// The child's start.
+    Spawn,
+    /// The store is open.
+    Ready,
+    /// `Engine::compact` started.
+    Compaction,
+    /// A CAR import started.
+    Import,
+    /// An import's commit started.
+    Commit,
+    /// A rollback started (a faulty import's abort, or an earlier child's journal).
+    Rollback,
+}
+
 #[derive(Debug, Clone, Copy)]
-enum KillAt {
-    AfterSpawn(Duration),
-    InCompaction(Duration),
-    Running(Duration),
+struct KillAt {
+    after: Trigger,
+    delay: Duration,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -127,17 +181,26 @@ struct Plan {
     check: bool,
 }
 
-fn plan(seed: u64, kill: u64, last: bool) -> Plan {
+fn plan(seed: u64, kill: u64, last: bool, workload: Workload) -> Plan {
     // Each kill's plan from its own stream: the plan never depends on timing.
     let mut rng = StdRng::seed_from_u64(seed ^ kill.wrapping_mul(0x9E37_79B9_7F4A_7C15));
     let roll = rng.random_range(0..100u32);
-    let at = if roll < 15 {
-        KillAt::AfterSpawn(Duration::from_millis(rng.random_range(0..40)))
-    } else if roll < 35 {
-        KillAt::InCompaction(Duration::from_millis(rng.random_range(0..20)))
-    } else {
-        KillAt::Running(Duration::from_millis(rng.random_range(5..200)))
+    let ms = |rng: &mut StdRng, r: std::ops::Range<u64>| Duration::from_millis(rng.random_range(r));
+    let us = |rng: &mut StdRng, r: std::ops::Range<u64>| Duration::from_micros(rng.random_range(r));
+    let (after, delay) = match workload {
+        Workload::Ops if roll < 15 => (Trigger::Spawn, ms(&mut rng, 0..40)),
+        Workload::Ops if roll < 35 => (Trigger::Compaction, ms(&mut rng, 0..20)),
+        Workload::Ops => (Trigger::Ready, ms(&mut rng, 5..200)),
+        Workload::Car => match roll {
+            0..12 => (Trigger::Spawn, ms(&mut rng, 0..40)),
+            12..20 => (Trigger::Compaction, ms(&mut rng, 0..20)),
+            20..45 => (Trigger::Import, ms(&mut rng, 0..15)),
+            45..57 => (Trigger::Commit, us(&mut rng, 0..2000)),
+            57..77 => (Trigger::Rollback, us(&mut rng, 0..3000)),
+            _ => (Trigger::Ready, ms(&mut rng, 5..200)),
+        },
     };
+    let at = KillAt { after, delay };
     Plan {
         at,
         child_seed: rng.random(),
@@ -159,6 +222,7 @@ pub enum Outcome {
 pub fn run(opts: &Options) -> Result<Outcome> {
     let mut c = Campaign {
         opts,
+        journals: Journals::None,
         model: Model::new(opts.mode.acks_are_durable()),
         cids: Vec::new(),
         index_of: HashMap::new(),
@@ -166,9 +230,9 @@ pub fn run(opts: &Options) -> Result<Outcome> {
         rng: StdRng::seed_from_u64(opts.seed.rotate_left(17) ^ 0x5EED),
     };
     for kill in 0..opts.kills {
-        let plan = plan(opts.seed, kill, kill + 1 == opts.kills);
+        let plan = plan(opts.seed, kill, kill + 1 == opts.kills, opts.workload);
         let problems = c.kill_one(plan)?;
-        let problems = if problems.is_empty() && plan.check {
+        let problems = if problems.is_empty() && (plan.check || !c.model.groups().is_empty()) {
             c.check()?
         } else {
             problems
@@ -186,8 +250,21 @@ pub fn run(opts: &Options) -> Result<Outcome> {
     Ok(Outcome::Passed(c.summary))
 }
 
+/// How many import journals the log says the store holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Journals {
+    /// None: no import is unfinished.
+    None,
+    /// One: an import was begun (or failed) and is neither committed nor rolled back.
+    One,
+    /// None or one: the kill may have landed before the journal's creation or removal.
+    Either,
+}
+
 struct Campaign<'a> {
     opts: &'a Options,
+    /// What the log says about the import journals.
+    journals: Journals,
     model: Model,
     /// The CID of every index below `cids.len()`.
     cids: Vec<Cid>,
@@ -209,6 +286,7 @@ impl Campaign<'_> {
             .args(["--backend", opts.backend.name()])
             .args(["--durability", opts.mode.name()])
             .args(["--live-cap", &opts.live_cap.to_string()])
+            .args(["--workload", opts.workload.name()])
             .arg("child")
             .arg("--store")
             .arg(opts.store())
@@ -259,21 +337,77 @@ impl Campaign<'_> {
         }
         self.summary.before_ready += u64::from(!log.ready);
         self.summary.in_compaction += u64::from(log.compacting);
+        match log.import {
+            Some(Trigger::Import) => self.summary.in_import += 1,
+            Some(Trigger::Commit) => self.summary.in_commit += 1,
+            Some(Trigger::Rollback) => self.summary.in_rollback += 1,
+            _ => {}
+        }
         Ok(problems)
     }
 
-    fn apply(&mut self, event: Event, log: &mut Log) {
-        match &event {
-            Event::Ready => log.ready = true,
+    /// Applies one event to the model and the log; returns the moment it marks, if any.
+    fn apply(&mut self, event: Event, log: &mut Log) -> Option<Trigger> {
+        let trigger = match &event {
+            Event::Ready => {
+                log.ready = true;
+                Some(Trigger::Ready)
+            }
             Event::CompactStarted => {
                 log.compacting = true;
                 self.summary.compactions += 1;
+                Some(Trigger::Compaction)
             }
-            Event::CompactDone(_) => log.compacting = false,
-            Event::Failed(msg) => log.failed = Some(msg.clone()),
-            _ => {}
-        }
+            Event::CompactDone(_) => {
+                log.compacting = false;
+                None
+            }
+            Event::ImportStarted { .. } => {
+                self.summary.imports_started += 1;
+                self.journals = Journals::Either;
+                log.import = Some(Trigger::Import);
+                log.import
+            }
+            Event::ImportBegun => {
+                self.journals = Journals::One;
+                None
+            }
+            Event::ImportCommitting => {
+                self.journals = Journals::Either;
+                log.import = Some(Trigger::Commit);
+                log.import
+            }
+            Event::ImportCommitted => {
+                self.summary.imports_committed += 1;
+                self.journals = Journals::None;
+                log.import = None;
+                None
+            }
+            Event::ImportAborting => {
+                log.import = Some(Trigger::Rollback);
+                log.import
+            }
+            Event::RollbackStarted => {
+                // Its journal goes last, after the blocks: a kill may land on either side.
+                self.journals = Journals::Either;
+                log.import = Some(Trigger::Rollback);
+                log.import
+            }
+            Event::ImportAborted(_) | Event::RollbackDone { .. } => {
+                self.summary.imports_aborted += u64::from(matches!(event, Event::ImportAborted(_)));
+                self.journals = Journals::None;
+                log.import = None;
+                None
+            }
+            Event::Failed(msg) => {
+                log.failed = Some(msg.clone());
+                None
+            }
+            Event::Opening | Event::PutIssued(_) | Event::PutAcked(_) => None,
+            Event::DeleteIssued(_) | Event::DeleteAcked(_) => None,
+        };
         self.model.apply(&event);
+        trigger
     }
 
     fn wait_for_kill(
@@ -283,39 +417,33 @@ impl Campaign<'_> {
         events: &Receiver<Result<Event>>,
         log: &mut Log,
     ) -> Result<Waited> {
-        let mut deadline = match at {
-            KillAt::AfterSpawn(d) => spawned + d,
-            KillAt::InCompaction(_) | KillAt::Running(_) => spawned + OPEN_TIMEOUT,
+        // Until `armed`, the deadline bounds the wait for the trigger, not the kill's time.
+        let mut armed = at.after == Trigger::Spawn;
+        let mut deadline = if armed {
+            spawned + at.delay
+        } else {
+            spawned + OPEN_TIMEOUT
         };
-        let mut waiting_for_compaction = false;
         loop {
             let event =
                 match events.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
                     Ok(event) => event?,
                     Err(RecvTimeoutError::Timeout) => {
-                        return Ok(match at {
-                            KillAt::InCompaction(_) | KillAt::Running(_) if !log.ready => {
-                                Waited::OpenTimeout
-                            }
-                            _ => Waited::Deadline,
+                        return Ok(if at.after != Trigger::Spawn && !log.ready {
+                            Waited::OpenTimeout
+                        } else {
+                            Waited::Deadline
                         });
                     }
                     Err(RecvTimeoutError::Disconnected) => return Ok(Waited::ChildExited),
                 };
-            let (was_ready, was_compacting) = (log.ready, log.compacting);
-            self.apply(event, log);
-            match at {
-                KillAt::Running(d) if log.ready && !was_ready => deadline = Instant::now() + d,
-                KillAt::InCompaction(_) if log.ready && !was_ready => {
-                    deadline = Instant::now() + COMPACT_WAIT;
-                    waiting_for_compaction = true;
+            match self.apply(event, log) {
+                _ if armed => {}
+                Some(t) if t == at.after => {
+                    deadline = Instant::now() + at.delay;
+                    armed = true;
                 }
-                KillAt::InCompaction(d)
-                    if waiting_for_compaction && log.compacting && !was_compacting =>
-                {
-                    deadline = Instant::now() + d;
-                    waiting_for_compaction = false;
-                }
+                Some(Trigger::Ready) => deadline = Instant::now() + TRIGGER_WAIT,
                 _ => {}
             }
         }
@@ -345,6 +473,11 @@ impl Campaign<'_> {
         let reopen = started.elapsed();
         self.summary.reopen_total += reopen;
         self.summary.reopen_max = self.summary.reopen_max.max(reopen);
+        let mut problems = self.roll_back_imports(&engine);
+        if !problems.is_empty() {
+            let _ = engine.blocking().close();
+            return Ok(problems);
+        }
         let store = engine.blocking();
 
         let mut indices = self.model.indices(State::Present);
@@ -360,7 +493,8 @@ impl Campaign<'_> {
             Ok(listed) => listed,
             Err(e) => return Ok(vec![format!("listing the store failed: {e}")]),
         };
-        let violations = check(&self.model, &observations, &listed, &self.index_of);
+        let mut violations = check(&self.model, &observations, &listed, &self.index_of);
+        violations.extend(check_imports(&self.model, &observations));
         if !violations.is_empty() {
             return Ok(violations.iter().map(Violation::to_string).collect());
         }
@@ -369,11 +503,52 @@ impl Campaign<'_> {
                 .settle(o.index, matches!(o.read, Read::Present(_)));
         }
         self.model.clear_touched();
-        let mut problems = self.exercise(&store);
+        self.model.clear_groups();
+        problems = self.exercise(&store);
         if let Err(e) = store.close() {
             problems.push(format!("closing the store after the check failed: {e}"));
         }
         Ok(problems)
+    }
+
+    /// Counts the import journals against the log, then rolls them back as the next
+    /// `ipfrs-store` command would; after that the store holds none.
+    fn roll_back_imports(&mut self, engine: &Engine) -> Vec<String> {
+        let dir = self.opts.journal_dir();
+        let found = match car::journals(&dir) {
+            Ok(n) => n,
+            Err(e) => return vec![format!("listing {}: {e}", dir.display())],
+        };
+        let mut problems = Vec::new();
+        let expected = match self.journals {
+            Journals::None => 0..=0,
+            Journals::One => 1..=1,
+            Journals::Either => 0..=1,
+        };
+        if !expected.contains(&found) {
+            problems.push(format!(
+                "{found} import journal(s) after the kill, where the log allows {expected:?}"
+            ));
+        }
+        match importer::recover(engine, &dir) {
+            Ok(done) => {
+                self.summary.journals_recovered += done.journals as u64;
+                self.summary.journals_torn += done.torn as u64;
+                if done.live > 0 {
+                    problems.push(format!(
+                        "{} import journal(s) still locked though the child is dead",
+                        done.live
+                    ));
+                }
+            }
+            Err(e) => problems.push(format!("rolling back interrupted imports failed: {e}")),
+        }
+        match car::journals(&dir) {
+            Ok(0) => self.journals = Journals::None,
+            Ok(n) => problems.push(format!("{n} import journal(s) left after the rollback")),
+            Err(e) => problems.push(format!("listing {}: {e}", dir.display())),
+        }
+        problems
     }
 
     /// Proves the store writable (a put read back, a delete seen), then trims it to the live
@@ -451,6 +626,8 @@ impl Campaign<'_> {
 struct Log {
     ready: bool,
     compacting: bool,
+    /// The import step under way: `Import`, `Commit` or `Rollback`.
+    import: Option<Trigger>,
     failed: Option<String>,
 }
 

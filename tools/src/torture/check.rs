@@ -81,6 +81,13 @@ pub enum Violation {
         /// The block.
         index: u64,
     },
+    /// An import killed during its commit is neither wholly stored nor wholly rolled back.
+    HalfVisibleImport {
+        /// Blocks of the file read back.
+        stored: Vec<u64>,
+        /// Blocks of the file absent though others of it are stored.
+        missing: Vec<u64>,
+    },
 }
 
 impl fmt::Display for Violation {
@@ -92,7 +99,8 @@ impl fmt::Display for Violation {
             }
             Violation::Resurrected { index } => write!(
                 f,
-                "resurrected: block {index} ({}) was deleted and is back",
+                "resurrected: block {index} ({}) was deleted (or stored only by an import \
+                 that did not commit) and is there",
                 cid(index)
             ),
             Violation::WrongBytes { index } => {
@@ -111,13 +119,23 @@ impl fmt::Display for Violation {
             Violation::Foreign { cid } => write!(f, "listing holds {cid}, never put"),
             Violation::ListedAbsent { index } => write!(
                 f,
-                "resurrected in listing: block {index} ({}) was deleted",
+                "resurrected in listing: block {index} ({}) was deleted (or stored only by \
+                 an import that did not commit)",
                 cid(index)
             ),
             Violation::Unlisted { index } => write!(
                 f,
                 "listing misses block {index} ({}), which must be stored",
                 cid(index)
+            ),
+            Violation::HalfVisibleImport { stored, missing } => write!(
+                f,
+                "half-visible import (killed in its commit): {} of its blocks stored, {} \
+                 absent, e.g. block {} ({})",
+                stored.len(),
+                missing.len(),
+                missing[0],
+                cid(&missing[0])
             ),
         }
     }
@@ -170,6 +188,42 @@ pub fn check(
     for index in model.indices(State::Present) {
         if !seen.contains(&index) {
             violations.push(Violation::Unlisted { index });
+        }
+    }
+    violations
+}
+
+/// Judges the imports whose commit a kill cut short ([`Model::groups`]): each is stored
+/// whole (every block of the file) or not at all (none of the blocks it was the first to
+/// store). Blocks the observations do not cover are not judged.
+pub fn check_imports(model: &Model, observations: &[Observation]) -> Vec<Violation> {
+    let seen: HashMap<u64, bool> = observations
+        .iter()
+        .map(|o| (o.index, matches!(o.read, Read::Present(_))))
+        .collect();
+    let mut violations = Vec::new();
+    for group in model.groups() {
+        let stored: Vec<u64> = group
+            .new
+            .iter()
+            .copied()
+            .filter(|i| seen.get(i) == Some(&true))
+            .collect();
+        if stored.is_empty() {
+            // Rolled back (or nothing was new): blocks stored before stay, as the model says.
+            continue;
+        }
+        // Committed: then every block of the file is stored.
+        let mut missing: Vec<u64> = group
+            .indices
+            .iter()
+            .copied()
+            .filter(|i| seen.get(i) == Some(&false))
+            .collect();
+        missing.sort_unstable();
+        missing.dedup();
+        if !missing.is_empty() {
+            violations.push(Violation::HalfVisibleImport { stored, missing });
         }
     }
     violations
@@ -302,6 +356,87 @@ mod tests {
                 reason: "bad checksum".into()
             }));
             assert!(v.contains(&Violation::Foreign { cid: foreign }));
+        }
+    }
+
+    #[test]
+    fn an_import_cut_in_its_commit_must_be_whole_or_gone() {
+        let mut model = Model::new(true);
+        for e in [
+            PutIssued(vec![0]),
+            PutAcked(vec![0]),
+            ImportStarted {
+                faulty: false,
+                indices: vec![1, 0, 2, 3],
+            },
+            ImportBegun,
+            ImportCommitting,
+        ] {
+            model.apply(&e);
+        }
+        let observe = |present: &[u64]| -> Vec<Observation> {
+            (0..4)
+                .map(|index| Observation {
+                    index,
+                    read: if present.contains(&index) {
+                        Read::Present(block(index).data().clone())
+                    } else {
+                        Read::Absent
+                    },
+                })
+                .collect()
+        };
+        assert_eq!(check_imports(&model, &observe(&[0, 1, 2, 3])), vec![]);
+        assert_eq!(check_imports(&model, &observe(&[0])), vec![]);
+        assert_eq!(
+            check_imports(&model, &observe(&[0, 2])),
+            vec![Violation::HalfVisibleImport {
+                stored: vec![2],
+                missing: vec![1, 3]
+            }]
+        );
+        // Committed, yet the block stored before the import is gone: also caught by `check`
+        // (block 0 is `Present`), and here as a half-visible import.
+        assert_eq!(
+            check_imports(&model, &observe(&[1, 2, 3])),
+            vec![Violation::HalfVisibleImport {
+                stored: vec![1, 2, 3],
+                missing: vec![0]
+            }]
+        );
+    }
+
+    #[test]
+    fn blocks_only_an_interrupted_or_failed_import_stored_must_be_absent() {
+        for faulty in [false, true] {
+            let log = vec![
+                PutIssued(vec![0]),
+                PutAcked(vec![0]),
+                ImportStarted {
+                    faulty,
+                    indices: vec![0, 1],
+                },
+                ImportBegun,
+                ImportAborting,
+            ];
+            let stored: HashSet<u64> = [0, 1].into();
+            assert_eq!(
+                run(&log, true, &stored),
+                vec![
+                    Violation::Resurrected { index: 1 },
+                    Violation::ListedAbsent { index: 1 }
+                ]
+            );
+            let stored: HashSet<u64> = [1].into();
+            assert_eq!(
+                run(&log, true, &stored),
+                vec![
+                    Violation::Lost { index: 0 },
+                    Violation::Resurrected { index: 1 },
+                    Violation::ListedAbsent { index: 1 },
+                    Violation::Unlisted { index: 0 }
+                ]
+            );
         }
     }
 

@@ -5,12 +5,15 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 use ipfrs_storage::BackendKind;
 
-use crate::torture::workload::Mode;
+use crate::torture::workload::{Mode, Workload};
 
 /// ipfrs-torture: a crash campaign against the engine. A child process puts, deletes and
 /// compacts; it is SIGKILLed at random moments (also while it opens the store, and during
 /// compaction); the store is reopened and checked against every acknowledgement the child
-/// made. Prints one summary line; a failure prints the seed, the kill and the replay command.
+/// made. With `--workload car` the child also imports generated CAR files (some corrupt or
+/// truncated) all or nothing, and the check adds: committed imports are whole, interrupted
+/// and failed ones leave nothing of their own once rolled back. Prints one summary line; a
+/// failure prints the seed, the kill and the replay command.
 #[derive(Debug, Parser)]
 #[command(name = "ipfrs-torture", version)]
 pub struct Args {
@@ -23,6 +26,10 @@ pub struct Args {
     /// Durability mode under test: sync, batch or none.
     #[arg(long, default_value = "sync")]
     pub durability: Mode,
+    /// What the child does: ops (puts, deletes, compactions) or car (the same with CAR
+    /// imports mixed in).
+    #[arg(long, default_value = "ops")]
+    pub workload: Workload,
     /// Cold backend: sled, parity-db or rocksdb.
     #[arg(long, default_value = "sled")]
     pub backend: BackendKind,

@@ -24,10 +24,21 @@
 //! In every mode an operation in flight at the kill may or may not have happened; a check
 //! settles it to what it saw, and from then on it must stay so.
 //!
+//! `--workload car` mixes CAR imports ([`car`]) into the child's work and kills it also
+//! while it imports (hashing, journaling, `put_many`), commits, or rolls back (a faulty
+//! file's abort, or an earlier child's journal at open). The check first counts the journals
+//! (one must be there if the log says an import was begun and not finished, none if every
+//! import ended), rolls them back as the next `ipfrs-store` command would
+//! ([`crate::import::recover`]), and then holds imports to their promise in every mode:
+//! every block of an acknowledged import is stored bit-exact; a block only an interrupted or
+//! failed import stored is absent; a block stored before is kept even if the import held
+//! it too; an import killed during its commit is whole or absent ([`check::check_imports`]).
+//!
 //! The workload and the kill plan are a function of `--seed`; where a kill lands in the
 //! child's work depends on timing, so a replay repeats the same plan, not the same instant.
 
 pub mod campaign;
+pub mod car;
 pub mod check;
 pub mod child;
 pub mod cli;
@@ -44,6 +55,7 @@ use campaign::{Failure, Options, Outcome, Summary};
 use child::ChildArgs;
 use cli::{Args, Command};
 pub use error::{Error, Result};
+use workload::Workload;
 
 /// Parses the command line and runs a campaign (or, hidden, the child). Exit codes: 0 the
 /// campaign passed, 1 a check failed, 2 bad usage, 3 the campaign could not run.
@@ -72,6 +84,7 @@ pub fn main() -> ExitCode {
             seed: *child_seed,
             next: *next,
             live_cap: args.live_cap,
+            workload: args.workload,
         });
     }
     match campaign_main(&args) {
@@ -110,14 +123,16 @@ fn campaign_main(args: &Args) -> Result<ExitCode> {
         seed,
         kills: args.kills,
         mode: args.durability,
+        workload: args.workload,
         backend: args.backend,
         dir,
         live_cap: args.live_cap.max(1),
         exe,
     };
     eprintln!(
-        "ipfrs-torture: {} kills, durability {}, backend {}, seed {seed}, store {}",
+        "ipfrs-torture: {} kills, workload {}, durability {}, backend {}, seed {seed}, store {}",
         opts.kills,
+        opts.workload.name(),
         opts.mode.name(),
         opts.backend,
         opts.store().display()
@@ -142,6 +157,7 @@ fn campaign_main(args: &Args) -> Result<ExitCode> {
         drop(temp);
         if args.dir.is_some() {
             let _ = std::fs::remove_dir_all(opts.store());
+            let _ = std::fs::remove_dir_all(opts.journal_dir());
             let _ = std::fs::remove_file(opts.dir.join("child-stderr.log"));
         }
     } else if let Some(temp) = temp {
@@ -153,9 +169,10 @@ fn campaign_main(args: &Args) -> Result<ExitCode> {
 
 fn replay(opts: &Options, kills: u64) -> String {
     format!(
-        "{} --seed {} --kills {kills} --durability {} --backend {} --live-cap {}",
+        "{} --seed {} --kills {kills} --workload {} --durability {} --backend {} --live-cap {}",
         opts.exe.display(),
         opts.seed,
+        opts.workload.name(),
         opts.mode.name(),
         opts.backend,
         opts.live_cap
@@ -169,10 +186,27 @@ fn summary_line(opts: &Options, s: &Summary) -> String {
     } else {
         ms(s.reopen_total) / s.checks as f64
     };
+    let imports = if opts.workload == Workload::Car {
+        format!(
+            ", imports: {} started, {} committed, {} faulty rolled back, kills: {} in import, \
+             {} in commit, {} in rollback; {} journals rolled back by checks ({} torn)",
+            s.imports_started,
+            s.imports_committed,
+            s.imports_aborted,
+            s.in_import,
+            s.in_commit,
+            s.in_rollback,
+            s.journals_recovered,
+            s.journals_torn
+        )
+    } else {
+        String::new()
+    };
     format!(
-        "ipfrs-torture: passed: durability {} backend {} seed {}: {} kills ({} before ready, \
-         {} during compact, {} checks), {} acked puts, {} acked deletes, {} blocks checked, \
-         reopen mean {mean:.1} ms max {:.1} ms",
+        "ipfrs-torture: passed: workload {} durability {} backend {} seed {}: {} kills ({} \
+         before ready, {} during compact, {} checks), {} acked puts, {} acked deletes, {} \
+         blocks checked, reopen mean {mean:.1} ms max {:.1} ms{imports}",
+        opts.workload.name(),
         opts.mode.name(),
         opts.backend,
         opts.seed,

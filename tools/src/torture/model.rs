@@ -11,6 +11,13 @@
 //! - put acknowledged: `Present`, delete acknowledged: `Absent` — in the modes whose
 //!   acknowledgements are durable (sync, batch). With `none` an acknowledgement adds nothing
 //!   to the intent: the block stays `Unknown` until a check observes it.
+//! - CAR imports (all or nothing, in every mode: commit and rollback both flush the store):
+//!   starting one changes nothing, as a crash before its commit is rolled back by the next
+//!   open of the store (the child's, or the check's); so a block only an interrupted or
+//!   failed import stored must read absent. When the commit starts, the import's blocks
+//!   that were `Absent` become `Unknown` and form a group ([`Model::groups`]): the kill may
+//!   land before or after the journal's removal, so all of them are stored or none is. The
+//!   commit acknowledged: every block of the file is `Present`.
 //! - a check settles every `Unknown` block it observed to what it saw: the parent then closes
 //!   the engine cleanly (which flushes), so what was seen is durable from then on, and a
 //!   later disappearance or reappearance is a bug in every mode.
@@ -37,6 +44,21 @@ pub struct Model {
     touched: Vec<u64>,
     acked_puts: u64,
     acked_deletes: u64,
+    /// The blocks of the import in progress (from its start to its end or the next child).
+    import: Option<Vec<u64>>,
+    /// Imports whose commit started and was not acknowledged: all or none of each stored.
+    groups: Vec<Group>,
+    acked_imports: u64,
+}
+
+/// An import whose commit was cut short: its blocks, and those the store did not hold for
+/// sure before it (all of these are stored, or none is).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Group {
+    /// Every block of the file.
+    pub indices: Vec<u64>,
+    /// The blocks that were `Absent` when the commit started.
+    pub new: Vec<u64>,
 }
 
 impl Model {
@@ -48,7 +70,25 @@ impl Model {
             touched: Vec::new(),
             acked_puts: 0,
             acked_deletes: 0,
+            import: None,
+            groups: Vec::new(),
+            acked_imports: 0,
         }
+    }
+
+    /// Imports whose commit was cut short since the last check.
+    pub fn groups(&self) -> &[Group] {
+        &self.groups
+    }
+
+    /// Imports committed (acknowledged) so far.
+    pub fn acked_imports(&self) -> u64 {
+        self.acked_imports
+    }
+
+    /// Forgets the groups (after a check observed and settled their blocks).
+    pub fn clear_groups(&mut self) {
+        self.groups.clear();
     }
 
     /// The first index never used: a fresh block.
@@ -114,10 +154,42 @@ impl Model {
                     }
                 }
             }
-            Event::Opening
-            | Event::Ready
+            Event::ImportStarted { indices, .. } => {
+                for &i in indices {
+                    self.slot(i);
+                }
+                self.import = Some(indices.clone());
+            }
+            Event::ImportCommitting => {
+                if let Some(indices) = self.import.clone() {
+                    let mut new = Vec::new();
+                    for &i in &indices {
+                        let s = self.slot(i);
+                        if *s == State::Absent {
+                            *s = State::Unknown;
+                            new.push(i);
+                        }
+                    }
+                    self.groups.push(Group { indices, new });
+                }
+            }
+            Event::ImportCommitted => {
+                if let Some(indices) = self.import.take() {
+                    self.groups.retain(|g| g.indices != indices);
+                    self.acked_imports += 1;
+                    for i in indices {
+                        *self.slot(i) = State::Present;
+                    }
+                }
+            }
+            Event::ImportAborted(_) | Event::Opening => self.import = None,
+            Event::Ready
             | Event::CompactStarted
             | Event::CompactDone(_)
+            | Event::ImportBegun
+            | Event::ImportAborting
+            | Event::RollbackStarted
+            | Event::RollbackDone { .. }
             | Event::Failed(_) => {}
         }
     }
@@ -201,6 +273,60 @@ mod tests {
         m.settle(2, false);
         m.settle(3, true);
         assert_eq!((m.state(2), m.state(3)), (State::Absent, State::Present));
+    }
+
+    #[test]
+    fn imports_change_nothing_until_their_commit_and_a_cut_commit_is_a_group() {
+        let mut m = Model::new(true);
+        m.apply(&PutIssued(vec![0]));
+        m.apply(&PutAcked(vec![0]));
+        // Killed mid-import: rolled back, so nothing of it, and block 0 stays.
+        m.apply(&ImportStarted {
+            faulty: false,
+            indices: vec![0, 1, 2],
+        });
+        m.apply(&ImportBegun);
+        assert_eq!(
+            [m.state(0), m.state(1), m.state(2)],
+            [State::Present, State::Absent, State::Absent]
+        );
+        assert_eq!(m.next(), 3);
+        // The next child imports again and is killed during the commit.
+        m.apply(&Opening);
+        m.apply(&ImportStarted {
+            faulty: false,
+            indices: vec![1, 0, 3],
+        });
+        m.apply(&ImportCommitting);
+        assert_eq!(
+            m.groups(),
+            &[Group {
+                indices: vec![1, 0, 3],
+                new: vec![1, 3]
+            }]
+        );
+        assert_eq!([m.state(1), m.state(3)], [State::Unknown, State::Unknown]);
+        m.clear_groups();
+        // A committed import: every block present, no group left.
+        m.apply(&ImportStarted {
+            faulty: false,
+            indices: vec![4, 0],
+        });
+        m.apply(&ImportCommitting);
+        m.apply(&ImportCommitted);
+        assert!(m.groups().is_empty());
+        assert_eq!([m.state(4), m.state(0)], [State::Present, State::Present]);
+        assert_eq!(m.acked_imports(), 1);
+        // A faulty import rolled back by itself: a later commit ack refers to nothing.
+        m.apply(&ImportStarted {
+            faulty: true,
+            indices: vec![5],
+        });
+        m.apply(&ImportAborting);
+        m.apply(&ImportAborted(1));
+        m.apply(&ImportCommitted);
+        assert_eq!(m.state(5), State::Absent);
+        assert_eq!(m.acked_imports(), 1);
     }
 
     #[test]

@@ -5,6 +5,14 @@
 //! what was written when its writer is killed, so after a SIGKILL the parent still reads
 //! every acknowledgement the child made: an operation without its ack line was never
 //! acknowledged to anyone, and one without its intent line never started.
+//!
+//! A CAR import (`--workload car`) is logged at each step that changes what a crash leaves:
+//! `I` before its journal is created (with the flag saying whether the file is faulty and
+//! the block indices of its sections, in file order), `B` once the journal exists, `K` when
+//! every block verified and stored and the commit (store flush, journal removal) starts, `k`
+//! when it returned; for a faulty file `A` when the rollback starts and `a` when it
+//! returned. `R` and `r` bracket the rollback of journals left by an earlier child, which a
+//! child runs right after opening the store, as every `ipfrs-store` command does.
 
 use crate::torture::error::{Error, Result};
 
@@ -27,6 +35,33 @@ pub enum Event {
     CompactStarted,
     /// `Engine::compact` returned, having compacted this many segments.
     CompactDone(u64),
+    /// A CAR import is about to begin: whether its file is faulty (a corrupt or truncated
+    /// section, so it must fail), and the block index of each section, in file order.
+    ImportStarted {
+        /// The file has a fault and must be rolled back.
+        faulty: bool,
+        /// Section by section (may repeat an index).
+        indices: Vec<u64>,
+    },
+    /// The import's journal exists (`Import::begin` returned).
+    ImportBegun,
+    /// Every block verified and was stored: `Import::commit` starts.
+    ImportCommitting,
+    /// `Import::commit` returned: the import is permanent.
+    ImportCommitted,
+    /// The faulty file was refused as it must be: `Import::abort` starts.
+    ImportAborting,
+    /// `Import::abort` returned, having deleted this many blocks.
+    ImportAborted(u64),
+    /// Journals of interrupted imports were found: their rollback (`recover`) starts.
+    RollbackStarted,
+    /// The rollback returned: journals removed, blocks deleted.
+    RollbackDone {
+        /// Journals rolled back.
+        journals: u64,
+        /// Blocks deleted.
+        deleted: u64,
+    },
     /// An operation failed: the child stops with this message.
     Failed(String),
 }
@@ -51,6 +86,16 @@ impl Event {
             Event::DeleteAcked(v) => list("d", v),
             Event::CompactStarted => "C".to_owned(),
             Event::CompactDone(n) => format!("c {n}"),
+            Event::ImportStarted { faulty, indices } => {
+                list(&format!("I {}", u8::from(*faulty)), indices)
+            }
+            Event::ImportBegun => "B".to_owned(),
+            Event::ImportCommitting => "K".to_owned(),
+            Event::ImportCommitted => "k".to_owned(),
+            Event::ImportAborting => "A".to_owned(),
+            Event::ImportAborted(n) => format!("a {n}"),
+            Event::RollbackStarted => "R".to_owned(),
+            Event::RollbackDone { journals, deleted } => format!("r {journals} {deleted}"),
             // One line whatever the message holds.
             Event::Failed(msg) => format!("E {}", msg.replace('\n', " ")),
         };
@@ -76,6 +121,23 @@ impl Event {
             "d" => Event::DeleteAcked(indices()?),
             "C" => Event::CompactStarted,
             "c" => Event::CompactDone(rest.trim().parse().map_err(|_| bad())?),
+            "I" => match indices()?.split_first() {
+                Some((&flag @ (0 | 1), indices)) => Event::ImportStarted {
+                    faulty: flag == 1,
+                    indices: indices.to_vec(),
+                },
+                _ => return Err(bad()),
+            },
+            "B" => Event::ImportBegun,
+            "K" => Event::ImportCommitting,
+            "k" => Event::ImportCommitted,
+            "A" => Event::ImportAborting,
+            "a" => Event::ImportAborted(rest.trim().parse().map_err(|_| bad())?),
+            "R" => Event::RollbackStarted,
+            "r" => match indices()?.as_slice() {
+                &[journals, deleted] => Event::RollbackDone { journals, deleted },
+                _ => return Err(bad()),
+            },
             "E" => Event::Failed(rest.to_owned()),
             _ => return Err(bad()),
         })
@@ -99,6 +161,16 @@ mod tests {
             v().prop_map(Event::DeleteAcked),
             Just(Event::CompactStarted),
             any::<u64>().prop_map(Event::CompactDone),
+            (any::<bool>(), v())
+                .prop_map(|(faulty, indices)| Event::ImportStarted { faulty, indices }),
+            Just(Event::ImportBegun),
+            Just(Event::ImportCommitting),
+            Just(Event::ImportCommitted),
+            Just(Event::ImportAborting),
+            any::<u64>().prop_map(Event::ImportAborted),
+            Just(Event::RollbackStarted),
+            (any::<u64>(), any::<u64>())
+                .prop_map(|(journals, deleted)| Event::RollbackDone { journals, deleted }),
             "[a-z ]{0,20}".prop_map(Event::Failed),
         ]
     }
@@ -114,7 +186,17 @@ mod tests {
 
     #[test]
     fn garbage_is_a_protocol_error() {
-        for line in ["", "x 1", "P 1 two", "c", "test crash ... "] {
+        for line in [
+            "",
+            "x 1",
+            "P 1 two",
+            "c",
+            "test crash ... ",
+            "I",
+            "I 2 5",
+            "r 1",
+            "a",
+        ] {
             assert!(
                 matches!(Event::parse(line), Err(Error::Protocol(_))),
                 "{line:?}"

@@ -77,6 +77,37 @@ impl FromStr for Mode {
     }
 }
 
+/// What the children do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Workload {
+    /// Puts, deletes, puts of deleted blocks, explicit compactions.
+    Ops,
+    /// The same, with CAR imports (all or nothing, journaled) mixed in: about two
+    /// operations in five are imports of generated files, some of them faulty.
+    Car,
+}
+
+impl Workload {
+    /// The command-line name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Workload::Ops => "ops",
+            Workload::Car => "car",
+        }
+    }
+}
+
+impl FromStr for Workload {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Workload, String> {
+        match s {
+            "ops" => Ok(Workload::Ops),
+            "car" => Ok(Workload::Car),
+            _ => Err(format!("unknown workload {s:?} (expected ops or car)")),
+        }
+    }
+}
+
 /// The engine configuration of a campaign's store (the parent and every child use the same).
 pub fn config(dir: &Path, backend: BackendKind, mode: Mode) -> Config {
     let mut config = Config::new(dir);
@@ -170,5 +201,9 @@ mod tests {
             assert_eq!(mode.name().parse::<Mode>(), Ok(mode));
         }
         assert!("fsync".parse::<Mode>().is_err());
+        for w in [Workload::Ops, Workload::Car] {
+            assert_eq!(w.name().parse::<Workload>(), Ok(w));
+        }
+        assert!("tar".parse::<Workload>().is_err());
     }
 }
