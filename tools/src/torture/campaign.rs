@@ -255,7 +255,7 @@ pub fn run(opts: &Options) -> Result<Outcome> {
 enum Journals {
     /// None: no import is unfinished.
     None,
-    /// One: an import was begun (or failed) and is neither committed nor rolled back.
+    /// One: an import was begun and neither its commit nor its rollback has started.
     One,
     /// None or one: the kill may have landed before the journal's creation or removal.
     Either,
@@ -383,12 +383,9 @@ impl Campaign<'_> {
                 log.import = None;
                 None
             }
-            Event::ImportAborting => {
-                log.import = Some(Trigger::Rollback);
-                log.import
-            }
-            Event::RollbackStarted => {
-                // Its journal goes last, after the blocks: a kill may land on either side.
+            Event::ImportAborting | Event::RollbackStarted => {
+                // A rollback removes the journal last, after the blocks and a flush: the kill
+                // may land on either side of that removal, before the child says it is done.
                 self.journals = Journals::Either;
                 log.import = Some(Trigger::Rollback);
                 log.import
