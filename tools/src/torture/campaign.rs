@@ -134,6 +134,8 @@ pub struct Summary {
     pub in_commit: u64,
     /// Kills that landed during a rollback (an abort, or a journal left by an earlier child).
     pub in_rollback: u64,
+    /// Of those, kills during the rollback of an earlier child's journal (at open).
+    pub in_recovery: u64,
     /// Journals of interrupted imports that checks rolled back.
     pub journals_recovered: u64,
     /// Of those, journals whose last record was torn.
@@ -340,7 +342,10 @@ impl Campaign<'_> {
         match log.import {
             Some(Trigger::Import) => self.summary.in_import += 1,
             Some(Trigger::Commit) => self.summary.in_commit += 1,
-            Some(Trigger::Rollback) => self.summary.in_rollback += 1,
+            Some(Trigger::Rollback) => {
+                self.summary.in_rollback += 1;
+                self.summary.in_recovery += u64::from(log.recovering);
+            }
             _ => {}
         }
         Ok(problems)
@@ -384,6 +389,7 @@ impl Campaign<'_> {
                 None
             }
             Event::ImportAborting | Event::RollbackStarted => {
+                log.recovering = matches!(event, Event::RollbackStarted);
                 // A rollback removes the journal last, after the blocks and a flush: the kill
                 // may land on either side of that removal, before the child says it is done.
                 self.journals = Journals::Either;
@@ -625,6 +631,8 @@ struct Log {
     compacting: bool,
     /// The import step under way: `Import`, `Commit` or `Rollback`.
     import: Option<Trigger>,
+    /// The rollback under way is of an earlier child's journal.
+    recovering: bool,
     failed: Option<String>,
 }
 

@@ -189,13 +189,15 @@ fn summary_line(opts: &Options, s: &Summary) -> String {
     let imports = if opts.workload == Workload::Car {
         format!(
             ", imports: {} started, {} committed, {} faulty rolled back, kills: {} in import, \
-             {} in commit, {} in rollback; {} journals rolled back by checks ({} torn)",
+             {} in commit, {} in rollback ({} of an earlier child's journal); {} journals rolled \
+             back by checks ({} torn)",
             s.imports_started,
             s.imports_committed,
             s.imports_aborted,
             s.in_import,
             s.in_commit,
             s.in_rollback,
+            s.in_recovery,
             s.journals_recovered,
             s.journals_torn
         )
