@@ -1649,8 +1649,12 @@ impl Tree {
         #[cfg(any(test, feature = "lock_free_delays"))]
         const MAX_LOOPS: usize = usize::max_value();
 
+        // ipfrs: 10,000, not upstream's 1,000,000. A traversal takes the tree's depth plus a
+        // retry per concurrent split or merge it meets; a damaged tree whose links form a
+        // cycle went round a million times (each a page lookup, some a read and decode from
+        // disk) before the panic below, 27 s to minutes, which the engine saw as a hang.
         #[cfg(not(any(test, feature = "lock_free_delays")))]
-        const MAX_LOOPS: usize = 1_000_000;
+        const MAX_LOOPS: usize = 10_000;
 
         let _measure = Measure::new(&M.tree_traverse);
 
