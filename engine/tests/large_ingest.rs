@@ -10,6 +10,8 @@ use ipfrs_storage::{BackendKind, Block, Config, Engine, Error, HotTier};
 use ipfrs_tiering::segment::hint::decode_hint;
 use ipfrs_tiering::segment::{Alignment, scan_segment};
 
+mod common;
+
 const SEGMENT: u64 = 1 << 20;
 
 fn config(dir: &Path) -> Config {
@@ -28,16 +30,9 @@ fn config(dir: &Path) -> Config {
     config
 }
 
-/// 60 KiB blocks (left in place when cold) and 2 KiB ones (copied inline), distinct by
-/// `seed`.
+/// 60 KiB blocks (left in place when cold) and 2 KiB ones (copied inline).
 fn blocks(seed: u32, count: u32) -> Vec<Block> {
-    (0..count)
-        .map(|i| {
-            let len = if i % 4 == 0 { 2 << 10 } else { 60 << 10 };
-            let fill = format!("{seed}:{i}:");
-            Block::new(fill.repeat(len / fill.len() + 1)[..len].to_string()).unwrap()
-        })
-        .collect()
+    common::two_sizes(seed, count, 4, 2 << 10, 60 << 10)
 }
 
 fn segments_dir(dir: &Path) -> PathBuf {

@@ -30,13 +30,7 @@ fn config(dir: &Path, backend: BackendKind) -> Config {
 
 /// 64 KiB blocks (packed) and 2 KiB ones (inline), distinct by `seed`.
 fn blocks(seed: u32, count: u32) -> Vec<Block> {
-    (0..count)
-        .map(|i| {
-            let len = if i % 3 == 0 { 2 << 10 } else { 64 << 10 };
-            let fill = format!("{seed}:{i}:");
-            Block::new(fill.repeat(len / fill.len() + 1)[..len].to_string()).unwrap()
-        })
-        .collect()
+    common::two_sizes(seed, count, 3, 2 << 10, 64 << 10)
 }
 
 fn stats(engine: &Engine) -> Stats {

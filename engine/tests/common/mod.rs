@@ -1,5 +1,5 @@
 //! Shared by the engine's tests: running this test binary's own child test and killing it
-//! (crash tests), and a seccomp filter refusing io_uring.
+//! (crash tests), a seccomp filter refusing io_uring, and blocks of two sizes.
 #![allow(clippy::unwrap_used, dead_code)]
 
 pub mod seccomp;
@@ -51,4 +51,22 @@ pub fn kill_child_after(child: &str, envs: &[(&str, String)], run_for: Duration)
     }
     process.wait().unwrap();
     last
+}
+
+/// `count` blocks, one in `small_every` of `small` bytes and the rest of `large`, distinct
+/// by `seed` (the tests of packs: large blocks stay in packs, small ones are copied inline).
+pub fn two_sizes(
+    seed: u32,
+    count: u32,
+    small_every: u32,
+    small: usize,
+    large: usize,
+) -> Vec<ipfrs_storage::Block> {
+    (0..count)
+        .map(|i| {
+            let len = if i % small_every == 0 { small } else { large };
+            let fill = format!("{seed}:{i}:");
+            ipfrs_storage::Block::new(fill.repeat(len / fill.len() + 1)[..len].to_string()).unwrap()
+        })
+        .collect()
 }
