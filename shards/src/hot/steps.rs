@@ -64,11 +64,15 @@ enum Check {
 }
 
 /// The payload of `key`'s record at `offset` in `map`, as a slice of the mapping; `None` if
-/// the record is damaged or holds another key.
-fn payload(map: &MappedSegment, key: &[u8], offset: u32, check: Check) -> Option<Bytes> {
+/// the record is damaged, holds another key, or is not the `len` bytes its index entry says.
+fn payload(
+    map: &MappedSegment,
+    (key, offset, len): (&[u8], u32, u64),
+    check: Check,
+) -> Option<Bytes> {
     let offset = offset as usize;
     let header = decode_header(map.bytes(), offset, RECORD_ALIGN).ok()?;
-    if header.key != key || header.tombstone {
+    if header.key != key || header.tombstone || header.payload_len as u64 != len {
         return None;
     }
     if check == Check::Full {
@@ -261,7 +265,7 @@ pub(crate) async fn migrate(
                 } else {
                     Check::Full
                 };
-                let data = payload(&map, &key, offset, check);
+                let data = payload(&map, (&key, offset, u64::from(loc.len)), check);
                 let stays_hot = data.is_some() && hot_again;
                 // A small cold block is copied into the backend; a large one stays in this
                 // segment, soon a pack, and the backend learns where.
@@ -441,7 +445,7 @@ pub(crate) async fn reclaim(
                 if loc.pack != pack || loc.offset != offset {
                     continue;
                 }
-                let data = payload(&map, &key, offset, Check::Full);
+                let data = payload(&map, (&key, offset, len), Check::Full);
                 live.push(Live { key, len, data });
             }
             Ok(live)
