@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use ipfrs_core_types::key::Key;
 use ipfrs_tiering::segment::recover::Kind;
-use ipfrs_tiering::segment::{MappedSegment, scan_segment, walk_headers};
+use ipfrs_tiering::segment::{HotIndex, MappedSegment, scan_segment, walk_headers};
 
 use super::HotTier;
 use super::steps::{backend_bytes, check_room};
@@ -248,18 +248,9 @@ async fn compact_segment(shard: &Rc<Shard>, segment: u32, mode: Mode) -> Result<
             records_end: records_end as u64,
         });
     let inline_up_to = u64::from(hot.config.inline_threshold_bytes);
-    let live_bytes: u64 = {
-        let index = hot.index.borrow();
-        found
-            .iter()
-            .filter(|(key, offset, _)| {
-                index
-                    .get(key)
-                    .is_some_and(|loc| loc.segment == segment && loc.offset == *offset)
-            })
-            .map(|(_, _, len)| backend_bytes(u64::from(*len), inline_up_to))
-            .sum()
-    };
+    let live_bytes: u64 = indexed_here(&hot.index.borrow(), segment, &found)
+        .map(|(_, _, len)| backend_bytes(u64::from(*len), inline_up_to))
+        .sum();
     let mut mode = mode;
     if live_bytes > 0 {
         // An explicit compaction moves records to the cold backend only while that leaves
@@ -325,18 +316,23 @@ pub(crate) async fn block_records(map: MappedSegment, walk: Walk) -> (Vec<(Key, 
     .await
 }
 
+/// The records of `found` that the hot index still points at, there in `segment`.
+fn indexed_here<'a>(
+    index: &'a HotIndex,
+    segment: u32,
+    found: &'a [(Key, u32, u32)],
+) -> impl Iterator<Item = &'a (Key, u32, u32)> + 'a {
+    found.iter().filter(move |(key, offset, _)| {
+        index
+            .get(key)
+            .is_some_and(|loc| loc.segment == segment && loc.offset == *offset)
+    })
+}
+
 /// Whether `found` holds every record the hot index has in `segment`.
 fn covers_live(hot: &HotTier, segment: u32, found: &[(Key, u32, u32)]) -> bool {
     let index = hot.index.borrow();
-    let listed = found
-        .iter()
-        .filter(|(key, offset, _)| {
-            index
-                .get(key)
-                .is_some_and(|loc| loc.segment == segment && loc.offset == *offset)
-        })
-        .count();
-    listed as u64 == index.live_in(segment)
+    indexed_here(&index, segment, found).count() as u64 == index.live_in(segment)
 }
 
 /// Submits `found` records as write groups of about [`STEP_BYTES`] each, built by `step`,
