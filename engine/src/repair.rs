@@ -15,7 +15,7 @@ use bytes::Bytes;
 use ipfrs_core_types::key::cid_of_key;
 use ipfrs_core_types::{BackendKind, Cid, Config};
 use ipfrs_tiering::backends::{is_damage, resume_after_damage};
-use ipfrs_tiering::pack::entry_is_sound;
+use ipfrs_tiering::pack::sound_entry;
 use ipfrs_tiering::{BackendOptions, ColdBackend, open_backend};
 
 use crate::directory::Directory;
@@ -242,13 +242,16 @@ fn salvage(
     let mut failed = None;
     let segments = segments_dir(dir);
     let unreadable = old.salvage(&mut |key, value| {
-        if failed.is_some() || !entry_is_sound(key, value, &segments) {
+        if failed.is_some() {
             return;
         }
+        let Some(entry) = sound_entry(key, value, &segments) else {
+            return;
+        };
         match fresh.contains(key) {
             Ok(true) => {}
             Ok(false) if found.iter().any(|(k, _)| k == key) => {}
-            Ok(false) => found.push((key.to_vec(), Bytes::copy_from_slice(value))),
+            Ok(false) => found.push((key.to_vec(), entry)),
             Err(e) => failed = Some(e),
         }
         if found.len() >= STEP {
@@ -306,8 +309,8 @@ fn check(
         let mut good: Vec<(Vec<u8>, Bytes)> = Vec::with_capacity(keys.len());
         for key in &keys {
             let exact = match old.get(key) {
-                Ok(Some(value)) if entry_is_sound(key, &value, &segments) => Some(value),
-                Ok(_) => None,
+                Ok(Some(value)) => sound_entry(key, &value, &segments),
+                Ok(None) => None,
                 Err(e) if is_damage(&e) => None,
                 Err(e) => return Err(storage(dir, e)),
             };

@@ -43,6 +43,15 @@ impl Fetched {
             Ok(decoded) if decoded.key != key => {
                 return Err(corrupt("the record holds another key".into()));
             }
+            // The index said how long the record is: a record that ends elsewhere means a
+            // damaged index entry, whose length (and `get_size`) must not be trusted.
+            Ok(decoded) if decoded.next_offset != record.len() => {
+                return Err(corrupt(format!(
+                    "the index gives the record {} bytes, the record has {}",
+                    record.len(),
+                    decoded.next_offset
+                )));
+            }
             Ok(decoded) => match decoded.payload {
                 ipfrs_tiering::segment::Payload::Data(data) => {
                     let start = data.as_ptr() as usize - record.as_ptr() as usize;
@@ -55,5 +64,34 @@ impl Fetched {
             Err(e) => return Err(corrupt(e.to_string())),
         };
         Ok(record.slice(range))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use bytes::Bytes;
+    use ipfrs_tiering::segment::{Alignment, Payload, encode_at};
+
+    use super::Fetched;
+    use crate::Error;
+
+    /// A record sliced as the index says: exactly its extent is served; an index entry whose
+    /// length is damaged (longer or shorter than the record) is `Corrupt`, never served.
+    #[test]
+    fn a_record_is_served_only_over_its_exact_extent() {
+        let key = [0x12, 4, 1, 2, 3, 4];
+        let data = [9u8; 100];
+        let mut buf = vec![0u8; 512];
+        encode_at(&mut buf, 0, 1, &key, Payload::Data(&data), Alignment::WORD).unwrap();
+        let exact = 28 + key.len() + data.len();
+        let record = Bytes::from(buf);
+        let served = Fetched::Record(record.slice(..exact)).into_data(&key);
+        assert_eq!(served.unwrap().as_ref(), &data[..]);
+        for len in [exact - 1, exact + 1, exact + 8, 512] {
+            let got = Fetched::Record(record.slice(..len)).into_data(&key);
+            assert!(matches!(got, Err(Error::Corrupt { .. })), "{len}: {got:?}");
+        }
     }
 }

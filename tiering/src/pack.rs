@@ -224,47 +224,65 @@ fn decode_packed(value: &[u8]) -> Result<PackLoc, EntryError> {
     })
 }
 
-/// Whether `value` is a sound index entry for `key`, with the shard's pack files in
-/// `segments_dir`: an inline block that hashes to its key, or a packed one whose record (in
-/// its pack, or in the segment it still is while its rename waits) reads back whole with
-/// this key. For repairs, which must not copy an entry that points at nothing.
-pub fn entry_is_sound(key: &[u8], value: &[u8], segments_dir: &Path) -> bool {
+/// The entry a repair keeps for `key`, with the shard's pack files in `segments_dir`:
+/// `value` itself when it is an inline block that hashes to its key, or a packed one whose
+/// record (in its pack, or in the segment it still is while its rename waits) reads back
+/// whole with this key; a packed entry rebuilt from its record when only the entry's lengths
+/// were damaged (the record at its offset still holds `key` and passes its checksum: the
+/// block is intact, and dropping it would lose it); `None` otherwise. For repairs, which
+/// must not copy an entry that points at nothing.
+pub fn sound_entry(key: &[u8], value: &[u8], segments_dir: &Path) -> Option<Bytes> {
     match decode(key, Bytes::copy_from_slice(value)) {
-        Ok(Entry::Inline(_)) => true,
-        Ok(Entry::InlineUnchecked(data)) => ipfrs_core_types::verify_key(key, &data).is_ok(),
+        Ok(Entry::Inline(_)) => Some(Bytes::copy_from_slice(value)),
+        Ok(Entry::InlineUnchecked(data)) => ipfrs_core_types::verify_key(key, &data)
+            .is_ok()
+            .then(|| Bytes::copy_from_slice(value)),
         Ok(Entry::Packed(loc)) => {
             let files = [
                 pack_path(segments_dir, loc.pack),
                 crate::segment::file::segment_path(segments_dir, loc.pack),
             ];
-            files.iter().any(|path| record_is(path, &loc, key))
+            let len = files
+                .iter()
+                .find_map(|path| record_len_at(path, &loc, key))?;
+            let found = PackLoc {
+                len,
+                key_len: u16::try_from(key.len()).ok()?,
+                ..loc
+            };
+            Some(if found == loc {
+                Bytes::copy_from_slice(value)
+            } else {
+                encode_packed(found)
+            })
         }
-        Err(_) => false,
+        Err(_) => None,
     }
 }
 
-/// Whether the record at `loc` in the file at `path` decodes whole and holds `key`.
-fn record_is(path: &Path, loc: &PackLoc, key: &[u8]) -> bool {
+/// The payload length of the record at `loc`'s offset in the file at `path`, if it decodes
+/// whole (checksum included) and holds `key`. The record's own header says how long it is:
+/// `loc`'s lengths are not trusted.
+fn record_len_at(path: &Path, loc: &PackLoc, key: &[u8]) -> Option<u32> {
     use std::os::unix::fs::FileExt;
-    let Ok(file) = std::fs::File::open(path) else {
-        return false;
+    let file = std::fs::File::open(path).ok()?;
+    let exact = crate::segment::Alignment::new(1).ok()?;
+    let read = |len: usize| {
+        let mut buf = vec![0u8; len];
+        file.read_exact_at(&mut buf, u64::from(loc.offset))
+            .ok()
+            .map(|()| buf)
     };
-    let mut record = vec![0u8; loc.record_len()];
-    if file
-        .read_exact_at(&mut record, u64::from(loc.offset))
-        .is_err()
-    {
-        return false;
-    }
-    let Ok(exact) = crate::segment::Alignment::new(1) else {
-        return false;
+    let head = read(crate::segment::record::HEADER_LEN + key.len())?;
+    let whole = match crate::segment::decode_header(&head, 0, exact) {
+        Ok(_) => head,
+        Err(crate::segment::RecordError::Truncated { needed, .. }) => read(needed)?,
+        Err(_) => return None,
     };
-    crate::segment::decode(&record, 0, exact).is_ok_and(|r| {
-        r.key == key
-            && r.payload
-                .data()
-                .is_some_and(|d| d.len() == loc.len as usize)
-    })
+    let record = crate::segment::decode(&whole, 0, exact).ok()?;
+    let data = record.payload.data()?;
+    (record.key == key && record.next_offset == whole.len()).then_some(())?;
+    u32::try_from(data.len()).ok()
 }
 
 /// The extension of pack files.
@@ -295,6 +313,62 @@ mod tests {
         let mut key = vec![0x12, 32];
         key.extend_from_slice(&[n; 32]);
         key
+    }
+
+    /// A repair keeps a packed entry whose record is intact, rebuilds one whose lengths
+    /// were damaged from the record's own header, and drops one that points at another
+    /// record, a damaged record or a missing pack.
+    #[test]
+    fn sound_entries_are_kept_or_rebuilt_from_their_record() {
+        use crate::segment::{Alignment, Payload, encode_at};
+        let dir = tempfile::tempdir().unwrap();
+        let data = vec![7u8; 5000];
+        let mut buf = vec![0u8; 8192];
+        let offset = 64;
+        let len = encode_at(
+            &mut buf,
+            offset,
+            1,
+            &key(1),
+            Payload::Data(&data),
+            Alignment::WORD,
+        )
+        .unwrap();
+        let path = pack_path(dir.path(), 3);
+        std::fs::write(&path, &buf).unwrap();
+        let loc = PackLoc {
+            pack: 3,
+            offset: offset as u32,
+            len: 5000,
+            key_len: 34,
+        };
+        let exact = encode_packed(loc);
+        assert_eq!(
+            sound_entry(&key(1), &exact, dir.path()),
+            Some(exact.clone())
+        );
+        for damaged_len in [5001, 4999, 1 << 20] {
+            let damaged = encode_packed(PackLoc {
+                len: damaged_len,
+                ..loc
+            });
+            assert_eq!(
+                sound_entry(&key(1), &damaged, dir.path()),
+                Some(exact.clone()),
+                "len {damaged_len}"
+            );
+        }
+        assert_eq!(sound_entry(&key(2), &exact, dir.path()), None, "other key");
+        let elsewhere = encode_packed(PackLoc {
+            offset: (offset + 8) as u32,
+            ..loc
+        });
+        assert_eq!(sound_entry(&key(1), &elsewhere, dir.path()), None);
+        let missing = encode_packed(PackLoc { pack: 4, ..loc });
+        assert_eq!(sound_entry(&key(1), &missing, dir.path()), None);
+        buf[offset + len - 20] ^= 1;
+        std::fs::write(&path, &buf).unwrap();
+        assert_eq!(sound_entry(&key(1), &exact, dir.path()), None, "damaged");
     }
 
     #[test]
