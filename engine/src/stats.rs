@@ -12,6 +12,10 @@ pub struct Stats {
     pub cache_hits: u64,
     /// Reads that went to a cold backend.
     pub cache_misses: u64,
+    /// Cold reads of packed blocks answered from a cached location, without the backend.
+    pub location_hits: u64,
+    /// Pack locations the location caches hold.
+    pub locations_cached: u64,
     /// Lookups answered "absent" by a bloom filter without a backend call.
     pub bloom_negatives: u64,
     /// Keys read on the caller's thread, without a round trip to a shard.
@@ -86,6 +90,8 @@ impl Stats {
             bytes: sum(|s| s.bytes),
             cache_hits: sum(|s| s.cache_hits),
             cache_misses: sum(|s| s.cache_misses),
+            location_hits: sum(|s| s.location_hits),
+            locations_cached: sum(|s| s.locations_cached),
             bloom_negatives: sum(|s| s.bloom_negatives),
             caller_reads: sum(|s| s.caller_reads),
             cache_bytes: sum(|s| s.cache_bytes),

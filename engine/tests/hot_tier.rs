@@ -16,6 +16,10 @@ fn config(dir: &Path) -> Config {
     config.hot_tier = Some(HotTier {
         segment_bytes: 256 << 10,
         budget_bytes: 4 << 20,
+        // The 4 KiB blocks here are copied into the cold backend when they go cold (and may
+        // be promoted back): the inline path (packs have tests/packs.rs and
+        // tests/location_cache.rs).
+        inline_threshold_bytes: 16 << 10,
         ..HotTier::default()
     });
     config

@@ -118,6 +118,10 @@ pub struct ShardStats {
     pub cache_hits: u64,
     /// Reads that went to the backend.
     pub cache_misses: u64,
+    /// Cold reads of packed blocks answered from a cached location, without the backend.
+    pub location_hits: u64,
+    /// Pack locations the location cache holds.
+    pub locations_cached: u64,
     /// Lookups the bloom filter answered "absent" without a backend call.
     pub bloom_negatives: u64,
     /// Keys read (`get`, `has`, `get_size`) on the caller's thread, without a round trip to

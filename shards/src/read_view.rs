@@ -50,6 +50,8 @@ pub(crate) struct ReadCounters {
     pub(crate) cache_hits: AtomicU64,
     /// Cold reads that went to the backend.
     pub(crate) cache_misses: AtomicU64,
+    /// Cold reads of packed blocks whose location was cached (no backend lookup).
+    pub(crate) location_hits: AtomicU64,
 }
 
 impl ReadCounters {
@@ -179,6 +181,9 @@ impl ReadView {
                 ReadCounters::bump(&self.counters.cache_hits);
                 return Ok(self.answered((Some(Fetched::Data(data)), None)));
             }
+            if let Some(record) = self.cached_location(key) {
+                return Ok(self.answered((Some(Fetched::Record(record)), None)));
+            }
             let epoch = self.epoch.get();
             let Some(backend) = self.backend()? else {
                 return Ok(Quick::Shard);
@@ -222,6 +227,11 @@ impl ReadView {
                     };
                     match crate::hot::pack_record(&hot.packs, &hot.segments, &loc) {
                         Some(record) => {
+                            self.cache.insert_location(key, loc);
+                            if self.epoch.get() != epoch {
+                                // A delete committed since the read (as for the cache above).
+                                self.cache.forget_location(key);
+                            }
                             return Ok(self.answered((Some(Fetched::Record(record)), None)));
                         }
                         // Reclaimed since the entry was read (the block is hot again), or
@@ -258,6 +268,10 @@ impl ReadView {
         {
             return Ok(self.answered(Some(u64::from(loc.len))));
         }
+        if let Some(loc) = self.cache.location(key) {
+            // Deletes drop the location before they are acknowledged.
+            return Ok(self.answered(Some(u64::from(loc.len))));
+        }
         let Some(backend) = self.backend()? else {
             return Ok(Quick::Shard);
         };
@@ -285,6 +299,21 @@ impl ReadView {
             return Err(self.backend_error(err));
         }
         Ok(Some(backend))
+    }
+
+    /// The record of `key` where the location cache says it lies in a pack, or `None`: no
+    /// location cached, or its pack is gone (reclaimed since), when the location is dropped
+    /// and the backend asked. A record is checked by the caller like any other, so a
+    /// location that points at another record is reported, never served.
+    fn cached_location(&self, key: &[u8]) -> Option<Bytes> {
+        let hot = self.hot.as_ref()?;
+        let loc = self.cache.location(key)?;
+        let record = crate::hot::pack_record(&hot.packs, &hot.segments, &loc);
+        match record {
+            Some(_) => ReadCounters::bump(&self.counters.location_hits),
+            None => self.cache.forget_location(key),
+        }
+        record
     }
 
     /// Whether `key` went into the hot index since the reader looked (a reclamation moved it
@@ -316,7 +345,7 @@ impl ReadView {
             bloom: Arc::new(AtomicBloomFilter::from_vec(vec![u64::MAX; 8]).hashes(1)),
             epoch: Arc::default(),
             counters: Arc::default(),
-            cache: Arc::new(crate::cache::BlockCache::new(0)),
+            cache: Arc::new(crate::cache::BlockCache::new(0, 0)),
             hot: None,
         }
     }

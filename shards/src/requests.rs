@@ -101,6 +101,18 @@ async fn get_many(shard: &Rc<Shard>, keys: Vec<Key>) -> Result<Vec<Option<Fetche
                 out[i] = Some(Fetched::Record(record));
                 continue;
             }
+            if let Some(record) = shard.hot.as_ref().and_then(|hot| {
+                let record = hot.pack_record(&cache.location(key)?);
+                if record.is_none() {
+                    // Its pack is gone (reclaimed): the backend knows where it went.
+                    cache.forget_location(key);
+                }
+                record
+            }) {
+                ReadCounters::add(&shard.reads.location_hits, 1);
+                out[i] = Some(Fetched::Record(record));
+                continue;
+            }
             match cache.get(key) {
                 Some(value) => {
                     ReadCounters::add(&shard.reads.cache_hits, 1);
@@ -156,6 +168,7 @@ async fn get_many(shard: &Rc<Shard>, keys: Vec<Key>) -> Result<Vec<Option<Fetche
         .await?;
     // Packed blocks are records in the pack files' mappings: resolved here, checked by
     // the caller like hot records, never copied or cached (the page cache holds them).
+    let mut located = Vec::new();
     let values: Vec<Option<Fetched>> = miss_keys
         .iter()
         .zip(entries)
@@ -185,6 +198,9 @@ async fn get_many(shard: &Rc<Shard>, keys: Vec<Key>) -> Result<Vec<Option<Fetche
                         ),
                     ));
                 }
+                if record.is_some() {
+                    located.push((key, loc));
+                }
                 record.map(Fetched::Record)
             }
         })
@@ -196,6 +212,12 @@ async fn get_many(shard: &Rc<Shard>, keys: Vec<Key>) -> Result<Vec<Option<Fetche
         return Err(Error::Corrupt { key, reason });
     }
     let fill = epoch == shard.delete_epoch.get();
+    if fill {
+        // No delete committed since the entries were read: their locations stand.
+        for (key, loc) in located {
+            shard.cache.insert_location(key, loc);
+        }
+    }
     let mut promote = Vec::new();
     {
         let cache = &shard.cache;

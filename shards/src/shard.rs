@@ -167,6 +167,8 @@ impl Shard {
             cache_entries,
             cache_hits: ReadCounters::get(&self.reads.cache_hits),
             cache_misses: ReadCounters::get(&self.reads.cache_misses),
+            location_hits: ReadCounters::get(&self.reads.location_hits),
+            locations_cached: self.cache.locations_held(),
             bloom_negatives: ReadCounters::get(&self.reads.bloom_negatives),
             caller_reads: ReadCounters::get(&self.reads.caller_reads),
             bloom_bits: self.bloom.num_bits() as u64,

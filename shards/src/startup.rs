@@ -74,7 +74,10 @@ pub(crate) fn open(
     let shard = Rc::new(Shard {
         id,
         backend,
-        cache: Arc::new(BlockCache::new(share(config.cache_bytes, shards))),
+        cache: Arc::new(BlockCache::new(
+            share(config.cache_bytes, shards),
+            share(config.location_cache_bytes, shards),
+        )),
         // Readers on callers' threads test it while the shard adds to it (atomic bits).
         bloom: Arc::new(
             AtomicBloomFilter::from_vec(keys.bloom.as_slice().to_vec())

@@ -9,6 +9,7 @@
 //! backend = "sled"                # "sled", "parity-db" or "rocksdb"
 //! cache_bytes = 67108864          # block cache, all shards together
 //! backend_cache_bytes = 67108864  # the cold backend's own cache, all shards together
+//! location_cache_bytes = 33554432 # where cold blocks lie in packs, all shards together
 //! bloom_expected_items = 1000000  # blocks the bloom filters are sized for
 //! bloom_fp_rate = 0.01            # false-positive rate at that count
 //! max_block_size = 2097152        # largest block `put` accepts
@@ -31,7 +32,7 @@
 //! hot_promote_after_reads = 2     # cold reads that copy a block back (0: never)
 //! hot_prefetch_written = true     # read new records into the page cache after writing
 //! hot_prefetch_large_written = true # ... those above the inline threshold too
-//! hot_inline_threshold_bytes = 16384 # cold blocks up to this size are copied into the
+//! hot_inline_threshold_bytes = 1024 # cold blocks up to this size are copied into the
 //!                                 # backend; larger ones stay in their pack
 //! hot_reclaim_below_percent = 50  # rewrite a pack once its live share falls under this
 //! space_reserve_bytes = 134217728 # kept back for deletes and compaction on a full disk, all
@@ -80,6 +81,7 @@ struct ConfigFile {
     backend: Option<String>,
     cache_bytes: Option<u64>,
     backend_cache_bytes: Option<u64>,
+    location_cache_bytes: Option<u64>,
     bloom_expected_items: Option<u64>,
     bloom_fp_rate: Option<f64>,
     max_block_size: Option<usize>,
@@ -176,6 +178,7 @@ fn parse(text: &str, origin: &str, data_dir: PathBuf) -> Result<Config, ConfigFi
     take!(
         cache_bytes,
         backend_cache_bytes,
+        location_cache_bytes,
         bloom_expected_items,
         bloom_fp_rate,
         max_block_size,

@@ -352,6 +352,19 @@ pub(crate) async fn migrate(
     }
     let mut damaged = 0u64;
     for m in moving.iter().filter(|m| !m.stays_hot) {
+        // Where a block that stays in this segment (soon a pack) lies, for cold reads that
+        // need not ask the backend: its entry is durable by now.
+        if let Some(data) = m.data.as_ref().filter(|d| d.len() as u64 > inline_up_to) {
+            shard.cache.insert_location(
+                &m.key,
+                PackLoc {
+                    pack: segment,
+                    offset: m.offset,
+                    len: data.len() as u32,
+                    key_len: m.key.len() as u16,
+                },
+            );
+        }
         index.remove_if_at(&m.key, segment, m.offset);
         if m.data.is_none() {
             // The block cannot be moved without serving damaged bytes: it is dropped
@@ -494,6 +507,10 @@ pub(crate) async fn reclaim(
             backend.flush()
         })
         .await?;
+    // Their entries are gone: the blocks are hot again or lost, and this pack goes soon.
+    for l in &live {
+        shard.cache.forget_location(&l.key);
+    }
     let released: u64 = live.iter().map(|l| l.len).sum();
     hot.packs.borrow_mut().release(pack, released);
     let rewritten: u64 = rewrite.iter().map(|l| l.len).sum();
