@@ -174,6 +174,17 @@ pub struct RunArgs {
     #[arg(long, value_name = "BYTES", value_parser = parse_size)]
     pub hot_budget: Option<usize>,
 
+    /// Cold blocks up to this size are copied into the backend (inline); larger ones stay
+    /// in packs and the backend holds where (bytes; K/M suffixes). Default: the engine's
+    /// (16 KiB).
+    #[arg(long, value_name = "BYTES", value_parser = parse_size)]
+    pub inline_max: Option<usize>,
+
+    /// Memory for the engine's cache of pack locations, all shards together (bytes; K/M/G
+    /// suffixes; 0: off). Default: the engine's (32 MiB).
+    #[arg(long, value_name = "BYTES", value_parser = parse_size)]
+    pub location_cache: Option<usize>,
+
     /// The engine's I/O driver: `auto` (the engine's default: io_uring where this process may
     /// use it, else the fallback), `io-uring`, `fallback`, or `both` (every engine target
     /// twice, `engine+hot/B` on io_uring and `engine+hot/B (fallback)`, side by side).
@@ -341,6 +352,10 @@ pub struct Plan {
     pub hot_tier: HotArg,
     /// Hot tier budget; `None`: the engine's default.
     pub hot_budget: Option<usize>,
+    /// Largest block kept inline in the backend; `None`: the engine's default.
+    pub inline_max: Option<usize>,
+    /// Location cache budget; `None`: the engine's default.
+    pub location_cache: Option<usize>,
     /// The drivers engine targets run on, resolved (`IoUring` or `Fallback`), in order.
     pub io_drivers: Vec<IoDriver>,
     /// Engine shards' spin before parking, in microseconds.
@@ -482,6 +497,8 @@ impl Plan {
             cache: args.cache,
             hot_tier: args.hot_tier,
             hot_budget: args.hot_budget,
+            inline_max: args.inline_max,
+            location_cache: args.location_cache,
             io_drivers: match args.io_driver {
                 // Resolved now, so target names say which driver ran.
                 DriverArg::Auto => vec![

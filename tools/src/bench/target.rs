@@ -300,6 +300,11 @@ impl<'d> EngineTarget<'d> {
                 if let Some(budget) = plan.hot_budget {
                     tier.budget_bytes = budget as u64;
                 }
+                if let Some(inline_max) = plan.inline_max {
+                    tier.inline_threshold_bytes = u32::try_from(inline_max).map_err(|_| {
+                        BenchError::Usage(format!("--inline-max {inline_max} is above 4 GiB"))
+                    })?;
+                }
                 Some(tier)
             }
         };
@@ -312,6 +317,9 @@ impl<'d> EngineTarget<'d> {
         }
         if let Some(cache) = plan.cache {
             config.cache_bytes = cache as u64;
+        }
+        if let Some(bytes) = plan.location_cache {
+            config.location_cache_bytes = bytes as u64;
         }
         // `-w car` runs `ipfrs-store car import`'s path, engine configuration included.
         if plan.workloads.contains(&WorkloadKind::Car) {
