@@ -570,12 +570,16 @@ fn main() {
             for p in payloads {
                 let b = block_on(repo.store().get(&p.payload)).unwrap().unwrap();
                 let layout = delta::layout(delta::Version::V2, &b);
-                layouts[usize::from(layout == Some(delta::Layout::ExponentGroups))] += 1;
+                let exponent_coded = matches!(
+                    layout,
+                    Some(delta::Layout::ExponentGroups | delta::Layout::ScaledTokens)
+                );
+                layouts[usize::from(exponent_coded)] += 1;
             }
         }
     }
     println!(
-        "   entropy bound: {:.1}% ({:.2} bits/weight, H(step | base exponent) against the delta's base; {:.1}% against the parent); chunks: {} byte planes, {} exponent groups, {} raw/unchanged (load {})",
+        "   entropy bound: {:.1}% ({:.2} bits/weight, H(step | base exponent) against the delta's base; {:.1}% against the parent); chunks: {} byte planes, {} exponent-coded, {} raw/unchanged (load {})",
         100.0 * h_base / 32.0,
         h_base,
         100.0 * h_parent / 32.0,

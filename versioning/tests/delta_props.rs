@@ -196,13 +196,13 @@ fn dense_step(n: usize) -> (Vec<u8>, Vec<u8>) {
 }
 
 #[test]
-fn a_dense_step_uses_exponent_groups_and_beats_byte_planes() {
+fn a_dense_step_uses_scaled_tokens_and_beats_byte_planes() {
     // Guards the properties above against passing with the new layout never chosen.
     let (old, new) = dense_step(65536);
     let (t, payload) = delta::encode(&new, &old, 4, 3).unwrap();
     assert_eq!(
         delta::layout(delta::Version::V2, &payload),
-        Some(delta::Layout::ExponentGroups)
+        Some(delta::Layout::ScaledTokens)
     );
     let (_, v1) = delta::encode_v1(&new, &old, 4, 3).unwrap();
     assert!(

@@ -1,5 +1,7 @@
 //! Layout 1 of delta encoding v2: 32-bit subtraction deltas coded in groups by the base
-//! element's exponent.
+//! element's exponent. Read, no longer written: layout 3 ([`super::scaled_tokens`]) codes
+//! the same tokens as one stream rotated by the exponent, as small and twice as fast to
+//! decode. Its tokens, raw bits and varints are shared with layout 3.
 //!
 //! A dense training step moves every weight by about the same absolute amount, so the step
 //! measured in units of the weight's last place (what the bit-pattern difference counts)
@@ -26,25 +28,27 @@
 //! data without f32 exponents it is merely not smaller, and the caller then keeps another
 //! layout.
 
+#[cfg(test)]
 use zstd::bulk::Compressor;
+#[cfg(test)]
 use zstd::zstd_safe::CParameter;
 
 /// Deltas below this are tokens by themselves (no raw bits): unchanged elements (0) and
 /// steps of a few ulps.
-const LITERALS: u32 = 16;
+pub(super) const LITERALS: u32 = 16;
 /// Bits below the leading one that go into the token: enough that the distribution inside
 /// one token's range is nearly flat, so the raw bits are nearly incompressible.
-const MSB: u32 = 3;
+pub(super) const MSB: u32 = 3;
 /// The largest token: bit length 32 with all [`MSB`] bits set.
-const MAX_TOKEN: u32 = LITERALS + (32 - 5) * (1 << MSB) + (1 << MSB) - 1;
+pub(super) const MAX_TOKEN: u32 = LITERALS + (32 - 5) * (1 << MSB) + (1 << MSB) - 1;
 /// Exponents with fewer elements than this share a group with their neighbours: a group
 /// costs a frame header and a Huffman table (tens of bytes).
 const MIN_GROUP: usize = 2048;
 /// The zstd frame magic number, little-endian: constant, so not stored.
-const MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+pub(super) const MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
 
 /// The token, the number of raw bits and the raw bits of delta `d`.
-fn token(d: u32) -> (u8, u32, u32) {
+pub(super) fn token(d: u32) -> (u8, u32, u32) {
     if d < LITERALS {
         return (d as u8, 0, 0);
     }
@@ -58,7 +62,7 @@ fn token(d: u32) -> (u8, u32, u32) {
 
 /// For each token: the delta's high part and the number of raw bits below it; `None` for
 /// bytes that are not tokens.
-fn untoken_table() -> [Option<(u32, u32)>; 256] {
+pub(super) fn untoken_table() -> [Option<(u32, u32)>; 256] {
     let mut table = [None; 256];
     for (t, slot) in table.iter_mut().enumerate() {
         let t = t as u32;
@@ -76,25 +80,27 @@ fn untoken_table() -> [Option<(u32, u32)>; 256] {
     table
 }
 
-fn zigzag(d: u32) -> u32 {
+pub(super) fn zigzag(d: u32) -> u32 {
     (d << 1) ^ (((d as i32) >> 31) as u32)
 }
 
-fn unzigzag(z: u32) -> u32 {
+pub(super) fn unzigzag(z: u32) -> u32 {
     (z >> 1) ^ (z & 1).wrapping_neg()
 }
 
-fn word(b: &[u8]) -> u32 {
+pub(super) fn word(b: &[u8]) -> u32 {
     u32::from_le_bytes([b[0], b[1], b[2], b[3]])
 }
 
-fn exponent(bits: u32) -> usize {
+pub(super) fn exponent(bits: u32) -> usize {
     ((bits >> 23) & 0xff) as usize
 }
 
 /// The group of each exponent value and the size of each group, from the base alone (so
 /// encoder and decoder agree without storing it). Exponents are taken in order and a group
 /// is closed once it holds [`MIN_GROUP`] elements; a short last group joins the one before.
+/// The decoder counts exponents itself, per stretch ([`groups_of_counts`]).
+#[cfg(test)]
 fn groups(base: &[u8]) -> ([u8; 256], Vec<usize>) {
     let mut counts = [0usize; 256];
     for b in base.chunks_exact(4) {
@@ -134,14 +140,14 @@ fn groups_of_counts(counts: &[usize; 256]) -> ([u8; 256], Vec<usize>) {
 const LANES: usize = 4;
 
 /// Packs values of up to 28 bits, LSB first.
-struct BitWriter {
-    out: Vec<u8>,
-    acc: u64,
-    bits: u32,
+pub(super) struct BitWriter {
+    pub(super) out: Vec<u8>,
+    pub(super) acc: u64,
+    pub(super) bits: u32,
 }
 
 impl BitWriter {
-    fn put(&mut self, value: u32, bits: u32) {
+    pub(super) fn put(&mut self, value: u32, bits: u32) {
         self.acc |= u64::from(value) << self.bits;
         self.bits += bits;
         if self.bits >= 32 {
@@ -151,7 +157,7 @@ impl BitWriter {
         }
     }
 
-    fn finish(mut self) -> Vec<u8> {
+    pub(super) fn finish(mut self) -> Vec<u8> {
         while self.bits > 0 {
             self.out.push(self.acc as u8);
             self.acc >>= 8;
@@ -161,7 +167,7 @@ impl BitWriter {
     }
 }
 
-fn put_varint(out: &mut Vec<u8>, mut v: usize) {
+pub(super) fn put_varint(out: &mut Vec<u8>, mut v: usize) {
     while v >= 0x80 {
         out.push((v as u8) | 0x80);
         v >>= 7;
@@ -169,7 +175,7 @@ fn put_varint(out: &mut Vec<u8>, mut v: usize) {
     out.push(v as u8);
 }
 
-fn get_varint(data: &[u8], at: &mut usize) -> Result<usize, String> {
+pub(super) fn get_varint(data: &[u8], at: &mut usize) -> Result<usize, String> {
     let mut v = 0usize;
     for shift in (0..35).step_by(7) {
         let byte = *data.get(*at).ok_or("payload ends inside a length")?;
@@ -183,7 +189,9 @@ fn get_varint(data: &[u8], at: &mut usize) -> Result<usize, String> {
 }
 
 /// The layout-1 payload of `new` against `base` (same length, whole 32-bit elements), or
-/// `None` if zstd fails.
+/// `None` if zstd fails. No longer written (layout 3 replaced it), kept so that the tests
+/// can make the payloads earlier commits stored.
+#[cfg(test)]
 pub(super) fn encode(new: &[u8], base: &[u8], level: i32) -> Option<Vec<u8>> {
     let (group_of, sizes) = groups(base);
     let mut tokens: Vec<Vec<u8>> = sizes.iter().map(|&s| Vec::with_capacity(s)).collect();
@@ -224,7 +232,7 @@ pub(super) fn decode(payload: &[u8], base: &[u8]) -> Result<Vec<u8>, String> {
 
 /// Bytes read at once from the raw bits: any value (at most 28 bits) starting at any bit
 /// offset fits in them.
-const WORD: usize = 8;
+pub(super) const WORD: usize = 8;
 
 /// [`decode`] with the base in `data`, replaced by the new chunk (no second buffer: a
 /// fresh 256 KiB one per patch cost page faults at checkout).
