@@ -51,6 +51,60 @@ fn thirty_steps_check_out_bit_exact_at_bounded_depth() {
     }
 }
 
+/// Dense steps (every weight moved by a Gaussian-sized step, as an optimizer does) chain at
+/// most two patches per chunk before a chunk is re-based on its key: the decode work of a
+/// dense tip stays bounded at every depth, and every version checks out bit for bit.
+#[test]
+fn dense_steps_decode_through_at_most_two_patches() {
+    let chunk_bytes = 16 * 1024;
+    let fx = Fixture::with_config(RepoConfig {
+        chunk_bytes,
+        ..RepoConfig::default()
+    });
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let mut normal = move || {
+        let mut sum = 0.0f32;
+        for _ in 0..12 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            sum += (x >> 40) as f32 / (1u64 << 24) as f32;
+        }
+        sum - 6.0
+    };
+    let mut w: Vec<f32> = (0..64 * 1024).map(|_| 0.02 * normal()).collect();
+    let mut m = Tensors::new();
+    m.insert("w".into(), f32_tensor(&w, vec![64, 1024]));
+    fx.commit("main", &m, "v0");
+    let mut history = Vec::new();
+    let mut deepest = 0;
+    for step in 1..=12 {
+        for v in &mut w {
+            *v += 1e-6 * normal();
+        }
+        m.insert("w".into(), f32_tensor(&w, vec![64, 1024]));
+        let c = fx.commit("main", &m, &format!("dense {step}"));
+        for r in &recipes(&fx, &c.commit, "w").chunks {
+            assert!(
+                r.patches.len() <= 2,
+                "step {step}: {} patches",
+                r.patches.len()
+            );
+            // A patch is appended only to patches of at most half the chunk.
+            if let Some((_, before)) = r.patches.split_last() {
+                let chained: u64 = before.iter().map(|p| u64::from(p.bytes)).sum();
+                assert!(chained <= chunk_bytes as u64 / 2, "step {step}: {chained} bytes");
+            }
+            deepest = deepest.max(r.patches.len());
+        }
+        history.push((c.commit, m.clone()));
+    }
+    assert!(deepest >= 1, "dense steps are stored as patches");
+    for (c, want) in &history {
+        assert_eq!(&fx.checkout(&c.to_string()), want, "commit {c}");
+    }
+}
+
 #[test]
 fn a_history_of_the_earlier_format_continues_with_recipes() {
     let fx = Fixture::new();
