@@ -93,7 +93,10 @@ fn dense_steps_decode_through_at_most_two_patches() {
             // A patch is appended only to patches of at most half the chunk.
             if let Some((_, before)) = r.patches.split_last() {
                 let chained: u64 = before.iter().map(|p| u64::from(p.bytes)).sum();
-                assert!(chained <= chunk_bytes as u64 / 2, "step {step}: {chained} bytes");
+                assert!(
+                    chained <= chunk_bytes as u64 / 2,
+                    "step {step}: {chained} bytes"
+                );
             }
             deepest = deepest.max(r.patches.len());
         }
