@@ -319,10 +319,6 @@ pub(super) fn decode_in_place(payload: &[u8], data: &mut [u8]) -> Result<(), Str
         let t = tokens.iter().find(|&&t| u32::from(t) > MAX_TOKEN);
         return Err(format!("bad token {}", t.copied().unwrap_or_default()));
     }
-    let table = untoken_table().map(|e| {
-        let (high, extra) = e.unwrap_or((0, 0));
-        (high, extra as usize, (1u32 << extra) - 1)
-    });
     // Pass 1: lane k's cursor in group g starts after the elements of g in lanes < k.
     let mut cursor = [[0usize; 256]; LANES];
     for (lane_cursor, lane) in cursor.iter_mut().zip(&lane_counts) {
@@ -363,7 +359,18 @@ pub(super) fn decode_in_place(payload: &[u8], data: &mut [u8]) -> Result<(), Str
         }
     }
     // Pass 2: the values.
-    let raw = &payload[at..];
+    apply_values(data, &element_tokens, &payload[at..])
+}
+
+/// Adds to each 4-byte element of `data` the delta its token and the raw low bits in `raw`
+/// give (the values pass of layouts 1 and 3, which differ only in how the tokens are coded):
+/// every raw bit must be used, and a payload that asks for more bits than `raw` holds is an
+/// error, never a read past its end.
+pub(super) fn apply_values(data: &mut [u8], tokens: &[u8], raw: &[u8]) -> Result<(), String> {
+    let table = untoken_table().map(|e| {
+        let (high, extra) = e.unwrap_or((0, 0));
+        (high, extra as usize, (1u32 << extra) - 1)
+    });
     let mut padded = Vec::with_capacity(raw.len() + WORD);
     padded.extend_from_slice(raw);
     padded.extend_from_slice(&[0; WORD]);
@@ -371,7 +378,7 @@ pub(super) fn decode_in_place(payload: &[u8], data: &mut [u8]) -> Result<(), Str
     // never taken on good data).
     let limit = 8 * raw.len();
     let mut pos = 0usize;
-    for (o, &t) in data.chunks_exact_mut(4).zip(&element_tokens) {
+    for (o, &t) in data.chunks_exact_mut(4).zip(tokens) {
         let b = word(o);
         let (high, extra, mask) = table[usize::from(t)];
         if pos > limit {

@@ -36,8 +36,8 @@ use zstd::bulk::Compressor;
 use zstd::zstd_safe::CParameter;
 
 use super::exponent_groups::{
-    BitWriter, MAGIC, MAX_TOKEN, MSB, WORD, exponent, get_varint, put_varint, token, untoken_table,
-    unzigzag, word, zigzag,
+    BitWriter, MAGIC, MAX_TOKEN, MSB, apply_values, exponent, get_varint, put_varint, token, word,
+    zigzag,
 };
 
 /// Token values per bit length: one step of the base's exponent shifts a delta's bit
@@ -126,36 +126,7 @@ pub(super) fn decode_in_place(payload: &[u8], data: &mut [u8]) -> Result<(), Str
         let t = tokens.iter().find(|&&t| u32::from(t) > MAX_TOKEN);
         return Err(format!("bad token {}", t.copied().unwrap_or_default()));
     }
-    let table = untoken_table().map(|e| {
-        let (high, extra) = e.unwrap_or((0, 0));
-        (high, extra as usize, (1u32 << extra) - 1)
-    });
-    let raw = &payload[at..];
-    let mut padded = Vec::with_capacity(raw.len() + WORD);
-    padded.extend_from_slice(raw);
-    padded.extend_from_slice(&[0; WORD]);
-    // A corrupt payload that asks for more bits than there are stops at the end (a branch
-    // never taken on good data).
-    let limit = 8 * raw.len();
-    let mut pos = 0usize;
-    for (o, &t) in data.chunks_exact_mut(4).zip(&tokens) {
-        let b = word(o);
-        let (high, extra, mask) = table[usize::from(t)];
-        if pos > limit {
-            return Err("raw bits are truncated".into());
-        }
-        let at = pos >> 3;
-        let mut w = [0u8; WORD];
-        w.copy_from_slice(&padded[at..at + WORD]);
-        let low = (u64::from_le_bytes(w) >> (pos & 7)) as u32 & mask;
-        pos += extra;
-        o.copy_from_slice(&unzigzag(high | low).wrapping_add(b).to_le_bytes());
-    }
-    let used = pos.div_ceil(8);
-    if used != raw.len() {
-        return Err(format!("{} bytes of raw bits, {used} used", raw.len()));
-    }
-    Ok(())
+    apply_values(data, &tokens, &payload[at..])
 }
 
 #[cfg(test)]
