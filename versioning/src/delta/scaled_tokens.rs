@@ -158,30 +158,7 @@ mod tests {
 
     #[test]
     fn round_trip_and_corruption() {
-        let base: Vec<u8> = (0..20_000u32)
-            .flat_map(|i| (((i as f32) * 0.37).sin() * 0.02).to_le_bytes())
-            .collect();
-        let new: Vec<u8> = base
-            .chunks_exact(4)
-            .enumerate()
-            .flat_map(|(i, b)| {
-                (f32::from_le_bytes(b.try_into().unwrap()) + 1e-4 * ((i as f32) * 1.3).cos())
-                    .to_le_bytes()
-            })
-            .collect();
-        let payload = encode(&new, &base, 3).unwrap();
-        assert!(payload.len() < new.len() * 3 / 4, "{}", payload.len());
-        assert_eq!(decode(&payload, &base).unwrap(), new);
-        assert!(decode(&payload[..payload.len() - 1], &base).is_err());
-        let mut longer = payload.clone();
-        longer.push(0);
-        assert!(decode(&longer, &base).is_err());
-        assert!(decode(&payload[..10], &base).is_err());
-        assert!(decode(&payload, &base[..base.len() - 4]).is_err());
-        assert_eq!(
-            decode(&encode(&[], &[], 3).unwrap(), &[]).unwrap(),
-            Vec::<u8>::new()
-        );
+        super::super::exponent_groups::tests::check_round_trip_and_corruption(encode, decode);
         // A stream byte that is no token.
         let mut bad = Compressor::new(3).unwrap();
         bad.set_parameter(CParameter::ContentSizeFlag(false))
