@@ -272,6 +272,18 @@ impl MetricsSnapshot {
                 s.cache_misses,
             ),
             (
+                "ipfrs_location_hits_total",
+                "counter",
+                "Cold reads of packed blocks answered from a cached location, without the backend.",
+                s.location_hits,
+            ),
+            (
+                "ipfrs_locations_cached",
+                "gauge",
+                "Pack locations held by the location caches.",
+                s.locations_cached,
+            ),
+            (
                 "ipfrs_bloom_negatives_total",
                 "counter",
                 "Lookups a bloom filter answered absent.",
