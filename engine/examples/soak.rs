@@ -9,8 +9,8 @@
 //! Defaults: 10,000,000 operations; 16 client threads (each op is a round trip, so threads
 //! keep the shards busy); a pool of 400,000 block ids (1-8 KiB); 55% get, 30% put, 15%
 //! delete; a 512 MiB memory budget split as block cache 1/8, cold-backend cache 1/8, the
-//! hot tier's mapped pages 3/8 (its disk budget, so compaction never stops), and 3/8 left for
-//! the rest: requests in flight, compaction buffers, thread stacks, code and the allocator's
+//! hot tier's mapped pages 3/8 (its disk budget, so compaction never stops), the location
+//! cache 1/16 (32 MiB: every id of the pool), and 5/16 left for the rest: requests in flight, compaction buffers, thread stacks, code and the allocator's
 //! free lists (measured over 10M operations: sampled anonymous memory at most 253 MiB, the
 //! two caches' 128 MiB included); durability None (single puts from a few threads would
 //! otherwise each wait for an fdatasync, and the soak is about memory and latency over many
@@ -61,6 +61,7 @@ fn main() {
         .get(5)
         .filter(|s| *s != "-")
         .map_or(budget / 8, |s| s.parse::<u64>().unwrap() << 20);
+    config.location_cache_bytes = budget / 16;
     config.bloom_expected_items = POOL;
     if let Some(backend) = args.get(6) {
         config.backend = backend.parse().unwrap();
