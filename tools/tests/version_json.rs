@@ -364,7 +364,7 @@ const EXPECTED: &str = r##"== version init ==
   "commits": [
     {
       "cid": "<merge>",
-      "state": "bafyreidnbsilrozpdzo7tvecsdo47owiqkidi4bm2tmaai2uqjlfm5mkqy",
+      "state": "bafyreidrs25ewsxg2wrdjqwnfdav2dweoh5qqj6cfsewcbwnnkdc5sl5qa",
       "parents": [
         "<c2>",
         "<c3>"
@@ -446,7 +446,7 @@ const EXPECTED: &str = r##"== version init ==
       "tensor": "c",
       "commit": {
         "cid": "<merge>",
-        "state": "bafyreidnbsilrozpdzo7tvecsdo47owiqkidi4bm2tmaai2uqjlfm5mkqy",
+        "state": "bafyreidrs25ewsxg2wrdjqwnfdav2dweoh5qqj6cfsewcbwnnkdc5sl5qa",
         "parents": [
           "<c2>",
           "<c3>"
@@ -513,7 +513,7 @@ const EXPECTED: &str = r##"== version init ==
       "tensor": "w",
       "commit": {
         "cid": "<merge>",
-        "state": "bafyreidnbsilrozpdzo7tvecsdo47owiqkidi4bm2tmaai2uqjlfm5mkqy",
+        "state": "bafyreidrs25ewsxg2wrdjqwnfdav2dweoh5qqj6cfsewcbwnnkdc5sl5qa",
         "parents": [
           "<c2>",
           "<c3>"
