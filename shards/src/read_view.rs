@@ -301,19 +301,13 @@ impl ReadView {
         Ok(Some(backend))
     }
 
-    /// The record of `key` where the location cache says it lies in a pack, or `None`: no
-    /// location cached, or its pack is gone (reclaimed since), when the location is dropped
-    /// and the backend asked. A record is checked by the caller like any other, so a
-    /// location that points at another record is reported, never served.
+    /// The record of `key` where the location cache says it lies (see
+    /// [`crate::hot::cached_pack_record`]), counted as a location hit.
     fn cached_location(&self, key: &[u8]) -> Option<Bytes> {
         let hot = self.hot.as_ref()?;
-        let loc = self.cache.location(key)?;
-        let record = crate::hot::pack_record(&hot.packs, &hot.segments, &loc);
-        match record {
-            Some(_) => ReadCounters::bump(&self.counters.location_hits),
-            None => self.cache.forget_location(key),
-        }
-        record
+        let record = crate::hot::cached_pack_record(&self.cache, &hot.packs, &hot.segments, key)?;
+        ReadCounters::bump(&self.counters.location_hits);
+        Some(record)
     }
 
     /// Whether `key` went into the hot index since the reader looked (a reclamation moved it

@@ -102,12 +102,7 @@ async fn get_many(shard: &Rc<Shard>, keys: Vec<Key>) -> Result<Vec<Option<Fetche
                 continue;
             }
             if let Some(record) = shard.hot.as_ref().and_then(|hot| {
-                let record = hot.pack_record(&cache.location(key)?);
-                if record.is_none() {
-                    // Its pack is gone (reclaimed): the backend knows where it went.
-                    cache.forget_location(key);
-                }
-                record
+                crate::hot::cached_pack_record(cache, &hot.packs, &hot.segments, key)
             }) {
                 ReadCounters::add(&shard.reads.location_hits, 1);
                 out[i] = Some(Fetched::Record(record));

@@ -451,6 +451,24 @@ pub(crate) fn pack_record(
     })
 }
 
+/// The record of `key` where `cache` says it lies in a pack, or `None`: no location cached,
+/// or its pack is gone (reclaimed since), when the location is dropped so that the caller
+/// asks the backend. The caller checks the record like any other, so a location that
+/// points at another record is reported, never served. Used by reads on callers' threads and
+/// by the shard's `get_many`.
+pub(crate) fn cached_pack_record(
+    cache: &crate::cache::BlockCache,
+    packs: &Shared<packs::Packs>,
+    segments: &Shared<BTreeMap<u32, MappedSegment>>,
+    key: &[u8],
+) -> Option<Bytes> {
+    let record = pack_record(packs, segments, &cache.location(key)?);
+    if record.is_none() {
+        cache.forget_location(key);
+    }
+    record
+}
+
 /// Counts a read of the cold block `key` in `reads`; true once it has been read `threshold`
 /// times (0: never), and the count starts over. The shard and callers' threads share `reads`.
 pub(crate) fn count_read(
