@@ -502,6 +502,33 @@ pub(super) mod tests {
         );
     }
 
+    /// A base and a new chunk from `(base bits, how, other bits)`: the new element is
+    /// `other` (how 0, 1), the base's (2) or the base's plus a small step (3).
+    /// `shared_exponents`: bases of how 1-3 get one of three exponents, so that exponent
+    /// groups really form.
+    pub(in crate::delta) fn chunks_of(
+        pairs: &[(u32, u32, u32)],
+        shared_exponents: bool,
+    ) -> (Vec<u8>, Vec<u8>) {
+        let mut base = Vec::new();
+        let mut new = Vec::new();
+        for &(b, how, other) in pairs {
+            let b = if shared_exponents && how != 0 {
+                (b & 0x807f_ffff) | (((120 + how) << 23) & 0x7f80_0000)
+            } else {
+                b
+            };
+            let n = match how {
+                0 | 1 => other,
+                2 => b,
+                _ => b.wrapping_add(other >> 12),
+            };
+            base.extend_from_slice(&b.to_le_bytes());
+            new.extend_from_slice(&n.to_le_bytes());
+        }
+        (base, new)
+    }
+
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
 
@@ -512,19 +539,7 @@ pub(super) mod tests {
         fn any_bits_round_trip(
             pairs in proptest::collection::vec((proptest::prelude::any::<u32>(), 0u32..4, proptest::prelude::any::<u32>()), 0..5000)
         ) {
-            let mut base = Vec::new();
-            let mut new = Vec::new();
-            for (b, how, other) in pairs {
-                // Many elements share exponents so that groups really form.
-                let b = if how == 0 { b } else { (b & 0x807f_ffff) | (((120 + how) << 23) & 0x7f80_0000) };
-                let n = match how {
-                    0 | 1 => other,
-                    2 => b,
-                    _ => b.wrapping_add(other >> 12),
-                };
-                base.extend_from_slice(&b.to_le_bytes());
-                new.extend_from_slice(&n.to_le_bytes());
-            }
+            let (base, new) = chunks_of(&pairs, true);
             let payload = encode(&new, &base, 3).unwrap();
             proptest::prop_assert_eq!(decode(&payload, &base).unwrap(), new);
         }

@@ -184,17 +184,7 @@ mod tests {
         fn any_bits_round_trip(
             pairs in proptest::collection::vec((proptest::prelude::any::<u32>(), 0u32..4, proptest::prelude::any::<u32>()), 0..5000)
         ) {
-            let mut base = Vec::new();
-            let mut new = Vec::new();
-            for (b, how, other) in pairs {
-                let n = match how {
-                    0 | 1 => other,
-                    2 => b,
-                    _ => b.wrapping_add(other >> 12),
-                };
-                base.extend_from_slice(&b.to_le_bytes());
-                new.extend_from_slice(&n.to_le_bytes());
-            }
+            let (base, new) = super::super::exponent_groups::tests::chunks_of(&pairs, false);
             let payload = encode(&new, &base, 3).unwrap();
             proptest::prop_assert_eq!(decode(&payload, &base).unwrap(), new);
         }
