@@ -176,9 +176,16 @@ pub struct RunArgs {
 
     /// Cold blocks up to this size are copied into the backend (inline); larger ones stay
     /// in packs and the backend holds where (bytes; K/M suffixes). Default: the engine's
-    /// (16 KiB).
+    /// (1 KiB).
     #[arg(long, value_name = "BYTES", value_parser = parse_size)]
     pub inline_max: Option<usize>,
+
+    /// Whether the hot tier reads what it wrote back into the page cache (`true`/`false`;
+    /// `HotTier::prefetch_written`). Default: the engine's (on, large records included).
+    /// Off, the first read of a new block goes to the disk, and a write's readahead never
+    /// queues beside the next write.
+    #[arg(long, value_name = "BOOL")]
+    pub prefetch_written: Option<bool>,
 
     /// Memory for the engine's cache of pack locations, all shards together (bytes; K/M/G
     /// suffixes; 0: off). Default: the engine's (32 MiB).
@@ -356,6 +363,8 @@ pub struct Plan {
     pub inline_max: Option<usize>,
     /// Location cache budget; `None`: the engine's default.
     pub location_cache: Option<usize>,
+    /// Read back written records; `None`: the engine's default.
+    pub prefetch_written: Option<bool>,
     /// The drivers engine targets run on, resolved (`IoUring` or `Fallback`), in order.
     pub io_drivers: Vec<IoDriver>,
     /// Engine shards' spin before parking, in microseconds.
@@ -499,6 +508,7 @@ impl Plan {
             hot_budget: args.hot_budget,
             inline_max: args.inline_max,
             location_cache: args.location_cache,
+            prefetch_written: args.prefetch_written,
             io_drivers: match args.io_driver {
                 // Resolved now, so target names say which driver ran.
                 DriverArg::Auto => vec![

@@ -305,6 +305,9 @@ impl<'d> EngineTarget<'d> {
                         BenchError::Usage(format!("--inline-max {inline_max} is above 4 GiB"))
                     })?;
                 }
+                if let Some(on) = plan.prefetch_written {
+                    tier.prefetch_written = on;
+                }
                 Some(tier)
             }
         };
