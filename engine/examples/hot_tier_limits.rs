@@ -2,11 +2,14 @@
 //! GiB of hot data, and peak memory while ingesting millions of blocks under a memory budget.
 //!
 //! ```text
-//! cargo run --release -p ipfrs-storage --example hot_tier_limits -- recovery [GiB] [dir]
+//! cargo run --release -p ipfrs-storage --example hot_tier_limits -- recovery [GiB] [dir] [block bytes]
 //! cargo run --release -p ipfrs-storage --example hot_tier_limits -- memory [blocks] [dir]
-//! cargo run --release -p ipfrs-storage --example hot_tier_limits -- space [GiB] [dir]
-//! cargo run --release -p ipfrs-storage --example hot_tier_limits -- cold-reads [GiB] [dir]
+//! cargo run --release -p ipfrs-storage --example hot_tier_limits -- space [GiB] [dir] [block bytes]
+//! cargo run --release -p ipfrs-storage --example hot_tier_limits -- cold-reads [GiB] [dir] [block bytes]
 //! ```
+//! Blocks are 256 KiB unless `block bytes` says otherwise (4096: blocks above the engine's
+//! inline threshold, which stay in packs, but small enough that the index holds an entry
+//! per 4 KiB of data).
 //! `space` ingests GiB of 256 KiB blocks under a 256 MiB hot budget (most of it goes cold, into
 //! packs), deletes 30% of them, compacts (as `repo gc` does) and prints the disk the store takes
 //! against its live bytes, and the engine's write amplification, for sled and parity-db.
@@ -38,10 +41,11 @@ fn main() {
         .map(PathBuf::from)
         .unwrap_or_else(std::env::temp_dir);
     let dir = tempfile::tempdir_in(dir).unwrap();
+    let size: usize = args.get(4).map_or(256 << 10, |s| s.parse().unwrap());
     match mode {
         "recovery" => {
             let gib: f64 = args.get(2).map_or(1.0, |s| s.parse().unwrap());
-            recovery(dir.path(), gib);
+            recovery(dir.path(), gib, size);
         }
         "memory" => {
             let blocks: usize = args.get(2).map_or(2_000_000, |s| s.parse().unwrap());
@@ -49,11 +53,11 @@ fn main() {
         }
         "space" => {
             let gib: f64 = args.get(2).map_or(2.0, |s| s.parse().unwrap());
-            space(dir.path(), gib);
+            space(dir.path(), gib, size);
         }
         "cold-reads" => {
             let gib: f64 = args.get(2).map_or(1.0, |s| s.parse().unwrap());
-            cold_reads(dir.path(), gib);
+            cold_reads(dir.path(), gib, size);
         }
         other => panic!("unknown mode {other}: recovery, memory, space or cold-reads"),
     }
@@ -76,8 +80,7 @@ fn drop_caches() -> bool {
     std::fs::write("/proc/sys/vm/drop_caches", "3").is_ok()
 }
 
-fn recovery(root: &Path, gib: f64) {
-    let size = 256 << 10;
+fn recovery(root: &Path, gib: f64, size: usize) {
     let count = ((gib * (1u64 << 30) as f64) / size as f64) as usize;
     // "hot": everything in hot segments; "packs": the default hot tier over a 128 MiB budget,
     // compacted, so nearly everything is in packs indexed by sled; "cold": no hot tier, every
@@ -144,8 +147,7 @@ fn recovery(root: &Path, gib: f64) {
 }
 
 /// Puts blocks `0..count` of `size` bytes, 32 per call.
-fn cold_reads(root: &Path, gib: f64) {
-    let size = 256 << 10;
+fn cold_reads(root: &Path, gib: f64, size: usize) {
     let count = ((gib * (1u64 << 30) as f64) / size as f64) as usize;
     for kind in [BackendKind::ParityDb, BackendKind::Sled] {
         let dir = root.join(kind.name());
@@ -201,8 +203,7 @@ fn ingest(store: &ipfrs_storage::BlockingStore, count: usize, size: usize) {
     }
 }
 
-fn space(root: &Path, gib: f64) {
-    let size = 256 << 10;
+fn space(root: &Path, gib: f64, size: usize) {
     let count = ((gib * (1u64 << 30) as f64) / size as f64) as usize;
     for backend in [
         ipfrs_storage::BackendKind::Sled,
