@@ -310,6 +310,7 @@ async fn serve(
     let open_state = (result.is_ok() && shard.writes.poisoned().is_none()).then(|| {
         let bloom = &shard.bloom;
         OpenState {
+            checkpoint: false,
             blocks: shard.counters.blocks.get(),
             bytes: shard.counters.bytes.get(),
             num_hashes: bloom.num_hashes(),
