@@ -124,6 +124,11 @@ fn repair_shard(
         dropped_unnamed: 0,
         unknown_loss: None,
     };
+    // A checkpoint left by a crash describes the backend as it was: the repair rewrites it.
+    ipfrs_shards::open_state::discard(dir).map_err(|source| Error::Io {
+        path: ipfrs_shards::open_state::path(dir),
+        source,
+    })?;
     let old = match open_backend(kind, dir, options) {
         Ok(old) => Some(old),
         Err(err) => match ipfrs_tiering::backends::damage_of_open_error(kind, dir, &err) {

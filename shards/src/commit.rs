@@ -365,7 +365,8 @@ async fn commit_group(shard: &Shard, group: Vec<WriteOp>) {
             | Pending::Retire { .. }
             | Pending::Seal
             | Pending::Reclaim { .. }
-            | Pending::DropPack { .. } => OpData::Flush,
+            | Pending::DropPack { .. }
+            | Pending::Checkpoint => OpData::Flush,
         });
         replies.push(op.ack);
     }

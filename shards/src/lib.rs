@@ -36,6 +36,7 @@
 //! The shard count may exceed the core count: shards then share cores.
 
 mod cache;
+mod checkpoint;
 mod cold_index;
 mod commit;
 pub mod damage;

@@ -179,6 +179,10 @@ pub struct ShardStats {
     pub pack_live_bytes: u64,
     /// Packs removed by reclamation (their live blocks rewritten, their space given back).
     pub packs_reclaimed: u64,
+    /// Checkpoints of the open state written while running (see
+    /// [`crate::open_state`]): an open after a crash starts from the last one still valid
+    /// instead of walking the cold keys.
+    pub checkpoints: u64,
 }
 
 /// The client side of a shard: cheap to clone, usable from any thread.

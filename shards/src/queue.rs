@@ -70,6 +70,8 @@ pub(crate) enum Pending {
     DropPack {
         pack: u32,
     },
+    /// Write a checkpoint of the open state (see `crate::checkpoint`). Runs alone.
+    Checkpoint,
 }
 
 impl Pending {
@@ -85,6 +87,7 @@ impl Pending {
             Pending::Seal => "sealing the active segment",
             Pending::Reclaim { .. } => "a pack reclamation step",
             Pending::DropPack { .. } => "removing a reclaimed pack",
+            Pending::Checkpoint => "writing a checkpoint",
         }
     }
 
@@ -97,6 +100,7 @@ impl Pending {
                 | Pending::Seal
                 | Pending::Reclaim { .. }
                 | Pending::DropPack { .. }
+                | Pending::Checkpoint
         )
     }
 }
@@ -155,7 +159,8 @@ impl WriteOp {
             | Pending::Promote { .. }
             | Pending::Retire { .. }
             | Pending::Seal
-            | Pending::DropPack { .. } => 1,
+            | Pending::DropPack { .. }
+            | Pending::Checkpoint => 1,
         }
     }
 }

@@ -63,6 +63,8 @@ pub(crate) struct Shard {
     pub(crate) writes: WriteQueue,
     /// The hot tier, if configured.
     pub(crate) hot: Option<HotTier>,
+    /// Whether the open-state checkpoint is current (see `crate::checkpoint`).
+    pub(crate) checkpoint: Arc<crate::checkpoint::Checkpoint>,
     /// Damage met while serving (a listing that could not read a key back), beside what the
     /// hot tier's recovery found; at most [`MAX_DAMAGE_KEPT`] entries.
     pub(crate) damage: RefCell<Vec<Damage>>,
@@ -197,6 +199,7 @@ impl Shard {
             stats.corrupt_records = h.corrupt_records.get();
             stats.compaction_failures = h.compaction_failures.get();
             stats.packs_reclaimed = h.packs_reclaimed.get();
+            stats.checkpoints = h.checkpoints.get();
         }
         if let Some(hot) = &self.hot {
             (stats.packs, stats.pack_disk_bytes, stats.pack_live_bytes) =

@@ -16,6 +16,7 @@ use ipfrs_tiering::segment::file::list_segments;
 use ipfrs_tiering::{BackendOptions, ColdBackend, ColdDamage, DamageStage, open_or_damaged};
 
 use crate::cache::BlockCache;
+use crate::checkpoint::{Checkpoint, Guarded};
 use crate::hot::{HotTier, Recovery};
 use crate::open_state::{self, OpenState};
 use crate::queue::WriteQueue;
@@ -47,6 +48,9 @@ pub(crate) fn open(
     // happens next: see `open_state` for when it may stand in for the walk of the cold keys.
     let saved = open_state::take(dir, config.backend);
     let backend = open_cold(id, shards, config, dir, cold_damage)?;
+    // A checkpoint holds for a backend whose flushes are durable only (see `checkpoint`):
+    // none is written for another, but a store may have been opened with other code.
+    let saved = saved.filter(|state| !state.checkpoint || backend.flush_is_durable());
     let mut keys = KeyFigures::new(config, shards, saved);
     let segments_dir = segments_dir(dir);
     let recovery = recover_hot(id, shards, config, &segments_dir, &mut keys.bloom)?;
@@ -67,6 +71,13 @@ pub(crate) fn open(
         // every bit set answers "maybe" for all, and each lookup asks the backend.
         keys.bloom = BloomFilter::from_vec(vec![u64::MAX; 8]).hashes(1);
     }
+    // Every write to the backend from now on voids the checkpoint first. A damaged backend
+    // gets none: an open from it would not know of the damage.
+    let checkpoint = Arc::new(Checkpoint::new(
+        dir.to_path_buf(),
+        cold_damage.get().is_none(),
+    ));
+    let backend: Arc<dyn ColdBackend> = Arc::new(Guarded::new(backend, Arc::clone(&checkpoint)));
     let (hot, resume, next_seq) = match recovery {
         Some(r) => (Some(r.tier), r.resume, r.next_seq),
         None => (None, None, 0),
@@ -94,6 +105,7 @@ pub(crate) fn open(
             ),
         ),
         hot,
+        checkpoint,
         damage: RefCell::default(),
         gate: rt::Gate::new(),
         gate_tasks: Rc::default(),
@@ -145,6 +157,9 @@ struct KeyFigures {
     bloom: BloomFilter,
     counters: Counters,
     restored: bool,
+    /// Restored from a checkpoint: the counters hold the cold blocks that were not hot, and
+    /// the hot tier's recovery adds the hot ones.
+    checkpoint: bool,
     /// Per pack, as saved: (number, live bytes, held bytes).
     saved_packs: Vec<(u32, u64, u64)>,
 }
@@ -165,6 +180,7 @@ impl KeyFigures {
                 bloom,
                 counters,
                 restored: false,
+                checkpoint: false,
                 saved_packs: Vec::new(),
             };
         };
@@ -174,6 +190,7 @@ impl KeyFigures {
             bloom: BloomFilter::from_vec(state.words).hashes(state.num_hashes),
             counters,
             restored: true,
+            checkpoint: state.checkpoint,
             saved_packs: state.packs,
         }
     }
@@ -205,7 +222,9 @@ fn recover_hot(
 }
 
 /// Restores the packs' saved figures, counts the hot blocks (unless the saved counters hold
-/// them) and redoes the cold deletes of durable tombstones.
+/// them: a clean close's do, a checkpoint's do not) and redoes the cold deletes of durable
+/// tombstones (after a valid checkpoint there are none left to do: the shard voids it
+/// before it tombstones a block the backend may hold).
 fn settle_recovery(
     id: usize,
     recovery: &Recovery,
@@ -219,7 +238,7 @@ fn settle_recovery(
         .map(|&(id, live, held)| (id, crate::hot::packs::PackBytes { live, held }))
         .collect();
     recovery.tier.packs.borrow_mut().restore(&figures);
-    if !keys.restored {
+    if !keys.restored || keys.checkpoint {
         let index = recovery.tier.index.borrow();
         bump(&keys.counters.blocks, index.len() as u64);
         bump(&keys.counters.bytes, index.bytes());

@@ -71,8 +71,38 @@ pub(crate) async fn run(shard: Rc<Shard>) {
                 .is_empty()
         };
         if !hot.over_budget() && !reclaimable() {
-            if hot.wake_rx.recv_async().await.is_err() {
-                return;
+            // Idle: once nothing has woken the task for a while, a checkpoint saves the next
+            // open after a crash the walk of the cold keys.
+            let checkpoint = crate::checkpoint::wanted(&shard, hot);
+            let woken = if checkpoint {
+                futures_lite::future::or(
+                    async { Some(hot.wake_rx.recv_async().await.is_ok()) },
+                    async {
+                        crate::rt::sleep(crate::checkpoint::CHECKPOINT_AFTER).await;
+                        None
+                    },
+                )
+                .await
+            } else {
+                Some(hot.wake_rx.recv_async().await.is_ok())
+            };
+            match woken {
+                Some(true) => {}
+                Some(false) => return,
+                None if hot.stopping.get() => return,
+                None => match submit(&shard, Pending::Checkpoint).await {
+                    Ok(()) => {}
+                    Err(Error::Poisoned { .. } | Error::Stopped { .. }) => return,
+                    Err(e) => {
+                        eprintln!(
+                            "ipfrs shard {}: writing a checkpoint failed: {e}; the next open \
+                             after a crash walks the cold keys",
+                            shard.id
+                        );
+                        pause(retry_after).await;
+                        retry_after = (retry_after * 2).min(RETRY_AFTER_MAX);
+                    }
+                },
             }
             continue;
         }

@@ -76,7 +76,8 @@ pub(crate) async fn commit_group_hot(shard: &Rc<Shard>, hot: &HotTier, group: Ve
                 | Pending::Retire { .. }
                 | Pending::Seal
                 | Pending::Reclaim { .. }
-                | Pending::DropPack { .. },
+                | Pending::DropPack { .. }
+                | Pending::Checkpoint,
             ..
         },
     ] = group.as_slice()
@@ -85,6 +86,13 @@ pub(crate) async fn commit_group_hot(shard: &Rc<Shard>, hot: &HotTier, group: Ve
             return;
         };
         shard.writes.stage.set(op.pending.name());
+        // A compaction or reclamation step moves blocks between the tiers (or removes a file
+        // the checkpoint's hot recovery would have read): the checkpoint goes first.
+        let moves = !matches!(op.pending, Pending::Seal | Pending::Checkpoint);
+        if moves && let Err(e) = shard.checkpoint.invalidate_from(shard).await {
+            op.ack.fail(e);
+            return;
+        }
         let result = match op.pending {
             Pending::Migrate {
                 segment,
@@ -95,6 +103,7 @@ pub(crate) async fn commit_group_hot(shard: &Rc<Shard>, hot: &HotTier, group: Ve
             Pending::Seal => seal(shard, hot).await,
             Pending::Reclaim { pack, records } => reclaim(shard, hot, pack, records).await,
             Pending::DropPack { pack } => drop_pack(shard, hot, pack).await,
+            Pending::Checkpoint => crate::checkpoint::take(shard, hot).await,
             _ => Ok(()),
         };
         match (result, op.ack) {
@@ -145,6 +154,11 @@ async fn commit_hot(shard: &Shard, hot: &HotTier, ops: Vec<Pending>) -> Result<V
             },
         })
         .collect();
+    // A tombstone of a block the backend may hold, or a promotion, makes a checkpoint's
+    // counters wrong once durable, before the backend changes: it goes first.
+    if !plan.cold_deletes.is_empty() || plan.promotions > 0 {
+        shard.checkpoint.invalidate_from(shard).await?;
+    }
     let appended = append(shard, hot, &records, plan.sync).await?;
     drop(records);
     if !plan.cold_deletes.is_empty() || plan.flush_cold {
@@ -312,7 +326,8 @@ fn plan(shard: &Shard, hot: &HotTier, ops: Vec<Pending>, cold: &ColdFacts) -> Pl
             | Pending::Retire { .. }
             | Pending::Seal
             | Pending::Reclaim { .. }
-            | Pending::DropPack { .. } => {}
+            | Pending::DropPack { .. }
+            | Pending::Checkpoint => {}
         }
     }
     plan

@@ -12,7 +12,7 @@
 //! damaged record is reported, never served. Compaction (`compaction`) keeps the segments
 //! within the hot budget by moving the oldest segment's blocks into the cold backend.
 
-mod append;
+pub(crate) mod append;
 pub(crate) mod compaction;
 pub(crate) mod group;
 pub(crate) mod packs;
@@ -73,6 +73,8 @@ pub(crate) struct HotCounters {
     pub(crate) corrupt_records: Cell<u64>,
     /// Background compaction steps that failed (full disk, I/O error) and were retried later.
     pub(crate) compaction_failures: Cell<u64>,
+    /// Checkpoints of the open state written (see `crate::checkpoint`).
+    pub(crate) checkpoints: Cell<u64>,
 }
 
 /// The hot tier of one shard.
