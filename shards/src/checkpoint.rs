@@ -67,7 +67,8 @@ impl Checkpoint {
     }
 
     /// [`Self::invalidate`] from the shard's thread: a trip to the blocking pool only when a
-    /// checkpoint is current.
+    /// checkpoint is current. Wakes the compaction task, which writes the next checkpoint
+    /// once it has been idle for [`CHECKPOINT_AFTER`].
     pub(crate) async fn invalidate_from(&self, shard: &Shard) -> Result<()> {
         if !self.is_current() {
             return Ok(());
@@ -76,7 +77,11 @@ impl Checkpoint {
         let dir = open_state::path(&self.backend_dir);
         crate::rt::spawn_blocking(move || mark.invalidate())
             .await
-            .map_err(Error::segment_io(shard.id, "removing the checkpoint", dir))
+            .map_err(Error::segment_io(shard.id, "removing the checkpoint", dir))?;
+        if let Some(hot) = &shard.hot {
+            let _ = hot.wake_tx.try_send(());
+        }
+        Ok(())
     }
 }
 
@@ -109,7 +114,11 @@ pub(crate) async fn take(shard: &Shard, hot: &HotTier) -> Result<()> {
         let index = hot.index.borrow();
         OpenState {
             checkpoint: true,
-            blocks: shard.counters.blocks.get() - index.len() as u64,
+            blocks: shard
+                .counters
+                .blocks
+                .get()
+                .saturating_sub(index.len() as u64),
             bytes: shard.counters.bytes.get().saturating_sub(index.bytes()),
             num_hashes: shard.bloom.num_hashes(),
             words: shard.bloom.iter().collect(),
