@@ -6,6 +6,7 @@
 //! cargo run --release -p ipfrs-storage --example hot_tier_limits -- memory [blocks] [dir]
 //! cargo run --release -p ipfrs-storage --example hot_tier_limits -- space [GiB] [dir] [block bytes]
 //! cargo run --release -p ipfrs-storage --example hot_tier_limits -- cold-reads [GiB] [dir] [block bytes]
+//! cargo run --release -p ipfrs-storage --example hot_tier_limits -- crash-open [GiB] [dir] [block bytes]
 //! ```
 //! Blocks are 256 KiB unless `block bytes` says otherwise (4096: blocks above the engine's
 //! inline threshold, which stay in packs, but small enough that the index holds an entry
@@ -22,6 +23,11 @@
 //! end up in packs), closes, and times single gets of 256 random blocks on one thread, first
 //! with the page cache dropped (root only), then again warm: what ipfrs-bench, whose data
 //! stays in the page cache, cannot show of a read from disk.
+//! `crash-open` ingests GiB of blocks under a 128 MiB hot budget and compacts (nearly all of
+//! them end up in packs), then three times lets a child process open the store, waits until
+//! every shard of the child has written a checkpoint, kills it with SIGKILL and times the
+//! reopen: with the page cache dropped (root only) and warm from the checkpoint, and warm with
+//! the checkpoint removed (the walk an open after a crash made before checkpoints).
 //! `memory` ingests `blocks` 1 KiB blocks (generated on the fly, batches of 256) with a 256 MiB
 //! budget (cache 128 MiB, backend cache 64 MiB, hot budget 1 GiB of disk) and prints the peak
 //! resident memory (VmHWM) next to the budget and the hot index's own size.
@@ -36,6 +42,10 @@ use ipfrs_storage::{BackendKind, Block, Config, Durability, Engine, HotTier};
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let mode = args.get(1).map(String::as_str).unwrap_or("recovery");
+    if mode == "checkpoint-child" {
+        checkpoint_child(Path::new(&args[2]));
+        return;
+    }
     let dir = args
         .get(3)
         .map(PathBuf::from)
@@ -59,7 +69,11 @@ fn main() {
             let gib: f64 = args.get(2).map_or(1.0, |s| s.parse().unwrap());
             cold_reads(dir.path(), gib, size);
         }
-        other => panic!("unknown mode {other}: recovery, memory, space or cold-reads"),
+        "crash-open" => {
+            let gib: f64 = args.get(2).map_or(2.0, |s| s.parse().unwrap());
+            crash_open(dir.path(), gib, size);
+        }
+        other => panic!("unknown mode {other}: recovery, memory, space, cold-reads or crash-open"),
     }
 }
 
@@ -192,6 +206,86 @@ fn cold_reads(root: &Path, gib: f64, size: usize) {
                 took * 1000.0 / picks.len() as f64,
             );
         }
+    }
+}
+
+fn crash_open_config(dir: &Path) -> Config {
+    let mut config = Config::new(dir);
+    config.hot_tier = Some(HotTier {
+        budget_bytes: 128 << 20,
+        prefetch_written: false,
+        ..HotTier::default()
+    });
+    config
+}
+
+/// The child of `crash-open`: opens the store, waits until every shard has written a
+/// checkpoint, says so, and waits to be killed.
+fn checkpoint_child(dir: &Path) {
+    let engine = Engine::open(crash_open_config(dir)).unwrap();
+    let store = engine.blocking();
+    loop {
+        let stats = store.stats().unwrap();
+        if stats.shards.iter().all(|s| s.checkpoints > 0) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    println!("checkpointed");
+    loop {
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
+}
+
+fn crash_open(root: &Path, gib: f64, size: usize) {
+    use std::io::BufRead;
+    let count = ((gib * (1u64 << 30) as f64) / size as f64) as usize;
+    let dir = root.join("store");
+    {
+        let engine = Engine::open(crash_open_config(&dir)).unwrap();
+        let store = engine.blocking();
+        ingest(&store, count, size);
+        store.compact().unwrap();
+        store.close().unwrap();
+    }
+    for (cache, checkpoint) in [("dropped", true), ("warm", true), ("warm", false)] {
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["checkpoint-child", dir.to_str().unwrap()])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let out = std::io::BufReader::new(child.stdout.take().unwrap());
+        for line in out.lines() {
+            if line.unwrap() == "checkpointed" {
+                break;
+            }
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        if !checkpoint {
+            remove_open_states(&dir);
+        }
+        if cache == "dropped" && !drop_caches() {
+            println!("(page cache not dropped: not root)");
+        }
+        let started = Instant::now();
+        let engine = Engine::open(crash_open_config(&dir)).unwrap();
+        let took = started.elapsed().as_secs_f64();
+        let stats = engine.blocking().stats().unwrap();
+        assert_eq!(stats.blocks, count as u64);
+        engine.blocking().close().unwrap();
+        println!(
+            "crash-open: {count} blocks of {size} bytes ({:.2} GiB, {:.2} GiB hot), SIGKILL, \
+             page cache {cache:7}, {}: reopen {took:.3} s ({} cold keys walked)",
+            stats.bytes as f64 / (1u64 << 30) as f64,
+            stats.hot_bytes as f64 / (1u64 << 30) as f64,
+            if checkpoint {
+                "from the checkpoint"
+            } else {
+                "checkpoint removed "
+            },
+            stats.keys_walked_at_open,
+        );
     }
 }
 
