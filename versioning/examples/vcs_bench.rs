@@ -4,6 +4,7 @@
 //! cargo run --release -p ipfrs-versioning --example vcs_bench -- --mib 1024 [--chain 100] [--dir PATH]
 //!     [--chain-rows PCT] [--max-depth N] [--hot-budget-mib N]
 //! cargo run --release -p ipfrs-versioning --example vcs_bench -- --layouts
+//! cargo run --release -p ipfrs-versioning --example vcs_bench -- --decode-costs
 //! cargo run --release -p ipfrs-versioning --example vcs_bench -- --goals --mib 256 [--max-depth N]
 //! cargo run --release -p ipfrs-versioning --example vcs_bench -- --checkout-profile ROUNDS --mib 256
 //!     [--sparse-depths 16,50] [--rows-pct PCT] [--dense-steps N] [--bf16]
@@ -17,7 +18,8 @@
 //! `--rows-pct` of the rows (default 1), after `--dense-steps` dense steps (default 6; 0 for
 //! none), and with `--bf16` the bf16 copy at depth 0; `--hot-budget-mib` the engines'
 //! hot-tier budget (past it, compaction moves blocks into the cold backend). `--layouts` only
-//! compares the delta encodings' size and decode time on single chunks; `--ingest-only R`
+//! compares the delta encodings' size and decode time on single chunks; `--decode-costs` times
+//! the pieces of a chunk's rebuild (key, dense and sparse patches) on one core; `--ingest-only R`
 //! runs only the first step (full commit vs raw ingest), R times, and prints medians. The bench prints the disk use of
 //! both engine directories as it goes, since a long chain on a large model writes a lot.
 //!
@@ -38,6 +40,8 @@ use ipfrs_versioning::{
     TensorObject, Tensors, delta,
 };
 
+#[path = "vcs_bench/decode_costs.rs"]
+mod decode_costs;
 #[path = "vcs_bench/goals.rs"]
 mod goals;
 
@@ -309,6 +313,7 @@ fn main() {
     let mut bf16 = false;
     let mut hot_budget: Option<u64> = None;
     let mut layouts_only = false;
+    let mut decode_costs_only = false;
     let mut ingest_rounds = 0usize;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -354,6 +359,7 @@ fn main() {
             }
             "--bf16" => bf16 = true,
             "--layouts" => layouts_only = true,
+            "--decode-costs" => decode_costs_only = true,
             "--ingest-only" => {
                 ingest_rounds = args
                     .next()
@@ -390,6 +396,10 @@ fn main() {
     }
     if layouts_only {
         layout_costs(&mut Rng(0x2545_f491_4f6c_dd1d));
+        return;
+    }
+    if decode_costs_only {
+        decode_costs::run(&mut Rng(0x2545_f491_4f6c_dd1d));
         return;
     }
     let tmp = match &dir {

@@ -1,0 +1,120 @@
+//! `--decode-costs`: what rebuilding one 256 KiB F32 chunk costs, piece by piece, on the
+//! chunks a checkout of the `--goals` model meets: its key, a dense step's patch (layout 3),
+//! a one-row sparse patch, a whole dense tip (key and two dense patches), against a copy
+//! of the chunk. Best and median of many runs on one core, so that a change of a decoder
+//! shows without a whole checkout (whose figures the machine's load decides).
+
+use std::time::{Duration, Instant};
+
+use ipfrs_versioning::{DType, codec, delta};
+
+use super::Rng;
+
+/// Elements of a 256 KiB F32 chunk.
+const ELEMS: usize = 64 * 1024;
+/// Columns of the model's matrices: a row is 16 KiB, a chunk 16 rows.
+const COLS: usize = 4096;
+/// Timed runs per figure.
+const RUNS: usize = 300;
+
+/// N(0, 1) by Box-Muller (as the goals' model).
+fn gauss(rng: &mut Rng) -> f32 {
+    let u = (rng.uniform() as f64).max(1e-12);
+    let v = rng.uniform() as f64;
+    ((-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()) as f32
+}
+
+/// `base` with `amount * N(0, 1)` added to the elements of rows `rows`.
+fn moved(base: &[u8], rng: &mut Rng, rows: std::ops::Range<usize>, amount: f32) -> Vec<u8> {
+    let mut out = base.to_vec();
+    for (i, v) in out.chunks_exact_mut(4).enumerate() {
+        if rows.contains(&(i / COLS)) {
+            let x = f32::from_le_bytes([v[0], v[1], v[2], v[3]]);
+            v.copy_from_slice(&(x + amount * gauss(rng)).to_le_bytes());
+        }
+    }
+    out
+}
+
+/// (best, median) of `RUNS` runs of `f`.
+fn timed(mut f: impl FnMut()) -> (Duration, Duration) {
+    let mut t: Vec<Duration> = (0..RUNS)
+        .map(|_| {
+            let s = Instant::now();
+            f();
+            s.elapsed()
+        })
+        .collect();
+    t.sort_unstable();
+    (t[0], t[RUNS / 2])
+}
+
+fn show(name: &str, (best, median): (Duration, Duration)) {
+    println!(
+        "  {name}: best {:.0} us, median {:.0} us",
+        best.as_secs_f64() * 1e6,
+        median.as_secs_f64() * 1e6
+    );
+}
+
+/// Prints the costs (see the module doc).
+pub fn run(rng: &mut Rng) {
+    let mut base = Vec::with_capacity(ELEMS * 4);
+    for _ in 0..ELEMS {
+        base.extend_from_slice(&(0.02 * gauss(rng)).to_le_bytes());
+    }
+    let key = codec::pack(&base, DType::F32, 3).unwrap();
+    let dense1 = moved(&base, rng, 0..16, 1e-6);
+    let dense2 = moved(&dense1, rng, 0..16, 1e-6);
+    let (t1, p1) = delta::encode(&dense1, &base, 4, 3).unwrap();
+    let (t2, p2) = delta::encode(&dense2, &dense1, 4, 3).unwrap();
+    let row = moved(&base, rng, 5..6, 1e-4);
+    let (ts, ps) = delta::encode(&row, &base, 4, 3).unwrap();
+    println!(
+        "256 KiB F32 chunk of N(0, 0.02): key {:.1}%, dense 1e-6 patches {:.1}% / {:.1}% ({:?}), one-row patch {:.2}% ({:?}); load {}",
+        100.0 * key.len() as f64 / base.len() as f64,
+        100.0 * p1.len() as f64 / base.len() as f64,
+        100.0 * p2.len() as f64 / base.len() as f64,
+        delta::layout(delta::Version::V2, &p1).unwrap(),
+        100.0 * ps.len() as f64 / base.len() as f64,
+        delta::layout(delta::Version::V2, &ps).unwrap(),
+        super::load()
+    );
+    let mut out = vec![0u8; base.len()];
+    let mut scratch = Vec::new();
+    show(
+        "copy of the chunk",
+        timed(|| out.copy_from_slice(std::hint::black_box(&base))),
+    );
+    show(
+        "key",
+        timed(|| codec::unpack_into(&key, DType::F32, &mut out, &mut scratch).unwrap()),
+    );
+    assert_eq!(out, base);
+    let mut data = base.clone();
+    show(
+        "dense patch (onto its base)",
+        timed(|| {
+            data.copy_from_slice(&base);
+            delta::decode_in_place(delta::Version::V2, t1, &p1, &mut data, 4).unwrap();
+        }),
+    );
+    assert_eq!(data, dense1);
+    show(
+        "one-row sparse patch",
+        timed(|| {
+            data.copy_from_slice(&base);
+            delta::decode_in_place(delta::Version::V2, ts, &ps, &mut data, 4).unwrap();
+        }),
+    );
+    assert_eq!(data, row);
+    show(
+        "dense tip: key + two dense patches",
+        timed(|| {
+            codec::unpack_into(&key, DType::F32, &mut data, &mut scratch).unwrap();
+            delta::decode_in_place(delta::Version::V2, t1, &p1, &mut data, 4).unwrap();
+            delta::decode_in_place(delta::Version::V2, t2, &p2, &mut data, 4).unwrap();
+        }),
+    );
+    assert_eq!(data, dense2);
+}
