@@ -22,8 +22,10 @@
 //! check its reads, a decoder changed since the commit). A raw key stored under a CID
 //! other than its chunk's is always hashed. Tensors of the earlier formats are read and
 //! verified by [`Repo::read_chunks`], then written. The file is built under a temporary
-//! name and renamed over the target only once every chunk is written, so a failed or
-//! interrupted checkout never leaves a partial file under the target's name.
+//! name and put in place of the target in one step only once every chunk is written (an
+//! exchange of the two names, then the old file unlinked: ext4 flushes a file renamed over
+//! another inside the rename, see `replace_file`), so a failed or interrupted checkout
+//! never leaves a partial file under the target's name.
 
 use std::fs::{self, File};
 use std::os::unix::fs::FileExt;
@@ -279,7 +281,7 @@ impl<S: BlockStore, R: RefStore, L: Ledger> Repo<S, R, L> {
                 file.sync_all().map_err(Error::io(path))?;
             }
             drop(file);
-            fs::rename(&tmp, path).map_err(Error::io(path))
+            crate::ops::replace_file::replace(&tmp, path).map_err(Error::io(path))
         });
         if let Err(e) = result {
             let _ = fs::remove_file(&tmp);

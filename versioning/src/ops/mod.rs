@@ -10,3 +10,4 @@ pub mod gc;
 pub mod log;
 pub mod merge;
 mod read;
+mod replace_file;
