@@ -110,27 +110,7 @@ pub(crate) async fn take(shard: &Shard, hot: &HotTier) -> Result<()> {
     // writes they include must too.
     crate::hot::append::append(shard, hot, &[], true).await?;
     shard.blocking(|backend| backend.flush()).await?;
-    let state = {
-        let index = hot.index.borrow();
-        OpenState {
-            checkpoint: true,
-            blocks: shard
-                .counters
-                .blocks
-                .get()
-                .saturating_sub(index.len() as u64),
-            bytes: shard.counters.bytes.get().saturating_sub(index.bytes()),
-            num_hashes: shard.bloom.num_hashes(),
-            words: shard.bloom.iter().collect(),
-            packs: hot
-                .packs
-                .borrow()
-                .figures()
-                .into_iter()
-                .map(|(id, b)| (id, b.live, b.held))
-                .collect(),
-        }
-    };
+    let state = state_of(shard, true);
     let dir = shard.checkpoint.backend_dir.clone();
     let kind = shard.backend.kind();
     let path = open_state::path(&dir);
@@ -140,6 +120,36 @@ pub(crate) async fn take(shard: &Shard, hot: &HotTier) -> Result<()> {
     shard.checkpoint.current.store(true, Ordering::SeqCst);
     crate::shard::bump(&hot.counters.checkpoints, 1);
     Ok(())
+}
+
+/// What a clean close saves (`checkpoint` false: every block counted) or a checkpoint
+/// records (the cold blocks that are not hot counted; see `open_state`) of `shard` now.
+pub(crate) fn state_of(shard: &Shard, checkpoint: bool) -> OpenState {
+    let (mut blocks, mut bytes) = (shard.counters.blocks.get(), shard.counters.bytes.get());
+    if checkpoint && let Some(hot) = &shard.hot {
+        let index = hot.index.borrow();
+        blocks = blocks.saturating_sub(index.len() as u64);
+        bytes = bytes.saturating_sub(index.bytes());
+    }
+    OpenState {
+        checkpoint,
+        blocks,
+        bytes,
+        num_hashes: shard.bloom.num_hashes(),
+        words: shard.bloom.iter().collect(),
+        packs: shard
+            .hot
+            .as_ref()
+            .map(|hot| {
+                hot.packs
+                    .borrow()
+                    .figures()
+                    .into_iter()
+                    .map(|(id, b)| (id, b.live, b.held))
+                    .collect()
+            })
+            .unwrap_or_default(),
+    }
 }
 
 /// The shard's cold backend, voiding the checkpoint before every write.

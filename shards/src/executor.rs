@@ -307,28 +307,8 @@ async fn serve(
     let result = result.and(flushed);
     // Only a close that made everything durable, with no write refused after a failed sync,
     // leaves a state: its filter and counts are then those of the store on disk.
-    let open_state = (result.is_ok() && shard.writes.poisoned().is_none()).then(|| {
-        let bloom = &shard.bloom;
-        OpenState {
-            checkpoint: false,
-            blocks: shard.counters.blocks.get(),
-            bytes: shard.counters.bytes.get(),
-            num_hashes: bloom.num_hashes(),
-            words: bloom.iter().collect(),
-            packs: shard
-                .hot
-                .as_ref()
-                .map(|hot| {
-                    hot.packs
-                        .borrow()
-                        .figures()
-                        .into_iter()
-                        .map(|(id, b)| (id, b.live, b.held))
-                        .collect()
-                })
-                .unwrap_or_default(),
-        }
-    });
+    let open_state = (result.is_ok() && shard.writes.poisoned().is_none())
+        .then(|| crate::checkpoint::state_of(&shard, false));
     let deferred = shard
         .hot
         .as_ref()
