@@ -34,7 +34,9 @@ pub(crate) const CHECKPOINT_AFTER: Duration = Duration::from_secs(2);
 pub(crate) struct Checkpoint {
     /// The shard's backend directory (`shard-NNN/<backend>`), whose open-state file it is.
     backend_dir: PathBuf,
-    /// False for a shard whose backend was found damaged at open.
+    /// False for a shard whose backend's flush is not durable (parity-db's: after a crash
+    /// its files may hold less than a checkpoint taken over them says) or was found damaged
+    /// at open (an open from a checkpoint would not know of the damage).
     enabled: bool,
     current: AtomicBool,
 }
@@ -85,15 +87,11 @@ impl Checkpoint {
     }
 }
 
-/// Whether the shard should write a checkpoint once compaction has been idle: there is none,
-/// its backend's flush makes writes durable (parity-db's does not: after a crash its files may
-/// hold less than a checkpoint taken over them says), and there are cold blocks to save the
-/// walk of.
+/// Whether the shard should write a checkpoint once compaction has been idle: it may have
+/// one at all, there is none, and there are cold blocks to save the walk of.
 pub(crate) fn wanted(shard: &Shard, hot: &HotTier) -> bool {
     shard.checkpoint.enabled
         && !shard.checkpoint.is_current()
-        && shard.backend.flush_is_durable()
-        && shard.backend.damage_at_open().is_none()
         && shard.writes.poisoned().is_none()
         && shard.counters.blocks.get() > hot.index.borrow().len() as u64
 }

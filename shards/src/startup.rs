@@ -72,10 +72,10 @@ pub(crate) fn open(
         keys.bloom = BloomFilter::from_vec(vec![u64::MAX; 8]).hashes(1);
     }
     // Every write to the backend from now on voids the checkpoint first. A damaged backend
-    // gets none: an open from it would not know of the damage.
+    // gets none, nor one whose flush is not durable (see `checkpoint`).
     let checkpoint = Arc::new(Checkpoint::new(
         dir.to_path_buf(),
-        cold_damage.get().is_none(),
+        cold_damage.get().is_none() && backend.flush_is_durable(),
     ));
     let backend: Arc<dyn ColdBackend> = Arc::new(Guarded::new(backend, Arc::clone(&checkpoint)));
     let (hot, resume, next_seq) = match recovery {
