@@ -376,8 +376,9 @@ pub(super) fn apply_values(data: &mut [u8], tokens: &[u8], raw: &[u8]) -> Result
 }
 
 /// [`apply_values`] compiled for CPUs with BMI2, whose shifts by a variable count
-/// (`shrx`) and bit extraction (`bzhi`) are single instructions that read no flags: the
-/// value loop, which does little else, runs faster by a third or more.
+/// (`shrx`) and bit extraction (`bzhi`) are single instructions that read no flags: a dense
+/// patch of a 256 KiB chunk decoded in 172 us against 182 us without (about 5%; see
+/// versioning/README.md).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "bmi1,bmi2")]
 fn apply_values_bmi2(data: &mut [u8], tokens: &[u8], raw: &[u8]) -> Result<(), String> {
