@@ -201,7 +201,8 @@ pub fn footer(doc: &Document) -> String {
          memory when the target opened ({:.0} MiB at most: the generated blocks and the tool).\n\
          vs base: ops/s over the baseline's ({}); above 1 = faster. vs ceil: MiB/s over the \
          slowest ceiling's (disk/o_direct = O_DIRECT writes / page-cache-free reads at the same \
-         queue depth, cpu/sha2-256 = hashing alone, disk/write+fdatasync = one O_DIRECT write \
+         queue depth, cpu/sha2-256 = hashing alone, mem/xxh3 = one checking pass over the \
+         read blocks' bytes in memory, disk/write+fdatasync = one O_DIRECT write \
          + fdatasync per call at queue depth 1 per lane); reads above 100% come from memory.",
         s.rounds,
         match s.rate {

@@ -36,6 +36,10 @@ pub enum TargetKind {
     Disk,
     /// sha2-256 of the same blocks and nothing else: the CPU.
     Cpu,
+    /// One xxh3-64 pass (the record check's hash and code) over each block a read asks for,
+    /// from the generated blocks in memory: what a checked read can serve once its bytes are
+    /// in RAM, bound by the memory bus for blocks past the CPU caches.
+    Memory,
     /// One O_DIRECT write of one block and one fdatasync (`sync: false`, `--durability
     /// none`: the write alone) per call, queue depth 1 per lane: the put workload's ceiling.
     SyncWrite {
@@ -64,6 +68,13 @@ impl TargetKind {
         if plan.ceilings {
             targets.push(TargetKind::Disk);
             targets.push(TargetKind::Cpu);
+            if plan
+                .workloads
+                .iter()
+                .any(|&w| TargetKind::Memory.supports(w))
+            {
+                targets.push(TargetKind::Memory);
+            }
             if plan.workloads.contains(&WorkloadKind::Put) {
                 targets.push(TargetKind::SyncWrite {
                     sync: plan.durability.syncs(),
@@ -88,6 +99,7 @@ impl TargetKind {
             TargetKind::Raw(b) => format!("raw/{b}"),
             TargetKind::Disk => "disk/o_direct".into(),
             TargetKind::Cpu => "cpu/sha2-256".into(),
+            TargetKind::Memory => "mem/xxh3".into(),
             TargetKind::SyncWrite { sync: true } => "disk/write+fdatasync".into(),
             TargetKind::SyncWrite { sync: false } => "disk/write".into(),
         }
@@ -97,7 +109,7 @@ impl TargetKind {
     pub fn is_ceiling(self) -> bool {
         matches!(
             self,
-            TargetKind::Disk | TargetKind::Cpu | TargetKind::SyncWrite { .. }
+            TargetKind::Disk | TargetKind::Cpu | TargetKind::Memory | TargetKind::SyncWrite { .. }
         )
     }
 
@@ -115,6 +127,10 @@ impl TargetKind {
                     | WorkloadKind::Car
             ),
             TargetKind::Cpu => matches!(workload, WorkloadKind::Ingest | WorkloadKind::Car),
+            TargetKind::Memory => matches!(
+                workload,
+                WorkloadKind::Get | WorkloadKind::GetMany | WorkloadKind::GetZipf
+            ),
             TargetKind::SyncWrite { .. } => workload == WorkloadKind::Put,
         }
     }
@@ -152,6 +168,7 @@ impl TargetKind {
             }
             TargetKind::Disk => Inner::Disk(DiskTarget::new(dir, data, plan)?),
             TargetKind::Cpu => Inner::Cpu(CpuTarget { data }),
+            TargetKind::Memory => Inner::Memory(MemoryTarget { data }),
             TargetKind::SyncWrite { sync } => Inner::SyncWrite(SyncCeiling::new(
                 dir,
                 data,
@@ -174,6 +191,7 @@ enum Inner<'d> {
     Raw(RawTarget<'d>),
     Disk(DiskTarget<'d>),
     Cpu(CpuTarget<'d>),
+    Memory(MemoryTarget<'d>),
     SyncWrite(SyncCeiling<'d>),
 }
 
@@ -190,6 +208,7 @@ impl Session<'_> {
             Inner::Engine(t) => t,
             Inner::Raw(t) => t,
             Inner::Cpu(t) => t,
+            Inner::Memory(t) => t,
             Inner::SyncWrite(t) => t,
         };
         match workload {
@@ -216,7 +235,7 @@ impl Session<'_> {
             Inner::Engine(t) => Ok(t.engine.blocking().close()?),
             Inner::Raw(t) => Ok(t.backend.flush()?),
             Inner::Disk(t) => t.close(),
-            Inner::Cpu(_) => Ok(()),
+            Inner::Cpu(_) | Inner::Memory(_) => Ok(()),
             Inner::SyncWrite(t) => t.close(),
         }
     }
@@ -619,6 +638,50 @@ impl OpTarget for CpuTarget<'_> {
     }
 }
 
+/// One xxh3-64 pass over each block a read asks for, from the generated blocks in memory.
+struct MemoryTarget<'d> {
+    data: &'d Dataset,
+}
+
+impl MemoryTarget<'_> {
+    /// The block's length, after hashing it as a record check would (twox-hash, the engine's
+    /// implementation, which picks AVX2 at run time: another one would make a different
+    /// ceiling).
+    fn read(&self, i: u32) -> u64 {
+        let bytes = self.data.data(i as usize);
+        std::hint::black_box(twox_hash::XxHash3_64::oneshot(&bytes));
+        bytes.len() as u64
+    }
+}
+
+impl OpTarget for MemoryTarget<'_> {
+    fn call(&self, op: Op) -> OpFuture<'_> {
+        let result = match op {
+            Op::Get(i) => Ok(self.read(i)),
+            Op::GetMany { first, len } => Ok(self
+                .data
+                .sample_blocks(first as usize, len as usize)
+                .iter()
+                .map(|&i| self.read(i))
+                .sum()),
+            other => Err(BenchError::Internal(format!(
+                "the memory ceiling has no {other:?}"
+            ))),
+        };
+        Box::pin(async move { result })
+    }
+
+    fn blocking(&self) -> bool {
+        true
+    }
+
+    fn scan(&self, _: usize, _: &mut dyn FnMut(Duration, usize)) -> Result<u64> {
+        Err(BenchError::Internal(
+            "the memory ceiling cannot scan".into(),
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -652,6 +715,7 @@ mod tests {
             },
             TargetKind::Disk,
             TargetKind::Cpu,
+            TargetKind::Memory,
             TargetKind::SyncWrite { sync: true },
             TargetKind::SyncWrite { sync: false },
         ]
@@ -679,6 +743,11 @@ mod tests {
         assert!(!sync.supports(WorkloadKind::Ingest) && !sync.supports(WorkloadKind::Get));
         assert!(!TargetKind::Disk.supports(WorkloadKind::Put));
         assert!(!TargetKind::Cpu.supports(WorkloadKind::Put));
+        let memory = TargetKind::Memory;
+        assert!(memory.is_ceiling() && memory.supports(WorkloadKind::GetMany));
+        assert!(
+            !memory.supports(WorkloadKind::Ingest) && !memory.supports(WorkloadKind::HasAbsent)
+        );
     }
 
     #[test]
