@@ -1,0 +1,475 @@
+//! A bucket holding shards' packs: uploads, manifests and ranged reads, run on a runtime
+//! thread of its own.
+//!
+//! ```text
+//! <prefix>/shard-NNN/packs/PPPPPPPP.pack        a sealed pack, byte for byte (create-only)
+//! <prefix>/shard-NNN/packs/PPPPPPPP.hint        its hint file (create-only, written after it)
+//! <prefix>/shard-NNN/manifests/GGGGGGGGGGGGGGGG the live packs at generation G (create-only)
+//! ```
+//! Every call returns a [`Pending`] at once: a shard's executor awaits it without blocking
+//! its core (the request runs on the bucket's own tokio thread), a plain thread waits on it.
+//! Nothing is ever overwritten: an upload that finds its object already there compares the
+//! bytes (an earlier attempt that finished before a crash is taken as done; different bytes
+//! are refused), and a manifest generation that exists is refused, so two writers of one
+//! shard cannot silently replace each other's history.
+
+use std::future::Future;
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_lite::StreamExt;
+use object_store::aws::AmazonS3Builder;
+use object_store::path::Path;
+use object_store::{
+    ClientOptions, ObjectStore, ObjectStoreExt, PutMode, PutMultipartOptions, PutOptions,
+    PutPayload, RetryConfig, WriteMultipart,
+};
+
+use crate::config::RemoteConfig;
+use crate::error::{RemoteError, Result};
+use crate::manifest::{Manifest, PackEntry};
+
+/// Packs up to this size go up in one create-only PUT; larger ones as a multipart upload,
+/// which S3 makes visible only once complete.
+const SINGLE_PUT_MAX: usize = 16 << 20;
+/// The part size of a multipart upload (S3 wants at least 5 MiB for all but the last).
+const PART_BYTES: usize = 8 << 20;
+
+/// The answer to a bucket call, to be awaited (from any executor) or waited for.
+#[must_use = "a bucket call is only known to have happened once its Pending is awaited"]
+pub struct Pending<T> {
+    rx: flume::Receiver<Result<T>>,
+}
+
+impl<T> Pending<T> {
+    /// Blocks the calling thread until the answer comes.
+    pub fn wait(self) -> Result<T> {
+        self.rx.recv().unwrap_or(Err(RemoteError::Stopped))
+    }
+
+    /// Waits for the answer without blocking the executor.
+    pub async fn result(self) -> Result<T> {
+        self.rx
+            .recv_async()
+            .await
+            .unwrap_or(Err(RemoteError::Stopped))
+    }
+}
+
+/// A bucket (and prefix) holding the packs of a store's shards.
+pub struct PackBucket {
+    store: Arc<dyn ObjectStore>,
+    root: String,
+    /// `None` only while dropping.
+    runtime: Option<tokio::runtime::Runtime>,
+    request_timeout: Duration,
+}
+
+impl std::fmt::Debug for PackBucket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PackBucket({} under {:?})", self.store, self.root)
+    }
+}
+
+impl PackBucket {
+    /// Opens `config`'s bucket and checks that it answers: a wrong endpoint, wrong credentials
+    /// or a missing bucket are reported here, within `config.open_timeout`, not at the first
+    /// upload.
+    pub fn open(config: &RemoteConfig) -> Result<PackBucket> {
+        if config.bucket.is_empty() {
+            return Err(RemoteError::Config("no bucket given".into()));
+        }
+        let options = ClientOptions::new()
+            .with_allow_http(true)
+            .with_connect_timeout(config.open_timeout.min(Duration::from_secs(5)))
+            .with_timeout(config.request_timeout);
+        let retry = RetryConfig {
+            max_retries: 3,
+            retry_timeout: config.request_timeout,
+            ..RetryConfig::default()
+        };
+        let mut builder = AmazonS3Builder::new()
+            .with_bucket_name(&config.bucket)
+            .with_region(&config.region)
+            .with_allow_http(true)
+            .with_client_options(options)
+            .with_retry(retry);
+        if let Some(endpoint) = &config.endpoint {
+            builder = builder
+                .with_endpoint(endpoint)
+                .with_virtual_hosted_style_request(false);
+        }
+        if let (Some(id), Some(secret)) = (&config.access_key_id, &config.secret_access_key) {
+            builder = builder
+                .with_access_key_id(id)
+                .with_secret_access_key(secret);
+        }
+        let store = builder
+            .build()
+            .map_err(|e| RemoteError::Config(e.to_string()))?;
+        let bucket = PackBucket::with_store(Arc::new(store), &config.prefix)?;
+        let root = bucket.root_path();
+        let store = Arc::clone(&bucket.store);
+        let probe = bucket.spawn_with(config.open_timeout, "open", async move {
+            store
+                .list_with_delimiter(Some(&root))
+                .await
+                .map(drop)
+                .map_err(RemoteError::Store)
+        });
+        match probe.wait() {
+            Ok(()) => Ok(bucket),
+            Err(e) => Err(classify_open_error(config, e)),
+        }
+    }
+
+    /// A bucket over any object store (local files or memory for tests and single machines),
+    /// its objects under `prefix`.
+    pub fn with_store(store: Arc<dyn ObjectStore>, prefix: &str) -> Result<PackBucket> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("ipfrs-remote")
+            .enable_all()
+            .build()
+            .map_err(|e| RemoteError::Config(format!("cannot start the runtime: {e}")))?;
+        Ok(PackBucket {
+            store,
+            root: prefix.trim_matches('/').to_owned(),
+            runtime: Some(runtime),
+            request_timeout: Duration::from_secs(60),
+        })
+    }
+
+    /// Uploads pack `pack` of `shard` and then its hint, each create-only, and returns the
+    /// pack's manifest entry. Run again after a crash, it finds what the first attempt
+    /// finished and checks it is the same bytes.
+    pub fn upload_pack(
+        &self,
+        shard: u32,
+        pack: u32,
+        bytes: Bytes,
+        hint: Bytes,
+    ) -> Pending<PackEntry> {
+        let store = Arc::clone(&self.store);
+        let pack_path = self.pack_path(shard, pack);
+        let hint_path = self.hint_path(shard, pack);
+        // A whole pack may take longer than one request: each request has its own timeout.
+        self.spawn_with(Duration::MAX, "upload", async move {
+            let entry = PackEntry {
+                pack,
+                pack_len: bytes.len() as u64,
+                pack_xxh3: twox_hash::XxHash3_64::oneshot(&bytes),
+                hint_len: u32::try_from(hint.len())
+                    .map_err(|_| RemoteError::Config("hint file over 4 GiB".into()))?,
+            };
+            put_once(store.as_ref(), &pack_path, bytes).await?;
+            // The hint goes last: a replica that finds a hint finds its whole pack.
+            put_once(store.as_ref(), &hint_path, hint).await?;
+            Ok(entry)
+        })
+    }
+
+    /// Writes `manifest` as its shard's generation `manifest.generation`, create-only.
+    pub fn publish(&self, manifest: &Manifest) -> Pending<()> {
+        let store = Arc::clone(&self.store);
+        let path = self.manifest_path(manifest.shard, manifest.generation);
+        let bytes = Bytes::from(manifest.encode());
+        self.spawn("publish", async move {
+            let options = PutOptions {
+                mode: PutMode::Create,
+                ..PutOptions::default()
+            };
+            store
+                .put_opts(&path, PutPayload::from(bytes), options)
+                .await
+                .map(drop)
+                .map_err(|e| RemoteError::on(&path, e))
+        })
+    }
+
+    /// The highest generation of `shard`'s manifest, or `None` if it has none. A damaged
+    /// newest manifest is an error, never passed over for an older one: that older one may
+    /// list packs already deleted.
+    pub fn latest_manifest(&self, shard: u32) -> Pending<Option<Manifest>> {
+        let store = Arc::clone(&self.store);
+        let dir = self.shard_path(shard, "manifests");
+        self.spawn("latest manifest", async move {
+            let mut newest: Option<(u64, Path)> = None;
+            let mut listing = store.list(Some(&dir));
+            while let Some(meta) = listing.next().await {
+                let meta = meta?;
+                let name = meta.location.filename().unwrap_or_default();
+                // Anything that is not a generation number is not ours to read.
+                let Ok(generation) = name.parse::<u64>() else {
+                    continue;
+                };
+                if newest.as_ref().is_none_or(|(g, _)| generation > *g) {
+                    newest = Some((generation, meta.location));
+                }
+            }
+            let Some((generation, path)) = newest else {
+                return Ok(None);
+            };
+            let bytes = store
+                .get(&path)
+                .await
+                .map_err(|e| RemoteError::on(&path, e))?
+                .bytes()
+                .await?;
+            let manifest = Manifest::decode(path.as_ref(), &bytes)?;
+            if manifest.shard != shard || manifest.generation != generation {
+                return Err(RemoteError::Damaged {
+                    path: path.to_string(),
+                    reason: format!(
+                        "names shard {} generation {}, stored as shard {shard} generation {generation}",
+                        manifest.shard, manifest.generation
+                    ),
+                });
+            }
+            Ok(Some(manifest))
+        })
+    }
+
+    /// The byte ranges `ranges` of a pack, in the order asked (close ranges are fetched in one
+    /// request).
+    pub fn read_ranges(
+        &self,
+        shard: u32,
+        pack: u32,
+        ranges: Vec<Range<u64>>,
+    ) -> Pending<Vec<Bytes>> {
+        let store = Arc::clone(&self.store);
+        let path = self.pack_path(shard, pack);
+        self.spawn("ranged read", async move {
+            store
+                .get_ranges(&path, &ranges)
+                .await
+                .map_err(|e| RemoteError::on(&path, e))
+        })
+    }
+
+    /// A pack's hint file.
+    pub fn read_hint(&self, shard: u32, pack: u32) -> Pending<Bytes> {
+        let store = Arc::clone(&self.store);
+        let path = self.hint_path(shard, pack);
+        self.spawn(
+            "hint read",
+            async move { get_all(store.as_ref(), &path).await },
+        )
+    }
+
+    /// A whole pack, checked against its manifest entry (length and digest).
+    pub fn read_pack(&self, shard: u32, entry: PackEntry) -> Pending<Bytes> {
+        let store = Arc::clone(&self.store);
+        let path = self.pack_path(shard, entry.pack);
+        self.spawn_with(Duration::MAX, "pack read", async move {
+            let bytes = get_all(store.as_ref(), &path).await?;
+            if bytes.len() as u64 != entry.pack_len
+                || twox_hash::XxHash3_64::oneshot(&bytes) != entry.pack_xxh3
+            {
+                return Err(RemoteError::Damaged {
+                    path: path.to_string(),
+                    reason: format!(
+                        "{} bytes that do not match the manifest's {} and digest",
+                        bytes.len(),
+                        entry.pack_len
+                    ),
+                });
+            }
+            Ok(bytes)
+        })
+    }
+
+    /// Deletes a pack and its hint (the hint first, so a reader never finds a hint without
+    /// its pack). Only for packs no durable manifest generation lists any more.
+    pub fn delete_pack(&self, shard: u32, pack: u32) -> Pending<()> {
+        let store = Arc::clone(&self.store);
+        let paths = [self.hint_path(shard, pack), self.pack_path(shard, pack)];
+        self.spawn("delete", async move {
+            for path in &paths {
+                match store.delete(path).await {
+                    Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                    Err(e) => return Err(RemoteError::Store(e)),
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn spawn<T, F>(&self, what: &'static str, work: F) -> Pending<T>
+    where
+        T: Send + 'static,
+        F: Future<Output = Result<T>> + Send + 'static,
+    {
+        self.spawn_with(self.request_timeout, what, work)
+    }
+
+    /// Runs `work` on the bucket's runtime, failing it with [`RemoteError::TimedOut`] after
+    /// `limit`.
+    fn spawn_with<T, F>(&self, limit: Duration, what: &'static str, work: F) -> Pending<T>
+    where
+        T: Send + 'static,
+        F: Future<Output = Result<T>> + Send + 'static,
+    {
+        let (tx, rx) = flume::bounded(1);
+        if let Some(runtime) = &self.runtime {
+            runtime.spawn(async move {
+                let result = if limit == Duration::MAX {
+                    work.await
+                } else {
+                    tokio::time::timeout(limit, work).await.unwrap_or_else(|_| {
+                        Err(RemoteError::TimedOut {
+                            secs: limit.as_secs(),
+                            what: what.to_owned(),
+                        })
+                    })
+                };
+                // The caller may have stopped waiting: nothing to tell then.
+                let _ = tx.send(result);
+            });
+        }
+        Pending { rx }
+    }
+
+    fn root_path(&self) -> Path {
+        Path::from(self.root.as_str())
+    }
+
+    fn shard_path(&self, shard: u32, rest: &str) -> Path {
+        let key = format!("shard-{shard:03}/{rest}");
+        if self.root.is_empty() {
+            Path::from(key)
+        } else {
+            Path::from(format!("{}/{key}", self.root))
+        }
+    }
+
+    fn pack_path(&self, shard: u32, pack: u32) -> Path {
+        self.shard_path(shard, &format!("packs/{pack:08}.pack"))
+    }
+
+    fn hint_path(&self, shard: u32, pack: u32) -> Path {
+        self.shard_path(shard, &format!("packs/{pack:08}.hint"))
+    }
+
+    fn manifest_path(&self, shard: u32, generation: u64) -> Path {
+        self.shard_path(shard, &format!("manifests/{generation:016}"))
+    }
+}
+
+impl Drop for PackBucket {
+    fn drop(&mut self) {
+        // Dropping a runtime blocks, which a tokio context (an embedder's) forbids.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// Stores `bytes` at `path` unless an object is there; if one is, it must hold the same
+/// bytes (an earlier attempt of this upload), or the upload is refused.
+async fn put_once(store: &dyn ObjectStore, path: &Path, bytes: Bytes) -> Result<()> {
+    let result = if bytes.len() <= SINGLE_PUT_MAX {
+        let options = PutOptions {
+            mode: PutMode::Create,
+            ..PutOptions::default()
+        };
+        store
+            .put_opts(path, PutPayload::from(bytes.clone()), options)
+            .await
+            .map(drop)
+    } else {
+        // A multipart upload cannot be create-only everywhere: look first. Packs are written
+        // by the one engine that owns the shard, so nobody races this look.
+        match store.head(path).await {
+            Ok(_) => Err(object_store::Error::AlreadyExists {
+                path: path.to_string(),
+                source: "present before the multipart upload".into(),
+            }),
+            Err(object_store::Error::NotFound { .. }) => {
+                let upload = store
+                    .put_multipart_opts(path, PutMultipartOptions::default())
+                    .await?;
+                let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_BYTES);
+                writer.put(bytes.clone());
+                writer.finish().await.map(drop)
+            }
+            Err(e) => Err(e),
+        }
+    };
+    match result {
+        Ok(()) => Ok(()),
+        Err(object_store::Error::AlreadyExists { .. }) => {
+            let there = get_all(store, path).await?;
+            if there == bytes {
+                Ok(())
+            } else {
+                Err(RemoteError::Exists {
+                    path: path.to_string(),
+                })
+            }
+        }
+        Err(e) => Err(RemoteError::on(path, e)),
+    }
+}
+
+async fn get_all(store: &dyn ObjectStore, path: &Path) -> Result<Bytes> {
+    Ok(store
+        .get(path)
+        .await
+        .map_err(|e| RemoteError::on(path, e))?
+        .bytes()
+        .await?)
+}
+
+/// Names what went wrong at open from the client's error: the server's refusal of the
+/// credentials, a missing bucket, or no answer at all.
+fn classify_open_error(config: &RemoteConfig, e: RemoteError) -> RemoteError {
+    let reason = match &e {
+        RemoteError::Store(inner) => error_chain(inner),
+        RemoteError::TimedOut { secs, .. } => format!("no answer within {secs} s"),
+        other => other.to_string(),
+    };
+    let says = |needles: &[&str]| needles.iter().any(|n| reason.contains(n));
+    if says(&["NoSuchBucket"]) {
+        RemoteError::NoBucket {
+            bucket: config.bucket.clone(),
+        }
+    } else if says(&[
+        "403",
+        "401",
+        "Forbidden",
+        "AccessDenied",
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+    ]) {
+        RemoteError::Denied {
+            bucket: config.bucket.clone(),
+            reason,
+        }
+    } else if says(&["404", "Not Found"]) {
+        RemoteError::NoBucket {
+            bucket: config.bucket.clone(),
+        }
+    } else {
+        RemoteError::Unreachable {
+            endpoint: config.endpoint_name(),
+            reason,
+        }
+    }
+}
+
+/// The error and all its sources on one line: the client's top error says "retry error",
+/// the cause is further down.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
