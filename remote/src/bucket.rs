@@ -109,7 +109,8 @@ impl PackBucket {
         let store = builder
             .build()
             .map_err(|e| RemoteError::Config(e.to_string()))?;
-        let bucket = PackBucket::with_store(Arc::new(store), &config.prefix)?;
+        let mut bucket = PackBucket::with_store(Arc::new(store), &config.prefix)?;
+        bucket.request_timeout = config.request_timeout;
         let root = bucket.root_path();
         let store = Arc::clone(&bucket.store);
         let probe = bucket.spawn_with(config.open_timeout, "open", async move {
