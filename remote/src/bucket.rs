@@ -10,8 +10,9 @@
 //! its core (the request runs on the bucket's own tokio thread), a plain thread waits on it.
 //! Nothing is ever overwritten: an upload that finds its object already there compares the
 //! bytes (an earlier attempt that finished before a crash is taken as done; different bytes
-//! are refused), and a manifest generation that exists is refused, so two writers of one
-//! shard cannot silently replace each other's history.
+//! are refused), and a manifest generation that exists is refused. Every put looks first
+//! (HEAD), then puts create-only: Garage 2.5 ignores `If-None-Match` on PutObject, so there
+//! only the look stands between two writers of one shard, and it cannot stop two that race.
 
 use std::future::Future;
 use std::ops::Range;
@@ -178,6 +179,16 @@ impl PackBucket {
         let path = self.manifest_path(manifest.shard, manifest.generation);
         let bytes = Bytes::from(manifest.encode());
         self.spawn("publish", async move {
+            // Looked up first: Garage 2.5 overwrites despite `If-None-Match` (see put_once).
+            match store.head(&path).await {
+                Ok(_) => {
+                    return Err(RemoteError::Exists {
+                        path: path.to_string(),
+                    });
+                }
+                Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(RemoteError::Store(e)),
+            }
             let options = PutOptions {
                 mode: PutMode::Create,
                 ..PutOptions::default()
@@ -371,34 +382,37 @@ impl Drop for PackBucket {
 
 /// Stores `bytes` at `path` unless an object is there; if one is, it must hold the same
 /// bytes (an earlier attempt of this upload), or the upload is refused.
+///
+/// The object is looked up first, whatever its size: Garage 2.5 ignores `If-None-Match` on
+/// PutObject (a create-only put overwrites there), and a multipart upload cannot be
+/// create-only on every store. A shard's packs are written by the one engine that owns the
+/// shard, so nobody races the look; where the store honours `If-None-Match`, the single PUT
+/// is create-only as well.
 async fn put_once(store: &dyn ObjectStore, path: &Path, bytes: Bytes) -> Result<()> {
-    let result = if bytes.len() <= SINGLE_PUT_MAX {
-        let options = PutOptions {
-            mode: PutMode::Create,
-            ..PutOptions::default()
-        };
-        store
-            .put_opts(path, PutPayload::from(bytes.clone()), options)
-            .await
-            .map(drop)
-    } else {
-        // A multipart upload cannot be create-only everywhere: look first. Packs are written
-        // by the one engine that owns the shard, so nobody races this look.
-        match store.head(path).await {
-            Ok(_) => Err(object_store::Error::AlreadyExists {
-                path: path.to_string(),
-                source: "present before the multipart upload".into(),
-            }),
-            Err(object_store::Error::NotFound { .. }) => {
-                let upload = store
-                    .put_multipart_opts(path, PutMultipartOptions::default())
-                    .await?;
-                let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_BYTES);
-                writer.put(bytes.clone());
-                writer.finish().await.map(drop)
-            }
-            Err(e) => Err(e),
+    let result = match store.head(path).await {
+        Ok(_) => Err(object_store::Error::AlreadyExists {
+            path: path.to_string(),
+            source: "present before the upload".into(),
+        }),
+        Err(object_store::Error::NotFound { .. }) if bytes.len() <= SINGLE_PUT_MAX => {
+            let options = PutOptions {
+                mode: PutMode::Create,
+                ..PutOptions::default()
+            };
+            store
+                .put_opts(path, PutPayload::from(bytes.clone()), options)
+                .await
+                .map(drop)
         }
+        Err(object_store::Error::NotFound { .. }) => {
+            let upload = store
+                .put_multipart_opts(path, PutMultipartOptions::default())
+                .await?;
+            let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_BYTES);
+            writer.put(bytes.clone());
+            writer.finish().await.map(drop)
+        }
+        Err(e) => Err(e),
     };
     match result {
         Ok(()) => Ok(()),
@@ -433,15 +447,16 @@ fn classify_open_error(config: &RemoteConfig, e: RemoteError) -> RemoteError {
         RemoteError::TimedOut { secs, .. } => format!("no answer within {secs} s"),
         other => other.to_string(),
     };
+    // Matched on the status phrase and S3's error codes, never on a bare number: the text
+    // also holds the request's URL, whose port may read 403 or 404.
     let says = |needles: &[&str]| needles.iter().any(|n| reason.contains(n));
     if says(&["NoSuchBucket"]) {
         RemoteError::NoBucket {
             bucket: config.bucket.clone(),
         }
     } else if says(&[
-        "403",
-        "401",
-        "Forbidden",
+        "status code: 401",
+        "status code: 403",
         "AccessDenied",
         "InvalidAccessKeyId",
         "SignatureDoesNotMatch",
@@ -450,7 +465,7 @@ fn classify_open_error(config: &RemoteConfig, e: RemoteError) -> RemoteError {
             bucket: config.bucket.clone(),
             reason,
         }
-    } else if says(&["404", "Not Found"]) {
+    } else if says(&["status code: 404"]) {
         RemoteError::NoBucket {
             bucket: config.bucket.clone(),
         }
@@ -473,4 +488,30 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn classify(text: &str) -> RemoteError {
+        let e = RemoteError::Store(object_store::Error::Generic {
+            store: "S3",
+            source: text.to_owned().into(),
+        });
+        classify_open_error(&RemoteConfig::new(Some("http://127.0.0.1:40403"), "b"), e)
+    }
+
+    #[test]
+    fn open_errors_are_named_by_status_and_code_not_by_numbers_in_the_url() {
+        let refused = "Error performing GET http://127.0.0.1:40403/b?list-type=2 in 2ms - \
+                       error sending request: connection refused";
+        assert!(matches!(classify(refused), RemoteError::Unreachable { .. }));
+        let forbidden = "Error performing GET http://127.0.0.1:3900/b in 1ms - Server returned \
+                         non-2xx status code: 403 Forbidden: <Code>AccessDenied</Code>";
+        assert!(matches!(classify(forbidden), RemoteError::Denied { .. }));
+        let missing = "Error performing GET http://127.0.0.1:3900/b in 1ms - Server returned \
+                       non-2xx status code: 404 Not Found: <Code>NoSuchBucket</Code>";
+        assert!(matches!(classify(missing), RemoteError::NoBucket { .. }));
+    }
 }
