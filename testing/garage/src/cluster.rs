@@ -35,6 +35,8 @@ const CONNECT_POLL: Duration = Duration::from_millis(200);
 #[derive(Debug)]
 pub struct GarageCluster {
     nodes: Vec<Node>,
+    /// Each node's `<hex id>@127.0.0.1:<rpc port>`, for reconnecting a restarted node.
+    ids: Vec<String>,
     access_key: String,
     secret_key: String,
 }
@@ -58,6 +60,7 @@ impl GarageCluster {
         let rpc_secret = config::random_hex(32);
         let mut cluster = Self {
             nodes: Vec::with_capacity(nodes),
+            ids: Vec::with_capacity(nodes),
             access_key: config::random_access_key(),
             secret_key: config::random_secret_key(),
         };
@@ -67,17 +70,21 @@ impl GarageCluster {
             node.start(&[], &[])?;
             cluster.nodes.push(node);
         }
-        let mut ids = Vec::with_capacity(nodes);
         for node in &cluster.nodes {
-            ids.push(node_id(node)?);
+            cluster.ids.push(node_id(node)?);
         }
         let first = &cluster.nodes[0];
-        for id in &ids[1..] {
+        for id in &cluster.ids[1..] {
             first.cli(&["node", "connect", id])?;
         }
         let mut assign = vec!["layout", "assign", "-z", ZONE, "-c", NODE_CAPACITY];
         // The CLI takes a prefix of the hexadecimal id: the part before the '@'.
-        assign.extend(ids.iter().map(|id| id.split('@').next().unwrap_or(id)));
+        assign.extend(
+            cluster
+                .ids
+                .iter()
+                .map(|id| id.split('@').next().unwrap_or(id)),
+        );
         first.cli(&assign)?;
         first.cli(&["layout", "apply", "--version", "1"])?;
         first.cli(&[
@@ -162,7 +169,18 @@ impl GarageCluster {
     /// answers and every running node sees every other up again; it rejoins the cluster
     /// from the peers and layout it kept on disk. Starting a running node does nothing.
     pub fn start_node(&mut self, index: usize) -> Result<(), Error> {
-        self.node_mut(index)?.start(&[], &[])?;
+        let node = self.node_mut(index)?;
+        if node.is_running() {
+            return Ok(());
+        }
+        node.start(&[], &[])?;
+        // The others would redial it only after their reconnection back-off (about 30 s
+        // here): tell them at once, as an operator would.
+        for (other, node) in self.nodes.iter().enumerate() {
+            if other != index && node.is_running() {
+                node.cli(&["node", "connect", &self.ids[index]])?;
+            }
+        }
         for other in 0..self.nodes.len() {
             if self.nodes[other].is_running() {
                 self.wait_connected(other)?;
