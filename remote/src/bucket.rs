@@ -82,10 +82,13 @@ impl PackBucket {
         if config.bucket.is_empty() {
             return Err(RemoteError::Config("no bucket given".into()));
         }
-        let options = ClientOptions::new()
+        let mut options = ClientOptions::new()
             .with_allow_http(true)
             .with_connect_timeout(config.open_timeout.min(Duration::from_secs(5)))
             .with_timeout(config.request_timeout);
+        if !config.reuse_connections {
+            options = options.with_pool_max_idle_per_host(0);
+        }
         let retry = RetryConfig {
             max_retries: 3,
             retry_timeout: config.request_timeout,

@@ -23,6 +23,11 @@ pub struct RemoteConfig {
     pub open_timeout: Duration,
     /// How long one request may take (a 64 MiB pack part included) before it fails.
     pub request_timeout: Duration,
+    /// Whether requests reuse kept-alive connections. `false` opens one per request: against
+    /// a server that leaves Nagle on for its answers (Garage 2.5), a kept-alive connection
+    /// stalls each small answer for the client's delayed ACK, 40 ms on Linux (measured on
+    /// loopback: 4 KiB GETs 176/s kept alive, 1,663/s fresh, 8 in flight).
+    pub reuse_connections: bool,
 }
 
 impl std::fmt::Debug for RemoteConfig {
@@ -40,13 +45,14 @@ impl std::fmt::Debug for RemoteConfig {
             )
             .field("open_timeout", &self.open_timeout)
             .field("request_timeout", &self.request_timeout)
+            .field("reuse_connections", &self.reuse_connections)
             .finish()
     }
 }
 
 impl RemoteConfig {
-    /// A bucket at `endpoint` with no prefix, region `garage`, no credentials and the default
-    /// timeouts (10 s to open, 60 s a request).
+    /// A bucket at `endpoint` with no prefix, region `garage`, no credentials, the default
+    /// timeouts (10 s to open, 60 s a request) and kept-alive connections.
     pub fn new(endpoint: Option<&str>, bucket: &str) -> RemoteConfig {
         RemoteConfig {
             endpoint: endpoint.map(str::to_owned),
@@ -57,6 +63,7 @@ impl RemoteConfig {
             secret_access_key: None,
             open_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(60),
+            reuse_connections: true,
         }
     }
 
