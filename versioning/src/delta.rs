@@ -202,11 +202,13 @@ fn decode_sparse_in_place(
         }
         runs.push((start, len));
     }
-    let old = gather(base, &runs, elem);
     if planes.first() == Some(&LAYOUT_SPARSE) {
         return Err("a sparse payload inside a sparse payload".into());
     }
-    let values = decode(Version::V2, t, planes, &old, elem)?;
+    // The changed elements' base values, rebuilt in place (token layouts rewrite them
+    // where they are, without the copy a whole decode makes).
+    let mut values = gather(base, &runs, elem);
+    decode_in_place(Version::V2, t, planes, &mut values, elem)?;
     let mut at = 0;
     for &(start, len) in &runs {
         let (a, b) = (start as usize * elem, (start + len) as usize * elem);
@@ -767,6 +769,65 @@ mod tests {
         // Only SUB on 32-bit elements.
         assert!(decode(Version::V2, Transform::Xor, &payload, &base, 4).is_err());
         assert!(decode(Version::V2, Transform::Sub, &payload, &base, 2).is_err());
+    }
+
+    /// The token layouts decode with buffers kept per thread (`apply_values`, layout 3's
+    /// tokens): patches of every size, in any order, with refused payloads between them,
+    /// decode on one thread as each does alone, so nothing carries over from one patch to
+    /// the next (a longer patch's tokens or deltas, a failed one's half-filled buffers).
+    #[test]
+    fn token_patches_decode_alike_in_any_order_on_one_thread() {
+        let chunk = |n: u32, seed: f32| -> Vec<u8> {
+            (0..n)
+                .flat_map(|i| ((i as f32 * seed).sin() * 0.02).to_le_bytes())
+                .collect()
+        };
+        let step = |base: &[u8], amount: f32| -> Vec<u8> {
+            base.chunks_exact(4)
+                .enumerate()
+                .flat_map(|(i, b)| {
+                    let x = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+                    (x + amount * (i as f32 * 1.3).cos()).to_le_bytes()
+                })
+                .collect()
+        };
+        let mut cases = Vec::new();
+        for (n, amount) in [
+            (65536u32, 1e-6f32),
+            (4096, 1e-4),
+            (16384, 1e-5),
+            (100, 1e-3),
+        ] {
+            let base = chunk(n, 0.37 + n as f32 * 1e-6);
+            let dense = step(&base, amount);
+            let (t, payload) = encode(&dense, &base, 4, 3).unwrap();
+            assert_eq!(layout(Version::V2, &payload), Some(Layout::ScaledTokens));
+            // A few changed rows of the same chunk: a sparse payload around layout 3.
+            let mut rows = base.clone();
+            let end = rows.len().min(4096);
+            rows[..end].copy_from_slice(&dense[..end]);
+            let (ts, sparse) = encode(&rows, &base, 4, 3).unwrap();
+            cases.push((base, (t, payload, dense), (ts, sparse, rows)));
+        }
+        let check = |base: &[u8], t: Transform, payload: &[u8], want: &[u8]| {
+            let mut data = base.to_vec();
+            decode_in_place(Version::V2, t, payload, &mut data, 4).unwrap();
+            assert_eq!(data, want);
+        };
+        for order in [[0, 1, 2, 3], [3, 2, 1, 0], [1, 0, 3, 2]] {
+            for &k in &order {
+                let (base, (t, dense, want), (ts, sparse, rows)) = &cases[k];
+                check(base, *t, dense, want);
+                // A payload cut short fails halfway through; the next still decodes.
+                let mut data = base.clone();
+                assert!(
+                    decode_in_place(Version::V2, *t, &dense[..dense.len() - 1], &mut data, 4)
+                        .is_err()
+                );
+                check(base, *ts, sparse, rows);
+                check(base, *t, dense, want);
+            }
+        }
     }
 
     #[test]

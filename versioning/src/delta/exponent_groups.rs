@@ -61,7 +61,9 @@ pub(super) fn token(d: u32) -> (u8, u32, u32) {
 }
 
 /// For each token: the delta's high part and the number of raw bits below it; `None` for
-/// bytes that are not tokens.
+/// bytes that are not tokens. The decoder uses the same table built at compile time
+/// (`VALUES_TABLE`, checked against this one by the tests).
+#[cfg(test)]
 pub(super) fn untoken_table() -> [Option<(u32, u32)>; 256] {
     let mut table = [None; 256];
     for (t, slot) in table.iter_mut().enumerate() {
@@ -367,12 +369,26 @@ pub(super) fn decode_in_place(payload: &[u8], data: &mut [u8]) -> Result<(), Str
 /// every raw bit must be used, and a payload that asks for more bits than `raw` holds is an
 /// error, never a read past its end.
 pub(super) fn apply_values(data: &mut [u8], tokens: &[u8], raw: &[u8]) -> Result<(), String> {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("bmi2") {
-        // SAFETY: the CPU has BMI2 (checked just above), all the function requires.
-        return unsafe { apply_values_bmi2(data, tokens, raw) };
-    }
-    apply_values_any(data, tokens, raw)
+    VALUES_SCRATCH.with(|s| {
+        // Only this function borrows it, and it does not call itself.
+        let mut s = s.borrow_mut();
+        let (deltas, padded) = &mut *s;
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("bmi2") {
+            // SAFETY: the CPU has BMI2 (checked just above), all the function requires.
+            return unsafe { apply_values_bmi2(data, tokens, raw, deltas, padded) };
+        }
+        apply_values_any(data, tokens, raw, deltas, padded)
+    })
+}
+
+thread_local! {
+    /// The buffers of [`apply_values`] (the deltas, the padded raw bits), kept per thread
+    /// from one patch to the next: a fresh 256 KiB buffer of deltas per dense patch was
+    /// zero-filled (or mapped and faulted in) every time, and a checkout's decoding thread
+    /// applies thousands of patches.
+    static VALUES_SCRATCH: std::cell::RefCell<(Vec<u32>, Vec<u8>)> =
+        const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
 }
 
 /// [`apply_values`] compiled for CPUs with BMI2, whose shifts by a variable count
@@ -381,13 +397,61 @@ pub(super) fn apply_values(data: &mut [u8], tokens: &[u8], raw: &[u8]) -> Result
 /// versioning/README.md).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "bmi1,bmi2")]
-fn apply_values_bmi2(data: &mut [u8], tokens: &[u8], raw: &[u8]) -> Result<(), String> {
-    apply_values_any(data, tokens, raw)
+fn apply_values_bmi2(
+    data: &mut [u8],
+    tokens: &[u8],
+    raw: &[u8],
+    deltas: &mut Vec<u32>,
+    padded: &mut Vec<u8>,
+) -> Result<(), String> {
+    apply_values_any(data, tokens, raw, deltas, padded)
 }
 
-/// [`apply_values`] for any CPU; inlined into the variants compiled for CPU features.
+/// For each token: the delta's high part in the low half, the mask of its raw bits above
+/// (one load an entry in the values loop, and the mask needs no shift by a count that the
+/// compiler must first reduce); 0 for bytes that are no token (never looked up: the
+/// callers refuse them first). Built at compile time: computing it took about a
+/// microsecond, paid by every patch, which a one-row patch decodes in ~20.
+const VALUES_TABLE: [u64; 256] = {
+    let mut table = [0u64; 256];
+    let mut t = 0u32;
+    while t <= MAX_TOKEN {
+        let (high, extra) = if t < LITERALS {
+            (t, 0)
+        } else {
+            let n = 5 + (t - LITERALS) / (1 << MSB);
+            let m = (t - LITERALS) % (1 << MSB);
+            let shift = n - 1 - MSB;
+            ((1u32 << (n - 1)) | (m << shift), shift)
+        };
+        table[t as usize] = high as u64 | ((((1u32 << extra) - 1) as u64) << 32);
+        t += 1;
+    }
+    table
+};
+
+/// [`raw_bits`] of every byte, looked up in the values loop (one load instead of three
+/// operations an element).
+const RAW_BITS: [u8; 256] = {
+    let mut table = [0u8; 256];
+    let mut t = 0;
+    while t < 256 {
+        table[t] = raw_bits(t as u8);
+        t += 1;
+    }
+    table
+};
+
+/// [`apply_values`] for any CPU, with the caller's buffers; inlined into the variants
+/// compiled for CPU features.
 #[inline(always)]
-fn apply_values_any(data: &mut [u8], tokens: &[u8], raw: &[u8]) -> Result<(), String> {
+fn apply_values_any(
+    data: &mut [u8],
+    tokens: &[u8],
+    raw: &[u8],
+    deltas: &mut Vec<u32>,
+    padded: &mut Vec<u8>,
+) -> Result<(), String> {
     // The raw bits the tokens take, summed first (a pass that vectorizes): a payload that
     // asks for more bits than `raw` holds is refused before any element is touched, and
     // the value loop needs no check of its own (one compare and branch an element).
@@ -402,32 +466,28 @@ fn apply_values_any(data: &mut [u8], tokens: &[u8], raw: &[u8]) -> Result<(), St
             bits.div_ceil(8)
         ));
     }
-    // One load an entry: the delta's high part in the low half, its raw bit count above.
-    let table = untoken_table().map(|e| {
-        let (high, extra) = e.unwrap_or((0, 0));
-        u64::from(high) | (u64::from(extra) << 32)
-    });
-    let mut padded = Vec::with_capacity(raw.len() + WORD);
+    let (table, extra_of) = (&VALUES_TABLE, &RAW_BITS);
+    padded.clear();
     padded.extend_from_slice(raw);
     padded.extend_from_slice(&[0; WORD]);
     // The deltas first, into a buffer of their own (the loop's only work: a token, its
-    // table entry and the raw bits loaded, few enough loads to keep up), then added to the
-    // base in a pass that vectorizes.
-    let mut deltas = vec![0u32; tokens.len()];
+    // table entries and the raw bits loaded, few enough loads to keep up), then added to
+    // the base in a pass that vectorizes. Every delta is overwritten, so the buffer is
+    // only resized (zero-filled where it grows), not cleared.
+    deltas.resize(tokens.len(), 0);
     let mut pos = 0usize;
     for (d, &t) in deltas.iter_mut().zip(tokens) {
         let e = table[usize::from(t)];
-        let extra = (e >> 32) as u32;
-        // The positions stay below `bits` (the table takes as many raw bits as
-        // `raw_bits`, none for a byte that is no token), so within `raw` and its padding.
+        // The positions stay below `bits` (summed from the same counts), so within `raw`
+        // and its padding.
         let at = pos >> 3;
         let mut w = [0u8; WORD];
         w.copy_from_slice(&padded[at..at + WORD]);
-        let low = (u64::from_le_bytes(w) >> (pos & 7)) as u32 & ((1u32 << extra) - 1);
-        pos += extra as usize;
+        let low = (u64::from_le_bytes(w) >> (pos & 7)) as u32 & (e >> 32) as u32;
+        pos += usize::from(extra_of[usize::from(t)]);
         *d = e as u32 | low;
     }
-    for (o, &d) in data.chunks_exact_mut(4).zip(&deltas) {
+    for (o, &d) in data.chunks_exact_mut(4).zip(deltas.iter()) {
         o.copy_from_slice(&unzigzag(d).wrapping_add(word(o)).to_le_bytes());
     }
     Ok(())
@@ -436,7 +496,7 @@ fn apply_values_any(data: &mut [u8], tokens: &[u8], raw: &[u8]) -> Result<(), St
 /// The number of raw bits below token `t`'s high part, computed (as [`untoken_table`]
 /// says for every token: literals take none, each further [`MSB`]-bit step of tokens one
 /// more), so that summing them vectorizes; at least the table's for any byte.
-fn raw_bits(t: u8) -> u8 {
+const fn raw_bits(t: u8) -> u8 {
     const _: () = assert!(MSB == 3 && LITERALS == 16);
     (t >> MSB).saturating_sub(1)
 }
@@ -480,6 +540,13 @@ pub(super) mod tests {
             assert_eq!(high | low, d);
         }
         assert!(table[MAX_TOKEN as usize + 1].is_none());
+        // The values pass's table, built at compile time, says the same for every token.
+        for (t, e) in table.iter().enumerate() {
+            let (high, extra) = e.unwrap_or((0, 0));
+            let mask = (1u64 << extra) - 1;
+            assert_eq!(VALUES_TABLE[t], u64::from(high) | (mask << 32), "{t}");
+            assert_eq!(RAW_BITS[t], raw_bits(t as u8), "{t}");
+        }
         // The decoder's computed count of raw bits agrees with the table on every token.
         for (t, e) in table.iter().enumerate() {
             let extra = e.map_or(0, |e| e.1);

@@ -98,6 +98,29 @@ pub(super) fn decode(payload: &[u8], base: &[u8]) -> Result<Vec<u8>, String> {
 /// 8 bytes at its bit position from a buffer padded by 8 zero bytes, then shifted: no
 /// branch, and only the bit position carries from one element to the next).
 pub(super) fn decode_in_place(payload: &[u8], data: &mut [u8]) -> Result<(), String> {
+    TOKENS_SCRATCH.with(|s| {
+        // Only this function borrows it, and it does not call itself.
+        let mut s = s.borrow_mut();
+        let (frame, tokens) = &mut *s;
+        decode_with(payload, data, frame, tokens)
+    })
+}
+
+thread_local! {
+    /// The buffers of [`decode_in_place`] (the token frame with its magic number, the
+    /// tokens), kept per thread: a checkout's decoding thread applies thousands of patches,
+    /// and a sparse one decodes in ~20 us, where fresh buffers showed.
+    static TOKENS_SCRATCH: std::cell::RefCell<(Vec<u8>, Vec<u8>)> =
+        const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// [`decode_in_place`] with the caller's buffers for the frame and the tokens.
+fn decode_with(
+    payload: &[u8],
+    data: &mut [u8],
+    frame: &mut Vec<u8>,
+    tokens: &mut Vec<u8>,
+) -> Result<(), String> {
     let n = data.len() / 4;
     let mut at = 0usize;
     let len = get_varint(payload, &mut at)?;
@@ -105,14 +128,16 @@ pub(super) fn decode_in_place(payload: &[u8], data: &mut [u8]) -> Result<(), Str
         .get(at..at.saturating_add(len))
         .ok_or("token frame is truncated")?;
     at += len;
-    let mut frame = Vec::with_capacity(MAGIC.len() + body.len());
+    frame.clear();
     frame.extend_from_slice(&MAGIC);
     frame.extend_from_slice(body);
-    let mut tokens = vec![0u8; n];
+    // Every token is overwritten by the frame (a frame of fewer is refused below), so the
+    // buffer is only resized, not cleared.
+    tokens.resize(n, 0);
     // Decompressing into a buffer of the element count makes a corrupt frame fail instead
     // of allocating without limit.
-    let got = crate::codec::decompress_into(&frame, &mut tokens)
-        .map_err(|e| format!("token frame: {e}"))?;
+    let got =
+        crate::codec::decompress_into(frame, tokens).map_err(|e| format!("token frame: {e}"))?;
     if got != n {
         return Err(format!("{got} tokens, the base has {n} elements"));
     }
@@ -129,7 +154,7 @@ pub(super) fn decode_in_place(payload: &[u8], data: &mut [u8]) -> Result<(), Str
         let t = tokens.iter().find(|&&t| u32::from(t) > MAX_TOKEN);
         return Err(format!("bad token {}", t.copied().unwrap_or_default()));
     }
-    apply_values(data, &tokens, &payload[at..])
+    apply_values(data, tokens, &payload[at..])
 }
 
 #[cfg(test)]
