@@ -430,6 +430,7 @@ fn profile_phase(repo: &TestRepo, m: &Tensors, dir: &Path, phase: &str, rounds: 
         }
     }
     let same = cmp_equal(&reference, &out);
+    println!("  {phase}: {}", recipe_summary(repo));
     let (co, v, cp) = (
         secs(median(plain)),
         secs(median(verified)),
@@ -448,6 +449,43 @@ fn profile_phase(repo: &TestRepo, m: &Tensors, dir: &Path, phase: &str, rounds: 
     for f in [reference, copy, out] {
         let _ = std::fs::remove_file(f);
     }
+}
+
+/// What a checkout of the tip decodes per chunk: patches per chunk (mean, max), and how
+/// many of them are dense (over an eighth of their chunk: a dense step's patch is about a
+/// third) or sparse (a few rows).
+fn recipe_summary(repo: &TestRepo) -> String {
+    let head = block_on(repo.resolve(&Revision::Head)).unwrap();
+    let state = block_on(repo.commit_state(&head)).unwrap();
+    let (mut chunks, mut patches, mut dense, mut max) = (0usize, 0usize, 0usize, 0usize);
+    let mut by_dense = [0usize; 4];
+    for cid in state.tensors.values() {
+        if let TensorObject::Chunked(t) = block_on(repo.tensor_object(cid)).unwrap() {
+            for r in &t.chunks {
+                let d = r
+                    .patches
+                    .iter()
+                    .filter(|p| u64::from(p.bytes) > t.chunk_bytes / 8)
+                    .count();
+                chunks += 1;
+                patches += r.patches.len();
+                dense += d;
+                max = max.max(r.patches.len());
+                by_dense[d.min(3)] += 1;
+            }
+        }
+    }
+    let n = chunks.max(1) as f64;
+    format!(
+        "{:.2} patches per chunk (max {max}): {:.2} dense, {:.2} sparse; chunks with 0 / 1 / 2 / 3+ dense patches {} / {} / {} / {}",
+        patches as f64 / n,
+        dense as f64 / n,
+        (patches - dense) as f64 / n,
+        by_dense[0],
+        by_dense[1],
+        by_dense[2],
+        by_dense[3]
+    )
 }
 
 /// CPU seconds (user + system) this process has used, from /proc (0 where absent).
