@@ -384,9 +384,9 @@ pub(super) fn apply_values(data: &mut [u8], tokens: &[u8], raw: &[u8]) -> Result
 
 thread_local! {
     /// The buffers of [`apply_values`] (the deltas, the padded raw bits), kept per thread
-    /// from one patch to the next: a fresh 256 KiB buffer of deltas per dense patch was
-    /// zero-filled (or mapped and faulted in) every time, and a checkout's decoding thread
-    /// applies thousands of patches.
+    /// from one patch to the next: a checkout's decoding thread applies thousands of
+    /// patches, and fresh buffers were allocated and zero-filled for each (256 KiB of
+    /// deltas per dense patch).
     static VALUES_SCRATCH: std::cell::RefCell<(Vec<u32>, Vec<u8>)> =
         const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
 }
