@@ -1,8 +1,9 @@
 //! `--decode-costs`: what rebuilding one 256 KiB F32 chunk costs, piece by piece, on the
 //! chunks a checkout of the `--goals` model meets: its key, a dense step's patch (layout 3),
-//! a one-row sparse patch, a whole dense tip (key and two dense patches), against a copy
-//! of the chunk. Best and median of many runs on one core, so that a change of a decoder
-//! shows without a whole checkout (whose figures the machine's load decides).
+//! a one-row sparse patch, a whole dense tip (key and two dense patches), a key and the one
+//! patch that replaced a chain of sparse and dense ones, against a copy of the chunk. Best
+//! and median of many runs on one core, so that a change of a decoder shows without a
+//! whole checkout (whose figures the machine's load decides).
 
 use std::time::{Duration, Instant};
 
@@ -117,4 +118,29 @@ pub fn run(rng: &mut Rng) {
         }),
     );
     assert_eq!(data, dense2);
+    // What the profile's dense tip decodes (`--checkout-profile`, 6 dense steps after 50
+    // sparse commits): mostly its key and one patch against it that carries everything
+    // since the key, here 8 of the 16 rows moved by 1e-4 (the sparse commits) and 6 dense
+    // steps.
+    let mut since_key = base.clone();
+    for r in 0..8 {
+        since_key = moved(&since_key, rng, 2 * r..2 * r + 1, 1e-4);
+    }
+    for _ in 0..6 {
+        since_key = moved(&since_key, rng, 0..16, 1e-6);
+    }
+    let (tk, pk) = delta::encode(&since_key, &base, 4, 3).unwrap();
+    println!(
+        "  (patch against the key after 8 rows moved and 6 dense steps: {:.1}% of the chunk, {:?})",
+        100.0 * pk.len() as f64 / base.len() as f64,
+        delta::layout(delta::Version::V2, &pk).unwrap()
+    );
+    show(
+        "key + that patch",
+        timed(|| {
+            codec::unpack_into(&key, DType::F32, &mut data, &mut scratch).unwrap();
+            delta::decode_in_place(delta::Version::V2, tk, &pk, &mut data, 4).unwrap();
+        }),
+    );
+    assert_eq!(data, since_key);
 }
