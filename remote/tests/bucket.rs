@@ -7,24 +7,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use ipfrs_remote::{Manifest, PackBucket, PackEntry, RemoteConfig, RemoteError};
 use object_store::memory::InMemory;
 use object_store::path::Path;
 use object_store::{ObjectStoreExt, PutPayload};
 
-fn bytes_of(len: usize, seed: u64) -> Bytes {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect::<Vec<u8>>()
-        .into()
-}
+mod common;
+use common::bytes_of;
 
 fn bucket() -> (Arc<InMemory>, PackBucket) {
     let store = Arc::new(InMemory::new());

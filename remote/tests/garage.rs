@@ -11,18 +11,8 @@ use bytes::Bytes;
 use ipfrs_garage::{Garage, GarageCluster, garage_for_test};
 use ipfrs_remote::{Manifest, PackBucket, PackEntry, RemoteConfig, RemoteError};
 
-fn bytes_of(len: usize, seed: u64) -> Bytes {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect::<Vec<u8>>()
-        .into()
-}
+mod common;
+use common::bytes_of;
 
 fn config(endpoint: String, bucket: &str, access: &str, secret: &str) -> RemoteConfig {
     let mut config = RemoteConfig::new(Some(&endpoint), bucket);
