@@ -97,7 +97,7 @@ impl PackBucket {
         let mut builder = AmazonS3Builder::new()
             .with_bucket_name(&config.bucket)
             .with_region(&config.region)
-            .with_allow_http(true)
+            // The options carry allow_http: with_client_options replaces the builder's.
             .with_client_options(options)
             .with_retry(retry);
         if let Some(endpoint) = &config.endpoint {
@@ -182,24 +182,8 @@ impl PackBucket {
         let path = self.manifest_path(manifest.shard, manifest.generation);
         let bytes = Bytes::from(manifest.encode());
         self.spawn("publish", async move {
-            // Looked up first: Garage 2.5 overwrites despite `If-None-Match` (see put_once).
-            match store.head(&path).await {
-                Ok(_) => {
-                    return Err(RemoteError::Exists {
-                        path: path.to_string(),
-                    });
-                }
-                Err(object_store::Error::NotFound { .. }) => {}
-                Err(e) => return Err(RemoteError::Store(e)),
-            }
-            let options = PutOptions {
-                mode: PutMode::Create,
-                ..PutOptions::default()
-            };
-            store
-                .put_opts(&path, PutPayload::from(bytes), options)
+            put_new(store.as_ref(), &path, bytes)
                 .await
-                .map(drop)
                 .map_err(|e| RemoteError::on(&path, e))
         })
     }
@@ -227,12 +211,7 @@ impl PackBucket {
             let Some((generation, path)) = newest else {
                 return Ok(None);
             };
-            let bytes = store
-                .get(&path)
-                .await
-                .map_err(|e| RemoteError::on(&path, e))?
-                .bytes()
-                .await?;
+            let bytes = get_all(store.as_ref(), &path).await?;
             let manifest = Manifest::decode(path.as_ref(), &bytes)?;
             if manifest.shard != shard || manifest.generation != generation {
                 return Err(RemoteError::Damaged {
@@ -385,39 +364,8 @@ impl Drop for PackBucket {
 
 /// Stores `bytes` at `path` unless an object is there; if one is, it must hold the same
 /// bytes (an earlier attempt of this upload), or the upload is refused.
-///
-/// The object is looked up first, whatever its size: Garage 2.5 ignores `If-None-Match` on
-/// PutObject (a create-only put overwrites there), and a multipart upload cannot be
-/// create-only on every store. A shard's packs are written by the one engine that owns the
-/// shard, so nobody races the look; where the store honours `If-None-Match`, the single PUT
-/// is create-only as well.
 async fn put_once(store: &dyn ObjectStore, path: &Path, bytes: Bytes) -> Result<()> {
-    let result = match store.head(path).await {
-        Ok(_) => Err(object_store::Error::AlreadyExists {
-            path: path.to_string(),
-            source: "present before the upload".into(),
-        }),
-        Err(object_store::Error::NotFound { .. }) if bytes.len() <= SINGLE_PUT_MAX => {
-            let options = PutOptions {
-                mode: PutMode::Create,
-                ..PutOptions::default()
-            };
-            store
-                .put_opts(path, PutPayload::from(bytes.clone()), options)
-                .await
-                .map(drop)
-        }
-        Err(object_store::Error::NotFound { .. }) => {
-            let upload = store
-                .put_multipart_opts(path, PutMultipartOptions::default())
-                .await?;
-            let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_BYTES);
-            writer.put(bytes.clone());
-            writer.finish().await.map(drop)
-        }
-        Err(e) => Err(e),
-    };
-    match result {
+    match put_new(store, path, bytes.clone()).await {
         Ok(()) => Ok(()),
         Err(object_store::Error::AlreadyExists { .. }) => {
             let there = get_all(store, path).await?;
@@ -430,6 +378,43 @@ async fn put_once(store: &dyn ObjectStore, path: &Path, bytes: Bytes) -> Result<
             }
         }
         Err(e) => Err(RemoteError::on(path, e)),
+    }
+}
+
+/// Stores `bytes` at `path`, or fails with `AlreadyExists` if an object is there.
+///
+/// The object is looked up first, whatever its size: Garage 2.5 ignores `If-None-Match` on
+/// PutObject (a create-only put overwrites there), and a multipart upload cannot be
+/// create-only on every store. A shard's packs and manifests are written by the one engine
+/// that owns the shard, so nobody races the look; where the store honours `If-None-Match`,
+/// the single PUT is create-only as well.
+async fn put_new(store: &dyn ObjectStore, path: &Path, bytes: Bytes) -> object_store::Result<()> {
+    match store.head(path).await {
+        Ok(_) => {
+            return Err(object_store::Error::AlreadyExists {
+                path: path.to_string(),
+                source: "present before the upload".into(),
+            });
+        }
+        Err(object_store::Error::NotFound { .. }) => {}
+        Err(e) => return Err(e),
+    }
+    if bytes.len() <= SINGLE_PUT_MAX {
+        let options = PutOptions {
+            mode: PutMode::Create,
+            ..PutOptions::default()
+        };
+        store
+            .put_opts(path, PutPayload::from(bytes), options)
+            .await
+            .map(drop)
+    } else {
+        let upload = store
+            .put_multipart_opts(path, PutMultipartOptions::default())
+            .await?;
+        let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_BYTES);
+        writer.put(bytes);
+        writer.finish().await.map(drop)
     }
 }
 
