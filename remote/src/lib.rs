@@ -18,6 +18,6 @@ pub mod error;
 pub mod manifest;
 
 pub use bucket::{PackBucket, Pending};
-pub use config::RemoteConfig;
+pub use config::{RemoteConfig, RemoteTier};
 pub use error::{RemoteError, Result};
 pub use manifest::{Manifest, PackEntry};

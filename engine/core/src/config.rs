@@ -3,6 +3,8 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
+use crate::remote::RemoteTier;
+
 /// The cold backend a store keeps its blocks in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum BackendKind {
@@ -208,6 +210,9 @@ pub struct Config {
     /// shard (the room a delete needs to start a new segment for its tombstones), or 16 MiB
     /// per shard without the hot tier. `Some(0)`: no reserve.
     pub space_reserve_bytes: Option<u64>,
+    /// Packs on an S3-compatible store (see [`RemoteTier`]); needs the hot tier. `None` (the
+    /// default): every pack stays on the local disk.
+    pub remote: Option<RemoteTier>,
 }
 
 /// The hot tier's budget and knobs.
@@ -296,6 +301,7 @@ impl Config {
             release_free_memory_every: Some(Duration::from_secs(1)),
             hot_tier: Some(HotTier::default()),
             space_reserve_bytes: None,
+            remote: None,
         }
     }
 }

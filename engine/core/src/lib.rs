@@ -18,9 +18,11 @@ mod error;
 pub mod fs;
 pub mod key;
 pub mod proc_status;
+pub mod remote;
 
 pub use block::{Block, Codec, HashAlgorithm};
 pub use cid::Cid;
 pub use config::{BackendKind, Config, Durability, HotTier, IoDriver};
 pub use config_file::ConfigFileError;
 pub use error::BlockError;
+pub use remote::{RemoteConfig, RemoteTier};
