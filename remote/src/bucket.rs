@@ -82,6 +82,23 @@ impl PackBucket {
         if config.bucket.is_empty() {
             return Err(RemoteError::Config("no bucket given".into()));
         }
+        // A directory as the store (a shared mount, or tests without a server): the bucket
+        // is a directory under it, and must exist as a bucket must.
+        if let Some(dir) = config
+            .endpoint
+            .as_deref()
+            .and_then(|e| e.strip_prefix("file://"))
+        {
+            let root = std::path::Path::new(dir).join(&config.bucket);
+            if !root.is_dir() {
+                return Err(RemoteError::NoBucket {
+                    bucket: config.bucket.clone(),
+                });
+            }
+            let store = object_store::local::LocalFileSystem::new_with_prefix(&root)
+                .map_err(|e| RemoteError::Config(e.to_string()))?;
+            return PackBucket::with_store(Arc::new(store), &config.prefix);
+        }
         let mut options = ClientOptions::new()
             .with_allow_http(true)
             .with_connect_timeout(config.open_timeout.min(Duration::from_secs(5)))

@@ -9,7 +9,8 @@ use std::time::Duration;
 #[derive(Clone, PartialEq, Eq)]
 pub struct RemoteConfig {
     /// The endpoint's URL (`http://127.0.0.1:3900` for a local Garage); `None` for AWS S3
-    /// itself, whose endpoint follows from the region.
+    /// itself, whose endpoint follows from the region. `file:///some/dir` uses a directory as
+    /// the store (a shared mount; the bucket is a directory under it that must exist).
     pub endpoint: Option<String>,
     /// The bucket.
     pub bucket: String,
