@@ -468,6 +468,12 @@ fn validate(config: &Config) -> Result<()> {
     if config.shards == Some(0) {
         return invalid("shards", "must be at least 1");
     }
+    if config.remote.is_some() && config.hot_tier.is_none() {
+        return invalid(
+            "remote",
+            "needs the hot tier: packs are what goes to the bucket, and only the hot tier makes them",
+        );
+    }
     if !(config.bloom_fp_rate > 0.0 && config.bloom_fp_rate < 1.0) {
         return invalid("bloom_fp_rate", "must be between 0 and 1 (exclusive)");
     }

@@ -136,6 +136,29 @@ pub enum Error {
         /// The segments directory.
         path: PathBuf,
     },
+    /// The store keeps packs only in a bucket (their local files were removed) and was
+    /// opened without `Config::remote`: its index points at blocks it could not read.
+    #[error(
+        "{} names a pack bucket ({bucket}) that holds packs no longer on this disk: open the \
+         store with Config::remote (the [remote] section) set to that bucket",
+        path.display()
+    )]
+    RemoteRequired {
+        /// The marker file.
+        path: PathBuf,
+        /// The bucket and prefix it names.
+        bucket: String,
+    },
+    /// The pack tier's bucket failed (unreachable, refused credentials, a missing bucket, a
+    /// damaged object), or a store whose packs are in a bucket was opened without one.
+    #[error("shard {shard}: the pack bucket: {source}")]
+    Remote {
+        /// The shard.
+        shard: usize,
+        /// What the bucket said.
+        #[source]
+        source: std::sync::Arc<ipfrs_remote::RemoteError>,
+    },
     /// A shard's cold backend failed.
     #[error("shard {shard}: {source}")]
     Backend {
@@ -326,6 +349,8 @@ impl From<ipfrs_shards::Error> for Error {
                 detail,
             },
             S::HotTierRequired { path } => Error::HotTierRequired { path },
+            S::Remote { shard, source } => Error::Remote { shard, source },
+            S::RemoteRequired { path, bucket } => Error::RemoteRequired { path, bucket },
             S::Corrupt { key, reason } => Error::Corrupt { key, reason },
             S::Backend { shard, source } => Error::Backend { shard, source },
             S::Executor { shard, cause } => Error::Executor { shard, cause },

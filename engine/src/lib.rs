@@ -53,7 +53,7 @@ pub use engine::Engine;
 pub use error::Error;
 pub use ipfrs_core_types::{
     BackendKind, Block, BlockError, Cid, Codec, Config, ConfigFileError, Durability, HashAlgorithm,
-    HotTier, IoDriver, fs, key, proc_status, sha256_accelerated, verify,
+    HotTier, IoDriver, RemoteConfig, RemoteTier, fs, key, proc_status, sha256_accelerated, verify,
 };
 pub use ipfrs_shards::{Damage, DamageSite, ExecutorFailure, PoisonCause, ShardStats};
 

@@ -52,6 +52,26 @@ pub struct Stats {
     pub pack_disk_bytes: u64,
     /// Block bytes in packs that index entries still point at.
     pub pack_live_bytes: u64,
+    /// Packs whose only copy is in the pack bucket (their local files were removed).
+    pub remote_packs: u64,
+    /// Packs uploaded to the bucket (with their hints).
+    pub remote_uploads: u64,
+    /// Pack bytes uploaded to the bucket.
+    pub remote_upload_bytes: u64,
+    /// Manifest generations published.
+    pub remote_manifests: u64,
+    /// Uploaded packs whose local file was removed past the local budget.
+    pub remote_evictions: u64,
+    /// Remote packs fetched back into local files (to be reclaimed).
+    pub remote_fetched_back: u64,
+    /// Packs deleted from the bucket, a grace period after they left its manifest.
+    pub remote_deletes: u64,
+    /// Records read from the bucket by ranged GETs.
+    pub remote_reads: u64,
+    /// Bytes of those records.
+    pub remote_read_bytes: u64,
+    /// Uploader rounds that failed (an unreachable store, a full disk) and were retried.
+    pub remote_failures: u64,
     /// Bytes written to disk by the engine (segments, compaction's cold writes) per byte
     /// accepted by puts; 0 before any put. The cold backend's own amplification comes on top.
     pub write_amplification: f64,
@@ -81,6 +101,16 @@ impl Stats {
             packs: sum(|s| s.packs),
             pack_disk_bytes: sum(|s| s.pack_disk_bytes),
             pack_live_bytes: sum(|s| s.pack_live_bytes),
+            remote_packs: sum(|s| s.remote_packs),
+            remote_uploads: sum(|s| s.remote_uploads),
+            remote_upload_bytes: sum(|s| s.remote_upload_bytes),
+            remote_manifests: sum(|s| s.remote_manifests),
+            remote_evictions: sum(|s| s.remote_evictions),
+            remote_fetched_back: sum(|s| s.remote_fetched_back),
+            remote_deletes: sum(|s| s.remote_deletes),
+            remote_reads: sum(|s| s.remote_reads),
+            remote_read_bytes: sum(|s| s.remote_read_bytes),
+            remote_failures: sum(|s| s.remote_failures),
             write_amplification: if put_bytes == 0 {
                 0.0
             } else {

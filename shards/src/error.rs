@@ -147,6 +147,29 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// The store keeps packs only in a bucket (their local files were removed) and was
+    /// opened without `Config::remote`: its index points at blocks it could not read.
+    #[error(
+        "{} names a pack bucket ({bucket}) that holds packs no longer on this disk: open the \
+         store with Config::remote (the [remote] section) set to that bucket",
+        path.display()
+    )]
+    RemoteRequired {
+        /// The marker file.
+        path: PathBuf,
+        /// The bucket and prefix it names.
+        bucket: String,
+    },
+    /// The bucket of the pack tier failed (unreachable, refused, damaged object), or a store
+    /// whose packs are in a bucket was opened without one.
+    #[error("shard {shard}: the pack bucket: {source}")]
+    Remote {
+        /// The shard.
+        shard: usize,
+        /// What the bucket said.
+        #[source]
+        source: Arc<ipfrs_remote::RemoteError>,
+    },
     /// The store has hot segments but was opened with the hot tier off: its newest blocks
     /// would be invisible.
     #[error(

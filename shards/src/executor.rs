@@ -164,6 +164,14 @@ fn run_shard(
             {
                 *hot.compaction.borrow_mut() = Some(task);
             }
+            if let Some(remote) = &hot.remote {
+                let uploading = crate::hot::remote::run(Rc::clone(&shard));
+                if let Some(task) =
+                    rt::spawn_low_priority("ipfrs-uploader", COMPACTION_SHARES, uploading)
+                {
+                    *remote.task.borrow_mut() = Some(task);
+                }
+            }
         }
         let _ = ready.send(Ok(view));
         serve(shard, rx).await
@@ -250,6 +258,16 @@ async fn serve(
             && bounded(&mut task).await.is_none()
         {
             task.cancel().await;
+        }
+        // The uploader too: a pack not uploaded now is uploaded after the next open.
+        if let Some(remote) = &hot.remote {
+            remote.wake();
+            let uploader = remote.task.borrow_mut().take();
+            if let Some(mut task) = uploader
+                && bounded(&mut task).await.is_none()
+            {
+                task.cancel().await;
+            }
         }
     }
     // Waits for the committer and every read task spawned through the gate, for a bounded

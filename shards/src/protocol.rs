@@ -183,6 +183,26 @@ pub struct ShardStats {
     /// [`crate::open_state`]): an open after a crash starts from the last one still valid
     /// instead of walking the cold keys.
     pub checkpoints: u64,
+    /// Packs whose only copy is in the pack bucket (their local files were removed).
+    pub remote_packs: u64,
+    /// Packs uploaded to the bucket (with their hints).
+    pub remote_uploads: u64,
+    /// Pack bytes uploaded to the bucket.
+    pub remote_upload_bytes: u64,
+    /// Manifest generations published.
+    pub remote_manifests: u64,
+    /// Uploaded packs whose local file was removed past the local budget.
+    pub remote_evictions: u64,
+    /// Remote packs fetched back into local files (to be reclaimed).
+    pub remote_fetched_back: u64,
+    /// Packs deleted from the bucket, a grace period after they left its manifest.
+    pub remote_deletes: u64,
+    /// Records read from the bucket by ranged GETs.
+    pub remote_reads: u64,
+    /// Bytes of those records.
+    pub remote_read_bytes: u64,
+    /// Uploader rounds that failed (an unreachable store, a full disk) and were retried.
+    pub remote_failures: u64,
 }
 
 /// The client side of a shard: cheap to clone, usable from any thread.

@@ -225,6 +225,11 @@ impl ReadView {
                     let Some(hot) = &self.hot else {
                         return Ok(Quick::Shard);
                     };
+                    // Only in the bucket: the shard reads it (a network read has no place on
+                    // the caller's thread, and the shard merges reads of one pack).
+                    if hot.packs.borrow().is_remote(loc.pack) {
+                        return Ok(Quick::Shard);
+                    }
                     match crate::hot::pack_record(&hot.packs, &hot.segments, &loc) {
                         Some(record) => {
                             self.cache.insert_location(key, loc);

@@ -10,7 +10,7 @@ use std::rc::Rc;
 
 use ipfrs_core_types::key::{Key, cid_of_key};
 use ipfrs_tiering::ColdBackend;
-use ipfrs_tiering::pack::Entry;
+use ipfrs_tiering::pack::{Entry, PackLoc};
 
 use crate::cache::BlockCache;
 use crate::cold_index::{self, injected_cold_read_failure};
@@ -164,10 +164,13 @@ async fn get_many(shard: &Rc<Shard>, keys: Vec<Key>) -> Result<Vec<Option<Fetche
     // Packed blocks are records in the pack files' mappings: resolved here, checked by
     // the caller like hot records, never copied or cached (the page cache holds them).
     let mut located = Vec::new();
-    let values: Vec<Option<Fetched>> = miss_keys
+    // Records in packs whose only copy is in the bucket: (position in `values`, key, where).
+    let mut remote_wanted = Vec::new();
+    let mut values: Vec<Option<Fetched>> = miss_keys
         .iter()
         .zip(entries)
-        .map(|(key, entry)| match entry {
+        .enumerate()
+        .map(|(at, (key, entry))| match entry {
             // Not in the backend: a reclamation may have put it back in the hot tier
             // (before dropping its entry) while the backend was asked.
             None => shard
@@ -184,6 +187,14 @@ async fn get_many(shard: &Rc<Shard>, keys: Vec<Key>) -> Result<Vec<Option<Fetche
                     .hot
                     .as_ref()
                     .and_then(|hot| hot.pack_record(&loc).or_else(|| hot.fetch(key)));
+                let remote = shard
+                    .hot
+                    .as_ref()
+                    .is_some_and(|hot| hot.packs.borrow().is_remote(loc.pack));
+                if record.is_none() && remote {
+                    remote_wanted.push((at, key.clone(), loc));
+                    return None;
+                }
                 if record.is_none() && epoch == shard.delete_epoch.get() {
                     damaged.push((
                         key.clone(),
@@ -200,6 +211,23 @@ async fn get_many(shard: &Rc<Shard>, keys: Vec<Key>) -> Result<Vec<Option<Fetche
             }
         })
         .collect();
+    if let Some(remote) = shard.hot.as_ref().and_then(|hot| hot.remote.as_ref())
+        && !remote_wanted.is_empty()
+    {
+        let wanted: Vec<(Key, PackLoc)> = remote_wanted
+            .iter()
+            .map(|(_, key, loc)| (key.clone(), *loc))
+            .collect();
+        let records = crate::hot::remote::read_records(shard, remote, &wanted).await?;
+        // Checked here, not by the caller: checked bytes may be cached and promoted, which
+        // makes the hot tier and the cache the local copies of what the bucket served.
+        for ((at, key, _), record) in remote_wanted.into_iter().zip(records) {
+            match Fetched::Record(record).into_data(&key) {
+                Ok(data) => values[at] = Some(Fetched::Data(data)),
+                Err(e) => damaged.push((key, format!("in the bucket: {e}"))),
+            }
+        }
+    }
     bump(&shard.counters.corrupt_cold_reads, damaged.len() as u64);
     if let Some((key, reason)) = damaged.into_iter().next() {
         // The whole read fails, as for a damaged hot record, and nothing it read is

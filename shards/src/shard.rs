@@ -204,6 +204,19 @@ impl Shard {
         if let Some(hot) = &self.hot {
             (stats.packs, stats.pack_disk_bytes, stats.pack_live_bytes) =
                 hot.packs.borrow().usage();
+            stats.remote_packs = hot.packs.borrow().remote_count();
+        }
+        if let Some(remote) = self.hot.as_ref().and_then(|hot| hot.remote.as_ref()) {
+            let r = &remote.counters;
+            stats.remote_uploads = r.uploads.get();
+            stats.remote_upload_bytes = r.upload_bytes.get();
+            stats.remote_manifests = r.manifests.get();
+            stats.remote_evictions = r.evictions.get();
+            stats.remote_fetched_back = r.fetched_back.get();
+            stats.remote_deletes = r.deletes.get();
+            stats.remote_reads = r.reads.get();
+            stats.remote_read_bytes = r.read_bytes.get();
+            stats.remote_failures = r.failures.get();
         }
         stats
     }

@@ -208,9 +208,28 @@ fn recover_hot(
     match config.hot_tier {
         Some(hot) => {
             let budget = share(hot.budget_bytes, shards);
-            HotTier::recover(id, segments_dir, hot, budget, bloom)
-                .map(Some)
-                .map_err(Error::segment_io(id, "recovering", segments_dir))
+            let marker = crate::hot::remote::marker_path(segments_dir);
+            if config.remote.is_none()
+                && let Ok(bucket) = std::fs::read_to_string(&marker)
+            {
+                return Err(Error::RemoteRequired {
+                    path: marker,
+                    bucket: bucket.trim().to_owned(),
+                });
+            }
+            let mut recovery = HotTier::recover(id, segments_dir, hot, budget, bloom)
+                .map_err(Error::segment_io(id, "recovering", segments_dir))?;
+            if let Some(tier) = &config.remote {
+                let remote = crate::hot::remote::RemotePacks::open(id, shards, tier)?;
+                // Packs that left this disk for the bucket: the index points into them.
+                let mut packs = recovery.tier.packs.borrow_mut();
+                for pack in remote.listed() {
+                    packs.add_remote(pack);
+                }
+                drop(packs);
+                recovery.tier.remote = Some(remote);
+            }
+            Ok(Some(recovery))
         }
         None if list_segments(segments_dir).is_ok_and(|s| !s.is_empty()) => {
             Err(Error::HotTierRequired {

@@ -277,7 +277,11 @@ async fn compact_segment(shard: &Rc<Shard>, segment: u32, mode: Mode) -> Result<
             moved_out: 0,
             records_end: records_end as u64,
         });
-    let inline_up_to = u64::from(hot.config.inline_threshold_bytes);
+    // With a bucket, every block stays in a pack: a replica reading the bucket finds them all.
+    let inline_up_to = match hot.remote {
+        Some(_) => 0,
+        None => u64::from(hot.config.inline_threshold_bytes),
+    };
     let live_bytes: u64 = indexed_here(&hot.index.borrow(), segment, &found)
         .map(|(_, _, len)| backend_bytes(u64::from(*len), inline_up_to))
         .sum();
@@ -427,6 +431,13 @@ pub(crate) async fn reclaim_packs(shard: &Rc<Shard>, below_percent: u8) -> Resul
 
 /// Rewrites what is live in `pack`, then removes it.
 async fn reclaim_pack(shard: &Rc<Shard>, hot: &HotTier, pack: u32) -> Result<()> {
+    // A pack whose only copy is in the bucket is fetched back first, and none being
+    // reclaimed leaves the disk meanwhile: its records are read from its file until the end.
+    let _claim = match &hot.remote {
+        Some(remote) => Some(crate::hot::remote::claim(remote, pack).await),
+        None => None,
+    };
+    crate::hot::remote::fetch_back(shard, hot, pack).await?;
     let Some(map) = hot.packs.borrow().map(pack) else {
         return Ok(());
     };

@@ -17,6 +17,7 @@ pub(crate) mod compaction;
 pub(crate) mod group;
 pub(crate) mod packs;
 pub mod power_cut;
+pub(crate) mod remote;
 mod steps;
 pub(crate) mod writer;
 
@@ -113,6 +114,8 @@ pub(crate) struct HotTier {
     /// Damage found at recovery or by listings, for `repo verify` (at most
     /// [`MAX_DAMAGE_KEPT`](crate::damage::MAX_DAMAGE_KEPT) entries).
     pub(crate) damage: RefCell<Vec<Damage>>,
+    /// The shard's packs on a bucket, if `Config::remote` is set (see [`remote`]).
+    pub(crate) remote: Option<remote::RemotePacks>,
     /// Wakes the compaction task after a commit that may have passed the budget.
     pub(crate) wake_tx: flume::Sender<()>,
     pub(crate) wake_rx: flume::Receiver<()>,
@@ -335,6 +338,7 @@ impl HotTier {
                 wake_tx,
                 wake_rx,
                 stopping: std::cell::Cell::new(false),
+                remote: None,
             },
             resume,
             next_seq: recovered.max_seq + 1,

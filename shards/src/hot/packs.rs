@@ -39,6 +39,9 @@ pub(crate) struct Packs {
     bytes: HashMap<u32, PackBytes>,
     /// Per pack: the disk bytes its file takes (its records; the rest was punched out).
     disk: HashMap<u32, u64>,
+    /// Packs whose only copy is in the bucket (see `crate::hot::remote`): the index still
+    /// points into them and their figures are kept, but reads go to the bucket.
+    remote: std::collections::BTreeSet<u32>,
 }
 
 /// Live and held block bytes of one pack.
@@ -71,9 +74,60 @@ impl Packs {
             .and_then(|map| map.slice(loc.offset as usize, loc.record_len()))
     }
 
-    /// Whether pack `id` is mapped.
+    /// Whether pack `id` exists, here or only in the bucket.
     pub(crate) fn contains(&self, id: u32) -> bool {
-        self.maps.contains_key(&id)
+        self.maps.contains_key(&id) || self.remote.contains(&id)
+    }
+
+    /// Whether pack `id`'s only copy is in the bucket.
+    pub(crate) fn is_remote(&self, id: u32) -> bool {
+        self.remote.contains(&id)
+    }
+
+    /// Packs whose only copy is in the bucket.
+    pub(crate) fn remote_count(&self) -> u64 {
+        self.remote.len() as u64
+    }
+
+    /// Registers pack `id`, listed by the bucket's manifest and absent here, as remote.
+    pub(crate) fn add_remote(&mut self, id: u32) {
+        if !self.maps.contains_key(&id) {
+            self.remote.insert(id);
+        }
+    }
+
+    /// Pack `id` leaves the local disk (its upload and a manifest listing it are durable):
+    /// its mapping is dropped (readers holding records keep it alive) and its figures kept.
+    pub(crate) fn evict(&mut self, id: u32) -> bool {
+        if self.maps.remove(&id).is_none() {
+            return false;
+        }
+        self.disk.remove(&id);
+        self.remote.insert(id);
+        true
+    }
+
+    /// Pack `id`, fetched back from the bucket into a local file, is mapped again.
+    pub(crate) fn relocalize(&mut self, id: u32, map: MappedSegment, disk: u64) {
+        if self.remote.remove(&id) {
+            self.maps.insert(id, map);
+            self.disk.insert(id, disk);
+        }
+    }
+
+    /// The local packs and the disk bytes each takes, by number.
+    pub(crate) fn local(&self) -> Vec<(u32, u64)> {
+        self.maps
+            .keys()
+            .map(|id| (*id, self.disk.get(id).copied().unwrap_or(0)))
+            .collect()
+    }
+
+    /// Every pack, local or remote, by number.
+    pub(crate) fn ids(&self) -> Vec<u32> {
+        let mut ids: Vec<u32> = self.maps.keys().chain(&self.remote).copied().collect();
+        ids.sort_unstable();
+        ids
     }
 
     /// Adds a pack (just converted) holding `live` bytes of indexed blocks among `held` bytes
@@ -117,7 +171,7 @@ impl Packs {
     /// Restores the figures a clean close saved.
     pub(crate) fn restore(&mut self, saved: &[(u32, PackBytes)]) {
         for (id, bytes) in saved {
-            if self.maps.contains_key(id) {
+            if self.contains(*id) {
                 self.bytes.insert(*id, *bytes);
             }
         }
@@ -125,9 +179,9 @@ impl Packs {
 
     /// The figures of every mapped pack, for the saved open state.
     pub(crate) fn figures(&self) -> Vec<(u32, PackBytes)> {
-        self.maps
-            .keys()
-            .map(|id| (*id, self.bytes.get(id).copied().unwrap_or_default()))
+        self.ids()
+            .into_iter()
+            .map(|id| (id, self.bytes.get(&id).copied().unwrap_or_default()))
             .collect()
     }
 
@@ -142,9 +196,9 @@ impl Packs {
     /// `below_percent` (0: only packs with nothing live).
     pub(crate) fn candidates(&self, below_percent: u8) -> Vec<u32> {
         let mut found: Vec<(u64, u32)> = self
-            .maps
-            .keys()
-            .map(|id| (*id, self.bytes.get(id).copied().unwrap_or_default()))
+            .ids()
+            .into_iter()
+            .map(|id| (id, self.bytes.get(&id).copied().unwrap_or_default()))
             .filter(|(_, b)| {
                 b.live == 0 || b.live * 100 < b.held.saturating_mul(u64::from(below_percent))
             })
@@ -156,7 +210,9 @@ impl Packs {
 
     /// The highest pack number, if any (new segments must be numbered above it).
     pub(crate) fn max_id(&self) -> Option<u32> {
-        self.maps.keys().next_back().copied()
+        let local = self.maps.keys().next_back().copied();
+        let remote = self.remote.last().copied();
+        local.max(remote)
     }
 
     /// The mapping of pack `id`.
@@ -168,14 +224,17 @@ impl Packs {
     /// mapping alive).
     pub(crate) fn remove(&mut self, id: u32) {
         self.maps.remove(&id);
+        self.remote.remove(&id);
         self.bytes.remove(&id);
         self.disk.remove(&id);
     }
 
-    /// Pack files, the disk bytes they take, and the block bytes their entries hold.
+    /// Packs (local or remote), the local disk bytes they take, and the block bytes their
+    /// entries hold.
     pub(crate) fn usage(&self) -> (u64, u64, u64) {
         let live = self.bytes.values().map(|b| b.live).sum();
-        (self.maps.len() as u64, self.disk.values().sum(), live)
+        let count = (self.maps.len() + self.remote.len()) as u64;
+        (count, self.disk.values().sum(), live)
     }
 }
 
@@ -195,13 +254,15 @@ pub(crate) fn convert_on_disk(dir: &Path, id: u32, records_end: u64) -> std::io:
     sync_dir(dir)
 }
 
-/// Removes pack `id` and its hint from `dir`, then syncs the directory. Blocking.
+/// Removes pack `id` and its hint from `dir`, then syncs the directory. Blocking. A pack
+/// already gone is fine: one that left the disk for the bucket has no local file.
 pub(crate) fn remove_on_disk(dir: &Path, id: u32) -> std::io::Result<()> {
-    std::fs::remove_file(pack_path(dir, id))?;
-    match std::fs::remove_file(pack_hint_path(dir, id)) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e),
+    for path in [pack_path(dir, id), pack_hint_path(dir, id)] {
+        match std::fs::remove_file(path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
     }
     sync_dir(dir)
 }

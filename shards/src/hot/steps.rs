@@ -433,7 +433,11 @@ pub(crate) async fn retire(shard: &Shard, hot: &HotTier, segment: u32) -> Result
     // Until the backend's flush is durable, the entries and moved blocks may be only in
     // its memory: the file keeps its segment name (and its hint), and recovery replays it
     // as hot if we crash.
-    change_files(shard, hot, change).await
+    change_files(shard, hot, change).await?;
+    if let Some(remote) = &hot.remote {
+        remote.wake();
+    }
+    Ok(())
 }
 
 /// One reclamation step (runs as the writer's group): of `records` of `pack`, those still
@@ -538,5 +542,10 @@ pub(crate) async fn drop_pack(shard: &Shard, hot: &HotTier, pack: u32) -> Result
     hot.packs.borrow_mut().remove(pack);
     bump(&hot.counters.packs_reclaimed, 1);
     // A crash before the entries' removal is durable must still find the pack.
-    change_files(shard, hot, Deferred::RemovePack(pack)).await
+    change_files(shard, hot, Deferred::RemovePack(pack)).await?;
+    // The next manifest generation leaves it out; the bucket deletes it a grace later.
+    if let Some(remote) = &hot.remote {
+        remote.wake();
+    }
+    Ok(())
 }

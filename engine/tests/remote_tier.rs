@@ -1,0 +1,314 @@
+//! The pack tier on a bucket (`Config::remote`): sealed packs are uploaded and listed in a
+//! manifest, their local files removed past the local budget, and every block still reads
+//! back, checked, through reopen, deletes and reclamation. The bucket here is a directory
+//! (`file://`, the same object store API as S3), and once a real Garage.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use futures_lite::future::block_on;
+use ipfrs_storage::{
+    BackendKind, Block, BlockStore, Config, Engine, Error, HotTier, RemoteConfig, RemoteTier, Stats,
+};
+
+mod common;
+
+const SEGMENT: u64 = 1 << 20;
+
+fn config(dir: &Path, bucket: RemoteConfig, local_pack_bytes: u64) -> Config {
+    let mut config = Config::new(dir);
+    config.shards = Some(2);
+    config.backend = BackendKind::Sled;
+    config.max_block_size = 256 << 10;
+    config.hot_tier = Some(HotTier {
+        segment_bytes: SEGMENT,
+        budget_bytes: 4 * SEGMENT,
+        keep_hot_reads: 0,
+        promote_after_reads: 0,
+        ..HotTier::default()
+    });
+    config.remote = Some(RemoteTier {
+        bucket,
+        local_pack_bytes,
+        delete_grace: Duration::ZERO,
+    });
+    config
+}
+
+/// A bucket that is a directory under `root` (created, as a bucket must exist).
+fn dir_bucket(root: &Path) -> RemoteConfig {
+    std::fs::create_dir_all(root.join("packs-bucket")).unwrap();
+    let mut bucket = RemoteConfig::new(Some(&format!("file://{}", root.display())), "packs-bucket");
+    bucket.prefix = "store-a".into();
+    bucket
+}
+
+/// Packs reclaimed, across shards.
+fn reclaimed(s: &Stats) -> u64 {
+    s.shards.iter().map(|shard| shard.packs_reclaimed).sum()
+}
+
+fn stats(engine: &Engine) -> Stats {
+    block_on(BlockStore::stats(engine)).unwrap()
+}
+
+/// Waits (bounded) until the uploader has done what `done` asks; the last stats otherwise.
+fn settle(engine: &Engine, done: impl Fn(&Stats) -> bool) -> Stats {
+    let start = Instant::now();
+    loop {
+        let s = stats(engine);
+        if done(&s) || start.elapsed() > Duration::from_secs(60) {
+            return s;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn check(engine: &Engine, present: &[Block], absent: &[Block]) {
+    let store = engine.blocking();
+    for block in present {
+        assert_eq!(
+            store.get(block.cid()).unwrap().as_ref(),
+            Some(block.data()),
+            "{}",
+            block.cid()
+        );
+        assert_eq!(
+            store.get_size(block.cid()).unwrap(),
+            Some(block.len() as u64)
+        );
+        assert!(store.has(block.cid()).unwrap());
+    }
+    let cids: Vec<_> = present.iter().map(|b| *b.cid()).collect();
+    for (block, got) in present.iter().zip(store.get_many(&cids).unwrap()) {
+        assert_eq!(got.as_ref(), Some(block.data()));
+    }
+    for block in absent {
+        assert_eq!(store.get(block.cid()).unwrap(), None);
+        assert!(!store.has(block.cid()).unwrap());
+    }
+}
+
+/// Files under `dir` (recursively) whose name ends with `suffix`.
+fn files_ending(dir: &Path, suffix: &str) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return found;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            found.extend(files_ending(&path, suffix));
+        } else if path.to_string_lossy().ends_with(suffix) {
+            found.push(path);
+        }
+    }
+    found.sort();
+    found
+}
+
+/// 64 KiB blocks and 2 KiB ones (which stay in packs too: a bucket's packs hold every block).
+fn blocks(seed: u32, count: u32) -> Vec<Block> {
+    common::two_sizes(seed, count, 3, 2 << 10, 64 << 10)
+}
+
+/// Fills a store whose packs all leave the disk, and returns its blocks.
+fn fill_and_evict(engine: &Engine, seed: u32) -> (Vec<Block>, Stats) {
+    let all = blocks(seed, 300);
+    for chunk in all.chunks(20) {
+        block_on(engine.put_many(chunk)).unwrap();
+    }
+    block_on(engine.compact()).unwrap();
+    let s = settle(engine, |s| {
+        s.packs > 0 && s.remote_packs == s.packs && s.remote_uploads >= s.packs
+    });
+    assert!(s.packs > 0, "{s:?}");
+    assert_eq!(s.remote_packs, s.packs, "every pack left the disk: {s:?}");
+    assert!(s.remote_manifests > 0, "{s:?}");
+    assert_eq!(s.remote_failures, 0, "{s:?}");
+    (all, s)
+}
+
+#[test]
+fn evicted_packs_serve_every_block_through_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, bucket_root) = (dir.path().join("store"), dir.path().join("s3"));
+    let bucket = dir_bucket(&bucket_root);
+    let engine = Engine::open(config(&data, bucket.clone(), 0)).unwrap();
+    let (all, s) = fill_and_evict(&engine, 1);
+    assert!(
+        files_ending(&data, ".pack").is_empty(),
+        "local packs removed"
+    );
+    assert_eq!(
+        files_ending(&bucket_root, ".pack").len() as u64,
+        s.packs,
+        "one object per pack"
+    );
+    let absent = blocks(99, 10);
+    check(&engine, &all, &absent);
+    let s = stats(&engine);
+    assert!(s.remote_reads >= all.len() as u64, "{s:?}");
+    // An absent block is answered by the local filter and index: not one read of the bucket.
+    let before = stats(&engine).remote_reads;
+    for block in &absent {
+        assert!(!engine.blocking().has(block.cid()).unwrap());
+        assert_eq!(engine.blocking().get(block.cid()).unwrap(), None);
+    }
+    assert_eq!(stats(&engine).remote_reads, before);
+    block_on(engine.close()).unwrap();
+
+    // Reopened, the packs come from the manifest.
+    let engine = Engine::open(config(&data, bucket, 0)).unwrap();
+    assert_eq!(stats(&engine).remote_packs, s.packs);
+    check(&engine, &all, &absent);
+    block_on(engine.close()).unwrap();
+
+    // Without the bucket, the store refuses to open rather than miss its blocks.
+    let mut without = config(&data, dir_bucket(&bucket_root), 0);
+    without.remote = None;
+    match Engine::open(without) {
+        Err(Error::RemoteRequired { bucket, .. }) => {
+            assert!(bucket.contains("packs-bucket"), "{bucket}")
+        }
+        Err(other) => panic!("{other}"),
+        Ok(_) => panic!("opened without the bucket its packs are in"),
+    }
+}
+
+#[test]
+fn a_local_budget_keeps_packs_on_disk_and_uploads_them_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, bucket_root) = (dir.path().join("store"), dir.path().join("s3"));
+    let engine = Engine::open(config(&data, dir_bucket(&bucket_root), u64::MAX)).unwrap();
+    let all = blocks(2, 200);
+    for chunk in all.chunks(20) {
+        block_on(engine.put_many(chunk)).unwrap();
+    }
+    block_on(engine.compact()).unwrap();
+    let s = settle(&engine, |s| s.packs > 0 && s.remote_uploads >= s.packs);
+    assert!(s.packs > 0, "{s:?}");
+    assert_eq!(s.remote_uploads, s.packs, "{s:?}");
+    assert_eq!(s.remote_packs, 0, "kept locally: {s:?}");
+    assert_eq!(files_ending(&data, ".pack").len() as u64, s.packs);
+    // The bucket holds the same bytes (the records; the local file's unwritten tail is not
+    // uploaded).
+    for local in files_ending(&data, ".pack") {
+        // shard-NNN/segments/PPPPPPPP.pack here, <prefix>/shard-NNN/packs/PPPPPPPP.pack there.
+        let shard = local
+            .parent()
+            .unwrap()
+            .parent()
+            .unwrap()
+            .file_name()
+            .unwrap();
+        let name = local.file_name().unwrap().to_string_lossy().to_string();
+        let remote: Vec<_> = files_ending(&bucket_root, &name)
+            .into_iter()
+            .filter(|r| r.to_string_lossy().contains(&*shard.to_string_lossy()))
+            .collect();
+        assert_eq!(remote.len(), 1, "{name}");
+        let (l, r) = (
+            std::fs::read(&local).unwrap(),
+            std::fs::read(&remote[0]).unwrap(),
+        );
+        assert!(!r.is_empty() && r.len() <= l.len());
+        assert_eq!(&l[..r.len()], &r[..], "{name}");
+        assert!(l[r.len()..].iter().all(|&b| b == 0), "{name}");
+    }
+    check(&engine, &all, &[]);
+    assert_eq!(
+        stats(&engine).remote_reads,
+        0,
+        "local packs are read locally"
+    );
+    block_on(engine.close()).unwrap();
+}
+
+#[test]
+fn deletes_reclaim_remote_packs_and_the_bucket_lets_them_go() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, bucket_root) = (dir.path().join("store"), dir.path().join("s3"));
+    let engine = Engine::open(config(&data, dir_bucket(&bucket_root), 0)).unwrap();
+    let (all, before) = fill_and_evict(&engine, 3);
+    let (gone, kept) = all.split_at(all.len() * 4 / 5);
+    let cids: Vec<_> = gone.iter().map(|b| *b.cid()).collect();
+    block_on(engine.delete_many(&cids)).unwrap();
+    block_on(engine.compact()).unwrap();
+    let s = settle(&engine, |s| {
+        reclaimed(s) > 0 && s.remote_deletes > 0 && s.remote_packs == s.packs
+    });
+    assert!(reclaimed(&s) > 0, "{s:?}");
+    assert!(
+        s.remote_fetched_back > 0,
+        "reclaiming a remote pack fetches it: {s:?}"
+    );
+    assert!(s.remote_deletes > 0, "{s:?}");
+    check(&engine, kept, gone);
+    block_on(engine.close()).unwrap();
+    let engine = Engine::open(config(&data, dir_bucket(&bucket_root), 0)).unwrap();
+    check(&engine, kept, gone);
+    let s = stats(&engine);
+    // What the bucket holds is what the manifest lists: nothing reclaimed stays.
+    assert_eq!(
+        files_ending(&bucket_root, ".pack").len() as u64,
+        s.packs,
+        "{s:?} (before the deletes: {} packs)",
+        before.packs
+    );
+    block_on(engine.close()).unwrap();
+}
+
+#[test]
+fn a_damaged_pack_in_the_bucket_is_reported_never_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, bucket_root) = (dir.path().join("store"), dir.path().join("s3"));
+    let engine = Engine::open(config(&data, dir_bucket(&bucket_root), 0)).unwrap();
+    let (all, _) = fill_and_evict(&engine, 4);
+    // Flip one byte in the middle of every pack object: some record in each is hit.
+    for pack in files_ending(&bucket_root, ".pack") {
+        let mut bytes = std::fs::read(&pack).unwrap();
+        let at = bytes.len() / 2;
+        bytes[at] ^= 0x40;
+        std::fs::write(&pack, bytes).unwrap();
+    }
+    let store = engine.blocking();
+    let mut corrupt = 0;
+    for block in &all {
+        match store.get(block.cid()) {
+            Ok(Some(data)) => assert_eq!(data.as_ref(), block.data(), "damaged bytes served"),
+            Ok(None) => panic!("{} reported absent", block.cid()),
+            Err(Error::Corrupt { .. }) => corrupt += 1,
+            Err(other) => panic!("{other}"),
+        }
+    }
+    assert!(corrupt > 0, "no read met the damage");
+    block_on(engine.close()).unwrap();
+}
+
+#[test]
+fn packs_go_to_a_real_garage() {
+    let Some(bin) = ipfrs_garage::garage_for_test("packs_go_to_a_real_garage").unwrap() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let garage = ipfrs_garage::Garage::start_with(&bin, &dir.path().join("garage")).unwrap();
+    let mut bucket = RemoteConfig::new(Some(&garage.endpoint()), garage.bucket());
+    bucket.region = garage.region().to_owned();
+    bucket.access_key_id = Some(garage.access_key().to_owned());
+    bucket.secret_access_key = Some(garage.secret_key().to_owned());
+    // Garage leaves Nagle on: fresh connections (see `RemoteConfig::reuse_connections`).
+    bucket.reuse_connections = false;
+    bucket.prefix = "engine-test".into();
+    let data = dir.path().join("store");
+    let engine = Engine::open(config(&data, bucket.clone(), 0)).unwrap();
+    let (all, s) = fill_and_evict(&engine, 5);
+    assert!(files_ending(&data, ".pack").is_empty());
+    check(&engine, &all, &blocks(98, 5));
+    block_on(engine.close()).unwrap();
+    let engine = Engine::open(config(&data, bucket, 0)).unwrap();
+    assert_eq!(stats(&engine).remote_packs, s.packs);
+    check(&engine, &all, &[]);
+    block_on(engine.close()).unwrap();
+}

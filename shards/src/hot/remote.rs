@@ -1,0 +1,550 @@
+//! A shard's packs on an S3-compatible bucket (`Config::remote`, issue 16).
+//!
+//! ```text
+//!   local pack (sealed, renamed .pack) --upload: pack, then hint, create-only-->
+//!   in the bucket, not yet listed --publish generation G+1 listing it-->
+//!   listed --local disk of listed packs over the budget: oldest first--> remote only
+//!                                    (the index keeps pointing into it; reads by ranged GET)
+//!   reclaimed (live records rewritten hot, entries dropped, pack dropped) -->
+//!   generation G+2 without it --delete_grace later--> deleted from the bucket
+//! ```
+//! Ordering: a local pack file is removed only once its upload and a manifest generation
+//! listing it are durable on the object store (S3 acknowledges a PUT once it is), so the
+//! bytes an index entry points at always exist somewhere. A pack leaves the bucket only one
+//! generation after it left the manifest, and a grace period later, so a replica that read
+//! the older generation can still read it. The hot tier stays the acknowledgement point:
+//! nothing here delays a put.
+//!
+//! The uploader is a task on the shard's executor; every object store call runs on the
+//! bucket's own runtime thread and is awaited over a channel, so the shard's core never waits
+//! on the network. File reads and removals go to the blocking pool.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hashbrown::HashSet;
+use ipfrs_core_types::RemoteTier;
+use ipfrs_remote::{Manifest, PackBucket, PackEntry, RemoteError};
+use ipfrs_tiering::pack::{PackLoc, pack_hint_path, pack_path};
+use ipfrs_tiering::segment::MappedSegment;
+use ipfrs_tiering::segment::file::sync_dir;
+use ipfrs_tiering::segment::hint::{decode_hint, encode_hint};
+use ipfrs_tiering::segment::scan_segment;
+
+use super::HotTier;
+use super::writer::RECORD_ALIGN;
+use crate::shard::{Shard, bump};
+use crate::{Error, Result};
+
+/// How long the uploader waits after a failure before trying again; doubled at each failure
+/// in a row, up to [`RETRY_AFTER_MAX`].
+const RETRY_AFTER: Duration = Duration::from_secs(1);
+const RETRY_AFTER_MAX: Duration = Duration::from_secs(60);
+
+/// How often an idle uploader looks again without being woken (deletes whose grace ended).
+const IDLE_TICK: Duration = Duration::from_secs(5);
+
+/// Packs uploaded between two manifest generations at most: a long backlog (a store that
+/// just got a bucket) still publishes, and lets evictions start, every few packs.
+const UPLOADS_PER_GENERATION: usize = 4;
+
+/// Counters of the pack tier (single-threaded, so `Cell`s).
+#[derive(Default)]
+pub(crate) struct RemoteCounters {
+    /// Packs uploaded (with their hints).
+    pub(crate) uploads: Cell<u64>,
+    /// Pack bytes uploaded.
+    pub(crate) upload_bytes: Cell<u64>,
+    /// Manifest generations published.
+    pub(crate) manifests: Cell<u64>,
+    /// Packs whose local file was removed (their copy in the bucket serves them).
+    pub(crate) evictions: Cell<u64>,
+    /// Packs fetched back from the bucket (to be reclaimed).
+    pub(crate) fetched_back: Cell<u64>,
+    /// Packs deleted from the bucket.
+    pub(crate) deletes: Cell<u64>,
+    /// Records read from the bucket, and their bytes.
+    pub(crate) reads: Cell<u64>,
+    pub(crate) read_bytes: Cell<u64>,
+    /// Uploader steps that failed (an unreachable store, a full disk) and were retried.
+    pub(crate) failures: Cell<u64>,
+}
+
+/// One shard's view of its bucket.
+pub(crate) struct RemotePacks {
+    pub(crate) bucket: PackBucket,
+    shard: u32,
+    /// The newest manifest generation published (or found at open); generation 0 and no packs
+    /// for a shard that has none yet.
+    manifest: RefCell<Manifest>,
+    /// This shard's share of `RemoteTier::local_pack_bytes`.
+    local_budget: u64,
+    grace: Duration,
+    /// Packs no longer listed, deleted from the bucket once their time comes.
+    doomed: RefCell<Vec<(u32, Instant)>>,
+    /// Packs being reclaimed: not evicted meanwhile (the reclamation reads their files).
+    pub(crate) busy: RefCell<HashSet<u32>>,
+    /// The bucket and prefix, as the marker names them.
+    name: String,
+    /// Whether the marker file exists (see [`marker_path`]).
+    marked: Cell<bool>,
+    pub(crate) counters: RemoteCounters,
+    /// The uploader task, stopped at shutdown like compaction.
+    pub(crate) task: RefCell<Option<crate::rt::Task<()>>>,
+    wake_tx: flume::Sender<()>,
+    wake_rx: flume::Receiver<()>,
+}
+
+impl RemotePacks {
+    /// Opens shard `shard`'s bucket and reads its newest manifest (blocking: the shard's
+    /// executor is not running yet). An unreachable store, refused credentials or a damaged
+    /// newest manifest fail the open, each with its own error: a store must not start
+    /// without the packs its index points at.
+    pub(crate) fn open(shard: usize, shards: usize, tier: &RemoteTier) -> Result<RemotePacks> {
+        let failed = |e: RemoteError| Error::Remote {
+            shard,
+            source: std::sync::Arc::new(e),
+        };
+        let bucket = PackBucket::open(&tier.bucket).map_err(failed)?;
+        let id = shard as u32;
+        let manifest = bucket
+            .latest_manifest(id)
+            .wait()
+            .map_err(failed)?
+            .unwrap_or(Manifest {
+                shard: id,
+                generation: 0,
+                packs: Vec::new(),
+            });
+        let (wake_tx, wake_rx) = flume::bounded(1);
+        Ok(RemotePacks {
+            bucket,
+            shard: id,
+            manifest: RefCell::new(manifest),
+            local_budget: tier.local_pack_bytes / shards.max(1) as u64,
+            grace: tier.delete_grace,
+            doomed: RefCell::default(),
+            busy: RefCell::default(),
+            name: format!(
+                "{} bucket {} prefix {:?}",
+                tier.bucket.endpoint_name(),
+                tier.bucket.bucket,
+                tier.bucket.prefix
+            ),
+            marked: Cell::new(false),
+            counters: RemoteCounters::default(),
+            task: RefCell::new(None),
+            wake_tx,
+            wake_rx,
+        })
+    }
+
+    /// The packs the newest manifest lists.
+    pub(crate) fn listed(&self) -> Vec<u32> {
+        self.manifest
+            .borrow()
+            .packs
+            .iter()
+            .map(|e| e.pack)
+            .collect()
+    }
+
+    /// The manifest entry of `pack`, if listed.
+    fn entry(&self, pack: u32) -> Option<PackEntry> {
+        self.manifest
+            .borrow()
+            .packs
+            .iter()
+            .find(|e| e.pack == pack)
+            .copied()
+    }
+
+    /// Asks the uploader to look again (a pack was made or dropped).
+    pub(crate) fn wake(&self) {
+        let _ = self.wake_tx.try_send(());
+    }
+}
+
+/// The uploader task of one shard: uploads new packs, publishes manifests, evicts local
+/// copies past the budget and deletes packs whose grace ended; runs until the shard stops.
+pub(crate) async fn run(shard: Rc<Shard>) {
+    let Some(hot) = shard.hot.as_ref() else {
+        return;
+    };
+    let Some(remote) = hot.remote.as_ref() else {
+        return;
+    };
+    let mut retry_after = RETRY_AFTER;
+    loop {
+        if hot.stopping.get() {
+            return;
+        }
+        let wait = match step(&shard, hot, remote).await {
+            Ok(true) => continue,
+            Ok(false) => {
+                retry_after = RETRY_AFTER;
+                IDLE_TICK
+            }
+            Err(Error::Poisoned { .. } | Error::Stopped { .. }) => return,
+            Err(e) => {
+                bump(&remote.counters.failures, 1);
+                eprintln!(
+                    "ipfrs shard {}: the pack tier: {e}; retrying in {} s",
+                    shard.id,
+                    retry_after.as_secs()
+                );
+                let wait = retry_after;
+                retry_after = (retry_after * 2).min(RETRY_AFTER_MAX);
+                wait
+            }
+        };
+        futures_lite::future::or(crate::rt::sleep(wait), async {
+            let _ = remote.wake_rx.recv_async().await;
+        })
+        .await;
+    }
+}
+
+/// One round of the uploader; true if there is more to do at once.
+async fn step(shard: &Shard, hot: &HotTier, remote: &RemotePacks) -> Result<bool> {
+    let failed = |e: RemoteError| Error::Remote {
+        shard: shard.id,
+        source: std::sync::Arc::new(e),
+    };
+    // 1. Uploads: local packs the manifest does not list, oldest first.
+    let listed: BTreeSet<u32> = remote.listed().into_iter().collect();
+    let waiting: Vec<u32> = hot
+        .packs
+        .borrow()
+        .local()
+        .into_iter()
+        .map(|(id, _)| id)
+        .filter(|id| !listed.contains(id))
+        .collect();
+    let more = waiting.len() > UPLOADS_PER_GENERATION;
+    let mut uploaded = Vec::new();
+    for id in waiting.into_iter().take(UPLOADS_PER_GENERATION) {
+        if hot.stopping.get() {
+            break;
+        }
+        let dir = hot.dir.clone();
+        let read = crate::rt::spawn_blocking(move || upload_bytes(&dir, id))
+            .await
+            .map_err(Error::segment_io(
+                shard.id,
+                "reading for upload the pack",
+                pack_path(&hot.dir, id),
+            ))?;
+        // Still named as a segment (its rename waits for the backend's close), or damaged
+        // (kept local, where `repo verify` reports it).
+        let Some((bytes, hint)) = read else {
+            continue;
+        };
+        let len = bytes.len() as u64;
+        let entry = remote
+            .bucket
+            .upload_pack(remote.shard, id, bytes, hint)
+            .result()
+            .await
+            .map_err(failed)?;
+        bump(&remote.counters.uploads, 1);
+        bump(&remote.counters.upload_bytes, len);
+        uploaded.push(entry);
+    }
+    // 2. A new generation when the live set changed: new uploads in, dropped packs out.
+    let live: BTreeSet<u32> = hot.packs.borrow().ids().into_iter().collect();
+    let old = remote.manifest.borrow().clone();
+    let mut packs: BTreeMap<u32, PackEntry> = old
+        .packs
+        .iter()
+        .chain(&uploaded)
+        .filter(|e| live.contains(&e.pack))
+        .map(|e| (e.pack, *e))
+        .collect();
+    // Dropped while it was being uploaded: in the bucket, never listed.
+    let orphans: Vec<u32> = uploaded
+        .iter()
+        .map(|e| e.pack)
+        .filter(|p| !live.contains(p))
+        .collect();
+    let next: Vec<PackEntry> = std::mem::take(&mut packs).into_values().collect();
+    if next != old.packs {
+        let manifest = Manifest {
+            shard: remote.shard,
+            generation: old.generation + 1,
+            packs: next,
+        };
+        remote
+            .bucket
+            .publish(&manifest)
+            .result()
+            .await
+            .map_err(failed)?;
+        bump(&remote.counters.manifests, 1);
+        let now = Instant::now();
+        let mut doomed = remote.doomed.borrow_mut();
+        for gone in old.packs.iter().filter(|e| !live.contains(&e.pack)) {
+            doomed.push((gone.pack, now));
+        }
+        *remote.manifest.borrow_mut() = manifest;
+    }
+    {
+        let now = Instant::now();
+        remote
+            .doomed
+            .borrow_mut()
+            .extend(orphans.into_iter().map(|p| (p, now)));
+    }
+    // 3. Local copies past the budget leave the disk, oldest first.
+    evict_over_budget(shard, hot, remote).await?;
+    // 4. Deletes whose grace ended.
+    let due: Vec<u32> = {
+        let mut doomed = remote.doomed.borrow_mut();
+        let (due, wait): (Vec<_>, Vec<_>) = doomed
+            .drain(..)
+            .partition(|(_, since)| since.elapsed() >= remote.grace);
+        *doomed = wait;
+        due.into_iter().map(|(p, _)| p).collect()
+    };
+    for pack in due {
+        let deleted = remote.bucket.delete_pack(remote.shard, pack).result().await;
+        if let Err(e) = deleted {
+            remote
+                .doomed
+                .borrow_mut()
+                .push((pack, Instant::now() - remote.grace));
+            return Err(failed(e));
+        }
+        bump(&remote.counters.deletes, 1);
+    }
+    Ok(more)
+}
+
+/// Removes the local files of listed packs, oldest first, while those take more than the
+/// shard's share of the local budget. Packs being reclaimed stay.
+async fn evict_over_budget(shard: &Shard, hot: &HotTier, remote: &RemotePacks) -> Result<()> {
+    let listed: BTreeSet<u32> = remote.listed().into_iter().collect();
+    loop {
+        let victim = {
+            let local = hot.packs.borrow().local();
+            let held: u64 = local
+                .iter()
+                .filter(|(id, _)| listed.contains(id))
+                .map(|(_, disk)| disk)
+                .sum();
+            if held <= remote.local_budget {
+                return Ok(());
+            }
+            let busy = remote.busy.borrow();
+            local
+                .iter()
+                .map(|(id, _)| *id)
+                .find(|id| listed.contains(id) && !busy.contains(id))
+        };
+        let Some(id) = victim else {
+            return Ok(());
+        };
+        if !remote.marked.get() {
+            // Before the first local file goes: from now on this store cannot be read
+            // without its bucket, and an open without one must say so.
+            let (marker, name) = (marker_path(&hot.dir), remote.name.clone());
+            crate::rt::spawn_blocking(move || write_marker(&marker, &name))
+                .await
+                .map_err(Error::segment_io(
+                    shard.id,
+                    "writing the bucket marker",
+                    marker_path(&hot.dir),
+                ))?;
+            remote.marked.set(true);
+        }
+        // The files go first, then the mapping (readers holding it keep reading; a new
+        // reader meanwhile still finds it local). Claimed meanwhile, so that a reclamation
+        // waits rather than fetch the pack back under a removal still running.
+        let _claim = claim(remote, id).await;
+        let dir = hot.dir.clone();
+        crate::rt::spawn_blocking(move || super::packs::remove_on_disk(&dir, id))
+            .await
+            .map_err(Error::segment_io(
+                shard.id,
+                "removing the uploaded pack",
+                pack_path(&hot.dir, id),
+            ))?;
+        if hot.packs.borrow_mut().evict(id) {
+            bump(&remote.counters.evictions, 1);
+        }
+    }
+}
+
+/// Pack `pack` held against eviction and reclamation at once, released when dropped.
+pub(crate) struct Claim<'a> {
+    remote: &'a RemotePacks,
+    pack: u32,
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        self.remote.busy.borrow_mut().remove(&self.pack);
+    }
+}
+
+/// Claims `pack`, waiting while an eviction or a reclamation holds it.
+pub(crate) async fn claim(remote: &RemotePacks, pack: u32) -> Claim<'_> {
+    while !remote.busy.borrow_mut().insert(pack) {
+        crate::rt::sleep(Duration::from_millis(5)).await;
+    }
+    Claim { remote, pack }
+}
+
+/// The file that says a shard's packs may be only in a bucket, and which: written before the
+/// first local pack file is removed, checked by every open.
+pub(crate) fn marker_path(segments_dir: &Path) -> PathBuf {
+    segments_dir.join("BUCKET")
+}
+
+/// Writes the marker (its contents name the bucket for the error), synced. Blocking.
+fn write_marker(path: &Path, name: &str) -> std::io::Result<()> {
+    std::fs::write(path, format!("{name}\n"))?;
+    std::fs::File::open(path)?.sync_all()?;
+    sync_dir(path.parent().unwrap_or(Path::new(".")))
+}
+
+/// The bytes to upload for local pack `id` of `dir`: its records (the punched-out tail left
+/// off) and its hint, made from a scan where the hint file is missing. `None` if the pack is
+/// not there under its pack name yet, or is damaged. Blocking.
+fn upload_bytes(dir: &Path, id: u32) -> std::io::Result<Option<(Bytes, Bytes)>> {
+    let path = pack_path(dir, id);
+    let pack = match std::fs::read(&path) {
+        Ok(pack) => pack,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let hint = match std::fs::read(pack_hint_path(dir, id)) {
+        Ok(hint) => Some(hint),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e),
+    };
+    let (end, hint) = match hint.as_deref().and_then(decode_hint).map(|scan| scan.end) {
+        Some(end) => (end, hint.unwrap_or_default()),
+        None => {
+            // A segment sealed without a hint, or a damaged hint: a scan says where the
+            // records end, and becomes the hint a replica needs.
+            let scan = scan_segment(&pack, RECORD_ALIGN);
+            let Some(made) = encode_hint(&scan) else {
+                return Ok(None);
+            };
+            (scan.end, made)
+        }
+    };
+    let mut pack = pack;
+    pack.truncate(end);
+    Ok(Some((Bytes::from(pack), Bytes::from(hint))))
+}
+
+/// Fetches remote pack `pack` back into a local file, for a reclamation to read every
+/// record of it; it is mapped and local again (and evicted again once reclaimed or uploaded).
+pub(crate) async fn fetch_back(shard: &Shard, hot: &HotTier, pack: u32) -> Result<()> {
+    let Some(remote) = hot.remote.as_ref() else {
+        return Ok(());
+    };
+    if !hot.packs.borrow().is_remote(pack) {
+        return Ok(());
+    }
+    let failed = |e: RemoteError| Error::Remote {
+        shard: shard.id,
+        source: std::sync::Arc::new(e),
+    };
+    let Some(entry) = remote.entry(pack) else {
+        return Err(failed(RemoteError::NotFound {
+            path: format!("pack {pack} (not in the shard's manifest)"),
+        }));
+    };
+    let bytes = remote
+        .bucket
+        .read_pack(remote.shard, entry)
+        .result()
+        .await
+        .map_err(failed)?;
+    let hint = remote
+        .bucket
+        .read_hint(remote.shard, pack)
+        .result()
+        .await
+        .map_err(failed)?;
+    let dir = hot.dir.clone();
+    let map = crate::rt::spawn_blocking(move || write_back(&dir, pack, &bytes, &hint))
+        .await
+        .map_err(Error::segment_io(
+            shard.id,
+            "writing back the fetched pack",
+            pack_path(&hot.dir, pack),
+        ))?;
+    let disk = map.bytes().len() as u64;
+    hot.packs
+        .borrow_mut()
+        .relocalize(pack, map, disk.div_ceil(4096) * 4096);
+    bump(&remote.counters.fetched_back, 1);
+    Ok(())
+}
+
+/// Writes a fetched pack and its hint under their names in `dir` (through temporary names,
+/// synced, so a crash leaves either nothing or the whole file) and maps the pack. Blocking.
+fn write_back(dir: &Path, pack: u32, bytes: &[u8], hint: &[u8]) -> std::io::Result<MappedSegment> {
+    fn put(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+        use std::io::Write;
+        let tmp: PathBuf = path.with_extension("fetch");
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)
+    }
+    put(&pack_path(dir, pack), bytes)?;
+    put(&pack_hint_path(dir, pack), hint)?;
+    sync_dir(dir)?;
+    MappedSegment::open(pack, &pack_path(dir, pack))
+}
+
+/// Reads the records at `wanted` (key, location) from the bucket, one ranged request per
+/// pack (close ranges merged), packs in parallel; the records come back unchecked, in the
+/// order asked.
+pub(crate) async fn read_records(
+    shard: &Shard,
+    remote: &RemotePacks,
+    wanted: &[(Vec<u8>, PackLoc)],
+) -> Result<Vec<Bytes>> {
+    let mut by_pack: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
+    for (i, (_, loc)) in wanted.iter().enumerate() {
+        by_pack.entry(loc.pack).or_default().push(i);
+    }
+    let pending: Vec<_> = by_pack
+        .into_iter()
+        .map(|(pack, mut items)| {
+            items.sort_unstable_by_key(|&i| wanted[i].1.offset);
+            let ranges = items
+                .iter()
+                .map(|&i| {
+                    let loc = &wanted[i].1;
+                    let start = u64::from(loc.offset);
+                    start..start + loc.record_len() as u64
+                })
+                .collect();
+            (items, remote.bucket.read_ranges(remote.shard, pack, ranges))
+        })
+        .collect();
+    let mut out = vec![Bytes::new(); wanted.len()];
+    for (items, reading) in pending {
+        let records = reading.result().await.map_err(|e| Error::Remote {
+            shard: shard.id,
+            source: std::sync::Arc::new(e),
+        })?;
+        for (i, record) in items.into_iter().zip(records) {
+            bump(&remote.counters.reads, 1);
+            bump(&remote.counters.read_bytes, record.len() as u64);
+            out[i] = record;
+        }
+    }
+    Ok(out)
+}
