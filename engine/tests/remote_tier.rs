@@ -312,3 +312,29 @@ fn packs_go_to_a_real_garage() {
     check(&engine, &all, &[]);
     block_on(engine.close()).unwrap();
 }
+
+#[test]
+fn a_pack_a_crash_left_in_the_bucket_is_deleted_and_listed_ones_are_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, bucket_root) = (dir.path().join("store"), dir.path().join("s3"));
+    let engine = Engine::open(config(&data, dir_bucket(&bucket_root), 0)).unwrap();
+    let (all, s) = fill_and_evict(&engine, 6);
+    block_on(engine.close()).unwrap();
+    // A pack dropped, and its manifest generation published, before its delete ran.
+    let packs_dir = bucket_root.join("packs-bucket/store-a/shard-000/packs");
+    let left = packs_dir.join("00009999.pack");
+    std::fs::write(&left, b"left behind").unwrap();
+    std::fs::write(packs_dir.join("00009999.hint"), b"left behind").unwrap();
+    let engine = Engine::open(config(&data, dir_bucket(&bucket_root), 0)).unwrap();
+    let s2 = settle(&engine, |s| s.remote_deletes > 0);
+    assert_eq!(s2.remote_deletes, 1, "{s2:?}");
+    assert!(!left.exists());
+    assert!(
+        files_ending(&bucket_root, ".hint")
+            .iter()
+            .all(|h| !h.ends_with("00009999.hint"))
+    );
+    assert_eq!(files_ending(&bucket_root, ".pack").len() as u64, s.packs);
+    check(&engine, &all, &[]);
+    block_on(engine.close()).unwrap();
+}

@@ -293,6 +293,27 @@ impl PackBucket {
         })
     }
 
+    /// The numbers of the packs (or lone hints) stored for `shard`, listed or not by its
+    /// manifest, ascending: what a crash left behind shows up here.
+    pub fn list_packs(&self, shard: u32) -> Pending<Vec<u32>> {
+        let store = Arc::clone(&self.store);
+        let dir = self.shard_path(shard, "packs");
+        self.spawn("pack listing", async move {
+            let mut packs = std::collections::BTreeSet::new();
+            let mut listing = store.list(Some(&dir));
+            while let Some(meta) = listing.next().await {
+                let meta = meta?;
+                let name = meta.location.filename().unwrap_or_default();
+                let number = name
+                    .strip_suffix(".pack")
+                    .or_else(|| name.strip_suffix(".hint"))
+                    .and_then(|n| n.parse::<u32>().ok());
+                packs.extend(number);
+            }
+            Ok(packs.into_iter().collect())
+        })
+    }
+
     /// Deletes a pack and its hint (the hint first, so a reader never finds a hint without
     /// its pack). Only for packs no durable manifest generation lists any more.
     pub fn delete_pack(&self, shard: u32, pack: u32) -> Pending<()> {

@@ -92,6 +92,8 @@ pub(crate) struct RemotePacks {
     name: String,
     /// Whether the marker file exists (see [`marker_path`]).
     marked: Cell<bool>,
+    /// Whether this open has looked for packs a crash left in the bucket.
+    swept: Cell<bool>,
     pub(crate) counters: RemoteCounters,
     /// The uploader task, stopped at shutdown like compaction.
     pub(crate) task: RefCell<Option<crate::rt::Task<()>>>,
@@ -136,6 +138,7 @@ impl RemotePacks {
                 tier.bucket.prefix
             ),
             marked: Cell::new(false),
+            swept: Cell::new(false),
             counters: RemoteCounters::default(),
             task: RefCell::new(None),
             wake_tx,
@@ -215,6 +218,29 @@ async fn step(shard: &Shard, hot: &HotTier, remote: &RemotePacks) -> Result<bool
         shard: shard.id,
         source: std::sync::Arc::new(e),
     };
+    // 0. Once per open: packs in the bucket that neither the manifest nor this disk has are
+    // what a crash left (dropped before their delete came); they go the way of the others.
+    if !remote.swept.get() {
+        let stored = remote
+            .bucket
+            .list_packs(remote.shard)
+            .result()
+            .await
+            .map_err(failed)?;
+        let known: BTreeSet<u32> = remote
+            .listed()
+            .into_iter()
+            .chain(hot.packs.borrow().local().into_iter().map(|(id, _)| id))
+            .collect();
+        let now = Instant::now();
+        remote.doomed.borrow_mut().extend(
+            stored
+                .into_iter()
+                .filter(|p| !known.contains(p))
+                .map(|p| (p, now)),
+        );
+        remote.swept.set(true);
+    }
     // 1. Uploads: local packs the manifest does not list, oldest first.
     let listed: BTreeSet<u32> = remote.listed().into_iter().collect();
     let waiting: Vec<u32> = hot
@@ -231,8 +257,11 @@ async fn step(shard: &Shard, hot: &HotTier, remote: &RemotePacks) -> Result<bool
         if hot.stopping.get() {
             break;
         }
+        let Some(map) = hot.packs.borrow().map(id) else {
+            continue;
+        };
         let dir = hot.dir.clone();
-        let read = crate::rt::spawn_blocking(move || upload_bytes(&dir, id))
+        let read = crate::rt::spawn_blocking(move || upload_bytes(&dir, id, &map))
             .await
             .map_err(Error::segment_io(
                 shard.id,
@@ -412,16 +441,23 @@ fn write_marker(path: &Path, name: &str) -> std::io::Result<()> {
     sync_dir(path.parent().unwrap_or(Path::new(".")))
 }
 
-/// The bytes to upload for local pack `id` of `dir`: its records (the punched-out tail left
-/// off) and its hint, made from a scan where the hint file is missing. `None` if the pack is
-/// not there under its pack name yet, or is damaged. Blocking.
-fn upload_bytes(dir: &Path, id: u32) -> std::io::Result<Option<(Bytes, Bytes)>> {
-    let path = pack_path(dir, id);
-    let pack = match std::fs::read(&path) {
-        Ok(pack) => pack,
+/// The bytes to upload for local pack `id` of `dir`, mapped as `map`: its records (the
+/// punched-out tail left off), a slice of the mapping rather than a copy (a pack is tens of
+/// MiB, and an edge device runs several shards), and its hint, made from a scan where the
+/// hint file is missing. `None` if the file is not under its pack name yet (its rename waits
+/// for the backend's close: until then a crash replays it as a segment), or is damaged.
+/// Blocking.
+fn upload_bytes(
+    dir: &Path,
+    id: u32,
+    map: &MappedSegment,
+) -> std::io::Result<Option<(Bytes, Bytes)>> {
+    match std::fs::metadata(pack_path(dir, id)) {
+        Ok(_) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
-    };
+    }
+    let pack = map.bytes();
     let hint = match std::fs::read(pack_hint_path(dir, id)) {
         Ok(hint) => Some(hint),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
@@ -432,16 +468,18 @@ fn upload_bytes(dir: &Path, id: u32) -> std::io::Result<Option<(Bytes, Bytes)>> 
         None => {
             // A segment sealed without a hint, or a damaged hint: a scan says where the
             // records end, and becomes the hint a replica needs.
-            let scan = scan_segment(&pack, RECORD_ALIGN);
+            let scan = scan_segment(pack, RECORD_ALIGN);
             let Some(made) = encode_hint(&scan) else {
                 return Ok(None);
             };
             (scan.end, made)
         }
     };
-    let mut pack = pack;
-    pack.truncate(end);
-    Ok(Some((Bytes::from(pack), Bytes::from(hint))))
+    // Read ahead whole (`slice`): a pack written with O_DIRECT is not in the page cache, and
+    // the upload's pass over it would otherwise fault it in a page at a time.
+    Ok(map
+        .slice(0, end)
+        .map(|records| (records, Bytes::from(hint))))
 }
 
 /// Fetches remote pack `pack` back into a local file, for a reclamation to read every
