@@ -288,6 +288,19 @@ fn repo_stat_json_adds_up_and_prometheus_parses() {
     let bytes: u64 = shards.iter().map(|s| s["bytes"].as_u64().unwrap()).sum();
     assert_eq!(stat["bytes"].as_u64().unwrap(), bytes);
     assert!(stat["bloom_bytes"].as_u64().unwrap() > 0);
+    // Per tier: nothing compacted yet, so no packs and nothing in a bucket; the hot tier
+    // holds every byte.
+    let tiers = &stat["tiers"];
+    assert_eq!(tiers["hot_bytes"].as_u64().unwrap(), bytes);
+    for field in [
+        "packs",
+        "pack_live_bytes",
+        "pack_disk_bytes",
+        "remote_packs",
+        "remote_reads",
+    ] {
+        assert_eq!(tiers[field].as_u64(), Some(0), "{field}: {tiers}");
+    }
 
     let text = ok(&repo, &["repo", "stat", "--prometheus"]);
     assert!(text.contains("ipfrs_blocks 22\n"), "{text}");
@@ -298,6 +311,10 @@ fn repo_stat_json_adds_up_and_prometheus_parses() {
     }
     let human = ok(&repo, &["repo", "stat"]);
     assert!(human.contains("blocks     22"), "{human}");
+    assert!(
+        human.contains("packs      0 (0 only in the bucket)"),
+        "{human}"
+    );
 }
 
 #[test]

@@ -47,6 +47,18 @@ pub struct Tiers {
     pub hot_index_bytes: u64,
     /// Damaged hot records found since open (recovery counts those on disk).
     pub corrupt_records: u64,
+    /// Packs (sealed segments the index points into), local or only in the bucket.
+    pub packs: u64,
+    /// Block bytes in packs that the index still points at (live).
+    pub pack_live_bytes: u64,
+    /// Disk the local pack files take (live and dead records).
+    pub pack_disk_bytes: u64,
+    /// Packs whose only copy is in the pack bucket (`[remote]`).
+    pub remote_packs: u64,
+    /// Pack bytes uploaded to the bucket since open.
+    pub remote_upload_bytes: u64,
+    /// Records read from the bucket since open.
+    pub remote_reads: u64,
 }
 
 /// The store's figures. Cache and bloom counters count since the store was opened, i.e. in
@@ -117,6 +129,12 @@ impl RepoStat {
                 hot_disk_bytes: stats.hot_disk_bytes,
                 hot_index_bytes: stats.hot_index_bytes,
                 corrupt_records: stats.corrupt_records,
+                packs: stats.packs,
+                pack_live_bytes: stats.pack_live_bytes,
+                pack_disk_bytes: stats.pack_disk_bytes,
+                remote_packs: stats.remote_packs,
+                remote_upload_bytes: stats.remote_upload_bytes,
+                remote_reads: stats.remote_reads,
             },
             io_driver: stats.io_driver.name().to_string(),
             shards,
@@ -131,7 +149,7 @@ impl Report for RepoStat {
             .map_or("no reads yet".to_string(), |r| format!("{:.1}%", r * 100.0));
         let t = &self.tiers;
         let mut out = format!(
-            "repo       {}\nio driver  {}\nblocks     {}\nbytes      {}\nhot        {} blocks, {} ({} of segments on disk, index {}), {} corrupt records\ncold       {}\ncache      hit rate {rate} ({} hits, {} misses since open), {} held\nbloom      {} in {} filters, {} negatives since open\n\n",
+            "repo       {}\nio driver  {}\nblocks     {}\nbytes      {}\nhot        {} blocks, {} ({} of segments on disk, index {}), {} corrupt records\ncold       {}\npacks      {} ({} only in the bucket), {} live, {} of local pack files\nbucket     {} uploaded, {} records read since open\ncache      hit rate {rate} ({} hits, {} misses since open), {} held\nbloom      {} in {} filters, {} negatives since open\n\n",
             self.repo.display(),
             self.io_driver,
             self.blocks,
@@ -142,6 +160,12 @@ impl Report for RepoStat {
             output::bytes(t.hot_index_bytes),
             t.corrupt_records,
             output::bytes(t.cold_bytes),
+            t.packs,
+            t.remote_packs,
+            output::bytes(t.pack_live_bytes),
+            output::bytes(t.pack_disk_bytes),
+            output::bytes(t.remote_upload_bytes),
+            t.remote_reads,
             self.cache_hits,
             self.cache_misses,
             output::bytes(self.cache_bytes),
