@@ -338,3 +338,46 @@ fn a_pack_a_crash_left_in_the_bucket_is_deleted_and_listed_ones_are_not() {
     check(&engine, &all, &[]);
     block_on(engine.close()).unwrap();
 }
+
+#[test]
+fn deleted_blocks_are_listed_dead_in_the_manifest_for_replicas() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, bucket_root) = (dir.path().join("store"), dir.path().join("s3"));
+    let engine = Engine::open(config(&data, dir_bucket(&bucket_root), 0)).unwrap();
+    let (all, _) = fill_and_evict(&engine, 7);
+    // A few deletes: far from enough for any pack to be reclaimed.
+    let gone: Vec<_> = all.iter().step_by(30).map(|b| *b.cid()).collect();
+    block_on(engine.delete_many(&gone)).unwrap();
+    let bucket = ipfrs_remote::PackBucket::open(&dir_bucket(&bucket_root)).unwrap();
+    let dead = |bucket: &ipfrs_remote::PackBucket| -> usize {
+        (0..2)
+            .map(|shard| {
+                bucket
+                    .latest_manifest(shard)
+                    .wait()
+                    .unwrap()
+                    .map_or(0, |m| m.dead.len())
+            })
+            .sum()
+    };
+    let start = Instant::now();
+    while dead(&bucket) < gone.len() && start.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        dead(&bucket),
+        gone.len(),
+        "one dead record per deleted block"
+    );
+    block_on(engine.close()).unwrap();
+    // Reopened, the list is kept: the next generation still names them.
+    let engine = Engine::open(config(&data, dir_bucket(&bucket_root), 0)).unwrap();
+    let more = [*all[1].cid()];
+    block_on(engine.delete_many(&more)).unwrap();
+    let start = Instant::now();
+    while dead(&bucket) < gone.len() + 1 && start.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(dead(&bucket), gone.len() + 1);
+    block_on(engine.close()).unwrap();
+}

@@ -161,6 +161,7 @@ fn main() {
             shard: 0,
             generation: 1,
             packs: entries,
+            dead: Vec::new(),
         })
         .wait()
         .expect("publish");

@@ -3,8 +3,10 @@
 //! ```text
 //! <prefix>/shard-NNN/manifests/GGGGGGGGGGGGGGGG    generation G, written once, create-only
 //!
-//! magic "IPFman01" | shard u32 | generation u64 | count u32 | entries | xxh3-64 of all before
-//! entry: pack u32 | pack_len u64 | pack_xxh3 u64 | hint_len u32                       (LE)
+//! magic "IPFman02" | shard u32 | generation u64 | count u32 | entries
+//!                  | dead_count u32 | dead entries | xxh3-64 of all before             (LE)
+//! entry: pack u32 | pack_len u64 | pack_xxh3 u64 | hint_len u32
+//! dead:  pack u32 | offset u32   (a record of a listed pack that is no longer live)
 //! ```
 //! Why: an object store has no rename and no append, so the list of live packs cannot be one
 //! object updated in place. Each change is a new generation written create-only; the highest
@@ -12,14 +14,19 @@
 //! it is durable (and a grace period has passed for readers of the older one). The digest of
 //! each pack lets a replica or `verify` check a downloaded pack as a whole; each record in it
 //! still checks itself.
+//!
+//! The dead records are what a pack's hint cannot say: a block deleted (or moved) after its
+//! pack was sealed. A replica that builds its index from the hints skips them, so it does not
+//! serve a block the writer deleted; a pack's dead records leave the list with the pack.
 
 use xxhash_rust::xxh3::xxh3_64;
 
 use crate::error::{RemoteError, Result};
 
-const MAGIC: &[u8; 8] = b"IPFman01";
+const MAGIC: &[u8; 8] = b"IPFman02";
 const HEADER_LEN: usize = 8 + 4 + 8 + 4;
 const ENTRY_LEN: usize = 4 + 8 + 8 + 4;
+const DEAD_LEN: usize = 4 + 4;
 
 /// One pack as a manifest lists it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,12 +50,17 @@ pub struct Manifest {
     pub generation: u64,
     /// The live packs, ascending by number, each once.
     pub packs: Vec<PackEntry>,
+    /// Records of listed packs that are no longer live, as (pack, offset), ascending, each
+    /// once.
+    pub dead: Vec<(u32, u32)>,
 }
 
 impl Manifest {
     /// The manifest's bytes.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(HEADER_LEN + self.packs.len() * ENTRY_LEN + 8);
+        let mut out = Vec::with_capacity(
+            HEADER_LEN + self.packs.len() * ENTRY_LEN + 4 + self.dead.len() * DEAD_LEN + 8,
+        );
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&self.shard.to_le_bytes());
         out.extend_from_slice(&self.generation.to_le_bytes());
@@ -59,6 +71,12 @@ impl Manifest {
             out.extend_from_slice(&p.pack_len.to_le_bytes());
             out.extend_from_slice(&p.pack_xxh3.to_le_bytes());
             out.extend_from_slice(&p.hint_len.to_le_bytes());
+        }
+        let dead = u32::try_from(self.dead.len()).unwrap_or(u32::MAX);
+        out.extend_from_slice(&dead.to_le_bytes());
+        for (pack, offset) in &self.dead {
+            out.extend_from_slice(&pack.to_le_bytes());
+            out.extend_from_slice(&offset.to_le_bytes());
         }
         let sum = xxh3_64(&out);
         out.extend_from_slice(&sum.to_le_bytes());
@@ -72,7 +90,7 @@ impl Manifest {
             path: path.to_owned(),
             reason: reason.to_owned(),
         };
-        if bytes.len() < HEADER_LEN + 8 || &bytes[..8] != MAGIC {
+        if bytes.len() < HEADER_LEN + 4 + 8 || &bytes[..8] != MAGIC {
             return Err(damaged("not a manifest (magic or length)"));
         }
         let (body, sum) = bytes.split_at(bytes.len() - 8);
@@ -82,8 +100,22 @@ impl Manifest {
         let u32_at = |at: usize| u32::from_le_bytes(body[at..at + 4].try_into().unwrap_or([0; 4]));
         let u64_at = |at: usize| u64::from_le_bytes(body[at..at + 8].try_into().unwrap_or([0; 8]));
         let count = u32_at(20) as usize;
-        if body.len() != HEADER_LEN + count * ENTRY_LEN {
+        let dead_at = HEADER_LEN + count * ENTRY_LEN;
+        if body.len() < dead_at + 4 {
             return Err(damaged("length does not match the pack count"));
+        }
+        let dead_count = u32_at(dead_at) as usize;
+        if body.len() != dead_at + 4 + dead_count * DEAD_LEN {
+            return Err(damaged("length does not match the counts"));
+        }
+        let dead: Vec<(u32, u32)> = (0..dead_count)
+            .map(|i| {
+                let at = dead_at + 4 + i * DEAD_LEN;
+                (u32_at(at), u32_at(at + 4))
+            })
+            .collect();
+        if dead.windows(2).any(|w| w[0] >= w[1]) {
+            return Err(damaged("dead records not in ascending order"));
         }
         let packs: Vec<PackEntry> = (0..count)
             .map(|i| {
@@ -103,6 +135,7 @@ impl Manifest {
             shard: u32_at(8),
             generation: u64_at(12),
             packs,
+            dead,
         })
     }
 }
@@ -125,6 +158,7 @@ mod tests {
                     hint_len: 4096 + i,
                 })
                 .collect(),
+            dead: vec![(1, 0), (1, 4096), (3, 128)],
         }
     }
 
@@ -136,6 +170,7 @@ mod tests {
             shard: 0,
             generation: 0,
             packs: vec![],
+            dead: vec![],
         };
         assert_eq!(Manifest::decode("m", &empty.encode()).unwrap(), empty);
     }
@@ -168,5 +203,13 @@ mod tests {
         m.packs.swap(1, 2);
         let err = Manifest::decode("m", &m.encode()).unwrap_err();
         assert!(err.to_string().contains("ascending"), "{err}");
+    }
+
+    #[test]
+    fn dead_records_out_of_order_are_refused() {
+        let mut m = sample();
+        m.dead.swap(0, 1);
+        let err = Manifest::decode("m", &m.encode()).unwrap_err();
+        assert!(err.to_string().contains("dead records"), "{err}");
     }
 }

@@ -141,6 +141,7 @@ fn manifests_are_create_only_and_the_newest_generation_wins() {
             shard: 4,
             generation,
             packs: (1..=generation as u32).map(entry).collect(),
+            dead: Vec::new(),
         };
         bucket.publish(&m).wait().unwrap();
         generations.push(m);
@@ -162,12 +163,14 @@ fn a_damaged_or_misfiled_newest_manifest_is_an_error_not_an_older_one() {
         shard: 1,
         generation: 1,
         packs: vec![],
+        dead: Vec::new(),
     };
     bucket.publish(&m).wait().unwrap();
     let mut bytes = Manifest {
         shard: 1,
         generation: 2,
         packs: vec![],
+        dead: Vec::new(),
     }
     .encode();
     bytes[9] ^= 4;
@@ -194,6 +197,7 @@ fn a_damaged_or_misfiled_newest_manifest_is_an_error_not_an_older_one() {
             shard: 1,
             generation: 4,
             packs: vec![],
+            dead: Vec::new(),
         }
         .encode(),
     );

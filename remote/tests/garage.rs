@@ -81,11 +81,13 @@ fn packs_and_manifests_on_one_garage_node() {
         shard: 0,
         generation: 1,
         packs: entries[..1].to_vec(),
+        dead: Vec::new(),
     };
     let second = Manifest {
         shard: 0,
         generation: 2,
         packs: entries.clone(),
+        dead: Vec::new(),
     };
     bucket.publish(&first).wait().unwrap();
     bucket.publish(&second).wait().unwrap();
@@ -182,6 +184,7 @@ fn a_three_node_cluster_keeps_serving_and_taking_packs_with_a_node_down() {
             shard: 2,
             generation: 1,
             packs: packs.iter().map(|(e, _)| *e).collect(),
+            dead: Vec::new(),
         })
         .wait()
         .unwrap();
@@ -203,6 +206,7 @@ fn a_three_node_cluster_keeps_serving_and_taking_packs_with_a_node_down() {
             shard: 2,
             generation: 2,
             packs: listed.clone(),
+            dead: Vec::new(),
         })
         .wait()
         .unwrap();

@@ -267,6 +267,15 @@ fn settle_recovery(
     if recovery.tombstoned.is_empty() {
         return Ok(());
     }
+    // Where those blocks lay in packs is asked first: the bucket's manifest must list those
+    // records as dead (a crash may have come before it did).
+    if let Some(remote) = &recovery.tier.remote {
+        for key in &recovery.tombstoned {
+            if let Ok(Some((_, Some(loc)))) = crate::cold_index::locate(backend, key) {
+                remote.record_dead(&loc);
+            }
+        }
+    }
     let redo = backend
         .delete_batch(&recovery.tombstoned)
         .and_then(|()| backend.flush());

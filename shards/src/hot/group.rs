@@ -197,12 +197,18 @@ async fn commit_hot(shard: &Shard, hot: &HotTier, ops: Vec<Pending>) -> Result<V
         for key in &plan.cold_deletes {
             if let Some(Some((len, Some(loc)))) = cold.get(key) {
                 packs.release(loc.pack, *len);
+                if let Some(remote) = &hot.remote {
+                    remote.record_dead(loc);
+                }
                 released = true;
             }
         }
     }
     if released {
         let _ = hot.wake_tx.try_send(());
+        if let Some(remote) = &hot.remote {
+            remote.wake();
+        }
     }
     apply(shard, hot, plan.records, &appended);
     apply_delta(&shard.counters.blocks, plan.blocks_delta);

@@ -86,6 +86,10 @@ pub(crate) struct RemotePacks {
     grace: Duration,
     /// Packs no longer listed, deleted from the bucket once their time comes.
     doomed: RefCell<Vec<(u32, Instant)>>,
+    /// Records of packs (listed or not yet) whose blocks were deleted since the pack was
+    /// sealed, as (pack, offset): the manifest lists those of listed packs, so that a replica
+    /// building its index from the hints does not serve them.
+    dead: RefCell<BTreeSet<(u32, u32)>>,
     /// Packs being reclaimed: not evicted meanwhile (the reclamation reads their files).
     pub(crate) busy: RefCell<HashSet<u32>>,
     /// The bucket and prefix, as the marker names them.
@@ -121,9 +125,12 @@ impl RemotePacks {
                 shard: id,
                 generation: 0,
                 packs: Vec::new(),
+                dead: Vec::new(),
             });
         let (wake_tx, wake_rx) = flume::bounded(1);
+        let dead = manifest.dead.iter().copied().collect();
         Ok(RemotePacks {
+            dead: RefCell::new(dead),
             bucket,
             shard: id,
             manifest: RefCell::new(manifest),
@@ -164,6 +171,12 @@ impl RemotePacks {
             .iter()
             .find(|e| e.pack == pack)
             .copied()
+    }
+
+    /// Notes that the record at `loc` is no longer live (its block was deleted), for the next
+    /// manifest generation.
+    pub(crate) fn record_dead(&self, loc: &PackLoc) {
+        self.dead.borrow_mut().insert((loc.pack, loc.offset));
     }
 
     /// Asks the uploader to look again (a pack was made or dropped).
@@ -301,11 +314,22 @@ async fn step(shard: &Shard, hot: &HotTier, remote: &RemotePacks) -> Result<bool
         .filter(|p| !live.contains(p))
         .collect();
     let next: Vec<PackEntry> = std::mem::take(&mut packs).into_values().collect();
-    if next != old.packs {
+    let dead: Vec<(u32, u32)> = {
+        let mut dead = remote.dead.borrow_mut();
+        // A pack gone takes its dead records with it.
+        dead.retain(|(pack, _)| live.contains(pack));
+        let listed: BTreeSet<u32> = next.iter().map(|e| e.pack).collect();
+        dead.iter()
+            .filter(|(pack, _)| listed.contains(pack))
+            .copied()
+            .collect()
+    };
+    if next != old.packs || dead != old.dead {
         let manifest = Manifest {
             shard: remote.shard,
             generation: old.generation + 1,
             packs: next,
+            dead,
         };
         remote
             .bucket
