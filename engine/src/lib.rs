@@ -40,6 +40,7 @@ mod error;
 mod metadata;
 mod metrics;
 mod migrate;
+mod replica;
 mod repair;
 mod service;
 mod stats;
@@ -69,6 +70,7 @@ pub use metadata::{
 };
 pub use metrics::{MetricsSnapshot, Op, OpSnapshot};
 pub use migrate::{MigrateReport, ShardMigration, ShardOutcome, migrate};
+pub use replica::{Refreshed, Replica, ReplicaError, ReplicaResult};
 pub use repair::{ShardRepair, repair_cold};
 pub use stats::Stats;
 pub use store::{BlockStore, CidPage, CidStream, Cursor};

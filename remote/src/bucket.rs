@@ -243,6 +243,25 @@ impl PackBucket {
         })
     }
 
+    /// The shards that have objects under the prefix (a `shard-NNN/` folder), ascending: what
+    /// a replica, which has no local files to count them from, reads. One listing request
+    /// (with a delimiter, so it costs a page per thousand shards, not one per object).
+    pub fn shards(&self) -> Pending<Vec<u32>> {
+        let store = Arc::clone(&self.store);
+        let root = self.root_path();
+        self.spawn("shard listing", async move {
+            let listing = store.list_with_delimiter(Some(&root)).await?;
+            let mut shards: Vec<u32> = listing
+                .common_prefixes
+                .iter()
+                // Folders not named shard-NNN are not a store's: skipped, not an error.
+                .filter_map(|dir| dir.filename()?.strip_prefix("shard-")?.parse().ok())
+                .collect();
+            shards.sort_unstable();
+            Ok(shards)
+        })
+    }
+
     /// The byte ranges `ranges` of a pack, in the order asked (close ranges are fetched in one
     /// request).
     pub fn read_ranges(
