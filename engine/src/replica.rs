@@ -22,6 +22,9 @@
 //! Known limits:
 //! - The replica sees what is uploaded: blocks still in the primary's hot segments, and
 //!   packs not yet listed in a manifest, are absent until a later [`Replica::refresh`].
+//! - A primary that reclaims a pack rewrites its live records into its hot tier, and its
+//!   manifest drops the pack at once: those blocks are absent from a replica that refreshes
+//!   then, until the segment they went to is sealed and uploaded.
 //! - A delete whose tombstone is not in any uploaded pack (it was written to the primary's
 //!   hot tier and its segment was never packed and uploaded) is not seen: the replica keeps
 //!   serving the block until the pack holding it is rewritten and leaves the manifest.
