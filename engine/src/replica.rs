@@ -46,6 +46,11 @@ use ipfrs_tiering::segment::{
     Alignment, HotIndex, Loc, Recovered, SegmentScan, replay, scan_segment,
 };
 
+/// Packs read at once, by a batched read or by indexing (hints): a bound on the sockets and
+/// buffers one call holds, not a tuned figure (Garage on loopback is saturated by 8 requests
+/// in flight, `ipfrs-remote`'s bucket_bench).
+pub const READS_IN_FLIGHT: usize = 32;
+
 /// An error of a [`Replica`]. Separate from the engine's [`crate::Error`]: a replica has no
 /// shards, disk or backend to fail, so a caller matches only what can happen here.
 #[derive(Debug, thiserror::Error)]
@@ -297,22 +302,28 @@ impl Replica {
     /// Replays `packs` (ascending) of `shard` from their hints, or from the packs themselves
     /// where a hint does not decode.
     fn index_packs(&self, shard: u32, packs: &[PackEntry]) -> ReplicaResult<Recovered> {
-        let pending: Vec<Pending<Bytes>> = packs
-            .iter()
-            .map(|p| self.bucket.read_hint(shard, p.pack))
-            .collect();
         let mut sources = Vec::with_capacity(packs.len());
-        for (entry, hint) in packs.iter().zip(pending) {
-            let source = match hint.wait() {
-                Ok(hint) if decode_hint(&hint).is_some() => Source::Hint(hint),
-                // A pack sealed without a hint, or a hint damaged in the bucket: the pack's
-                // own records say the same, at the cost of reading it whole.
-                Ok(_) | Err(RemoteError::NotFound { .. }) => {
-                    Source::Pack(self.bucket.read_pack(shard, *entry).wait()?)
-                }
-                Err(e) => return Err(e.into()),
-            };
-            sources.push((entry.pack, source));
+        for window in packs.chunks(READS_IN_FLIGHT) {
+            let pending: Vec<Pending<Bytes>> = window
+                .iter()
+                .map(|p| self.bucket.read_hint(shard, p.pack))
+                .collect();
+            for (entry, hint) in window.iter().zip(pending) {
+                let sound = |hint: &Bytes| {
+                    decode_hint(hint).is_some_and(|scan| scan.end as u64 <= entry.pack_len)
+                };
+                let source = match hint.wait() {
+                    Ok(hint) if sound(&hint) => Source::Hint(hint),
+                    // A pack sealed without a hint, or a hint damaged in the bucket (or one
+                    // whose records run past its pack): the pack's own records say the same,
+                    // at the cost of reading it whole.
+                    Ok(_) | Err(RemoteError::NotFound { .. }) => {
+                        Source::Pack(self.bucket.read_pack(shard, *entry).wait()?)
+                    }
+                    Err(e) => return Err(e.into()),
+                };
+                sources.push((entry.pack, source));
+            }
         }
         let scans: Vec<(u32, SegmentScan<'_>)> = sources
             .iter()
@@ -336,8 +347,8 @@ impl Replica {
     }
 
     /// The blocks' bytes, in input order. The records are grouped by pack and sorted by
-    /// offset: one ranged request per pack (the object store joins close ranges), all packs'
-    /// requests in flight at once. Absent blocks cost no request.
+    /// offset: one ranged request per pack (the object store joins close ranges), up to
+    /// [`READS_IN_FLIGHT`] packs' requests in flight at once. Absent blocks cost no request.
     ///
     /// # Errors
     /// As [`Replica::get`]: the first failure fails the whole call.
@@ -360,22 +371,43 @@ impl Replica {
                 }
             }
         });
-        let requests: Vec<_> = wanted
-            .into_iter()
-            .map(|((shard, pack), mut records)| {
-                records.sort_unstable_by_key(|w| w.loc.offset);
-                let ranges = records
-                    .iter()
-                    .map(|w| {
-                        let start = u64::from(w.loc.offset);
-                        start..start + w.loc.record_len() as u64
-                    })
-                    .collect();
-                let reply = self.bucket.read_ranges(shard, pack, ranges);
-                (shard, pack, records, reply)
-            })
-            .collect();
-        for (shard, pack, records, reply) in requests {
+        let mut groups = wanted.into_iter().peekable();
+        while groups.peek().is_some() {
+            let window: Vec<_> = groups
+                .by_ref()
+                .take(READS_IN_FLIGHT)
+                .map(|((shard, pack), mut records)| {
+                    records.sort_unstable_by_key(|w| w.loc.offset);
+                    let ranges = records
+                        .iter()
+                        .map(|w| {
+                            let start = u64::from(w.loc.offset);
+                            start..start + w.loc.record_len() as u64
+                        })
+                        .collect();
+                    let reply = self.bucket.read_ranges(shard, pack, ranges);
+                    PackRead {
+                        shard,
+                        pack,
+                        records,
+                        reply,
+                    }
+                })
+                .collect();
+            self.serve(window, &mut out).await?;
+        }
+        Ok(out)
+    }
+
+    /// Waits for a window of ranged reads and checks every record before it goes in `out`.
+    async fn serve(&self, window: Vec<PackRead>, out: &mut [Option<Bytes>]) -> ReplicaResult<()> {
+        for PackRead {
+            shard,
+            pack,
+            records,
+            reply,
+        } in window
+        {
             let bytes = reply.result().await?;
             for (Wanted { loc, at, key }, record) in records.into_iter().zip(bytes) {
                 let data = Fetched::Record(record).into_data(&key).map_err(|e| {
@@ -394,7 +426,7 @@ impl Replica {
                 out[at] = Some(data);
             }
         }
-        Ok(out)
+        Ok(())
     }
 
     /// Whether an indexed pack holds the block. Answered from the index alone: never a
@@ -455,6 +487,15 @@ struct Wanted {
     /// Where its block goes in the answer.
     at: usize,
     key: Vec<u8>,
+}
+
+/// One pack's ranged read of a batch, in flight.
+struct PackRead {
+    shard: u32,
+    pack: u32,
+    /// The records asked for, by offset: the order of the ranges.
+    records: Vec<Wanted>,
+    reply: Pending<Vec<Bytes>>,
 }
 
 /// What a pack's records are read from at indexing.
