@@ -91,6 +91,8 @@ fn make_store(dir: &Path) -> Written {
 struct Uploaded {
     entry: PackEntry,
     hint: Vec<u8>,
+    /// Uploaded without a hint: the replica reads the pack whole to index it.
+    hintless: bool,
 }
 
 /// Uploads every pack of every shard of the store at `dir` with its hint; by shard, ascending.
@@ -118,11 +120,16 @@ fn upload_packs(bucket: &PackBucket, dir: &Path) -> BTreeMap<u32, Vec<Uploaded>>
                 }
                 Err(e) => panic!("{}: {e}", path.display()),
             };
+            let hintless = uploaded_hint.is_empty();
             let entry = bucket
                 .upload_pack(shard, id, bytes, Bytes::from(uploaded_hint))
                 .wait()
                 .unwrap();
-            uploaded.push(Uploaded { entry, hint });
+            uploaded.push(Uploaded {
+                entry,
+                hint,
+                hintless,
+            });
         }
         out.insert(shard, uploaded);
     }
@@ -363,8 +370,19 @@ fn a_replica_serves_every_uploaded_block_and_absent_ones_cost_no_request() {
     );
 
     // Opened from another bucket handle: the replica never sees the store's directory.
+    // Opening costs one listing of the shards, a listing and a read of each shard's newest
+    // manifest, and one read per pack (its hint, or the pack itself where it has none).
+    let shards = uploaded.len() as u64;
+    let packs = uploaded.values().flatten().count() as u64;
+    let hintless = uploaded.values().flatten().filter(|u| u.hintless).count() as u64;
+    let before = store.requests();
     let replica =
         Replica::open_with_bucket(PackBucket::with_store(store.clone(), PREFIX).unwrap()).unwrap();
+    assert_eq!(store.requests() - before, 1 + 2 * shards + packs + hintless);
+    // A refresh with nothing new reads the manifests only.
+    let before = store.requests();
+    assert_eq!(replica.refresh().unwrap(), Refreshed::default());
+    assert_eq!(store.requests() - before, 1 + 2 * shards);
     for cid in &deleted_in_packs {
         assert!(!replica.has(cid), "{cid} was deleted");
     }
@@ -680,7 +698,11 @@ fn bucket_model(bucket: &PackBucket) -> (HashSet<Vec<u8>>, HashSet<Vec<u8>>, usi
                 let pack = bucket.read_pack(shard, entry).wait().unwrap();
                 encode_hint(&scan_segment(&pack, Alignment::WORD)).unwrap()
             };
-            listed.push(Uploaded { entry, hint });
+            listed.push(Uploaded {
+                entry,
+                hint,
+                hintless: false,
+            });
         }
     }
     let (live, tombstoned) = live_keys(&listed);
