@@ -22,12 +22,13 @@
 //! Known limits:
 //! - The replica sees what is uploaded: blocks still in the primary's hot segments, and
 //!   packs not yet listed in a manifest, are absent until a later [`Replica::refresh`].
-//! - A primary that reclaims a pack rewrites its live records into its hot tier, and its
-//!   manifest drops the pack at once: those blocks are absent from a replica that refreshes
-//!   then, until the segment they went to is sealed and uploaded.
-//! - A delete whose tombstone is not in any uploaded pack (it was written to the primary's
-//!   hot tier and its segment was never packed and uploaded) is not seen: the replica keeps
-//!   serving the block until the pack holding it is rewritten and leaves the manifest.
+//! - A primary that reclaims a pack rewrites its live records into its hot tier; it keeps the
+//!   pack listed until the segment they went to is packed and uploaded, so a replica serves
+//!   them from the old pack meanwhile. A block deleted after that rewrite (its hot copy
+//!   tombstoned) is still served from the old pack until the pack leaves the manifest.
+//! - Deletes reach the replica through the manifest's dead records (the primary lists each
+//!   deleted block's record with its next generation); a delete the primary acknowledged
+//!   but has not published yet is seen after the next generation and a refresh.
 //! - A pack deleted from the bucket after it left the manifest (past the primary's grace
 //!   period) fails reads of a replica that has not refreshed since with
 //!   [`ReplicaError::Remote`] (not found), never with other bytes.
@@ -166,6 +167,9 @@ struct ShardIndex {
     packs: Vec<PackEntry>,
     /// Key fingerprint -> record, with the pack number in `Loc::segment`.
     index: HotIndex,
+    /// The manifest's dead records (pack, offset): blocks the writer deleted after their
+    /// pack was sealed, which the hints still list. A key whose record is here is absent.
+    dead: std::collections::HashSet<(u32, u32)>,
 }
 
 impl Replica {
@@ -247,6 +251,7 @@ impl Replica {
                 generation: manifest.generation,
                 packs: manifest.packs,
                 index,
+                dead: manifest.dead.iter().copied().collect(),
             };
             self.write_shards(|shards| {
                 let at = shards.partition_point(|s| s.shard < shard);
@@ -254,7 +259,18 @@ impl Replica {
             });
             return Ok(());
         };
+        // The dead records change without the packs changing (a delete).
+        let dead: std::collections::HashSet<(u32, u32)> = manifest.dead.iter().copied().collect();
         if generation == manifest.generation && packs == manifest.packs {
+            return Ok(());
+        }
+        if packs == manifest.packs {
+            self.write_shards(|shards| {
+                if let Some(s) = shards.iter_mut().find(|s| s.shard == shard) {
+                    s.dead = dead;
+                    s.generation = manifest.generation;
+                }
+            });
             return Ok(());
         }
         // An entry that changed under the same pack number counts as dropped and added.
@@ -283,6 +299,7 @@ impl Replica {
                     }
                     s.generation = manifest.generation;
                     s.packs = manifest.packs;
+                    s.dead = dead;
                 }
             });
         } else {
@@ -293,6 +310,7 @@ impl Replica {
                     s.index = index;
                     s.generation = manifest.generation;
                     s.packs = manifest.packs;
+                    s.dead = dead;
                 }
             });
         }
@@ -447,7 +465,19 @@ impl Replica {
 
     /// How many blocks the replica serves.
     pub fn block_count(&self) -> u64 {
-        self.read_shards(|s| s.iter().map(|s| s.index.len() as u64).sum())
+        self.read_shards(|s| {
+            s.iter()
+                .map(|s| {
+                    // Each dead record is the last record of at most one indexed key.
+                    let dead = s
+                        .index
+                        .iter()
+                        .filter(|(_, loc)| s.dead.contains(&(loc.segment, loc.offset)))
+                        .count();
+                    (s.index.len() - dead) as u64
+                })
+                .sum()
+        })
     }
 
     /// The bytes the index's tables hold now (slots of
@@ -476,9 +506,12 @@ impl Replica {
 
 /// Where a key's record is: its shard and location.
 fn locate(shards: &[ShardIndex], key: &[u8]) -> Option<(u32, Loc)> {
-    shards
-        .iter()
-        .find_map(|s| s.index.get(key).map(|loc| (s.shard, loc)))
+    shards.iter().find_map(|s| {
+        s.index
+            .get(key)
+            .filter(|loc| !s.dead.contains(&(loc.segment, loc.offset)))
+            .map(|loc| (s.shard, loc))
+    })
 }
 
 /// A record a batched read fetches.

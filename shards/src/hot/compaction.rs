@@ -437,7 +437,14 @@ async fn reclaim_pack(shard: &Rc<Shard>, hot: &HotTier, pack: u32) -> Result<()>
         Some(remote) => Some(crate::hot::remote::claim(remote, pack).await),
         None => None,
     };
-    crate::hot::remote::fetch_back(shard, hot, pack).await?;
+    if hot.packs.borrow().is_remote(pack) {
+        // Its hint says what it holds: a pack nothing points into any more (one a crash
+        // left listed, or emptied by deletes) is dropped without fetching it back.
+        if !crate::hot::remote::any_live(shard, hot, pack).await? {
+            return submit(shard, Pending::DropPack { pack }).await;
+        }
+        crate::hot::remote::fetch_back(shard, hot, pack).await?;
+    }
     let Some(map) = hot.packs.borrow().map(pack) else {
         return Ok(());
     };

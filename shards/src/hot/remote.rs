@@ -90,6 +90,9 @@ pub(crate) struct RemotePacks {
     /// sealed, as (pack, offset): the manifest lists those of listed packs, so that a replica
     /// building its index from the hints does not serve them.
     dead: RefCell<BTreeSet<(u32, u32)>>,
+    /// Reclaimed packs still listed, and the segment that was active when each was dropped
+    /// (see [`still_retiring`]).
+    retiring: RefCell<Vec<(u32, u32)>>,
     /// Packs being reclaimed: not evicted meanwhile (the reclamation reads their files).
     pub(crate) busy: RefCell<HashSet<u32>>,
     /// The bucket and prefix, as the marker names them.
@@ -131,6 +134,7 @@ impl RemotePacks {
         let dead = manifest.dead.iter().copied().collect();
         Ok(RemotePacks {
             dead: RefCell::new(dead),
+            retiring: RefCell::default(),
             bucket,
             shard: id,
             manifest: RefCell::new(manifest),
@@ -177,6 +181,15 @@ impl RemotePacks {
     /// manifest generation.
     pub(crate) fn record_dead(&self, loc: &PackLoc) {
         self.dead.borrow_mut().insert((loc.pack, loc.offset));
+    }
+
+    /// Pack `pack` was reclaimed while segment `active` took the records rewritten out of
+    /// it: if listed, it stays listed until those are uploaded.
+    pub(crate) fn retire(&self, pack: u32, active: u32) {
+        if self.entry(pack).is_some() {
+            self.retiring.borrow_mut().push((pack, active));
+        }
+        self.wake();
     }
 
     /// Asks the uploader to look again (a pack was made or dropped).
@@ -298,7 +311,9 @@ async fn step(shard: &Shard, hot: &HotTier, remote: &RemotePacks) -> Result<bool
         uploaded.push(entry);
     }
     // 2. A new generation when the live set changed: new uploads in, dropped packs out.
-    let live: BTreeSet<u32> = hot.packs.borrow().ids().into_iter().collect();
+    let mut live: BTreeSet<u32> = hot.packs.borrow().ids().into_iter().collect();
+    // Reclaimed packs stay listed until what was rewritten out of them is in the bucket.
+    live.extend(still_retiring(hot, remote));
     let old = remote.manifest.borrow().clone();
     let mut packs: BTreeMap<u32, PackEntry> = old
         .packs
@@ -375,6 +390,28 @@ async fn step(shard: &Shard, hot: &HotTier, remote: &RemotePacks) -> Result<bool
         bump(&remote.counters.deletes, 1);
     }
     Ok(more)
+}
+
+/// The reclaimed packs that must stay listed: their live records were rewritten into the hot
+/// tier, in segments up to the one active when the pack was dropped, and until each of
+/// those segments is sealed, packed and uploaded (or removed, nothing in it live), a replica
+/// finds those blocks only in the old pack. Those released are forgotten.
+fn still_retiring(hot: &HotTier, remote: &RemotePacks) -> Vec<u32> {
+    let oldest_hot = hot.segments.borrow().keys().next().copied();
+    let listed: BTreeSet<u32> = remote.listed().into_iter().collect();
+    let oldest_unlisted = hot
+        .packs
+        .borrow()
+        .local()
+        .into_iter()
+        .map(|(id, _)| id)
+        .find(|id| !listed.contains(id));
+    let pending = |upto: u32| {
+        oldest_hot.is_some_and(|id| id <= upto) || oldest_unlisted.is_some_and(|id| id <= upto)
+    };
+    let mut retiring = remote.retiring.borrow_mut();
+    retiring.retain(|&(_, upto)| pending(upto));
+    retiring.iter().map(|&(pack, _)| pack).collect()
 }
 
 /// Removes the local files of listed packs, oldest first, while those take more than the
@@ -550,6 +587,45 @@ pub(crate) async fn fetch_back(shard: &Shard, hot: &HotTier, pack: u32) -> Resul
         .relocalize(pack, map, disk.div_ceil(4096) * 4096);
     bump(&remote.counters.fetched_back, 1);
     Ok(())
+}
+
+/// Whether any index entry still points into remote pack `pack`, by its hint's records; true
+/// when the hint cannot tell (the pack is then fetched back and walked whole).
+pub(crate) async fn any_live(shard: &Shard, hot: &HotTier, pack: u32) -> Result<bool> {
+    let Some(remote) = hot.remote.as_ref() else {
+        return Ok(true);
+    };
+    let hint = remote
+        .bucket
+        .read_hint(remote.shard, pack)
+        .result()
+        .await
+        .map_err(|e| Error::Remote {
+            shard: shard.id,
+            source: std::sync::Arc::new(e),
+        })?;
+    let Some(scan) = decode_hint(&hint) else {
+        return Ok(true);
+    };
+    let records: Vec<(Vec<u8>, u32)> = scan
+        .found
+        .iter()
+        .filter(|f| matches!(f.kind, ipfrs_tiering::segment::recover::Kind::Put { .. }))
+        .filter_map(|f| Some((f.key.to_vec(), u32::try_from(f.offset).ok()?)))
+        .collect();
+    shard
+        .blocking(move |backend| {
+            for (key, offset) in &records {
+                if let Some((_, Some(loc))) = crate::cold_index::locate(backend, key)?
+                    && loc.pack == pack
+                    && loc.offset == *offset
+                {
+                    return Ok(true);
+                }
+            }
+            Ok(false)
+        })
+        .await
 }
 
 /// Writes a fetched pack and its hint under their names in `dir` (through temporary names,

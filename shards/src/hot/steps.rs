@@ -543,9 +543,11 @@ pub(crate) async fn drop_pack(shard: &Shard, hot: &HotTier, pack: u32) -> Result
     bump(&hot.counters.packs_reclaimed, 1);
     // A crash before the entries' removal is durable must still find the pack.
     change_files(shard, hot, Deferred::RemovePack(pack)).await?;
-    // The next manifest generation leaves it out; the bucket deletes it a grace later.
+    // A later manifest generation leaves it out, once what was rewritten out of it is in
+    // the bucket too; the bucket deletes it a grace later.
     if let Some(remote) = &hot.remote {
-        remote.wake();
+        let active = hot.writer.borrow().as_ref().map_or(pack, |w| w.active());
+        remote.retire(pack, active);
     }
     Ok(())
 }
