@@ -264,6 +264,20 @@ fn deletes_reclaim_remote_packs_and_the_bucket_lets_them_go() {
     }
     assert!(s.remote_deletes > 0, "{s:?}");
     assert_eq!(in_bucket(), s.packs, "{s:?}");
+    // Older manifest generations go too (a grace after they were replaced): one per shard.
+    let manifests = |root: &Path| -> usize {
+        (0..2)
+            .map(|shard| {
+                let dir = root.join(format!("packs-bucket/store-a/shard-{shard:03}/manifests"));
+                std::fs::read_dir(dir).map_or(0, |d| d.count())
+            })
+            .sum()
+    };
+    let start = Instant::now();
+    while manifests(&bucket_root) > 2 && start.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(manifests(&bucket_root), 2, "{}", s.remote_manifests);
     check(&engine, kept, gone);
     block_on(engine.close()).unwrap();
     let engine = Engine::open(config(&data, dir_bucket(&bucket_root), 0)).unwrap();

@@ -333,6 +333,36 @@ impl PackBucket {
         })
     }
 
+    /// The manifest generations stored for `shard`, ascending.
+    pub fn list_generations(&self, shard: u32) -> Pending<Vec<u64>> {
+        let store = Arc::clone(&self.store);
+        let dir = self.shard_path(shard, "manifests");
+        self.spawn("manifest listing", async move {
+            let mut generations = Vec::new();
+            let mut listing = store.list(Some(&dir));
+            while let Some(meta) = listing.next().await {
+                let meta = meta?;
+                let name = meta.location.filename().unwrap_or_default();
+                generations.extend(name.parse::<u64>().ok());
+            }
+            generations.sort_unstable();
+            Ok(generations)
+        })
+    }
+
+    /// Deletes manifest generation `generation` of `shard` (one a newer generation replaced,
+    /// a grace period ago: a reader that listed it has read it since).
+    pub fn delete_manifest(&self, shard: u32, generation: u64) -> Pending<()> {
+        let store = Arc::clone(&self.store);
+        let path = self.manifest_path(shard, generation);
+        self.spawn("manifest delete", async move {
+            match store.delete(&path).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+                Err(e) => Err(RemoteError::Store(e)),
+            }
+        })
+    }
+
     /// Deletes a pack and its hint (the hint first, so a reader never finds a hint without
     /// its pack). Only for packs no durable manifest generation lists any more.
     pub fn delete_pack(&self, shard: u32, pack: u32) -> Pending<()> {

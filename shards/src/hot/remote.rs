@@ -52,6 +52,16 @@ const IDLE_TICK: Duration = Duration::from_secs(5);
 /// just got a bucket) still publishes, and lets evictions start, every few packs.
 const UPLOADS_PER_GENERATION: usize = 4;
 
+/// An object to delete from the bucket once its grace has passed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Doomed {
+    /// A pack (and its hint) no manifest generation since lists.
+    Pack(u32),
+    /// A manifest generation a newer one replaced: without this, every open and every
+    /// replica refresh lists a growing number of them.
+    Manifest(u64),
+}
+
 /// Counters of the pack tier (single-threaded, so `Cell`s).
 #[derive(Default)]
 pub(crate) struct RemoteCounters {
@@ -85,7 +95,7 @@ pub(crate) struct RemotePacks {
     local_budget: u64,
     grace: Duration,
     /// Packs no longer listed, deleted from the bucket once their time comes.
-    doomed: RefCell<Vec<(u32, Instant)>>,
+    doomed: RefCell<Vec<(Doomed, Instant)>>,
     /// Records of packs (listed or not yet) whose blocks were deleted since the pack was
     /// sealed, as (pack, offset): the manifest lists those of listed packs, so that a replica
     /// building its index from the hints does not serve them.
@@ -258,13 +268,28 @@ async fn step(shard: &Shard, hot: &HotTier, remote: &RemotePacks) -> Result<bool
             .into_iter()
             .chain(hot.packs.borrow().local().into_iter().map(|(id, _)| id))
             .collect();
+        let generations = remote
+            .bucket
+            .list_generations(remote.shard)
+            .result()
+            .await
+            .map_err(failed)?;
+        let current = remote.manifest.borrow().generation;
         let now = Instant::now();
-        remote.doomed.borrow_mut().extend(
+        let mut doomed = remote.doomed.borrow_mut();
+        doomed.extend(
             stored
                 .into_iter()
                 .filter(|p| !known.contains(p))
-                .map(|p| (p, now)),
+                .map(|p| (Doomed::Pack(p), now)),
         );
+        doomed.extend(
+            generations
+                .into_iter()
+                .filter(|g| *g < current)
+                .map(|g| (Doomed::Manifest(g), now)),
+        );
+        drop(doomed);
         remote.swept.set(true);
     }
     // 1. Uploads: local packs the manifest does not list, oldest first.
@@ -356,7 +381,10 @@ async fn step(shard: &Shard, hot: &HotTier, remote: &RemotePacks) -> Result<bool
         let now = Instant::now();
         let mut doomed = remote.doomed.borrow_mut();
         for gone in old.packs.iter().filter(|e| !live.contains(&e.pack)) {
-            doomed.push((gone.pack, now));
+            doomed.push((Doomed::Pack(gone.pack), now));
+        }
+        if old.generation > 0 {
+            doomed.push((Doomed::Manifest(old.generation), now));
         }
         *remote.manifest.borrow_mut() = manifest;
     }
@@ -365,29 +393,35 @@ async fn step(shard: &Shard, hot: &HotTier, remote: &RemotePacks) -> Result<bool
         remote
             .doomed
             .borrow_mut()
-            .extend(orphans.into_iter().map(|p| (p, now)));
+            .extend(orphans.into_iter().map(|p| (Doomed::Pack(p), now)));
     }
     // 3. Local copies past the budget leave the disk, oldest first.
     evict_over_budget(shard, hot, remote).await?;
     // 4. Deletes whose grace ended.
-    let due: Vec<u32> = {
+    let due: Vec<(Doomed, Instant)> = {
         let mut doomed = remote.doomed.borrow_mut();
         let (due, wait): (Vec<_>, Vec<_>) = doomed
             .drain(..)
             .partition(|(_, since)| since.elapsed() >= remote.grace);
         *doomed = wait;
-        due.into_iter().map(|(p, _)| p).collect()
+        due
     };
-    for pack in due {
-        let deleted = remote.bucket.delete_pack(remote.shard, pack).result().await;
-        if let Err(e) = deleted {
-            remote
-                .doomed
-                .borrow_mut()
-                .push((pack, Instant::now() - remote.grace));
+    let mut due = due.into_iter();
+    while let Some((object, since)) = due.next() {
+        let deleted = match object {
+            Doomed::Pack(pack) => remote.bucket.delete_pack(remote.shard, pack),
+            Doomed::Manifest(generation) => remote.bucket.delete_manifest(remote.shard, generation),
+        };
+        if let Err(e) = deleted.result().await {
+            // Kept, due at once, for the next round.
+            let mut doomed = remote.doomed.borrow_mut();
+            doomed.push((object, since));
+            doomed.extend(due);
             return Err(failed(e));
         }
-        bump(&remote.counters.deletes, 1);
+        if let Doomed::Pack(_) = object {
+            bump(&remote.counters.deletes, 1);
+        }
     }
     Ok(more)
 }
