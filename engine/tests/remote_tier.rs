@@ -414,3 +414,46 @@ fn deleted_blocks_are_listed_dead_in_the_manifest_for_replicas() {
     assert_eq!(dead(&bucket), gone.len() + 1);
     block_on(engine.close()).unwrap();
 }
+
+#[test]
+fn a_bucket_that_cannot_be_reached_or_does_not_exist_fails_the_open_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("store");
+    // Nothing listens there: refused at once, named, no hang.
+    let mut nobody = RemoteConfig::new(Some("http://127.0.0.1:9"), "packs");
+    nobody.open_timeout = Duration::from_secs(5);
+    // Credentials given: without them the client would ask the instance metadata service.
+    nobody.access_key_id = Some("GK000".into());
+    nobody.secret_access_key = Some("secret".into());
+    match Engine::open(config(&data, nobody, 0)) {
+        Err(Error::Remote { source, .. }) => assert!(
+            matches!(*source, ipfrs_remote::RemoteError::Unreachable { .. }),
+            "{source}"
+        ),
+        Err(other) => panic!("{other}"),
+        Ok(_) => panic!("opened against nothing"),
+    }
+    // A directory store without the bucket's directory: no such bucket.
+    let missing = RemoteConfig::new(
+        Some(&format!("file://{}", dir.path().join("s3").display())),
+        "absent",
+    );
+    match Engine::open(config(&data, missing, 0)) {
+        Err(Error::Remote { source, .. }) => assert!(
+            matches!(*source, ipfrs_remote::RemoteError::NoBucket { .. }),
+            "{source}"
+        ),
+        Err(other) => panic!("{other}"),
+        Ok(_) => panic!("opened a missing bucket"),
+    }
+    // Without the hot tier there are no packs to put anywhere: refused as a bad config.
+    let mut cold_only = config(&data, dir_bucket(&dir.path().join("s3")), 0);
+    cold_only.hot_tier = None;
+    assert!(matches!(
+        Engine::open(cold_only),
+        Err(Error::InvalidConfig {
+            field: "remote",
+            ..
+        })
+    ));
+}
