@@ -69,6 +69,22 @@ pub fn repair_cold(config: impl Into<Config>) -> Result<Vec<ShardRepair>> {
             path: config.data_dir.clone(),
         });
     };
+    // A store whose packs left the disk for a bucket: its entries into them cannot be read
+    // back here, and a rebuild would drop every one of those blocks. Refused before anything
+    // is touched.
+    for shard in 0..meta.shards {
+        let marker = segments_dir(&directory.shard_dir(shard, meta.backend)).join("BUCKET");
+        if let Ok(bucket) = std::fs::read_to_string(&marker) {
+            return Err(Error::InvalidConfig {
+                field: "remote",
+                reason: format!(
+                    "the store keeps packs only in a bucket ({}): a repair cannot check \
+                     their blocks from this disk and would drop them; not supported yet",
+                    bucket.trim()
+                ),
+            });
+        }
+    }
     let options = BackendOptions {
         cache_bytes: (config.backend_cache_bytes / meta.shards as u64).max(1 << 20),
     };

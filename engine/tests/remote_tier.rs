@@ -170,6 +170,16 @@ fn evicted_packs_serve_every_block_through_reopen() {
     check(&engine, &all, &absent);
     block_on(engine.close()).unwrap();
 
+    // A repair cannot check blocks that are not on this disk: refused, nothing touched.
+    match ipfrs_storage::repair_cold(config(&data, dir_bucket(&bucket_root), 0)) {
+        Err(Error::InvalidConfig {
+            field: "remote",
+            reason,
+        }) => {
+            assert!(reason.contains("packs-bucket"), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
     // Without the bucket, the store refuses to open rather than miss its blocks.
     let mut without = config(&data, dir_bucket(&bucket_root), 0);
     without.remote = None;
