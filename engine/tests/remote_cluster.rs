@@ -48,7 +48,7 @@ fn config(dir: &Path, bucket: RemoteConfig) -> Config {
 
 /// Block `i`: bytes that depend only on `i`, the index leading so no two are equal.
 fn block(i: u64) -> Block {
-    let len = if i % 4 == 0 {
+    let len = if i.is_multiple_of(4) {
         1024 + (i as usize * 37) % 3000
     } else {
         (24 << 10) + (i as usize * 131) % (40 << 10)

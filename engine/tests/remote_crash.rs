@@ -133,7 +133,7 @@ fn bucket_from_env() -> RemoteConfig {
 /// two are equal), so the parent rebuilds any acknowledged block and compares bytes. One in
 /// four is small (a few KiB), the rest tens of KiB: packs fill after a few dozen blocks.
 fn block(i: u64) -> Block {
-    let len = if i % 4 == 0 {
+    let len = if i.is_multiple_of(4) {
         1024 + (i as usize * 37) % 3000
     } else {
         (24 << 10) + (i as usize * 131) % (40 << 10)
