@@ -49,7 +49,7 @@ const COMPACT_EVERY_BYTES: u64 = 2 * SEGMENT;
 
 /// Upper bound of one campaign's wall time, kills and checks included, so that a slow
 /// machine runs fewer kills rather than a test over a minute.
-const CAMPAIGN_BUDGET: Duration = Duration::from_secs(45);
+const CAMPAIGN_BUDGET: Duration = Duration::from_secs(35);
 
 /// How long the uploader may take to catch up after a reopen (or a restarted server).
 const SETTLE: Duration = Duration::from_secs(60);
