@@ -277,11 +277,7 @@ async fn compact_segment(shard: &Rc<Shard>, segment: u32, mode: Mode) -> Result<
             moved_out: 0,
             records_end: records_end as u64,
         });
-    // With a bucket, every block stays in a pack: a replica reading the bucket finds them all.
-    let inline_up_to = match hot.remote {
-        Some(_) => 0,
-        None => u64::from(hot.config.inline_threshold_bytes),
-    };
+    let inline_up_to = hot.inline_up_to();
     let live_bytes: u64 = indexed_here(&hot.index.borrow(), segment, &found)
         .map(|(_, _, len)| backend_bytes(u64::from(*len), inline_up_to))
         .sum();

@@ -425,6 +425,16 @@ impl HotTier {
         count_read(&self.cold_reads, self.config.promote_after_reads, key)
     }
 
+    /// The largest cold block compaction copies into the backend (inline) rather than leave
+    /// in its pack. With a bucket, none: a block only the local backend held would never
+    /// reach the bucket, which must hold every cold block (for a replica, and as the copy).
+    pub(crate) fn inline_up_to(&self) -> u64 {
+        match self.remote {
+            Some(_) => 0,
+            None => u64::from(self.config.inline_threshold_bytes),
+        }
+    }
+
     /// This shard's share of the hot budget, in bytes.
     pub(crate) fn budget_share(&self) -> u64 {
         self.budget

@@ -227,7 +227,7 @@ pub(crate) async fn migrate(
     // headroom alone, and a step that does not fit fails with `NoSpace` before the backend
     // sees it (the segment was checked as a whole, but other shards write meanwhile).
     // Rewrites into the hot tier are counted as cold too: an upper bound.
-    let inline_up_to = u64::from(hot.config.inline_threshold_bytes);
+    let inline_up_to = hot.inline_up_to();
     let moving_bytes: u64 = live
         .iter()
         .map(|(_, _, loc)| backend_bytes(u64::from(loc.len), inline_up_to))
