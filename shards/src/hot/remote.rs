@@ -334,6 +334,9 @@ async fn step(shard: &Shard, hot: &HotTier, remote: &RemotePacks) -> Result<bool
         bump(&remote.counters.uploads, 1);
         bump(&remote.counters.upload_bytes, len);
         uploaded.push(entry);
+        // Crash tests (the `failpoints` feature): the process dies between an upload and
+        // the manifest that would list it.
+        fail::fail_point!("remote-after-upload", |_| std::process::abort());
     }
     // 2. A new generation when the live set changed: new uploads in, dropped packs out.
     let mut live: BTreeSet<u32> = hot.packs.borrow().ids().into_iter().collect();
@@ -378,6 +381,8 @@ async fn step(shard: &Shard, hot: &HotTier, remote: &RemotePacks) -> Result<bool
             .await
             .map_err(failed)?;
         bump(&remote.counters.manifests, 1);
+        // Crash tests: dies once a generation is published, before any eviction or delete.
+        fail::fail_point!("remote-after-publish", |_| std::process::abort());
         let now = Instant::now();
         let mut doomed = remote.doomed.borrow_mut();
         for gone in old.packs.iter().filter(|e| !live.contains(&e.pack)) {
@@ -497,6 +502,8 @@ async fn evict_over_budget(shard: &Shard, hot: &HotTier, remote: &RemotePacks) -
                 "removing the uploaded pack",
                 pack_path(&hot.dir, id),
             ))?;
+        // Crash tests: dies with the local files gone and the mapping still held.
+        fail::fail_point!("remote-after-evict", |_| std::process::abort());
         if hot.packs.borrow_mut().evict(id) {
             bump(&remote.counters.evictions, 1);
         }
