@@ -7,19 +7,18 @@
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use ipfrs_storage::{
-    BackendKind, Block, Config, Engine, Error, HotTier, RemoteConfig, RemoteTier, Stats,
-};
+use ipfrs_storage::{BackendKind, Block, Config, Engine, Error, HotTier, RemoteConfig, RemoteTier};
+
+mod common;
+
+use common::remote::{settle, stats};
 
 const SEGMENT: u64 = 1 << 20;
 
 /// Bytes put between two explicit compactions (each seals the active segments into packs).
 const COMPACT_EVERY_BYTES: u64 = 2 * SEGMENT;
-
-/// How long the uploader may take to reach a state the test waits for.
-const SETTLE: Duration = Duration::from_secs(60);
 
 /// The node killed: not node 0, whose endpoint the engine talks to (any node's endpoint
 /// serves the whole bucket; losing the one a client talks to is a client's failover, not
@@ -56,21 +55,6 @@ fn block(i: u64) -> Block {
     let mut data = format!("cluster {i}:").into_bytes();
     data.extend((data.len()..len).map(|j| (i as usize * 31 + j * 7) as u8));
     Block::new(data).unwrap()
-}
-
-fn stats(engine: &Engine) -> Stats {
-    engine.blocking().stats().unwrap()
-}
-
-fn settle(engine: &Engine, done: impl Fn(&Stats) -> bool) -> Stats {
-    let start = Instant::now();
-    loop {
-        let s = stats(engine);
-        if done(&s) || start.elapsed() > SETTLE {
-            return s;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// Puts batches of four from `next` on until `stop`, recording in `acked` how many blocks

@@ -19,7 +19,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -27,6 +27,15 @@ use ipfrs_storage::{
     BackendKind, Block, Config, Durability, Engine, Error, HotTier, RemoteConfig, RemoteTier, Stats,
 };
 use rand::{Rng, SeedableRng};
+
+mod common;
+
+use common::remote::{files_ending, settle, stats};
+
+/// A bucket that is a directory under `root`, objects under `crash`.
+fn dir_bucket(root: &Path) -> RemoteConfig {
+    common::remote::dir_bucket(root, "packs-bucket", "crash")
+}
 
 /// The child's store directory; its presence is what makes the ignored child test run.
 const CHILD_DIR: &str = "IPFRS_RCRASH_CHILD_DIR";
@@ -51,9 +60,6 @@ const COMPACT_EVERY_BYTES: u64 = 2 * SEGMENT;
 /// machine runs fewer kills rather than a test over a minute.
 const CAMPAIGN_BUDGET: Duration = Duration::from_secs(35);
 
-/// How long the uploader may take to catch up after a reopen (or a restarted server).
-const SETTLE: Duration = Duration::from_secs(60);
-
 fn config(dir: &Path, bucket: RemoteConfig) -> Config {
     let mut config = Config::new(dir);
     config.shards = Some(2);
@@ -74,14 +80,6 @@ fn config(dir: &Path, bucket: RemoteConfig) -> Config {
         delete_grace: Duration::ZERO,
     });
     config
-}
-
-/// A bucket that is the directory `root/packs-bucket` (created: a bucket must exist).
-fn dir_bucket(root: &Path) -> RemoteConfig {
-    std::fs::create_dir_all(root.join("packs-bucket")).unwrap();
-    let mut bucket = RemoteConfig::new(Some(&format!("file://{}", root.display())), "packs-bucket");
-    bucket.prefix = "crash".into();
-    bucket
 }
 
 /// The bucket of a Garage node (or cluster) at `endpoint`.
@@ -143,25 +141,9 @@ fn block(i: u64) -> Block {
     Block::new(data).unwrap()
 }
 
-fn stats(engine: &Engine) -> Stats {
-    engine.blocking().stats().unwrap()
-}
-
 /// Every pack listed in the bucket and gone from the disk (`local_pack_bytes` is 0).
 fn caught_up(s: &Stats) -> bool {
     s.remote_packs == s.packs
-}
-
-/// Waits (bounded by [`SETTLE`]) until `done`; returns the last stats either way.
-fn settle(engine: &Engine, done: impl Fn(&Stats) -> bool) -> Stats {
-    let start = Instant::now();
-    loop {
-        let s = stats(engine);
-        if done(&s) || start.elapsed() > SETTLE {
-            return s;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// Every block of `expected` reads back equal, one by one and through `get_many`; a read
@@ -191,23 +173,6 @@ fn check_all(engine: &Engine, expected: &[Block], what: &str) {
             );
         }
     }
-}
-
-/// Files under `dir` (recursively) whose name ends with `suffix`.
-fn files_ending(dir: &Path, suffix: &str) -> Vec<PathBuf> {
-    let mut found = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return found;
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            found.extend(files_ending(&path, suffix));
-        } else if path.to_string_lossy().ends_with(suffix) {
-            found.push(path);
-        }
-    }
-    found
 }
 
 /// Whether the child also deletes (`1`): then packs lose records, explicit compactions

@@ -11,10 +11,12 @@ use std::time::{Duration, Instant};
 
 use futures_lite::future::block_on;
 use ipfrs_storage::{
-    BackendKind, Block, BlockStore, Config, Engine, HotTier, RemoteConfig, RemoteTier, Stats,
+    BackendKind, Block, BlockStore, Config, Engine, HotTier, RemoteConfig, RemoteTier,
 };
 
 mod common;
+
+use common::remote::stats;
 
 const CHILD: &str = "remote_failpoint_child";
 const DATA: &str = "IPFRS_FAILPOINT_DATA";
@@ -44,10 +46,6 @@ fn config(data: &Path, bucket_root: &Path) -> Config {
 
 fn blocks() -> Vec<Block> {
     common::two_sizes(11, 120, 4, 700, 48 << 10)
-}
-
-fn stats(engine: &Engine) -> Stats {
-    block_on(BlockStore::stats(engine)).unwrap()
 }
 
 /// Run as a child: stores every block (acknowledged before the compaction that makes packs),

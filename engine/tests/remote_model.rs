@@ -16,6 +16,13 @@ use bytes::Bytes;
 use ipfrs_storage::{BackendKind, Block, Cid, Config, Engine, HotTier, RemoteConfig, RemoteTier};
 use proptest::prelude::*;
 
+mod common;
+
+/// A bucket that is a directory under `root`.
+fn dir_bucket(root: &Path) -> RemoteConfig {
+    common::remote::dir_bucket(root, "model-bucket", "")
+}
+
 /// Blocks in the pool: few enough that puts, reads and deletes of one block meet often,
 /// enough bytes (about 400 KiB) that most of them leave the hot tier's two segments a shard.
 const POOL: u8 = 64;
@@ -272,11 +279,6 @@ fn ops(max: usize) -> impl Strategy<Value = Vec<Op>> {
         ops.extend([Op::Compact, Op::Settle, Op::GetMany((0..POOL).collect())]);
         ops
     })
-}
-
-fn dir_bucket(root: &Path) -> RemoteConfig {
-    std::fs::create_dir_all(root.join("model-bucket")).unwrap();
-    RemoteConfig::new(Some(&format!("file://{}", root.display())), "model-bucket")
 }
 
 #[test]

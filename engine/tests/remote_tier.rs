@@ -4,7 +4,7 @@
 //! (`file://`, the same object store API as S3), and once a real Garage.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use futures_lite::future::block_on;
@@ -13,6 +13,13 @@ use ipfrs_storage::{
 };
 
 mod common;
+
+use common::remote::{files_ending, settle, settle_for, stats};
+
+/// A bucket that is a directory under `root`, the store's objects under `store-a`.
+fn dir_bucket(root: &Path) -> RemoteConfig {
+    common::remote::dir_bucket(root, "packs-bucket", "store-a")
+}
 
 const SEGMENT: u64 = 1 << 20;
 
@@ -36,38 +43,9 @@ fn config(dir: &Path, bucket: RemoteConfig, local_pack_bytes: u64) -> Config {
     config
 }
 
-/// A bucket that is a directory under `root` (created, as a bucket must exist).
-fn dir_bucket(root: &Path) -> RemoteConfig {
-    std::fs::create_dir_all(root.join("packs-bucket")).unwrap();
-    let mut bucket = RemoteConfig::new(Some(&format!("file://{}", root.display())), "packs-bucket");
-    bucket.prefix = "store-a".into();
-    bucket
-}
-
 /// Packs reclaimed, across shards.
 fn reclaimed(s: &Stats) -> u64 {
     s.shards.iter().map(|shard| shard.packs_reclaimed).sum()
-}
-
-fn stats(engine: &Engine) -> Stats {
-    block_on(BlockStore::stats(engine)).unwrap()
-}
-
-/// Waits (bounded) until the uploader has done what `done` asks; the last stats otherwise.
-fn settle(engine: &Engine, done: impl Fn(&Stats) -> bool) -> Stats {
-    settle_for(engine, Duration::from_secs(60), done)
-}
-
-/// [`settle`], waiting at most `limit`.
-fn settle_for(engine: &Engine, limit: Duration, done: impl Fn(&Stats) -> bool) -> Stats {
-    let start = Instant::now();
-    loop {
-        let s = stats(engine);
-        if done(&s) || start.elapsed() > limit {
-            return s;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 fn check(engine: &Engine, present: &[Block], absent: &[Block]) {
@@ -93,24 +71,6 @@ fn check(engine: &Engine, present: &[Block], absent: &[Block]) {
         assert_eq!(store.get(block.cid()).unwrap(), None);
         assert!(!store.has(block.cid()).unwrap());
     }
-}
-
-/// Files under `dir` (recursively) whose name ends with `suffix`.
-fn files_ending(dir: &Path, suffix: &str) -> Vec<PathBuf> {
-    let mut found = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return found;
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            found.extend(files_ending(&path, suffix));
-        } else if path.to_string_lossy().ends_with(suffix) {
-            found.push(path);
-        }
-    }
-    found.sort();
-    found
 }
 
 /// 64 KiB blocks and 2 KiB ones (which stay in packs too: a bucket's packs hold every block).

@@ -35,6 +35,8 @@ use object_store::{
 
 mod common;
 
+use common::remote::settle;
+
 const SEGMENT: u64 = 1 << 20;
 const PREFIX: &str = "store-a";
 
@@ -731,22 +733,6 @@ fn bucket_model(bucket: &PackBucket) -> (HashSet<Vec<u8>>, HashSet<Vec<u8>>, usi
     // A block deleted after its pack was sealed: its record is dead, the replica skips it.
     live.retain(|key| last.get(key).is_none_or(|at| !dead.contains(at)));
     (live, tombstoned, listed.len())
-}
-
-fn engine_stats(engine: &Engine) -> ipfrs_storage::Stats {
-    block_on(BlockStore::stats(engine)).unwrap()
-}
-
-/// Waits (bounded) until the engine's uploader has done what `done` asks.
-fn settle(engine: &Engine, done: impl Fn(&ipfrs_storage::Stats) -> bool) -> ipfrs_storage::Stats {
-    let start = std::time::Instant::now();
-    loop {
-        let s = engine_stats(engine);
-        if done(&s) || start.elapsed() > Duration::from_secs(60) {
-            return s;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// End to end: an engine with `Config::remote` uploads its packs itself; a replica opened on

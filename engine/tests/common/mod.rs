@@ -2,6 +2,7 @@
 //! (crash tests), a seccomp filter refusing io_uring, and blocks of two sizes.
 #![allow(clippy::unwrap_used, dead_code)]
 
+pub mod remote;
 pub mod seccomp;
 
 use std::io::{BufRead, BufReader};
