@@ -29,6 +29,7 @@ use object_store::{
 };
 
 use crate::config::RemoteConfig;
+use crate::counting::{CountingConnector, RequestCounter, RequestCounts};
 use crate::error::{RemoteError, Result};
 use crate::manifest::{Manifest, PackEntry};
 
@@ -66,6 +67,8 @@ pub struct PackBucket {
     /// `None` only while dropping.
     runtime: Option<tokio::runtime::Runtime>,
     request_timeout: Duration,
+    /// What the client has sent (see [`crate::counting`]).
+    requests: Arc<RequestCounter>,
 }
 
 impl std::fmt::Debug for PackBucket {
@@ -99,38 +102,10 @@ impl PackBucket {
                 .map_err(|e| RemoteError::Config(e.to_string()))?;
             return PackBucket::with_store(Arc::new(store), &config.prefix);
         }
-        let mut options = ClientOptions::new()
-            .with_allow_http(true)
-            .with_connect_timeout(config.open_timeout.min(Duration::from_secs(5)))
-            .with_timeout(config.request_timeout);
-        if !config.reuse_connections {
-            options = options.with_pool_max_idle_per_host(0);
-        }
-        let retry = RetryConfig {
-            max_retries: 3,
-            retry_timeout: config.request_timeout,
-            ..RetryConfig::default()
-        };
-        let mut builder = AmazonS3Builder::new()
-            .with_bucket_name(&config.bucket)
-            .with_region(&config.region)
-            // The options carry allow_http: with_client_options replaces the builder's.
-            .with_client_options(options)
-            .with_retry(retry);
-        if let Some(endpoint) = &config.endpoint {
-            builder = builder
-                .with_endpoint(endpoint)
-                .with_virtual_hosted_style_request(false);
-        }
-        if let (Some(id), Some(secret)) = (&config.access_key_id, &config.secret_access_key) {
-            builder = builder
-                .with_access_key_id(id)
-                .with_secret_access_key(secret);
-        }
-        let store = builder
-            .build()
-            .map_err(|e| RemoteError::Config(e.to_string()))?;
-        let mut bucket = PackBucket::with_store(Arc::new(store), &config.prefix)?;
+        let requests = Arc::new(RequestCounter::default());
+        let store = s3_store(config, Arc::clone(&requests))?;
+        let mut bucket = PackBucket::with_store(store, &config.prefix)?;
+        bucket.requests = requests;
         bucket.request_timeout = config.request_timeout;
         let root = bucket.root_path();
         let store = Arc::clone(&bucket.store);
@@ -161,7 +136,14 @@ impl PackBucket {
             root: prefix.trim_matches('/').to_owned(),
             runtime: Some(runtime),
             request_timeout: Duration::from_secs(60),
+            requests: Arc::new(RequestCounter::default()),
         })
+    }
+
+    /// The HTTP requests this bucket's client has sent so far, by method, retries included
+    /// (all zero for a store that is not S3, such as local files or memory).
+    pub fn requests(&self) -> RequestCounts {
+        self.requests.snapshot()
     }
 
     /// Uploads pack `pack` of `shard` and then its hint, each create-only, and returns the
@@ -447,6 +429,53 @@ impl Drop for PackBucket {
             runtime.shutdown_background();
         }
     }
+}
+
+/// The S3 client of `config`'s bucket, as every bucket of this crate makes it (plain HTTP
+/// allowed, the timeouts, three retries, connections kept alive or not as
+/// `config.reuse_connections` says), counting its requests into `requests` (and the
+/// process total, [`crate::counting::process_requests`]). It does not check that the bucket
+/// answers: [`PackBucket::open`] does.
+pub fn s3_store(
+    config: &RemoteConfig,
+    requests: Arc<RequestCounter>,
+) -> Result<Arc<dyn ObjectStore>> {
+    if config.bucket.is_empty() {
+        return Err(RemoteError::Config("no bucket given".into()));
+    }
+    let mut options = ClientOptions::new()
+        .with_allow_http(true)
+        .with_connect_timeout(config.open_timeout.min(Duration::from_secs(5)))
+        .with_timeout(config.request_timeout);
+    if !config.reuse_connections {
+        options = options.with_pool_max_idle_per_host(0);
+    }
+    let retry = RetryConfig {
+        max_retries: 3,
+        retry_timeout: config.request_timeout,
+        ..RetryConfig::default()
+    };
+    let mut builder = AmazonS3Builder::new()
+        .with_bucket_name(&config.bucket)
+        .with_region(&config.region)
+        // The options carry allow_http: with_client_options replaces the builder's.
+        .with_client_options(options)
+        .with_retry(retry)
+        .with_http_connector(CountingConnector::new(requests));
+    if let Some(endpoint) = &config.endpoint {
+        builder = builder
+            .with_endpoint(endpoint)
+            .with_virtual_hosted_style_request(false);
+    }
+    if let (Some(id), Some(secret)) = (&config.access_key_id, &config.secret_access_key) {
+        builder = builder
+            .with_access_key_id(id)
+            .with_secret_access_key(secret);
+    }
+    let store = builder
+        .build()
+        .map_err(|e| RemoteError::Config(e.to_string()))?;
+    Ok(Arc::new(store))
 }
 
 /// Stores `bytes` at `path` unless an object is there; if one is, it must hold the same

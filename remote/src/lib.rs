@@ -14,10 +14,12 @@
 
 pub mod bucket;
 pub mod config;
+pub mod counting;
 pub mod error;
 pub mod manifest;
 
-pub use bucket::{PackBucket, Pending};
+pub use bucket::{PackBucket, Pending, s3_store};
 pub use config::{RemoteConfig, RemoteTier};
+pub use counting::{RequestCounter, RequestCounts, process_requests};
 pub use error::{RemoteError, Result};
 pub use manifest::{Manifest, PackEntry};
