@@ -37,7 +37,20 @@
 //! hot_reclaim_below_percent = 50  # rewrite a pack once its live share falls under this
 //! space_reserve_bytes = 134217728 # kept back for deletes and compaction on a full disk, all
 //!                                 # shards together; absent: one hot segment per shard; 0: off
+//!
+//! [remote]                        # the pack tier on S3 (absent: packs stay local)
+//! bucket = "ipfrs"                # required in the section
+//! endpoint = "http://127.0.0.1:3900" # absent: AWS_ENDPOINT_URL, else AWS S3 of the region
+//! region = "garage"               # absent: AWS_REGION or AWS_DEFAULT_REGION, else "garage"
+//! prefix = "node-a"               # key prefix of this store's objects (default: none)
+//! local_pack_bytes = 1073741824   # uploaded packs kept on the local disk, all shards together
+//! delete_grace = "10m"            # how long a pack that left the manifest stays in the bucket
+//! reuse_connections = true        # false: a connection per request
 //! ```
+//!
+//! The bucket's credentials come only from `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY`,
+//! never from the file: a configuration file is copied, printed and committed, and a secret
+//! in it leaks with it. A file that names them is refused.
 //!
 //! Durations are either strings in humantime's syntax (`"500us"`, `"2ms"`, `"1s 500ms"`) or
 //! integers counting microseconds (`500`).
@@ -47,6 +60,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::remote::{RemoteConfig, RemoteTier};
 use crate::{BackendKind, Config, Durability};
 
 /// Why a configuration file could not be used.
@@ -107,6 +121,24 @@ struct ConfigFile {
     hot_inline_threshold_bytes: Option<u32>,
     hot_reclaim_below_percent: Option<u8>,
     space_reserve_bytes: Option<u64>,
+    remote: Option<RemoteSection>,
+}
+
+/// The `[remote]` table: [`RemoteTier`] without its credentials.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RemoteSection {
+    bucket: Option<String>,
+    endpoint: Option<String>,
+    region: Option<String>,
+    prefix: Option<String>,
+    local_pack_bytes: Option<u64>,
+    delete_grace: Option<DurationValue>,
+    reuse_connections: Option<bool>,
+    /// Read only to refuse it by name (see the module docs); its value is never shown.
+    access_key_id: Option<toml::Value>,
+    /// As `access_key_id`.
+    secret_access_key: Option<toml::Value>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -161,6 +193,16 @@ impl Config {
 }
 
 fn parse(text: &str, origin: &str, data_dir: PathBuf) -> Result<Config, ConfigFileError> {
+    parse_with_env(text, origin, data_dir, &|name| std::env::var(name).ok())
+}
+
+/// [`parse`] with the environment given as a lookup, so tests need not change the process's.
+fn parse_with_env(
+    text: &str,
+    origin: &str,
+    data_dir: PathBuf,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigFileError> {
     let file: ConfigFile = toml::from_str(text).map_err(|e| ConfigFileError::Invalid {
         origin: origin.to_string(),
         line: e.span().map_or(1, |span| line_of(text, span.start)),
@@ -256,7 +298,62 @@ fn parse(text: &str, origin: &str, data_dir: PathBuf) -> Result<Config, ConfigFi
             Durability::Batch { max_delay, max_ops }
         }
     };
+    if let Some(section) = &file.remote {
+        config.remote = Some(remote_tier(section, env).map_err(|(key, e)| invalid(key, e))?);
+    }
     Ok(config)
+}
+
+/// The pack tier of a `[remote]` table: its keys over the AWS environment's, credentials
+/// from the environment alone. Errors name the key.
+fn remote_tier(
+    section: &RemoteSection,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<RemoteTier, (&'static str, String)> {
+    let var = |name: &str| env(name).filter(|v| !v.is_empty());
+    for (key, given) in [
+        ("access_key_id", section.access_key_id.is_some()),
+        ("secret_access_key", section.secret_access_key.is_some()),
+    ] {
+        if given {
+            return Err((
+                key,
+                "credentials are read from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY only, \
+                 never from the file"
+                    .into(),
+            ));
+        }
+    }
+    let bucket = match section.bucket.as_deref() {
+        Some(b) if !b.trim().is_empty() => b,
+        _ => return Err(("bucket", "[remote] needs a bucket".into())),
+    };
+    let endpoint = section.endpoint.clone().or_else(|| var("AWS_ENDPOINT_URL"));
+    let mut bucket = RemoteConfig::new(endpoint.as_deref(), bucket);
+    if let Some(region) = section
+        .region
+        .clone()
+        .or_else(|| var("AWS_REGION"))
+        .or_else(|| var("AWS_DEFAULT_REGION"))
+    {
+        bucket.region = region;
+    }
+    if let Some(prefix) = &section.prefix {
+        bucket.prefix = prefix.trim_matches('/').to_owned();
+    }
+    if let Some(reuse) = section.reuse_connections {
+        bucket.reuse_connections = reuse;
+    }
+    bucket.access_key_id = var("AWS_ACCESS_KEY_ID");
+    bucket.secret_access_key = var("AWS_SECRET_ACCESS_KEY");
+    let mut tier = RemoteTier::new(bucket);
+    if let Some(bytes) = section.local_pack_bytes {
+        tier.local_pack_bytes = bytes;
+    }
+    if let Some(grace) = &section.delete_grace {
+        tier.delete_grace = grace.resolve().map_err(|e| ("delete_grace", e))?;
+    }
+    Ok(tier)
 }
 
 /// The 1-based line holding byte `offset`.
@@ -392,6 +489,95 @@ hot_prefetch_large_written = false
         assert_eq!(c.durability, Durability::Sync);
         let c = Config::from_toml_str("durability = \"none\"", "/d").unwrap();
         assert_eq!(c.durability, Durability::None);
+    }
+
+    fn with_env(text: &str, vars: &[(&str, &str)]) -> Result<Config, ConfigFileError> {
+        let vars: Vec<(String, String)> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        parse_with_env(text, "<string>", "/d".into(), &|name| {
+            vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+        })
+    }
+
+    #[test]
+    fn remote_section_reads_every_key_and_credentials_from_the_environment_only() {
+        let text = r#"
+cache_bytes = 1000
+
+[remote]
+bucket = "ipfrs"
+endpoint = "http://127.0.0.1:3900"
+region = "garage"
+prefix = "/node-a/"
+local_pack_bytes = 4096
+delete_grace = "2m"
+reuse_connections = false
+"#;
+        let env = [
+            ("AWS_ACCESS_KEY_ID", "GKid"),
+            ("AWS_SECRET_ACCESS_KEY", "s3cr3t"),
+            ("AWS_ENDPOINT_URL", "http://elsewhere:9000"),
+            ("AWS_REGION", "eu-west-1"),
+        ];
+        let c = with_env(text, &env).unwrap();
+        assert_eq!(c.cache_bytes, 1000);
+        assert!(!format!("{c:?}").contains("s3cr3t"));
+        let tier = c.remote.unwrap();
+        assert_eq!(tier.local_pack_bytes, 4096);
+        assert_eq!(tier.delete_grace, Duration::from_secs(120));
+        let b = &tier.bucket;
+        // The file's endpoint and region win over the environment's.
+        assert_eq!(b.endpoint.as_deref(), Some("http://127.0.0.1:3900"));
+        assert_eq!((b.bucket.as_str(), b.region.as_str()), ("ipfrs", "garage"));
+        assert_eq!(b.prefix, "node-a");
+        assert!(!b.reuse_connections);
+        assert_eq!(b.access_key_id.as_deref(), Some("GKid"));
+        assert_eq!(b.secret_access_key.as_deref(), Some("s3cr3t"));
+
+        // Only the bucket given: the rest from the environment, else the defaults.
+        let c = with_env("[remote]\nbucket = \"b\"", &env[2..]).unwrap();
+        let tier = c.remote.unwrap();
+        assert_eq!(
+            tier.bucket.endpoint.as_deref(),
+            Some("http://elsewhere:9000")
+        );
+        assert_eq!(tier.bucket.region, "eu-west-1");
+        assert_eq!(tier.bucket.access_key_id, None);
+        assert_eq!(tier, RemoteTier::new(tier.bucket.clone()));
+        assert!(with_env("", &env).unwrap().remote.is_none());
+    }
+
+    #[test]
+    fn remote_section_refuses_credentials_a_missing_bucket_and_unknown_keys() {
+        for (text, key) in [
+            (
+                "[remote]\nbucket = \"b\"\nsecret_access_key = \"s3cr3t\"",
+                "secret_access_key",
+            ),
+            (
+                "[remote]\nbucket = \"b\"\naccess_key_id = \"GKid\"",
+                "access_key_id",
+            ),
+            ("[remote]\nprefix = \"p\"", "bucket"),
+            ("[remote]\nbucket = \"\"", "bucket"),
+            (
+                "[remote]\nbucket = \"b\"\ndelete_grace = \"later\"",
+                "delete_grace",
+            ),
+            ("[remote]\nbucket = \"b\"\nbuckett = \"c\"", "buckett"),
+            ("[remote]\nbucket = \"b\"\nlocal_pack_bytes = -1", "line 3"),
+        ] {
+            let err = with_env(text, &[]).unwrap_err().to_string();
+            assert!(err.contains(key), "{text}: {err}");
+            assert!(!err.contains("s3cr3t") && !err.contains("GKid"), "{err}");
+            assert_eq!(err.lines().count(), 1, "{err}");
+        }
+        let err = with_env("[remote]\nbucket = \"b\"\nsecret_access_key = \"x\"", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 3"), "{err}");
     }
 
     #[test]
