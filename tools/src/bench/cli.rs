@@ -235,6 +235,34 @@ pub struct RunArgs {
     /// Print nothing on stdout and no progress bar (errors still go to stderr).
     #[arg(long, short)]
     pub quiet: bool,
+
+    /// Also measure on S3: `engine+s3/B` (the engine with its pack tier on the bucket) and
+    /// `s3/object-per-block` (one object per block, as go-ds-s3 stores them), with the S3
+    /// requests each made. `garage`: start a local Garage for the run (`IPFRS_GARAGE`, else
+    /// `garage` on PATH); `env`: the AWS_* environment's endpoint and credentials with
+    /// --s3-bucket. Default: no S3 targets.
+    #[arg(long, value_enum, value_name = "garage|env")]
+    pub s3: Option<S3Arg>,
+
+    /// The bucket of `--s3 env`.
+    #[arg(long, value_name = "NAME")]
+    pub s3_bucket: Option<String>,
+
+    /// engine+s3: bytes of uploaded packs kept on the local disk, all shards together
+    /// (K/M suffixes). Default 0: every pack is removed locally once uploaded, so a read
+    /// past the hot tier is a ranged GET (the case the S3 targets compare).
+    #[arg(long, value_name = "BYTES", value_parser = parse_size, default_value = "0")]
+    pub local_pack_bytes: usize,
+}
+
+/// Where `--s3` finds its bucket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum S3Arg {
+    /// A Garage started for the run on 127.0.0.1 and stopped after it.
+    Garage,
+    /// `AWS_ENDPOINT_URL`, `AWS_REGION`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY` and
+    /// `--s3-bucket`.
+    Env,
 }
 
 /// Which I/O drivers the engine targets run on.
@@ -383,6 +411,12 @@ pub struct Plan {
     pub report: Option<PathBuf>,
     /// No stdout output, no progress bar.
     pub quiet: bool,
+    /// Where the S3 targets' bucket is; `None`: no S3 targets.
+    pub s3: Option<S3Arg>,
+    /// The bucket of `--s3 env`.
+    pub s3_bucket: Option<String>,
+    /// engine+s3: uploaded pack bytes kept locally.
+    pub local_pack_bytes: u64,
 }
 
 impl Plan {
@@ -432,6 +466,15 @@ impl Plan {
         }
         if args.ops == Some(0) {
             return usage("--ops must be at least 1 (got 0)".into());
+        }
+        match (args.s3, &args.s3_bucket) {
+            (Some(S3Arg::Env), None) => {
+                return usage("--s3 env needs the bucket: --s3-bucket NAME".into());
+            }
+            (None | Some(S3Arg::Garage), Some(_)) => {
+                return usage("--s3-bucket is for --s3 env (Garage makes its own)".into());
+            }
+            _ => {}
         }
         if let Some(rate) = args.rate
             && !(rate.is_finite() && rate > 0.0)
@@ -526,6 +569,9 @@ impl Plan {
             markdown: args.markdown,
             report: args.report,
             quiet: args.quiet,
+            s3: args.s3,
+            s3_bucket: args.s3_bucket,
+            local_pack_bytes: args.local_pack_bytes as u64,
         })
     }
 }
@@ -779,6 +825,44 @@ mod tests {
         let fallback = plan(&["--io-driver", "fallback"]).unwrap();
         assert_eq!(fallback.io_drivers, vec![IoDriver::Fallback]);
         assert!(plan(&["--io-driver", "epoll"]).is_err());
+    }
+
+    #[test]
+    fn s3_targets_join_only_with_s3() {
+        let names = |args: &[&str]| -> Vec<String> {
+            crate::bench::target::TargetKind::all(&plan(args).unwrap())
+                .into_iter()
+                .map(|t| t.name())
+                .collect()
+        };
+        let plain = names(&["--backend", "sled", "--hot-tier", "on"]);
+        assert!(plain.iter().all(|n| !n.contains("s3")), "{plain:?}");
+        let s3 = names(&["--backend", "sled", "--hot-tier", "on", "--s3", "garage"]);
+        assert!(s3.contains(&"engine+s3/sled".to_string()), "{s3:?}");
+        assert!(s3.contains(&"s3/object-per-block".to_string()), "{s3:?}");
+        assert_eq!(s3.len(), plain.len() + 2);
+        assert_eq!(plan(&["--s3", "garage"]).unwrap().local_pack_bytes, 0);
+        let env = plan(&[
+            "--s3",
+            "env",
+            "--s3-bucket",
+            "b",
+            "--local-pack-bytes",
+            "64M",
+        ])
+        .unwrap();
+        assert_eq!(
+            (env.s3, env.s3_bucket.as_deref(), env.local_pack_bytes),
+            (Some(S3Arg::Env), Some("b"), 64 << 20)
+        );
+        for bad in [
+            &["--s3", "env"][..],
+            &["--s3-bucket", "b"],
+            &["--s3", "garage", "--s3-bucket", "b"],
+            &["--s3", "minio"],
+        ] {
+            assert!(plan(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -161,6 +161,7 @@ mod tests {
             rss_growth_mib: None,
             target_cpu_s: None,
             target_major_faults: None,
+            s3_requests: None,
         };
         let text = include_str!("testdata/minimal.json");
         let mut d: Document = serde_json::from_str(text).unwrap();

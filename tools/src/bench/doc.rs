@@ -173,6 +173,44 @@ pub struct RoundFigures {
     pub target_cpu_s: Option<f64>,
     /// Major page faults during the target's round, all its workloads.
     pub target_major_faults: Option<u64>,
+    /// The S3 requests sent during this workload's measured pass, for the S3 targets
+    /// (absent for the others and in older reports).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3_requests: Option<S3Requests>,
+}
+
+/// S3 requests by HTTP method, retries included, as the bucket's client sent them. A LIST
+/// is a GET; a delete, even of one key, is a POST (object_store's multi-object delete).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct S3Requests {
+    /// GETs (object and ranged reads, listings).
+    pub get: u64,
+    /// PUTs (objects and multipart parts).
+    pub put: u64,
+    /// HEADs.
+    pub head: u64,
+    /// POSTs (multipart create and complete, deletes).
+    pub post: u64,
+    /// DELETEs (multipart aborts).
+    pub delete: u64,
+    /// Any other method.
+    pub other: u64,
+    /// All of them.
+    pub total: u64,
+}
+
+impl From<ipfrs_remote::RequestCounts> for S3Requests {
+    fn from(c: ipfrs_remote::RequestCounts) -> S3Requests {
+        S3Requests {
+            get: c.get,
+            put: c.put,
+            head: c.head,
+            post: c.post,
+            delete: c.delete,
+            other: c.other,
+            total: c.total(),
+        }
+    }
 }
 
 impl RoundFigures {
@@ -199,6 +237,7 @@ impl RoundFigures {
             rss_growth_mib: peak.map(|p| mib(p.growth_kib())),
             target_cpu_s: used.map(|u| u.cpu.as_secs_f64()),
             target_major_faults: used.map(|u| u.major_faults),
+            s3_requests: None,
         }
     }
 }
@@ -228,6 +267,13 @@ pub struct TargetFigures {
     pub vs_baseline: Option<f64>,
     /// Median MiB/s over the workload's ceiling's median MiB/s.
     pub vs_ceiling: Option<f64>,
+    /// The S3 requests of the median round (by total; the lower middle one for an even
+    /// count), for the S3 targets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3_requests: Option<S3Requests>,
+    /// The median over rounds of S3 requests per op (per block or CID for batched calls).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3_requests_per_op: Option<f64>,
 }
 
 impl TargetFigures {
@@ -255,6 +301,16 @@ impl TargetFigures {
             },
             peak_rss_mib: spread(&|r| r.peak_rss_mib),
             rss_growth_mib: spread(&|r| r.rss_growth_mib),
+            s3_requests: {
+                let mut counted: Vec<S3Requests> =
+                    rounds.iter().filter_map(|r| r.s3_requests).collect();
+                counted.sort_by_key(|c| c.total);
+                counted.get(counted.len().saturating_sub(1) / 2).copied()
+            },
+            s3_requests_per_op: spread(&|r| {
+                r.s3_requests.map(|c| c.total as f64 / r.ops.max(1) as f64)
+            })
+            .map(|s| s.median),
             target,
             is_ceiling,
             rounds,
@@ -298,7 +354,10 @@ impl WorkloadReport {
             if r.is_ceiling {
                 continue;
             }
-            let base = if baseline == "raw" {
+            let base = if baseline == "raw" && r.target.starts_with("engine+s3/") {
+                // The engine's pack tier on S3 against S3 used directly.
+                Some("s3/object-per-block".to_string())
+            } else if baseline == "raw" {
                 r.target
                     .strip_prefix("engine")
                     .and_then(|rest| rest.split_once('/'))
@@ -345,6 +404,7 @@ mod tests {
             rss_growth_mib: Some(ops_per_s - 1.0),
             target_cpu_s: None,
             target_major_faults: None,
+            s3_requests: None,
         }
     }
 
@@ -371,6 +431,31 @@ mod tests {
             values.rotate_left(k);
             proptest::prop_assert_eq!(Spread::of(&values), Some(s));
         }
+    }
+
+    #[test]
+    fn s3_requests_are_the_median_rounds_and_per_op() {
+        let counted = |total: u64| {
+            let mut r = round(1.0, None);
+            r.s3_requests = Some(S3Requests {
+                get: total,
+                total,
+                ..S3Requests::default()
+            });
+            r
+        };
+        let f = TargetFigures::new(
+            "s3/object-per-block".into(),
+            false,
+            vec![counted(40), counted(10), counted(20)],
+        );
+        assert_eq!(f.s3_requests.map(|c| c.total), Some(20));
+        // Ten ops a round.
+        assert_eq!(f.s3_requests_per_op, Some(2.0));
+        let plain = TargetFigures::new("raw/sled".into(), false, vec![round(1.0, None)]);
+        assert!(plain.s3_requests.is_none() && plain.s3_requests_per_op.is_none());
+        let json = serde_json::to_string(&plain).unwrap();
+        assert!(!json.contains("s3_requests"), "{json}");
     }
 
     #[test]
@@ -422,6 +507,17 @@ mod tests {
         assert_eq!(get("raw/sled").vs_baseline, None);
         assert_eq!(get("engine/sled").vs_ceiling, Some(0.3));
         assert_eq!(get("disk/o_direct").vs_ceiling, None);
+
+        w.results.push(t("s3/object-per-block", false, 50.0, 5.0));
+        w.results.push(t("engine+s3/sled", false, 1000.0, 100.0));
+        w.compute_ratios("raw");
+        let get = |n: &str| w.results.iter().find(|r| r.target == n).unwrap().clone();
+        assert_eq!(
+            get("engine+s3/sled").baseline.as_deref(),
+            Some("s3/object-per-block")
+        );
+        assert_eq!(get("engine+s3/sled").vs_baseline, Some(20.0));
+        assert_eq!(get("s3/object-per-block").vs_baseline, None);
 
         w.compute_ratios("engine/sled");
         let get = |n: &str| w.results.iter().find(|r| r.target == n).unwrap().clone();

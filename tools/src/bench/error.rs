@@ -35,6 +35,15 @@ pub enum BenchError {
     /// The disk ceiling's O_DIRECT I/O failed.
     #[error("disk ceiling: {}", one_line(.0))]
     Disk(String),
+    /// The S3 bucket refused or failed a call (opening it, or the engine's pack tier).
+    #[error("s3: {}", one_line(&.0.to_string()))]
+    Remote(#[from] ipfrs_remote::RemoteError),
+    /// A request of the object-per-block target failed.
+    #[error("s3 object-per-block: {}", one_line(&.0.to_string()))]
+    ObjectStore(#[from] object_store::Error),
+    /// The Garage of `--s3 garage` could not be started.
+    #[error("garage: {}", one_line(&.0.to_string()))]
+    Garage(#[from] ipfrs_garage::Error),
     /// A result was wrong (a stored block missing, an absent one found).
     #[error("check failed: {}", one_line(.0))]
     Check(String),

@@ -1,6 +1,7 @@
 //! `--markdown FILE`: the run as one summary table in Markdown, a row per target and a column
 //! per workload (median ops/s; MiB/s for ingest, with the ratio to the baseline; p99 for get),
-//! the form the README's Benchmarks section shows.
+//! the form the README's Benchmarks section shows. A workload that S3 targets ran also gets
+//! a column of their S3 requests (total, and per op).
 
 use std::fmt::Write as _;
 
@@ -56,6 +57,16 @@ fn columns(workload: &str) -> Vec<(String, Cell)> {
     }
 }
 
+/// A target's S3 requests on a workload: the median round's total and the median per op;
+/// `-` for a target that does not talk to S3.
+fn s3_requests(r: &TargetFigures) -> String {
+    match (r.s3_requests, r.s3_requests_per_op) {
+        (Some(c), Some(per_op)) => format!("{} ({per_op:.2})", figure(c.total as f64)),
+        (Some(c), None) => figure(c.total as f64),
+        _ => "-".into(),
+    }
+}
+
 /// The summary table of `doc`.
 pub fn table(doc: &Document) -> String {
     let mut heads = vec!["target".to_string()];
@@ -64,6 +75,10 @@ pub fn table(doc: &Document) -> String {
         for (head, cell) in columns(&workload.name) {
             heads.push(head);
             cells.push((w, cell));
+        }
+        if workload.results.iter().any(|r| r.s3_requests.is_some()) {
+            heads.push(format!("{} S3 requests (per op)", workload.name));
+            cells.push((w, s3_requests));
         }
     }
     let mut out = format!("| {} |\n|---|", heads.join(" | "));

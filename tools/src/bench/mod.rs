@@ -14,6 +14,7 @@ mod markdown;
 mod report;
 mod rss;
 mod run;
+mod s3;
 mod sync_ceiling;
 mod target;
 mod usage;

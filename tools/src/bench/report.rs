@@ -146,6 +146,39 @@ pub fn table(w: &WorkloadReport) -> String {
     out
 }
 
+/// The S3 requests of a workload's S3 targets (the median round's, by method, and per op),
+/// or `None` when no target of it talks to S3.
+pub fn s3_requests(w: &WorkloadReport) -> Option<String> {
+    let counted: Vec<_> = w
+        .results
+        .iter()
+        .filter_map(|r| Some((r, r.s3_requests?)))
+        .collect();
+    if counted.is_empty() {
+        return None;
+    }
+    let mut out = format!(
+        "  S3 requests in the measured pass (median round; DELETE includes other methods):\n  \
+         {:<26} {:>9} {:>9} {:>9} {:>9} {:>7} {:>9} {:>9}",
+        "target", "GET", "PUT", "HEAD", "POST", "DELETE", "total", "per op"
+    );
+    for (r, c) in counted {
+        let _ = write!(
+            out,
+            "\n  {:<26} {:>9} {:>9} {:>9} {:>9} {:>7} {:>9} {:>9}",
+            r.target,
+            c.get,
+            c.put,
+            c.head,
+            c.post,
+            c.delete + c.other,
+            c.total,
+            opt(r.s3_requests_per_op, |x| format!("{x:.3}")),
+        );
+    }
+    Some(out)
+}
+
 /// Per target, what one round of all its workloads cost the process: CPU seconds, major page
 /// faults, and the memory peak (medians over rounds).
 pub fn resources(doc: &Document) -> String {

@@ -13,6 +13,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use ipfrs_remote::{RequestCounts, process_requests};
 
 use super::car;
 use super::cli::Plan;
@@ -25,6 +26,7 @@ use super::machine::Machine;
 use super::markdown;
 use super::report;
 use super::rss;
+use super::s3::S3Service;
 use super::sync_ceiling;
 use super::target::TargetKind;
 use super::usage::Usage;
@@ -67,6 +69,11 @@ pub fn run(plan: &Plan, command: Vec<String>) -> Result<()> {
     let sync_unavailable = (plan.ceilings && plan.workloads.contains(&WorkloadKind::Put))
         .then(|| sync_ceiling::probe(root.path(), &machine.fs_type))
         .flatten();
+    // The bucket (and Garage) before any target: a bad endpoint fails the run at once.
+    let s3 = plan
+        .s3
+        .map(|source| S3Service::start(source, plan.s3_bucket.as_deref(), root.path()))
+        .transpose()?;
     let targets: Vec<TargetKind> = TargetKind::all(plan)
         .into_iter()
         .filter(|t| match t {
@@ -142,6 +149,13 @@ pub fn run(plan: &Plan, command: Vec<String>) -> Result<()> {
         disk_unavailable.as_deref(),
         sync_unavailable.as_deref(),
     ));
+    if let Some(s3) = &s3 {
+        out.line(&format!(
+            "s3: {}; engine+s3 keeps {} bytes of uploaded packs locally",
+            s3.describe(),
+            plan.local_pack_bytes
+        ));
+    }
 
     let progress = progress_bar(plan, (plan.rounds as usize * targets.len()) as u64);
     // rounds[target][workload in sequence] = figures per round.
@@ -164,13 +178,22 @@ pub fn run(plan: &Plan, command: Vec<String>) -> Result<()> {
                 data: &data,
                 car: car_data.as_ref(),
             };
-            let measured = target_round(plan, target, sets, &sequence, &op_lists, &dir)?;
+            let measured = target_round(
+                plan,
+                (target, s3.as_ref()),
+                sets,
+                &sequence,
+                &op_lists,
+                &dir,
+            )?;
             let peak = rss::finish(rss_start);
             let used = Usage::now()
                 .zip(usage_start)
                 .map(|(now, start)| now.since(start));
-            for (w, m) in measured {
-                figures[t][w].push(RoundFigures::new(&m, peak, used));
+            for (w, m, requests) in measured {
+                let mut round = RoundFigures::new(&m, peak, used);
+                round.s3_requests = requests.map(Into::into);
+                figures[t][w].push(round);
             }
             remove_dir(&dir)?;
             progress.inc(1);
@@ -218,6 +241,9 @@ pub fn run(plan: &Plan, command: Vec<String>) -> Result<()> {
     };
     for w in &doc.workloads {
         out.line(&report::table(w));
+        if let Some(requests) = report::s3_requests(w) {
+            out.line(&requests);
+        }
     }
     out.line(&report::resources(&doc));
     out.line(&report::footer(&doc));
@@ -237,6 +263,8 @@ pub fn run(plan: &Plan, command: Vec<String>) -> Result<()> {
     if let Some((path, file)) = report_file {
         html::write(file, path, "--report", &html::run_page(&doc)?)?;
     }
+    // Garage stops before its directory goes.
+    drop(s3);
     let root_path = root.path().to_path_buf();
     root.close()
         .map_err(|e| BenchError::io("cannot remove", root_path, e))?;
@@ -250,16 +278,20 @@ struct Datasets<'a> {
     car: Option<&'a Dataset>,
 }
 
+/// What a target measured in a round: (index in `sequence`, figures, S3 requests of the
+/// measured pass for the S3 targets).
+type Measured = Vec<(usize, Measurement, Option<RequestCounts>)>;
+
 /// One target's round in `dir`: the workloads over generated blocks in one fresh store
-/// (`dir/store`), then `car` in another (`dir/car`); returns (index in `sequence`, figures).
+/// (`dir/store`), then `car` in another (`dir/car`).
 fn target_round(
     plan: &Plan,
-    target: TargetKind,
+    target: (TargetKind, Option<&S3Service>),
     sets: Datasets<'_>,
     sequence: &[WorkloadKind],
     op_lists: &[Vec<Op>],
     dir: &Path,
-) -> Result<Vec<(usize, Measurement)>> {
+) -> Result<Measured> {
     std::fs::create_dir_all(dir).map_err(|e| BenchError::io("cannot create", dir, e))?;
     let mut measured = Vec::new();
     let generated: Vec<usize> = (0..sequence.len())
@@ -285,17 +317,21 @@ fn target_round(
 
 /// One session of a target, opened fresh in `dir` over `data`: the workloads of `sequence`
 /// at `indices` that it supports, in order, then closed.
+///
+/// An S3 target's requests are the process's during each measured pass (one target runs at
+/// a time). The engine's pack tier uploads in the background, so a pass also counts the
+/// uploads of blocks an earlier pass wrote that happen to go out during it.
 fn session_round(
     plan: &Plan,
-    target: TargetKind,
+    (target, s3): (TargetKind, Option<&S3Service>),
     data: &Dataset,
     sequence: &[WorkloadKind],
     op_lists: &[Vec<Op>],
     indices: &[usize],
     dir: &Path,
-) -> Result<Vec<(usize, Measurement)>> {
-    let mut session = target.open(plan, data, dir)?;
-    let mut run_all = || -> Result<Vec<(usize, Measurement)>> {
+) -> Result<Measured> {
+    let mut session = target.open(plan, data, dir, s3)?;
+    let mut run_all = || -> Result<Measured> {
         let mut measured = Vec::new();
         for &w in indices {
             let workload = sequence[w];
@@ -312,11 +348,13 @@ fn session_round(
                 (WorkloadKind::Car, Some(car)) => session.import_car(car, plan.batch, dir),
                 _ => None,
             };
+            let before = process_requests();
             let measurement = match imported {
                 Some(m) => m?,
                 None => session.run(workload, &op_lists[w], duration)?,
             };
-            measured.push((w, measurement));
+            let requests = target.uses_s3().then(|| process_requests().since(&before));
+            measured.push((w, measurement, requests));
         }
         Ok(measured)
     };

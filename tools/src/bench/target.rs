@@ -1,5 +1,7 @@
 //! The targets measured: the engine over a backend, a raw backend called directly with the
-//! engine's keys, and the two ceilings (the disk through glommio DMA, the CPU's hash).
+//! engine's keys, the ceilings (the disk through glommio DMA, the CPU's hash, memory), and
+//! with `--s3` the engine with its pack tier on a bucket against one object per block there
+//! (see [`super::s3`]).
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -12,6 +14,7 @@ use super::cli::Plan;
 use super::disk::DiskTarget;
 use super::driver::{Lanes, Measurement, OpFuture, OpTarget, drive, drive_scan, histogram, nanos};
 use super::error::{BenchError, Result};
+use super::s3::{ObjectPerBlock, S3Service};
 use super::sync_ceiling::SyncCeiling;
 use super::workload::{Dataset, FreshBlocks, Op, WorkloadKind};
 
@@ -46,6 +49,11 @@ pub enum TargetKind {
         /// Whether each write is synced.
         sync: bool,
     },
+    /// The engine with its hot tier and its pack tier on the run's S3 bucket
+    /// (`Config.remote`), keeping `--local-pack-bytes` of uploaded packs locally.
+    EngineS3(BackendKind),
+    /// One object per block on the run's S3 bucket: the raw baseline of `EngineS3`.
+    S3ObjectPerBlock,
 }
 
 impl TargetKind {
@@ -64,6 +72,12 @@ impl TargetKind {
                     });
                 }
             }
+            if plan.s3.is_some() {
+                targets.push(TargetKind::EngineS3(backend));
+            }
+        }
+        if plan.s3.is_some() {
+            targets.push(TargetKind::S3ObjectPerBlock);
         }
         if plan.ceilings {
             targets.push(TargetKind::Disk);
@@ -102,7 +116,14 @@ impl TargetKind {
             TargetKind::Memory => "mem/xxh3".into(),
             TargetKind::SyncWrite { sync: true } => "disk/write+fdatasync".into(),
             TargetKind::SyncWrite { sync: false } => "disk/write".into(),
+            TargetKind::EngineS3(b) => format!("engine+s3/{b}"),
+            TargetKind::S3ObjectPerBlock => "s3/object-per-block".into(),
         }
+    }
+
+    /// Whether the target sends requests to S3 (the report counts them).
+    pub fn uses_s3(self) -> bool {
+        matches!(self, TargetKind::EngineS3(_) | TargetKind::S3ObjectPerBlock)
     }
 
     /// Whether this is a ceiling (what the hardware allows) rather than a store.
@@ -116,7 +137,10 @@ impl TargetKind {
     /// Whether the target can run `workload`.
     pub fn supports(self, workload: WorkloadKind) -> bool {
         match self {
-            TargetKind::Engine { .. } | TargetKind::Raw(_) => true,
+            TargetKind::Engine { .. }
+            | TargetKind::Raw(_)
+            | TargetKind::EngineS3(_)
+            | TargetKind::S3ObjectPerBlock => true,
             // Car is an ingest of other blocks: the ceilings write or hash them the same way.
             TargetKind::Disk => matches!(
                 workload,
@@ -135,8 +159,16 @@ impl TargetKind {
         }
     }
 
-    /// Opens the target in `dir` (which must not exist yet) for one round.
-    pub fn open<'d>(self, plan: &Plan, data: &'d Dataset, dir: &Path) -> Result<Session<'d>> {
+    /// Opens the target in `dir` (which must not exist yet) for one round; the S3 targets
+    /// on `s3`'s bucket, under a prefix of their own.
+    pub fn open<'d>(
+        self,
+        plan: &Plan,
+        data: &'d Dataset,
+        dir: &Path,
+        s3: Option<&S3Service>,
+    ) -> Result<Session<'d>> {
+        let no_s3 = || BenchError::Internal(format!("{} needs --s3", self.name()));
         let lanes = Lanes {
             threads: plan.threads,
             in_flight: plan.in_flight,
@@ -153,7 +185,29 @@ impl TargetKind {
                 } else {
                     IoDriver::IoUring
                 };
-                Inner::Engine(EngineTarget::open(plan, (backend, hot, driver), dir, data)?)
+                Inner::Engine(EngineTarget::open(
+                    plan,
+                    (backend, hot, driver),
+                    dir,
+                    data,
+                    None,
+                )?)
+            }
+            TargetKind::EngineS3(backend) => {
+                let tier = s3.ok_or_else(no_s3)?.tier_for(dir, plan.local_pack_bytes);
+                // The first driver the run measures: the S3 targets compare tiers, not drivers.
+                let driver = plan.io_drivers.first().copied().unwrap_or(IoDriver::Auto);
+                Inner::Engine(EngineTarget::open(
+                    plan,
+                    (backend, true, driver),
+                    dir,
+                    data,
+                    Some(tier),
+                )?)
+            }
+            TargetKind::S3ObjectPerBlock => {
+                let config = s3.ok_or_else(no_s3)?.config_for(dir);
+                Inner::S3(ObjectPerBlock::open(&config, data)?)
             }
             TargetKind::Raw(backend) => {
                 let options = BackendOptions {
@@ -193,6 +247,7 @@ enum Inner<'d> {
     Cpu(CpuTarget<'d>),
     Memory(MemoryTarget<'d>),
     SyncWrite(SyncCeiling<'d>),
+    S3(ObjectPerBlock<'d>),
 }
 
 impl Session<'_> {
@@ -210,6 +265,7 @@ impl Session<'_> {
             Inner::Cpu(t) => t,
             Inner::Memory(t) => t,
             Inner::SyncWrite(t) => t,
+            Inner::S3(t) => t,
         };
         match workload {
             WorkloadKind::Scan => drive_scan(target, SCAN_PAGE),
@@ -235,7 +291,8 @@ impl Session<'_> {
             Inner::Engine(t) => Ok(t.engine.blocking().close()?),
             Inner::Raw(t) => Ok(t.backend.flush()?),
             Inner::Disk(t) => t.close(),
-            Inner::Cpu(_) | Inner::Memory(_) => Ok(()),
+            // Every object-per-block request was answered before its op returned.
+            Inner::Cpu(_) | Inner::Memory(_) | Inner::S3(_) => Ok(()),
             Inner::SyncWrite(t) => t.close(),
         }
     }
@@ -310,8 +367,10 @@ impl<'d> EngineTarget<'d> {
         (backend, hot, driver): (BackendKind, bool, IoDriver),
         dir: &Path,
         data: &'d Dataset,
+        remote: Option<ipfrs_remote::RemoteTier>,
     ) -> Result<Self> {
         let mut config = Config::new(dir);
+        config.remote = remote;
         config.io_driver = driver;
         config.hot_tier = match (hot, config.hot_tier) {
             (false, _) | (true, None) => None,
@@ -358,7 +417,7 @@ impl<'d> EngineTarget<'d> {
 }
 
 /// The check every target makes of a get.
-fn check_get(data: &Dataset, i: u32, got: Option<usize>) -> Result<u64> {
+pub(super) fn check_get(data: &Dataset, i: u32, got: Option<usize>) -> Result<u64> {
     let want = data.block_len(i as usize);
     if got != Some(want) {
         return Err(BenchError::Check(format!(
@@ -370,7 +429,7 @@ fn check_get(data: &Dataset, i: u32, got: Option<usize>) -> Result<u64> {
 }
 
 /// The check every target makes of `has` on an absent CID.
-fn check_absent(data: &Dataset, i: u32, found: bool) -> Result<u64> {
+pub(super) fn check_absent(data: &Dataset, i: u32, found: bool) -> Result<u64> {
     if found {
         return Err(BenchError::Check(format!(
             "has {}: a never-stored CID is present",
@@ -391,7 +450,7 @@ fn check_count(what: &str, asked: usize, answered: usize) -> Result<()> {
 }
 
 /// The check of a get-many call: every block found with its length; returns the bytes.
-fn check_get_many(
+pub(super) fn check_get_many(
     data: &Dataset,
     blocks: &[u32],
     got: impl ExactSizeIterator<Item = Option<usize>>,
@@ -404,7 +463,7 @@ fn check_get_many(
 }
 
 /// The check of a has-many-absent call over absent CIDs `first..`: none found.
-fn check_absent_many(
+pub(super) fn check_absent_many(
     data: &Dataset,
     first: u32,
     len: u32,
@@ -718,6 +777,9 @@ mod tests {
             TargetKind::Memory,
             TargetKind::SyncWrite { sync: true },
             TargetKind::SyncWrite { sync: false },
+            TargetKind::EngineS3(BackendKind::Sled),
+            TargetKind::EngineS3(BackendKind::ParityDb),
+            TargetKind::S3ObjectPerBlock,
         ]
         .iter()
         .map(|t| t.name())
