@@ -244,7 +244,7 @@ pub fn footer(doc: &Document) -> String {
         },
         start_rss,
         if s.baseline == "raw" {
-            "the raw backend under the same engine"
+            "the raw backend under the same engine; engine+s3: s3/object-per-block"
         } else {
             &s.baseline
         },

@@ -151,7 +151,8 @@ pub fn run(plan: &Plan, command: Vec<String>) -> Result<()> {
     ));
     if let Some(s3) = &s3 {
         out.line(&format!(
-            "s3: {}; engine+s3 keeps {} bytes of uploaded packs locally",
+            "s3: {}; engine+s3 keeps {} bytes of uploaded packs locally and, after ingest, \
+             waits (untimed) for its uploader to go idle before the reads",
             s3.describe(),
             plan.local_pack_bytes
         ));
@@ -319,8 +320,9 @@ fn target_round(
 /// at `indices` that it supports, in order, then closed.
 ///
 /// An S3 target's requests are the process's during each measured pass (one target runs at
-/// a time). The engine's pack tier uploads in the background, so a pass also counts the
-/// uploads of blocks an earlier pass wrote that happen to go out during it.
+/// a time). The engine's pack tier uploads in the background: after ingest, engine+s3
+/// waits for its uploader to go idle ([`super::target::Session::settle`]), so the reads'
+/// counts are the reads' own, unless an upload or a compaction comes later.
 fn session_round(
     plan: &Plan,
     (target, s3): (TargetKind, Option<&S3Service>),
@@ -355,6 +357,12 @@ fn session_round(
             };
             let requests = target.uses_s3().then(|| process_requests().since(&before));
             measured.push((w, measurement, requests));
+            if workload == WorkloadKind::Ingest && !session.settle(plan.local_pack_bytes)? {
+                eprintln!(
+                    "ipfrs-bench: {}: packs still uploading when the reads start",
+                    target.name()
+                );
+            }
         }
         Ok(measured)
     };

@@ -21,6 +21,14 @@ use super::workload::{Dataset, FreshBlocks, Op, WorkloadKind};
 /// CIDs per page of the scan workload.
 const SCAN_PAGE: usize = 1024;
 
+/// How long engine+s3 may take after ingest to upload its packs before the reads start
+/// anyway: 500 MiB go up in about 5 s on loopback Garage, a real bucket is slower.
+const SETTLE_LIMIT: Duration = Duration::from_secs(180);
+/// How often the settle step reads the engine's counters.
+const SETTLE_POLL: Duration = Duration::from_millis(100);
+/// How long the counters must stay still for the uploader to count as idle.
+const SETTLE_QUIET: Duration = Duration::from_secs(1);
+
 /// One measured thing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TargetKind {
@@ -285,6 +293,43 @@ impl Session<'_> {
         }
     }
 
+    /// After ingest, for engine+s3: waits (untimed) until the engine's uploader is idle: the
+    /// counters of uploads, evictions and packs unchanged for a second, and the local pack
+    /// files within `local_pack_bytes` (or all of them uploaded and removed). The reads that
+    /// follow then find cold data where a store that has run a while has it, in the bucket,
+    /// instead of racing the uploads. Returns whether it settled within its limit; every
+    /// other target returns `true` at once.
+    pub fn settle(&self, local_pack_bytes: u64) -> Result<bool> {
+        let Inner::Engine(t) = &self.inner else {
+            return Ok(true);
+        };
+        if !t.remote {
+            return Ok(true);
+        }
+        let store = t.engine.blocking();
+        let started = Instant::now();
+        let mut last = None;
+        let mut still_since = Instant::now();
+        while started.elapsed() < SETTLE_LIMIT {
+            let s = store.stats()?;
+            let now = (
+                s.packs,
+                s.remote_uploads,
+                s.remote_evictions,
+                s.remote_packs,
+            );
+            if last != Some(now) {
+                (last, still_since) = (Some(now), Instant::now());
+            }
+            let local_done = s.remote_packs == s.packs || s.pack_disk_bytes <= local_pack_bytes;
+            if local_done && still_since.elapsed() >= SETTLE_QUIET {
+                return Ok(true);
+            }
+            std::thread::sleep(SETTLE_POLL);
+        }
+        Ok(false)
+    }
+
     /// Closes the target (the engine shuts its shards down; the raw backend flushes).
     pub fn close(self) -> Result<()> {
         match self.inner {
@@ -304,6 +349,8 @@ struct EngineTarget<'d> {
     engine: Engine,
     data: &'d Dataset,
     fresh: FreshBlocks,
+    /// Whether its packs go to a bucket (`Config.remote`).
+    remote: bool,
 }
 
 impl<'d> EngineTarget<'d> {
@@ -370,6 +417,7 @@ impl<'d> EngineTarget<'d> {
         remote: Option<ipfrs_remote::RemoteTier>,
     ) -> Result<Self> {
         let mut config = Config::new(dir);
+        let has_remote = remote.is_some();
         config.remote = remote;
         config.io_driver = driver;
         config.hot_tier = match (hot, config.hot_tier) {
@@ -412,6 +460,7 @@ impl<'d> EngineTarget<'d> {
             engine: Engine::open(config)?,
             data,
             fresh: FreshBlocks::default(),
+            remote: has_remote,
         })
     }
 }
