@@ -253,6 +253,12 @@ pub struct RunArgs {
     /// past the hot tier is a ranged GET (the case the S3 targets compare).
     #[arg(long, value_name = "BYTES", value_parser = parse_size, default_value = "0")]
     pub local_pack_bytes: usize,
+
+    /// Whether both S3 targets' clients keep connections alive (`RemoteConfig::
+    /// reuse_connections`, `true` by default as there); `false`: a connection per request,
+    /// which avoids the delayed-ACK stalls of a server that leaves Nagle on (Garage 2.5).
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
+    pub s3_reuse_connections: bool,
 }
 
 /// Where `--s3` finds its bucket.
@@ -417,6 +423,8 @@ pub struct Plan {
     pub s3_bucket: Option<String>,
     /// engine+s3: uploaded pack bytes kept locally.
     pub local_pack_bytes: u64,
+    /// Whether the S3 clients keep connections alive.
+    pub s3_reuse_connections: bool,
 }
 
 impl Plan {
@@ -572,6 +580,7 @@ impl Plan {
             s3: args.s3,
             s3_bucket: args.s3_bucket,
             local_pack_bytes: args.local_pack_bytes as u64,
+            s3_reuse_connections: args.s3_reuse_connections,
         })
     }
 }
@@ -841,7 +850,11 @@ mod tests {
         assert!(s3.contains(&"engine+s3/sled".to_string()), "{s3:?}");
         assert!(s3.contains(&"s3/object-per-block".to_string()), "{s3:?}");
         assert_eq!(s3.len(), plain.len() + 2);
-        assert_eq!(plan(&["--s3", "garage"]).unwrap().local_pack_bytes, 0);
+        let garage = plan(&["--s3", "garage"]).unwrap();
+        assert_eq!(garage.local_pack_bytes, 0);
+        assert!(garage.s3_reuse_connections);
+        let fresh = plan(&["--s3", "garage", "--s3-reuse-connections", "false"]).unwrap();
+        assert!(!fresh.s3_reuse_connections);
         let env = plan(&[
             "--s3",
             "env",

@@ -72,7 +72,14 @@ pub fn run(plan: &Plan, command: Vec<String>) -> Result<()> {
     // The bucket (and Garage) before any target: a bad endpoint fails the run at once.
     let s3 = plan
         .s3
-        .map(|source| S3Service::start(source, plan.s3_bucket.as_deref(), root.path()))
+        .map(|source| {
+            S3Service::start(
+                source,
+                plan.s3_bucket.as_deref(),
+                plan.s3_reuse_connections,
+                root.path(),
+            )
+        })
         .transpose()?;
     let targets: Vec<TargetKind> = TargetKind::all(plan)
         .into_iter()

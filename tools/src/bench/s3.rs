@@ -46,8 +46,15 @@ pub struct S3Service {
 impl S3Service {
     /// Starts Garage in `dir` (for `--s3 garage`) or takes the environment's endpoint and
     /// credentials (`--s3 env`, `bucket` required), and checks that the bucket answers.
-    pub fn start(source: S3Arg, bucket: Option<&str>, dir: &Path) -> Result<S3Service> {
-        let (config, garage, description) = match source {
+    /// Every client of the run keeps its connections alive or not as `reuse_connections`
+    /// says.
+    pub fn start(
+        source: S3Arg,
+        bucket: Option<&str>,
+        reuse_connections: bool,
+        dir: &Path,
+    ) -> Result<S3Service> {
+        let (mut config, garage, description) = match source {
             S3Arg::Garage => {
                 let binary = ipfrs_garage::garage_binary()?.ok_or_else(|| {
                     BenchError::Usage(format!(
@@ -83,6 +90,15 @@ impl S3Service {
                 (config, None, description)
             }
         };
+        config.reuse_connections = reuse_connections;
+        let description = format!(
+            "{description}; connections {}",
+            if reuse_connections {
+                "kept alive"
+            } else {
+                "one per request"
+            }
+        );
         // A wrong endpoint, credentials or bucket is reported now, not after the first
         // targets ran.
         drop(PackBucket::open(&config)?);
