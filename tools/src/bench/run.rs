@@ -111,8 +111,20 @@ pub fn run(plan: &Plan, command: Vec<String>) -> Result<()> {
     } else {
         0
     };
+    let sequential = if wants(&[WorkloadKind::GetManySeq]) {
+        ops
+    } else {
+        0
+    };
     let stored = if synthetic { plan.blocks } else { 0 };
-    let data = Dataset::generate(plan.size, stored, extra, absent, sampled, plan.seed)?;
+    let data = Dataset::generate(
+        plan.size,
+        stored,
+        extra,
+        absent,
+        (sampled, sequential),
+        plan.seed,
+    )?;
     // Ingest always runs first: the other workloads read what it stores. Car runs last, in a
     // store of its own. Only chosen workloads report.
     let mut sequence = Vec::new();
@@ -437,6 +449,13 @@ fn describe(workload: WorkloadKind, plan: &Plan, data: &Dataset, car: Option<&Da
             "get-many: get_many of {} uniform random blocks per call (raw: a get per key; disk: \
              the batch's reads at once), {amount}, {loop_kind}; ops = blocks, latency per call",
             plan.batch
+        ),
+        WorkloadKind::GetManySeq => format!(
+            "get-many-seq: get_many of {} blocks stored one after the other per call (runs of {} \
+             from random starts: what was written together, read back together), {amount}, \
+             {loop_kind}; ops = blocks, latency per call",
+            plan.batch,
+            super::workload::RUN_BLOCKS
         ),
         WorkloadKind::GetZipf => format!(
             "get-zipf: zipfian single gets (skew {}), {amount}, {loop_kind}",

@@ -205,7 +205,7 @@ mod tests {
             eprintln!("skipped: {reason}");
             return;
         }
-        let data = Dataset::generate(SizeSpec::Fixed(5000), 3, 0, 0, 0, 1).unwrap();
+        let data = Dataset::generate(SizeSpec::Fixed(5000), 3, 0, 0, (0, 0), 1).unwrap();
         let dir = tmp.path().join("ceiling");
         let ceiling = SyncCeiling::new(&dir, &data, 2, true).unwrap();
         for _ in 0..5 {

@@ -863,7 +863,7 @@ mod tests {
 
     #[test]
     fn batched_checks_catch_a_wrong_or_missing_answer() {
-        let d = Dataset::generate(SizeSpec::Fixed(10), 4, 0, 6, 8, 1).unwrap();
+        let d = Dataset::generate(SizeSpec::Fixed(10), 4, 0, 6, (8, 0), 1).unwrap();
         let blocks = d.sample_blocks(0, 8);
         let right = || blocks.iter().map(|_| Some(10));
         assert_eq!(check_get_many(&d, blocks, right()).unwrap(), 80);

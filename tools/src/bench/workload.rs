@@ -22,6 +22,10 @@ pub enum WorkloadKind {
     Get,
     /// `get_many` of `--batch` stored blocks per call, uniform at random.
     GetMany,
+    /// `get_many` of `--batch` blocks stored one after the other (runs of
+    /// [`RUN_BLOCKS`] from random starts): reading back what was written together, as a
+    /// file's DAG is read. Not in the default set.
+    GetManySeq,
     /// Single gets of stored blocks, zipfian (a hot set; --zipf-skew).
     GetZipf,
     /// `has` of CIDs never stored.
@@ -62,6 +66,7 @@ impl WorkloadKind {
             WorkloadKind::Ingest => "ingest",
             WorkloadKind::Get => "get",
             WorkloadKind::GetMany => "get-many",
+            WorkloadKind::GetManySeq => "get-many-seq",
             WorkloadKind::GetZipf => "get-zipf",
             WorkloadKind::HasAbsent => "has-absent",
             WorkloadKind::HasManyAbsent => "has-many-absent",
@@ -80,6 +85,7 @@ impl WorkloadKind {
             self,
             WorkloadKind::Get
                 | WorkloadKind::GetMany
+                | WorkloadKind::GetManySeq
                 | WorkloadKind::GetZipf
                 | WorkloadKind::HasAbsent
                 | WorkloadKind::HasManyAbsent
@@ -94,6 +100,7 @@ impl WorkloadKind {
             self,
             WorkloadKind::Ingest
                 | WorkloadKind::GetMany
+                | WorkloadKind::GetManySeq
                 | WorkloadKind::HasManyAbsent
                 | WorkloadKind::Delete
                 | WorkloadKind::Car
@@ -116,6 +123,7 @@ impl WorkloadKind {
             WorkloadKind::GetMany => 8,
             WorkloadKind::HasManyAbsent => 9,
             WorkloadKind::Put => 10,
+            WorkloadKind::GetManySeq => 11,
         }
     }
 }
@@ -229,6 +237,10 @@ enum Hashing {
     Verified,
 }
 
+/// Consecutive stored blocks in one run of get-many-seq's keys: 8 MiB of 32 KiB blocks, far
+/// more than one batch, so batches mostly read inside one run.
+pub const RUN_BLOCKS: usize = 256;
+
 /// The blocks of a run: `stored` blocks ingested, then the blocks mixed-workload puts add;
 /// one buffer sliced per block (no copy), and the CIDs computed once here so reads know them.
 ///
@@ -242,22 +254,26 @@ pub struct Dataset {
     spans: Vec<(Codec, usize, usize)>,
     cids: Vec<Cid>,
     absent: Vec<Cid>,
-    /// Stored block numbers drawn uniformly (with replacement), for get-many.
+    /// Stored block numbers for the batched reads: first `random_sampled` drawn uniformly
+    /// (with replacement), for get-many; then runs of consecutive ones, for get-many-seq.
     sample: Vec<u32>,
+    /// Where the runs start in `sample`.
+    random_sampled: usize,
     /// `cids[sample[k]]` for each `k`.
     sample_cids: Vec<Cid>,
     hashing: Hashing,
 }
 
 impl Dataset {
-    /// `stored + extra` blocks drawn from `size`, `absent` CIDs never stored, and a uniform
-    /// sample of `sampled` stored blocks (none if nothing is stored).
+    /// `stored + extra` blocks drawn from `size`, `absent` CIDs never stored, a uniform
+    /// sample of `sampled` stored blocks and `sequential` more in runs of consecutive ones
+    /// (none if nothing is stored).
     pub fn generate(
         size: SizeSpec,
         stored: usize,
         extra: usize,
         absent: usize,
-        sampled: usize,
+        (sampled, sequential): (usize, usize),
         seed: u64,
     ) -> Result<Dataset> {
         let mut rng = StdRng::seed_from_u64(seed ^ 0x1bf5_da7a);
@@ -278,13 +294,21 @@ impl Dataset {
             cids.push(*Block::with(codec, HashAlgorithm::Sha2_256, slice)?.cid());
         }
         let mut sample_rng = StdRng::seed_from_u64(seed ^ 0x5a3b_1e5a_3b1e);
-        let sample: Vec<u32> = if stored == 0 {
+        let mut sample: Vec<u32> = if stored == 0 {
             Vec::new()
         } else {
             (0..sampled)
                 .map(|_| sample_rng.random_range(0..stored) as u32)
                 .collect()
         };
+        // Drawn after the uniform part, so that part (and get-many's figures) is unchanged.
+        let random_sampled = sample.len();
+        while stored > 0 && sample.len() < random_sampled + sequential {
+            let start = sample_rng.random_range(0..stored);
+            let end = (start + RUN_BLOCKS).min(stored);
+            let room = random_sampled + sequential - sample.len();
+            sample.extend((start..end).take(room).map(|i| i as u32));
+        }
         let sample_cids = sample.iter().map(|&i| cids[i as usize]).collect();
         Ok(Dataset {
             stored,
@@ -293,6 +317,7 @@ impl Dataset {
             cids,
             absent: absent_cids(absent, seed)?,
             sample,
+            random_sampled,
             sample_cids,
             hashing: Hashing::Generated,
         })
@@ -319,6 +344,7 @@ impl Dataset {
             cids,
             absent: Vec::new(),
             sample: Vec::new(),
+            random_sampled: 0,
             sample_cids: Vec::new(),
             hashing: Hashing::Verified,
         })
@@ -517,10 +543,25 @@ pub fn ops_of(
             .map(|_| Op::Get(rng.random_range(0..n) as u32))
             .collect(),
         // `ops` keys (the dataset's sample / absent CIDs), `batch` per call.
-        WorkloadKind::GetMany => batches(ops.min(data.sample.len()), |first, len| Op::GetMany {
+        WorkloadKind::GetMany => batches(ops.min(data.random_sampled), |first, len| Op::GetMany {
             first,
             len,
         }),
+        // The same over the runs after the uniform part.
+        WorkloadKind::GetManySeq => {
+            let start = data.random_sampled as u32;
+            let runs = data.sample.len() - data.random_sampled;
+            batches(ops.min(runs), |first, len| Op::GetMany { first, len })
+                .into_iter()
+                .map(|op| match op {
+                    Op::GetMany { first, len } => Op::GetMany {
+                        first: start + first,
+                        len,
+                    },
+                    other => other,
+                })
+                .collect()
+        }
         WorkloadKind::HasManyAbsent => batches(ops.min(data.absent.len()), |first, len| {
             Op::HasManyAbsent { first, len }
         }),
@@ -575,9 +616,9 @@ mod tests {
 
     #[test]
     fn dataset_is_fixed_by_the_seed() {
-        let a = Dataset::generate(SizeSpec::Ipfs, 20, 5, 3, 9, 7).unwrap();
-        let b = Dataset::generate(SizeSpec::Ipfs, 20, 5, 3, 9, 7).unwrap();
-        let c = Dataset::generate(SizeSpec::Ipfs, 20, 5, 3, 9, 8).unwrap();
+        let a = Dataset::generate(SizeSpec::Ipfs, 20, 5, 3, (9, 0), 7).unwrap();
+        let b = Dataset::generate(SizeSpec::Ipfs, 20, 5, 3, (9, 0), 7).unwrap();
+        let c = Dataset::generate(SizeSpec::Ipfs, 20, 5, 3, (9, 0), 8).unwrap();
         assert_eq!(a.len(), 25);
         assert_eq!(a.data(3), b.data(3));
         assert_ne!(a.data(0), c.data(0));
@@ -599,14 +640,14 @@ mod tests {
 
     #[test]
     fn sample_is_uniform_over_the_stored_blocks() {
-        let d = Dataset::generate(SizeSpec::Fixed(8), 10, 5, 0, 20_000, 3).unwrap();
+        let d = Dataset::generate(SizeSpec::Fixed(8), 10, 5, 0, (20_000, 0), 3).unwrap();
         let mut hits = [0usize; 10];
         for &i in d.sample_blocks(0, 20_000) {
             hits[i as usize] += 1;
         }
         // 2000 expected per block; a standard deviation is about 42.
         assert!(hits.iter().all(|&h| (1700..2300).contains(&h)), "{hits:?}");
-        let empty = Dataset::generate(SizeSpec::Fixed(8), 0, 0, 0, 50, 3).unwrap();
+        let empty = Dataset::generate(SizeSpec::Fixed(8), 0, 0, 0, (50, 0), 3).unwrap();
         assert!(empty.sample_blocks(0, 0).is_empty());
     }
 
@@ -614,7 +655,7 @@ mod tests {
     fn adding_workloads_keeps_the_older_op_sequences() {
         // The op sequences of these seeds as the workloads' RNG salts made them before
         // get-many and has-many-absent existed (salt = the variant's old position).
-        let d = Dataset::generate(SizeSpec::Fixed(8), 1000, 0, 0, 0, 1).unwrap();
+        let d = Dataset::generate(SizeSpec::Fixed(8), 1000, 0, 0, (0, 0), 1).unwrap();
         for (kind, salt) in [(WorkloadKind::Get, 1u64), (WorkloadKind::GetZipf, 2)] {
             let mut rng = StdRng::seed_from_u64(4 ^ (salt + 1).wrapping_mul(0x9e37_79b9));
             let ops = ops_of(kind, &d, 8, 50, 0.99, 0.5, 4);
@@ -637,7 +678,7 @@ mod tests {
 
     #[test]
     fn fresh_blocks_are_new_and_sized_as_the_stored_ones() {
-        let d = Dataset::generate(SizeSpec::Ipfs, 30, 0, 0, 0, 2).unwrap();
+        let d = Dataset::generate(SizeSpec::Ipfs, 30, 0, 0, (0, 0), 2).unwrap();
         let stored: std::collections::HashSet<Cid> = (0..30).map(|i| *d.cid(i)).collect();
         let mut fresh = std::collections::HashSet::new();
         for k in 0..90u64 {
@@ -653,7 +694,7 @@ mod tests {
         }
         let counter = FreshBlocks::default();
         assert_eq!((counter.take(), counter.take()), (0, 1));
-        let empty = Dataset::generate(SizeSpec::Fixed(8), 0, 0, 0, 0, 2).unwrap();
+        let empty = Dataset::generate(SizeSpec::Fixed(8), 0, 0, 0, (0, 0), 2).unwrap();
         assert!(empty.fresh_block(0).is_err());
         let ops = ops_of(WorkloadKind::Put, &d, 8, 40, 0.99, 0.5, 1);
         assert_eq!(ops, vec![Op::PutNew; 40]);
@@ -663,7 +704,7 @@ mod tests {
 
     #[test]
     fn ipfs_mix_has_chunks_and_small_nodes() {
-        let d = Dataset::generate(SizeSpec::Ipfs, 400, 0, 0, 0, 1).unwrap();
+        let d = Dataset::generate(SizeSpec::Ipfs, 400, 0, 0, (0, 0), 1).unwrap();
         let chunks = (0..400).filter(|&i| d.block_len(i) == CHUNK).count();
         let small = (0..400).filter(|&i| d.block_len(i) <= 8 << 10).count();
         assert!((150..250).contains(&chunks), "{chunks} chunks");
@@ -674,7 +715,7 @@ mod tests {
 
     #[test]
     fn absent_cids_are_distinct_and_not_stored() {
-        let d = Dataset::generate(SizeSpec::Fixed(100), 50, 0, 100, 0, 1).unwrap();
+        let d = Dataset::generate(SizeSpec::Fixed(100), 50, 0, 100, (0, 0), 1).unwrap();
         let absent: std::collections::HashSet<_> = (0..100).map(|i| *d.absent(i)).collect();
         assert_eq!(absent.len(), 100);
         assert!((0..50).all(|i| !absent.contains(d.cid(i))));
@@ -693,12 +734,37 @@ mod tests {
         assert!(top10 < 300, "{top10} of 10000 in the top 10 at skew 0");
     }
 
+    /// get-many-seq reads runs of consecutive stored blocks, after the uniform sample, which
+    /// it leaves as it was (get-many's figures stay comparable with older reports).
+    #[test]
+    fn get_many_seq_reads_consecutive_blocks_and_leaves_the_uniform_sample_alone() {
+        let (stored, ops, batch) = (5000, 1000, 32);
+        let plain = Dataset::generate(SizeSpec::Fixed(8), stored, 0, 0, (ops, 0), 4).unwrap();
+        let both = Dataset::generate(SizeSpec::Fixed(8), stored, 0, 0, (ops, ops), 4).unwrap();
+        assert_eq!(plain.sample_blocks(0, ops), both.sample_blocks(0, ops));
+        let calls = ops_of(WorkloadKind::GetManySeq, &both, batch, ops, 0.99, 0.5, 1);
+        assert_eq!(calls.len(), ops.div_ceil(batch));
+        let mut breaks = 0;
+        for op in calls {
+            let Op::GetMany { first, len } = op else {
+                panic!("{op:?}");
+            };
+            assert!(first as usize >= ops, "reads the uniform part: {first}");
+            let blocks = both.sample_blocks(first as usize, len as usize);
+            assert!(blocks.iter().all(|&b| (b as usize) < stored));
+            // Within a call, one block after the other, but where a run ends.
+            breaks += blocks.windows(2).filter(|w| w[1] != w[0] + 1).count();
+        }
+        // 1000 keys in runs of 256: at most a break per run (4), and none otherwise.
+        assert!(breaks <= ops.div_ceil(RUN_BLOCKS), "{breaks} breaks");
+    }
+
     proptest::proptest! {
         /// Ingest and delete batches cover every stored block exactly once, in order, and no
         /// read op names a block or absent CID outside the dataset.
         #[test]
         fn batches_partition_the_store(stored in 1usize..200, batch in 1usize..70, ops in 1usize..300) {
-            let d = Dataset::generate(SizeSpec::Fixed(8), stored, 3, ops, ops, 5).unwrap();
+            let d = Dataset::generate(SizeSpec::Fixed(8), stored, 3, ops, (ops, ops), 5).unwrap();
             // Batched workloads: ingest and delete cover the store, get-many and
             // has-many-absent cover their `ops` keys.
             for (kind, keys) in [
@@ -750,7 +816,7 @@ mod tests {
         assert_eq!(mixed_extra(200, 0.5, 1000), 100);
         assert_eq!(mixed_extra(200, 0.5, 100), 25);
         assert_eq!(mixed_extra(200, 1.0, 100), 0);
-        let d = Dataset::generate(SizeSpec::Fixed(10), 100, 25, 200, 200, 1).unwrap();
+        let d = Dataset::generate(SizeSpec::Fixed(10), 100, 25, 200, (200, 0), 1).unwrap();
         let ingest = ops_of(WorkloadKind::Ingest, &d, 32, 200, 1.0, 0.5, 1);
         assert_eq!(ingest.len(), 4);
         assert_eq!(ingest[3], Op::Ingest { first: 96, len: 4 });
