@@ -49,6 +49,9 @@ fn s3_targets_report_their_requests_and_the_engines_absent_has_sends_none() {
         .args([
             "--s3",
             "garage",
+            // Garage takes it (it would not start on a block size it refuses).
+            "--s3-garage-block-size",
+            "64K",
             "-w",
             "ingest,get,get-many,has-absent",
             "--blocks",
@@ -135,6 +138,7 @@ fn s3_targets_report_their_requests_and_the_engines_absent_has_sends_none() {
         "{stdout}"
     );
     assert!(stdout.contains("Garage on http://127.0.0.1:"), "{stdout}");
+    assert!(stdout.contains("block_size 65536"), "{stdout}");
     let table = std::fs::read_to_string(&markdown).unwrap();
     assert!(table.contains("has-absent S3 requests"), "{table}");
 }

@@ -24,6 +24,10 @@ pub struct NodeConfig {
     pub replication_factor: usize,
     /// The cluster's shared RPC secret, 32 bytes as hex.
     pub rpc_secret: String,
+    /// Garage's `block_size`: the unit it stores and reads objects in (its default is
+    /// 1 MiB). A ranged read costs a whole block, so a store of packs read by small ranges
+    /// wants it smaller. `None`: Garage's default.
+    pub block_size: Option<u64>,
 }
 
 impl NodeConfig {
@@ -35,6 +39,7 @@ impl NodeConfig {
             s3_port: free_port()?,
             replication_factor,
             rpc_secret: rpc_secret.to_string(),
+            block_size: None,
         })
     }
 
@@ -73,6 +78,12 @@ impl NodeConfig {
         // Without it `garage node id` prints no address, and peers would have to guess one.
         root.insert("rpc_public_addr".into(), rpc.into());
         root.insert("rpc_secret".into(), self.rpc_secret.clone().into());
+        if let Some(size) = self.block_size {
+            root.insert(
+                "block_size".into(),
+                toml::Value::Integer(i64::try_from(size).unwrap_or(i64::MAX)),
+            );
+        }
         let mut s3 = toml::Table::new();
         s3.insert("s3_region".into(), REGION.into());
         s3.insert(
@@ -130,6 +141,16 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+
+    #[test]
+    fn block_size_is_written_only_when_set() {
+        let mut config = NodeConfig::new(Path::new("/tmp/node"), 1, &random_hex(32)).unwrap();
+        let parsed: toml::Table = config.to_toml().parse().unwrap();
+        assert!(!parsed.contains_key("block_size"));
+        config.block_size = Some(65536);
+        let parsed: toml::Table = config.to_toml().parse().unwrap();
+        assert_eq!(parsed["block_size"].as_integer(), Some(65536));
+    }
 
     #[test]
     fn config_binds_loopback_only_and_parses_back() {

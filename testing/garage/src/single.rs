@@ -35,7 +35,20 @@ impl Garage {
     /// Errors: [`Error::Exited`] or [`Error::NotReady`] with the end of the server's log when
     /// it does not come up within its time bound; [`Error::Io`] for files and spawning.
     pub fn start_with(binary: &Path, dir: &Path) -> Result<Self, Error> {
-        let config = NodeConfig::new(dir, 1, &config::random_hex(32))?;
+        Self::start_with_block_size(binary, dir, None)
+    }
+
+    /// [`Garage::start_with`] with Garage's `block_size` set (see [`NodeConfig::block_size`];
+    /// `None`: Garage's default).
+    ///
+    /// Errors: as [`Garage::start_with`].
+    pub fn start_with_block_size(
+        binary: &Path,
+        dir: &Path,
+        block_size: Option<u64>,
+    ) -> Result<Self, Error> {
+        let mut config = NodeConfig::new(dir, 1, &config::random_hex(32))?;
+        config.block_size = block_size;
         let mut node = Node::new(binary, config)?;
         let access_key = config::random_access_key();
         let secret_key = config::random_secret_key();

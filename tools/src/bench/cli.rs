@@ -259,6 +259,12 @@ pub struct RunArgs {
     /// which avoids the delayed-ACK stalls of a server that leaves Nagle on (Garage 2.5).
     #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
     pub s3_reuse_connections: bool,
+
+    /// `--s3 garage`: Garage's `block_size` (K/M suffixes; default: Garage's own, 1 MiB).
+    /// Garage reads a whole block for any range, so packs read by small ranges want it
+    /// smaller (64K: random 4 KiB reads at parity with one object per block).
+    #[arg(long, value_name = "BYTES", value_parser = parse_size)]
+    pub s3_garage_block_size: Option<usize>,
 }
 
 /// Where `--s3` finds its bucket.
@@ -425,6 +431,8 @@ pub struct Plan {
     pub local_pack_bytes: u64,
     /// Whether the S3 clients keep connections alive.
     pub s3_reuse_connections: bool,
+    /// `--s3 garage`: Garage's block size, if set.
+    pub s3_garage_block_size: Option<u64>,
 }
 
 impl Plan {
@@ -581,6 +589,7 @@ impl Plan {
             s3_bucket: args.s3_bucket,
             local_pack_bytes: args.local_pack_bytes as u64,
             s3_reuse_connections: args.s3_reuse_connections,
+            s3_garage_block_size: args.s3_garage_block_size.map(|b| b as u64),
         })
     }
 }

@@ -77,6 +77,7 @@ pub fn run(plan: &Plan, command: Vec<String>) -> Result<()> {
                 source,
                 plan.s3_bucket.as_deref(),
                 plan.s3_reuse_connections,
+                plan.s3_garage_block_size,
                 root.path(),
             )
         })

@@ -52,6 +52,7 @@ impl S3Service {
         source: S3Arg,
         bucket: Option<&str>,
         reuse_connections: bool,
+        garage_block_size: Option<u64>,
         dir: &Path,
     ) -> Result<S3Service> {
         let (mut config, garage, description) = match source {
@@ -63,16 +64,18 @@ impl S3Service {
                         ipfrs_garage::GARAGE_ENV
                     ))
                 })?;
-                let garage = Garage::start_with(&binary, &dir.join("garage"))?;
+                let garage =
+                    Garage::start_with_block_size(&binary, &dir.join("garage"), garage_block_size)?;
                 let mut config = RemoteConfig::new(Some(&garage.endpoint()), garage.bucket());
                 config.region = garage.region().to_owned();
                 config.access_key_id = Some(garage.access_key().to_owned());
                 config.secret_access_key = Some(garage.secret_key().to_owned());
                 let description = format!(
-                    "Garage on {} (bucket {}, binary {}), started for this run",
+                    "Garage on {} (bucket {}, binary {}, block_size {}), started for this run",
                     garage.endpoint(),
                     garage.bucket(),
-                    binary.display()
+                    binary.display(),
+                    garage_block_size.map_or("default".to_string(), |b| b.to_string())
                 );
                 (config, Some(garage), description)
             }
