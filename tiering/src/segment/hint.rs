@@ -16,7 +16,6 @@
 //! record they serve, and compaction checks every record it moves.
 
 use std::borrow::Cow;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use xxhash_rust::xxh3::xxh3_64;
@@ -111,14 +110,7 @@ pub fn decode_hint(bytes: &[u8]) -> Option<SegmentScan<'_>> {
 
 /// Writes a hint durably: to a temporary file, synced, renamed into place, directory synced.
 pub fn write_hint(dir: &Path, id: u32, hint: &[u8]) -> std::io::Result<()> {
-    let path = hint_path(dir, id);
-    let tmp = path.with_extension("hint.tmp");
-    let mut file = std::fs::File::create(&tmp)?;
-    file.write_all(hint)?;
-    file.sync_all()?;
-    drop(file);
-    std::fs::rename(&tmp, &path)?;
-    super::file::sync_dir(dir)
+    super::file::write_durably(&hint_path(dir, id), hint)
 }
 
 /// Whether the durable mark proves segment `id` was synced in full: a later segment's mark
