@@ -221,6 +221,14 @@ impl Error {
             source: Arc::new(source),
         }
     }
+
+    /// The shard's error for a failure of its pack bucket.
+    pub(crate) fn remote(shard: usize) -> impl FnOnce(ipfrs_remote::RemoteError) -> Error {
+        move |source| Error::Remote {
+            shard,
+            source: Arc::new(source),
+        }
+    }
 }
 
 fn hex(bytes: &[u8]) -> String {

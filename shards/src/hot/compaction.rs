@@ -45,8 +45,8 @@ pub(crate) const STEP_BYTES: u64 = 4 << 20;
 
 /// How long compaction waits after a failure before trying again; doubled at each failure
 /// in a row (a full disk stays full for a while) up to [`RETRY_AFTER_MAX`].
-const RETRY_AFTER: Duration = Duration::from_secs(1);
-const RETRY_AFTER_MAX: Duration = Duration::from_secs(60);
+pub(crate) const RETRY_AFTER: Duration = Duration::from_secs(1);
+pub(crate) const RETRY_AFTER_MAX: Duration = Duration::from_secs(60);
 
 /// The compaction task of one shard; runs until the shard stops.
 pub(crate) async fn run(shard: Rc<Shard>) {

@@ -31,19 +31,15 @@ use ipfrs_core_types::RemoteTier;
 use ipfrs_remote::{Manifest, PackBucket, PackEntry, RemoteError};
 use ipfrs_tiering::pack::{PackLoc, pack_hint_path, pack_path};
 use ipfrs_tiering::segment::MappedSegment;
-use ipfrs_tiering::segment::file::sync_dir;
+use ipfrs_tiering::segment::file::write_durably;
 use ipfrs_tiering::segment::hint::{decode_hint, encode_hint};
 use ipfrs_tiering::segment::scan_segment;
 
 use super::HotTier;
+use super::compaction::{RETRY_AFTER, RETRY_AFTER_MAX};
 use super::writer::RECORD_ALIGN;
 use crate::shard::{Shard, bump};
 use crate::{Error, Result};
-
-/// How long the uploader waits after a failure before trying again; doubled at each failure
-/// in a row, up to [`RETRY_AFTER_MAX`].
-const RETRY_AFTER: Duration = Duration::from_secs(1);
-const RETRY_AFTER_MAX: Duration = Duration::from_secs(60);
 
 /// How often an idle uploader looks again without being woken (deletes whose grace ended).
 const IDLE_TICK: Duration = Duration::from_secs(5);
@@ -124,10 +120,7 @@ impl RemotePacks {
     /// newest manifest fail the open, each with its own error: a store must not start
     /// without the packs its index points at.
     pub(crate) fn open(shard: usize, shards: usize, tier: &RemoteTier) -> Result<RemotePacks> {
-        let failed = |e: RemoteError| Error::Remote {
-            shard,
-            source: std::sync::Arc::new(e),
-        };
+        let failed = |e| Error::remote(shard)(e);
         let bucket = PackBucket::open(&tier.bucket).map_err(failed)?;
         let id = shard as u32;
         let manifest = bucket
@@ -217,6 +210,7 @@ pub(crate) async fn run(shard: Rc<Shard>) {
     let Some(remote) = hot.remote.as_ref() else {
         return;
     };
+    // After a failure it waits as compaction does, doubling at each failure in a row.
     let mut retry_after = RETRY_AFTER;
     loop {
         if hot.stopping.get() {
@@ -250,10 +244,7 @@ pub(crate) async fn run(shard: Rc<Shard>) {
 
 /// One round of the uploader; true if there is more to do at once.
 async fn step(shard: &Shard, hot: &HotTier, remote: &RemotePacks) -> Result<bool> {
-    let failed = |e: RemoteError| Error::Remote {
-        shard: shard.id,
-        source: std::sync::Arc::new(e),
-    };
+    let failed = |e| Error::remote(shard.id)(e);
     // 0. Once per open: packs in the bucket that neither the manifest nor this disk has are
     // what a crash left (dropped before their delete came); they go the way of the others.
     if !remote.swept.get() {
@@ -343,12 +334,15 @@ async fn step(shard: &Shard, hot: &HotTier, remote: &RemotePacks) -> Result<bool
     // Reclaimed packs stay listed until what was rewritten out of them is in the bucket.
     live.extend(still_retiring(hot, remote));
     let old = remote.manifest.borrow().clone();
-    let mut packs: BTreeMap<u32, PackEntry> = old
+    // By pack number: ascending, each once, as a manifest lists them.
+    let next: Vec<PackEntry> = old
         .packs
         .iter()
         .chain(&uploaded)
         .filter(|e| live.contains(&e.pack))
         .map(|e| (e.pack, *e))
+        .collect::<BTreeMap<u32, PackEntry>>()
+        .into_values()
         .collect();
     // Dropped while it was being uploaded: in the bucket, never listed.
     let orphans: Vec<u32> = uploaded
@@ -356,7 +350,6 @@ async fn step(shard: &Shard, hot: &HotTier, remote: &RemotePacks) -> Result<bool
         .map(|e| e.pack)
         .filter(|p| !live.contains(p))
         .collect();
-    let next: Vec<PackEntry> = std::mem::take(&mut packs).into_values().collect();
     let dead: Vec<(u32, u32)> = {
         let mut dead = remote.dead.borrow_mut();
         // A pack gone takes its dead records with it.
@@ -481,13 +474,15 @@ async fn evict_over_budget(shard: &Shard, hot: &HotTier, remote: &RemotePacks) -
             // Before the first local file goes: from now on this store cannot be read
             // without its bucket, and an open without one must say so.
             let (marker, name) = (marker_path(&hot.dir), remote.name.clone());
-            crate::rt::spawn_blocking(move || write_marker(&marker, &name))
-                .await
-                .map_err(Error::segment_io(
-                    shard.id,
-                    "writing the bucket marker",
-                    marker_path(&hot.dir),
-                ))?;
+            crate::rt::spawn_blocking(move || {
+                write_durably(&marker, format!("{name}\n").as_bytes())
+            })
+            .await
+            .map_err(Error::segment_io(
+                shard.id,
+                "writing the bucket marker",
+                marker_path(&hot.dir),
+            ))?;
             remote.marked.set(true);
         }
         // The files go first, then the mapping (readers holding it keep reading; a new
@@ -530,17 +525,11 @@ pub(crate) async fn claim(remote: &RemotePacks, pack: u32) -> Claim<'_> {
     Claim { remote, pack }
 }
 
-/// The file that says a shard's packs may be only in a bucket, and which: written before the
-/// first local pack file is removed, checked by every open.
+/// The file that says a shard's packs may be only in a bucket, and which (its contents name
+/// the bucket for the error): written durably before the first local pack file is removed,
+/// checked by every open.
 pub(crate) fn marker_path(segments_dir: &Path) -> PathBuf {
     segments_dir.join("BUCKET")
-}
-
-/// Writes the marker (its contents name the bucket for the error), synced. Blocking.
-fn write_marker(path: &Path, name: &str) -> std::io::Result<()> {
-    std::fs::write(path, format!("{name}\n"))?;
-    std::fs::File::open(path)?.sync_all()?;
-    sync_dir(path.parent().unwrap_or(Path::new(".")))
 }
 
 /// The bytes to upload for local pack `id` of `dir`, mapped as `map`: its records (the
@@ -593,10 +582,7 @@ pub(crate) async fn fetch_back(shard: &Shard, hot: &HotTier, pack: u32) -> Resul
     if !hot.packs.borrow().is_remote(pack) {
         return Ok(());
     }
-    let failed = |e: RemoteError| Error::Remote {
-        shard: shard.id,
-        source: std::sync::Arc::new(e),
-    };
+    let failed = |e| Error::remote(shard.id)(e);
     let Some(entry) = remote.entry(pack) else {
         return Err(failed(RemoteError::NotFound {
             path: format!("pack {pack} (not in the shard's manifest)"),
@@ -641,10 +627,7 @@ pub(crate) async fn any_live(shard: &Shard, hot: &HotTier, pack: u32) -> Result<
         .read_hint(remote.shard, pack)
         .result()
         .await
-        .map_err(|e| Error::Remote {
-            shard: shard.id,
-            source: std::sync::Arc::new(e),
-        })?;
+        .map_err(Error::remote(shard.id))?;
     let Some(scan) = decode_hint(&hint) else {
         return Ok(true);
     };
@@ -672,17 +655,8 @@ pub(crate) async fn any_live(shard: &Shard, hot: &HotTier, pack: u32) -> Result<
 /// Writes a fetched pack and its hint under their names in `dir` (through temporary names,
 /// synced, so a crash leaves either nothing or the whole file) and maps the pack. Blocking.
 fn write_back(dir: &Path, pack: u32, bytes: &[u8], hint: &[u8]) -> std::io::Result<MappedSegment> {
-    fn put(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-        use std::io::Write;
-        let tmp: PathBuf = path.with_extension("fetch");
-        let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)
-    }
-    put(&pack_path(dir, pack), bytes)?;
-    put(&pack_hint_path(dir, pack), hint)?;
-    sync_dir(dir)?;
+    write_durably(&pack_path(dir, pack), bytes)?;
+    write_durably(&pack_hint_path(dir, pack), hint)?;
     MappedSegment::open(pack, &pack_path(dir, pack))
 }
 
@@ -715,10 +689,7 @@ pub(crate) async fn read_records(
         .collect();
     let mut out = vec![Bytes::new(); wanted.len()];
     for (items, reading) in pending {
-        let records = reading.result().await.map_err(|e| Error::Remote {
-            shard: shard.id,
-            source: std::sync::Arc::new(e),
-        })?;
+        let records = reading.result().await.map_err(Error::remote(shard.id))?;
         for (i, record) in items.into_iter().zip(records) {
             bump(&remote.counters.reads, 1);
             bump(&remote.counters.read_bytes, record.len() as u64);
