@@ -225,11 +225,6 @@ impl ReadView {
                     let Some(hot) = &self.hot else {
                         return Ok(Quick::Shard);
                     };
-                    // Only in the bucket: the shard reads it (a network read has no place on
-                    // the caller's thread, and the shard merges reads of one pack).
-                    if hot.packs.borrow().is_remote(loc.pack) {
-                        return Ok(Quick::Shard);
-                    }
                     match crate::hot::pack_record(&hot.packs, &hot.segments, &loc) {
                         Some(record) => {
                             self.cache.insert_location(key, loc);
@@ -238,6 +233,12 @@ impl ReadView {
                                 self.cache.forget_location(key);
                             }
                             return Ok(self.answered((Some(Fetched::Record(record)), None)));
+                        }
+                        // Only in the bucket: the shard reads it (a network read has no
+                        // place on the caller's thread, and the shard merges reads of one
+                        // pack). Asked only on a miss, so local reads pay nothing for it.
+                        None if hot.packs.borrow().is_remote(loc.pack) => {
+                            return Ok(Quick::Shard);
                         }
                         // Reclaimed since the entry was read (the block is hot again), or
                         // damage: look again, then let the shard tell.

@@ -187,11 +187,14 @@ async fn get_many(shard: &Rc<Shard>, keys: Vec<Key>) -> Result<Vec<Option<Fetche
                     .hot
                     .as_ref()
                     .and_then(|hot| hot.pack_record(&loc).or_else(|| hot.fetch(key)));
-                let remote = shard
-                    .hot
-                    .as_ref()
-                    .is_some_and(|hot| hot.packs.borrow().is_remote(loc.pack));
-                if record.is_none() && remote {
+                let remote = || {
+                    shard
+                        .hot
+                        .as_ref()
+                        .is_some_and(|hot| hot.packs.borrow().is_remote(loc.pack))
+                };
+                // Asked only on a miss: local records pay nothing for it.
+                if record.is_none() && remote() {
                     remote_wanted.push((at, key.clone(), loc));
                     return None;
                 }
