@@ -251,6 +251,21 @@ pub enum Error {
     /// The engine is closed.
     #[error("the engine is closed")]
     Closed,
+    /// The store is a read-only replica ([`crate::Replica`]): writes go to the primary that
+    /// uploads the packs; nothing was changed.
+    #[error("{operation} refused: this store is a read-only replica of a pack bucket")]
+    ReadOnly {
+        /// The refused operation (`put`, `delete`).
+        operation: &'static str,
+    },
+    /// A read replica's bucket failed a read or a listing (unreachable, a pack gone since the
+    /// replica's last refresh, a damaged object); the error names the object.
+    #[error("the replica's pack bucket: {source}")]
+    ReplicaBucket {
+        /// What the bucket said.
+        #[source]
+        source: ipfrs_remote::RemoteError,
+    },
     /// A metadata key or value is out of bounds; nothing was changed.
     #[error("invalid metadata: {reason}")]
     InvalidMetadata {

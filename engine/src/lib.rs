@@ -42,6 +42,7 @@ mod metrics;
 mod migrate;
 mod repair;
 mod replica;
+mod replica_store;
 mod service;
 mod stats;
 mod store;

@@ -34,7 +34,8 @@
 //!   [`ReplicaError::Remote`] (not found), never with other bytes.
 
 use std::collections::BTreeMap;
-use std::sync::{Mutex, PoisonError, RwLock};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use bytes::Bytes;
 use ipfrs_core_types::Cid;
@@ -43,6 +44,7 @@ use ipfrs_remote::{Manifest, PackBucket, PackEntry, Pending, RemoteConfig, Remot
 use ipfrs_shards::Fetched;
 use ipfrs_tiering::segment::hint::decode_hint;
 use ipfrs_tiering::segment::index::fingerprint;
+use ipfrs_tiering::segment::recover::Kind;
 use ipfrs_tiering::segment::{
     Alignment, HotIndex, Loc, Recovered, SegmentScan, replay, scan_segment,
 };
@@ -126,6 +128,9 @@ pub struct Refreshed {
 /// Lookups probe each shard's index in turn: the replica does not know the primary's shard
 /// count (a shard with nothing uploaded has no folder), so it cannot route a key.
 ///
+/// It is also a [`crate::BlockStore`] that refuses writes ([`crate::Error::ReadOnly`]), so
+/// code written against the trait (a gateway) serves a bucket unchanged.
+///
 /// ```no_run
 /// use ipfrs_remote::RemoteConfig;
 /// use ipfrs_storage::{Block, Replica};
@@ -146,6 +151,22 @@ pub struct Replica {
     /// Held by a refresh from its first request to its swap, so two refreshes do not each
     /// diff against a state the other is replacing.
     refreshing: Mutex<()>,
+    /// Set by [`BlockStore::close`](crate::BlockStore::close): the trait's calls then fail
+    /// with [`crate::Error::Closed`] (this type's own methods go on serving).
+    closed: AtomicBool,
+    /// The records of the pack a listing read last: a listing walks a pack a page at a time,
+    /// and each page would otherwise fetch its hint again.
+    listed: Mutex<Option<ListedPack>>,
+}
+
+/// A pack's records, as a listing reads them: (offset, key) in pack order.
+#[derive(Clone)]
+struct ListedPack {
+    shard: u32,
+    entry: PackEntry,
+    /// Every record that names a block (puts, and damaged records whose key could be read),
+    /// by offset.
+    records: Arc<Vec<(u32, Vec<u8>)>>,
 }
 
 impl std::fmt::Debug for Replica {
@@ -190,6 +211,8 @@ impl Replica {
             bucket,
             shards: RwLock::new(Vec::new()),
             refreshing: Mutex::new(()),
+            closed: AtomicBool::new(false),
+            listed: Mutex::new(None),
         };
         replica.refresh()?;
         Ok(replica)
@@ -465,19 +488,7 @@ impl Replica {
 
     /// How many blocks the replica serves.
     pub fn block_count(&self) -> u64 {
-        self.read_shards(|s| {
-            s.iter()
-                .map(|s| {
-                    // Each dead record is the last record of at most one indexed key.
-                    let dead = s
-                        .index
-                        .iter()
-                        .filter(|(_, loc)| s.dead.contains(&(loc.segment, loc.offset)))
-                        .count();
-                    (s.index.len() - dead) as u64
-                })
-                .sum()
-        })
+        self.served().0
     }
 
     /// The bytes the index's tables hold now (slots of
@@ -491,6 +502,103 @@ impl Replica {
     /// of it.
     pub fn generation(&self, shard: u32) -> Option<u64> {
         self.read_shards(|s| s.iter().find(|s| s.shard == shard).map(|s| s.generation))
+    }
+
+    /// The blocks served and their bytes (the sizes the hints list), in one pass.
+    pub(crate) fn served(&self) -> (u64, u64) {
+        self.read_shards(|s| {
+            s.iter()
+                .flat_map(|s| {
+                    s.index
+                        .iter()
+                        .filter(|(_, loc)| !s.dead.contains(&(loc.segment, loc.offset)))
+                })
+                .fold((0, 0), |(blocks, bytes), (_, loc)| {
+                    (blocks + 1, bytes + u64::from(loc.len))
+                })
+        })
+    }
+
+    /// The packs indexed now, across shards.
+    pub(crate) fn pack_count(&self) -> u64 {
+        self.read_shards(|s| s.iter().map(|s| s.packs.len() as u64).sum())
+    }
+
+    /// Marks the replica closed for the [`crate::BlockStore`] calls.
+    pub(crate) fn mark_closed(&self) {
+        self.closed.store(true, Ordering::Release);
+    }
+
+    /// Whether [`Replica::mark_closed`] ran.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// The packs indexed now of every shard numbered `from` or above, ascending by shard
+    /// then pack: what a listing walks.
+    pub(crate) fn packs_from(&self, from: u32) -> Vec<(u32, Vec<PackEntry>)> {
+        self.read_shards(|s| {
+            s.iter()
+                .filter(|s| s.shard >= from)
+                .map(|s| (s.shard, s.packs.clone()))
+                .collect()
+        })
+    }
+
+    /// Whether the record at (`pack`, `offset`) of `shard` is the one a read of `key` is
+    /// served from now: a listing names each served block once, at that record.
+    pub(crate) fn serves_from(&self, shard: u32, pack: u32, offset: u32, key: &[u8]) -> bool {
+        self.read_shards(|s| {
+            locate(s, key)
+                .is_some_and(|(at, loc)| at == shard && loc.segment == pack && loc.offset == offset)
+        })
+    }
+
+    /// The records of one pack (from its hint, or from the pack itself when the hint is
+    /// missing or does not decode, as indexing does). The last pack read is kept for the
+    /// next page of the same listing.
+    pub(crate) async fn pack_records(
+        &self,
+        shard: u32,
+        entry: PackEntry,
+    ) -> ReplicaResult<Arc<Vec<(u32, Vec<u8>)>>> {
+        let cached = self
+            .listed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        if let Some(listed) = cached
+            && listed.shard == shard
+            && listed.entry == entry
+        {
+            return Ok(listed.records);
+        }
+        let source = match self.bucket.read_hint(shard, entry.pack).result().await {
+            Ok(hint)
+                if decode_hint(&hint).is_some_and(|scan| scan.end as u64 <= entry.pack_len) =>
+            {
+                Source::Hint(hint)
+            }
+            Ok(_) | Err(RemoteError::NotFound { .. }) => {
+                Source::Pack(self.bucket.read_pack(shard, entry).result().await?)
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let records: Vec<(u32, Vec<u8>)> = source
+            .scan()
+            .found
+            .iter()
+            .filter(|found| matches!(found.kind, Kind::Put { .. } | Kind::Damaged { .. }))
+            // Offsets within a pack fit its index's u32 locations (packs are former segments).
+            .filter_map(|found| Some((u32::try_from(found.offset).ok()?, found.key.to_vec())))
+            .collect();
+        let records = Arc::new(records);
+        *self.listed.lock().unwrap_or_else(PoisonError::into_inner) = Some(ListedPack {
+            shard,
+            entry,
+            records: Arc::clone(&records),
+        });
+        Ok(records)
     }
 
     fn read_shards<T>(&self, f: impl FnOnce(&[ShardIndex]) -> T) -> T {

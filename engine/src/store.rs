@@ -16,8 +16,8 @@ use crate::{Engine, Error, Result, Stats};
 /// Where a listing of CIDs stands: opaque, returned by [`BlockStore::cid_page`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Cursor {
-    shard: usize,
-    after: Option<Key>,
+    pub(crate) shard: usize,
+    pub(crate) after: Option<Key>,
 }
 
 /// One page of a listing.
