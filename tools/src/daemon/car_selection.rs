@@ -18,7 +18,7 @@ use std::collections::HashSet;
 use bytes::Bytes;
 use futures_lite::future::block_on;
 use ipfrs_storage::key::identity_data;
-use ipfrs_storage::{BlockStore, Cid, Engine};
+use ipfrs_storage::{BlockStore, Cid};
 
 use crate::store::dag::{self, OnMissing};
 
@@ -150,18 +150,18 @@ impl Resolved {
 }
 
 /// The data of `cid` (inline for identity CIDs); `None` when it is not stored.
-async fn load(engine: &Engine, cid: &Cid) -> Result<Option<Bytes>> {
+async fn load<S: BlockStore>(store: &S, cid: &Cid) -> Result<Option<Bytes>> {
     if let Some(data) = identity_data(cid) {
         return Ok(Some(Bytes::copy_from_slice(data)));
     }
-    Ok(engine.get(cid).await?)
+    Ok(store.get(cid).await?)
 }
 
 /// Resolves `path` (already percent-decoded segments) from `root` through UnixFS
 /// directories. Errors: 404 for the root or a segment that is not there, 400 for a path
 /// through a file or a non-UnixFS block, 501 through a HAMT-sharded directory.
-pub async fn resolve(engine: &Engine, root: Cid, path: &[String]) -> Result<Resolved> {
-    let data = load(engine, &root)
+pub async fn resolve<S: BlockStore>(store: &S, root: Cid, path: &[String]) -> Result<Resolved> {
+    let data = load(store, &root)
         .await?
         .ok_or_else(|| Error::NotFound(format!("block {root} is not in this gateway's store")))?;
     let mut blocks = vec![(root, data)];
@@ -194,7 +194,7 @@ pub async fn resolve(engine: &Engine, root: Cid, path: &[String]) -> Result<Reso
         };
         walked.push('/');
         walked.push_str(segment);
-        let data = load(engine, &next)
+        let data = load(store, &next)
             .await?
             .ok_or_else(|| Error::NotFound(format!("block {next} ({walked}) is not stored")))?;
         blocks.push((next, data));
@@ -210,8 +210,8 @@ pub fn file_size(terminal: &(Cid, Bytes)) -> Option<u64> {
 
 /// Writes the blocks of `selection` over `resolved` into `car` (see the module docs), for
 /// [`super::car_stream::response`].
-pub fn write_selection(
-    engine: &Engine,
+pub fn write_selection<S: BlockStore>(
+    store: &S,
     car: &mut Car,
     resolved: &Resolved,
     selection: &Selection,
@@ -222,7 +222,7 @@ pub fn write_selection(
         dups: selection.dups,
         repeats: 0,
     };
-    write(engine, &mut out, resolved, selection)
+    write(store, &mut out, resolved, selection)
 }
 
 /// Most repeated blocks one `dups=y` response sends: a DAG that links the same node twice
@@ -264,8 +264,8 @@ impl Out<'_> {
     }
 }
 
-fn fetch(engine: &Engine, cid: &Cid, parent: &Cid) -> Result<Bytes> {
-    block_on(load(engine, cid))?.ok_or_else(|| {
+fn fetch<S: BlockStore>(store: &S, cid: &Cid, parent: &Cid) -> Result<Bytes> {
+    block_on(load(store, cid))?.ok_or_else(|| {
         Error::Store(crate::store::error::Error::MissingBlock {
             cid: Box::new(*cid),
             parent: Box::new(*parent),
@@ -273,7 +273,12 @@ fn fetch(engine: &Engine, cid: &Cid, parent: &Cid) -> Result<Bytes> {
     })
 }
 
-fn write(engine: &Engine, out: &mut Out, resolved: &Resolved, sel: &Selection) -> Result<()> {
+fn write<S: BlockStore>(
+    store: &S,
+    out: &mut Out,
+    resolved: &Resolved,
+    sel: &Selection,
+) -> Result<()> {
     let (path, terminal) = resolved.blocks.split_at(resolved.blocks.len() - 1);
     for (cid, data) in path {
         out.emit(cid, data)?;
@@ -290,20 +295,20 @@ fn write(engine: &Engine, out: &mut Out, resolved: &Resolved, sel: &Selection) -
         }
         Scope::All if !out.dups && identity_data(cid).is_none() => {
             // The batched walk of `dag export`; blocks already written are skipped by emit.
-            dag::walk(engine, &[*cid], OnMissing::Fail, |c, d| {
+            dag::walk(store, &[*cid], OnMissing::Fail, |c, d| {
                 out.emit(c, d)
                     .map(|_| ())
                     .map_err(|e| crate::store::error::Error::Usage(e.to_string()))
             })?;
         }
-        Scope::All => everything(engine, out, cid, data)?,
+        Scope::All => everything(store, out, cid, data)?,
         Scope::Entity => {
             let node = unixfs::decode(cid, data).map_err(|e| Error::Internal(e.to_string()))?;
             match node.kind {
                 Kind::File | Kind::Raw => match sel.range {
-                    None => everything(engine, out, cid, data)?,
+                    None => everything(store, out, cid, data)?,
                     Some(range) => match range.resolve(node.filesize) {
-                        Some((from, to)) => file_range(engine, out, cid, data, from, to)?,
+                        Some((from, to)) => file_range(store, out, cid, data, from, to)?,
                         // Zero-length or outside: the root alone, from which the client
                         // can tell why (its blocksizes).
                         None => {
@@ -311,7 +316,7 @@ fn write(engine: &Engine, out: &mut Out, resolved: &Resolved, sel: &Selection) -
                         }
                     },
                 },
-                Kind::HamtShard => hamt(engine, out, cid, data)?,
+                Kind::HamtShard => hamt(store, out, cid, data)?,
                 Kind::Directory | Kind::Other | Kind::NotUnixFs => {
                     out.emit(cid, data)?;
                 }
@@ -323,12 +328,12 @@ fn write(engine: &Engine, out: &mut Out, resolved: &Resolved, sel: &Selection) -
 
 /// Depth first below `cid`, every link followed (the `dups=y` walk: no batching, repeats
 /// written again).
-fn everything(engine: &Engine, out: &mut Out, cid: &Cid, data: &Bytes) -> Result<()> {
+fn everything<S: BlockStore>(store: &S, out: &mut Out, cid: &Cid, data: &Bytes) -> Result<()> {
     let mut stack = vec![(*cid, *cid, Some(data.clone()))];
     while let Some((cid, parent, data)) = stack.pop() {
         let data = match data {
             Some(d) => d,
-            None => fetch(engine, &cid, &parent)?,
+            None => fetch(store, &cid, &parent)?,
         };
         if !out.emit(&cid, &data)? {
             continue;
@@ -342,7 +347,7 @@ fn everything(engine: &Engine, out: &mut Out, cid: &Cid, data: &Bytes) -> Result
 }
 
 /// A HAMT directory's shard nodes (not the entries they list).
-fn hamt(engine: &Engine, out: &mut Out, cid: &Cid, data: &Bytes) -> Result<()> {
+fn hamt<S: BlockStore>(store: &S, out: &mut Out, cid: &Cid, data: &Bytes) -> Result<()> {
     let mut stack = vec![(*cid, data.clone())];
     while let Some((cid, data)) = stack.pop() {
         if !out.emit(&cid, &data)? {
@@ -354,7 +359,7 @@ fn hamt(engine: &Engine, out: &mut Out, cid: &Cid, data: &Bytes) -> Result<()> {
         }
         let shards: Vec<Cid> = node.shard_links().collect();
         for child in shards.into_iter().rev() {
-            let data = fetch(engine, &child, &cid)?;
+            let data = fetch(store, &child, &cid)?;
             stack.push((child, data));
         }
     }
@@ -364,8 +369,8 @@ fn hamt(engine: &Engine, out: &mut Out, cid: &Cid, data: &Bytes) -> Result<()> {
 /// The blocks of a UnixFS file that hold bytes `from..=to` (offsets in the file), depth
 /// first from `cid` (at file offset 0). A loop with its own stack, not recursion: a stored
 /// DAG may be arbitrarily deep.
-fn file_range(
-    engine: &Engine,
+fn file_range<S: BlockStore>(
+    store: &S,
     out: &mut Out,
     cid: &Cid,
     data: &Bytes,
@@ -377,7 +382,7 @@ fn file_range(
     while let Some((cid, parent, data, offset)) = stack.pop() {
         let data = match data {
             Some(d) => d,
-            None => fetch(engine, &cid, &parent)?,
+            None => fetch(store, &cid, &parent)?,
         };
         if !out.emit(&cid, &data)? {
             continue;

@@ -20,24 +20,25 @@ use crate::car::CarWriter;
 
 use super::error::{Error, Result};
 use super::http::{self, Body, ChannelWriter};
-use super::node::Node;
 
 /// The CAR being written.
 pub type Car = CarWriter<ChannelWriter>;
 
 /// A 200 response of `content_type` whose body is the CARv1 with header `roots` and the
-/// blocks `write` writes (over `node`, on a blocking thread). `trailers`: the client sent `TE:
+/// blocks `write` writes (over `source`: the daemon's [`super::node::Node`], or the block
+/// store a gateway serves; on a blocking thread). `trailers`: the client sent `TE:
 /// trailers`, so a failure mid-way is told in the `X-Stream-Error` trailer (declared in the
 /// `Trailer` header).
-pub fn response<F>(
-    node: Arc<Node>,
+pub fn response<T, F>(
+    source: Arc<T>,
     roots: Vec<Cid>,
     trailers: bool,
     content_type: &str,
     write: F,
 ) -> Response<Body>
 where
-    F: FnOnce(&Node, &mut Car) -> Result<()> + Send + 'static,
+    T: Send + Sync + 'static,
+    F: FnOnce(&T, &mut Car) -> Result<()> + Send + 'static,
 {
     let (tx, rx) = mpsc::channel(8);
     tokio::task::spawn_blocking(move || {
@@ -45,7 +46,7 @@ where
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| -> Result<()> {
             let mut car =
                 CarWriter::new(sink, &roots).map_err(|e| Error::Internal(e.to_string()))?;
-            write(&node, &mut car)?;
+            write(&source, &mut car)?;
             car.finish()
                 .map_err(|e| Error::Internal(e.to_string()))?
                 .flush_rest()

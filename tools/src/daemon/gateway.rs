@@ -32,7 +32,6 @@ use super::car_selection::{self, ByteRange, Scope, Selection};
 use super::car_stream;
 use super::error::Error;
 use super::http::{self, Body, Query};
-use super::node::Node;
 
 const RAW: &str = "application/vnd.ipld.raw";
 const CAR: &str = "application/vnd.ipld.car";
@@ -47,10 +46,11 @@ const CAR_ONLY: [&str; 5] = [
     "car-dups",
 ];
 
-/// The gateway.
-pub struct Gateway {
+/// The gateway over a block store: the daemon's engine, or a read replica
+/// (`ipfrs-store replica serve`). It only reads.
+pub struct Gateway<S> {
     /// The store.
-    pub node: Arc<Node>,
+    pub store: Arc<S>,
 }
 
 /// What the response is.
@@ -66,7 +66,7 @@ struct CarParams {
     dups: bool,
 }
 
-impl Gateway {
+impl<S: BlockStore + 'static> Gateway<S> {
     /// Answers one request.
     pub async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<Body> {
         let head = req.method() == Method::HEAD;
@@ -112,7 +112,7 @@ impl Gateway {
             .collect::<Result<Vec<_>, _>>()?;
         let query = Query::parse(req.uri().query())?;
         let format = negotiate(req, &query)?;
-        let engine = self.node.engine();
+        let store = &*self.store;
         let ipfs_path = std::iter::once(cid.to_string())
             .chain(segments.iter().cloned())
             .collect::<Vec<_>>()
@@ -133,7 +133,7 @@ impl Gateway {
                 let etag = format!("\"{cid}.raw\"");
                 let data = match identity_data(&cid) {
                     Some(data) => bytes::Bytes::copy_from_slice(data),
-                    None => engine.get(&cid).await?.ok_or_else(|| {
+                    None => store.get(&cid).await?.ok_or_else(|| {
                         Error::NotFound(format!("block {cid} is not in this gateway's store"))
                     })?,
                 };
@@ -168,7 +168,7 @@ impl Gateway {
                     }
                     (Some(scope), None) => scope,
                 };
-                let resolved = car_selection::resolve(engine, cid, &segments).await?;
+                let resolved = car_selection::resolve(store, cid, &segments).await?;
                 if let Some(range) = range
                     && let Some(size) = car_selection::file_size(resolved.terminal())
                     && range.starts_past(size)
@@ -204,15 +204,15 @@ impl Gateway {
                     dups: params.dups,
                 };
                 let mut r = car_stream::response(
-                    self.node.clone(),
+                    self.store.clone(),
                     vec![cid],
                     http::wants_trailers(req),
                     &format!(
                         "{CAR}; version=1; order=dfs; dups={}",
                         if params.dups { "y" } else { "n" }
                     ),
-                    move |node, car| {
-                        car_selection::write_selection(node.engine(), car, &resolved, &selection)
+                    move |store, car| {
+                        car_selection::write_selection(store, car, &resolved, &selection)
                     },
                 );
                 set(

@@ -7,6 +7,7 @@
 //!   whose CAR responses [`car_selection`] picks with just enough [`unixfs`]), both sending
 //!   CARs through [`car_stream`]
 //!   over [`server`] (hyper on tokio, with the [`limits`]), [`auth`] for non-loopback APIs;
+//! - [`replica`]: the same gateway over a read replica of a bucket (`replica serve`);
 //! - [`client`]: how another `ipfrs-store` hands its command to a running daemon, through
 //!   Kubo's endpoints or, for the commands they have no shape for, [`command`];
 //! - [`load`]: a bounded load test of a running daemon (the `daemon_load` example).
@@ -25,6 +26,7 @@ pub mod load;
 pub mod node;
 pub mod pin_command;
 pub mod pins;
+pub mod replica;
 pub mod rpc;
 pub mod run;
 pub mod server;

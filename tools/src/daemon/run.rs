@@ -147,7 +147,10 @@ async fn serve(
         let bound = listener
             .local_addr()
             .map_err(|e| CliError::io("cannot read the address of", &root, e))?;
-        let gw = Arc::new(Gateway { node: node.clone() });
+        // The engine handle is shared (a clone of the same open engine), not reopened.
+        let gw = Arc::new(Gateway {
+            store: Arc::new(node.engine().clone()),
+        });
         tasks.spawn(server::serve(
             listener,
             limits,
@@ -189,7 +192,7 @@ async fn serve(
 }
 
 /// Waits for SIGINT or SIGTERM; says which.
-async fn wait_for_stop() -> &'static str {
+pub async fn wait_for_stop() -> &'static str {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut term), Ok(mut int)) = (
         signal(SignalKind::terminate()),

@@ -66,6 +66,40 @@ pub enum Command {
     /// checkout, branches, tags, diff, merge, blame, gc, CAR export/import.
     #[command(subcommand)]
     Version(VersionCommand),
+    /// A read-only replica of a store whose packs are on S3-compatible storage (the
+    /// `[remote]` section of --config): no repository, nothing written.
+    #[command(subcommand)]
+    Replica(ReplicaCommand),
+}
+
+/// `replica` subcommands.
+#[derive(Debug, Subcommand, Clone, Serialize, Deserialize)]
+pub enum ReplicaCommand {
+    /// Serve the bucket named by the `[remote]` section of --config FILE.toml over the
+    /// trustless gateway (foreground, read-only: raw blocks and CARs), re-reading its
+    /// manifests every --refresh-every seconds. Stops on SIGINT/SIGTERM.
+    Serve(ReplicaServeArgs),
+}
+
+/// `replica serve` options.
+#[derive(Debug, ClapArgs, Clone, Serialize, Deserialize)]
+pub struct ReplicaServeArgs {
+    /// The trustless gateway's address (port 0: any free port; the bound one is printed).
+    #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
+    pub gateway: String,
+    /// Seconds between two reads of the bucket's manifests (what the primary uploaded
+    /// since is served after the next one); 0: never, serve what was there at start.
+    #[arg(long, default_value_t = 30, value_name = "SECS")]
+    pub refresh_every: u64,
+    /// Allow listening on a non-loopback address.
+    #[arg(long)]
+    pub allow_remote: bool,
+    /// Connections served at once; more are answered 503.
+    #[arg(long, default_value_t = 512, value_name = "N")]
+    pub max_connections: usize,
+    /// Seconds a client has to send a request's headers before the connection is closed.
+    #[arg(long, default_value_t = 30, value_name = "SECS")]
+    pub header_timeout: u64,
 }
 
 /// `init` options.

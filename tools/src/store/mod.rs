@@ -36,7 +36,9 @@ use ipfrs_storage::BlockStore;
 
 use crate::daemon::{self, Node};
 use caller::Caller;
-use cli::{Args, BlockCommand, CarCommand, Command, InitArgs, RepoCommand, VersionCommand};
+use cli::{
+    Args, BlockCommand, CarCommand, Command, InitArgs, ReplicaCommand, RepoCommand, VersionCommand,
+};
 use error::{Error, Result};
 use repo::Repo;
 
@@ -86,6 +88,17 @@ fn clap_exit(err: &clap::Error) -> ExitCode {
 
 /// Runs one parsed command line.
 pub fn run(args: Args) -> Result<()> {
+    // A replica has no repository: only the configuration file's [remote] section.
+    if let Command::Replica(ReplicaCommand::Serve(serve)) = &args.command {
+        let config = args.config.as_deref().ok_or_else(|| {
+            Error::Usage(
+                "replica serve needs --config FILE.toml with a [remote] section (the bucket \
+                 the primary uploads its packs to)"
+                    .into(),
+            )
+        })?;
+        return daemon::replica::run(config, serve);
+    }
     let repo = Repo::locate(args.repo, args.config)?;
     let json = args.json;
     let mut caller = Caller::this_process();
@@ -342,5 +355,9 @@ pub fn dispatch(
         Command::Pin(cmd) => caller.print(&daemon::pin_command::run(node, cmd)?, json),
         Command::Daemon(args) => daemon::run::run(Node::new(repo.clone(), engine.clone()), &args),
         Command::Version(cmd) => version::run(node, cmd, json, created_store, caller),
+        Command::Replica(_) => Err(Error::Usage(
+            "replica serve runs without a store (ipfrs-store --config FILE.toml replica serve)"
+                .into(),
+        )),
     }
 }
