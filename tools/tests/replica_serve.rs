@@ -82,6 +82,30 @@ fn put_and_upload(engine: &Engine, blocks: &[Block], seed: u32) {
     }
 }
 
+/// Flips a byte in the middle of `data` where a `.pack` object under `bucket` holds it.
+fn flip_byte_of(bucket: &Path, data: &[u8]) {
+    let mut stack = vec![bucket.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            if path.extension().is_none_or(|e| e != "pack") {
+                continue;
+            }
+            let mut bytes = std::fs::read(&path).unwrap();
+            if let Some(at) = bytes.windows(data.len()).position(|w| w == data) {
+                bytes[at + data.len() / 2] ^= 0x01;
+                std::fs::write(&path, bytes).unwrap();
+                return;
+            }
+        }
+    }
+    panic!("no pack holds the block");
+}
+
 /// The replica gateway child (killed on drop).
 struct Served {
     child: Option<Child>,
@@ -245,6 +269,31 @@ fn a_replica_gateway_serves_the_primarys_blocks_and_cars_and_follows_it() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+
+    // A flipped byte in a pack object: that block is an error, never its bytes; the
+    // others are still served.
+    let leaves: Vec<&Block> = file_blocks
+        .iter()
+        .filter(|b| b.cid().codec() == 0x55)
+        .collect();
+    let (damaged, intact) = (leaves[3], leaves[4]);
+    flip_byte_of(&dir.path().join("s3"), damaged.data());
+    let r = get(
+        &format!("{}/ipfs/{}?format=raw", served.base, damaged.cid()),
+        &[],
+    );
+    assert_eq!(r.status, 500, "{}", String::from_utf8_lossy(&r.body));
+    let text = String::from_utf8_lossy(&r.body);
+    assert!(text.contains("corrupt"), "{text}");
+    assert!(
+        r.body.len() < damaged.len(),
+        "the damaged bytes were served"
+    );
+    let r = get(
+        &format!("{}/ipfs/{}?format=raw", served.base, intact.cid()),
+        &[],
+    );
+    assert_eq!((r.status, &r.body[..]), (200, intact.data().as_ref()));
 
     let status = served.stop();
     assert!(status.success(), "{status:?}");
