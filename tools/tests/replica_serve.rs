@@ -54,7 +54,7 @@ fn stats(engine: &Engine) -> Stats {
 }
 
 /// Puts `blocks`, then 4 MiB of filler (so their segments are sealed), compacts, and waits
-/// (at most 60 s) until a pack more than `uploaded` is in the bucket and none is only local.
+/// (at most 60 s) until a new pack is uploaded and none is only local.
 fn put_and_upload(engine: &Engine, blocks: &[Block], seed: u32) {
     let before = stats(engine).remote_uploads;
     let filler: Vec<Block> = (0..64u32)
@@ -104,6 +104,25 @@ fn flip_byte_of(bucket: &Path, data: &[u8]) {
         }
     }
     panic!("no pack holds the block");
+}
+
+/// Waits (at most 60 s, refreshing `replica`) until every block of `blocks` is in the
+/// bucket's manifests: the premise of what the gateway is then asked.
+fn wait_in_bucket(replica: &Replica, blocks: &[Block]) {
+    let start = Instant::now();
+    loop {
+        replica.refresh().unwrap();
+        let missing = blocks.iter().filter(|b| !replica.has(b.cid())).count();
+        if missing == 0 {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "{missing} of {} blocks never reached the bucket",
+            blocks.len()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// The replica gateway child (killed on drop).
@@ -208,8 +227,7 @@ fn a_replica_gateway_serves_the_primarys_blocks_and_cars_and_follows_it() {
     put_and_upload(&engine, &file_blocks, 1);
     // The test's premise, checked in process: every block of the file is in the bucket.
     let local = Replica::open(remote.clone()).unwrap();
-    let missing = file_blocks.iter().filter(|b| !local.has(b.cid())).count();
-    assert_eq!(missing, 0, "blocks of the file not uploaded yet");
+    wait_in_bucket(&local, &file_blocks);
 
     let served = Served::start(&config_path);
     for block in &file_blocks {
@@ -253,8 +271,7 @@ fn a_replica_gateway_serves_the_primarys_blocks_and_cars_and_follows_it() {
 
     // The primary adds a block; a refresh (every second) brings it to the gateway.
     put_and_upload(&engine, std::slice::from_ref(&late), 2);
-    local.refresh().unwrap();
-    assert!(local.has(late.cid()), "the new block is not in the bucket");
+    wait_in_bucket(&local, std::slice::from_ref(&late));
     let start = Instant::now();
     loop {
         let r = get(&url, &[]);
