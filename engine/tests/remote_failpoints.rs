@@ -2,7 +2,9 @@
 //! the process aborts there): after a pack's upload and before the manifest that lists it,
 //! after a manifest and before any eviction, after a pack's local files are removed. Each
 //! time the store reopens on the same bucket with every block, the uploader finishes what
-//! the crash cut off, and the bucket holds exactly what its manifests list.
+//! the crash cut off, and the bucket holds exactly what its manifests list. And killed right
+//! after a delete reached the cold index, before a manifest listed the deleted records dead:
+//! the reopened store still publishes them, so a replica stops serving those blocks.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
@@ -11,12 +13,12 @@ use std::time::{Duration, Instant};
 
 use futures_lite::future::block_on;
 use ipfrs_storage::{
-    BackendKind, Block, BlockStore, Config, Engine, HotTier, RemoteConfig, RemoteTier,
+    BackendKind, Block, BlockStore, Config, Engine, HotTier, RemoteConfig, RemoteTier, Replica,
 };
 
 mod common;
 
-use common::remote::stats;
+use common::remote::{files_ending, stats};
 
 const CHILD: &str = "remote_failpoint_child";
 const DATA: &str = "IPFRS_FAILPOINT_DATA";
@@ -66,6 +68,108 @@ fn remote_failpoint_child() {
     // The uploader reaches the point within seconds; alive past that, it never did.
     std::thread::sleep(Duration::from_secs(30));
     std::process::exit(3);
+}
+
+/// Whether block `i` of [`blocks`] is deleted by [`remote_delete_child`].
+fn doomed(i: usize) -> bool {
+    i % 3 == 1
+}
+
+/// Run as a child: stores every block, waits until every pack is in the bucket and gone from
+/// the disk (so the deletes below are of blocks only the bucket holds), then deletes a third
+/// of them; the failpoint aborts right after the cold index dropped them.
+#[test]
+#[ignore = "helper: run as a child process by the delete campaign"]
+fn remote_delete_child() {
+    let _scenario = fail::FailScenario::setup();
+    let (data, root) = (
+        PathBuf::from(std::env::var(DATA).unwrap()),
+        PathBuf::from(std::env::var(BUCKET_ROOT).unwrap()),
+    );
+    let engine = Engine::open(config(&data, &root)).unwrap();
+    let all = blocks();
+    for chunk in all.chunks(10) {
+        block_on(engine.put_many(chunk)).unwrap();
+    }
+    block_on(engine.compact()).unwrap();
+    let start = Instant::now();
+    let mut s = stats(&engine);
+    while !(s.packs > 0 && s.remote_packs == s.packs && s.remote_evictions == s.packs)
+        && start.elapsed() < Duration::from_secs(30)
+    {
+        std::thread::sleep(Duration::from_millis(50));
+        s = stats(&engine);
+    }
+    let cids: Vec<_> = (0..all.len())
+        .filter(|&i| doomed(i))
+        .map(|i| *all[i].cid())
+        .collect();
+    let _ = block_on(engine.delete_many(&cids));
+    std::process::exit(3);
+}
+
+#[test]
+fn killed_after_a_cold_delete_the_reopened_store_still_lists_the_records_dead() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, root) = (dir.path().join("store"), dir.path().join("s3"));
+    let status = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "remote_delete_child",
+            "--ignored",
+            "--test-threads=1",
+        ])
+        .env("FAILPOINTS", "remote-after-cold-delete=return")
+        .env(DATA, &data)
+        .env(BUCKET_ROOT, &root)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(status.signal(), Some(libc::SIGABRT), "{status}");
+
+    let all = blocks();
+    let engine = Engine::open(config(&data, &root)).unwrap();
+    let store = engine.blocking();
+    for (i, block) in all.iter().enumerate() {
+        let want = (!doomed(i)).then(|| block.data().clone());
+        assert_eq!(store.get(block.cid()).unwrap(), want, "block {i}");
+    }
+    // The reopened store's uploader publishes the dead records; a replica built from the
+    // bucket alone then serves exactly the blocks that were not deleted.
+    let endpoint = format!("file://{}", root.display());
+    let replica = Replica::open(RemoteConfig::new(Some(&endpoint), "bucket")).unwrap();
+    let start = Instant::now();
+    let served = |replica: &Replica| {
+        all.iter()
+            .enumerate()
+            .filter(|(i, b)| doomed(*i) && replica.has(b.cid()))
+            .count()
+    };
+    while served(&replica) > 0 && start.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(100));
+        replica.refresh().unwrap();
+    }
+    assert_eq!(
+        served(&replica),
+        0,
+        "deleted blocks the replica still serves"
+    );
+    // Once a manifest lists them, the shard's own note of those records goes.
+    let start = Instant::now();
+    while !files_ending(&data, "DEAD").is_empty() && start.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(files_ending(&data, "DEAD"), Vec::<PathBuf>::new());
+    for (i, block) in all.iter().enumerate().filter(|(i, _)| !doomed(*i)) {
+        assert_eq!(
+            block_on(replica.get(block.cid())).unwrap().as_ref(),
+            Some(block.data()),
+            "block {i}"
+        );
+    }
+    block_on(engine.close()).unwrap();
 }
 
 /// Objects under the bucket's `packs` folders, by file name.

@@ -18,6 +18,11 @@ pub enum PoisonCause {
     /// their cold copies could still be served; a reopen redoes the deletes.
     #[error("deleting from the cold backend failed: {0}")]
     ColdDelete(#[source] Arc<ipfrs_tiering::Error>),
+    /// Noting deleted blocks' pack records durably (for the bucket's manifest) failed after
+    /// their tombstones were durable; their cold copies stay until a reopen redoes the
+    /// deletes.
+    #[error("noting deleted records for the bucket failed: {0}")]
+    DeadRecords(#[source] Arc<std::io::Error>),
     /// The hot tier's writer is not running (a failed start or a panic).
     #[error("the hot tier's writer is not running")]
     WriterStopped,

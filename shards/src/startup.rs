@@ -220,7 +220,7 @@ fn recover_hot(
             let mut recovery = HotTier::recover(id, segments_dir, hot, budget, bloom)
                 .map_err(Error::segment_io(id, "recovering", segments_dir))?;
             if let Some(tier) = &config.remote {
-                let remote = crate::hot::remote::RemotePacks::open(id, shards, tier)?;
+                let remote = crate::hot::remote::RemotePacks::open(id, shards, tier, segments_dir)?;
                 // Packs that left this disk for the bucket: the index points into them.
                 let mut packs = recovery.tier.packs.borrow_mut();
                 for pack in remote.listed() {
@@ -270,11 +270,19 @@ fn settle_recovery(
     // Where those blocks lay in packs is asked first: the bucket's manifest must list those
     // records as dead (a crash may have come before it did).
     if let Some(remote) = &recovery.tier.remote {
-        for key in &recovery.tombstoned {
-            if let Ok(Some((_, Some(loc)))) = crate::cold_index::locate(backend, key) {
-                remote.record_dead(&loc);
-            }
-        }
+        let dead: Vec<_> = recovery
+            .tombstoned
+            .iter()
+            .filter_map(|key| match crate::cold_index::locate(backend, key) {
+                Ok(Some((_, Some(loc)))) => Some(loc),
+                _ => None,
+            })
+            .collect();
+        remote.note_dead(&dead).map_err(Error::segment_io(
+            id,
+            "noting deleted records in",
+            &recovery.tier.dir,
+        ))?;
     }
     let redo = backend
         .delete_batch(&recovery.tombstoned)

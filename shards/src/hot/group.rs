@@ -162,6 +162,29 @@ async fn commit_hot(shard: &Shard, hot: &HotTier, ops: Vec<Pending>) -> Result<V
     let appended = append(shard, hot, &records, plan.sync).await?;
     drop(records);
     if !plan.cold_deletes.is_empty() || plan.flush_cold {
+        // The cold index is the only record of where in a pack a deleted block lay: the
+        // bucket's manifest must be able to list it dead even if the process dies before
+        // the next generation.
+        if let Some(remote) = &hot.remote {
+            let dead: Vec<PackLoc> = plan
+                .cold_deletes
+                .iter()
+                .filter_map(|key| match cold.get(key) {
+                    Some(Some((_, Some(loc)))) => Some(*loc),
+                    _ => None,
+                })
+                .collect();
+            if let Err(e) = remote.note_dead(&dead) {
+                // The tombstones are durable and the cold copies untouched: a reopen notes
+                // the records again and redoes the deletes.
+                let cause = PoisonCause::DeadRecords(std::sync::Arc::new(e));
+                shard.writes.poison(cause.clone());
+                return Err(Error::Poisoned {
+                    shard: shard.id,
+                    cause,
+                });
+            }
+        }
         let keys = plan.cold_deletes.clone();
         let sync = plan.sync;
         // The backend's own error is kept (as the poison's cause), not mapped.
@@ -188,6 +211,10 @@ async fn commit_hot(shard: &Shard, hot: &HotTier, ops: Vec<Pending>) -> Result<V
                 cause,
             });
         }
+        // Crash tests: dies once the cold index forgot the deleted blocks' locations.
+        if !plan.cold_deletes.is_empty() {
+            fail::fail_point!("remote-after-cold-delete", |_| std::process::abort());
+        }
     }
     // The deleted entries no longer hold their packs' bytes; a pack that falls under the
     // threshold is reclaimed by the compaction task.
@@ -197,9 +224,6 @@ async fn commit_hot(shard: &Shard, hot: &HotTier, ops: Vec<Pending>) -> Result<V
         for key in &plan.cold_deletes {
             if let Some(Some((len, Some(loc)))) = cold.get(key) {
                 packs.release(loc.pack, *len);
-                if let Some(remote) = &hot.remote {
-                    remote.record_dead(loc);
-                }
                 released = true;
             }
         }

@@ -18,6 +18,12 @@
 //! The uploader is a task on the shard's executor; every object store call runs on the
 //! bucket's own runtime thread and is awaited over a channel, so the shard's core never waits
 //! on the network. File reads and removals go to the blocking pool.
+//!
+//! Deletes: a delete drops the block's entry from the cold index, which was the only record
+//! of where in a pack the block lay, while the manifest that lists that record dead (so that
+//! replicas stop serving it) is published later. So the record is first appended to the
+//! shard's `DEAD` file and synced, after the tombstone and before the cold index changes;
+//! an open reads the file back, and a publish trims it to what no manifest lists yet.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet};
@@ -96,6 +102,9 @@ pub(crate) struct RemotePacks {
     /// sealed, as (pack, offset): the manifest lists those of listed packs, so that a replica
     /// building its index from the hints does not serve them.
     dead: RefCell<BTreeSet<(u32, u32)>>,
+    /// The `DEAD` file (see the module docs) and the records it holds.
+    dead_log: PathBuf,
+    logged: RefCell<BTreeSet<(u32, u32)>>,
     /// Reclaimed packs still listed, and the segment that was active when each was dropped
     /// (see [`still_retiring`]).
     retiring: RefCell<Vec<(u32, u32)>>,
@@ -119,7 +128,14 @@ impl RemotePacks {
     /// executor is not running yet). An unreachable store, refused credentials or a damaged
     /// newest manifest fail the open, each with its own error: a store must not start
     /// without the packs its index points at.
-    pub(crate) fn open(shard: usize, shards: usize, tier: &RemoteTier) -> Result<RemotePacks> {
+    ///
+    /// The dead records the `DEAD` file in `segments_dir` holds join the manifest's.
+    pub(crate) fn open(
+        shard: usize,
+        shards: usize,
+        tier: &RemoteTier,
+        segments_dir: &Path,
+    ) -> Result<RemotePacks> {
         let failed = |e| Error::remote(shard)(e);
         let bucket = PackBucket::open(&tier.bucket).map_err(failed)?;
         let id = shard as u32;
@@ -134,9 +150,17 @@ impl RemotePacks {
                 dead: Vec::new(),
             });
         let (wake_tx, wake_rx) = flume::bounded(1);
-        let dead = manifest.dead.iter().copied().collect();
+        let dead_log = dead_log_path(segments_dir);
+        let logged = match std::fs::read(&dead_log) {
+            Ok(bytes) => decode_dead(&bytes),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeSet::new(),
+            Err(e) => return Err(Error::segment_io(shard, "reading", &dead_log)(e)),
+        };
+        let dead = manifest.dead.iter().chain(&logged).copied().collect();
         Ok(RemotePacks {
             dead: RefCell::new(dead),
+            dead_log,
+            logged: RefCell::new(logged),
             retiring: RefCell::default(),
             bucket,
             shard: id,
@@ -180,10 +204,80 @@ impl RemotePacks {
             .copied()
     }
 
-    /// Notes that the record at `loc` is no longer live (its block was deleted), for the next
-    /// manifest generation.
-    pub(crate) fn record_dead(&self, loc: &PackLoc) {
-        self.dead.borrow_mut().insert((loc.pack, loc.offset));
+    /// Notes that the records at `locs` are no longer live (their blocks are being deleted),
+    /// for the next manifest generation, durably: call it before the cold index forgets
+    /// them. Blocks the shard's thread for one append and one fdatasync, and only when a
+    /// record is new to the file.
+    pub(crate) fn note_dead(&self, locs: &[PackLoc]) -> std::io::Result<()> {
+        let fresh: Vec<(u32, u32)> = {
+            let logged = self.logged.borrow();
+            let published = self.manifest.borrow();
+            locs.iter()
+                .map(|loc| (loc.pack, loc.offset))
+                .filter(|r| !logged.contains(r) && published.dead.binary_search(r).is_err())
+                .collect()
+        };
+        if !fresh.is_empty() {
+            use std::io::Write;
+            let mut bytes = Vec::with_capacity(fresh.len() * DEAD_ENTRY);
+            for &(pack, offset) in &fresh {
+                encode_dead(&mut bytes, pack, offset);
+            }
+            let mut file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.dead_log)?;
+            file.write_all(&bytes)?;
+            file.sync_data()?;
+            if file.metadata()?.len() == bytes.len() as u64 {
+                // A new file: its directory entry must survive a crash too.
+                ipfrs_tiering::segment::file::sync_dir(
+                    self.dead_log.parent().unwrap_or(Path::new(".")),
+                )?;
+            }
+            self.logged.borrow_mut().extend(&fresh);
+        }
+        self.dead
+            .borrow_mut()
+            .extend(locs.iter().map(|loc| (loc.pack, loc.offset)));
+        Ok(())
+    }
+
+    /// After generation `published` is durable: the `DEAD` file keeps only the records no
+    /// manifest lists yet (those of packs not listed yet), or goes. Blocking, without an
+    /// await in between, so no delete appends meanwhile.
+    fn trim_dead_log(&self, published: &Manifest) -> std::io::Result<()> {
+        let listed: BTreeSet<u32> = published.packs.iter().map(|e| e.pack).collect();
+        let keep: BTreeSet<(u32, u32)> = {
+            let logged = self.logged.borrow();
+            if logged.is_empty() {
+                return Ok(());
+            }
+            let dead = self.dead.borrow();
+            logged
+                .iter()
+                // Still pending: its pack is not listed yet, and is not gone.
+                .filter(|r| !listed.contains(&r.0) && dead.contains(r))
+                .copied()
+                .collect()
+        };
+        if keep.len() == self.logged.borrow().len() {
+            return Ok(());
+        }
+        if keep.is_empty() {
+            match std::fs::remove_file(&self.dead_log) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        } else {
+            let mut bytes = Vec::with_capacity(keep.len() * DEAD_ENTRY);
+            for &(pack, offset) in &keep {
+                encode_dead(&mut bytes, pack, offset);
+            }
+            write_durably(&self.dead_log, &bytes)?;
+        }
+        *self.logged.borrow_mut() = keep;
+        Ok(())
     }
 
     /// Pack `pack` was reclaimed while segment `active` took the records rewritten out of
@@ -376,6 +470,11 @@ async fn step(shard: &Shard, hot: &HotTier, remote: &RemotePacks) -> Result<bool
         bump(&remote.counters.manifests, 1);
         // Crash tests: dies once a generation is published, before any eviction or delete.
         fail::fail_point!("remote-after-publish", |_| std::process::abort());
+        remote.trim_dead_log(&manifest).map_err(Error::segment_io(
+            shard.id,
+            "trimming",
+            &remote.dead_log,
+        ))?;
         let now = Instant::now();
         let mut doomed = remote.doomed.borrow_mut();
         for gone in old.packs.iter().filter(|e| !live.contains(&e.pack)) {
@@ -530,6 +629,35 @@ pub(crate) async fn claim(remote: &RemotePacks, pack: u32) -> Claim<'_> {
 /// checked by every open.
 pub(crate) fn marker_path(segments_dir: &Path) -> PathBuf {
     segments_dir.join("BUCKET")
+}
+
+/// The `DEAD` file of a shard's segments directory (see the module docs).
+fn dead_log_path(segments_dir: &Path) -> PathBuf {
+    segments_dir.join("DEAD")
+}
+
+/// Bytes per record in the `DEAD` file: pack and offset (u32 LE each), then the xxh3 of
+/// those 8 bytes, which tells a whole entry from what a torn append left.
+const DEAD_ENTRY: usize = 16;
+
+fn encode_dead(out: &mut Vec<u8>, pack: u32, offset: u32) {
+    let mut entry = [0u8; 8];
+    entry[..4].copy_from_slice(&pack.to_le_bytes());
+    entry[4..].copy_from_slice(&offset.to_le_bytes());
+    out.extend_from_slice(&entry);
+    out.extend_from_slice(&xxhash_rust::xxh3::xxh3_64(&entry).to_le_bytes());
+}
+
+/// The records of a `DEAD` file; entries failing their check (a torn tail) are left out.
+fn decode_dead(bytes: &[u8]) -> BTreeSet<(u32, u32)> {
+    bytes
+        .chunks_exact(DEAD_ENTRY)
+        .filter(|e| xxhash_rust::xxh3::xxh3_64(&e[..8]).to_le_bytes() == e[8..])
+        .map(|e| {
+            let word = |at: usize| u32::from_le_bytes([e[at], e[at + 1], e[at + 2], e[at + 3]]);
+            (word(0), word(4))
+        })
+        .collect()
 }
 
 /// The bytes to upload for local pack `id` of `dir`, mapped as `map`: its records (the
@@ -697,4 +825,31 @@ pub(crate) async fn read_records(
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dead_entries_round_trip_and_a_torn_or_damaged_entry_is_left_out() {
+        let mut bytes = Vec::new();
+        for (pack, offset) in [(1, 0), (1, 4160), (7, 8)] {
+            encode_dead(&mut bytes, pack, offset);
+        }
+        let all: BTreeSet<(u32, u32)> = [(1, 0), (1, 4160), (7, 8)].into();
+        assert_eq!(decode_dead(&bytes), all);
+        // A torn append: the last entry is cut short.
+        assert_eq!(
+            decode_dead(&bytes[..bytes.len() - 3]),
+            [(1, 0), (1, 4160)].into()
+        );
+        // A zeroed entry (what a crash can leave past the synced end) is not (0, 0).
+        let mut zeroed = bytes.clone();
+        zeroed.extend_from_slice(&[0; DEAD_ENTRY]);
+        assert_eq!(decode_dead(&zeroed), all);
+        let mut flipped = bytes;
+        flipped[DEAD_ENTRY + 2] ^= 1;
+        assert_eq!(decode_dead(&flipped), [(1, 0), (7, 8)].into());
+    }
 }
