@@ -72,6 +72,8 @@ pub struct Stats {
     pub remote_read_bytes: u64,
     /// Uploader rounds that failed (an unreachable store, a full disk) and were retried.
     pub remote_failures: u64,
+    /// Records served from pack ranges read ahead, without a request to the bucket.
+    pub remote_range_hits: u64,
     /// Bytes written to disk by the engine (segments, compaction's cold writes) per byte
     /// accepted by puts; 0 before any put. The cold backend's own amplification comes on top.
     pub write_amplification: f64,
@@ -111,6 +113,7 @@ impl Stats {
             remote_reads: sum(|s| s.remote_reads),
             remote_read_bytes: sum(|s| s.remote_read_bytes),
             remote_failures: sum(|s| s.remote_failures),
+            remote_range_hits: sum(|s| s.remote_range_hits),
             write_amplification: if put_bytes == 0 {
                 0.0
             } else {

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use ipfrs_storage::{BackendKind, Block, Config, Engine, Error, HotTier, RemoteConfig, RemoteTier};
+use ipfrs_storage::{BackendKind, Block, Config, Engine, Error, HotTier, RemoteConfig};
 
 mod common;
 
@@ -37,11 +37,7 @@ fn config(dir: &Path, bucket: RemoteConfig) -> Config {
         promote_after_reads: 0,
         ..HotTier::default()
     });
-    config.remote = Some(RemoteTier {
-        bucket,
-        local_pack_bytes: 0,
-        delete_grace: Duration::ZERO,
-    });
+    config.remote = Some(common::remote::tier(bucket, 0));
     config
 }
 

@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use ipfrs_storage::{
-    BackendKind, Block, Config, Durability, Engine, Error, HotTier, RemoteConfig, RemoteTier, Stats,
+    BackendKind, Block, Config, Durability, Engine, Error, HotTier, RemoteConfig, Stats,
 };
 use rand::{Rng, SeedableRng};
 
@@ -74,11 +74,7 @@ fn config(dir: &Path, bucket: RemoteConfig) -> Config {
         promote_after_reads: 0,
         ..HotTier::default()
     });
-    config.remote = Some(RemoteTier {
-        bucket,
-        local_pack_bytes: 0,
-        delete_grace: Duration::ZERO,
-    });
+    config.remote = Some(common::remote::tier(bucket, 0));
     config
 }
 

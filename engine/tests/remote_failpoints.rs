@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use futures_lite::future::block_on;
 use ipfrs_storage::{
-    BackendKind, Block, BlockStore, Config, Engine, HotTier, RemoteConfig, RemoteTier, Replica,
+    BackendKind, Block, BlockStore, Config, Engine, HotTier, RemoteConfig, Replica,
 };
 
 mod common;
@@ -38,11 +38,10 @@ fn config(data: &Path, bucket_root: &Path) -> Config {
     });
     std::fs::create_dir_all(bucket_root.join("bucket")).unwrap();
     let endpoint = format!("file://{}", bucket_root.display());
-    config.remote = Some(RemoteTier {
-        bucket: RemoteConfig::new(Some(&endpoint), "bucket"),
-        local_pack_bytes: 0,
-        delete_grace: Duration::ZERO,
-    });
+    config.remote = Some(common::remote::tier(
+        RemoteConfig::new(Some(&endpoint), "bucket"),
+        0,
+    ));
     config
 }
 

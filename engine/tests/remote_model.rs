@@ -13,7 +13,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use ipfrs_storage::{BackendKind, Block, Cid, Config, Engine, HotTier, RemoteConfig, RemoteTier};
+use ipfrs_storage::{BackendKind, Block, Cid, Config, Engine, HotTier, RemoteConfig};
 use proptest::prelude::*;
 
 mod common;
@@ -98,11 +98,7 @@ fn config(dir: &Path, bucket: RemoteConfig) -> Config {
         promote_after_reads: 0,
         ..HotTier::default()
     });
-    config.remote = Some(RemoteTier {
-        bucket,
-        local_pack_bytes: 0,
-        delete_grace: Duration::ZERO,
-    });
+    config.remote = Some(common::remote::tier(bucket, 0));
     // Small budgets: many engines are opened in one run.
     config.cache_bytes = 1 << 20;
     config.backend_cache_bytes = 8 << 20;

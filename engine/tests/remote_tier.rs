@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use futures_lite::future::block_on;
 use ipfrs_storage::{
-    BackendKind, Block, BlockStore, Config, Engine, Error, HotTier, RemoteConfig, RemoteTier, Stats,
+    BackendKind, Block, BlockStore, Config, Engine, Error, HotTier, RemoteConfig, Stats,
 };
 
 mod common;
@@ -35,11 +35,7 @@ fn config(dir: &Path, bucket: RemoteConfig, local_pack_bytes: u64) -> Config {
         promote_after_reads: 0,
         ..HotTier::default()
     });
-    config.remote = Some(RemoteTier {
-        bucket,
-        local_pack_bytes,
-        delete_grace: Duration::ZERO,
-    });
+    config.remote = Some(common::remote::tier(bucket, local_pack_bytes));
     config
 }
 
@@ -114,7 +110,10 @@ fn evicted_packs_serve_every_block_through_reopen() {
     let absent = blocks(99, 10);
     check(&engine, &all, &absent);
     let s = stats(&engine);
-    assert!(s.remote_reads >= all.len() as u64, "{s:?}");
+    assert!(
+        s.remote_reads + s.remote_range_hits >= all.len() as u64,
+        "{s:?}"
+    );
     // An absent block is answered by the local filter and index: not one read of the bucket.
     let before = stats(&engine).remote_reads;
     for block in &absent {
@@ -150,6 +149,57 @@ fn evicted_packs_serve_every_block_through_reopen() {
         Err(other) => panic!("{other}"),
         Ok(_) => panic!("opened without the bucket its packs are in"),
     }
+}
+
+#[test]
+fn reads_in_pack_order_read_ahead_and_the_index_still_decides_what_is_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, bucket_root) = (dir.path().join("store"), dir.path().join("s3"));
+    let engine = Engine::open(config(&data, dir_bucket(&bucket_root), 0)).unwrap();
+    let (all, _) = fill_and_evict(&engine, 3);
+    let store = engine.blocking();
+    // The first half in the order written: each shard reads its packs front to back.
+    let half = all.len() / 2;
+    for block in &all[..half] {
+        assert_eq!(store.get(block.cid()).unwrap().as_ref(), Some(block.data()));
+    }
+    let s = stats(&engine);
+    assert_eq!(s.remote_reads + s.remote_range_hits, half as u64, "{s:?}");
+    assert!(
+        s.remote_range_hits > s.remote_reads,
+        "most records came from ranges read ahead: {s:?}"
+    );
+    // Blocks just ahead of the reads are in a cached range: deleted, they are not served.
+    let deleted: Vec<_> = all[half..half + 6].iter().map(|b| *b.cid()).collect();
+    assert!(
+        block_on(engine.delete_many(&deleted))
+            .unwrap()
+            .iter()
+            .all(|d| *d)
+    );
+    for (i, block) in all.iter().enumerate().skip(half) {
+        let want = (i >= half + 6).then(|| block.data().clone());
+        assert_eq!(store.get(block.cid()).unwrap(), want, "block {i}");
+    }
+    block_on(engine.close()).unwrap();
+
+    // Without read-ahead every record is a request of its own.
+    let mut off = config(&data, dir_bucket(&bucket_root), 0);
+    if let Some(tier) = off.remote.as_mut() {
+        tier.readahead_bytes = 0;
+    }
+    let engine = Engine::open(off).unwrap();
+    let store = engine.blocking();
+    for block in &all[..half] {
+        assert_eq!(store.get(block.cid()).unwrap().as_ref(), Some(block.data()));
+    }
+    let s = stats(&engine);
+    assert_eq!(
+        (s.remote_reads, s.remote_range_hits),
+        (half as u64, 0),
+        "{s:?}"
+    );
+    block_on(engine.close()).unwrap();
 }
 
 #[test]

@@ -750,11 +750,7 @@ fn a_replica_serves_what_an_engine_with_a_bucket_uploaded() {
     );
     remote.prefix = PREFIX.into();
     let mut engine_config = config(&data);
-    engine_config.remote = Some(ipfrs_storage::RemoteTier {
-        bucket: remote.clone(),
-        local_pack_bytes: 0,
-        delete_grace: Duration::ZERO,
-    });
+    engine_config.remote = Some(common::remote::tier(remote.clone(), 0));
     let engine = Engine::open(engine_config).unwrap();
     let all = blocks(5, 300);
     for chunk in all.chunks(20) {

@@ -7,13 +7,12 @@
 
 use std::collections::HashSet;
 use std::path::Path;
-use std::time::Duration;
 
 use futures_lite::future::block_on;
 use ipfrs_storage::key::key_of;
 use ipfrs_storage::{
     BackendKind, Block, BlockStore, Cid, Config, Cursor, Engine, Error, HotTier, RemoteConfig,
-    RemoteTier, Replica, Stats,
+    Replica, Stats,
 };
 use ipfrs_tiering::segment::hint::decode_hint;
 use ipfrs_tiering::segment::record::HEADER_LEN;
@@ -38,12 +37,10 @@ fn config(dir: &Path, bucket: RemoteConfig) -> Config {
         promote_after_reads: 0,
         ..HotTier::default()
     });
-    config.remote = Some(RemoteTier {
-        bucket,
+    config.remote = Some(
         // No pack kept locally: the bucket is the packs' only copy.
-        local_pack_bytes: 0,
-        delete_grace: Duration::ZERO,
-    });
+        common::remote::tier(bucket, 0),
+    );
     config
 }
 

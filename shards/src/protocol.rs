@@ -203,6 +203,8 @@ pub struct ShardStats {
     pub remote_read_bytes: u64,
     /// Uploader rounds that failed (an unreachable store, a full disk) and were retried.
     pub remote_failures: u64,
+    /// Records served from pack ranges read ahead, without a request to the bucket.
+    pub remote_range_hits: u64,
 }
 
 /// The client side of a shard: cheap to clone, usable from any thread.

@@ -217,6 +217,7 @@ impl Shard {
             stats.remote_reads = r.reads.get();
             stats.remote_read_bytes = r.read_bytes.get();
             stats.remote_failures = r.failures.get();
+            stats.remote_range_hits = r.range_hits.get();
         }
         stats
     }

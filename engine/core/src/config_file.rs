@@ -45,6 +45,8 @@
 //! prefix = "node-a"               # key prefix of this store's objects (default: none)
 //! local_pack_bytes = 1073741824   # uploaded packs kept on the local disk, all shards together
 //! delete_grace = "10m"            # how long a pack that left the manifest stays in the bucket
+//! readahead_bytes = 1048576       # fetched past a sequential read of a pack (0: off)
+//! range_cache_bytes = 33554432    # memory for those ranges, all shards together
 //! reuse_connections = true        # false: a connection per request
 //! ```
 //!
@@ -134,6 +136,8 @@ struct RemoteSection {
     prefix: Option<String>,
     local_pack_bytes: Option<u64>,
     delete_grace: Option<DurationValue>,
+    readahead_bytes: Option<u64>,
+    range_cache_bytes: Option<u64>,
     reuse_connections: Option<bool>,
     /// Read only to refuse it by name (see the module docs); its value is never shown.
     access_key_id: Option<toml::Value>,
@@ -353,6 +357,12 @@ fn remote_tier(
     if let Some(grace) = &section.delete_grace {
         tier.delete_grace = grace.resolve().map_err(|e| ("delete_grace", e))?;
     }
+    if let Some(bytes) = section.readahead_bytes {
+        tier.readahead_bytes = bytes;
+    }
+    if let Some(bytes) = section.range_cache_bytes {
+        tier.range_cache_bytes = bytes;
+    }
     Ok(tier)
 }
 
@@ -513,6 +523,8 @@ region = "garage"
 prefix = "/node-a/"
 local_pack_bytes = 4096
 delete_grace = "2m"
+readahead_bytes = 65536
+range_cache_bytes = 0
 reuse_connections = false
 "#;
         let env = [
@@ -527,6 +539,7 @@ reuse_connections = false
         let tier = c.remote.unwrap();
         assert_eq!(tier.local_pack_bytes, 4096);
         assert_eq!(tier.delete_grace, Duration::from_secs(120));
+        assert_eq!((tier.readahead_bytes, tier.range_cache_bytes), (65536, 0));
         let b = &tier.bucket;
         // The file's endpoint and region win over the environment's.
         assert_eq!(b.endpoint.as_deref(), Some("http://127.0.0.1:3900"));

@@ -109,16 +109,28 @@ pub struct RemoteTier {
     /// How long a pack that left the manifest stays in the bucket before it is deleted: a
     /// replica that read the previous manifest can still read it meanwhile.
     pub delete_grace: Duration,
+    /// Bytes fetched past the end of a sequential read of a pack in the bucket, in the same
+    /// request: a read is sequential when it asks for two or more adjacent records, or starts
+    /// where the shard's last read of that pack ended (a file's blocks were written together
+    /// and are read back in order). 0: never read ahead.
+    pub readahead_bytes: u64,
+    /// Memory for the byte ranges of bucket packs fetched by read-ahead, across all shards
+    /// (split evenly), oldest dropped first. Packs are immutable, so a cached range never
+    /// goes stale; the index still decides what is live.
+    pub range_cache_bytes: u64,
 }
 
 impl RemoteTier {
     /// Packs on `bucket`, 1 GiB of them kept locally, deleted 10 minutes after they leave the
-    /// manifest.
+    /// manifest; 1 MiB of read-ahead (Garage's and most stores' unit of storage: the server
+    /// reads that much for any range inside it) into 32 MiB of cached ranges.
     pub fn new(bucket: RemoteConfig) -> RemoteTier {
         RemoteTier {
             bucket,
             local_pack_bytes: 1 << 30,
             delete_grace: Duration::from_secs(600),
+            readahead_bytes: 1 << 20,
+            range_cache_bytes: 32 << 20,
         }
     }
 }

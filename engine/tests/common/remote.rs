@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use ipfrs_storage::{Engine, RemoteConfig, Stats};
+use ipfrs_storage::{Engine, RemoteConfig, RemoteTier, Stats};
 
 /// The engine's counters.
 pub fn stats(engine: &Engine) -> Stats {
@@ -36,6 +36,16 @@ pub fn dir_bucket(root: &Path, bucket: &str, prefix: &str) -> RemoteConfig {
     let mut config = RemoteConfig::new(Some(&format!("file://{}", root.display())), bucket);
     config.prefix = prefix.into();
     config
+}
+
+/// The pack tier the tests use: `bucket`, `local_pack_bytes` of packs kept on the disk, and
+/// no grace before deletes (a test checks the bucket right after); the rest as defaults.
+pub fn tier(bucket: RemoteConfig, local_pack_bytes: u64) -> RemoteTier {
+    RemoteTier {
+        local_pack_bytes,
+        delete_grace: Duration::ZERO,
+        ..RemoteTier::new(bucket)
+    }
 }
 
 /// Files under `dir` (recursively) whose name ends with `suffix`, sorted.

@@ -26,7 +26,8 @@
 //! an open reads the file back, and a publish trims it to what no manifest lists yet.
 
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -82,6 +83,8 @@ pub(crate) struct RemoteCounters {
     /// Records read from the bucket, and their bytes.
     pub(crate) reads: Cell<u64>,
     pub(crate) read_bytes: Cell<u64>,
+    /// Records served from ranges read ahead, without a request.
+    pub(crate) range_hits: Cell<u64>,
     /// Uploader steps that failed (an unreachable store, a full disk) and were retried.
     pub(crate) failures: Cell<u64>,
 }
@@ -108,6 +111,11 @@ pub(crate) struct RemotePacks {
     /// Reclaimed packs still listed, and the segment that was active when each was dropped
     /// (see [`still_retiring`]).
     retiring: RefCell<Vec<(u32, u32)>>,
+    /// Ranges read ahead (see [`RangeCache`]), the read-ahead's length, and where the last
+    /// read of each pack ended (a read starting there is sequential).
+    pub(crate) ranges: RefCell<RangeCache>,
+    readahead: u64,
+    last_end: RefCell<hashbrown::HashMap<u32, u64>>,
     /// Packs being reclaimed: not evicted meanwhile (the reclamation reads their files).
     pub(crate) busy: RefCell<HashSet<u32>>,
     /// The bucket and prefix, as the marker names them.
@@ -161,6 +169,11 @@ impl RemotePacks {
             dead: RefCell::new(dead),
             dead_log,
             logged: RefCell::new(logged),
+            ranges: RefCell::new(RangeCache::new(
+                tier.range_cache_bytes / shards.max(1) as u64,
+            )),
+            readahead: tier.readahead_bytes,
+            last_end: RefCell::default(),
             retiring: RefCell::default(),
             bucket,
             shard: id,
@@ -202,6 +215,28 @@ impl RemotePacks {
             .iter()
             .find(|e| e.pack == pack)
             .copied()
+    }
+
+    /// Where a read of `extents` (records of `pack`, by offset) should end if it reads
+    /// ahead: it does when the records are adjacent (two or more) or the first starts where
+    /// the last read of the pack ended, and read-ahead is on; never past the pack's end.
+    fn readahead_end(&self, pack: u32, extents: &[Range<u64>]) -> Option<u64> {
+        let (first, last) = (extents.first()?, extents.last()?);
+        let aligned = |end: u64| end.next_multiple_of(RECORD_ALIGN.get() as u64);
+        let mut last_end = self.last_end.borrow_mut();
+        let follows = last_end.get(&pack) == Some(&first.start);
+        if last_end.len() >= 1024 {
+            // Only recent streams matter; an edge device keeps this small.
+            last_end.clear();
+        }
+        last_end.insert(pack, aligned(last.end));
+        let adjacent =
+            extents.len() >= 2 && extents.windows(2).all(|w| w[1].start <= aligned(w[0].end));
+        if self.readahead == 0 || !(adjacent || follows) {
+            return None;
+        }
+        let pack_len = self.entry(pack)?.pack_len;
+        Some((last.end + self.readahead).min(pack_len).max(last.end))
     }
 
     /// Notes that the records at `locs` are no longer live (their blocks are being deleted),
@@ -790,46 +825,164 @@ fn write_back(dir: &Path, pack: u32, bytes: &[u8], hint: &[u8]) -> std::io::Resu
 
 /// Reads the records at `wanted` (key, location) from the bucket, one ranged request per
 /// pack (close ranges merged), packs in parallel; the records come back unchecked, in the
-/// order asked.
+/// order asked. Records inside a range read ahead earlier are served from it; a sequential
+/// read of a pack fetches `readahead_bytes` more in its request (see [`RangeCache`]).
 pub(crate) async fn read_records(
     shard: &Shard,
     remote: &RemotePacks,
     wanted: &[(Vec<u8>, PackLoc)],
 ) -> Result<Vec<Bytes>> {
+    let extent = |i: usize| {
+        let loc = &wanted[i].1;
+        let start = u64::from(loc.offset);
+        start..start + loc.record_len() as u64
+    };
     let mut by_pack: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
     for (i, (_, loc)) in wanted.iter().enumerate() {
         by_pack.entry(loc.pack).or_default().push(i);
     }
-    let pending: Vec<_> = by_pack
-        .into_iter()
-        .map(|(pack, mut items)| {
-            items.sort_unstable_by_key(|&i| wanted[i].1.offset);
-            let ranges = items
-                .iter()
-                .map(|&i| {
-                    let loc = &wanted[i].1;
-                    let start = u64::from(loc.offset);
-                    start..start + loc.record_len() as u64
-                })
-                .collect();
-            (items, remote.bucket.read_ranges(remote.shard, pack, ranges))
-        })
-        .collect();
     let mut out = vec![Bytes::new(); wanted.len()];
-    for (items, reading) in pending {
-        let records = reading.result().await.map_err(Error::remote(shard.id))?;
-        for (i, record) in items.into_iter().zip(records) {
-            bump(&remote.counters.reads, 1);
-            bump(&remote.counters.read_bytes, record.len() as u64);
-            out[i] = record;
+    let mut pending = Vec::new();
+    for (pack, mut items) in by_pack {
+        items.sort_unstable_by_key(|&i| wanted[i].1.offset);
+        let extents: Vec<Range<u64>> = items.iter().map(|&i| extent(i)).collect();
+        let ahead = remote.readahead_end(pack, &extents);
+        let mut fetch = Vec::new();
+        {
+            let mut ranges = remote.ranges.borrow_mut();
+            for (&i, range) in items.iter().zip(&extents) {
+                match ranges.get(pack, range) {
+                    Some(record) => {
+                        bump(&remote.counters.range_hits, 1);
+                        out[i] = record;
+                    }
+                    None => fetch.push((i, range.clone())),
+                }
+            }
+        }
+        if fetch.is_empty() {
+            continue;
+        }
+        let request: Vec<Range<u64>> = match ahead {
+            // One range from the first record missing to the read-ahead's end.
+            Some(end) if end > fetch[0].1.start => std::iter::once(fetch[0].1.start..end).collect(),
+            _ => fetch.iter().map(|(_, r)| r.clone()).collect(),
+        };
+        let ahead = request.len() == 1 && ahead.is_some();
+        let reading = remote
+            .bucket
+            .read_ranges(remote.shard, pack, request.clone());
+        pending.push((pack, fetch, request, ahead, reading));
+    }
+    for (pack, fetch, request, ahead, reading) in pending {
+        let mut got = reading.result().await.map_err(Error::remote(shard.id))?;
+        bump(&remote.counters.reads, fetch.len() as u64);
+        bump(
+            &remote.counters.read_bytes,
+            got.iter().map(|b| b.len() as u64).sum(),
+        );
+        if ahead && let Some(span) = got.pop() {
+            let start = request[0].start;
+            for (i, range) in fetch {
+                // Copied out: a slice would keep the whole span alive in the block cache.
+                // Short bytes fail the record's check, as a short read would.
+                let (from, to) = ((range.start - start) as usize, (range.end - start) as usize);
+                out[i] = span
+                    .get(from..to)
+                    .map_or_else(Bytes::new, Bytes::copy_from_slice);
+            }
+            remote.ranges.borrow_mut().insert(pack, start, span);
+        } else {
+            for ((i, _), record) in fetch.into_iter().zip(got) {
+                out[i] = record;
+            }
         }
     }
     Ok(out)
 }
 
+/// Byte ranges of bucket packs fetched by read-ahead, newest last, the oldest dropped past
+/// the shard's share of `RemoteTier::range_cache_bytes`. A pack never changes once
+/// uploaded, so a range never goes stale; which records are live is still the index's to
+/// say (a read reaches here only through an index entry).
+pub(crate) struct RangeCache {
+    spans: VecDeque<(u32, u64, Bytes)>,
+    held: u64,
+    budget: u64,
+}
+
+impl RangeCache {
+    fn new(budget: u64) -> RangeCache {
+        RangeCache {
+            spans: VecDeque::new(),
+            held: 0,
+            budget,
+        }
+    }
+
+    /// A copy of `range` of `pack` if a cached span holds all of it (the span becomes the
+    /// newest).
+    fn get(&mut self, pack: u32, range: &Range<u64>) -> Option<Bytes> {
+        let at = self.spans.iter().rposition(|(p, start, bytes)| {
+            *p == pack && *start <= range.start && range.end <= start + bytes.len() as u64
+        })?;
+        let (_, start, bytes) = &self.spans[at];
+        let from = (range.start - start) as usize;
+        let record =
+            Bytes::copy_from_slice(&bytes[from..from + (range.end - range.start) as usize]);
+        if let Some(span) = self.spans.remove(at) {
+            self.spans.push_back(span);
+        }
+        Some(record)
+    }
+
+    fn insert(&mut self, pack: u32, start: u64, bytes: Bytes) {
+        let len = bytes.len() as u64;
+        if len == 0 || len > self.budget {
+            return;
+        }
+        self.held += len;
+        self.spans.push_back((pack, start, bytes));
+        while self.held > self.budget {
+            match self.spans.pop_front() {
+                Some((_, _, gone)) => self.held -= gone.len() as u64,
+                None => break,
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cached_ranges_serve_only_what_they_hold_within_their_budget() {
+        let mut cache = RangeCache::new(100);
+        let span = |n: u8| Bytes::from((0..40).map(|i| i + n).collect::<Vec<u8>>());
+        cache.insert(1, 1000, span(0));
+        assert_eq!(
+            cache.get(1, &(1010..1014)).as_deref(),
+            Some(&[10, 11, 12, 13][..])
+        );
+        assert_eq!(cache.get(1, &(1030..1041)), None, "past the span's end");
+        assert_eq!(cache.get(2, &(1010..1014)), None, "another pack");
+        cache.insert(2, 0, span(100));
+        // Pack 1's span was used last-but-one; a third span drops the oldest, pack 1's
+        // after pack 2's was touched.
+        assert!(cache.get(1, &(1000..1001)).is_some());
+        cache.insert(3, 0, span(200));
+        assert_eq!(cache.held, 80);
+        assert_eq!(
+            cache.get(2, &(0..1)),
+            None,
+            "the least recently used span went"
+        );
+        assert!(cache.get(1, &(1000..1001)).is_some());
+        // A span over the whole budget is not kept.
+        cache.insert(4, 0, Bytes::from(vec![0; 101]));
+        assert_eq!(cache.get(4, &(0..1)), None);
+    }
 
     #[test]
     fn dead_entries_round_trip_and_a_torn_or_damaged_entry_is_left_out() {

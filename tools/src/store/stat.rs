@@ -59,6 +59,8 @@ pub struct Tiers {
     pub remote_upload_bytes: u64,
     /// Records read from the bucket since open.
     pub remote_reads: u64,
+    /// Records served since open from pack ranges read ahead, without a request.
+    pub remote_range_hits: u64,
 }
 
 /// The store's figures. Cache and bloom counters count since the store was opened, i.e. in
@@ -135,6 +137,7 @@ impl RepoStat {
                 remote_packs: stats.remote_packs,
                 remote_upload_bytes: stats.remote_upload_bytes,
                 remote_reads: stats.remote_reads,
+                remote_range_hits: stats.remote_range_hits,
             },
             io_driver: stats.io_driver.name().to_string(),
             shards,
@@ -149,7 +152,7 @@ impl Report for RepoStat {
             .map_or("no reads yet".to_string(), |r| format!("{:.1}%", r * 100.0));
         let t = &self.tiers;
         let mut out = format!(
-            "repo       {}\nio driver  {}\nblocks     {}\nbytes      {}\nhot        {} blocks, {} ({} of segments on disk, index {}), {} corrupt records\ncold       {}\npacks      {} ({} only in the bucket), {} live, {} of local pack files\nbucket     {} uploaded, {} records read since open\ncache      hit rate {rate} ({} hits, {} misses since open), {} held\nbloom      {} in {} filters, {} negatives since open\n\n",
+            "repo       {}\nio driver  {}\nblocks     {}\nbytes      {}\nhot        {} blocks, {} ({} of segments on disk, index {}), {} corrupt records\ncold       {}\npacks      {} ({} only in the bucket), {} live, {} of local pack files\nbucket     {} uploaded, {} records read since open ({} more from read-ahead)\ncache      hit rate {rate} ({} hits, {} misses since open), {} held\nbloom      {} in {} filters, {} negatives since open\n\n",
             self.repo.display(),
             self.io_driver,
             self.blocks,
@@ -166,6 +169,7 @@ impl Report for RepoStat {
             output::bytes(t.pack_disk_bytes),
             output::bytes(t.remote_upload_bytes),
             t.remote_reads,
+            t.remote_range_hits,
             self.cache_hits,
             self.cache_misses,
             output::bytes(self.cache_bytes),
