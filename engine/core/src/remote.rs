@@ -121,6 +121,9 @@ pub struct RemoteTier {
 }
 
 impl RemoteTier {
+    /// [`RemoteTier::readahead_bytes`] unless set.
+    pub const DEFAULT_READAHEAD_BYTES: u64 = 1 << 20;
+
     /// Packs on `bucket`, 1 GiB of them kept locally, deleted 10 minutes after they leave the
     /// manifest; 1 MiB of read-ahead (Garage's and most stores' unit of storage: the server
     /// reads that much for any range inside it) into 32 MiB of cached ranges.
@@ -129,7 +132,7 @@ impl RemoteTier {
             bucket,
             local_pack_bytes: 1 << 30,
             delete_grace: Duration::from_secs(600),
-            readahead_bytes: 1 << 20,
+            readahead_bytes: RemoteTier::DEFAULT_READAHEAD_BYTES,
             range_cache_bytes: 32 << 20,
         }
     }

@@ -254,6 +254,11 @@ pub struct RunArgs {
     #[arg(long, value_name = "BYTES", value_parser = parse_size, default_value = "0")]
     pub local_pack_bytes: usize,
 
+    /// engine+s3: bytes fetched past a sequential read of a pack in the same request
+    /// (`RemoteTier::readahead_bytes`, K/M suffixes; 0: off). Default: the engine's, 1 MiB.
+    #[arg(long, value_name = "BYTES", value_parser = parse_size)]
+    pub s3_readahead: Option<usize>,
+
     /// Whether both S3 targets' clients keep connections alive (`RemoteConfig::
     /// reuse_connections`, `true` by default as there); `false`: a connection per request,
     /// which avoids the delayed-ACK stalls of a server that leaves Nagle on (Garage 2.5).
@@ -429,6 +434,8 @@ pub struct Plan {
     pub s3_bucket: Option<String>,
     /// engine+s3: uploaded pack bytes kept locally.
     pub local_pack_bytes: u64,
+    /// engine+s3: read-ahead bytes, if not the engine's default.
+    pub s3_readahead: Option<u64>,
     /// Whether the S3 clients keep connections alive.
     pub s3_reuse_connections: bool,
     /// `--s3 garage`: Garage's block size, if set.
@@ -588,6 +595,7 @@ impl Plan {
             s3: args.s3,
             s3_bucket: args.s3_bucket,
             local_pack_bytes: args.local_pack_bytes as u64,
+            s3_readahead: args.s3_readahead.map(|b| b as u64),
             s3_reuse_connections: args.s3_reuse_connections,
             s3_garage_block_size: args.s3_garage_block_size.map(|b| b as u64),
         })

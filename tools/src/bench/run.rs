@@ -171,10 +171,18 @@ pub fn run(plan: &Plan, command: Vec<String>) -> Result<()> {
     ));
     if let Some(s3) = &s3 {
         out.line(&format!(
-            "s3: {}; engine+s3 keeps {} bytes of uploaded packs locally and, after ingest, \
-             waits (untimed) for its uploader to go idle before the reads",
+            "s3: {}; engine+s3 keeps {} bytes of uploaded packs locally, reads ahead {} \
+             bytes past a sequential read and, after ingest, waits (untimed) for its \
+             uploader to go idle before the reads",
             s3.describe(),
-            plan.local_pack_bytes
+            plan.local_pack_bytes,
+            plan.s3_readahead.map_or_else(
+                || format!(
+                    "{} (default)",
+                    ipfrs_storage::RemoteTier::DEFAULT_READAHEAD_BYTES
+                ),
+                |b| b.to_string()
+            )
         ));
     }
 

@@ -140,10 +140,18 @@ impl S3Service {
     }
 
     /// The engine's pack tier on the session's prefix, keeping `local_pack_bytes` of
-    /// uploaded packs on the local disk.
-    pub fn tier_for(&self, dir: &Path, local_pack_bytes: u64) -> RemoteTier {
+    /// uploaded packs on the local disk, with `readahead` bytes of read-ahead if given.
+    pub fn tier_for(
+        &self,
+        dir: &Path,
+        local_pack_bytes: u64,
+        readahead: Option<u64>,
+    ) -> RemoteTier {
         let mut tier = RemoteTier::new(self.config_for(dir));
         tier.local_pack_bytes = local_pack_bytes;
+        if let Some(bytes) = readahead {
+            tier.readahead_bytes = bytes;
+        }
         tier.delete_grace = BENCH_DELETE_GRACE;
         tier
     }

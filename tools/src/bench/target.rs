@@ -202,7 +202,9 @@ impl TargetKind {
                 )?)
             }
             TargetKind::EngineS3(backend) => {
-                let tier = s3.ok_or_else(no_s3)?.tier_for(dir, plan.local_pack_bytes);
+                let tier =
+                    s3.ok_or_else(no_s3)?
+                        .tier_for(dir, plan.local_pack_bytes, plan.s3_readahead);
                 // The first driver the run measures: the S3 targets compare tiers, not drivers.
                 let driver = plan.io_drivers.first().copied().unwrap_or(IoDriver::Auto);
                 Inner::Engine(EngineTarget::open(
