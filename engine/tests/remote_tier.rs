@@ -183,6 +183,37 @@ fn reads_in_pack_order_read_ahead_and_the_index_still_decides_what_is_served() {
     }
     block_on(engine.close()).unwrap();
 
+    // Readers of neighbouring blocks at once (as a bitswap session's wants are) share the
+    // read-aheads in flight and still get exactly their blocks.
+    let engine = Engine::open(config(&data, dir_bucket(&bucket_root), 0)).unwrap();
+    let live: Vec<&Block> = all
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !(half..half + 6).contains(i))
+        .map(|(_, b)| b)
+        .collect();
+    std::thread::scope(|scope| {
+        for lane in 0..4 {
+            let (engine, live) = (&engine, &live);
+            scope.spawn(move || {
+                let store = engine.blocking();
+                for chunk in live.chunks(8).skip(lane).step_by(4) {
+                    let cids: Vec<_> = chunk.iter().map(|b| *b.cid()).collect();
+                    for (block, got) in chunk.iter().zip(store.get_many(&cids).unwrap()) {
+                        assert_eq!(got.as_ref(), Some(block.data()));
+                    }
+                }
+            });
+        }
+    });
+    let s = stats(&engine);
+    assert_eq!(
+        s.remote_reads + s.remote_range_hits,
+        live.len() as u64,
+        "{s:?}"
+    );
+    block_on(engine.close()).unwrap();
+
     // Without read-ahead every record is a request of its own.
     let mut off = config(&data, dir_bucket(&bucket_root), 0);
     if let Some(tier) = off.remote.as_mut() {

@@ -110,9 +110,10 @@ pub struct RemoteTier {
     /// replica that read the previous manifest can still read it meanwhile.
     pub delete_grace: Duration,
     /// Bytes fetched past the end of a sequential read of a pack in the bucket, in the same
-    /// request: a read is sequential when it asks for two or more adjacent records, or starts
-    /// where the shard's last read of that pack ended (a file's blocks were written together
-    /// and are read back in order). 0: never read ahead.
+    /// request: a read is sequential when it asks for two or more records within this many
+    /// bytes of each other, or starts at most this far past where the shard's last read of
+    /// that pack ended (a file's blocks were written together and are read back in order).
+    /// 0: never read ahead.
     pub readahead_bytes: u64,
     /// Memory for the byte ranges of bucket packs fetched by read-ahead, across all shards
     /// (split evenly), oldest dropped first. Packs are immutable, so a cached range never

@@ -218,21 +218,25 @@ impl RemotePacks {
     }
 
     /// Where a read of `extents` (records of `pack`, by offset) should end if it reads
-    /// ahead: it does when the records are adjacent (two or more) or the first starts where
-    /// the last read of the pack ended, and read-ahead is on; never past the pack's end.
+    /// ahead, which it does when read-ahead is on and the read looks like part of a walk
+    /// through what was written together: two or more records within one read-ahead's
+    /// length of each other (a `get_many` of a file's blocks: concurrent writers interleave
+    /// their batches, so they are close rather than adjacent), or a read starting within one
+    /// read-ahead's length after where the last read of the pack ended (a file read block by
+    /// block). Never past the pack's end.
     fn readahead_end(&self, pack: u32, extents: &[Range<u64>]) -> Option<u64> {
         let (first, last) = (extents.first()?, extents.last()?);
-        let aligned = |end: u64| end.next_multiple_of(RECORD_ALIGN.get() as u64);
         let mut last_end = self.last_end.borrow_mut();
-        let follows = last_end.get(&pack) == Some(&first.start);
+        let follows = last_end
+            .get(&pack)
+            .is_some_and(|&end| end <= first.start && first.start - end < self.readahead);
         if last_end.len() >= 1024 {
-            // Only recent streams matter; an edge device keeps this small.
+            // Only recent walks matter; an edge device keeps this small.
             last_end.clear();
         }
-        last_end.insert(pack, aligned(last.end));
-        let adjacent =
-            extents.len() >= 2 && extents.windows(2).all(|w| w[1].start <= aligned(w[0].end));
-        if self.readahead == 0 || !(adjacent || follows) {
+        last_end.insert(pack, last.end);
+        let clustered = extents.len() >= 2 && last.end - first.start <= self.readahead;
+        if self.readahead == 0 || !(clustered || follows) {
             return None;
         }
         let pack_len = self.entry(pack)?.pack_len;
@@ -825,8 +829,10 @@ fn write_back(dir: &Path, pack: u32, bytes: &[u8], hint: &[u8]) -> std::io::Resu
 
 /// Reads the records at `wanted` (key, location) from the bucket, one ranged request per
 /// pack (close ranges merged), packs in parallel; the records come back unchecked, in the
-/// order asked. Records inside a range read ahead earlier are served from it; a sequential
-/// read of a pack fetches `readahead_bytes` more in its request (see [`RangeCache`]).
+/// order asked. Records inside a range read ahead earlier are served from it, and records
+/// inside a read-ahead still in flight wait for it instead of asking again (concurrent
+/// readers of one file, as a bitswap session's wants are); a sequential read of a pack
+/// fetches `readahead_bytes` more in its request (see [`RangeCache`]).
 pub(crate) async fn read_records(
     shard: &Shard,
     remote: &RemotePacks,
@@ -843,6 +849,7 @@ pub(crate) async fn read_records(
     }
     let mut out = vec![Bytes::new(); wanted.len()];
     let mut pending = Vec::new();
+    let mut joined = Vec::new();
     for (pack, mut items) in by_pack {
         items.sort_unstable_by_key(|&i| wanted[i].1.offset);
         let extents: Vec<Range<u64>> = items.iter().map(|&i| extent(i)).collect();
@@ -851,12 +858,13 @@ pub(crate) async fn read_records(
         {
             let mut ranges = remote.ranges.borrow_mut();
             for (&i, range) in items.iter().zip(&extents) {
-                match ranges.get(pack, range) {
-                    Some(record) => {
-                        bump(&remote.counters.range_hits, 1);
-                        out[i] = record;
-                    }
-                    None => fetch.push((i, range.clone())),
+                if let Some(record) = ranges.get(pack, range) {
+                    bump(&remote.counters.range_hits, 1);
+                    out[i] = record;
+                } else if let Some(flight) = ranges.flying(pack, range) {
+                    joined.push((i, pack, range.clone(), flight));
+                } else {
+                    fetch.push((i, range.clone()));
                 }
             }
         }
@@ -868,37 +876,123 @@ pub(crate) async fn read_records(
             Some(end) if end > fetch[0].1.start => std::iter::once(fetch[0].1.start..end).collect(),
             _ => fetch.iter().map(|(_, r)| r.clone()).collect(),
         };
-        let ahead = request.len() == 1 && ahead.is_some();
+        let flight = (request.len() == 1 && ahead.is_some())
+            .then(|| Flight::start(&remote.ranges, pack, request[0].clone()));
         let reading = remote
             .bucket
             .read_ranges(remote.shard, pack, request.clone());
-        pending.push((pack, fetch, request, ahead, reading));
+        pending.push((pack, fetch, request, flight, reading));
     }
-    for (pack, fetch, request, ahead, reading) in pending {
+    for (pack, fetch, request, flight, reading) in pending {
         let mut got = reading.result().await.map_err(Error::remote(shard.id))?;
         bump(&remote.counters.reads, fetch.len() as u64);
         bump(
             &remote.counters.read_bytes,
             got.iter().map(|b| b.len() as u64).sum(),
         );
-        if ahead && let Some(span) = got.pop() {
-            let start = request[0].start;
-            for (i, range) in fetch {
-                // Copied out: a slice would keep the whole span alive in the block cache.
-                // Short bytes fail the record's check, as a short read would.
-                let (from, to) = ((range.start - start) as usize, (range.end - start) as usize);
-                out[i] = span
-                    .get(from..to)
-                    .map_or_else(Bytes::new, Bytes::copy_from_slice);
+        match (flight, got.pop()) {
+            (Some(flight), Some(span)) => {
+                let start = request[0].start;
+                for (i, range) in fetch {
+                    out[i] = copy_out(&span, start, &range);
+                }
+                remote.ranges.borrow_mut().insert(pack, start, span.clone());
+                flight.land(span);
             }
-            remote.ranges.borrow_mut().insert(pack, start, span);
-        } else {
-            for ((i, _), record) in fetch.into_iter().zip(got) {
-                out[i] = record;
+            (_, last) => {
+                got.extend(last);
+                for ((i, _), record) in fetch.into_iter().zip(got) {
+                    out[i] = record;
+                }
+            }
+        }
+    }
+    for (i, pack, range, (start, landed)) in joined {
+        let _ = landed.done.recv_async().await;
+        let span = landed.span.borrow().clone();
+        match span {
+            Some(span) => {
+                bump(&remote.counters.range_hits, 1);
+                out[i] = copy_out(&span, start, &range);
+            }
+            // The read it waited for failed or was dropped: it asks on its own.
+            None => {
+                let mut got = remote
+                    .bucket
+                    .read_ranges(remote.shard, pack, vec![range])
+                    .result()
+                    .await
+                    .map_err(Error::remote(shard.id))?;
+                bump(&remote.counters.reads, 1);
+                out[i] = got.pop().unwrap_or_default();
             }
         }
     }
     Ok(out)
+}
+
+/// `range` of a span read from `start`, copied: a slice would keep the whole span alive in
+/// the block cache. Bytes the span does not have come back empty, which fails the record's
+/// check as a short read would.
+fn copy_out(span: &Bytes, start: u64, range: &Range<u64>) -> Bytes {
+    let (from, to) = ((range.start - start) as usize, (range.end - start) as usize);
+    span.get(from..to)
+        .map_or_else(Bytes::new, Bytes::copy_from_slice)
+}
+
+/// How a read-ahead in flight tells the reads waiting for it that it landed: it fills
+/// `span` (or leaves it empty on failure) and drops the sender of `done`, which wakes them.
+#[derive(Clone)]
+struct Landing {
+    done: flume::Receiver<()>,
+    span: Rc<RefCell<Option<Bytes>>>,
+}
+
+/// A read-ahead in flight, registered in the [`RangeCache`] until it lands or is dropped.
+struct Flight<'a> {
+    ranges: &'a RefCell<RangeCache>,
+    id: u64,
+    span: Rc<RefCell<Option<Bytes>>>,
+    _done: flume::Sender<()>,
+}
+
+impl<'a> Flight<'a> {
+    fn start(ranges: &'a RefCell<RangeCache>, pack: u32, range: Range<u64>) -> Flight<'a> {
+        let (done, waiting) = flume::bounded(1);
+        let span = Rc::new(RefCell::new(None));
+        let mut cache = ranges.borrow_mut();
+        cache.next_flight += 1;
+        let id = cache.next_flight;
+        cache.flights.push((
+            id,
+            pack,
+            range,
+            Landing {
+                done: waiting,
+                span: Rc::clone(&span),
+            },
+        ));
+        Flight {
+            ranges,
+            id,
+            span,
+            _done: done,
+        }
+    }
+
+    /// The span arrived: the waiting reads take their records from it.
+    fn land(self, span: Bytes) {
+        *self.span.borrow_mut() = Some(span);
+    }
+}
+
+impl Drop for Flight<'_> {
+    fn drop(&mut self) {
+        self.ranges
+            .borrow_mut()
+            .flights
+            .retain(|(id, ..)| *id != self.id);
+    }
 }
 
 /// Byte ranges of bucket packs fetched by read-ahead, newest last, the oldest dropped past
@@ -909,6 +1003,9 @@ pub(crate) struct RangeCache {
     spans: VecDeque<(u32, u64, Bytes)>,
     held: u64,
     budget: u64,
+    /// Read-aheads in flight: (id, pack, range, how they land).
+    flights: Vec<(u64, u32, Range<u64>, Landing)>,
+    next_flight: u64,
 }
 
 impl RangeCache {
@@ -917,7 +1014,18 @@ impl RangeCache {
             spans: VecDeque::new(),
             held: 0,
             budget,
+            flights: Vec::new(),
+            next_flight: 0,
         }
+    }
+
+    /// A read-ahead in flight that will hold all of `range` of `pack`: where it starts and
+    /// how to wait for it.
+    fn flying(&self, pack: u32, range: &Range<u64>) -> Option<(u64, Landing)> {
+        self.flights
+            .iter()
+            .find(|(_, p, r, _)| *p == pack && r.start <= range.start && range.end <= r.end)
+            .map(|(_, _, r, landing)| (r.start, landing.clone()))
     }
 
     /// A copy of `range` of `pack` if a cached span holds all of it (the span becomes the
@@ -954,6 +1062,7 @@ impl RangeCache {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     #[test]
@@ -982,6 +1091,42 @@ mod tests {
         // A span over the whole budget is not kept.
         cache.insert(4, 0, Bytes::from(vec![0; 101]));
         assert_eq!(cache.get(4, &(0..1)), None);
+    }
+
+    #[test]
+    fn a_read_ahead_in_flight_is_found_and_tells_its_waiters_how_it_ended() {
+        let ranges = RefCell::new(RangeCache::new(1 << 20));
+        let flight = Flight::start(&ranges, 3, 100..200);
+        assert!(
+            ranges.borrow().flying(3, &(150..210)).is_none(),
+            "not all inside"
+        );
+        assert!(
+            ranges.borrow().flying(4, &(150..160)).is_none(),
+            "another pack"
+        );
+        let (start, landing) = ranges.borrow().flying(3, &(150..160)).unwrap();
+        assert_eq!(start, 100);
+        assert!(landing.done.try_recv().is_err() && landing.span.borrow().is_none());
+        flight.land(Bytes::from(vec![9; 100]));
+        // Landed: unregistered, and the waiter wakes to the span.
+        assert!(ranges.borrow().flying(3, &(150..160)).is_none());
+        assert!(matches!(
+            landing.done.try_recv(),
+            Err(flume::TryRecvError::Disconnected)
+        ));
+        assert_eq!(landing.span.borrow().as_ref().map(Bytes::len), Some(100));
+
+        // Dropped without landing (a failed read): the waiter wakes to nothing.
+        let flight = Flight::start(&ranges, 3, 0..50);
+        let (_, landing) = ranges.borrow().flying(3, &(0..10)).unwrap();
+        drop(flight);
+        assert!(ranges.borrow().flights.is_empty());
+        assert!(matches!(
+            landing.done.try_recv(),
+            Err(flume::TryRecvError::Disconnected)
+        ));
+        assert!(landing.span.borrow().is_none());
     }
 
     #[test]
