@@ -72,7 +72,7 @@ pub use metadata::{
 pub use metrics::{MetricsSnapshot, Op, OpSnapshot};
 pub use migrate::{MigrateReport, ShardMigration, ShardOutcome, migrate};
 pub use repair::{ShardRepair, repair_cold};
-pub use replica::{Refreshed, Replica, ReplicaError, ReplicaResult};
+pub use replica::{Refreshed, Replica, ReplicaError, ReplicaReads, ReplicaResult};
 pub use stats::Stats;
 pub use store::{BlockStore, CidPage, CidStream, Cursor};
 pub use trim::tune_allocator;

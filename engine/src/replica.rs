@@ -34,13 +34,17 @@
 //!   [`ReplicaError::Remote`] (not found), never with other bytes.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::ops::Range;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use bytes::Bytes;
 use ipfrs_core_types::Cid;
 use ipfrs_core_types::key::{cid_of_key, identity_data, key_of};
-use ipfrs_remote::{Manifest, PackBucket, PackEntry, Pending, RemoteConfig, RemoteError};
+use ipfrs_remote::readahead::Plan;
+use ipfrs_remote::{
+    Manifest, PackBucket, PackEntry, Pending, ReadAhead, RemoteConfig, RemoteError, RemoteTier,
+};
 use ipfrs_shards::Fetched;
 use ipfrs_tiering::segment::hint::decode_hint;
 use ipfrs_tiering::segment::index::fingerprint;
@@ -157,6 +161,22 @@ pub struct Replica {
     /// The records of the pack a listing read last: a listing walks a pack a page at a time,
     /// and each page would otherwise fetch its hint again.
     listed: Mutex<Option<ListedPack>>,
+    /// Read-ahead of sequential reads (a gateway walking a file), and the ranges it cached.
+    readahead: ReadAhead,
+    /// Records read by a request of their own, and records served from read-aheads.
+    fetched: AtomicU64,
+    from_readahead: AtomicU64,
+}
+
+/// How a replica's reads were served since it opened ([`Replica::reads`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReplicaReads {
+    /// Records fetched by a ranged request made for them.
+    pub fetched: u64,
+    /// Records served from a range read ahead (cached, or in flight for another read).
+    pub from_readahead: u64,
+    /// Bytes of read-ahead ranges cached now.
+    pub cached_bytes: u64,
 }
 
 /// A pack's records, as a listing reads them: (offset, key) in pack order.
@@ -200,14 +220,33 @@ impl Replica {
     ///
     /// Blocks the calling thread while it lists, reads manifests and fetches hints (one
     /// request per pack): from an async executor, call it from a blocking pool.
+    /// Reads read ahead as a store's do by default (`RemoteTier::new`'s figures).
     pub fn open(config: RemoteConfig) -> ReplicaResult<Replica> {
-        Replica::open_with_bucket(PackBucket::open(&config)?)
+        Replica::open_tier(&RemoteTier::new(config))
+    }
+
+    /// [`Replica::open`] of `tier`'s bucket, reading ahead as `tier` says
+    /// (`readahead_bytes`, `range_cache_bytes`; the rest of `tier` is the writer's business).
+    pub fn open_tier(tier: &RemoteTier) -> ReplicaResult<Replica> {
+        let bucket = PackBucket::open(&tier.bucket)?;
+        Replica::with_readahead(bucket, tier.readahead_bytes, tier.range_cache_bytes)
     }
 
     /// [`Replica::open`] over a bucket already opened (any object store: memory or local
     /// files for tests and single machines).
     pub fn open_with_bucket(bucket: PackBucket) -> ReplicaResult<Replica> {
+        Replica::with_readahead(
+            bucket,
+            RemoteTier::DEFAULT_READAHEAD_BYTES,
+            RemoteTier::DEFAULT_RANGE_CACHE_BYTES,
+        )
+    }
+
+    fn with_readahead(bucket: PackBucket, readahead: u64, cache: u64) -> ReplicaResult<Replica> {
         let replica = Replica {
+            readahead: ReadAhead::new(readahead, cache),
+            fetched: AtomicU64::new(0),
+            from_readahead: AtomicU64::new(0),
             bucket,
             shards: RwLock::new(Vec::new()),
             refreshing: Mutex::new(()),
@@ -395,8 +434,8 @@ impl Replica {
     /// As [`Replica::get`]: the first failure fails the whole call.
     pub async fn get_many(&self, cids: &[Cid]) -> ReplicaResult<Vec<Option<Bytes>>> {
         let mut out: Vec<Option<Bytes>> = vec![None; cids.len()];
-        // By (shard, pack), each pack's records sorted by offset below.
-        let mut wanted: BTreeMap<(u32, u32), Vec<Wanted>> = BTreeMap::new();
+        // By (shard, pack), with the pack's length; each pack's records sorted below.
+        let mut wanted: BTreeMap<(u32, u32), (Option<u64>, Vec<Wanted>)> = BTreeMap::new();
         self.read_shards(|shards| {
             for (i, cid) in cids.iter().enumerate() {
                 if let Some(data) = identity_data(cid) {
@@ -407,7 +446,8 @@ impl Replica {
                 if let Some((shard, loc)) = locate(shards, &key) {
                     wanted
                         .entry((shard, loc.segment))
-                        .or_default()
+                        .or_insert_with(|| (pack_len(shards, shard, loc.segment), Vec::new()))
+                        .1
                         .push(Wanted { loc, at: i, key });
                 }
             }
@@ -417,20 +457,25 @@ impl Replica {
             let window: Vec<_> = groups
                 .by_ref()
                 .take(READS_IN_FLIGHT)
-                .map(|((shard, pack), mut records)| {
+                .map(|((shard, pack), (pack_len, mut records))| {
                     records.sort_unstable_by_key(|w| w.loc.offset);
-                    let ranges = records
+                    let items: Vec<(usize, Range<u64>)> = records
                         .iter()
-                        .map(|w| {
+                        .enumerate()
+                        .map(|(j, w)| {
                             let start = u64::from(w.loc.offset);
-                            start..start + w.loc.record_len() as u64
+                            (j, start..start + w.loc.record_len() as u64)
                         })
                         .collect();
-                    let reply = self.bucket.read_ranges(shard, pack, ranges);
+                    let id = u64::from(shard) << 32 | u64::from(pack);
+                    let plan = self.readahead.plan(id, pack_len, &items);
+                    let reply = (!plan.request.is_empty())
+                        .then(|| self.bucket.read_ranges(shard, pack, plan.request.clone()));
                     PackRead {
                         shard,
                         pack,
                         records,
+                        plan,
                         reply,
                     }
                 })
@@ -440,32 +485,73 @@ impl Replica {
         Ok(out)
     }
 
-    /// Waits for a window of ranged reads and checks every record before it goes in `out`.
-    async fn serve(&self, window: Vec<PackRead>, out: &mut [Option<Bytes>]) -> ReplicaResult<()> {
+    /// How reads were served since the replica opened.
+    pub fn reads(&self) -> ReplicaReads {
+        ReplicaReads {
+            fetched: self.fetched.load(Ordering::Relaxed),
+            from_readahead: self.from_readahead.load(Ordering::Relaxed),
+            cached_bytes: self.readahead.held(),
+        }
+    }
+
+    /// Waits for a window of ranged reads (and read-aheads of other calls they joined) and
+    /// checks every record before it goes in `out`.
+    async fn serve(
+        &self,
+        window: Vec<PackRead<'_>>,
+        out: &mut [Option<Bytes>],
+    ) -> ReplicaResult<()> {
+        let mut joined = Vec::new();
         for PackRead {
             shard,
             pack,
             records,
+            mut plan,
             reply,
         } in window
         {
-            let bytes = reply.result().await?;
-            for (Wanted { loc, at, key }, record) in records.into_iter().zip(bytes) {
-                let data = Fetched::Record(record).into_data(&key).map_err(|e| {
-                    let reason = match e {
-                        ipfrs_shards::Error::Corrupt { reason, .. } => reason,
-                        other => other.to_string(),
-                    };
-                    ReplicaError::Corrupt {
-                        key: key.clone(),
-                        shard,
-                        pack,
-                        offset: loc.offset,
-                        reason,
-                    }
-                })?;
-                out[at] = Some(data);
+            let mut got: Vec<(usize, Bytes)> = plan.hits.drain(..).collect();
+            self.from_readahead
+                .fetch_add(got.len() as u64, Ordering::Relaxed);
+            self.fetched
+                .fetch_add(plan.fetch.len() as u64, Ordering::Relaxed);
+            joined.extend(plan.joined.drain(..).map(|(j, range, landing)| {
+                (
+                    shard,
+                    pack,
+                    records[j].at,
+                    records[j].loc,
+                    records[j].key.clone(),
+                    range,
+                    landing,
+                )
+            }));
+            if let Some(reply) = reply {
+                got.extend(plan.finish(reply.result().await?));
             }
+            for (j, record) in got {
+                let Wanted { loc, at, key } = &records[j];
+                out[*at] = Some(check(shard, pack, loc, key, record)?);
+            }
+        }
+        for (shard, pack, at, loc, key, range, landing) in joined {
+            let record = match landing.record(&range).await {
+                Some(record) => {
+                    self.from_readahead.fetch_add(1, Ordering::Relaxed);
+                    record
+                }
+                // The read-ahead it waited for failed or was dropped: it asks on its own.
+                None => {
+                    self.fetched.fetch_add(1, Ordering::Relaxed);
+                    self.bucket
+                        .read_ranges(shard, pack, vec![range])
+                        .result()
+                        .await?
+                        .pop()
+                        .unwrap_or_default()
+                }
+            };
+            out[at] = Some(check(shard, pack, &loc, &key, record)?);
         }
         Ok(())
     }
@@ -631,12 +717,38 @@ struct Wanted {
 }
 
 /// One pack's ranged read of a batch, in flight.
-struct PackRead {
+struct PackRead<'a> {
     shard: u32,
     pack: u32,
-    /// The records asked for, by offset: the order of the ranges.
+    /// The records asked for, by offset (the plan's indices point here).
     records: Vec<Wanted>,
-    reply: Pending<Vec<Bytes>>,
+    plan: Plan<'a>,
+    /// The plan's request, unless the cache and read-aheads in flight hold everything.
+    reply: Option<Pending<Vec<Bytes>>>,
+}
+
+/// The length of `pack` of `shard` as its manifest lists it.
+fn pack_len(shards: &[ShardIndex], shard: u32, pack: u32) -> Option<u64> {
+    let packs = &shards.iter().find(|s| s.shard == shard)?.packs;
+    let at = packs.binary_search_by_key(&pack, |e| e.pack).ok()?;
+    Some(packs[at].pack_len)
+}
+
+/// The block in `record` (the record at `loc` of `pack`), once its checksum and key check.
+fn check(shard: u32, pack: u32, loc: &Loc, key: &[u8], record: Bytes) -> ReplicaResult<Bytes> {
+    Fetched::Record(record).into_data(key).map_err(|e| {
+        let reason = match e {
+            ipfrs_shards::Error::Corrupt { reason, .. } => reason,
+            other => other.to_string(),
+        };
+        ReplicaError::Corrupt {
+            key: key.to_vec(),
+            shard,
+            pack,
+            offset: loc.offset,
+            reason,
+        }
+    })
 }
 
 /// What a pack's records are read from at indexing.

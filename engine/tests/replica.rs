@@ -417,7 +417,10 @@ fn a_replica_serves_every_uploaded_block_and_absent_ones_cost_no_request() {
     );
     assert_eq!(store.requests(), before, "absent blocks reached the store");
 
-    // A batch costs one ranged request per pack it touches.
+    // A batch costs one ranged request per pack it touches (a fresh replica: the reads
+    // above read ahead, and what they cached would cost none).
+    let replica =
+        Replica::open_with_bucket(PackBucket::with_store(store.clone(), PREFIX).unwrap()).unwrap();
     let present: Vec<Cid> = written
         .blocks
         .iter()
@@ -733,6 +736,61 @@ fn bucket_model(bucket: &PackBucket) -> (HashSet<Vec<u8>>, HashSet<Vec<u8>>, usi
     // A block deleted after its pack was sealed: its record is dead, the replica skips it.
     live.retain(|key| last.get(key).is_none_or(|at| !dead.contains(at)));
     (live, tombstoned, listed.len())
+}
+
+/// A replica serving a file block by block, in the order its blocks were written, reads
+/// ahead: most records come from ranges fetched with an earlier one, and every block is
+/// still checked and exact. With read-ahead off, each record is a request of its own.
+#[test]
+fn a_replica_reading_blocks_in_written_order_reads_ahead() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, bucket_root) = (dir.path().join("store"), dir.path().join("s3"));
+    std::fs::create_dir_all(bucket_root.join("packs-bucket")).unwrap();
+    let remote = RemoteConfig::new(
+        Some(&format!("file://{}", bucket_root.display())),
+        "packs-bucket",
+    );
+    let mut engine_config = config(&data);
+    engine_config.remote = Some(common::remote::tier(remote.clone(), 0));
+    let engine = Engine::open(engine_config).unwrap();
+    let all = blocks(8, 300);
+    for chunk in all.chunks(20) {
+        block_on(engine.put_many(chunk)).unwrap();
+    }
+    block_on(engine.compact()).unwrap();
+    settle(&engine, |s| {
+        s.packs > 0 && s.remote_packs == s.packs && s.remote_uploads >= s.packs
+    });
+    block_on(engine.close()).unwrap();
+
+    let walk = |replica: &Replica| {
+        let mut served = 0;
+        for block in &all {
+            if let Some(data) = block_on(replica.get(block.cid())).unwrap() {
+                assert_eq!(&data, block.data());
+                served += 1;
+            }
+        }
+        served
+    };
+    let replica = Replica::open(remote.clone()).unwrap();
+    let served = walk(&replica);
+    assert!(served > 0);
+    let reads = replica.reads();
+    assert_eq!(reads.fetched + reads.from_readahead, served, "{reads:?}");
+    assert!(reads.from_readahead > reads.fetched, "{reads:?}");
+    assert!(reads.cached_bytes > 0, "{reads:?}");
+
+    let mut off = ipfrs_storage::RemoteTier::new(remote);
+    off.readahead_bytes = 0;
+    let replica = Replica::open_tier(&off).unwrap();
+    assert_eq!(walk(&replica), served);
+    let reads = replica.reads();
+    assert_eq!(
+        (reads.fetched, reads.from_readahead),
+        (served, 0),
+        "{reads:?}"
+    );
 }
 
 /// End to end: an engine with `Config::remote` uploads its packs itself; a replica opened on

@@ -17,9 +17,11 @@ pub mod config;
 pub mod counting;
 pub mod error;
 pub mod manifest;
+pub mod readahead;
 
 pub use bucket::{PackBucket, Pending, s3_store};
 pub use config::{RemoteConfig, RemoteTier};
 pub use counting::{RequestCounter, RequestCounts, process_requests};
 pub use error::{RemoteError, Result};
 pub use manifest::{Manifest, PackEntry};
+pub use readahead::ReadAhead;

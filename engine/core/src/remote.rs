@@ -124,6 +124,8 @@ pub struct RemoteTier {
 impl RemoteTier {
     /// [`RemoteTier::readahead_bytes`] unless set.
     pub const DEFAULT_READAHEAD_BYTES: u64 = 1 << 20;
+    /// [`RemoteTier::range_cache_bytes`] unless set.
+    pub const DEFAULT_RANGE_CACHE_BYTES: u64 = 32 << 20;
 
     /// Packs on `bucket`, 1 GiB of them kept locally, deleted 10 minutes after they leave the
     /// manifest; 1 MiB of read-ahead (Garage's and most stores' unit of storage: the server
@@ -134,7 +136,7 @@ impl RemoteTier {
             local_pack_bytes: 1 << 30,
             delete_grace: Duration::from_secs(600),
             readahead_bytes: RemoteTier::DEFAULT_READAHEAD_BYTES,
-            range_cache_bytes: 32 << 20,
+            range_cache_bytes: RemoteTier::DEFAULT_RANGE_CACHE_BYTES,
         }
     }
 }

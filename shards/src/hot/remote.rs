@@ -26,7 +26,7 @@
 //! an open reads the file back, and a publish trims it to what no manifest lists yet.
 
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use hashbrown::HashSet;
 use ipfrs_core_types::RemoteTier;
-use ipfrs_remote::{Manifest, PackBucket, PackEntry, RemoteError};
+use ipfrs_remote::{Manifest, PackBucket, PackEntry, ReadAhead, RemoteError};
 use ipfrs_tiering::pack::{PackLoc, pack_hint_path, pack_path};
 use ipfrs_tiering::segment::MappedSegment;
 use ipfrs_tiering::segment::file::write_durably;
@@ -111,11 +111,8 @@ pub(crate) struct RemotePacks {
     /// Reclaimed packs still listed, and the segment that was active when each was dropped
     /// (see [`still_retiring`]).
     retiring: RefCell<Vec<(u32, u32)>>,
-    /// Ranges read ahead (see [`RangeCache`]), the read-ahead's length, and where the last
-    /// read of each pack ended (a read starting there is sequential).
-    pub(crate) ranges: RefCell<RangeCache>,
-    readahead: u64,
-    last_end: RefCell<hashbrown::HashMap<u32, u64>>,
+    /// Read-ahead of sequential reads and the ranges it cached.
+    readahead: ReadAhead,
     /// Packs being reclaimed: not evicted meanwhile (the reclamation reads their files).
     pub(crate) busy: RefCell<HashSet<u32>>,
     /// The bucket and prefix, as the marker names them.
@@ -169,11 +166,10 @@ impl RemotePacks {
             dead: RefCell::new(dead),
             dead_log,
             logged: RefCell::new(logged),
-            ranges: RefCell::new(RangeCache::new(
+            readahead: ReadAhead::new(
+                tier.readahead_bytes,
                 tier.range_cache_bytes / shards.max(1) as u64,
-            )),
-            readahead: tier.readahead_bytes,
-            last_end: RefCell::default(),
+            ),
             retiring: RefCell::default(),
             bucket,
             shard: id,
@@ -215,32 +211,6 @@ impl RemotePacks {
             .iter()
             .find(|e| e.pack == pack)
             .copied()
-    }
-
-    /// Where a read of `extents` (records of `pack`, by offset) should end if it reads
-    /// ahead, which it does when read-ahead is on and the read looks like part of a walk
-    /// through what was written together: two or more records within one read-ahead's
-    /// length of each other (a `get_many` of a file's blocks: concurrent writers interleave
-    /// their batches, so they are close rather than adjacent), or a read starting within one
-    /// read-ahead's length after where the last read of the pack ended (a file read block by
-    /// block). Never past the pack's end.
-    fn readahead_end(&self, pack: u32, extents: &[Range<u64>]) -> Option<u64> {
-        let (first, last) = (extents.first()?, extents.last()?);
-        let mut last_end = self.last_end.borrow_mut();
-        let follows = last_end
-            .get(&pack)
-            .is_some_and(|&end| end <= first.start && first.start - end < self.readahead);
-        if last_end.len() >= 1024 {
-            // Only recent walks matter; an edge device keeps this small.
-            last_end.clear();
-        }
-        last_end.insert(pack, last.end);
-        let clustered = extents.len() >= 2 && last.end - first.start <= self.readahead;
-        if self.readahead == 0 || !(clustered || follows) {
-            return None;
-        }
-        let pack_len = self.entry(pack)?.pack_len;
-        Some((last.end + self.readahead).min(pack_len).max(last.end))
     }
 
     /// Notes that the records at `locs` are no longer live (their blocks are being deleted),
@@ -829,305 +799,74 @@ fn write_back(dir: &Path, pack: u32, bytes: &[u8], hint: &[u8]) -> std::io::Resu
 
 /// Reads the records at `wanted` (key, location) from the bucket, one ranged request per
 /// pack (close ranges merged), packs in parallel; the records come back unchecked, in the
-/// order asked. Records inside a range read ahead earlier are served from it, and records
-/// inside a read-ahead still in flight wait for it instead of asking again (concurrent
-/// readers of one file, as a bitswap session's wants are); a sequential read of a pack
-/// fetches `readahead_bytes` more in its request (see [`RangeCache`]).
+/// order asked. Sequential reads read ahead, and records already read ahead (or being read)
+/// cost no request of their own (see [`ReadAhead`]).
 pub(crate) async fn read_records(
     shard: &Shard,
     remote: &RemotePacks,
     wanted: &[(Vec<u8>, PackLoc)],
 ) -> Result<Vec<Bytes>> {
-    let extent = |i: usize| {
-        let loc = &wanted[i].1;
-        let start = u64::from(loc.offset);
-        start..start + loc.record_len() as u64
-    };
-    let mut by_pack: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
+    let mut by_pack: BTreeMap<u32, Vec<(usize, Range<u64>)>> = BTreeMap::new();
     for (i, (_, loc)) in wanted.iter().enumerate() {
-        by_pack.entry(loc.pack).or_default().push(i);
+        let start = u64::from(loc.offset);
+        by_pack
+            .entry(loc.pack)
+            .or_default()
+            .push((i, start..start + loc.record_len() as u64));
     }
     let mut out = vec![Bytes::new(); wanted.len()];
     let mut pending = Vec::new();
     let mut joined = Vec::new();
     for (pack, mut items) in by_pack {
-        items.sort_unstable_by_key(|&i| wanted[i].1.offset);
-        let extents: Vec<Range<u64>> = items.iter().map(|&i| extent(i)).collect();
-        let ahead = remote.readahead_end(pack, &extents);
-        let mut fetch = Vec::new();
-        {
-            let mut ranges = remote.ranges.borrow_mut();
-            for (&i, range) in items.iter().zip(&extents) {
-                if let Some(record) = ranges.get(pack, range) {
-                    bump(&remote.counters.range_hits, 1);
-                    out[i] = record;
-                } else if let Some(flight) = ranges.flying(pack, range) {
-                    joined.push((i, pack, range.clone(), flight));
-                } else {
-                    fetch.push((i, range.clone()));
-                }
-            }
+        items.sort_unstable_by_key(|(_, r)| r.start);
+        let pack_len = remote.entry(pack).map(|e| e.pack_len);
+        let mut plan = remote.readahead.plan(u64::from(pack), pack_len, &items);
+        bump(&remote.counters.range_hits, plan.hits.len() as u64);
+        for (i, record) in plan.hits.drain(..) {
+            out[i] = record;
         }
-        if fetch.is_empty() {
-            continue;
+        joined.extend(plan.joined.drain(..).map(|(i, r, l)| (i, pack, r, l)));
+        if !plan.request.is_empty() {
+            let reading = remote
+                .bucket
+                .read_ranges(remote.shard, pack, plan.request.clone());
+            pending.push((plan, reading));
         }
-        let request: Vec<Range<u64>> = match ahead {
-            // One range from the first record missing to the read-ahead's end.
-            Some(end) if end > fetch[0].1.start => std::iter::once(fetch[0].1.start..end).collect(),
-            _ => fetch.iter().map(|(_, r)| r.clone()).collect(),
-        };
-        let flight = (request.len() == 1 && ahead.is_some())
-            .then(|| Flight::start(&remote.ranges, pack, request[0].clone()));
-        let reading = remote
-            .bucket
-            .read_ranges(remote.shard, pack, request.clone());
-        pending.push((pack, fetch, request, flight, reading));
     }
-    for (pack, fetch, request, flight, reading) in pending {
-        let mut got = reading.result().await.map_err(Error::remote(shard.id))?;
-        bump(&remote.counters.reads, fetch.len() as u64);
+    for (plan, reading) in pending {
+        let got = reading.result().await.map_err(Error::remote(shard.id))?;
+        bump(&remote.counters.reads, plan.fetch.len() as u64);
         bump(
             &remote.counters.read_bytes,
             got.iter().map(|b| b.len() as u64).sum(),
         );
-        match (flight, got.pop()) {
-            (Some(flight), Some(span)) => {
-                let start = request[0].start;
-                for (i, range) in fetch {
-                    out[i] = copy_out(&span, start, &range);
-                }
-                remote.ranges.borrow_mut().insert(pack, start, span.clone());
-                flight.land(span);
-            }
-            (_, last) => {
-                got.extend(last);
-                for ((i, _), record) in fetch.into_iter().zip(got) {
-                    out[i] = record;
-                }
-            }
+        for (i, record) in plan.finish(got) {
+            out[i] = record;
         }
     }
-    for (i, pack, range, (start, landed)) in joined {
-        let _ = landed.done.recv_async().await;
-        let span = landed.span.borrow().clone();
-        match span {
-            Some(span) => {
-                bump(&remote.counters.range_hits, 1);
-                out[i] = copy_out(&span, start, &range);
-            }
-            // The read it waited for failed or was dropped: it asks on its own.
-            None => {
-                let mut got = remote
-                    .bucket
-                    .read_ranges(remote.shard, pack, vec![range])
-                    .result()
-                    .await
-                    .map_err(Error::remote(shard.id))?;
-                bump(&remote.counters.reads, 1);
-                out[i] = got.pop().unwrap_or_default();
-            }
+    for (i, pack, range, landing) in joined {
+        if let Some(record) = landing.record(&range).await {
+            bump(&remote.counters.range_hits, 1);
+            out[i] = record;
+            continue;
         }
+        // The read-ahead it waited for failed or was dropped: it asks on its own.
+        let mut got = remote
+            .bucket
+            .read_ranges(remote.shard, pack, vec![range])
+            .result()
+            .await
+            .map_err(Error::remote(shard.id))?;
+        bump(&remote.counters.reads, 1);
+        out[i] = got.pop().unwrap_or_default();
     }
     Ok(out)
-}
-
-/// `range` of a span read from `start`, copied: a slice would keep the whole span alive in
-/// the block cache. Bytes the span does not have come back empty, which fails the record's
-/// check as a short read would.
-fn copy_out(span: &Bytes, start: u64, range: &Range<u64>) -> Bytes {
-    let (from, to) = ((range.start - start) as usize, (range.end - start) as usize);
-    span.get(from..to)
-        .map_or_else(Bytes::new, Bytes::copy_from_slice)
-}
-
-/// How a read-ahead in flight tells the reads waiting for it that it landed: it fills
-/// `span` (or leaves it empty on failure) and drops the sender of `done`, which wakes them.
-#[derive(Clone)]
-struct Landing {
-    done: flume::Receiver<()>,
-    span: Rc<RefCell<Option<Bytes>>>,
-}
-
-/// A read-ahead in flight, registered in the [`RangeCache`] until it lands or is dropped.
-struct Flight<'a> {
-    ranges: &'a RefCell<RangeCache>,
-    id: u64,
-    span: Rc<RefCell<Option<Bytes>>>,
-    _done: flume::Sender<()>,
-}
-
-impl<'a> Flight<'a> {
-    fn start(ranges: &'a RefCell<RangeCache>, pack: u32, range: Range<u64>) -> Flight<'a> {
-        let (done, waiting) = flume::bounded(1);
-        let span = Rc::new(RefCell::new(None));
-        let mut cache = ranges.borrow_mut();
-        cache.next_flight += 1;
-        let id = cache.next_flight;
-        cache.flights.push((
-            id,
-            pack,
-            range,
-            Landing {
-                done: waiting,
-                span: Rc::clone(&span),
-            },
-        ));
-        Flight {
-            ranges,
-            id,
-            span,
-            _done: done,
-        }
-    }
-
-    /// The span arrived: the waiting reads take their records from it.
-    fn land(self, span: Bytes) {
-        *self.span.borrow_mut() = Some(span);
-    }
-}
-
-impl Drop for Flight<'_> {
-    fn drop(&mut self) {
-        self.ranges
-            .borrow_mut()
-            .flights
-            .retain(|(id, ..)| *id != self.id);
-    }
-}
-
-/// Byte ranges of bucket packs fetched by read-ahead, newest last, the oldest dropped past
-/// the shard's share of `RemoteTier::range_cache_bytes`. A pack never changes once
-/// uploaded, so a range never goes stale; which records are live is still the index's to
-/// say (a read reaches here only through an index entry).
-pub(crate) struct RangeCache {
-    spans: VecDeque<(u32, u64, Bytes)>,
-    held: u64,
-    budget: u64,
-    /// Read-aheads in flight: (id, pack, range, how they land).
-    flights: Vec<(u64, u32, Range<u64>, Landing)>,
-    next_flight: u64,
-}
-
-impl RangeCache {
-    fn new(budget: u64) -> RangeCache {
-        RangeCache {
-            spans: VecDeque::new(),
-            held: 0,
-            budget,
-            flights: Vec::new(),
-            next_flight: 0,
-        }
-    }
-
-    /// A read-ahead in flight that will hold all of `range` of `pack`: where it starts and
-    /// how to wait for it.
-    fn flying(&self, pack: u32, range: &Range<u64>) -> Option<(u64, Landing)> {
-        self.flights
-            .iter()
-            .find(|(_, p, r, _)| *p == pack && r.start <= range.start && range.end <= r.end)
-            .map(|(_, _, r, landing)| (r.start, landing.clone()))
-    }
-
-    /// A copy of `range` of `pack` if a cached span holds all of it (the span becomes the
-    /// newest).
-    fn get(&mut self, pack: u32, range: &Range<u64>) -> Option<Bytes> {
-        let at = self.spans.iter().rposition(|(p, start, bytes)| {
-            *p == pack && *start <= range.start && range.end <= start + bytes.len() as u64
-        })?;
-        let (_, start, bytes) = &self.spans[at];
-        let from = (range.start - start) as usize;
-        let record =
-            Bytes::copy_from_slice(&bytes[from..from + (range.end - range.start) as usize]);
-        if let Some(span) = self.spans.remove(at) {
-            self.spans.push_back(span);
-        }
-        Some(record)
-    }
-
-    fn insert(&mut self, pack: u32, start: u64, bytes: Bytes) {
-        let len = bytes.len() as u64;
-        if len == 0 || len > self.budget {
-            return;
-        }
-        self.held += len;
-        self.spans.push_back((pack, start, bytes));
-        while self.held > self.budget {
-            match self.spans.pop_front() {
-                Some((_, _, gone)) => self.held -= gone.len() as u64,
-                None => break,
-            }
-        }
-    }
 }
 
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-
-    #[test]
-    fn cached_ranges_serve_only_what_they_hold_within_their_budget() {
-        let mut cache = RangeCache::new(100);
-        let span = |n: u8| Bytes::from((0..40).map(|i| i + n).collect::<Vec<u8>>());
-        cache.insert(1, 1000, span(0));
-        assert_eq!(
-            cache.get(1, &(1010..1014)).as_deref(),
-            Some(&[10, 11, 12, 13][..])
-        );
-        assert_eq!(cache.get(1, &(1030..1041)), None, "past the span's end");
-        assert_eq!(cache.get(2, &(1010..1014)), None, "another pack");
-        cache.insert(2, 0, span(100));
-        // Pack 1's span was used last-but-one; a third span drops the oldest, pack 1's
-        // after pack 2's was touched.
-        assert!(cache.get(1, &(1000..1001)).is_some());
-        cache.insert(3, 0, span(200));
-        assert_eq!(cache.held, 80);
-        assert_eq!(
-            cache.get(2, &(0..1)),
-            None,
-            "the least recently used span went"
-        );
-        assert!(cache.get(1, &(1000..1001)).is_some());
-        // A span over the whole budget is not kept.
-        cache.insert(4, 0, Bytes::from(vec![0; 101]));
-        assert_eq!(cache.get(4, &(0..1)), None);
-    }
-
-    #[test]
-    fn a_read_ahead_in_flight_is_found_and_tells_its_waiters_how_it_ended() {
-        let ranges = RefCell::new(RangeCache::new(1 << 20));
-        let flight = Flight::start(&ranges, 3, 100..200);
-        assert!(
-            ranges.borrow().flying(3, &(150..210)).is_none(),
-            "not all inside"
-        );
-        assert!(
-            ranges.borrow().flying(4, &(150..160)).is_none(),
-            "another pack"
-        );
-        let (start, landing) = ranges.borrow().flying(3, &(150..160)).unwrap();
-        assert_eq!(start, 100);
-        assert!(landing.done.try_recv().is_err() && landing.span.borrow().is_none());
-        flight.land(Bytes::from(vec![9; 100]));
-        // Landed: unregistered, and the waiter wakes to the span.
-        assert!(ranges.borrow().flying(3, &(150..160)).is_none());
-        assert!(matches!(
-            landing.done.try_recv(),
-            Err(flume::TryRecvError::Disconnected)
-        ));
-        assert_eq!(landing.span.borrow().as_ref().map(Bytes::len), Some(100));
-
-        // Dropped without landing (a failed read): the waiter wakes to nothing.
-        let flight = Flight::start(&ranges, 3, 0..50);
-        let (_, landing) = ranges.borrow().flying(3, &(0..10)).unwrap();
-        drop(flight);
-        assert!(ranges.borrow().flights.is_empty());
-        assert!(matches!(
-            landing.done.try_recv(),
-            Err(flume::TryRecvError::Disconnected)
-        ));
-        assert!(landing.span.borrow().is_none());
-    }
 
     #[test]
     fn dead_entries_round_trip_and_a_torn_or_damaged_entry_is_left_out() {

@@ -51,7 +51,7 @@ pub fn run(config: &Path, args: &ReplicaServeArgs) -> Result<()> {
         ..Limits::default()
     };
     // Opened before the runtime exists: it blocks this thread while it indexes the bucket.
-    let replica = Arc::new(Replica::open(remote.bucket).map_err(ipfrs_storage::Error::from)?);
+    let replica = Arc::new(Replica::open_tier(&remote).map_err(ipfrs_storage::Error::from)?);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("ipfrs-replica")
