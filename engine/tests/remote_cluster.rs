@@ -9,13 +9,11 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use ipfrs_storage::{BackendKind, Block, Config, Engine, Error, HotTier, RemoteConfig};
+use ipfrs_storage::{Block, Config, Engine, Error, RemoteConfig};
 
 mod common;
 
-use common::remote::{settle, stats};
-
-const SEGMENT: u64 = 1 << 20;
+use common::remote::{SEGMENT, settle, stats};
 
 /// Bytes put between two explicit compactions (each seals the active segments into packs).
 const COMPACT_EVERY_BYTES: u64 = 2 * SEGMENT;
@@ -26,19 +24,7 @@ const COMPACT_EVERY_BYTES: u64 = 2 * SEGMENT;
 const VICTIM: usize = 2;
 
 fn config(dir: &Path, bucket: RemoteConfig) -> Config {
-    let mut config = Config::new(dir);
-    config.shards = Some(2);
-    config.backend = BackendKind::Sled;
-    config.max_block_size = 256 << 10;
-    config.hot_tier = Some(HotTier {
-        segment_bytes: SEGMENT,
-        budget_bytes: 4 * SEGMENT,
-        keep_hot_reads: 0,
-        promote_after_reads: 0,
-        ..HotTier::default()
-    });
-    config.remote = Some(common::remote::tier(bucket, 0));
-    config
+    common::remote::store_config(dir, bucket, 0)
 }
 
 /// Block `i`: bytes that depend only on `i`, the index leading so no two are equal.

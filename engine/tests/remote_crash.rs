@@ -23,14 +23,12 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use ipfrs_storage::{
-    BackendKind, Block, Config, Durability, Engine, Error, HotTier, RemoteConfig, Stats,
-};
+use ipfrs_storage::{Block, Config, Engine, Error, RemoteConfig, Stats};
 use rand::{Rng, SeedableRng};
 
 mod common;
 
-use common::remote::{files_ending, settle, stats};
+use common::remote::{SEGMENT, files_ending, settle, stats};
 
 /// A bucket that is a directory under `root`, objects under `crash`.
 fn dir_bucket(root: &Path) -> RemoteConfig {
@@ -49,8 +47,6 @@ const CHILD_REGION: &str = "IPFRS_RCRASH_REGION";
 const CHILD_KEY_ID: &str = "IPFRS_RCRASH_KEY_ID";
 const CHILD_SECRET: &str = "IPFRS_RCRASH_SECRET";
 
-const SEGMENT: u64 = 1 << 20;
-
 /// Bytes the child puts between two explicit compactions: compaction also runs on its own
 /// past the hot budget, but an explicit one seals the active segment, so packs (and with
 /// them uploads and manifests) come at a steady pace even from a short-lived child.
@@ -60,22 +56,9 @@ const COMPACT_EVERY_BYTES: u64 = 2 * SEGMENT;
 /// machine runs fewer kills rather than a test over a minute.
 const CAMPAIGN_BUDGET: Duration = Duration::from_secs(35);
 
+/// No promotion: the parent's reads must go to the bucket, not to a copy they made.
 fn config(dir: &Path, bucket: RemoteConfig) -> Config {
-    let mut config = Config::new(dir);
-    config.shards = Some(2);
-    config.backend = BackendKind::Sled;
-    config.durability = Durability::Sync;
-    config.max_block_size = 256 << 10;
-    config.hot_tier = Some(HotTier {
-        segment_bytes: SEGMENT,
-        budget_bytes: 4 * SEGMENT,
-        // No promotion: the parent's reads must go to the bucket, not to a copy they made.
-        keep_hot_reads: 0,
-        promote_after_reads: 0,
-        ..HotTier::default()
-    });
-    config.remote = Some(common::remote::tier(bucket, 0));
-    config
+    common::remote::store_config(dir, bucket, 0)
 }
 
 /// The bucket of a Garage node (or cluster) at `endpoint`.

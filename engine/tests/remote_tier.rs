@@ -8,9 +8,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use futures_lite::future::block_on;
-use ipfrs_storage::{
-    BackendKind, Block, BlockStore, Config, Engine, Error, HotTier, RemoteConfig, Stats,
-};
+use ipfrs_storage::{Block, BlockStore, Config, Engine, Error, RemoteConfig, Stats};
 
 mod common;
 
@@ -21,22 +19,8 @@ fn dir_bucket(root: &Path) -> RemoteConfig {
     common::remote::dir_bucket(root, "packs-bucket", "store-a")
 }
 
-const SEGMENT: u64 = 1 << 20;
-
 fn config(dir: &Path, bucket: RemoteConfig, local_pack_bytes: u64) -> Config {
-    let mut config = Config::new(dir);
-    config.shards = Some(2);
-    config.backend = BackendKind::Sled;
-    config.max_block_size = 256 << 10;
-    config.hot_tier = Some(HotTier {
-        segment_bytes: SEGMENT,
-        budget_bytes: 4 * SEGMENT,
-        keep_hot_reads: 0,
-        promote_after_reads: 0,
-        ..HotTier::default()
-    });
-    config.remote = Some(common::remote::tier(bucket, local_pack_bytes));
-    config
+    common::remote::store_config(dir, bucket, local_pack_bytes)
 }
 
 /// Packs reclaimed, across shards.

@@ -11,8 +11,7 @@ use std::path::Path;
 use futures_lite::future::block_on;
 use ipfrs_storage::key::key_of;
 use ipfrs_storage::{
-    BackendKind, Block, BlockStore, Cid, Config, Cursor, Engine, Error, HotTier, RemoteConfig,
-    Replica, Stats,
+    Block, BlockStore, Cid, Config, Cursor, Engine, Error, RemoteConfig, Replica, Stats,
 };
 use ipfrs_tiering::segment::hint::decode_hint;
 use ipfrs_tiering::segment::record::HEADER_LEN;
@@ -22,26 +21,9 @@ mod common;
 
 use common::remote::{dir_bucket, files_ending, settle};
 
-const SEGMENT: u64 = 1 << 20;
-
+/// No pack kept locally: the bucket is the packs' only copy.
 fn config(dir: &Path, bucket: RemoteConfig) -> Config {
-    let mut config = Config::new(dir);
-    config.shards = Some(2);
-    config.backend = BackendKind::Sled;
-    config.max_block_size = 256 << 10;
-    config.hot_tier = Some(HotTier {
-        segment_bytes: SEGMENT,
-        budget_bytes: 4 * SEGMENT,
-        // Nothing read since written stays hot: what compaction reaches is packed.
-        keep_hot_reads: 0,
-        promote_after_reads: 0,
-        ..HotTier::default()
-    });
-    config.remote = Some(
-        // No pack kept locally: the bucket is the packs' only copy.
-        common::remote::tier(bucket, 0),
-    );
-    config
+    common::remote::store_config(dir, bucket, 0)
 }
 
 /// A primary that wrote `count` blocks, compacted, and uploaded every pack; its bucket.

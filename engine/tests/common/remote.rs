@@ -1,10 +1,10 @@
-//! What the tests of the pack tier on a bucket share: stats, waiting for the uploader, a
-//! directory as the bucket, and finding its objects.
+//! What the tests of the pack tier on a bucket share: the store they open, stats, waiting for
+//! the uploader, a directory as the bucket, and finding its objects.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use ipfrs_storage::{Engine, RemoteConfig, RemoteTier, Stats};
+use ipfrs_storage::{BackendKind, Config, Engine, HotTier, RemoteConfig, RemoteTier, Stats};
 
 /// The engine's counters.
 pub fn stats(engine: &Engine) -> Stats {
@@ -35,6 +35,29 @@ pub fn dir_bucket(root: &Path, bucket: &str, prefix: &str) -> RemoteConfig {
     std::fs::create_dir_all(root.join(bucket)).unwrap();
     let mut config = RemoteConfig::new(Some(&format!("file://{}", root.display())), bucket);
     config.prefix = prefix.into();
+    config
+}
+
+/// The hot segments of [`store_config`]: small, so that a few hundred blocks make packs.
+pub const SEGMENT: u64 = 1 << 20;
+
+/// The store the pack-tier tests open in `dir`: two shards on sled, blocks up to 256 KiB,
+/// 1 MiB segments and four of them as the hot budget, nothing kept hot by reads or promoted
+/// (what compaction reaches is packed, and reads of it go to the bucket), packs on `bucket`
+/// with `local_pack_bytes` kept on the disk ([`tier`]).
+pub fn store_config(dir: &Path, bucket: RemoteConfig, local_pack_bytes: u64) -> Config {
+    let mut config = Config::new(dir);
+    config.shards = Some(2);
+    config.backend = BackendKind::Sled;
+    config.max_block_size = 256 << 10;
+    config.hot_tier = Some(HotTier {
+        segment_bytes: SEGMENT,
+        budget_bytes: 4 * SEGMENT,
+        keep_hot_reads: 0,
+        promote_after_reads: 0,
+        ..HotTier::default()
+    });
+    config.remote = Some(tier(bucket, local_pack_bytes));
     config
 }
 
