@@ -49,12 +49,9 @@ fn blocks() -> Vec<Block> {
     common::two_sizes(11, 120, 4, 700, 48 << 10)
 }
 
-/// Run as a child: stores every block (acknowledged before the compaction that makes packs),
-/// then compacts and waits for the failpoint named in `FAILPOINTS` to abort the process.
-#[test]
-#[ignore = "helper: run as a child process by the failpoint campaign"]
-fn remote_failpoint_child() {
-    let _scenario = fail::FailScenario::setup();
+/// A child's store (where the parent's environment says), holding every block, compacted
+/// into packs.
+fn child_store_with_blocks() -> Engine {
     let (data, root) = (
         PathBuf::from(std::env::var(DATA).unwrap()),
         PathBuf::from(std::env::var(BUCKET_ROOT).unwrap()),
@@ -64,6 +61,16 @@ fn remote_failpoint_child() {
         block_on(engine.put_many(chunk)).unwrap();
     }
     block_on(engine.compact()).unwrap();
+    engine
+}
+
+/// Run as a child: stores every block (acknowledged before the compaction that makes packs),
+/// then compacts and waits for the failpoint named in `FAILPOINTS` to abort the process.
+#[test]
+#[ignore = "helper: run as a child process by the failpoint campaign"]
+fn remote_failpoint_child() {
+    let _scenario = fail::FailScenario::setup();
+    let _engine = child_store_with_blocks();
     // The uploader reaches the point within seconds; alive past that, it never did.
     std::thread::sleep(Duration::from_secs(30));
     std::process::exit(3);
@@ -81,16 +88,8 @@ fn doomed(i: usize) -> bool {
 #[ignore = "helper: run as a child process by the delete campaign"]
 fn remote_delete_child() {
     let _scenario = fail::FailScenario::setup();
-    let (data, root) = (
-        PathBuf::from(std::env::var(DATA).unwrap()),
-        PathBuf::from(std::env::var(BUCKET_ROOT).unwrap()),
-    );
-    let engine = Engine::open(config(&data, &root)).unwrap();
+    let engine = child_store_with_blocks();
     let all = blocks();
-    for chunk in all.chunks(10) {
-        block_on(engine.put_many(chunk)).unwrap();
-    }
-    block_on(engine.compact()).unwrap();
     let start = Instant::now();
     let mut s = stats(&engine);
     while !(s.packs > 0 && s.remote_packs == s.packs && s.remote_evictions == s.packs)

@@ -21,7 +21,7 @@ use futures_lite::future::block_on;
 use ipfrs_remote::{Manifest, PackBucket, PackEntry, RemoteConfig};
 use ipfrs_storage::key::key_of;
 use ipfrs_storage::{BackendKind, Block, BlockStore, Cid, Config, Engine, HotTier, Replica};
-use ipfrs_storage::{Refreshed, ReplicaError};
+use ipfrs_storage::{Refreshed, ReplicaError, Stats};
 use ipfrs_tiering::pack::{list_packs, pack_hint_path};
 use ipfrs_tiering::segment::hint::{decode_hint, encode_hint};
 use ipfrs_tiering::segment::recover::Kind;
@@ -738,29 +738,31 @@ fn bucket_model(bucket: &PackBucket) -> (HashSet<Vec<u8>>, HashSet<Vec<u8>>, usi
     (live, tombstoned, listed.len())
 }
 
+/// An engine in `dir` whose packs all went to a directory bucket (objects under `prefix`),
+/// holding `blocks(seed, 300)`: the engine, the bucket, the blocks and the stats once every
+/// pack is uploaded and gone from the disk.
+fn uploaded(dir: &Path, prefix: &str, seed: u32) -> (Engine, RemoteConfig, Vec<Block>, Stats) {
+    let remote = common::remote::dir_bucket(&dir.join("s3"), "packs-bucket", prefix);
+    let config = common::remote::store_config(&dir.join("store"), remote.clone(), 0);
+    let engine = Engine::open(config).unwrap();
+    let all = blocks(seed, 300);
+    for chunk in all.chunks(20) {
+        block_on(engine.put_many(chunk)).unwrap();
+    }
+    block_on(engine.compact()).unwrap();
+    let s = settle(&engine, |s| {
+        s.packs > 0 && s.remote_packs == s.packs && s.remote_uploads >= s.packs
+    });
+    (engine, remote, all, s)
+}
+
 /// A replica serving a file block by block, in the order its blocks were written, reads
 /// ahead: most records come from ranges fetched with an earlier one, and every block is
 /// still checked and exact. With read-ahead off, each record is a request of its own.
 #[test]
 fn a_replica_reading_blocks_in_written_order_reads_ahead() {
     let dir = tempfile::tempdir().unwrap();
-    let (data, bucket_root) = (dir.path().join("store"), dir.path().join("s3"));
-    std::fs::create_dir_all(bucket_root.join("packs-bucket")).unwrap();
-    let remote = RemoteConfig::new(
-        Some(&format!("file://{}", bucket_root.display())),
-        "packs-bucket",
-    );
-    let mut engine_config = config(&data);
-    engine_config.remote = Some(common::remote::tier(remote.clone(), 0));
-    let engine = Engine::open(engine_config).unwrap();
-    let all = blocks(8, 300);
-    for chunk in all.chunks(20) {
-        block_on(engine.put_many(chunk)).unwrap();
-    }
-    block_on(engine.compact()).unwrap();
-    settle(&engine, |s| {
-        s.packs > 0 && s.remote_packs == s.packs && s.remote_uploads >= s.packs
-    });
+    let (engine, remote, all, _) = uploaded(dir.path(), "", 8);
     block_on(engine.close()).unwrap();
 
     let walk = |replica: &Replica| {
@@ -800,24 +802,7 @@ fn a_replica_reading_blocks_in_written_order_reads_ahead() {
 #[test]
 fn a_replica_serves_what_an_engine_with_a_bucket_uploaded() {
     let dir = tempfile::tempdir().unwrap();
-    let (data, bucket_root) = (dir.path().join("store"), dir.path().join("s3"));
-    std::fs::create_dir_all(bucket_root.join("packs-bucket")).unwrap();
-    let mut remote = RemoteConfig::new(
-        Some(&format!("file://{}", bucket_root.display())),
-        "packs-bucket",
-    );
-    remote.prefix = PREFIX.into();
-    let mut engine_config = config(&data);
-    engine_config.remote = Some(common::remote::tier(remote.clone(), 0));
-    let engine = Engine::open(engine_config).unwrap();
-    let all = blocks(5, 300);
-    for chunk in all.chunks(20) {
-        block_on(engine.put_many(chunk)).unwrap();
-    }
-    block_on(engine.compact()).unwrap();
-    let s = settle(&engine, |s| {
-        s.packs > 0 && s.remote_packs == s.packs && s.remote_uploads >= s.packs
-    });
+    let (engine, remote, all, s) = uploaded(dir.path(), PREFIX, 5);
     assert_eq!(s.remote_failures, 0, "{s:?}");
     let written = Written {
         blocks: all.clone(),

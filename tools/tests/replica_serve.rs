@@ -7,13 +7,11 @@
 
 mod daemon_common;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use daemon_common::{agent, get, read_car, unixfs};
+use daemon_common::{agent, get, lines_of, read_car, unixfs};
 use futures_lite::future::block_on;
 use ipfrs_storage::{Block, BlockStore, Config, Engine, Replica, Stats};
 
@@ -160,15 +158,7 @@ impl Served {
             child: Some(child),
             base: String::new(),
         };
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let rx = lines_of(stdout);
         loop {
             let line = rx
                 .recv_timeout(WAIT)
