@@ -190,27 +190,27 @@ impl PackBucket {
     /// The highest generation of `shard`'s manifest, or `None` if it has none. A damaged
     /// newest manifest is an error, never passed over for an older one: that older one may
     /// list packs already deleted.
+    ///
+    /// The writer replaces its newest generation and deletes the one before it (after its
+    /// grace period): a generation listed and gone before it could be read was replaced, so
+    /// the listing is read again (a few times) rather than failing the caller.
     pub fn latest_manifest(&self, shard: u32) -> Pending<Option<Manifest>> {
         let store = Arc::clone(&self.store);
         let dir = self.shard_path(shard, "manifests");
         self.spawn("latest manifest", async move {
-            let mut newest: Option<(u64, Path)> = None;
-            let mut listing = store.list(Some(&dir));
-            while let Some(meta) = listing.next().await {
-                let meta = meta?;
-                let name = meta.location.filename().unwrap_or_default();
-                // Anything that is not a generation number is not ours to read.
-                let Ok(generation) = name.parse::<u64>() else {
-                    continue;
+            let mut attempts = 0;
+            let (generation, path, bytes) = loop {
+                attempts += 1;
+                let Some((generation, path)) = newest_generation(store.as_ref(), &dir).await?
+                else {
+                    return Ok(None);
                 };
-                if newest.as_ref().is_none_or(|(g, _)| generation > *g) {
-                    newest = Some((generation, meta.location));
+                match get_all(store.as_ref(), &path).await {
+                    Ok(bytes) => break (generation, path, bytes),
+                    Err(RemoteError::NotFound { .. }) if attempts < REPLACED_RETRIES => {}
+                    Err(e) => return Err(e),
                 }
-            }
-            let Some((generation, path)) = newest else {
-                return Ok(None);
             };
-            let bytes = get_all(store.as_ref(), &path).await?;
             let manifest = Manifest::decode(path.as_ref(), &bytes)?;
             if manifest.shard != shard || manifest.generation != generation {
                 return Err(RemoteError::Damaged {
@@ -532,6 +532,33 @@ async fn put_new(store: &dyn ObjectStore, path: &Path, bytes: Bytes) -> object_s
         writer.put(bytes);
         writer.finish().await.map(drop)
     }
+}
+
+/// Listings of a shard's manifests [`PackBucket::latest_manifest`] makes at most when the
+/// newest it listed was replaced and deleted before it could be read.
+const REPLACED_RETRIES: u32 = 5;
+
+/// The highest generation under `dir` and its path. A generation deleted while the listing
+/// ran (a replaced one, by the writer) is passed over.
+async fn newest_generation(store: &dyn ObjectStore, dir: &Path) -> Result<Option<(u64, Path)>> {
+    let mut newest: Option<(u64, Path)> = None;
+    let mut listing = store.list(Some(dir));
+    while let Some(meta) = listing.next().await {
+        let meta = match meta {
+            Ok(meta) => meta,
+            Err(object_store::Error::NotFound { .. }) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        let name = meta.location.filename().unwrap_or_default();
+        // Anything that is not a generation number is not ours to read.
+        let Ok(generation) = name.parse::<u64>() else {
+            continue;
+        };
+        if newest.as_ref().is_none_or(|(g, _)| generation > *g) {
+            newest = Some((generation, meta.location));
+        }
+    }
+    Ok(newest)
 }
 
 async fn get_all(store: &dyn ObjectStore, path: &Path) -> Result<Bytes> {
