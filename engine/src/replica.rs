@@ -434,8 +434,8 @@ impl Replica {
     /// As [`Replica::get`]: the first failure fails the whole call.
     pub async fn get_many(&self, cids: &[Cid]) -> ReplicaResult<Vec<Option<Bytes>>> {
         let mut out: Vec<Option<Bytes>> = vec![None; cids.len()];
-        // By (shard, pack), with the pack's length; each pack's records sorted below.
-        let mut wanted: BTreeMap<(u32, u32), (Option<u64>, Vec<Wanted>)> = BTreeMap::new();
+        // By (shard, pack), with the pack's manifest entry; each pack's records sorted below.
+        let mut wanted: BTreeMap<(u32, u32), (Option<PackEntry>, Vec<Wanted>)> = BTreeMap::new();
         self.read_shards(|shards| {
             for (i, cid) in cids.iter().enumerate() {
                 if let Some(data) = identity_data(cid) {
@@ -446,7 +446,7 @@ impl Replica {
                 if let Some((shard, loc)) = locate(shards, &key) {
                     wanted
                         .entry((shard, loc.segment))
-                        .or_insert_with(|| (pack_len(shards, shard, loc.segment), Vec::new()))
+                        .or_insert_with(|| (listed_pack(shards, shard, loc.segment), Vec::new()))
                         .1
                         .push(Wanted { loc, at: i, key });
                 }
@@ -457,7 +457,7 @@ impl Replica {
             let window: Vec<_> = groups
                 .by_ref()
                 .take(READS_IN_FLIGHT)
-                .map(|((shard, pack), (pack_len, mut records))| {
+                .map(|((shard, pack), (listed, mut records))| {
                     records.sort_unstable_by_key(|w| w.loc.offset);
                     let items: Vec<(usize, Range<u64>)> = records
                         .iter()
@@ -467,8 +467,16 @@ impl Replica {
                             (j, start..start + w.loc.record_len() as u64)
                         })
                         .collect();
-                    let id = u64::from(shard) << 32 | u64::from(pack);
-                    let plan = self.readahead.plan(id, pack_len, &items);
+                    // Named by its digest too: a range cached from one pack is never taken
+                    // for another that came to carry its number.
+                    let id = listed.map_or(u64::from(shard) << 32 | u64::from(pack), |e| {
+                        let mut name = [0u8; 16];
+                        name[..4].copy_from_slice(&shard.to_le_bytes());
+                        name[4..8].copy_from_slice(&pack.to_le_bytes());
+                        name[8..].copy_from_slice(&e.pack_xxh3.to_le_bytes());
+                        xxhash_rust::xxh3::xxh3_64(&name)
+                    });
+                    let plan = self.readahead.plan(id, listed.map(|e| e.pack_len), &items);
                     let reply = (!plan.request.is_empty())
                         .then(|| self.bucket.read_ranges(shard, pack, plan.request.clone()));
                     PackRead {
@@ -727,11 +735,11 @@ struct PackRead<'a> {
     reply: Option<Pending<Vec<Bytes>>>,
 }
 
-/// The length of `pack` of `shard` as its manifest lists it.
-fn pack_len(shards: &[ShardIndex], shard: u32, pack: u32) -> Option<u64> {
+/// The manifest entry of `pack` of `shard`.
+fn listed_pack(shards: &[ShardIndex], shard: u32, pack: u32) -> Option<PackEntry> {
     let packs = &shards.iter().find(|s| s.shard == shard)?.packs;
     let at = packs.binary_search_by_key(&pack, |e| e.pack).ok()?;
-    Some(packs[at].pack_len)
+    Some(packs[at])
 }
 
 /// The block in `record` (the record at `loc` of `pack`), once its checksum and key check.
