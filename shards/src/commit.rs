@@ -396,14 +396,7 @@ async fn commit_group(shard: &Shard, group: Vec<WriteOp>) {
         Err(err) => {
             let err = match err {
                 GroupError::Write(e) => shard.backend_error(e),
-                GroupError::Sync(e) => {
-                    let cause = PoisonCause::BackendSync(Arc::new(e));
-                    shard.writes.poison(cause.clone());
-                    Error::Poisoned {
-                        shard: shard.id,
-                        cause,
-                    }
-                }
+                GroupError::Sync(e) => shard.poisoned_by(PoisonCause::BackendSync(Arc::new(e))),
             };
             for ack in replies {
                 ack.fail(err.clone());

@@ -23,7 +23,7 @@ use crate::hot::HotTier;
 use crate::protocol::ShardStats;
 use crate::queue::WriteQueue;
 use crate::read_view::ReadCounters;
-use crate::{Error, Result};
+use crate::{Error, PoisonCause, Result};
 
 /// Counters of one shard; `Cell`s because the shard is single-threaded.
 #[derive(Default)]
@@ -77,6 +77,16 @@ pub(crate) struct Shard {
 impl Shard {
     pub(crate) fn backend_error(&self, err: ipfrs_tiering::Error) -> Error {
         Error::backend(self.id)(err)
+    }
+
+    /// Makes the shard refuse writes from now on (the first cause is kept) and returns the
+    /// error for the write that failed with `cause`.
+    pub(crate) fn poisoned_by(&self, cause: PoisonCause) -> Error {
+        self.writes.poison(cause.clone());
+        Error::Poisoned {
+            shard: self.id,
+            cause,
+        }
     }
 
     /// False only when the key is certainly absent. Not counted in the stats: the writer

@@ -201,11 +201,7 @@ fn append_error(shard: &Shard, err: AppendError) -> Error {
         Err(IoFailure::Write(e)) => PoisonCause::SegmentWrite(std::sync::Arc::new(e)),
         Err(IoFailure::Sync(e)) => PoisonCause::SegmentSync(std::sync::Arc::new(e)),
     };
-    shard.writes.poison(cause.clone());
-    Error::Poisoned {
-        shard: shard.id,
-        cause,
-    }
+    shard.poisoned_by(cause)
 }
 
 /// Carries out a file change that relies on the backend's latest writes: now if its

@@ -29,7 +29,7 @@ use super::steps::{drop_pack, migrate, reclaim, retire};
 use super::writer::{Appended, Record};
 use crate::queue::{Ack, Pending, WriteOp, acknowledge};
 use crate::shard::{Shard, apply_delta, bump};
-use crate::{Error, PoisonCause, Result};
+use crate::{PoisonCause, Result};
 
 /// Where a key is, as far as the group has seen.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -177,12 +177,7 @@ async fn commit_hot(shard: &Shard, hot: &HotTier, ops: Vec<Pending>) -> Result<V
             if let Err(e) = remote.note_dead(&dead) {
                 // The tombstones are durable and the cold copies untouched: a reopen notes
                 // the records again and redoes the deletes.
-                let cause = PoisonCause::DeadRecords(std::sync::Arc::new(e));
-                shard.writes.poison(cause.clone());
-                return Err(Error::Poisoned {
-                    shard: shard.id,
-                    cause,
-                });
+                return Err(shard.poisoned_by(PoisonCause::DeadRecords(std::sync::Arc::new(e))));
             }
         }
         let keys = plan.cold_deletes.clone();
@@ -204,12 +199,7 @@ async fn commit_hot(shard: &Shard, hot: &HotTier, ops: Vec<Pending>) -> Result<V
         if let Err(e) = deleted {
             // The tombstones are durable but the cold copies may still be served:
             // refuse writes until a reopen redoes the deletes from the tombstones.
-            let cause = PoisonCause::ColdDelete(std::sync::Arc::new(e));
-            shard.writes.poison(cause.clone());
-            return Err(Error::Poisoned {
-                shard: shard.id,
-                cause,
-            });
+            return Err(shard.poisoned_by(PoisonCause::ColdDelete(std::sync::Arc::new(e))));
         }
         // Crash tests: dies once the cold index forgot the deleted blocks' locations.
         if !plan.cold_deletes.is_empty() {
