@@ -20,7 +20,7 @@ use bytes::Bytes;
 use futures_lite::future::block_on;
 use ipfrs_remote::{Manifest, PackBucket, PackEntry, RemoteConfig};
 use ipfrs_storage::key::key_of;
-use ipfrs_storage::{BackendKind, Block, BlockStore, Cid, Config, Engine, HotTier, Replica};
+use ipfrs_storage::{Block, BlockStore, Cid, Engine, Replica};
 use ipfrs_storage::{Refreshed, ReplicaError, Stats};
 use ipfrs_tiering::pack::{list_packs, pack_hint_path};
 use ipfrs_tiering::segment::hint::{decode_hint, encode_hint};
@@ -37,24 +37,7 @@ mod common;
 
 use common::remote::settle;
 
-const SEGMENT: u64 = 1 << 20;
 const PREFIX: &str = "store-a";
-
-fn config(dir: &Path) -> Config {
-    let mut config = Config::new(dir);
-    config.shards = Some(2);
-    config.backend = BackendKind::Sled;
-    config.max_block_size = 256 << 10;
-    config.hot_tier = Some(HotTier {
-        segment_bytes: SEGMENT,
-        budget_bytes: 4 * SEGMENT,
-        // Nothing read since written stays hot: what compaction reaches goes cold.
-        keep_hot_reads: 0,
-        promote_after_reads: 0,
-        ..HotTier::default()
-    });
-    config
-}
 
 /// 64 KiB blocks and 2 KiB ones, distinct by `seed`.
 fn blocks(seed: u32, count: u32) -> Vec<Block> {
@@ -70,7 +53,7 @@ struct Written {
 /// Writes blocks into a store at `dir`, deletes some, writes more (so the tombstones are
 /// sealed into packs too), compacts and closes.
 fn make_store(dir: &Path) -> Written {
-    let engine = Engine::open(config(dir)).unwrap();
+    let engine = Engine::open(common::remote::local_store_config(dir)).unwrap();
     let first = blocks(1, 150);
     for chunk in first.chunks(20) {
         block_on(engine.put_many(chunk)).unwrap();

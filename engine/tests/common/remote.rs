@@ -41,11 +41,18 @@ pub fn dir_bucket(root: &Path, bucket: &str, prefix: &str) -> RemoteConfig {
 /// The hot segments of [`store_config`]: small, so that a few hundred blocks make packs.
 pub const SEGMENT: u64 = 1 << 20;
 
-/// The store the pack-tier tests open in `dir`: two shards on sled, blocks up to 256 KiB,
-/// 1 MiB segments and four of them as the hot budget, nothing kept hot by reads or promoted
-/// (what compaction reaches is packed, and reads of it go to the bucket), packs on `bucket`
-/// with `local_pack_bytes` kept on the disk ([`tier`]).
+/// The store the pack-tier tests open in `dir` ([`local_store_config`]), its packs on
+/// `bucket` with `local_pack_bytes` kept on the disk ([`tier`]).
 pub fn store_config(dir: &Path, bucket: RemoteConfig, local_pack_bytes: u64) -> Config {
+    let mut config = local_store_config(dir);
+    config.remote = Some(tier(bucket, local_pack_bytes));
+    config
+}
+
+/// [`store_config`] without a bucket: two shards on sled, blocks up to 256 KiB, 1 MiB
+/// segments and four of them as the hot budget, nothing kept hot by reads or promoted (what
+/// compaction reaches is packed, and reads of it go to the bucket once there is one).
+pub fn local_store_config(dir: &Path) -> Config {
     let mut config = Config::new(dir);
     config.shards = Some(2);
     config.backend = BackendKind::Sled;
@@ -57,7 +64,6 @@ pub fn store_config(dir: &Path, bucket: RemoteConfig, local_pack_bytes: u64) -> 
         promote_after_reads: 0,
         ..HotTier::default()
     });
-    config.remote = Some(tier(bucket, local_pack_bytes));
     config
 }
 
