@@ -49,6 +49,22 @@ fn blocks() -> Vec<Block> {
     common::two_sizes(11, 120, 4, 700, 48 << 10)
 }
 
+/// Runs the child test `child` on `data` and the bucket under `root` with failpoint `point`
+/// armed, and checks that it aborted there (SIGABRT), not exited: the point was reached.
+fn run_child(child: &str, point: &str, data: &Path, root: &Path) {
+    let status = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", child, "--ignored", "--test-threads=1"])
+        .env("FAILPOINTS", format!("{point}=return"))
+        .env(DATA, data)
+        .env(BUCKET_ROOT, root)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(status.signal(), Some(libc::SIGABRT), "{point}: {status}");
+}
+
 /// A child's store (where the parent's environment says), holding every block, compacted
 /// into packs.
 fn child_store_with_blocks() -> Engine {
@@ -110,22 +126,12 @@ fn remote_delete_child() {
 fn killed_after_a_cold_delete_the_reopened_store_still_lists_the_records_dead() {
     let dir = tempfile::tempdir().unwrap();
     let (data, root) = (dir.path().join("store"), dir.path().join("s3"));
-    let status = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "remote_delete_child",
-            "--ignored",
-            "--test-threads=1",
-        ])
-        .env("FAILPOINTS", "remote-after-cold-delete=return")
-        .env(DATA, &data)
-        .env(BUCKET_ROOT, &root)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .unwrap();
-    use std::os::unix::process::ExitStatusExt;
-    assert_eq!(status.signal(), Some(libc::SIGABRT), "{status}");
+    run_child(
+        "remote_delete_child",
+        "remote-after-cold-delete",
+        &data,
+        &root,
+    );
 
     let all = blocks();
     let engine = Engine::open(config(&data, &root)).unwrap();
@@ -194,18 +200,7 @@ fn killed_at_each_step_of_the_upload_order_the_store_keeps_every_block() {
     ] {
         let dir = tempfile::tempdir().unwrap();
         let (data, root) = (dir.path().join("store"), dir.path().join("s3"));
-        let status = Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", CHILD, "--ignored", "--test-threads=1"])
-            .env("FAILPOINTS", format!("{point}=return"))
-            .env(DATA, &data)
-            .env(BUCKET_ROOT, &root)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status()
-            .unwrap();
-        // Aborted at the point (SIGABRT), not exited: the point was reached.
-        use std::os::unix::process::ExitStatusExt;
-        assert_eq!(status.signal(), Some(libc::SIGABRT), "{point}: {status}");
+        run_child(CHILD, point, &data, &root);
 
         let engine = Engine::open(config(&data, &root)).unwrap();
         let all = blocks();
