@@ -314,6 +314,8 @@ fn main() {
     let mut hot_budget: Option<u64> = None;
     let mut layouts_only = false;
     let mut decode_costs_only = false;
+    let mut snapshot_file: Option<std::path::PathBuf> = None;
+    let mut like: Option<std::path::PathBuf> = None;
     let mut ingest_rounds = 0usize;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -358,6 +360,8 @@ fn main() {
                     .expect("--dense-steps N")
             }
             "--bf16" => bf16 = true,
+            "--like" => like = args.next().map(std::path::PathBuf::from),
+            "--snapshot-file" => snapshot_file = args.next().map(std::path::PathBuf::from),
             "--layouts" => layouts_only = true,
             "--decode-costs" => decode_costs_only = true,
             "--ingest-only" => {
@@ -374,9 +378,13 @@ fn main() {
                 assert!(hot_budget.is_some(), "--hot-budget-mib N");
             }
             other => panic!(
-                "unknown argument {other}; use --mib N --chain N --dir PATH --chain-rows PCT --max-depth N --hot-budget-mib N --layouts --ingest-only R --goals --checkout-profile ROUNDS [--sparse-depths D1,D2 --rows-pct PCT --dense-steps N --bf16]"
+                "unknown argument {other}; use --mib N --chain N --dir PATH --chain-rows PCT --max-depth N --hot-budget-mib N --layouts --ingest-only R --goals [--like FILE] --snapshot-file PATH --checkout-profile ROUNDS [--sparse-depths D1,D2 --rows-pct PCT --dense-steps N --bf16]"
             ),
         }
+    }
+    if let Some(file) = &snapshot_file {
+        goals::snapshot_file(file, dir.as_deref());
+        return;
     }
     if profile_rounds > 0 {
         let profile = goals::Profile {
@@ -386,12 +394,13 @@ fn main() {
             rows_pct,
             dense_steps,
             bf16,
+            like,
         };
         goals::profile_checkout(&profile, dir.as_deref());
         return;
     }
     if goals_mode {
-        goals::run(mib, max_depth, dir.as_deref());
+        goals::run(mib, max_depth, dir.as_deref(), like.as_deref());
         return;
     }
     if layouts_only {

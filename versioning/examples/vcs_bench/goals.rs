@@ -76,6 +76,55 @@ fn model(mib: usize, rng: &mut Rng) -> Tensors {
     m
 }
 
+/// A model of about `mib` MiB with the weight statistics of a real one: the F32 tensors of
+/// the safetensors file `like`, repeated until the size is reached, each copy with its rows
+/// (the elements of a vector) rotated by a random count. A copy holds the real values in
+/// their order (a trained model's neighbouring rows are alike: an embedding table's
+/// rare tokens, a layer's rows), yet its chunks start elsewhere in that order, so no chunk
+/// of one copy equals a chunk of another and deduplication finds nothing the real file
+/// would not offer. `shuffle` puts the rows of each copy in a random order instead, which
+/// keeps each tensor's values but not what neighbouring rows share.
+fn model_like(like: &Path, mib: usize, shuffle: bool, rng: &mut Rng) -> Tensors {
+    let real = ipfrs_versioning::read_safetensors(like).unwrap();
+    let floats: Vec<(&String, &TensorData)> =
+        real.iter().filter(|(_, t)| t.dtype == DType::F32).collect();
+    assert!(!floats.is_empty(), "{} holds no F32 tensor", like.display());
+    let mut m = Tensors::new();
+    let mut size = 0u64;
+    for copy in 0.. {
+        if size >= (mib as u64) << 20 {
+            break;
+        }
+        for (name, t) in &floats {
+            let row = 4 * *t.shape.last().unwrap_or(&1) as usize;
+            let row = if t.shape.len() < 2 { 4 } else { row.max(4) };
+            let mut rows: Vec<&[u8]> = t.data.chunks(row).collect();
+            if shuffle {
+                for i in (1..rows.len()).rev() {
+                    rows.swap(i, rng.below(i + 1));
+                }
+            } else {
+                let by = rng.below(rows.len());
+                rows.rotate_left(by);
+            }
+            let data: Vec<u8> = rows.concat();
+            let shuffled =
+                TensorData::new(name.as_str(), DType::F32, t.shape.clone(), data).unwrap();
+            size += shuffled.data.len() as u64;
+            m.insert(format!("copy{copy}.{name}"), shuffled);
+        }
+    }
+    m
+}
+
+/// The model the suite runs on: [`model_like`] a real file, or the Gaussian [`model`].
+fn model_for(mib: usize, like: Option<&Path>, rng: &mut Rng) -> Tensors {
+    match like {
+        Some(file) => model_like(file, mib, false, rng),
+        None => model(mib, rng),
+    }
+}
+
 /// bf16 by round-to-nearest-even of the f32 bits (as torch's `.to(torch.bfloat16)`).
 fn to_bf16(m: &Tensors) -> Tensors {
     m.iter()
@@ -213,7 +262,7 @@ fn pct(part: u64, whole: u64) -> f64 {
 }
 
 /// Runs the suite on a model of `mib` MiB.
-pub fn run(mib: usize, max_depth: Option<u32>, dir: Option<&Path>) {
+pub fn run(mib: usize, max_depth: Option<u32>, dir: Option<&Path>, like: Option<&Path>) {
     let tmp = match dir {
         Some(d) => tempfile::tempdir_in(d).unwrap(),
         None => tempfile::tempdir().unwrap(),
@@ -223,7 +272,10 @@ pub fn run(mib: usize, max_depth: Option<u32>, dir: Option<&Path>) {
         config.max_chain_depth = d;
     }
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
-    let m0 = model(mib, &mut rng);
+    let m0 = model_for(mib, like, &mut rng);
+    if let Some(file) = like {
+        println!("weights of {} (each copy's rows rotated)", file.display());
+    }
     let size = size_of(&m0);
     println!(
         "model: {} tensors, {:.1} MiB F32; max chain depth {}, chunk {} KiB, zstd {}; {} cores",
@@ -241,7 +293,7 @@ pub fn run(mib: usize, max_depth: Option<u32>, dir: Option<&Path>) {
     let new = commit(&bf, &b16, "bf16");
     let (co, cp, same) = checkout_vs_cp(&bf, &b16, tmp.path());
     println!(
-        "full snapshot BF16: {:.1}% of {:.1} MiB; checkout {co:.3} s vs cp {cp:.3} s = {:.2}x, cmp {}",
+        "full snapshot BF16: {:.2}% of {:.1} MiB; checkout {co:.3} s vs cp {cp:.3} s = {:.2}x, cmp {}",
         pct(new, size_of(&b16)),
         size_of(&b16) as f64 / f64::from(1 << 20),
         co / cp,
@@ -252,9 +304,10 @@ pub fn run(mib: usize, max_depth: Option<u32>, dir: Option<&Path>) {
 
     let repo = fresh_repo(tmp.path(), "sparse", &config);
     let new = commit(&repo, &m0, "v0");
+    let (_, chunks, distinct) = keys_of(&repo);
     let (co, cp, same) = checkout_vs_cp(&repo, &m0, tmp.path());
     println!(
-        "full snapshot F32: {:.1}%; depth 0 checkout {co:.3} s vs cp {cp:.3} s = {:.2}x, cmp {}",
+        "full snapshot F32 ({chunks} chunks, {distinct} distinct): {:.2}%; depth 0 checkout {co:.3} s vs cp {cp:.3} s = {:.2}x, cmp {}",
         pct(new, size),
         co / cp,
         if same { "equal" } else { "DIFFERENT" }
@@ -268,10 +321,13 @@ pub fn run(mib: usize, max_depth: Option<u32>, dir: Option<&Path>) {
         let new = commit(&repo, &m, &format!("sparse {k}"));
         costs.push(pct(new, size));
         if k % 10 == 0 {
+            let objects = tensor_objects(&repo);
             let (co, cp, same) = checkout_vs_cp(&repo, &m, tmp.path());
             println!(
-                "  sparse depth {k}: commit {:.2}%; checkout {co:.3} s vs cp {cp:.3} s = {:.2}x, cmp {}",
+                "  sparse depth {k}: commit {:.2}% (tensor objects {:.2}%, {:.2} patches per chunk); checkout {co:.3} s vs cp {cp:.3} s = {:.2}x, cmp {}",
                 costs[k - 1],
+                pct(objects.0, size),
+                objects.1,
                 co / cp,
                 if same { "equal" } else { "DIFFERENT" }
             );
@@ -328,6 +384,8 @@ pub struct Profile {
     pub dense_steps: usize,
     /// Also check out the model's bf16 copy (a fresh repository, depth 0).
     pub bf16: bool,
+    /// A real safetensors file whose weights the model takes ([`model_like`]).
+    pub like: Option<std::path::PathBuf>,
 }
 
 /// `--checkout-profile`: the F32 model committed and checked out (depth 0), then the tip of
@@ -343,7 +401,10 @@ pub fn profile_checkout(p: &Profile, dir: Option<&Path>) {
     };
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let t = Instant::now();
-    let mut m = model(p.mib, &mut rng);
+    let mut m = model_for(p.mib, p.like.as_deref(), &mut rng);
+    if let Some(file) = &p.like {
+        println!("weights of {} (each copy's rows rotated)", file.display());
+    }
     let config = RepoConfig::default();
     println!(
         "model: {:.1} MiB F32 in {} tensors (generated in {:.1} s); max chain depth {}, chunk {} KiB; {} cores; sparse commits change {}% of rows",
@@ -510,4 +571,165 @@ fn cmp_equal(a: &std::path::Path, b: &std::path::Path) -> bool {
         .arg(b)
         .status()
         .is_ok_and(|s| s.success())
+}
+
+/// `--snapshot-file PATH`: a real safetensors file committed as a full snapshot (new bytes
+/// over its tensor bytes, its dtypes, and the order-0 floor of its F32 tensors per 64 KiB
+/// of values), then its bf16 copy; the F32 checkout against `cp` of the file itself, and
+/// `cmp` of the two (the file's `__metadata__` and layout are kept).
+pub fn snapshot_file(path: &Path, dir: Option<&Path>) {
+    let tmp = match dir {
+        Some(d) => tempfile::tempdir_in(d).unwrap(),
+        None => tempfile::tempdir().unwrap(),
+    };
+    let (m, file_metadata) = ipfrs_versioning::read_safetensors_with_metadata(path).unwrap();
+    let size = size_of(&m);
+    let f32_bytes: u64 = m
+        .values()
+        .filter(|t| t.dtype == DType::F32)
+        .map(|t| t.data.len() as u64)
+        .sum();
+    println!(
+        "{}: {} tensors, {:.1} MiB ({:.1}% F32); order-0 floor of the F32 values per 64 KiB: {:.1}%",
+        path.display(),
+        m.len(),
+        size as f64 / f64::from(1 << 20),
+        pct(f32_bytes, size),
+        100.0 * f32_floor(&m)
+    );
+    let config = RepoConfig::default();
+    let repo = fresh_repo(tmp.path(), "file", &config);
+    let before = stored(repo.store());
+    let info = CommitInfo {
+        message: "file".into(),
+        file_metadata,
+        ..CommitInfo::default()
+    };
+    block_on(repo.commit("main", &m, info)).unwrap();
+    let new = stored(repo.store()) - before;
+    let (keys, chunks, distinct) = keys_of(&repo);
+    println!(
+        "  keys of {chunks} chunks ({distinct} distinct) {:.2}% of the tensor bytes, the rest (objects) {:.2}%",
+        pct(keys, size),
+        pct(new - keys.min(new), size)
+    );
+    let out = tmp.path().join("out.safetensors");
+    let copy = tmp.path().join("copy.safetensors");
+    let (mut outs, mut cps) = (Vec::new(), Vec::new());
+    for round in 0..4 {
+        let t = Instant::now();
+        std::fs::copy(path, &copy).unwrap();
+        let cp = t.elapsed();
+        let t = Instant::now();
+        block_on(repo.checkout_to_file(&Revision::Head, &out)).unwrap();
+        if round > 0 {
+            outs.push(t.elapsed());
+            cps.push(cp);
+        }
+    }
+    let (co, cp) = (secs(median(outs)), secs(median(cps)));
+    println!(
+        "full snapshot of the file: {:.2}% of its tensor bytes; checkout {co:.3} s vs cp {cp:.3} s = {:.2}x, cmp {}",
+        pct(new, size),
+        co / cp,
+        if cmp_equal(path, &out) {
+            "equal"
+        } else {
+            "DIFFERENT"
+        }
+    );
+    block_on(repo.store().close()).unwrap();
+    let floats: Tensors = m
+        .iter()
+        .filter(|(_, t)| t.dtype == DType::F32)
+        .map(|(n, t)| (n.clone(), t.clone()))
+        .collect();
+    let b16 = to_bf16(&floats);
+    let bf = fresh_repo(tmp.path(), "bf16", &config);
+    let new = commit(&bf, &b16, "bf16");
+    println!(
+        "full snapshot of its bf16 copy: {:.2}% of {:.1} MiB",
+        pct(new, size_of(&b16)),
+        size_of(&b16) as f64 / f64::from(1 << 20)
+    );
+    block_on(bf.store().close()).unwrap();
+}
+
+/// Bytes of the tip's tensor objects (a commit that changes a chunk of a tensor writes its
+/// whole object again: every chunk's recipe, with the CID of each of its patches) and the
+/// mean number of patches per chunk.
+fn tensor_objects(repo: &TestRepo) -> (u64, f64) {
+    let head = block_on(repo.resolve(&Revision::Head)).unwrap();
+    let state = block_on(repo.commit_state(&head)).unwrap();
+    let cids: Vec<_> = state.tensors.values().copied().collect();
+    let bytes = block_on(repo.store().get_many(&cids))
+        .unwrap()
+        .into_iter()
+        .map(|b| b.unwrap().len() as u64)
+        .sum();
+    let (mut chunks, mut patches) = (0usize, 0usize);
+    for cid in &cids {
+        if let TensorObject::Chunked(t) = block_on(repo.tensor_object(cid)).unwrap() {
+            chunks += t.chunks.len();
+            patches += t.chunks.iter().map(|r| r.patches.len()).sum::<usize>();
+        }
+    }
+    (bytes, patches as f64 / chunks.max(1) as f64)
+}
+
+/// Bytes of the distinct key blocks the tip's chunk recipes name, with the number of chunks
+/// and of distinct keys (equal unless chunks were deduplicated).
+fn keys_of(repo: &TestRepo) -> (u64, usize, usize) {
+    let head = block_on(repo.resolve(&Revision::Head)).unwrap();
+    let state = block_on(repo.commit_state(&head)).unwrap();
+    let mut cids = Vec::new();
+    for cid in state.tensors.values() {
+        if let TensorObject::Chunked(t) = block_on(repo.tensor_object(cid)).unwrap() {
+            cids.extend(t.chunks.iter().map(|r| r.key.block()));
+        }
+    }
+    let chunks = cids.len();
+    cids.sort();
+    cids.dedup();
+    let bytes = block_on(repo.store().get_many(&cids))
+        .unwrap()
+        .into_iter()
+        .map(|b| b.unwrap().len() as u64)
+        .sum();
+    (bytes, chunks, cids.len())
+}
+
+/// The order-0 entropy of the F32 values of `m`, per 64 KiB of values, as a fraction of
+/// their bits: sign, exponent, and the mantissa's bytes each coded on their own (what a
+/// byte-grouping coder without context can reach).
+fn f32_floor(m: &Tensors) -> f64 {
+    fn entropy(counts: &[u64], n: u64) -> f64 {
+        counts
+            .iter()
+            .filter(|&&c| c > 0)
+            .map(|&c| {
+                let p = c as f64 / n as f64;
+                -p * p.log2()
+            })
+            .sum::<f64>()
+            * n as f64
+    }
+    let (mut bits, mut values) = (0.0, 0u64);
+    for t in m.values().filter(|t| t.dtype == DType::F32) {
+        for chunk in t.data.chunks(64 << 10) {
+            let mut planes = vec![[0u64; 256]; 5];
+            let n = (chunk.len() / 4) as u64;
+            for v in chunk.chunks_exact(4) {
+                let x = u32::from_le_bytes([v[0], v[1], v[2], v[3]]);
+                planes[0][(x >> 31) as usize] += 1;
+                planes[1][((x >> 23) & 0xff) as usize] += 1;
+                planes[2][((x >> 15) & 0xff) as usize] += 1;
+                planes[3][((x >> 7) & 0xff) as usize] += 1;
+                planes[4][(x & 0x7f) as usize] += 1;
+            }
+            bits += planes.iter().map(|p| entropy(p, n)).sum::<f64>();
+            values += n;
+        }
+    }
+    bits / (32.0 * values.max(1) as f64)
 }
