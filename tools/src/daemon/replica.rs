@@ -24,7 +24,7 @@ use crate::store::error::{Error as CliError, Result};
 
 use super::gateway::Gateway;
 use super::limits::Limits;
-use super::run::{multiaddr, parse_addr, wait_for_stop};
+use super::run::{StopSignals, multiaddr, parse_addr};
 use super::server;
 
 /// Opens the replica of `config`'s bucket and serves it until a stop signal.
@@ -93,6 +93,7 @@ async fn serve(
     if let Some(every) = refresh_every {
         tasks.spawn(refresh_loop(replica.clone(), every, stop_rx.clone()));
     }
+    let stop = StopSignals::install();
     {
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "Replica of {name}: {} blocks", replica.block_count());
@@ -100,7 +101,7 @@ async fn serve(
         let _ = writeln!(out, "Replica is ready");
         let _ = out.flush();
     }
-    let signal = wait_for_stop().await;
+    let signal = stop.wait().await;
     eprintln!("ipfrs-store: {signal}: stopping (requests in flight finish first)");
     let _ = stop_tx.send(true);
     while tasks.join_next().await.is_some() {}

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::watch;
 
 use crate::store::cli::DaemonArgs;
@@ -168,6 +169,7 @@ async fn serve(
     let api_path = api_file(node.repo());
     let api_text = multiaddr(reach);
     std::fs::write(&api_path, &api_text).map_err(|e| CliError::io("cannot write", &api_path, e))?;
+    let stop = StopSignals::install();
     lines.push("Daemon is ready".into());
     {
         let mut out = std::io::stdout().lock();
@@ -176,7 +178,7 @@ async fn serve(
         }
         let _ = out.flush();
     }
-    let signal = wait_for_stop().await;
+    let signal = stop.wait().await;
     eprintln!("ipfrs-store: {signal}: stopping (requests in flight finish first)");
     let _ = stop_tx.send(true);
     while tasks.join_next().await.is_some() {}
@@ -191,19 +193,34 @@ async fn serve(
     Ok(())
 }
 
-/// Waits for SIGINT or SIGTERM; says which.
-pub async fn wait_for_stop() -> &'static str {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        // Without signal handlers the default action (exit) applies; wait forever.
-        std::future::pending::<()>().await;
-        return "stopped";
-    };
-    tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
+/// SIGINT and SIGTERM, caught from the moment this is made: made before a daemon says it is
+/// ready, so that a signal sent as soon as it says so (a test, a supervisor) is a drain and
+/// not the default action's exit. Made after the readiness line, a SIGTERM 70 ms after it
+/// killed the daemon of `daemon_safety::connections_past_the_limit_get_503` in CI.
+pub struct StopSignals(Option<(Signal, Signal)>);
+
+impl StopSignals {
+    /// Installs the handlers (inside the runtime).
+    pub fn install() -> StopSignals {
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(term), Ok(int)) => StopSignals(Some((term, int))),
+            _ => StopSignals(None),
+        }
+    }
+
+    /// Waits for SIGINT or SIGTERM; says which.
+    pub async fn wait(self) -> &'static str {
+        let Some((mut term, mut int)) = self.0 else {
+            // Without signal handlers the default action (exit) applies; wait forever.
+            std::future::pending::<()>().await;
+            return "stopped";
+        };
+        tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        }
     }
 }
