@@ -18,10 +18,10 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_lite::future::block_on;
-use ipfrs_storage::{BlockStore, Engine};
+use ipfrs_storage::{BlockStore, Cid, Engine};
 use ipfrs_versioning::{
-    CheckoutOptions, CommitInfo, DType, MemLedger, MemRefStore, Repo, RepoConfig, Revision,
-    TensorData, TensorObject, Tensors, write_safetensors,
+    CheckoutOptions, Chunked, CommitInfo, DType, MemLedger, MemRefStore, Repo, RepoConfig,
+    Revision, TensorData, TensorObject, Tensors, write_safetensors,
 };
 
 use super::{Rng, median, secs, stored};
@@ -82,9 +82,8 @@ fn model(mib: usize, rng: &mut Rng) -> Tensors {
 /// their order (a trained model's neighbouring rows are alike: an embedding table's
 /// rare tokens, a layer's rows), yet its chunks start elsewhere in that order, so no chunk
 /// of one copy equals a chunk of another and deduplication finds nothing the real file
-/// would not offer. `shuffle` puts the rows of each copy in a random order instead, which
-/// keeps each tensor's values but not what neighbouring rows share.
-fn model_like(like: &Path, mib: usize, shuffle: bool, rng: &mut Rng) -> Tensors {
+/// would not offer.
+fn model_like(like: &Path, mib: usize, rng: &mut Rng) -> Tensors {
     let real = ipfrs_versioning::read_safetensors(like).unwrap();
     let floats: Vec<(&String, &TensorData)> =
         real.iter().filter(|(_, t)| t.dtype == DType::F32).collect();
@@ -96,22 +95,18 @@ fn model_like(like: &Path, mib: usize, shuffle: bool, rng: &mut Rng) -> Tensors 
             break;
         }
         for (name, t) in &floats {
-            let row = 4 * *t.shape.last().unwrap_or(&1) as usize;
-            let row = if t.shape.len() < 2 { 4 } else { row.max(4) };
+            // A vector's rows are its elements.
+            let row = match t.shape.as_slice() {
+                [.., cols] if t.shape.len() >= 2 => 4 * (*cols as usize).max(1),
+                _ => 4,
+            };
             let mut rows: Vec<&[u8]> = t.data.chunks(row).collect();
-            if shuffle {
-                for i in (1..rows.len()).rev() {
-                    rows.swap(i, rng.below(i + 1));
-                }
-            } else {
-                let by = rng.below(rows.len());
-                rows.rotate_left(by);
-            }
-            let data: Vec<u8> = rows.concat();
-            let shuffled =
-                TensorData::new(name.as_str(), DType::F32, t.shape.clone(), data).unwrap();
-            size += shuffled.data.len() as u64;
-            m.insert(format!("copy{copy}.{name}"), shuffled);
+            let by = rng.below(rows.len());
+            rows.rotate_left(by);
+            let rotated =
+                TensorData::new(name.as_str(), DType::F32, t.shape.clone(), rows.concat()).unwrap();
+            size += rotated.data.len() as u64;
+            m.insert(format!("copy{copy}.{name}"), rotated);
         }
     }
     m
@@ -120,7 +115,7 @@ fn model_like(like: &Path, mib: usize, shuffle: bool, rng: &mut Rng) -> Tensors 
 /// The model the suite runs on: [`model_like`] a real file, or the Gaussian [`model`].
 fn model_for(mib: usize, like: Option<&Path>, rng: &mut Rng) -> Tensors {
     match like {
-        Some(file) => model_like(file, mib, false, rng),
+        Some(file) => model_like(file, mib, rng),
         None => model(mib, rng),
     }
 }
@@ -193,18 +188,28 @@ fn commit(repo: &TestRepo, m: &Tensors, msg: &str) -> u64 {
     stored(repo.store()) - before
 }
 
+/// The chunked tensor objects of the tip, with their CIDs.
+fn tip_chunked(repo: &TestRepo) -> Vec<(Cid, Chunked)> {
+    let head = block_on(repo.resolve(&Revision::Head)).unwrap();
+    let state = block_on(repo.commit_state(&head)).unwrap();
+    state
+        .tensors
+        .values()
+        .filter_map(|cid| match block_on(repo.tensor_object(cid)).unwrap() {
+            TensorObject::Chunked(t) => Some((*cid, t)),
+            _ => None,
+        })
+        .collect()
+}
+
 /// Seconds to read every block the tip's recipes name (keys and patches) from the engine,
 /// without decoding: the floor under a checkout.
 fn engine_read(repo: &TestRepo) -> f64 {
-    let head = block_on(repo.resolve(&Revision::Head)).unwrap();
-    let state = block_on(repo.commit_state(&head)).unwrap();
     let mut cids = Vec::new();
-    for cid in state.tensors.values() {
-        if let TensorObject::Chunked(t) = block_on(repo.tensor_object(cid)).unwrap() {
-            for r in t.chunks {
-                cids.push(r.key.block());
-                cids.extend(r.patches.iter().map(|p| p.payload));
-            }
+    for (_, t) in tip_chunked(repo) {
+        for r in t.chunks {
+            cids.push(r.key.block());
+            cids.extend(r.patches.iter().map(|p| p.payload));
         }
     }
     let t = Instant::now();
@@ -218,19 +223,26 @@ fn engine_read(repo: &TestRepo) -> f64 {
     secs(t.elapsed())
 }
 
-/// Checkout of the tip to a file vs `cp` of `m` written as a file: (checkout s, cp s, cmp
-/// equal), medians of 3; also prints cp + fsync (what `checkout --fsync` adds to cp) and the
-/// engine's read of the tip's blocks.
+/// Checkout of the tip to a file vs `cp` of `m` written as a file: see [`checkout_vs_file`].
 fn checkout_vs_cp(repo: &TestRepo, m: &Tensors, dir: &Path) -> (f64, f64, bool) {
     let reference = dir.join("reference.safetensors");
     write_safetensors(&reference, m).unwrap();
+    let result = checkout_vs_file(repo, &reference, dir);
+    let _ = std::fs::remove_file(reference);
+    result
+}
+
+/// Checkout of the tip to a file vs `cp` of `reference`: (checkout s, cp s, cmp equal),
+/// medians of 3; also prints cp + fsync (what `checkout --fsync` adds to cp) and the
+/// engine's read of the tip's blocks.
+fn checkout_vs_file(repo: &TestRepo, reference: &Path, dir: &Path) -> (f64, f64, bool) {
     let (copy, out) = (dir.join("copy.safetensors"), dir.join("out.safetensors"));
     let (mut cps, mut outs, mut syncs, mut reads) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     // One unmeasured round of each warms the page cache for both.
     for round in 0..4 {
         let t = Instant::now();
-        std::fs::copy(&reference, &copy).unwrap();
+        std::fs::copy(reference, &copy).unwrap();
         let cp = t.elapsed();
         std::fs::File::open(&copy).unwrap().sync_all().unwrap();
         let synced = t.elapsed();
@@ -250,8 +262,8 @@ fn checkout_vs_cp(repo: &TestRepo, m: &Tensors, dir: &Path) -> (f64, f64, bool) 
         secs(median(syncs)),
         secs(median(reads))
     );
-    let same = cmp_equal(&reference, &out);
-    for f in [reference, copy, out] {
+    let same = cmp_equal(reference, &out);
+    for f in [copy, out] {
         let _ = std::fs::remove_file(f);
     }
     (secs(median(outs)), secs(median(cps)), same)
@@ -516,24 +528,20 @@ fn profile_phase(repo: &TestRepo, m: &Tensors, dir: &Path, phase: &str, rounds: 
 /// many of them are dense (over an eighth of their chunk: a dense step's patch is about a
 /// third) or sparse (a few rows).
 fn recipe_summary(repo: &TestRepo) -> String {
-    let head = block_on(repo.resolve(&Revision::Head)).unwrap();
-    let state = block_on(repo.commit_state(&head)).unwrap();
     let (mut chunks, mut patches, mut dense, mut max) = (0usize, 0usize, 0usize, 0usize);
     let mut by_dense = [0usize; 4];
-    for cid in state.tensors.values() {
-        if let TensorObject::Chunked(t) = block_on(repo.tensor_object(cid)).unwrap() {
-            for r in &t.chunks {
-                let d = r
-                    .patches
-                    .iter()
-                    .filter(|p| u64::from(p.bytes) > t.chunk_bytes / 8)
-                    .count();
-                chunks += 1;
-                patches += r.patches.len();
-                dense += d;
-                max = max.max(r.patches.len());
-                by_dense[d.min(3)] += 1;
-            }
+    for (_, t) in tip_chunked(repo) {
+        for r in &t.chunks {
+            let d = r
+                .patches
+                .iter()
+                .filter(|p| u64::from(p.bytes) > t.chunk_bytes / 8)
+                .count();
+            chunks += 1;
+            patches += r.patches.len();
+            dense += d;
+            max = max.max(r.patches.len());
+            by_dense[d.min(3)] += 1;
         }
     }
     let n = chunks.max(1) as f64;
@@ -613,30 +621,12 @@ pub fn snapshot_file(path: &Path, dir: Option<&Path>) {
         pct(keys, size),
         pct(new - keys.min(new), size)
     );
-    let out = tmp.path().join("out.safetensors");
-    let copy = tmp.path().join("copy.safetensors");
-    let (mut outs, mut cps) = (Vec::new(), Vec::new());
-    for round in 0..4 {
-        let t = Instant::now();
-        std::fs::copy(path, &copy).unwrap();
-        let cp = t.elapsed();
-        let t = Instant::now();
-        block_on(repo.checkout_to_file(&Revision::Head, &out)).unwrap();
-        if round > 0 {
-            outs.push(t.elapsed());
-            cps.push(cp);
-        }
-    }
-    let (co, cp) = (secs(median(outs)), secs(median(cps)));
+    let (co, cp, same) = checkout_vs_file(&repo, path, tmp.path());
     println!(
         "full snapshot of the file: {:.2}% of its tensor bytes; checkout {co:.3} s vs cp {cp:.3} s = {:.2}x, cmp {}",
         pct(new, size),
         co / cp,
-        if cmp_equal(path, &out) {
-            "equal"
-        } else {
-            "DIFFERENT"
-        }
+        if same { "equal" } else { "DIFFERENT" }
     );
     block_on(repo.store().close()).unwrap();
     let floats: Tensors = m
@@ -659,44 +649,38 @@ pub fn snapshot_file(path: &Path, dir: Option<&Path>) {
 /// whole object again: every chunk's recipe, with the CID of each of its patches) and the
 /// mean number of patches per chunk.
 fn tensor_objects(repo: &TestRepo) -> (u64, f64) {
-    let head = block_on(repo.resolve(&Revision::Head)).unwrap();
-    let state = block_on(repo.commit_state(&head)).unwrap();
-    let cids: Vec<_> = state.tensors.values().copied().collect();
-    let bytes = block_on(repo.store().get_many(&cids))
+    let tip = tip_chunked(repo);
+    let cids: Vec<_> = tip.iter().map(|(cid, _)| *cid).collect();
+    let (chunks, patches) = tip.iter().fold((0usize, 0usize), |(c, p), (_, t)| {
+        let patches: usize = t.chunks.iter().map(|r| r.patches.len()).sum();
+        (c + t.chunks.len(), p + patches)
+    });
+    (
+        block_bytes(repo, &cids),
+        patches as f64 / chunks.max(1) as f64,
+    )
+}
+
+/// The total size of the blocks `cids`.
+fn block_bytes(repo: &TestRepo, cids: &[Cid]) -> u64 {
+    block_on(repo.store().get_many(cids))
         .unwrap()
         .into_iter()
         .map(|b| b.unwrap().len() as u64)
-        .sum();
-    let (mut chunks, mut patches) = (0usize, 0usize);
-    for cid in &cids {
-        if let TensorObject::Chunked(t) = block_on(repo.tensor_object(cid)).unwrap() {
-            chunks += t.chunks.len();
-            patches += t.chunks.iter().map(|r| r.patches.len()).sum::<usize>();
-        }
-    }
-    (bytes, patches as f64 / chunks.max(1) as f64)
+        .sum()
 }
 
 /// Bytes of the distinct key blocks the tip's chunk recipes name, with the number of chunks
 /// and of distinct keys (equal unless chunks were deduplicated).
 fn keys_of(repo: &TestRepo) -> (u64, usize, usize) {
-    let head = block_on(repo.resolve(&Revision::Head)).unwrap();
-    let state = block_on(repo.commit_state(&head)).unwrap();
-    let mut cids = Vec::new();
-    for cid in state.tensors.values() {
-        if let TensorObject::Chunked(t) = block_on(repo.tensor_object(cid)).unwrap() {
-            cids.extend(t.chunks.iter().map(|r| r.key.block()));
-        }
-    }
+    let mut cids: Vec<_> = tip_chunked(repo)
+        .iter()
+        .flat_map(|(_, t)| t.chunks.iter().map(|r| r.key.block()))
+        .collect();
     let chunks = cids.len();
     cids.sort();
     cids.dedup();
-    let bytes = block_on(repo.store().get_many(&cids))
-        .unwrap()
-        .into_iter()
-        .map(|b| b.unwrap().len() as u64)
-        .sum();
-    (bytes, chunks, cids.len())
+    (block_bytes(repo, &cids), chunks, cids.len())
 }
 
 /// The order-0 entropy of the F32 values of `m`, per 64 KiB of values, as a fraction of
