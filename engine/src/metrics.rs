@@ -295,6 +295,12 @@ impl MetricsSnapshot {
                 "Keys read on the caller's thread, without a round trip to a shard.",
                 s.caller_reads,
             ),
+            (
+                "ipfrs_caller_puts_total",
+                "counter",
+                "Puts written on the caller's thread while their shard committed nothing.",
+                s.caller_puts,
+            ),
             ("ipfrs_blocks", "gauge", "Blocks stored.", s.blocks),
             (
                 "ipfrs_stored_bytes",

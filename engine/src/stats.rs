@@ -20,6 +20,9 @@ pub struct Stats {
     pub bloom_negatives: u64,
     /// Keys read on the caller's thread, without a round trip to a shard.
     pub caller_reads: u64,
+    /// Puts written on the caller's thread while their shard committed nothing
+    /// (`Config::caller_writes`).
+    pub caller_puts: u64,
     /// Bytes held by the block caches.
     pub cache_bytes: u64,
     /// Blocks in the hot tier.
@@ -127,6 +130,7 @@ impl Stats {
             locations_cached: sum(|s| s.locations_cached),
             bloom_negatives: sum(|s| s.bloom_negatives),
             caller_reads: sum(|s| s.caller_reads),
+            caller_puts: sum(|s| s.caller_puts),
             cache_bytes: sum(|s| s.cache_bytes),
             io_driver,
             shards,

@@ -43,8 +43,10 @@ fn block(i: u64) -> Block {
     Block::new(data).unwrap()
 }
 
-/// The child: puts blocks in small batches forever, printing the index of each acknowledged
-/// one. Starts after whatever an earlier child stored (the parent says where).
+/// The child: puts blocks forever, in batches of 4 and one by one in turn (lone puts are
+/// written on the child's own thread while its shard is idle, `Config::caller_writes`),
+/// printing the index of each acknowledged one. Starts after whatever an earlier child stored
+/// (the parent says where).
 #[test]
 #[ignore = "helper: run as a child process by the crash tests"]
 fn crash_child() {
@@ -63,9 +65,16 @@ fn crash_child() {
     let mut i = start;
     loop {
         let batch: Vec<Block> = (i..i + 4).map(block).collect();
-        store.put_many(&batch).unwrap();
-        for n in i..i + 4 {
-            println!("{n}");
+        if (i / 4).is_multiple_of(2) {
+            store.put_many(&batch).unwrap();
+            for n in i..i + 4 {
+                println!("{n}");
+            }
+        } else {
+            for (n, block) in (i..).zip(&batch) {
+                store.put(block).unwrap();
+                println!("{n}");
+            }
         }
         i += 4;
     }

@@ -41,6 +41,9 @@ struct Fault {
     /// new segment where that matters.
     before: usize,
     size: usize,
+    /// Lone puts, one block each: written on the test's own thread while the shard is idle
+    /// (`Config::caller_writes`), so the fault meets the caller's write, not the shard's.
+    lone: bool,
 }
 
 fn run(fault: &Fault, driver: IoDriver) {
@@ -48,13 +51,33 @@ fn run(fault: &Fault, driver: IoDriver) {
     let engine = Engine::open(config(dir.path(), driver)).unwrap();
     let store = engine.blocking();
     let stored: Vec<Block> = (0..fault.before).map(|i| block(i, fault.size)).collect();
-    store.put_many(&stored).unwrap();
+    if fault.lone {
+        for b in &stored {
+            store.put(b).unwrap();
+        }
+        let lent = store.stats().unwrap().caller_puts;
+        assert!(
+            lent > 0,
+            "{}: no lone put was written by its caller",
+            fault.point
+        );
+        // The shard lends its writer again right after it answers; give it the moment.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    } else {
+        store.put_many(&stored).unwrap();
+    }
 
     fail::cfg(fault.point, "return").unwrap();
-    let doomed = vec![block(1000, fault.size), block(1001, fault.size)];
-    let err = store
-        .put_many(&doomed)
-        .expect_err("a write meeting a fault must fail");
+    let doomed = if fault.lone {
+        vec![block(1000, fault.size)]
+    } else {
+        vec![block(1000, fault.size), block(1001, fault.size)]
+    };
+    let err = match &doomed[..] {
+        [one] if fault.lone => store.put(one),
+        _ => store.put_many(&doomed),
+    }
+    .expect_err("a write meeting a fault must fail");
     fail::remove(fault.point);
     // A poisoned shard names what failed, with the OS error as the source.
     match (&err, fault.poisons) {
@@ -155,18 +178,21 @@ fn faults_refuse_the_write_and_keep_what_was_acknowledged() {
             poisons: true,
             before: 5,
             size: 4000,
+            lone: false,
         },
         Fault {
             point: "hot-write",
             poisons: true,
             before: 5,
             size: 4000,
+            lone: false,
         },
         Fault {
             point: "hot-short-write",
             poisons: true,
             before: 5,
             size: 4000,
+            lone: false,
         },
         // Three 60 KiB blocks fill most of a 256 KiB segment: two more need a new one.
         Fault {
@@ -174,6 +200,29 @@ fn faults_refuse_the_write_and_keep_what_was_acknowledged() {
             poisons: false,
             before: 3,
             size: 60 << 10,
+            lone: false,
+        },
+        // The same failures met by a lone put on the caller's thread.
+        Fault {
+            point: "hot-sync",
+            poisons: true,
+            before: 5,
+            size: 4000,
+            lone: true,
+        },
+        Fault {
+            point: "hot-write",
+            poisons: true,
+            before: 5,
+            size: 4000,
+            lone: true,
+        },
+        Fault {
+            point: "hot-short-write",
+            poisons: true,
+            before: 5,
+            size: 4000,
+            lone: true,
         },
     ] {
         for driver in [IoDriver::IoUring, IoDriver::Fallback] {

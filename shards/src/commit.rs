@@ -185,6 +185,9 @@ async fn run_committer(shard: Rc<Shard>) {
     let q = &shard.writes;
     loop {
         if q.finish_if_empty() {
+            if q.lend_after.get() {
+                shard.lend_lane();
+            }
             return;
         }
         if let Some(wait) = q.gather_for() {
@@ -193,6 +196,19 @@ async fn run_committer(shard: Rc<Shard>) {
             continue;
         }
         let group = q.take_group();
+        // Writers that queue together contend: a lent writer would make them wait for a
+        // caller's write and sync before each group (16 writers: 20.0k puts/s lent against
+        // 25.8k without). It is lent again after a group of one.
+        let writes = group
+            .iter()
+            .filter(|op| matches!(op.pending, Pending::Put(_) | Pending::Delete(_)))
+            .count();
+        if writes > 0 {
+            q.lend_after.set(writes == 1);
+        }
+        // Before anything reads the index or the writer: the lane's puts are in both.
+        q.stage.set("taking the writer back from callers");
+        shard.reclaim_lane(false);
         q.stage.set("admitting a group (space check)");
         // The claim on the room for a new segment is held until the group is committed.
         let (group, _claim) = admit(&shard, group).await;

@@ -158,6 +158,7 @@ fn run_shard(
                 let _ = ready.send(Err(err.into_error(id, "starting the writer in", &hot.dir)));
                 return (Vec::new(), None);
             }
+            shard.lend_lane();
             let compacting = compaction::run(Rc::clone(&shard));
             if let Some(task) =
                 rt::spawn_low_priority("ipfrs-compaction", COMPACTION_SHARES, compacting)
@@ -294,6 +295,7 @@ async fn serve(
         // The closing mark (an append of no records) names everything before it durable, so
         // the next recovery reports damage anywhere in the log as corruption: without it, the
         // last group's records could only be told apart from a torn write by the next group.
+        shard.reclaim_lane(true);
         let writer = hot.writer.borrow_mut().take();
         let clean = shard.writes.poisoned().is_none();
         if let Some(mut writer) = writer

@@ -127,6 +127,8 @@ pub struct ShardStats {
     /// Keys read (`get`, `has`, `get_size`) on the caller's thread, without a round trip to
     /// the shard.
     pub caller_reads: u64,
+    /// Puts written on the caller's thread (`Config::caller_writes`).
+    pub caller_puts: u64,
     /// Size of the bloom filter in bits.
     pub bloom_bits: u64,
     /// Write groups committed (each one backend batch, and one sync unless durability is None).

@@ -177,6 +177,9 @@ pub(crate) struct WriteQueue {
     /// What the committer is waiting on, named for the shutdown report should it never
     /// finish (a hang there is otherwise invisible: the executor just parks).
     pub(crate) stage: Cell<&'static str>,
+    /// Whether the writer is lent to callers' threads when the committer goes idle: not
+    /// after a group of several writes (see `commit::run_committer`).
+    pub(crate) lend_after: Cell<bool>,
     /// Set after a failed sync; every later write is refused with this reason.
     poisoned: RefCell<Option<PoisonCause>>,
     /// Wakes a gathering committer early once `max_ops` are queued.
@@ -197,6 +200,7 @@ impl WriteQueue {
             oldest: Cell::new(None),
             committer_running: Cell::new(false),
             stage: Cell::new("idle"),
+            lend_after: Cell::new(true),
             poisoned: RefCell::new(None),
             wake_tx,
             wake_rx,

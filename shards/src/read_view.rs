@@ -100,6 +100,7 @@ pub(crate) struct HotView {
     pub(crate) packs: Arc<Shared<Packs>>,
     pub(crate) cold_reads: Arc<Mutex<HashMap<u128, u16>>>,
     pub(crate) promote_after_reads: u16,
+    pub(crate) lane: Arc<crate::hot::lane::Lane>,
 }
 
 /// What a caller's thread may read of one shard.
@@ -155,6 +156,18 @@ impl ReadView {
                     .unwrap_or_default(),
             )),
             None => Err(()),
+        }
+    }
+
+    /// Stores one block (`key`, its multihash bytes) durably on the caller's thread if the
+    /// shard lends its writer now (see `crate::hot::lane`): `Quick::Shard` (nothing written)
+    /// when it does not, or when the key may already be stored.
+    pub fn put(&self, key: &[u8], data: &[u8]) -> Quick<Result<()>> {
+        match &self.hot {
+            Some(hot) => hot
+                .lane
+                .try_put(self.id, &hot.index, &self.bloom, key, data),
+            None => Quick::Shard,
         }
     }
 
@@ -360,6 +373,7 @@ impl HotView {
             packs: Arc::clone(&hot.packs),
             cold_reads: Arc::clone(&hot.cold_reads),
             promote_after_reads: hot.config.promote_after_reads,
+            lane: Arc::clone(&hot.lane),
         }
     }
 }

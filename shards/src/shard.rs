@@ -72,6 +72,8 @@ pub(crate) struct Shard {
     pub(crate) gate: Gate,
     /// Tasks in the gate that are not the committer, running now (for the shutdown report).
     pub(crate) gate_tasks: Rc<Cell<usize>>,
+    /// Whether lone puts may be written on the caller's thread (`Config::caller_writes`).
+    pub(crate) caller_writes: bool,
 }
 
 impl Shard {
@@ -128,6 +130,49 @@ impl Shard {
         }
     }
 
+    /// Takes the writer's state back from callers' threads (see `hot::lane`), folding what
+    /// their puts changed into the counters and poisoning the shard if one of them failed.
+    /// Every use of the writer comes after this; `close` shuts the lane for good.
+    pub(crate) fn reclaim_lane(&self, close: bool) {
+        let Some(hot) = &self.hot else {
+            return;
+        };
+        let (counts, failed) = hot.lane.reclaim(hot.writer.borrow_mut().as_mut(), close);
+        self.fold_lane(counts);
+        if let Some(cause) = failed {
+            let _ = self.poisoned_by(cause);
+        }
+    }
+
+    /// Lends the writer's state to callers' threads while no group is committed: only under
+    /// `Durability::Sync` and `Config::caller_writes`, with the shard writable and not
+    /// stopping.
+    pub(crate) fn lend_lane(&self) {
+        let Some(hot) = &self.hot else {
+            return;
+        };
+        let lendable = self.caller_writes
+            && self.writes.durability() == ipfrs_core_types::Durability::Sync
+            && self.writes.poisoned().is_none()
+            && !hot.stopping.get();
+        if let (true, Some(writer)) = (lendable, hot.writer.borrow_mut().as_mut()) {
+            hot.lane.lend(writer, &self.writes.space);
+        }
+    }
+
+    fn fold_lane(&self, counts: crate::hot::lane::LaneCounts) {
+        let c = &self.counters;
+        bump(&c.blocks, counts.blocks);
+        bump(&c.bytes, counts.bytes);
+        bump(&c.put_bytes, counts.bytes);
+        // Each lent put is a group of one.
+        bump(&c.write_groups, counts.blocks);
+        bump(&c.write_ops, counts.blocks);
+        if let Some(hot) = &self.hot {
+            bump(&hot.counters.disk_bytes, counts.disk_bytes);
+        }
+    }
+
     /// Runs `task` inside the shard's gate; `false` if the shard is shutting down (the task
     /// is dropped).
     pub(crate) fn spawn(self: &Rc<Self>, task: impl AsyncFnOnce(Rc<Shard>) + 'static) -> bool {
@@ -169,6 +214,13 @@ impl Shard {
     }
 
     pub(crate) fn stats(&self) -> ShardStats {
+        if let Some(hot) = &self.hot {
+            let (counts, failed) = hot.lane.take_counts();
+            self.fold_lane(counts);
+            if let Some(cause) = failed {
+                let _ = self.poisoned_by(cause);
+            }
+        }
         let c = &self.counters;
         let (cache_bytes, cache_entries) = self.cache.usage();
         let mut stats = ShardStats {
@@ -183,6 +235,7 @@ impl Shard {
             locations_cached: self.cache.locations_held(),
             bloom_negatives: ReadCounters::get(&self.reads.bloom_negatives),
             caller_reads: ReadCounters::get(&self.reads.caller_reads),
+            caller_puts: self.hot.as_ref().map_or(0, |hot| hot.lane.puts()),
             bloom_bits: self.bloom.num_bits() as u64,
             write_groups: c.write_groups.get(),
             write_ops: c.write_ops.get(),

@@ -109,6 +109,7 @@ pub(crate) fn open(
         damage: RefCell::default(),
         gate: rt::Gate::new(),
         gate_tasks: Rc::default(),
+        caller_writes: config.caller_writes,
     });
     Ok(Opened {
         shard,

@@ -180,6 +180,11 @@ pub struct Config {
     /// state can (bloom filter, hot index, mapped segments and packs, the cold backend),
     /// instead of a round trip to the shard's executor. Off: every read goes to its shard.
     pub caller_reads: bool,
+    /// Under `Durability::Sync`, write a lone put on the caller's own thread (one write and
+    /// one fdatasync there) while its shard commits no group, instead of handing it to the
+    /// shard's executor and waiting for the reply. The caller's thread blocks for that
+    /// write and sync, as it would on sled's flush. Off: every put goes to its shard.
+    pub caller_writes: bool,
     /// Requests that may wait in a shard's queue before senders wait (back-pressure).
     pub queue_depth: usize,
     /// Let an idle shard spin this long before it sleeps. A sleeping shard must be woken by
@@ -296,6 +301,7 @@ impl Config {
             blocking_threads_per_shard: 2,
             pin_shards: true,
             caller_reads: true,
+            caller_writes: true,
             queue_depth: 1024,
             spin_before_park: Some(Duration::from_micros(200)),
             release_free_memory_every: Some(Duration::from_secs(1)),

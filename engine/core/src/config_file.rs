@@ -21,6 +21,7 @@
 //! blocking_threads_per_shard = 2  # threads running cold-backend calls, per shard
 //! pin_shards = true               # pin shard i to core i % cores
 //! caller_reads = true             # answer reads on the caller's thread where possible
+//! caller_writes = true            # write a lone durable put on the caller's thread
 //! queue_depth = 1024              # requests queued per shard before senders wait
 //! spin_before_park = "200us"      # idle spin before sleeping (the default); 0: never spin
 //! release_free_memory_every = "1s" # hand glibc's free memory back to the kernel; 0: never
@@ -109,6 +110,7 @@ struct ConfigFile {
     blocking_threads_per_shard: Option<usize>,
     pin_shards: Option<bool>,
     caller_reads: Option<bool>,
+    caller_writes: Option<bool>,
     queue_depth: Option<usize>,
     spin_before_park: Option<DurationValue>,
     release_free_memory_every: Option<DurationValue>,
@@ -232,6 +234,7 @@ fn parse_with_env(
         blocking_threads_per_shard,
         pin_shards,
         caller_reads,
+        caller_writes,
         queue_depth
     );
     config.shards = file.shards;

@@ -15,6 +15,7 @@
 pub(crate) mod append;
 pub(crate) mod compaction;
 pub(crate) mod group;
+pub(crate) mod lane;
 pub(crate) mod packs;
 pub mod power_cut;
 pub(crate) mod remote;
@@ -119,6 +120,8 @@ pub(crate) struct HotTier {
     /// Wakes the compaction task after a commit that may have passed the budget.
     pub(crate) wake_tx: flume::Sender<()>,
     pub(crate) wake_rx: flume::Receiver<()>,
+    /// The writer's state, lent to callers' threads while no group is committed.
+    pub(crate) lane: Arc<lane::Lane>,
 }
 
 /// A file change that waits for the cold backend's clean close (see [`HotTier::deferred`]).
@@ -337,6 +340,7 @@ impl HotTier {
                 damage: RefCell::new(damage),
                 wake_tx,
                 wake_rx,
+                lane: Arc::default(),
                 stopping: std::cell::Cell::new(false),
                 remote: None,
             },

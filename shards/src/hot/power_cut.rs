@@ -43,6 +43,34 @@ pub(crate) fn write_issued(file: &SegmentFile, at: u64, data: &[u8]) {
     let _ = (file, at, data);
 }
 
+/// [`write_issued`] for a write made outside the shard's writer, by a caller's thread
+/// (`hot::lane`), which knows its file by path and descriptor.
+#[inline]
+pub(crate) fn write_issued_at(path: &Path, at: u64, data: &[u8]) {
+    #[cfg(feature = "failpoints")]
+    if sim::armed() {
+        sim::write_issued(path, at, data);
+    }
+    #[cfg(not(feature = "failpoints"))]
+    let _ = (path, at, data);
+}
+
+/// [`fdatasync`] of the descriptor `fd` of `path`, as a system call on this thread (a
+/// caller's thread, `hot::lane`).
+#[inline]
+pub(crate) fn fdatasync_at(fd: std::os::fd::RawFd, path: &Path) -> std::io::Result<()> {
+    #[cfg(feature = "failpoints")]
+    let ticket = sim::armed().then(|| sim::sync_starts(path));
+    #[cfg(not(feature = "failpoints"))]
+    let _ = path;
+    crate::rt::fdatasync(fd)?;
+    #[cfg(feature = "failpoints")]
+    if let Some(ticket) = ticket {
+        sim::file_synced(&ticket.0, ticket.1);
+    }
+    Ok(())
+}
+
 /// `file.fdatasync()`, with the journal told which writes it made durable; `direct`: as a
 /// system call on this thread rather than through io_uring (see `writer`'s module docs).
 #[inline]

@@ -35,6 +35,7 @@ use ipfrs_tiering::segment::{
     Alignment, HeaderDigest, MappedSegment, Payload, encode_header, encoded_len,
 };
 
+use super::lane::Lent;
 use super::power_cut;
 use crate::rt::{self, Buffer, SegmentFile, WriteTask};
 
@@ -94,7 +95,7 @@ fn injected_preallocate_failure() -> Option<io::Error> {
 
 /// Fault injection (tests only): a write of `len` bytes that fails (EIO) or comes up short.
 #[cfg_attr(not(feature = "failpoints"), allow(unused_variables))]
-fn injected_write_outcome(len: usize) -> Option<Option<io::Result<usize>>> {
+pub(crate) fn injected_write_outcome(len: usize) -> Option<Option<io::Result<usize>>> {
     fail::fail_point!("hot-write", |_| Some(Some(Err(
         io::Error::from_raw_os_error(libc::EIO)
     ))));
@@ -278,6 +279,44 @@ impl Writer {
         power_cut::dir_synced(created);
         let map = MappedSegment::open(id, &path).map_err(AppendError::Write)?;
         Ok((file, map))
+    }
+
+    /// Lends the active segment's append state to callers' threads (see `super::lane`), if
+    /// everything appended so far is durable: a lent writer must not be used until
+    /// [`Self::take_back`].
+    pub(crate) fn lend(&mut self) -> Option<Lent> {
+        let synced = self.unsynced.is_empty()
+            && self.durable
+                == (Position {
+                    segment: self.active,
+                    offset: self.pos,
+                });
+        if !synced {
+            return None;
+        }
+        Some(Lent {
+            fd: self.file.as_raw_fd(),
+            path: segment_path(&self.dir, self.active),
+            segment_bytes: self.segment_bytes,
+            active: self.active,
+            pos: self.pos,
+            tail: std::mem::take(&mut self.tail),
+            seq: self.seq,
+            headers: self.headers.take(),
+        })
+    }
+
+    /// Takes back what [`Self::lend`] lent, with the appends made with it.
+    pub(crate) fn take_back(&mut self, lent: Lent) {
+        self.pos = lent.pos;
+        self.tail = lent.tail;
+        self.seq = lent.seq;
+        self.headers = lent.headers;
+        // Every lent append is synced before it returns.
+        self.durable = Position {
+            segment: self.active,
+            offset: self.pos,
+        };
     }
 
     /// The active segment's number.

@@ -200,7 +200,7 @@ impl PlainFile {
     }
 }
 
-fn fdatasync(fd: RawFd) -> io::Result<()> {
+pub(crate) fn fdatasync(fd: RawFd) -> io::Result<()> {
     // SAFETY: fdatasync takes a descriptor, which the caller keeps open for the call.
     if unsafe { libc::fdatasync(fd) } != 0 {
         return Err(io::Error::last_os_error());
@@ -262,7 +262,7 @@ impl Buffer {
     pub(crate) fn as_bytes_mut(&mut self) -> &mut [u8] {
         match self {
             Buffer::Dma(b) => b.as_bytes_mut(),
-            Buffer::Aligned(b) => &mut b.bytes[b.start..b.start + b.len],
+            Buffer::Aligned(b) => b.as_bytes_mut(),
         }
     }
 
@@ -284,11 +284,18 @@ pub(crate) struct AlignedBuffer {
 }
 
 impl AlignedBuffer {
-    fn as_bytes(&self) -> &[u8] {
+    /// Its bytes.
+    pub(crate) fn as_bytes(&self) -> &[u8] {
         &self.bytes[self.start..self.start + self.len]
     }
 
-    fn new(len: usize) -> AlignedBuffer {
+    /// Its bytes, to fill.
+    pub(crate) fn as_bytes_mut(&mut self) -> &mut [u8] {
+        &mut self.bytes[self.start..self.start + self.len]
+    }
+
+    /// `len` zeroed bytes, the first at a 4096-byte boundary.
+    pub(crate) fn new(len: usize) -> AlignedBuffer {
         let bytes = vec![0u8; len + ALIGN];
         let start = bytes.as_ptr().align_offset(ALIGN);
         AlignedBuffer { bytes, start, len }

@@ -25,7 +25,7 @@ mod file;
 mod gate;
 pub(crate) mod probe;
 
-pub(crate) use file::{Buffer, SegmentFile, WriteTask, pwrite_all};
+pub(crate) use file::{AlignedBuffer, Buffer, SegmentFile, WriteTask, fdatasync, pwrite_all};
 pub(crate) use gate::Gate;
 
 thread_local! {

@@ -1,0 +1,144 @@
+//! Lone durable puts written on the caller's thread (`Config::caller_writes`) while other
+//! threads' puts and deletes go through their shards' group commit, segments roll over and
+//! compaction moves blocks: each thread reads back what it was told is stored (and not what it
+//! deleted) at once, and the store holds exactly the model's blocks, with counts that agree,
+//! before and after a reopen.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashMap;
+use std::sync::{Arc, Barrier};
+
+use bytes::Bytes;
+use ipfrs_storage::{Block, Cid, Config, Durability, Engine, HotTier};
+use rand::{Rng, SeedableRng};
+
+const THREADS: u64 = 4;
+const OPS: usize = 300;
+/// Blocks each thread chooses among: puts of a stored block and deletes of an absent one
+/// happen too.
+const KEYS: u64 = 48;
+
+fn config(dir: &std::path::Path, caller_writes: bool) -> Config {
+    let mut config = Config::new(dir);
+    config.shards = Some(2);
+    config.durability = Durability::Sync;
+    config.caller_writes = caller_writes;
+    config.max_block_size = 8 << 10;
+    // Small segments and budget: lone puts meet full segments (which the shard rolls over)
+    // and compaction steps (which take the writer back) all the time.
+    config.hot_tier = Some(HotTier {
+        segment_bytes: 64 << 10,
+        budget_bytes: 4 * (64 << 10),
+        inline_threshold_bytes: 1024,
+        ..HotTier::default()
+    });
+    config.cache_bytes = 1 << 20;
+    config.bloom_expected_items = 8 * 1024;
+    config
+}
+
+/// Block `key` of thread `owner`: 100 B - 6 KiB, bytes fixed by the pair.
+fn block(owner: u64, key: u64) -> Block {
+    let len = 100 + ((owner * 7919 + key * 104_729) % 6000) as usize;
+    let mut data = Vec::with_capacity(len);
+    data.extend_from_slice(&owner.to_le_bytes());
+    data.extend_from_slice(&key.to_le_bytes());
+    data.resize(len, (owner * 31 + key) as u8);
+    Block::new(data).unwrap()
+}
+
+/// One thread's run: its own keys, so its model is exact; lone puts, batches and deletes.
+fn churn(engine: &Engine, owner: u64, seed: u64) -> HashMap<Cid, Bytes> {
+    let store = engine.blocking();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ owner);
+    let mut model: HashMap<Cid, Bytes> = HashMap::new();
+    for step in 0..OPS {
+        let b = block(owner, rng.random_range(0..KEYS));
+        match rng.random_range(0..10) {
+            0..=5 => {
+                store.put(&b).unwrap();
+                model.insert(*b.cid(), b.data().clone());
+            }
+            6 | 7 => {
+                let more = block(owner, rng.random_range(0..KEYS));
+                store.put_many(&[b.clone(), more.clone()]).unwrap();
+                model.insert(*b.cid(), b.data().clone());
+                model.insert(*more.cid(), more.data().clone());
+            }
+            _ => {
+                let was = store.delete(b.cid()).unwrap();
+                assert_eq!(
+                    was,
+                    model.remove(b.cid()).is_some(),
+                    "thread {owner} step {step} (seed {seed}): delete's answer"
+                );
+            }
+        }
+        assert_eq!(
+            store.get(b.cid()).unwrap().as_ref(),
+            model.get(b.cid()),
+            "thread {owner} step {step} (seed {seed}): read after write"
+        );
+    }
+    model
+}
+
+fn assert_holds_exactly(engine: &Engine, model: &HashMap<Cid, Bytes>, context: &str) {
+    let store = engine.blocking();
+    for (cid, data) in model {
+        assert_eq!(
+            store.get(cid).unwrap().as_ref(),
+            Some(data),
+            "{context}: {cid}"
+        );
+    }
+    let stats = store.stats().unwrap();
+    assert_eq!(stats.blocks, model.len() as u64, "{context}: blocks");
+    let bytes: u64 = model.values().map(|d| d.len() as u64).sum();
+    assert_eq!(stats.bytes, bytes, "{context}: bytes");
+}
+
+/// Returns the puts written on the callers' threads.
+fn campaign(caller_writes: bool) -> u64 {
+    let seed: u64 = rand::random();
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(config(dir.path(), caller_writes)).unwrap();
+    let start = Arc::new(Barrier::new(THREADS as usize));
+    let threads: Vec<_> = (0..THREADS)
+        .map(|owner| {
+            let engine = engine.clone();
+            let start = Arc::clone(&start);
+            std::thread::spawn(move || {
+                start.wait();
+                churn(&engine, owner, seed)
+            })
+        })
+        .collect();
+    let mut model = HashMap::new();
+    for thread in threads {
+        model.extend(thread.join().unwrap());
+    }
+    let context = format!("caller_writes {caller_writes}, seed {seed}");
+    assert_holds_exactly(&engine, &model, &context);
+    let lent = engine.blocking().stats().unwrap().caller_puts;
+    engine.blocking().close().unwrap();
+    let engine = Engine::open(config(dir.path(), caller_writes)).unwrap();
+    assert_holds_exactly(&engine, &model, &format!("{context}, reopened"));
+    // Writable again, on either path.
+    let after = block(99, 0);
+    engine.blocking().put(&after).unwrap();
+    assert!(engine.blocking().has(after.cid()).unwrap());
+    engine.blocking().close().unwrap();
+    lent
+}
+
+#[test]
+fn lone_puts_on_the_callers_thread_keep_every_promise() {
+    let lent = campaign(true);
+    assert!(lent > 0, "no lone put was written on its caller's thread");
+}
+
+#[test]
+fn without_caller_writes_every_put_goes_to_its_shard() {
+    assert_eq!(campaign(false), 0);
+}
