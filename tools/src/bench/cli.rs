@@ -187,6 +187,11 @@ pub struct RunArgs {
     #[arg(long, value_name = "BOOL")]
     pub prefetch_written: Option<bool>,
 
+    /// Whether a lone durable put is written on the caller's thread while its shard commits
+    /// nothing (`true`/`false`; `Config::caller_writes`). Default: the engine's (on).
+    #[arg(long, value_name = "BOOL")]
+    pub caller_writes: Option<bool>,
+
     /// Memory for the engine's cache of pack locations, all shards together (bytes; K/M/G
     /// suffixes; 0: off). Default: the engine's (32 MiB).
     #[arg(long, value_name = "BYTES", value_parser = parse_size)]
@@ -410,6 +415,8 @@ pub struct Plan {
     pub location_cache: Option<usize>,
     /// Read back written records; `None`: the engine's default.
     pub prefetch_written: Option<bool>,
+    /// Lone durable puts on the caller's thread; `None`: the engine's default.
+    pub caller_writes: Option<bool>,
     /// The drivers engine targets run on, resolved (`IoUring` or `Fallback`), in order.
     pub io_drivers: Vec<IoDriver>,
     /// Engine shards' spin before parking, in microseconds.
@@ -575,6 +582,7 @@ impl Plan {
             inline_max: args.inline_max,
             location_cache: args.location_cache,
             prefetch_written: args.prefetch_written,
+            caller_writes: args.caller_writes,
             io_drivers: match args.io_driver {
                 // Resolved now, so target names say which driver ran.
                 DriverArg::Auto => vec![

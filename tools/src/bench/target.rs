@@ -446,6 +446,9 @@ impl<'d> EngineTarget<'d> {
         if let Some(us) = plan.spin_us {
             config.spin_before_park = (us > 0).then(|| Duration::from_micros(us));
         }
+        if let Some(on) = plan.caller_writes {
+            config.caller_writes = on;
+        }
         if let Some(cache) = plan.cache {
             config.cache_bytes = cache as u64;
         }
