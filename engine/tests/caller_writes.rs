@@ -142,3 +142,69 @@ fn lone_puts_on_the_callers_thread_keep_every_promise() {
 fn without_caller_writes_every_put_goes_to_its_shard() {
     assert_eq!(campaign(false), 0);
 }
+
+/// Pages of `path`'s first `len` bytes in the page cache.
+fn resident_pages(path: &std::path::Path, len: usize) -> usize {
+    use std::os::fd::AsRawFd;
+    let file = std::fs::File::open(path).unwrap();
+    let pages = len.div_ceil(4096);
+    // SAFETY: a fresh read-only shared mapping of `len` bytes of an open file, unmapped
+    // below; nothing reads through it (mincore only asks the kernel about its pages).
+    let map = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            file.as_raw_fd(),
+            0,
+        )
+    };
+    assert_ne!(map, libc::MAP_FAILED);
+    let mut vec = vec![0u8; pages];
+    // SAFETY: `map` is a mapping of `len` bytes and `vec` has one byte per page of it.
+    let rc = unsafe { libc::mincore(map, len, vec.as_mut_ptr()) };
+    // SAFETY: unmapping the mapping made above, of the same length.
+    unsafe { libc::munmap(map, len) };
+    assert_eq!(rc, 0, "{}", std::io::Error::last_os_error());
+    vec.iter().filter(|&&b| b & 1 == 1).count()
+}
+
+/// A lone put written on the caller's thread is read back into the page cache as the shard's
+/// writer reads back its groups (`HotTier::prefetch_written`), so the block's first read is
+/// not a disk read; with the option off it is not (the write is O_DIRECT).
+#[test]
+fn lone_puts_are_read_back_as_the_writers_are() {
+    for prefetch in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = config(dir.path(), true);
+        config.shards = Some(1);
+        config.max_block_size = 64 << 10;
+        if let Some(hot) = &mut config.hot_tier {
+            hot.prefetch_written = prefetch;
+            hot.segment_bytes = 1 << 20;
+            hot.budget_bytes = 8 << 20;
+        }
+        let engine = Engine::open(config).unwrap();
+        let data: Vec<u8> = (0..60 << 10).map(|i: u32| (i * 7 % 251) as u8).collect();
+        let block = Block::new(data).unwrap();
+        engine.blocking().put(&block).unwrap();
+        assert_eq!(engine.blocking().stats().unwrap().caller_puts, 1);
+        // The readahead is asked for, not waited on.
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let segments = dir.path().join("shard-000").join("segments");
+        let segment = std::fs::read_dir(&segments)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.extension().is_some_and(|e| e == "seg"))
+            .expect("a segment file");
+        // The block's pages, but for the last partial one (the next append rewrites it).
+        let resident = resident_pages(&segment, 56 << 10);
+        if prefetch {
+            assert!(resident >= 12, "{resident} of 14 pages read back");
+        } else {
+            assert_eq!(resident, 0, "pages read back with prefetch_written off");
+        }
+        engine.blocking().close().unwrap();
+    }
+}

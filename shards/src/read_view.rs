@@ -164,9 +164,7 @@ impl ReadView {
     /// when it does not, or when the key may already be stored.
     pub fn put(&self, key: &[u8], data: &[u8]) -> Quick<Result<()>> {
         match &self.hot {
-            Some(hot) => hot
-                .lane
-                .try_put(self.id, &hot.index, &self.bloom, key, data),
+            Some(hot) => hot.lane.try_put(self.id, hot, &self.bloom, key, data),
             None => Quick::Shard,
         }
     }

@@ -155,8 +155,15 @@ impl Shard {
             && self.writes.durability() == ipfrs_core_types::Durability::Sync
             && self.writes.poisoned().is_none()
             && !hot.stopping.get();
+        let prefetch_up_to = hot.config.prefetch_written.then(|| {
+            if hot.config.prefetch_large_written {
+                u64::MAX
+            } else {
+                u64::from(hot.config.inline_threshold_bytes)
+            }
+        });
         if let (true, Some(writer)) = (lendable, hot.writer.borrow_mut().as_mut()) {
-            hot.lane.lend(writer, &self.writes.space);
+            hot.lane.lend(writer, &self.writes.space, prefetch_up_to);
         }
     }
 

@@ -32,14 +32,11 @@ use std::sync::{Arc, Mutex};
 use fastbloom::AtomicBloomFilter;
 use ipfrs_core_types::key::bloom_hash;
 use ipfrs_tiering::segment::recover::{MARK_KEY, Position, encode_mark};
-use ipfrs_tiering::segment::{
-    HeaderDigest, HotIndex, Loc, Payload, encode_at, encode_header, encoded_len,
-};
+use ipfrs_tiering::segment::{HeaderDigest, Loc, Payload, encode_at, encode_header, encoded_len};
 
 use super::power_cut;
 use super::writer::{DIRECT_MAX, DMA_ALIGN, RECORD_ALIGN, Writer, align_down};
-use crate::read_view::Quick;
-use crate::shared::Shared;
+use crate::read_view::{HotView, Quick};
 use crate::space::Space;
 use crate::{Error, PoisonCause, Result};
 
@@ -83,6 +80,9 @@ struct State {
     counts: LaneCounts,
     /// Puts made in the lane, ever (a stat).
     puts: u64,
+    /// Blocks up to this many bytes are read back into the page cache after their write
+    /// (`HotTier::prefetch_written`; `None`: none are).
+    prefetch_up_to: Option<u64>,
 }
 
 /// One shard's lane (see the module documentation).
@@ -99,13 +99,20 @@ impl Lane {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Lends the writer's state, if it is synced and the lane still open.
-    pub(crate) fn lend(&self, writer: &mut Writer, space: &Arc<Space>) {
+    /// Lends the writer's state, if it is synced and the lane still open; blocks up to
+    /// `prefetch_up_to` bytes are read back after their write, as the writer's are.
+    pub(crate) fn lend(
+        &self,
+        writer: &mut Writer,
+        space: &Arc<Space>,
+        prefetch_up_to: Option<u64>,
+    ) {
         let mut state = self.state();
         if state.closed || state.failed.is_some() || state.lent.is_some() {
             return;
         }
         state.lent = writer.lend();
+        state.prefetch_up_to = prefetch_up_to;
         if state.space.is_none() {
             state.space = Some(Arc::clone(space));
         }
@@ -149,7 +156,7 @@ impl Lane {
     pub(crate) fn try_put(
         &self,
         shard: usize,
-        index: &Shared<HotIndex>,
+        hot: &HotView,
         bloom: &AtomicBloomFilter,
         key: &[u8],
         data: &[u8],
@@ -191,7 +198,7 @@ impl Lane {
             .extend_from_slice(&write.buf.as_bytes()[from..until]);
         // The engine's block size limit is far below 4 GiB, segments below 4 GiB (config
         // validation), and keys are multihashes, far below u16::MAX bytes.
-        index.borrow_mut().insert(
+        hot.index.borrow_mut().insert(
             key,
             Loc {
                 segment: lent.active,
@@ -206,6 +213,19 @@ impl Lane {
         state.counts.bytes += data.len() as u64;
         state.counts.disk_bytes += write.buf.as_bytes().len() as u64;
         state.puts += 1;
+        // As the writer does (see `append::prefetch_ranges`): up to the last partial page,
+        // which the next append rewrites; the put does not wait for the disk's read.
+        let readahead = state
+            .prefetch_up_to
+            .is_some_and(|max| data.len() as u64 <= max)
+            .then(|| (lent.active, record_at, align_down(write.end)))
+            .filter(|&(_, from, to)| to > align_down(from));
+        drop(guard);
+        if let Some((segment, from, to)) = readahead
+            && let Some(map) = hot.segments.borrow().get(&segment)
+        {
+            map.prefetch(from as usize, (to - from) as usize);
+        }
         Quick::Answer(Ok(()))
     }
 }
