@@ -211,6 +211,23 @@ struct ShardIndex {
     /// The manifest's dead records (pack, offset): blocks the writer deleted after their
     /// pack was sealed, which the hints still list. A key whose record is here is absent.
     dead: std::collections::HashSet<(u32, u32)>,
+    /// Blocks served and their bytes: the index's records not in `dead`. Counted when the
+    /// index or `dead` changes (a refresh), so that `stats` and `block_count` do not walk
+    /// the index on every call.
+    served: (u64, u64),
+}
+
+impl ShardIndex {
+    /// Counts [`ShardIndex::served`] again, after the index or `dead` changed.
+    fn recount(&mut self) {
+        self.served = self
+            .index
+            .iter()
+            .filter(|(_, loc)| !self.dead.contains(&(loc.segment, loc.offset)))
+            .fold((0, 0), |(blocks, bytes), (_, loc)| {
+                (blocks + 1, bytes + u64::from(loc.len))
+            });
+    }
 }
 
 impl Replica {
@@ -308,13 +325,15 @@ impl Replica {
         let Some((generation, packs)) = current else {
             let index = self.index_packs(shard, &manifest.packs)?.index;
             report.packs_added += manifest.packs.len();
-            let built = ShardIndex {
+            let mut built = ShardIndex {
                 shard,
                 generation: manifest.generation,
                 packs: manifest.packs,
                 index,
                 dead: manifest.dead.iter().copied().collect(),
+                served: (0, 0),
             };
+            built.recount();
             self.write_shards(|shards| {
                 let at = shards.partition_point(|s| s.shard < shard);
                 shards.insert(at, built);
@@ -331,6 +350,7 @@ impl Replica {
                 if let Some(s) = shards.iter_mut().find(|s| s.shard == shard) {
                     s.dead = dead;
                     s.generation = manifest.generation;
+                    s.recount();
                 }
             });
             return Ok(());
@@ -362,6 +382,7 @@ impl Replica {
                     s.generation = manifest.generation;
                     s.packs = manifest.packs;
                     s.dead = dead;
+                    s.recount();
                 }
             });
         } else {
@@ -373,6 +394,7 @@ impl Replica {
                     s.generation = manifest.generation;
                     s.packs = manifest.packs;
                     s.dead = dead;
+                    s.recount();
                 }
             });
         }
@@ -598,18 +620,13 @@ impl Replica {
         self.read_shards(|s| s.iter().find(|s| s.shard == shard).map(|s| s.generation))
     }
 
-    /// The blocks served and their bytes (the sizes the hints list), in one pass.
+    /// The blocks served and their bytes (the sizes the hints list), as each shard counted
+    /// them at its last refresh.
     pub(crate) fn served(&self) -> (u64, u64) {
         self.read_shards(|s| {
-            s.iter()
-                .flat_map(|s| {
-                    s.index
-                        .iter()
-                        .filter(|(_, loc)| !s.dead.contains(&(loc.segment, loc.offset)))
-                })
-                .fold((0, 0), |(blocks, bytes), (_, loc)| {
-                    (blocks + 1, bytes + u64::from(loc.len))
-                })
+            s.iter().fold((0, 0), |(blocks, bytes), s| {
+                (blocks + s.served.0, bytes + s.served.1)
+            })
         })
     }
 

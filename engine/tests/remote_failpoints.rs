@@ -160,6 +160,9 @@ fn killed_after_a_cold_delete_the_reopened_store_still_lists_the_records_dead() 
         0,
         "deleted blocks the replica still serves"
     );
+    // Its count agrees: the dead records came with a manifest of the same packs.
+    let kept = (0..all.len()).filter(|&i| !doomed(i)).count() as u64;
+    assert_eq!(replica.block_count(), kept);
     // Once a manifest lists them, the shard's own note of those records goes.
     let start = Instant::now();
     while !files_ending(&data, "DEAD").is_empty() && start.elapsed() < Duration::from_secs(30) {

@@ -131,11 +131,22 @@ fn publish<'a>(
     generation: u64,
     packs: impl IntoIterator<Item = &'a Uploaded>,
 ) {
+    publish_dead(bucket, shard, generation, packs, Vec::new());
+}
+
+/// [`publish`], listing the records `dead` (pack, offset) dead.
+fn publish_dead<'a>(
+    bucket: &PackBucket,
+    shard: u32,
+    generation: u64,
+    packs: impl IntoIterator<Item = &'a Uploaded>,
+    dead: Vec<(u32, u32)>,
+) {
     let manifest = Manifest {
         shard,
         generation,
         packs: packs.into_iter().map(|u| u.entry).collect(),
-        dead: Vec::new(),
+        dead,
     };
     bucket.publish(&manifest).wait().unwrap();
 }
@@ -635,6 +646,38 @@ fn refresh_picks_up_new_generations_and_drops_removed_packs() {
         reader.join().unwrap();
     });
     assert!(generation > 5, "no refresh raced the reads");
+
+    // The same packs again, with records listed dead (blocks deleted after their packs were
+    // sealed): no pack is added or dropped, and the replica serves and counts the rest.
+    for (shard, packs) in &uploaded {
+        publish(&bucket, *shard, generation, packs);
+    }
+    replica.refresh().unwrap();
+    check_serves_exactly(&replica, &written, &live2);
+    let mut live_dead = live2.clone();
+    for (shard, packs) in &uploaded {
+        let last = packs.last().unwrap();
+        let found = decode_hint(&last.hint).unwrap().found;
+        // Every third block whose last record in the shard's last pack is a put.
+        let dead: Vec<(u32, u32)> = found
+            .iter()
+            .enumerate()
+            .filter(|(i, r)| {
+                matches!(r.kind, Kind::Put { .. })
+                    && !found[i + 1..].iter().any(|later| later.key == r.key)
+            })
+            .step_by(3)
+            .map(|(_, r)| {
+                live_dead.remove(r.key.as_ref());
+                (last.entry.pack, r.offset as u32)
+            })
+            .collect();
+        assert!(!dead.is_empty(), "shard {shard}: no record to list dead");
+        publish_dead(&bucket, *shard, generation + 1, packs, dead);
+    }
+    let report = replica.refresh().unwrap();
+    assert_eq!(report, Refreshed::default());
+    check_serves_exactly(&replica, &written, &live_dead);
 }
 
 /// The same against a real Garage: packs and manifests uploaded through one client, a
