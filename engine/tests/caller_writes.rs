@@ -19,9 +19,13 @@ const OPS: usize = 300;
 const KEYS: u64 = 48;
 
 fn config(dir: &std::path::Path, caller_writes: bool) -> Config {
+    config_with(dir, caller_writes, Durability::Sync)
+}
+
+fn config_with(dir: &std::path::Path, caller_writes: bool, durability: Durability) -> Config {
     let mut config = Config::new(dir);
     config.shards = Some(2);
-    config.durability = Durability::Sync;
+    config.durability = durability;
     config.caller_writes = caller_writes;
     config.max_block_size = 8 << 10;
     // Small segments and budget: lone puts meet full segments (which the shard rolls over)
@@ -100,8 +104,13 @@ fn assert_holds_exactly(engine: &Engine, model: &HashMap<Cid, Bytes>, context: &
 
 /// Returns the puts written on the callers' threads.
 fn campaign(caller_writes: bool) -> u64 {
+    campaign_with(caller_writes, Durability::Sync)
+}
+
+fn campaign_with(caller_writes: bool, durability: Durability) -> u64 {
     let seed: u64 = rand::random();
     let dir = tempfile::tempdir().unwrap();
+    let config = |dir: &std::path::Path, caller_writes| config_with(dir, caller_writes, durability);
     let engine = Engine::open(config(dir.path(), caller_writes)).unwrap();
     let start = Arc::new(Barrier::new(THREADS as usize));
     let threads: Vec<_> = (0..THREADS)
@@ -118,7 +127,7 @@ fn campaign(caller_writes: bool) -> u64 {
     for thread in threads {
         model.extend(thread.join().unwrap());
     }
-    let context = format!("caller_writes {caller_writes}, seed {seed}");
+    let context = format!("caller_writes {caller_writes}, {durability:?}, seed {seed}");
     assert_holds_exactly(&engine, &model, &context);
     let lent = engine.blocking().stats().unwrap().caller_puts;
     engine.blocking().close().unwrap();
@@ -135,7 +144,39 @@ fn campaign(caller_writes: bool) -> u64 {
 #[test]
 fn lone_puts_on_the_callers_thread_keep_every_promise() {
     let lent = campaign(true);
+    eprintln!("{lent} lone puts on the callers' threads");
     assert!(lent > 0, "no lone put was written on its caller's thread");
+}
+
+#[test]
+fn under_batch_lone_puts_take_the_callers_thread_too() {
+    // With 4 threads the gathering window makes groups of several, which stop the lending:
+    // the campaign checks the promises, a lone writer checks that the lane is taken.
+    campaign_with(true, Durability::batch());
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_with(dir.path(), true, Durability::batch());
+    let engine = Engine::open(config.clone()).unwrap();
+    let blocks: Vec<Block> = (0..20).map(|i| block(7, i)).collect();
+    for b in &blocks {
+        engine.blocking().put(b).unwrap();
+    }
+    // The writer is lent from the start: at least the first put took the lane, without
+    // waiting for the window.
+    assert!(engine.blocking().stats().unwrap().caller_puts >= 1);
+    engine.blocking().close().unwrap();
+    let engine = Engine::open(config).unwrap();
+    for b in &blocks {
+        assert_eq!(
+            engine.blocking().get(b.cid()).unwrap().as_ref(),
+            Some(b.data())
+        );
+    }
+    engine.blocking().close().unwrap();
+}
+
+#[test]
+fn under_none_every_put_goes_to_its_shard() {
+    assert_eq!(campaign_with(true, Durability::None), 0);
 }
 
 #[test]

@@ -144,15 +144,15 @@ impl Shard {
         }
     }
 
-    /// Lends the writer's state to callers' threads while no group is committed: only under
-    /// `Durability::Sync` and `Config::caller_writes`, with the shard writable and not
-    /// stopping.
+    /// Lends the writer's state to callers' threads while no group is committed: under
+    /// `Config::caller_writes` and a durability that syncs (`Sync`, `Batch`), with the shard
+    /// writable and not stopping.
     pub(crate) fn lend_lane(&self) {
         let Some(hot) = &self.hot else {
             return;
         };
         let lendable = self.caller_writes
-            && self.writes.durability() == ipfrs_core_types::Durability::Sync
+            && self.writes.durability() != ipfrs_core_types::Durability::None
             && self.writes.poisoned().is_none()
             && !hot.stopping.get();
         let prefetch_up_to = hot.config.prefetch_written.then(|| {

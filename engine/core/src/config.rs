@@ -180,9 +180,10 @@ pub struct Config {
     /// state can (bloom filter, hot index, mapped segments and packs, the cold backend),
     /// instead of a round trip to the shard's executor. Off: every read goes to its shard.
     pub caller_reads: bool,
-    /// Under `Durability::Sync`, write a lone put on the caller's own thread (one write and
-    /// one fdatasync there) while its shard commits no group, instead of handing it to the
-    /// shard's executor and waiting for the reply. The caller's thread blocks for that
+    /// Under `Durability::Sync` or `Batch`, write a lone put on the caller's own thread (one
+    /// write and one fdatasync there) while its shard commits no group, instead of handing
+    /// it to the shard's executor and waiting for the reply (under `Batch`, for the
+    /// gathering window too). The caller's thread blocks for that
     /// write and sync, as it would on sled's flush. Off: every put goes to its shard.
     pub caller_writes: bool,
     /// Requests that may wait in a shard's queue before senders wait (back-pressure).

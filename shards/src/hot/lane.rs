@@ -20,8 +20,9 @@
 //! key the bloom filter cannot rule out goes to the shard: only the shard may look in the cold
 //! backend, and a put of a stored block must not store it twice.
 //!
-//! Only under `Durability::Sync`: the lane's put is durable when it returns, so nothing in the
-//! lane is ever unsynced (the writer's own invariant when it takes the state back). A failed
+//! Under `Durability::Sync` and `Batch` (whose lone writer otherwise waits out the gathering
+//! window), not `None`: the lane's put is durable when it returns, so nothing in the lane is
+//! ever unsynced (the writer's own invariant when it takes the state back). A failed
 //! write or sync is handed to the shard, which refuses writes from then on, as it does after
 //! its own failures.
 
