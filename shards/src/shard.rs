@@ -137,11 +137,8 @@ impl Shard {
         let Some(hot) = &self.hot else {
             return;
         };
-        let (counts, failed) = hot.lane.reclaim(hot.writer.borrow_mut().as_mut(), close);
-        self.fold_lane(counts);
-        if let Some(cause) = failed {
-            let _ = self.poisoned_by(cause);
-        }
+        let taken = hot.lane.reclaim(hot.writer.borrow_mut().as_mut(), close);
+        self.absorb_lane(taken);
     }
 
     /// Lends the writer's state to callers' threads while no group is committed: under
@@ -155,19 +152,18 @@ impl Shard {
             && self.writes.durability() != ipfrs_core_types::Durability::None
             && self.writes.poisoned().is_none()
             && !hot.stopping.get();
-        let prefetch_up_to = hot.config.prefetch_written.then(|| {
-            if hot.config.prefetch_large_written {
-                u64::MAX
-            } else {
-                u64::from(hot.config.inline_threshold_bytes)
-            }
-        });
         if let (true, Some(writer)) = (lendable, hot.writer.borrow_mut().as_mut()) {
-            hot.lane.lend(writer, &self.writes.space, prefetch_up_to);
+            hot.lane
+                .lend(writer, &self.writes.space, hot.prefetch_up_to());
         }
     }
 
-    fn fold_lane(&self, counts: crate::hot::lane::LaneCounts) {
+    /// Folds what the lane's puts changed into the counters, and poisons the shard if one
+    /// of them failed.
+    fn absorb_lane(&self, (counts, failed): (crate::hot::lane::LaneCounts, Option<PoisonCause>)) {
+        if let Some(cause) = failed {
+            let _ = self.poisoned_by(cause);
+        }
         let c = &self.counters;
         bump(&c.blocks, counts.blocks);
         bump(&c.bytes, counts.bytes);
@@ -222,11 +218,7 @@ impl Shard {
 
     pub(crate) fn stats(&self) -> ShardStats {
         if let Some(hot) = &self.hot {
-            let (counts, failed) = hot.lane.take_counts();
-            self.fold_lane(counts);
-            if let Some(cause) = failed {
-                let _ = self.poisoned_by(cause);
-            }
+            self.absorb_lane(hot.lane.take_counts());
         }
         let c = &self.counters;
         let (cache_bytes, cache_entries) = self.cache.usage();

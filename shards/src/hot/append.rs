@@ -159,18 +159,12 @@ pub(crate) async fn append(
             for map in &appended.new_segments {
                 segments.insert(map.id(), map.clone());
             }
-            let ranges: Vec<_> = if hot.config.prefetch_written {
-                let small = if hot.config.prefetch_large_written {
-                    u64::MAX
-                } else {
-                    u64::from(hot.config.inline_threshold_bytes)
-                };
-                prefetch_ranges(records, &appended, small)
+            let ranges: Vec<_> = match hot.prefetch_up_to() {
+                Some(small) => prefetch_ranges(records, &appended, small)
                     .into_iter()
                     .filter_map(|(id, start, end)| Some((segments.get(&id)?.clone(), start, end)))
-                    .collect()
-            } else {
-                Vec::new()
+                    .collect(),
+                None => Vec::new(),
             };
             // A small append ends in the page it began in: nothing to read ahead, and no
             // trip to the blocking pool for it.

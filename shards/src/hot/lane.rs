@@ -26,7 +26,6 @@
 //! write or sync is handed to the shard, which refuses writes from then on, as it does after
 //! its own failures.
 
-use std::io;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -36,7 +35,7 @@ use ipfrs_tiering::segment::recover::{MARK_KEY, Position, encode_mark};
 use ipfrs_tiering::segment::{HeaderDigest, Loc, Payload, encode_at, encode_header, encoded_len};
 
 use super::power_cut;
-use super::writer::{DIRECT_MAX, DMA_ALIGN, RECORD_ALIGN, Writer, align_down};
+use super::writer::{self, DIRECT_MAX, DMA_ALIGN, RECORD_ALIGN, Writer, align_down};
 use crate::read_view::{HotView, Quick};
 use crate::space::Space;
 use crate::{Error, PoisonCause, Result};
@@ -56,6 +55,10 @@ pub(crate) struct Lent {
     pub(crate) seq: u64,
     pub(crate) headers: Option<HeaderDigest>,
 }
+
+/// What the shard takes from the lane: the counts since it last took them, and a failure
+/// to poison itself with.
+pub(crate) type Taken = (LaneCounts, Option<PoisonCause>);
 
 /// What lent puts changed, for the shard's counters.
 #[derive(Default, Clone, Copy, Debug, PartialEq, Eq)]
@@ -122,11 +125,7 @@ impl Lane {
     /// Takes the state back into `writer` (waiting for a put in progress), with the counts
     /// since the last call and a failure to poison the shard with; `close` also shuts the
     /// lane for good.
-    pub(crate) fn reclaim(
-        &self,
-        writer: Option<&mut Writer>,
-        close: bool,
-    ) -> (LaneCounts, Option<PoisonCause>) {
+    pub(crate) fn reclaim(&self, writer: Option<&mut Writer>, close: bool) -> Taken {
         let mut state = self.state();
         state.closed |= close;
         if let Some(lent) = state.lent.take() {
@@ -142,7 +141,7 @@ impl Lane {
 
     /// The counts since the last call, and a failure to poison the shard with, without
     /// taking the state back (for the stats).
-    pub(crate) fn take_counts(&self) -> (LaneCounts, Option<PoisonCause>) {
+    pub(crate) fn take_counts(&self) -> Taken {
         let mut state = self.state();
         (std::mem::take(&mut state.counts), state.failed.take())
     }
@@ -289,30 +288,12 @@ fn write_and_sync(lent: &Lent, write: &Encoded) -> std::result::Result<(), Poiso
     power_cut::write_issued_at(&lent.path, write.start, bytes);
     let written = crate::rt::pwrite_all(lent.fd, bytes, write.start);
     // Fault injection (tests): the write fails (EIO) or comes up short.
-    let outcome = super::writer::injected_write_outcome(bytes.len()).unwrap_or(Some(written));
-    let failed = match outcome {
-        Some(Ok(n)) if n == bytes.len() => None,
-        Some(Ok(n)) => Some(io::Error::new(
-            io::ErrorKind::WriteZero,
-            format!("short write: {n} of {} bytes", bytes.len()),
-        )),
-        Some(Err(e)) => Some(e),
-        None => Some(io::Error::other("write was cancelled")),
-    };
-    if let Some(e) = failed {
-        return Err(PoisonCause::SegmentWrite(Arc::new(e)));
-    }
-    let synced = match injected_sync_failure() {
+    let outcome = writer::injected_write_outcome(bytes.len()).unwrap_or(Some(written));
+    writer::write_outcome(outcome, bytes.len())
+        .map_err(|e| PoisonCause::SegmentWrite(Arc::new(e)))?;
+    let synced = match writer::injected_sync_failure() {
         Some(e) => Err(e),
         None => power_cut::fdatasync_at(lent.fd, &lent.path),
     };
     synced.map_err(|e| PoisonCause::SegmentSync(Arc::new(e)))
-}
-
-/// Fault injection (tests only): fdatasync reports an error (EIO), as the writer's does.
-fn injected_sync_failure() -> Option<io::Error> {
-    fail::fail_point!("hot-sync", |_| Some(io::Error::from_raw_os_error(
-        libc::EIO
-    )));
-    None
 }

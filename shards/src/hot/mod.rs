@@ -439,6 +439,18 @@ impl HotTier {
         }
     }
 
+    /// The largest block whose record is read back into the page cache after its write
+    /// (`HotTier::prefetch_written`, `prefetch_large_written`); `None`: none is.
+    pub(crate) fn prefetch_up_to(&self) -> Option<u64> {
+        self.config.prefetch_written.then(|| {
+            if self.config.prefetch_large_written {
+                u64::MAX
+            } else {
+                u64::from(self.config.inline_threshold_bytes)
+            }
+        })
+    }
+
     /// This shard's share of the hot budget, in bytes.
     pub(crate) fn budget_share(&self) -> u64 {
         self.budget

@@ -103,6 +103,28 @@ pub(crate) fn injected_write_outcome(len: usize) -> Option<Option<io::Result<usi
     None
 }
 
+/// Fault injection (tests only): fdatasync reports an error (EIO).
+pub(crate) fn injected_sync_failure() -> Option<io::Error> {
+    fail::fail_point!("hot-sync", |_| Some(io::Error::from_raw_os_error(
+        libc::EIO
+    )));
+    None
+}
+
+/// A write of `len` bytes as it came back (`None`: its task was cancelled): `Ok` only if
+/// all of it was written.
+pub(crate) fn write_outcome(outcome: Option<io::Result<usize>>, len: usize) -> io::Result<()> {
+    match outcome {
+        Some(Ok(n)) if n == len => Ok(()),
+        Some(Ok(n)) => Err(io::Error::new(
+            io::ErrorKind::WriteZero,
+            format!("short write: {n} of {len} bytes"),
+        )),
+        Some(Err(e)) => Err(e),
+        None => Err(io::Error::other("write task was cancelled")),
+    }
+}
+
 /// One record to append.
 pub(crate) struct Record<'a> {
     pub(crate) key: &'a [u8],
@@ -421,9 +443,9 @@ impl Writer {
     /// (a small append's, see the module docs).
     async fn sync_with(&mut self, direct: bool) -> Result<(), AppendError> {
         // Fault injection (tests): fdatasync reports an error (EIO).
-        fail::fail_point!("hot-sync", |_| Err(AppendError::Sync(
-            io::Error::from_raw_os_error(libc::EIO)
-        )));
+        if let Some(e) = injected_sync_failure() {
+            return Err(AppendError::Sync(e));
+        }
         for file in self.unsynced.drain(..) {
             power_cut::fdatasync(&file, false)
                 .await
@@ -604,20 +626,10 @@ impl Chunks {
 
     /// Notes the outcome of a write of `len` bytes (`None`: its task was cancelled).
     fn note(&mut self, outcome: Option<io::Result<usize>>, len: usize) {
-        match outcome {
-            Some(Ok(n)) if n == len => self.written += n as u64,
-            Some(Ok(n)) => {
-                self.failure.get_or_insert(io::Error::new(
-                    io::ErrorKind::WriteZero,
-                    format!("short write: {n} of {len} bytes"),
-                ));
-            }
-            Some(Err(e)) => {
+        match write_outcome(outcome, len) {
+            Ok(()) => self.written += len as u64,
+            Err(e) => {
                 self.failure.get_or_insert(e);
-            }
-            None => {
-                self.failure
-                    .get_or_insert(io::Error::other("write task was cancelled"));
             }
         }
     }
