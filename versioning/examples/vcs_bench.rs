@@ -395,6 +395,7 @@ fn main() {
             dense_steps,
             bf16,
             like,
+            max_depth,
         };
         goals::profile_checkout(&profile, dir.as_deref());
         return;
@@ -582,7 +583,8 @@ fn main() {
         .tensors
         .values()
     {
-        if let TensorObject::Chunked(t) = block_on(repo.tensor_object(cid)).unwrap() {
+        if let TensorObject::Chunked(mut t) = block_on(repo.tensor_object(cid)).unwrap() {
+            block_on(repo.resolve_chains(&mut t.chunks)).unwrap();
             // The newest patch of each chunk is the dense step's.
             let payloads: Vec<_> = t.chunks.iter().filter_map(|r| r.patches.last()).collect();
             layouts[2] += t.chunks.len() - payloads.len();
@@ -629,8 +631,8 @@ fn main() {
     for cid in state.tensors.values() {
         if let TensorObject::Chunked(t) = block_on(repo.tensor_object(cid)).unwrap() {
             deltas += 1;
-            let deepest = t.chunks.iter().map(|r| r.patches.len()).max().unwrap_or(0);
-            max_depth = max_depth.max(deepest as u32);
+            let deepest = t.chunks.iter().map(|r| r.depth()).max().unwrap_or(0);
+            max_depth = max_depth.max(deepest);
         }
     }
     // Median of five of each, alternating: the machine is shared and noisy.

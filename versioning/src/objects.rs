@@ -94,10 +94,14 @@ pub struct Delta {
     pub chunks: Vec<DeltaChunk>,
 }
 
-/// The name of the chunk-recipe format, recorded in every [`Chunked`] object. Patches are
+/// The name of the chunk-recipe format, recorded in every new [`Chunked`] object. Patches are
 /// delta payloads of encoding [`crate::delta::ENCODING`], keys payloads of
-/// [`crate::codec::pack`].
-pub const CHUNKED_FORMAT: &str = "recipes/packed-keys/delta-v2-patches/v3";
+/// [`crate::codec::pack`]; a recipe's patches are a [`Chain`] of [`PatchLink`] objects.
+pub const CHUNKED_FORMAT: &str = "recipes/packed-keys/delta-v2-patches/chains/v4";
+
+/// The format of [`Chunked`] objects written before patch chains: every recipe lists its
+/// patches itself. Still read, and continued by new commits.
+pub const CHUNKED_FORMAT_V3: &str = "recipes/packed-keys/delta-v2-patches/v3";
 
 /// The starting bytes of a chunk [`Recipe`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -130,7 +134,33 @@ pub struct Patch {
     pub bytes: u32,
 }
 
-/// How to rebuild one chunk: decode the key, then apply each patch in order.
+/// The patches of a [`Recipe`] stored as a chain of [`PatchLink`] objects, newest first.
+///
+/// A recipe that listed its patches itself made every commit rewrite every patch of every
+/// chunk (each tensor object is written again whenever one of its chunks changes): with
+/// narrow rows, where a commit touches most chunks, that grew with the chain's depth to
+/// more than the patches themselves. A chain costs a commit one link per changed chunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Chain {
+    /// The newest link.
+    pub head: Cid,
+    /// The number of links.
+    pub depth: u32,
+    /// The links' payload bytes together.
+    pub bytes: u64,
+}
+
+/// One link of a [`Chain`] (object kind `link`): a patch and the link before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PatchLink {
+    /// The link holding the patch applied before this one; `None` for the first.
+    pub prev: Option<Cid>,
+    /// The patch.
+    pub patch: Patch,
+}
+
+/// How to rebuild one chunk: decode the key, then apply each patch in order: those of the
+/// chain (oldest first), then those listed here.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Recipe {
     /// The CID of the rebuilt bytes as a raw block: the same CID a full [`Tensor`] would
@@ -138,13 +168,32 @@ pub struct Recipe {
     pub chunk: Cid,
     /// The starting bytes.
     pub key: Key,
-    /// Deltas applied in order; their number is the chunk's decode depth, bounded by
-    /// `RepoConfig::max_chain_depth`.
+    /// Deltas applied after the chain's, in order (format 3 recipes; a recipe whose chain
+    /// has been walked, `Repo::resolve_chains`). New recipes keep their patches in `chain`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub patches: Vec<Patch>,
+    /// The earlier patches, as links (format 4).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain: Option<Chain>,
 }
 
-/// A tensor whose every chunk is a [`Recipe`] (format 3, [`CHUNKED_FORMAT`]).
+impl Recipe {
+    /// The number of patches, chained and listed: the chunk's decode depth, bounded by
+    /// `RepoConfig::max_chain_depth`.
+    pub fn depth(&self) -> u32 {
+        let listed = u32::try_from(self.patches.len()).unwrap_or(u32::MAX);
+        self.chain.map_or(0, |c| c.depth).saturating_add(listed)
+    }
+
+    /// The payload bytes of all its patches: what a rebuild decodes on top of the key.
+    pub fn patch_bytes(&self) -> u64 {
+        let listed: u64 = self.patches.iter().map(|p| u64::from(p.bytes)).sum();
+        self.chain.map_or(0, |c| c.bytes) + listed
+    }
+}
+
+/// A tensor whose every chunk is a [`Recipe`] ([`CHUNKED_FORMAT`], or format 3,
+/// [`CHUNKED_FORMAT_V3`]).
 ///
 /// A chunk changed since the parent version extends the parent's recipe with a delta
 /// against the parent's bytes, or replaces its patches with one delta against the key (the
@@ -155,7 +204,7 @@ pub struct Recipe {
 /// patches.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Chunked {
-    /// [`CHUNKED_FORMAT`].
+    /// [`CHUNKED_FORMAT`] or [`CHUNKED_FORMAT_V3`].
     pub format: String,
     /// Element type.
     pub dtype: DType,
@@ -234,6 +283,8 @@ pub enum Object {
     State(State),
     /// A commit.
     Commit(Commit),
+    /// A link of a recipe's patch chain.
+    Link(PatchLink),
 }
 
 impl Object {
@@ -245,6 +296,7 @@ impl Object {
             Object::Chunked(_) => "chunked",
             Object::State(_) => "state",
             Object::Commit(_) => "commit",
+            Object::Link(_) => "link",
         }
     }
 

@@ -38,7 +38,7 @@ fn thirty_steps_check_out_bit_exact_at_bounded_depth() {
         };
         let c = fx.commit("main", &m, &format!("step {i}"));
         let t = recipes(&fx, &c.commit, "layer0.weight");
-        let deepest = t.chunks.iter().map(|r| r.patches.len()).max().unwrap();
+        let deepest = t.chunks.iter().map(|r| r.depth()).max().unwrap();
         assert!(deepest <= 5, "step {i}: depth {deepest}");
         history.push((c.commit, m.clone(), deepest));
     }
@@ -84,7 +84,9 @@ fn dense_steps_decode_through_at_most_two_patches() {
         }
         m.insert("w".into(), f32_tensor(&w, vec![64, 1024]));
         let c = fx.commit("main", &m, &format!("dense {step}"));
-        for r in &recipes(&fx, &c.commit, "w").chunks {
+        let mut chunks = recipes(&fx, &c.commit, "w").chunks;
+        block_on(fx.repo.resolve_chains(&mut chunks)).unwrap();
+        for r in &chunks {
             assert!(
                 r.patches.len() <= 2,
                 "step {step}: {} patches",
@@ -120,7 +122,7 @@ fn a_history_of_the_earlier_format_continues_with_recipes() {
     // Unchanged chunks point at the earlier raw chunk blocks; the changed one is a delta
     // on its raw chunk.
     assert!(t.chunks.iter().all(|r| matches!(r.key, Key::Raw(_))));
-    assert_eq!(t.chunks.iter().filter(|r| r.patches.len() == 1).count(), 1);
+    assert_eq!(t.chunks.iter().filter(|r| r.depth() == 1).count(), 1);
     assert_eq!(fx.checkout(&c1.to_string()), m1);
     assert_eq!(fx.checkout("main"), m2);
 }
@@ -351,14 +353,10 @@ fn a_delta_of_the_earlier_format_continues_with_recipes() {
     let t = recipes(&fx, &c3.commit, "w");
     // No recipe reaches a delta-coded chunk of the earlier format: it gets a key of its own
     // (raw here: 64 values do not compress), once.
-    assert!(t.chunks[0].patches.is_empty(), "re-keyed once");
+    assert_eq!(t.chunks[0].depth(), 0, "re-keyed once");
     let again = block_on(fx.repo.store().has(&t.chunks[0].key.block())).unwrap();
     assert!(again, "its key is stored");
-    assert_eq!(
-        t.chunks[1].patches.len(),
-        1,
-        "a delta on the base's raw chunk"
-    );
+    assert_eq!(t.chunks[1].depth(), 1, "a delta on the base's raw chunk");
     assert_eq!(t.chunks[2].key, Key::Raw(t.chunks[2].chunk));
     assert_eq!(f32_values(&fx.checkout(&c1.to_string())["w"]), v2);
     assert_eq!(fx.checkout("main"), m3);
@@ -366,4 +364,151 @@ fn a_delta_of_the_earlier_format_continues_with_recipes() {
 
 fn old_bytes(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+/// Weights of 256 rows of 256 values (a 16 KiB chunk holds 16 rows), Gaussian-like.
+struct Rows {
+    w: Vec<f32>,
+    x: u64,
+}
+
+impl Rows {
+    fn new(seed: u64) -> Rows {
+        let mut r = Rows {
+            w: Vec::new(),
+            x: seed | 1,
+        };
+        r.w = (0..256 * 256).map(|_| 0.02 * r.normal()).collect();
+        r
+    }
+
+    fn normal(&mut self) -> f32 {
+        let mut sum = 0.0f32;
+        for _ in 0..12 {
+            self.x ^= self.x << 13;
+            self.x ^= self.x >> 7;
+            self.x ^= self.x << 17;
+            sum += (self.x >> 40) as f32 / (1u64 << 24) as f32;
+        }
+        sum - 6.0
+    }
+
+    /// Half a row of each chunk moved by a small step (of row `step % 16`): every chunk
+    /// changes, as 1% of the rows of a model with narrow rows changes most chunks.
+    fn step(&mut self, step: usize) -> Tensors {
+        for k in 0..16 {
+            let row = 16 * k + step % 16;
+            for i in row * 256..row * 256 + 128 {
+                self.w[i] += 1e-4 * self.normal();
+            }
+        }
+        self.tensors()
+    }
+
+    fn tensors(&self) -> Tensors {
+        let mut m = Tensors::new();
+        m.insert("w".into(), f32_tensor(&self.w, vec![256, 256]));
+        m
+    }
+}
+
+/// The size of the block of tensor `name`'s object at commit `c`.
+fn object_bytes(fx: &Fixture, c: &cid::Cid, name: &str) -> usize {
+    let s = block_on(fx.repo.commit_state(c)).unwrap();
+    let block = block_on(ipfrs_storage::BlockStore::get(
+        fx.repo.store(),
+        &s.tensors[name],
+    ));
+    block.unwrap().unwrap().len()
+}
+
+/// A commit that changes every chunk writes one link per chunk, not every chunk's whole
+/// patch list again: the tensor object stays the same size however deep the chains grow
+/// (it grew by a patch entry per chunk per commit when recipes listed their patches), and
+/// every version still checks out bit for bit through its chain.
+#[test]
+fn patch_chains_keep_the_tensor_object_the_same_size_at_any_depth() {
+    let fx = Fixture::with_config(RepoConfig {
+        chunk_bytes: 16384,
+        ..RepoConfig::default()
+    });
+    let mut rows = Rows::new(40);
+    fx.commit("main", &rows.tensors(), "v0");
+    let mut history = Vec::new();
+    let mut sizes = Vec::new();
+    for step in 0..20 {
+        let m = rows.step(step);
+        let c = fx.commit("main", &m, &format!("step {step}"));
+        sizes.push(object_bytes(&fx, &c.commit, "w"));
+        history.push((c.commit, m));
+    }
+    let tip = recipes(&fx, &history.last().unwrap().0, "w");
+    assert!(
+        tip.chunks
+            .iter()
+            .all(|r| r.patches.is_empty() && r.chain.is_some())
+    );
+    let deepest = tip.chunks.iter().map(|r| r.depth()).max().unwrap();
+    assert!(deepest >= 10, "chains grew to {deepest} patches");
+    // Only the depth and byte counts of the chains change, by a byte or two per chunk.
+    let (first, last) = (sizes[1], *sizes.last().unwrap());
+    assert!(
+        last <= first + 3 * 16,
+        "object of {first} bytes grew to {last}"
+    );
+    for (c, want) in &history {
+        assert_eq!(&fx.checkout(&c.to_string()), want, "commit {c}");
+    }
+}
+
+/// A recipe object of format 3 (each recipe listing its patches itself) still checks out,
+/// and a commit on top continues each changed chunk's history as a chain that holds the
+/// listed patches, then the new one.
+#[test]
+fn recipes_that_list_their_patches_continue_as_chains() {
+    let fx = Fixture::with_config(RepoConfig {
+        chunk_bytes: 16384,
+        ..RepoConfig::default()
+    });
+    let mut rows = Rows::new(41);
+    fx.commit("main", &rows.tensors(), "v0");
+    let mut m = Tensors::new();
+    for step in 0..3 {
+        m = rows.step(step);
+        fx.commit("main", &m, &format!("step {step}"));
+    }
+    // The tip rewritten as format 3: chains walked into listed patches.
+    let tip = fx.resolve("main");
+    let listed = forged_commit(&fx, tip, "w", |t| {
+        block_on(fx.repo.resolve_chains(&mut t.chunks)).unwrap();
+        t.format = ipfrs_versioning::CHUNKED_FORMAT_V3.into();
+    });
+    let v3 = recipes(&fx, &listed, "w");
+    assert!(
+        v3.chunks
+            .iter()
+            .all(|r| r.chain.is_none() && r.patches.len() == 3)
+    );
+    assert_eq!(fx.checkout(&listed.to_string()), m);
+
+    ipfrs_versioning::RefStore::compare_and_swap(
+        fx.repo.refs(),
+        "heads/main",
+        Some(tip),
+        Some(listed),
+    )
+    .unwrap();
+    let next = rows.step(3);
+    let c = fx.commit("main", &next, "on format 3");
+    let t = recipes(&fx, &c.commit, "w");
+    assert_eq!(t.format, ipfrs_versioning::CHUNKED_FORMAT);
+    for (new, old) in t.chunks.iter().zip(&v3.chunks) {
+        assert!(new.patches.is_empty());
+        assert_eq!(new.depth(), 4, "three listed patches, then the new one");
+        let mut walked = vec![new.clone()];
+        block_on(fx.repo.resolve_chains(&mut walked)).unwrap();
+        assert_eq!(walked[0].patches[..3], old.patches[..]);
+    }
+    assert_eq!(fx.checkout(&c.commit.to_string()), next);
+    assert_eq!(fx.checkout(&listed.to_string()), m);
 }

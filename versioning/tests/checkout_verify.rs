@@ -29,6 +29,7 @@ fn a_recipe_that_rebuilds_another_chunk_fails_only_the_verified_checkout() {
         assert!(matches!(t.chunks[1].key, Key::Packed(_)));
         t.chunks[0].key = t.chunks[1].key;
         t.chunks[0].patches = t.chunks[1].patches.clone();
+        t.chunks[0].chain = t.chunks[1].chain;
     });
     let rev = Revision::Commit(forged);
     let out = fx.path("out.safetensors");
@@ -81,6 +82,7 @@ fn a_raw_key_under_another_cid_is_hashed_without_asking() {
         victim = Some(t.chunks[0].chunk);
         t.chunks[0].key = Key::Raw(*other.cid());
         t.chunks[0].patches.clear();
+        t.chunks[0].chain = None;
     });
     let out = fx.path("out.safetensors");
     let err = block_on(fx.repo.checkout_to_file(&Revision::Commit(forged), &out)).unwrap_err();
@@ -103,6 +105,50 @@ fn a_raw_key_under_another_cid_is_hashed_without_asking() {
         assert_eq!(got.len(), m.len());
         for (n, t) in &m {
             assert_eq!(got[n].data, t.data, "{n} (verified: {verified})");
+        }
+    }
+}
+
+/// A recipe whose chain is not what it says (a link too many or too few, or a head that is
+/// no link) cannot be rebuilt: both checkouts fail naming its chunk, and leave no file.
+#[test]
+fn a_patch_chain_of_the_wrong_length_fails_the_checkout() {
+    let fx = Fixture::new();
+    let m = model(13);
+    fx.commit("main", &m, "one");
+    let mut m2 = m.clone();
+    let mut w = common::f32_values(&m2["layer0.weight"]);
+    w[3] += 1e-3;
+    m2.insert("layer0.weight".into(), f32_tensor(&w, vec![64, 16]));
+    let c2 = fx.commit("main", &m2, "two");
+    let name = "layer0.weight";
+    let out = fx.path("out.safetensors");
+    type Forge = fn(&mut ipfrs_versioning::Chain, cid::Cid);
+    let forgeries: [(&str, Forge); 3] = [
+        ("one link too many", |c, _| c.depth += 1),
+        ("one link too few", |c, _| c.depth -= 1),
+        ("a commit as its head", |c, commit| c.head = commit),
+    ];
+    for (what, forge) in forgeries {
+        let mut victim = None;
+        let forged = forged_commit(&fx, c2.commit, name, |t| {
+            let r = t.chunks.iter_mut().find(|r| r.chain.is_some()).unwrap();
+            victim = Some(r.chunk);
+            forge(r.chain.as_mut().unwrap(), c2.commit);
+        });
+        for verified in [false, true] {
+            let rev = Revision::Commit(forged);
+            let options = CheckoutOptions::default();
+            let err = if verified {
+                block_on(fx.repo.checkout_to_file_verified(&rev, &out, options)).unwrap_err()
+            } else {
+                block_on(fx.repo.checkout_to_file_with(&rev, &out, options)).unwrap_err()
+            };
+            assert!(
+                matches!(&err, Error::BadDelta { cid, .. } if Some(**cid) == victim),
+                "{what}: {err}"
+            );
+            assert!(!out.exists(), "{what}");
         }
     }
 }

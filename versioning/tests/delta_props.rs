@@ -346,7 +346,7 @@ fn a_typical_update_is_stored_as_a_delta_with_coded_chunks() {
         panic!("a new version is stored as chunk recipes")
     };
     assert!(
-        d.chunks.iter().all(|c| c.patches.len() == 1),
+        d.chunks.iter().all(|c| c.depth() == 1),
         "a dense small step is a delta"
     );
     assert!(c.new_bytes < 16384 * 3 / 4, "{} of 16384", c.new_bytes);

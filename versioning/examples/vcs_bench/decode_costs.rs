@@ -118,6 +118,29 @@ pub fn run(rng: &mut Rng) {
         }),
     );
     assert_eq!(data, dense2);
+    // A patch of a chain on narrow rows (384 values, as all-MiniLM-L6-v2's): two rows
+    // moved (with the copy of its base, as above: subtract the copy's figure).
+    let mut narrow = base.clone();
+    for (i, v) in narrow.chunks_exact_mut(4).enumerate() {
+        if (384 * 40..384 * 41).contains(&i) || (384 * 97..384 * 98).contains(&i) {
+            let x = f32::from_le_bytes([v[0], v[1], v[2], v[3]]);
+            v.copy_from_slice(&(x + 1e-4 * gauss(rng)).to_le_bytes());
+        }
+    }
+    let (tn, pn) = delta::encode(&narrow, &base, 4, 3).unwrap();
+    println!(
+        "  (two rows of 384 values moved by 1e-4: {} bytes, {:?})",
+        pn.len(),
+        delta::layout(delta::Version::V2, &pn).unwrap()
+    );
+    show(
+        "two narrow rows",
+        timed(|| {
+            data.copy_from_slice(&base);
+            delta::decode_in_place(delta::Version::V2, tn, &pn, &mut data, 4).unwrap();
+        }),
+    );
+    assert_eq!(data, narrow);
     // What the profile's dense tip decodes (`--checkout-profile`, 6 dense steps after 50
     // sparse commits): mostly its key and one patch against it that carries everything
     // since the key, here 8 of the 16 rows moved by 1e-4 (the sparse commits) and 6 dense

@@ -188,7 +188,8 @@ fn commit(repo: &TestRepo, m: &Tensors, msg: &str) -> u64 {
     stored(repo.store()) - before
 }
 
-/// The chunked tensor objects of the tip, with their CIDs.
+/// The chunked tensor objects of the tip, with their CIDs and their chains walked (each
+/// recipe lists all its patches).
 fn tip_chunked(repo: &TestRepo) -> Vec<(Cid, Chunked)> {
     let head = block_on(repo.resolve(&Revision::Head)).unwrap();
     let state = block_on(repo.commit_state(&head)).unwrap();
@@ -196,10 +197,30 @@ fn tip_chunked(repo: &TestRepo) -> Vec<(Cid, Chunked)> {
         .tensors
         .values()
         .filter_map(|cid| match block_on(repo.tensor_object(cid)).unwrap() {
-            TensorObject::Chunked(t) => Some((*cid, t)),
+            TensorObject::Chunked(mut t) => {
+                block_on(repo.resolve_chains(&mut t.chunks)).unwrap();
+                Some((*cid, t))
+            }
             _ => None,
         })
         .collect()
+}
+
+/// Seconds to walk the patch chains of every recipe of the tip (`Repo::resolve_chains`).
+fn chain_walk(repo: &TestRepo) -> f64 {
+    let head = block_on(repo.resolve(&Revision::Head)).unwrap();
+    let state = block_on(repo.commit_state(&head)).unwrap();
+    let mut tensors = Vec::new();
+    for cid in state.tensors.values() {
+        if let TensorObject::Chunked(t) = block_on(repo.tensor_object(cid)).unwrap() {
+            tensors.push(t);
+        }
+    }
+    let t = Instant::now();
+    for tensor in &mut tensors {
+        block_on(repo.resolve_chains(&mut tensor.chunks)).unwrap();
+    }
+    secs(t.elapsed())
 }
 
 /// Seconds to read every block the tip's recipes name (keys and patches) from the engine,
@@ -398,6 +419,8 @@ pub struct Profile {
     pub bf16: bool,
     /// A real safetensors file whose weights the model takes ([`model_like`]).
     pub like: Option<std::path::PathBuf>,
+    /// `--max-depth`: the repository's chain depth bound, if not the default.
+    pub max_depth: Option<u32>,
 }
 
 /// `--checkout-profile`: the F32 model committed and checked out (depth 0), then the tip of
@@ -417,7 +440,10 @@ pub fn profile_checkout(p: &Profile, dir: Option<&Path>) {
     if let Some(file) = &p.like {
         println!("weights of {} (each copy's rows rotated)", file.display());
     }
-    let config = RepoConfig::default();
+    let mut config = RepoConfig::default();
+    if let Some(d) = p.max_depth {
+        config.max_chain_depth = d;
+    }
     println!(
         "model: {:.1} MiB F32 in {} tensors (generated in {:.1} s); max chain depth {}, chunk {} KiB; {} cores; sparse commits change {}% of rows",
         size_of(&m) as f64 / f64::from(1 << 20),
@@ -504,6 +530,11 @@ fn profile_phase(repo: &TestRepo, m: &Tensors, dir: &Path, phase: &str, rounds: 
     }
     let same = cmp_equal(&reference, &out);
     println!("  {phase}: {}", recipe_summary(repo));
+    println!(
+        "  {phase}: walking the patch chains {:.3} s, then reading keys and payloads {:.3} s (one thread, no decoding)",
+        chain_walk(repo),
+        engine_read(repo)
+    );
     let (co, v, cp) = (
         secs(median(plain)),
         secs(median(verified)),
@@ -646,7 +677,7 @@ pub fn snapshot_file(path: &Path, dir: Option<&Path>) {
 }
 
 /// Bytes of the tip's tensor objects (a commit that changes a chunk of a tensor writes its
-/// whole object again: every chunk's recipe, with the CID of each of its patches) and the
+/// whole object again: every chunk's recipe, with the head of its patch chain) and the
 /// mean number of patches per chunk.
 fn tensor_objects(repo: &TestRepo) -> (u64, f64) {
     let tip = tip_chunked(repo);

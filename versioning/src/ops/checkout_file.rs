@@ -432,20 +432,19 @@ impl<S: BlockStore, R: RefStore, L: Ledger> Repo<S, R, L> {
             pending.clear();
             return Ok(());
         }
-        let mut wanted = Vec::with_capacity(pending.len());
-        for (_, _, _, r) in pending.iter() {
-            wanted.push(r.key.block());
-            wanted.extend(r.patches.iter().map(|p| p.payload));
-        }
-        let mut got = self.blocks(&wanted).await?.into_iter();
-        for (dtype, len, offset, r) in pending.drain(..) {
+        let mut recipes: Vec<Recipe> = pending.iter().map(|p| p.3.clone()).collect();
+        self.resolve_chains(&mut recipes).await?;
+        let chunk_bytes = pending.iter().map(|p| p.1 as u64).max().unwrap_or(0);
+        let (wanted, sizes) = crate::ops::read::recipe_blocks(&recipes, chunk_bytes);
+        let mut got = self.blocks_sized(&wanted, &sizes).await?.into_iter();
+        for ((dtype, len, offset, _), recipe) in pending.drain(..).zip(recipes) {
             let key = got.next().unwrap_or_default();
-            let patches: Vec<Bytes> = got.by_ref().take(r.patches.len()).collect();
+            let patches: Vec<Bytes> = got.by_ref().take(recipe.patches.len()).collect();
             let job = Job {
                 dtype,
                 len,
                 offset,
-                recipe: r.clone(),
+                recipe,
                 key,
                 patches,
             };

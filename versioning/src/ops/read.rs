@@ -16,7 +16,9 @@ use crate::delta::{self, Transform};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::ledger::Ledger;
-use crate::objects::{ChunkSource, Chunked, Delta, Key, Recipe, Tensor, TensorObject};
+use crate::objects::{
+    ChunkSource, Chunked, Delta, Key, Object, Patch, Recipe, Tensor, TensorObject,
+};
 use crate::refs::RefStore;
 use crate::repo::Repo;
 use crate::tensors::TensorData;
@@ -59,16 +61,13 @@ impl<S: BlockStore, R: RefStore, L: Ledger> Repo<S, R, L> {
         // reads and the decoding overlap.
         let mut decoding: Option<std::thread::JoinHandle<Result<Vec<Bytes>>>> = None;
         for window in indices.chunks(self.decode_window()) {
-            let mut wanted = Vec::new();
-            for &i in window {
-                let r = &tensor.chunks[i];
-                wanted.push(r.key.block());
-                wanted.extend(r.patches.iter().map(|p| p.payload));
-            }
-            let mut got = self.blocks(&wanted).await?.into_iter();
+            let mut recipes: Vec<Recipe> =
+                window.iter().map(|&i| tensor.chunks[i].clone()).collect();
+            self.resolve_chains(&mut recipes).await?;
+            let (wanted, sizes) = recipe_blocks(&recipes, tensor.chunk_bytes);
+            let mut got = self.blocks_sized(&wanted, &sizes).await?.into_iter();
             let mut jobs = Vec::with_capacity(window.len());
-            for &i in window {
-                let r = tensor.chunks[i].clone();
+            for (&i, r) in window.iter().zip(recipes) {
                 let key = got.next().unwrap_or_default();
                 let patches: Vec<Bytes> = got.by_ref().take(r.patches.len()).collect();
                 jobs.push((chunk_len_at(tensor, i), r, key, patches));
@@ -87,6 +86,54 @@ impl<S: BlockStore, R: RefStore, L: Ledger> Repo<S, R, L> {
             out.extend(join(h)?);
         }
         Ok(out)
+    }
+
+    /// Walks the chains of `recipes`: each then lists all its patches, oldest first, and
+    /// has no chain. The chains are walked together, one request per link depth. A link
+    /// that is not one, or a chain longer or shorter than its recipe says, is an error
+    /// naming the recipe's chunk: its bytes cannot be rebuilt.
+    pub async fn resolve_chains(&self, recipes: &mut [Recipe]) -> Result<()> {
+        // (recipe, next link, patches newest first)
+        let mut walks: Vec<(usize, Option<Cid>, Vec<Patch>)> = recipes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| r.chain.map(|c| (i, Some(c.head), Vec::new())))
+            .collect();
+        loop {
+            let wanted: Vec<Cid> = walks.iter().filter_map(|w| w.1).collect();
+            if wanted.is_empty() {
+                break;
+            }
+            // Links are a hundred-odd bytes: a level is a few requests.
+            let sizes = vec![LINK_BYTES; wanted.len()];
+            let mut got = self.blocks_sized(&wanted, &sizes).await?.into_iter();
+            for (i, next, patches) in walks.iter_mut() {
+                let Some(cid) = *next else { continue };
+                let r = &recipes[*i];
+                let bad = |reason: String| Error::BadDelta {
+                    cid: Box::new(r.chunk),
+                    reason,
+                };
+                let data = got.next().unwrap_or_default();
+                let Object::Link(link) = Object::decode(&cid, &data, "link")? else {
+                    return Err(bad(format!("{cid} in its patch chain is not a link")));
+                };
+                patches.push(link.patch);
+                let depth = r.chain.map_or(0, |c| c.depth) as usize;
+                if patches.len() > depth || (patches.len() == depth) != link.prev.is_none() {
+                    return Err(bad(format!("its patch chain is not {depth} links long")));
+                }
+                *next = link.prev;
+            }
+        }
+        for (i, _, mut patches) in walks {
+            let r = &mut recipes[i];
+            patches.reverse();
+            patches.append(&mut r.patches);
+            r.patches = patches;
+            r.chain = None;
+        }
+        Ok(())
     }
 
     /// Chunks decoded per pass: enough to keep every core busy between fetches, few enough
@@ -200,9 +247,29 @@ pub(crate) fn check_delta(cid: &Cid, d: &Delta, base: &Tensor) -> Result<delta::
     Ok(version)
 }
 
-/// A format-3 object must name the format this code decodes.
+/// About the size of a [`crate::objects::PatchLink`] block.
+const LINK_BYTES: u64 = 128;
+
+/// The blocks that rebuild `recipes` (walked, [`Repo::resolve_chains`]): each key, then its
+/// patches' payloads, with their sizes as far as known (a key's as its chunk's).
+pub(crate) fn recipe_blocks(recipes: &[Recipe], chunk_bytes: u64) -> (Vec<Cid>, Vec<u64>) {
+    let mut cids = Vec::new();
+    let mut sizes = Vec::new();
+    for r in recipes {
+        cids.push(r.key.block());
+        sizes.push(chunk_bytes);
+        for p in &r.patches {
+            cids.push(p.payload);
+            sizes.push(u64::from(p.bytes));
+        }
+    }
+    (cids, sizes)
+}
+
+/// A recipe object must name a format this code decodes.
 pub(crate) fn check_chunked(cid: &Cid, t: &Chunked) -> Result<()> {
-    if t.format != crate::objects::CHUNKED_FORMAT {
+    let format = t.format.as_str();
+    if format != crate::objects::CHUNKED_FORMAT && format != crate::objects::CHUNKED_FORMAT_V3 {
         return Err(Error::BadDelta {
             cid: Box::new(*cid),
             reason: format!("unknown format {:?}", t.format),
