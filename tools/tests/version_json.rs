@@ -239,7 +239,7 @@ const EXPECTED: &str = r##"== version init ==
   "deltas": 0,
   "unchanged": 0,
   "new_blocks": 10,
-  "new_bytes": 1409
+  "new_bytes": 1437
 }
 == version branch create exp --at main ==
 {
@@ -273,7 +273,7 @@ const EXPECTED: &str = r##"== version init ==
   "deltas": 1,
   "unchanged": 1,
   "new_blocks": 5,
-  "new_bytes": 815
+  "new_bytes": 829
 }
 == version commit <dir>/m3.safetensors -b exp -m theirs ==
 {
@@ -286,7 +286,7 @@ const EXPECTED: &str = r##"== version init ==
   "deltas": 1,
   "unchanged": 1,
   "new_blocks": 6,
-  "new_bytes": 881
+  "new_bytes": 895
 }
 == version diff <c1> <c2> ==
 {
@@ -355,8 +355,8 @@ const EXPECTED: &str = r##"== version init ==
     "full": 0,
     "deltas": 2,
     "unchanged": 2,
-    "new_blocks": 6,
-    "new_bytes": 1001
+    "new_blocks": 7,
+    "new_bytes": 1093
   }
 }
 == version log main ==
@@ -364,7 +364,7 @@ const EXPECTED: &str = r##"== version init ==
   "commits": [
     {
       "cid": "<merge>",
-      "state": "bafyreidrs25ewsxg2wrdjqwnfdav2dweoh5qqj6cfsewcbwnnkdc5sl5qa",
+      "state": "bafyreicb7siubgt4dwwsbq3reogtvmvfzu3t3ew6otzcsnbmkboselnqa4",
       "parents": [
         "<c2>",
         "<c3>"
@@ -382,7 +382,7 @@ const EXPECTED: &str = r##"== version init ==
     },
     {
       "cid": "<c3>",
-      "state": "bafyreidatri35iyjeztpmqxe2o4hijrozs6gf3xguqzynev6u3mexivg2u",
+      "state": "bafyreieoerwhnfgz4xpxyarxqchhlnjz6wsuppndlce55upa6k55bexy3y",
       "parents": [
         "<c1>"
       ],
@@ -399,7 +399,7 @@ const EXPECTED: &str = r##"== version init ==
     },
     {
       "cid": "<c2>",
-      "state": "bafyreid6lp4ripklahmonc3vodnftapvjy5o767if5c7l774p3wrcjsdqe",
+      "state": "bafyreighhadk5nlq7d7rldxhoxqstx7w45kivwbqswfp4xynb6gkmleh4i",
       "parents": [
         "<c1>"
       ],
@@ -416,7 +416,7 @@ const EXPECTED: &str = r##"== version init ==
     },
     {
       "cid": "<c1>",
-      "state": "bafyreidxu6zn47rkwmxv25s6axb4mqwfhtbp3c5ysbjvnbaab6ivxl6g2q",
+      "state": "bafyreiacj2idjmas7dttlycdfqeo2acnqsvmvvh3hjycn7ckxgul4wonya",
       "parents": [],
       "author": "tester",
       "message": "base",
@@ -446,7 +446,7 @@ const EXPECTED: &str = r##"== version init ==
       "tensor": "c",
       "commit": {
         "cid": "<merge>",
-        "state": "bafyreidrs25ewsxg2wrdjqwnfdav2dweoh5qqj6cfsewcbwnnkdc5sl5qa",
+        "state": "bafyreicb7siubgt4dwwsbq3reogtvmvfzu3t3ew6otzcsnbmkboselnqa4",
         "parents": [
           "<c2>",
           "<c3>"
@@ -467,7 +467,7 @@ const EXPECTED: &str = r##"== version init ==
       "tensor": "k",
       "commit": {
         "cid": "<c1>",
-        "state": "bafyreidxu6zn47rkwmxv25s6axb4mqwfhtbp3c5ysbjvnbaab6ivxl6g2q",
+        "state": "bafyreiacj2idjmas7dttlycdfqeo2acnqsvmvvh3hjycn7ckxgul4wonya",
         "parents": [],
         "author": "tester",
         "message": "base",
@@ -493,7 +493,7 @@ const EXPECTED: &str = r##"== version init ==
       "tensor": "r",
       "commit": {
         "cid": "<c2>",
-        "state": "bafyreid6lp4ripklahmonc3vodnftapvjy5o767if5c7l774p3wrcjsdqe",
+        "state": "bafyreighhadk5nlq7d7rldxhoxqstx7w45kivwbqswfp4xynb6gkmleh4i",
         "parents": [
           "<c1>"
         ],
@@ -513,7 +513,7 @@ const EXPECTED: &str = r##"== version init ==
       "tensor": "w",
       "commit": {
         "cid": "<merge>",
-        "state": "bafyreidrs25ewsxg2wrdjqwnfdav2dweoh5qqj6cfsewcbwnnkdc5sl5qa",
+        "state": "bafyreicb7siubgt4dwwsbq3reogtvmvfzu3t3ew6otzcsnbmkboselnqa4",
         "parents": [
           "<c2>",
           "<c3>"
@@ -599,8 +599,8 @@ const EXPECTED: &str = r##"== version init ==
 == version gc --dry-run ==
 {
   "refs": 4,
-  "reachable": 29,
-  "candidates": 28,
+  "reachable": 30,
+  "candidates": 29,
   "held": 0,
   "swept": [
     "<scratch>"
@@ -611,8 +611,8 @@ const EXPECTED: &str = r##"== version init ==
 == version gc ==
 {
   "refs": 4,
-  "reachable": 29,
-  "candidates": 28,
+  "reachable": 30,
+  "candidates": 29,
   "held": 0,
   "swept": [
     "<scratch>"
@@ -623,8 +623,8 @@ const EXPECTED: &str = r##"== version init ==
 == version export main -o <dir>/main.car ==
 {
   "root": "<merge>",
-  "blocks": 27,
-  "bytes": 5182,
+  "blocks": 28,
+  "bytes": 5367,
   "file": "<dir>/main.car",
   "branch": null
 }
@@ -638,8 +638,8 @@ const EXPECTED: &str = r##"== version init ==
 == version import <dir>/main.car --branch main ==
 {
   "root": "<merge>",
-  "blocks": 27,
-  "bytes": 4106,
+  "blocks": 28,
+  "bytes": 4254,
   "file": "<dir>/main.car",
   "branch": "main"
 }
