@@ -446,11 +446,19 @@ fn key_bytes(dtype: DType, len: usize, r: &Recipe, key: Bytes) -> Result<Bytes> 
 const MAX_CHAIN_BYTES_PER_CHUNK: u64 = 50;
 
 /// A delta replacing a recipe's patches is preferred to one extending them when it is at
-/// most this fraction of the chunk larger: it decodes in one step instead of many. Small:
-/// a replacing delta carries every change since the key, so with a slack of 1/32 (8 KiB
-/// of a 256 KiB chunk) a chain of sparse commits re-based every ~5 commits and stored each
-/// change about twice (0.88% of the model per commit over the first ten against 0.69%).
+/// most this fraction of the chunk larger, or [`CHAIN_SLACK_DIVISOR`] of the patches it
+/// replaces: it decodes in one step instead of many. Small for sparse chains: a replacing
+/// delta carries every change since the key, so with a slack of 1/32 of the chunk (8 KiB
+/// of 256 KiB) a chain of sparse commits re-based every ~5 commits and stored each change
+/// about twice (0.88% of the model per commit over the first ten against 0.69%).
 const REKEY_SLACK_DIVISOR: usize = 256;
+
+/// The part of a recipe's patch bytes a replacing delta may cost more than an extending
+/// one. Dense steps decode slowly (a patch of a third of the chunk takes about three times
+/// a sparse chunk's key), and a delta against the key that holds two of them is barely
+/// larger than one: it is taken, and a dense tip decodes through one patch. A sparse
+/// chain's replacing delta is about the size of all its patches, far above this.
+const CHAIN_SLACK_DIVISOR: u64 = 8;
 
 /// The recipe of a changed chunk `new` (CID `cid`) and the blocks it needs stored: the
 /// cheapest of a new key (compressed, or raw when that is not smaller), a delta against the
@@ -503,7 +511,8 @@ fn choose(
         if let Some(k) = key
             && let Some((tr, payload)) = delta::encode(new, k, elem, level)
         {
-            let slack = new.len() / REKEY_SLACK_DIVISOR;
+            let slack = (new.len() / REKEY_SLACK_DIVISOR)
+                .max(usize::try_from(r.patch_bytes() / CHAIN_SLACK_DIVISOR).unwrap_or(usize::MAX));
             if best
                 .as_ref()
                 .is_none_or(|(size, _, _)| payload.len() <= size + slack)
