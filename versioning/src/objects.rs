@@ -277,7 +277,7 @@ pub enum Object {
     Tensor(Tensor),
     /// A tensor as a delta.
     Delta(Delta),
-    /// A tensor as chunk recipes (format 3).
+    /// A tensor as chunk recipes (formats 3 and 4).
     Chunked(Chunked),
     /// A model state.
     State(State),

@@ -298,7 +298,7 @@ pub enum VersionCommand {
     Init {
         /// Keep in the repository's config (versioning.conf, key max_chain_depth) the most
         /// deltas a chunk may chain before a new compressed key: its decode depth at
-        /// checkout (default 16; 0 stores every changed chunk whole, compressed).
+        /// checkout (default 64; 0 stores every changed chunk whole, compressed).
         #[arg(long, value_name = "N")]
         max_chain_depth: Option<u32>,
     },

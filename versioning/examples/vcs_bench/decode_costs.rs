@@ -166,4 +166,29 @@ pub fn run(rng: &mut Rng) {
         }),
     );
     assert_eq!(data, since_key);
+    // The tip of `--goals`' dense chain: 19 dense steps since the key in one patch against
+    // it, then the 20th as a patch on top.
+    let mut nineteen = base.clone();
+    for _ in 0..19 {
+        nineteen = moved(&nineteen, rng, 0..16, 1e-6);
+    }
+    let twenty = moved(&nineteen, rng, 0..16, 1e-6);
+    let (t19, p19) = delta::encode(&nineteen, &base, 4, 3).unwrap();
+    let (t20, p20) = delta::encode(&twenty, &nineteen, 4, 3).unwrap();
+    println!(
+        "  (19 dense steps against the key: {:.1}% of the chunk, {:?}; the 20th on top {:.1}%, {:?})",
+        100.0 * p19.len() as f64 / base.len() as f64,
+        delta::layout(delta::Version::V2, &p19).unwrap(),
+        100.0 * p20.len() as f64 / base.len() as f64,
+        delta::layout(delta::Version::V2, &p20).unwrap()
+    );
+    show(
+        "key + those two patches",
+        timed(|| {
+            codec::unpack_into(&key, DType::F32, &mut data, &mut scratch).unwrap();
+            delta::decode_in_place(delta::Version::V2, t19, &p19, &mut data, 4).unwrap();
+            delta::decode_in_place(delta::Version::V2, t20, &p20, &mut data, 4).unwrap();
+        }),
+    );
+    assert_eq!(data, twenty);
 }

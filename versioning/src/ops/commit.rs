@@ -208,7 +208,7 @@ impl<S: BlockStore, R: RefStore, L: Ledger> Repo<S, R, L> {
         Ok(summary)
     }
 
-    /// Stores one tensor as chunk recipes (format 3); returns its object's CID and how it
+    /// Stores one tensor as chunk recipes (format 4); returns its object's CID and how it
     /// was stored. See [`Chunked`] for the choice made per chunk.
     async fn store_tensor(
         &self,
@@ -337,7 +337,7 @@ impl<S: BlockStore, R: RefStore, L: Ledger> Repo<S, R, L> {
     }
 
     /// The recipe of each chunk of a tensor object, where one can be given without
-    /// re-encoding: all of a format-3 object, a full tensor's raw chunks, and the stored or
+    /// re-encoding: all of a recipe object, a full tensor's raw chunks, and the stored or
     /// shared chunks of an older delta (its coded chunks have none: if unchanged they are
     /// re-encoded once).
     async fn recipes_of(&self, obj: &TensorObject) -> Result<Vec<Option<Recipe>>> {

@@ -1,5 +1,5 @@
 //! Reading tensor data back: full tensors directly, deltas against their base, chunk
-//! recipes (format 3) each from its key through its patches.
+//! recipes (formats 3 and 4) each from its key through its patches.
 //!
 //! Recipes are decoded in parallel across the cores, a window of chunks at a time: the
 //! blocks of a window are fetched in one pass, then each thread rebuilds and verifies a
