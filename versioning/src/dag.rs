@@ -93,19 +93,14 @@ impl<S: BlockStore, R: RefStore, L: Ledger> Repo<S, R, L> {
                     stack.push(d.base);
                 }
                 Object::Chunked(t) => {
-                    let heads: Vec<Cid> = t
-                        .chunks
-                        .iter()
-                        .filter_map(|r| r.chain)
-                        .map(|c| c.head)
-                        .collect();
-                    for r in t.chunks {
+                    for r in &t.chunks {
                         leaf(r.key.block(), &mut seen, &mut out);
-                        for p in r.patches {
+                        for p in &r.patches {
                             leaf(p.payload, &mut seen, &mut out);
                         }
                     }
-                    stack.extend(heads.into_iter().rev());
+                    let heads = t.chunks.iter().rev().filter_map(|r| r.chain);
+                    stack.extend(heads.map(|c| c.head));
                 }
                 Object::Link(l) => {
                     leaf(l.patch.payload, &mut seen, &mut out);

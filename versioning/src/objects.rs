@@ -178,6 +178,16 @@ pub struct Recipe {
 }
 
 impl Recipe {
+    /// The recipe of `chunk` that is its key alone, without patches.
+    pub fn key_only(chunk: Cid, key: Key) -> Recipe {
+        Recipe {
+            chunk,
+            key,
+            patches: Vec::new(),
+            chain: None,
+        }
+    }
+
     /// The number of patches, chained and listed: the chunk's decode depth, bounded by
     /// `RepoConfig::max_chain_depth`.
     pub fn depth(&self) -> u32 {

@@ -108,11 +108,18 @@ impl<S: BlockStore, R: RefStore, L: Ledger> Repo<S, R, L> {
     pub(crate) async fn blocks(&self, cids: &[Cid]) -> Result<Vec<Bytes>> {
         let mut out = Vec::with_capacity(cids.len());
         for batch in cids.chunks(self.config.batch_blocks.max(1)) {
-            for (cid, data) in batch.iter().zip(self.store.get_many(batch).await?) {
-                out.push(data.ok_or(Error::MissingBlock { cid: *cid })?);
-            }
+            self.get_batch(batch, &mut out).await?;
         }
         Ok(out)
+    }
+
+    /// One request for `batch`, its blocks appended to `out`; the first absent one is an
+    /// error.
+    async fn get_batch(&self, batch: &[Cid], out: &mut Vec<Bytes>) -> Result<()> {
+        for (cid, data) in batch.iter().zip(self.store.get_many(batch).await?) {
+            out.push(data.ok_or(Error::MissingBlock { cid: *cid })?);
+        }
+        Ok(())
     }
 
     /// [`Self::blocks`] for blocks whose sizes are about known (`sizes`, index for index):
@@ -125,17 +132,15 @@ impl<S: BlockStore, R: RefStore, L: Ledger> Repo<S, R, L> {
         let mut start = 0;
         while start < cids.len() {
             let (mut end, mut bytes) = (start, 0u64);
-            while end < cids.len()
-                && end - start < MAX_BATCH_BLOCKS
-                && (end == start || bytes + sizes.get(end).copied().unwrap_or(0) <= budget)
-            {
-                bytes += sizes.get(end).copied().unwrap_or(0);
+            while end < cids.len() && end - start < MAX_BATCH_BLOCKS {
+                let size = sizes.get(end).copied().unwrap_or(0);
+                if end > start && bytes + size > budget {
+                    break;
+                }
+                bytes += size;
                 end += 1;
             }
-            let batch = &cids[start..end];
-            for (cid, data) in batch.iter().zip(self.store.get_many(batch).await?) {
-                out.push(data.ok_or(Error::MissingBlock { cid: *cid })?);
-            }
+            self.get_batch(&cids[start..end], &mut out).await?;
             start = end;
         }
         Ok(out)

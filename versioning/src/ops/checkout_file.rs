@@ -432,14 +432,10 @@ impl<S: BlockStore, R: RefStore, L: Ledger> Repo<S, R, L> {
             pending.clear();
             return Ok(());
         }
-        let mut recipes: Vec<Recipe> = pending.iter().map(|p| p.3.clone()).collect();
-        self.resolve_chains(&mut recipes).await?;
+        let recipes = pending.iter().map(|p| p.3.clone()).collect();
         let chunk_bytes = pending.iter().map(|p| p.1 as u64).max().unwrap_or(0);
-        let (wanted, sizes) = crate::ops::read::recipe_blocks(&recipes, chunk_bytes);
-        let mut got = self.blocks_sized(&wanted, &sizes).await?.into_iter();
-        for ((dtype, len, offset, _), recipe) in pending.drain(..).zip(recipes) {
-            let key = got.next().unwrap_or_default();
-            let patches: Vec<Bytes> = got.by_ref().take(recipe.patches.len()).collect();
+        let inputs = self.recipe_inputs(recipes, chunk_bytes).await?;
+        for ((dtype, len, offset, _), (recipe, key, patches)) in pending.drain(..).zip(inputs) {
             let job = Job {
                 dtype,
                 len,

@@ -341,14 +341,7 @@ impl<S: BlockStore, R: RefStore, L: Ledger> Repo<S, R, L> {
     /// shared chunks of an older delta (its coded chunks have none: if unchanged they are
     /// re-encoded once).
     async fn recipes_of(&self, obj: &TensorObject) -> Result<Vec<Option<Recipe>>> {
-        let raw = |chunk: Cid, block: Cid| {
-            Some(Recipe {
-                chunk,
-                key: Key::Raw(block),
-                patches: Vec::new(),
-                chain: None,
-            })
-        };
+        let raw = |chunk: Cid, block: Cid| Some(Recipe::key_only(chunk, Key::Raw(block)));
         Ok(match obj {
             TensorObject::Chunked(c) => c.chunks.iter().cloned().map(Some).collect(),
             TensorObject::Full(f) => f.chunks.iter().map(|&c| raw(c, c)).collect(),
@@ -423,12 +416,7 @@ fn key_bytes(dtype: DType, len: usize, r: &Recipe, key: Bytes) -> Result<Bytes> 
         Key::Packed(_) => Bytes::from(apply_recipe(
             dtype,
             len,
-            &Recipe {
-                chunk: r.chunk,
-                key: r.key,
-                patches: Vec::new(),
-                chain: None,
-            },
+            &Recipe::key_only(r.chunk, r.key),
             &key,
             &[],
         )?),
@@ -474,16 +462,23 @@ fn choose(
     key: Option<&[u8]>,
 ) -> Result<(Recipe, Vec<Block>)> {
     let elem = dtype.size();
-    let patch = |transform, payload: Vec<u8>| -> Result<(Patch, Block)> {
+    // A candidate on `key` whose patches are `base`'s (none without it) and then `payload`:
+    // its size, recipe and the blocks to store (the payload and the links).
+    let chained = |base: Option<&Recipe>, key: Key, transform, payload: Vec<u8>| {
+        let size = payload.len();
         let block = Block::new(Bytes::from(payload))?;
-        Ok((
-            Patch {
-                transform,
-                payload: *block.cid(),
-                bytes: u32::try_from(block.len()).unwrap_or(u32::MAX),
-            },
-            block,
-        ))
+        let p = Patch {
+            transform,
+            payload: *block.cid(),
+            bytes: u32::try_from(block.len()).unwrap_or(u32::MAX),
+        };
+        let (chain, mut blocks) = extend_chain(base, p)?;
+        blocks.push(block);
+        let recipe = Recipe {
+            chain: Some(chain),
+            ..Recipe::key_only(cid, key)
+        };
+        Ok::<_, Error>((size, recipe, blocks))
     };
     let mut best: Option<(usize, Recipe, Vec<Block>)> = None;
     if let Some((r, old)) = reference
@@ -493,20 +488,7 @@ fn choose(
             && r.patch_bytes() <= new.len() as u64 * MAX_CHAIN_BYTES_PER_CHUNK / 100
             && let Some((tr, payload)) = delta::encode(new, old, elem, level)
         {
-            let size = payload.len();
-            let (p, block) = patch(tr, payload)?;
-            let (chain, mut blocks) = extend_chain(Some(r), p)?;
-            blocks.push(block);
-            best = Some((
-                size,
-                Recipe {
-                    chunk: cid,
-                    key: r.key,
-                    patches: Vec::new(),
-                    chain: Some(chain),
-                },
-                blocks,
-            ));
+            best = Some(chained(Some(r), r.key, tr, payload)?);
         }
         if let Some(k) = key
             && let Some((tr, payload)) = delta::encode(new, k, elem, level)
@@ -517,17 +499,7 @@ fn choose(
                 .as_ref()
                 .is_none_or(|(size, _, _)| payload.len() <= size + slack)
             {
-                let size = payload.len();
-                let (p, block) = patch(tr, payload)?;
-                let (chain, mut blocks) = extend_chain(None, p)?;
-                blocks.push(block);
-                let recipe = Recipe {
-                    chunk: cid,
-                    key: r.key,
-                    patches: Vec::new(),
-                    chain: Some(chain),
-                };
-                best = Some((size, recipe, blocks));
+                best = Some(chained(None, r.key, tr, payload)?);
             }
         }
     }
@@ -540,21 +512,11 @@ fn choose(
         let (size, recipe, block) = match codec::pack(new, dtype, level) {
             Some(payload) => {
                 let block = Block::new(Bytes::from(payload))?;
-                let recipe = Recipe {
-                    chunk: cid,
-                    key: Key::Packed(*block.cid()),
-                    patches: Vec::new(),
-                    chain: None,
-                };
+                let recipe = Recipe::key_only(cid, Key::Packed(*block.cid()));
                 (block.len(), recipe, block)
             }
             None => {
-                let recipe = Recipe {
-                    chunk: cid,
-                    key: Key::Raw(cid),
-                    patches: Vec::new(),
-                    chain: None,
-                };
+                let recipe = Recipe::key_only(cid, Key::Raw(cid));
                 (new.len(), recipe, Block::new(new.clone())?)
             }
         };

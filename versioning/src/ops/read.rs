@@ -61,17 +61,13 @@ impl<S: BlockStore, R: RefStore, L: Ledger> Repo<S, R, L> {
         // reads and the decoding overlap.
         let mut decoding: Option<std::thread::JoinHandle<Result<Vec<Bytes>>>> = None;
         for window in indices.chunks(self.decode_window()) {
-            let mut recipes: Vec<Recipe> =
-                window.iter().map(|&i| tensor.chunks[i].clone()).collect();
-            self.resolve_chains(&mut recipes).await?;
-            let (wanted, sizes) = recipe_blocks(&recipes, tensor.chunk_bytes);
-            let mut got = self.blocks_sized(&wanted, &sizes).await?.into_iter();
-            let mut jobs = Vec::with_capacity(window.len());
-            for (&i, r) in window.iter().zip(recipes) {
-                let key = got.next().unwrap_or_default();
-                let patches: Vec<Bytes> = got.by_ref().take(r.patches.len()).collect();
-                jobs.push((chunk_len_at(tensor, i), r, key, patches));
-            }
+            let recipes = window.iter().map(|&i| tensor.chunks[i].clone()).collect();
+            let inputs = self.recipe_inputs(recipes, tensor.chunk_bytes).await?;
+            let jobs: Vec<_> = window
+                .iter()
+                .zip(inputs)
+                .map(|(&i, (r, key, patches))| (chunk_len_at(tensor, i), r, key, patches))
+                .collect();
             if let Some(h) = decoding.take() {
                 out.extend(join(h)?);
             }
@@ -88,28 +84,61 @@ impl<S: BlockStore, R: RefStore, L: Ledger> Repo<S, R, L> {
         Ok(out)
     }
 
+    /// What rebuilds each of `recipes`: the recipe with its chain walked
+    /// ([`Self::resolve_chains`]), its key's bytes and its patches' payloads, in order. The
+    /// blocks are fetched in requests bounded by bytes, a key counted as `chunk_bytes`.
+    pub(crate) async fn recipe_inputs(
+        &self,
+        mut recipes: Vec<Recipe>,
+        chunk_bytes: u64,
+    ) -> Result<Vec<(Recipe, Bytes, Vec<Bytes>)>> {
+        self.resolve_chains(&mut recipes).await?;
+        let mut cids = Vec::new();
+        let mut sizes = Vec::new();
+        for r in &recipes {
+            cids.push(r.key.block());
+            sizes.push(chunk_bytes);
+            for p in &r.patches {
+                cids.push(p.payload);
+                sizes.push(u64::from(p.bytes));
+            }
+        }
+        let mut got = self.blocks_sized(&cids, &sizes).await?.into_iter();
+        Ok(recipes
+            .into_iter()
+            .map(|r| {
+                let key = got.next().unwrap_or_default();
+                let patches = got.by_ref().take(r.patches.len()).collect();
+                (r, key, patches)
+            })
+            .collect())
+    }
+
     /// Walks the chains of `recipes`: each then lists all its patches, oldest first, and
     /// has no chain. The chains are walked together, one request per link depth. A link
     /// that is not one, or a chain longer or shorter than its recipe says, is an error
     /// naming the recipe's chunk: its bytes cannot be rebuilt.
     pub async fn resolve_chains(&self, recipes: &mut [Recipe]) -> Result<()> {
-        // (recipe, next link, patches newest first)
-        let mut walks: Vec<(usize, Option<Cid>, Vec<Patch>)> = recipes
+        // (recipe, its chain's depth, next link, patches newest first)
+        let mut walks: Vec<(usize, usize, Option<Cid>, Vec<Patch>)> = recipes
             .iter()
             .enumerate()
-            .filter_map(|(i, r)| r.chain.map(|c| (i, Some(c.head), Vec::new())))
+            .filter_map(|(i, r)| {
+                r.chain
+                    .map(|c| (i, c.depth as usize, Some(c.head), Vec::new()))
+            })
             .collect();
         loop {
-            let wanted: Vec<Cid> = walks.iter().filter_map(|w| w.1).collect();
+            let wanted: Vec<Cid> = walks.iter().filter_map(|w| w.2).collect();
             if wanted.is_empty() {
                 break;
             }
             // Links are a hundred-odd bytes: a level is a few requests.
             let sizes = vec![LINK_BYTES; wanted.len()];
             let mut got = self.blocks_sized(&wanted, &sizes).await?.into_iter();
-            for (i, next, patches) in walks.iter_mut() {
+            for (i, depth, next, patches) in walks.iter_mut() {
                 let Some(cid) = *next else { continue };
-                let r = &recipes[*i];
+                let (r, depth) = (&recipes[*i], *depth);
                 let bad = |reason: String| Error::BadDelta {
                     cid: Box::new(r.chunk),
                     reason,
@@ -119,14 +148,13 @@ impl<S: BlockStore, R: RefStore, L: Ledger> Repo<S, R, L> {
                     return Err(bad(format!("{cid} in its patch chain is not a link")));
                 };
                 patches.push(link.patch);
-                let depth = r.chain.map_or(0, |c| c.depth) as usize;
                 if patches.len() > depth || (patches.len() == depth) != link.prev.is_none() {
                     return Err(bad(format!("its patch chain is not {depth} links long")));
                 }
                 *next = link.prev;
             }
         }
-        for (i, _, mut patches) in walks {
+        for (i, _, _, mut patches) in walks {
             let r = &mut recipes[i];
             patches.reverse();
             patches.append(&mut r.patches);
@@ -249,22 +277,6 @@ pub(crate) fn check_delta(cid: &Cid, d: &Delta, base: &Tensor) -> Result<delta::
 
 /// About the size of a [`crate::objects::PatchLink`] block.
 const LINK_BYTES: u64 = 128;
-
-/// The blocks that rebuild `recipes` (walked, [`Repo::resolve_chains`]): each key, then its
-/// patches' payloads, with their sizes as far as known (a key's as its chunk's).
-pub(crate) fn recipe_blocks(recipes: &[Recipe], chunk_bytes: u64) -> (Vec<Cid>, Vec<u64>) {
-    let mut cids = Vec::new();
-    let mut sizes = Vec::new();
-    for r in recipes {
-        cids.push(r.key.block());
-        sizes.push(chunk_bytes);
-        for p in &r.patches {
-            cids.push(p.payload);
-            sizes.push(u64::from(p.bytes));
-        }
-    }
-    (cids, sizes)
-}
 
 /// A recipe object must name a format this code decodes.
 pub(crate) fn check_chunked(cid: &Cid, t: &Chunked) -> Result<()> {
