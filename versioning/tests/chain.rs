@@ -61,17 +61,8 @@ fn dense_steps_decode_through_at_most_two_patches() {
         chunk_bytes,
         ..RepoConfig::default()
     });
-    let mut x = 0x2545_f491_4f6c_dd1du64;
-    let mut normal = move || {
-        let mut sum = 0.0f32;
-        for _ in 0..12 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            sum += (x >> 40) as f32 / (1u64 << 24) as f32;
-        }
-        sum - 6.0
-    };
+    let mut rng = Normal(0x2545_f491_4f6c_dd1d);
+    let mut normal = move || rng.sample();
     let mut w: Vec<f32> = (0..64 * 1024).map(|_| 0.02 * normal()).collect();
     let mut m = Tensors::new();
     m.insert("w".into(), f32_tensor(&w, vec![64, 1024]));
@@ -366,31 +357,33 @@ fn old_bytes(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
 
+/// About N(0, 1): a sum of 12 uniforms from a xorshift state (nonzero).
+struct Normal(u64);
+
+impl Normal {
+    fn sample(&mut self) -> f32 {
+        let mut sum = 0.0f32;
+        for _ in 0..12 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            sum += (self.0 >> 40) as f32 / (1u64 << 24) as f32;
+        }
+        sum - 6.0
+    }
+}
+
 /// Weights of 256 rows of 256 values (a 16 KiB chunk holds 16 rows), Gaussian-like.
 struct Rows {
     w: Vec<f32>,
-    x: u64,
+    rng: Normal,
 }
 
 impl Rows {
     fn new(seed: u64) -> Rows {
-        let mut r = Rows {
-            w: Vec::new(),
-            x: seed | 1,
-        };
-        r.w = (0..256 * 256).map(|_| 0.02 * r.normal()).collect();
-        r
-    }
-
-    fn normal(&mut self) -> f32 {
-        let mut sum = 0.0f32;
-        for _ in 0..12 {
-            self.x ^= self.x << 13;
-            self.x ^= self.x >> 7;
-            self.x ^= self.x << 17;
-            sum += (self.x >> 40) as f32 / (1u64 << 24) as f32;
-        }
-        sum - 6.0
+        let mut rng = Normal(seed | 1);
+        let w = (0..256 * 256).map(|_| 0.02 * rng.sample()).collect();
+        Rows { w, rng }
     }
 
     /// Half a row of each chunk moved by a small step (of row `step % 16`): every chunk
@@ -399,7 +392,7 @@ impl Rows {
         for k in 0..16 {
             let row = 16 * k + step % 16;
             for i in row * 256..row * 256 + 128 {
-                self.w[i] += 1e-4 * self.normal();
+                self.w[i] += 1e-4 * self.rng.sample();
             }
         }
         self.tensors()

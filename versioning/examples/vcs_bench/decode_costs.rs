@@ -58,6 +58,37 @@ fn show(name: &str, (best, median): (Duration, Duration)) {
     );
 }
 
+/// Where a timed rebuild starts: a copy of the base chunk, or its key decompressed.
+enum Start<'a> {
+    Copy(&'a [u8]),
+    Key(&'a [u8]),
+}
+
+/// Times a rebuild into `data` from `start` through `patches` (the start included: subtract
+/// the copy's or the key's own figure), shows it as `name`, and checks it gives `want`.
+fn show_rebuild(
+    name: &str,
+    start: Start<'_>,
+    patches: &[(delta::Transform, &[u8])],
+    data: &mut Vec<u8>,
+    scratch: &mut Vec<u8>,
+    want: &[u8],
+) {
+    show(
+        name,
+        timed(|| {
+            match start {
+                Start::Copy(base) => data.copy_from_slice(base),
+                Start::Key(key) => codec::unpack_into(key, DType::F32, data, scratch).unwrap(),
+            }
+            for &(t, payload) in patches {
+                delta::decode_in_place(delta::Version::V2, t, payload, data, 4).unwrap();
+            }
+        }),
+    );
+    assert_eq!(data.as_slice(), want);
+}
+
 /// Prints the costs (see the module doc).
 pub fn run(rng: &mut Rng) {
     let mut base = Vec::with_capacity(ELEMS * 4);
@@ -93,31 +124,27 @@ pub fn run(rng: &mut Rng) {
     );
     assert_eq!(out, base);
     let mut data = base.clone();
-    show(
+    let mut rebuild = |name, start, patches: &[(delta::Transform, &[u8])], want: &[u8]| {
+        show_rebuild(name, start, patches, &mut data, &mut scratch, want)
+    };
+    rebuild(
         "dense patch (onto its base)",
-        timed(|| {
-            data.copy_from_slice(&base);
-            delta::decode_in_place(delta::Version::V2, t1, &p1, &mut data, 4).unwrap();
-        }),
+        Start::Copy(&base),
+        &[(t1, &p1)],
+        &dense1,
     );
-    assert_eq!(data, dense1);
-    show(
+    rebuild(
         "one-row sparse patch",
-        timed(|| {
-            data.copy_from_slice(&base);
-            delta::decode_in_place(delta::Version::V2, ts, &ps, &mut data, 4).unwrap();
-        }),
+        Start::Copy(&base),
+        &[(ts, &ps)],
+        &row,
     );
-    assert_eq!(data, row);
-    show(
+    rebuild(
         "dense tip: key + two dense patches",
-        timed(|| {
-            codec::unpack_into(&key, DType::F32, &mut data, &mut scratch).unwrap();
-            delta::decode_in_place(delta::Version::V2, t1, &p1, &mut data, 4).unwrap();
-            delta::decode_in_place(delta::Version::V2, t2, &p2, &mut data, 4).unwrap();
-        }),
+        Start::Key(&key),
+        &[(t1, &p1), (t2, &p2)],
+        &dense2,
     );
-    assert_eq!(data, dense2);
     // A patch of a chain on narrow rows (384 values, as all-MiniLM-L6-v2's): two rows
     // moved (with the copy of its base, as above: subtract the copy's figure).
     let mut narrow = base.clone();
@@ -133,14 +160,7 @@ pub fn run(rng: &mut Rng) {
         pn.len(),
         delta::layout(delta::Version::V2, &pn).unwrap()
     );
-    show(
-        "two narrow rows",
-        timed(|| {
-            data.copy_from_slice(&base);
-            delta::decode_in_place(delta::Version::V2, tn, &pn, &mut data, 4).unwrap();
-        }),
-    );
-    assert_eq!(data, narrow);
+    rebuild("two narrow rows", Start::Copy(&base), &[(tn, &pn)], &narrow);
     // What the profile's dense tip decodes (`--checkout-profile`, 6 dense steps after 50
     // sparse commits): mostly its key and one patch against it that carries everything
     // since the key, here 8 of the 16 rows moved by 1e-4 (the sparse commits) and 6 dense
@@ -158,14 +178,12 @@ pub fn run(rng: &mut Rng) {
         100.0 * pk.len() as f64 / base.len() as f64,
         delta::layout(delta::Version::V2, &pk).unwrap()
     );
-    show(
+    rebuild(
         "key + that patch",
-        timed(|| {
-            codec::unpack_into(&key, DType::F32, &mut data, &mut scratch).unwrap();
-            delta::decode_in_place(delta::Version::V2, tk, &pk, &mut data, 4).unwrap();
-        }),
+        Start::Key(&key),
+        &[(tk, &pk)],
+        &since_key,
     );
-    assert_eq!(data, since_key);
     // The tip of `--goals`' dense chain: 19 dense steps since the key in one patch against
     // it, then the 20th as a patch on top.
     let mut nineteen = base.clone();
@@ -182,13 +200,10 @@ pub fn run(rng: &mut Rng) {
         100.0 * p20.len() as f64 / base.len() as f64,
         delta::layout(delta::Version::V2, &p20).unwrap()
     );
-    show(
+    rebuild(
         "key + those two patches",
-        timed(|| {
-            codec::unpack_into(&key, DType::F32, &mut data, &mut scratch).unwrap();
-            delta::decode_in_place(delta::Version::V2, t19, &p19, &mut data, 4).unwrap();
-            delta::decode_in_place(delta::Version::V2, t20, &p20, &mut data, 4).unwrap();
-        }),
+        Start::Key(&key),
+        &[(t19, &p19), (t20, &p20)],
+        &twenty,
     );
-    assert_eq!(data, twenty);
 }

@@ -188,36 +188,34 @@ fn commit(repo: &TestRepo, m: &Tensors, msg: &str) -> u64 {
     stored(repo.store()) - before
 }
 
-/// The chunked tensor objects of the tip, with their CIDs and their chains walked (each
-/// recipe lists all its patches).
-fn tip_chunked(repo: &TestRepo) -> Vec<(Cid, Chunked)> {
+/// The chunked tensor objects of the tip, with their CIDs, as stored (chains not walked).
+fn tip_objects(repo: &TestRepo) -> Vec<(Cid, Chunked)> {
     let head = block_on(repo.resolve(&Revision::Head)).unwrap();
     let state = block_on(repo.commit_state(&head)).unwrap();
     state
         .tensors
         .values()
         .filter_map(|cid| match block_on(repo.tensor_object(cid)).unwrap() {
-            TensorObject::Chunked(mut t) => {
-                block_on(repo.resolve_chains(&mut t.chunks)).unwrap();
-                Some((*cid, t))
-            }
+            TensorObject::Chunked(t) => Some((*cid, t)),
             _ => None,
         })
         .collect()
 }
 
+/// [`tip_objects`] with their chains walked (each recipe lists all its patches).
+fn tip_chunked(repo: &TestRepo) -> Vec<(Cid, Chunked)> {
+    let mut tip = tip_objects(repo);
+    for (_, t) in &mut tip {
+        block_on(repo.resolve_chains(&mut t.chunks)).unwrap();
+    }
+    tip
+}
+
 /// Seconds to walk the patch chains of every recipe of the tip (`Repo::resolve_chains`).
 fn chain_walk(repo: &TestRepo) -> f64 {
-    let head = block_on(repo.resolve(&Revision::Head)).unwrap();
-    let state = block_on(repo.commit_state(&head)).unwrap();
-    let mut tensors = Vec::new();
-    for cid in state.tensors.values() {
-        if let TensorObject::Chunked(t) = block_on(repo.tensor_object(cid)).unwrap() {
-            tensors.push(t);
-        }
-    }
+    let mut tip = tip_objects(repo);
     let t = Instant::now();
-    for tensor in &mut tensors {
+    for (_, tensor) in &mut tip {
         block_on(repo.resolve_chains(&mut tensor.chunks)).unwrap();
     }
     secs(t.elapsed())
