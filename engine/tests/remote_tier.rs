@@ -328,6 +328,35 @@ fn deletes_reclaim_remote_packs_and_the_bucket_lets_them_go() {
     block_on(engine.close()).unwrap();
 }
 
+/// A pack reclaimed with nothing live in it had nothing rewritten out of it: it leaves the
+/// manifest and the bucket at once, even when the store then stays idle (its active segment
+/// empty, never sealed).
+#[test]
+fn packs_emptied_by_deletes_leave_the_bucket_without_more_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, bucket_root) = (dir.path().join("store"), dir.path().join("s3"));
+    let engine = Engine::open(config(&data, dir_bucket(&bucket_root), 0)).unwrap();
+    let (all, before) = fill_and_evict(&engine, 4);
+    let cids: Vec<_> = all.iter().map(|b| *b.cid()).collect();
+    block_on(engine.delete_many(&cids)).unwrap();
+    block_on(engine.compact()).unwrap();
+    let in_bucket = || files_ending(&bucket_root, ".pack").len() as u64;
+    // Twice the uploader's idle tick: a wait on a segment that never fills runs it out.
+    let s = settle_for(&engine, Duration::from_secs(12), |s| {
+        s.packs == 0 && in_bucket() == 0
+    });
+    assert_eq!(s.packs, 0, "{s:?}");
+    assert_eq!(reclaimed(&s), before.packs, "{s:?}");
+    assert_eq!(s.remote_deletes, before.packs, "{s:?}");
+    assert_eq!(in_bucket(), 0, "{s:?}");
+    assert_eq!(
+        s.remote_fetched_back, 0,
+        "nothing live, nothing fetched: {s:?}"
+    );
+    check(&engine, &[], &all);
+    block_on(engine.close()).unwrap();
+}
+
 #[test]
 fn a_damaged_pack_in_the_bucket_is_reported_never_served() {
     let dir = tempfile::tempdir().unwrap();

@@ -542,7 +542,23 @@ async fn step(shard: &Shard, hot: &HotTier, remote: &RemotePacks) -> Result<bool
 /// those segments is sealed, packed and uploaded (or removed, nothing in it live), a replica
 /// finds those blocks only in the old pack. Those released are forgotten.
 fn still_retiring(hot: &HotTier, remote: &RemotePacks) -> Vec<u32> {
-    let oldest_hot = hot.segments.borrow().keys().next().copied();
+    // The active segment while no entry points into it holds nothing rewritten (or all of it
+    // was deleted since): waiting for it to be sealed would keep a pack emptied by deletes
+    // listed, and in the bucket, until the next write fills it. A sealed segment is still
+    // waited for even with no hot entries left: compaction moves its entries to the cold
+    // index before it becomes a pack.
+    let idle_active = hot
+        .writer
+        .borrow()
+        .as_ref()
+        .map(|w| w.active())
+        .filter(|&active| hot.index.borrow().live_in(active) == 0);
+    let oldest_hot = hot
+        .segments
+        .borrow()
+        .keys()
+        .copied()
+        .find(|&id| Some(id) != idle_active);
     let listed: BTreeSet<u32> = remote.listed().into_iter().collect();
     let oldest_unlisted = hot
         .packs
