@@ -101,6 +101,62 @@ fn dense_steps_decode_through_at_most_two_patches() {
     }
 }
 
+/// A dense step too large to chain onto (a patch over half the chunk), then small changes:
+/// each small change is a patch on that chain, not a new delta against the key that would
+/// carry the dense step again at every commit; every version checks out bit for bit.
+#[test]
+fn small_changes_after_a_large_dense_step_do_not_pay_for_it_again() {
+    let chunk_bytes = 16 * 1024;
+    let fx = Fixture::with_config(RepoConfig {
+        chunk_bytes,
+        ..RepoConfig::default()
+    });
+    let mut rng = Normal(0x9e37_79b9_7f4a_7c15);
+    let mut normal = move || rng.sample();
+    let mut w: Vec<f32> = (0..64 * 1024).map(|_| 0.02 * normal()).collect();
+    let mut m = Tensors::new();
+    m.insert("w".into(), f32_tensor(&w, vec![64, 1024]));
+    let mut history = vec![(fx.commit("main", &m, "v0").commit, m.clone())];
+    for v in &mut w {
+        *v += 1e-4 * normal();
+    }
+    m.insert("w".into(), f32_tensor(&w, vec![64, 1024]));
+    let dense = fx.commit("main", &m, "dense");
+    history.push((dense.commit, m.clone()));
+    // What the test is about: the dense step's patches are over half their chunk.
+    let heavy: Vec<u64> = recipes(&fx, &dense.commit, "w")
+        .chunks
+        .iter()
+        .map(|r| r.patch_bytes())
+        .collect();
+    assert!(
+        heavy.iter().all(|&b| b > chunk_bytes as u64 / 2),
+        "dense patches: {heavy:?}"
+    );
+    for step in 0..8 {
+        // 32 values of one chunk (a chunk is 4 rows of 1024).
+        let chunk = (step * 5) % 16;
+        for v in &mut w[chunk * 4096 + step * 100..][..32] {
+            *v += 1e-3 * normal();
+        }
+        m.insert("w".into(), f32_tensor(&w, vec![64, 1024]));
+        let c = fx.commit("main", &m, &format!("small {step}"));
+        // A patch of 32 values, its link and the objects naming it (about 3 KiB); a delta
+        // against the key would hold the whole dense step again (over 8 KiB).
+        assert!(
+            c.new_bytes < chunk_bytes as u64 / 4,
+            "step {step}: {} bytes",
+            c.new_bytes
+        );
+        let r = &recipes(&fx, &c.commit, "w").chunks[chunk];
+        assert!(r.depth() >= 2, "step {step}: depth {}", r.depth());
+        history.push((c.commit, m.clone()));
+    }
+    for (c, want) in &history {
+        assert_eq!(&fx.checkout(&c.to_string()), want, "commit {c}");
+    }
+}
+
 #[test]
 fn a_history_of_the_earlier_format_continues_with_recipes() {
     let fx = Fixture::new();

@@ -433,6 +433,21 @@ fn key_bytes(dtype: DType, len: usize, r: &Recipe, key: Bytes) -> Result<Bytes> 
 /// --checkout-profile` took ~1.1 s of CPU per 256 MiB against ~0.25 s for its keys alone.
 const MAX_CHAIN_BYTES_PER_CHUNK: u64 = 50;
 
+/// A patch of at most this fraction (1/n) of the chunk still extends a chain past
+/// [`MAX_CHAIN_BYTES_PER_CHUNK`], up to [`MAX_CHAIN_BYTES_SMALL`]. Without it a chunk
+/// whose chain holds one large dense step (a 1e-4 step is 59% of the chunk) could not take
+/// the next commit's small change as a patch: every later commit replaced the chain by a
+/// delta against the key, which carries the dense step again (the default `vcs_bench` run's
+/// chain of 1% of rows after such a step cost 9.24% of the model per commit against 0.9%
+/// for the same commits before it). A small patch adds little decode time (a sparse one
+/// decodes in microseconds) next to the dense patch under it.
+const SMALL_PATCH_DIVISOR: usize = 16;
+
+/// The bound on a recipe's patch bytes, as a percentage of the chunk, for small patches
+/// (see [`SMALL_PATCH_DIVISOR`]): past it the chain is replaced (a delta against the key or
+/// a new key), which pays the dense step once more every few dozen commits, not at each.
+const MAX_CHAIN_BYTES_SMALL: u64 = 100;
+
 /// A delta replacing a recipe's patches is preferred to one extending them when it is at
 /// most this fraction of the chunk larger, or [`CHAIN_SLACK_DIVISOR`] of the patches it
 /// replaces: it decodes in one step instead of many. Small for sparse chains: a replacing
@@ -447,6 +462,31 @@ const REKEY_SLACK_DIVISOR: usize = 256;
 /// larger than one: it is taken, and a dense tip decodes through one patch. A sparse
 /// chain's replacing delta is about the size of all its patches, far above this.
 const CHAIN_SLACK_DIVISOR: u64 = 8;
+
+/// Whether at most `limit` of the `elem`-byte elements of `new` and `old` differ (false
+/// when their lengths do), stopping at the first one over.
+fn changed_at_most(new: &[u8], old: &[u8], elem: usize, limit: usize) -> bool {
+    if new.len() != old.len() || elem == 0 {
+        return false;
+    }
+    // Equal spans are skipped a span at a time: most of a sparse change's chunk is.
+    let span = elem * 16;
+    let mut changed = 0;
+    for (a, b) in new.chunks(span).zip(old.chunks(span)) {
+        if a == b {
+            continue;
+        }
+        changed += a
+            .chunks(elem)
+            .zip(b.chunks(elem))
+            .filter(|(x, y)| x != y)
+            .count();
+        if changed > limit {
+            return false;
+        }
+    }
+    true
+}
 
 /// The recipe of a changed chunk `new` (CID `cid`) and the blocks it needs stored: the
 /// cheapest of a new key (compressed, or raw when that is not smaller), a delta against the
@@ -484,9 +524,17 @@ fn choose(
     if let Some((r, old)) = reference
         && cap > 0
     {
+        let chunk = new.len() as u64;
+        // Over the bound for any patch, a chain takes only a small one: a change of more
+        // elements than such a patch could hold is not encoded at all (it would be
+        // discarded, and encoding is the costly part of a commit).
+        let heavy = r.patch_bytes() > chunk * MAX_CHAIN_BYTES_PER_CHUNK / 100;
+        let small = new.len() / SMALL_PATCH_DIVISOR;
         if r.depth() < cap
-            && r.patch_bytes() <= new.len() as u64 * MAX_CHAIN_BYTES_PER_CHUNK / 100
+            && r.patch_bytes() <= chunk * MAX_CHAIN_BYTES_SMALL / 100
+            && (!heavy || changed_at_most(new, old, elem, small / elem.max(1)))
             && let Some((tr, payload)) = delta::encode(new, old, elem, level)
+            && (!heavy || payload.len() <= small)
         {
             best = Some(chained(Some(r), r.key, tr, payload)?);
         }
