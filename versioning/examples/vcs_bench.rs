@@ -584,12 +584,12 @@ fn main() {
         .values()
     {
         if let TensorObject::Chunked(mut t) = block_on(repo.tensor_object(cid)).unwrap() {
-            block_on(repo.resolve_chains(&mut t.chunks)).unwrap();
+            let inline = block_on(repo.resolve_chains(&mut t.chunks)).unwrap();
             // The newest patch of each chunk is the dense step's.
             let payloads: Vec<_> = t.chunks.iter().filter_map(|r| r.patches.last()).collect();
             layouts[2] += t.chunks.len() - payloads.len();
             for p in payloads {
-                let b = block_on(repo.store().get(&p.payload)).unwrap().unwrap();
+                let b = block_on(repo.payload(p, &inline)).unwrap();
                 let layout = delta::layout(delta::Version::V2, &b);
                 let exponent_coded = matches!(
                     layout,

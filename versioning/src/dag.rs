@@ -103,7 +103,10 @@ impl<S: BlockStore, R: RefStore, L: Ledger> Repo<S, R, L> {
                     stack.extend(heads.map(|c| c.head));
                 }
                 Object::Link(l) => {
-                    leaf(l.patch.payload, &mut seen, &mut out);
+                    // An inline payload is part of the link's block.
+                    if l.data.is_none() {
+                        leaf(l.patch.payload, &mut seen, &mut out);
+                    }
                     stack.extend(l.prev);
                 }
             }

@@ -48,8 +48,9 @@ pub use dtype::DType;
 pub use error::{Error, Result};
 pub use ledger::{FileLedger, Ledger, MemLedger};
 pub use objects::{
-    CHUNKED_FORMAT, CHUNKED_FORMAT_V3, Chain, ChunkSource, Chunked, Commit, Delta, DeltaChunk, Key,
-    Object, Patch, PatchLink, Provenance, Recipe, State, Tensor, TensorObject,
+    CHUNKED_FORMAT, CHUNKED_FORMAT_V3, Chain, ChunkSource, Chunked, Commit, Delta, DeltaChunk,
+    INLINE_PATCH_BYTES, InlinePayloads, Key, Object, Patch, PatchLink, Provenance, Recipe, State,
+    Tensor, TensorObject,
 };
 pub use ops::blame::{Blame, BlameEntry};
 pub use ops::branches::RefList;

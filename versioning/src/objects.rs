@@ -8,7 +8,9 @@
 //! Links between objects are real IPLD links (CBOR tag 42), so the objects travel in CAR
 //! files and other IPLD tools can walk them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+
+use bytes::Bytes;
 
 use cid::Cid;
 use ipfrs_storage::{Block, Codec, HashAlgorithm};
@@ -151,13 +153,28 @@ pub struct Chain {
 }
 
 /// One link of a [`Chain`] (object kind `link`): a patch and the link before it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PatchLink {
     /// The link holding the patch applied before this one; `None` for the first.
     pub prev: Option<Cid>,
     /// The patch.
     pub patch: Patch,
+    /// The patch's payload itself, for one of at most [`INLINE_PATCH_BYTES`]: then
+    /// `patch.payload` is the CID it would have as a block, and no such block is stored.
+    /// A checkout walks every link anyway, so a small patch inline costs it one read
+    /// instead of two (a read of a small block costs about what decoding a sparse patch
+    /// does), and the store one block instead of two.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "serde_bytes")]
+    pub data: Option<Vec<u8>>,
 }
+
+/// Patch payloads that links carry inline ([`PatchLink::data`]), by the CID each would have
+/// as a block (`Repo::resolve_chains` returns them).
+pub type InlinePayloads = HashMap<Cid, Bytes>;
+
+/// The largest patch payload a [`PatchLink`] carries inline (a sparse patch of a few rows
+/// is 1-10 KiB; dense patches, a third of a 256 KiB chunk, stay blocks of their own).
+pub const INLINE_PATCH_BYTES: usize = 16 * 1024;
 
 /// How to rebuild one chunk: decode the key, then apply each patch in order: those of the
 /// chain (oldest first), then those listed here.

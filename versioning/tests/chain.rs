@@ -8,6 +8,7 @@ mod common;
 use bytes::Bytes;
 use common::*;
 use futures_lite::future::block_on;
+use ipfrs_storage::{Block, BlockStore};
 use ipfrs_versioning::{DType, Key, RepoConfig, TensorData, TensorObject, Tensors, codec};
 use proptest::prelude::*;
 
@@ -316,7 +317,6 @@ proptest! {
 
 #[test]
 fn a_delta_of_the_earlier_format_continues_with_recipes() {
-    use ipfrs_storage::{Block, BlockStore};
     use ipfrs_versioning::{
         ChunkSource, Commit, Delta, DeltaChunk, Object, Provenance, RefStore, State, delta,
     };
@@ -528,10 +528,17 @@ fn recipes_that_list_their_patches_continue_as_chains() {
         m = rows.step(step);
         fx.commit("main", &m, &format!("step {step}"));
     }
-    // The tip rewritten as format 3: chains walked into listed patches.
+    // The tip rewritten as format 3: chains walked into listed patches, each payload a
+    // block of its own (format 3 has no links to carry them).
     let tip = fx.resolve("main");
     let listed = forged_commit(&fx, tip, "w", |t| {
-        block_on(fx.repo.resolve_chains(&mut t.chunks)).unwrap();
+        let inline = block_on(fx.repo.resolve_chains(&mut t.chunks)).unwrap();
+        let payloads: Vec<Block> = inline
+            .values()
+            .map(|data| Block::new(data.clone()).unwrap())
+            .collect();
+        assert!(payloads.iter().all(|b| inline.contains_key(b.cid())));
+        block_on(fx.repo.store().put_many(&payloads)).unwrap();
         t.format = ipfrs_versioning::CHUNKED_FORMAT_V3.into();
     });
     let v3 = recipes(&fx, &listed, "w");
@@ -562,4 +569,69 @@ fn recipes_that_list_their_patches_continue_as_chains() {
     }
     assert_eq!(fx.checkout(&c.commit.to_string()), next);
     assert_eq!(fx.checkout(&listed.to_string()), m);
+}
+
+/// A small patch travels inside its link (no block of its own), a dense one is a block the
+/// link names; both kinds check out bit for bit after gc, and through a CAR export into
+/// another store (which holds exactly the blocks the DAG walk found).
+#[test]
+fn small_patches_travel_inside_their_links_and_large_ones_beside_them() {
+    use ipfrs_versioning::{INLINE_PATCH_BYTES, Object};
+    let fx = Fixture::with_config(RepoConfig {
+        chunk_bytes: 64 * 1024,
+        ..RepoConfig::default()
+    });
+    let mut rng = Normal(0x0123_4567_89ab_cdef);
+    let mut normal = move || rng.sample();
+    let mut w: Vec<f32> = (0..64 * 1024).map(|_| 0.02 * normal()).collect();
+    let mut m = Tensors::new();
+    let mut history = Vec::new();
+    let mut commit = |w: &[f32], m: &mut Tensors, message: &str| {
+        m.insert("w".into(), f32_tensor(w, vec![64, 1024]));
+        let c = fx.commit("main", m, message).commit;
+        history.push((c, m.clone()));
+        c
+    };
+    commit(&w, &mut m, "v0");
+    // A few values of the first chunk: a patch of a few hundred bytes.
+    for v in &mut w[100..164] {
+        *v += 1e-3 * normal();
+    }
+    let sparse = commit(&w, &mut m, "sparse");
+    // Every value: patches of a third of their chunk, far over the inline bound.
+    for v in &mut w {
+        *v += 1e-6 * normal();
+    }
+    let dense = commit(&w, &mut m, "dense");
+    let head_link = |c: &cid::Cid| {
+        let r = recipes(&fx, c, "w").chunks[0].clone();
+        let head = r.chain.expect("a chained recipe").head;
+        match block_on(fx.repo.object(&head)).unwrap() {
+            Object::Link(l) => l,
+            other => panic!("{head} is a {}", other.kind()),
+        }
+    };
+    let small = head_link(&sparse);
+    let data = small.data.as_ref().expect("a small patch is inline");
+    assert_eq!(data.len(), small.patch.bytes as usize);
+    assert!(data.len() <= INLINE_PATCH_BYTES);
+    assert!(!block_on(fx.repo.store().has(&small.patch.payload)).unwrap());
+    let large = head_link(&dense);
+    assert!(large.data.is_none(), "{} bytes inline", large.patch.bytes);
+    assert!(large.patch.bytes as usize > INLINE_PATCH_BYTES);
+    assert!(block_on(fx.repo.store().has(&large.patch.payload)).unwrap());
+
+    block_on(fx.repo.gc(&[], false)).unwrap();
+    for (c, want) in &history {
+        assert_eq!(&fx.checkout(&c.to_string()), want, "commit {c}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let car = dir.path().join("chain.car");
+    let exported = block_on(fx.repo.export_car(&"main".parse().unwrap(), &car)).unwrap();
+    let other = Fixture::new();
+    let imported = block_on(other.repo.import_car(&car, Some("imported"))).unwrap();
+    assert_eq!(imported.blocks, exported.blocks);
+    for (c, want) in &history {
+        assert_eq!(&other.checkout(&c.to_string()), want, "imported commit {c}");
+    }
 }

@@ -24,8 +24,8 @@ use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::ledger::Ledger;
 use crate::objects::{
-    CHUNKED_FORMAT, Chain, ChunkSource, Chunked, Commit, Key, Object, Patch, PatchLink, Provenance,
-    Recipe, State, TensorObject,
+    CHUNKED_FORMAT, Chain, ChunkSource, Chunked, Commit, INLINE_PATCH_BYTES, Key, Object, Patch,
+    PatchLink, Provenance, Recipe, State, TensorObject,
 };
 use crate::ops::read::{apply_recipe, parallel_map};
 use crate::refs::{HEAD, RefStore};
@@ -388,18 +388,34 @@ fn depth_cap(max: u32, chunks: usize) -> u32 {
     }
 }
 
-/// The chain of `r`'s patches (none without `r`) followed by `p`, and the link blocks to
-/// store for it: one for `p`, and one for each patch a format 3 recipe listed itself, so
-/// that a chunk's history continues into the chain format.
-fn extend_chain(r: Option<&Recipe>, p: Patch) -> Result<(Chain, Vec<Block>)> {
+/// The chain of `r`'s patches (none without `r`) followed by `p` (its payload inline when
+/// `data` holds it), and the link blocks to store for it: one for `p`, and one for each
+/// patch a format 3 recipe listed itself, so that a chunk's history continues into the
+/// chain format.
+fn extend_chain(
+    r: Option<&Recipe>,
+    p: Patch,
+    data: Option<Vec<u8>>,
+) -> Result<(Chain, Vec<Block>)> {
     let mut prev = r.and_then(|r| r.chain).map(|c| c.head);
     let mut blocks = Vec::new();
     for &patch in r.map_or(&[][..], |r| &r.patches) {
-        let block = Object::Link(PatchLink { prev, patch }).to_block()?;
+        // Their payloads are blocks already.
+        let link = PatchLink {
+            prev,
+            patch,
+            data: None,
+        };
+        let block = Object::Link(link).to_block()?;
         prev = Some(*block.cid());
         blocks.push(block);
     }
-    let block = Object::Link(PatchLink { prev, patch: p }).to_block()?;
+    let link = PatchLink {
+        prev,
+        patch: p,
+        data,
+    };
+    let block = Object::Link(link).to_block()?;
     let chain = Chain {
         head: *block.cid(),
         depth: r.map_or(0, Recipe::depth).saturating_add(1),
@@ -506,14 +522,18 @@ fn choose(
     // its size, recipe and the blocks to store (the payload and the links).
     let chained = |base: Option<&Recipe>, key: Key, transform, payload: Vec<u8>| {
         let size = payload.len();
+        let inline = size <= INLINE_PATCH_BYTES;
         let block = Block::new(Bytes::from(payload))?;
         let p = Patch {
             transform,
             payload: *block.cid(),
             bytes: u32::try_from(block.len()).unwrap_or(u32::MAX),
         };
-        let (chain, mut blocks) = extend_chain(base, p)?;
-        blocks.push(block);
+        let data = inline.then(|| block.data().to_vec());
+        let (chain, mut blocks) = extend_chain(base, p, data)?;
+        if !inline {
+            blocks.push(block);
+        }
         let recipe = Recipe {
             chain: Some(chain),
             ..Recipe::key_only(cid, key)

@@ -17,7 +17,7 @@ use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::ledger::Ledger;
 use crate::objects::{
-    ChunkSource, Chunked, Delta, Key, Object, Patch, Recipe, Tensor, TensorObject,
+    ChunkSource, Chunked, Delta, InlinePayloads, Key, Object, Patch, Recipe, Tensor, TensorObject,
 };
 use crate::refs::RefStore;
 use crate::repo::Repo;
@@ -86,19 +86,24 @@ impl<S: BlockStore, R: RefStore, L: Ledger> Repo<S, R, L> {
 
     /// What rebuilds each of `recipes`: the recipe with its chain walked
     /// ([`Self::resolve_chains`]), its key's bytes and its patches' payloads, in order. The
-    /// blocks are fetched in requests bounded by bytes, a key counted as `chunk_bytes`.
+    /// blocks are fetched in requests bounded by bytes, a key counted as `chunk_bytes`;
+    /// payloads the links carried inline are not fetched.
     pub(crate) async fn recipe_inputs(
         &self,
         mut recipes: Vec<Recipe>,
         chunk_bytes: u64,
     ) -> Result<Vec<(Recipe, Bytes, Vec<Bytes>)>> {
-        self.resolve_chains(&mut recipes).await?;
+        let inline = self.resolve_chains(&mut recipes).await?;
         let mut cids = Vec::new();
         let mut sizes = Vec::new();
         for r in &recipes {
             cids.push(r.key.block());
             sizes.push(chunk_bytes);
-            for p in &r.patches {
+            for p in r
+                .patches
+                .iter()
+                .filter(|p| !inline.contains_key(&p.payload))
+            {
                 cids.push(p.payload);
                 sizes.push(u64::from(p.bytes));
             }
@@ -108,7 +113,14 @@ impl<S: BlockStore, R: RefStore, L: Ledger> Repo<S, R, L> {
             .into_iter()
             .map(|r| {
                 let key = got.next().unwrap_or_default();
-                let patches = got.by_ref().take(r.patches.len()).collect();
+                let patches = r
+                    .patches
+                    .iter()
+                    .map(|p| match inline.get(&p.payload) {
+                        Some(data) => data.clone(),
+                        None => got.next().unwrap_or_default(),
+                    })
+                    .collect();
                 (r, key, patches)
             })
             .collect())
@@ -117,8 +129,10 @@ impl<S: BlockStore, R: RefStore, L: Ledger> Repo<S, R, L> {
     /// Walks the chains of `recipes`: each then lists all its patches, oldest first, and
     /// has no chain. The chains are walked together, one request per link depth. A link
     /// that is not one, or a chain longer or shorter than its recipe says, is an error
-    /// naming the recipe's chunk: its bytes cannot be rebuilt.
-    pub async fn resolve_chains(&self, recipes: &mut [Recipe]) -> Result<()> {
+    /// naming the recipe's chunk: its bytes cannot be rebuilt. Returns the payloads the
+    /// links carried inline, by their CID: those patches have no block of their own
+    /// ([`Self::payload`] reads either kind).
+    pub async fn resolve_chains(&self, recipes: &mut [Recipe]) -> Result<InlinePayloads> {
         // (recipe, its chain's depth, next link, patches newest first)
         let mut walks: Vec<(usize, usize, Option<Cid>, Vec<Patch>)> = recipes
             .iter()
@@ -128,13 +142,20 @@ impl<S: BlockStore, R: RefStore, L: Ledger> Repo<S, R, L> {
                     .map(|c| (i, c.depth as usize, Some(c.head), Vec::new()))
             })
             .collect();
+        let mut inline = InlinePayloads::new();
         loop {
-            let wanted: Vec<Cid> = walks.iter().filter_map(|w| w.2).collect();
+            let (mut wanted, mut sizes) = (Vec::new(), Vec::new());
+            for (i, depth, next, _) in &walks {
+                if let Some(cid) = next {
+                    wanted.push(*cid);
+                    // A link and the average payload of its chain (inline when small).
+                    let chain = recipes[*i].chain.map_or(0, |c| c.bytes);
+                    sizes.push(LINK_BYTES + chain / (*depth).max(1) as u64);
+                }
+            }
             if wanted.is_empty() {
                 break;
             }
-            // Links are a hundred-odd bytes: a level is a few requests.
-            let sizes = vec![LINK_BYTES; wanted.len()];
             let mut got = self.blocks_sized(&wanted, &sizes).await?.into_iter();
             for (i, depth, next, patches) in walks.iter_mut() {
                 let Some(cid) = *next else { continue };
@@ -147,6 +168,16 @@ impl<S: BlockStore, R: RefStore, L: Ledger> Repo<S, R, L> {
                 let Object::Link(link) = Object::decode(&cid, &data, "link")? else {
                     return Err(bad(format!("{cid} in its patch chain is not a link")));
                 };
+                if let Some(payload) = link.data {
+                    if payload.len() != link.patch.bytes as usize {
+                        return Err(bad(format!(
+                            "link {cid} holds {} bytes of patch, it says {}",
+                            payload.len(),
+                            link.patch.bytes
+                        )));
+                    }
+                    inline.insert(link.patch.payload, Bytes::from(payload));
+                }
                 patches.push(link.patch);
                 if patches.len() > depth || (patches.len() == depth) != link.prev.is_none() {
                     return Err(bad(format!("its patch chain is not {depth} links long")));
@@ -161,7 +192,16 @@ impl<S: BlockStore, R: RefStore, L: Ledger> Repo<S, R, L> {
             r.patches = patches;
             r.chain = None;
         }
-        Ok(())
+        Ok(inline)
+    }
+
+    /// The payload of patch `p` of a walked recipe: inline in its link (`inline`, from
+    /// [`Self::resolve_chains`]) or its own block.
+    pub async fn payload(&self, p: &Patch, inline: &InlinePayloads) -> Result<Bytes> {
+        match inline.get(&p.payload) {
+            Some(data) => Ok(data.clone()),
+            None => self.block(&p.payload).await,
+        }
     }
 
     /// Chunks decoded per pass: enough to keep every core busy between fetches, few enough
@@ -275,7 +315,7 @@ pub(crate) fn check_delta(cid: &Cid, d: &Delta, base: &Tensor) -> Result<delta::
     Ok(version)
 }
 
-/// About the size of a [`crate::objects::PatchLink`] block.
+/// About the size of a [`crate::objects::PatchLink`] block without an inline payload.
 const LINK_BYTES: u64 = 128;
 
 /// A recipe object must name a format this code decodes.
