@@ -58,26 +58,14 @@ fn thirty_steps_check_out_bit_exact_at_bounded_depth() {
 #[test]
 fn dense_steps_decode_through_at_most_two_patches() {
     let chunk_bytes = 16 * 1024;
-    let fx = Fixture::with_config(RepoConfig {
-        chunk_bytes,
-        ..RepoConfig::default()
-    });
-    let mut rng = Normal(0x2545_f491_4f6c_dd1d);
-    let mut normal = move || rng.sample();
-    let mut w: Vec<f32> = (0..64 * 1024).map(|_| 0.02 * normal()).collect();
-    let mut m = Tensors::new();
-    m.insert("w".into(), f32_tensor(&w, vec![64, 1024]));
-    fx.commit("main", &m, "v0");
-    let mut history = Vec::new();
+    let mut ws = Weights::new(chunk_bytes, 0x2545_f491_4f6c_dd1d);
+    ws.commit("v0");
     let mut deepest = 0;
     for step in 1..=12 {
-        for v in &mut w {
-            *v += 1e-6 * normal();
-        }
-        m.insert("w".into(), f32_tensor(&w, vec![64, 1024]));
-        let c = fx.commit("main", &m, &format!("dense {step}"));
-        let mut chunks = recipes(&fx, &c.commit, "w").chunks;
-        block_on(fx.repo.resolve_chains(&mut chunks)).unwrap();
+        ws.nudge(0..ws.w.len(), 1e-6);
+        let c = ws.commit(&format!("dense {step}"));
+        let mut chunks = recipes(&ws.fx, &c.commit, "w").chunks;
+        block_on(ws.fx.repo.resolve_chains(&mut chunks)).unwrap();
         for r in &chunks {
             assert!(
                 r.patches.len() <= 2,
@@ -94,12 +82,9 @@ fn dense_steps_decode_through_at_most_two_patches() {
             }
             deepest = deepest.max(r.patches.len());
         }
-        history.push((c.commit, m.clone()));
     }
     assert!(deepest >= 1, "dense steps are stored as patches");
-    for (c, want) in &history {
-        assert_eq!(&fx.checkout(&c.to_string()), want, "commit {c}");
-    }
+    ws.check_history(&ws.fx);
 }
 
 /// A dense step too large to chain onto (a patch over half the chunk), then small changes:
@@ -108,24 +93,12 @@ fn dense_steps_decode_through_at_most_two_patches() {
 #[test]
 fn small_changes_after_a_large_dense_step_do_not_pay_for_it_again() {
     let chunk_bytes = 16 * 1024;
-    let fx = Fixture::with_config(RepoConfig {
-        chunk_bytes,
-        ..RepoConfig::default()
-    });
-    let mut rng = Normal(0x9e37_79b9_7f4a_7c15);
-    let mut normal = move || rng.sample();
-    let mut w: Vec<f32> = (0..64 * 1024).map(|_| 0.02 * normal()).collect();
-    let mut m = Tensors::new();
-    m.insert("w".into(), f32_tensor(&w, vec![64, 1024]));
-    let mut history = vec![(fx.commit("main", &m, "v0").commit, m.clone())];
-    for v in &mut w {
-        *v += 1e-4 * normal();
-    }
-    m.insert("w".into(), f32_tensor(&w, vec![64, 1024]));
-    let dense = fx.commit("main", &m, "dense");
-    history.push((dense.commit, m.clone()));
+    let mut ws = Weights::new(chunk_bytes, 0x9e37_79b9_7f4a_7c15);
+    ws.commit("v0");
+    ws.nudge(0..ws.w.len(), 1e-4);
+    let dense = ws.commit("dense");
     // What the test is about: the dense step's patches are over half their chunk.
-    let heavy: Vec<u64> = recipes(&fx, &dense.commit, "w")
+    let heavy: Vec<u64> = recipes(&ws.fx, &dense.commit, "w")
         .chunks
         .iter()
         .map(|r| r.patch_bytes())
@@ -137,11 +110,9 @@ fn small_changes_after_a_large_dense_step_do_not_pay_for_it_again() {
     for step in 0..8 {
         // 32 values of one chunk (a chunk is 4 rows of 1024).
         let chunk = (step * 5) % 16;
-        for v in &mut w[chunk * 4096 + step * 100..][..32] {
-            *v += 1e-3 * normal();
-        }
-        m.insert("w".into(), f32_tensor(&w, vec![64, 1024]));
-        let c = fx.commit("main", &m, &format!("small {step}"));
+        let at = chunk * 4096 + step * 100;
+        ws.nudge(at..at + 32, 1e-3);
+        let c = ws.commit(&format!("small {step}"));
         // A patch of 32 values, its link and the objects naming it (about 3 KiB); a delta
         // against the key would hold the whole dense step again (over 8 KiB).
         assert!(
@@ -149,13 +120,10 @@ fn small_changes_after_a_large_dense_step_do_not_pay_for_it_again() {
             "step {step}: {} bytes",
             c.new_bytes
         );
-        let r = &recipes(&fx, &c.commit, "w").chunks[chunk];
+        let r = &recipes(&ws.fx, &c.commit, "w").chunks[chunk];
         assert!(r.depth() >= 2, "step {step}: depth {}", r.depth());
-        history.push((c.commit, m.clone()));
     }
-    for (c, want) in &history {
-        assert_eq!(&fx.checkout(&c.to_string()), want, "commit {c}");
-    }
+    ws.check_history(&ws.fx);
 }
 
 #[test]
@@ -577,34 +545,17 @@ fn recipes_that_list_their_patches_continue_as_chains() {
 #[test]
 fn small_patches_travel_inside_their_links_and_large_ones_beside_them() {
     use ipfrs_versioning::{INLINE_PATCH_BYTES, Object};
-    let fx = Fixture::with_config(RepoConfig {
-        chunk_bytes: 64 * 1024,
-        ..RepoConfig::default()
-    });
-    let mut rng = Normal(0x0123_4567_89ab_cdef);
-    let mut normal = move || rng.sample();
-    let mut w: Vec<f32> = (0..64 * 1024).map(|_| 0.02 * normal()).collect();
-    let mut m = Tensors::new();
-    let mut history = Vec::new();
-    let mut commit = |w: &[f32], m: &mut Tensors, message: &str| {
-        m.insert("w".into(), f32_tensor(w, vec![64, 1024]));
-        let c = fx.commit("main", m, message).commit;
-        history.push((c, m.clone()));
-        c
-    };
-    commit(&w, &mut m, "v0");
+    let mut ws = Weights::new(64 * 1024, 0x0123_4567_89ab_cdef);
+    ws.commit("v0");
     // A few values of the first chunk: a patch of a few hundred bytes.
-    for v in &mut w[100..164] {
-        *v += 1e-3 * normal();
-    }
-    let sparse = commit(&w, &mut m, "sparse");
+    ws.nudge(100..164, 1e-3);
+    let sparse = ws.commit("sparse").commit;
     // Every value: patches of a third of their chunk, far over the inline bound.
-    for v in &mut w {
-        *v += 1e-6 * normal();
-    }
-    let dense = commit(&w, &mut m, "dense");
+    ws.nudge(0..ws.w.len(), 1e-6);
+    let dense = ws.commit("dense").commit;
+    let fx = &ws.fx;
     let head_link = |c: &cid::Cid| {
-        let r = recipes(&fx, c, "w").chunks[0].clone();
+        let r = recipes(fx, c, "w").chunks[0].clone();
         let head = r.chain.expect("a chained recipe").head;
         match block_on(fx.repo.object(&head)).unwrap() {
             Object::Link(l) => l,
@@ -622,16 +573,61 @@ fn small_patches_travel_inside_their_links_and_large_ones_beside_them() {
     assert!(block_on(fx.repo.store().has(&large.patch.payload)).unwrap());
 
     block_on(fx.repo.gc(&[], false)).unwrap();
-    for (c, want) in &history {
-        assert_eq!(&fx.checkout(&c.to_string()), want, "commit {c}");
-    }
+    ws.check_history(fx);
     let dir = tempfile::tempdir().unwrap();
     let car = dir.path().join("chain.car");
     let exported = block_on(fx.repo.export_car(&"main".parse().unwrap(), &car)).unwrap();
     let other = Fixture::new();
     let imported = block_on(other.repo.import_car(&car, Some("imported"))).unwrap();
     assert_eq!(imported.blocks, exported.blocks);
-    for (c, want) in &history {
-        assert_eq!(&other.checkout(&c.to_string()), want, "imported commit {c}");
+    ws.check_history(&other);
+}
+
+/// A repository of one F32 tensor `w`, 64 rows of 1024 weights of N(0, 0.02), and the
+/// versions committed of it.
+struct Weights {
+    fx: Fixture,
+    rng: Normal,
+    w: Vec<f32>,
+    history: Vec<(cid::Cid, Tensors)>,
+}
+
+impl Weights {
+    fn new(chunk_bytes: usize, seed: u64) -> Weights {
+        let fx = Fixture::with_config(RepoConfig {
+            chunk_bytes,
+            ..RepoConfig::default()
+        });
+        let mut rng = Normal(seed);
+        let w = (0..64 * 1024).map(|_| 0.02 * rng.sample()).collect();
+        Weights {
+            fx,
+            rng,
+            w,
+            history: Vec::new(),
+        }
+    }
+
+    /// Adds `amount` x N(0, 1) to each weight in `at`.
+    fn nudge(&mut self, at: std::ops::Range<usize>, amount: f32) {
+        for v in &mut self.w[at] {
+            *v += amount * self.rng.sample();
+        }
+    }
+
+    /// Commits the weights to main.
+    fn commit(&mut self, message: &str) -> ipfrs_versioning::CommitSummary {
+        let mut m = Tensors::new();
+        m.insert("w".into(), f32_tensor(&self.w, vec![64, 1024]));
+        let c = self.fx.commit("main", &m, message);
+        self.history.push((c.commit, m));
+        c
+    }
+
+    /// Every version committed checks out of `fx` bit for bit.
+    fn check_history(&self, fx: &Fixture) {
+        for (c, want) in &self.history {
+            assert_eq!(&fx.checkout(&c.to_string()), want, "commit {c}");
+        }
     }
 }
