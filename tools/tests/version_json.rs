@@ -355,8 +355,8 @@ const EXPECTED: &str = r##"== version init ==
     "full": 0,
     "deltas": 2,
     "unchanged": 2,
-    "new_blocks": 7,
-    "new_bytes": 1093
+    "new_blocks": 6,
+    "new_bytes": 1100
   }
 }
 == version log main ==
@@ -364,7 +364,7 @@ const EXPECTED: &str = r##"== version init ==
   "commits": [
     {
       "cid": "<merge>",
-      "state": "bafyreicb7siubgt4dwwsbq3reogtvmvfzu3t3ew6otzcsnbmkboselnqa4",
+      "state": "bafyreiah6utcw44csgcin4gxlvsa6gwuldu2b3wh626ssjhl3r4ka3dqgy",
       "parents": [
         "<c2>",
         "<c3>"
@@ -446,7 +446,7 @@ const EXPECTED: &str = r##"== version init ==
       "tensor": "c",
       "commit": {
         "cid": "<merge>",
-        "state": "bafyreicb7siubgt4dwwsbq3reogtvmvfzu3t3ew6otzcsnbmkboselnqa4",
+        "state": "bafyreiah6utcw44csgcin4gxlvsa6gwuldu2b3wh626ssjhl3r4ka3dqgy",
         "parents": [
           "<c2>",
           "<c3>"
@@ -513,7 +513,7 @@ const EXPECTED: &str = r##"== version init ==
       "tensor": "w",
       "commit": {
         "cid": "<merge>",
-        "state": "bafyreicb7siubgt4dwwsbq3reogtvmvfzu3t3ew6otzcsnbmkboselnqa4",
+        "state": "bafyreiah6utcw44csgcin4gxlvsa6gwuldu2b3wh626ssjhl3r4ka3dqgy",
         "parents": [
           "<c2>",
           "<c3>"
@@ -599,8 +599,8 @@ const EXPECTED: &str = r##"== version init ==
 == version gc --dry-run ==
 {
   "refs": 4,
-  "reachable": 30,
-  "candidates": 29,
+  "reachable": 29,
+  "candidates": 28,
   "held": 0,
   "swept": [
     "<scratch>"
@@ -611,8 +611,8 @@ const EXPECTED: &str = r##"== version init ==
 == version gc ==
 {
   "refs": 4,
-  "reachable": 30,
-  "candidates": 29,
+  "reachable": 29,
+  "candidates": 28,
   "held": 0,
   "swept": [
     "<scratch>"
@@ -623,8 +623,8 @@ const EXPECTED: &str = r##"== version init ==
 == version export main -o <dir>/main.car ==
 {
   "root": "<merge>",
-  "blocks": 28,
-  "bytes": 5367,
+  "blocks": 27,
+  "bytes": 5338,
   "file": "<dir>/main.car",
   "branch": null
 }
@@ -638,8 +638,8 @@ const EXPECTED: &str = r##"== version init ==
 == version import <dir>/main.car --branch main ==
 {
   "root": "<merge>",
-  "blocks": 28,
-  "bytes": 4254,
+  "blocks": 27,
+  "bytes": 4261,
   "file": "<dir>/main.car",
   "branch": "main"
 }
