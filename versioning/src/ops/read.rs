@@ -96,19 +96,22 @@ impl<S: BlockStore, R: RefStore, L: Ledger> Repo<S, R, L> {
         let inline = self.resolve_chains(&mut recipes).await?;
         let mut cids = Vec::new();
         let mut sizes = Vec::new();
+        // Per patch, in order: its payload if its link carried it, else `None` (fetched).
+        let mut carried = Vec::new();
         for r in &recipes {
             cids.push(r.key.block());
             sizes.push(chunk_bytes);
-            for p in r
-                .patches
-                .iter()
-                .filter(|p| !inline.contains_key(&p.payload))
-            {
-                cids.push(p.payload);
-                sizes.push(u64::from(p.bytes));
+            for p in &r.patches {
+                let data = inline.get(&p.payload).cloned();
+                if data.is_none() {
+                    cids.push(p.payload);
+                    sizes.push(u64::from(p.bytes));
+                }
+                carried.push(data);
             }
         }
         let mut got = self.blocks_sized(&cids, &sizes).await?.into_iter();
+        let mut carried = carried.into_iter();
         Ok(recipes
             .into_iter()
             .map(|r| {
@@ -116,8 +119,8 @@ impl<S: BlockStore, R: RefStore, L: Ledger> Repo<S, R, L> {
                 let patches = r
                     .patches
                     .iter()
-                    .map(|p| match inline.get(&p.payload) {
-                        Some(data) => data.clone(),
+                    .map(|_| match carried.next().flatten() {
+                        Some(data) => data,
                         None => got.next().unwrap_or_default(),
                     })
                     .collect();
