@@ -356,7 +356,7 @@ const EXPECTED: &str = r##"== version init ==
     "deltas": 2,
     "unchanged": 2,
     "new_blocks": 6,
-    "new_bytes": 1100
+    "new_bytes": 1101
   }
 }
 == version log main ==
@@ -364,7 +364,7 @@ const EXPECTED: &str = r##"== version init ==
   "commits": [
     {
       "cid": "<merge>",
-      "state": "bafyreiah6utcw44csgcin4gxlvsa6gwuldu2b3wh626ssjhl3r4ka3dqgy",
+      "state": "bafyreicxjoy67imjp7hfzvt375jbsvq4uuqhl7touynkwh3snmusmkbrpy",
       "parents": [
         "<c2>",
         "<c3>"
@@ -446,7 +446,7 @@ const EXPECTED: &str = r##"== version init ==
       "tensor": "c",
       "commit": {
         "cid": "<merge>",
-        "state": "bafyreiah6utcw44csgcin4gxlvsa6gwuldu2b3wh626ssjhl3r4ka3dqgy",
+        "state": "bafyreicxjoy67imjp7hfzvt375jbsvq4uuqhl7touynkwh3snmusmkbrpy",
         "parents": [
           "<c2>",
           "<c3>"
@@ -513,7 +513,7 @@ const EXPECTED: &str = r##"== version init ==
       "tensor": "w",
       "commit": {
         "cid": "<merge>",
-        "state": "bafyreiah6utcw44csgcin4gxlvsa6gwuldu2b3wh626ssjhl3r4ka3dqgy",
+        "state": "bafyreicxjoy67imjp7hfzvt375jbsvq4uuqhl7touynkwh3snmusmkbrpy",
         "parents": [
           "<c2>",
           "<c3>"
@@ -624,7 +624,7 @@ const EXPECTED: &str = r##"== version init ==
 {
   "root": "<merge>",
   "blocks": 27,
-  "bytes": 5338,
+  "bytes": 5339,
   "file": "<dir>/main.car",
   "branch": null
 }
@@ -639,7 +639,7 @@ const EXPECTED: &str = r##"== version init ==
 {
   "root": "<merge>",
   "blocks": 27,
-  "bytes": 4261,
+  "bytes": 4262,
   "file": "<dir>/main.car",
   "branch": "main"
 }

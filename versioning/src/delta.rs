@@ -18,12 +18,15 @@
 //! removes, while the noisy low bytes cost about their size. Each plane is its own zstd
 //! frame.
 //!
-//! **Exponent-scaled tokens** (layout 3, 32-bit elements only; see [`scaled_tokens`]): SUB
+//! **Exponent-scaled tokens** (layout 4, 32-bit elements only; see [`scaled_tokens`]): SUB
 //! deltas as tokens rotated by the base element's exponent, one entropy-coded stream in
-//! element order, which a dense step needs to get close to its entropy. **Exponent
-//! groups** (layout 1, [`exponent_groups`]), the same tokens coded per group of base
-//! elements sharing an exponent, decode at about half the speed and are no longer written:
-//! payloads of that layout still decode.
+//! element order, which a dense step needs to get close to its entropy. **Sparse** (layout
+//! 5): the runs of changed elements, then their delta in one of the other layouts.
+//!
+//! Layouts no longer written still decode: **exponent groups** (layout 1,
+//! [`exponent_groups`]), the same tokens coded per group of base elements sharing an
+//! exponent, at about half the speed; layout 3, the tokens of layout 4 without its token
+//! shift; layout 2, the sparse layout with its runs in a zstd frame.
 //!
 //! Encoding v2 (the current one) starts each payload with its layout byte and keeps the
 //! smaller layout per chunk; v1 payloads (byte planes without the layout byte) still
@@ -31,6 +34,8 @@
 
 mod exponent_groups;
 mod scaled_tokens;
+
+use exponent_groups::{get_varint, put_varint};
 
 use serde::{Deserialize, Serialize};
 
@@ -67,9 +72,11 @@ pub enum Layout {
     BytePlanes,
     /// 32-bit SUB deltas grouped by the base's exponent (layout 1 of v2).
     ExponentGroups,
-    /// Only the changed runs of elements, as byte planes (layout 2 of v2).
+    /// Only the changed runs of elements, then their delta in another layout (layouts 2
+    /// and 5 of v2, which differ in how the runs are written).
     Sparse,
-    /// 32-bit SUB deltas as tokens rotated by the base's exponent (layout 3 of v2).
+    /// 32-bit SUB deltas as tokens rotated by the base's exponent (layouts 3 and 4 of v2,
+    /// which differ by the token shift).
     ScaledTokens,
 }
 
@@ -79,8 +86,10 @@ pub fn layout(version: Version, payload: &[u8]) -> Option<Layout> {
         (Version::V1, _) => Some(Layout::BytePlanes),
         (Version::V2, Some(&LAYOUT_PLANES)) => Some(Layout::BytePlanes),
         (Version::V2, Some(&LAYOUT_EXPONENT_GROUPS)) => Some(Layout::ExponentGroups),
-        (Version::V2, Some(&LAYOUT_SPARSE)) => Some(Layout::Sparse),
-        (Version::V2, Some(&LAYOUT_SCALED_TOKENS)) => Some(Layout::ScaledTokens),
+        (Version::V2, Some(&(LAYOUT_SPARSE | LAYOUT_SPARSE_RUNS))) => Some(Layout::Sparse),
+        (Version::V2, Some(&(LAYOUT_SCALED_TOKENS | LAYOUT_SHIFTED_TOKENS))) => {
+            Some(Layout::ScaledTokens)
+        }
         (Version::V2, _) => None,
     }
 }
@@ -91,13 +100,25 @@ const LAYOUT_PLANES: u8 = 0;
 const LAYOUT_EXPONENT_GROUPS: u8 = 1;
 /// Layout byte of a v2 payload: the runs of changed elements (a zstd frame of (start,
 /// length) u32 pairs, preceded by its length as u32 LE), then the changed elements coded
-/// against the same elements of the base as a layout 0 or 1 payload (with its layout byte). Decoding copies the base and rewrites the runs,
-/// so a chunk with a few changed rows decodes in the time of a copy: the patches of a
-/// long sparse chain stay cheap to apply.
+/// against the same elements of the base as a dense payload (with its layout byte).
+/// Decoding rewrites the runs of the base in place, so a chunk with a few changed rows
+/// decodes in the time of those rows: the patches of a long sparse chain stay cheap to
+/// apply. No longer written (layout 5 replaced it); payloads of earlier commits decode.
 const LAYOUT_SPARSE: u8 = 2;
 /// Layout byte of a v2 payload: 32-bit SUB deltas as exponent-scaled tokens in element
-/// order ([`scaled_tokens`]): the size of exponent groups, decoded in one pass.
+/// order ([`scaled_tokens`]): the size of exponent groups, decoded in one pass. No longer
+/// written (layout 4 replaced it); payloads of earlier commits decode.
 const LAYOUT_SCALED_TOKENS: u8 = 3;
+/// Layout byte of a v2 payload: layout 3 behind a token shift ([`scaled_tokens`]), so
+/// that the tokens in use start at 0: zstd's description of its Huffman code, which a
+/// small patch's decoding spends most of its time reading, covers fewer values.
+const LAYOUT_SHIFTED_TOKENS: u8 = 4;
+/// Layout byte of a v2 payload: layout 2 with its runs as LEB128 numbers (the count, then
+/// each run's distance from the end of the one before and its length minus one) instead of
+/// a zstd frame. A patch of a few rows has a few runs: their zstd frame cost more bytes
+/// than the runs, and decoding it a second zstd call per patch, with a buffer bounded by 8
+/// bytes an element of the chunk allocated and freed each time.
+const LAYOUT_SPARSE_RUNS: u8 = 5;
 
 /// The sparse layout is tried when at most this fraction (1/n) of the elements changed.
 const SPARSE_MAX_FRACTION: usize = 4;
@@ -132,8 +153,8 @@ fn gather(data: &[u8], runs: &[(u32, u32)], elem: usize) -> Vec<u8> {
     out
 }
 
-/// The sparse payload (without the layout byte) and its transform, `None` when too many
-/// elements changed for it to pay.
+/// The sparse payload (layout 5, without the layout byte) and its transform, `None` when
+/// too many elements changed for it to pay.
 fn encode_sparse(new: &[u8], base: &[u8], elem: usize, level: i32) -> Option<(Transform, Vec<u8>)> {
     let n = new.len() / elem;
     let runs = changed_runs(new, base, elem);
@@ -141,46 +162,30 @@ fn encode_sparse(new: &[u8], base: &[u8], elem: usize, level: i32) -> Option<(Tr
     if changed == 0 || changed > n / SPARSE_MAX_FRACTION {
         return None;
     }
-    let header: Vec<u8> = runs
-        .iter()
-        .flat_map(|&(s, l)| s.to_le_bytes().into_iter().chain(l.to_le_bytes()))
-        .collect();
-    let header = zstd::bulk::compress(&header, level).ok()?;
     let (t, planes) = encode_dense(
         &gather(new, &runs, elem),
         &gather(base, &runs, elem),
         elem,
         level,
     )?;
-    let mut out = Vec::with_capacity(4 + header.len() + planes.len());
-    out.extend_from_slice(&u32::try_from(header.len()).ok()?.to_le_bytes());
-    out.extend_from_slice(&header);
+    let mut out = Vec::with_capacity(5 + 4 * runs.len() + planes.len());
+    put_varint(&mut out, runs.len());
+    let mut end = 0;
+    for &(start, len) in &runs {
+        put_varint(&mut out, (start - end) as usize);
+        put_varint(&mut out, len as usize - 1);
+        end = start + len;
+    }
     out.extend_from_slice(&planes);
     Some((t, out))
 }
 
-/// Inverse of [`encode_sparse`].
-fn decode_sparse(
-    t: Transform,
-    payload: &[u8],
-    base: &[u8],
-    elem: usize,
-) -> Result<Vec<u8>, String> {
-    let mut out = base.to_vec();
-    decode_sparse_in_place(t, payload, &mut out, elem)?;
-    Ok(out)
-}
-
-/// [`decode_sparse`] rewriting the changed runs of `data` (the base) in place: no copy of
-/// the chunk, which is what keeps a long chain of sparse patches cheap at checkout.
-fn decode_sparse_in_place(
-    t: Transform,
-    payload: &[u8],
-    data: &mut [u8],
-    elem: usize,
-) -> Result<(), String> {
-    let base: &[u8] = data;
-    let n = base.len() / elem;
+/// The runs of a layout-2 payload (its zstd frame) into `runs`, and what follows them.
+fn zstd_runs<'a>(
+    payload: &'a [u8],
+    n: usize,
+    runs: &mut Vec<(u32, u32)>,
+) -> Result<&'a [u8], String> {
     let (head, rest) = payload
         .split_at_checked(4)
         .ok_or("sparse payload ends before its header")?;
@@ -193,7 +198,6 @@ fn decode_sparse_in_place(
     if !header.len().is_multiple_of(8) {
         return Err("runs are not whole (start, length) pairs".into());
     }
-    let mut runs = Vec::with_capacity(header.len() / 8);
     for pair in header.chunks_exact(8) {
         let start = u32::from_le_bytes([pair[0], pair[1], pair[2], pair[3]]);
         let len = u32::from_le_bytes([pair[4], pair[5], pair[6], pair[7]]);
@@ -202,20 +206,100 @@ fn decode_sparse_in_place(
         }
         runs.push((start, len));
     }
-    if planes.first() == Some(&LAYOUT_SPARSE) {
-        return Err("a sparse payload inside a sparse payload".into());
-    }
-    // The changed elements' base values, rebuilt in place (token layouts rewrite them
-    // where they are, without the copy a whole decode makes).
-    let mut values = gather(base, &runs, elem);
-    decode_in_place(Version::V2, t, planes, &mut values, elem)?;
+    Ok(planes)
+}
+
+/// The runs of a layout-5 payload (LEB128) into `runs`, and what follows them.
+fn varint_runs<'a>(
+    payload: &'a [u8],
+    n: usize,
+    runs: &mut Vec<(u32, u32)>,
+) -> Result<&'a [u8], String> {
     let mut at = 0;
-    for &(start, len) in &runs {
-        let (a, b) = (start as usize * elem, (start + len) as usize * elem);
-        data[a..b].copy_from_slice(&values[at..at + (b - a)]);
-        at += b - a;
+    let count = get_varint(payload, &mut at)?;
+    if count > n {
+        return Err(format!("{count} runs in a chunk of {n} elements"));
     }
-    Ok(())
+    let mut end = 0u64;
+    for _ in 0..count {
+        let start = end + get_varint(payload, &mut at)? as u64;
+        let len = get_varint(payload, &mut at)? as u64 + 1;
+        if start + len > n as u64 {
+            return Err(format!("run {start}+{len} past the chunk's {n} elements"));
+        }
+        // Both fit in u32: they are at most n, a count of elements in memory.
+        runs.push((start as u32, len as u32));
+        end = start + len;
+    }
+    Ok(&payload[at..])
+}
+
+/// Inverse of [`encode_sparse`] (`layout` 5) and of layout 2's encoder.
+fn decode_sparse(
+    layout: u8,
+    t: Transform,
+    payload: &[u8],
+    base: &[u8],
+    elem: usize,
+) -> Result<Vec<u8>, String> {
+    let mut out = base.to_vec();
+    decode_sparse_in_place(layout, t, payload, &mut out, elem)?;
+    Ok(out)
+}
+
+/// The buffers a sparse payload decodes with: its runs and the elements they cover.
+type SparseScratch = (Vec<(u32, u32)>, Vec<u8>);
+
+thread_local! {
+    /// The buffers of [`decode_sparse_in_place`], kept per thread: a checkout of a long
+    /// sparse chain applies tens of thousands of patches of a few rows each.
+    static SPARSE_SCRATCH: std::cell::RefCell<SparseScratch> =
+        const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// [`decode_sparse`] rewriting the changed runs of `data` (the base) in place: no copy of
+/// the chunk, which is what keeps a long chain of sparse patches cheap at checkout.
+fn decode_sparse_in_place(
+    layout: u8,
+    t: Transform,
+    payload: &[u8],
+    data: &mut [u8],
+    elem: usize,
+) -> Result<(), String> {
+    let n = data.len() / elem;
+    SPARSE_SCRATCH.with(|s| {
+        // The inner payload is never sparse (refused below), so this does not borrow it
+        // again.
+        let mut s = s.borrow_mut();
+        let (runs, values) = &mut *s;
+        runs.clear();
+        let planes = if layout == LAYOUT_SPARSE {
+            zstd_runs(payload, n, runs)?
+        } else {
+            varint_runs(payload, n, runs)?
+        };
+        if matches!(planes.first(), Some(&(LAYOUT_SPARSE | LAYOUT_SPARSE_RUNS))) {
+            return Err("a sparse payload inside a sparse payload".into());
+        }
+        // The changed elements' base values, rebuilt in place (token layouts rewrite them
+        // where they are, without the copy a whole decode makes).
+        values.clear();
+        for &(start, len) in runs.iter() {
+            values.extend_from_slice(&data[start as usize * elem..(start + len) as usize * elem]);
+        }
+        let want = values.len();
+        decode_in_place(Version::V2, t, planes, values, elem)?;
+        if values.len() != want {
+            return Err(format!("{} bytes for runs of {want}", values.len()));
+        }
+        let mut at = 0;
+        for &(start, len) in runs.iter() {
+            let (a, b) = (start as usize * elem, (start + len) as usize * elem);
+            data[a..b].copy_from_slice(&values[at..at + (b - a)]);
+            at += b - a;
+        }
+        Ok(())
+    })
 }
 
 /// Default zstd level: zstd's own default, a good ratio at several hundred MB/s.
@@ -478,7 +562,7 @@ pub fn encode(new: &[u8], base: &[u8], elem: usize, level: i32) -> Option<(Trans
         && sparse.len() < best.len() + best.len() / 32
     {
         best.clear();
-        best.push(LAYOUT_SPARSE);
+        best.push(LAYOUT_SPARSE_RUNS);
         best.extend_from_slice(&sparse);
         best_t = t;
     }
@@ -502,7 +586,7 @@ fn encode_dense(new: &[u8], base: &[u8], elem: usize, level: i32) -> Option<(Tra
         && tokens.len() + 1 < best.len()
     {
         best.clear();
-        best.push(LAYOUT_SCALED_TOKENS);
+        best.push(LAYOUT_SHIFTED_TOKENS);
         best.extend_from_slice(&tokens);
         best_t = Transform::Sub;
     }
@@ -533,12 +617,16 @@ pub fn decode(
                 exponent_groups::decode_in_place(rest, &mut out)?;
                 return Ok(out);
             }
-            Some((&LAYOUT_SCALED_TOKENS, rest)) if elem == 4 && t == Transform::Sub => {
+            Some((&l @ (LAYOUT_SCALED_TOKENS | LAYOUT_SHIFTED_TOKENS), rest))
+                if elem == 4 && t == Transform::Sub =>
+            {
                 let mut out = base.to_vec();
-                scaled_tokens::decode_in_place(rest, &mut out)?;
+                scaled_tokens::decode_in_place(rest, &mut out, l == LAYOUT_SHIFTED_TOKENS)?;
                 return Ok(out);
             }
-            Some((&LAYOUT_SPARSE, rest)) => return decode_sparse(t, rest, base, elem),
+            Some((&l @ (LAYOUT_SPARSE | LAYOUT_SPARSE_RUNS), rest)) => {
+                return decode_sparse(l, t, rest, base, elem);
+            }
             Some((layout, _)) => {
                 return Err(format!(
                     "layout {layout} does not apply to {elem}-byte elements with {t:?}"
@@ -562,20 +650,20 @@ pub fn decode_in_place(
     elem: usize,
 ) -> Result<(), String> {
     match (version, payload.split_first()) {
-        (Version::V2, Some((&LAYOUT_SPARSE, rest)))
+        (Version::V2, Some((&l @ (LAYOUT_SPARSE | LAYOUT_SPARSE_RUNS), rest)))
             if matches!(elem, 1 | 2 | 4 | 8) && data.len().is_multiple_of(elem) =>
         {
-            decode_sparse_in_place(t, rest, data, elem)
+            decode_sparse_in_place(l, t, rest, data, elem)
         }
         (Version::V2, Some((&LAYOUT_EXPONENT_GROUPS, rest)))
             if elem == 4 && t == Transform::Sub && data.len().is_multiple_of(4) =>
         {
             exponent_groups::decode_in_place(rest, data)
         }
-        (Version::V2, Some((&LAYOUT_SCALED_TOKENS, rest)))
+        (Version::V2, Some((&l @ (LAYOUT_SCALED_TOKENS | LAYOUT_SHIFTED_TOKENS), rest)))
             if elem == 4 && t == Transform::Sub && data.len().is_multiple_of(4) =>
         {
-            scaled_tokens::decode_in_place(rest, data)
+            scaled_tokens::decode_in_place(rest, data, l == LAYOUT_SHIFTED_TOKENS)
         }
         _ => {
             *data = decode(version, t, payload, data, elem)?;
@@ -740,6 +828,98 @@ mod tests {
             decode(Version::V2, Transform::Sub, &sparse, &base, 4).unwrap(),
             changed
         );
+
+        // Layout 3 (tokens without a shift), alone and inside layout 2.
+        let mut unshifted = vec![LAYOUT_SCALED_TOKENS];
+        unshifted.extend_from_slice(&scaled_tokens::encode_unshifted(&new, &base, 3).unwrap());
+        assert_eq!(layout(Version::V2, &unshifted), Some(Layout::ScaledTokens));
+        let mut data = base.clone();
+        decode_in_place(Version::V2, Transform::Sub, &unshifted, &mut data, 4).unwrap();
+        assert_eq!(data, new);
+        let inner = scaled_tokens::encode_unshifted(
+            &gather(&changed, &runs, 4),
+            &gather(&base, &runs, 4),
+            3,
+        )
+        .unwrap();
+        sparse.truncate(1 + 4 + header.len());
+        sparse.push(LAYOUT_SCALED_TOKENS);
+        sparse.extend_from_slice(&inner);
+        let mut data = base.clone();
+        decode_in_place(Version::V2, Transform::Sub, &sparse, &mut data, 4).unwrap();
+        assert_eq!(data, changed);
+    }
+
+    /// The current encoder writes a few changed rows as layout 5 around layout 4, smaller
+    /// than layout 2 around layout 3 for the same rows; its runs are checked against the
+    /// chunk.
+    #[test]
+    fn sparse_runs_are_varints_and_are_checked() {
+        let base: Vec<u8> = (0..65536u32)
+            .flat_map(|i| ((i as f32 * 0.37).sin() * 0.05).to_le_bytes())
+            .collect();
+        let mut new = base.clone();
+        // Two rows of 384 values and one lone element.
+        for (i, v) in new.chunks_exact_mut(4).enumerate() {
+            if (384 * 10..384 * 11).contains(&i) || (384 * 90..384 * 91).contains(&i) || i == 60000
+            {
+                let x = f32::from_le_bytes([v[0], v[1], v[2], v[3]]);
+                v.copy_from_slice(&(x + 1e-4 * (i as f32).cos()).to_le_bytes());
+            }
+        }
+        let (t, payload) = encode(&new, &base, 4, 3).unwrap();
+        assert_eq!(payload[0], LAYOUT_SPARSE_RUNS);
+        let mut runs = Vec::new();
+        let inner = varint_runs(&payload[1..], 65536, &mut runs).unwrap();
+        assert_eq!(runs, [(3840, 384), (34560, 384), (60000, 1)]);
+        assert_eq!(inner[0], LAYOUT_SHIFTED_TOKENS);
+        assert_eq!(decode(Version::V2, t, &payload, &base, 4).unwrap(), new);
+        let mut data = base.clone();
+        decode_in_place(Version::V2, t, &payload, &mut data, 4).unwrap();
+        assert_eq!(data, new);
+
+        // The same rows the way earlier commits wrote them.
+        let header: Vec<u8> = runs
+            .iter()
+            .flat_map(|&(s, l)| s.to_le_bytes().into_iter().chain(l.to_le_bytes()))
+            .collect();
+        let header = zstd::bulk::compress(&header, 3).unwrap();
+        let values =
+            scaled_tokens::encode_unshifted(&gather(&new, &runs, 4), &gather(&base, &runs, 4), 3)
+                .unwrap();
+        let old = 1 + 4 + header.len() + 1 + values.len();
+        assert!(payload.len() < old, "{} against {old}", payload.len());
+
+        // A chunk too short for the runs, runs past the end, a count past the elements,
+        // payloads cut short: errors, and the chunk is left whole.
+        assert!(decode(Version::V2, t, &payload, &base[..200_000], 4).is_err());
+        let mut past = vec![LAYOUT_SPARSE_RUNS];
+        put_varint(&mut past, 1);
+        put_varint(&mut past, 65530);
+        put_varint(&mut past, 9);
+        past.extend_from_slice(inner);
+        assert!(
+            decode(Version::V2, t, &past, &base, 4)
+                .unwrap_err()
+                .contains("past")
+        );
+        let mut many = vec![LAYOUT_SPARSE_RUNS];
+        put_varint(&mut many, 65537);
+        assert!(decode(Version::V2, t, &many, &base, 4).is_err());
+        for cut in [2, 5, payload.len() - 1] {
+            assert!(
+                decode(Version::V2, t, &payload[..cut], &base, 4).is_err(),
+                "{cut}"
+            );
+        }
+        // A sparse payload inside a sparse one.
+        let mut nested = payload[..inner.as_ptr() as usize - payload.as_ptr() as usize].to_vec();
+        nested.extend_from_slice(&payload);
+        assert!(
+            decode(Version::V2, t, &nested, &base, 4)
+                .unwrap_err()
+                .contains("inside")
+        );
     }
 
     /// Layout 3 is exact on every kind of 32-bit data the encoder may see, chosen or not,
@@ -757,7 +937,7 @@ mod tests {
                     .to_le_bytes()
             })
             .collect();
-        let mut payload = vec![LAYOUT_SCALED_TOKENS];
+        let mut payload = vec![LAYOUT_SHIFTED_TOKENS];
         payload.extend_from_slice(&scaled_tokens::encode(&new, &base, 3).unwrap());
         assert_eq!(
             decode(Version::V2, Transform::Sub, &payload, &base, 4).unwrap(),
@@ -838,6 +1018,9 @@ mod tests {
         let (t, payload) = encode(&new, &base, 4, 3).unwrap();
         assert_eq!(decode(Version::V2, t, &payload, &base, 4).unwrap(), new);
         assert!(decode(Version::V2, t, &payload[..payload.len() / 2], &base, 4).is_err());
-        assert!(decode(Version::V2, t, &payload, &base[..2048], 4).is_err());
+        // A sparse payload names the runs it rewrites, not the chunk's length (the recipe's
+        // length is checked on the rebuilt chunk): a base too short for its runs is refused.
+        assert_eq!(layout(Version::V2, &payload), Some(Layout::Sparse));
+        assert!(decode(Version::V2, t, &payload, &base[..64], 4).is_err());
     }
 }
