@@ -631,3 +631,58 @@ impl Weights {
         }
     }
 }
+
+/// A tensor keeps the chunks it was first stored in: a repository reopened with another
+/// chunk size (a changed config, or a new default) still stores the next change of it as a
+/// patch on its chains, while a tensor new to the history takes the new size.
+#[test]
+fn a_tensor_keeps_its_chunk_size_when_the_configured_one_changes() {
+    let mut ws = Weights::new(16 * 1024, 7);
+    ws.commit("v0");
+    ws.nudge(1024..2048, 1e-4);
+    ws.commit("v1");
+    let engine = ws.fx.repo.store().clone();
+    let wider = ipfrs_versioning::Repo::new(
+        engine.clone(),
+        ipfrs_versioning::MetadataRefStore::new(engine),
+        ipfrs_versioning::FileLedger::open(ws.fx.path("ledger")).unwrap(),
+        RepoConfig {
+            chunk_bytes: 64 * 1024,
+            ..RepoConfig::default()
+        },
+    );
+    ws.nudge(5000..6000, 1e-4);
+    let mut m = Tensors::new();
+    m.insert("w".into(), f32_tensor(&ws.w, vec![64, 1024]));
+    let fresh: Vec<f32> = (0..64 * 1024).map(|i| (i as f32 * 0.01).sin()).collect();
+    m.insert("fresh".into(), f32_tensor(&fresh, vec![64, 1024]));
+    let c = block_on(wider.commit("main", &m, info("v2"))).unwrap();
+
+    let object = |name: &str| {
+        let s = block_on(wider.commit_state(&c.commit)).unwrap();
+        match block_on(wider.tensor_object(&s.tensors[name])).unwrap() {
+            TensorObject::Chunked(t) => t,
+            other => panic!("expected chunk recipes, got {other:?}"),
+        }
+    };
+    let w = object("w");
+    assert_eq!(w.chunk_bytes, 16 * 1024, "w keeps its chunks");
+    assert_eq!(w.chunks.len(), 16);
+    // Elements 5000..6000 lie in the second chunk, which the first commit's key and a
+    // patch now rebuild; the chunk v1 changed keeps its patch.
+    assert_eq!(w.chunks[1].depth(), 1);
+    assert_eq!(w.chunks[0].depth(), 1);
+    assert!(w.chunks[2..].iter().all(|r| r.depth() == 0));
+    assert_eq!(
+        object("fresh").chunk_bytes,
+        64 * 1024,
+        "a new tensor takes the new size"
+    );
+    assert_eq!(
+        block_on(wider.checkout(&ipfrs_versioning::Revision::Head))
+            .unwrap()
+            .1,
+        m
+    );
+    ws.check_history(&ws.fx);
+}

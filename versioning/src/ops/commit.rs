@@ -216,7 +216,25 @@ impl<S: BlockStore, R: RefStore, L: Ledger> Repo<S, R, L> {
         previous: Option<&Cid>,
         summary: &mut CommitSummary,
     ) -> Result<(Cid, Stored)> {
-        let chunk = chunk_len(t.dtype, self.config.chunk_bytes);
+        let prev = match previous {
+            Some(cid) => Some((*cid, self.tensor_object(cid).await?)),
+            None => None,
+        };
+        // A tensor keeps the chunks it was first stored in: its chains continue only over
+        // the same chunks, so a repository whose configured (or default) size changed
+        // still stores its next commit of that tensor as patches, not as new keys.
+        let chunk = match &prev {
+            Some((_, p))
+                if p.dtype() == t.dtype
+                    && p.shape() == t.shape.as_slice()
+                    && usize::try_from(p.chunk_bytes()).is_ok_and(|c| {
+                        c > 0 && c <= MAX_CHUNK_BYTES && chunk_len(t.dtype, c) == c
+                    }) =>
+            {
+                p.chunk_bytes() as usize
+            }
+            _ => chunk_len(t.dtype, self.config.chunk_bytes),
+        };
         let parts = split(&t.data, chunk);
         let cids: Vec<Cid> = parts
             .iter()
@@ -225,18 +243,16 @@ impl<S: BlockStore, R: RefStore, L: Ledger> Repo<S, R, L> {
 
         // The parent's version, when it has this layout: the reference of deltas.
         let mut parent: Option<(Cid, TensorObject)> = None;
-        if let Some(prev_cid) = previous {
-            let prev = self.tensor_object(prev_cid).await?;
-            if prev.dtype() == t.dtype
-                && prev.shape() == t.shape.as_slice()
-                && prev.chunk_bytes() == chunk as u64
-                && prev.chunk_cids().len() == cids.len()
-            {
-                if prev.chunk_cids() == cids {
-                    return Ok((*prev_cid, Stored::Unchanged));
-                }
-                parent = Some((*prev_cid, prev));
+        if let Some((prev_cid, prev)) = prev
+            && prev.dtype() == t.dtype
+            && prev.shape() == t.shape.as_slice()
+            && prev.chunk_bytes() == chunk as u64
+            && prev.chunk_cids().len() == cids.len()
+        {
+            if prev.chunk_cids() == cids {
+                return Ok((prev_cid, Stored::Unchanged));
             }
+            parent = Some((prev_cid, prev));
         }
         let recipes_before = match &parent {
             Some((_, obj)) => self.recipes_of(obj).await?,
@@ -367,6 +383,11 @@ impl<S: BlockStore, R: RefStore, L: Ledger> Repo<S, R, L> {
         Ok(())
     }
 }
+
+/// The largest chunk size taken over from a tensor's parent version (the size it was
+/// first stored with, see `store_tensor`): a sanity bound on a number read from the store,
+/// far above any chunk size that makes sense for blocks.
+const MAX_CHUNK_BYTES: usize = 64 << 20;
 
 /// The largest serialized size wanted of a tensor object: well under the engine's default
 /// 2 MiB block limit, whatever the number of chunks.
