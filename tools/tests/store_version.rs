@@ -56,10 +56,10 @@ fn fails(repo: &Path, args: &[&str], needle: &str) -> i32 {
     out.status.code().unwrap()
 }
 
-/// Columns of the weight matrix: 1024 x 128 f32 is 512 KiB, two chunks of the default
-/// 256 KiB, each holding 512 rows.
+/// Columns of the weight matrix: 4096 x 128 f32 is 2 MiB, two chunks of the default
+/// 1 MiB, each holding 2048 rows.
 const COLS: usize = 128;
-const ROWS: usize = 1024;
+const ROWS: usize = 4096;
 
 /// A model: `w` (ROWS x COLS f32) and `b` (COLS f32).
 struct Model {

@@ -364,7 +364,7 @@ const EXPECTED: &str = r##"== version init ==
   "commits": [
     {
       "cid": "<merge>",
-      "state": "bafyreicxjoy67imjp7hfzvt375jbsvq4uuqhl7touynkwh3snmusmkbrpy",
+      "state": "bafyreibmez4lvkxkp77fmiwe4quj6dearexmhpxo7c3xgcgwupxx3e3xte",
       "parents": [
         "<c2>",
         "<c3>"
@@ -382,7 +382,7 @@ const EXPECTED: &str = r##"== version init ==
     },
     {
       "cid": "<c3>",
-      "state": "bafyreieoerwhnfgz4xpxyarxqchhlnjz6wsuppndlce55upa6k55bexy3y",
+      "state": "bafyreia2x5smb7qse355hzqdoo7f7rsjgmjspq7lztgj64mvo54ika7oly",
       "parents": [
         "<c1>"
       ],
@@ -399,7 +399,7 @@ const EXPECTED: &str = r##"== version init ==
     },
     {
       "cid": "<c2>",
-      "state": "bafyreighhadk5nlq7d7rldxhoxqstx7w45kivwbqswfp4xynb6gkmleh4i",
+      "state": "bafyreidsj7yasmyf63q5re23wj4jaf7yi25mraenxg4poelow6h2etmcca",
       "parents": [
         "<c1>"
       ],
@@ -416,7 +416,7 @@ const EXPECTED: &str = r##"== version init ==
     },
     {
       "cid": "<c1>",
-      "state": "bafyreiacj2idjmas7dttlycdfqeo2acnqsvmvvh3hjycn7ckxgul4wonya",
+      "state": "bafyreichbelkagcxhaiu5gi657eojwcyiqdcfe35yykawu5btrt6xxj44m",
       "parents": [],
       "author": "tester",
       "message": "base",
@@ -446,7 +446,7 @@ const EXPECTED: &str = r##"== version init ==
       "tensor": "c",
       "commit": {
         "cid": "<merge>",
-        "state": "bafyreicxjoy67imjp7hfzvt375jbsvq4uuqhl7touynkwh3snmusmkbrpy",
+        "state": "bafyreibmez4lvkxkp77fmiwe4quj6dearexmhpxo7c3xgcgwupxx3e3xte",
         "parents": [
           "<c2>",
           "<c3>"
@@ -467,7 +467,7 @@ const EXPECTED: &str = r##"== version init ==
       "tensor": "k",
       "commit": {
         "cid": "<c1>",
-        "state": "bafyreiacj2idjmas7dttlycdfqeo2acnqsvmvvh3hjycn7ckxgul4wonya",
+        "state": "bafyreichbelkagcxhaiu5gi657eojwcyiqdcfe35yykawu5btrt6xxj44m",
         "parents": [],
         "author": "tester",
         "message": "base",
@@ -493,7 +493,7 @@ const EXPECTED: &str = r##"== version init ==
       "tensor": "r",
       "commit": {
         "cid": "<c2>",
-        "state": "bafyreighhadk5nlq7d7rldxhoxqstx7w45kivwbqswfp4xynb6gkmleh4i",
+        "state": "bafyreidsj7yasmyf63q5re23wj4jaf7yi25mraenxg4poelow6h2etmcca",
         "parents": [
           "<c1>"
         ],
@@ -513,7 +513,7 @@ const EXPECTED: &str = r##"== version init ==
       "tensor": "w",
       "commit": {
         "cid": "<merge>",
-        "state": "bafyreicxjoy67imjp7hfzvt375jbsvq4uuqhl7touynkwh3snmusmkbrpy",
+        "state": "bafyreibmez4lvkxkp77fmiwe4quj6dearexmhpxo7c3xgcgwupxx3e3xte",
         "parents": [
           "<c2>",
           "<c3>"

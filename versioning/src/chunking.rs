@@ -8,10 +8,15 @@ use bytes::Bytes;
 
 use crate::dtype::DType;
 
-/// Default bytes per chunk: 256 KiB, small enough that a sparse update rewrites little and
-/// far below the engine's 2 MiB block limit, large enough that a 1 GiB model is 4096 blocks
-/// and a tensor object of 64 GiB of data still fits in one block.
-pub const DEFAULT_CHUNK_BYTES: usize = 256 * 1024;
+/// Default bytes per chunk of a tensor first stored: 1 MiB, half the engine's 2 MiB block
+/// limit, so that a 1 GiB model is 1024 keys and a tensor object of 256 GiB of data still
+/// fits in one block. A sparse update costs a patch of the rows it changed whatever the
+/// chunk size; what the size decides is how many patches a checkout applies. A commit that
+/// moves 1% of the rows of a model of 384-value rows touches most chunks at any size, so a
+/// chunk of 4x the bytes means a quarter of the patches for the same changes: at depth 50
+/// of that chain 14,900 instead of 39,100, and 0.42 instead of 0.54 s of checkout CPU
+/// (256 KiB until the chains of small patches made the per-patch cost the one to cut).
+pub const DEFAULT_CHUNK_BYTES: usize = 1024 * 1024;
 
 /// The chunk size actually used for `dtype`: `requested` rounded down to a whole number of
 /// elements (at least one element), so no element straddles two chunks.

@@ -173,7 +173,7 @@ pub struct PatchLink {
 pub type InlinePayloads = HashMap<Cid, Bytes>;
 
 /// The largest patch payload a [`PatchLink`] carries inline (a sparse patch of a few rows
-/// is 1-10 KiB; dense patches, a third of a 256 KiB chunk, stay blocks of their own).
+/// is 1-10 KiB; dense patches, a third of a chunk, stay blocks of their own).
 pub const INLINE_PATCH_BYTES: usize = 16 * 1024;
 
 /// How to rebuild one chunk: decode the key, then apply each patch in order: those of the

@@ -28,7 +28,9 @@ const MAX_BATCH_BLOCKS: usize = 1024;
 /// Tuning of a repository.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RepoConfig {
-    /// Bytes per data chunk (rounded down to whole elements per tensor).
+    /// Bytes per data chunk (rounded down to whole elements per tensor) of a tensor new to
+    /// the history: a tensor keeps the chunks it was first stored in, so that its chains
+    /// continue when this changes.
     pub chunk_bytes: usize,
     /// The most patches (deltas) a chunk's recipe may hold: its decode depth at checkout.
     /// A changed chunk whose recipe is full starts a new compressed key (or takes one delta

@@ -23,6 +23,10 @@ use crate::refs::RefStore;
 use crate::repo::Repo;
 use crate::tensors::TensorData;
 
+/// The chunk bytes a decoding window holds at most (see `Repo::decode_window`): 64 chunks of
+/// 1 MiB, the default's window on two cores.
+const WINDOW_BYTES: usize = 64 << 20;
+
 impl<S: BlockStore, R: RefStore, L: Ledger> Repo<S, R, L> {
     /// The logical bytes of the chunks at `indices` of a tensor object (every index must be
     /// below its chunk count), reconstructed bit for bit. Delta chunks are verified against
@@ -207,10 +211,13 @@ impl<S: BlockStore, R: RefStore, L: Ledger> Repo<S, R, L> {
         }
     }
 
-    /// Chunks decoded per pass: enough to keep every core busy between fetches, few enough
-    /// to bound the memory in flight (a window of 256 KiB chunks with 16 threads is 64 MiB).
+    /// Chunks decoded per pass: `batch_blocks` per core, enough to keep every core busy
+    /// between fetches, and no more than [`WINDOW_BYTES`] of chunks (at least two per core),
+    /// so that the memory in flight does not grow with the cores or the chunk size.
     pub(crate) fn decode_window(&self) -> usize {
-        self.config.batch_blocks.max(1) * cores().max(2)
+        let cores = cores().max(2);
+        let by_bytes = (WINDOW_BYTES / self.config.chunk_bytes.max(1)).max(2 * cores);
+        (self.config.batch_blocks.max(1) * cores).min(by_bytes)
     }
 
     async fn read_delta_chunks(
