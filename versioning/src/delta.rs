@@ -687,6 +687,24 @@ mod tests {
 
     use super::*;
 
+    /// `n` F32 weights of a slow wave of amplitude `amp`: a chunk of a few exponents.
+    pub(super) fn wave(n: u32, amp: f32) -> Vec<u8> {
+        (0..n)
+            .flat_map(|i| ((i as f32 * 0.37).sin() * amp).to_le_bytes())
+            .collect()
+    }
+
+    /// `base` with element `i` moved by `amount * cos(i * freq)`: a dense step.
+    pub(super) fn waved(base: &[u8], amount: f32, freq: f32) -> Vec<u8> {
+        base.chunks_exact(4)
+            .enumerate()
+            .flat_map(|(i, b)| {
+                let x = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+                (x + amount * (i as f32 * freq).cos()).to_le_bytes()
+            })
+            .collect()
+    }
+
     #[test]
     fn planes_group_bytes_by_position() {
         let new = [1u8, 2, 3, 4, 5, 6];
@@ -759,9 +777,7 @@ mod tests {
 
     #[test]
     fn a_few_changed_rows_take_the_sparse_layout() {
-        let base: Vec<u8> = (0..16384u32)
-            .flat_map(|i| ((i as f32 * 0.37).sin() * 0.02).to_le_bytes())
-            .collect();
+        let base = wave(16384, 0.02);
         let mut new = base.clone();
         for v in new[4096..8192].chunks_exact_mut(4) {
             let x = f32::from_le_bytes([v[0], v[1], v[2], v[3]]) + 1e-4;
@@ -781,17 +797,8 @@ mod tests {
     /// layout 3 replaced them check out.
     #[test]
     fn exponent_group_payloads_of_earlier_commits_still_decode() {
-        let base: Vec<u8> = (0..16384u32)
-            .flat_map(|i| ((i as f32 * 0.37).sin() * 0.02).to_le_bytes())
-            .collect();
-        let new: Vec<u8> = base
-            .chunks_exact(4)
-            .enumerate()
-            .flat_map(|(i, b)| {
-                let x = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
-                (x + 1e-5 * (i as f32 * 1.7).cos()).to_le_bytes()
-            })
-            .collect();
+        let base = wave(16384, 0.02);
+        let new = waved(&base, 1e-5, 1.7);
         let mut dense = vec![LAYOUT_EXPONENT_GROUPS];
         dense.extend_from_slice(&exponent_groups::encode(&new, &base, 3).unwrap());
         assert_eq!(layout(Version::V2, &dense), Some(Layout::ExponentGroups));
@@ -864,9 +871,7 @@ mod tests {
     /// chunk.
     #[test]
     fn sparse_runs_are_varints_and_are_checked() {
-        let base: Vec<u8> = (0..65536u32)
-            .flat_map(|i| ((i as f32 * 0.37).sin() * 0.05).to_le_bytes())
-            .collect();
+        let base = wave(65536, 0.05);
         let mut new = base.clone();
         // Two rows of 384 values and one lone element.
         for (i, v) in new.chunks_exact_mut(4).enumerate() {
@@ -1023,9 +1028,7 @@ mod tests {
     /// them after 64 commits of 1%: coded sparse, smaller than dense and decoded faster.
     #[test]
     fn half_the_rows_changed_take_the_sparse_layout() {
-        let base: Vec<u8> = (0..65536u32)
-            .flat_map(|i| ((i as f32 * 0.37).sin() * 0.05).to_le_bytes())
-            .collect();
+        let base = wave(65536, 0.05);
         let mut new = base.clone();
         for (r, row) in new.chunks_exact_mut(384 * 4).enumerate() {
             if (r * 7) % 10 < 5 {

@@ -304,17 +304,8 @@ mod tests {
     /// payload of the same change is the same tokens, shifted, behind one byte.
     #[test]
     fn unshifted_payloads_of_earlier_commits_still_decode() {
-        let base: Vec<u8> = (0..8192u32)
-            .flat_map(|i| ((i as f32 * 0.37).sin() * 0.02).to_le_bytes())
-            .collect();
-        let new: Vec<u8> = base
-            .chunks_exact(4)
-            .enumerate()
-            .flat_map(|(i, b)| {
-                let x = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
-                (x + 1e-4 * (i as f32 * 1.3).cos()).to_le_bytes()
-            })
-            .collect();
+        let base = super::super::tests::wave(8192, 0.02);
+        let new = super::super::tests::waved(&base, 1e-4, 1.3);
         let old = encode_unshifted(&new, &base, 3).unwrap();
         let mut data = base.clone();
         decode_in_place(&old, &mut data, false).unwrap();
