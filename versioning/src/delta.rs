@@ -155,11 +155,16 @@ fn changed_runs(new: &[u8], base: &[u8], elem: usize) -> Vec<(u32, u32)> {
 /// The elements of `data` in `runs`, concatenated.
 fn gather(data: &[u8], runs: &[(u32, u32)], elem: usize) -> Vec<u8> {
     let mut out = Vec::new();
+    gather_into(data, runs, elem, &mut out);
+    out
+}
+
+/// [`gather`] appended to `out` (a buffer kept for reuse).
+fn gather_into(data: &[u8], runs: &[(u32, u32)], elem: usize, out: &mut Vec<u8>) {
     for &(start, len) in runs {
         let (a, b) = (start as usize * elem, (start + len) as usize * elem);
         out.extend_from_slice(&data[a..b]);
     }
-    out
 }
 
 /// The sparse payload (layout 5, without the layout byte) and its transform, `None` when
@@ -293,9 +298,7 @@ fn decode_sparse_in_place(
         // The changed elements' base values, rebuilt in place (token layouts rewrite them
         // where they are, without the copy a whole decode makes).
         values.clear();
-        for &(start, len) in runs.iter() {
-            values.extend_from_slice(&data[start as usize * elem..(start + len) as usize * elem]);
-        }
+        gather_into(data, runs, elem, values);
         let want = values.len();
         decode_in_place(Version::V2, t, planes, values, elem)?;
         if values.len() != want {
@@ -694,6 +697,19 @@ mod tests {
             .collect()
     }
 
+    /// The runs of a layout-2 payload as earlier commits wrote them: the length (u32 LE) of
+    /// a zstd frame of (start, length) u32 pairs, then the frame.
+    fn zstd_runs_header(runs: &[(u32, u32)]) -> Vec<u8> {
+        let pairs: Vec<u8> = runs
+            .iter()
+            .flat_map(|&(s, l)| s.to_le_bytes().into_iter().chain(l.to_le_bytes()))
+            .collect();
+        let frame = zstd::bulk::compress(&pairs, 3).unwrap();
+        let mut out = (frame.len() as u32).to_le_bytes().to_vec();
+        out.extend_from_slice(&frame);
+        out
+    }
+
     /// `base` with element `i` moved by `amount * cos(i * freq)`: a dense step.
     pub(super) fn waved(base: &[u8], amount: f32, freq: f32) -> Vec<u8> {
         base.chunks_exact(4)
@@ -824,16 +840,11 @@ mod tests {
         let mut changed = base.clone();
         changed[8192..12288].copy_from_slice(&new[8192..12288]);
         let runs = changed_runs(&changed, &base, 4);
-        let header: Vec<u8> = runs
-            .iter()
-            .flat_map(|&(s, l)| s.to_le_bytes().into_iter().chain(l.to_le_bytes()))
-            .collect();
-        let header = zstd::bulk::compress(&header, 3).unwrap();
+        let header = zstd_runs_header(&runs);
         let inner =
             exponent_groups::encode(&gather(&changed, &runs, 4), &gather(&base, &runs, 4), 3)
                 .unwrap();
         let mut sparse = vec![LAYOUT_SPARSE];
-        sparse.extend_from_slice(&(header.len() as u32).to_le_bytes());
         sparse.extend_from_slice(&header);
         sparse.push(LAYOUT_EXPONENT_GROUPS);
         sparse.extend_from_slice(&inner);
@@ -858,7 +869,7 @@ mod tests {
             3,
         )
         .unwrap();
-        sparse.truncate(1 + 4 + header.len());
+        sparse.truncate(1 + header.len());
         sparse.push(LAYOUT_SCALED_TOKENS);
         sparse.extend_from_slice(&inner);
         let mut data = base.clone();
@@ -893,15 +904,11 @@ mod tests {
         assert_eq!(data, new);
 
         // The same rows the way earlier commits wrote them.
-        let header: Vec<u8> = runs
-            .iter()
-            .flat_map(|&(s, l)| s.to_le_bytes().into_iter().chain(l.to_le_bytes()))
-            .collect();
-        let header = zstd::bulk::compress(&header, 3).unwrap();
+        let header = zstd_runs_header(&runs);
         let values =
             scaled_tokens::encode_unshifted(&gather(&new, &runs, 4), &gather(&base, &runs, 4), 3)
                 .unwrap();
-        let old = 1 + 4 + header.len() + 1 + values.len();
+        let old = 1 + header.len() + 1 + values.len();
         assert!(payload.len() < old, "{} against {old}", payload.len());
 
         // A chunk too short for the runs, runs past the end, a count past the elements,
