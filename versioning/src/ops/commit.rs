@@ -216,8 +216,12 @@ impl<S: BlockStore, R: RefStore, L: Ledger> Repo<S, R, L> {
         previous: Option<&Cid>,
         summary: &mut CommitSummary,
     ) -> Result<(Cid, Stored)> {
+        // The parent's version, when it has this dtype and shape.
         let prev = match previous {
-            Some(cid) => Some((*cid, self.tensor_object(cid).await?)),
+            Some(cid) => {
+                let p = self.tensor_object(cid).await?;
+                (p.dtype() == t.dtype && p.shape() == t.shape.as_slice()).then_some((*cid, p))
+            }
             None => None,
         };
         // A tensor keeps the chunks it was first stored in: its chains continue only over
@@ -225,11 +229,8 @@ impl<S: BlockStore, R: RefStore, L: Ledger> Repo<S, R, L> {
         // still stores its next commit of that tensor as patches, not as new keys.
         let chunk = match &prev {
             Some((_, p))
-                if p.dtype() == t.dtype
-                    && p.shape() == t.shape.as_slice()
-                    && usize::try_from(p.chunk_bytes()).is_ok_and(|c| {
-                        c > 0 && c <= MAX_CHUNK_BYTES && chunk_len(t.dtype, c) == c
-                    }) =>
+                if usize::try_from(p.chunk_bytes())
+                    .is_ok_and(|c| c > 0 && c <= MAX_CHUNK_BYTES && chunk_len(t.dtype, c) == c) =>
             {
                 p.chunk_bytes() as usize
             }
@@ -241,11 +242,9 @@ impl<S: BlockStore, R: RefStore, L: Ledger> Repo<S, R, L> {
             .map(|p| Block::new(p.clone()).map(|b| *b.cid()))
             .collect::<Result<_, _>>()?;
 
-        // The parent's version, when it has this layout: the reference of deltas.
+        // The parent's version, when it also has these chunks: the reference of deltas.
         let mut parent: Option<(Cid, TensorObject)> = None;
         if let Some((prev_cid, prev)) = prev
-            && prev.dtype() == t.dtype
-            && prev.shape() == t.shape.as_slice()
             && prev.chunk_bytes() == chunk as u64
             && prev.chunk_cids().len() == cids.len()
         {
