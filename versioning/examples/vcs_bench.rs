@@ -7,7 +7,9 @@
 //! cargo run --release -p ipfrs-versioning --example vcs_bench -- --decode-costs
 //! cargo run --release -p ipfrs-versioning --example vcs_bench -- --goals --mib 256 [--max-depth N]
 //! cargo run --release -p ipfrs-versioning --example vcs_bench -- --checkout-profile ROUNDS --mib 256
-//!     [--sparse-depths 16,50] [--rows-pct PCT] [--dense-steps N] [--bf16]
+//!     [--sparse-depths 16,50] [--rows-pct PCT] [--dense-steps N] [--bf16] [--keep]
+//! cargo run --release -p ipfrs-versioning --example vcs_bench -- --checkout-repo DIR --tip CID
+//!     --checkout-profile ROUNDS
 //! ```
 //!
 //! `--chain-rows` is the percentage of rows each chain commit changes (default 1);
@@ -16,7 +18,9 @@
 //! against `cp`); `--checkout-profile` only checkouts, plain and verified, against `cp`:
 //! at depth 0, at each of `--sparse-depths` (default 16) of a chain whose commits change
 //! `--rows-pct` of the rows (default 1), after `--dense-steps` dense steps (default 6; 0 for
-//! none), and with `--bf16` the bf16 copy at depth 0; `--hot-budget-mib` the engines'
+//! none), and with `--bf16` the bf16 copy at depth 0; `--keep` leaves its F32 repository on
+//! disk and prints the `--checkout-repo DIR --tip CID` that checks its tip out again
+//! (plain, against `cp`) without building the chain again; `--hot-budget-mib` the engines'
 //! hot-tier budget (past it, compaction moves blocks into the cold backend). `--layouts` only
 //! compares the delta encodings' size and decode time on single chunks; `--decode-costs` times
 //! the pieces of a chunk's rebuild (key, dense and sparse patches) on one core; `--ingest-only R`
@@ -317,6 +321,9 @@ fn main() {
     let mut snapshot_file: Option<std::path::PathBuf> = None;
     let mut like: Option<std::path::PathBuf> = None;
     let mut ingest_rounds = 0usize;
+    let mut keep = false;
+    let mut saved: Option<std::path::PathBuf> = None;
+    let mut tip: Option<ipfrs_storage::Cid> = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -360,6 +367,9 @@ fn main() {
                     .expect("--dense-steps N")
             }
             "--bf16" => bf16 = true,
+            "--keep" => keep = true,
+            "--checkout-repo" => saved = args.next().map(std::path::PathBuf::from),
+            "--tip" => tip = args.next().and_then(|v| v.parse().ok()),
             "--like" => like = args.next().map(std::path::PathBuf::from),
             "--snapshot-file" => snapshot_file = args.next().map(std::path::PathBuf::from),
             "--layouts" => layouts_only = true,
@@ -378,12 +388,17 @@ fn main() {
                 assert!(hot_budget.is_some(), "--hot-budget-mib N");
             }
             other => panic!(
-                "unknown argument {other}; use --mib N --chain N --dir PATH --chain-rows PCT --max-depth N --hot-budget-mib N --layouts --ingest-only R --goals [--like FILE] --snapshot-file PATH --checkout-profile ROUNDS [--sparse-depths D1,D2 --rows-pct PCT --dense-steps N --bf16]"
+                "unknown argument {other}; use --mib N --chain N --dir PATH --chain-rows PCT --max-depth N --hot-budget-mib N --layouts --ingest-only R --goals [--like FILE] --snapshot-file PATH --checkout-profile ROUNDS [--sparse-depths D1,D2 --rows-pct PCT --dense-steps N --bf16 --keep] [--checkout-repo DIR --tip CID]"
             ),
         }
     }
     if let Some(file) = &snapshot_file {
         goals::snapshot_file(file, dir.as_deref());
+        return;
+    }
+    if let Some(dir) = &saved {
+        let tip = tip.expect("--checkout-repo DIR needs --tip CID");
+        goals::profile_saved(dir, tip, profile_rounds.max(1));
         return;
     }
     if profile_rounds > 0 {
@@ -396,6 +411,7 @@ fn main() {
             bf16,
             like,
             max_depth,
+            keep,
         };
         goals::profile_checkout(&profile, dir.as_deref());
         return;

@@ -459,6 +459,9 @@ pub struct Profile {
     pub like: Option<std::path::PathBuf>,
     /// `--max-depth`: the repository's chain depth bound, if not the default.
     pub max_depth: Option<u32>,
+    /// `--keep`: leave the F32 repository on disk and print where, with its tip, for
+    /// [`profile_saved`].
+    pub keep: bool,
 }
 
 /// `--checkout-profile`: the F32 model committed and checked out (depth 0), then the tip of
@@ -531,6 +534,54 @@ pub fn profile_checkout(p: &Profile, dir: Option<&Path>) {
         );
         profile_phase(&repo, &m, tmp.path(), &phase, p.rounds);
     }
+    let tip = block_on(repo.resolve(&Revision::Head)).unwrap();
+    block_on(repo.store().close()).unwrap();
+    if p.keep {
+        let dir = tmp.keep().join("profile");
+        println!(
+            "kept: --checkout-repo {} --tip {tip} (delete it when done)",
+            dir.display()
+        );
+    }
+}
+
+/// `--checkout-repo DIR --tip CID --checkout-profile ROUNDS`: the commit `tip` of a
+/// repository that `--checkout-profile --keep` left in `dir`, checked out `rounds` times
+/// (after one unmeasured round) alternating with `cp` of the file, without building the
+/// chain again: two builds of the decoder compared on the same data, run after run.
+pub fn profile_saved(dir: &Path, tip: Cid, rounds: usize) {
+    let repo = fresh_repo(dir, ".", &RepoConfig::default());
+    let work = tempfile::tempdir_in(dir.parent().unwrap_or(dir)).unwrap();
+    let (reference, copy, out) = (
+        work.path().join("ref"),
+        work.path().join("copy"),
+        work.path().join("out"),
+    );
+    let rev = Revision::Commit(tip);
+    block_on(repo.checkout_to_file(&rev, &reference)).unwrap();
+    let (mut plain, mut cps, mut cpu) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..=rounds {
+        let t = Instant::now();
+        std::fs::copy(&reference, &copy).unwrap();
+        let cp = t.elapsed();
+        let c = cpu_secs();
+        let t = Instant::now();
+        block_on(repo.checkout_to_file(&rev, &out)).unwrap();
+        let co = t.elapsed();
+        if round > 0 {
+            cps.push(cp);
+            plain.push(co);
+            cpu.push(Duration::from_secs_f64(cpu_secs() - c));
+        }
+    }
+    let same = cmp_equal(&reference, &out);
+    let (co, cp, cpu) = (secs(median(plain)), secs(median(cps)), secs(median(cpu)));
+    println!(
+        "saved tip {tip}: checkout {co:.3} s vs cp {cp:.3} s = {:.2}x (CPU {cpu:.3} s, medians of {rounds}); cmp {}; load {}",
+        co / cp,
+        if same { "equal" } else { "DIFFERENT" },
+        super::load()
+    );
     block_on(repo.store().close()).unwrap();
 }
 
