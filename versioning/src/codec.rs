@@ -212,12 +212,14 @@ fn untranspose_into(planes: &[&[u8]], out: &mut [u8]) {
 /// The zstd frame magic number, little-endian.
 const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
 
-/// The `len` bytes a zstd frame holds, when it holds them as one stored (raw) block: zstd
+/// The `len` bytes a zstd frame holds, when it holds them as stored (raw) blocks only: zstd
 /// stores a plane that does not compress (the low mantissa bytes of weights, half of an
-/// F32 key) so, and decompressing it would only copy it. `None` for any other frame (then
-/// it is decompressed): compressed blocks, several blocks, a checksum or dictionary, a
-/// content size other than `len` (RFC 8878, sections 3.1.1.1 and 3.1.1.2).
-fn stored_block(frame: &[u8], len: usize) -> Option<&[u8]> {
+/// F32 key) so, and decompressing it would only copy it. Returns the blocks' bytes in
+/// order: a block holds at most 128 KiB (RFC 8878, section 3.1.1.2.4), so a plane of a
+/// 1 MiB F32 chunk (256 KiB) is two of them. `None` for any other frame (then it is
+/// decompressed): a compressed or RLE block, an empty one, a checksum or dictionary, a
+/// content size other than `len` (sections 3.1.1.1 and 3.1.1.2).
+fn stored_blocks(frame: &[u8], len: usize) -> Option<Vec<&[u8]>> {
     let (magic, rest) = frame.split_first_chunk::<4>()?;
     let (&descriptor, rest) = rest.split_first()?;
     // Reserved bit, content checksum, dictionary ID: none of them in a plain stored frame.
@@ -233,7 +235,7 @@ fn stored_block(frame: &[u8], len: usize) -> Option<&[u8]> {
         (_, s) => (usize::from(!s), 8),
     };
     let rest = rest.get(window..)?;
-    let (size, rest) = rest.split_at_checked(size_bytes)?;
+    let (size, mut rest) = rest.split_at_checked(size_bytes)?;
     if !size.is_empty() {
         let mut v = [0u8; 8];
         v[..size.len()].copy_from_slice(size);
@@ -243,10 +245,65 @@ fn stored_block(frame: &[u8], len: usize) -> Option<&[u8]> {
             return None;
         }
     }
-    let (header, data) = rest.split_first_chunk::<3>()?;
-    let block = u32::from(header[0]) | (u32::from(header[1]) << 8) | (u32::from(header[2]) << 16);
-    let (last, kind, block_size) = (block & 1 == 1, (block >> 1) & 3, (block >> 3) as usize);
-    (last && kind == 0 && block_size == len && data.len() == len).then_some(data)
+    let (mut blocks, mut total) = (Vec::with_capacity(len.div_ceil(128 << 10)), 0usize);
+    loop {
+        let (header, tail) = rest.split_first_chunk::<3>()?;
+        let block =
+            u32::from(header[0]) | (u32::from(header[1]) << 8) | (u32::from(header[2]) << 16);
+        let (last, kind, size) = (block & 1 == 1, (block >> 1) & 3, (block >> 3) as usize);
+        // An empty block would make no progress in `unplanes_pieces`.
+        if kind != 0 || size == 0 {
+            return None;
+        }
+        let (data, tail) = tail.split_at_checked(size)?;
+        blocks.push(data);
+        total += size;
+        rest = tail;
+        if last {
+            break;
+        }
+    }
+    (total == len && rest.is_empty()).then_some(blocks)
+}
+
+/// The chunk in `out` from its planes, each given as pieces (a stored plane's blocks, or
+/// one piece decompressed): [`exponent_unplanes`] or [`untranspose_into`] over the element
+/// ranges where no plane changes piece. Every plane's pieces must be non-empty and total
+/// `out.len() / planes.len()` bytes.
+fn unplanes_pieces(planes: &[Vec<&[u8]>], exponent: bool, out: &mut [u8]) {
+    let elem = planes.len().max(1);
+    let n = out.len() / elem;
+    // Per plane: its current piece and the offset in it.
+    let mut at = vec![(0usize, 0usize); planes.len()];
+    let mut parts: Vec<&[u8]> = Vec::with_capacity(planes.len());
+    let mut done = 0;
+    while done < n {
+        let step = planes
+            .iter()
+            .zip(&at)
+            .map(|(p, &(k, o))| p.get(k).map_or(0, |piece| piece.len() - o))
+            .min()
+            .unwrap_or(0)
+            .min(n - done);
+        if step == 0 {
+            return;
+        }
+        parts.clear();
+        for (p, (k, o)) in planes.iter().zip(at.iter_mut()) {
+            parts.push(&p[*k][*o..*o + step]);
+            *o += step;
+            if *o == p[*k].len() {
+                (*k, *o) = (*k + 1, 0);
+            }
+        }
+        let range = &mut out[done * elem..(done + step) * elem];
+        if exponent {
+            exponent_unplanes(&parts, range);
+        } else {
+            untranspose_into(&parts, range);
+        }
+        done += step;
+    }
 }
 
 /// The compressed payload of a chunk of `dtype`, or `None` when it would not be smaller
@@ -323,7 +380,7 @@ pub fn unpack_into(
             scratch.resize(len, 0);
             // Each plane is either read in place from the payload (a stored frame) or
             // decompressed into its place in `scratch`.
-            let mut stored: Vec<Option<&[u8]>> = Vec::with_capacity(elem);
+            let mut stored: Vec<Option<Vec<&[u8]>>> = Vec::with_capacity(elem);
             for (k, plane) in scratch[..len].chunks_mut(n.max(1)).enumerate() {
                 let (head, tail) = rest
                     .split_at_checked(4)
@@ -333,8 +390,8 @@ pub fn unpack_into(
                     .split_at_checked(size)
                     .ok_or_else(|| format!("plane {k} is truncated"))?;
                 rest = tail;
-                if let Some(data) = stored_block(frame, n) {
-                    stored.push(Some(data));
+                if let Some(blocks) = stored_blocks(frame, n) {
+                    stored.push(Some(blocks));
                     continue;
                 }
                 let got = decompress_into(frame, plane).map_err(|e| format!("plane {k}: {e}"))?;
@@ -346,16 +403,12 @@ pub fn unpack_into(
             if !rest.is_empty() {
                 return Err(format!("{} bytes after the last plane", rest.len()));
             }
-            let planes: Vec<&[u8]> = stored
+            let planes: Vec<Vec<&[u8]>> = stored
                 .into_iter()
                 .zip(scratch[..len].chunks(n.max(1)))
-                .map(|(s, decoded)| s.unwrap_or(decoded))
+                .map(|(s, decoded)| s.unwrap_or_else(|| vec![decoded]))
                 .collect();
-            if layout == LAYOUT_EXPONENT {
-                exponent_unplanes(&planes, out);
-            } else {
-                untranspose_into(&planes, out);
-            }
+            unplanes_pieces(&planes, layout == LAYOUT_EXPONENT, out);
             Ok(())
         }
         Some((layout, _)) => Err(format!("unknown layout {layout}")),
@@ -442,37 +495,77 @@ mod tests {
                 })
                 .collect()
         };
-        // zstd stores incompressible data as one raw block, whatever the content-size form.
-        for n in [10usize, 300, 65536, 70000] {
+        // zstd stores incompressible data as raw blocks of at most 128 KiB, whatever the
+        // content-size form.
+        for (n, blocks) in [(10usize, 1), (300, 1), (65536, 1), (70000, 1), (300_000, 3)] {
             let data = noise(n);
             let frame = zstd::bulk::compress(&data, 3).unwrap();
-            assert_eq!(stored_block(&frame, n), Some(&data[..]), "{n}");
-            assert_eq!(stored_block(&frame, n - 1), None);
-            assert_eq!(stored_block(&frame[..frame.len() - 1], n), None);
+            let got = stored_blocks(&frame, n).unwrap();
+            assert_eq!(got.len(), blocks, "{n}");
+            assert_eq!(got.concat(), data, "{n}");
+            assert_eq!(stored_blocks(&frame, n - 1), None);
+            assert_eq!(stored_blocks(&frame[..frame.len() - 1], n), None);
         }
         let smooth = vec![7u8; 4096];
         let frame = zstd::bulk::compress(&smooth, 3).unwrap();
-        assert_eq!(stored_block(&frame, 4096), None, "a compressed block");
+        assert_eq!(stored_blocks(&frame, 4096), None, "a compressed block");
+        // A stored block followed by a compressed one: the frame is decompressed.
+        let mut mixed = noise(128 << 10);
+        mixed.extend(std::iter::repeat_n(7u8, 128 << 10));
+        let frame = zstd::bulk::compress(&mixed, 3).unwrap();
+        assert_eq!(
+            stored_blocks(&frame, mixed.len()),
+            None,
+            "a compressed block last"
+        );
         let data = noise(1000);
         let mut c = zstd::bulk::Compressor::new(3).unwrap();
         c.set_parameter(zstd::stream::raw::CParameter::ChecksumFlag(true))
             .unwrap();
         let frame = c.compress(&data).unwrap();
-        assert_eq!(stored_block(&frame, 1000), None, "a checksum to check");
-        // F32 weights: the low mantissa planes are stored, and the chunk round-trips.
-        let weights: Vec<u8> = (0..65536u32)
-            .flat_map(|i| ((i as f32 * 0.37).sin() * 0.02 + i as f32 * 1e-9).to_le_bytes())
-            .collect();
-        let packed = pack(&weights, DType::F32, 3).unwrap();
-        let mut rest = &packed[1..];
-        let mut stored = 0;
-        while let Some((head, tail)) = rest.split_first_chunk::<4>() {
-            let size = u32::from_le_bytes(*head) as usize;
-            stored += usize::from(stored_block(&tail[..size], 65536).is_some());
-            rest = &tail[size..];
+        assert_eq!(stored_blocks(&frame, 1000), None, "a checksum to check");
+        // F32 weights: the low mantissa planes are stored, and the chunk round-trips, in a
+        // 256 KiB chunk (one block a plane) and a 1 MiB one (two blocks a plane).
+        for elems in [65536u32, 262_144] {
+            let weights: Vec<u8> = (0..elems)
+                .flat_map(|i| ((i as f32 * 0.37).sin() * 0.02 + i as f32 * 1e-9).to_le_bytes())
+                .collect();
+            let packed = pack(&weights, DType::F32, 3).unwrap();
+            let mut rest = &packed[1..];
+            let mut stored = 0;
+            while let Some((head, tail)) = rest.split_first_chunk::<4>() {
+                let size = u32::from_le_bytes(*head) as usize;
+                stored += usize::from(stored_blocks(&tail[..size], elems as usize).is_some());
+                rest = &tail[size..];
+            }
+            assert!(stored >= 1, "{elems}: {stored}");
+            assert_eq!(unpack(&packed, DType::F32, weights.len()).unwrap(), weights);
         }
-        assert!(stored >= 1, "{stored}");
-        assert_eq!(unpack(&packed, DType::F32, weights.len()).unwrap(), weights);
+    }
+
+    /// Planes cut into pieces at different places (a stored plane's blocks next to a
+    /// decompressed one) rebuild the same chunk as whole planes.
+    #[test]
+    fn planes_in_pieces_rebuild_the_chunk() {
+        let data: Vec<u8> = (0..1000u32)
+            .flat_map(|i| ((i as f32 * 0.37).sin() * 0.02).to_le_bytes())
+            .collect();
+        for (exponent, planes) in [
+            (true, exponent_planes(&data, 4)),
+            (false, transpose(&data, 4)),
+        ] {
+            let whole: Vec<Vec<&[u8]>> = planes.chunks(1000).map(|p| vec![p]).collect();
+            let cut: Vec<Vec<&[u8]>> = planes
+                .chunks(1000)
+                .enumerate()
+                .map(|(k, p)| p.chunks(1 + 97 * k).collect())
+                .collect();
+            let (mut a, mut b) = (vec![0u8; data.len()], vec![0u8; data.len()]);
+            unplanes_pieces(&whole, exponent, &mut a);
+            unplanes_pieces(&cut, exponent, &mut b);
+            assert_eq!(a, data);
+            assert_eq!(b, data);
+        }
     }
 
     #[test]
