@@ -292,11 +292,25 @@ fn decode_sparse_in_place(
         } else {
             varint_runs(payload, n, runs)?
         };
-        if matches!(planes.first(), Some(&(LAYOUT_SPARSE | LAYOUT_SPARSE_RUNS))) {
-            return Err("a sparse payload inside a sparse payload".into());
+        match planes.split_first() {
+            Some((&(LAYOUT_SPARSE | LAYOUT_SPARSE_RUNS), _)) => {
+                return Err("a sparse payload inside a sparse payload".into());
+            }
+            // Token layouts rewrite the runs where they are: no gather, no scatter.
+            Some((&l @ (LAYOUT_SCALED_TOKENS | LAYOUT_SHIFTED_TOKENS), rest))
+                if elem == 4 && t == Transform::Sub =>
+            {
+                return scaled_tokens::decode_runs_in_place(
+                    rest,
+                    data,
+                    runs,
+                    l == LAYOUT_SHIFTED_TOKENS,
+                );
+            }
+            _ => {}
         }
-        // The changed elements' base values, rebuilt in place (token layouts rewrite them
-        // where they are, without the copy a whole decode makes).
+        // The changed elements' base values, gathered and rebuilt (in place where the
+        // layout decodes so), then written back.
         values.clear();
         gather_into(data, runs, elem, values);
         let want = values.len();

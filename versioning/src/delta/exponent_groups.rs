@@ -369,6 +369,19 @@ pub(super) fn decode_in_place(payload: &[u8], data: &mut [u8]) -> Result<(), Str
 /// every raw bit must be used, and a payload that asks for more bits than `raw` holds is an
 /// error, never a read past its end.
 pub(super) fn apply_values(data: &mut [u8], tokens: &[u8], raw: &[u8]) -> Result<(), String> {
+    let n = u32::try_from(data.len() / 4).map_err(|_| "chunk too long".to_string())?;
+    apply_values_runs(data, &[(0, n)], tokens, raw)
+}
+
+/// [`apply_values`] to the elements of `data` in `runs` (start, length; in order, within
+/// `data`, together as many as `tokens`), as if they were one chunk: a sparse patch
+/// rewrites its elements where they are, without gathering them first.
+pub(super) fn apply_values_runs(
+    data: &mut [u8],
+    runs: &[(u32, u32)],
+    tokens: &[u8],
+    raw: &[u8],
+) -> Result<(), String> {
     VALUES_SCRATCH.with(|s| {
         // Only this function borrows it, and it does not call itself.
         let mut s = s.borrow_mut();
@@ -376,9 +389,9 @@ pub(super) fn apply_values(data: &mut [u8], tokens: &[u8], raw: &[u8]) -> Result
         #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("bmi2") {
             // SAFETY: the CPU has BMI2 (checked just above), all the function requires.
-            return unsafe { apply_values_bmi2(data, tokens, raw, deltas, padded) };
+            return unsafe { apply_values_bmi2(data, runs, tokens, raw, deltas, padded) };
         }
-        apply_values_any(data, tokens, raw, deltas, padded)
+        apply_values_any(data, runs, tokens, raw, deltas, padded)
     })
 }
 
@@ -399,12 +412,13 @@ thread_local! {
 #[target_feature(enable = "bmi1,bmi2")]
 fn apply_values_bmi2(
     data: &mut [u8],
+    runs: &[(u32, u32)],
     tokens: &[u8],
     raw: &[u8],
     deltas: &mut Vec<u32>,
     padded: &mut Vec<u8>,
 ) -> Result<(), String> {
-    apply_values_any(data, tokens, raw, deltas, padded)
+    apply_values_any(data, runs, tokens, raw, deltas, padded)
 }
 
 /// For each token: the delta's high part in the low half, the mask of its raw bits above
@@ -447,6 +461,7 @@ const RAW_BITS: [u8; 256] = {
 #[inline(always)]
 fn apply_values_any(
     data: &mut [u8],
+    runs: &[(u32, u32)],
     tokens: &[u8],
     raw: &[u8],
     deltas: &mut Vec<u32>,
@@ -487,8 +502,14 @@ fn apply_values_any(
         pos += usize::from(extra_of[usize::from(t)]);
         *d = e as u32 | low;
     }
-    for (o, &d) in data.chunks_exact_mut(4).zip(deltas.iter()) {
-        o.copy_from_slice(&unzigzag(d).wrapping_add(word(o)).to_le_bytes());
+    let mut deltas = &deltas[..];
+    for &(start, len) in runs {
+        let (at, len) = (start as usize * 4, len as usize);
+        let (here, rest) = deltas.split_at(len.min(deltas.len()));
+        deltas = rest;
+        for (o, &d) in data[at..at + 4 * len].chunks_exact_mut(4).zip(here) {
+            o.copy_from_slice(&unzigzag(d).wrapping_add(word(o)).to_le_bytes());
+        }
     }
     Ok(())
 }

@@ -44,8 +44,8 @@ use zstd::bulk::Compressor;
 use zstd::zstd_safe::CParameter;
 
 use super::exponent_groups::{
-    BitWriter, MAGIC, MAX_TOKEN, MSB, apply_values, exponent, get_varint, put_varint, token, word,
-    zigzag,
+    BitWriter, MAGIC, MAX_TOKEN, MSB, apply_values_runs, exponent, get_varint, put_varint, token,
+    word, zigzag,
 };
 
 /// Token values per bit length: one step of the base's exponent shifts a delta's bit
@@ -158,6 +158,19 @@ pub(super) fn decode_in_place(
     data: &mut [u8],
     shifted: bool,
 ) -> Result<(), String> {
+    let n = u32::try_from(data.len() / 4).map_err(|_| "chunk too long".to_string())?;
+    decode_runs_in_place(payload, data, &[(0, n)], shifted)
+}
+
+/// [`decode_in_place`] of the elements of `data` in `runs` (start, length; in order and
+/// within `data`), as if they were one chunk: the inner payload of a sparse patch, applied
+/// where its elements are instead of to a gathered copy of them.
+pub(super) fn decode_runs_in_place(
+    payload: &[u8],
+    data: &mut [u8],
+    runs: &[(u32, u32)],
+    shifted: bool,
+) -> Result<(), String> {
     let (shift, payload) = if shifted {
         let (&shift, rest) = payload.split_first().ok_or("no token shift")?;
         (shift, rest)
@@ -168,7 +181,7 @@ pub(super) fn decode_in_place(
         // Only this function borrows it, and it does not call itself.
         let mut s = s.borrow_mut();
         let (frame, tokens) = &mut *s;
-        decode_with(payload, shift, data, frame, tokens)
+        decode_with(payload, shift, data, runs, frame, tokens)
     })
 }
 
@@ -185,10 +198,11 @@ fn decode_with(
     payload: &[u8],
     shift: u8,
     data: &mut [u8],
+    runs: &[(u32, u32)],
     frame: &mut Vec<u8>,
     tokens: &mut Vec<u8>,
 ) -> Result<(), String> {
-    let n = data.len() / 4;
+    let n: usize = runs.iter().map(|&(_, len)| len as usize).sum();
     let mut at = 0usize;
     let len = get_varint(payload, &mut at)?;
     let body = payload
@@ -214,14 +228,20 @@ fn decode_with(
     // low three cleared: `exponent << 3`, wrapping): picked out of its two top bytes
     // instead, the loop gathered bytes at a stride of 4 one by one and took a quarter of
     // the patch's decoding time.
-    for (t, w) in tokens.iter_mut().zip(data.chunks_exact(4)) {
-        *t = t.wrapping_add(shift).wrapping_sub(rotation(word(w)));
+    let mut rest = &mut tokens[..];
+    for &(start, len) in runs {
+        let (at, len) = (start as usize * 4, len as usize);
+        let (here, tail) = std::mem::take(&mut rest).split_at_mut(len);
+        rest = tail;
+        for (t, w) in here.iter_mut().zip(data[at..at + 4 * len].chunks_exact(4)) {
+            *t = t.wrapping_add(shift).wrapping_sub(rotation(word(w)));
+        }
     }
     if u32::from(tokens.iter().fold(0, |m, &t| m.max(t))) > MAX_TOKEN {
         let t = tokens.iter().find(|&&t| u32::from(t) > MAX_TOKEN);
         return Err(format!("bad token {}", t.copied().unwrap_or_default()));
     }
-    apply_values(data, tokens, &payload[at..])
+    apply_values_runs(data, runs, tokens, &payload[at..])
 }
 
 #[cfg(test)]
