@@ -152,3 +152,76 @@ fn a_patch_chain_of_the_wrong_length_fails_the_checkout() {
         }
     }
 }
+
+/// The offset of `needle` in the first file under `dir` (recursively) that holds it.
+fn find_in_files(dir: &std::path::Path, needle: &[u8]) -> Option<(std::path::PathBuf, u64)> {
+    for entry in std::fs::read_dir(dir).ok()? {
+        let path = entry.ok()?.path();
+        if path.is_dir() {
+            if let Some(found) = find_in_files(&path, needle) {
+                return Some(found);
+            }
+        } else if let Ok(bytes) = std::fs::read(&path)
+            && let Some(at) = bytes.windows(needle.len()).position(|w| w == needle)
+        {
+            return Some((path, at as u64));
+        }
+    }
+    None
+}
+
+/// A plain checkout trusts the store's check of every block it reads: a key whose record
+/// is damaged on disk fails it with the store's `Corrupt` error, leaves no file and the
+/// file already there as it was, and fails a read of the same commit too.
+#[test]
+fn a_damaged_key_record_fails_the_checkout_and_leaves_the_old_file() {
+    use std::os::unix::fs::FileExt;
+    let fx = Fixture::new();
+    let mut m = model(12);
+    // Eight 256-byte chunks of smooth values: packed keys, each of its own bytes.
+    let name = "smooth";
+    let values: Vec<f32> = (0..512).map(|i| 1.0 + (i as f32 * 0.01).sin()).collect();
+    m.insert(name.into(), f32_tensor(&values, vec![32, 16]));
+    let c1 = fx.commit("main", &m, "one");
+    let state = block_on(fx.repo.commit_state(&c1.commit)).unwrap();
+    let TensorObject::Chunked(t) = block_on(fx.repo.tensor_object(&state.tensors[name])).unwrap()
+    else {
+        panic!("chunked")
+    };
+    let Key::Packed(key) = t.chunks[3].key else {
+        panic!("a packed key")
+    };
+    let bytes = block_on(fx.repo.store().get(&key)).unwrap().unwrap();
+    let (file, at) = find_in_files(&fx.path("blocks"), &bytes).expect("the key's record");
+    let out = fx.path("out.safetensors");
+    std::fs::write(&out, b"the file before").unwrap();
+    // Damage that appears while the engine runs: its reads see it through their mapping.
+    let seg = std::fs::OpenOptions::new().write(true).open(&file).unwrap();
+    let at = at + bytes.len() as u64 / 2;
+    let mut byte = [0u8];
+    std::fs::File::open(&file)
+        .unwrap()
+        .read_exact_at(&mut byte, at)
+        .unwrap();
+    seg.write_all_at(&[byte[0] ^ 0x10], at).unwrap();
+    drop(seg);
+
+    let rev = Revision::Commit(c1.commit);
+    let err = block_on(fx.repo.checkout_to_file(&rev, &out)).unwrap_err();
+    assert!(
+        matches!(err, Error::Store(ipfrs_storage::Error::Corrupt { .. })),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&out).unwrap(), b"the file before");
+    let leftovers: Vec<_> = std::fs::read_dir(fx.dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains("out.safetensors."))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    let err = block_on(fx.repo.checkout(&rev)).unwrap_err();
+    assert!(
+        matches!(err, Error::Store(ipfrs_storage::Error::Corrupt { .. })),
+        "{err}"
+    );
+}
