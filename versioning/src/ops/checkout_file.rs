@@ -361,10 +361,6 @@ impl<S: BlockStore, R: RefStore, L: Ledger> Repo<S, R, L> {
         window: usize,
     ) -> Result<()> {
         let mut pending: Vec<(DType, usize, u64, &Recipe)> = Vec::new();
-        // The pool idles until the first window is fetched, so the first window is small
-        // and decoding starts sooner; later ones are full, as each window walks its
-        // chains in one request per link depth.
-        let mut limit = (4 * cores()).clamp(1, window.max(1));
         for p in planned {
             match &p.obj {
                 TensorObject::Chunked(c) => {
@@ -393,9 +389,8 @@ impl<S: BlockStore, R: RefStore, L: Ledger> Repo<S, R, L> {
                         let len = crate::ops::read::chunk_len_at(c, i);
                         pending.push((c.dtype, len, at, r));
                         at += len as u64;
-                        if pending.len() >= limit {
+                        if pending.len() == window {
                             self.send_window(tx, pool, &mut pending).await?;
-                            limit = window;
                         }
                     }
                 }
