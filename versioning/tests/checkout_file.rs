@@ -6,7 +6,7 @@
 mod common;
 
 use bytes::Bytes;
-use common::{Fixture, forged_commit, info};
+use common::{Fixture, forged_commit, info, temp_files};
 use futures_lite::future::block_on;
 use ipfrs_versioning::{
     CheckoutOptions, DType, Error, Revision, TensorData, Tensors, write_safetensors_with_metadata,
@@ -119,11 +119,7 @@ fn checkout_of_odd_dtypes_and_lengths_is_the_file_safetensors_writes() {
         assert_eq!(got.len(), want.len(), "step {step}");
         assert!(got == want, "step {step}: the files differ");
         // No temporary file is left beside it.
-        let left: Vec<_> = std::fs::read_dir(fx.dir.path())
-            .unwrap()
-            .filter_map(|e| e.ok())
-            .filter(|e| e.file_name().to_string_lossy().contains(".tmp-"))
-            .collect();
+        let left = temp_files(fx.dir.path());
         assert!(left.is_empty(), "{left:?}");
         m = touch(&m, &mut rng);
     }

@@ -7,7 +7,7 @@
 mod common;
 
 use bytes::Bytes;
-use common::{Fixture, f32_tensor, forged_commit, model};
+use common::{Fixture, f32_tensor, forged_commit, model, temp_files};
 use futures_lite::future::block_on;
 use ipfrs_storage::{Block, BlockStore};
 use ipfrs_versioning::{CheckoutOptions, Error, Key, Revision, TensorObject, read_safetensors};
@@ -213,12 +213,8 @@ fn a_damaged_key_record_fails_the_checkout_and_leaves_the_old_file() {
         "{err}"
     );
     assert_eq!(std::fs::read(&out).unwrap(), b"the file before");
-    let leftovers: Vec<_> = std::fs::read_dir(fx.dir.path())
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().contains("out.safetensors."))
-        .collect();
-    assert!(leftovers.is_empty(), "{leftovers:?}");
+    let left = temp_files(fx.dir.path());
+    assert!(left.is_empty(), "{left:?}");
     let err = block_on(fx.repo.checkout(&rev)).unwrap_err();
     assert!(
         matches!(err, Error::Store(ipfrs_storage::Error::Corrupt { .. })),

@@ -561,17 +561,14 @@ pub fn profile_saved(dir: &Path, tip: Cid, rounds: usize) {
     block_on(repo.checkout_to_file(&rev, &reference)).unwrap();
     let (mut plain, mut cps, mut cpu) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..=rounds {
-        let t = Instant::now();
-        std::fs::copy(&reference, &copy).unwrap();
-        let cp = t.elapsed();
-        let c = cpu_secs();
-        let t = Instant::now();
-        block_on(repo.checkout_to_file(&rev, &out)).unwrap();
-        let co = t.elapsed();
+        let cp = timed_copy(&reference, &copy);
+        let (co, c) = wall_and_cpu(|| {
+            block_on(repo.checkout_to_file(&rev, &out)).unwrap();
+        });
         if round > 0 {
             cps.push(cp);
             plain.push(co);
-            cpu.push(Duration::from_secs_f64(cpu_secs() - c));
+            cpu.push(Duration::from_secs_f64(c));
         }
     }
     let same = cmp_equal(&reference, &out);
@@ -595,19 +592,13 @@ fn profile_phase(repo: &TestRepo, m: &Tensors, dir: &Path, phase: &str, rounds: 
     let (mut cpu_plain, mut cpu_verified) = (0.0, 0.0);
     let options = CheckoutOptions::default();
     for round in 0..=rounds {
-        let t = Instant::now();
-        std::fs::copy(&reference, &copy).unwrap();
-        let cp = t.elapsed();
-        let c = cpu_secs();
-        let t = Instant::now();
-        block_on(repo.checkout_to_file_verified(&Revision::Head, &out, options)).unwrap();
-        let v = t.elapsed();
-        let c_v = cpu_secs() - c;
-        let c = cpu_secs();
-        let t = Instant::now();
-        block_on(repo.checkout_to_file(&Revision::Head, &out)).unwrap();
-        let co = t.elapsed();
-        let c_p = cpu_secs() - c;
+        let cp = timed_copy(&reference, &copy);
+        let (v, c_v) = wall_and_cpu(|| {
+            block_on(repo.checkout_to_file_verified(&Revision::Head, &out, options)).unwrap();
+        });
+        let (co, c_p) = wall_and_cpu(|| {
+            block_on(repo.checkout_to_file(&Revision::Head, &out)).unwrap();
+        });
         // Round 0 warms the page cache and the engine's mappings for both.
         if round > 0 {
             cps.push(cp);
@@ -675,6 +666,22 @@ fn recipe_summary(repo: &TestRepo) -> String {
         by_dense[2],
         by_dense[3]
     )
+}
+
+/// `cp` of `from` to `to` (`std::fs::copy`: copy_file_range, as cp does it), timed.
+fn timed_copy(from: &Path, to: &Path) -> Duration {
+    let t = Instant::now();
+    std::fs::copy(from, to).unwrap();
+    t.elapsed()
+}
+
+/// Runs `f`: its wall time, and the CPU seconds this process used meanwhile (every
+/// thread's, so a checkout's decoding threads count).
+fn wall_and_cpu(f: impl FnOnce()) -> (Duration, f64) {
+    let c = cpu_secs();
+    let t = Instant::now();
+    f();
+    (t.elapsed(), cpu_secs() - c)
 }
 
 /// CPU seconds (user + system) this process has used, from /proc (0 where absent).

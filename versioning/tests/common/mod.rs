@@ -216,3 +216,14 @@ pub fn forged_commit(
     .unwrap();
     *commit_block.cid()
 }
+
+/// The temporary files a checkout to a file left in `dir` (named `.<target>.tmp-<pid>`):
+/// none once it has finished, whether it succeeded or failed.
+pub fn temp_files(dir: &std::path::Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains(".tmp-"))
+        .map(|e| e.path())
+        .collect()
+}
