@@ -128,8 +128,8 @@ const LAYOUT_SPARSE_RUNS: u8 = 5;
 /// re-based on its key after 64 commits of 1% carries) 180 against 250 KB, 238 against
 /// 574 us; 60% 252 against 301 KB, 344 against 548 us. The bound was a quarter, which
 /// left those re-based deltas dense. Above three quarters was not measured: a dense step
-/// changes every element, where a sparse payload would only add the gather and scatter of
-/// one run around the same tokens.
+/// changes every element, where a sparse payload would only add one run around the same
+/// tokens.
 const SPARSE_MAX_QUARTERS: usize = 3;
 
 /// Runs (start, length) of the elements where `new` and `base` differ.
